@@ -1,0 +1,1 @@
+//! LLMPU runtime.
