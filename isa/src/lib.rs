@@ -1,1 +1,25 @@
-//! LLMPU ISA.
+//! The LLMPU machine description: the instruction set as one table ([`inst`]), operand field types
+//! ([`fields`]), machine configurations ([`target`]), the per-instruction cost model ([`cost`]),
+//! element-type numerics ([`numerics`]), programs ([`program`]) and their ELF container ([`binary`]).
+//!
+//! Everything downstream — assembler, emulator, compiler back end and the generated `spec/isa.md` —
+//! derives from the table in [`inst`]; nothing else lists instructions.
+
+pub mod cost;
+pub mod fields;
+pub mod inst;
+pub mod numerics;
+pub mod program;
+pub mod target;
+
+pub use cost::{Cost, cost};
+pub use fields::{
+    AccMode, Bcast, DType, Field, FieldKind, Layout, Reg, Sem, Space, Target as BranchTarget,
+    TileRef,
+};
+pub use inst::{
+    CostClass, DecodeError, EncodeError, FieldDesc, INST_BYTES, INSTRUCTIONS, Inst, InstDesc,
+    Opcode, Unit,
+};
+pub use program::{DataSegment, DebugLoc, IoDir, IoTensor, Label, Program, ProgramError};
+pub use target::Target;

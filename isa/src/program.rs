@@ -1,0 +1,342 @@
+//! A linked LLMPU program: one instruction stream per core, constant data placed in HBM, the I/O
+//! tensor descriptors, the target it was built for, labels and the debug map.
+//!
+//! This is what the assembler produces, what the binary container stores and what the emulator
+//! loads. [`Program::validate`] states the invariants every consumer may rely on: at least one core
+//! and no more than the target has; branch targets inside their stream; data and I/O tensors inside
+//! HBM, aligned and not overlapping one another; labels and debug entries pointing at instructions.
+
+use crate::fields::DType;
+use crate::inst::Inst;
+use crate::target::Target;
+
+/// Alignment of constant data and I/O tensors in HBM, in bytes.
+pub const HBM_ALIGN: u64 = 64;
+
+/// Constant data placed in HBM before the program starts (weights).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DataSegment {
+    pub name: String,
+    pub hbm_addr: u64,
+    pub bytes: Vec<u8>,
+}
+
+/// Whether an I/O tensor is written by the host before the run or read after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoDir {
+    Input,
+    Output,
+}
+
+impl IoDir {
+    pub fn name(self) -> &'static str {
+        match self {
+            IoDir::Input => "input",
+            IoDir::Output => "output",
+        }
+    }
+}
+
+/// A tensor the host exchanges with the program through HBM (row-major, dense).
+#[derive(Clone, Debug, PartialEq)]
+pub struct IoTensor {
+    pub name: String,
+    pub dir: IoDir,
+    pub dtype: DType,
+    pub shape: Vec<u64>,
+    pub hbm_addr: u64,
+}
+
+impl IoTensor {
+    pub fn elements(&self) -> u64 {
+        self.shape.iter().product()
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.elements() * self.dtype.size()
+    }
+}
+
+/// A named instruction position.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Label {
+    pub core: u32,
+    pub pc: u32,
+    pub name: String,
+}
+
+/// A source location that applies to the instructions of `core` from `pc` up to the next entry of
+/// the same core. Entries are sorted by `(core, pc)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DebugLoc {
+    pub core: u32,
+    pub pc: u32,
+    pub loc: String,
+}
+
+/// A whole program.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Program {
+    pub target: Target,
+    /// Instruction streams, indexed by core.
+    pub cores: Vec<Vec<Inst>>,
+    pub data: Vec<DataSegment>,
+    pub io: Vec<IoTensor>,
+    pub labels: Vec<Label>,
+    pub debug: Vec<DebugLoc>,
+}
+
+/// A violated program invariant.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProgramError {
+    #[error("program has no cores")]
+    NoCores,
+    #[error("program uses {used} cores but target `{target}` has {available}")]
+    TooManyCores {
+        used: usize,
+        available: u32,
+        target: String,
+    },
+    #[error(
+        "core {core} pc {pc}: `{inst}` branches to {dest}, outside the stream of {len} instructions"
+    )]
+    BranchOutOfRange {
+        core: usize,
+        pc: usize,
+        inst: String,
+        dest: i64,
+        len: usize,
+    },
+    #[error("{what} `{name}` at HBM {addr:#x}+{len:#x} is outside HBM ({size:#x} bytes)")]
+    OutsideHbm {
+        what: &'static str,
+        name: String,
+        addr: u64,
+        len: u64,
+        size: u64,
+    },
+    #[error("{what} `{name}` at HBM {addr:#x} is not {HBM_ALIGN}-byte aligned")]
+    Misaligned {
+        what: &'static str,
+        name: String,
+        addr: u64,
+    },
+    #[error("`{a}` and `{b}` overlap in HBM")]
+    Overlap { a: String, b: String },
+    #[error("duplicate name `{0}`")]
+    DuplicateName(String),
+    #[error("{what} at core {core} pc {pc} points past the end of the stream")]
+    BadPosition {
+        what: &'static str,
+        core: u32,
+        pc: u32,
+    },
+    #[error("debug map is not sorted at core {core} pc {pc}")]
+    UnsortedDebug { core: u32, pc: u32 },
+}
+
+impl Program {
+    /// An empty program for `target` with `cores` empty streams.
+    pub fn new(target: Target, cores: usize) -> Program {
+        Program {
+            target,
+            cores: vec![Vec::new(); cores],
+            data: Vec::new(),
+            io: Vec::new(),
+            labels: Vec::new(),
+            debug: Vec::new(),
+        }
+    }
+
+    /// The I/O tensor of this name.
+    pub fn io(&self, name: &str) -> Option<&IoTensor> {
+        self.io.iter().find(|t| t.name == name)
+    }
+
+    /// The source location of `core`'s instruction at `pc`, if the debug map has one.
+    pub fn loc_of(&self, core: u32, pc: u32) -> Option<&str> {
+        let i = self.debug.partition_point(|d| (d.core, d.pc) <= (core, pc));
+        let d = self.debug.get(i.checked_sub(1)?)?;
+        (d.core == core).then_some(d.loc.as_str())
+    }
+
+    /// Checks every invariant listed in the module documentation.
+    pub fn validate(&self) -> Result<(), ProgramError> {
+        if self.cores.is_empty() {
+            return Err(ProgramError::NoCores);
+        }
+        if self.cores.len() > self.target.cores as usize {
+            return Err(ProgramError::TooManyCores {
+                used: self.cores.len(),
+                available: self.target.cores,
+                target: self.target.name.clone(),
+            });
+        }
+        for (core, stream) in self.cores.iter().enumerate() {
+            for (pc, inst) in stream.iter().enumerate() {
+                if let Some(off) = inst.branch_offset() {
+                    let dest = pc as i64 + off as i64;
+                    if dest < 0 || dest >= stream.len() as i64 {
+                        return Err(ProgramError::BranchOutOfRange {
+                            core,
+                            pc,
+                            inst: inst.to_string(),
+                            dest,
+                            len: stream.len(),
+                        });
+                    }
+                }
+            }
+        }
+        let size = self.target.hbm.size_bytes;
+        let mut spans: Vec<(u64, u64, &str)> = Vec::new();
+        let mut names = std::collections::HashSet::new();
+        let regions = self
+            .data
+            .iter()
+            .map(|d| ("data", &d.name, d.hbm_addr, d.bytes.len() as u64))
+            .chain(
+                self.io
+                    .iter()
+                    .map(|t| (t.dir.name(), &t.name, t.hbm_addr, t.bytes())),
+            );
+        for (what, name, addr, len) in regions {
+            if !names.insert(name.as_str()) {
+                return Err(ProgramError::DuplicateName(name.clone()));
+            }
+            if addr.checked_add(len).is_none_or(|end| end > size) {
+                return Err(ProgramError::OutsideHbm {
+                    what,
+                    name: name.clone(),
+                    addr,
+                    len,
+                    size,
+                });
+            }
+            if addr % HBM_ALIGN != 0 {
+                return Err(ProgramError::Misaligned {
+                    what,
+                    name: name.clone(),
+                    addr,
+                });
+            }
+            if len > 0 {
+                spans.push((addr, addr + len, name));
+            }
+        }
+        spans.sort();
+        for w in spans.windows(2) {
+            if w[1].0 < w[0].1 {
+                return Err(ProgramError::Overlap {
+                    a: w[0].2.into(),
+                    b: w[1].2.into(),
+                });
+            }
+        }
+        let in_stream = |core: u32, pc: u32| {
+            self.cores
+                .get(core as usize)
+                .is_some_and(|s| (pc as usize) < s.len().max(1))
+        };
+        for l in &self.labels {
+            let ok = self
+                .cores
+                .get(l.core as usize)
+                .is_some_and(|s| l.pc as usize <= s.len());
+            if !ok {
+                return Err(ProgramError::BadPosition {
+                    what: "label",
+                    core: l.core,
+                    pc: l.pc,
+                });
+            }
+        }
+        for (i, d) in self.debug.iter().enumerate() {
+            if !in_stream(d.core, d.pc) {
+                return Err(ProgramError::BadPosition {
+                    what: "debug entry",
+                    core: d.core,
+                    pc: d.pc,
+                });
+            }
+            if i > 0 && (self.debug[i - 1].core, self.debug[i - 1].pc) >= (d.core, d.pc) {
+                return Err(ProgramError::UnsortedDebug {
+                    core: d.core,
+                    pc: d.pc,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fields::Target as BranchTarget;
+
+    fn prog() -> Program {
+        let mut p = Program::new(Target::default_target(), 1);
+        p.cores[0] = vec![Inst::Nop {}, Inst::Halt {}];
+        p
+    }
+
+    #[test]
+    fn branches_outside_the_stream_are_rejected() {
+        let mut p = prog();
+        p.cores[0].insert(
+            0,
+            Inst::Jmp {
+                target: BranchTarget(5),
+            },
+        );
+        assert!(matches!(
+            p.validate(),
+            Err(ProgramError::BranchOutOfRange { dest: 5, .. })
+        ));
+    }
+
+    #[test]
+    fn overlapping_and_misaligned_regions_are_rejected() {
+        let mut p = prog();
+        p.data.push(DataSegment {
+            name: "w".into(),
+            hbm_addr: 0,
+            bytes: vec![0; 128],
+        });
+        p.io.push(IoTensor {
+            name: "x".into(),
+            dir: IoDir::Input,
+            dtype: DType::F32,
+            shape: vec![4],
+            hbm_addr: 64,
+        });
+        assert!(matches!(p.validate(), Err(ProgramError::Overlap { .. })));
+        p.io[0].hbm_addr = 130;
+        assert!(matches!(p.validate(), Err(ProgramError::Misaligned { .. })));
+        p.io[0].hbm_addr = 128;
+        p.validate().unwrap();
+    }
+
+    #[test]
+    fn debug_locations_apply_until_the_next_entry() {
+        let mut p = prog();
+        p.cores[0].push(Inst::Nop {});
+        p.debug = vec![
+            DebugLoc {
+                core: 0,
+                pc: 0,
+                loc: "a".into(),
+            },
+            DebugLoc {
+                core: 0,
+                pc: 2,
+                loc: "b".into(),
+            },
+        ];
+        p.validate().unwrap();
+        assert_eq!(p.loc_of(0, 1), Some("a"));
+        assert_eq!(p.loc_of(0, 2), Some("b"));
+        assert_eq!(p.loc_of(1, 0), None);
+    }
+}

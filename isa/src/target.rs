@@ -1,0 +1,505 @@
+//! Machine configurations ("targets"): the TOML schema, its validation and the built-in presets.
+//!
+//! A target fixes every size, rate, latency and energy the compiler and the emulator use. Files are
+//! strict: an unknown key, a missing key or an out-of-range value is an error that names the key
+//! (`matrix.rows`). The presets in `isa/targets/*.toml` are embedded in the binary, so every command
+//! works with no configuration. [`FIELD_DOCS`] documents every key with its unit; a test keeps it in
+//! step with the structs.
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// A whole machine configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    pub name: String,
+    pub description: String,
+    pub cores: u32,
+    pub clock_ghz: f64,
+    pub matrix: Matrix,
+    pub vector: Vector,
+    pub sram: Memory,
+    pub accumulator: Memory,
+    pub hbm: Hbm,
+    pub latency: Latency,
+    pub kv: Kv,
+    pub energy: Energy,
+}
+
+/// The systolic array of each core.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Matrix {
+    pub rows: u32,
+    pub cols: u32,
+    pub fp32_slowdown: u32,
+}
+
+/// The vector unit of each core.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vector {
+    pub lanes: u32,
+}
+
+/// An on-core memory (scratchpad or accumulator).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Memory {
+    pub size_bytes: u64,
+    pub banks: u32,
+}
+
+/// The shared off-chip memory.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hbm {
+    pub size_bytes: u64,
+    pub bandwidth_gb_s: f64,
+    pub latency_cycles: u64,
+    pub burst_bytes: u64,
+}
+
+/// Per-operation latencies, in core clock cycles.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Latency {
+    pub scalar: u64,
+    pub branch: u64,
+    pub scalar_mem: u64,
+    pub sync: u64,
+    pub barrier: u64,
+    pub dma_setup: u64,
+    pub vpu_pipeline: u64,
+    pub vpu_simple: u64,
+    pub vpu_special: u64,
+    pub queue_depth: u32,
+}
+
+/// KV-cache layout parameters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Kv {
+    pub block_tokens: u32,
+}
+
+/// Energy per event, for the energy estimate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Energy {
+    pub mac_bf16_pj: f64,
+    pub mac_fp32_pj: f64,
+    pub mac_int8_pj: f64,
+    pub vector_op_pj: f64,
+    pub sram_byte_pj: f64,
+    pub acc_byte_pj: f64,
+    pub hbm_byte_pj: f64,
+    pub static_w: f64,
+}
+
+/// Every key of the schema: dotted path, unit, meaning.
+pub const FIELD_DOCS: &[(&str, &str, &str)] = &[
+    ("name", "—", "preset or file name, printed in reports"),
+    ("description", "—", "one line for `llmpu targets`"),
+    (
+        "cores",
+        "count",
+        "cores sharing HBM; each has every unit below",
+    ),
+    ("clock_ghz", "GHz", "core clock; converts cycles to time"),
+    (
+        "matrix.rows",
+        "PEs",
+        "systolic array rows (the K extent of one weight tile)",
+    ),
+    (
+        "matrix.cols",
+        "PEs",
+        "systolic array columns (the N extent of one weight tile)",
+    ),
+    (
+        "matrix.fp32_slowdown",
+        "×",
+        "cycle multiplier for f32 inputs (reduced-rate fp32)",
+    ),
+    (
+        "vector.lanes",
+        "lanes",
+        "elements the vector unit processes per cycle",
+    ),
+    ("sram.size_bytes", "bytes", "scratchpad SRAM per core"),
+    (
+        "sram.banks",
+        "count",
+        "scratchpad banks (size must divide evenly)",
+    ),
+    (
+        "accumulator.size_bytes",
+        "bytes",
+        "accumulator SRAM per core (f32/i32 results)",
+    ),
+    (
+        "accumulator.banks",
+        "count",
+        "accumulator banks (size must divide evenly)",
+    ),
+    ("hbm.size_bytes", "bytes", "off-chip memory capacity"),
+    (
+        "hbm.bandwidth_gb_s",
+        "GB/s (10⁹ bytes/s)",
+        "peak bandwidth shared by all cores",
+    ),
+    (
+        "hbm.latency_cycles",
+        "cycles",
+        "latency from request to first byte",
+    ),
+    (
+        "hbm.burst_bytes",
+        "bytes",
+        "access granule: each contiguous run is rounded up to it",
+    ),
+    (
+        "latency.scalar",
+        "cycles",
+        "scalar arithmetic and dispatch of one instruction",
+    ),
+    ("latency.branch", "cycles", "branch or jump"),
+    ("latency.scalar_mem", "cycles", "scalar load/store to SRAM"),
+    (
+        "latency.sync",
+        "cycles",
+        "semaphore signal or satisfied wait",
+    ),
+    (
+        "latency.barrier",
+        "cycles",
+        "cross-core barrier after the last core arrives",
+    ),
+    (
+        "latency.dma_setup",
+        "cycles",
+        "DMA descriptor setup per transfer",
+    ),
+    (
+        "latency.vpu_pipeline",
+        "cycles",
+        "vector pipeline depth (fill once per instruction)",
+    ),
+    (
+        "latency.vpu_simple",
+        "cycles",
+        "per lane-group for add/mul/max/copy…",
+    ),
+    (
+        "latency.vpu_special",
+        "cycles",
+        "per lane-group for div/exp/rsqrt/tanh/erf…",
+    ),
+    (
+        "latency.queue_depth",
+        "entries",
+        "instructions each unit's queue holds before dispatch stalls",
+    ),
+    ("kv.block_tokens", "tokens", "paged KV-cache block size"),
+    (
+        "energy.mac_bf16_pj",
+        "pJ",
+        "one multiply-accumulate, bf16/f16/fp8 inputs",
+    ),
+    (
+        "energy.mac_fp32_pj",
+        "pJ",
+        "one multiply-accumulate, f32 inputs",
+    ),
+    (
+        "energy.mac_int8_pj",
+        "pJ",
+        "one multiply-accumulate, int8 inputs",
+    ),
+    (
+        "energy.vector_op_pj",
+        "pJ",
+        "one vector-unit element operation",
+    ),
+    (
+        "energy.sram_byte_pj",
+        "pJ",
+        "one byte read or written in the scratchpad",
+    ),
+    (
+        "energy.acc_byte_pj",
+        "pJ",
+        "one byte read or written in the accumulator",
+    ),
+    ("energy.hbm_byte_pj", "pJ", "one byte moved to or from HBM"),
+    (
+        "energy.static_w",
+        "W",
+        "static (leakage) power of the whole chip, charged over the run time",
+    ),
+];
+
+/// Errors reading or validating a target.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}: field `{field}`: {message}")]
+    Invalid {
+        path: String,
+        field: &'static str,
+        message: String,
+    },
+    #[error("cannot read target file {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("unknown target `{0}` (built-in: {names}); or give a path to a .toml file", names = preset_names().join(", "))]
+    Unknown(String),
+}
+
+const PRESETS: &[(&str, &str)] = &[
+    ("edge", include_str!("../targets/edge.toml")),
+    ("datacenter", include_str!("../targets/datacenter.toml")),
+];
+
+/// The name of the default target.
+pub const DEFAULT_TARGET: &str = "edge";
+
+/// Names of the built-in presets.
+pub fn preset_names() -> Vec<&'static str> {
+    PRESETS.iter().map(|(n, _)| *n).collect()
+}
+
+/// The TOML text of a built-in preset.
+pub fn preset_text(name: &str) -> Option<&'static str> {
+    PRESETS.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
+}
+
+impl Target {
+    /// A built-in preset by name.
+    pub fn preset(name: &str) -> Result<Target, TargetError> {
+        let text = preset_text(name).ok_or_else(|| TargetError::Unknown(name.into()))?;
+        Target::from_toml(text, &format!("<preset {name}>"))
+    }
+
+    /// The default target (`edge`).
+    pub fn default_target() -> Target {
+        Target::preset(DEFAULT_TARGET).expect("built-in preset is valid")
+    }
+
+    /// A preset name or a path to a `.toml` file.
+    pub fn resolve(spec: &str) -> Result<Target, TargetError> {
+        if preset_text(spec).is_some() {
+            return Target::preset(spec);
+        }
+        let path = Path::new(spec);
+        if path.extension().is_some_and(|e| e == "toml") || path.exists() {
+            let text = std::fs::read_to_string(path).map_err(|source| TargetError::Io {
+                path: spec.into(),
+                source,
+            })?;
+            return Target::from_toml(&text, spec);
+        }
+        Err(TargetError::Unknown(spec.into()))
+    }
+
+    /// Parses and validates TOML text; `path` names the source in errors.
+    pub fn from_toml(text: &str, path: &str) -> Result<Target, TargetError> {
+        let t: Target = toml::from_str(text).map_err(|e| TargetError::Parse {
+            path: path.into(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        t.validate(path)?;
+        Ok(t)
+    }
+
+    /// Canonical TOML text (what the binary embeds).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("target serializes")
+    }
+
+    /// Checks every value's range; the error names the field.
+    pub fn validate(&self, path: &str) -> Result<(), TargetError> {
+        let bad = |field: &'static str, message: String| TargetError::Invalid {
+            path: path.into(),
+            field,
+            message,
+        };
+        let positive: [(&'static str, u64); 16] = [
+            ("cores", self.cores as u64),
+            ("matrix.rows", self.matrix.rows as u64),
+            ("matrix.cols", self.matrix.cols as u64),
+            ("matrix.fp32_slowdown", self.matrix.fp32_slowdown as u64),
+            ("vector.lanes", self.vector.lanes as u64),
+            ("sram.size_bytes", self.sram.size_bytes),
+            ("sram.banks", self.sram.banks as u64),
+            ("accumulator.size_bytes", self.accumulator.size_bytes),
+            ("accumulator.banks", self.accumulator.banks as u64),
+            ("hbm.size_bytes", self.hbm.size_bytes),
+            ("hbm.burst_bytes", self.hbm.burst_bytes),
+            ("latency.scalar", self.latency.scalar),
+            ("latency.vpu_simple", self.latency.vpu_simple),
+            ("latency.vpu_special", self.latency.vpu_special),
+            ("latency.queue_depth", self.latency.queue_depth as u64),
+            ("kv.block_tokens", self.kv.block_tokens as u64),
+        ];
+        for (field, v) in positive {
+            if v == 0 {
+                return Err(bad(field, "must be greater than 0".into()));
+            }
+        }
+        if self.cores > 256 {
+            return Err(bad(
+                "cores",
+                format!("{} exceeds the maximum of 256", self.cores),
+            ));
+        }
+        if !(self.clock_ghz.is_finite() && self.clock_ghz > 0.0) {
+            return Err(bad("clock_ghz", "must be a positive number".into()));
+        }
+        if !(self.hbm.bandwidth_gb_s.is_finite() && self.hbm.bandwidth_gb_s > 0.0) {
+            return Err(bad(
+                "hbm.bandwidth_gb_s",
+                "must be a positive number".into(),
+            ));
+        }
+        if self.sram.size_bytes % self.sram.banks as u64 != 0 {
+            return Err(bad("sram.banks", "must divide sram.size_bytes".into()));
+        }
+        if self.accumulator.size_bytes % self.accumulator.banks as u64 != 0 {
+            return Err(bad(
+                "accumulator.banks",
+                "must divide accumulator.size_bytes".into(),
+            ));
+        }
+        if !self.hbm.burst_bytes.is_power_of_two() {
+            return Err(bad("hbm.burst_bytes", "must be a power of two".into()));
+        }
+        let e = &self.energy;
+        for (field, v) in [
+            ("energy.mac_bf16_pj", e.mac_bf16_pj),
+            ("energy.mac_fp32_pj", e.mac_fp32_pj),
+            ("energy.mac_int8_pj", e.mac_int8_pj),
+            ("energy.vector_op_pj", e.vector_op_pj),
+            ("energy.sram_byte_pj", e.sram_byte_pj),
+            ("energy.acc_byte_pj", e.acc_byte_pj),
+            ("energy.hbm_byte_pj", e.hbm_byte_pj),
+            ("energy.static_w", e.static_w),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(bad(field, "must be a non-negative number".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// HBM bytes per core clock cycle at peak bandwidth.
+    pub fn hbm_bytes_per_cycle(&self) -> f64 {
+        self.hbm.bandwidth_gb_s / self.clock_ghz
+    }
+
+    /// Peak multiply-accumulates per cycle per core (bf16).
+    pub fn macs_per_cycle_per_core(&self) -> u64 {
+        self.matrix.rows as u64 * self.matrix.cols as u64
+    }
+
+    /// Peak FLOP/s of the whole chip (2 FLOPs per MAC, bf16 rate).
+    pub fn peak_flops(&self) -> f64 {
+        2.0 * self.macs_per_cycle_per_core() as f64 * self.cores as f64 * self.clock_ghz * 1e9
+    }
+
+    /// Converts cycles to seconds at the target's clock.
+    pub fn seconds(&self, cycles: u64) -> f64 {
+        cycles as f64 / (self.clock_ghz * 1e9)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(prefix: &str, v: &toml::Value, out: &mut Vec<String>) {
+        if let toml::Value::Table(t) = v {
+            for (k, v) in t {
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                if v.is_table() {
+                    keys(&p, v, out);
+                } else {
+                    out.push(p);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn presets_parse_and_round_trip_through_canonical_toml() {
+        for name in preset_names() {
+            let t = Target::preset(name).unwrap();
+            assert_eq!(t.name, name);
+            let again = Target::from_toml(&t.to_toml(), "canonical").unwrap();
+            assert_eq!(again, t);
+        }
+    }
+
+    #[test]
+    fn every_schema_key_is_documented_and_every_doc_is_a_key() {
+        let v: toml::Value = toml::from_str(&Target::default_target().to_toml()).unwrap();
+        let mut found = Vec::new();
+        keys("", &v, &mut found);
+        found.sort();
+        let mut documented: Vec<String> =
+            FIELD_DOCS.iter().map(|(k, _, _)| k.to_string()).collect();
+        documented.sort();
+        assert_eq!(found, documented);
+    }
+
+    #[test]
+    fn presets_match_the_issue_sizes() {
+        let e = Target::preset("edge").unwrap();
+        assert_eq!((e.cores, e.matrix.rows, e.matrix.cols), (1, 32, 32));
+        assert_eq!(e.sram.size_bytes, 2 << 20);
+        let d = Target::preset("datacenter").unwrap();
+        assert_eq!((d.cores, d.matrix.rows, d.matrix.cols), (8, 128, 128));
+        assert_eq!(d.sram.size_bytes, 32 << 20);
+        assert_eq!(d.hbm.bandwidth_gb_s, 3000.0);
+    }
+
+    #[test]
+    fn a_missing_field_is_named() {
+        let text = preset_text("edge").unwrap().replace("lanes = 32\n", "");
+        let err = Target::from_toml(&text, "t.toml").unwrap_err().to_string();
+        assert!(err.contains("lanes"), "{err}");
+        assert!(err.starts_with("t.toml"), "{err}");
+    }
+
+    #[test]
+    fn an_invalid_value_is_named() {
+        let text = preset_text("edge")
+            .unwrap()
+            .replace("rows = 32", "rows = 0");
+        let err = Target::from_toml(&text, "t.toml").unwrap_err().to_string();
+        assert!(err.contains("`matrix.rows`"), "{err}");
+        let text = preset_text("edge")
+            .unwrap()
+            .replace("rows = 32", "rows = -3");
+        let err = Target::from_toml(&text, "t.toml").unwrap_err().to_string();
+        assert!(err.contains("rows"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_field_is_named() {
+        let text = preset_text("edge")
+            .unwrap()
+            .replace("lanes = 32", "lanes = 32\nlane = 4");
+        let err = Target::from_toml(&text, "t.toml").unwrap_err().to_string();
+        assert!(err.contains("lane"), "{err}");
+    }
+}
