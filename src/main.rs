@@ -1,1 +1,36 @@
-fn main() {}
+//! `llmpu`: the command-line front of the toolchain. Each subcommand lives in its own `cmd_*`
+//! module; `main` only parses arguments, dispatches and turns errors into a message and exit code 1.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+mod cmd_targets;
+
+/// LLMPU toolchain: compile ONNX transformers to the LLMPU ISA, inspect the IR, run binaries on the
+/// emulator.
+#[derive(Parser)]
+#[command(name = "llmpu", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the built-in machine configurations, or print one as TOML.
+    Targets(cmd_targets::TargetsArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Targets(a) => cmd_targets::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}

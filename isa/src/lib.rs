@@ -10,6 +10,7 @@ pub mod fields;
 pub mod inst;
 pub mod numerics;
 pub mod program;
+pub mod spec;
 pub mod target;
 
 pub use cost::{Cost, cost};

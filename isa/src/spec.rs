@@ -1,0 +1,230 @@
+//! Generators for the reference documents derived from the tables: `spec/isa.md` from the
+//! instruction table and `spec/targets.md` from the target schema and presets.
+//!
+//! The committed files must equal these generators' output; `isa/tests/spec_up_to_date.rs` fails
+//! otherwise (re-bless with `LLMPU_BLESS=1`).
+
+use crate::fields::{AccMode, Bcast, DType, FieldKind, Layout, Space};
+use crate::inst::{CostClass, INST_BYTES, INSTRUCTIONS, Unit};
+use crate::target::{FIELD_DOCS, Target, preset_names};
+use std::fmt::Write;
+
+fn cost_formula(c: CostClass) -> &'static str {
+    match c {
+        CostClass::Scalar => "`latency.scalar`",
+        CostClass::Branch => "`latency.branch`",
+        CostClass::ScalarMem => "`latency.scalar_mem`",
+        CostClass::DmaCopy | CostClass::DmaIndexed => {
+            "`dma_setup + ⌈hbm_bytes / bytes_per_cycle⌉` busy, `+ hbm.latency_cycles` to completion"
+        }
+        CostClass::Matmul => {
+            "`⌈k/R⌉·⌈n/C⌉·max(m, R)` (× `fp32_slowdown` for f32) busy, `+ R + C` to completion"
+        }
+        CostClass::VecSimple => "`⌈rows·cols/L⌉·vpu_simple` busy, `+ vpu_pipeline`",
+        CostClass::VecSpecial => "`⌈rows·cols/L⌉·vpu_special` busy, `+ vpu_pipeline`",
+        CostClass::VecReduce => "`rows·⌈cols/L⌉·vpu_simple` busy, `+ vpu_pipeline + ⌈log2 L⌉`",
+        CostClass::Sync => "`latency.sync` once satisfied",
+        CostClass::Barrier => "`latency.barrier` after the last core arrives",
+        CostClass::Halt => "`latency.sync` after the queues drain",
+    }
+}
+
+fn unit_title(u: Unit) -> &'static str {
+    match u {
+        Unit::Scalar => "Scalar unit (control, registers, dispatch, synchronization)",
+        Unit::Dma => "DMA engine",
+        Unit::Mxu => "Matrix engine",
+        Unit::Vpu => "Vector unit",
+    }
+}
+
+fn enum_line(out: &mut String, name: &str, names: &[&str]) {
+    let vals: Vec<String> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| format!("`{n}`={i}"))
+        .collect();
+    let _ = writeln!(out, "| `{name}` | {} |", vals.join(", "));
+}
+
+/// The text of `spec/isa.md`.
+pub fn isa_markdown() -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "# LLMPU v0 instruction set\n\n\
+         <!-- Generated from isa/src/inst.rs by isa::spec::isa_markdown; do not edit. \
+         Re-bless: LLMPU_BLESS=1 cargo test -p llmpu-isa --test spec_up_to_date -->\n"
+    );
+    let _ = writeln!(
+        o,
+        "Every instruction is {INST_BYTES} bytes ({} bits), stored little-endian. Bits 0–7 hold the \
+         opcode; operand fields follow from bit 8 in the order listed, with no gaps; every bit above \
+         the last field is reserved and must be zero (the loader rejects anything else). Opcode `0x00` \
+         is never assigned. A program holds one instruction stream per core.\n",
+        INST_BYTES * 8
+    );
+    o.push_str(
+        "Each core has a scalar unit that walks the stream in order, executes scalar instructions \
+         and dispatches the others into the in-order queue of their unit (DMA, matrix, vector). \
+         Register operands are read at dispatch. Units run in parallel and synchronize through the \
+         core's 32 semaphores (`X.signal`, `X.wait`); `barrier` synchronizes cores. Timing rules \
+         are in `cost-model.md`.\n\n",
+    );
+    o.push_str("## Operand kinds\n\n| kind | assembly | meaning |\n|---|---|---|\n");
+    o.push_str("| `reg` | `r0`…`r31` | scalar register (64-bit); `r0` reads 0 |\n");
+    o.push_str("| `sem` | `s0`…`s31` | semaphore of the issuing core |\n");
+    o.push_str("| `uimm` | `42`, `0x2a` | unsigned immediate |\n");
+    o.push_str("| `simm` | `-7` | signed immediate (two's complement) |\n");
+    o.push_str("| `f32` | `1.5`, `-inf`, `nan` | IEEE binary32 immediate |\n");
+    o.push_str(
+        "| `target` | `loop`, `.+3` | branch target, signed instruction offset from the branch |\n",
+    );
+    o.push_str(
+        "| `tile` | `sram.bf16[r3, r4]` | 14 bits, LSB first: address register (5), row-stride register in elements (5), space (1), dtype (3) |\n",
+    );
+    o.push_str("\nEnumerated fields hold the index of the name:\n\n| kind | values |\n|---|---|\n");
+    enum_line(&mut o, "dtype", DType::NAMES);
+    enum_line(&mut o, "space", Space::NAMES);
+    enum_line(&mut o, "accmode", AccMode::NAMES);
+    enum_line(&mut o, "layout", Layout::NAMES);
+    enum_line(&mut o, "bcast", Bcast::NAMES);
+    o.push_str("\nElement sizes: ");
+    let sizes: Vec<String> = DType::ALL
+        .iter()
+        .map(|d| format!("`{d}` {} B", d.size()))
+        .collect();
+    o.push_str(&sizes.join(", "));
+    o.push_str(".\n\n## Summary\n\n| opcode | mnemonic | unit | operands | cost |\n|---|---|---|---|---|\n");
+    for d in INSTRUCTIONS {
+        let ops: Vec<&str> = d.fields.iter().map(|f| f.name).collect();
+        let _ = writeln!(
+            o,
+            "| `{:#04x}` | `{}` | {} | {} | {} |",
+            d.opcode as u8,
+            d.mnemonic,
+            d.unit,
+            if ops.is_empty() {
+                "—".to_string()
+            } else {
+                ops.join(", ")
+            },
+            cost_formula(d.cost)
+        );
+    }
+    for unit in Unit::ALL {
+        let _ = writeln!(o, "\n## {}\n", unit_title(unit));
+        for d in INSTRUCTIONS.iter().filter(|d| d.unit == unit) {
+            let ops: Vec<String> = d.fields.iter().map(|f| f.name.to_string()).collect();
+            let _ = writeln!(
+                o,
+                "### `{}` — opcode `{:#04x}`\n\n`{}{}{}`\n\n{}\n",
+                d.mnemonic,
+                d.opcode as u8,
+                d.mnemonic,
+                if ops.is_empty() { "" } else { " " },
+                ops.join(", "),
+                d.summary.trim()
+            );
+            o.push_str("| bits | field | kind |\n|---|---|---|\n| 0–7 | opcode | `");
+            let _ = writeln!(o, "{:#04x}` |", d.opcode as u8);
+            for f in d.fields {
+                let kind = match f.kind {
+                    FieldKind::Enum(n, _) => n.to_string(),
+                    k => k.name().to_string(),
+                };
+                let _ = writeln!(
+                    o,
+                    "| {}–{} | `{}` | {} |",
+                    f.offset,
+                    f.offset + f.width - 1,
+                    f.name,
+                    kind
+                );
+            }
+            let used = d.used_bits();
+            if used < 128 {
+                let _ = writeln!(o, "| {used}–127 | reserved | 0 |");
+            }
+            let _ = writeln!(o, "\nCost: {}.\n", cost_formula(d.cost));
+        }
+    }
+    o
+}
+
+/// The text of `spec/targets.md`.
+pub fn targets_markdown() -> String {
+    let mut o = String::new();
+    o.push_str(
+        "# LLMPU targets\n\n<!-- Generated from isa/src/target.rs and isa/targets/*.toml by \
+         isa::spec::targets_markdown; do not edit. Re-bless: LLMPU_BLESS=1 cargo test -p llmpu-isa \
+         --test spec_up_to_date -->\n\n\
+         A target is a TOML file; every key below is required and no other key is accepted. \
+         `llmpu targets` lists the built-in presets and `llmpu targets NAME` prints one; any \
+         command taking `--target` accepts a preset name or a path to a `.toml` file.\n\n",
+    );
+    let names = preset_names();
+    let presets: Vec<Target> = names
+        .iter()
+        .map(|n| Target::preset(n).expect("preset"))
+        .collect();
+    let flat: Vec<toml::Table> = presets
+        .iter()
+        .map(|t| toml::from_str(&t.to_toml()).expect("toml"))
+        .collect();
+    let _ = write!(o, "| key | unit | meaning |");
+    for n in &names {
+        let _ = write!(o, " `{n}` |");
+    }
+    o.push_str("\n|---|---|---|");
+    for _ in &names {
+        o.push_str("---|");
+    }
+    o.push('\n');
+    for (key, unit, doc) in FIELD_DOCS {
+        let _ = write!(o, "| `{key}` | {unit} | {doc} |");
+        for t in &flat {
+            let mut v: Option<&toml::Value> = None;
+            let mut table = t;
+            for (i, part) in key.split('.').enumerate() {
+                let last = i == key.split('.').count() - 1;
+                match table.get(part) {
+                    Some(toml::Value::Table(sub)) if !last => table = sub,
+                    Some(val) if last => v = Some(val),
+                    _ => break,
+                }
+            }
+            let text = match v {
+                Some(toml::Value::String(s)) => s.clone(),
+                Some(other) => other.to_string(),
+                None => "—".into(),
+            };
+            let _ = write!(o, " {text} |");
+        }
+        o.push('\n');
+    }
+    o.push_str("\nDerived figures:\n\n| | ");
+    o.push_str(&names.join(" | "));
+    o.push_str(" |\n|---|");
+    for _ in &names {
+        o.push_str("---|");
+    }
+    o.push('\n');
+    let row = |o: &mut String, label: &str, f: &dyn Fn(&Target) -> String| {
+        let _ = write!(o, "| {label} |");
+        for t in &presets {
+            let _ = write!(o, " {} |", f(t));
+        }
+        o.push('\n');
+    };
+    row(&mut o, "peak bf16 TFLOP/s (chip)", &|t| {
+        format!("{:.1}", t.peak_flops() / 1e12)
+    });
+    row(&mut o, "HBM bytes per cycle", &|t| {
+        format!("{:.1}", t.hbm_bytes_per_cycle())
+    });
+    row(&mut o, "ridge point (FLOP/byte)", &|t| {
+        format!("{:.1}", t.peak_flops() / (t.hbm.bandwidth_gb_s * 1e9))
+    });
+    o
+}
