@@ -477,6 +477,8 @@ isa! {
     Wait = 0x21, "wait", Scalar, Sync { sem: Sem = 5, count: u32 = 8 };
     /// Scalar unit adds one to semaphore `sem`.
     Signal = 0x22, "signal", Scalar, Sync { sem: Sem = 5 };
+    /// `rd = ` the index of the executing core, so one stream can serve several cores.
+    Cid = 0x23, "cid", Scalar, Scalar { rd: Reg = 5 };
 
     /// Strided HBM→SRAM move of `n2 × n1 × n0` elements of `dt`: source element `(i2, i1, i0)` at
     /// `hbm + (i2·hs2 + i1·hs1 + i0)·size` goes to `sram + (i2·ss2 + i1·ss1 + i0)·size`, or with
