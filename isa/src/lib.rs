@@ -5,6 +5,7 @@
 //! Everything downstream — assembler, emulator, compiler back end and the generated `spec/isa.md` —
 //! derives from the table in [`inst`]; nothing else lists instructions.
 
+pub mod binary;
 pub mod cost;
 pub mod fields;
 pub mod inst;
@@ -13,6 +14,7 @@ pub mod program;
 pub mod spec;
 pub mod target;
 
+pub use binary::BinaryError;
 pub use cost::{Cost, cost};
 pub use fields::{
     AccMode, Bcast, DType, Field, FieldKind, Layout, Reg, Sem, Space, Target as BranchTarget,
