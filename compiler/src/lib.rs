@@ -1,1 +1,14 @@
-//! LLMPU compiler.
+//! LLMPU compiler core: an MLIR-style IR (arena storage, typed handles, generic ops with per-dialect
+//! verifiers), its text format (printer + `logos`/`lalrpop` parser that round-trips), the `graph`, `tile`
+//! and `llmpu` dialects, a pass manager with IR dumps, and the generally useful passes
+//! (`canonicalize`, `cse`, `dce`).
+//!
+//! Entry points: [`parser::parse_module`], [`ir::print_module`], [`ir::verify`],
+//! [`pass::PassManager`], [`passes::registry`].
+
+pub mod diag;
+pub mod dialects;
+pub mod ir;
+pub mod parser;
+pub mod pass;
+pub mod passes;

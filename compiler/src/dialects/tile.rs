@@ -1,0 +1,189 @@
+//! The `tile` dialect: loops over tiles, on-chip buffers (`memref<..., "sram">` / `"acc"`), explicit
+//! DMA between HBM and SRAM, and tile-sized compute (matrix engine, vector unit, online softmax).
+//!
+//! Invariants checked by the verifiers: DMA moves between an `"hbm"` buffer and an on-chip buffer of the
+//! same element type; compute ops read/write only on-chip buffers; `tile.for` has one block whose single
+//! argument is the `index` induction variable and which ends with `tile.yield`. None of these ops is
+//! pure (they allocate or touch memory), so CSE/DCE leave them alone.
+
+use super::{OpView, define_ops};
+use crate::ir::{AddressSpace, BufferType, Type};
+
+define_ops! { OPS;
+    /// ```text
+    /// "tile.for"() ({
+    /// ^bb0(%i: index):
+    ///   ...
+    ///   "tile.yield"() : () -> ()
+    /// }) {lower = 0 : i64, upper = 128 : i64, step = 32 : i64} : () -> ()
+    /// ```
+    /// Runs the body for `i = lower, lower + step, ... < upper`.
+    For = "tile.for", pure = false, verify = verify_for;
+    /// `"tile.yield"() : () -> ()` — terminates a `tile.for` body.
+    Yield = "tile.yield", pure = false, verify = verify_yield;
+    /// `%b = "tile.alloc"() {double_buffer = true} : () -> memref<128x64xbf16, "sram">` — an on-chip buffer
+    /// (placed by memory planning).
+    Alloc = "tile.alloc", pure = false, verify = verify_alloc;
+    /// `"tile.dma_load"(%src, %dst, %i, %j) : (memref<1024x64xbf16, "hbm">, memref<128x64xbf16, "sram">, index, index) -> ()`
+    /// — copies the tile of `src` at element offsets `(i, j)` into `dst`.
+    DmaLoad = "tile.dma_load", pure = false, verify = verify_dma_load;
+    /// `"tile.dma_store"(%src, %dst, %i, %j) : (memref<128x64xf32, "acc">, memref<1024x64xf32, "hbm">, index, index) -> ()`
+    /// — copies on-chip `src` into the tile of `dst` at offsets `(i, j)`.
+    DmaStore = "tile.dma_store", pure = false, verify = verify_dma_store;
+    /// `"tile.matmul"(%a, %b, %acc) {accumulate = true} : (memref<MxK, "sram">, memref<KxN, "sram">, memref<MxN, "acc">) -> ()`
+    /// — `acc (+)= a · b` on the matrix engine.
+    MatMul = "tile.matmul", pure = false, verify = verify_matmul;
+    /// `"tile.vector"(%in0, %in1?, %out) {kind = "exp"} : (...) -> ()` — one vector-unit operation over a
+    /// tile (`add`, `mul`, `exp`, `rsqrt`, `tanh`, `erf`, `sigmoid`, `max`, `row_sum`, `row_max`, `convert`, ...).
+    Vector = "tile.vector", pure = false, verify = verify_vector;
+    /// `"tile.online_softmax"(%scores, %row_max, %row_sum, %acc) : (...) -> ()` — FlashAttention rescale:
+    /// updates running row max/sum from a score tile, rescales `acc`, and leaves `exp(scores - max)` in
+    /// `scores`.
+    OnlineSoftmax = "tile.online_softmax", pure = false, verify = verify_online_softmax;
+}
+
+fn buffer(v: &OpView, i: usize) -> Result<BufferType, String> {
+    v.operand_type(i).as_buffer().cloned().ok_or_else(|| format!("operand #{i} must be a buffer (memref), got {}", v.operand_type(i)))
+}
+
+fn on_chip(v: &OpView, i: usize) -> Result<BufferType, String> {
+    let b = buffer(v, i)?;
+    if b.space == AddressSpace::Hbm {
+        return Err(format!("operand #{i} must be on chip (\"sram\" or \"acc\"), got \"hbm\""));
+    }
+    Ok(b)
+}
+
+fn verify_for(v: &OpView) -> Result<(), String> {
+    v.operands_in(0, 0)?;
+    v.results_in(0, 0)?;
+    let lower = v.int_attr("lower")?;
+    let upper = v.int_attr("upper")?;
+    let step = v.int_attr("step")?;
+    if step <= 0 {
+        return Err(format!("'step' must be positive, got {step}"));
+    }
+    if upper < lower {
+        return Err(format!("'upper' ({upper}) is below 'lower' ({lower})"));
+    }
+    let d = v.data();
+    if d.regions.len() != 1 || v.m.region(d.regions[0]).blocks.len() != 1 {
+        return Err("expects one region with one block".into());
+    }
+    let Some(body) = v.m.entry_block(v.id) else {
+        return Err("expects a body".into());
+    };
+    let args = &v.m.block(body).args;
+    if args.len() != 1 || *v.m.value_type(args[0]) != Type::Index {
+        return Err("body must have exactly one 'index' argument (the induction variable)".into());
+    }
+    match v.m.block(body).ops.last() {
+        Some(&t) if v.m.op(t).name == Yield::NAME => Ok(()),
+        _ => Err("body must end with 'tile.yield'".into()),
+    }
+}
+
+fn verify_yield(v: &OpView) -> Result<(), String> {
+    v.operands_in(0, 0)?;
+    v.results_in(0, 0)?;
+    match v.m.parent_op(v.id) {
+        Some(p) if v.m.op(p).name == For::NAME => Ok(()),
+        _ => Err("expects parent op 'tile.for'".into()),
+    }
+}
+
+fn verify_alloc(v: &OpView) -> Result<(), String> {
+    v.operands_in(0, 0)?;
+    v.results_in(1, 1)?;
+    match v.result_type(0) {
+        Type::Buffer(b) if b.space != AddressSpace::Hbm => Ok(()),
+        t => Err(format!("result must be an on-chip buffer (\"sram\" or \"acc\"), got {t}")),
+    }
+}
+
+fn verify_offsets(v: &OpView, rank: usize) -> Result<(), String> {
+    let n = v.num_operands() - 2;
+    if n != 0 && n != rank {
+        return Err(format!("expects 0 or {rank} index offsets, got {n}"));
+    }
+    for i in 2..v.num_operands() {
+        if *v.operand_type(i) != Type::Index {
+            return Err(format!("offset operand #{i} must be 'index'"));
+        }
+    }
+    Ok(())
+}
+
+fn verify_dma(v: &OpView, hbm_operand: usize) -> Result<(), String> {
+    v.operands_in(2, 6)?;
+    v.results_in(0, 0)?;
+    let big = buffer(v, hbm_operand)?;
+    let chip = on_chip(v, 1 - hbm_operand)?;
+    if big.space != AddressSpace::Hbm {
+        return Err(format!("operand #{hbm_operand} must be in \"hbm\", got \"{}\"", big.space.name()));
+    }
+    if big.elem != chip.elem {
+        return Err(format!("element types differ: {} vs {}", big.elem, chip.elem));
+    }
+    if big.shape.len() != chip.shape.len() {
+        return Err("HBM and on-chip buffers must have the same rank".into());
+    }
+    if big.shape.iter().zip(&chip.shape).any(|(b, c)| c > b) {
+        return Err("the tile is larger than the HBM buffer".into());
+    }
+    verify_offsets(v, big.shape.len())
+}
+
+fn verify_dma_load(v: &OpView) -> Result<(), String> {
+    verify_dma(v, 0)
+}
+
+fn verify_dma_store(v: &OpView) -> Result<(), String> {
+    verify_dma(v, 1)
+}
+
+fn verify_matmul(v: &OpView) -> Result<(), String> {
+    v.operands_in(3, 3)?;
+    v.results_in(0, 0)?;
+    let (a, b, c) = (on_chip(v, 0)?, on_chip(v, 1)?, on_chip(v, 2)?);
+    if a.shape.len() != 2 || b.shape.len() != 2 || c.shape.len() != 2 {
+        return Err("operands must be 2-D tiles".into());
+    }
+    if a.shape[1] != b.shape[0] {
+        return Err(format!("inner dimensions do not match: {} vs {}", a.shape[1], b.shape[0]));
+    }
+    if c.shape != [a.shape[0], b.shape[1]] {
+        return Err(format!("accumulator shape {:?} must be [{}, {}]", c.shape, a.shape[0], b.shape[1]));
+    }
+    if c.space != AddressSpace::Acc {
+        return Err("accumulator must be in \"acc\"".into());
+    }
+    Ok(())
+}
+
+fn verify_vector(v: &OpView) -> Result<(), String> {
+    v.operands_in(1, 4)?;
+    v.results_in(0, 0)?;
+    v.str_attr("kind")?;
+    for i in 0..v.num_operands() {
+        on_chip(v, i)?;
+    }
+    Ok(())
+}
+
+fn verify_online_softmax(v: &OpView) -> Result<(), String> {
+    v.operands_in(4, 4)?;
+    v.results_in(0, 0)?;
+    let s = on_chip(v, 0)?;
+    let (mx, sm, acc) = (on_chip(v, 1)?, on_chip(v, 2)?, on_chip(v, 3)?);
+    if s.shape.len() != 2 {
+        return Err("scores must be a 2-D tile".into());
+    }
+    let rows = s.shape[0];
+    for (b, n) in [(&mx, "row_max"), (&sm, "row_sum"), (&acc, "acc")] {
+        if b.shape.first() != Some(&rows) {
+            return Err(format!("{n} must have {rows} rows"));
+        }
+    }
+    Ok(())
+}

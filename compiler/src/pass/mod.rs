@@ -1,0 +1,252 @@
+//! The pass manager: runs a pipeline of [`Pass`]es over a [`Module`], verifying after each pass (debug
+//! builds, tests, or on request) and producing IR dumps (`print_ir_after_all`, `print_ir_before/after`,
+//! `dump_ir <dir>` with `00-input.mlir`, `01-<pass>.mlir`, ...), `stop_after` and `time_passes`.
+//!
+//! Invariants: a failing pass or verifier error names the pass; an unknown pass name is an error that
+//! lists every valid name; dumps are the exact printer output, so each dump parses back.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::ir::{Location, Module, PrintOptions, VerifyError, print_module_with, verify};
+
+/// A transformation over a module.
+pub trait Pass {
+    /// The pass's flag name (`canonicalize`, `cse`, ...).
+    fn name(&self) -> &'static str;
+    /// Transforms the module.
+    fn run(&mut self, module: &mut Module) -> Result<(), PassError>;
+}
+
+/// Errors of passes and of the pass manager.
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    /// A pass name that is not registered.
+    #[error("unknown pass '{name}'; valid passes: {valid}")]
+    UnknownPass { name: String, valid: String },
+    /// A pass reported a failure.
+    #[error("pass '{pass}' failed at {loc}: {message}")]
+    Failed { pass: String, message: String, loc: Location },
+    /// The IR did not verify after a pass (or before the first one, with pass `input`).
+    #[error("IR failed to verify after pass '{pass}': {}", first_error(.errors))]
+    VerifyFailed { pass: String, errors: Vec<VerifyError> },
+    /// An option names a pass that is not in the pipeline.
+    #[error("option {option} names pass '{pass}', which is not in the pipeline ({pipeline})")]
+    NotInPipeline { option: &'static str, pass: String, pipeline: String },
+    /// Writing a dump failed.
+    #[error("cannot write IR dump '{path}': {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+fn first_error(e: &[VerifyError]) -> String {
+    match e.first() {
+        Some(x) if e.len() == 1 => x.to_string(),
+        Some(x) => format!("{x} (and {} more)", e.len() - 1),
+        None => "no details".into(),
+    }
+}
+
+impl PassError {
+    /// A failure of pass `pass` at `loc`.
+    pub fn failed(pass: &str, loc: Location, message: impl Into<String>) -> Self {
+        PassError::Failed { pass: pass.to_string(), message: message.into(), loc }
+    }
+}
+
+/// Options of a pipeline run (the plain-data form of the `--print-ir-*` / `--dump-ir` flags).
+#[derive(Clone, Debug)]
+pub struct PassManagerOptions {
+    pub print_ir_after_all: bool,
+    pub print_ir_before: Vec<String>,
+    pub print_ir_after: Vec<String>,
+    /// Directory for `NN-<pass>.mlir` dumps (input is `00-input.mlir`).
+    pub dump_ir: Option<PathBuf>,
+    pub stop_after: Option<String>,
+    pub time_passes: bool,
+    /// Verify the input and the IR after every pass (default: on in debug builds).
+    pub verify_each: bool,
+    pub print: PrintOptions,
+}
+
+impl Default for PassManagerOptions {
+    fn default() -> Self {
+        PassManagerOptions {
+            print_ir_after_all: false,
+            print_ir_before: vec![],
+            print_ir_after: vec![],
+            dump_ir: None,
+            stop_after: None,
+            time_passes: false,
+            verify_each: cfg!(debug_assertions),
+            print: PrintOptions::default(),
+        }
+    }
+}
+
+/// The IR-dump command-line flags, shared by `llmpu opt` and `llmpu compile`.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct IrDumpArgs {
+    /// Print the IR after every pass (to stderr).
+    #[arg(long)]
+    pub print_ir_after_all: bool,
+    /// Print the IR before the named pass(es).
+    #[arg(long, value_name = "PASS", value_delimiter = ',')]
+    pub print_ir_before: Vec<String>,
+    /// Print the IR after the named pass(es).
+    #[arg(long, value_name = "PASS", value_delimiter = ',')]
+    pub print_ir_after: Vec<String>,
+    /// Write the IR before the first pass and after each pass to DIR/NN-<pass>.mlir.
+    #[arg(long, value_name = "DIR")]
+    pub dump_ir: Option<PathBuf>,
+    /// Stop the pipeline after the named pass.
+    #[arg(long, value_name = "PASS")]
+    pub stop_after: Option<String>,
+    /// Report the time spent in each pass (to stderr).
+    #[arg(long)]
+    pub time_passes: bool,
+    /// Verify the IR after every pass even in release builds.
+    #[arg(long)]
+    pub verify_each: bool,
+    /// Print large constants in full (resource trailer) instead of eliding them.
+    #[arg(long)]
+    pub print_large_constants: bool,
+}
+
+impl From<&IrDumpArgs> for PassManagerOptions {
+    fn from(a: &IrDumpArgs) -> Self {
+        PassManagerOptions {
+            print_ir_after_all: a.print_ir_after_all,
+            print_ir_before: a.print_ir_before.clone(),
+            print_ir_after: a.print_ir_after.clone(),
+            dump_ir: a.dump_ir.clone(),
+            stop_after: a.stop_after.clone(),
+            time_passes: a.time_passes,
+            verify_each: a.verify_each || cfg!(debug_assertions),
+            print: PrintOptions { elide_large_constants: !a.print_large_constants },
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default)]
+pub struct PassReport {
+    /// Wall time per executed pass, in order.
+    pub timings: Vec<(String, Duration)>,
+    /// Set when `stop_after` ended the pipeline early.
+    pub stopped_after: Option<String>,
+}
+
+/// A pipeline of passes plus options.
+pub struct PassManager {
+    passes: Vec<Box<dyn Pass>>,
+    pub options: PassManagerOptions,
+}
+
+impl PassManager {
+    /// An empty pipeline.
+    pub fn new(options: PassManagerOptions) -> Self {
+        PassManager { passes: vec![], options }
+    }
+
+    /// Builds a pipeline from a comma-separated list of registered pass names (`"canonicalize,cse"`).
+    pub fn parse_pipeline(pipeline: &str, options: PassManagerOptions) -> Result<Self, PassError> {
+        let names: Vec<&str> = pipeline.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+        Self::from_names(&names, options)
+    }
+
+    /// Builds a pipeline from registered pass names.
+    pub fn from_names(names: &[&str], options: PassManagerOptions) -> Result<Self, PassError> {
+        let mut pm = PassManager::new(options);
+        for n in names {
+            pm.add(crate::passes::create(n)?);
+        }
+        Ok(pm)
+    }
+
+    /// Appends a pass.
+    pub fn add(&mut self, pass: Box<dyn Pass>) {
+        self.passes.push(pass);
+    }
+
+    /// Names of the passes in order.
+    pub fn pass_names(&self) -> Vec<&'static str> {
+        self.passes.iter().map(|p| p.name()).collect()
+    }
+
+    fn check_names(&self) -> Result<(), PassError> {
+        let names = self.pass_names();
+        let pipeline = names.join(",");
+        let check = |option: &'static str, n: &String| {
+            if names.contains(&n.as_str()) {
+                Ok(())
+            } else {
+                Err(PassError::NotInPipeline { option, pass: n.clone(), pipeline: pipeline.clone() })
+            }
+        };
+        for n in &self.options.print_ir_before {
+            check("--print-ir-before", n)?;
+        }
+        for n in &self.options.print_ir_after {
+            check("--print-ir-after", n)?;
+        }
+        if let Some(n) = &self.options.stop_after {
+            check("--stop-after", n)?;
+        }
+        Ok(())
+    }
+
+    fn dump(&self, dir: &Option<PathBuf>, index: usize, name: &str, m: &Module) -> Result<(), PassError> {
+        if let Some(dir) = dir {
+            std::fs::create_dir_all(dir).map_err(|e| PassError::Io { path: dir.clone(), source: e })?;
+            let path = dir.join(format!("{index:02}-{name}.mlir"));
+            std::fs::write(&path, print_module_with(m, self.options.print))
+                .map_err(|e| PassError::Io { path, source: e })?;
+        }
+        Ok(())
+    }
+
+    /// Runs the pipeline. IR printouts and the timing report go to `log` (stderr for the CLI).
+    pub fn run(&mut self, m: &mut Module, log: &mut dyn Write) -> Result<PassReport, PassError> {
+        self.check_names()?;
+        let opts = self.options.clone();
+        let mut report = PassReport::default();
+        if opts.verify_each {
+            verify(m).map_err(|errors| PassError::VerifyFailed { pass: "input".into(), errors })?;
+        }
+        self.dump(&opts.dump_ir, 0, "input", m)?;
+        let total = Instant::now();
+        for (i, pass) in self.passes.iter_mut().enumerate() {
+            let name = pass.name();
+            if opts.print_ir_before.iter().any(|n| n == name) {
+                let _ = write!(log, "// -----// IR Dump Before {name} //----- //\n{}\n", print_module_with(m, opts.print));
+            }
+            let t = Instant::now();
+            pass.run(m)?;
+            let dt = t.elapsed();
+            report.timings.push((name.to_string(), dt));
+            if opts.verify_each {
+                verify(m).map_err(|errors| PassError::VerifyFailed { pass: name.into(), errors })?;
+            }
+            if opts.print_ir_after_all || opts.print_ir_after.iter().any(|n| n == name) {
+                let _ = write!(log, "// -----// IR Dump After {name} //----- //\n{}\n", print_module_with(m, opts.print));
+            }
+            if let Some(dir) = &opts.dump_ir {
+                let path = dir.join(format!("{:02}-{name}.mlir", i + 1));
+                std::fs::write(&path, print_module_with(m, opts.print)).map_err(|e| PassError::Io { path, source: e })?;
+            }
+            if opts.stop_after.as_deref() == Some(name) {
+                report.stopped_after = Some(name.to_string());
+                break;
+            }
+        }
+        if opts.time_passes {
+            let _ = writeln!(log, "// ===--- Pass execution timing report ---=== //");
+            for (n, d) in &report.timings {
+                let _ = writeln!(log, "//   {:>10.3} ms  {n}", d.as_secs_f64() * 1e3);
+            }
+            let _ = writeln!(log, "//   {:>10.3} ms  total", total.elapsed().as_secs_f64() * 1e3);
+        }
+        Ok(report)
+    }
+}
