@@ -46,12 +46,12 @@ pub fn print_module_with(m: &Module, opts: PrintOptions) -> String {
     p.out
 }
 
-/// Writes a string literal with MLIR escapes (`\"`, `\\`, `\XX` for non-printable bytes).
+/// Writes a string literal with MLIR escapes (`\22` for a quote, `\\`, `\XX` for non-printable bytes).
 pub fn write_string_literal(f: &mut impl Write, s: &str) -> fmt::Result {
     f.write_char('"')?;
     for b in s.bytes() {
         match b {
-            b'"' => f.write_str("\\\"")?,
+            b'"' => f.write_str("\\22")?,
             b'\\' => f.write_str("\\\\")?,
             0x20..=0x7e => f.write_char(b as char)?,
             _ => write!(f, "\\{b:02X}")?,
@@ -576,7 +576,7 @@ mod tests {
     fn strings_escape_quotes_and_non_printables() {
         let mut s = String::new();
         write_string_literal(&mut s, "a\"b\n").unwrap();
-        assert_eq!(s, "\"a\\\"b\\0A\"");
+        assert_eq!(s, "\"a\\22b\\0A\"");
     }
 
     #[test]

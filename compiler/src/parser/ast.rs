@@ -25,6 +25,8 @@ pub enum AMeta {
 #[derive(Debug)]
 pub struct AOp {
     pub span: Sp,
+    /// End of the op's name (diagnostics underline `%0 = "graph.add"`).
+    pub name_end: usize,
     /// `%name` and its result count (`%0:2` → 2).
     pub results: Vec<(String, u32, Sp)>,
     pub kind: AOpKind,

@@ -342,7 +342,7 @@ impl<'s> Lowering<'s> {
     }
 
     fn op(&mut self, op: AOp, block: BlockId) -> PResult<OpId> {
-        let AOp { span, results, kind, loc } = op;
+        let AOp { span, name_end, results, kind, loc } = op;
         let loc = loc.unwrap_or_default();
         let result_count: u32 = results.iter().map(|r| r.1).sum();
         let id = match kind {
@@ -432,7 +432,7 @@ impl<'s> Lowering<'s> {
                 id
             }
         };
-        self.m.op_mut(id).span = Some(Span { start: span.0 as u32, end: span.1 as u32 });
+        self.m.op_mut(id).span = Some(Span { start: span.0 as u32, end: name_end as u32 });
         let vals = self.m.op(id).results.clone();
         let mut offset = 0usize;
         for (name, n, rspan) in results {

@@ -1,0 +1,6 @@
+module {
+  func.func @main() {
+    "test.op"() : () -> () loc(!bad)
+    func.return
+  }
+}

@@ -1,0 +1,5 @@
+module {
+  func.func @main(%arg0: tensor<4xf7>) {
+    func.return
+  }
+}
