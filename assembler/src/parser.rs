@@ -448,8 +448,9 @@ impl Parser {
             ".target_toml" => {
                 let (text, span) = c.string("a TOML string")?;
                 c.end()?;
-                let t = Target::from_toml(&text, "<.target_toml>")
-                    .map_err(|e| AsmError::new(ErrorKind::BadTarget(e.to_string()), Some(span)))?;
+                let t = Target::from_toml(&text, "<.target_toml>").map_err(|e| {
+                    AsmError::new(ErrorKind::BadTarget(one_line(&e.to_string())), Some(span))
+                })?;
                 asm.at(Some(dspan.to(span))).set_target(t);
             }
             ".input" | ".output" => {
@@ -556,7 +557,7 @@ impl Parser {
             )
         })?;
         Target::from_toml(&text, &path.display().to_string())
-            .map_err(|e| AsmError::new(ErrorKind::BadTarget(e.to_string()), Some(span)))
+            .map_err(|e| AsmError::new(ErrorKind::BadTarget(one_line(&e.to_string())), Some(span)))
     }
 
     fn dtype(&self, c: &mut Cursor) -> PResult<DType> {
@@ -700,7 +701,7 @@ fn expected_text(kind: &FieldKind, width: u32) -> String {
         FieldKind::Simm => "an integer".into(),
         FieldKind::F32 => "an f32 value (`1.5`, `inf`, `nan`, `nan(0x7fc00001)`)".into(),
         FieldKind::Target => "a label or `.+N`/`.-N`".into(),
-        FieldKind::Enum(name, names) => format!("a {name} ({})", names.join(", ")),
+        FieldKind::Enum(name, names) => format!("a `{name}` name: {}", names.join(", ")),
         FieldKind::TileRef => "a tile (`sram.bf16[r3, r4]`)".into(),
     }
 }
@@ -851,6 +852,22 @@ fn numbered(c: &mut Cursor, prefix: char) -> Option<u128> {
     }
     c.at += 1;
     digits.parse().ok()
+}
+
+/// Collapses a multi-line TOML error (message, source snippet, detail) into one line.
+fn one_line(msg: &str) -> String {
+    let is_snippet = |l: &str| {
+        let t = l.trim_start();
+        t.is_empty()
+            || t.starts_with('|')
+            || t.split_once(" |")
+                .is_some_and(|(n, _)| n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    msg.lines()
+        .filter(|l| !is_snippet(l))
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 fn parse_hex(s: &str, span: Span) -> PResult<Vec<u8>> {

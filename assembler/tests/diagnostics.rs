@@ -1,0 +1,44 @@
+//! Golden diagnostics: each `tests/diagnostics/*.s` is assembled and the rendered errors must
+//! equal the `.expected` file beside it. `LLMPU_BLESS=1` rewrites the expected files on purpose.
+
+use std::path::Path;
+
+#[test]
+fn rendered_diagnostics_match_the_golden_files() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/diagnostics");
+    let bless = std::env::var("LLMPU_BLESS").is_ok_and(|v| v == "1");
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "s"))
+        .collect();
+    entries.sort();
+    assert!(entries.len() >= 4);
+    let mut failures = Vec::new();
+    for path in entries {
+        let src = std::fs::read_to_string(&path).unwrap();
+        let name = path.file_name().unwrap().to_str().unwrap();
+        // Diagnostics name the file relative to the test directory, so the text is portable.
+        let shown = Path::new("tests/diagnostics").join(name);
+        let got = match llmpu_asm::assemble_with(&src, &shown, &Default::default()) {
+            Ok(_) => "assembled without errors\n".to_string(),
+            Err(d) => format!("{d}\n"),
+        };
+        let expected_path = path.with_extension("expected");
+        if bless {
+            std::fs::write(&expected_path, &got).unwrap();
+            continue;
+        }
+        let want = std::fs::read_to_string(&expected_path).unwrap_or_default();
+        if got != want {
+            failures.push(format!(
+                "--- {name}: got ---\n{got}--- expected ---\n{want}"
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{}\n(run with LLMPU_BLESS=1 to accept)",
+        failures.join("\n")
+    );
+}
