@@ -1,0 +1,78 @@
+//! `llmpu opt`: our `mlir-opt`. Reads IR text, verifies it, runs a pass pipeline, prints the IR.
+//!
+//! `llmpu opt file.mlir` (no passes) prints the input back unchanged when it is in canonical printed
+//! form. Diagnostics (`file:line:col`, source line, caret) go to stderr; any failure exits non-zero.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use llmpu_compiler::diag::render_verify_errors;
+use llmpu_compiler::ir::{print_module_with, verify};
+use llmpu_compiler::parser::parse_module;
+use llmpu_compiler::pass::{IrDumpArgs, PassError, PassManager, PassManagerOptions};
+use llmpu_compiler::passes::registry;
+
+/// Arguments of `llmpu opt`.
+#[derive(clap::Args, Debug)]
+pub struct OptArgs {
+    /// Input IR file (`-` reads stdin).
+    #[arg(required_unless_present = "list_passes")]
+    pub input: Option<PathBuf>,
+    /// Comma-separated pass pipeline, e.g. `canonicalize,cse,dce`.
+    #[arg(long, value_name = "PASSES", default_value = "")]
+    pub passes: String,
+    /// Write the result here instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// List the registered passes and exit.
+    #[arg(long)]
+    pub list_passes: bool,
+    #[command(flatten)]
+    pub dump: IrDumpArgs,
+}
+
+/// Runs `llmpu opt`.
+pub fn run(args: &OptArgs) -> Result<(), String> {
+    if args.list_passes {
+        for p in registry() {
+            println!("{:<16} {}", p.name, p.description);
+        }
+        return Ok(());
+    }
+    let input = args.input.clone().unwrap_or_else(|| PathBuf::from("-"));
+    let name = input.display().to_string();
+    let src = if name == "-" {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s).map_err(|e| format!("cannot read stdin: {e}"))?;
+        s
+    } else {
+        std::fs::read_to_string(&input).map_err(|e| format!("cannot read {name}: {e}"))?
+    };
+    let mut module = parse_module(&src).map_err(|e| {
+        eprint!("{}", e.diagnostic.render(&name, &src));
+        format!("could not parse {name}")
+    })?;
+    verify(&module).map_err(|errs| {
+        eprint!("{}", render_verify_errors(&errs, &name, &src));
+        format!("{name} failed to verify ({} error(s))", errs.len())
+    })?;
+    let mut options = PassManagerOptions::from(&args.dump);
+    options.verify_each = true;
+    let print = options.print;
+    let mut pm = PassManager::parse_pipeline(&args.passes, options).map_err(|e| e.to_string())?;
+    pm.run(&mut module, &mut std::io::stderr()).map_err(|e| match e {
+        PassError::VerifyFailed { pass, errors } => {
+            eprint!("{}", render_verify_errors(&errors, &name, &src));
+            format!("IR failed to verify after pass '{pass}'")
+        }
+        other => other.to_string(),
+    })?;
+    let text = print_module_with(&module, print);
+    match &args.output {
+        Some(path) => std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display())),
+        None => {
+            print!("{text}");
+            Ok(())
+        }
+    }
+}
