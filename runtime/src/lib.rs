@@ -1,1 +1,229 @@
-//! LLMPU runtime.
+//! The LLMPU emulator: functional and timing simulation of a [`Program`] on its target.
+//!
+//! [`run`] loads a program (data segments and host inputs written to HBM), simulates every core,
+//! reads the outputs back and returns a cost [`Report`] and, on request, a Chrome/Perfetto
+//! [`Trace`]. Host tensors are [`Tensor`]s; [`npy`] reads and writes them as `.npy` files.
+//!
+//! # Machine model
+//! All cycle counts come from `isa::cost::cost` (the single cost model); this crate only decides
+//! how instructions overlap.
+//!
+//! **Memories.** HBM is shared by all cores, byte-addressed, `hbm.size_bytes` long, stored sparsely
+//! (unwritten bytes read 0). Each core has a scratchpad SRAM (`sram.size_bytes`) and an accumulator
+//! SRAM (`accumulator.size_bytes`), both zero at start. Every access is bounds-checked against the
+//! bounding byte range of each operand; out of bounds traps naming core, pc, instruction, space,
+//! range and size. Scalar `ld`/`ld32`/`st` need natural alignment (8/4/8 bytes).
+//!
+//! **Registers.** 32 × i64 per core, zero at start; `r0` reads 0 and ignores writes. Scalar
+//! arithmetic wraps; `div`/`rem` by zero trap; `i64::MIN / -1` wraps.
+//!
+//! **Dispatcher.** Each core's scalar unit walks its stream in program order from pc 0 at cycle 0.
+//! A scalar instruction starts at the dispatcher's time and occupies it for `cost().occupancy`
+//! cycles (taken branches included). A DMA/MXU/VPU instruction is dispatched into its unit's
+//! in-order queue: dispatch occupies the dispatcher for `latency.scalar` cycles and the entry
+//! becomes startable when dispatch ends. If the unit already holds `latency.queue_depth`
+//! not-yet-started entries, dispatch stalls until the unit starts one. Register operands are
+//! captured at dispatch: a queued instruction uses the values its registers had then.
+//!
+//! **Units.** Each unit starts its queue in order. Start = max(unit free, dispatch end, semaphore
+//! satisfied, interlock). The unit is free again at start + occupancy; results are visible at
+//! completion = start + occupancy + latency, so the next instruction may start before the previous
+//! one completes. Interlock: an instruction whose byte ranges overlap those of an earlier, still
+//! incomplete instruction of the same unit, where at least one of the two writes, starts no
+//! earlier than that instruction's completion.
+//!
+//! **HBM channel.** DMA transfers (`dma.load/store/gather/scatter`) share one channel across all
+//! cores: a DMA starting at `s` gets `hbm_start = max(s + latency.dma_setup, hbm_free)`, then
+//! `hbm_free = hbm_start + cost.transfer` (burst-rounded bytes at peak bandwidth). The DMA unit is
+//! free at `hbm_free`; completion = `hbm_free + hbm.latency_cycles`. Uncontended, this equals
+//! `cost.occupancy + cost.latency`. Channel grants follow DMA start order.
+//!
+//! **Semaphores.** 32 per core, counting from 0. `X.signal s` (and scalar `signal s`) occupies its
+//! unit for `latency.sync` cycles and adds 1 to `s` at max(its own end, completion of every earlier
+//! instruction of that unit) — it does not block the queue behind it. `X.wait s, n` starts only
+//! when `s >= n` and then subtracts `n`, occupying the unit for `latency.sync` cycles; the scalar
+//! `wait` blocks the dispatcher likewise. Semaphore increments are applied in time order, before
+//! any instruction starting in the same cycle.
+//!
+//! **Barrier and halt.** At `barrier` the dispatcher waits until its units have drained (queues
+//! empty, every instruction completed) and every core has arrived at a barrier; all cores resume
+//! at the last arrival + `latency.barrier`. At `halt` (which occupies the dispatcher for
+//! `latency.sync` cycles) the dispatcher stops; the core is done when its units drain. Running past
+//! the end of a stream is an error. If no agent can make progress and some core is not done, the
+//! run stops with a deadlock error listing what every blocked agent waits for.
+//!
+//! **Order and races.** Each instruction executes functionally at its start, in global time order
+//! (ties: semaphore increments, then lower core, then unit order scalar, dma, mxu, vpu). With
+//! `race_check` (default on), an instruction starting at `t` whose range conflicts (same space,
+//! overlapping, one side writes) with an instruction of another unit of the same core — or, for
+//! HBM, of any core — that is in flight (`start <= t < completion`) stops the run with a data race
+//! error: the program relies on timing without a semaphore.
+//!
+//! **Time.** The run's length is the last completion of any instruction. Limits: more than
+//! `max_instructions` started instructions, or an instruction that would start or complete after
+//! `max_cycles`, stop the run with an error naming core and pc.
+//!
+//! **Timing-only mode** skips writing data and inputs to HBM, DMA data movement, matmul and vector
+//! arithmetic; scalar instructions, bounds checks, control flow and all timing still run, so cycles
+//! are identical to a functional run unless control flow depends on data loaded from HBM.
+//! Inputs are optional and outputs are not returned (the result's `outputs` is empty).
+
+pub mod error;
+mod exec;
+mod memory;
+pub mod npy;
+pub mod report;
+mod sim;
+pub mod tensor;
+pub mod trace;
+
+pub use error::{EmuError, MemSpace, RaceSide, TrapKind};
+pub use report::{CoreReport, EnergyReport, LocReport, Report, UnitStats};
+pub use tensor::Tensor;
+pub use trace::{Trace, TraceEvent};
+
+use llmpu_isa::{IoDir, Program};
+use std::collections::HashSet;
+
+/// How to run a program.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunOptions {
+    /// Skip data movement and arithmetic; keep control flow and timing.
+    pub timing_only: bool,
+    /// Stop after this many started instructions (all cores and units).
+    pub max_instructions: u64,
+    /// Stop when an instruction would start or complete after this cycle.
+    pub max_cycles: u64,
+    /// Collect a trace of every instruction.
+    pub trace: bool,
+    /// Stop at the first data race between units (see the crate documentation).
+    pub race_check: bool,
+}
+
+impl Default for RunOptions {
+    /// 2·10⁹ instructions, 10¹³ cycles, no trace, race check on.
+    fn default() -> Self {
+        RunOptions {
+            timing_only: false,
+            max_instructions: 2_000_000_000,
+            max_cycles: 10_000_000_000_000,
+            trace: false,
+            race_check: true,
+        }
+    }
+}
+
+/// What a run produced.
+#[derive(Clone, Debug)]
+pub struct RunResult {
+    /// Output tensors in the order of the program's I/O descriptors (empty in timing-only mode).
+    pub outputs: Vec<(String, Tensor)>,
+    pub report: Report,
+    pub trace: Option<Trace>,
+}
+
+impl RunResult {
+    /// The output of this name.
+    pub fn output(&self, name: &str) -> Option<&Tensor> {
+        self.outputs.iter().find(|(n, _)| n == name).map(|(_, t)| t)
+    }
+}
+
+fn check_inputs(
+    program: &Program,
+    inputs: &[(String, Tensor)],
+    required: bool,
+) -> Result<(), EmuError> {
+    let mut seen = HashSet::new();
+    for (name, t) in inputs {
+        if !seen.insert(name.as_str()) {
+            return Err(EmuError::DuplicateInput(name.clone()));
+        }
+        let Some(io) = program.io(name).filter(|io| io.dir == IoDir::Input) else {
+            let names: Vec<&str> = program
+                .io
+                .iter()
+                .filter(|io| io.dir == IoDir::Input)
+                .map(|io| io.name.as_str())
+                .collect();
+            return Err(EmuError::UnknownInput(name.clone(), names.join(", ")));
+        };
+        if io.dtype != t.dtype || io.shape != t.shape {
+            return Err(EmuError::InputMismatch {
+                name: name.clone(),
+                expected: tensor::describe(io.dtype, &io.shape),
+                got: t.describe(),
+            });
+        }
+        if t.data.len() as u64 != io.bytes() {
+            return Err(EmuError::BadTensor {
+                name: name.clone(),
+                message: format!("{} bytes of data for {}", t.data.len(), t.describe()),
+            });
+        }
+    }
+    if required {
+        for io in program.io.iter().filter(|io| io.dir == IoDir::Input) {
+            if !seen.contains(io.name.as_str()) {
+                return Err(EmuError::MissingInput(io.name.clone()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs `program` with `inputs` (name, tensor) on its target.
+pub fn run(
+    program: &Program,
+    inputs: &[(String, Tensor)],
+    opts: &RunOptions,
+) -> Result<RunResult, EmuError> {
+    program.validate()?;
+    check_inputs(program, inputs, !opts.timing_only)?;
+    let mut sim = sim::Sim::new(program, opts)?;
+    if !opts.timing_only {
+        let hbm_err = |name: &str, k: TrapKind| EmuError::BadTensor {
+            name: name.into(),
+            message: k.to_string(),
+        };
+        for d in &program.data {
+            sim.hbm
+                .write(d.hbm_addr, &d.bytes)
+                .map_err(|k| hbm_err(&d.name, k))?;
+        }
+        for (name, t) in inputs {
+            if let Some(io) = program.io(name) {
+                sim.hbm
+                    .write(io.hbm_addr, &t.data)
+                    .map_err(|k| hbm_err(name, k))?;
+            }
+        }
+    }
+    sim.run()?;
+    let mut outputs = Vec::new();
+    if !opts.timing_only {
+        for io in program.io.iter().filter(|io| io.dir == IoDir::Output) {
+            let data = sim
+                .read_hbm(io.hbm_addr, io.bytes())
+                .map_err(|k| EmuError::BadTensor {
+                    name: io.name.clone(),
+                    message: k.to_string(),
+                })?;
+            outputs.push((
+                io.name.clone(),
+                Tensor {
+                    dtype: io.dtype,
+                    shape: io.shape.clone(),
+                    data,
+                },
+            ));
+        }
+    }
+    let report = sim.report();
+    let trace = sim.take_trace();
+    Ok(RunResult {
+        outputs,
+        report,
+        trace,
+    })
+}

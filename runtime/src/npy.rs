@@ -1,0 +1,434 @@
+//! Reading and writing NumPy `.npy` files (format versions 1.0, 2.0 and 3.0), our own
+//! implementation.
+//!
+//! Element types map as follows (little-endian only; `|` and `=` are accepted as byte orders):
+//!
+//! | DType | descr written | descr accepted |
+//! |---|---|---|
+//! | f32 | `<f4` | `<f4`, `=f4`, `f4` |
+//! | f16 | `<f2` | `<f2`, `=f2`, `f2` |
+//! | bf16 | `<V2` | `<V2`, `|V2`, `V2` — NumPy has no bfloat16; the raw 2-byte pattern is kept |
+//! | f8e4m3 | `|V1` | `|V1`, `<V1`, `V1` — likewise raw bytes |
+//! | i8 | `|i1` | `|i1`, `<i1`, `i1` |
+//! | u8 | `|u1` | `|u1`, `<u1`, `u1` |
+//! | i32 | `<i4` | `<i4`, `=i4`, `i4` |
+//! | i64 | `<i8` | `<i8`, `=i8`, `i8` |
+//!
+//! Only C order (`fortran_order: False`) is supported. Every malformed input is an [`NpyError`];
+//! nothing here panics. Writing picks version 1.0 unless the header needs more than 65535 bytes.
+
+use crate::tensor::{Tensor, elements_of};
+use llmpu_isa::DType;
+use std::path::Path;
+
+const MAGIC: &[u8] = b"\x93NUMPY";
+
+/// Why a `.npy` file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum NpyError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("not a .npy file (bad magic)")]
+    BadMagic,
+    #[error("unsupported .npy version {0}.{1}")]
+    BadVersion(u8, u8),
+    #[error("file truncated: {0}")]
+    Truncated(&'static str),
+    #[error("bad .npy header: {0}")]
+    BadHeader(String),
+    #[error(
+        "unsupported dtype `{0}` (supported: <f4 <f2 <V2(bf16) |V1(f8e4m3) |i1 |u1 <i4 <i8; save float64 arrays as float32)"
+    )]
+    UnsupportedDtype(String),
+    #[error("Fortran-order arrays are not supported; save with np.ascontiguousarray")]
+    FortranOrder,
+    #[error("data has {got} bytes but the header says {want}")]
+    SizeMismatch { want: u64, got: u64 },
+}
+
+/// The `descr` string written for `dt`.
+pub fn descr_of(dt: DType) -> &'static str {
+    match dt {
+        DType::F32 => "<f4",
+        DType::F16 => "<f2",
+        DType::BF16 => "<V2",
+        DType::F8E4M3 => "|V1",
+        DType::I8 => "|i1",
+        DType::U8 => "|u1",
+        DType::I32 => "<i4",
+        DType::I64 => "<i8",
+    }
+}
+
+/// The DType a `descr` string names, if supported.
+pub fn dtype_of(descr: &str) -> Option<DType> {
+    let (order, code) = match descr.chars().next()? {
+        c @ ('<' | '>' | '|' | '=') => (c, &descr[1..]),
+        _ => ('=', descr),
+    };
+    let dt = match code {
+        "f4" => DType::F32,
+        "f2" => DType::F16,
+        "V2" => DType::BF16,
+        "V1" => DType::F8E4M3,
+        "i1" => DType::I8,
+        "u1" => DType::U8,
+        "i4" => DType::I32,
+        "i8" => DType::I64,
+        _ => return None,
+    };
+    if order == '>' && dt.size() > 1 {
+        return None;
+    }
+    Some(dt)
+}
+
+#[derive(Debug, PartialEq)]
+enum Value {
+    Str(String),
+    Bool(bool),
+    Tuple(Vec<u64>),
+}
+
+struct Parser<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl Parser<'_> {
+    fn err<T>(&self, msg: &str) -> Result<T, NpyError> {
+        Err(NpyError::BadHeader(format!("{msg} at byte {}", self.i)))
+    }
+
+    fn ws(&mut self) {
+        while self.i < self.s.len() && self.s[self.i].is_ascii_whitespace() {
+            self.i += 1;
+        }
+    }
+
+    fn peek(&mut self) -> Option<u8> {
+        self.ws();
+        self.s.get(self.i).copied()
+    }
+
+    fn eat(&mut self, c: u8) -> Result<(), NpyError> {
+        if self.peek() == Some(c) {
+            self.i += 1;
+            Ok(())
+        } else {
+            self.err(&format!("expected `{}`", c as char))
+        }
+    }
+
+    fn string(&mut self) -> Result<String, NpyError> {
+        let q = match self.peek() {
+            Some(q @ (b'\'' | b'"')) => q,
+            _ => return self.err("expected a string"),
+        };
+        self.i += 1;
+        let start = self.i;
+        while self.i < self.s.len() && self.s[self.i] != q {
+            self.i += 1;
+        }
+        if self.i >= self.s.len() {
+            return self.err("unterminated string");
+        }
+        let text = String::from_utf8_lossy(&self.s[start..self.i]).into_owned();
+        self.i += 1;
+        Ok(text)
+    }
+
+    fn int(&mut self) -> Result<u64, NpyError> {
+        self.ws();
+        let start = self.i;
+        while self.i < self.s.len() && self.s[self.i].is_ascii_digit() {
+            self.i += 1;
+        }
+        let text = std::str::from_utf8(&self.s[start..self.i]).unwrap_or("");
+        let v = match text.parse::<u64>() {
+            Ok(v) => v,
+            Err(_) => return self.err("expected a non-negative integer"),
+        };
+        if self.s.get(self.i) == Some(&b'L') {
+            self.i += 1;
+        }
+        Ok(v)
+    }
+
+    fn value(&mut self) -> Result<Value, NpyError> {
+        match self.peek() {
+            Some(b'\'' | b'"') => Ok(Value::Str(self.string()?)),
+            Some(b'(') => {
+                self.i += 1;
+                let mut dims = Vec::new();
+                loop {
+                    if self.peek() == Some(b')') {
+                        self.i += 1;
+                        break;
+                    }
+                    dims.push(self.int()?);
+                    match self.peek() {
+                        Some(b',') => self.i += 1,
+                        Some(b')') => {}
+                        _ => return self.err("expected `,` or `)` in shape"),
+                    }
+                }
+                Ok(Value::Tuple(dims))
+            }
+            Some(b'T') if self.s[self.i..].starts_with(b"True") => {
+                self.i += 4;
+                Ok(Value::Bool(true))
+            }
+            Some(b'F') if self.s[self.i..].starts_with(b"False") => {
+                self.i += 5;
+                Ok(Value::Bool(false))
+            }
+            _ => self.err("unsupported value (structured dtypes are not supported)"),
+        }
+    }
+
+    fn dict(&mut self) -> Result<Vec<(String, Value)>, NpyError> {
+        self.eat(b'{')?;
+        let mut out = Vec::new();
+        loop {
+            if self.peek() == Some(b'}') {
+                self.i += 1;
+                break;
+            }
+            let k = self.string()?;
+            self.eat(b':')?;
+            let v = self.value()?;
+            out.push((k, v));
+            match self.peek() {
+                Some(b',') => self.i += 1,
+                Some(b'}') => {}
+                _ => return self.err("expected `,` or `}`"),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Parses a whole `.npy` file.
+pub fn from_bytes(bytes: &[u8]) -> Result<Tensor, NpyError> {
+    if bytes.len() < 8 {
+        return Err(NpyError::Truncated("magic"));
+    }
+    if &bytes[..6] != MAGIC {
+        return Err(NpyError::BadMagic);
+    }
+    let (major, minor) = (bytes[6], bytes[7]);
+    let (hlen, hstart) = match major {
+        1 => {
+            let b = bytes
+                .get(8..10)
+                .ok_or(NpyError::Truncated("header length"))?;
+            (u16::from_le_bytes([b[0], b[1]]) as usize, 10usize)
+        }
+        2 | 3 => {
+            let b = bytes
+                .get(8..12)
+                .ok_or(NpyError::Truncated("header length"))?;
+            (u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize, 12)
+        }
+        _ => return Err(NpyError::BadVersion(major, minor)),
+    };
+    if minor != 0 {
+        return Err(NpyError::BadVersion(major, minor));
+    }
+    let header = hstart
+        .checked_add(hlen)
+        .and_then(|end| bytes.get(hstart..end))
+        .ok_or(NpyError::Truncated("header"))?;
+    let mut p = Parser { s: header, i: 0 };
+    let dict = p.dict()?;
+    let (mut descr, mut fortran, mut shape) = (None, None, None);
+    for (k, v) in dict {
+        match (k.as_str(), v) {
+            ("descr", Value::Str(s)) => descr = Some(s),
+            ("fortran_order", Value::Bool(b)) => fortran = Some(b),
+            ("shape", Value::Tuple(t)) => shape = Some(t),
+            (k, v) => {
+                return Err(NpyError::BadHeader(format!(
+                    "unexpected key `{k}` or value {v:?}"
+                )));
+            }
+        }
+    }
+    let descr = descr.ok_or_else(|| NpyError::BadHeader("missing `descr`".into()))?;
+    let shape = shape.ok_or_else(|| NpyError::BadHeader("missing `shape`".into()))?;
+    if fortran.ok_or_else(|| NpyError::BadHeader("missing `fortran_order`".into()))? {
+        return Err(NpyError::FortranOrder);
+    }
+    let dtype = dtype_of(&descr).ok_or(NpyError::UnsupportedDtype(descr))?;
+    let data = &bytes[hstart + hlen..];
+    let want = elements_of(&shape)
+        .and_then(|e| e.checked_mul(dtype.size()))
+        .ok_or_else(|| NpyError::BadHeader(format!("shape {shape:?} is too large")))?;
+    if want != data.len() as u64 {
+        return Err(NpyError::SizeMismatch {
+            want,
+            got: data.len() as u64,
+        });
+    }
+    Ok(Tensor {
+        dtype,
+        shape,
+        data: data.to_vec(),
+    })
+}
+
+/// Serializes a tensor as a `.npy` file.
+pub fn to_bytes(t: &Tensor) -> Vec<u8> {
+    let dims: Vec<String> = t.shape.iter().map(|d| d.to_string()).collect();
+    let shape = match dims.len() {
+        1 => format!("({},)", dims[0]),
+        _ => format!("({})", dims.join(", ")),
+    };
+    let dict = format!(
+        "{{'descr': '{}', 'fortran_order': False, 'shape': {}, }}",
+        descr_of(t.dtype),
+        shape
+    );
+    let layout = |prefix: usize| {
+        let unpadded = prefix + dict.len() + 1;
+        let pad = unpadded.next_multiple_of(64) - unpadded;
+        (prefix, pad, dict.len() + pad + 1)
+    };
+    let (prefix, pad, hlen) = match layout(10) {
+        v1 if v1.2 <= u16::MAX as usize => v1,
+        _ => layout(12),
+    };
+    let mut out = Vec::with_capacity(prefix + hlen + t.data.len());
+    out.extend_from_slice(MAGIC);
+    if prefix == 10 {
+        out.extend_from_slice(&[1, 0]);
+        out.extend_from_slice(&(hlen as u16).to_le_bytes());
+    } else {
+        out.extend_from_slice(&[2, 0]);
+        out.extend_from_slice(&(hlen as u32).to_le_bytes());
+    }
+    out.extend_from_slice(dict.as_bytes());
+    out.extend(std::iter::repeat_n(b' ', pad));
+    out.push(b'\n');
+    out.extend_from_slice(&t.data);
+    out
+}
+
+/// Reads a `.npy` file.
+pub fn read_file(path: impl AsRef<Path>) -> Result<Tensor, NpyError> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|source| NpyError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    from_bytes(&bytes)
+}
+
+/// Writes a `.npy` file.
+pub fn write_file(path: impl AsRef<Path>, t: &Tensor) -> Result<(), NpyError> {
+    let path = path.as_ref();
+    std::fs::write(path, to_bytes(t)).map_err(|source| NpyError::Io {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all_dtypes() -> [DType; 8] {
+        [
+            DType::F32,
+            DType::F16,
+            DType::BF16,
+            DType::F8E4M3,
+            DType::I8,
+            DType::U8,
+            DType::I32,
+            DType::I64,
+        ]
+    }
+
+    #[test]
+    fn round_trips_every_dtype_and_rank() {
+        for dt in all_dtypes() {
+            for shape in [vec![], vec![5], vec![2, 3], vec![2, 0, 4]] {
+                let n = elements_of(&shape).unwrap() * dt.size();
+                let data: Vec<u8> = (0..n).map(|i| (i * 37 + 11) as u8).collect();
+                let t = Tensor::new(dt, shape.clone(), data).unwrap();
+                let bytes = to_bytes(&t);
+                assert_eq!((bytes.len() - t.data.len()) % 64, 0);
+                assert_eq!(from_bytes(&bytes).unwrap(), t, "{dt} {shape:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn reads_a_numpy_written_header_and_versions_2_and_3() {
+        let mut f = b"\x93NUMPY\x01\x00".to_vec();
+        let h = "{'descr': '<i4', 'fortran_order': False, 'shape': (2,), }          \n";
+        f.extend_from_slice(&(h.len() as u16).to_le_bytes());
+        f.extend_from_slice(h.as_bytes());
+        f.extend_from_slice(&[1, 0, 0, 0, 2, 0, 0, 0]);
+        let t = from_bytes(&f).unwrap();
+        assert_eq!((t.dtype, t.shape.clone()), (DType::I32, vec![2]));
+        for major in [2u8, 3] {
+            let mut g = b"\x93NUMPY".to_vec();
+            g.extend_from_slice(&[major, 0]);
+            g.extend_from_slice(&(h.len() as u32).to_le_bytes());
+            g.extend_from_slice(h.as_bytes());
+            g.extend_from_slice(&t.data);
+            assert_eq!(from_bytes(&g).unwrap(), t);
+        }
+    }
+
+    #[test]
+    fn malformed_files_are_errors() {
+        let good = to_bytes(&Tensor::from_f32(DType::F32, vec![2, 2], &[1.0; 4]).unwrap());
+        for cut in 0..good.len() {
+            assert!(from_bytes(&good[..cut]).is_err(), "cut {cut}");
+        }
+        let text = String::from_utf8_lossy(&good).into_owned();
+        let bad = text.replace("False", "True ");
+        assert!(matches!(
+            from_bytes(bad.as_bytes()),
+            Err(NpyError::FortranOrder)
+        ));
+        let bad = text.replace("<f4", "<f8");
+        assert!(matches!(
+            from_bytes(bad.as_bytes()),
+            Err(NpyError::UnsupportedDtype(_))
+        ));
+        let bad = text.replace("<f4", ">f4");
+        assert!(from_bytes(bad.as_bytes()).is_err());
+        let mut bad = good.clone();
+        bad[6] = 9;
+        assert!(matches!(from_bytes(&bad), Err(NpyError::BadVersion(9, 0))));
+        assert!(matches!(
+            from_bytes(b"PK\x03\x04xxxxxx"),
+            Err(NpyError::BadMagic)
+        ));
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut x = 0x1234_5678_9abc_def0u64;
+        let base = to_bytes(&Tensor::from_f32(DType::F16, vec![3], &[1.0; 3]).unwrap());
+        for _ in 0..2000 {
+            let mut b = base.clone();
+            for _ in 0..3 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let i = (x as usize) % b.len();
+                b[i] = (x >> 32) as u8;
+            }
+            let _ = from_bytes(&b);
+        }
+    }
+}

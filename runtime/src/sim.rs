@@ -1,0 +1,1015 @@
+//! The discrete-event simulation: dispatchers, unit queues, semaphores, barriers, the shared HBM
+//! channel, the race check and the statistics. The timing rules are stated in the crate
+//! documentation (`lib.rs`); this module implements them.
+//!
+//! Agents: per core the dispatcher (agent `4c`) and the DMA, MXU and VPU queues (agents
+//! `4c + Unit::index()`). Each agent has a "next" time, the earliest cycle at which it can act
+//! (`u64::MAX` while blocked). The loop repeatedly takes the pending semaphore increment or the agent
+//! with the smallest time (ties: semaphore increments first, then lower core, then unit order) and
+//! lets it act; every action happens at a time no earlier than the previous one, so functional
+//! execution, semaphore effects and race checks see one global time order. A dispatcher runs a
+//! burst of scalar instructions while it stays strictly ahead of every other agent.
+
+use crate::RunOptions;
+use crate::error::{EmuError, MemSpace, RaceSide, TrapKind};
+use crate::exec::{self, Mem, Regs, Sizes};
+use crate::memory::{Hbm, Spans, conflicts};
+use crate::report::{CoreReport, EnergyReport, LocReport, Report};
+use crate::trace::{Trace, TraceEvent};
+use llmpu_isa::cost::{Cost, MacKind, cost};
+use llmpu_isa::{Inst, Program, Target, Unit};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+
+const NONE: u64 = u64::MAX;
+
+struct Entry {
+    pc: u32,
+    inst: Inst,
+    regs: Regs,
+    ready: u64,
+}
+
+struct InFlight {
+    pc: u32,
+    completion: u64,
+    spans: Spans,
+}
+
+#[derive(Default)]
+struct Queue {
+    queue: VecDeque<Entry>,
+    free: u64,
+    last_completion: u64,
+    wake: u64,
+    blocked: bool,
+    head_spans: Option<Spans>,
+    inflight: VecDeque<InFlight>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Disp {
+    Run,
+    WaitSem,
+    QueueFull(usize),
+    Drain { halt: bool },
+    AtBarrier,
+    Done,
+}
+
+struct Core {
+    regs: Regs,
+    pc: u32,
+    t: u64,
+    disp: Disp,
+    units: [Queue; 4],
+    sems: [u64; 32],
+    sram: Vec<u8>,
+    acc: Vec<u8>,
+    arrival: u64,
+    report: CoreReport,
+}
+
+#[derive(Default)]
+struct Totals {
+    hbm_read: u64,
+    hbm_write: u64,
+    sram_bytes: u64,
+    acc_bytes: u64,
+    vector_ops: u64,
+    macs: [u64; 3],
+}
+
+pub(crate) struct Sim<'p> {
+    prog: &'p Program,
+    t: &'p Target,
+    opts: &'p RunOptions,
+    cores: Vec<Core>,
+    pub hbm: Hbm,
+    hbm_free: u64,
+    sem_events: BinaryHeap<Reverse<(u64, u32, u8)>>,
+    next: Vec<u64>,
+    executed: u64,
+    now: u64,
+    end: u64,
+    sizes: Sizes,
+    loc_of: Vec<Vec<u32>>,
+    loc_names: Vec<String>,
+    locs: Vec<LocReport>,
+    totals: Totals,
+    trace: Option<Vec<TraceEvent>>,
+}
+
+fn alloc(bytes: u64, what: &str) -> Result<Vec<u8>, EmuError> {
+    if bytes > 1 << 32 {
+        return Err(EmuError::Unsupported(format!(
+            "{what} of {bytes} bytes exceeds the emulator's limit of 4 GiB"
+        )));
+    }
+    Ok(vec![0u8; bytes as usize])
+}
+
+fn trap(core: usize, pc: u32, inst: &Inst, kind: TrapKind) -> EmuError {
+    EmuError::Trap {
+        core,
+        pc,
+        inst: inst.to_string(),
+        kind,
+    }
+}
+
+impl<'p> Sim<'p> {
+    pub fn new(prog: &'p Program, opts: &'p RunOptions) -> Result<Sim<'p>, EmuError> {
+        let t = &prog.target;
+        let mut cores = Vec::with_capacity(prog.cores.len());
+        for _ in 0..prog.cores.len() {
+            cores.push(Core {
+                regs: [0; 32],
+                pc: 0,
+                t: 0,
+                disp: Disp::Run,
+                units: Default::default(),
+                sems: [0; 32],
+                sram: alloc(t.sram.size_bytes, "scratchpad SRAM")?,
+                acc: alloc(t.accumulator.size_bytes, "accumulator SRAM")?,
+                arrival: 0,
+                report: CoreReport::default(),
+            });
+        }
+        let mut loc_names = vec!["(no location)".to_string()];
+        let mut ids: HashMap<&str, u32> = HashMap::new();
+        let mut loc_of = Vec::with_capacity(prog.cores.len());
+        for (c, stream) in prog.cores.iter().enumerate() {
+            let mut v = vec![0u32; stream.len()];
+            let entries: Vec<_> = prog.debug.iter().filter(|d| d.core as usize == c).collect();
+            for (i, d) in entries.iter().enumerate() {
+                let id = *ids.entry(d.loc.as_str()).or_insert_with(|| {
+                    loc_names.push(d.loc.clone());
+                    (loc_names.len() - 1) as u32
+                });
+                let end = entries
+                    .get(i + 1)
+                    .map(|n| n.pc as usize)
+                    .unwrap_or(stream.len())
+                    .min(stream.len());
+                for slot in v.iter_mut().take(end).skip(d.pc as usize) {
+                    *slot = id;
+                }
+            }
+            loc_of.push(v);
+        }
+        let locs = loc_names
+            .iter()
+            .map(|n| LocReport {
+                loc: n.clone(),
+                ..Default::default()
+            })
+            .collect();
+        let n = cores.len();
+        Ok(Sim {
+            prog,
+            t,
+            opts,
+            cores,
+            hbm: Hbm::new(t.hbm.size_bytes)?,
+            hbm_free: 0,
+            sem_events: BinaryHeap::new(),
+            next: vec![NONE; 4 * n],
+            executed: 0,
+            now: 0,
+            end: 0,
+            sizes: Sizes {
+                hbm: t.hbm.size_bytes,
+                sram: t.sram.size_bytes,
+                acc: t.accumulator.size_bytes,
+            },
+            loc_of,
+            loc_names,
+            locs,
+            totals: Totals::default(),
+            trace: opts.trace.then(Vec::new),
+        })
+    }
+
+    fn refresh(&mut self, c: usize) {
+        let core = &self.cores[c];
+        let base = 4 * c;
+        self.next[base] = match core.disp {
+            Disp::Run => core.t,
+            Disp::Drain { .. } => {
+                if core.units[1..].iter().all(|q| q.queue.is_empty()) {
+                    core.units[1..]
+                        .iter()
+                        .map(|q| q.last_completion)
+                        .fold(core.t, u64::max)
+                } else {
+                    NONE
+                }
+            }
+            _ => NONE,
+        };
+        for u in 1..4 {
+            let q = &core.units[u];
+            self.next[base + u] = match q.queue.front() {
+                Some(e) if !q.blocked => q.free.max(e.ready).max(q.wake),
+                _ => NONE,
+            };
+        }
+    }
+
+    /// Runs the program to completion.
+    pub fn run(&mut self) -> Result<(), EmuError> {
+        for c in 0..self.cores.len() {
+            self.refresh(c);
+        }
+        loop {
+            let (mut best, mut bt, mut second) = (0usize, NONE, NONE);
+            for (i, &t) in self.next.iter().enumerate() {
+                if t < bt {
+                    second = bt;
+                    bt = t;
+                    best = i;
+                } else if t < second {
+                    second = t;
+                }
+            }
+            let te = self.sem_events.peek().map(|r| r.0.0).unwrap_or(NONE);
+            if te != NONE && te <= bt {
+                self.sem_event();
+                continue;
+            }
+            if bt == NONE {
+                if self.cores.iter().all(|c| c.disp == Disp::Done) {
+                    return Ok(());
+                }
+                return Err(self.deadlock());
+            }
+            let (c, u) = (best / 4, best % 4);
+            if bt > self.opts.max_cycles {
+                let (pc, inst) = self.agent_pc(c, u);
+                return Err(EmuError::CycleLimit {
+                    limit: self.opts.max_cycles,
+                    core: c,
+                    pc,
+                    inst,
+                    cycle: bt,
+                });
+            }
+            self.now = bt;
+            if u == 0 {
+                let limit = second.min(te).min(self.opts.max_cycles.saturating_add(1));
+                self.dispatch(c, limit)?;
+            } else {
+                self.unit_step(c, u)?;
+            }
+        }
+    }
+
+    fn agent_pc(&self, c: usize, u: usize) -> (u32, String) {
+        let core = &self.cores[c];
+        let pc = if u == 0 {
+            core.pc
+        } else {
+            core.units[u].queue.front().map(|e| e.pc).unwrap_or(0)
+        };
+        let inst = self.prog.cores[c]
+            .get(pc as usize)
+            .map(|i| i.to_string())
+            .unwrap_or_default();
+        (pc, inst)
+    }
+
+    fn sem_event(&mut self) {
+        let Some(Reverse((time, c, s))) = self.sem_events.pop() else {
+            return;
+        };
+        let c = c as usize;
+        let core = &mut self.cores[c];
+        core.sems[s as usize] = core.sems[s as usize].saturating_add(1);
+        if core.disp == Disp::WaitSem {
+            core.disp = Disp::Run;
+            core.t = core.t.max(time);
+        }
+        for q in core.units[1..].iter_mut() {
+            if q.blocked {
+                q.blocked = false;
+                q.wake = q.wake.max(time);
+            }
+        }
+        self.refresh(c);
+    }
+
+    fn count(&mut self, c: usize, pc: u32) -> Result<(), EmuError> {
+        self.executed += 1;
+        if self.executed > self.opts.max_instructions {
+            return Err(EmuError::InstructionLimit {
+                limit: self.opts.max_instructions,
+                core: c,
+                pc,
+                cycle: self.now,
+            });
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &mut self,
+        c: usize,
+        unit: Unit,
+        pc: u32,
+        inst: &Inst,
+        start: u64,
+        free: u64,
+        completion: u64,
+        cst: &Cost,
+    ) {
+        let ui = unit.index();
+        let busy = free - start;
+        let core = &mut self.cores[c];
+        core.report.units[ui].busy_cycles += busy;
+        core.report.units[ui].instructions += 1;
+        core.report.end_cycle = core.report.end_cycle.max(completion);
+        self.end = self.end.max(completion);
+        let loc = self.loc_of[c].get(pc as usize).copied().unwrap_or(0);
+        if let Some(l) = self.locs.get_mut(loc as usize) {
+            l.busy_cycles[ui] += busy;
+            l.instructions += 1;
+            l.hbm_bytes += cst.hbm_read + cst.hbm_write;
+            l.macs += cst.macs;
+        }
+        let tt = &mut self.totals;
+        tt.hbm_read += cst.hbm_read;
+        tt.hbm_write += cst.hbm_write;
+        tt.sram_bytes += cst.sram_read + cst.sram_write;
+        tt.acc_bytes += cst.acc_read + cst.acc_write;
+        tt.vector_ops += cst.vector_ops;
+        let k = match cst.mac_kind {
+            MacKind::Low => 0,
+            MacKind::Fp32 => 1,
+            MacKind::Int8 => 2,
+        };
+        tt.macs[k] += cst.macs;
+        if let Some(tr) = &mut self.trace {
+            tr.push(TraceEvent {
+                core: c as u32,
+                unit,
+                pc,
+                mnemonic: inst.desc().mnemonic,
+                loc: (loc != 0).then_some(loc),
+                start,
+                free,
+                completion,
+            });
+        }
+    }
+
+    fn high_water(core: &mut Core, spans: &Spans) {
+        for s in spans.as_slice() {
+            match s.space {
+                MemSpace::Sram => {
+                    core.report.sram_high_water = core.report.sram_high_water.max(s.hi)
+                }
+                MemSpace::Acc => core.report.acc_high_water = core.report.acc_high_water.max(s.hi),
+                MemSpace::Hbm => {}
+            }
+        }
+    }
+
+    fn race_check(
+        &self,
+        c: usize,
+        u: usize,
+        pc: u32,
+        inst: &Inst,
+        spans: &Spans,
+    ) -> Result<(), EmuError> {
+        let now = self.now;
+        let hbm = spans.has_hbm();
+        for (ci, core) in self.cores.iter().enumerate() {
+            if ci != c && !hbm {
+                continue;
+            }
+            for (ui, q) in core.units.iter().enumerate() {
+                if ci == c && ui == u {
+                    continue;
+                }
+                for f in q.inflight.iter().filter(|f| f.completion > now) {
+                    for a in spans.as_slice() {
+                        if ci != c && a.space != MemSpace::Hbm {
+                            continue;
+                        }
+                        for b in f.spans.as_slice() {
+                            if conflicts(a, b) {
+                                let other = self.prog.cores[ci]
+                                    .get(f.pc as usize)
+                                    .map(|i| i.to_string())
+                                    .unwrap_or_default();
+                                let (lo, hi) = (a.lo.max(b.lo), a.hi.min(b.hi));
+                                return Err(EmuError::Race {
+                                    first: Box::new(RaceSide {
+                                        core: c,
+                                        unit: Unit::ALL[u].name(),
+                                        pc,
+                                        inst: inst.to_string(),
+                                        write: a.write,
+                                    }),
+                                    second: Box::new(RaceSide {
+                                        core: ci,
+                                        unit: Unit::ALL[ui].name(),
+                                        pc: f.pc,
+                                        inst: other,
+                                        write: b.write,
+                                    }),
+                                    space: a.space,
+                                    lo,
+                                    hi,
+                                    until: f.completion,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn push_inflight(q: &mut Queue, now: u64, pc: u32, completion: u64, spans: Spans) {
+        if spans.n == 0 {
+            return;
+        }
+        if q.inflight.len() >= 8 {
+            q.inflight.retain(|f| f.completion > now);
+        }
+        q.inflight.push_back(InFlight {
+            pc,
+            completion,
+            spans,
+        });
+    }
+
+    /// Runs dispatcher `c` from `self.now` while it stays before `limit`.
+    fn dispatch(&mut self, c: usize, mut limit: u64) -> Result<(), EmuError> {
+        let lat_scalar = self.t.latency.scalar;
+        let depth = self.t.latency.queue_depth as usize;
+        loop {
+            let disp = self.cores[c].disp;
+            match disp {
+                Disp::Run => {}
+                Disp::Drain { halt } => {
+                    let at = self.next[4 * c];
+                    let core = &mut self.cores[c];
+                    core.report.end_cycle = core.report.end_cycle.max(at);
+                    self.end = self.end.max(at);
+                    if halt {
+                        core.disp = Disp::Done;
+                    } else {
+                        core.disp = Disp::AtBarrier;
+                        core.arrival = at;
+                        self.try_release();
+                    }
+                    self.refresh(c);
+                    return Ok(());
+                }
+                _ => {
+                    self.refresh(c);
+                    return Ok(());
+                }
+            }
+            let pc = self.cores[c].pc;
+            let Some(&inst) = self.prog.cores[c].get(pc as usize) else {
+                return Err(EmuError::MissingHalt {
+                    core: c,
+                    len: self.prog.cores[c].len(),
+                });
+            };
+            let unit = inst.unit();
+            if unit != Unit::Scalar {
+                let ui = unit.index();
+                let core = &mut self.cores[c];
+                if core.units[ui].queue.len() >= depth {
+                    core.disp = Disp::QueueFull(ui);
+                    self.refresh(c);
+                    return Ok(());
+                }
+                let t0 = core.t;
+                core.units[ui].queue.push_back(Entry {
+                    pc,
+                    inst,
+                    regs: core.regs,
+                    ready: t0 + lat_scalar,
+                });
+                core.t = t0 + lat_scalar;
+                core.pc = pc + 1;
+                core.report.units[0].busy_cycles += lat_scalar;
+                let loc = self.loc_of[c].get(pc as usize).copied().unwrap_or(0) as usize;
+                if let Some(l) = self.locs.get_mut(loc) {
+                    l.busy_cycles[0] += lat_scalar;
+                }
+                self.refresh(c);
+                limit = limit.min(self.next[4 * c + ui]);
+            } else {
+                self.now = self.cores[c].t;
+                self.scalar(c, pc, &inst)?;
+                if let Some(r) = self.sem_events.peek() {
+                    limit = limit.min(r.0.0);
+                }
+            }
+            let core = &self.cores[c];
+            if core.disp != Disp::Run || core.t >= limit {
+                self.refresh(c);
+                return Ok(());
+            }
+        }
+    }
+
+    fn try_release(&mut self) {
+        if !self.cores.iter().all(|c| c.disp == Disp::AtBarrier) {
+            return;
+        }
+        let lat = self.t.latency.barrier;
+        let release = self.cores.iter().map(|c| c.arrival).max().unwrap_or(0) + lat;
+        for c in 0..self.cores.len() {
+            let pc = self.cores[c].pc;
+            let arrival = self.cores[c].arrival;
+            let inst = Inst::Barrier {};
+            let cst = Cost {
+                occupancy: lat,
+                ..Default::default()
+            };
+            self.record(c, Unit::Scalar, pc, &inst, arrival, release, release, &cst);
+            let core = &mut self.cores[c];
+            core.disp = Disp::Run;
+            core.t = release;
+            core.pc = pc + 1;
+            self.refresh(c);
+        }
+    }
+
+    fn scalar(&mut self, c: usize, pc: u32, inst: &Inst) -> Result<(), EmuError> {
+        let cst = cost(inst, self.t);
+        let occ = cst.occupancy;
+        let start = self.cores[c].t;
+        let mut next_pc = pc + 1;
+        let mut spans = Spans::EMPTY;
+        {
+            let r = &self.cores[c].regs;
+            let g = |x: llmpu_isa::Reg| r[(x.0 & 31) as usize];
+            let mut set = None;
+            match *inst {
+                Inst::Nop {} => {}
+                Inst::Li { rd, imm } => set = Some((rd, imm as i64)),
+                Inst::Lih { rd, imm } => {
+                    set = Some((rd, ((imm as i64) << 32) | (g(rd) & 0xffff_ffff)))
+                }
+                Inst::Add { rd, rs1, rs2 } => set = Some((rd, g(rs1).wrapping_add(g(rs2)))),
+                Inst::Sub { rd, rs1, rs2 } => set = Some((rd, g(rs1).wrapping_sub(g(rs2)))),
+                Inst::Mul { rd, rs1, rs2 } => set = Some((rd, g(rs1).wrapping_mul(g(rs2)))),
+                Inst::Div { rd, rs1, rs2 } | Inst::Rem { rd, rs1, rs2 } => {
+                    let (a, b) = (g(rs1), g(rs2));
+                    if b == 0 {
+                        return Err(trap(c, pc, inst, TrapKind::DivByZero));
+                    }
+                    let v = if matches!(inst, Inst::Div { .. }) {
+                        a.wrapping_div(b)
+                    } else {
+                        a.wrapping_rem(b)
+                    };
+                    set = Some((rd, v));
+                }
+                Inst::Min { rd, rs1, rs2 } => set = Some((rd, g(rs1).min(g(rs2)))),
+                Inst::Max { rd, rs1, rs2 } => set = Some((rd, g(rs1).max(g(rs2)))),
+                Inst::And { rd, rs1, rs2 } => set = Some((rd, g(rs1) & g(rs2))),
+                Inst::Or { rd, rs1, rs2 } => set = Some((rd, g(rs1) | g(rs2))),
+                Inst::Xor { rd, rs1, rs2 } => set = Some((rd, g(rs1) ^ g(rs2))),
+                Inst::Shl { rd, rs1, rs2 } => {
+                    set = Some((rd, g(rs1).wrapping_shl((g(rs2) & 63) as u32)))
+                }
+                Inst::Shr { rd, rs1, rs2 } => {
+                    set = Some((rd, ((g(rs1) as u64) >> (g(rs2) & 63)) as i64))
+                }
+                Inst::Slt { rd, rs1, rs2 } => set = Some((rd, (g(rs1) < g(rs2)) as i64)),
+                Inst::Seq { rd, rs1, rs2 } => set = Some((rd, (g(rs1) == g(rs2)) as i64)),
+                Inst::Addi { rd, rs1, imm } => set = Some((rd, g(rs1).wrapping_add(imm as i64))),
+                Inst::Muli { rd, rs1, imm } => set = Some((rd, g(rs1).wrapping_mul(imm as i64))),
+                Inst::Shli { rd, rs1, sh } => set = Some((rd, g(rs1).wrapping_shl(sh & 63))),
+                Inst::Shri { rd, rs1, sh } => {
+                    set = Some((rd, ((g(rs1) as u64) >> (sh & 63)) as i64))
+                }
+                Inst::Andi { rd, rs1, imm } => set = Some((rd, g(rs1) & imm as i64)),
+                Inst::Beq { rs1, rs2, target }
+                | Inst::Bne { rs1, rs2, target }
+                | Inst::Blt { rs1, rs2, target }
+                | Inst::Bge { rs1, rs2, target } => {
+                    let (a, b) = (g(rs1), g(rs2));
+                    let take = match inst {
+                        Inst::Beq { .. } => a == b,
+                        Inst::Bne { .. } => a != b,
+                        Inst::Blt { .. } => a < b,
+                        _ => a >= b,
+                    };
+                    if take {
+                        next_pc = (pc as i64 + target.0 as i64) as u32;
+                    }
+                }
+                Inst::Jmp { target } => next_pc = (pc as i64 + target.0 as i64) as u32,
+                Inst::Ld { rd, .. } | Inst::Ld32 { rd, .. } | Inst::St { rs: rd, .. } => {
+                    spans =
+                        exec::spans(inst, r, &self.sizes, &[]).map_err(|k| trap(c, pc, inst, k))?;
+                    if matches!(inst, Inst::St { .. }) {
+                        set = None;
+                    } else {
+                        set = Some((rd, 0));
+                    }
+                }
+                Inst::Wait { sem, count } => {
+                    let s = (sem.0 & 31) as usize;
+                    let core = &mut self.cores[c];
+                    if core.sems[s] < count as u64 {
+                        core.disp = Disp::WaitSem;
+                        return Ok(());
+                    }
+                    core.sems[s] -= count as u64;
+                }
+                Inst::Signal { sem } => {
+                    self.sem_events
+                        .push(Reverse((start + occ, c as u32, sem.0 & 31)));
+                }
+                Inst::Barrier {} => {
+                    self.count(c, pc)?;
+                    self.cores[c].disp = Disp::Drain { halt: false };
+                    return Ok(());
+                }
+                Inst::Halt {} => {
+                    self.cores[c].disp = Disp::Drain { halt: true };
+                }
+                _ => {}
+            }
+            self.count(c, pc)?;
+            if spans.n > 0 {
+                if self.opts.race_check {
+                    self.race_check(c, 0, pc, inst, &spans)?;
+                }
+                let s = spans.s[0];
+                let core = &mut self.cores[c];
+                let (lo, hi) = (s.lo as usize, s.hi as usize);
+                match (*inst, set) {
+                    (Inst::St { rs, .. }, _) => {
+                        let v = core.regs[(rs.0 & 31) as usize];
+                        if let Some(b) = core.sram.get_mut(lo..hi) {
+                            b.copy_from_slice(&v.to_le_bytes());
+                        }
+                    }
+                    (_, Some((rd, _))) => {
+                        let mut b = [0u8; 8];
+                        if let Some(src) = core.sram.get(lo..hi) {
+                            b[..hi - lo].copy_from_slice(src);
+                        }
+                        let v = if hi - lo == 4 {
+                            i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64
+                        } else {
+                            i64::from_le_bytes(b)
+                        };
+                        set = Some((rd, v));
+                    }
+                    _ => {}
+                }
+                Self::high_water(core, &spans);
+                Self::push_inflight(&mut core.units[0], self.now, pc, start + occ, spans);
+            }
+            if let Some((rd, v)) = set {
+                if rd.0 != 0 {
+                    self.cores[c].regs[(rd.0 & 31) as usize] = v;
+                }
+            }
+        }
+        let core = &mut self.cores[c];
+        core.t = start + occ;
+        core.pc = next_pc;
+        self.record(
+            c,
+            Unit::Scalar,
+            pc,
+            inst,
+            start,
+            start + occ,
+            start + occ,
+            &cst,
+        );
+        Ok(())
+    }
+
+    fn unit_step(&mut self, c: usize, u: usize) -> Result<(), EmuError> {
+        let now = self.now;
+        let sizes = self.sizes;
+        let core = &mut self.cores[c];
+        let Core {
+            units, sram, sems, ..
+        } = core;
+        let q = &mut units[u];
+        let Some(e) = q.queue.front() else {
+            self.refresh(c);
+            return Ok(());
+        };
+        let (pc, inst) = (e.pc, e.inst);
+        let spans = match q.head_spans {
+            Some(s) => s,
+            None => {
+                let s =
+                    exec::spans(&inst, &e.regs, &sizes, sram).map_err(|k| trap(c, pc, &inst, k))?;
+                q.head_spans = Some(s);
+                s
+            }
+        };
+        if spans.n > 0 {
+            let mut until = now;
+            for f in q.inflight.iter().filter(|f| f.completion > now) {
+                for a in spans.as_slice() {
+                    for b in f.spans.as_slice() {
+                        if conflicts(a, b) {
+                            until = until.max(f.completion);
+                        }
+                    }
+                }
+            }
+            if until > now {
+                q.wake = until;
+                self.refresh(c);
+                return Ok(());
+            }
+        }
+        match inst {
+            Inst::DmaWait { sem, count }
+            | Inst::MxuWait { sem, count }
+            | Inst::VpuWait { sem, count } => {
+                let s = (sem.0 & 31) as usize;
+                if sems[s] < count as u64 {
+                    q.blocked = true;
+                    self.refresh(c);
+                    return Ok(());
+                }
+                sems[s] -= count as u64;
+            }
+            _ => {}
+        }
+        self.count(c, pc)?;
+        let cst = cost(&inst, self.t);
+        let unit = Unit::ALL[u];
+        let is_signal = matches!(
+            inst,
+            Inst::DmaSignal { .. } | Inst::MxuSignal { .. } | Inst::VpuSignal { .. }
+        );
+        let is_sync = is_signal
+            || matches!(
+                inst,
+                Inst::DmaWait { .. } | Inst::MxuWait { .. } | Inst::VpuWait { .. }
+            );
+        let last = self.cores[c].units[u].last_completion;
+        let (free, completion) = if unit == Unit::Dma && !is_sync {
+            let hbm_start = (now + self.t.latency.dma_setup).max(self.hbm_free);
+            let free = hbm_start + cst.transfer;
+            (free, free + cst.latency)
+        } else if is_signal {
+            (now + cst.occupancy, (now + cst.occupancy).max(last))
+        } else {
+            (now + cst.occupancy, now + cst.occupancy + cst.latency)
+        };
+        if completion > self.opts.max_cycles {
+            return Err(EmuError::CycleLimit {
+                limit: self.opts.max_cycles,
+                core: c,
+                pc,
+                inst: inst.to_string(),
+                cycle: completion,
+            });
+        }
+        if self.opts.race_check && spans.n > 0 {
+            self.race_check(c, u, pc, &inst, &spans)?;
+        }
+        if unit == Unit::Dma && !is_sync {
+            self.hbm_free = free;
+        }
+        let core = &mut self.cores[c];
+        let Some(entry) = core.units[u].queue.pop_front() else {
+            return Ok(());
+        };
+        if !self.opts.timing_only && !is_sync {
+            let mut mem = Mem {
+                sram: &mut core.sram,
+                acc: &mut core.acc,
+                hbm: &mut self.hbm,
+            };
+            exec::execute(&inst, &entry.regs, &mut mem).map_err(|k| trap(c, pc, &inst, k))?;
+        }
+        if is_signal {
+            let sem = match inst {
+                Inst::DmaSignal { sem } | Inst::MxuSignal { sem } | Inst::VpuSignal { sem } => {
+                    sem.0 & 31
+                }
+                _ => 0,
+            };
+            self.sem_events.push(Reverse((completion, c as u32, sem)));
+        }
+        Self::high_water(core, &spans);
+        let q = &mut core.units[u];
+        q.free = free;
+        q.last_completion = q.last_completion.max(completion);
+        q.head_spans = None;
+        q.wake = 0;
+        Self::push_inflight(q, now, pc, completion, spans);
+        if core.disp == Disp::QueueFull(u) {
+            core.disp = Disp::Run;
+            core.t = core.t.max(now);
+        }
+        self.record(c, unit, pc, &inst, now, free, completion, &cst);
+        self.refresh(c);
+        Ok(())
+    }
+
+    fn deadlock(&self) -> EmuError {
+        let mut blocked = Vec::new();
+        for (c, core) in self.cores.iter().enumerate() {
+            let text = |pc: u32| {
+                self.prog.cores[c]
+                    .get(pc as usize)
+                    .map(|i| i.to_string())
+                    .unwrap_or_default()
+            };
+            let sem_state = |inst: &Inst| match *inst {
+                Inst::Wait { sem, count }
+                | Inst::DmaWait { sem, count }
+                | Inst::MxuWait { sem, count }
+                | Inst::VpuWait { sem, count } => format!(
+                    "waits for {sem} >= {count} ({sem} = {})",
+                    core.sems[(sem.0 & 31) as usize]
+                ),
+                _ => "is blocked".into(),
+            };
+            let pc = core.pc;
+            let what = match core.disp {
+                Disp::Run | Disp::Done => None,
+                Disp::WaitSem => self.prog.cores[c].get(pc as usize).map(sem_state),
+                Disp::QueueFull(u) => Some(format!(
+                    "waits for a free slot in the {} queue",
+                    Unit::ALL[u].name()
+                )),
+                Disp::Drain { halt } => Some(format!(
+                    "waits for its units to drain before {}",
+                    if halt { "halting" } else { "the barrier" }
+                )),
+                Disp::AtBarrier => {
+                    let halted: Vec<String> = self
+                        .cores
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, o)| o.disp != Disp::AtBarrier)
+                        .map(|(i, o)| {
+                            if o.disp == Disp::Done {
+                                format!("{i} (halted)")
+                            } else {
+                                i.to_string()
+                            }
+                        })
+                        .collect();
+                    Some(format!(
+                        "waits at the barrier for core(s) {}",
+                        halted.join(", ")
+                    ))
+                }
+            };
+            if let Some(w) = what {
+                blocked.push(format!("core {c} scalar pc {pc} (`{}`) {w}", text(pc)));
+            }
+            for (u, q) in core.units.iter().enumerate().skip(1) {
+                if let Some(e) = q.queue.front() {
+                    let w = if q.blocked {
+                        sem_state(&e.inst)
+                    } else {
+                        "is blocked".into()
+                    };
+                    blocked.push(format!(
+                        "core {c} {} pc {} (`{}`) {w}",
+                        Unit::ALL[u].name(),
+                        e.pc,
+                        e.inst
+                    ));
+                }
+            }
+        }
+        EmuError::Deadlock {
+            cycle: self.now,
+            blocked,
+        }
+    }
+
+    /// Reads `len` bytes of HBM (for outputs).
+    pub fn read_hbm(&self, addr: u64, len: u64) -> Result<Vec<u8>, TrapKind> {
+        let mut v = vec![0u8; len as usize];
+        self.hbm.read(addr, &mut v)?;
+        Ok(v)
+    }
+
+    /// The report of a finished run.
+    pub fn report(&self) -> Report {
+        let t = self.t;
+        let tt = &self.totals;
+        let part = |c: Cost| c.energy_pj(t);
+        let mac_pj = part(Cost {
+            macs: tt.macs[0],
+            mac_kind: MacKind::Low,
+            ..Default::default()
+        }) + part(Cost {
+            macs: tt.macs[1],
+            mac_kind: MacKind::Fp32,
+            ..Default::default()
+        }) + part(Cost {
+            macs: tt.macs[2],
+            mac_kind: MacKind::Int8,
+            ..Default::default()
+        });
+        let vector_pj = part(Cost {
+            vector_ops: tt.vector_ops,
+            ..Default::default()
+        });
+        let sram_pj = part(Cost {
+            sram_read: tt.sram_bytes,
+            ..Default::default()
+        });
+        let acc_pj = part(Cost {
+            acc_read: tt.acc_bytes,
+            ..Default::default()
+        });
+        let hbm_pj = part(Cost {
+            hbm_read: tt.hbm_read + tt.hbm_write,
+            ..Default::default()
+        });
+        let seconds = t.seconds(self.end);
+        let dynamic_pj = mac_pj + vector_pj + sram_pj + acc_pj + hbm_pj;
+        let static_pj = t.energy.static_w * seconds * 1e12;
+        let macs: u64 = tt.macs.iter().sum();
+        let flops = if seconds > 0.0 {
+            2.0 * macs as f64 / seconds
+        } else {
+            0.0
+        };
+        let peak = t.peak_flops();
+        let mut instructions = [0u64; 4];
+        for c in &self.cores {
+            for (i, u) in c.report.units.iter().enumerate() {
+                instructions[i] += u.instructions;
+            }
+        }
+        let mut locations: Vec<LocReport> = self
+            .locs
+            .iter()
+            .filter(|l| l.instructions > 0)
+            .cloned()
+            .collect();
+        if locations.len() == 1 && locations[0].loc == self.loc_names[0] {
+            locations.clear();
+        }
+        locations.sort_by(|a, b| {
+            b.total_busy()
+                .cmp(&a.total_busy())
+                .then_with(|| a.loc.cmp(&b.loc))
+        });
+        Report {
+            target: t.name.clone(),
+            clock_ghz: t.clock_ghz,
+            timing_only: self.opts.timing_only,
+            cycles: self.end,
+            seconds,
+            cores: self.cores.iter().map(|c| c.report.clone()).collect(),
+            hbm_read_bytes: tt.hbm_read,
+            hbm_write_bytes: tt.hbm_write,
+            macs,
+            flops_per_second: flops,
+            peak_flops: peak,
+            peak_fraction: if peak > 0.0 { flops / peak } else { 0.0 },
+            instructions,
+            energy: EnergyReport {
+                mac_pj,
+                vector_pj,
+                sram_pj,
+                acc_pj,
+                hbm_pj,
+                dynamic_pj,
+                static_pj,
+                total_pj: dynamic_pj + static_pj,
+            },
+            locations,
+        }
+    }
+
+    /// The collected trace, if tracing was on.
+    pub fn take_trace(&mut self) -> Option<Trace> {
+        let events = self.trace.take()?;
+        Some(Trace {
+            clock_ghz: self.t.clock_ghz,
+            cores: self.cores.len() as u32,
+            locs: self.loc_names.clone(),
+            events,
+        })
+    }
+}

@@ -1,0 +1,86 @@
+//! Host tensors: a dtype, a shape and the row-major little-endian bytes.
+//!
+//! Invariant (checked by [`Tensor::new`], relied on by the emulator and `npy`): `data.len()` equals
+//! the product of `shape` times the element size. An empty shape is a scalar (one element).
+
+use llmpu_isa::DType;
+use llmpu_isa::numerics::{load_f32, store_f32};
+
+/// A dense host tensor, row-major, little-endian elements of `dtype`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tensor {
+    pub dtype: DType,
+    pub shape: Vec<u64>,
+    pub data: Vec<u8>,
+}
+
+/// Number of elements of `shape`, or `None` on overflow.
+pub fn elements_of(shape: &[u64]) -> Option<u64> {
+    shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d))
+}
+
+/// Formats a dtype and shape like `f32[2, 3]`.
+pub fn describe(dtype: DType, shape: &[u64]) -> String {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    format!("{}[{}]", dtype, dims.join(", "))
+}
+
+impl Tensor {
+    /// A tensor from raw bytes; errors if the byte count does not match the shape.
+    pub fn new(dtype: DType, shape: Vec<u64>, data: Vec<u8>) -> Result<Tensor, String> {
+        let want = elements_of(&shape)
+            .and_then(|e| e.checked_mul(dtype.size()))
+            .ok_or_else(|| format!("shape {shape:?} is too large"))?;
+        if want != data.len() as u64 {
+            return Err(format!(
+                "{} needs {want} bytes, got {}",
+                describe(dtype, &shape),
+                data.len()
+            ));
+        }
+        Ok(Tensor { dtype, shape, data })
+    }
+
+    /// A zero-filled tensor.
+    pub fn zeros(dtype: DType, shape: Vec<u64>) -> Tensor {
+        let n = elements_of(&shape).unwrap_or(0) * dtype.size();
+        Tensor {
+            dtype,
+            shape,
+            data: vec![0; n as usize],
+        }
+    }
+
+    /// A tensor of `dtype` from f32 values, rounded as the hardware does (see `isa::numerics`).
+    pub fn from_f32(dtype: DType, shape: Vec<u64>, values: &[f32]) -> Result<Tensor, String> {
+        let n = elements_of(&shape).ok_or("shape too large")?;
+        if n != values.len() as u64 {
+            return Err(format!(
+                "{} has {n} elements, got {} values",
+                describe(dtype, &shape),
+                values.len()
+            ));
+        }
+        let mut data = vec![0u8; values.len() * dtype.size() as usize];
+        store_f32(dtype, values, &mut data);
+        Ok(Tensor { dtype, shape, data })
+    }
+
+    /// Number of elements.
+    pub fn elements(&self) -> u64 {
+        elements_of(&self.shape).unwrap_or(0)
+    }
+
+    /// The elements widened (or rounded, for 32/64-bit integers) to f32.
+    pub fn to_f32(&self) -> Vec<f32> {
+        let n = self.data.len() / self.dtype.size() as usize;
+        let mut out = vec![0f32; n];
+        load_f32(self.dtype, &self.data, &mut out);
+        out
+    }
+
+    /// `f32[2, 3]`-style description.
+    pub fn describe(&self) -> String {
+        describe(self.dtype, &self.shape)
+    }
+}
