@@ -12,32 +12,25 @@ use std::sync::OnceLock;
 
 use super::{OpInfo, OpView};
 
-/// One instruction as this dialect needs it: mnemonic and field names.
+/// One instruction as this dialect needs it: mnemonic, executing unit, summary and field names.
 #[derive(Clone, Debug)]
 pub struct InstrSpec {
     pub mnemonic: String,
+    pub unit: String,
+    pub summary: String,
     pub fields: Vec<String>,
 }
 
-/// The instruction rows the dialect is generated from.
-///
-/// Provisional until the ISA table (`llmpu_isa::INSTRUCTIONS`) lands: then this becomes a mapping over
-/// that table and nothing else in the compiler changes.
+/// The instruction rows the dialect is generated from: the ISA table `llmpu_isa::INSTRUCTIONS`.
 pub fn instruction_specs() -> Vec<InstrSpec> {
-    const PROVISIONAL: &[(&str, &[&str])] = &[
-        ("dma.load", &["dst", "src", "rows", "cols", "stride", "sem"]),
-        ("dma.store", &["dst", "src", "rows", "cols", "stride", "sem"]),
-        ("mxu.matmul", &["a", "b", "acc", "m", "n", "k", "accumulate"]),
-        ("vpu.add", &["dst", "a", "b", "len"]),
-        ("vpu.mul", &["dst", "a", "b", "len"]),
-        ("vpu.exp", &["dst", "a", "len"]),
-        ("sync.signal", &["sem"]),
-        ("sync.wait", &["sem", "count"]),
-        ("halt", &[]),
-    ];
-    PROVISIONAL
+    llmpu_isa::INSTRUCTIONS
         .iter()
-        .map(|(m, f)| InstrSpec { mnemonic: m.to_string(), fields: f.iter().map(|s| s.to_string()).collect() })
+        .map(|d| InstrSpec {
+            mnemonic: d.mnemonic.to_string(),
+            unit: d.unit.name().to_string(),
+            summary: d.summary.to_string(),
+            fields: d.fields.iter().map(|f| f.name.to_string()).collect(),
+        })
         .collect()
 }
 
@@ -56,9 +49,10 @@ fn dialect() -> &'static Dialect {
             let name: &'static str = Box::leak(format!("llmpu.{}", spec.mnemonic).into_boxed_str());
             let doc: &'static str = Box::leak(
                 format!(
-                    "`\"{name}\"() {{{}}} : () -> ()` — the `{}` instruction; fields as attributes.",
+                    "`\"{name}\"() {{{}}} : () -> ()` — {} ({} unit); fields as attributes.",
                     spec.fields.iter().map(|f| format!("{f} = 0 : i64")).collect::<Vec<_>>().join(", "),
-                    spec.mnemonic
+                    spec.summary,
+                    spec.unit
                 )
                 .into_boxed_str(),
             );
@@ -96,4 +90,21 @@ fn verify_instruction(v: &OpView) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_isa_instruction_is_an_op_with_its_fields() {
+        assert!(!llmpu_isa::INSTRUCTIONS.is_empty());
+        for d in llmpu_isa::INSTRUCTIONS {
+            let name = format!("llmpu.{}", d.mnemonic);
+            assert!(crate::dialects::lookup(&name).is_some(), "{name} missing");
+            let fields: Vec<&str> = fields_of(&name).unwrap_or_default().iter().map(String::as_str).collect();
+            let expect: Vec<&str> = d.fields.iter().map(|f| f.name).collect();
+            assert_eq!(fields, expect, "{name}");
+        }
+    }
 }

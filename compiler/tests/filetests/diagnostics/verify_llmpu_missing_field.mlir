@@ -1,6 +1,6 @@
 module {
   func.func @main() {
-    "llmpu.sync.wait"() {sem = 3 : i64} : () -> () loc("wait")
+    "llmpu.dma.wait"() {sem = 3 : i64} : () -> () loc("wait")
     func.return loc(unknown)
   } loc("main")
 }

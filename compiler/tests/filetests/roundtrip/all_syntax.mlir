@@ -18,6 +18,7 @@ module {
       "tile.dma_load"(%arg0, %0, %arg1, %1) : (memref<1024x64xbf16, "hbm">, memref<128x64xbf16, "sram">, index, index) -> () loc("load")
       "tile.yield"() : () -> () loc(unknown)
     }) {lower = 0 : i64, step = 128 : i64, upper = 1024 : i64} : () -> () loc("loop")
+    "llmpu.dma.wait"() {count = 1 : i64, sem = 3 : i64} : () -> () loc("wait")
     "llmpu.halt"() : () -> () loc(unknown)
     func.return loc(unknown)
   } loc("tiles")
