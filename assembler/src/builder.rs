@@ -337,14 +337,14 @@ impl Assembler {
         let mut cores: Vec<Vec<Inst>> = Vec::with_capacity(self.cores.len());
         let mut inst_spans: Vec<Vec<Option<Span>>> = Vec::new();
         for (ci, core) in self.cores.iter_mut().enumerate() {
-            if core.insts.is_empty() {
-                if let Some(loc) = core.pending_loc.take() {
-                    self.debug.push(DebugLoc {
-                        core: ci as u32,
-                        pc: 0,
-                        loc,
-                    });
-                }
+            if core.insts.is_empty()
+                && let Some(loc) = core.pending_loc.take()
+            {
+                self.debug.push(DebugLoc {
+                    core: ci as u32,
+                    pc: 0,
+                    loc,
+                });
             }
             let len = core.insts.len();
             let mut stream = Vec::with_capacity(len);

@@ -336,7 +336,7 @@ pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
         .into_iter()
         .map(|c| (edit_distance(word, c), c))
         .min_by_key(|&(d, c)| (d, c.chars().next() != word.chars().next(), c))?;
-    let limit = (word.chars().count() / 3).max(1).min(3);
+    let limit = (word.chars().count() / 3).clamp(1, 3);
     (d > 0 && d <= limit).then_some(best)
 }
 

@@ -109,10 +109,10 @@ pub fn disassemble(p: &Program) -> String {
             for name in at.get(&pc).into_iter().flatten() {
                 let _ = writeln!(o, "{}:", name_text(name));
             }
-            if pc < end {
-                if let Some(loc) = locs.get(&pc) {
-                    let _ = writeln!(o, ".loc {}", quote(loc));
-                }
+            if pc < end
+                && let Some(loc) = locs.get(&pc)
+            {
+                let _ = writeln!(o, ".loc {}", quote(loc));
             }
             let Some(inst) = stream.get(pc as usize) else {
                 continue;

@@ -11,8 +11,7 @@ use logos::Logos;
 /// A token kind.
 #[derive(Logos, Clone, Copy, Debug, PartialEq, Eq)]
 #[logos(skip r"[ \t\r\f]+")]
-#[logos(skip(r";[^\n]*", allow_greedy = true))]
-#[logos(skip(r"//[^\n]*", allow_greedy = true))]
+#[logos(skip(r";[^\n]*|//[^\n]*", allow_greedy = true))]
 pub enum Tok {
     #[token("\n")]
     Newline,

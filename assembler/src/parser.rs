@@ -7,6 +7,9 @@
 //! per-instruction code here. An error stops only its own line: the parser records it and goes on
 //! with the next line, so one run reports every independent error of a file.
 
+// Errors are the cold path (at most one per line), so their size does not matter here.
+#![allow(clippy::result_large_err)]
+
 use crate::builder::Assembler;
 use crate::diag::{AsmError, ErrorKind, Span, closest};
 use crate::lexer::{Tok, lex};
@@ -878,7 +881,7 @@ fn parse_hex(s: &str, span: Span) -> PResult<Vec<u8>> {
             Some(span),
         ));
     }
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return Err(AsmError::new(
             ErrorKind::BadHex(format!("odd number of hex digits ({})", digits.len())),
             Some(span),

@@ -212,7 +212,7 @@ pub fn write(program: &Program) -> Result<Vec<u8>, BinaryError> {
     let mut data_table = Vec::new();
     put_u32(&mut data_table, program.data.len() as u32);
     for d in &program.data {
-        while rodata.len() as u64 % RODATA_ALIGN != 0 {
+        while !(rodata.len() as u64).is_multiple_of(RODATA_ALIGN) {
             rodata.push(0);
         }
         put_str(&mut data_table, &d.name);
@@ -377,7 +377,7 @@ pub fn write(program: &Program) -> Result<Vec<u8>, BinaryError> {
     for (i, (_, name)) in text_idx.iter().enumerate() {
         let h = progbits(
             w.section_name_offset(Some(*name)),
-            (elf::SHF_ALLOC.0 | elf::SHF_EXECINSTR.0) as u64,
+            elf::SHF_ALLOC.0 | elf::SHF_EXECINSTR.0,
             text_off[i],
             texts[i].len() as u64,
             INST_BYTES as u64,
@@ -386,7 +386,7 @@ pub fn write(program: &Program) -> Result<Vec<u8>, BinaryError> {
         w.write_section_header(&h);
     }
     for (i, (_, name)) in plain_idx.iter().enumerate() {
-        let flags = if i == 0 { elf::SHF_ALLOC.0 as u64 } else { 0 };
+        let flags = if i == 0 { elf::SHF_ALLOC.0 } else { 0 };
         let h = progbits(
             w.section_name_offset(Some(*name)),
             flags,

@@ -369,7 +369,7 @@ impl Inst {
 
     /// Decodes a whole instruction stream.
     pub fn decode_stream(bytes: &[u8]) -> Result<Vec<Inst>, (usize, DecodeError)> {
-        if bytes.len() % INST_BYTES != 0 {
+        if !bytes.len().is_multiple_of(INST_BYTES) {
             return Err((
                 bytes.len() / INST_BYTES,
                 DecodeError::Truncated(bytes.len()),

@@ -367,10 +367,14 @@ impl Target {
                 "must be a positive number".into(),
             ));
         }
-        if self.sram.size_bytes % self.sram.banks as u64 != 0 {
+        if !self.sram.size_bytes.is_multiple_of(self.sram.banks as u64) {
             return Err(bad("sram.banks", "must divide sram.size_bytes".into()));
         }
-        if self.accumulator.size_bytes % self.accumulator.banks as u64 != 0 {
+        if !self
+            .accumulator
+            .size_bytes
+            .is_multiple_of(self.accumulator.banks as u64)
+        {
             return Err(bad(
                 "accumulator.banks",
                 "must divide accumulator.size_bytes".into(),
