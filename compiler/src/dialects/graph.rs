@@ -423,7 +423,7 @@ fn verify_concat(v: &OpView) -> Result<(), String> {
                 return Err(format!("operand #{i} dim {d} is {x} but operand #0 has {y}"));
             }
         }
-        total = total.zip(t.dims[axis].as_static()).map(|(a, b)| a + b);
+        total = total.zip(t.dims[axis].as_static()).and_then(|(a, b)| a.checked_add(b));
     }
     let r = v.tensor_result(0)?;
     same_elem(v, first.elem, "result", r.elem)?;
@@ -444,7 +444,7 @@ fn verify_split(v: &OpView) -> Result<(), String> {
         if r.rank() != x.rank() {
             return Err(format!("result #{i} has rank {} but the input has rank {}", r.rank(), x.rank()));
         }
-        total = total.zip(r.dims[axis].as_static()).map(|(a, b)| a + b);
+        total = total.zip(r.dims[axis].as_static()).and_then(|(a, b)| a.checked_add(b));
     }
     if let (Some(t), Some(d)) = (total, x.dims[axis].as_static())
         && t != d
@@ -718,8 +718,9 @@ fn verify_constant(v: &OpView) -> Result<(), String> {
     let blob = v.m.blobs.get(d.blob);
     if let (Some(bytes), Some(n)) = (&blob.bytes, d.ty.as_tensor().and_then(TensorType::num_elements)) {
         let es = d.ty.elem().map(ScalarType::byte_size).unwrap_or(1);
-        if bytes.len() != n as usize * es && bytes.len() != es {
-            return Err(format!("value holds {} bytes but the type needs {}", bytes.len(), n as usize * es));
+        let need = (n as usize).saturating_mul(es);
+        if bytes.len() != need && bytes.len() != es {
+            return Err(format!("value holds {} bytes but the type needs {need}", bytes.len()));
         }
     }
     Ok(())

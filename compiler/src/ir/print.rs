@@ -520,25 +520,32 @@ fn format_dense_inline(ty: &Type, bytes: &[u8]) -> String {
     let any_nonfinite =
         elem.is_float() && (0..n).any(|i| matches!(read_elem(bytes, i, elem), Elem::Float(f) if !f.is_finite()));
     if elem == ScalarType::F8E4M3FN || any_nonfinite || n * elem.byte_size() != bytes.len() {
-        let mut s = String::from("\"0x");
-        for b in bytes {
-            let _ = write!(s, "{b:02X}");
-        }
-        s.push('"');
-        return s;
+        return hex_string(bytes);
     }
     let fmt_elem = |i: usize| match read_elem(bytes, i, elem) {
         Elem::Int(v) => v.to_string(),
         Elem::Float(f) => format_float(f, elem),
         Elem::Bool(b) => b.to_string(),
     };
-    let numel: usize = shape.iter().product::<u64>() as usize;
+    let numel = super::types::checked_product(&shape).unwrap_or(u64::MAX);
+    if n != 1 && n as u64 != numel {
+        return hex_string(bytes);
+    }
     if n == 1 && (numel != 1 || shape.is_empty()) {
         return fmt_elem(0);
     }
     let mut s = String::new();
     let mut idx = 0usize;
     nested(&mut s, &shape, &mut idx, &fmt_elem);
+    s
+}
+
+fn hex_string(bytes: &[u8]) -> String {
+    let mut s = String::from("\"0x");
+    for b in bytes {
+        let _ = write!(s, "{b:02X}");
+    }
+    s.push('"');
     s
 }
 

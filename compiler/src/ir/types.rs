@@ -157,8 +157,13 @@ impl TensorType {
 
     /// Number of elements if static.
     pub fn num_elements(&self) -> Option<u64> {
-        self.static_shape().map(|s| s.iter().product())
+        self.static_shape().and_then(|s| checked_product(&s))
     }
+}
+
+/// Product of extents, `None` on overflow.
+pub fn checked_product(dims: &[u64]) -> Option<u64> {
+    dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d))
 }
 
 /// Address space of a buffer (memory level of the LLMPU machine).
@@ -202,9 +207,9 @@ pub struct BufferType {
 }
 
 impl BufferType {
-    /// Total size in bytes.
+    /// Total size in bytes (saturating on absurd shapes).
     pub fn byte_size(&self) -> u64 {
-        self.shape.iter().product::<u64>() * self.elem.byte_size() as u64
+        checked_product(&self.shape).and_then(|n| n.checked_mul(self.elem.byte_size() as u64)).unwrap_or(u64::MAX)
     }
 }
 

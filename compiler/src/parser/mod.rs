@@ -19,6 +19,7 @@ use self::ast::*;
 use self::lexer::Tok;
 use crate::diag::Diagnostic;
 use crate::ir::print::f8e4m3fn_to_f64;
+use crate::ir::types::checked_product;
 use crate::ir::{
     Attribute, BlobForm, BlockId, DenseAttr, Module, OpId, OpSpec, RegionId, ScalarType, Span, Type,
     ValueId,
@@ -535,7 +536,7 @@ impl<'s> Lowering<'s> {
                     None => {
                         let bytes = self.resources.get(name).cloned();
                         if let Some(b) = &bytes {
-                            let need = shape.iter().product::<u64>() as usize * elem.byte_size();
+                            let need = checked_product(&shape).and_then(|n| (n as usize).checked_mul(elem.byte_size())).unwrap_or(usize::MAX);
                             if b.len() != need && b.len() != elem.byte_size() {
                                 return Err(perr(format!("resource '{name}' holds {} bytes but {ty} needs {need}", b.len()), *span));
                             }
@@ -633,10 +634,10 @@ fn flatten_dense<'a>(d: &'a ADense, shape: &[u64], out: &mut Vec<&'a ANum>) -> R
 /// Converts a dense literal to little-endian element bytes (one element for a splat).
 fn dense_bytes(d: &ADense, shape: &[u64], elem: ScalarType) -> Result<Vec<u8>, String> {
     let es = elem.byte_size();
-    let numel = shape.iter().product::<u64>() as usize;
+    let numel = checked_product(shape).ok_or("tensor has too many elements")? as usize;
     if let ADense::Hex(h) = d {
         let bytes = decode_hex_bytes(h)?;
-        if bytes.len() != numel * es && bytes.len() != es {
+        if Some(bytes.len()) != numel.checked_mul(es) && bytes.len() != es {
             return Err(format!("hex data holds {} bytes but the type needs {}", bytes.len(), numel * es));
         }
         return Ok(bytes);
