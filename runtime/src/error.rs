@@ -39,14 +39,16 @@ impl fmt::Display for MemSpace {
 
 /// Formats `[lo, hi)` in hex, with a sign for negative addresses.
 pub(crate) fn hex_range(lo: i128, hi: i128) -> String {
-    fn h(v: i128) -> String {
-        if v < 0 {
-            format!("-{:#x}", v.unsigned_abs())
-        } else {
-            format!("{v:#x}")
-        }
+    format!("[{}, {})", hex(lo), hex(hi))
+}
+
+/// Formats an address in hex, with a sign when negative.
+pub(crate) fn hex(v: i128) -> String {
+    if v < 0 {
+        format!("-{:#x}", v.unsigned_abs())
+    } else {
+        format!("{v:#x}")
     }
-    format!("[{}, {})", h(lo), h(hi))
 }
 
 /// What went wrong inside one instruction.
@@ -59,7 +61,7 @@ pub enum TrapKind {
         hi: i128,
         size: u64,
     },
-    #[error("{space} address {addr:#x} is not {align}-byte aligned")]
+    #[error("{space} address {} is not {align}-byte aligned", hex(*addr))]
     Misaligned {
         space: MemSpace,
         addr: i128,

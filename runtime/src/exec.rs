@@ -93,8 +93,7 @@ fn tile(
     sz: &Sizes,
     r: &Regs,
     t: &TileRef,
-    rows: u32,
-    cols: u32,
+    (rows, cols): (u32, u32),
     b: Bcast,
     write: bool,
 ) -> Result<(), TrapKind> {
@@ -395,9 +394,9 @@ pub(crate) fn spans(inst: &Inst, r: &Regs, sz: &Sizes, sram: &[u8]) -> Result<Sp
             cols,
             bcast,
         } => {
-            tile(&mut o, sz, r, &a, rows, cols, Bcast::Full, false)?;
-            tile(&mut o, sz, r, &b, rows, cols, bcast, false)?;
-            tile(&mut o, sz, r, &dst, rows, cols, Bcast::Full, true)?;
+            tile(&mut o, sz, r, &a, (rows, cols), Bcast::Full, false)?;
+            tile(&mut o, sz, r, &b, (rows, cols), bcast, false)?;
+            tile(&mut o, sz, r, &dst, (rows, cols), Bcast::Full, true)?;
         }
         Inst::VpuSel {
             dst,
@@ -408,9 +407,9 @@ pub(crate) fn spans(inst: &Inst, r: &Regs, sz: &Sizes, sram: &[u8]) -> Result<Sp
             cols,
         } => {
             for t in [c, a, b] {
-                tile(&mut o, sz, r, &t, rows, cols, Bcast::Full, false)?;
+                tile(&mut o, sz, r, &t, (rows, cols), Bcast::Full, false)?;
             }
-            tile(&mut o, sz, r, &dst, rows, cols, Bcast::Full, true)?;
+            tile(&mut o, sz, r, &dst, (rows, cols), Bcast::Full, true)?;
         }
         Inst::VpuSacc {
             dst,
@@ -419,9 +418,9 @@ pub(crate) fn spans(inst: &Inst, r: &Regs, sz: &Sizes, sram: &[u8]) -> Result<Sp
             rows,
             cols,
         } => {
-            tile(&mut o, sz, r, &s, rows, cols, Bcast::Col, false)?;
-            tile(&mut o, sz, r, &b, rows, cols, Bcast::Full, false)?;
-            tile(&mut o, sz, r, &dst, rows, cols, Bcast::Full, true)?;
+            tile(&mut o, sz, r, &s, (rows, cols), Bcast::Col, false)?;
+            tile(&mut o, sz, r, &b, (rows, cols), Bcast::Full, false)?;
+            tile(&mut o, sz, r, &dst, (rows, cols), Bcast::Full, true)?;
         }
         Inst::VpuFill {
             dst, rows, cols, ..
@@ -429,18 +428,18 @@ pub(crate) fn spans(inst: &Inst, r: &Regs, sz: &Sizes, sram: &[u8]) -> Result<Sp
         | Inst::VpuCausal {
             dst, rows, cols, ..
         } => {
-            tile(&mut o, sz, r, &dst, rows, cols, Bcast::Full, true)?;
+            tile(&mut o, sz, r, &dst, (rows, cols), Bcast::Full, true)?;
         }
         Inst::VpuRsum { dst, a, rows, cols }
         | Inst::VpuRmax { dst, a, rows, cols }
         | Inst::VpuRmin { dst, a, rows, cols } => {
-            tile(&mut o, sz, r, &a, rows, cols, Bcast::Full, false)?;
-            tile(&mut o, sz, r, &dst, rows, 1, Bcast::Col, true)?;
+            tile(&mut o, sz, r, &a, (rows, cols), Bcast::Full, false)?;
+            tile(&mut o, sz, r, &dst, (rows, 1), Bcast::Col, true)?;
         }
         _ => {
             if let Some((dst, a, rows, cols, bcast)) = llmpu_isa::cost::unary_parts(inst) {
-                tile(&mut o, sz, r, &a, rows, cols, bcast, false)?;
-                tile(&mut o, sz, r, &dst, rows, cols, Bcast::Full, true)?;
+                tile(&mut o, sz, r, &a, (rows, cols), bcast, false)?;
+                tile(&mut o, sz, r, &dst, (rows, cols), Bcast::Full, true)?;
             }
         }
     }
@@ -582,8 +581,7 @@ fn binary(
 fn unary(
     m: &mut Mem,
     r: &Regs,
-    dst: TileRef,
-    a: TileRef,
+    (dst, a): (TileRef, TileRef),
     rows: u32,
     cols: u32,
     bcast: Bcast,
@@ -641,8 +639,7 @@ fn copy_bytes(
 fn reduce(
     m: &mut Mem,
     r: &Regs,
-    dst: TileRef,
-    a: TileRef,
+    (dst, a): (TileRef, TileRef),
     rows: u32,
     cols: u32,
     init: f32,
@@ -1076,56 +1073,56 @@ pub(crate) fn execute(inst: &Inst, r: &Regs, m: &mut Mem) -> Result<(), TrapKind
             imm,
             rows,
             cols,
-        } => unary(m, r, dst, a, rows, cols, Bcast::Full, |x| x + imm),
+        } => unary(m, r, (dst, a), rows, cols, Bcast::Full, |x| x + imm),
         Inst::VpuSubs {
             dst,
             a,
             imm,
             rows,
             cols,
-        } => unary(m, r, dst, a, rows, cols, Bcast::Full, |x| x - imm),
+        } => unary(m, r, (dst, a), rows, cols, Bcast::Full, |x| x - imm),
         Inst::VpuRsubs {
             dst,
             a,
             imm,
             rows,
             cols,
-        } => unary(m, r, dst, a, rows, cols, Bcast::Full, |x| imm - x),
+        } => unary(m, r, (dst, a), rows, cols, Bcast::Full, |x| imm - x),
         Inst::VpuMuls {
             dst,
             a,
             imm,
             rows,
             cols,
-        } => unary(m, r, dst, a, rows, cols, Bcast::Full, |x| x * imm),
+        } => unary(m, r, (dst, a), rows, cols, Bcast::Full, |x| x * imm),
         Inst::VpuDivs {
             dst,
             a,
             imm,
             rows,
             cols,
-        } => unary(m, r, dst, a, rows, cols, Bcast::Full, |x| x / imm),
+        } => unary(m, r, (dst, a), rows, cols, Bcast::Full, |x| x / imm),
         Inst::VpuMaxs {
             dst,
             a,
             imm,
             rows,
             cols,
-        } => unary(m, r, dst, a, rows, cols, Bcast::Full, |x| nan_max(x, imm)),
+        } => unary(m, r, (dst, a), rows, cols, Bcast::Full, |x| nan_max(x, imm)),
         Inst::VpuMins {
             dst,
             a,
             imm,
             rows,
             cols,
-        } => unary(m, r, dst, a, rows, cols, Bcast::Full, |x| nan_min(x, imm)),
+        } => unary(m, r, (dst, a), rows, cols, Bcast::Full, |x| nan_min(x, imm)),
         Inst::VpuPows {
             dst,
             a,
             imm,
             rows,
             cols,
-        } => unary(m, r, dst, a, rows, cols, Bcast::Full, |x| x.powf(imm)),
+        } => unary(m, r, (dst, a), rows, cols, Bcast::Full, |x| x.powf(imm)),
         Inst::VpuCopy {
             dst,
             a,
@@ -1136,7 +1133,7 @@ pub(crate) fn execute(inst: &Inst, r: &Regs, m: &mut Mem) -> Result<(), TrapKind
             if dst.dtype == a.dtype {
                 copy_bytes(m, r, dst, a, rows, cols, bcast)
             } else {
-                unary(m, r, dst, a, rows, cols, bcast, |x| x)
+                unary(m, r, (dst, a), rows, cols, bcast, |x| x)
             }
         }
         Inst::VpuExp {
@@ -1145,56 +1142,56 @@ pub(crate) fn execute(inst: &Inst, r: &Regs, m: &mut Mem) -> Result<(), TrapKind
             rows,
             cols,
             bcast,
-        } => unary(m, r, dst, a, rows, cols, bcast, f32::exp),
+        } => unary(m, r, (dst, a), rows, cols, bcast, f32::exp),
         Inst::VpuLog {
             dst,
             a,
             rows,
             cols,
             bcast,
-        } => unary(m, r, dst, a, rows, cols, bcast, f32::ln),
+        } => unary(m, r, (dst, a), rows, cols, bcast, f32::ln),
         Inst::VpuSqrt {
             dst,
             a,
             rows,
             cols,
             bcast,
-        } => unary(m, r, dst, a, rows, cols, bcast, f32::sqrt),
+        } => unary(m, r, (dst, a), rows, cols, bcast, f32::sqrt),
         Inst::VpuRsqrt {
             dst,
             a,
             rows,
             cols,
             bcast,
-        } => unary(m, r, dst, a, rows, cols, bcast, |x| 1.0 / x.sqrt()),
+        } => unary(m, r, (dst, a), rows, cols, bcast, |x| 1.0 / x.sqrt()),
         Inst::VpuRecip {
             dst,
             a,
             rows,
             cols,
             bcast,
-        } => unary(m, r, dst, a, rows, cols, bcast, |x| 1.0 / x),
+        } => unary(m, r, (dst, a), rows, cols, bcast, |x| 1.0 / x),
         Inst::VpuTanh {
             dst,
             a,
             rows,
             cols,
             bcast,
-        } => unary(m, r, dst, a, rows, cols, bcast, f32::tanh),
+        } => unary(m, r, (dst, a), rows, cols, bcast, f32::tanh),
         Inst::VpuErf {
             dst,
             a,
             rows,
             cols,
             bcast,
-        } => unary(m, r, dst, a, rows, cols, bcast, erf),
+        } => unary(m, r, (dst, a), rows, cols, bcast, erf),
         Inst::VpuSigmoid {
             dst,
             a,
             rows,
             cols,
             bcast,
-        } => unary(m, r, dst, a, rows, cols, bcast, |x| {
+        } => unary(m, r, (dst, a), rows, cols, bcast, |x| {
             1.0 / (1.0 + (-x).exp())
         }),
         Inst::VpuNeg {
@@ -1203,34 +1200,36 @@ pub(crate) fn execute(inst: &Inst, r: &Regs, m: &mut Mem) -> Result<(), TrapKind
             rows,
             cols,
             bcast,
-        } => unary(m, r, dst, a, rows, cols, bcast, |x| -x),
+        } => unary(m, r, (dst, a), rows, cols, bcast, |x| -x),
         Inst::VpuAbs {
             dst,
             a,
             rows,
             cols,
             bcast,
-        } => unary(m, r, dst, a, rows, cols, bcast, f32::abs),
+        } => unary(m, r, (dst, a), rows, cols, bcast, f32::abs),
         Inst::VpuSin {
             dst,
             a,
             rows,
             cols,
             bcast,
-        } => unary(m, r, dst, a, rows, cols, bcast, f32::sin),
+        } => unary(m, r, (dst, a), rows, cols, bcast, f32::sin),
         Inst::VpuCos {
             dst,
             a,
             rows,
             cols,
             bcast,
-        } => unary(m, r, dst, a, rows, cols, bcast, f32::cos),
-        Inst::VpuRsum { dst, a, rows, cols } => reduce(m, r, dst, a, rows, cols, 0.0, |x, y| x + y),
+        } => unary(m, r, (dst, a), rows, cols, bcast, f32::cos),
+        Inst::VpuRsum { dst, a, rows, cols } => {
+            reduce(m, r, (dst, a), rows, cols, 0.0, |x, y| x + y)
+        }
         Inst::VpuRmax { dst, a, rows, cols } => {
-            reduce(m, r, dst, a, rows, cols, f32::NEG_INFINITY, nan_max)
+            reduce(m, r, (dst, a), rows, cols, f32::NEG_INFINITY, nan_max)
         }
         Inst::VpuRmin { dst, a, rows, cols } => {
-            reduce(m, r, dst, a, rows, cols, f32::INFINITY, nan_min)
+            reduce(m, r, (dst, a), rows, cols, f32::INFINITY, nan_min)
         }
         Inst::VpuSacc {
             dst,

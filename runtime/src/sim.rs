@@ -678,10 +678,10 @@ impl<'p> Sim<'p> {
                 Self::high_water(core, &spans);
                 Self::push_inflight(&mut core.units[0], self.now, pc, start + occ, spans);
             }
-            if let Some((rd, v)) = set {
-                if rd.0 != 0 {
-                    self.cores[c].regs[(rd.0 & 31) as usize] = v;
-                }
+            if let Some((rd, v)) = set
+                && rd.0 != 0
+            {
+                self.cores[c].regs[(rd.0 & 31) as usize] = v;
             }
         }
         let core = &mut self.cores[c];

@@ -6,6 +6,7 @@ use llmpu_isa::numerics::round_to;
 use llmpu_isa::{AccMode, Bcast, DType, Inst, Layout, Reg};
 use llmpu_runtime::Tensor;
 
+#[allow(clippy::too_many_arguments)]
 fn dma(
     load: bool,
     s: u8,
