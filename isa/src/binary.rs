@@ -861,6 +861,12 @@ pub fn read(bytes: &[u8]) -> Result<Program, BinaryError> {
         check_name("label", &l.name)?;
     }
     check_unique_labels(&labels)?;
+    for d in &data {
+        check_name("data", &d.name)?;
+    }
+    for t in &io {
+        check_name(t.dir.name(), &t.name)?;
+    }
 
     let program = Program {
         target,
@@ -1015,6 +1021,21 @@ mod tests {
         m[at] = 200;
         seal(&mut m);
         assert!(matches!(read(&m), Err(BinaryError::Malformed { .. })));
+    }
+
+    #[test]
+    fn names_with_nul_are_rejected_on_read_as_on_write() {
+        // Found by the `binary_load` fuzz target: read accepted what write refuses.
+        let b = write(&small()).unwrap();
+        let pat = [1u8, 0, 0, 0, b'x', 0, DType::BF16 as u8];
+        let at = b.windows(pat.len()).position(|w| w == pat).unwrap();
+        let mut m = b.clone();
+        m[at + 4] = 0;
+        seal(&mut m);
+        assert!(matches!(read(&m), Err(BinaryError::BadName { .. })));
+        let mut p = small();
+        p.io[0].name = "a\0".into();
+        assert!(matches!(write(&p), Err(BinaryError::BadName { .. })));
     }
 
     #[test]
