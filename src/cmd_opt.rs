@@ -43,7 +43,9 @@ pub fn run(args: &OptArgs) -> Result<(), String> {
     let name = input.display().to_string();
     let src = if name == "-" {
         let mut s = String::new();
-        std::io::stdin().read_to_string(&mut s).map_err(|e| format!("cannot read stdin: {e}"))?;
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .map_err(|e| format!("cannot read stdin: {e}"))?;
         s
     } else {
         std::fs::read_to_string(&input).map_err(|e| format!("cannot read {name}: {e}"))?
@@ -60,16 +62,19 @@ pub fn run(args: &OptArgs) -> Result<(), String> {
     options.verify_each = true;
     let print = options.print;
     let mut pm = PassManager::parse_pipeline(&args.passes, options).map_err(|e| e.to_string())?;
-    pm.run(&mut module, &mut std::io::stderr()).map_err(|e| match e {
-        PassError::VerifyFailed { pass, errors } => {
-            eprint!("{}", render_verify_errors(&errors, &name, &src));
-            format!("IR failed to verify after pass '{pass}'")
-        }
-        other => other.to_string(),
-    })?;
+    pm.run(&mut module, &mut std::io::stderr())
+        .map_err(|e| match e {
+            PassError::VerifyFailed { pass, errors } => {
+                eprint!("{}", render_verify_errors(&errors, &name, &src));
+                format!("IR failed to verify after pass '{pass}'")
+            }
+            other => other.to_string(),
+        })?;
     let text = print_module_with(&module, print);
     match &args.output {
-        Some(path) => std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display())),
+        Some(path) => {
+            std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+        }
         None => {
             print!("{text}");
             Ok(())

@@ -19,7 +19,11 @@ pub struct Diagnostic {
 impl Diagnostic {
     /// An error diagnostic.
     pub fn error(message: impl Into<String>, span: Option<Span>) -> Self {
-        Diagnostic { message: message.into(), span, notes: vec![] }
+        Diagnostic {
+            message: message.into(),
+            span,
+            notes: vec![],
+        }
     }
 
     /// Renders `file:line:col: error: message` + source line + caret (or `file: error: message` without
@@ -42,7 +46,10 @@ impl Diagnostic {
                     pad.push(if ch == '\t' { '\t' } else { ' ' });
                 }
                 let end = (span.end as usize).clamp(start, line_end);
-                let width = src[start..floor_char_boundary(src, end)].chars().count().max(1);
+                let width = src[start..floor_char_boundary(src, end)]
+                    .chars()
+                    .count()
+                    .max(1);
                 let _ = writeln!(out, "{pad}^{}", "~".repeat(width - 1));
             }
             None => {
@@ -75,7 +82,9 @@ impl From<&VerifyError> for Diagnostic {
 
 /// Renders every verifier error (spans without source are rendered by location only).
 pub fn render_verify_errors(errs: &[VerifyError], file: &str, src: &str) -> String {
-    errs.iter().map(|e| Diagnostic::from(e).render(file, src)).collect()
+    errs.iter()
+        .map(|e| Diagnostic::from(e).render(file, src))
+        .collect()
 }
 
 #[cfg(test)]
@@ -86,12 +95,21 @@ mod tests {
     fn renders_line_column_source_and_caret() {
         let src = "a\nbcd efg\n";
         let d = Diagnostic::error("bad", Some(Span { start: 6, end: 9 }));
-        assert_eq!(d.render("f.mlir", src), "f.mlir:2:5: error: bad\nbcd efg\n    ^~~\n");
+        assert_eq!(
+            d.render("f.mlir", src),
+            "f.mlir:2:5: error: bad\nbcd efg\n    ^~~\n"
+        );
     }
 
     #[test]
     fn out_of_range_span_is_clamped() {
-        let d = Diagnostic::error("eof", Some(Span { start: 100, end: 200 }));
+        let d = Diagnostic::error(
+            "eof",
+            Some(Span {
+                start: 100,
+                end: 200,
+            }),
+        );
         assert!(d.render("f", "abc").starts_with("f:1:4: error: eof"));
     }
 }

@@ -5,13 +5,17 @@ use std::sync::Arc;
 
 use llmpu_compiler::dialects::{builtin, graph};
 use llmpu_compiler::ir::{
-    Attribute, Location, Module, OpSpec, PrintOptions, ScalarType, TensorType, Type, print_module, print_module_with, verify,
+    Attribute, Location, Module, OpSpec, PrintOptions, ScalarType, TensorType, Type, print_module,
+    print_module_with, verify,
 };
 use llmpu_compiler::parser::parse_module;
 use llmpu_compiler::pass::{Pass, PassError, PassManager, PassManagerOptions};
 
 fn f32s(n: usize) -> Arc<[u8]> {
-    (0..n).flat_map(|i| (i as f32).to_le_bytes()).collect::<Vec<u8>>().into()
+    (0..n)
+        .flat_map(|i| (i as f32).to_le_bytes())
+        .collect::<Vec<u8>>()
+        .into()
 }
 
 /// A function `main(x: 16x64) -> 16x32` computing `relu(x @ w)` with a large weight constant.
@@ -19,7 +23,8 @@ fn sample() -> Module {
     let mut m = Module::new();
     let x = Type::tensor(&[16, 64], ScalarType::F32);
     let out = Type::tensor(&[16, 32], ScalarType::F32);
-    let (_f, entry) = builtin::build_func(&mut m, "main", vec![x], vec![out], Location::name("main"));
+    let (_f, entry) =
+        builtin::build_func(&mut m, "main", vec![x], vec![out], Location::name("main"));
     let arg = m.block(entry).args[0];
     let w = graph::constant(
         &mut m,
@@ -30,7 +35,13 @@ fn sample() -> Module {
         Location::name("w"),
     );
     let mm = graph::matmul(&mut m, entry, arg, w, Location::name("MatMul_0")).unwrap();
-    let r = graph::unary(&mut m, entry, graph::Relu::NAME, mm, Location::name("Relu_0"));
+    let r = graph::unary(
+        &mut m,
+        entry,
+        graph::Relu::NAME,
+        mm,
+        Location::name("Relu_0"),
+    );
     builtin::build_return(&mut m, entry, &[r], Location::Unknown);
     m
 }
@@ -44,16 +55,27 @@ fn builders_produce_verified_ir() {
 #[test]
 fn large_constants_are_elided_by_default_and_elided_dumps_reprint_identically() {
     let text = print_module(&sample());
-    assert!(text.contains("dense_resource<w.q_proj> : tensor<64x32xf32>"), "{text}");
+    assert!(
+        text.contains("dense_resource<w.q_proj> : tensor<64x32xf32>"),
+        "{text}"
+    );
     assert!(!text.contains("dialect_resources"));
     let m = parse_module(&text).unwrap();
-    assert!(m.blobs.get(m.blobs.find("w.q_proj").unwrap()).bytes.is_none(), "elided blob holds no data");
+    assert!(
+        m.blobs
+            .get(m.blobs.find("w.q_proj").unwrap())
+            .bytes
+            .is_none(),
+        "elided blob holds no data"
+    );
     assert_eq!(print_module(&m), text);
 }
 
 #[test]
 fn full_printing_writes_the_resource_trailer_and_round_trips_the_data() {
-    let full = PrintOptions { elide_large_constants: false };
+    let full = PrintOptions {
+        elide_large_constants: false,
+    };
     let m0 = sample();
     let text = print_module_with(&m0, full);
     assert!(text.contains("dialect_resources: {"), "{text}");
@@ -67,17 +89,34 @@ fn full_printing_writes_the_resource_trailer_and_round_trips_the_data() {
 fn pass_manager_dumps_input_and_each_pass_in_order() {
     let dir = std::env::temp_dir().join(format!("llmpu-dump-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let opts = PassManagerOptions { dump_ir: Some(dir.clone()), ..Default::default() };
+    let opts = PassManagerOptions {
+        dump_ir: Some(dir.clone()),
+        ..Default::default()
+    };
     let mut pm = PassManager::parse_pipeline("canonicalize, cse,dce", opts).unwrap();
     let mut m = sample();
     pm.run(&mut m, &mut std::io::sink()).unwrap();
-    let mut names: Vec<String> =
-        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     names.sort();
-    assert_eq!(names, ["00-input.mlir", "01-canonicalize.mlir", "02-cse.mlir", "03-dce.mlir"]);
+    assert_eq!(
+        names,
+        [
+            "00-input.mlir",
+            "01-canonicalize.mlir",
+            "02-cse.mlir",
+            "03-dce.mlir"
+        ]
+    );
     for n in &names {
         let text = std::fs::read_to_string(dir.join(n)).unwrap();
-        assert_eq!(print_module(&parse_module(&text).unwrap()), text, "{n} does not reparse identically");
+        assert_eq!(
+            print_module(&parse_module(&text).unwrap()),
+            text,
+            "{n} does not reparse identically"
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -97,14 +136,23 @@ fn stop_after_ends_the_pipeline_and_print_ir_after_writes_to_the_log() {
     assert_eq!(report.stopped_after.as_deref(), Some("cse"));
     assert_eq!(report.timings.len(), 2);
     let log = String::from_utf8(log).unwrap();
-    assert!(log.contains("// -----// IR Dump After canonicalize //----- //\nmodule {"), "{log}");
-    assert!(log.contains("// -----// IR Dump Before cse //----- //"), "{log}");
+    assert!(
+        log.contains("// -----// IR Dump After canonicalize //----- //\nmodule {"),
+        "{log}"
+    );
+    assert!(
+        log.contains("// -----// IR Dump Before cse //----- //"),
+        "{log}"
+    );
     assert!(log.contains("Pass execution timing report"), "{log}");
 }
 
 #[test]
 fn print_option_naming_a_pass_outside_the_pipeline_is_an_error() {
-    let opts = PassManagerOptions { stop_after: Some("dce".into()), ..Default::default() };
+    let opts = PassManagerOptions {
+        stop_after: Some("dce".into()),
+        ..Default::default()
+    };
     let mut pm = PassManager::parse_pipeline("cse", opts).unwrap();
     let e = pm.run(&mut sample(), &mut std::io::sink()).unwrap_err();
     assert!(matches!(e, PassError::NotInPipeline { .. }), "{e}");
@@ -112,8 +160,13 @@ fn print_option_naming_a_pass_outside_the_pipeline_is_an_error() {
 
 #[test]
 fn unknown_pass_name_lists_the_valid_ones() {
-    let e = PassManager::parse_pipeline("cse,bogus", PassManagerOptions::default()).err().unwrap();
-    assert_eq!(e.to_string(), "unknown pass 'bogus'; valid passes: canonicalize, cse, dce");
+    let e = PassManager::parse_pipeline("cse,bogus", PassManagerOptions::default())
+        .err()
+        .unwrap();
+    assert_eq!(
+        e.to_string(),
+        "unknown pass 'bogus'; valid passes: canonicalize, cse, dce"
+    );
 }
 
 struct BreakTypes;
@@ -126,7 +179,9 @@ impl Pass for BreakTypes {
         let entry = m.entry_block(f).unwrap();
         let arg = m.block(entry).args[0];
         let bad = m.create_op(
-            OpSpec::new("graph.relu", Location::name("bad")).operands(&[arg]).results(vec![Type::tensor(&[3], ScalarType::F32)]),
+            OpSpec::new("graph.relu", Location::name("bad"))
+                .operands(&[arg])
+                .results(vec![Type::tensor(&[3], ScalarType::F32)]),
         );
         let first = m.block(entry).ops[0];
         m.insert_op_before(first, bad);
@@ -136,12 +191,21 @@ impl Pass for BreakTypes {
 
 #[test]
 fn verifier_failure_after_a_pass_names_the_pass() {
-    let mut pm = PassManager::new(PassManagerOptions { verify_each: true, ..Default::default() });
+    let mut pm = PassManager::new(PassManagerOptions {
+        verify_each: true,
+        ..Default::default()
+    });
     pm.add(Box::new(BreakTypes));
     let e = pm.run(&mut sample(), &mut std::io::sink()).unwrap_err();
     let msg = e.to_string();
-    assert!(msg.starts_with("IR failed to verify after pass 'break-types'"), "{msg}");
-    assert!(msg.contains("'graph.relu' op result shape [3] does not match the expected [16, 64]"), "{msg}");
+    assert!(
+        msg.starts_with("IR failed to verify after pass 'break-types'"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("'graph.relu' op result shape [3] does not match the expected [16, 64]"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -149,7 +213,13 @@ fn attributes_hold_constant_data_by_reference() {
     let m = sample();
     let copy = m.clone();
     let id = m.blobs.find("w.q_proj").unwrap();
-    let (a, b) = (m.blobs.get(id).bytes.clone().unwrap(), copy.blobs.get(id).bytes.clone().unwrap());
-    assert!(Arc::ptr_eq(&a, &b), "cloning a module must not copy constant data");
+    let (a, b) = (
+        m.blobs.get(id).bytes.clone().unwrap(),
+        copy.blobs.get(id).bytes.clone().unwrap(),
+    );
+    assert!(
+        Arc::ptr_eq(&a, &b),
+        "cloning a module must not copy constant data"
+    );
     assert!(matches!(m.attr(m.functions()[0], "sym_name"), Some(Attribute::Str(s)) if s == "main"));
 }

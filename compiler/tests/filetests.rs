@@ -29,7 +29,11 @@ fn inputs(dir: &str) -> Vec<PathBuf> {
 }
 
 fn pipeline_of(src: &str, folder: &str) -> String {
-    match src.lines().next().and_then(|l| l.strip_prefix("// passes:")) {
+    match src
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("// passes:"))
+    {
         Some(p) => p.trim().to_string(),
         None if folder == "roundtrip" || folder == "syntax" => String::new(),
         None => folder.to_string(),
@@ -37,7 +41,10 @@ fn pipeline_of(src: &str, folder: &str) -> String {
 }
 
 fn display_name(path: &Path) -> String {
-    path.strip_prefix(root()).unwrap_or(path).display().to_string()
+    path.strip_prefix(root())
+        .unwrap_or(path)
+        .display()
+        .to_string()
 }
 
 fn snapshot(dir: &str, path: &Path, content: &str) {
@@ -46,7 +53,11 @@ fn snapshot(dir: &str, path: &Path, content: &str) {
     settings.set_prepend_module_to_snapshot(false);
     settings.set_omit_expression(true);
     settings.set_input_file(path);
-    let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("case").to_string();
+    let name = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("case")
+        .to_string();
     settings.bind(|| insta::assert_snapshot!(name, content));
 }
 
@@ -56,12 +67,18 @@ fn run_case(path: &Path, folder: &str) -> Result<String, String> {
     let name = display_name(path);
     let mut m = parse_module(&src).map_err(|e| e.diagnostic.render(&name, &src))?;
     verify(&m).map_err(|errs| render_verify_errors(&errs, &name, &src))?;
-    let opts = PassManagerOptions { verify_each: true, ..Default::default() };
+    let opts = PassManagerOptions {
+        verify_each: true,
+        ..Default::default()
+    };
     let mut pm = PassManager::parse_pipeline(&pipeline_of(&src, folder), opts)
         .map_err(|e| Diagnostic::error(e.to_string(), None).render(&name, &src))?;
     pm.run(&mut m, &mut std::io::sink()).map_err(|e| match e {
         PassError::VerifyFailed { pass, errors } => {
-            format!("after pass '{pass}':\n{}", render_verify_errors(&errors, &name, &src))
+            format!(
+                "after pass '{pass}':\n{}",
+                render_verify_errors(&errors, &name, &src)
+            )
         }
         other => Diagnostic::error(other.to_string(), None).render(&name, &src),
     })?;
@@ -69,13 +86,23 @@ fn run_case(path: &Path, folder: &str) -> Result<String, String> {
 }
 
 fn assert_reprints_identically(text: &str, what: &str) {
-    let m = parse_module(text).unwrap_or_else(|e| panic!("{what}: printed IR does not parse:\n{}", e.diagnostic.render(what, text)));
-    assert_eq!(print_module(&m), text, "{what}: print -> parse -> print is not the identity");
+    let m = parse_module(text).unwrap_or_else(|e| {
+        panic!(
+            "{what}: printed IR does not parse:\n{}",
+            e.diagnostic.render(what, text)
+        )
+    });
+    assert_eq!(
+        print_module(&m),
+        text,
+        "{what}: print -> parse -> print is not the identity"
+    );
 }
 
 fn run_folder(folder: &str) {
     for path in inputs(folder) {
-        let out = run_case(&path, folder).unwrap_or_else(|d| panic!("{} failed:\n{d}", display_name(&path)));
+        let out = run_case(&path, folder)
+            .unwrap_or_else(|d| panic!("{} failed:\n{d}", display_name(&path)));
         assert_reprints_identically(&out, &display_name(&path));
         snapshot(folder, &path, &out);
     }
@@ -110,7 +137,10 @@ fn dce_filetests_match_snapshots() {
 fn diagnostics_match_golden_output() {
     for path in inputs("diagnostics") {
         match run_case(&path, "diagnostics") {
-            Ok(out) => panic!("{} was expected to fail but produced:\n{out}", display_name(&path)),
+            Ok(out) => panic!(
+                "{} was expected to fail but produced:\n{out}",
+                display_name(&path)
+            ),
             Err(diag) => snapshot("diagnostics", &path, &diag),
         }
     }
@@ -136,8 +166,18 @@ fn every_filetest_input_round_trips_through_the_printer() {
 fn roundtrip_inputs_print_back_unchanged() {
     for path in inputs("roundtrip") {
         let src = std::fs::read_to_string(&path).unwrap_or_default();
-        let body: String = src.lines().filter(|l| !l.starts_with("//")).map(|l| format!("{l}\n")).collect();
-        let m = parse_module(&src).unwrap_or_else(|e| panic!("{}", e.diagnostic.render(&display_name(&path), &src)));
-        assert_eq!(print_module(&m), body, "{} does not print back unchanged", display_name(&path));
+        let body: String = src
+            .lines()
+            .filter(|l| !l.starts_with("//"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let m = parse_module(&src)
+            .unwrap_or_else(|e| panic!("{}", e.diagnostic.render(&display_name(&path), &src)));
+        assert_eq!(
+            print_module(&m),
+            body,
+            "{} does not print back unchanged",
+            display_name(&path)
+        );
     }
 }

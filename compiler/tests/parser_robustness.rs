@@ -12,19 +12,85 @@ use llmpu_compiler::pass::{PassManager, PassManagerOptions};
 use proptest::prelude::*;
 
 const FRAGMENTS: &[&str] = &[
-    "(", ")", "{", "}", "<", ">", "[", "]", ",", ":", "=", "->", "?", "%0", "%1", "%0#1", "%arg0", "%0:2", "^bb0",
-    "^bb1", "\"graph.add\"", "\"graph.matmul\"", "\"tile.for\"", "\"x.y\"", "tensor", "memref", "4x", "?x", "0x",
-    "f32", "bf16", "i1", "ui8", "index", "dense", "dense_resource", "array", "i64", "loc", "unknown", "fused",
-    "#graph.dims", "module", "func.func", "func.return", "return", "attributes", "@f", "0x7F", "-1.5e3", "1.0",
-    "99999999999999999999999999999", "18446744073709551616", "\"sram\"", "\"hbm\"", "\"\\0A\"", "\"\\", "{-#",
-    "#-}", "dialect_resources", "builtin", "\"0x08000000\"", "true", "false", "unit", "\n", " ", "//c\n",
+    "(",
+    ")",
+    "{",
+    "}",
+    "<",
+    ">",
+    "[",
+    "]",
+    ",",
+    ":",
+    "=",
+    "->",
+    "?",
+    "%0",
+    "%1",
+    "%0#1",
+    "%arg0",
+    "%0:2",
+    "^bb0",
+    "^bb1",
+    "\"graph.add\"",
+    "\"graph.matmul\"",
+    "\"tile.for\"",
+    "\"x.y\"",
+    "tensor",
+    "memref",
+    "4x",
+    "?x",
+    "0x",
+    "f32",
+    "bf16",
+    "i1",
+    "ui8",
+    "index",
+    "dense",
+    "dense_resource",
+    "array",
+    "i64",
+    "loc",
+    "unknown",
+    "fused",
+    "#graph.dims",
+    "module",
+    "func.func",
+    "func.return",
+    "return",
+    "attributes",
+    "@f",
+    "0x7F",
+    "-1.5e3",
+    "1.0",
+    "99999999999999999999999999999",
+    "18446744073709551616",
+    "\"sram\"",
+    "\"hbm\"",
+    "\"\\0A\"",
+    "\"\\",
+    "{-#",
+    "#-}",
+    "dialect_resources",
+    "builtin",
+    "\"0x08000000\"",
+    "true",
+    "false",
+    "unit",
+    "\n",
+    " ",
+    "//c\n",
 ];
 
 fn seeds() -> Vec<String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/filetests");
     let mut out = vec![];
     for dir in std::fs::read_dir(root).into_iter().flatten().flatten() {
-        for f in std::fs::read_dir(dir.path()).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             if f.path().extension().is_some_and(|e| e == "mlir") {
                 out.push(std::fs::read_to_string(f.path()).unwrap_or_default());
             }
@@ -44,12 +110,23 @@ fn check(text: &str) {
         }
         Ok(m) => {
             let printed = print_module(&m);
-            let m2 = parse_module(&printed)
-                .unwrap_or_else(|e| panic!("printed IR does not reparse: {}\n{printed}", e.diagnostic.message));
-            assert_eq!(print_module(&m2), printed, "print -> parse -> print differs");
+            let m2 = parse_module(&printed).unwrap_or_else(|e| {
+                panic!(
+                    "printed IR does not reparse: {}\n{printed}",
+                    e.diagnostic.message
+                )
+            });
+            assert_eq!(
+                print_module(&m2),
+                printed,
+                "print -> parse -> print differs"
+            );
             if verify(&m).is_ok() {
                 let mut m = m;
-                let opts = PassManagerOptions { verify_each: true, ..Default::default() };
+                let opts = PassManagerOptions {
+                    verify_each: true,
+                    ..Default::default()
+                };
                 let mut pm = PassManager::parse_pipeline("canonicalize,cse,dce", opts).unwrap();
                 if let Err(e) = pm.run(&mut m, &mut std::io::sink()) {
                     panic!("standard passes broke verified IR: {e}\n{printed}");
@@ -59,7 +136,12 @@ fn check(text: &str) {
             }
         }
     }
-    assert!(start.elapsed() < Duration::from_secs(5), "took {:?} on {} bytes", start.elapsed(), text.len());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "took {:?} on {} bytes",
+        start.elapsed(),
+        text.len()
+    );
 }
 
 #[derive(Debug, Clone)]
@@ -75,7 +157,8 @@ fn mutation() -> impl Strategy<Value = Mutation> {
     prop_oneof![
         (any::<usize>(), 1usize..40).prop_map(|(p, n)| Mutation::Delete(p, n)),
         (any::<usize>(), prop::sample::select(FRAGMENTS)).prop_map(|(p, f)| Mutation::Insert(p, f)),
-        (any::<usize>(), 1usize..80, any::<usize>()).prop_map(|(a, n, b)| Mutation::Duplicate(a, n, b)),
+        (any::<usize>(), 1usize..80, any::<usize>())
+            .prop_map(|(a, n, b)| Mutation::Duplicate(a, n, b)),
         any::<usize>().prop_map(Mutation::Truncate),
         (any::<usize>(), any::<u8>()).prop_map(|(p, b)| Mutation::Byte(p, b)),
     ]
@@ -156,7 +239,8 @@ fn deep_nesting_is_rejected_quickly() {
 
 #[test]
 fn large_flat_input_parses_in_bounded_time() {
-    let mut text = String::from("module {\n  func.func @f(%arg0: tensor<4xf32>) -> tensor<4xf32> {\n");
+    let mut text =
+        String::from("module {\n  func.func @f(%arg0: tensor<4xf32>) -> tensor<4xf32> {\n");
     let mut prev = "%arg0".to_string();
     for i in 0..20_000 {
         text.push_str(&format!(
@@ -164,10 +248,16 @@ fn large_flat_input_parses_in_bounded_time() {
         ));
         prev = format!("%{i}");
     }
-    text.push_str(&format!("    func.return {prev} : tensor<4xf32> loc(unknown)\n  }} loc(\"f\")\n}}\n"));
+    text.push_str(&format!(
+        "    func.return {prev} : tensor<4xf32> loc(unknown)\n  }} loc(\"f\")\n}}\n"
+    ));
     let t = Instant::now();
     let m = parse_module(&text).unwrap();
     verify(&m).unwrap();
     assert_eq!(print_module(&m), text);
-    assert!(t.elapsed() < Duration::from_secs(20), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        t.elapsed()
+    );
 }

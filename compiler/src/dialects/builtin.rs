@@ -44,11 +44,18 @@ fn verify_func(v: &OpView) -> Result<(), String> {
     };
     let args = &v.m.block(entry).args;
     if args.len() != ins.len() {
-        return Err(format!("entry block has {} arguments but the function type has {} inputs", args.len(), ins.len()));
+        return Err(format!(
+            "entry block has {} arguments but the function type has {} inputs",
+            args.len(),
+            ins.len()
+        ));
     }
     for (i, (a, t)) in args.iter().zip(ins).enumerate() {
         if v.m.value_type(*a) != t {
-            return Err(format!("type of entry block argument #{i} ({}) does not match the function type ({t})", v.m.value_type(*a)));
+            return Err(format!(
+                "type of entry block argument #{i} ({}) does not match the function type ({t})",
+                v.m.value_type(*a)
+            ));
         }
     }
     match v.m.block(entry).ops.last() {
@@ -59,18 +66,28 @@ fn verify_func(v: &OpView) -> Result<(), String> {
 
 fn verify_return(v: &OpView) -> Result<(), String> {
     v.results_in(0, 0)?;
-    let Some(parent) = v.m.parent_op(v.id).filter(|&p| v.m.op(p).name == "func.func") else {
+    let Some(parent) =
+        v.m.parent_op(v.id)
+            .filter(|&p| v.m.op(p).name == "func.func")
+    else {
         return Err("expects parent op 'func.func'".into());
     };
     let Some(Attribute::Type(Type::Function(_, outs))) = v.m.attr(parent, "function_type") else {
         return Ok(());
     };
     if outs.len() != v.num_operands() {
-        return Err(format!("has {} operands, but enclosing function returns {}", v.num_operands(), outs.len()));
+        return Err(format!(
+            "has {} operands, but enclosing function returns {}",
+            v.num_operands(),
+            outs.len()
+        ));
     }
     for (i, t) in outs.iter().enumerate() {
         if v.operand_type(i) != t {
-            return Err(format!("type of return operand #{i} ({}) doesn't match function result type ({t})", v.operand_type(i)));
+            return Err(format!(
+                "type of return operand #{i} ({}) doesn't match function result type ({t})",
+                v.operand_type(i)
+            ));
         }
     }
     Ok(())
@@ -78,13 +95,22 @@ fn verify_return(v: &OpView) -> Result<(), String> {
 
 /// Creates `func.func @name` with the given signature in the module body; returns the op and its
 /// entry block (whose arguments are the parameters).
-pub fn build_func(m: &mut Module, name: &str, inputs: Vec<Type>, results: Vec<Type>, loc: Location) -> (OpId, BlockId) {
+pub fn build_func(
+    m: &mut Module,
+    name: &str,
+    inputs: Vec<Type>,
+    results: Vec<Type>,
+    loc: Location,
+) -> (OpId, BlockId) {
     let body = m.body();
     let op = m.append(
         body,
         OpSpec::new(FuncOp::NAME, loc)
             .attr("sym_name", Attribute::str(name))
-            .attr("function_type", Attribute::Type(Type::Function(inputs.clone(), results))),
+            .attr(
+                "function_type",
+                Attribute::Type(Type::Function(inputs.clone(), results)),
+            ),
     );
     let r = m.add_region(op);
     let entry = m.add_block(r, &inputs);
@@ -92,6 +118,11 @@ pub fn build_func(m: &mut Module, name: &str, inputs: Vec<Type>, results: Vec<Ty
 }
 
 /// Appends `func.return` with the given values to `block`.
-pub fn build_return(m: &mut Module, block: BlockId, values: &[crate::ir::ValueId], loc: Location) -> OpId {
+pub fn build_return(
+    m: &mut Module,
+    block: BlockId,
+    values: &[crate::ir::ValueId],
+    loc: Location,
+) -> OpId {
     m.append(block, OpSpec::new(ReturnOp::NAME, loc).operands(values))
 }

@@ -8,7 +8,9 @@
 //! `%2 = "graph.add"(%0, %1) : (tensor<4x8xf32>, tensor<8xf32>) -> tensor<4x8xf32> loc("Add_0")`.
 
 use super::{OpView, define_ops, normalize_axis};
-use crate::ir::{Attribute, BlockId, DenseAttr, Dim, Location, Module, ScalarType, TensorType, Type, ValueId};
+use crate::ir::{
+    Attribute, BlockId, DenseAttr, Dim, Location, Module, ScalarType, TensorType, Type, ValueId,
+};
 
 define_ops! { OPS;
     /// `%r = "graph.matmul"(%a, %b) : (tensor<MxKxT>, tensor<KxNxT>) -> tensor<MxNxT>` — ONNX MatMul:
@@ -150,14 +152,24 @@ pub fn broadcast_dims(a: &[Dim], b: &[Dim]) -> Result<Vec<Dim>, String> {
     let n = a.len().max(b.len());
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
-        let da = if i + a.len() >= n { Some(&a[i + a.len() - n]) } else { None };
-        let db = if i + b.len() >= n { Some(&b[i + b.len() - n]) } else { None };
+        let da = if i + a.len() >= n {
+            Some(&a[i + a.len() - n])
+        } else {
+            None
+        };
+        let db = if i + b.len() >= n {
+            Some(&b[i + b.len() - n])
+        } else {
+            None
+        };
         let d = match (da, db) {
             (Some(x), None) | (None, Some(x)) => x.clone(),
             (Some(x), Some(y)) => match (x, y) {
                 (Dim::Static(1), o) | (o, Dim::Static(1)) => o.clone(),
                 (Dim::Static(p), Dim::Static(q)) if p != q => {
-                    return Err(format!("shapes are not broadcast-compatible (dim {p} vs {q})"));
+                    return Err(format!(
+                        "shapes are not broadcast-compatible (dim {p} vs {q})"
+                    ));
                 }
                 (Dim::Static(_), _) => x.clone(),
                 (_, Dim::Static(_)) => y.clone(),
@@ -184,7 +196,13 @@ fn dims_string(d: &[Dim]) -> String {
 
 /// Checks that `actual` matches `expected` where both are static.
 pub fn check_shape(actual: &[Dim], expected: &[Dim], what: &str) -> Result<(), String> {
-    let err = || format!("{what} shape {} does not match the expected {}", dims_string(actual), dims_string(expected));
+    let err = || {
+        format!(
+            "{what} shape {} does not match the expected {}",
+            dims_string(actual),
+            dims_string(expected)
+        )
+    };
     if actual.len() != expected.len() {
         return Err(err());
     }
@@ -231,11 +249,17 @@ fn verify_gelu(v: &OpView) -> Result<(), String> {
     match v.attr("approximate") {
         None => Ok(()),
         Some(Attribute::Str(s)) if s == "none" || s == "tanh" => Ok(()),
-        Some(a) => Err(format!("attribute 'approximate' must be \"none\" or \"tanh\", got {a:?}")),
+        Some(a) => Err(format!(
+            "attribute 'approximate' must be \"none\" or \"tanh\", got {a:?}"
+        )),
     }
 }
 
-fn verify_broadcast_n(v: &OpView, operands: &[usize], result_elem: Option<ScalarType>) -> Result<(), String> {
+fn verify_broadcast_n(
+    v: &OpView,
+    operands: &[usize],
+    result_elem: Option<ScalarType>,
+) -> Result<(), String> {
     v.results_in(1, 1)?;
     let first = v.tensor_operand(operands[0])?;
     let mut dims = first.dims.clone();
@@ -263,7 +287,11 @@ fn verify_variadic(v: &OpView) -> Result<(), String> {
 fn verify_pow(v: &OpView) -> Result<(), String> {
     v.operands_in(2, 2)?;
     v.results_in(1, 1)?;
-    let (x, y, r) = (v.tensor_operand(0)?, v.tensor_operand(1)?, v.tensor_result(0)?);
+    let (x, y, r) = (
+        v.tensor_operand(0)?,
+        v.tensor_operand(1)?,
+        v.tensor_result(0)?,
+    );
     same_elem(v, x.elem, "result", r.elem)?;
     check_shape(&r.dims, &broadcast_dims(&x.dims, &y.dims)?, "result")
 }
@@ -284,9 +312,17 @@ fn verify_and(v: &OpView) -> Result<(), String> {
 fn verify_where(v: &OpView) -> Result<(), String> {
     v.operands_in(3, 3)?;
     v.results_in(1, 1)?;
-    let (c, a, b, r) = (v.tensor_operand(0)?, v.tensor_operand(1)?, v.tensor_operand(2)?, v.tensor_result(0)?);
+    let (c, a, b, r) = (
+        v.tensor_operand(0)?,
+        v.tensor_operand(1)?,
+        v.tensor_operand(2)?,
+        v.tensor_result(0)?,
+    );
     if c.elem != ScalarType::I1 {
-        return Err(format!("condition must have element type i1, got {}", c.elem));
+        return Err(format!(
+            "condition must have element type i1, got {}",
+            c.elem
+        ));
     }
     same_elem(v, a.elem, "operand #2", b.elem)?;
     same_elem(v, a.elem, "result", r.elem)?;
@@ -300,7 +336,12 @@ fn verify_clip(v: &OpView) -> Result<(), String> {
     let (x, r) = (v.tensor_operand(0)?, v.tensor_result(0)?);
     same_elem(v, x.elem, "result", r.elem)?;
     for i in 1..v.num_operands() {
-        same_elem(v, x.elem, &format!("bound operand #{i}"), v.tensor_operand(i)?.elem)?;
+        same_elem(
+            v,
+            x.elem,
+            &format!("bound operand #{i}"),
+            v.tensor_operand(i)?.elem,
+        )?;
     }
     check_shape(&r.dims, &x.dims, "result")
 }
@@ -332,7 +373,9 @@ fn verify_norm(v: &OpView) -> Result<(), String> {
     verify_norm_like(v)?;
     match v.str_attr("kind")? {
         "layer" | "rms" => Ok(()),
-        k => Err(format!("attribute 'kind' must be \"layer\" or \"rms\", got \"{k}\"")),
+        k => Err(format!(
+            "attribute 'kind' must be \"layer\" or \"rms\", got \"{k}\""
+        )),
     }
 }
 
@@ -391,11 +434,18 @@ fn verify_transpose(v: &OpView) -> Result<(), String> {
     };
     let mut seen = vec![false; x.rank()];
     if perm.len() != x.rank() {
-        return Err(format!("'perm' has {} entries but the input has rank {}", perm.len(), x.rank()));
+        return Err(format!(
+            "'perm' has {} entries but the input has rank {}",
+            perm.len(),
+            x.rank()
+        ));
     }
     for &p in &perm {
         if p < 0 || p as usize >= x.rank() || seen[p as usize] {
-            return Err(format!("'perm' {perm:?} is not a permutation of 0..{}", x.rank()));
+            return Err(format!(
+                "'perm' {perm:?} is not a permutation of 0..{}",
+                x.rank()
+            ));
         }
         seen[p as usize] = true;
     }
@@ -413,17 +463,25 @@ fn verify_concat(v: &OpView) -> Result<(), String> {
         let t = v.tensor_operand(i)?;
         same_elem(v, first.elem, &format!("operand #{i}"), t.elem)?;
         if t.rank() != first.rank() {
-            return Err(format!("operand #{i} has rank {} but operand #0 has rank {}", t.rank(), first.rank()));
+            return Err(format!(
+                "operand #{i} has rank {} but operand #0 has rank {}",
+                t.rank(),
+                first.rank()
+            ));
         }
         for (d, (a, b)) in t.dims.iter().zip(&first.dims).enumerate() {
             if d != axis
                 && let (Dim::Static(x), Dim::Static(y)) = (a, b)
                 && x != y
             {
-                return Err(format!("operand #{i} dim {d} is {x} but operand #0 has {y}"));
+                return Err(format!(
+                    "operand #{i} dim {d} is {x} but operand #0 has {y}"
+                ));
             }
         }
-        total = total.zip(t.dims[axis].as_static()).and_then(|(a, b)| a.checked_add(b));
+        total = total
+            .zip(t.dims[axis].as_static())
+            .and_then(|(a, b)| a.checked_add(b));
     }
     let r = v.tensor_result(0)?;
     same_elem(v, first.elem, "result", r.elem)?;
@@ -442,14 +500,22 @@ fn verify_split(v: &OpView) -> Result<(), String> {
         let r = v.tensor_result(i)?;
         same_elem(v, x.elem, &format!("result #{i}"), r.elem)?;
         if r.rank() != x.rank() {
-            return Err(format!("result #{i} has rank {} but the input has rank {}", r.rank(), x.rank()));
+            return Err(format!(
+                "result #{i} has rank {} but the input has rank {}",
+                r.rank(),
+                x.rank()
+            ));
         }
-        total = total.zip(r.dims[axis].as_static()).and_then(|(a, b)| a.checked_add(b));
+        total = total
+            .zip(r.dims[axis].as_static())
+            .and_then(|(a, b)| a.checked_add(b));
     }
     if let (Some(t), Some(d)) = (total, x.dims[axis].as_static())
         && t != d
     {
-        return Err(format!("result extents along axis {axis} sum to {t} but the input has {d}"));
+        return Err(format!(
+            "result extents along axis {axis} sum to {t} but the input has {d}"
+        ));
     }
     Ok(())
 }
@@ -460,7 +526,11 @@ fn verify_slice(v: &OpView) -> Result<(), String> {
     let (x, r) = (v.tensor_operand(0)?, v.tensor_result(0)?);
     same_elem(v, x.elem, "result", r.elem)?;
     if r.rank() != x.rank() {
-        return Err(format!("result rank {} differs from input rank {}", r.rank(), x.rank()));
+        return Err(format!(
+            "result rank {} differs from input rank {}",
+            r.rank(),
+            x.rank()
+        ));
     }
     Ok(())
 }
@@ -477,7 +547,11 @@ fn verify_gather(v: &OpView) -> Result<(), String> {
     v.operands_in(2, 2)?;
     v.results_in(1, 1)?;
     check_indices(v, 1)?;
-    let (x, idx, r) = (v.tensor_operand(0)?, v.tensor_operand(1)?, v.tensor_result(0)?);
+    let (x, idx, r) = (
+        v.tensor_operand(0)?,
+        v.tensor_operand(1)?,
+        v.tensor_result(0)?,
+    );
     same_elem(v, x.elem, "result", r.elem)?;
     let axis = normalize_axis(v.int_attr_or("axis", 0)?, x.rank())?;
     let mut expect = x.dims[..axis].to_vec();
@@ -490,7 +564,12 @@ fn verify_index_op(v: &OpView) -> Result<(), String> {
     v.operands_in(2, 2)?;
     v.results_in(1, 1)?;
     check_indices(v, 1)?;
-    same_elem(v, v.tensor_operand(0)?.elem, "result", v.tensor_result(0)?.elem)
+    same_elem(
+        v,
+        v.tensor_operand(0)?.elem,
+        "result",
+        v.tensor_result(0)?.elem,
+    )
 }
 
 fn verify_expand(v: &OpView) -> Result<(), String> {
@@ -514,13 +593,26 @@ fn verify_shape(v: &OpView) -> Result<(), String> {
     v.results_in(1, 1)?;
     let (x, r) = (v.tensor_operand(0)?, v.tensor_result(0)?);
     if r.elem != ScalarType::I64 || r.rank() != 1 {
-        return Err(format!("result must be a 1-D i64 tensor, got {}", Type::Tensor(r.clone())));
+        return Err(format!(
+            "result must be a 1-D i64 tensor, got {}",
+            Type::Tensor(r.clone())
+        ));
     }
     let rank = x.rank() as i64;
-    let clamp = |a: i64| if a < 0 { (a + rank).max(0) } else { a.min(rank) };
+    let clamp = |a: i64| {
+        if a < 0 {
+            (a + rank).max(0)
+        } else {
+            a.min(rank)
+        }
+    };
     let start = clamp(v.int_attr_or("start", 0)?);
     let end = clamp(v.int_attr_or("end", rank)?);
-    check_shape(&r.dims, &[Dim::Static((end - start).max(0) as u64)], "result")
+    check_shape(
+        &r.dims,
+        &[Dim::Static((end - start).max(0) as u64)],
+        "result",
+    )
 }
 
 fn verify_range(v: &OpView) -> Result<(), String> {
@@ -570,7 +662,11 @@ fn verify_trilu(v: &OpView) -> Result<(), String> {
 fn verify_attention(v: &OpView) -> Result<(), String> {
     v.operands_in(3, 6)?;
     v.results_in(1, 4)?;
-    let (q, k, val) = (v.tensor_operand(0)?, v.tensor_operand(1)?, v.tensor_operand(2)?);
+    let (q, k, val) = (
+        v.tensor_operand(0)?,
+        v.tensor_operand(1)?,
+        v.tensor_operand(2)?,
+    );
     if !q.elem.is_float() {
         return Err(format!("expects floating-point q/k/v, got {}", q.elem));
     }
@@ -607,7 +703,10 @@ fn verify_einsum(v: &OpView) -> Result<(), String> {
     let lhs = eq.split("->").next().unwrap_or("");
     let terms = lhs.split(',').count();
     if terms != v.num_operands() {
-        return Err(format!("equation \"{eq}\" has {terms} input terms but the op has {} operands", v.num_operands()));
+        return Err(format!(
+            "equation \"{eq}\" has {terms} input terms but the op has {} operands",
+            v.num_operands()
+        ));
     }
     Ok(())
 }
@@ -644,7 +743,11 @@ fn matmul_dims(a: &TensorType, b: &TensorType) -> Result<Vec<Dim>, String> {
 fn verify_matmul(v: &OpView) -> Result<(), String> {
     v.operands_in(2, 2)?;
     v.results_in(1, 1)?;
-    let (a, b, r) = (v.tensor_operand(0)?, v.tensor_operand(1)?, v.tensor_result(0)?);
+    let (a, b, r) = (
+        v.tensor_operand(0)?,
+        v.tensor_operand(1)?,
+        v.tensor_result(0)?,
+    );
     same_elem(v, a.elem, "operand #1", b.elem)?;
     same_elem(v, a.elem, "result", r.elem)?;
     check_shape(&r.dims, &matmul_dims(a, b)?, "result")
@@ -653,7 +756,11 @@ fn verify_matmul(v: &OpView) -> Result<(), String> {
 fn verify_matmul_integer(v: &OpView) -> Result<(), String> {
     v.operands_in(2, 4)?;
     v.results_in(1, 1)?;
-    let (a, b, r) = (v.tensor_operand(0)?, v.tensor_operand(1)?, v.tensor_result(0)?);
+    let (a, b, r) = (
+        v.tensor_operand(0)?,
+        v.tensor_operand(1)?,
+        v.tensor_result(0)?,
+    );
     for (t, w) in [(a, "a"), (b, "b")] {
         if !matches!(t.elem, ScalarType::I8 | ScalarType::UI8) {
             return Err(format!("operand {w} must be i8 or ui8, got {}", t.elem));
@@ -668,7 +775,11 @@ fn verify_matmul_integer(v: &OpView) -> Result<(), String> {
 fn verify_matmul_epilogue(v: &OpView) -> Result<(), String> {
     v.operands_in(2, 3)?;
     v.results_in(1, 1)?;
-    let (a, b, r) = (v.tensor_operand(0)?, v.tensor_operand(1)?, v.tensor_result(0)?);
+    let (a, b, r) = (
+        v.tensor_operand(0)?,
+        v.tensor_operand(1)?,
+        v.tensor_result(0)?,
+    );
     same_elem(v, a.elem, "operand #1", b.elem)?;
     same_elem(v, a.elem, "result", r.elem)?;
     let out = matmul_dims(a, b)?;
@@ -690,8 +801,18 @@ fn verify_quantize(v: &OpView) -> Result<(), String> {
     if !x.elem.is_float() {
         return Err(format!("input must be floating point, got {}", x.elem));
     }
-    if !matches!(r.elem, ScalarType::I8 | ScalarType::UI8 | ScalarType::F8E4M3FN | ScalarType::I16 | ScalarType::UI16) {
-        return Err(format!("result must be a quantized type (i8, ui8, f8E4M3FN, ...), got {}", r.elem));
+    if !matches!(
+        r.elem,
+        ScalarType::I8
+            | ScalarType::UI8
+            | ScalarType::F8E4M3FN
+            | ScalarType::I16
+            | ScalarType::UI16
+    ) {
+        return Err(format!(
+            "result must be a quantized type (i8, ui8, f8E4M3FN, ...), got {}",
+            r.elem
+        ));
     }
     check_shape(&r.dims, &x.dims, "result")
 }
@@ -713,14 +834,24 @@ fn verify_constant(v: &OpView) -> Result<(), String> {
         return Err("requires a dense 'value' attribute".into());
     };
     if &d.ty != v.result_type(0) {
-        return Err(format!("result type {} does not match the value type {}", v.result_type(0), d.ty));
+        return Err(format!(
+            "result type {} does not match the value type {}",
+            v.result_type(0),
+            d.ty
+        ));
     }
     let blob = v.m.blobs.get(d.blob);
-    if let (Some(bytes), Some(n)) = (&blob.bytes, d.ty.as_tensor().and_then(TensorType::num_elements)) {
+    if let (Some(bytes), Some(n)) = (
+        &blob.bytes,
+        d.ty.as_tensor().and_then(TensorType::num_elements),
+    ) {
         let es = d.ty.elem().map(ScalarType::byte_size).unwrap_or(1);
         let need = (n as usize).saturating_mul(es);
         if bytes.len() != need && bytes.len() != es {
-            return Err(format!("value holds {} bytes but the type needs {need}", bytes.len()));
+            return Err(format!(
+                "value holds {} bytes but the type needs {need}",
+                bytes.len()
+            ));
         }
     }
     Ok(())
@@ -731,51 +862,113 @@ fn verify_constant(v: &OpView) -> Result<(), String> {
 /// Appends an elementwise unary op (`graph.relu`, `graph.exp`, ...) whose result type equals its input's.
 pub fn unary(m: &mut Module, block: BlockId, name: &str, x: ValueId, loc: Location) -> ValueId {
     let ty = m.value_type(x).clone();
-    let op = m.append(block, crate::ir::OpSpec::new(name, loc).operands(&[x]).results(vec![ty]));
+    let op = m.append(
+        block,
+        crate::ir::OpSpec::new(name, loc)
+            .operands(&[x])
+            .results(vec![ty]),
+    );
     m.op(op).results[0]
 }
 
 /// Appends a broadcasting binary op (`graph.add`, ...), inferring the result type.
-pub fn binary(m: &mut Module, block: BlockId, name: &str, a: ValueId, b: ValueId, loc: Location) -> Result<ValueId, String> {
+pub fn binary(
+    m: &mut Module,
+    block: BlockId,
+    name: &str,
+    a: ValueId,
+    b: ValueId,
+    loc: Location,
+) -> Result<ValueId, String> {
     let (ta, tb) = (tensor_of(m, a)?, tensor_of(m, b)?);
     let dims = broadcast_dims(&ta.dims, &tb.dims)?;
-    let ty = Type::Tensor(TensorType { dims, elem: ta.elem });
-    let op = m.append(block, crate::ir::OpSpec::new(name, loc).operands(&[a, b]).results(vec![ty]));
+    let ty = Type::Tensor(TensorType {
+        dims,
+        elem: ta.elem,
+    });
+    let op = m.append(
+        block,
+        crate::ir::OpSpec::new(name, loc)
+            .operands(&[a, b])
+            .results(vec![ty]),
+    );
     Ok(m.op(op).results[0])
 }
 
 /// Appends `graph.matmul`, inferring the result type.
-pub fn matmul(m: &mut Module, block: BlockId, a: ValueId, b: ValueId, loc: Location) -> Result<ValueId, String> {
+pub fn matmul(
+    m: &mut Module,
+    block: BlockId,
+    a: ValueId,
+    b: ValueId,
+    loc: Location,
+) -> Result<ValueId, String> {
     let (ta, tb) = (tensor_of(m, a)?, tensor_of(m, b)?);
     let dims = matmul_dims(&ta, &tb)?;
-    let ty = Type::Tensor(TensorType { dims, elem: ta.elem });
-    Ok(MatMul::build(m, block, &[a, b], vec![ty], vec![], loc).result(m, 0).unwrap_or(a))
+    let ty = Type::Tensor(TensorType {
+        dims,
+        elem: ta.elem,
+    });
+    Ok(MatMul::build(m, block, &[a, b], vec![ty], vec![], loc)
+        .result(m, 0)
+        .unwrap_or(a))
 }
 
 /// Appends `graph.transpose` with `perm`, inferring the result type.
-pub fn transpose(m: &mut Module, block: BlockId, x: ValueId, perm: &[i64], loc: Location) -> Result<ValueId, String> {
+pub fn transpose(
+    m: &mut Module,
+    block: BlockId,
+    x: ValueId,
+    perm: &[i64],
+    loc: Location,
+) -> Result<ValueId, String> {
     let t = tensor_of(m, x)?;
     let dims = perm
         .iter()
-        .map(|&p| t.dims.get(p as usize).cloned().ok_or_else(|| format!("bad perm entry {p}")))
+        .map(|&p| {
+            t.dims
+                .get(p as usize)
+                .cloned()
+                .ok_or_else(|| format!("bad perm entry {p}"))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let ty = Type::Tensor(TensorType { dims, elem: t.elem });
-    let op = Transpose::build(m, block, &[x], vec![ty], vec![("perm", Attribute::DenseI64Array(perm.to_vec()))], loc);
+    let op = Transpose::build(
+        m,
+        block,
+        &[x],
+        vec![ty],
+        vec![("perm", Attribute::DenseI64Array(perm.to_vec()))],
+        loc,
+    );
     Ok(m.op(op.0).results[0])
 }
 
 /// Appends `graph.constant` holding `bytes` (little-endian) of type `ty`; large data goes to a
 /// resource blob named `name`.
-pub fn constant(m: &mut Module, block: BlockId, name: &str, ty: TensorType, bytes: std::sync::Arc<[u8]>, loc: Location) -> ValueId {
+pub fn constant(
+    m: &mut Module,
+    block: BlockId,
+    name: &str,
+    ty: TensorType,
+    bytes: std::sync::Arc<[u8]>,
+    loc: Location,
+) -> ValueId {
     let blob = m.blobs.add_auto(name, bytes);
     let ty = Type::Tensor(ty);
-    let attr = Attribute::Dense(DenseAttr { ty: ty.clone(), blob });
+    let attr = Attribute::Dense(DenseAttr {
+        ty: ty.clone(),
+        blob,
+    });
     let op = Constant::build(m, block, &[], vec![ty], vec![("value", attr)], loc);
     m.op(op.0).results[0]
 }
 
 fn tensor_of(m: &Module, v: ValueId) -> Result<TensorType, String> {
-    m.value_type(v).as_tensor().cloned().ok_or_else(|| format!("expected a tensor, got {}", m.value_type(v)))
+    m.value_type(v)
+        .as_tensor()
+        .cloned()
+        .ok_or_else(|| format!("expected a tensor, got {}", m.value_type(v)))
 }
 
 impl Transpose {
@@ -784,7 +977,12 @@ impl Transpose {
         match m.attr(self.0, "perm").and_then(Attribute::as_i64_list) {
             Some(p) => p,
             None => {
-                let r = m.op(self.0).operands.first().and_then(|&v| m.value_type(v).as_tensor()).map_or(0, |t| t.rank());
+                let r = m
+                    .op(self.0)
+                    .operands
+                    .first()
+                    .and_then(|&v| m.value_type(v).as_tensor())
+                    .map_or(0, |t| t.rank());
                 (0..r as i64).rev().collect()
             }
         }
@@ -794,7 +992,9 @@ impl Transpose {
 impl Softmax {
     /// The softmax axis (default -1).
     pub fn axis(self, m: &Module) -> i64 {
-        m.attr(self.0, "axis").and_then(Attribute::as_int).unwrap_or(-1)
+        m.attr(self.0, "axis")
+            .and_then(Attribute::as_int)
+            .unwrap_or(-1)
     }
 }
 
@@ -812,7 +1012,10 @@ mod tests {
     #[test]
     fn broadcast_follows_numpy_rules() {
         let s = |v: &[u64]| v.iter().map(|&d| Dim::Static(d)).collect::<Vec<_>>();
-        assert_eq!(broadcast_dims(&s(&[4, 1, 3]), &s(&[5, 1])).unwrap(), s(&[4, 5, 3]));
+        assert_eq!(
+            broadcast_dims(&s(&[4, 1, 3]), &s(&[5, 1])).unwrap(),
+            s(&[4, 5, 3])
+        );
         assert!(broadcast_dims(&s(&[4]), &s(&[3])).is_err());
     }
 
@@ -820,8 +1023,15 @@ mod tests {
     fn matmul_inner_dims_must_match() {
         let a = TensorType::new(&[2, 16, 64], ScalarType::F32);
         let b = TensorType::new(&[64, 32], ScalarType::F32);
-        assert_eq!(matmul_dims(&a, &b).unwrap(), TensorType::new(&[2, 16, 32], ScalarType::F32).dims);
+        assert_eq!(
+            matmul_dims(&a, &b).unwrap(),
+            TensorType::new(&[2, 16, 32], ScalarType::F32).dims
+        );
         let c = TensorType::new(&[63, 32], ScalarType::F32);
-        assert!(matmul_dims(&a, &c).unwrap_err().contains("inner dimensions"));
+        assert!(
+            matmul_dims(&a, &c)
+                .unwrap_err()
+                .contains("inner dimensions")
+        );
     }
 }

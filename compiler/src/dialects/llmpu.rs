@@ -50,13 +50,22 @@ fn dialect() -> &'static Dialect {
             let doc: &'static str = Box::leak(
                 format!(
                     "`\"{name}\"() {{{}}} : () -> ()` — {} ({} unit); fields as attributes.",
-                    spec.fields.iter().map(|f| format!("{f} = 0 : i64")).collect::<Vec<_>>().join(", "),
+                    spec.fields
+                        .iter()
+                        .map(|f| format!("{f} = 0 : i64"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     spec.summary,
                     spec.unit
                 )
                 .into_boxed_str(),
             );
-            ops.push(OpInfo { name, doc, pure: false, verify: verify_instruction });
+            ops.push(OpInfo {
+                name,
+                doc,
+                pure: false,
+                verify: verify_instruction,
+            });
             fields.insert(name, spec.fields);
         }
         Dialect { ops, fields }
@@ -80,13 +89,20 @@ fn verify_instruction(v: &OpView) -> Result<(), String> {
     for f in fields {
         match v.attr(f) {
             Some(crate::ir::Attribute::Int(..) | crate::ir::Attribute::Str(_)) => {}
-            Some(_) => return Err(format!("field '{f}' must be an integer or string attribute")),
+            Some(_) => {
+                return Err(format!(
+                    "field '{f}' must be an integer or string attribute"
+                ));
+            }
             None => return Err(format!("missing field attribute '{f}'")),
         }
     }
     for (n, _) in &v.data().attrs {
         if !fields.iter().any(|f| f == n) {
-            return Err(format!("'{n}' is not a field of this instruction (fields: {})", fields.join(", ")));
+            return Err(format!(
+                "'{n}' is not a field of this instruction (fields: {})",
+                fields.join(", ")
+            ));
         }
     }
     Ok(())
@@ -102,7 +118,11 @@ mod tests {
         for d in llmpu_isa::INSTRUCTIONS {
             let name = format!("llmpu.{}", d.mnemonic);
             assert!(crate::dialects::lookup(&name).is_some(), "{name} missing");
-            let fields: Vec<&str> = fields_of(&name).unwrap_or_default().iter().map(String::as_str).collect();
+            let fields: Vec<&str> = fields_of(&name)
+                .unwrap_or_default()
+                .iter()
+                .map(String::as_str)
+                .collect();
             let expect: Vec<&str> = d.fields.iter().map(|f| f.name).collect();
             assert_eq!(fields, expect, "{name}");
         }

@@ -84,39 +84,58 @@ impl OpView<'_> {
     }
     /// Operand `i` as a tensor type.
     pub fn tensor_operand(&self, i: usize) -> Result<&TensorType, String> {
-        self.operand_type(i).as_tensor().ok_or_else(|| format!("operand #{i} must be a tensor, got {}", self.operand_type(i)))
+        self.operand_type(i).as_tensor().ok_or_else(|| {
+            format!(
+                "operand #{i} must be a tensor, got {}",
+                self.operand_type(i)
+            )
+        })
     }
     /// Result `i` as a tensor type.
     pub fn tensor_result(&self, i: usize) -> Result<&TensorType, String> {
-        self.result_type(i).as_tensor().ok_or_else(|| format!("result #{i} must be a tensor, got {}", self.result_type(i)))
+        self.result_type(i)
+            .as_tensor()
+            .ok_or_else(|| format!("result #{i} must be a tensor, got {}", self.result_type(i)))
     }
     /// A required integer attribute.
     pub fn int_attr(&self, name: &str) -> Result<i64, String> {
-        self.attr(name).and_then(Attribute::as_int).ok_or_else(|| format!("requires integer attribute '{name}'"))
+        self.attr(name)
+            .and_then(Attribute::as_int)
+            .ok_or_else(|| format!("requires integer attribute '{name}'"))
     }
     /// An optional integer attribute with a default.
     pub fn int_attr_or(&self, name: &str, default: i64) -> Result<i64, String> {
         match self.attr(name) {
             None => Ok(default),
-            Some(a) => a.as_int().ok_or_else(|| format!("attribute '{name}' must be an integer")),
+            Some(a) => a
+                .as_int()
+                .ok_or_else(|| format!("attribute '{name}' must be an integer")),
         }
     }
     /// An optional float attribute.
     pub fn float_attr_opt(&self, name: &str) -> Result<Option<f64>, String> {
         match self.attr(name) {
             None => Ok(None),
-            Some(a) => a.as_f64().map(Some).ok_or_else(|| format!("attribute '{name}' must be a float")),
+            Some(a) => a
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| format!("attribute '{name}' must be a float")),
         }
     }
     /// A required string attribute.
     pub fn str_attr(&self, name: &str) -> Result<&str, String> {
-        self.attr(name).and_then(Attribute::as_str).ok_or_else(|| format!("requires string attribute '{name}'"))
+        self.attr(name)
+            .and_then(Attribute::as_str)
+            .ok_or_else(|| format!("requires string attribute '{name}'"))
     }
     /// An optional i64 list attribute.
     pub fn i64_list_attr(&self, name: &str) -> Result<Option<Vec<i64>>, String> {
         match self.attr(name) {
             None => Ok(None),
-            Some(a) => a.as_i64_list().map(Some).ok_or_else(|| format!("attribute '{name}' must be array<i64: ...>")),
+            Some(a) => a
+                .as_i64_list()
+                .map(Some)
+                .ok_or_else(|| format!("attribute '{name}' must be array<i64: ...>")),
         }
     }
     /// Every operand and result is a tensor.
@@ -131,7 +150,9 @@ impl OpView<'_> {
     }
     /// Element type of operand `i` (tensor, buffer or scalar).
     pub fn operand_elem(&self, i: usize) -> Result<ScalarType, String> {
-        self.operand_type(i).elem().ok_or_else(|| format!("operand #{i} has no element type"))
+        self.operand_type(i)
+            .elem()
+            .ok_or_else(|| format!("operand #{i} has no element type"))
     }
 }
 
@@ -199,7 +220,7 @@ macro_rules! define_ops {
                 /// Full op name.
                 pub const NAME: &'static str = $name;
                 /// Views `op` as this op if its name matches.
-                pub fn cast(m: &crate::ir::Module, op: crate::ir::OpId) -> Option<Self> {
+                pub fn view(m: &crate::ir::Module, op: crate::ir::OpId) -> Option<Self> {
                     (m.op(op).name == $name).then_some(Self(op))
                 }
                 /// The underlying op handle.

@@ -43,13 +43,20 @@ define_ops! { OPS;
 }
 
 fn buffer(v: &OpView, i: usize) -> Result<BufferType, String> {
-    v.operand_type(i).as_buffer().cloned().ok_or_else(|| format!("operand #{i} must be a buffer (memref), got {}", v.operand_type(i)))
+    v.operand_type(i).as_buffer().cloned().ok_or_else(|| {
+        format!(
+            "operand #{i} must be a buffer (memref), got {}",
+            v.operand_type(i)
+        )
+    })
 }
 
 fn on_chip(v: &OpView, i: usize) -> Result<BufferType, String> {
     let b = buffer(v, i)?;
     if b.space == AddressSpace::Hbm {
-        return Err(format!("operand #{i} must be on chip (\"sram\" or \"acc\"), got \"hbm\""));
+        return Err(format!(
+            "operand #{i} must be on chip (\"sram\" or \"acc\"), got \"hbm\""
+        ));
     }
     Ok(b)
 }
@@ -97,7 +104,9 @@ fn verify_alloc(v: &OpView) -> Result<(), String> {
     v.results_in(1, 1)?;
     match v.result_type(0) {
         Type::Buffer(b) if b.space != AddressSpace::Hbm => Ok(()),
-        t => Err(format!("result must be an on-chip buffer (\"sram\" or \"acc\"), got {t}")),
+        t => Err(format!(
+            "result must be an on-chip buffer (\"sram\" or \"acc\"), got {t}"
+        )),
     }
 }
 
@@ -120,10 +129,16 @@ fn verify_dma(v: &OpView, hbm_operand: usize) -> Result<(), String> {
     let big = buffer(v, hbm_operand)?;
     let chip = on_chip(v, 1 - hbm_operand)?;
     if big.space != AddressSpace::Hbm {
-        return Err(format!("operand #{hbm_operand} must be in \"hbm\", got \"{}\"", big.space.name()));
+        return Err(format!(
+            "operand #{hbm_operand} must be in \"hbm\", got \"{}\"",
+            big.space.name()
+        ));
     }
     if big.elem != chip.elem {
-        return Err(format!("element types differ: {} vs {}", big.elem, chip.elem));
+        return Err(format!(
+            "element types differ: {} vs {}",
+            big.elem, chip.elem
+        ));
     }
     if big.shape.len() != chip.shape.len() {
         return Err("HBM and on-chip buffers must have the same rank".into());
@@ -150,10 +165,16 @@ fn verify_matmul(v: &OpView) -> Result<(), String> {
         return Err("operands must be 2-D tiles".into());
     }
     if a.shape[1] != b.shape[0] {
-        return Err(format!("inner dimensions do not match: {} vs {}", a.shape[1], b.shape[0]));
+        return Err(format!(
+            "inner dimensions do not match: {} vs {}",
+            a.shape[1], b.shape[0]
+        ));
     }
     if c.shape != [a.shape[0], b.shape[1]] {
-        return Err(format!("accumulator shape {:?} must be [{}, {}]", c.shape, a.shape[0], b.shape[1]));
+        return Err(format!(
+            "accumulator shape {:?} must be [{}, {}]",
+            c.shape, a.shape[0], b.shape[1]
+        ));
     }
     if c.space != AddressSpace::Acc {
         return Err("accumulator must be in \"acc\"".into());

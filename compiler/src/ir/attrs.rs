@@ -55,7 +55,13 @@ impl BlobTable {
     pub fn add(&mut self, name_hint: &str, bytes: Option<Arc<[u8]>>, form: BlobForm) -> BlobId {
         let mut base: String = name_hint
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '$') { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '$') {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         if !base.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
             base.insert(0, '_');
@@ -75,7 +81,11 @@ impl BlobTable {
 
     /// Adds data, choosing inline form for small data and resource form for large data.
     pub fn add_auto(&mut self, name_hint: &str, bytes: Arc<[u8]>) -> BlobId {
-        let form = if bytes.len() > INLINE_BLOB_LIMIT { BlobForm::Resource } else { BlobForm::Inline };
+        let form = if bytes.len() > INLINE_BLOB_LIMIT {
+            BlobForm::Resource
+        } else {
+            BlobForm::Inline
+        };
         self.add(name_hint, Some(bytes), form)
     }
 
@@ -311,7 +321,10 @@ mod tests {
     fn fused_location_keeps_all_distinct_sources_in_order() {
         let a = Location::name("a");
         let b = Location::Fused(vec!["b".into(), "a".into()]);
-        assert_eq!(Location::fuse([&a, &b]).to_string(), "loc(fused[\"a\", \"b\"])");
+        assert_eq!(
+            Location::fuse([&a, &b]).to_string(),
+            "loc(fused[\"a\", \"b\"])"
+        );
         assert_eq!(Location::fuse([&a, &a]), a);
     }
 

@@ -134,7 +134,11 @@ pub struct OpSpec {
 impl OpSpec {
     /// A spec with a name and location.
     pub fn new(name: impl Into<String>, loc: Location) -> Self {
-        OpSpec { name: name.into(), loc, ..Default::default() }
+        OpSpec {
+            name: name.into(),
+            loc,
+            ..Default::default()
+        }
     }
     /// Sets operands.
     pub fn operands(mut self, v: &[ValueId]) -> Self {
@@ -261,12 +265,16 @@ impl Module {
 
     /// The op owning a block (through its region).
     pub fn block_parent_op(&self, b: BlockId) -> Option<OpId> {
-        self.blocks[b.index()].parent.and_then(|r| self.regions[r.index()].parent)
+        self.blocks[b.index()]
+            .parent
+            .and_then(|r| self.regions[r.index()].parent)
     }
 
     /// The op that contains `op` (through block and region), `None` at top level.
     pub fn parent_op(&self, op: OpId) -> Option<OpId> {
-        self.ops[op.index()].parent.and_then(|b| self.block_parent_op(b))
+        self.ops[op.index()]
+            .parent
+            .and_then(|b| self.block_parent_op(b))
     }
 
     // ----- construction -----
@@ -277,7 +285,10 @@ impl Module {
         let mut results = Vec::with_capacity(spec.result_types.len());
         for (i, ty) in spec.result_types.into_iter().enumerate() {
             results.push(ValueId(self.values.len() as u32));
-            self.values.push(ValueData { ty, def: ValueDef::OpResult(id, i as u32) });
+            self.values.push(ValueData {
+                ty,
+                def: ValueDef::OpResult(id, i as u32),
+            });
         }
         let mut attrs = Vec::with_capacity(spec.attrs.len());
         for (n, a) in spec.attrs {
@@ -323,7 +334,10 @@ impl Module {
     /// Adds an empty region to `op`.
     pub fn add_region(&mut self, op: OpId) -> RegionId {
         let r = RegionId(self.regions.len() as u32);
-        self.regions.push(RegionData { blocks: vec![], parent: Some(op) });
+        self.regions.push(RegionData {
+            blocks: vec![],
+            parent: Some(op),
+        });
         self.ops[op.index()].regions.push(r);
         r
     }
@@ -331,7 +345,11 @@ impl Module {
     /// Appends a block with arguments of the given types to `region`.
     pub fn add_block(&mut self, region: RegionId, arg_types: &[Type]) -> BlockId {
         let b = BlockId(self.blocks.len() as u32);
-        self.blocks.push(BlockData { args: vec![], ops: vec![], parent: Some(region) });
+        self.blocks.push(BlockData {
+            args: vec![],
+            ops: vec![],
+            parent: Some(region),
+        });
         self.regions[region.index()].blocks.push(b);
         for t in arg_types {
             self.add_block_arg(b, t.clone());
@@ -343,7 +361,10 @@ impl Module {
     pub fn add_block_arg(&mut self, block: BlockId, ty: Type) -> ValueId {
         let v = ValueId(self.values.len() as u32);
         let idx = self.blocks[block.index()].args.len() as u32;
-        self.values.push(ValueData { ty, def: ValueDef::BlockArg(block, idx) });
+        self.values.push(ValueData {
+            ty,
+            def: ValueDef::BlockArg(block, idx),
+        });
         self.blocks[block.index()].args.push(v);
         v
     }
@@ -426,7 +447,12 @@ impl Module {
 
     /// The `func.func` ops of the module body.
     pub fn functions(&self) -> Vec<OpId> {
-        self.block(self.body()).ops.iter().copied().filter(|&o| self.op(o).name == "func.func").collect()
+        self.block(self.body())
+            .ops
+            .iter()
+            .copied()
+            .filter(|&o| self.op(o).name == "func.func")
+            .collect()
     }
 
     /// The entry block of an op's first region.

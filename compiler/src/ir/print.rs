@@ -24,7 +24,9 @@ pub struct PrintOptions {
 
 impl Default for PrintOptions {
     fn default() -> Self {
-        PrintOptions { elide_large_constants: true }
+        PrintOptions {
+            elide_large_constants: true,
+        }
     }
 }
 
@@ -38,7 +40,14 @@ pub fn print_module(m: &Module) -> String {
 
 /// Prints a module.
 pub fn print_module_with(m: &Module, opts: PrintOptions) -> String {
-    let mut p = Printer { m, out: String::new(), names: HashMap::new(), next_result: 0, next_arg: 0, blobs: vec![] };
+    let mut p = Printer {
+        m,
+        out: String::new(),
+        names: HashMap::new(),
+        next_result: 0,
+        next_arg: 0,
+        blobs: vec![],
+    };
     p.module();
     if !opts.elide_large_constants {
         p.trailer();
@@ -67,7 +76,11 @@ pub fn format_float(v: f64, ty: ScalarType) -> String {
         _ => format!("{:?}", v as f32),
     };
     if let Some(e) = s.find('e') {
-        if s[..e].contains('.') { s } else { format!("{}.0{}", &s[..e], &s[e..]) }
+        if s[..e].contains('.') {
+            s
+        } else {
+            format!("{}.0{}", &s[..e], &s[e..])
+        }
     } else {
         s
     }
@@ -117,7 +130,13 @@ impl Printer<'_> {
     }
 
     fn attr_dict_with_keyword(&mut self, op: OpId, skip: &[&str]) {
-        let attrs: Vec<_> = self.m.op(op).attrs.iter().filter(|(n, _)| !skip.contains(&n.as_str())).collect();
+        let attrs: Vec<_> = self
+            .m
+            .op(op)
+            .attrs
+            .iter()
+            .filter(|(n, _)| !skip.contains(&n.as_str()))
+            .collect();
         if !attrs.is_empty() {
             self.out.push_str(" attributes ");
             self.dict(attrs.into_iter().map(|(n, a)| (n.as_str(), a)));
@@ -125,7 +144,10 @@ impl Printer<'_> {
     }
 
     fn name_of(&self, v: ValueId) -> String {
-        self.names.get(&v).cloned().unwrap_or_else(|| format!("%<<UNKNOWN {}>>", v.0))
+        self.names
+            .get(&v)
+            .cloned()
+            .unwrap_or_else(|| format!("%<<UNKNOWN {}>>", v.0))
     }
 
     fn op(&mut self, op: OpId, depth: usize) {
@@ -133,13 +155,21 @@ impl Printer<'_> {
         self.indent(depth);
         if d.name == "func.func" && self.is_printable_func(op) {
             self.func(op, depth);
-        } else if d.name == "func.return" && d.regions.is_empty() && d.results.is_empty() && d.attrs.is_empty() {
+        } else if d.name == "func.return"
+            && d.regions.is_empty()
+            && d.results.is_empty()
+            && d.attrs.is_empty()
+        {
             self.out.push_str("func.return");
             if !d.operands.is_empty() {
                 self.out.push(' ');
                 self.value_list(&d.operands);
                 self.out.push_str(" : ");
-                let tys: Vec<String> = d.operands.iter().map(|&v| self.m.value_type(v).to_string()).collect();
+                let tys: Vec<String> = d
+                    .operands
+                    .iter()
+                    .map(|&v| self.m.value_type(v).to_string())
+                    .collect();
                 self.out.push_str(&tys.join(", "));
             }
             let _ = write!(self.out, " {}", d.loc);
@@ -152,11 +182,19 @@ impl Printer<'_> {
     fn is_printable_func(&self, op: OpId) -> bool {
         let d = self.m.op(op);
         let has_sym = matches!(d.attr("sym_name"), Some(Attribute::Str(s)) if is_bare_symbol(s));
-        let ft_ok = matches!(d.attr("function_type"), Some(Attribute::Type(Type::Function(..))));
-        d.regions.len() == 1 && d.operands.is_empty() && d.results.is_empty() && has_sym && ft_ok && {
-            let r = self.m.region(d.regions[0]);
-            r.blocks.len() == 1
-        }
+        let ft_ok = matches!(
+            d.attr("function_type"),
+            Some(Attribute::Type(Type::Function(..)))
+        );
+        d.regions.len() == 1
+            && d.operands.is_empty()
+            && d.results.is_empty()
+            && has_sym
+            && ft_ok
+            && {
+                let r = self.m.region(d.regions[0]);
+                r.blocks.len() == 1
+            }
     }
 
     fn func(&mut self, op: OpId, depth: usize) {
@@ -164,7 +202,10 @@ impl Printer<'_> {
         self.next_result = 0;
         self.next_arg = 0;
         let d = self.m.op(op);
-        let sym = d.attr("sym_name").and_then(Attribute::as_str).unwrap_or_default();
+        let sym = d
+            .attr("sym_name")
+            .and_then(Attribute::as_str)
+            .unwrap_or_default();
         let results = match d.attr("function_type") {
             Some(Attribute::Type(Type::Function(_, r))) => r.clone(),
             _ => vec![],
@@ -194,7 +235,9 @@ impl Printer<'_> {
         if !results.is_empty() {
             self.out.push_str(" -> ");
             let wrap = results.len() > 1
-                || res_attrs.iter().any(|a| !matches!(a, Attribute::Dict(d) if d.is_empty()))
+                || res_attrs
+                    .iter()
+                    .any(|a| !matches!(a, Attribute::Dict(d) if d.is_empty()))
                 || matches!(results[0], Type::Function(..));
             if wrap {
                 self.out.push('(');
@@ -257,7 +300,7 @@ impl Printer<'_> {
                 let _ = write!(self.out, "{base}:{} = ", results.len());
             }
         }
-        self.out.push_str("\"");
+        self.out.push('"');
         self.out.push_str(&escape_plain(&d.name));
         self.out.push_str("\"(");
         self.value_list(&d.operands.clone());
@@ -279,10 +322,18 @@ impl Printer<'_> {
             self.dict(d.attrs.iter().map(|(n, a)| (n.as_str(), a)));
         }
         self.out.push_str(" : (");
-        let ins: Vec<String> = d.operands.iter().map(|&v| self.m.value_type(v).to_string()).collect();
+        let ins: Vec<String> = d
+            .operands
+            .iter()
+            .map(|&v| self.m.value_type(v).to_string())
+            .collect();
         self.out.push_str(&ins.join(", "));
         self.out.push_str(") -> ");
-        let outs: Vec<Type> = d.results.iter().map(|&v| self.m.value_type(v).clone()).collect();
+        let outs: Vec<Type> = d
+            .results
+            .iter()
+            .map(|&v| self.m.value_type(v).clone())
+            .collect();
         let _ = write!(self.out, "{}", ResultTypes(&outs));
         let _ = writeln!(self.out, " {}", d.loc);
     }
@@ -426,7 +477,8 @@ impl Printer<'_> {
         if self.blobs.is_empty() {
             return;
         }
-        self.out.push_str("\n{-#\n  dialect_resources: {\n    builtin: {\n");
+        self.out
+            .push_str("\n{-#\n  dialect_resources: {\n    builtin: {\n");
         let blobs = std::mem::take(&mut self.blobs);
         for (i, b) in blobs.iter().enumerate() {
             let blob = self.m.blobs.get(*b);
@@ -507,7 +559,11 @@ pub fn f8e4m3fn_to_f64(b: u8) -> f64 {
     if exp == 0xF && (b & 0x7) == 0x7 {
         return f64::NAN;
     }
-    if exp == 0 { sign * man / 8.0 * 2f64.powi(-6) } else { sign * (1.0 + man / 8.0) * 2f64.powi(exp - 7) }
+    if exp == 0 {
+        sign * man / 8.0 * 2f64.powi(-6)
+    } else {
+        sign * (1.0 + man / 8.0) * 2f64.powi(exp - 7)
+    }
 }
 
 fn format_dense_inline(ty: &Type, bytes: &[u8]) -> String {
@@ -517,8 +573,8 @@ fn format_dense_inline(ty: &Type, bytes: &[u8]) -> String {
         _ => (vec![], ScalarType::I8),
     };
     let n = bytes.len() / elem.byte_size().max(1);
-    let any_nonfinite =
-        elem.is_float() && (0..n).any(|i| matches!(read_elem(bytes, i, elem), Elem::Float(f) if !f.is_finite()));
+    let any_nonfinite = elem.is_float()
+        && (0..n).any(|i| matches!(read_elem(bytes, i, elem), Elem::Float(f) if !f.is_finite()));
     if elem == ScalarType::F8E4M3FN || any_nonfinite || n * elem.byte_size() != bytes.len() {
         return hex_string(bytes);
     }

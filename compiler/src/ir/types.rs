@@ -75,7 +75,11 @@ impl ScalarType {
     pub fn is_float(self) -> bool {
         matches!(
             self,
-            ScalarType::F64 | ScalarType::F32 | ScalarType::F16 | ScalarType::BF16 | ScalarType::F8E4M3FN
+            ScalarType::F64
+                | ScalarType::F32
+                | ScalarType::F16
+                | ScalarType::BF16
+                | ScalarType::F8E4M3FN
         )
     }
 
@@ -86,7 +90,10 @@ impl ScalarType {
 
     /// True for unsigned integer types.
     pub fn is_unsigned(self) -> bool {
-        matches!(self, ScalarType::UI64 | ScalarType::UI32 | ScalarType::UI16 | ScalarType::UI8)
+        matches!(
+            self,
+            ScalarType::UI64 | ScalarType::UI32 | ScalarType::UI16 | ScalarType::UI8
+        )
     }
 
     /// Storage size of one element in bytes (`i1` is stored as one byte).
@@ -101,7 +108,11 @@ impl ScalarType {
 
     /// Bit width as MLIR counts it (`i1` is 1).
     pub fn bit_width(self) -> u32 {
-        if self == ScalarType::I1 { 1 } else { self.byte_size() as u32 * 8 }
+        if self == ScalarType::I1 {
+            1
+        } else {
+            self.byte_size() as u32 * 8
+        }
     }
 }
 
@@ -142,7 +153,10 @@ pub struct TensorType {
 impl TensorType {
     /// A tensor with all-static dims.
     pub fn new(shape: &[u64], elem: ScalarType) -> Self {
-        TensorType { dims: shape.iter().map(|&d| Dim::Static(d)).collect(), elem }
+        TensorType {
+            dims: shape.iter().map(|&d| Dim::Static(d)).collect(),
+            elem,
+        }
     }
 
     /// Rank (number of dims).
@@ -209,7 +223,9 @@ pub struct BufferType {
 impl BufferType {
     /// Total size in bytes (saturating on absurd shapes).
     pub fn byte_size(&self) -> u64 {
-        checked_product(&self.shape).and_then(|n| n.checked_mul(self.elem.byte_size() as u64)).unwrap_or(u64::MAX)
+        checked_product(&self.shape)
+            .and_then(|n| n.checked_mul(self.elem.byte_size() as u64))
+            .unwrap_or(u64::MAX)
     }
 }
 
@@ -342,13 +358,23 @@ mod tests {
 
     #[test]
     fn symbolic_dims_print_as_question_mark_with_names_in_encoding() {
-        let t = TensorType { dims: vec![Dim::Symbolic("sequence_length".into()), Dim::Static(64)], elem: ScalarType::F32 };
-        assert_eq!(t.to_string(), "tensor<?x64xf32, #graph.dims<\"sequence_length\", 64>>");
+        let t = TensorType {
+            dims: vec![Dim::Symbolic("sequence_length".into()), Dim::Static(64)],
+            elem: ScalarType::F32,
+        };
+        assert_eq!(
+            t.to_string(),
+            "tensor<?x64xf32, #graph.dims<\"sequence_length\", 64>>"
+        );
     }
 
     #[test]
     fn buffer_prints_address_space_as_memref_memory_space() {
-        let b = BufferType { shape: vec![16, 64], elem: ScalarType::BF16, space: AddressSpace::Sram };
+        let b = BufferType {
+            shape: vec![16, 64],
+            elem: ScalarType::BF16,
+            space: AddressSpace::Sram,
+        };
         assert_eq!(b.to_string(), "memref<16x64xbf16, \"sram\">");
     }
 

@@ -31,7 +31,13 @@ pub fn verify(m: &Module) -> Result<(), Vec<VerifyError>> {
 
 fn err(m: &Module, op: OpId, message: String) -> VerifyError {
     let d = m.op(op);
-    VerifyError { op, op_name: d.name.clone(), loc: d.loc.clone(), span: d.span, message }
+    VerifyError {
+        op,
+        op_name: d.name.clone(),
+        loc: d.loc.clone(),
+        span: d.span,
+        message,
+    }
 }
 
 /// Ops whose regions cannot see values defined outside them.
@@ -41,7 +47,13 @@ pub fn is_isolated_from_above(name: &str) -> bool {
 
 const MAX_DEPTH: usize = 512;
 
-fn verify_op(m: &Module, op: OpId, visible: &mut HashSet<ValueId>, errs: &mut Vec<VerifyError>, depth: usize) {
+fn verify_op(
+    m: &Module,
+    op: OpId,
+    visible: &mut HashSet<ValueId>,
+    errs: &mut Vec<VerifyError>,
+    depth: usize,
+) {
     let d = m.op(op);
     if depth > MAX_DEPTH {
         errs.push(err(m, op, "is nested too deeply".into()));
@@ -49,7 +61,11 @@ fn verify_op(m: &Module, op: OpId, visible: &mut HashSet<ValueId>, errs: &mut Ve
     }
     for (i, &v) in d.operands.iter().enumerate() {
         if !visible.contains(&v) {
-            errs.push(err(m, op, format!("operand #{i} does not dominate this use (not defined before it in scope)")));
+            errs.push(err(
+                m,
+                op,
+                format!("operand #{i} does not dominate this use (not defined before it in scope)"),
+            ));
         }
     }
     for (ri, &r) in d.regions.iter().enumerate() {
@@ -91,7 +107,11 @@ fn verify_region(
     for &b in &m.region(r).blocks {
         for &o in &m.block(b).ops {
             if m.op(o).parent != Some(b) || m.op(o).erased {
-                errs.push(err(m, o, "has a wrong parent link or is erased but still attached".into()));
+                errs.push(err(
+                    m,
+                    o,
+                    "has a wrong parent link or is erased but still attached".into(),
+                ));
                 continue;
             }
             verify_op(m, o, visible, errs, depth + 1);

@@ -124,7 +124,12 @@ pub fn lex(src: &str) -> Result<Vec<(usize, Tok<'_>, usize)>, LexError> {
         let span = lexer.span();
         match t {
             Ok(tok) => out.push((span.start, tok, span.end)),
-            Err(()) => return Err(LexError { start: span.start, end: span.end }),
+            Err(()) => {
+                return Err(LexError {
+                    start: span.start,
+                    end: span.end,
+                });
+            }
         }
     }
     Ok(out)
@@ -186,14 +191,38 @@ mod tests {
 
     #[test]
     fn shape_prefix_is_one_token() {
-        let toks: Vec<_> = lex("tensor<16x?xf32>").unwrap().into_iter().map(|t| t.1).collect();
-        assert_eq!(toks, [Tok::KwTensor, Tok::Less, Tok::Dims("16x?x"), Tok::Ident("f32"), Tok::Greater]);
+        let toks: Vec<_> = lex("tensor<16x?xf32>")
+            .unwrap()
+            .into_iter()
+            .map(|t| t.1)
+            .collect();
+        assert_eq!(
+            toks,
+            [
+                Tok::KwTensor,
+                Tok::Less,
+                Tok::Dims("16x?x"),
+                Tok::Ident("f32"),
+                Tok::Greater
+            ]
+        );
     }
 
     #[test]
     fn keywords_win_over_identifiers_and_dotted_names_stay_whole() {
-        let toks: Vec<_> = lex("func.func func.funcx graph.matmul").unwrap().into_iter().map(|t| t.1).collect();
-        assert_eq!(toks, [Tok::KwFunc, Tok::Ident("func.funcx"), Tok::Ident("graph.matmul")]);
+        let toks: Vec<_> = lex("func.func func.funcx graph.matmul")
+            .unwrap()
+            .into_iter()
+            .map(|t| t.1)
+            .collect();
+        assert_eq!(
+            toks,
+            [
+                Tok::KwFunc,
+                Tok::Ident("func.funcx"),
+                Tok::Ident("graph.matmul")
+            ]
+        );
     }
 
     #[test]

@@ -21,12 +21,18 @@ use crate::diag::Diagnostic;
 use crate::ir::print::f8e4m3fn_to_f64;
 use crate::ir::types::checked_product;
 use crate::ir::{
-    Attribute, BlobForm, BlockId, DenseAttr, Module, OpId, OpSpec, RegionId, ScalarType, Span, Type,
-    ValueId,
+    Attribute, BlobForm, BlockId, DenseAttr, Module, OpId, OpSpec, RegionId, ScalarType, Span,
+    Type, ValueId,
 };
 
 lalrpop_util::lalrpop_mod!(
-    #[allow(clippy::all, clippy::pedantic, unused_parens, unused_imports, dead_code)]
+    #[allow(
+        clippy::all,
+        clippy::pedantic,
+        unused_parens,
+        unused_imports,
+        dead_code
+    )]
     grammar,
     "/parser/grammar.rs"
 );
@@ -49,14 +55,25 @@ pub struct ParseError {
 }
 
 fn perr(message: impl Into<String>, span: (usize, usize)) -> ParseError {
-    ParseError { diagnostic: Diagnostic::error(message, Some(Span { start: span.0 as u32, end: span.1 as u32 })) }
+    ParseError {
+        diagnostic: Diagnostic::error(
+            message,
+            Some(Span {
+                start: span.0 as u32,
+                end: span.1 as u32,
+            }),
+        ),
+    }
 }
 
 /// Parses IR text into a module. The result is not verified; call [`crate::ir::verify`].
 pub fn parse_module(src: &str) -> Result<Module, ParseError> {
     let tokens = lexer::lex(src).map_err(|e| {
         let ch = src[e.start..].chars().next().unwrap_or(' ');
-        perr(format!("unexpected character '{}'", ch.escape_debug()), (e.start, e.end.max(e.start + 1)))
+        perr(
+            format!("unexpected character '{}'", ch.escape_debug()),
+            (e.start, e.end.max(e.start + 1)),
+        )
     })?;
     let mut depth = 0usize;
     for (s, t, e) in &tokens {
@@ -64,7 +81,10 @@ pub fn parse_module(src: &str) -> Result<Module, ParseError> {
             Tok::LParen | Tok::LBrace | Tok::LBracket | Tok::Less | Tok::FileMetadataBegin => {
                 depth += 1;
                 if depth > MAX_NESTING {
-                    return Err(perr(format!("nesting deeper than {MAX_NESTING} levels"), (*s, *e)));
+                    return Err(perr(
+                        format!("nesting deeper than {MAX_NESTING} levels"),
+                        (*s, *e),
+                    ));
                 }
             }
             Tok::RParen | Tok::RBrace | Tok::RBracket | Tok::Greater | Tok::FileMetadataEnd => {
@@ -83,13 +103,23 @@ pub fn parse_module(src: &str) -> Result<Module, ParseError> {
 fn convert_lr_error(e: LrError<usize, Tok<'_>, GrammarError>, eof: usize) -> ParseError {
     match e {
         LrError::InvalidToken { location } => perr("invalid token", (location, location + 1)),
-        LrError::UnrecognizedEof { location, expected } => {
-            perr(format!("unexpected end of input, expected {}", expected_list(&expected)), (location.min(eof), location.min(eof)))
+        LrError::UnrecognizedEof { location, expected } => perr(
+            format!(
+                "unexpected end of input, expected {}",
+                expected_list(&expected)
+            ),
+            (location.min(eof), location.min(eof)),
+        ),
+        LrError::UnrecognizedToken {
+            token: (s, t, e),
+            expected,
+        } => perr(
+            format!("unexpected '{t}', expected {}", expected_list(&expected)),
+            (s, e),
+        ),
+        LrError::ExtraToken { token: (s, t, e) } => {
+            perr(format!("unexpected extra token '{t}'"), (s, e))
         }
-        LrError::UnrecognizedToken { token: (s, t, e), expected } => {
-            perr(format!("unexpected '{t}', expected {}", expected_list(&expected)), (s, e))
-        }
-        LrError::ExtraToken { token: (s, t, e) } => perr(format!("unexpected extra token '{t}'"), (s, e)),
         LrError::User { error } => perr(error.message, error.span),
     }
 }
@@ -139,7 +169,8 @@ pub fn unescape(raw: &str) -> Result<String, String> {
                 }
                 _ => {
                     let hex = inner.get(i + 1..i + 3).ok_or("bad escape in string")?;
-                    let b = u8::from_str_radix(hex, 16).map_err(|_| format!("bad escape '\\{hex}' in string"))?;
+                    let b = u8::from_str_radix(hex, 16)
+                        .map_err(|_| format!("bad escape '\\{hex}' in string"))?;
                     out.push(b);
                     i += 3;
                 }
@@ -154,12 +185,14 @@ pub fn unescape(raw: &str) -> Result<String, String> {
 
 /// Parses a decimal integer literal.
 pub fn parse_int(s: &str) -> Result<i128, String> {
-    s.parse::<i128>().map_err(|_| format!("integer literal '{s}' is out of range"))
+    s.parse::<i128>()
+        .map_err(|_| format!("integer literal '{s}' is out of range"))
 }
 
 /// Parses a float literal.
 pub fn parse_float(s: &str) -> Result<f64, String> {
-    s.parse::<f64>().map_err(|_| format!("bad float literal '{s}'"))
+    s.parse::<f64>()
+        .map_err(|_| format!("bad float literal '{s}'"))
 }
 
 /// Parses a `0x...` literal.
@@ -181,7 +214,13 @@ type PResult<T> = Result<T, ParseError>;
 
 impl<'s> Lowering<'s> {
     fn new(src: &'s str) -> Self {
-        Lowering { _src: src, m: Module::new(), scopes: vec![], barriers: vec![0], resources: HashMap::new() }
+        Lowering {
+            _src: src,
+            m: Module::new(),
+            scopes: vec![],
+            barriers: vec![0],
+            resources: HashMap::new(),
+        }
     }
 
     fn file(mut self, file: AFile) -> PResult<Module> {
@@ -203,9 +242,15 @@ impl<'s> Lowering<'s> {
             if let Some(loc) = op.loc {
                 self.m.op_mut(top).loc = loc;
             }
-            self.m.op_mut(top).span = Some(Span { start: op.span.0 as u32, end: op.span.1 as u32 });
+            self.m.op_mut(top).span = Some(Span {
+                start: op.span.0 as u32,
+                end: op.span.1 as u32,
+            });
             match op.kind {
-                AOpKind::Module { attrs, body: region } => {
+                AOpKind::Module {
+                    attrs,
+                    body: region,
+                } => {
                     for e in attrs {
                         let a = self.attr(e.value)?;
                         self.m.set_attr(top, &e.name, a);
@@ -214,7 +259,15 @@ impl<'s> Lowering<'s> {
                     self.region_blocks_into(region, body, op.span)?;
                     self.pop_scope(true);
                 }
-                AOpKind::Generic { operands, props, regions, attrs, fn_type, type_span, .. } => {
+                AOpKind::Generic {
+                    operands,
+                    props,
+                    regions,
+                    attrs,
+                    fn_type,
+                    type_span,
+                    ..
+                } => {
                     if !operands.is_empty() || !fn_type.0.is_empty() || !fn_type.1.is_empty() {
                         return Err(perr("'builtin.module' must have type () -> ()", type_span));
                     }
@@ -306,7 +359,13 @@ impl<'s> Lowering<'s> {
 
     fn resolve(&self, v: &AValue) -> PResult<ValueId> {
         let (base, idx) = match v.name.split_once('#') {
-            Some((b, i)) => (b, Some(i.parse::<usize>().map_err(|_| perr("bad result index", v.span))?)),
+            Some((b, i)) => (
+                b,
+                Some(
+                    i.parse::<usize>()
+                        .map_err(|_| perr("bad result index", v.span))?,
+                ),
+            ),
             None => (v.name.as_str(), None),
         };
         let barrier = *self.barriers.last().unwrap_or(&0);
@@ -314,9 +373,18 @@ impl<'s> Lowering<'s> {
             if let Some(vals) = s.get(base) {
                 return match idx {
                     None if vals.len() == 1 => Ok(vals[0]),
-                    None => Err(perr(format!("'{base}' names {} results; use '{base}#N'", vals.len()), v.span)),
+                    None => Err(perr(
+                        format!("'{base}' names {} results; use '{base}#N'", vals.len()),
+                        v.span,
+                    )),
                     Some(i) => vals.get(i).copied().ok_or_else(|| {
-                        perr(format!("result index {i} out of range: '{base}' has {} results", vals.len()), v.span)
+                        perr(
+                            format!(
+                                "result index {i} out of range: '{base}' has {} results",
+                                vals.len()
+                            ),
+                            v.span,
+                        )
                     }),
                 };
             }
@@ -324,17 +392,32 @@ impl<'s> Lowering<'s> {
         Err(perr(format!("use of undefined value '{}'", v.name), v.span))
     }
 
-    fn check_operand_types(&self, operands: &[ValueId], uses: &[AValue], types: &[Type], span: Sp) -> PResult<()> {
+    fn check_operand_types(
+        &self,
+        operands: &[ValueId],
+        uses: &[AValue],
+        types: &[Type],
+        span: Sp,
+    ) -> PResult<()> {
         if operands.len() != types.len() {
             return Err(perr(
-                format!("the op has {} operands but its type lists {} operand types", operands.len(), types.len()),
+                format!(
+                    "the op has {} operands but its type lists {} operand types",
+                    operands.len(),
+                    types.len()
+                ),
                 span,
             ));
         }
         for ((v, u), t) in operands.iter().zip(uses).zip(types) {
             if self.m.value_type(*v) != t {
                 return Err(perr(
-                    format!("'{}' has type {} but is used here as {}", u.name, self.m.value_type(*v), t),
+                    format!(
+                        "'{}' has type {} but is used here as {}",
+                        u.name,
+                        self.m.value_type(*v),
+                        t
+                    ),
                     u.span,
                 ));
             }
@@ -343,20 +426,42 @@ impl<'s> Lowering<'s> {
     }
 
     fn op(&mut self, op: AOp, block: BlockId) -> PResult<OpId> {
-        let AOp { span, name_end, results, kind, loc } = op;
+        let AOp {
+            span,
+            name_end,
+            results,
+            kind,
+            loc,
+        } = op;
         let loc = loc.unwrap_or_default();
         let result_count: u32 = results.iter().map(|r| r.1).sum();
         let id = match kind {
-            AOpKind::Generic { name, operands, props, regions, attrs, fn_type, type_span } => {
-                let vals = operands.iter().map(|v| self.resolve(v)).collect::<PResult<Vec<_>>>()?;
+            AOpKind::Generic {
+                name,
+                operands,
+                props,
+                regions,
+                attrs,
+                fn_type,
+                type_span,
+            } => {
+                let vals = operands
+                    .iter()
+                    .map(|v| self.resolve(v))
+                    .collect::<PResult<Vec<_>>>()?;
                 self.check_operand_types(&vals, &operands, &fn_type.0, type_span)?;
                 if fn_type.1.len() as u32 != result_count {
                     return Err(perr(
-                        format!("the op defines {result_count} result(s) but its type lists {}", fn_type.1.len()),
+                        format!(
+                            "the op defines {result_count} result(s) but its type lists {}",
+                            fn_type.1.len()
+                        ),
                         type_span,
                     ));
                 }
-                let mut spec = OpSpec::new(name.clone(), loc).operands(&vals).results(fn_type.1);
+                let mut spec = OpSpec::new(name.clone(), loc)
+                    .operands(&vals)
+                    .results(fn_type.1);
                 for e in props.into_iter().chain(attrs) {
                     let a = self.attr(e.value)?;
                     spec.attrs.push((e.name, a));
@@ -370,8 +475,16 @@ impl<'s> Lowering<'s> {
                 }
                 id
             }
-            AOpKind::Module { .. } => return Err(perr("'module' is only allowed at the top level", span)),
-            AOpKind::Func { sym, args, results: res, attrs, body } => {
+            AOpKind::Module { .. } => {
+                return Err(perr("'module' is only allowed at the top level", span));
+            }
+            AOpKind::Func {
+                sym,
+                args,
+                results: res,
+                attrs,
+                body,
+            } => {
                 if result_count != 0 {
                     return Err(perr("'func.func' has no results", span));
                 }
@@ -379,7 +492,10 @@ impl<'s> Lowering<'s> {
                 let outs: Vec<Type> = res.iter().map(|r| r.0.clone()).collect();
                 let mut spec = OpSpec::new("func.func", loc)
                     .attr("sym_name", Attribute::Str(sym))
-                    .attr("function_type", Attribute::Type(Type::Function(ins.clone(), outs)));
+                    .attr(
+                        "function_type",
+                        Attribute::Type(Type::Function(ins.clone(), outs)),
+                    );
                 if args.iter().any(|a| !a.attrs.is_empty()) {
                     let mut list = vec![];
                     for a in &args {
@@ -410,7 +526,10 @@ impl<'s> Lowering<'s> {
                 let mut blocks = body.blocks.into_iter();
                 if let Some(first) = blocks.next() {
                     if first.label.is_some() && !first.args.is_empty() {
-                        return Err(perr("the entry block of 'func.func' gets its arguments from the signature", span));
+                        return Err(perr(
+                            "the entry block of 'func.func' gets its arguments from the signature",
+                            span,
+                        ));
                     }
                     for o in first.ops {
                         self.op(o, entry)?;
@@ -422,18 +541,30 @@ impl<'s> Lowering<'s> {
                 self.pop_scope(true);
                 id
             }
-            AOpKind::Return { operands, types, type_span } => {
-                let vals = operands.iter().map(|v| self.resolve(v)).collect::<PResult<Vec<_>>>()?;
+            AOpKind::Return {
+                operands,
+                types,
+                type_span,
+            } => {
+                let vals = operands
+                    .iter()
+                    .map(|v| self.resolve(v))
+                    .collect::<PResult<Vec<_>>>()?;
                 self.check_operand_types(&vals, &operands, &types, type_span)?;
                 if result_count != 0 {
                     return Err(perr("'func.return' has no results", span));
                 }
-                let id = self.m.create_op(OpSpec::new("func.return", loc).operands(&vals));
+                let id = self
+                    .m
+                    .create_op(OpSpec::new("func.return", loc).operands(&vals));
                 self.m.append_op(block, id);
                 id
             }
         };
-        self.m.op_mut(id).span = Some(Span { start: span.0 as u32, end: name_end as u32 });
+        self.m.op_mut(id).span = Some(Span {
+            start: span.0 as u32,
+            end: name_end as u32,
+        });
         let vals = self.m.op(id).results.clone();
         let mut offset = 0usize;
         for (name, n, rspan) in results {
@@ -485,13 +616,22 @@ impl<'s> Lowering<'s> {
                 None => Attribute::Int(to_i64(*v, ScalarType::I64, *span)?, ScalarType::I64),
                 Some(Type::Scalar(s)) if s.is_float() => Attribute::Float(*v as f64, *s),
                 Some(Type::Scalar(s)) => Attribute::Int(to_i64(*v, *s, *span)?, *s),
-                Some(Type::Index) => Attribute::Int(to_i64(*v, ScalarType::I64, *span)?, ScalarType::I64),
-                Some(t) => return Err(perr(format!("integer attribute cannot have type {t}"), *span)),
+                Some(Type::Index) => {
+                    Attribute::Int(to_i64(*v, ScalarType::I64, *span)?, ScalarType::I64)
+                }
+                Some(t) => {
+                    return Err(perr(
+                        format!("integer attribute cannot have type {t}"),
+                        *span,
+                    ));
+                }
             },
             AAttr::Float(v, t, span) => match t {
                 None => Attribute::Float(*v, ScalarType::F64),
                 Some(Type::Scalar(s)) if s.is_float() => Attribute::Float(round_to(*v, *s), *s),
-                Some(t) => return Err(perr(format!("float attribute cannot have type {t}"), *span)),
+                Some(t) => {
+                    return Err(perr(format!("float attribute cannot have type {t}"), *span));
+                }
             },
             AAttr::Hex(bits, t, span) => match t {
                 Type::Scalar(s) if s.is_float() => Attribute::Float(float_from_bits(*bits, *s), *s),
@@ -501,7 +641,9 @@ impl<'s> Lowering<'s> {
             AAttr::Str(s) => Attribute::Str(s.clone()),
             AAttr::Bool(b) => Attribute::Bool(*b),
             AAttr::Unit => Attribute::Unit,
-            AAttr::Array(v) => Attribute::Array(v.iter().map(|x| self.attr_ref(x)).collect::<PResult<_>>()?),
+            AAttr::Array(v) => {
+                Attribute::Array(v.iter().map(|x| self.attr_ref(x)).collect::<PResult<_>>()?)
+            }
             AAttr::DenseArray(t, v, span) => match t.as_str() {
                 "i64" => Attribute::DenseI64Array(
                     v.iter()
@@ -521,30 +663,62 @@ impl<'s> Lowering<'s> {
                         })
                         .collect::<PResult<_>>()?,
                 ),
-                other => return Err(perr(format!("unsupported array element type '{other}' (use i64 or f32)"), *span)),
+                other => {
+                    return Err(perr(
+                        format!("unsupported array element type '{other}' (use i64 or f32)"),
+                        *span,
+                    ));
+                }
             },
             AAttr::Dense(d, ty, span) => {
-                let (shape, elem) = static_shape_of(ty).ok_or_else(|| perr(format!("dense attribute needs a static tensor type, got {ty}"), *span))?;
+                let (shape, elem) = static_shape_of(ty).ok_or_else(|| {
+                    perr(
+                        format!("dense attribute needs a static tensor type, got {ty}"),
+                        *span,
+                    )
+                })?;
                 let bytes = dense_bytes(d, &shape, elem).map_err(|m| perr(m, *span))?;
-                let blob = self.m.blobs.add("cst", Some(bytes.into()), BlobForm::Inline);
-                Attribute::Dense(DenseAttr { ty: ty.clone(), blob })
+                let blob = self
+                    .m
+                    .blobs
+                    .add("cst", Some(bytes.into()), BlobForm::Inline);
+                Attribute::Dense(DenseAttr {
+                    ty: ty.clone(),
+                    blob,
+                })
             }
             AAttr::DenseResource(name, ty, span) => {
-                let (shape, elem) = static_shape_of(ty).ok_or_else(|| perr(format!("dense_resource needs a static tensor type, got {ty}"), *span))?;
+                let (shape, elem) = static_shape_of(ty).ok_or_else(|| {
+                    perr(
+                        format!("dense_resource needs a static tensor type, got {ty}"),
+                        *span,
+                    )
+                })?;
                 let blob = match self.m.blobs.find(name) {
                     Some(b) => b,
                     None => {
                         let bytes = self.resources.get(name).cloned();
                         if let Some(b) = &bytes {
-                            let need = checked_product(&shape).and_then(|n| (n as usize).checked_mul(elem.byte_size())).unwrap_or(usize::MAX);
+                            let need = checked_product(&shape)
+                                .and_then(|n| (n as usize).checked_mul(elem.byte_size()))
+                                .unwrap_or(usize::MAX);
                             if b.len() != need && b.len() != elem.byte_size() {
-                                return Err(perr(format!("resource '{name}' holds {} bytes but {ty} needs {need}", b.len()), *span));
+                                return Err(perr(
+                                    format!(
+                                        "resource '{name}' holds {} bytes but {ty} needs {need}",
+                                        b.len()
+                                    ),
+                                    *span,
+                                ));
                             }
                         }
                         self.m.blobs.add(name, bytes, BlobForm::Resource)
                     }
                 };
-                Attribute::Dense(DenseAttr { ty: ty.clone(), blob })
+                Attribute::Dense(DenseAttr {
+                    ty: ty.clone(),
+                    blob,
+                })
             }
             AAttr::Type(t) => Attribute::Type(t.clone()),
             AAttr::Dict(d) => self.dict(d)?,
@@ -560,7 +734,10 @@ fn to_i64(v: i128, t: ScalarType, span: Sp) -> PResult<i64> {
     let (lo, hi): (i128, i128) = match t {
         ScalarType::I1 => (0, 1),
         s if s.is_unsigned() => (0, (1i128 << s.bit_width()) - 1),
-        s => (-(1i128 << (s.bit_width() - 1)), (1i128 << (s.bit_width() - 1)) - 1),
+        s => (
+            -(1i128 << (s.bit_width() - 1)),
+            (1i128 << (s.bit_width() - 1)) - 1,
+        ),
     };
     if v < lo || v > hi {
         return Err(perr(format!("integer {v} does not fit in {t}"), span));
@@ -601,7 +778,10 @@ fn decode_hex_bytes(h: &str) -> Result<Vec<u8>, String> {
     }
     (0..h.len())
         .step_by(2)
-        .map(|i| u8::from_str_radix(&h[i..i + 2], 16).map_err(|_| "invalid hex digit in data".to_string()))
+        .map(|i| {
+            u8::from_str_radix(&h[i..i + 2], 16)
+                .map_err(|_| "invalid hex digit in data".to_string())
+        })
         .collect()
 }
 
@@ -621,12 +801,19 @@ fn flatten_dense<'a>(d: &'a ADense, shape: &[u64], out: &mut Vec<&'a ANum>) -> R
         }
         (ADense::List(v), Some((&dim, rest))) => {
             if v.len() as u64 != dim {
-                return Err(format!("dense literal has {} elements where the type needs {dim}", v.len()));
+                return Err(format!(
+                    "dense literal has {} elements where the type needs {dim}",
+                    v.len()
+                ));
             }
             v.iter().try_for_each(|x| flatten_dense(x, rest, out))
         }
-        (ADense::List(_), None) => Err("dense literal is nested deeper than the tensor rank".into()),
-        (ADense::Elem(_), Some(_)) => Err("dense literal is not nested as deep as the tensor rank".into()),
+        (ADense::List(_), None) => {
+            Err("dense literal is nested deeper than the tensor rank".into())
+        }
+        (ADense::Elem(_), Some(_)) => {
+            Err("dense literal is not nested as deep as the tensor rank".into())
+        }
         (ADense::Hex(_), _) => Err("hex string inside a dense list".into()),
     }
 }
@@ -638,7 +825,11 @@ fn dense_bytes(d: &ADense, shape: &[u64], elem: ScalarType) -> Result<Vec<u8>, S
     if let ADense::Hex(h) = d {
         let bytes = decode_hex_bytes(h)?;
         if Some(bytes.len()) != numel.checked_mul(es) && bytes.len() != es {
-            return Err(format!("hex data holds {} bytes but the type needs {}", bytes.len(), numel * es));
+            return Err(format!(
+                "hex data holds {} bytes but the type needs {}",
+                bytes.len(),
+                numel * es
+            ));
         }
         return Ok(bytes);
     }
@@ -685,8 +876,16 @@ fn encode_elem(n: &ANum, elem: ScalarType, out: &mut Vec<u8>) -> Result<(), Stri
     if elem == ScalarType::I1 && !(0..=1).contains(&v) {
         return Err(format!("{v} is not a valid i1"));
     }
-    let lo = if elem.is_unsigned() || elem == ScalarType::I1 { 0 } else { -(1i128 << (elem.bit_width() - 1)) };
-    let hi = if elem.is_unsigned() || elem == ScalarType::I1 { (1i128 << elem.bit_width()) - 1 } else { (1i128 << (elem.bit_width() - 1)) - 1 };
+    let lo = if elem.is_unsigned() || elem == ScalarType::I1 {
+        0
+    } else {
+        -(1i128 << (elem.bit_width() - 1))
+    };
+    let hi = if elem.is_unsigned() || elem == ScalarType::I1 {
+        (1i128 << elem.bit_width()) - 1
+    } else {
+        (1i128 << (elem.bit_width() - 1)) - 1
+    };
     if v < lo || v > hi {
         return Err(format!("{v} does not fit in {elem}"));
     }
@@ -708,6 +907,9 @@ mod tests {
         let src = "module {\n  func.func @f() {\n    \"x.y\"(%9) : (f32) -> ()\n    func.return\n  }\n}\n";
         let e = parse_module(src).unwrap_err();
         assert!(e.diagnostic.message.contains("undefined value '%9'"));
-        assert_eq!(e.diagnostic.span.map(|s| s.start), Some(src.find("%9").unwrap() as u32));
+        assert_eq!(
+            e.diagnostic.span.map(|s| s.start),
+            Some(src.find("%9").unwrap() as u32)
+        );
     }
 }

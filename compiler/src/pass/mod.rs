@@ -27,16 +27,30 @@ pub enum PassError {
     UnknownPass { name: String, valid: String },
     /// A pass reported a failure.
     #[error("pass '{pass}' failed at {loc}: {message}")]
-    Failed { pass: String, message: String, loc: Location },
+    Failed {
+        pass: String,
+        message: String,
+        loc: Location,
+    },
     /// The IR did not verify after a pass (or before the first one, with pass `input`).
     #[error("IR failed to verify after pass '{pass}': {}", first_error(.errors))]
-    VerifyFailed { pass: String, errors: Vec<VerifyError> },
+    VerifyFailed {
+        pass: String,
+        errors: Vec<VerifyError>,
+    },
     /// An option names a pass that is not in the pipeline.
     #[error("option {option} names pass '{pass}', which is not in the pipeline ({pipeline})")]
-    NotInPipeline { option: &'static str, pass: String, pipeline: String },
+    NotInPipeline {
+        option: &'static str,
+        pass: String,
+        pipeline: String,
+    },
     /// Writing a dump failed.
     #[error("cannot write IR dump '{path}': {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 fn first_error(e: &[VerifyError]) -> String {
@@ -50,7 +64,11 @@ fn first_error(e: &[VerifyError]) -> String {
 impl PassError {
     /// A failure of pass `pass` at `loc`.
     pub fn failed(pass: &str, loc: Location, message: impl Into<String>) -> Self {
-        PassError::Failed { pass: pass.to_string(), message: message.into(), loc }
+        PassError::Failed {
+            pass: pass.to_string(),
+            message: message.into(),
+            loc,
+        }
     }
 }
 
@@ -123,7 +141,9 @@ impl From<&IrDumpArgs> for PassManagerOptions {
             stop_after: a.stop_after.clone(),
             time_passes: a.time_passes,
             verify_each: a.verify_each || cfg!(debug_assertions),
-            print: PrintOptions { elide_large_constants: !a.print_large_constants },
+            print: PrintOptions {
+                elide_large_constants: !a.print_large_constants,
+            },
         }
     }
 }
@@ -146,12 +166,19 @@ pub struct PassManager {
 impl PassManager {
     /// An empty pipeline.
     pub fn new(options: PassManagerOptions) -> Self {
-        PassManager { passes: vec![], options }
+        PassManager {
+            passes: vec![],
+            options,
+        }
     }
 
     /// Builds a pipeline from a comma-separated list of registered pass names (`"canonicalize,cse"`).
     pub fn parse_pipeline(pipeline: &str, options: PassManagerOptions) -> Result<Self, PassError> {
-        let names: Vec<&str> = pipeline.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+        let names: Vec<&str> = pipeline
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
         Self::from_names(&names, options)
     }
 
@@ -181,7 +208,11 @@ impl PassManager {
             if names.contains(&n.as_str()) {
                 Ok(())
             } else {
-                Err(PassError::NotInPipeline { option, pass: n.clone(), pipeline: pipeline.clone() })
+                Err(PassError::NotInPipeline {
+                    option,
+                    pass: n.clone(),
+                    pipeline: pipeline.clone(),
+                })
             }
         };
         for n in &self.options.print_ir_before {
@@ -196,9 +227,18 @@ impl PassManager {
         Ok(())
     }
 
-    fn dump(&self, dir: &Option<PathBuf>, index: usize, name: &str, m: &Module) -> Result<(), PassError> {
+    fn dump(
+        &self,
+        dir: &Option<PathBuf>,
+        index: usize,
+        name: &str,
+        m: &Module,
+    ) -> Result<(), PassError> {
         if let Some(dir) = dir {
-            std::fs::create_dir_all(dir).map_err(|e| PassError::Io { path: dir.clone(), source: e })?;
+            std::fs::create_dir_all(dir).map_err(|e| PassError::Io {
+                path: dir.clone(),
+                source: e,
+            })?;
             let path = dir.join(format!("{index:02}-{name}.mlir"));
             std::fs::write(&path, print_module_with(m, self.options.print))
                 .map_err(|e| PassError::Io { path, source: e })?;
@@ -212,28 +252,43 @@ impl PassManager {
         let opts = self.options.clone();
         let mut report = PassReport::default();
         if opts.verify_each {
-            verify(m).map_err(|errors| PassError::VerifyFailed { pass: "input".into(), errors })?;
+            verify(m).map_err(|errors| PassError::VerifyFailed {
+                pass: "input".into(),
+                errors,
+            })?;
         }
         self.dump(&opts.dump_ir, 0, "input", m)?;
         let total = Instant::now();
         for (i, pass) in self.passes.iter_mut().enumerate() {
             let name = pass.name();
             if opts.print_ir_before.iter().any(|n| n == name) {
-                let _ = write!(log, "// -----// IR Dump Before {name} //----- //\n{}\n", print_module_with(m, opts.print));
+                let _ = write!(
+                    log,
+                    "// -----// IR Dump Before {name} //----- //\n{}\n",
+                    print_module_with(m, opts.print)
+                );
             }
             let t = Instant::now();
             pass.run(m)?;
             let dt = t.elapsed();
             report.timings.push((name.to_string(), dt));
             if opts.verify_each {
-                verify(m).map_err(|errors| PassError::VerifyFailed { pass: name.into(), errors })?;
+                verify(m).map_err(|errors| PassError::VerifyFailed {
+                    pass: name.into(),
+                    errors,
+                })?;
             }
             if opts.print_ir_after_all || opts.print_ir_after.iter().any(|n| n == name) {
-                let _ = write!(log, "// -----// IR Dump After {name} //----- //\n{}\n", print_module_with(m, opts.print));
+                let _ = write!(
+                    log,
+                    "// -----// IR Dump After {name} //----- //\n{}\n",
+                    print_module_with(m, opts.print)
+                );
             }
             if let Some(dir) = &opts.dump_ir {
                 let path = dir.join(format!("{:02}-{name}.mlir", i + 1));
-                std::fs::write(&path, print_module_with(m, opts.print)).map_err(|e| PassError::Io { path, source: e })?;
+                std::fs::write(&path, print_module_with(m, opts.print))
+                    .map_err(|e| PassError::Io { path, source: e })?;
             }
             if opts.stop_after.as_deref() == Some(name) {
                 report.stopped_after = Some(name.to_string());
@@ -245,7 +300,11 @@ impl PassManager {
             for (n, d) in &report.timings {
                 let _ = writeln!(log, "//   {:>10.3} ms  {n}", d.as_secs_f64() * 1e3);
             }
-            let _ = writeln!(log, "//   {:>10.3} ms  total", total.elapsed().as_secs_f64() * 1e3);
+            let _ = writeln!(
+                log,
+                "//   {:>10.3} ms  total",
+                total.elapsed().as_secs_f64() * 1e3
+            );
         }
         Ok(report)
     }

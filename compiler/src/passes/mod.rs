@@ -52,8 +52,14 @@ mod tests {
 
     #[test]
     fn unknown_pass_error_lists_valid_names() {
-        let e = create("nope").err().map(|e| e.to_string()).unwrap_or_default();
-        assert_eq!(e, "unknown pass 'nope'; valid passes: canonicalize, cse, dce");
+        let e = create("nope")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert_eq!(
+            e,
+            "unknown pass 'nope'; valid passes: canonicalize, cse, dce"
+        );
     }
 
     #[test]
