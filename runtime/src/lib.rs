@@ -68,6 +68,7 @@
 //! are identical to a functional run unless control flow depends on data loaded from HBM.
 //! Inputs are optional and outputs are not returned (the result's `outputs` is empty).
 
+pub mod compare;
 pub mod error;
 mod exec;
 mod memory;

@@ -6,7 +6,9 @@
 //! - unit busy cycles: for each started instruction, the cycles from its start until its unit may
 //!   start the next one (`free - start`: the cost model's occupancy, stretched for a DMA that waited
 //!   for the shared HBM channel). The scalar unit's busy cycles include one `latency.scalar` per
-//!   instruction it dispatched to another unit. Busy fraction = busy cycles / `cycles`.
+//!   instruction it dispatched to another unit, and `latency.barrier` per barrier (time spent
+//!   waiting for a semaphore, a full queue or other cores is not busy). Busy fraction = busy
+//!   cycles / `cycles`.
 //! - HBM bytes: the cost model's burst-rounded `hbm_read`/`hbm_write`.
 //! - SRAM / accumulator high-water: highest byte address any instruction touched + 1.
 //! - FLOP/s: 2 × MACs / run time; the fraction is against `Target::peak_flops` (bf16 rate).

@@ -532,13 +532,21 @@ impl<'p> Sim<'p> {
         let release = self.cores.iter().map(|c| c.arrival).max().unwrap_or(0) + lat;
         for c in 0..self.cores.len() {
             let pc = self.cores[c].pc;
-            let arrival = self.cores[c].arrival;
             let inst = Inst::Barrier {};
             let cst = Cost {
                 occupancy: lat,
                 ..Default::default()
             };
-            self.record(c, Unit::Scalar, pc, &inst, arrival, release, release, &cst);
+            self.record(
+                c,
+                Unit::Scalar,
+                pc,
+                &inst,
+                release - lat,
+                release,
+                release,
+                &cst,
+            );
             let core = &mut self.cores[c];
             core.disp = Disp::Run;
             core.t = release;

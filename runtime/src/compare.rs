@@ -1,0 +1,225 @@
+//! Comparing an output with its reference — the one place the toolchain's tolerances live.
+//!
+//! An element passes when `|got − expected| ≤ atol + rtol·|expected|`, where
+//! `atol = scale_atol · max|expected|` (so the absolute slack follows the output's scale); NaN
+//! matches NaN and infinities must match exactly. A tolerance may also demand a minimum cosine
+//! similarity over the whole tensor. Every comparison prints the tolerance it used.
+
+use crate::Tensor;
+use std::fmt;
+
+/// How close an output must be to its reference.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Tolerance {
+    pub name: &'static str,
+    pub rtol: f64,
+    pub scale_atol: f64,
+    pub min_cosine: Option<f64>,
+}
+
+impl Tolerance {
+    /// f32 storage and arithmetic: results match the reference to about 1e-5.
+    pub const FP32: Tolerance = Tolerance {
+        name: "fp32",
+        rtol: 1e-5,
+        scale_atol: 1e-5,
+        min_cosine: None,
+    };
+    /// bf16 storage with f32 accumulation.
+    pub const BF16: Tolerance = Tolerance {
+        name: "bf16",
+        rtol: 2e-2,
+        scale_atol: 2e-2,
+        min_cosine: Some(0.999),
+    };
+}
+
+impl fmt::Display for Tolerance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: |d| <= {:e}*max|ref| + {:e}*|ref|",
+            self.name, self.scale_atol, self.rtol
+        )?;
+        if let Some(c) = self.min_cosine {
+            write!(f, ", cosine >= {c}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The outcome of comparing one tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Comparison {
+    pub name: String,
+    pub elements: u64,
+    pub max_abs: f64,
+    pub max_rel: f64,
+    pub cosine: f64,
+    pub mismatches: u64,
+    /// Multi-index, value and reference of the element furthest outside (or closest to) tolerance.
+    pub worst_index: Vec<u64>,
+    pub worst_got: f64,
+    pub worst_expected: f64,
+    pub tolerance: Tolerance,
+    pub pass: bool,
+}
+
+impl fmt::Display for Comparison {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {}: {} elements, max abs {:.3e}, max rel {:.3e}, cosine {:.6}",
+            if self.pass { "ok  " } else { "FAIL" },
+            self.name,
+            self.elements,
+            self.max_abs,
+            self.max_rel,
+            self.cosine
+        )?;
+        if !self.pass {
+            write!(
+                f,
+                ", {} outside; worst at {:?}: got {} expected {}",
+                self.mismatches, self.worst_index, self.worst_got, self.worst_expected
+            )?;
+        }
+        write!(f, " [{}]", self.tolerance)
+    }
+}
+
+fn unravel(mut i: u64, shape: &[u64]) -> Vec<u64> {
+    let mut idx = vec![0; shape.len()];
+    for (d, &n) in shape.iter().enumerate().rev() {
+        if n > 0 {
+            idx[d] = i % n;
+            i /= n;
+        }
+    }
+    idx
+}
+
+/// Compares `got` with `expected` (same shape; element types may differ: both are read as f32).
+pub fn compare(
+    name: &str,
+    got: &Tensor,
+    expected: &Tensor,
+    tol: Tolerance,
+) -> Result<Comparison, String> {
+    if got.shape != expected.shape {
+        return Err(format!(
+            "{name}: shape {:?} does not match the reference's {:?}",
+            got.shape, expected.shape
+        ));
+    }
+    let g = got.to_f32();
+    let e = expected.to_f32();
+    let scale = e
+        .iter()
+        .filter(|v| v.is_finite())
+        .fold(0f64, |m, v| m.max((*v as f64).abs()));
+    let atol = tol.scale_atol * scale;
+    let (mut max_abs, mut max_rel, mut mismatches) = (0f64, 0f64, 0u64);
+    let (mut dot, mut ng, mut ne) = (0f64, 0f64, 0f64);
+    let (mut worst, mut worst_excess) = (0usize, f64::NEG_INFINITY);
+    for (i, (&a, &b)) in g.iter().zip(&e).enumerate() {
+        let (a, b) = (a as f64, b as f64);
+        let ok_special = (a.is_nan() && b.is_nan()) || (a.is_infinite() && a == b);
+        let d = if ok_special { 0.0 } else { (a - b).abs() };
+        let d = if d.is_nan() { f64::INFINITY } else { d };
+        let allowed = atol + tol.rtol * b.abs();
+        if d > allowed {
+            mismatches += 1;
+        }
+        if d - allowed > worst_excess {
+            worst_excess = d - allowed;
+            worst = i;
+        }
+        max_abs = max_abs.max(d);
+        if b != 0.0 {
+            max_rel = max_rel.max(d / b.abs());
+        }
+        if a.is_finite() && b.is_finite() {
+            dot += a * b;
+            ng += a * a;
+            ne += b * b;
+        }
+    }
+    let cosine = if ng == 0.0 && ne == 0.0 {
+        1.0
+    } else if ng == 0.0 || ne == 0.0 {
+        0.0
+    } else {
+        dot / (ng.sqrt() * ne.sqrt())
+    };
+    let pass = mismatches == 0 && tol.min_cosine.is_none_or(|c| cosine >= c);
+    Ok(Comparison {
+        name: name.into(),
+        elements: g.len() as u64,
+        max_abs,
+        max_rel,
+        cosine,
+        mismatches,
+        worst_index: unravel(worst as u64, &got.shape),
+        worst_got: g.get(worst).copied().unwrap_or(0.0) as f64,
+        worst_expected: e.get(worst).copied().unwrap_or(0.0) as f64,
+        tolerance: tol,
+        pass,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use llmpu_isa::DType;
+
+    fn t(v: &[f32]) -> Tensor {
+        Tensor::from_f32(DType::F32, vec![v.len() as u64], v).unwrap()
+    }
+
+    #[test]
+    fn equal_tensors_pass_with_zero_error() {
+        let c = compare(
+            "x",
+            &t(&[1.0, -2.0, f32::NAN]),
+            &t(&[1.0, -2.0, f32::NAN]),
+            Tolerance::FP32,
+        )
+        .unwrap();
+        assert!(c.pass);
+        assert_eq!(c.max_abs, 0.0);
+    }
+
+    #[test]
+    fn an_error_beyond_tolerance_fails_and_names_the_worst_element() {
+        let c = compare(
+            "x",
+            &t(&[1.0, 2.1, 3.0]),
+            &t(&[1.0, 2.0, 3.0]),
+            Tolerance::FP32,
+        )
+        .unwrap();
+        assert!(!c.pass);
+        assert_eq!(c.worst_index, vec![1]);
+        assert_eq!(c.mismatches, 1);
+        assert!(c.to_string().contains("FAIL"));
+    }
+
+    #[test]
+    fn slack_follows_the_output_scale() {
+        let c = compare(
+            "x",
+            &t(&[1000.0, 0.005]),
+            &t(&[1000.0, 0.0]),
+            Tolerance::FP32,
+        )
+        .unwrap();
+        assert!(c.pass, "{c}");
+    }
+
+    #[test]
+    fn shape_mismatch_is_an_error() {
+        let a = Tensor::from_f32(DType::F32, vec![2, 1], &[1.0, 2.0]).unwrap();
+        assert!(compare("x", &a, &t(&[1.0, 2.0]), Tolerance::FP32).is_err());
+    }
+}
