@@ -4,7 +4,10 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod cmd_asm;
+mod cmd_run;
 mod cmd_targets;
+mod load;
 
 /// LLMPU toolchain: compile ONNX transformers to the LLMPU ISA, inspect the IR, run binaries on the
 /// emulator.
@@ -19,12 +22,21 @@ struct Cli {
 enum Command {
     /// List the built-in machine configurations, or print one as TOML.
     Targets(cmd_targets::TargetsArgs),
+    /// Assemble LLMPU assembly into a binary.
+    Asm(cmd_asm::AsmArgs),
+    /// Print a binary as assembly that re-assembles to the identical binary.
+    Disasm(cmd_asm::DisasmArgs),
+    /// Run a binary on the emulator: outputs, checks and the cost report.
+    Run(cmd_run::RunArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Targets(a) => cmd_targets::run(a),
+        Command::Asm(a) => cmd_asm::asm(a),
+        Command::Disasm(a) => cmd_asm::disasm(a),
+        Command::Run(a) => cmd_run::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -30,7 +30,9 @@
 //! completion = start + occupancy + latency, so the next instruction may start before the previous
 //! one completes. Interlock: an instruction whose byte ranges overlap those of an earlier, still
 //! incomplete instruction of the same unit, where at least one of the two writes, starts no
-//! earlier than that instruction's completion.
+//! earlier than that instruction's completion. The matrix engine is exempt for accumulator
+//! ranges: its results drain into the accumulator in issue order, so a chain of `mxu.matmul … acc`
+//! steps into one tile streams back to back (the array pipelines accumulation).
 //!
 //! **HBM channel.** DMA transfers (`dma.load/store/gather/scatter`) share one channel across all
 //! cores: a DMA starting at `s` gets `hbm_start = max(s + latency.dma_setup, hbm_free)`, then

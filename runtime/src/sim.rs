@@ -567,6 +567,7 @@ impl<'p> Sim<'p> {
             let mut set = None;
             match *inst {
                 Inst::Nop {} => {}
+                Inst::Cid { rd } => set = Some((rd, c as i64)),
                 Inst::Li { rd, imm } => set = Some((rd, imm as i64)),
                 Inst::Lih { rd, imm } => {
                     set = Some((rd, ((imm as i64) << 32) | (g(rd) & 0xffff_ffff)))
@@ -732,10 +733,13 @@ impl<'p> Sim<'p> {
         };
         if spans.n > 0 {
             let mut until = now;
+            let mxu = u == Unit::Mxu.index();
             for f in q.inflight.iter().filter(|f| f.completion > now) {
                 for a in spans.as_slice() {
                     for b in f.spans.as_slice() {
-                        if conflicts(a, b) {
+                        let in_order_acc =
+                            mxu && a.space == MemSpace::Acc && b.space == MemSpace::Acc;
+                        if conflicts(a, b) && !in_order_acc {
                             until = until.max(f.completion);
                         }
                     }

@@ -1,0 +1,153 @@
+//! `llmpu run`: executes a binary (or an assembly file) on the emulator, writes its outputs,
+//! compares them with references given by `--expect`, and prints the cost report.
+
+use crate::load;
+use llmpu_isa::Target;
+use llmpu_runtime::compare::{Tolerance, compare};
+use llmpu_runtime::{RunOptions, Tensor, npy};
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// LLMPU binary, or an assembly file (`.s`) assembled on the fly.
+    program: PathBuf,
+    /// An input tensor: `NAME=FILE.npy`. Repeat for each input.
+    #[arg(long = "input", value_name = "NAME=FILE")]
+    inputs: Vec<String>,
+    /// A reference for an output: `NAME=FILE.npy`; the output is compared with it.
+    #[arg(long = "expect", value_name = "NAME=FILE")]
+    expects: Vec<String>,
+    /// Tolerance for `--expect`: fp32 or bf16.
+    #[arg(long, default_value = "fp32")]
+    tolerance: String,
+    /// Write every output as `NAME.npy` into this directory.
+    #[arg(long)]
+    output_dir: Option<PathBuf>,
+    /// Write a Chrome/Perfetto trace (open in ui.perfetto.dev or chrome://tracing).
+    #[arg(long)]
+    trace: Option<PathBuf>,
+    /// Skip data movement and arithmetic: same cycles, no outputs.
+    #[arg(long)]
+    timing_only: bool,
+    /// Run on another target (preset or `.toml`) than the one embedded in the program.
+    #[arg(long)]
+    target: Option<String>,
+    /// Stop after this many instructions.
+    #[arg(long)]
+    max_instructions: Option<u64>,
+    /// Stop after this many cycles.
+    #[arg(long)]
+    max_cycles: Option<u64>,
+    /// Do not stop at data races between units.
+    #[arg(long)]
+    no_race_check: bool,
+    /// Print the report as JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn name_file(arg: &str, flag: &str) -> Result<(String, PathBuf), String> {
+    let (name, file) = arg
+        .split_once('=')
+        .ok_or_else(|| format!("{flag} `{arg}`: expected NAME=FILE.npy"))?;
+    Ok((name.to_string(), PathBuf::from(file)))
+}
+
+fn read_npy(path: &PathBuf) -> Result<Tensor, String> {
+    npy::read_file(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+pub fn run(a: &RunArgs) -> Result<(), String> {
+    let target = a
+        .target
+        .as_deref()
+        .map(Target::resolve)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let program = load::program(&a.program, target)?;
+    let mut inputs = Vec::new();
+    for arg in &a.inputs {
+        let (name, path) = name_file(arg, "--input")?;
+        inputs.push((name, read_npy(&path)?));
+    }
+    let tol = match a.tolerance.as_str() {
+        "fp32" => Tolerance::FP32,
+        "bf16" => Tolerance::BF16,
+        other => return Err(format!("--tolerance `{other}`: expected fp32 or bf16")),
+    };
+    let mut opts = RunOptions {
+        timing_only: a.timing_only,
+        trace: a.trace.is_some(),
+        race_check: !a.no_race_check,
+        ..RunOptions::default()
+    };
+    if let Some(n) = a.max_instructions {
+        opts.max_instructions = n;
+    }
+    if let Some(n) = a.max_cycles {
+        opts.max_cycles = n;
+    }
+    let result = llmpu_runtime::run(&program, &inputs, &opts).map_err(|e| e.to_string())?;
+    if let Some(dir) = &a.output_dir {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        for (name, t) in &result.outputs {
+            let path = dir.join(format!("{name}.npy"));
+            npy::write_file(&path, t).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+    }
+    if let (Some(path), Some(trace)) = (&a.trace, &result.trace) {
+        std::fs::write(path, trace.to_chrome_json())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    let mut failed = Vec::new();
+    let mut checks = Vec::new();
+    for arg in &a.expects {
+        let (name, path) = name_file(arg, "--expect")?;
+        let got = result.output(&name).ok_or_else(|| {
+            if a.timing_only {
+                format!("--expect {name}: timing-only runs produce no outputs")
+            } else {
+                format!("--expect {name}: the program has no output `{name}`")
+            }
+        })?;
+        let c = compare(&name, got, &read_npy(&path)?, tol)?;
+        if !c.pass {
+            failed.push(name);
+        }
+        checks.push(c);
+    }
+    if a.json {
+        let mut j = result.report.to_json();
+        j["checks"] = serde_json::Value::Array(
+            checks
+                .iter()
+                .map(|c| {
+                    serde_json::json!({
+                        "name": c.name, "pass": c.pass, "max_abs": c.max_abs,
+                        "max_rel": c.max_rel, "cosine": c.cosine, "tolerance": c.tolerance.to_string(),
+                    })
+                })
+                .collect(),
+        );
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&j).map_err(|e| e.to_string())?
+        );
+    } else {
+        for (name, t) in &result.outputs {
+            println!("output {name}: {}", t.describe());
+        }
+        for c in &checks {
+            println!("{c}");
+        }
+        print!("{}", result.report.render());
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "outputs differ from their references: {}",
+            failed.join(", ")
+        ))
+    }
+}
