@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod cmd_asm;
+mod cmd_opt;
 mod cmd_run;
 mod cmd_targets;
 mod load;
@@ -28,6 +29,8 @@ enum Command {
     Disasm(cmd_asm::DisasmArgs),
     /// Run a binary on the emulator: outputs, checks and the cost report.
     Run(cmd_run::RunArgs),
+    /// Read IR text, run passes on it and print the result (our `mlir-opt`).
+    Opt(cmd_opt::OptArgs),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +40,7 @@ fn main() -> ExitCode {
         Command::Asm(a) => cmd_asm::asm(a),
         Command::Disasm(a) => cmd_asm::disasm(a),
         Command::Run(a) => cmd_run::run(a),
+        Command::Opt(a) => cmd_opt::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
