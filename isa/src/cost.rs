@@ -239,6 +239,76 @@ pub fn cost(inst: &Inst, t: &Target) -> Cost {
                 c.acc_read = m * n * 4;
             }
         }
+        Inst::VpuSel {
+            dst,
+            c: cond,
+            a,
+            b,
+            rows,
+            cols,
+        } => {
+            let (r, k) = (rows as u64, cols as u64);
+            vector(&mut c, r, k, d.cost, t);
+            for src in [cond, a, b] {
+                charge(&mut c, tile_bytes(&src, r, k, Bcast::Full), false);
+            }
+            charge(&mut c, tile_bytes(&dst, r, k, Bcast::Full), true);
+        }
+        Inst::VpuSacc {
+            dst,
+            s,
+            b,
+            rows,
+            cols,
+        } => {
+            let (r, k) = (rows as u64, cols as u64);
+            vector(&mut c, r, k, d.cost, t);
+            charge(&mut c, tile_bytes(&dst, r, k, Bcast::Full), false);
+            charge(&mut c, tile_bytes(&s, r, k, Bcast::Col), false);
+            charge(&mut c, tile_bytes(&b, r, k, Bcast::Full), false);
+            charge(&mut c, tile_bytes(&dst, r, k, Bcast::Full), true);
+        }
+        Inst::VpuFill {
+            dst, rows, cols, ..
+        }
+        | Inst::VpuCausal {
+            dst, rows, cols, ..
+        } => {
+            let (r, k) = (rows as u64, cols as u64);
+            vector(&mut c, r, k, d.cost, t);
+            charge(&mut c, tile_bytes(&dst, r, k, Bcast::Full), true);
+        }
+        Inst::VpuRsum { dst, a, rows, cols }
+        | Inst::VpuRmax { dst, a, rows, cols }
+        | Inst::VpuRmin { dst, a, rows, cols } => {
+            let (r, k) = (rows as u64, cols as u64);
+            vector(&mut c, r, k, d.cost, t);
+            charge(&mut c, tile_bytes(&a, r, k, Bcast::Full), false);
+            charge(&mut c, tile_bytes(&dst, r, k, Bcast::Col), true);
+        }
+        _ => {
+            if let Some((dst, a, b, rows, cols, bcast)) = binary_parts(inst) {
+                let (r, k) = (rows as u64, cols as u64);
+                vector(&mut c, r, k, d.cost, t);
+                charge(&mut c, tile_bytes(&a, r, k, Bcast::Full), false);
+                charge(&mut c, tile_bytes(&b, r, k, bcast), false);
+                charge(&mut c, tile_bytes(&dst, r, k, Bcast::Full), true);
+            } else if let Some((dst, a, rows, cols, bcast)) = unary_parts(inst) {
+                let (r, k) = (rows as u64, cols as u64);
+                vector(&mut c, r, k, d.cost, t);
+                charge(&mut c, tile_bytes(&a, r, k, bcast), false);
+                charge(&mut c, tile_bytes(&dst, r, k, Bcast::Full), true);
+            }
+        }
+    }
+    debug_assert!(d.unit != Unit::Vpu || c.occupancy > 0 || matches!(d.cost, CostClass::Sync));
+    c
+}
+
+/// `(dst, a, b, rows, cols, bcast)` of the two-source vector instructions whose `b` is read per
+/// `bcast`.
+pub fn binary_parts(inst: &Inst) -> Option<(TileRef, TileRef, TileRef, u32, u32, Bcast)> {
+    match *inst {
         Inst::VpuAdd {
             dst,
             a,
@@ -310,71 +380,9 @@ pub fn cost(inst: &Inst, t: &Target) -> Cost {
             rows,
             cols,
             bcast,
-        } => {
-            let (r, k) = (rows as u64, cols as u64);
-            vector(&mut c, r, k, d.cost, t);
-            charge(&mut c, tile_bytes(&a, r, k, Bcast::Full), false);
-            charge(&mut c, tile_bytes(&b, r, k, bcast), false);
-            charge(&mut c, tile_bytes(&dst, r, k, Bcast::Full), true);
-        }
-        Inst::VpuSel {
-            dst,
-            c: cond,
-            a,
-            b,
-            rows,
-            cols,
-        } => {
-            let (r, k) = (rows as u64, cols as u64);
-            vector(&mut c, r, k, d.cost, t);
-            for src in [cond, a, b] {
-                charge(&mut c, tile_bytes(&src, r, k, Bcast::Full), false);
-            }
-            charge(&mut c, tile_bytes(&dst, r, k, Bcast::Full), true);
-        }
-        Inst::VpuSacc {
-            dst,
-            s,
-            b,
-            rows,
-            cols,
-        } => {
-            let (r, k) = (rows as u64, cols as u64);
-            vector(&mut c, r, k, d.cost, t);
-            charge(&mut c, tile_bytes(&dst, r, k, Bcast::Full), false);
-            charge(&mut c, tile_bytes(&s, r, k, Bcast::Col), false);
-            charge(&mut c, tile_bytes(&b, r, k, Bcast::Full), false);
-            charge(&mut c, tile_bytes(&dst, r, k, Bcast::Full), true);
-        }
-        Inst::VpuFill {
-            dst, rows, cols, ..
-        }
-        | Inst::VpuCausal {
-            dst, rows, cols, ..
-        } => {
-            let (r, k) = (rows as u64, cols as u64);
-            vector(&mut c, r, k, d.cost, t);
-            charge(&mut c, tile_bytes(&dst, r, k, Bcast::Full), true);
-        }
-        Inst::VpuRsum { dst, a, rows, cols }
-        | Inst::VpuRmax { dst, a, rows, cols }
-        | Inst::VpuRmin { dst, a, rows, cols } => {
-            let (r, k) = (rows as u64, cols as u64);
-            vector(&mut c, r, k, d.cost, t);
-            charge(&mut c, tile_bytes(&a, r, k, Bcast::Full), false);
-            charge(&mut c, tile_bytes(&dst, r, k, Bcast::Col), true);
-        }
-        _ => {
-            if let Some((dst, a, rows, cols, bcast)) = unary_parts(inst) {
-                let (r, k) = (rows as u64, cols as u64);
-                vector(&mut c, r, k, d.cost, t);
-                charge(&mut c, tile_bytes(&a, r, k, bcast), false);
-                charge(&mut c, tile_bytes(&dst, r, k, Bcast::Full), true);
-            }
-        }
+        } => Some((dst, a, b, rows, cols, bcast)),
+        _ => None,
     }
-    debug_assert!(d.unit != Unit::Vpu || c.occupancy > 0 || matches!(d.cost, CostClass::Sync));
-    c
 }
 
 /// `(dst, src, rows, cols, bcast)` of the one-source vector instructions (the immediate forms read

@@ -322,82 +322,6 @@ pub(crate) fn spans(inst: &Inst, r: &Regs, sz: &Sizes, sram: &[u8]) -> Result<Sp
                 extent(rv(r, acc), 4, &[(n, 1), (m, rv(r, ldc))]),
             )?;
         }
-        Inst::VpuAdd {
-            dst,
-            a,
-            b,
-            rows,
-            cols,
-            bcast,
-        }
-        | Inst::VpuSub {
-            dst,
-            a,
-            b,
-            rows,
-            cols,
-            bcast,
-        }
-        | Inst::VpuMul {
-            dst,
-            a,
-            b,
-            rows,
-            cols,
-            bcast,
-        }
-        | Inst::VpuDiv {
-            dst,
-            a,
-            b,
-            rows,
-            cols,
-            bcast,
-        }
-        | Inst::VpuMax {
-            dst,
-            a,
-            b,
-            rows,
-            cols,
-            bcast,
-        }
-        | Inst::VpuMin {
-            dst,
-            a,
-            b,
-            rows,
-            cols,
-            bcast,
-        }
-        | Inst::VpuEq {
-            dst,
-            a,
-            b,
-            rows,
-            cols,
-            bcast,
-        }
-        | Inst::VpuLt {
-            dst,
-            a,
-            b,
-            rows,
-            cols,
-            bcast,
-        }
-        | Inst::VpuLe {
-            dst,
-            a,
-            b,
-            rows,
-            cols,
-            bcast,
-        } => {
-            tile(&mut o, sz, r, &a, (rows, cols), Bcast::Full, false)?;
-            tile(&mut o, sz, r, &b, (rows, cols), bcast, false)?;
-            tile(&mut o, sz, r, &dst, (rows, cols), Bcast::Full, true)?;
-        }
         Inst::VpuSel {
             dst,
             c,
@@ -437,7 +361,11 @@ pub(crate) fn spans(inst: &Inst, r: &Regs, sz: &Sizes, sram: &[u8]) -> Result<Sp
             tile(&mut o, sz, r, &dst, (rows, 1), Bcast::Col, true)?;
         }
         _ => {
-            if let Some((dst, a, rows, cols, bcast)) = llmpu_isa::cost::unary_parts(inst) {
+            if let Some((dst, a, b, rows, cols, bcast)) = llmpu_isa::cost::binary_parts(inst) {
+                tile(&mut o, sz, r, &a, (rows, cols), Bcast::Full, false)?;
+                tile(&mut o, sz, r, &b, (rows, cols), bcast, false)?;
+                tile(&mut o, sz, r, &dst, (rows, cols), Bcast::Full, true)?;
+            } else if let Some((dst, a, rows, cols, bcast)) = llmpu_isa::cost::unary_parts(inst) {
                 tile(&mut o, sz, r, &a, (rows, cols), bcast, false)?;
                 tile(&mut o, sz, r, &dst, (rows, cols), Bcast::Full, true)?;
             }
