@@ -44,6 +44,12 @@ pub struct RunArgs {
     /// Print the report as JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// Write an HTML report: totals, per-op table, roofline plot, per-unit timeline.
+    #[arg(long, value_name = "FILE.html")]
+    report: Option<PathBuf>,
+    /// Write the report's figures as JSON.
+    #[arg(long, value_name = "FILE.json")]
+    report_json: Option<PathBuf>,
 }
 
 fn name_file(arg: &str, flag: &str) -> Result<(String, PathBuf), String> {
@@ -77,7 +83,7 @@ pub fn run(a: &RunArgs) -> Result<(), String> {
     };
     let mut opts = RunOptions {
         timing_only: a.timing_only,
-        trace: a.trace.is_some(),
+        trace: a.trace.is_some() || a.report.is_some(),
         race_check: !a.no_race_check,
         ..RunOptions::default()
     };
@@ -98,6 +104,21 @@ pub fn run(a: &RunArgs) -> Result<(), String> {
     if let (Some(path), Some(trace)) = (&a.trace, &result.trace) {
         std::fs::write(path, trace.to_chrome_json())
             .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if let Some(path) = &a.report {
+        let title = format!("LLMPU run: {}", a.program.display());
+        let html = llmpu_runtime::html::render(
+            &result.report,
+            &program.target,
+            result.trace.as_ref(),
+            &title,
+        );
+        std::fs::write(path, html).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if let Some(path) = &a.report_json {
+        let text =
+            serde_json::to_string_pretty(&result.report.to_json()).map_err(|e| e.to_string())?;
+        std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     let mut failed = Vec::new();
     let mut checks = Vec::new();

@@ -73,6 +73,7 @@
 pub mod compare;
 pub mod error;
 mod exec;
+pub mod html;
 mod memory;
 pub mod npy;
 pub mod report;

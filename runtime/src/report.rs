@@ -61,6 +61,11 @@ pub struct LocReport {
     pub instructions: u64,
     pub hbm_bytes: u64,
     pub macs: u64,
+    /// Vector-unit element operations.
+    pub vector_ops: u64,
+    /// First start and last completion of any of its instructions (its span on the timeline).
+    pub first_start: u64,
+    pub last_end: u64,
 }
 
 impl LocReport {
@@ -325,6 +330,9 @@ impl Report {
                 "instructions": l.instructions,
                 "hbm_bytes": l.hbm_bytes,
                 "macs": l.macs,
+                "vector_ops": l.vector_ops,
+                "first_start": l.first_start,
+                "last_end": l.last_end,
             })).collect::<Vec<_>>(),
         })
     }

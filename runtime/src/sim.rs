@@ -337,6 +337,12 @@ impl<'p> Sim<'p> {
             l.instructions += 1;
             l.hbm_bytes += cst.hbm_read + cst.hbm_write;
             l.macs += cst.macs;
+            l.vector_ops += cst.vector_ops;
+            if l.instructions == 1 {
+                l.first_start = start;
+            }
+            l.first_start = l.first_start.min(start);
+            l.last_end = l.last_end.max(completion);
         }
         let tt = &mut self.totals;
         tt.hbm_read += cst.hbm_read;

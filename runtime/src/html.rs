@@ -1,0 +1,394 @@
+//! The HTML run report: totals, a per-op table, a roofline plot and a per-unit timeline, in one
+//! self-contained file (inline SVG and CSS, no scripts, nothing fetched).
+//!
+//! An "op" is a debug-map location — the ONNX node(s) the compiler attributed the instructions to.
+//! Its time is the busy cycles of its bottleneck unit; its FLOPs are `2·MACs + vector element ops`;
+//! its intensity is FLOPs per HBM byte. The roofline has one point per op (`class="op"`), placed
+//! against the target's compute roof ([`compute_roof`]: matrix peak plus vector lanes) and bandwidth
+//! roof (HBM bytes/s × intensity).
+//! Ops with no HBM traffic sit at the right edge, ops with no FLOPs on the bottom edge.
+
+use crate::report::{LocReport, Report};
+use crate::trace::Trace;
+use llmpu_isa::{Target, Unit};
+use std::fmt::Write;
+
+/// Roofline figures of one op.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OpPoint {
+    pub loc: String,
+    pub cycles: u64,
+    pub flops: u64,
+    pub hbm_bytes: u64,
+    /// FLOPs per HBM byte (`None` without HBM traffic).
+    pub intensity: Option<f64>,
+    /// Achieved FLOP/s over its bottleneck busy time.
+    pub flops_per_second: f64,
+    /// Whether the roof above it is the compute roof.
+    pub compute_bound: bool,
+    /// Achieved over the roof above it.
+    pub roofline_fraction: f64,
+}
+
+/// Peak operations per second of the whole chip: matrix FLOP/s plus one vector element operation
+/// per lane per cycle.
+pub fn compute_roof(target: &Target) -> f64 {
+    target.peak_flops() + target.vector.lanes as f64 * target.cores as f64 * target.clock_ghz * 1e9
+}
+
+/// The roofline figures of every op of a report.
+pub fn op_points(report: &Report, target: &Target) -> Vec<OpPoint> {
+    let bw = target.hbm.bandwidth_gb_s * 1e9;
+    let peak = compute_roof(target);
+    let ridge = peak / bw;
+    report
+        .locations
+        .iter()
+        .map(|l: &LocReport| {
+            let cycles = [Unit::Dma, Unit::Mxu, Unit::Vpu]
+                .iter()
+                .map(|u| l.busy_cycles[u.index()])
+                .max()
+                .unwrap_or(0)
+                .max(l.busy_cycles[Unit::Scalar.index()])
+                .max(1);
+            let flops = 2 * l.macs + l.vector_ops;
+            let secs = target.seconds(cycles);
+            let fps = flops as f64 / secs;
+            let intensity = (l.hbm_bytes > 0).then(|| flops as f64 / l.hbm_bytes as f64);
+            let compute_bound = intensity.is_none_or(|i| i >= ridge);
+            let roof = match intensity {
+                Some(i) => (i * bw).min(peak),
+                None => peak,
+            };
+            let achieved = if flops == 0 {
+                l.hbm_bytes as f64 / secs / bw
+            } else {
+                fps / roof
+            };
+            OpPoint {
+                loc: l.loc.clone(),
+                cycles,
+                flops,
+                hbm_bytes: l.hbm_bytes,
+                intensity,
+                flops_per_second: fps,
+                compute_bound: compute_bound && flops > 0,
+                roofline_fraction: achieved,
+            }
+        })
+        .collect()
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn color(i: usize) -> String {
+    let hue = (i * 137) % 360;
+    format!("hsl({hue},65%,50%)")
+}
+
+fn roofline_svg(points: &[OpPoint], target: &Target) -> String {
+    let (w, h, pad) = (640.0, 400.0, 50.0);
+    let peak = compute_roof(target);
+    let bw = target.hbm.bandwidth_gb_s * 1e9;
+    let (x0, x1) = (-2.0f64, 4.0f64);
+    let y1 = peak.log10().ceil() + 0.3;
+    let y0 = y1 - 7.0;
+    let px = |lx: f64| pad + (lx.clamp(x0, x1) - x0) / (x1 - x0) * (w - 2.0 * pad);
+    let py = |ly: f64| h - pad - (ly.clamp(y0, y1) - y0) / (y1 - y0) * (h - 2.0 * pad);
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" class="roofline" width="{w}" height="{h}" viewBox="0 0 {w} {h}">"#
+    );
+    let _ = write!(
+        s,
+        r##"<rect x="{pad}" y="{pad}" width="{}" height="{}" fill="none" stroke="#888"/>"##,
+        w - 2.0 * pad,
+        h - 2.0 * pad
+    );
+    for d in (x0 as i64)..=(x1 as i64) {
+        let x = px(d as f64);
+        let _ = write!(
+            s,
+            r##"<line x1="{x}" y1="{}" x2="{x}" y2="{}" stroke="#ddd"/><text x="{x}" y="{}" font-size="11" text-anchor="middle">1e{d}</text>"##,
+            pad,
+            h - pad,
+            h - pad + 15.0
+        );
+    }
+    for d in (y0.ceil() as i64)..=(y1.floor() as i64) {
+        let y = py(d as f64);
+        let _ = write!(
+            s,
+            r##"<line x1="{pad}" y1="{y}" x2="{}" y2="{y}" stroke="#ddd"/><text x="{}" y="{}" font-size="11" text-anchor="end">1e{d}</text>"##,
+            w - pad,
+            pad - 4.0,
+            y + 4.0
+        );
+    }
+    let ridge = (peak / bw).log10();
+    let _ = write!(
+        s,
+        r##"<polyline class="roof" fill="none" stroke="#c00" stroke-width="2" points="{},{} {},{} {},{}"/>"##,
+        px(x0),
+        py(x0 + bw.log10()),
+        px(ridge),
+        py(peak.log10()),
+        px(x1),
+        py(peak.log10())
+    );
+    let _ = write!(
+        s,
+        r#"<text x="{}" y="{}" font-size="12">FLOP per HBM byte</text><text x="12" y="{}" font-size="12" transform="rotate(-90 12 {})">FLOP/s</text>"#,
+        w / 2.0 - 50.0,
+        h - 12.0,
+        h / 2.0,
+        h / 2.0
+    );
+    for (i, p) in points.iter().enumerate() {
+        let lx = p.intensity.map(f64::log10).unwrap_or(x1);
+        let ly = if p.flops == 0 {
+            y0
+        } else {
+            p.flops_per_second.log10()
+        };
+        let _ = write!(
+            s,
+            r#"<circle class="op" cx="{:.1}" cy="{:.1}" r="5" fill="{}" fill-opacity="0.8"><title>{}: {:.3e} FLOP/s, {} of roof</title></circle>"#,
+            px(lx),
+            py(ly),
+            color(i),
+            esc(&p.loc),
+            p.flops_per_second,
+            pct(p.roofline_fraction)
+        );
+    }
+    s.push_str("</svg>");
+    s
+}
+
+fn pct(f: f64) -> String {
+    format!("{:.1}%", f * 100.0)
+}
+
+fn timeline_svg(report: &Report, trace: Option<&Trace>) -> String {
+    const BINS: usize = 800;
+    let lanes: Vec<(usize, Unit)> = (0..report.cores.len())
+        .flat_map(|c| Unit::ALL.iter().map(move |&u| (c, u)))
+        .collect();
+    let (label_w, lane_h) = (110.0, 16.0);
+    let w = label_w + BINS as f64 + 10.0;
+    let h = lanes.len() as f64 * lane_h + 30.0;
+    let per_bin = (report.cycles as f64 / BINS as f64).max(1.0);
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" class="timeline" width="{w}" height="{h}" viewBox="0 0 {w} {h}">"#
+    );
+    let mut busy = vec![vec![(0f64, Vec::<f64>::new()); BINS]; lanes.len()];
+    let nlocs = trace.map(|t| t.locs.len()).unwrap_or(0) + 1;
+    if let Some(t) = trace {
+        for e in &t.events {
+            let lane = e.core as usize * 4 + e.unit.index();
+            let Some(row) = busy.get_mut(lane) else {
+                continue;
+            };
+            let (a, b) = (e.start as f64, e.free as f64);
+            let mut bin = (a / per_bin) as usize;
+            while bin < BINS && (bin as f64) * per_bin < b {
+                let lo = a.max(bin as f64 * per_bin);
+                let hi = b.min((bin + 1) as f64 * per_bin);
+                if hi > lo {
+                    let cell = &mut row[bin];
+                    cell.0 += hi - lo;
+                    if cell.1.is_empty() {
+                        cell.1 = vec![0.0; nlocs];
+                    }
+                    cell.1[e.loc.map(|l| l as usize + 1).unwrap_or(0)] += hi - lo;
+                }
+                bin += 1;
+            }
+        }
+    }
+    for (li, &(c, u)) in lanes.iter().enumerate() {
+        let y = li as f64 * lane_h;
+        let frac = report.busy_fraction(c, u);
+        let _ = write!(
+            s,
+            r#"<text x="0" y="{}" font-size="11">core {c} {u} {}</text>"#,
+            y + 12.0,
+            pct(frac)
+        );
+        if trace.is_none() {
+            let _ = write!(
+                s,
+                r##"<rect x="{label_w}" y="{}" width="{:.1}" height="{}" fill="#4a7"/>"##,
+                y + 2.0,
+                frac * BINS as f64,
+                lane_h - 4.0
+            );
+            continue;
+        }
+        for (b, (occ, by_loc)) in busy[li].iter().enumerate() {
+            if *occ <= 0.0 {
+                continue;
+            }
+            let dominant = by_loc
+                .iter()
+                .enumerate()
+                .max_by(|x, y| x.1.total_cmp(y.1))
+                .map(|(i, _)| i)
+                .unwrap_or(0);
+            let _ = write!(
+                s,
+                r#"<rect x="{}" y="{}" width="1" height="{}" fill="{}" fill-opacity="{:.2}"/>"#,
+                label_w + b as f64,
+                y + 2.0,
+                lane_h - 4.0,
+                if dominant == 0 {
+                    "#999".to_string()
+                } else {
+                    color(dominant - 1)
+                },
+                (occ / per_bin).clamp(0.15, 1.0)
+            );
+        }
+    }
+    let _ = write!(
+        s,
+        r#"<text x="{label_w}" y="{}" font-size="11">0</text><text x="{}" y="{}" font-size="11" text-anchor="end">{} cycles</text></svg>"#,
+        h - 8.0,
+        label_w + BINS as f64,
+        h - 8.0,
+        report.cycles
+    );
+    s
+}
+
+/// The whole report as a standalone HTML page.
+pub fn render(report: &Report, target: &Target, trace: Option<&Trace>, title: &str) -> String {
+    let points = op_points(report, target);
+    let mut o = String::new();
+    let _ = write!(
+        o,
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{t}</title><style>\
+         body{{font-family:sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse}}\
+         td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}td:first-child,th:first-child{{text-align:left}}\
+         h2{{margin-top:1.5em}}</style></head><body><h1>{t}</h1>",
+        t = esc(title)
+    );
+    let _ = write!(
+        o,
+        "<h2>Totals</h2><table>\
+         <tr><td>target</td><td>{}</td></tr><tr><td>cycles</td><td>{}</td></tr>\
+         <tr><td>time</td><td>{:.3} µs</td></tr><tr><td>HBM read</td><td>{} B</td></tr>\
+         <tr><td>HBM written</td><td>{} B</td></tr><tr><td>MACs</td><td>{}</td></tr>\
+         <tr><td>achieved</td><td>{:.3e} FLOP/s ({} of peak)</td></tr>\
+         <tr><td>energy</td><td>{:.3} µJ (dynamic {:.3}, static {:.3})</td></tr></table>",
+        esc(&report.target),
+        report.cycles,
+        report.seconds * 1e6,
+        report.hbm_read_bytes,
+        report.hbm_write_bytes,
+        report.macs,
+        report.flops_per_second,
+        pct(report.peak_fraction),
+        report.energy.total_pj / 1e6,
+        report.energy.dynamic_pj / 1e6,
+        report.energy.static_pj / 1e6
+    );
+    o.push_str("<h2>Roofline</h2>");
+    o.push_str(&roofline_svg(&points, target));
+    o.push_str("<h2>Timeline</h2>");
+    o.push_str(&timeline_svg(report, trace));
+    o.push_str(
+        "<h2>Ops</h2><table><tr><th>op (ONNX node)</th><th>cycles</th><th>scalar</th><th>dma</th>\
+         <th>mxu</th><th>vpu</th><th>HBM bytes</th><th>FLOPs</th><th>FLOP/byte</th><th>bound</th>\
+         <th>of roofline</th></tr>",
+    );
+    for (p, l) in points.iter().zip(&report.locations) {
+        let _ = write!(
+            o,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&p.loc),
+            p.cycles,
+            l.busy_cycles[0],
+            l.busy_cycles[1],
+            l.busy_cycles[2],
+            l.busy_cycles[3],
+            p.hbm_bytes,
+            p.flops,
+            p.intensity
+                .map(|i| format!("{i:.2}"))
+                .unwrap_or_else(|| "—".into()),
+            if p.compute_bound { "compute" } else { "memory" },
+            pct(p.roofline_fraction)
+        );
+    }
+    o.push_str("</table></body></html>\n");
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> Report {
+        let mut r = Report {
+            target: "edge".into(),
+            clock_ghz: 1.0,
+            cycles: 1000,
+            seconds: 1e-6,
+            ..Report::default()
+        };
+        r.cores.push(Default::default());
+        r.locations = vec![
+            LocReport {
+                loc: "matmul <a>".into(),
+                busy_cycles: [10, 100, 900, 0],
+                instructions: 5,
+                hbm_bytes: 4096,
+                macs: 900 * 1024,
+                ..Default::default()
+            },
+            LocReport {
+                loc: "copy".into(),
+                busy_cycles: [1, 50, 0, 0],
+                instructions: 2,
+                hbm_bytes: 5000,
+                ..Default::default()
+            },
+        ];
+        r
+    }
+
+    #[test]
+    fn the_roofline_has_one_point_per_op() {
+        let t = Target::default_target();
+        let html = render(&report(), &t, None, "x");
+        assert_eq!(html.matches(r#"<circle class="op""#).count(), 2);
+        assert!(html.contains("matmul &lt;a&gt;"));
+    }
+
+    #[test]
+    fn a_dense_matmul_is_compute_bound_at_the_matrix_share_of_the_roof() {
+        let t = Target::default_target();
+        let p = &op_points(&report(), &t)[0];
+        assert!(p.compute_bound);
+        let expected = t.peak_flops() / compute_roof(&t);
+        assert!(
+            (p.roofline_fraction - expected).abs() < 1e-9,
+            "{}",
+            p.roofline_fraction
+        );
+        let copy = &op_points(&report(), &t)[1];
+        assert!(!copy.compute_bound);
+        assert!((copy.roofline_fraction - 1.0).abs() < 1e-9);
+    }
+}
