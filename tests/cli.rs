@@ -53,7 +53,11 @@ fn asm_then_disasm_then_asm_gives_the_identical_binary() {
         scratch("softmax_again.llmpu"),
     );
     let p = |p: &Path| p.to_str().unwrap().to_string();
-    assert!(llmpu(&["asm", "examples/asm/softmax.s", "-o", &p(&bin)]).status.success());
+    assert!(
+        llmpu(&["asm", "examples/asm/softmax.s", "-o", &p(&bin)])
+            .status
+            .success()
+    );
     assert!(llmpu(&["disasm", &p(&bin), "-o", &p(&s2)]).status.success());
     assert!(llmpu(&["asm", &p(&s2), "-o", &p(&bin2)]).status.success());
     assert_eq!(std::fs::read(&bin).unwrap(), std::fs::read(&bin2).unwrap());
