@@ -51,6 +51,12 @@ pub enum ErrorKind {
     Expected { expected: String, found: String },
     #[error("integer literal `{0}` is too large")]
     IntTooLarge(String),
+    #[error("literal `{literal}` is out of range for {context} (allowed {allowed})")]
+    LiteralOutOfRange {
+        literal: String,
+        context: String,
+        allowed: String,
+    },
     #[error("unknown mnemonic `{0}`")]
     UnknownMnemonic(String),
     #[error("`{mnemonic}` takes {expected} operand{s} ({operands}), found {found}", s = if *expected == 1 { "" } else { "s" })]

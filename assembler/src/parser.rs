@@ -202,7 +202,16 @@ impl<'s> Cursor<'s, '_> {
             return Err(self.expected(what));
         }
         let (_, s) = self.bump();
-        let v = parse_int(self.text(s), s)?;
+        let v = parse_int(self.text(s), s).map_err(|e| {
+            let whole = start.to(s);
+            match e.kind {
+                ErrorKind::IntTooLarge(_) => AsmError::new(
+                    ErrorKind::IntTooLarge(self.text(whole).to_string()),
+                    Some(whole),
+                ),
+                _ => e,
+            }
+        })?;
         Ok((if neg { -(v as i128) } else { v as i128 }, start.to(s)))
     }
 
@@ -270,6 +279,20 @@ impl<'s> Cursor<'s, '_> {
                     return Err(bad(self));
                 }
             };
+            // `inf` is spelled out; a numeric literal that rounds to infinity is out of range.
+            if v.is_infinite() && t != Tok::Ident {
+                return Err(AsmError::new(
+                    ErrorKind::LiteralOutOfRange {
+                        literal: self.text(start.to(s)).to_string(),
+                        context: "an f32".into(),
+                        allowed: format!(
+                            "magnitude up to {:e}; write `inf` for infinity",
+                            f32::MAX
+                        ),
+                    },
+                    Some(start.to(s)),
+                ));
+            }
             if neg { (-v).to_bits() } else { v.to_bits() }
         };
         Ok((bits, start.to(self.toks[self.at - 1].1)))
@@ -431,11 +454,11 @@ impl Parser {
                 let (s, span) = c.string("a file path string")?;
                 c.end()?;
                 let path = self.base.join(&s);
-                let bytes = std::fs::read(&path).map_err(|e| {
+                let bytes = read_bounded(&path, asm.target()).map_err(|message| {
                     AsmError::new(
                         ErrorKind::Incbin {
                             path: path.display().to_string(),
-                            message: e.to_string(),
+                            message,
                         },
                         Some(span),
                     )
@@ -751,19 +774,34 @@ fn operand(c: &mut Cursor, desc: &InstDesc, fd: &FieldDesc) -> PResult<Operand> 
             if !matches!(c.peek(), Some(Tok::Int | Tok::Minus | Tok::Plus)) {
                 return Err(bad(c));
             }
-            let (v, s) = c.int("an integer").map_err(|_| bad(c))?;
             let (min, max) = if fd.kind == FieldKind::Uimm {
                 (0, mask(fd.width) as i128)
             } else {
                 (-(1i128 << (fd.width - 1)), (1i128 << (fd.width - 1)) - 1)
             };
+            let (v, s) = c.int("an integer").map_err(|e| match e.kind {
+                ErrorKind::IntTooLarge(_) => field_literal_range(&e, c, desc, fd, min, max),
+                _ => bad(c),
+            })?;
             if v < min || v > max {
                 return Err(range(v, min, max, s));
             }
             Operand::Bits((v as i64 as u64) & mask(fd.width))
         }
         FieldKind::F32 => {
-            let (bits, _) = c.f32("").map_err(|_| bad(c))?;
+            let (bits, _) = c.f32("").map_err(|e| match e.kind {
+                ErrorKind::LiteralOutOfRange {
+                    literal, allowed, ..
+                } => AsmError::new(
+                    ErrorKind::LiteralOutOfRange {
+                        literal,
+                        context: format!("f32 field `{}` of `{}`", fd.name, desc.mnemonic),
+                        allowed,
+                    },
+                    e.span,
+                ),
+                _ => bad(c),
+            })?;
             Operand::Bits(bits as u64)
         }
         FieldKind::Target => match c.peek() {
@@ -772,10 +810,12 @@ fn operand(c: &mut Cursor, desc: &InstDesc, fd: &FieldDesc) -> PResult<Operand> 
                 let (_, s) = c.bump();
                 let text = &c.text(s)[1..];
                 let neg = text.starts_with('-');
-                let mag = parse_int(&text[1..], s)? as i128;
-                let v = if neg { -mag } else { mag };
                 let min = -(1i128 << (fd.width - 1));
                 let max = (1i128 << (fd.width - 1)) - 1;
+                let mag = parse_int(&text[1..], s)
+                    .map_err(|e| field_literal_range(&e, c, desc, fd, min, max))?
+                    as i128;
+                let v = if neg { -mag } else { mag };
                 if v < min || v > max {
                     return Err(range(v, min, max, s));
                 }
@@ -842,6 +882,26 @@ fn operand(c: &mut Cursor, desc: &InstDesc, fd: &FieldDesc) -> PResult<Operand> 
     Ok(out)
 }
 
+/// An integer literal too large to parse, reported against the field it was meant for.
+fn field_literal_range(
+    e: &AsmError,
+    c: &Cursor,
+    desc: &InstDesc,
+    fd: &FieldDesc,
+    min: i128,
+    max: i128,
+) -> AsmError {
+    let literal = e.span.map_or_else(String::new, |s| c.text(s).to_string());
+    AsmError::new(
+        ErrorKind::LiteralOutOfRange {
+            literal,
+            context: format!("field `{}` of `{}`", fd.name, desc.mnemonic),
+            allowed: format!("{min}..={max}"),
+        },
+        e.span,
+    )
+}
+
 /// `r12` / `s3`: the number after the prefix letter.
 fn numbered(c: &mut Cursor, prefix: char) -> Option<u128> {
     if c.peek() != Some(Tok::Ident) {
@@ -855,6 +915,25 @@ fn numbered(c: &mut Cursor, prefix: char) -> Option<u128> {
     }
     c.at += 1;
     digits.parse().ok()
+}
+
+/// Reads an `.incbin` file, at most the target's HBM size (so `/dev/zero` or a huge file is an
+/// error, not an out-of-memory abort).
+fn read_bounded(path: &Path, target: &Target) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let limit = target.hbm.size_bytes;
+    let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    f.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > limit {
+        return Err(format!(
+            "the file is larger than the HBM of target `{}` ({limit} bytes)",
+            target.name
+        ));
+    }
+    Ok(bytes)
 }
 
 /// Collapses a multi-line TOML error (message, source snippet, detail) into one line.

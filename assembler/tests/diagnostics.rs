@@ -42,3 +42,25 @@ fn rendered_diagnostics_match_the_golden_files() {
         failures.join("\n")
     );
 }
+
+/// `.incbin` reads at most the target's HBM size: an endless file is a located error, not an
+/// out-of-memory abort.
+#[cfg(unix)]
+#[test]
+fn incbin_of_an_endless_file_is_bounded_by_hbm_size() {
+    let text = llmpu_isa::target::preset_text("edge")
+        .unwrap()
+        .replace("size_bytes = 4294967296", "size_bytes = 1048576");
+    assert!(text.contains("size_bytes = 1048576"));
+    let src = format!(
+        ".target_toml {:?}\n.data w @ 0x0\n.incbin \"/dev/zero\"\n.core 0\n    halt\n",
+        text
+    );
+    let err = llmpu_asm::assemble(&src, std::path::Path::new("t.s"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("t.s:3:9") && err.contains("larger than the HBM") && err.contains("1048576"),
+        "{err}"
+    );
+}
