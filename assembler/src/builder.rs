@@ -19,8 +19,8 @@ use crate::diag::{AsmError, Diagnostics, ErrorKind, Span, closest};
 use llmpu_isa::inst::Opcode;
 use llmpu_isa::program::HBM_ALIGN;
 use llmpu_isa::{
-    DType, DataSegment, DebugLoc, FieldKind, Inst, IoDir, IoTensor, Label, Program, ProgramError,
-    Target, fields::mask,
+    DType, DataSegment, DebugLoc, EncodeError, FieldKind, Inst, IoDir, IoTensor, Label, Program,
+    ProgramError, Target, fields::mask,
 };
 use std::collections::HashMap;
 
@@ -234,10 +234,10 @@ impl Assembler {
 
     /// Appends an instruction (branch offsets taken as given) to each current core.
     pub fn inst(&mut self, inst: Inst) -> &mut Self {
-        if let Err(e) = inst.encode() {
-            return self.error(ErrorKind::Encode(e));
+        match inst.raw_fields() {
+            Ok(raw) => self.push(inst.opcode(), raw, None),
+            Err(e) => return self.error(ErrorKind::Encode(e)),
         }
-        self.push(inst.opcode(), inst.raw_fields(), None);
         self
     }
 
@@ -248,10 +248,20 @@ impl Assembler {
         let Some(k) = d.fields.iter().position(|f| f.kind == FieldKind::Target) else {
             return self.error(ErrorKind::NoTargetField(d.mnemonic));
         };
-        let mut raw = inst.raw_fields();
-        raw[k] = 0;
-        if let Err(e) = Inst::from_raw(inst.opcode(), &raw) {
-            return self.error(ErrorKind::Encode(e));
+        // The target field is ignored (filled in later); every other field must fit.
+        let mut raw = Vec::with_capacity(d.fields.len());
+        for (i, (fd, r)) in d.fields.iter().zip(inst.raw_field_results()).enumerate() {
+            match r {
+                _ if i == k => raw.push(0),
+                Ok(bits) => raw.push(bits),
+                Err(source) => {
+                    return self.error(ErrorKind::Encode(EncodeError::Field {
+                        mnemonic: d.mnemonic,
+                        field: fd.name,
+                        source,
+                    }));
+                }
+            }
         }
         self.push(inst.opcode(), raw, Some((label.to_string(), k)));
         self
@@ -440,6 +450,7 @@ impl Assembler {
                         .flatten(),
                     ProgramError::OutsideHbm { name, .. }
                     | ProgramError::Misaligned { name, .. }
+                    | ProgramError::TensorTooLarge { name, .. }
                     | ProgramError::DuplicateName(name) => region_span.get(name).copied().flatten(),
                     ProgramError::Overlap { b, .. } => region_span.get(b).copied().flatten(),
                     _ => None,
@@ -462,7 +473,7 @@ impl Assembler {
             .chain(
                 self.io
                     .iter()
-                    .map(|(t, s)| (t.dir.name(), &t.name, t.hbm_addr, io_bytes(t), *s)),
+                    .map(|(t, s)| (t.dir.name(), &t.name, t.hbm_addr, t.bytes(), *s)),
             );
         for (what, name, addr, len, span) in regions {
             if let Some(first) = seen.insert(name.as_str(), span) {
@@ -540,13 +551,6 @@ impl Assembler {
 }
 
 /// Byte size of an I/O tensor, `None` on overflow.
-pub(crate) fn io_bytes(t: &IoTensor) -> Option<u64> {
-    t.shape
-        .iter()
-        .try_fold(1u64, |a, &d| a.checked_mul(d))?
-        .checked_mul(t.dtype.size())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -593,6 +597,22 @@ mod tests {
         a.inst(Inst::Halt {});
         let d = a.finish().unwrap_err();
         assert_eq!(d.len(), 3, "{d}");
+    }
+
+    #[test]
+    fn a_branch_with_an_unencodable_register_is_an_error_not_r0() {
+        let mut a = Assembler::new(Target::default_target());
+        a.label("l").branch(
+            Inst::Beq {
+                rs1: Reg(40),
+                rs2: Reg(1),
+                target: BranchTarget(0),
+            },
+            "l",
+        );
+        a.inst(Inst::Halt {});
+        let d = a.finish().unwrap_err().to_string();
+        assert!(d.contains("rs1"), "{d}");
     }
 
     #[test]

@@ -118,8 +118,14 @@ pub fn disassemble(p: &Program) -> String {
                 continue;
             };
             let d = inst.desc();
+            let Ok(raws) = inst.raw_fields() else {
+                // Not encodable (built through the API with an out-of-range value): print the
+                // real values as they are.
+                let _ = writeln!(o, "    {inst}");
+                continue;
+            };
             let mut line = format!("    {}", d.mnemonic);
-            for (k, (fd, raw)) in d.fields.iter().zip(inst.raw_fields()).enumerate() {
+            for (k, (fd, raw)) in d.fields.iter().zip(raws).enumerate() {
                 line.push_str(if k == 0 { " " } else { ", " });
                 let text = if fd.kind == FieldKind::Target {
                     let dest = pc as i64 + sign_extend(raw, fd.width);

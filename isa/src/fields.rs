@@ -117,6 +117,8 @@ pub trait Field: Copy + Sized {
     fn to_bits(self, width: u32) -> Result<u64, FieldError>;
     /// Unpacks `width` bits (upper bits of `raw` are zero).
     fn from_bits(raw: u64, width: u32) -> Result<Self, FieldError>;
+    /// Assembly text of the value itself, whether or not it fits a field (for printing).
+    fn text(&self) -> String;
 }
 
 fn check_unsigned(value: u64, width: u32) -> Result<u64, FieldError> {
@@ -183,6 +185,9 @@ impl Field for Reg {
     fn from_bits(raw: u64, _width: u32) -> Result<Self, FieldError> {
         Ok(Reg(raw as u8))
     }
+    fn text(&self) -> String {
+        self.to_string()
+    }
 }
 
 /// A semaphore of the issuing core, `s0`..`s31`.
@@ -207,6 +212,9 @@ impl Field for Sem {
     fn from_bits(raw: u64, _width: u32) -> Result<Self, FieldError> {
         Ok(Sem(raw as u8))
     }
+    fn text(&self) -> String {
+        self.to_string()
+    }
 }
 
 impl Field for u32 {
@@ -216,6 +224,9 @@ impl Field for u32 {
     }
     fn from_bits(raw: u64, _width: u32) -> Result<Self, FieldError> {
         Ok(raw as u32)
+    }
+    fn text(&self) -> String {
+        self.to_string()
     }
 }
 
@@ -227,6 +238,9 @@ impl Field for i32 {
     fn from_bits(raw: u64, width: u32) -> Result<Self, FieldError> {
         Ok(sign_extend(raw, width) as i32)
     }
+    fn text(&self) -> String {
+        self.to_string()
+    }
 }
 
 impl Field for f32 {
@@ -236,6 +250,9 @@ impl Field for f32 {
     }
     fn from_bits(raw: u64, _width: u32) -> Result<Self, FieldError> {
         Ok(f32::from_bits(raw as u32))
+    }
+    fn text(&self) -> String {
+        format_f32(*self)
     }
 }
 
@@ -250,6 +267,13 @@ impl Field for Target {
     }
     fn from_bits(raw: u64, width: u32) -> Result<Self, FieldError> {
         Ok(Target(sign_extend(raw, width) as i32))
+    }
+    fn text(&self) -> String {
+        if self.0 >= 0 {
+            format!(".+{}", self.0)
+        } else {
+            format!(".{}", self.0)
+        }
     }
 }
 
@@ -282,6 +306,7 @@ macro_rules! enum_field {
             fn from_bits(raw: u64, _width: u32) -> Result<Self, FieldError> {
                 Self::ALL.get(raw as usize).copied().ok_or(FieldError::BadPattern { raw, kind: $kind })
             }
+            fn text(&self) -> String { self.name().to_string() }
         }
     };
 }
@@ -410,6 +435,9 @@ impl Field for TileRef {
             space: Space::from_bits((raw >> 10) & 1, 1)?,
             dtype: DType::from_bits((raw >> 11) & 7, 3)?,
         })
+    }
+    fn text(&self) -> String {
+        self.to_string()
     }
 }
 

@@ -258,9 +258,11 @@ macro_rules! isa {
                 match self { $( Inst::$variant { .. } => Opcode::$variant, )* }
             }
 
-            /// Raw field bits in table order (what the assembler prints and parses).
+            /// Raw field bits in table order, each checked against its width: a value that does
+            /// not fit its field (`Reg(40)` in a 5-bit field) is an error, never silently another
+            /// value.
             #[allow(unused_variables)]
-            pub fn raw_fields(&self) -> Vec<u64> {
+            pub fn raw_field_results(&self) -> Vec<Result<u64, FieldError>> {
                 let d = self.desc();
                 match *self {
                     $( Inst::$variant { $($field),* } => {
@@ -268,7 +270,27 @@ macro_rules! isa {
                         vec![$({
                             let w = d.fields[_i].width;
                             _i += 1;
-                            <$fty as Field>::to_bits($field, w).unwrap_or(0)
+                            <$fty as Field>::to_bits($field, w)
+                        }),*]
+                    } )*
+                }
+            }
+
+            /// Assembly text of each field in table order, of the real value even when it does
+            /// not fit its field.
+            #[allow(unused_variables)]
+            pub fn field_texts(&self) -> Vec<String> {
+                let d = self.desc();
+                match *self {
+                    $( Inst::$variant { $($field),* } => {
+                        let mut _i = 0usize;
+                        vec![$({
+                            let w = d.fields[_i].width;
+                            _i += 1;
+                            match <$fty as Field>::to_bits($field, w) {
+                                Ok(bits) => <$fty as Field>::KIND.format(bits, w),
+                                Err(_) => <$fty as Field>::text(&$field),
+                            }
                         }),*]
                     } )*
                 }
@@ -332,6 +354,23 @@ impl Inst {
     /// The unit whose queue executes this instruction.
     pub fn unit(&self) -> Unit {
         self.desc().unit
+    }
+
+    /// Raw field bits in table order (what the assembler prints and parses); an error names the
+    /// first field whose value does not fit.
+    pub fn raw_fields(&self) -> Result<Vec<u64>, EncodeError> {
+        let d = self.desc();
+        d.fields
+            .iter()
+            .zip(self.raw_field_results())
+            .map(|(fd, r)| {
+                r.map_err(|source| EncodeError::Field {
+                    mnemonic: d.mnemonic,
+                    field: fd.name,
+                    source,
+                })
+            })
+            .collect()
     }
 
     /// Decodes one instruction word.
@@ -400,9 +439,9 @@ impl fmt::Display for Inst {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let d = self.desc();
         f.write_str(d.mnemonic)?;
-        for (i, (fd, raw)) in d.fields.iter().zip(self.raw_fields()).enumerate() {
+        for (i, text) in self.field_texts().iter().enumerate() {
             f.write_str(if i == 0 { " " } else { ", " })?;
-            f.write_str(&fd.kind.format(raw, fd.width))?;
+            f.write_str(text)?;
         }
         Ok(())
     }
@@ -619,6 +658,27 @@ pub fn by_mnemonic(mnemonic: &str) -> Option<&'static InstDesc> {
 mod tests {
     use super::*;
     use crate::fields::Space;
+
+    #[test]
+    fn an_unencodable_field_prints_its_real_value_and_raw_fields_reject_it() {
+        let i = Inst::Add {
+            rd: Reg(40),
+            rs1: Reg(1),
+            rs2: Reg(2),
+        };
+        assert_eq!(i.to_string(), "add r40, r1, r2");
+        assert!(matches!(
+            i.raw_fields(),
+            Err(EncodeError::Field { field: "rd", .. })
+        ));
+        assert!(i.encode().is_err());
+        let ok = Inst::Add {
+            rd: Reg(3),
+            rs1: Reg(1),
+            rs2: Reg(2),
+        };
+        assert_eq!(ok.raw_fields().unwrap(), vec![3, 1, 2]);
+    }
 
     #[test]
     fn opcodes_and_mnemonics_are_unique() {

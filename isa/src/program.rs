@@ -48,12 +48,18 @@ pub struct IoTensor {
 }
 
 impl IoTensor {
-    pub fn elements(&self) -> u64 {
-        self.shape.iter().product()
+    /// Number of elements, or `None` if it does not fit in 64 bits. A shape with a zero dimension
+    /// has zero elements however large the other dimensions are.
+    pub fn elements(&self) -> Option<u64> {
+        if self.shape.contains(&0) {
+            return Some(0);
+        }
+        self.shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d))
     }
 
-    pub fn bytes(&self) -> u64 {
-        self.elements() * self.dtype.size()
+    /// Size in bytes, or `None` if it does not fit in 64 bits.
+    pub fn bytes(&self) -> Option<u64> {
+        self.elements()?.checked_mul(self.dtype.size())
     }
 }
 
@@ -133,6 +139,8 @@ pub enum ProgramError {
     },
     #[error("debug map is not sorted at core {core} pc {pc}")]
     UnsortedDebug { core: u32, pc: u32 },
+    #[error("{what} `{name}` is too large (its byte size overflows 64 bits)")]
+    TensorTooLarge { what: &'static str, name: String },
 }
 
 impl Program {
@@ -194,7 +202,7 @@ impl Program {
         let regions = self
             .data
             .iter()
-            .map(|d| ("data", &d.name, d.hbm_addr, d.bytes.len() as u64))
+            .map(|d| ("data", &d.name, d.hbm_addr, Some(d.bytes.len() as u64)))
             .chain(
                 self.io
                     .iter()
@@ -204,6 +212,12 @@ impl Program {
             if !names.insert(name.as_str()) {
                 return Err(ProgramError::DuplicateName(name.clone()));
             }
+            let Some(len) = len else {
+                return Err(ProgramError::TensorTooLarge {
+                    what,
+                    name: name.clone(),
+                });
+            };
             if addr.checked_add(len).is_none_or(|end| end > size) {
                 return Err(ProgramError::OutsideHbm {
                     what,
@@ -316,6 +330,33 @@ mod tests {
         assert!(matches!(p.validate(), Err(ProgramError::Misaligned { .. })));
         p.io[0].hbm_addr = 128;
         p.validate().unwrap();
+    }
+
+    #[test]
+    fn io_tensor_sizes_are_checked_and_a_zero_dim_means_empty() {
+        let mut t = IoTensor {
+            name: "x".into(),
+            dir: IoDir::Output,
+            dtype: DType::F32,
+            shape: vec![1 << 62, 4],
+            hbm_addr: 0,
+        };
+        assert_eq!(t.elements(), None);
+        assert_eq!(t.bytes(), None);
+        t.shape = vec![1 << 61, 4];
+        assert_eq!(t.elements(), Some(1 << 63));
+        assert_eq!(t.bytes(), None);
+        t.shape = vec![1 << 63, 1 << 63, 0];
+        assert_eq!(t.elements(), Some(0));
+        assert_eq!(t.bytes(), Some(0));
+        t.shape = vec![1 << 40, 1 << 40];
+        assert_eq!(t.elements(), None);
+        let mut p = prog();
+        p.io.push(t);
+        assert!(matches!(
+            p.validate(),
+            Err(ProgramError::TensorTooLarge { .. })
+        ));
     }
 
     #[test]

@@ -643,13 +643,14 @@ fn dma(inst: &Inst, r: &Regs, m: &mut Mem) -> Result<(), TrapKind> {
     let (sb, hb) = (rv(r, sram) as i128, rv(r, hbm) as i128);
     let row_bytes = n0 as usize * sz;
     let mut buf = vec![0u8; row_bytes];
+    let hbm_size = m.hbm.size();
     let hbm_u = |a: i128| -> Result<u64, TrapKind> {
         if a < 0 {
             Err(TrapKind::OutOfBounds {
                 space: MemSpace::Hbm,
                 lo: a,
                 hi: a + size,
-                size: 0,
+                size: hbm_size,
             })
         } else {
             Ok(a as u64)

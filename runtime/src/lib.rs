@@ -159,7 +159,7 @@ fn check_inputs(
                 got: t.describe(),
             });
         }
-        if t.data.len() as u64 != io.bytes() {
+        if Some(t.data.len() as u64) != io.bytes() {
             return Err(EmuError::BadTensor {
                 name: name.clone(),
                 message: format!("{} bytes of data for {}", t.data.len(), t.describe()),
@@ -208,7 +208,7 @@ pub fn run(
     if !opts.timing_only {
         for io in program.io.iter().filter(|io| io.dir == IoDir::Output) {
             let data = sim
-                .read_hbm(io.hbm_addr, io.bytes())
+                .read_hbm(io.hbm_addr, io.bytes().unwrap_or(u64::MAX))
                 .map_err(|k| EmuError::BadTensor {
                     name: io.name.clone(),
                     message: k.to_string(),
