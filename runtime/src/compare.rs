@@ -4,6 +4,10 @@
 //! `atol = scale_atol · max|expected|` (so the absolute slack follows the output's scale); NaN
 //! matches NaN and infinities must match exactly. A tolerance may also demand a minimum cosine
 //! similarity over the whole tensor. Every comparison prints the tolerance it used.
+//!
+//! When both tensors have integer element types (i8, u8 — also used for booleans —, i32, i64) they
+//! are compared exactly as i64: any difference is a mismatch (going through f32 would hide
+//! differences above 2²⁴).
 
 use crate::Tensor;
 use std::fmt;
@@ -112,6 +116,9 @@ pub fn compare(
             got.shape, expected.shape
         ));
     }
+    if let (Some(g), Some(e)) = (got.to_i64(), expected.to_i64()) {
+        return Ok(compare_ints(name, &got.shape, &g, &e, tol));
+    }
     let g = got.to_f32();
     let e = expected.to_f32();
     let scale = e
@@ -168,6 +175,51 @@ pub fn compare(
     })
 }
 
+/// Exact comparison of integer tensors.
+fn compare_ints(name: &str, shape: &[u64], g: &[i64], e: &[i64], tol: Tolerance) -> Comparison {
+    let (mut max_abs, mut max_rel, mut mismatches) = (0f64, 0f64, 0u64);
+    let (mut dot, mut ng, mut ne) = (0f64, 0f64, 0f64);
+    let (mut worst, mut worst_d) = (0usize, 0i128);
+    for (i, (&a, &b)) in g.iter().zip(e).enumerate() {
+        let d = (a as i128 - b as i128).abs();
+        if d != 0 {
+            mismatches += 1;
+        }
+        if d > worst_d {
+            worst_d = d;
+            worst = i;
+        }
+        max_abs = max_abs.max(d as f64);
+        if b != 0 {
+            max_rel = max_rel.max(d as f64 / (b as f64).abs());
+        }
+        let (a, b) = (a as f64, b as f64);
+        dot += a * b;
+        ng += a * a;
+        ne += b * b;
+    }
+    let cosine = if ng == 0.0 && ne == 0.0 {
+        1.0
+    } else if ng == 0.0 || ne == 0.0 {
+        0.0
+    } else {
+        dot / (ng.sqrt() * ne.sqrt())
+    };
+    Comparison {
+        name: name.into(),
+        elements: g.len() as u64,
+        max_abs,
+        max_rel,
+        cosine,
+        mismatches,
+        worst_index: unravel(worst as u64, shape),
+        worst_got: g.get(worst).copied().unwrap_or(0) as f64,
+        worst_expected: e.get(worst).copied().unwrap_or(0) as f64,
+        tolerance: tol,
+        pass: mismatches == 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,6 +267,50 @@ mod tests {
         )
         .unwrap();
         assert!(c.pass, "{c}");
+    }
+
+    #[test]
+    fn integer_outputs_are_compared_exactly() {
+        let i64s = |v: &[i64]| Tensor {
+            dtype: DType::I64,
+            shape: vec![v.len() as u64],
+            data: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        };
+        // 2^24 + 1 and 2^24 are the same f32; they are different integers.
+        let c = compare(
+            "x",
+            &i64s(&[1 << 24, 7]),
+            &i64s(&[(1 << 24) + 1, 7]),
+            Tolerance::BF16,
+        )
+        .unwrap();
+        assert!(!c.pass, "{c}");
+        assert_eq!(c.mismatches, 1);
+        assert_eq!(c.worst_index, vec![0]);
+        let big = compare(
+            "x",
+            &i64s(&[i64::MAX, i64::MIN]),
+            &i64s(&[i64::MAX - 1, i64::MIN]),
+            Tolerance::FP32,
+        )
+        .unwrap();
+        assert!(!big.pass);
+        assert!(
+            compare("x", &i64s(&[3, -4]), &i64s(&[3, -4]), Tolerance::FP32)
+                .unwrap()
+                .pass
+        );
+        // Booleans as u8: exact too.
+        let b = |v: &[u8]| Tensor {
+            dtype: DType::U8,
+            shape: vec![v.len() as u64],
+            data: v.to_vec(),
+        };
+        assert!(
+            !compare("m", &b(&[1, 0]), &b(&[1, 1]), Tolerance::BF16)
+                .unwrap()
+                .pass
+        );
     }
 
     #[test]

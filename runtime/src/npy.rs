@@ -418,6 +418,23 @@ mod tests {
     }
 
     #[test]
+    fn a_huge_shape_with_a_zero_dim_is_empty_not_too_large() {
+        let header = "{'descr': '<f4', 'fortran_order': False, 'shape': (9223372036854775808, 9223372036854775808, 0), }";
+        let mut h = header.to_string();
+        while (10 + h.len() + 1) % 64 != 0 {
+            h.push(' ');
+        }
+        h.push('\n');
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        bytes.extend_from_slice(&(h.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(h.as_bytes());
+        let t = from_bytes(&bytes).unwrap();
+        assert_eq!(t.shape, vec![1 << 63, 1 << 63, 0]);
+        assert_eq!(t.elements(), 0);
+        assert!(t.data.is_empty());
+    }
+
+    #[test]
     fn random_bytes_never_panic() {
         let mut x = 0x1234_5678_9abc_def0u64;
         let base = to_bytes(&Tensor::from_f32(DType::F16, vec![3], &[1.0; 3]).unwrap());

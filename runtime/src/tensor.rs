@@ -15,7 +15,11 @@ pub struct Tensor {
 }
 
 /// Number of elements of `shape`, or `None` on overflow.
+/// A shape with a zero dimension has zero elements however large the other dimensions are.
 pub fn elements_of(shape: &[u64]) -> Option<u64> {
+    if shape.contains(&0) {
+        return Some(0);
+    }
     shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d))
 }
 
@@ -77,6 +81,24 @@ impl Tensor {
         let mut out = vec![0f32; n];
         load_f32(self.dtype, &self.data, &mut out);
         out
+    }
+
+    /// The elements as i64, exactly, if the element type is an integer type (`None` for floats).
+    pub fn to_i64(&self) -> Option<Vec<i64>> {
+        let d = &self.data;
+        Some(match self.dtype {
+            DType::I8 => d.iter().map(|&b| b as i8 as i64).collect(),
+            DType::U8 => d.iter().map(|&b| b as i64).collect(),
+            DType::I32 => d
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)
+                .collect(),
+            DType::I64 => d
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+                .collect(),
+            DType::F32 | DType::F16 | DType::BF16 | DType::F8E4M3 => return None,
+        })
     }
 
     /// `f32[2, 3]`-style description.
