@@ -421,7 +421,7 @@ mod tests {
     fn a_huge_shape_with_a_zero_dim_is_empty_not_too_large() {
         let header = "{'descr': '<f4', 'fortran_order': False, 'shape': (9223372036854775808, 9223372036854775808, 0), }";
         let mut h = header.to_string();
-        while (10 + h.len() + 1) % 64 != 0 {
+        while !(10 + h.len() + 1).is_multiple_of(64) {
             h.push(' ');
         }
         h.push('\n');
