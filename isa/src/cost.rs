@@ -46,7 +46,7 @@ pub struct Cost {
 impl Cost {
     /// Cycles from start to visible results when the unit and HBM are otherwise idle.
     pub fn cycles(&self) -> u64 {
-        self.occupancy + self.latency
+        self.occupancy.saturating_add(self.latency)
     }
 
     /// Energy of the dynamic events, in picojoules.
@@ -65,72 +65,100 @@ impl Cost {
     }
 }
 
-/// Bytes that cross HBM for `runs` contiguous runs of `run_bytes` each.
+/// Bytes that cross HBM for `runs` contiguous runs of `run_bytes` each (saturating).
 pub fn hbm_bytes(runs: u64, run_bytes: u64, t: &Target) -> u64 {
-    runs * run_bytes.div_ceil(t.hbm.burst_bytes) * t.hbm.burst_bytes
+    let burst = t.hbm.burst_bytes.max(1);
+    runs.saturating_mul(run_bytes.div_ceil(burst).saturating_mul(burst))
 }
 
-/// Cycles the HBM channel needs for `bytes` at peak bandwidth.
+/// Cycles the HBM channel needs for `bytes` at peak bandwidth (saturating at `u64::MAX`, which
+/// the emulator reports as a cycle-limit error).
 pub fn transfer_cycles(bytes: u64, t: &Target) -> u64 {
-    (bytes as f64 / t.hbm_bytes_per_cycle()).ceil() as u64
+    let c = (bytes as f64 / t.hbm_bytes_per_cycle()).ceil();
+    if c.is_finite() && c >= 0.0 && c < u64::MAX as f64 {
+        c as u64
+    } else {
+        u64::MAX
+    }
 }
 
 /// Matrix-engine occupancy of an `m×k×n` tile matmul: weight tiles of `rows × cols` are loaded
-/// once per pass, overlapped with streaming `m` rows; a pass takes `max(m, rows)` cycles.
+/// once per pass, overlapped with streaming `m` rows; a pass takes `max(m, rows)` cycles. A matmul
+/// with a zero dimension costs one cycle.
 pub fn matmul_occupancy(m: u64, k: u64, n: u64, dt: DType, t: &Target) -> u64 {
-    let (r, c) = (t.matrix.rows as u64, t.matrix.cols as u64);
+    let (r, c) = (t.matrix.rows.max(1) as u64, t.matrix.cols.max(1) as u64);
     if m == 0 || k == 0 || n == 0 {
         return 1;
     }
-    let passes = k.div_ceil(r) * n.div_ceil(c);
+    let passes = k.div_ceil(r).saturating_mul(n.div_ceil(c));
     let slow = if dt == DType::F32 {
         t.matrix.fp32_slowdown as u64
     } else {
         1
     };
-    passes * m.max(r) * slow
+    passes.saturating_mul(m.max(r)).saturating_mul(slow)
 }
 
 fn tile_bytes(t: &TileRef, rows: u64, cols: u64, bcast: Bcast) -> (bool, u64) {
     let elems = match bcast {
-        Bcast::Full => rows * cols,
+        Bcast::Full => rows.saturating_mul(cols),
         Bcast::Row => cols,
         Bcast::Col => rows,
     };
-    (t.space == crate::fields::Space::Acc, elems * t.dtype.size())
+    (
+        t.space == crate::fields::Space::Acc,
+        elems.saturating_mul(t.dtype.size()),
+    )
 }
 
 fn charge(c: &mut Cost, (acc, bytes): (bool, u64), write: bool) {
-    match (acc, write) {
-        (false, false) => c.sram_read += bytes,
-        (false, true) => c.sram_write += bytes,
-        (true, false) => c.acc_read += bytes,
-        (true, true) => c.acc_write += bytes,
+    let slot = match (acc, write) {
+        (false, false) => &mut c.sram_read,
+        (false, true) => &mut c.sram_write,
+        (true, false) => &mut c.acc_read,
+        (true, true) => &mut c.acc_write,
+    };
+    *slot = slot.saturating_add(bytes);
+}
+
+/// `⌈log2 lanes⌉`: the depth of a reduction tree over `lanes` lanes (0 for one lane).
+pub fn reduction_depth(lanes: u64) -> u64 {
+    if lanes <= 1 {
+        0
+    } else {
+        (64 - (lanes - 1).leading_zeros()) as u64
     }
 }
 
 fn vector(c: &mut Cost, rows: u64, cols: u64, class: CostClass, t: &Target) {
-    let lanes = t.vector.lanes as u64;
+    let lanes = (t.vector.lanes as u64).max(1);
     let l = &t.latency;
-    let elems = rows * cols;
+    let elems = rows.saturating_mul(cols);
     c.vector_ops = elems;
-    match class {
+    c.latency = l.vpu_pipeline;
+    c.occupancy = match class {
         CostClass::VecReduce => {
-            c.occupancy = (rows * cols.div_ceil(lanes) * l.vpu_simple).max(1);
-            c.latency = l.vpu_pipeline + (lanes.max(2) as f64).log2().ceil() as u64;
+            c.latency = l.vpu_pipeline.saturating_add(reduction_depth(lanes));
+            rows.saturating_mul(cols.div_ceil(lanes))
+                .saturating_mul(l.vpu_simple)
         }
-        CostClass::VecSpecial => {
-            c.occupancy = (elems.div_ceil(lanes) * l.vpu_special).max(1);
-            c.latency = l.vpu_pipeline;
-        }
-        _ => {
-            c.occupancy = (elems.div_ceil(lanes) * l.vpu_simple).max(1);
-            c.latency = l.vpu_pipeline;
-        }
+        CostClass::VecSpecial => elems.div_ceil(lanes).saturating_mul(l.vpu_special),
+        CostClass::VecSimple => elems.div_ceil(lanes).saturating_mul(l.vpu_simple),
+        CostClass::Scalar
+        | CostClass::Branch
+        | CostClass::ScalarMem
+        | CostClass::DmaCopy
+        | CostClass::DmaIndexed
+        | CostClass::Matmul
+        | CostClass::Sync
+        | CostClass::Barrier
+        | CostClass::Halt => elems.div_ceil(lanes).saturating_mul(l.vpu_simple),
     }
+    .max(1);
 }
 
-/// The cost of `inst` on target `t`.
+/// The cost of `inst` on target `t`. All arithmetic saturates: a figure too large for `u64` is
+/// `u64::MAX`, never a wrapped value.
 pub fn cost(inst: &Inst, t: &Target) -> Cost {
     let d = inst.desc();
     let l = &t.latency;
@@ -153,9 +181,61 @@ pub fn cost(inst: &Inst, t: &Target) -> Cost {
         }
         CostClass::Sync | CostClass::Halt => c.occupancy = l.sync,
         CostClass::Barrier => c.occupancy = l.barrier,
-        _ => {}
+        CostClass::DmaCopy
+        | CostClass::DmaIndexed
+        | CostClass::Matmul
+        | CostClass::VecSimple
+        | CostClass::VecSpecial
+        | CostClass::VecReduce => {}
     }
+    let dma = |c: &mut Cost, hbm: u64| {
+        c.transfer = transfer_cycles(hbm, t);
+        c.occupancy = l.dma_setup.saturating_add(c.transfer);
+        c.latency = t.hbm.latency_cycles;
+    };
     match *inst {
+        // Priced by their class alone (above).
+        Inst::Nop {}
+        | Inst::Halt {}
+        | Inst::Li { .. }
+        | Inst::Lih { .. }
+        | Inst::Add { .. }
+        | Inst::Sub { .. }
+        | Inst::Mul { .. }
+        | Inst::Div { .. }
+        | Inst::Rem { .. }
+        | Inst::Min { .. }
+        | Inst::Max { .. }
+        | Inst::And { .. }
+        | Inst::Or { .. }
+        | Inst::Xor { .. }
+        | Inst::Shl { .. }
+        | Inst::Shr { .. }
+        | Inst::Slt { .. }
+        | Inst::Seq { .. }
+        | Inst::Addi { .. }
+        | Inst::Muli { .. }
+        | Inst::Shli { .. }
+        | Inst::Shri { .. }
+        | Inst::Andi { .. }
+        | Inst::Beq { .. }
+        | Inst::Bne { .. }
+        | Inst::Blt { .. }
+        | Inst::Bge { .. }
+        | Inst::Jmp { .. }
+        | Inst::Ld { .. }
+        | Inst::Ld32 { .. }
+        | Inst::St { .. }
+        | Inst::Barrier {}
+        | Inst::Wait { .. }
+        | Inst::Signal { .. }
+        | Inst::Cid { .. }
+        | Inst::DmaWait { .. }
+        | Inst::DmaSignal { .. }
+        | Inst::MxuWait { .. }
+        | Inst::MxuSignal { .. }
+        | Inst::VpuWait { .. }
+        | Inst::VpuSignal { .. } => {}
         Inst::DmaLoad {
             n0,
             n1,
@@ -168,9 +248,8 @@ pub fn cost(inst: &Inst, t: &Target) -> Cost {
             let bytes = n0 * n1 * n2 * dt.size();
             c.hbm_read = hbm_bytes(n1 * n2, n0 * dt.size(), t);
             c.sram_write = bytes;
-            c.transfer = transfer_cycles(c.hbm_read, t);
-            c.occupancy = l.dma_setup + c.transfer;
-            c.latency = t.hbm.latency_cycles;
+            let h = c.hbm_read;
+            dma(&mut c, h);
         }
         Inst::DmaStore {
             n0,
@@ -187,9 +266,8 @@ pub fn cost(inst: &Inst, t: &Target) -> Cost {
                 Layout::Trans => hbm_bytes(n0 * n2, n1 * dt.size(), t),
             };
             c.sram_read = bytes;
-            c.transfer = transfer_cycles(c.hbm_write, t);
-            c.occupancy = l.dma_setup + c.transfer;
-            c.latency = t.hbm.latency_cycles;
+            let h = c.hbm_write;
+            dma(&mut c, h);
         }
         Inst::DmaGather {
             count,
@@ -216,24 +294,25 @@ pub fn cost(inst: &Inst, t: &Target) -> Cost {
                 c.hbm_write = hbm;
                 c.sram_read += bytes;
             }
-            c.transfer = transfer_cycles(hbm, t);
-            c.occupancy = l.dma_setup + c.transfer;
-            c.latency = t.hbm.latency_cycles;
+            dma(&mut c, hbm);
         }
         Inst::MxuMatmul {
             m, k, n, dt, mode, ..
         } => {
             let (m, k, n) = (m as u64, k as u64, n as u64);
             c.occupancy = matmul_occupancy(m, k, n, dt, t);
-            c.latency = (t.matrix.rows + t.matrix.cols) as u64;
+            c.latency = t.matrix.rows as u64 + t.matrix.cols as u64;
             c.macs = m * k * n;
             c.mac_kind = match dt {
                 DType::F32 => MacKind::Fp32,
                 DType::I8 | DType::U8 => MacKind::Int8,
-                _ => MacKind::Low,
+                DType::F16 | DType::BF16 | DType::F8E4M3 | DType::I32 | DType::I64 => MacKind::Low,
             };
-            let passes_n = n.div_ceil(t.matrix.cols as u64);
-            c.sram_read = (m * k * passes_n + k * n) * dt.size();
+            let passes_n = n.div_ceil((t.matrix.cols as u64).max(1));
+            c.sram_read = (m * k)
+                .saturating_mul(passes_n)
+                .saturating_add(k * n)
+                .saturating_mul(dt.size());
             c.acc_write = m * n * 4;
             if mode == crate::fields::AccMode::Acc {
                 c.acc_read = m * n * 4;
@@ -286,14 +365,45 @@ pub fn cost(inst: &Inst, t: &Target) -> Cost {
             charge(&mut c, tile_bytes(&a, r, k, Bcast::Full), false);
             charge(&mut c, tile_bytes(&dst, r, k, Bcast::Col), true);
         }
-        _ => {
+        Inst::VpuAdd { .. }
+        | Inst::VpuSub { .. }
+        | Inst::VpuMul { .. }
+        | Inst::VpuDiv { .. }
+        | Inst::VpuMax { .. }
+        | Inst::VpuMin { .. }
+        | Inst::VpuEq { .. }
+        | Inst::VpuLt { .. }
+        | Inst::VpuLe { .. } => {
             if let Some((dst, a, b, rows, cols, bcast)) = binary_parts(inst) {
                 let (r, k) = (rows as u64, cols as u64);
                 vector(&mut c, r, k, d.cost, t);
                 charge(&mut c, tile_bytes(&a, r, k, Bcast::Full), false);
                 charge(&mut c, tile_bytes(&b, r, k, bcast), false);
                 charge(&mut c, tile_bytes(&dst, r, k, Bcast::Full), true);
-            } else if let Some((dst, a, rows, cols, bcast)) = unary_parts(inst) {
+            }
+        }
+        Inst::VpuAdds { .. }
+        | Inst::VpuSubs { .. }
+        | Inst::VpuRsubs { .. }
+        | Inst::VpuMuls { .. }
+        | Inst::VpuDivs { .. }
+        | Inst::VpuMaxs { .. }
+        | Inst::VpuMins { .. }
+        | Inst::VpuPows { .. }
+        | Inst::VpuCopy { .. }
+        | Inst::VpuExp { .. }
+        | Inst::VpuLog { .. }
+        | Inst::VpuSqrt { .. }
+        | Inst::VpuRsqrt { .. }
+        | Inst::VpuRecip { .. }
+        | Inst::VpuTanh { .. }
+        | Inst::VpuErf { .. }
+        | Inst::VpuSigmoid { .. }
+        | Inst::VpuNeg { .. }
+        | Inst::VpuAbs { .. }
+        | Inst::VpuSin { .. }
+        | Inst::VpuCos { .. } => {
+            if let Some((dst, a, rows, cols, bcast)) = unary_parts(inst) {
                 let (r, k) = (rows as u64, cols as u64);
                 vector(&mut c, r, k, d.cost, t);
                 charge(&mut c, tile_bytes(&a, r, k, bcast), false);
@@ -569,6 +679,75 @@ mod tests {
         assert_eq!(c.sram_write, 160);
         assert_eq!(c.transfer, 3);
         assert_eq!(c.occupancy, t.latency.dma_setup + 3);
+    }
+
+    #[test]
+    fn cost_saturates_instead_of_overflowing_at_the_target_bounds() {
+        use crate::target::*;
+        let mut t = Target::preset("edge").unwrap();
+        t.matrix.rows = 1;
+        t.matrix.cols = 1;
+        t.matrix.fp32_slowdown = MAX_FP32_SLOWDOWN as u32;
+        t.vector.lanes = 1;
+        t.hbm.burst_bytes = MAX_BURST_BYTES;
+        t.hbm.latency_cycles = MAX_LATENCY;
+        t.clock_ghz = MAX_CLOCK_GHZ;
+        t.hbm.bandwidth_gb_s = MAX_CLOCK_GHZ * MIN_HBM_BYTES_PER_CYCLE;
+        let l = &mut t.latency;
+        for v in [
+            &mut l.scalar,
+            &mut l.branch,
+            &mut l.scalar_mem,
+            &mut l.sync,
+            &mut l.barrier,
+            &mut l.dma_setup,
+            &mut l.vpu_pipeline,
+            &mut l.vpu_simple,
+            &mut l.vpu_special,
+        ] {
+            *v = MAX_LATENCY;
+        }
+        t.validate("t").unwrap();
+        for d in INSTRUCTIONS {
+            let raw: Vec<u64> = d
+                .fields
+                .iter()
+                .map(|f| match f.kind {
+                    crate::fields::FieldKind::Uimm => crate::fields::mask(f.width),
+                    _ => 0,
+                })
+                .collect();
+            let inst = Inst::from_raw(d.opcode, &raw).unwrap();
+            let c = cost(&inst, &t);
+            assert!(c.occupancy > 0, "{}", d.mnemonic);
+            let _ = c.cycles();
+        }
+        let dma = cost(
+            &Inst::DmaLoad {
+                sram: Reg(1),
+                hbm: Reg(2),
+                n0: 65535,
+                n1: 65535,
+                n2: 65535,
+                hs1: Reg(3),
+                hs2: Reg(0),
+                ss1: Reg(4),
+                ss2: Reg(0),
+                dt: DType::I64,
+                layout: Layout::Rows,
+            },
+            &t,
+        );
+        assert_eq!(dma.transfer, u64::MAX);
+        assert_eq!(dma.occupancy, u64::MAX);
+    }
+
+    #[test]
+    fn reduction_depth_is_ceil_log2_of_the_lanes() {
+        assert_eq!(
+            [1, 2, 3, 4, 32, 33].map(reduction_depth),
+            [0, 1, 2, 2, 5, 6]
+        );
     }
 
     #[test]

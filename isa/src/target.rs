@@ -241,6 +241,27 @@ pub const FIELD_DOCS: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// Upper bounds [`Target::validate`] enforces, so that every cost and time computation stays far
+/// from `u64` overflow and the emulator can hold the machine.
+pub const MAX_CORES: u64 = 256;
+/// `matrix.rows`, `matrix.cols`.
+pub const MAX_ARRAY_DIM: u64 = 1 << 16;
+pub const MAX_FP32_SLOWDOWN: u64 = 1 << 10;
+pub const MAX_LANES: u64 = 1 << 20;
+/// Per-core scratchpad and accumulator size (the emulator's limit per memory).
+pub const MAX_ONCHIP_BYTES: u64 = 1 << 32;
+/// HBM size (the emulator stores HBM sparsely, so this is an address-space limit).
+pub const MAX_HBM_BYTES: u64 = 1 << 48;
+/// Every latency in cycles (and `kv.block_tokens`).
+pub const MAX_LATENCY: u64 = 1 << 32;
+pub const MAX_BURST_BYTES: u64 = 1 << 20;
+pub const MAX_QUEUE_DEPTH: u64 = 1 << 16;
+pub const MIN_CLOCK_GHZ: f64 = 1e-6;
+pub const MAX_CLOCK_GHZ: f64 = 1e6;
+/// HBM bytes per core cycle (`hbm.bandwidth_gb_s / clock_ghz`).
+pub const MIN_HBM_BYTES_PER_CYCLE: f64 = 1e-6;
+pub const MAX_HBM_BYTES_PER_CYCLE: f64 = 1e9;
+
 /// Errors reading or validating a target.
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
@@ -352,19 +373,66 @@ impl Target {
                 return Err(bad(field, "must be greater than 0".into()));
             }
         }
-        if self.cores > 256 {
-            return Err(bad(
-                "cores",
-                format!("{} exceeds the maximum of 256", self.cores),
-            ));
+        let l = &self.latency;
+        let at_most: [(&'static str, u64, u64); 21] = [
+            ("cores", self.cores as u64, MAX_CORES),
+            ("matrix.rows", self.matrix.rows as u64, MAX_ARRAY_DIM),
+            ("matrix.cols", self.matrix.cols as u64, MAX_ARRAY_DIM),
+            (
+                "matrix.fp32_slowdown",
+                self.matrix.fp32_slowdown as u64,
+                MAX_FP32_SLOWDOWN,
+            ),
+            ("vector.lanes", self.vector.lanes as u64, MAX_LANES),
+            ("sram.size_bytes", self.sram.size_bytes, MAX_ONCHIP_BYTES),
+            (
+                "accumulator.size_bytes",
+                self.accumulator.size_bytes,
+                MAX_ONCHIP_BYTES,
+            ),
+            ("hbm.size_bytes", self.hbm.size_bytes, MAX_HBM_BYTES),
+            ("hbm.latency_cycles", self.hbm.latency_cycles, MAX_LATENCY),
+            ("hbm.burst_bytes", self.hbm.burst_bytes, MAX_BURST_BYTES),
+            ("latency.scalar", l.scalar, MAX_LATENCY),
+            ("latency.branch", l.branch, MAX_LATENCY),
+            ("latency.scalar_mem", l.scalar_mem, MAX_LATENCY),
+            ("latency.sync", l.sync, MAX_LATENCY),
+            ("latency.barrier", l.barrier, MAX_LATENCY),
+            ("latency.dma_setup", l.dma_setup, MAX_LATENCY),
+            ("latency.vpu_pipeline", l.vpu_pipeline, MAX_LATENCY),
+            ("latency.vpu_simple", l.vpu_simple, MAX_LATENCY),
+            ("latency.vpu_special", l.vpu_special, MAX_LATENCY),
+            ("latency.queue_depth", l.queue_depth as u64, MAX_QUEUE_DEPTH),
+            ("kv.block_tokens", self.kv.block_tokens as u64, MAX_LATENCY),
+        ];
+        for (field, v, max) in at_most {
+            if v > max {
+                return Err(bad(field, format!("{v} exceeds the maximum of {max}")));
+            }
         }
-        if !(self.clock_ghz.is_finite() && self.clock_ghz > 0.0) {
-            return Err(bad("clock_ghz", "must be a positive number".into()));
+        if !(self.clock_ghz.is_finite()
+            && (MIN_CLOCK_GHZ..=MAX_CLOCK_GHZ).contains(&self.clock_ghz))
+        {
+            return Err(bad(
+                "clock_ghz",
+                format!("must be a number in {MIN_CLOCK_GHZ:e}..={MAX_CLOCK_GHZ:e}"),
+            ));
         }
         if !(self.hbm.bandwidth_gb_s.is_finite() && self.hbm.bandwidth_gb_s > 0.0) {
             return Err(bad(
                 "hbm.bandwidth_gb_s",
                 "must be a positive number".into(),
+            ));
+        }
+        let per_cycle = self.hbm_bytes_per_cycle();
+        if !(MIN_HBM_BYTES_PER_CYCLE..=MAX_HBM_BYTES_PER_CYCLE).contains(&per_cycle) {
+            return Err(bad(
+                "hbm.bandwidth_gb_s",
+                format!(
+                    "{} GB/s at {} GHz is {per_cycle:e} bytes per cycle, outside \
+                     {MIN_HBM_BYTES_PER_CYCLE:e}..={MAX_HBM_BYTES_PER_CYCLE:e}",
+                    self.hbm.bandwidth_gb_s, self.clock_ghz
+                ),
             ));
         }
         if !self.sram.size_bytes.is_multiple_of(self.sram.banks as u64) {
@@ -496,6 +564,82 @@ mod tests {
             .replace("rows = 32", "rows = -3");
         let err = Target::from_toml(&text, "t.toml").unwrap_err().to_string();
         assert!(err.contains("rows"), "{err}");
+    }
+
+    #[test]
+    fn values_above_the_upper_bounds_are_rejected_naming_the_field() {
+        let edge = preset_text("edge").unwrap();
+        let cases = [
+            (
+                "barrier = 20",
+                "barrier = 18446744073709551615",
+                "latency.barrier",
+            ),
+            (
+                "burst_bytes = 64",
+                "burst_bytes = 9223372036854775808",
+                "hbm.burst_bytes",
+            ),
+            (
+                "burst_bytes = 64",
+                "burst_bytes = 2097152",
+                "hbm.burst_bytes",
+            ),
+            (
+                "bandwidth_gb_s = 100.0",
+                "bandwidth_gb_s = 1e-300",
+                "hbm.bandwidth_gb_s",
+            ),
+            (
+                "bandwidth_gb_s = 100.0",
+                "bandwidth_gb_s = 1e300",
+                "hbm.bandwidth_gb_s",
+            ),
+            ("rows = 32", "rows = 4294967295", "matrix.rows"),
+            ("lanes = 32", "lanes = 4294967295", "vector.lanes"),
+            (
+                "queue_depth = 16",
+                "queue_depth = 4294967295",
+                "latency.queue_depth",
+            ),
+            (
+                "vpu_special = 4",
+                "vpu_special = 18446744073709551615",
+                "latency.vpu_special",
+            ),
+            (
+                "latency_cycles = 150",
+                "latency_cycles = 4294967297",
+                "hbm.latency_cycles",
+            ),
+            (
+                "size_bytes = 4294967296",
+                "size_bytes = 562949953421312",
+                "hbm.size_bytes",
+            ),
+            (
+                "size_bytes = 2097152",
+                "size_bytes = 8589934592",
+                "sram.size_bytes",
+            ),
+            (
+                "fp32_slowdown = 4",
+                "fp32_slowdown = 4294967295",
+                "matrix.fp32_slowdown",
+            ),
+            ("clock_ghz = 1.0", "clock_ghz = 1e300", "clock_ghz"),
+        ];
+        for (from, to, field) in cases {
+            assert!(edge.contains(from), "{from}");
+            let text = edge.replacen(from, to, 1);
+            let err = Target::from_toml(&text, "t.toml").unwrap_err().to_string();
+            assert!(err.contains(&format!("`{field}`")), "{to}: {err}");
+        }
+        // The bounds themselves are accepted.
+        let text = edge
+            .replacen("barrier = 20", "barrier = 4294967296", 1)
+            .replacen("burst_bytes = 64", "burst_bytes = 1048576", 1);
+        Target::from_toml(&text, "t.toml").unwrap();
     }
 
     #[test]
