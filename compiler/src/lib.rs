@@ -6,6 +6,7 @@
 //! Entry points: [`parser::parse_module`], [`ir::print_module`], [`ir::verify`],
 //! [`pass::PassManager`], [`passes::registry`].
 
+pub mod backend;
 pub mod diag;
 pub mod dialects;
 pub mod ir;

@@ -32,6 +32,9 @@ register_passes! {
     canonicalize,
     cse,
     dce,
+    tile,
+    plan_memory,
+    lower_llmpu,
 }
 
 /// Instantiates a pass by flag name; unknown names produce an error listing the valid ones.
@@ -58,7 +61,7 @@ mod tests {
             .unwrap_or_default();
         assert_eq!(
             e,
-            "unknown pass 'nope'; valid passes: canonicalize, cse, dce"
+            "unknown pass 'nope'; valid passes: canonicalize, cse, dce, tile, plan-memory, lower-llmpu"
         );
     }
 

@@ -1,0 +1,324 @@
+//! FlashAttention for `graph.fused_attention`: per (batch, head), Q blocks × KV blocks with an
+//! online softmax, so the `Sq×Skv` score matrix only ever exists one `q_block×kv_block` tile at a
+//! time, in the accumulator and SRAM — never in HBM.
+//!
+//! For each Q block (kept in SRAM) the kernel streams K (loaded transposed by the DMA) and V blocks:
+//! `S = Q·Kᵀ` on the matrix engine, `S·scale (+ mask)`, the causal mask on blocks crossing the
+//! diagonal (`vpu.causal`), then the running row max `m`, row sum `l` and output `O` are updated:
+//! `m' = max(m, rowmax S)`, `α = exp(m − m')`, `P = exp(S − m')`, `l = l·α + rowsum P`,
+//! `O = O·α + P·V` (`vpu.sacc`). KV blocks entirely above the diagonal are skipped. With grouped
+//! query attention, query head `h` reads KV head `h·Hkv/H`.
+//!
+//! Block sizes come from the `q_block`/`kv_block` attributes (`tile` pass): `kv_block` a multiple of
+//! the array width, `q_block` as large as SRAM allows (up to the whole sequence), so K and V are
+//! read from HBM once per head when the queries fit — traffic linear in the sequence length.
+
+use llmpu_isa::{Bcast, DType};
+
+use super::emit::Mem;
+use super::kernels::{Bin, Cx, Imm, Red, T, Un};
+use super::plan::shape_of;
+use super::tiling::sram_budget;
+use super::view::View;
+use super::{BackendError, Options, Precision};
+use crate::ir::{Attribute, Module, OpId, ValueId};
+
+type R<T> = Result<T, BackendError>;
+
+/// `(q_block, kv_block)` for `sq` queries, `skv` keys, head sizes `d`/`dv`.
+pub fn blocks(sq: u64, skv: u64, d: u64, dv: u64, o: &Options) -> (u64, u64) {
+    let t = &o.target;
+    let sz = match o.precision {
+        Precision::Fp32 => 4,
+        Precision::Bf16 => 2,
+    };
+    let bk = (t.matrix.cols as u64).max(16).min(skv.max(1));
+    let budget = sram_budget(t);
+    // Per query row: Q, O (f32), S (f32), P, stats; KV tiles double-buffered.
+    let kv = 2 * (d * bk + bk * dv) * sz;
+    let per_row = d * sz + dv * 4 + bk * (4 + sz) + 64;
+    let acc_rows = t.accumulator.size_bytes / (2 * (bk + dv) * 4);
+    let fit = budget.saturating_sub(kv) / per_row;
+    let bq = fit.min(acc_rows).min(sq).clamp(1, 65535);
+    (bq, bk)
+}
+
+/// Records `q_block`, `kv_block` and the block counts on a fused attention op.
+pub fn annotate(m: &mut Module, op: OpId, o: &Options) {
+    let d = m.op(op);
+    let (Some(q), Some(k), Some(v)) = (
+        shape_of(m, d.operands[0]),
+        shape_of(m, d.operands[1]),
+        shape_of(m, d.operands[2]),
+    ) else {
+        return;
+    };
+    if q.len() < 2 || k.len() < 2 || v.len() < 2 {
+        return;
+    }
+    let (sq, dd) = (q[q.len() - 2], q[q.len() - 1]);
+    let (skv, dv) = (k[k.len() - 2], v[v.len() - 1]);
+    let (bq, bk) = match (
+        m.attr(op, "q_block").and_then(Attribute::as_int),
+        m.attr(op, "kv_block").and_then(Attribute::as_int),
+    ) {
+        (Some(a), Some(b)) if a > 0 && b > 0 => (a as u64, b as u64),
+        _ => blocks(sq, skv, dd, dv, o),
+    };
+    let causal = m.attr(op, "causal").and_then(Attribute::as_bool) == Some(true);
+    let off = skv.saturating_sub(sq);
+    let (mut total, mut skipped) = (0i64, 0i64);
+    let mut q0 = 0;
+    while q0 < sq {
+        let mut k0 = 0;
+        while k0 < skv {
+            total += 1;
+            if causal && k0 > q0 + bq.min(sq - q0) - 1 + off {
+                skipped += 1;
+            }
+            k0 += bk;
+        }
+        q0 += bq;
+    }
+    m.set_attr(op, "q_block", Attribute::i64(bq as i64));
+    m.set_attr(op, "kv_block", Attribute::i64(bk as i64));
+    m.set_attr(
+        op,
+        "blocks",
+        Attribute::DenseI64Array(vec![total, total - skipped]),
+    );
+}
+
+fn index(v: &View, lead: &[u64]) -> View {
+    let mut x = v.clone();
+    for (i, &ix) in lead.iter().enumerate() {
+        x.addr += ix as i64 * x.strides[i] * x.dt.size() as i64;
+    }
+    x.shape = x.shape[lead.len()..].to_vec();
+    x.strides = x.strides[lead.len()..].to_vec();
+    x
+}
+
+/// Lowers `graph.fused_attention(q, k, v, mask?)`.
+pub fn attention(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
+    let m = cx.m;
+    let err = |cx: &Cx, s: &str| BackendError::new(&cx.loc, s.to_string());
+    let qv = cx
+        .plan
+        .views
+        .get(&ins[0])
+        .cloned()
+        .ok_or_else(|| err(cx, "q has no memory"))?;
+    let kv = cx
+        .plan
+        .views
+        .get(&ins[1])
+        .cloned()
+        .ok_or_else(|| err(cx, "k has no memory"))?;
+    let vv = cx
+        .plan
+        .views
+        .get(&ins[2])
+        .cloned()
+        .ok_or_else(|| err(cx, "v has no memory"))?;
+    let r = qv.shape.len();
+    if r != 4 || kv.shape.len() != 4 || vv.shape.len() != 4 {
+        return Err(err(
+            cx,
+            "fused attention expects [batch, heads, seq, head] q, k, v",
+        ));
+    }
+    let (b, h, sq, d) = (qv.shape[0], qv.shape[1], qv.shape[2], qv.shape[3]);
+    let (hkv, skv, dv) = (kv.shape[1], kv.shape[2], vv.shape[3]);
+    if hkv == 0 || h % hkv != 0 || kv.shape[3] != d || vv.shape[2] != skv {
+        return Err(err(cx, "inconsistent q/k/v shapes"));
+    }
+    let scale = m
+        .attr(op, "scale")
+        .and_then(Attribute::as_f64)
+        .unwrap_or(1.0 / (d as f64).sqrt()) as f32;
+    let causal = m.attr(op, "causal").and_then(Attribute::as_bool) == Some(true);
+    let mask = match ins.get(3) {
+        Some(&mv) => {
+            let v = cx
+                .plan
+                .views
+                .get(&mv)
+                .cloned()
+                .ok_or_else(|| err(cx, "mask has no memory"))?;
+            Some(
+                v.broadcast_to(&[b, h, sq, skv])
+                    .ok_or_else(|| err(cx, "mask does not broadcast to the scores"))?,
+            )
+        }
+        None => None,
+    };
+    let (bq, bk) = match (
+        m.attr(op, "q_block").and_then(Attribute::as_int),
+        m.attr(op, "kv_block").and_then(Attribute::as_int),
+    ) {
+        (Some(a), Some(c)) if a > 0 && c > 0 => (a as u64, c as u64),
+        _ => blocks(sq, skv, d, dv, cx.o),
+    };
+    let (bq, bk) = (bq.min(sq).max(1), bk.min(skv).max(1));
+    let dt = match cx.o.precision {
+        Precision::Fp32 => DType::F32,
+        Precision::Bf16 => DType::BF16,
+    };
+    let sz = dt.size();
+    let off = skv.saturating_sub(sq);
+    // Buffers.
+    let al = |cx: &mut Cx, mem: Mem, bytes: u64, what: &str| {
+        cx.e.alloc(mem, bytes, what)
+            .map_err(|e| BackendError::new(&cx.loc, e.to_string()))
+    };
+    let qt = al(cx, Mem::Sram, bq * d * sz, "attention Q block")?;
+    let stage = al(
+        cx,
+        Mem::Sram,
+        (bq * d).max(bk * d).max(bk * dv) * 4,
+        "attention conversion stage",
+    )?;
+    let kt = [
+        al(cx, Mem::Sram, d * bk * sz, "attention K block")?,
+        al(cx, Mem::Sram, d * bk * sz, "attention K block")?,
+    ];
+    let vt = [
+        al(cx, Mem::Sram, bk * dv * sz, "attention V block")?,
+        al(cx, Mem::Sram, bk * dv * sz, "attention V block")?,
+    ];
+    let s32 = al(cx, Mem::Sram, bq * bk * 4, "attention scores")?;
+    let pt = al(cx, Mem::Sram, bq * bk * sz, "attention probabilities")?;
+    let mt = al(cx, Mem::Sram, bq * bk * 4, "attention mask block")?;
+    let ot = al(cx, Mem::Sram, bq * dv * 4, "attention output")?;
+    let oc = al(cx, Mem::Sram, bq * dv * ov.dt.size(), "attention output")?;
+    let stats: Vec<u64> = (0..5)
+        .map(|_| al(cx, Mem::Sram, bq * 4, "attention row statistics"))
+        .collect::<R<_>>()?;
+    let sacc = al(cx, Mem::Acc, bq * bk * 4, "attention score accumulator")?;
+    let pvacc = al(cx, Mem::Acc, bq * dv * 4, "attention PV accumulator")?;
+    let col = |a: u64| T::sram(a, 1, DType::F32);
+    let (mrun, lrun, mnew, alpha, tmp) = (
+        col(stats[0]),
+        col(stats[1]),
+        col(stats[2]),
+        col(stats[3]),
+        col(stats[4]),
+    );
+    let load_as = |cx: &mut Cx, v: &View, dst: u64| {
+        let cols = v.shape[1];
+        if v.dt == dt {
+            cx.e.move_view(true, v, dst, cols);
+        } else {
+            cx.e.move_view(true, v, stage, cols);
+            cx.e.vun(
+                Un::Copy,
+                T::sram(dst, cols, dt),
+                T::sram(stage, cols, v.dt),
+                Bcast::Full,
+                v.shape[0],
+                cols,
+            );
+        }
+    };
+    let mut step = 0usize;
+    for bi in 0..b {
+        for hi in 0..h {
+            let hk = hi * hkv / h;
+            let q2 = index(&qv, &[bi, hi]);
+            let k2 = index(&kv, &[bi, hk]);
+            let v2 = index(&vv, &[bi, hk]);
+            let o2 = index(ov, &[bi, hi]);
+            let mut q0 = 0;
+            while q0 < sq {
+                let wq = bq.min(sq - q0);
+                load_as(cx, &q2.slice(0, q0, 1, wq), qt);
+                let o32 = T::sram(ot, dv, DType::F32);
+                cx.e.vfill(o32, 0.0, wq, dv);
+                cx.e.vfill(mrun, f32::NEG_INFINITY, wq, 1);
+                cx.e.vfill(lrun, 0.0, wq, 1);
+                let mut k0 = 0;
+                while k0 < skv {
+                    let wk = bk.min(skv - k0);
+                    if causal && k0 > q0 + wq - 1 + off {
+                        k0 += bk;
+                        continue;
+                    }
+                    let s = step % 2;
+                    step += 1;
+                    let kblk = k2.slice(0, k0, 1, wk).permute(&[1, 0]);
+                    load_as(cx, &kblk, kt[s]);
+                    load_as(cx, &v2.slice(0, k0, 1, wk), vt[s]);
+                    let sa = T {
+                        mem: Mem::Acc,
+                        addr: sacc,
+                        ld: wk,
+                        dt: DType::F32,
+                    };
+                    cx.e.matmul(
+                        sa,
+                        T::sram(qt, d, dt),
+                        T::sram(kt[s], wk, dt),
+                        wq,
+                        d,
+                        wk,
+                        false,
+                    );
+                    let st = T::sram(s32, wk, DType::F32);
+                    cx.e.vimm(Imm::Mul, st, sa, scale, wq, wk);
+                    if let Some(mv) = &mask {
+                        let mb = index(mv, &[bi, hi]).slice(0, q0, 1, wq).slice(1, k0, 1, wk);
+                        cx.e.move_view(true, &mb, mt, wk);
+                        cx.e.vbin(
+                            Bin::Add,
+                            st,
+                            st,
+                            T::sram(mt, wk, mb.dt),
+                            Bcast::Full,
+                            wq,
+                            wk,
+                        );
+                    }
+                    if causal && k0 + wk - 1 > q0 + off {
+                        cx.e.vcausal(st, (q0 + off) as i64, k0 as i64, f32::NEG_INFINITY, wq, wk);
+                    }
+                    let e = &mut *cx.e;
+                    e.vred(Red::Max, tmp, st, wq, wk);
+                    e.vbin(Bin::Max, mnew, mrun, tmp, Bcast::Full, wq, 1);
+                    e.vbin(Bin::Sub, alpha, mrun, mnew, Bcast::Full, wq, 1);
+                    e.vun(Un::Exp, alpha, alpha, Bcast::Full, wq, 1);
+                    e.vbin(Bin::Sub, st, st, mnew, Bcast::Col, wq, wk);
+                    e.vun(Un::Exp, st, st, Bcast::Full, wq, wk);
+                    e.vred(Red::Sum, tmp, st, wq, wk);
+                    e.vbin(Bin::Mul, lrun, lrun, alpha, Bcast::Full, wq, 1);
+                    e.vbin(Bin::Add, lrun, lrun, tmp, Bcast::Full, wq, 1);
+                    e.vun(Un::Copy, mrun, mnew, Bcast::Full, wq, 1);
+                    let p = T::sram(pt, wk, dt);
+                    e.vun(Un::Copy, p, st, Bcast::Full, wq, wk);
+                    let pv = T {
+                        mem: Mem::Acc,
+                        addr: pvacc,
+                        ld: dv,
+                        dt: DType::F32,
+                    };
+                    e.matmul(pv, p, T::sram(vt[s], dv, dt), wq, wk, dv, false);
+                    e.vsacc(o32, alpha, pv, wq, dv);
+                    k0 += bk;
+                }
+                let e = &mut *cx.e;
+                e.vun(Un::Recip, lrun, lrun, Bcast::Full, wq, 1);
+                e.vbin(Bin::Mul, o32, o32, lrun, Bcast::Col, wq, dv);
+                let res = if ov.dt == DType::F32 {
+                    o32
+                } else {
+                    let o = T::sram(oc, dv, ov.dt);
+                    e.vun(Un::Copy, o, o32, Bcast::Full, wq, dv);
+                    o
+                };
+                cx.e.move_view(false, &o2.slice(0, q0, 1, wq), res.addr, dv);
+                q0 += bq;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,1880 @@
+//! Kernel generators: one per op family, each turning a graph op (with its planned HBM views and
+//! tile attributes) into DMA, matrix and vector instructions through the [`Emitter`].
+//!
+//! Common shape: the output is cut into tiles along its leading dimensions ([`row_tiles`]); each
+//! tile's operands are loaded (any strided view; broadcast operands as a row or a column the
+//! vector unit re-reads), computed in f32 on the vector unit, converted to the output's storage
+//! type and stored. Consecutive tiles alternate between two buffer sets, so the emitter's automatic
+//! synchronization lets the DMA of tile i+1 overlap the compute of tile i.
+//!
+//! Families: elementwise (unary, binary, compare, select, cast, clip, GELU, ...), copy (concat,
+//! materialized views, outputs), row kernels (softmax, log-softmax, layer/RMS norm, reductions),
+//! matmul (batched, with bias + activation epilogue), gather (embeddings through `dma.gather`) and
+//! fused attention (FlashAttention: Q blocks × KV blocks with online softmax).
+
+use llmpu_isa::{AccMode, Bcast, DType, Inst, Space, TileRef};
+
+use super::emit::{EmitError, Emitter, Mem, Touch};
+use super::plan::{Plan, const_f64s, elem_of, shape_of};
+use super::tiling::{matmul_tiles, row_tile, sram_budget};
+use super::view::View;
+use super::{BackendError, Options, Precision};
+use crate::ir::{Attribute, Location, Module, OpId, ValueId};
+
+/// Everything a kernel needs.
+pub struct Cx<'a> {
+    pub m: &'a Module,
+    pub plan: &'a Plan,
+    pub e: &'a mut Emitter,
+    pub o: &'a Options,
+    pub loc: Location,
+}
+
+type R<T> = Result<T, BackendError>;
+
+impl Cx<'_> {
+    fn err(&self, msg: impl Into<String>) -> BackendError {
+        BackendError::new(&self.loc, msg)
+    }
+    fn emit_err(&self, e: EmitError) -> BackendError {
+        self.err(e.to_string())
+    }
+    fn view(&self, v: ValueId) -> R<View> {
+        self.plan
+            .views
+            .get(&v)
+            .cloned()
+            .ok_or_else(|| self.err(format!("value {v} has no memory (unsupported producer)")))
+    }
+    fn alloc(&mut self, mem: Mem, bytes: u64, what: &str) -> R<u64> {
+        self.e.alloc(mem, bytes, what).map_err(|e| self.emit_err(e))
+    }
+}
+
+// ---------- vector-unit helpers ----------
+
+/// A tile in SRAM or the accumulator: base, row stride (elements), type.
+#[derive(Clone, Copy, Debug)]
+pub struct T {
+    pub mem: Mem,
+    pub addr: u64,
+    pub ld: u64,
+    pub dt: DType,
+}
+
+impl T {
+    pub fn sram(addr: u64, ld: u64, dt: DType) -> T {
+        T {
+            mem: Mem::Sram,
+            addr,
+            ld,
+            dt,
+        }
+    }
+    fn touch(&self, rows: u64, cols: u64, b: Bcast, write: bool) -> Touch {
+        let sz = self.dt.size();
+        let len = match b {
+            Bcast::Full => ((rows.max(1) - 1) * self.ld + cols) * sz,
+            Bcast::Row => cols * sz,
+            Bcast::Col => ((rows.max(1) - 1) * self.ld + 1) * sz,
+        };
+        Touch {
+            mem: self.mem,
+            lo: self.addr,
+            hi: self.addr + len,
+            write,
+        }
+    }
+    fn at_row(&self, r: u64) -> T {
+        T {
+            addr: self.addr + r * self.ld * self.dt.size(),
+            ..*self
+        }
+    }
+}
+
+fn tref(e: &mut Emitter, t: T) -> TileRef {
+    TileRef {
+        space: if t.mem == Mem::Acc {
+            Space::Acc
+        } else {
+            Space::Sram
+        },
+        dtype: t.dt,
+        addr: e.reg(t.addr as i64),
+        ld: e.reg(t.ld as i64),
+    }
+}
+
+/// Binary vector ops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bin {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Max,
+    Min,
+    Eq,
+    Lt,
+    Le,
+}
+
+/// Unary vector ops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Un {
+    Copy,
+    Exp,
+    Log,
+    Sqrt,
+    Rsqrt,
+    Recip,
+    Tanh,
+    Erf,
+    Sigmoid,
+    Neg,
+    Abs,
+    Sin,
+    Cos,
+}
+
+/// Vector ops with an immediate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Imm {
+    Add,
+    Sub,
+    Rsub,
+    Mul,
+    Div,
+    Max,
+    Min,
+    Pow,
+}
+
+/// Row reductions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Red {
+    Sum,
+    Max,
+    Min,
+}
+
+impl Emitter {
+    pub fn vbin(&mut self, k: Bin, d: T, a: T, b: T, bc: Bcast, rows: u64, cols: u64) {
+        let touches = vec![
+            a.touch(rows, cols, Bcast::Full, false),
+            b.touch(rows, cols, bc, false),
+            d.touch(rows, cols, Bcast::Full, true),
+        ];
+        let (dst, a, b) = (tref(self, d), tref(self, a), tref(self, b));
+        let (rows, cols, bcast) = (rows as u32, cols as u32, bc);
+        let inst = match k {
+            Bin::Add => Inst::VpuAdd {
+                dst,
+                a,
+                b,
+                rows,
+                cols,
+                bcast,
+            },
+            Bin::Sub => Inst::VpuSub {
+                dst,
+                a,
+                b,
+                rows,
+                cols,
+                bcast,
+            },
+            Bin::Mul => Inst::VpuMul {
+                dst,
+                a,
+                b,
+                rows,
+                cols,
+                bcast,
+            },
+            Bin::Div => Inst::VpuDiv {
+                dst,
+                a,
+                b,
+                rows,
+                cols,
+                bcast,
+            },
+            Bin::Max => Inst::VpuMax {
+                dst,
+                a,
+                b,
+                rows,
+                cols,
+                bcast,
+            },
+            Bin::Min => Inst::VpuMin {
+                dst,
+                a,
+                b,
+                rows,
+                cols,
+                bcast,
+            },
+            Bin::Eq => Inst::VpuEq {
+                dst,
+                a,
+                b,
+                rows,
+                cols,
+                bcast,
+            },
+            Bin::Lt => Inst::VpuLt {
+                dst,
+                a,
+                b,
+                rows,
+                cols,
+                bcast,
+            },
+            Bin::Le => Inst::VpuLe {
+                dst,
+                a,
+                b,
+                rows,
+                cols,
+                bcast,
+            },
+        };
+        self.op(inst, touches);
+    }
+
+    pub fn vun(&mut self, k: Un, d: T, a: T, bc: Bcast, rows: u64, cols: u64) {
+        let touches = vec![
+            a.touch(rows, cols, bc, false),
+            d.touch(rows, cols, Bcast::Full, true),
+        ];
+        let (dst, a) = (tref(self, d), tref(self, a));
+        let (rows, cols, bcast) = (rows as u32, cols as u32, bc);
+        let inst = match k {
+            Un::Copy => Inst::VpuCopy {
+                dst,
+                a,
+                rows,
+                cols,
+                bcast,
+            },
+            Un::Exp => Inst::VpuExp {
+                dst,
+                a,
+                rows,
+                cols,
+                bcast,
+            },
+            Un::Log => Inst::VpuLog {
+                dst,
+                a,
+                rows,
+                cols,
+                bcast,
+            },
+            Un::Sqrt => Inst::VpuSqrt {
+                dst,
+                a,
+                rows,
+                cols,
+                bcast,
+            },
+            Un::Rsqrt => Inst::VpuRsqrt {
+                dst,
+                a,
+                rows,
+                cols,
+                bcast,
+            },
+            Un::Recip => Inst::VpuRecip {
+                dst,
+                a,
+                rows,
+                cols,
+                bcast,
+            },
+            Un::Tanh => Inst::VpuTanh {
+                dst,
+                a,
+                rows,
+                cols,
+                bcast,
+            },
+            Un::Erf => Inst::VpuErf {
+                dst,
+                a,
+                rows,
+                cols,
+                bcast,
+            },
+            Un::Sigmoid => Inst::VpuSigmoid {
+                dst,
+                a,
+                rows,
+                cols,
+                bcast,
+            },
+            Un::Neg => Inst::VpuNeg {
+                dst,
+                a,
+                rows,
+                cols,
+                bcast,
+            },
+            Un::Abs => Inst::VpuAbs {
+                dst,
+                a,
+                rows,
+                cols,
+                bcast,
+            },
+            Un::Sin => Inst::VpuSin {
+                dst,
+                a,
+                rows,
+                cols,
+                bcast,
+            },
+            Un::Cos => Inst::VpuCos {
+                dst,
+                a,
+                rows,
+                cols,
+                bcast,
+            },
+        };
+        self.op(inst, touches);
+    }
+
+    pub fn vimm(&mut self, k: Imm, d: T, a: T, imm: f32, rows: u64, cols: u64) {
+        let touches = vec![
+            a.touch(rows, cols, Bcast::Full, false),
+            d.touch(rows, cols, Bcast::Full, true),
+        ];
+        let (dst, a) = (tref(self, d), tref(self, a));
+        let (rows, cols) = (rows as u32, cols as u32);
+        let inst = match k {
+            Imm::Add => Inst::VpuAdds {
+                dst,
+                a,
+                imm,
+                rows,
+                cols,
+            },
+            Imm::Sub => Inst::VpuSubs {
+                dst,
+                a,
+                imm,
+                rows,
+                cols,
+            },
+            Imm::Rsub => Inst::VpuRsubs {
+                dst,
+                a,
+                imm,
+                rows,
+                cols,
+            },
+            Imm::Mul => Inst::VpuMuls {
+                dst,
+                a,
+                imm,
+                rows,
+                cols,
+            },
+            Imm::Div => Inst::VpuDivs {
+                dst,
+                a,
+                imm,
+                rows,
+                cols,
+            },
+            Imm::Max => Inst::VpuMaxs {
+                dst,
+                a,
+                imm,
+                rows,
+                cols,
+            },
+            Imm::Min => Inst::VpuMins {
+                dst,
+                a,
+                imm,
+                rows,
+                cols,
+            },
+            Imm::Pow => Inst::VpuPows {
+                dst,
+                a,
+                imm,
+                rows,
+                cols,
+            },
+        };
+        self.op(inst, touches);
+    }
+
+    pub fn vred(&mut self, k: Red, d: T, a: T, rows: u64, cols: u64) {
+        let touches = vec![
+            a.touch(rows, cols, Bcast::Full, false),
+            d.touch(rows, 1, Bcast::Col, true),
+        ];
+        let (dst, a) = (tref(self, d), tref(self, a));
+        let (rows, cols) = (rows as u32, cols as u32);
+        let inst = match k {
+            Red::Sum => Inst::VpuRsum { dst, a, rows, cols },
+            Red::Max => Inst::VpuRmax { dst, a, rows, cols },
+            Red::Min => Inst::VpuRmin { dst, a, rows, cols },
+        };
+        self.op(inst, touches);
+    }
+
+    pub fn vsel(&mut self, d: T, c: T, a: T, b: T, rows: u64, cols: u64) {
+        let touches = vec![
+            c.touch(rows, cols, Bcast::Full, false),
+            a.touch(rows, cols, Bcast::Full, false),
+            b.touch(rows, cols, Bcast::Full, false),
+            d.touch(rows, cols, Bcast::Full, true),
+        ];
+        let (dst, c, a, b) = (tref(self, d), tref(self, c), tref(self, a), tref(self, b));
+        let inst = Inst::VpuSel {
+            dst,
+            c,
+            a,
+            b,
+            rows: rows as u32,
+            cols: cols as u32,
+        };
+        self.op(inst, touches);
+    }
+
+    pub fn vfill(&mut self, d: T, imm: f32, rows: u64, cols: u64) {
+        let touches = vec![d.touch(rows, cols, Bcast::Full, true)];
+        let dst = tref(self, d);
+        let inst = Inst::VpuFill {
+            dst,
+            imm,
+            rows: rows as u32,
+            cols: cols as u32,
+        };
+        self.op(inst, touches);
+    }
+
+    /// `d[i, j] = d[i, j] · s[i] + b[i, j]`.
+    pub fn vsacc(&mut self, d: T, s: T, b: T, rows: u64, cols: u64) {
+        let touches = vec![
+            d.touch(rows, cols, Bcast::Full, false),
+            s.touch(rows, cols, Bcast::Col, false),
+            b.touch(rows, cols, Bcast::Full, false),
+            d.touch(rows, cols, Bcast::Full, true),
+        ];
+        let (dst, s, b) = (tref(self, d), tref(self, s), tref(self, b));
+        let inst = Inst::VpuSacc {
+            dst,
+            s,
+            b,
+            rows: rows as u32,
+            cols: cols as u32,
+        };
+        self.op(inst, touches);
+    }
+
+    /// Sets `d[i, j] = imm` where `koff + j > qoff + i`.
+    pub fn vcausal(&mut self, d: T, qoff: i64, koff: i64, imm: f32, rows: u64, cols: u64) {
+        let touches = vec![d.touch(rows, cols, Bcast::Full, true)];
+        let dst = tref(self, d);
+        let qoff = self.reg(qoff);
+        let koff = self.reg(koff);
+        let inst = Inst::VpuCausal {
+            dst,
+            qoff,
+            koff,
+            imm,
+            rows: rows as u32,
+            cols: cols as u32,
+        };
+        self.op(inst, touches);
+    }
+
+    /// `acc (=|+=) a[m×k] · b[k×n]` on the matrix engine.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul(&mut self, acc: T, a: T, b: T, m: u64, k: u64, n: u64, accumulate: bool) {
+        let touches = vec![
+            a.touch(m, k, Bcast::Full, false),
+            b.touch(k, n, Bcast::Full, false),
+            acc.touch(m, n, Bcast::Full, true),
+        ];
+        let inst = Inst::MxuMatmul {
+            acc: self.reg(acc.addr as i64),
+            a: self.reg(a.addr as i64),
+            b: self.reg(b.addr as i64),
+            m: m as u32,
+            k: k as u32,
+            n: n as u32,
+            lda: self.reg(a.ld as i64),
+            ldb: self.reg(b.ld as i64),
+            ldc: self.reg(acc.ld as i64),
+            dt: a.dt,
+            mode: if accumulate {
+                AccMode::Acc
+            } else {
+                AccMode::Set
+            },
+        };
+        self.op(inst, touches);
+    }
+}
+
+// ---------- tiling over leading dims ----------
+
+/// One tile of an N-D iteration space: fixed leading indices, a chunk of dim `k`, full inner dims.
+#[derive(Clone, Debug)]
+pub struct Tile {
+    pub lead: Vec<u64>,
+    pub k: usize,
+    pub start: u64,
+    pub len: u64,
+    /// Rows of the tile (elements / row length).
+    pub rows: u64,
+}
+
+/// Tiles of `shape` whose rows are the trailing `inner` dims, each tile at most `max_rows` rows.
+pub fn row_tiles(shape: &[u64], inner: usize, max_rows: u64) -> Vec<Tile> {
+    let r = shape.len();
+    let outer = &shape[..r - inner.min(r)];
+    if outer.is_empty() {
+        return vec![Tile {
+            lead: vec![],
+            k: 0,
+            start: 0,
+            len: 1,
+            rows: 1,
+        }];
+    }
+    // Find the split dim k: dims after k (within outer) must fit in max_rows together.
+    let mut k = outer.len() - 1;
+    let mut below = 1u64;
+    while k > 0 && below * outer[k] <= max_rows {
+        below *= outer[k];
+        k -= 1;
+    }
+    if below * outer[k] <= max_rows && k == 0 {
+        // everything fits: one chunk of dim 0
+    }
+    let chunk = (max_rows / below).clamp(1, outer[k].max(1));
+    let lead_dims = &outer[..k];
+    let lead_total: u64 = lead_dims.iter().product();
+    let mut out = vec![];
+    for flat in 0..lead_total {
+        let mut rem = flat;
+        let mut lead = vec![0; lead_dims.len()];
+        for i in (0..lead_dims.len()).rev() {
+            lead[i] = rem % lead_dims[i];
+            rem /= lead_dims[i];
+        }
+        let mut s = 0;
+        while s < outer[k] {
+            let len = chunk.min(outer[k] - s);
+            out.push(Tile {
+                lead: lead.clone(),
+                k,
+                start: s,
+                len,
+                rows: len * below,
+            });
+            s += len;
+        }
+    }
+    out
+}
+
+/// The part of `v` (same rank as the iteration space) covered by `t`.
+pub fn tile_view(v: &View, t: &Tile) -> View {
+    let mut x = v.clone();
+    for (i, &ix) in t.lead.iter().enumerate() {
+        x.addr += ix as i64 * x.strides[i] * x.dt.size() as i64;
+    }
+    let mut x = View {
+        addr: x.addr,
+        dt: x.dt,
+        shape: x.shape[t.lead.len()..].to_vec(),
+        strides: x.strides[t.lead.len()..].to_vec(),
+    };
+    if !x.shape.is_empty() {
+        x = x.slice(0, t.start, 1, t.len);
+    }
+    x
+}
+
+// ---------- operands ----------
+
+/// How an elementwise operand reaches the vector unit.
+#[derive(Clone, Debug)]
+enum Src {
+    /// A compile-time scalar.
+    Imm(f32),
+    /// A per-tile load of the operand's view (broadcast to the output shape).
+    Full(View),
+    /// Constant along the last dim: one value per row.
+    Col(View),
+    /// The same row for every row: loaded once.
+    Row(View),
+}
+
+/// A loaded operand inside a tile.
+#[derive(Clone, Copy, Debug)]
+enum Loaded {
+    Imm(f32),
+    Tile(T, Bcast),
+}
+
+fn classify(cx: &Cx, v: ValueId, out_shape: &[u64]) -> R<Src> {
+    if let Some(&s) = cx.plan.splats.get(&v)
+        && shape_of(cx.m, v).is_some_and(|s| s.len() <= out_shape.len())
+    {
+        return Ok(Src::Imm(s as f32));
+    }
+    let view = cx.view(v)?;
+    let b = view.broadcast_to(out_shape).ok_or_else(|| {
+        cx.err(format!(
+            "operand shape {:?} does not broadcast to {:?}",
+            view.shape, out_shape
+        ))
+    })?;
+    let r = out_shape.len();
+    if r == 0 {
+        return Ok(Src::Full(b));
+    }
+    let last = out_shape[r - 1];
+    let outer_zero = b.strides[..r - 1]
+        .iter()
+        .zip(&out_shape[..r - 1])
+        .all(|(&s, &n)| s == 0 || n == 1);
+    let out_rows: u64 = out_shape[..r - 1].iter().product();
+    if outer_zero && out_rows > 1 && (b.strides[r - 1] != 0 || last == 1) {
+        return Ok(Src::Row(b));
+    }
+    if last > 1 && b.strides[r - 1] == 0 {
+        return Ok(Src::Col(b));
+    }
+    Ok(Src::Full(b))
+}
+
+/// Loads the row of a `Row` operand once.
+fn load_row(cx: &mut Cx, b: &View) -> R<T> {
+    let r = b.shape.len();
+    let cols = b.shape[r - 1];
+    let mut row = b.clone();
+    for i in 0..r - 1 {
+        row.shape[i] = 1;
+    }
+    let addr = cx.alloc(Mem::Sram, cols * b.dt.size(), "broadcast row")?;
+    cx.e.move_view(true, &row, addr, cols);
+    Ok(T::sram(addr, cols, b.dt))
+}
+
+// ---------- lowering entry ----------
+
+fn attr_f(m: &Module, op: OpId, name: &str) -> Option<f64> {
+    m.attr(op, name).and_then(Attribute::as_f64)
+}
+
+fn attr_i(m: &Module, op: OpId, name: &str) -> Option<i64> {
+    m.attr(op, name).and_then(Attribute::as_int)
+}
+
+/// Normalizes an axis against a rank.
+fn axis(cx: &Cx, a: i64, rank: usize) -> R<usize> {
+    let r = rank as i64;
+    let x = if a < 0 { a + r } else { a };
+    if x < 0 || x >= r.max(1) {
+        return Err(cx.err(format!("axis {a} out of range for rank {rank}")));
+    }
+    Ok(x as usize)
+}
+
+/// Lowers one op whose operands and results have planned memory.
+pub fn lower_op(cx: &mut Cx, op: OpId) -> R<()> {
+    let m = cx.m;
+    let d = m.op(op);
+    let name = d.name.as_str();
+    let ins = d.operands.clone();
+    let outs = d.results.clone();
+    // View ops whose results are views cost nothing.
+    if outs.iter().all(|r| {
+        cx.plan.views.get(r).is_some_and(|v| {
+            ins.first()
+                .and_then(|i| cx.plan.views.get(i))
+                .is_some_and(|iv| !cx.plan.owned.contains_key(r) && v.dt == iv.dt)
+        })
+    }) && !outs.is_empty()
+        && name != "graph.constant"
+    {
+        return Ok(());
+    }
+    if name == "graph.constant" {
+        return Ok(());
+    }
+    let out = *outs
+        .first()
+        .ok_or_else(|| cx.err(format!("`{name}` has no result")))?;
+    let ov = cx.view(out)?;
+    let unary = |k: Un| Ew::Unary(k);
+    let ew = match name {
+        "graph.add" => Some(Ew::Binary(Bin::Add)),
+        "graph.sub" => Some(Ew::Binary(Bin::Sub)),
+        "graph.mul" => Some(Ew::Binary(Bin::Mul)),
+        "graph.div" => Some(Ew::Binary(Bin::Div)),
+        "graph.max" if ins.len() == 2 => Some(Ew::Binary(Bin::Max)),
+        "graph.min" if ins.len() == 2 => Some(Ew::Binary(Bin::Min)),
+        "graph.max" | "graph.min" if ins.len() == 1 => Some(unary(Un::Copy)),
+        "graph.equal" => Some(Ew::Binary(Bin::Eq)),
+        "graph.less_or_equal" => Some(Ew::Binary(Bin::Le)),
+        "graph.greater_or_equal" => Some(Ew::Ge),
+        "graph.and" => Some(Ew::Binary(Bin::Mul)),
+        "graph.pow" => Some(Ew::Pow),
+        "graph.sqrt" => Some(unary(Un::Sqrt)),
+        "graph.reciprocal" => Some(unary(Un::Recip)),
+        "graph.exp" => Some(unary(Un::Exp)),
+        "graph.erf" => Some(unary(Un::Erf)),
+        "graph.tanh" => Some(unary(Un::Tanh)),
+        "graph.sigmoid" => Some(unary(Un::Sigmoid)),
+        "graph.neg" => Some(unary(Un::Neg)),
+        "graph.cos" => Some(unary(Un::Cos)),
+        "graph.sin" => Some(unary(Un::Sin)),
+        "graph.relu" => Some(Ew::Relu),
+        "graph.gelu" => Some(Ew::Gelu(
+            m.attr(op, "approximate").and_then(Attribute::as_str) == Some("tanh"),
+        )),
+        "graph.cast" | "graph.identity" => Some(unary(Un::Copy)),
+        "graph.where" => Some(Ew::Where),
+        "graph.clip" => Some(Ew::Clip),
+        _ => None,
+    };
+    if let Some(k) = ew {
+        if name == "graph.cast" {
+            let src_int = elem_of(m, ins[0]).is_some_and(|e| e.is_int());
+            let dst_bool = elem_of(m, out) == Some(crate::ir::ScalarType::I1);
+            if dst_bool && !src_int {
+                return elementwise(cx, Ew::NotZero, &ins[..1], &ov);
+            }
+        }
+        let n = match k {
+            Ew::Clip | Ew::Where => ins.len(),
+            Ew::Unary(_) | Ew::Relu | Ew::Gelu(_) => 1,
+            _ => 2,
+        };
+        return elementwise(cx, k, &ins[..n.min(ins.len())], &ov);
+    }
+    match name {
+        "graph.reshape" | "graph.squeeze" | "graph.unsqueeze" | "graph.flatten"
+        | "graph.transpose" | "graph.expand" | "graph.slice" | "graph.split" => {
+            // A view op whose result could not stay a view: materialize.
+            let iv = cx.view(ins[0])?;
+            let derived = super::plan::view_results(m, op, &iv)
+                .ok_or_else(|| cx.err(format!("`{name}` with non-constant parameters")))?;
+            for (r, src) in outs.iter().zip(derived) {
+                let dst = cx.view(*r)?;
+                let dst = dst
+                    .reshape(&src.shape)
+                    .ok_or_else(|| cx.err("output buffer is not dense"))?;
+                copy(cx, &src, &dst)?;
+            }
+            Ok(())
+        }
+        "graph.concat" => {
+            let ax = axis(cx, attr_i(m, op, "axis").unwrap_or(0), ov.shape.len())?;
+            let mut start = 0;
+            for &x in &ins {
+                let xv = cx.view(x)?;
+                let len = xv.shape[ax];
+                let dst = ov.slice(ax, start, 1, len);
+                copy(cx, &xv, &dst)?;
+                start += len;
+            }
+            Ok(())
+        }
+        "graph.softmax" | "graph.log_softmax" => {
+            let rank = ov.shape.len();
+            let ax = axis(cx, attr_i(m, op, "axis").unwrap_or(-1), rank)?;
+            let xv = cx.view(ins[0])?;
+            let (xv, ov) = last_axis(&xv, &ov, ax);
+            row_kernel(
+                cx,
+                RowK::Softmax(name == "graph.log_softmax"),
+                &xv,
+                &ov,
+                &[],
+            )
+        }
+        "graph.layer_norm" | "graph.rms_norm" | "graph.norm" => {
+            let rank = ov.shape.len();
+            let ax = axis(cx, attr_i(m, op, "axis").unwrap_or(-1), rank)?;
+            let eps = attr_f(m, op, "epsilon").unwrap_or(1e-5) as f32;
+            let rms = name == "graph.rms_norm"
+                || m.attr(op, "kind").and_then(Attribute::as_str) == Some("rms");
+            let xv = cx.view(ins[0])?;
+            let inner = rank - ax;
+            let mut params = vec![];
+            for &p in &ins[1..] {
+                params.push(cx.view(p)?);
+            }
+            let k = RowK::Norm { eps, rms };
+            row_kernel_inner(cx, k, &xv, &ov, &params, inner)
+        }
+        "graph.reduce_mean" | "graph.reduce_sum" | "graph.reduce_max" | "graph.reduce_l2" => {
+            reduce(cx, op, &ins, &ov)
+        }
+        "graph.matmul" => matmul(cx, op, ins[0], ins[1], None, Act::None, &ov),
+        "graph.matmul_epilogue" => {
+            let act = match m.attr(op, "activation").and_then(Attribute::as_str) {
+                Some("relu") => Act::Relu,
+                Some("gelu") => Act::Gelu(false),
+                Some("gelu_tanh") => Act::Gelu(true),
+                Some("silu") => Act::Silu,
+                _ => Act::None,
+            };
+            matmul(cx, op, ins[0], ins[1], ins.get(2).copied(), act, &ov)
+        }
+        "graph.gather" => gather(cx, op, ins[0], ins[1], &ov),
+        "graph.fused_attention" => super::attention::attention(cx, op, &ins, &ov),
+        "graph.constant_of_shape" => {
+            let v =
+                cx.m.attr(op, "value")
+                    .and_then(Attribute::as_dense)
+                    .map(|d| d.ty.clone());
+            let fill = match v {
+                Some(_) => {
+                    let a = m.attr(op, "value").and_then(Attribute::as_dense);
+                    a.and_then(|d| m.blobs.get(d.blob).bytes.clone())
+                        .map(|b| match elem_of(m, out) {
+                            Some(crate::ir::ScalarType::F32) if b.len() >= 4 => {
+                                f32::from_le_bytes([b[0], b[1], b[2], b[3]])
+                            }
+                            Some(crate::ir::ScalarType::I64) if b.len() >= 8 => {
+                                i64::from_le_bytes(b[..8].try_into().unwrap_or([0; 8])) as f32
+                            }
+                            _ => b.first().copied().unwrap_or(0) as f32,
+                        })
+                        .unwrap_or(0.0)
+                }
+                None => 0.0,
+            };
+            elementwise(cx, Ew::Fill(fill), &[], &ov)
+        }
+        _ => Err(cx.err(format!("`{name}` is not supported by the LLMPU backend"))),
+    }
+}
+
+/// Views of `x` and `out` with axis `ax` moved last.
+fn last_axis(x: &View, out: &View, ax: usize) -> (View, View) {
+    let r = x.shape.len();
+    if ax + 1 == r {
+        return (x.clone(), out.clone());
+    }
+    let mut perm: Vec<usize> = (0..r).filter(|&i| i != ax).collect();
+    perm.push(ax);
+    (x.permute(&perm), out.permute(&perm))
+}
+
+// ---------- elementwise ----------
+
+/// Elementwise computations.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Ew {
+    Unary(Un),
+    Binary(Bin),
+    Ge,
+    Pow,
+    Relu,
+    Gelu(bool),
+    Where,
+    Clip,
+    NotZero,
+    Fill(f32),
+}
+
+/// Work tiles of one buffer set.
+struct Set {
+    ins: Vec<u64>,
+    w: u64,
+    t1: u64,
+    t2: u64,
+    o: u64,
+}
+
+fn elementwise(cx: &mut Cx, k: Ew, inputs: &[ValueId], ov: &View) -> R<()> {
+    let shape = ov.shape.clone();
+    let r = shape.len();
+    let cols = if r == 0 { 1 } else { shape[r - 1] };
+    let srcs: Vec<Src> = inputs
+        .iter()
+        .map(|&v| classify(cx, v, &shape))
+        .collect::<R<_>>()?;
+    let mut rows_loaded = vec![];
+    for s in &srcs {
+        rows_loaded.push(match s {
+            Src::Row(b) => Some(load_row(cx, b)?),
+            _ => None,
+        });
+    }
+    // Bytes per row: inputs in their types, three f32 temporaries, the output.
+    let per_row: u64 = srcs
+        .iter()
+        .map(|s| match s {
+            Src::Full(v) => cols * v.dt.size(),
+            Src::Col(v) => v.dt.size(),
+            _ => 0,
+        })
+        .sum::<u64>()
+        + cols * (12 + ov.dt.size());
+    let budget_rows = row_tile(u64::MAX, 2 * per_row + 64, &cx.e.target)
+        .min(cx.e.free(Mem::Sram) / (2 * per_row + 64));
+    if budget_rows == 0 {
+        return Err(cx.err(format!("one row of {cols} elements does not fit in SRAM")));
+    }
+    let inner = if r == 0 { 0 } else { 1 };
+    let tiles = row_tiles(&shape, inner, budget_rows);
+    let max_rows = tiles.iter().map(|t| t.rows).max().unwrap_or(1);
+    let mut sets = vec![];
+    for _ in 0..2.min(tiles.len()) {
+        let mut ins = vec![];
+        for s in &srcs {
+            let bytes = match s {
+                Src::Full(v) => max_rows * cols * v.dt.size(),
+                Src::Col(v) => max_rows * v.dt.size(),
+                _ => 0,
+            };
+            ins.push(if bytes > 0 {
+                cx.alloc(Mem::Sram, bytes, "operand tile")?
+            } else {
+                0
+            });
+        }
+        let f32b = max_rows * cols * 4;
+        let w = cx.alloc(Mem::Sram, f32b, "work tile")?;
+        let t1 = cx.alloc(Mem::Sram, f32b, "work tile")?;
+        let t2 = cx.alloc(Mem::Sram, f32b, "work tile")?;
+        let o = cx.alloc(Mem::Sram, max_rows * cols * ov.dt.size(), "output tile")?;
+        sets.push(Set { ins, w, t1, t2, o });
+    }
+    let out_shape_view = if r == 0 {
+        View {
+            addr: ov.addr,
+            dt: ov.dt,
+            shape: vec![1],
+            strides: vec![1],
+        }
+    } else {
+        ov.clone()
+    };
+    for (ti, t) in tiles.iter().enumerate() {
+        let set = &sets[ti % sets.len()];
+        let rows = t.rows;
+        let mut loaded = vec![];
+        for (i, s) in srcs.iter().enumerate() {
+            loaded.push(match s {
+                Src::Imm(x) => Loaded::Imm(*x),
+                Src::Full(v) => {
+                    let v = if r == 0 {
+                        View {
+                            addr: v.addr,
+                            dt: v.dt,
+                            shape: vec![1],
+                            strides: vec![1],
+                        }
+                    } else {
+                        v.clone()
+                    };
+                    let tv = tile_view(&v, t);
+                    cx.e.move_view(true, &tv, set.ins[i], cols);
+                    Loaded::Tile(T::sram(set.ins[i], cols, v.dt), Bcast::Full)
+                }
+                Src::Col(v) => {
+                    let mut c = v.clone();
+                    let last = c.shape.len() - 1;
+                    c.shape[last] = 1;
+                    let tv = tile_view(&c, t);
+                    cx.e.move_view(true, &tv, set.ins[i], 1);
+                    Loaded::Tile(T::sram(set.ins[i], 1, v.dt), Bcast::Col)
+                }
+                Src::Row(_) => {
+                    let row = rows_loaded[i].unwrap_or(T::sram(0, cols, DType::F32));
+                    Loaded::Tile(row, Bcast::Row)
+                }
+            });
+        }
+        let w = T::sram(set.w, cols, DType::F32);
+        let t1 = T::sram(set.t1, cols, DType::F32);
+        let t2 = T::sram(set.t2, cols, DType::F32);
+        compute(cx.e, k, &loaded, w, t1, t2, rows, cols)?;
+        let ot = T::sram(set.o, cols, ov.dt);
+        let res = if ov.dt == DType::F32 {
+            w
+        } else {
+            cx.e.vun(Un::Copy, ot, w, Bcast::Full, rows, cols);
+            ot
+        };
+        let tv = tile_view(&out_shape_view, t);
+        cx.e.move_view(false, &tv, res.addr, cols);
+    }
+    Ok(())
+}
+
+/// Makes `x` a full f32 tile in `tmp` (copying broadcasts, filling immediates).
+fn full(e: &mut Emitter, x: Loaded, tmp: T, rows: u64, cols: u64) -> T {
+    match x {
+        Loaded::Imm(v) => {
+            e.vfill(tmp, v, rows, cols);
+            tmp
+        }
+        Loaded::Tile(t, Bcast::Full) => t,
+        Loaded::Tile(t, b) => {
+            e.vun(Un::Copy, tmp, t, b, rows, cols);
+            tmp
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn compute(
+    e: &mut Emitter,
+    k: Ew,
+    x: &[Loaded],
+    w: T,
+    t1: T,
+    t2: T,
+    rows: u64,
+    cols: u64,
+) -> Result<(), BackendError> {
+    let bad = |m: &str| BackendError {
+        loc: "elementwise".into(),
+        message: m.into(),
+    };
+    let unary_src = |x: Loaded, e: &mut Emitter| match x {
+        Loaded::Tile(t, b) => (t, b),
+        Loaded::Imm(v) => {
+            e.vfill(t1, v, rows, cols);
+            (t1, Bcast::Full)
+        }
+    };
+    match k {
+        Ew::Fill(v) => e.vfill(w, v, rows, cols),
+        Ew::Unary(u) => {
+            let (a, b) = unary_src(x[0], e);
+            e.vun(u, w, a, b, rows, cols);
+        }
+        Ew::NotZero => {
+            let (a, b) = unary_src(x[0], e);
+            e.vun(Un::Abs, w, a, b, rows, cols);
+            e.vfill(t2, 0.0, rows, cols);
+            e.vbin(Bin::Lt, w, t2, w, Bcast::Full, rows, cols);
+        }
+        Ew::Relu => {
+            let (a, b) = unary_src(x[0], e);
+            let a = if b == Bcast::Full {
+                a
+            } else {
+                e.vun(Un::Copy, t1, a, b, rows, cols);
+                t1
+            };
+            e.vimm(Imm::Max, w, a, 0.0, rows, cols);
+        }
+        Ew::Gelu(tanh) => {
+            let a = full(e, x[0], t1, rows, cols);
+            if tanh {
+                // 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
+                e.vimm(Imm::Pow, t2, a, 3.0, rows, cols);
+                e.vimm(Imm::Mul, t2, t2, 0.044715, rows, cols);
+                e.vbin(Bin::Add, t2, t2, a, Bcast::Full, rows, cols);
+                e.vimm(Imm::Mul, t2, t2, 0.797_884_6, rows, cols);
+                e.vun(Un::Tanh, t2, t2, Bcast::Full, rows, cols);
+            } else {
+                // 0.5·x·(1 + erf(x/√2))
+                e.vimm(Imm::Mul, t2, a, std::f32::consts::FRAC_1_SQRT_2, rows, cols);
+                e.vun(Un::Erf, t2, t2, Bcast::Full, rows, cols);
+            }
+            e.vimm(Imm::Add, t2, t2, 1.0, rows, cols);
+            e.vbin(Bin::Mul, w, a, t2, Bcast::Full, rows, cols);
+            e.vimm(Imm::Mul, w, w, 0.5, rows, cols);
+        }
+        Ew::Pow => match x[1] {
+            Loaded::Imm(p) => {
+                let a = full(e, x[0], t1, rows, cols);
+                e.vimm(Imm::Pow, w, a, p, rows, cols);
+            }
+            other => {
+                // a^b = exp(b · ln a) for a > 0.
+                let a = full(e, x[0], t1, rows, cols);
+                let b = full(e, other, t2, rows, cols);
+                e.vun(Un::Log, w, a, Bcast::Full, rows, cols);
+                e.vbin(Bin::Mul, w, w, b, Bcast::Full, rows, cols);
+                e.vun(Un::Exp, w, w, Bcast::Full, rows, cols);
+            }
+        },
+        Ew::Binary(_) | Ew::Ge if x.len() == 2 => {
+            let (op, a, b) = match k {
+                Ew::Binary(op) => (op, x[0], x[1]),
+                _ => (Bin::Le, x[1], x[0]),
+            };
+            let commutative = matches!(op, Bin::Add | Bin::Mul | Bin::Max | Bin::Min | Bin::Eq);
+            match (a, b) {
+                (a, Loaded::Imm(v)) if !matches!(op, Bin::Eq | Bin::Lt | Bin::Le) => {
+                    let a = full(e, a, t1, rows, cols);
+                    let k = match op {
+                        Bin::Add => Imm::Add,
+                        Bin::Sub => Imm::Sub,
+                        Bin::Mul => Imm::Mul,
+                        Bin::Div => Imm::Div,
+                        Bin::Max => Imm::Max,
+                        _ => Imm::Min,
+                    };
+                    e.vimm(k, w, a, v, rows, cols);
+                }
+                (Loaded::Imm(v), b) if op == Bin::Sub => {
+                    let b = full(e, b, t1, rows, cols);
+                    e.vimm(Imm::Rsub, w, b, v, rows, cols);
+                }
+                (Loaded::Imm(v), b) if commutative && op != Bin::Eq => {
+                    let b = full(e, b, t1, rows, cols);
+                    let k = match op {
+                        Bin::Add => Imm::Add,
+                        Bin::Mul => Imm::Mul,
+                        Bin::Max => Imm::Max,
+                        _ => Imm::Min,
+                    };
+                    e.vimm(k, w, b, v, rows, cols);
+                }
+                (a, b) => {
+                    let (a, b) = match (a, b) {
+                        (Loaded::Tile(_, ba), Loaded::Tile(_, Bcast::Full))
+                            if ba != Bcast::Full && commutative =>
+                        {
+                            (b, a)
+                        }
+                        _ => (a, b),
+                    };
+                    let a = full(e, a, t1, rows, cols);
+                    let (b, bc) = match b {
+                        Loaded::Tile(t, bc) => (t, bc),
+                        imm => (full(e, imm, t2, rows, cols), Bcast::Full),
+                    };
+                    e.vbin(op, w, a, b, bc, rows, cols);
+                }
+            }
+        }
+        Ew::Where if x.len() == 3 => {
+            let c = full(e, x[0], w, rows, cols);
+            let a = full(e, x[1], t1, rows, cols);
+            let b = full(e, x[2], t2, rows, cols);
+            e.vsel(w, c, a, b, rows, cols);
+        }
+        Ew::Clip if !x.is_empty() => {
+            let a = full(e, x[0], t1, rows, cols);
+            e.vun(Un::Copy, w, a, Bcast::Full, rows, cols);
+            for (i, bin, imm) in [(1, Bin::Max, Imm::Max), (2, Bin::Min, Imm::Min)] {
+                match x.get(i) {
+                    None => {}
+                    Some(Loaded::Imm(v)) => e.vimm(imm, w, w, *v, rows, cols),
+                    Some(&other) => {
+                        let b = full(e, other, t2, rows, cols);
+                        e.vbin(bin, w, w, b, Bcast::Full, rows, cols);
+                    }
+                }
+            }
+        }
+        _ => return Err(bad("elementwise op with the wrong number of operands")),
+    }
+    Ok(())
+}
+
+// ---------- copy ----------
+
+/// Copies view `src` into view `dst` (same shape), converting the element type if needed.
+pub fn copy(cx: &mut Cx, src: &View, dst: &View) -> R<()> {
+    let shape = src.shape.clone();
+    let (src, dst) = if shape.is_empty() {
+        let f = |v: &View| View {
+            addr: v.addr,
+            dt: v.dt,
+            shape: vec![1],
+            strides: vec![1],
+        };
+        (f(src), f(dst))
+    } else {
+        (src.clone(), dst.clone())
+    };
+    let r = src.shape.len();
+    let cols = src.shape[r - 1];
+    let per_row = cols * (src.dt.size() + dst.dt.size());
+    let max_rows = (cx.e.free(Mem::Sram) / (2 * per_row + 64)).min(row_tile(
+        u64::MAX,
+        2 * per_row,
+        &cx.e.target,
+    ));
+    if max_rows == 0 {
+        return Err(cx.err(format!("a row of {cols} elements does not fit in SRAM")));
+    }
+    let tiles = row_tiles(&src.shape, 1, max_rows);
+    let mr = tiles.iter().map(|t| t.rows).max().unwrap_or(1);
+    let mut bufs = vec![];
+    for _ in 0..2.min(tiles.len()) {
+        let a = cx.alloc(Mem::Sram, mr * cols * src.dt.size(), "copy tile")?;
+        let b = if src.dt != dst.dt {
+            cx.alloc(Mem::Sram, mr * cols * dst.dt.size(), "copy tile")?
+        } else {
+            a
+        };
+        bufs.push((a, b));
+    }
+    for (i, t) in tiles.iter().enumerate() {
+        let (a, b) = bufs[i % bufs.len()];
+        cx.e.move_view(true, &tile_view(&src, t), a, cols);
+        if src.dt != dst.dt {
+            cx.e.vun(
+                Un::Copy,
+                T::sram(b, cols, dst.dt),
+                T::sram(a, cols, src.dt),
+                Bcast::Full,
+                t.rows,
+                cols,
+            );
+        }
+        cx.e.move_view(false, &tile_view(&dst, t), b, cols);
+    }
+    Ok(())
+}
+
+// ---------- row kernels ----------
+
+/// Row-wise computations over the trailing dims.
+#[derive(Clone, Copy, Debug)]
+enum RowK {
+    Softmax(bool),
+    Norm { eps: f32, rms: bool },
+}
+
+fn row_kernel(cx: &mut Cx, k: RowK, x: &View, o: &View, params: &[View]) -> R<()> {
+    row_kernel_inner(cx, k, x, o, params, 1)
+}
+
+fn row_kernel_inner(
+    cx: &mut Cx,
+    k: RowK,
+    x: &View,
+    o: &View,
+    params: &[View],
+    inner: usize,
+) -> R<()> {
+    let r = x.shape.len();
+    let inner = inner.clamp(1, r.max(1));
+    let cols: u64 = x.shape[r - inner..].iter().product();
+    // Parameters (scale, bias) broadcast over the row: loaded once, converted to f32.
+    let mut prm = vec![];
+    for p in params {
+        let pv = p
+            .reshape(&[cols])
+            .or_else(|| p.broadcast_to(&x.shape[r - inner..]))
+            .ok_or_else(|| cx.err("norm parameter shape does not match the normalized dims"))?;
+        let raw = cx.alloc(Mem::Sram, cols * pv.dt.size(), "norm parameter")?;
+        cx.e.move_view(true, &pv, raw, cols);
+        let f = cx.alloc(Mem::Sram, cols * 4, "norm parameter")?;
+        cx.e.vun(
+            Un::Copy,
+            T::sram(f, cols, DType::F32),
+            T::sram(raw, cols, pv.dt),
+            Bcast::Full,
+            1,
+            cols,
+        );
+        prm.push(T::sram(f, cols, DType::F32));
+    }
+    let per_row = cols * (x.dt.size() + 4 + o.dt.size()) + 16;
+    let max_rows = (cx.e.free(Mem::Sram) / (2 * per_row + 64)).min(row_tile(
+        u64::MAX,
+        2 * per_row,
+        &cx.e.target,
+    ));
+    if max_rows == 0 {
+        return Err(cx.err(format!(
+            "a row of {cols} elements does not fit in SRAM ({} bytes free)",
+            cx.e.free(Mem::Sram)
+        )));
+    }
+    let tiles = row_tiles(&x.shape, inner, max_rows);
+    let mr = tiles.iter().map(|t| t.rows).max().unwrap_or(1);
+    let mut sets = vec![];
+    for _ in 0..2.min(tiles.len()) {
+        let a = cx.alloc(Mem::Sram, mr * cols * x.dt.size(), "row tile")?;
+        let w = cx.alloc(Mem::Sram, mr * cols * 4, "row tile")?;
+        let s1 = cx.alloc(Mem::Sram, mr * 4, "row statistics")?;
+        let s2 = cx.alloc(Mem::Sram, mr * 4, "row statistics")?;
+        let ot = cx.alloc(Mem::Sram, mr * cols * o.dt.size(), "row tile")?;
+        sets.push((a, w, s1, s2, ot));
+    }
+    for (i, t) in tiles.iter().enumerate() {
+        let (a, w, s1, s2, ot) = sets[i % sets.len()];
+        let rows = t.rows;
+        cx.e.move_view(true, &tile_view(x, t), a, cols);
+        let (a, w) = (T::sram(a, cols, x.dt), T::sram(w, cols, DType::F32));
+        let (s1, s2) = (T::sram(s1, 1, DType::F32), T::sram(s2, 1, DType::F32));
+        let e = &mut *cx.e;
+        match k {
+            RowK::Softmax(log) => {
+                e.vred(Red::Max, s1, a, rows, cols);
+                e.vbin(Bin::Sub, w, a, s1, Bcast::Col, rows, cols);
+                if log {
+                    let ex = T::sram(ot, cols, DType::F32);
+                    // log_softmax = (x - max) - ln Σ exp(x - max); use the output tile as scratch
+                    // only when it is f32 wide enough, else recompute per row.
+                    if o.dt == DType::F32 {
+                        e.vun(Un::Exp, ex, w, Bcast::Full, rows, cols);
+                        e.vred(Red::Sum, s2, ex, rows, cols);
+                    } else {
+                        e.vun(Un::Exp, w, w, Bcast::Full, rows, cols);
+                        e.vred(Red::Sum, s2, w, rows, cols);
+                        e.vbin(Bin::Sub, w, a, s1, Bcast::Col, rows, cols);
+                    }
+                    e.vun(Un::Log, s2, s2, Bcast::Full, rows, 1);
+                    e.vbin(Bin::Sub, w, w, s2, Bcast::Col, rows, cols);
+                } else {
+                    e.vun(Un::Exp, w, w, Bcast::Full, rows, cols);
+                    e.vred(Red::Sum, s2, w, rows, cols);
+                    e.vun(Un::Recip, s2, s2, Bcast::Full, rows, 1);
+                    e.vbin(Bin::Mul, w, w, s2, Bcast::Col, rows, cols);
+                }
+            }
+            RowK::Norm { eps, rms } => {
+                let n = cols as f32;
+                if rms {
+                    e.vbin(Bin::Mul, w, a, a, Bcast::Full, rows, cols);
+                    e.vred(Red::Sum, s2, w, rows, cols);
+                    e.vun(Un::Copy, w, a, Bcast::Full, rows, cols);
+                } else {
+                    e.vred(Red::Sum, s1, a, rows, cols);
+                    e.vimm(Imm::Div, s1, s1, n, rows, 1);
+                    e.vbin(Bin::Sub, w, a, s1, Bcast::Col, rows, cols);
+                    // variance into s2 via the output tile as f32 scratch is not guaranteed
+                    // wide enough; square in place, sum, and recompute the centred values.
+                    e.vbin(Bin::Mul, w, w, w, Bcast::Full, rows, cols);
+                    e.vred(Red::Sum, s2, w, rows, cols);
+                    e.vbin(Bin::Sub, w, a, s1, Bcast::Col, rows, cols);
+                }
+                e.vimm(Imm::Div, s2, s2, n, rows, 1);
+                e.vimm(Imm::Add, s2, s2, eps, rows, 1);
+                e.vun(Un::Rsqrt, s2, s2, Bcast::Full, rows, 1);
+                e.vbin(Bin::Mul, w, w, s2, Bcast::Col, rows, cols);
+                if let Some(&sc) = prm.first() {
+                    e.vbin(Bin::Mul, w, w, sc, Bcast::Row, rows, cols);
+                }
+                if let Some(&b) = prm.get(1) {
+                    e.vbin(Bin::Add, w, w, b, Bcast::Row, rows, cols);
+                }
+            }
+        }
+        let res = if o.dt == DType::F32 {
+            w
+        } else {
+            let ot = T::sram(ot, cols, o.dt);
+            e.vun(Un::Copy, ot, w, Bcast::Full, rows, cols);
+            ot
+        };
+        cx.e.move_view(false, &tile_view(o, t), res.addr, cols);
+    }
+    Ok(())
+}
+
+fn reduce(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
+    let m = cx.m;
+    let name = m.op(op).name.clone();
+    let x = cx.view(ins[0])?;
+    let rank = x.shape.len();
+    let axes: Vec<i64> = match ins.get(1) {
+        Some(&a) => super::plan::const_ints(m, a)
+            .ok_or_else(|| cx.err("reduction axes must be constant"))?,
+        None => m
+            .attr(op, "axes")
+            .and_then(Attribute::as_i64_list)
+            .unwrap_or_default(),
+    };
+    let noop = attr_i(m, op, "noop_with_empty_axes").unwrap_or(0) != 0;
+    let mut axes: Vec<usize> = if axes.is_empty() {
+        if noop { vec![] } else { (0..rank).collect() }
+    } else {
+        axes.iter()
+            .map(|&a| axis(cx, a, rank))
+            .collect::<R<Vec<_>>>()?
+    };
+    axes.sort();
+    axes.dedup();
+    if axes.is_empty() {
+        return copy(cx, &x, &ov.reshape(&x.shape).unwrap_or(ov.clone()));
+    }
+    let keep: Vec<usize> = (0..rank).filter(|i| !axes.contains(i)).collect();
+    let mut perm = keep.clone();
+    perm.extend(&axes);
+    let xp = x.permute(&perm);
+    let cols: u64 = axes.iter().map(|&a| x.shape[a]).product();
+    let mut oshape: Vec<u64> = keep.iter().map(|&a| x.shape[a]).collect();
+    oshape.push(1);
+    let ovp = ov
+        .reshape(&oshape)
+        .ok_or_else(|| cx.err("reduction output is not dense"))?;
+    let inner = axes.len();
+    let per_row = cols * (x.dt.size() + 4) + 32;
+    let max_rows = (cx.e.free(Mem::Sram) / (2 * per_row + 64)).max(1);
+    let tiles = row_tiles(&xp.shape, inner, max_rows.min(65535));
+    let mr = tiles.iter().map(|t| t.rows).max().unwrap_or(1);
+    let a = cx.alloc(Mem::Sram, mr * cols * x.dt.size(), "reduce tile")?;
+    let w = cx.alloc(Mem::Sram, mr * cols * 4, "reduce tile")?;
+    let s = cx.alloc(Mem::Sram, mr * 4, "reduce result")?;
+    let so = cx.alloc(Mem::Sram, mr * ov.dt.size().max(4), "reduce result")?;
+    // Output tiles iterate the kept dims (+ the trailing 1).
+    let otiles = row_tiles(&ovp.shape, 1, max_rows.min(65535));
+    if otiles.len() != tiles.len() {
+        return Err(cx.err("internal: reduction tiling mismatch"));
+    }
+    for (t, ot) in tiles.iter().zip(&otiles) {
+        let rows = t.rows;
+        cx.e.move_view(true, &tile_view(&xp, t), a, cols);
+        let (at, wt, st) = (
+            T::sram(a, cols, x.dt),
+            T::sram(w, cols, DType::F32),
+            T::sram(s, 1, DType::F32),
+        );
+        let e = &mut *cx.e;
+        match name.as_str() {
+            "graph.reduce_max" => e.vred(Red::Max, st, at, rows, cols),
+            "graph.reduce_l2" => {
+                e.vbin(Bin::Mul, wt, at, at, Bcast::Full, rows, cols);
+                e.vred(Red::Sum, st, wt, rows, cols);
+                e.vun(Un::Sqrt, st, st, Bcast::Full, rows, 1);
+            }
+            _ => {
+                e.vred(Red::Sum, st, at, rows, cols);
+                if name == "graph.reduce_mean" {
+                    e.vimm(Imm::Div, st, st, cols as f32, rows, 1);
+                }
+            }
+        }
+        let res = if ov.dt == DType::F32 {
+            st
+        } else {
+            let o = T::sram(so, 1, ov.dt);
+            e.vun(Un::Copy, o, st, Bcast::Full, rows, 1);
+            o
+        };
+        cx.e.move_view(false, &tile_view(&ovp, ot), res.addr, 1);
+    }
+    Ok(())
+}
+
+// ---------- matmul ----------
+
+/// Epilogue activations.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Act {
+    None,
+    Relu,
+    Gelu(bool),
+    Silu,
+}
+
+/// The matrix engine's input type for this precision and operand types.
+fn mxu_dtype(cx: &Cx, a: DType, b: DType) -> R<DType> {
+    if !a.is_float() || !b.is_float() {
+        return Err(cx.err(format!(
+            "matmul of {a} × {b} operands is not supported (floating-point only)"
+        )));
+    }
+    Ok(match cx.o.precision {
+        Precision::Fp32 => DType::F32,
+        Precision::Bf16 => DType::BF16,
+    })
+}
+
+/// Reads the tile attribute `[tm, tk, tn]` of a matmul, or chooses it.
+pub fn matmul_tile_attr(m: &Module, op: OpId) -> Option<(u64, u64, u64)> {
+    let v = m.attr(op, "tile").and_then(Attribute::as_i64_list)?;
+    (v.len() == 3 && v.iter().all(|&x| x > 0)).then(|| (v[0] as u64, v[1] as u64, v[2] as u64))
+}
+
+fn batch_index(v: &View, lead: &[u64]) -> View {
+    let mut x = v.clone();
+    let nb = lead.len();
+    for (i, &ix) in lead.iter().enumerate() {
+        x.addr += ix as i64 * x.strides[i] * x.dt.size() as i64;
+    }
+    x.shape = x.shape[nb..].to_vec();
+    x.strides = x.strides[nb..].to_vec();
+    x
+}
+
+/// Loads `v` ([rows, cols] view) into SRAM as `dt` (converting through a staging tile if needed).
+fn load_as(cx: &mut Cx, v: &View, dst: u64, stage: u64, dt: DType) {
+    let cols = v.shape[1];
+    if v.dt == dt {
+        cx.e.move_view(true, v, dst, cols);
+    } else {
+        cx.e.move_view(true, v, stage, cols);
+        cx.e.vun(
+            Un::Copy,
+            T::sram(dst, cols, dt),
+            T::sram(stage, cols, v.dt),
+            Bcast::Full,
+            v.shape[0],
+            cols,
+        );
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn matmul(
+    cx: &mut Cx,
+    op: OpId,
+    a: ValueId,
+    b: ValueId,
+    bias: Option<ValueId>,
+    act: Act,
+    ov: &View,
+) -> R<()> {
+    let mut av = cx.view(a)?;
+    let mut bv = cx.view(b)?;
+    // 1-D operands as in NumPy.
+    let mut oshape = ov.shape.clone();
+    if av.shape.len() == 1 {
+        av = av.reshape(&[1, av.shape[0]]).unwrap_or(av);
+        oshape.insert(
+            oshape
+                .len()
+                .saturating_sub(if bv.shape.len() == 1 { 0 } else { 1 }),
+            1,
+        );
+    }
+    if bv.shape.len() == 1 {
+        bv = View {
+            shape: vec![bv.shape[0], 1],
+            strides: vec![bv.strides[0], 0],
+            ..bv
+        };
+        oshape.push(1);
+    }
+    let ovr = ov
+        .reshape(&oshape)
+        .ok_or_else(|| cx.err("matmul output is not dense"))?;
+    let r = oshape.len();
+    let (mm, nn) = (oshape[r - 2], oshape[r - 1]);
+    let kk = av.shape[av.shape.len() - 1];
+    let batch = &oshape[..r - 2];
+    let bshape = |v: &View, rows: u64, cols: u64| {
+        let mut s = batch.to_vec();
+        s.push(rows);
+        s.push(cols);
+        v.broadcast_to(&s)
+    };
+    let av = bshape(&av, mm, kk).ok_or_else(|| cx.err("matmul A does not broadcast"))?;
+    let bv = bshape(&bv, kk, nn).ok_or_else(|| cx.err("matmul B does not broadcast"))?;
+    let dt = mxu_dtype(cx, av.dt, bv.dt)?;
+    let (tm, tk, tn) = match matmul_tile_attr(cx.m, op) {
+        Some(t) => t,
+        None => {
+            let (a, b, c, _) = matmul_tiles(mm, kk, nn, dt, &cx.e.target);
+            (a, b, c)
+        }
+    };
+    let (tm, tk, tn) = (tm.min(mm).max(1), tk.min(kk).max(1), tn.min(nn).max(1));
+    // Bias broadcast over rows ([N] or [1, N]); anything else is added elementwise afterwards.
+    let bias_row = match bias {
+        Some(bv) => {
+            let v = cx.view(bv)?;
+            let row = v.reshape(&[nn]).or_else(|| v.broadcast_to(&[nn]));
+            Some(row.ok_or_else(|| cx.err("bias must broadcast along the output rows"))?)
+        }
+        None => None,
+    };
+    let ssz = dt.size();
+    let mut need = 2 * (tm * tk + tk * tn) * ssz + 2 * tm * tn * (4 + ov.dt.size()) + tm * tn * 8;
+    if av.dt != dt {
+        need += tm * tk * av.dt.size();
+    }
+    if bv.dt != dt {
+        need += tk * tn * bv.dt.size();
+    }
+    if need > sram_budget(&cx.e.target).max(cx.e.free(Mem::Sram)) {
+        return Err(cx.err(format!(
+            "matmul tiles {tm}×{tk}×{tn} need {need} bytes of SRAM"
+        )));
+    }
+    let bias_t = match &bias_row {
+        Some(row) => {
+            let raw = cx.alloc(Mem::Sram, nn * row.dt.size(), "bias")?;
+            cx.e.move_view(true, row, raw, nn);
+            let f = cx.alloc(Mem::Sram, nn * 4, "bias")?;
+            cx.e.vun(
+                Un::Copy,
+                T::sram(f, nn, DType::F32),
+                T::sram(raw, nn, row.dt),
+                Bcast::Full,
+                1,
+                nn,
+            );
+            Some(f)
+        }
+        None => None,
+    };
+    let mut abuf = vec![];
+    let mut bbuf = vec![];
+    let mut accb = vec![];
+    let mut outb = vec![];
+    for _ in 0..2 {
+        abuf.push(cx.alloc(Mem::Sram, tm * tk * ssz, "matmul A tile")?);
+        bbuf.push(cx.alloc(Mem::Sram, tk * tn * ssz, "matmul B tile")?);
+        accb.push(cx.alloc(Mem::Acc, tm * tn * 4, "matmul accumulator")?);
+        outb.push(cx.alloc(Mem::Sram, tm * tn * 4, "matmul output tile")?);
+    }
+    let ocv = cx.alloc(Mem::Sram, tm * tn * ov.dt.size(), "matmul output tile")?;
+    let tmp = cx.alloc(Mem::Sram, tm * tn * 4, "epilogue scratch")?;
+    let stage_a = if av.dt != dt {
+        cx.alloc(Mem::Sram, tm * tk * av.dt.size(), "conversion stage")?
+    } else {
+        0
+    };
+    let stage_b = if bv.dt != dt {
+        cx.alloc(Mem::Sram, tk * tn * bv.dt.size(), "conversion stage")?
+    } else {
+        0
+    };
+    let nb: u64 = batch.iter().product();
+    let mut step = 0usize;
+    let mut otile = 0usize;
+    for bi in 0..nb {
+        let mut lead = vec![0; batch.len()];
+        let mut rem = bi;
+        for i in (0..batch.len()).rev() {
+            lead[i] = rem % batch[i];
+            rem /= batch[i];
+        }
+        let a2 = batch_index(&av, &lead);
+        let b2 = batch_index(&bv, &lead);
+        let o2 = batch_index(&ovr, &lead);
+        let mut n0 = 0;
+        while n0 < nn {
+            let wn = tn.min(nn - n0);
+            let mut m0 = 0;
+            while m0 < mm {
+                let wm = tm.min(mm - m0);
+                let acc = T {
+                    mem: Mem::Acc,
+                    addr: accb[otile % 2],
+                    ld: wn,
+                    dt: DType::F32,
+                };
+                let mut k0 = 0;
+                while k0 < kk {
+                    let wk = tk.min(kk - k0);
+                    let s = step % 2;
+                    step += 1;
+                    let at = a2.slice(0, m0, 1, wm).slice(1, k0, 1, wk);
+                    let bt = b2.slice(0, k0, 1, wk).slice(1, n0, 1, wn);
+                    load_as(cx, &at, abuf[s], stage_a, dt);
+                    load_as(cx, &bt, bbuf[s], stage_b, dt);
+                    cx.e.matmul(
+                        acc,
+                        T::sram(abuf[s], wk, dt),
+                        T::sram(bbuf[s], wn, dt),
+                        wm,
+                        wk,
+                        wn,
+                        k0 > 0,
+                    );
+                    k0 += wk;
+                }
+                // Epilogue: accumulator → f32 SRAM (+ bias, activation) → output type → HBM.
+                let o32 = T::sram(outb[otile % 2], wn, DType::F32);
+                let e = &mut *cx.e;
+                match bias_t {
+                    Some(bt) => e.vbin(
+                        Bin::Add,
+                        o32,
+                        acc,
+                        T::sram(bt + n0 * 4, nn, DType::F32),
+                        Bcast::Row,
+                        wm,
+                        wn,
+                    ),
+                    None => e.vun(Un::Copy, o32, acc, Bcast::Full, wm, wn),
+                }
+                let tt = T::sram(tmp, wn, DType::F32);
+                match act {
+                    Act::None => {}
+                    Act::Relu => e.vimm(Imm::Max, o32, o32, 0.0, wm, wn),
+                    Act::Silu => {
+                        e.vun(Un::Sigmoid, tt, o32, Bcast::Full, wm, wn);
+                        e.vbin(Bin::Mul, o32, o32, tt, Bcast::Full, wm, wn);
+                    }
+                    Act::Gelu(tanh) => {
+                        if tanh {
+                            e.vimm(Imm::Pow, tt, o32, 3.0, wm, wn);
+                            e.vimm(Imm::Mul, tt, tt, 0.044715, wm, wn);
+                            e.vbin(Bin::Add, tt, tt, o32, Bcast::Full, wm, wn);
+                            e.vimm(Imm::Mul, tt, tt, 0.797_884_6, wm, wn);
+                            e.vun(Un::Tanh, tt, tt, Bcast::Full, wm, wn);
+                        } else {
+                            e.vimm(Imm::Mul, tt, o32, std::f32::consts::FRAC_1_SQRT_2, wm, wn);
+                            e.vun(Un::Erf, tt, tt, Bcast::Full, wm, wn);
+                        }
+                        e.vimm(Imm::Add, tt, tt, 1.0, wm, wn);
+                        e.vbin(Bin::Mul, o32, o32, tt, Bcast::Full, wm, wn);
+                        e.vimm(Imm::Mul, o32, o32, 0.5, wm, wn);
+                    }
+                }
+                let res = if ov.dt == DType::F32 {
+                    o32
+                } else {
+                    let oc = T::sram(ocv, wn, ov.dt);
+                    e.vun(Un::Copy, oc, o32, Bcast::Full, wm, wn);
+                    oc
+                };
+                let ot = o2.slice(0, m0, 1, wm).slice(1, n0, 1, wn);
+                cx.e.move_view(false, &ot, res.addr, wn);
+                otile += 1;
+                m0 += wm;
+            }
+            n0 += wn;
+        }
+    }
+    let _ = T::at_row;
+    Ok(())
+}
+
+// ---------- gather ----------
+
+fn gather(cx: &mut Cx, op: OpId, data: ValueId, idx: ValueId, ov: &View) -> R<()> {
+    let dv = cx.view(data)?;
+    let iv = cx.view(idx)?;
+    let rank = dv.shape.len();
+    let ax = axis(cx, attr_i(cx.m, op, "axis").unwrap_or(0), rank)?;
+    if !matches!(iv.dt, DType::I32 | DType::I64) {
+        return Err(cx.err("gather indices must be i32 or i64"));
+    }
+    // Constant indices: plain copies of the selected slices.
+    if let Some(vals) = const_f64s(cx.m, idx) {
+        let n = dv.shape[ax] as i64;
+        let outer: Vec<u64> = dv.shape[..ax].to_vec();
+        let inner: Vec<u64> = dv.shape[ax + 1..].to_vec();
+        let mut o2shape = outer.clone();
+        o2shape.push(vals.len() as u64);
+        o2shape.extend(&inner);
+        let o2 = ov
+            .reshape(&o2shape)
+            .ok_or_else(|| cx.err("gather output is not dense"))?;
+        for (j, &x) in vals.iter().enumerate() {
+            let i = x as i64;
+            let i = if i < 0 { i + n } else { i };
+            if i < 0 || i >= n {
+                return Err(cx.err(format!("gather index {x} out of range 0..{n}")));
+            }
+            let src = dv.slice(ax, i as u64, 1, 1);
+            let dst = o2.slice(ax, j as u64, 1, 1);
+            copy(cx, &src, &dst)?;
+        }
+        return Ok(());
+    }
+    let inner: u64 = dv.shape[ax + 1..].iter().product();
+    let inner_view = View {
+        addr: 0,
+        dt: dv.dt,
+        shape: dv.shape[ax + 1..].to_vec(),
+        strides: dv.strides[ax + 1..].to_vec(),
+    };
+    if !inner_view.is_contiguous() {
+        return Err(cx.err("gather from a non-contiguous view is not supported"));
+    }
+    let nidx = iv.elems();
+    let outer: u64 = dv.shape[..ax].iter().product();
+    let ibytes = nidx * iv.dt.size();
+    let ibuf = cx.alloc(Mem::Sram, ibytes, "gather indices")?;
+    let flat_idx = View::dense(0, iv.dt, &[nidx]);
+    let iv_flat = iv.reshape(&[nidx]).unwrap_or(View {
+        addr: iv.addr,
+        ..flat_idx
+    });
+    cx.e.move_view(true, &iv_flat, ibuf, nidx);
+    let row_bytes = inner * dv.dt.size() + inner * ov.dt.size();
+    let chunk = (cx.e.free(Mem::Sram) / (2 * row_bytes + 64)).clamp(1, 65535);
+    if chunk == 0 || row_bytes > cx.e.free(Mem::Sram) {
+        return Err(cx.err("a gathered row does not fit in SRAM"));
+    }
+    let chunk = chunk.min(nidx);
+    let bufs = [
+        cx.alloc(Mem::Sram, chunk * inner * dv.dt.size(), "gather rows")?,
+        cx.alloc(Mem::Sram, chunk * inner * dv.dt.size(), "gather rows")?,
+    ];
+    let conv = if ov.dt != dv.dt {
+        cx.alloc(Mem::Sram, chunk * inner * ov.dt.size(), "gather rows")?
+    } else {
+        0
+    };
+    let mut o2shape: Vec<u64> = dv.shape[..ax].to_vec();
+    o2shape.push(nidx);
+    o2shape.push(inner);
+    let o2 = ov
+        .reshape(&o2shape)
+        .ok_or_else(|| cx.err("gather output is not dense"))?;
+    let mut step = 0;
+    for oi in 0..outer {
+        let mut lead = vec![0; ax];
+        let mut rem = oi;
+        for i in (0..ax).rev() {
+            lead[i] = rem % dv.shape[i];
+            rem /= dv.shape[i];
+        }
+        let base = batch_index(&dv, &lead);
+        let ob = batch_index(&o2, &lead);
+        let mut s = 0;
+        while s < nidx {
+            let cnt = chunk.min(nidx - s);
+            let buf = bufs[step % 2];
+            step += 1;
+            let e = &mut *cx.e;
+            let inst = Inst::DmaGather {
+                sram: e.reg(buf as i64),
+                hbm: e.reg(base.addr),
+                idx: e.reg((ibuf + s * iv.dt.size()) as i64),
+                count: cnt as u32,
+                rowlen: inner as u32,
+                hs: e.reg(base.strides[0]),
+                ss: e.reg(inner as i64),
+                dt: dv.dt,
+                idt: iv.dt,
+            };
+            let istart = ibuf + s * iv.dt.size();
+            e.op(
+                inst,
+                vec![
+                    Touch::read(Mem::Sram, istart, istart + cnt * iv.dt.size()),
+                    Touch::write(Mem::Sram, buf, buf + cnt * inner * dv.dt.size()),
+                ],
+            );
+            let res = if ov.dt != dv.dt {
+                e.vun(
+                    Un::Copy,
+                    T::sram(conv, inner, ov.dt),
+                    T::sram(buf, inner, dv.dt),
+                    Bcast::Full,
+                    cnt,
+                    inner,
+                );
+                conv
+            } else {
+                buf
+            };
+            let dst = ob.slice(0, s, 1, cnt);
+            cx.e.move_view(false, &dst, res, inner);
+            s += cnt;
+        }
+    }
+    Ok(())
+}

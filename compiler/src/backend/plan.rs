@@ -1,0 +1,481 @@
+//! Memory planning: where every tensor of a function lives in HBM.
+//!
+//! - Inputs, then outputs, are laid out from address 0 as the program's I/O tensors (dense,
+//!   declared element type); constants follow as data segments (converted to the storage type);
+//!   everything else shares one scratch arena after them.
+//! - View ops (reshape, squeeze, unsqueeze, flatten, identity, transpose, slice and split with
+//!   constant parameters, expand, gather of one constant index) own no memory: their result is a
+//!   strided [`View`] of the input's buffer.
+//! - A buffer's live range runs from its defining op to the last use of any view of it; buffers
+//!   whose ranges do not overlap share scratch memory (first fit, in definition order).
+//! - A function result produced by a non-view op (or a full contiguous view of one) is written
+//!   directly into its output tensor; any other result (an input, a constant, a strided view, a
+//!   value returned twice) is copied there by the lowering.
+//! - Storage type: with `bf16` precision every f32 tensor that is not a program input or output is
+//!   stored as bf16.
+
+use std::collections::HashMap;
+
+use llmpu_isa::program::HBM_ALIGN;
+use llmpu_isa::{DType, DataSegment, IoDir, IoTensor};
+
+use super::view::View;
+use super::{BackendError, Options, Precision, dtype_of};
+use crate::ir::{Attribute, Module, OpId, ScalarType, Type, ValueId};
+
+/// The memory plan of one function.
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    /// Where each value's elements are (absent for values with no memory, e.g. unused).
+    pub views: HashMap<ValueId, View>,
+    /// Values that are splat constants, with their value (usable as immediates).
+    pub splats: HashMap<ValueId, f64>,
+    pub io: Vec<IoTensor>,
+    pub data: Vec<DataSegment>,
+    /// Results that need a copy into their output tensor: (result index, value, destination).
+    pub copies: Vec<(usize, ValueId, View)>,
+    /// Bytes of the scratch arena and its base address.
+    pub scratch: (u64, u64),
+    /// Buffer address per op result that owns memory (for the IR annotation).
+    pub owned: HashMap<ValueId, u64>,
+}
+
+fn align(x: u64) -> u64 {
+    x.div_ceil(HBM_ALIGN) * HBM_ALIGN
+}
+
+/// Static shape of a tensor value.
+pub fn shape_of(m: &Module, v: ValueId) -> Option<Vec<u64>> {
+    m.value_type(v).as_tensor()?.static_shape()
+}
+
+/// Element type of a tensor value.
+pub fn elem_of(m: &Module, v: ValueId) -> Option<ScalarType> {
+    m.value_type(v).elem()
+}
+
+/// Raw bytes of a constant value (`graph.constant` with data), expanded if it is a splat.
+pub fn const_bytes(m: &Module, v: ValueId) -> Option<Vec<u8>> {
+    let op = m.defining_op(v)?;
+    if m.op(op).name != "graph.constant" {
+        return None;
+    }
+    let d = m.attr(op, "value")?.as_dense()?;
+    let bytes = m.blobs.get(d.blob).bytes.clone()?;
+    let t = d.ty.as_tensor()?;
+    let n = t.num_elements()? as usize;
+    let es = t.elem.byte_size();
+    if bytes.len() == es && n != 1 {
+        Some(bytes.iter().cycle().take(es * n).copied().collect())
+    } else {
+        Some(bytes.to_vec())
+    }
+}
+
+/// The values of a constant as f64.
+pub fn const_f64s(m: &Module, v: ValueId) -> Option<Vec<f64>> {
+    let b = const_bytes(m, v)?;
+    let e = elem_of(m, v)?;
+    let es = e.byte_size();
+    Some(
+        b.chunks_exact(es)
+            .map(|c| match e {
+                ScalarType::F64 => f64::from_le_bytes(c.try_into().unwrap_or([0; 8])),
+                ScalarType::F32 => f32::from_le_bytes(c.try_into().unwrap_or([0; 4])) as f64,
+                ScalarType::F16 => half::f16::from_le_bytes([c[0], c[1]]).to_f64(),
+                ScalarType::BF16 => half::bf16::from_le_bytes([c[0], c[1]]).to_f64(),
+                ScalarType::I64 => i64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f64,
+                ScalarType::UI64 => u64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f64,
+                ScalarType::I32 => i32::from_le_bytes(c.try_into().unwrap_or([0; 4])) as f64,
+                ScalarType::UI32 => u32::from_le_bytes(c.try_into().unwrap_or([0; 4])) as f64,
+                ScalarType::I16 => i16::from_le_bytes([c[0], c[1]]) as f64,
+                ScalarType::UI16 => u16::from_le_bytes([c[0], c[1]]) as f64,
+                ScalarType::I8 => c[0] as i8 as f64,
+                ScalarType::UI8 | ScalarType::I1 | ScalarType::F8E4M3FN => c[0] as f64,
+            })
+            .collect(),
+    )
+}
+
+/// The values of an integer constant.
+pub fn const_ints(m: &Module, v: ValueId) -> Option<Vec<i64>> {
+    if !elem_of(m, v)?.is_int() {
+        return None;
+    }
+    Some(const_f64s(m, v)?.into_iter().map(|x| x as i64).collect())
+}
+
+/// The single value of a splat (all elements equal) constant.
+pub fn splat_of(m: &Module, v: ValueId) -> Option<f64> {
+    let vals = const_f64s(m, v)?;
+    let first = *vals.first()?;
+    vals.iter().all(|&x| x == first).then_some(first)
+}
+
+/// How a view op derives its results from its first operand's view, or `None` if it is not a
+/// view op (or its parameters are not constant).
+pub fn view_results(m: &Module, op: OpId, input: &View) -> Option<Vec<View>> {
+    let d = m.op(op);
+    let out_shape = |i: usize| shape_of(m, d.results[i]);
+    match d.name.as_str() {
+        "graph.reshape" | "graph.squeeze" | "graph.unsqueeze" | "graph.flatten"
+        | "graph.identity" => Some(vec![input.reshape(&out_shape(0)?)?]),
+        "graph.transpose" => {
+            let perm = crate::dialects::graph::Transpose(op).perm(m);
+            let perm: Vec<usize> = perm.iter().map(|&p| p as usize).collect();
+            if perm.len() != input.shape.len() || perm.iter().any(|&p| p >= perm.len()) {
+                return None;
+            }
+            Some(vec![input.permute(&perm)])
+        }
+        "graph.expand" => Some(vec![input.broadcast_to(&out_shape(0)?)?]),
+        "graph.slice" => {
+            let starts = const_ints(m, *d.operands.get(1)?)?;
+            let ends = const_ints(m, *d.operands.get(2)?)?;
+            let rank = input.shape.len() as i64;
+            let axes = match d.operands.get(3) {
+                Some(&a) => const_ints(m, a)?,
+                None => (0..starts.len() as i64).collect(),
+            };
+            let steps = match d.operands.get(4) {
+                Some(&s) => const_ints(m, s)?,
+                None => vec![1; starts.len()],
+            };
+            let mut v = input.clone();
+            for (i, &ax) in axes.iter().enumerate() {
+                let ax = if ax < 0 { ax + rank } else { ax };
+                if ax < 0 || ax >= rank {
+                    return None;
+                }
+                let ax = ax as usize;
+                let n = v.shape[ax] as i64;
+                let step = *steps.get(i)?;
+                if step == 0 {
+                    return None;
+                }
+                let clampi = |x: i64, lo: i64, hi: i64| x.clamp(lo, hi);
+                let norm = |x: i64| if x < 0 { x + n } else { x };
+                let (s, e) = (norm(starts[i]), norm(*ends.get(i)?));
+                let (s, len) = if step > 0 {
+                    let s = clampi(s, 0, n);
+                    let e = clampi(e, 0, n);
+                    (s, ((e - s).max(0) + step - 1) / step)
+                } else {
+                    let s = clampi(s, -1, n - 1);
+                    let e = clampi(e, -1, n - 1);
+                    (s, ((s - e).max(0) + (-step) - 1) / (-step))
+                };
+                v = v.slice(ax, s.max(0) as u64, step, len as u64);
+            }
+            (v.shape == out_shape(0)?).then_some(vec![v])
+        }
+        "graph.split" => {
+            let rank = input.shape.len() as i64;
+            let mut ax = m.attr(op, "axis").and_then(Attribute::as_int).unwrap_or(0);
+            if ax < 0 {
+                ax += rank;
+            }
+            let ax = usize::try_from(ax)
+                .ok()
+                .filter(|&a| a < input.shape.len())?;
+            let mut start = 0;
+            let mut out = vec![];
+            for i in 0..d.results.len() {
+                let s = out_shape(i)?;
+                let len = *s.get(ax)?;
+                out.push(input.slice(ax, start, 1, len));
+                start += len;
+            }
+            Some(out)
+        }
+        "graph.gather" => {
+            let idx = const_ints(m, *d.operands.get(1)?)?;
+            let ishape = shape_of(m, d.operands[1])?;
+            if !ishape.is_empty() || idx.len() != 1 {
+                return None;
+            }
+            let rank = input.shape.len() as i64;
+            let mut ax = m.attr(op, "axis").and_then(Attribute::as_int).unwrap_or(0);
+            if ax < 0 {
+                ax += rank;
+            }
+            let ax = usize::try_from(ax)
+                .ok()
+                .filter(|&a| a < input.shape.len())?;
+            let n = input.shape[ax] as i64;
+            let i = if idx[0] < 0 { idx[0] + n } else { idx[0] };
+            if i < 0 || i >= n {
+                return None;
+            }
+            let mut v = input.slice(ax, i as u64, 1, 1);
+            v.shape.remove(ax);
+            v.strides.remove(ax);
+            Some(vec![v])
+        }
+        _ => None,
+    }
+}
+
+/// Storage type of a value that is not a program input or output.
+pub fn storage_type(o: &Options, e: ScalarType) -> Option<DType> {
+    let d = dtype_of(e)?;
+    Some(if o.precision == Precision::Bf16 && d == DType::F32 {
+        DType::BF16
+    } else {
+        d
+    })
+}
+
+/// The ONNX name of function argument / result `i`, from `arg_attrs` / `res_attrs`.
+pub fn io_name(m: &Module, func: OpId, key: &str, i: usize, fallback: &str) -> String {
+    if let Some(Attribute::Array(a)) = m.attr(func, key)
+        && let Some(Attribute::Dict(d)) = a.get(i)
+        && let Some((_, Attribute::Str(s))) = d.iter().find(|(k, _)| k.contains("name"))
+    {
+        return s.clone();
+    }
+    format!("{fallback}{i}")
+}
+
+fn bytes_to_storage(bytes: &[u8], from: ScalarType, to: DType) -> Vec<u8> {
+    match (from, to) {
+        (ScalarType::F32, DType::BF16) => bytes
+            .chunks_exact(4)
+            .flat_map(|c| {
+                half::bf16::from_f32(f32::from_le_bytes([c[0], c[1], c[2], c[3]])).to_le_bytes()
+            })
+            .collect(),
+        (ScalarType::I1, _) => bytes.iter().map(|&b| (b != 0) as u8).collect(),
+        _ => bytes.to_vec(),
+    }
+}
+
+/// Plans the memory of `func` (see the module documentation).
+pub fn plan_function(m: &Module, func: OpId, o: &Options) -> Result<Plan, BackendError> {
+    let floc = m.op(func).loc.clone();
+    let err = |loc: &crate::ir::Location, msg: String| BackendError::new(loc, msg);
+    let entry = m
+        .entry_block(func)
+        .ok_or_else(|| err(&floc, "function has no body".into()))?;
+    let ops: Vec<OpId> = m.block(entry).ops.clone();
+    let ret = *ops
+        .last()
+        .ok_or_else(|| err(&floc, "empty function".into()))?;
+    let results = m.op(ret).operands.clone();
+    let mut plan = Plan::default();
+    let tensor_info = |v: ValueId, what: &str| -> Result<(Vec<u64>, ScalarType), BackendError> {
+        let ty = m.value_type(v);
+        let Type::Tensor(t) = ty else {
+            return Err(err(&floc, format!("{what} has non-tensor type {ty}")));
+        };
+        let shape = t.static_shape().ok_or_else(|| {
+            err(
+                &floc,
+                format!("{what} has a symbolic shape {ty}; give the dims a value (--dim NAME=N)"),
+            )
+        })?;
+        Ok((shape, t.elem))
+    };
+    let mut addr = 0u64;
+    let mut place = |bytes: u64| {
+        let a = addr;
+        addr = align(a + bytes.max(1));
+        a
+    };
+    // Inputs.
+    let args = m.block(entry).args.clone();
+    for (i, &a) in args.iter().enumerate() {
+        let name = io_name(m, func, "arg_attrs", i, "input");
+        let (shape, e) = tensor_info(a, &format!("input `{name}`"))?;
+        let dt = dtype_of(e).ok_or_else(|| {
+            err(
+                &floc,
+                format!("input `{name}`: element type {e} unsupported"),
+            )
+        })?;
+        let view = View::dense(0, dt, &shape);
+        let at = place(view.elems() * dt.size());
+        plan.views.insert(a, View::dense(at, dt, &shape));
+        plan.io.push(IoTensor {
+            name,
+            dir: IoDir::Input,
+            dtype: dt,
+            shape,
+            hbm_addr: at,
+        });
+    }
+    // Structure: root buffer and relative view of every value.
+    let mut root: HashMap<ValueId, ValueId> = HashMap::new();
+    let mut rel: HashMap<ValueId, View> = HashMap::new();
+    let mut owner_dt: HashMap<ValueId, DType> = HashMap::new();
+    let mut def_index: HashMap<ValueId, usize> = HashMap::new();
+    for (idx, &op) in ops.iter().enumerate() {
+        let d = m.op(op);
+        if d.name == "func.return" {
+            continue;
+        }
+        let first_in = d.operands.first().copied();
+        let derived = first_in.and_then(|x| {
+            let base = plan
+                .views
+                .get(&x)
+                .cloned()
+                .or_else(|| rel.get(&x).cloned())?;
+            view_results(m, op, &base).map(|vs| (x, vs))
+        });
+        if let Some((x, vs)) = derived {
+            let r = root.get(&x).copied().unwrap_or(x);
+            for (res, v) in d.results.iter().zip(vs) {
+                root.insert(*res, r);
+                if plan.views.contains_key(&x) && !root.contains_key(&x) {
+                    // A view of an input: absolute already.
+                    plan.views.insert(*res, v);
+                    root.remove(res);
+                } else {
+                    rel.insert(*res, v);
+                }
+            }
+            continue;
+        }
+        for &res in &d.results {
+            let (shape, e) = tensor_info(res, &format!("result of `{}`", d.name))?;
+            let dt = storage_type(o, e)
+                .ok_or_else(|| err(&d.loc, format!("element type {e} is not supported")))?;
+            if d.name == "graph.constant" {
+                if let Some(s) = splat_of(m, res) {
+                    plan.splats.insert(res, s);
+                }
+                if m.uses(res).is_empty() {
+                    continue;
+                }
+                let bytes = const_bytes(m, res).ok_or_else(|| {
+                    err(
+                        &d.loc,
+                        "constant data is elided; compile from the model, not a dump".into(),
+                    )
+                })?;
+                let data = bytes_to_storage(&bytes, e, dt);
+                let at = place(data.len() as u64);
+                plan.views.insert(res, View::dense(at, dt, &shape));
+                plan.data.push(DataSegment {
+                    name: format!("const{}", res.0),
+                    hbm_addr: at,
+                    bytes: data,
+                });
+                continue;
+            }
+            rel.insert(res, View::dense(0, dt, &shape));
+            root.insert(res, res);
+            owner_dt.insert(res, dt);
+            def_index.insert(res, idx);
+        }
+    }
+    // Outputs: direct when the result is (a full contiguous view of) a buffer used by nothing else.
+    let mut out_views: Vec<View> = Vec::new();
+    let mut direct: HashMap<ValueId, View> = HashMap::new();
+    let mut taken: Vec<ValueId> = Vec::new();
+    for (i, &v) in results.iter().enumerate() {
+        let name = io_name(m, func, "res_attrs", i, "output");
+        let (shape, e) = tensor_info(v, &format!("output `{name}`"))?;
+        let dt = dtype_of(e).ok_or_else(|| {
+            err(
+                &floc,
+                format!("output `{name}`: element type {e} unsupported"),
+            )
+        })?;
+        let bytes = shape.iter().product::<u64>() * dt.size();
+        let at = place(bytes);
+        let dest = View::dense(at, dt, &shape);
+        plan.io.push(IoTensor {
+            name,
+            dir: IoDir::Output,
+            dtype: dt,
+            shape: shape.clone(),
+            hbm_addr: at,
+        });
+        out_views.push(dest.clone());
+        let r = root.get(&v).copied();
+        let ok = match (r, rel.get(&v)) {
+            (Some(r), Some(rv)) => {
+                let full = rv.is_contiguous() && rv.addr == 0;
+                let rshape = rel.get(&r).map(|x| x.elems());
+                full && rshape == Some(rv.elems())
+                    && !taken.contains(&r)
+                    && results
+                        .iter()
+                        .filter(|&&x| root.get(&x) == Some(&r))
+                        .count()
+                        == 1
+            }
+            _ => false,
+        };
+        if let (true, Some(r)) = (ok, r) {
+            taken.push(r);
+            let rshape = rel.get(&r).map(|x| x.shape.clone()).unwrap_or_default();
+            direct.insert(r, View::dense(at, dt, &rshape));
+            owner_dt.insert(r, dt);
+        } else {
+            plan.copies.push((i, v, dest));
+        }
+    }
+    // Liveness of scratch buffers.
+    let mut last_use: HashMap<ValueId, usize> = HashMap::new();
+    for (idx, &op) in ops.iter().enumerate() {
+        for &x in &m.op(op).operands {
+            if let Some(&r) = root.get(&x) {
+                last_use.insert(r, idx);
+            }
+        }
+    }
+    let base = align(addr);
+    let mut live: Vec<(u64, u64, usize)> = Vec::new(); // (offset, size, last use)
+    let mut high = 0u64;
+    let mut order: Vec<(usize, ValueId)> = def_index.iter().map(|(v, i)| (*i, *v)).collect();
+    order.sort();
+    for (idx, v) in order {
+        if let Some(dv) = direct.get(&v) {
+            plan.owned.insert(v, dv.addr as u64);
+            continue;
+        }
+        live.retain(|&(_, _, lu)| lu >= idx);
+        let dt = owner_dt[&v];
+        let size = align(rel[&v].elems() * dt.size());
+        let mut spans: Vec<(u64, u64)> = live.iter().map(|l| (l.0, l.0 + l.1)).collect();
+        spans.sort();
+        let mut off = 0u64;
+        for (lo, hi) in spans {
+            if off + size <= lo {
+                break;
+            }
+            off = off.max(hi);
+        }
+        let lu = last_use.get(&v).copied().unwrap_or(idx);
+        live.push((off, size, lu));
+        high = high.max(off + size);
+        plan.owned.insert(v, base + off);
+    }
+    plan.scratch = (base, high);
+    let end = base + high;
+    if end > o.target.hbm.size_bytes {
+        return Err(err(
+            &floc,
+            format!(
+                "the model needs {end} bytes of HBM but target `{}` has {}",
+                o.target.name, o.target.hbm.size_bytes
+            ),
+        ));
+    }
+    // Absolute views.
+    for (v, r) in &root {
+        let Some(&at) = plan.owned.get(r) else {
+            continue;
+        };
+        let mut view = rel[v].clone();
+        view.addr += at as i64;
+        if let Some(&dt) = owner_dt.get(r) {
+            view.dt = dt;
+        }
+        plan.views.insert(*v, view);
+    }
+    Ok(plan)
+}

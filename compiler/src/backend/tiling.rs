@@ -1,0 +1,116 @@
+//! Tile sizes from the target, chosen with the one cost model (`llmpu_isa::cost::cost`).
+//!
+//! A matmul `M×K×N` is cut into `tm×tk×tn` tiles: A and B tiles double-buffered in SRAM, two f32
+//! accumulator tiles and two output staging tiles must fit (at most [`SRAM_SHARE`] of SRAM, all of
+//! the accumulator). Among the candidates (multiples of the array size, up to the problem size)
+//! the one with the lowest estimated time wins: per output tile, the DMA time of its A and B tiles
+//! against the matrix engine's time, whichever is longer (they overlap), priced by building the
+//! actual `dma.load` and `mxu.matmul` instructions and asking `cost()`.
+//!
+//! Row-wise kernels (elementwise, softmax, norms, copies) take as many rows as fit a share of SRAM
+//! with double buffering.
+
+use llmpu_isa::cost::cost;
+use llmpu_isa::{AccMode, DType, Inst, Layout, Reg, Target};
+
+/// Fraction of SRAM one kernel's tiles may use (the rest is slack for alignment and constants).
+pub const SRAM_SHARE: f64 = 0.75;
+
+/// SRAM bytes a kernel may plan for.
+pub fn sram_budget(t: &Target) -> u64 {
+    (t.sram.size_bytes as f64 * SRAM_SHARE) as u64
+}
+
+fn dma_cost(rows: u64, cols: u64, dt: DType, t: &Target) -> u64 {
+    let i = Inst::DmaLoad {
+        sram: Reg(1),
+        hbm: Reg(2),
+        n0: cols.min(65535) as u32,
+        n1: rows.min(65535) as u32,
+        n2: 1,
+        hs1: Reg(3),
+        hs2: Reg(0),
+        ss1: Reg(3),
+        ss2: Reg(0),
+        dt,
+        layout: Layout::Rows,
+    };
+    cost(&i, t).cycles()
+}
+
+fn mxu_cost(m: u64, k: u64, n: u64, dt: DType, t: &Target) -> u64 {
+    let i = Inst::MxuMatmul {
+        acc: Reg(1),
+        a: Reg(2),
+        b: Reg(3),
+        m: m.min(65535) as u32,
+        k: k.min(65535) as u32,
+        n: n.min(65535) as u32,
+        lda: Reg(4),
+        ldb: Reg(5),
+        ldc: Reg(6),
+        dt,
+        mode: AccMode::Acc,
+    };
+    cost(&i, t).occupancy
+}
+
+/// Tile sizes `(tm, tk, tn)` of an `m×k×n` matmul with `dt` inputs, and the estimated cycles.
+pub fn matmul_tiles(m: u64, k: u64, n: u64, dt: DType, t: &Target) -> (u64, u64, u64, u64) {
+    let (r, c) = (t.matrix.rows as u64, t.matrix.cols as u64);
+    let sz = dt.size();
+    let cands = |full: u64, unit: u64| {
+        let mut v = vec![];
+        let mut x = unit;
+        while x < full {
+            v.push(x);
+            x *= 2;
+        }
+        v.push(full);
+        v
+    };
+    let budget = sram_budget(t);
+    let acc = t.accumulator.size_bytes;
+    let mut best = (m.min(r), k.min(r), n.min(c), u64::MAX);
+    for &tm in &cands(m, r) {
+        for &tk in &cands(k, r) {
+            for &tn in &cands(n, c) {
+                let sram = 2 * (tm * tk + tk * tn) * sz + 2 * tm * tn * 4;
+                if sram > budget || 2 * tm * tn * 4 > acc || tm > 65535 || tn > 65535 {
+                    continue;
+                }
+                let (mt, kt, nt) = (m.div_ceil(tm), k.div_ceil(tk), n.div_ceil(tn));
+                let per_k = dma_cost(tm, tk, dt, t)
+                    .max(mxu_cost(tm, tk, tn, dt, t))
+                    .max(dma_cost(tk, tn, dt, t));
+                let total = mt * nt * kt * per_k;
+                if total < best.3 {
+                    best = (tm, tk, tn, total);
+                }
+            }
+        }
+    }
+    best
+}
+
+/// Rows per tile when each row needs `row_bytes` of SRAM (double buffering included by the
+/// caller), at most `rows`.
+pub fn row_tile(rows: u64, row_bytes: u64, t: &Target) -> u64 {
+    let fit = sram_budget(t) / row_bytes.max(1);
+    fit.min(rows).clamp(1, 65535)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matmul_tiles_fit_the_memories_and_cover_small_problems_whole() {
+        let t = Target::preset("edge").unwrap();
+        let (tm, tk, tn, _) = matmul_tiles(16, 64, 64, DType::BF16, &t);
+        assert_eq!((tm, tk, tn), (16, 64, 64));
+        let (tm, tk, tn, _) = matmul_tiles(4096, 4096, 4096, DType::BF16, &t);
+        assert!(2 * (tm * tk + tk * tn) * 2 + 2 * tm * tn * 4 <= sram_budget(&t));
+        assert!(2 * tm * tn * 4 <= t.accumulator.size_bytes);
+    }
+}

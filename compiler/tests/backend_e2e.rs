@@ -1,0 +1,152 @@
+//! End-to-end backend tests: graph IR → `llmpu compile` pipeline → program → emulator, compared
+//! with a plain-Rust reference computed here.
+
+use llmpu_compiler::backend::{Options, Precision, compile};
+use llmpu_compiler::parser::parse_module;
+use llmpu_compiler::pass::PassManagerOptions;
+use llmpu_isa::{DType, Program, Target};
+use llmpu_runtime::compare::{Tolerance, compare};
+use llmpu_runtime::{RunOptions, Tensor, run};
+
+/// Deterministic pseudo-random values in [-1, 1).
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn dense(v: &[f32], shape: &[usize]) -> String {
+    fn nest(v: &[f32], shape: &[usize]) -> String {
+        if shape.len() <= 1 {
+            let body: Vec<String> = v.iter().map(|x| format!("{x:e}")).collect();
+            return format!("[{}]", body.join(", "));
+        }
+        let inner: usize = shape[1..].iter().product();
+        let parts: Vec<String> = v.chunks(inner).map(|c| nest(c, &shape[1..])).collect();
+        format!("[{}]", parts.join(", "))
+    }
+    let ty: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    format!("dense<{}> : tensor<{}xf32>", nest(v, shape), ty.join("x"))
+}
+
+fn compile_text(src: &str, target: &str, precision: Precision) -> Program {
+    let mut m = parse_module(src).unwrap_or_else(|e| panic!("{e:?}"));
+    let o = Options {
+        target: Target::preset(target).unwrap(),
+        precision,
+    };
+    let opts = PassManagerOptions {
+        verify_each: true,
+        ..Default::default()
+    };
+    compile(&mut m, &o, opts, &mut std::io::sink())
+        .unwrap_or_else(|e| panic!("compile: {e}"))
+        .expect("program")
+}
+
+fn matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+    let mut c = vec![0f32; m * n];
+    for i in 0..m {
+        for p in 0..k {
+            for j in 0..n {
+                c[i * n + j] += a[i * k + p] * b[p * n + j];
+            }
+        }
+    }
+    c
+}
+
+/// x[8,32] · w[32,48] + b → GELU(tanh) → softmax and layer norm; the norm output leaves transposed.
+fn mlp_block(precision: Precision, target: &str) {
+    let (m, k, n) = (8usize, 32usize, 48usize);
+    let w = values(k * n, 1);
+    let b = values(n, 2);
+    let g = values(n, 3);
+    let beta = values(n, 4);
+    let src = format!(
+        r#"module {{
+  func.func @main(%x: tensor<8x32xf32> {{graph.name = "x"}}) -> (tensor<8x48xf32> {{graph.name = "probs"}}, tensor<48x8xf32> {{graph.name = "normed_t"}}) {{
+    %w = "graph.constant"() {{value = {w}}} : () -> tensor<32x48xf32> loc("w")
+    %b = "graph.constant"() {{value = {b}}} : () -> tensor<48xf32> loc("b")
+    %g = "graph.constant"() {{value = {g}}} : () -> tensor<48xf32> loc("g")
+    %beta = "graph.constant"() {{value = {beta}}} : () -> tensor<48xf32> loc("beta")
+    %h = "graph.matmul"(%x, %w) : (tensor<8x32xf32>, tensor<32x48xf32>) -> tensor<8x48xf32> loc("MatMul_0")
+    %hb = "graph.add"(%h, %b) : (tensor<8x48xf32>, tensor<48xf32>) -> tensor<8x48xf32> loc("Add_0")
+    %a = "graph.gelu"(%hb) {{approximate = "tanh"}} : (tensor<8x48xf32>) -> tensor<8x48xf32> loc("Gelu_0")
+    %p = "graph.softmax"(%a) {{axis = -1 : i64}} : (tensor<8x48xf32>) -> tensor<8x48xf32> loc("Softmax_0")
+    %ln = "graph.layer_norm"(%a, %g, %beta) {{axis = -1 : i64, epsilon = 1.0e-5 : f32}} : (tensor<8x48xf32>, tensor<48xf32>, tensor<48xf32>) -> tensor<8x48xf32> loc("LayerNorm_0")
+    %t = "graph.transpose"(%ln) {{perm = array<i64: 1, 0>}} : (tensor<8x48xf32>) -> tensor<48x8xf32> loc("Transpose_0")
+    func.return %p, %t : tensor<8x48xf32>, tensor<48x8xf32>
+  }}
+}}
+"#,
+        w = dense(&w, &[k, n]),
+        b = dense(&b, &[n]),
+        g = dense(&g, &[n]),
+        beta = dense(&beta, &[n]),
+    );
+    let prog = compile_text(&src, target, precision);
+    let x = values(m * k, 5);
+    let input = Tensor::from_f32(DType::F32, vec![m as u64, k as u64], &x).unwrap();
+    let res = run(&prog, &[("x".into(), input)], &RunOptions::default())
+        .unwrap_or_else(|e| panic!("emulator: {e}"));
+    // Reference.
+    let mut h = matmul(&x, &w, m, k, n);
+    for i in 0..m {
+        for j in 0..n {
+            let v = h[i * n + j] + b[j];
+            let t = (0.797_884_6f32 * (v + 0.044715 * v * v * v)).tanh();
+            h[i * n + j] = 0.5 * v * (1.0 + t);
+        }
+    }
+    let mut probs = vec![0f32; m * n];
+    let mut normt = vec![0f32; m * n];
+    for i in 0..m {
+        let row = &h[i * n..(i + 1) * n];
+        let mx = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        let s: f32 = row.iter().map(|v| (v - mx).exp()).sum();
+        let mean: f32 = row.iter().sum::<f32>() / n as f32;
+        let var: f32 = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n as f32;
+        for j in 0..n {
+            probs[i * n + j] = (row[j] - mx).exp() / s;
+            normt[j * m + i] = (row[j] - mean) / (var + 1e-5).sqrt() * g[j] + beta[j];
+        }
+    }
+    let tol = match precision {
+        Precision::Fp32 => Tolerance::FP32,
+        Precision::Bf16 => Tolerance::BF16,
+    };
+    for (name, want, shape) in [
+        ("probs", probs, vec![m as u64, n as u64]),
+        ("normed_t", normt, vec![n as u64, m as u64]),
+    ] {
+        let want = Tensor::from_f32(DType::F32, shape, &want).unwrap();
+        let got = res.output(name).expect("output");
+        let c = compare(name, got, &want, tol).unwrap();
+        assert!(c.pass, "{target} {}: {c}", precision.name());
+    }
+}
+
+#[test]
+fn mlp_block_matches_reference_in_fp32_on_edge() {
+    mlp_block(Precision::Fp32, "edge");
+}
+
+#[test]
+fn mlp_block_matches_reference_in_bf16_on_edge() {
+    mlp_block(Precision::Bf16, "edge");
+}
+
+#[test]
+fn mlp_block_matches_reference_on_datacenter() {
+    mlp_block(Precision::Fp32, "datacenter");
+    mlp_block(Precision::Bf16, "datacenter");
+}
