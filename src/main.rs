@@ -5,9 +5,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod cmd_asm;
+mod cmd_compile;
 mod cmd_opt;
 mod cmd_run;
 mod cmd_targets;
+mod import;
 mod load;
 
 /// LLMPU toolchain: compile ONNX transformers to the LLMPU ISA, inspect the IR, run binaries on the
@@ -31,6 +33,8 @@ enum Command {
     Run(cmd_run::RunArgs),
     /// Read IR text, run passes on it and print the result (our `mlir-opt`).
     Opt(cmd_opt::OptArgs),
+    /// Compile a model (ONNX or graph IR) to an LLMPU binary.
+    Compile(cmd_compile::CompileArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +45,7 @@ fn main() -> ExitCode {
         Command::Disasm(a) => cmd_asm::disasm(a),
         Command::Run(a) => cmd_run::run(a),
         Command::Opt(a) => cmd_opt::run(a),
+        Command::Compile(a) => cmd_compile::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
