@@ -134,6 +134,21 @@ fn dce_filetests_match_snapshots() {
 }
 
 #[test]
+fn tile_filetests_match_snapshots() {
+    run_folder("tile");
+}
+
+#[test]
+fn plan_memory_filetests_match_snapshots() {
+    run_folder("plan-memory");
+}
+
+#[test]
+fn lower_llmpu_filetests_match_snapshots() {
+    run_folder("lower-llmpu");
+}
+
+#[test]
 fn diagnostics_match_golden_output() {
     for path in inputs("diagnostics") {
         match run_case(&path, "diagnostics") {
@@ -150,7 +165,16 @@ fn diagnostics_match_golden_output() {
 /// identically.
 #[test]
 fn every_filetest_input_round_trips_through_the_printer() {
-    for folder in ["roundtrip", "syntax", "canonicalize", "cse", "dce"] {
+    for folder in [
+        "roundtrip",
+        "syntax",
+        "canonicalize",
+        "cse",
+        "dce",
+        "tile",
+        "plan-memory",
+        "lower-llmpu",
+    ] {
         for path in inputs(folder) {
             let src = std::fs::read_to_string(&path).unwrap_or_default();
             let m = parse_module(&src)

@@ -65,7 +65,7 @@ fn location(loc: &str) -> Location {
 pub fn inst_spec(inst: &Inst, loc: &str) -> OpSpec {
     let d = inst.desc();
     let mut spec = OpSpec::new(format!("llmpu.{}", d.mnemonic), location(loc));
-    for (f, raw) in d.fields.iter().zip(inst.raw_fields()) {
+    for (f, raw) in d.fields.iter().zip(inst.raw_fields().unwrap_or_default()) {
         let a = match f.kind {
             FieldKind::Enum(_, names) => {
                 Attribute::str(names.get(raw as usize).copied().unwrap_or("?"))

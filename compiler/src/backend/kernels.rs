@@ -159,6 +159,7 @@ pub enum Red {
     Min,
 }
 
+#[allow(clippy::too_many_arguments)]
 impl Emitter {
     pub fn vbin(&mut self, k: Bin, d: T, a: T, b: T, bc: Bcast, rows: u64, cols: u64) {
         let touches = vec![
@@ -499,7 +500,6 @@ impl Emitter {
     }
 
     /// `acc (=|+=) a[m×k] · b[k×n]` on the matrix engine.
-    #[allow(clippy::too_many_arguments)]
     pub fn matmul(&mut self, acc: T, a: T, b: T, m: u64, k: u64, n: u64, accumulate: bool) {
         let touches = vec![
             a.touch(m, k, Bcast::Full, false),
