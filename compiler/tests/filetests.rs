@@ -134,6 +134,11 @@ fn dce_filetests_match_snapshots() {
 }
 
 #[test]
+fn fuse_attention_filetests_match_snapshots() {
+    run_folder("fuse-attention");
+}
+
+#[test]
 fn tile_filetests_match_snapshots() {
     run_folder("tile");
 }
@@ -171,6 +176,7 @@ fn every_filetest_input_round_trips_through_the_printer() {
         "canonicalize",
         "cse",
         "dce",
+        "fuse-attention",
         "tile",
         "plan-memory",
         "lower-llmpu",

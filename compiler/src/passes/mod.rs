@@ -32,6 +32,7 @@ register_passes! {
     canonicalize,
     cse,
     dce,
+    fuse_attention,
     tile,
     plan_memory,
     lower_llmpu,

@@ -1,0 +1,455 @@
+//! `fuse-attention`: recognizes scaled dot-product attention from its structure and replaces it by
+//! one `graph.fused_attention(q, k, v, mask?) {scale, causal}`.
+//!
+//! The match starts at every `graph.softmax` over the last axis whose only user is a
+//! `graph.matmul(P, V)`. Walking back from the softmax input to a `graph.matmul(Q, Kᵀ)` it accepts,
+//! in any order, scaling by a splat constant (`mul`/`div`), additive masks (`add` of any tensor)
+//! and boolean masks (`where(cond, scores, fill)`, rewritten as the additive
+//! `where(cond, 0, fill)`). `Kᵀ` is a transpose of the last two dims (or, failing that, gets one
+//! added as a free view). Grouped-query attention is seen through the `unsqueeze → expand →
+//! reshape` head broadcast of K and V: the fused op reads the un-broadcast KV heads.
+//! A constant mask that is 0 on and below the (bottom-right aligned) diagonal and ≤ −1e30 above it
+//! is dropped in favour of `causal = true`; other masks stay an operand. The ONNX `Attention` op
+//! with 4-D inputs and no cache inputs is converted the same way.
+//!
+//! Names and exporters play no part: only op kinds, shapes and constant values. The fused op's
+//! location fuses every matched node's location.
+
+use super::PassInfo;
+use crate::backend::plan::{const_f64s, shape_of, splat_of};
+use crate::ir::{Attribute, Location, Module, OpId, OpSpec, ScalarType, Type, ValueId};
+use crate::pass::{Pass, PassError};
+
+/// Registry entry.
+pub const INFO: PassInfo = PassInfo {
+    name: "fuse-attention",
+    description: "fuse softmax(Q·Kᵀ·scale + mask)·V (incl. GQA, causal masks, ONNX Attention) into graph.fused_attention",
+    create: || Box::new(FuseAttention),
+};
+
+/// The pass.
+pub struct FuseAttention;
+
+impl Pass for FuseAttention {
+    fn name(&self) -> &'static str {
+        INFO.name
+    }
+    fn run(&mut self, m: &mut Module) -> Result<(), PassError> {
+        for op in m.walk_all() {
+            if m.op(op).erased || m.op(op).parent.is_none() {
+                continue;
+            }
+            match m.op(op).name.as_str() {
+                "graph.softmax" => {
+                    let _ = fuse_softmax(m, op);
+                }
+                "graph.attention" => {
+                    let _ = fuse_onnx_attention(m, op);
+                }
+                _ => {}
+            }
+        }
+        crate::passes::dce::erase_dead_ops(m);
+        Ok(())
+    }
+}
+
+fn def(m: &Module, v: ValueId, name: &str) -> Option<OpId> {
+    m.defining_op(v).filter(|&o| m.op(o).name == name)
+}
+
+fn single_user(m: &Module, v: ValueId) -> Option<(OpId, usize)> {
+    let u = m.uses(v);
+    (u.len() == 1).then(|| u[0])
+}
+
+/// Sees through the GQA head broadcast: `reshape(expand(unsqueeze(x)))` → `x`.
+fn kv_source(m: &Module, v: ValueId) -> ValueId {
+    let Some(r) = def(m, v, "graph.reshape") else {
+        return v;
+    };
+    let e_in = m.op(r).operands[0];
+    let Some(e) = def(m, e_in, "graph.expand") else {
+        return v;
+    };
+    let u_in = m.op(e).operands[0];
+    let Some(u) = m
+        .defining_op(u_in)
+        .filter(|&o| matches!(m.op(o).name.as_str(), "graph.unsqueeze" | "graph.reshape"))
+    else {
+        return v;
+    };
+    let x = m.op(u).operands[0];
+    let (Some(xs), Some(us), Some(es), Some(rs)) = (
+        shape_of(m, x),
+        shape_of(m, u_in),
+        shape_of(m, e_in),
+        shape_of(m, v),
+    ) else {
+        return v;
+    };
+    // x [B, Hkv, S, D] → u [B, Hkv, 1, S, D] → e [B, Hkv, n, S, D] → r [B, Hkv·n, S, D]
+    if xs.len() == 4
+        && us.len() == 5
+        && es.len() == 5
+        && rs.len() == 4
+        && us == [xs[0], xs[1], 1, xs[2], xs[3]]
+        && es[..2] == us[..2]
+        && es[3..] == us[3..]
+        && rs == [xs[0], xs[1] * es[2], xs[2], xs[3]]
+    {
+        return x;
+    }
+    v
+}
+
+/// Is `mask` (constant, broadcast to `[.., sq, skv]`) exactly a bottom-right aligned causal mask?
+fn is_causal_additive(m: &Module, mask: ValueId, sq: u64, skv: u64) -> bool {
+    let (Some(vals), Some(shape)) = (const_f64s(m, mask), shape_of(m, mask)) else {
+        return false;
+    };
+    let r = shape.len();
+    if r < 2 || shape[r - 1] != skv || shape[r - 2] != sq {
+        return false;
+    }
+    let off = skv.saturating_sub(sq) as usize;
+    let per = (sq * skv) as usize;
+    vals.chunks(per).all(|blk| {
+        (0..sq as usize).all(|i| {
+            (0..skv as usize).all(|j| {
+                let v = blk[i * skv as usize + j];
+                if j <= i + off { v == 0.0 } else { v <= -1e30 }
+            })
+        })
+    })
+}
+
+fn is_causal_bool(m: &Module, cond: ValueId, fill: f64, sq: u64, skv: u64) -> bool {
+    if fill > -1e30 {
+        return false;
+    }
+    let (Some(vals), Some(shape)) = (const_f64s(m, cond), shape_of(m, cond)) else {
+        return false;
+    };
+    let r = shape.len();
+    if r < 2 || shape[r - 1] != skv || shape[r - 2] != sq {
+        return false;
+    }
+    let off = skv.saturating_sub(sq) as usize;
+    let per = (sq * skv) as usize;
+    vals.chunks(per).all(|blk| {
+        (0..sq as usize).all(|i| {
+            (0..skv as usize).all(|j| (blk[i * skv as usize + j] != 0.0) == (j <= i + off))
+        })
+    })
+}
+
+enum Mask {
+    Add(ValueId, f64),
+    Where(ValueId, f64, f64),
+}
+
+fn new_op(m: &mut Module, before: OpId, spec: OpSpec) -> ValueId {
+    let op = m.create_op(spec);
+    m.insert_op_before(before, op);
+    m.op(op).results[0]
+}
+
+fn scalar_const(m: &mut Module, before: OpId, v: f64, elem: ScalarType, loc: &Location) -> ValueId {
+    let bytes: Vec<u8> = match elem {
+        ScalarType::F64 => v.to_le_bytes().to_vec(),
+        ScalarType::BF16 => half::bf16::from_f64(v).to_le_bytes().to_vec(),
+        ScalarType::F16 => half::f16::from_f64(v).to_le_bytes().to_vec(),
+        _ => (v as f32).to_le_bytes().to_vec(),
+    };
+    let ty = Type::tensor(&[], elem);
+    let blob = m.blobs.add_auto("attn_const", std::sync::Arc::from(bytes));
+    new_op(
+        m,
+        before,
+        OpSpec::new("graph.constant", loc.clone())
+            .results(vec![ty.clone()])
+            .attr(
+                "value",
+                Attribute::Dense(crate::ir::DenseAttr { ty, blob }),
+            ),
+    )
+}
+
+fn fuse_softmax(m: &mut Module, sm: OpId) -> Option<()> {
+    let x = m.op(sm).operands[0];
+    let xs = shape_of(m, x)?;
+    let rank = xs.len() as i64;
+    let ax = m.attr(sm, "axis").and_then(Attribute::as_int).unwrap_or(-1);
+    if ax != -1 && ax != rank - 1 {
+        return None;
+    }
+    let (pv, slot) = single_user(m, m.op(sm).results[0])?;
+    if m.op(pv).name != "graph.matmul" || slot != 0 {
+        return None;
+    }
+    let v = m.op(pv).operands[1];
+    // Walk back to Q·Kᵀ, collecting scale and masks in dataflow order.
+    let mut chain: Vec<OpId> = vec![];
+    let mut cur = x;
+    let qk = loop {
+        let op = m.defining_op(cur)?;
+        if single_user(m, cur).is_none() {
+            return None;
+        }
+        let d = m.op(op);
+        match d.name.as_str() {
+            "graph.matmul" => break op,
+            "graph.mul" | "graph.div" | "graph.add" | "graph.sub" | "graph.cast" => {
+                chain.push(op);
+                let (a, b) = (d.operands[0], *d.operands.get(1).unwrap_or(&d.operands[0]));
+                cur = if d.name == "graph.cast" || reaches_matmul(m, a, 8) {
+                    a
+                } else if matches!(d.name.as_str(), "graph.mul" | "graph.add")
+                    && reaches_matmul(m, b, 8)
+                {
+                    b
+                } else {
+                    return None;
+                };
+            }
+            "graph.where" => {
+                chain.push(op);
+                cur = d.operands[1];
+            }
+            _ => return None,
+        }
+    };
+    chain.reverse();
+    let (q, kt) = (m.op(qk).operands[0], m.op(qk).operands[1]);
+    let qs = shape_of(m, q)?;
+    let vs = shape_of(m, v)?;
+    let kts = shape_of(m, kt)?;
+    if qs.len() != 4 || kts.len() != 4 || vs.len() != 4 {
+        return None;
+    }
+    let (sq, skv) = (qs[2], kts[3]);
+    let mut scale = 1.0f64;
+    let mut masks: Vec<Mask> = vec![];
+    for &op in &chain {
+        let d = m.op(op).clone();
+        let other = |i: usize| d.operands.get(i).copied();
+        match d.name.as_str() {
+            "graph.cast" => {}
+            "graph.mul" | "graph.div" => {
+                let c = if chain_contains(m, &chain, qk, d.operands[0]) {
+                    other(1)?
+                } else {
+                    other(0)?
+                };
+                let s = splat_of(m, c)?;
+                let f = if d.name == "graph.mul" { s } else { 1.0 / s };
+                scale *= f;
+                for mk in masks.iter_mut() {
+                    match mk {
+                        Mask::Add(_, k) | Mask::Where(_, _, k) => *k *= f,
+                    }
+                }
+            }
+            "graph.add" => {
+                let mv = if chain_contains(m, &chain, qk, d.operands[0]) {
+                    other(1)?
+                } else {
+                    other(0)?
+                };
+                masks.push(Mask::Add(mv, 1.0));
+            }
+            "graph.sub" => {
+                let mv = other(1)?;
+                masks.push(Mask::Add(mv, -1.0));
+            }
+            "graph.where" => {
+                let fill = splat_of(m, other(2)?)?;
+                masks.push(Mask::Where(other(0)?, fill, 1.0));
+            }
+            _ => return None,
+        }
+    }
+    // K from Kᵀ.
+    let loc_ops: Vec<OpId> = {
+        let mut v = vec![qk];
+        v.extend(&chain);
+        v.push(sm);
+        v.push(pv);
+        v
+    };
+    let k = match def(m, kt, "graph.transpose") {
+        Some(t) if crate::dialects::graph::Transpose(t).perm(m) == [0, 1, 3, 2] => {
+            m.op(t).operands[0]
+        }
+        _ => {
+            let ks = vec![kts[0], kts[1], kts[3], kts[2]];
+            let elem = m.value_type(kt).elem()?;
+            new_op(
+                m,
+                pv,
+                OpSpec::new("graph.transpose", m.op(qk).loc.clone())
+                    .operands(&[kt])
+                    .results(vec![Type::tensor(&ks, elem)])
+                    .attr("perm", Attribute::DenseI64Array(vec![0, 1, 3, 2])),
+            )
+        }
+    };
+    let k = kv_source(m, k);
+    let v = kv_source(m, v);
+    let locs: Vec<Location> = loc_ops.iter().map(|&o| m.op(o).loc.clone()).collect();
+    let loc = Location::fuse(locs.iter());
+    // Masks: causal ones become the flag, the rest one additive tensor.
+    let mut causal = false;
+    let elem = m.value_type(x).elem()?;
+    let mut additive: Option<ValueId> = None;
+    for mk in masks {
+        let term = match mk {
+            Mask::Add(mv, f) => {
+                if f == 1.0 && is_causal_additive(m, mv, sq, skv) {
+                    causal = true;
+                    continue;
+                }
+                let me = m.value_type(mv).elem()?;
+                if me != elem {
+                    return None;
+                }
+                if f == 1.0 {
+                    mv
+                } else {
+                    let c = scalar_const(m, pv, f, elem, &loc);
+                    let ty = m.value_type(mv).clone();
+                    new_op(
+                        m,
+                        pv,
+                        OpSpec::new("graph.mul", loc.clone())
+                            .operands(&[mv, c])
+                            .results(vec![ty]),
+                    )
+                }
+            }
+            Mask::Where(cond, fill, f) => {
+                if f > 0.0 && is_causal_bool(m, cond, fill, sq, skv) {
+                    causal = true;
+                    continue;
+                }
+                let zero = scalar_const(m, pv, 0.0, elem, &loc);
+                let fillv = scalar_const(m, pv, fill * f, elem, &loc);
+                let cs = shape_of(m, cond)?;
+                new_op(
+                    m,
+                    pv,
+                    OpSpec::new("graph.where", loc.clone())
+                        .operands(&[cond, zero, fillv])
+                        .results(vec![Type::tensor(&cs, elem)]),
+                )
+            }
+        };
+        additive = Some(match additive {
+            None => term,
+            Some(prev) => {
+                let (a, b) = (shape_of(m, prev)?, shape_of(m, term)?);
+                let dims = crate::dialects::graph::broadcast_dims(
+                    &Type::tensor(&a, elem).as_tensor()?.dims,
+                    &Type::tensor(&b, elem).as_tensor()?.dims,
+                )
+                .ok()?;
+                let ty = Type::Tensor(crate::ir::TensorType { dims, elem });
+                new_op(
+                    m,
+                    pv,
+                    OpSpec::new("graph.add", loc.clone())
+                        .operands(&[prev, term])
+                        .results(vec![ty]),
+                )
+            }
+        });
+    }
+    let mut operands = vec![q, k, v];
+    if let Some(a) = additive {
+        operands.push(a);
+    }
+    let out_ty = m.value_type(m.op(pv).results[0]).clone();
+    let fused = new_op(
+        m,
+        pv,
+        OpSpec::new("graph.fused_attention", loc)
+            .operands(&operands)
+            .results(vec![out_ty])
+            .attr("causal", Attribute::Bool(causal))
+            .attr("scale", Attribute::f32(scale as f32)),
+    );
+    let old = m.op(pv).results[0];
+    m.replace_all_uses(old, fused);
+    Some(())
+}
+
+fn reaches_matmul(m: &Module, v: ValueId, depth: usize) -> bool {
+    let Some(op) = m.defining_op(v) else {
+        return false;
+    };
+    let d = m.op(op);
+    match d.name.as_str() {
+        "graph.matmul" => true,
+        "graph.mul" | "graph.div" | "graph.add" | "graph.sub" | "graph.cast" if depth > 0 => {
+            d.operands.iter().any(|&x| reaches_matmul(m, x, depth - 1))
+        }
+        "graph.where" if depth > 0 => reaches_matmul(m, d.operands[1], depth - 1),
+        _ => false,
+    }
+}
+
+fn chain_contains(m: &Module, chain: &[OpId], qk: OpId, v: ValueId) -> bool {
+    m.defining_op(v)
+        .is_some_and(|o| o == qk || chain.contains(&o))
+}
+
+fn fuse_onnx_attention(m: &mut Module, op: OpId) -> Option<()> {
+    let d = m.op(op).clone();
+    if d.operands.len() > 4 || d.results.len() != 1 {
+        return None;
+    }
+    let (q, k, v) = (d.operands[0], d.operands[1], d.operands[2]);
+    let (qs, ks) = (shape_of(m, q)?, shape_of(m, k)?);
+    if qs.len() != 4 || ks.len() != 4 {
+        return None;
+    }
+    let scale = m
+        .attr(op, "scale")
+        .and_then(Attribute::as_f64)
+        .unwrap_or(1.0 / (qs[3] as f64).sqrt());
+    let causal = m.attr(op, "is_causal").and_then(Attribute::as_int) == Some(1);
+    let elem = m.value_type(q).elem()?;
+    let mut operands = vec![q, k, v];
+    if let Some(&mask) = d.operands.get(3) {
+        let me = m.value_type(mask).elem()?;
+        if me == ScalarType::I1 {
+            let zero = scalar_const(m, op, 0.0, elem, &d.loc);
+            let ninf = scalar_const(m, op, f64::NEG_INFINITY, elem, &d.loc);
+            let ms = shape_of(m, mask)?;
+            operands.push(new_op(
+                m,
+                op,
+                OpSpec::new("graph.where", d.loc.clone())
+                    .operands(&[mask, zero, ninf])
+                    .results(vec![Type::tensor(&ms, elem)]),
+            ));
+        } else if me == elem {
+            operands.push(mask);
+        } else {
+            return None;
+        }
+    }
+    let out_ty = m.value_type(d.results[0]).clone();
+    let fused = new_op(
+        m,
+        op,
+        OpSpec::new("graph.fused_attention", d.loc.clone())
+            .operands(&operands)
+            .results(vec![out_ty])
+            .attr("causal", Attribute::Bool(causal))
+            .attr("scale", Attribute::f32(scale as f32)),
+    );
+    m.replace_all_uses(d.results[0], fused);
+    Some(())
+}

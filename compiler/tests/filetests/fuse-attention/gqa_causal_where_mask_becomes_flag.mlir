@@ -1,0 +1,22 @@
+module {
+  func.func @main(%q: tensor<1x4x4x8xf32>, %k: tensor<1x2x4x8xf32>, %v: tensor<1x2x4x8xf32>, %pad: tensor<1x1x1x4xf32>) -> tensor<1x4x4x8xf32> {
+    %eshape = "graph.constant"() {value = dense<[1, 2, 2, 4, 8]> : tensor<5xi64>} : () -> tensor<5xi64> loc("eshape")
+    %ku = "graph.unsqueeze"(%k) : (tensor<1x2x4x8xf32>) -> tensor<1x2x1x4x8xf32> loc("Unsqueeze_k")
+    %ke = "graph.expand"(%ku, %eshape) : (tensor<1x2x1x4x8xf32>, tensor<5xi64>) -> tensor<1x2x2x4x8xf32> loc("Expand_k")
+    %kr = "graph.reshape"(%ke) : (tensor<1x2x2x4x8xf32>) -> tensor<1x4x4x8xf32> loc("Reshape_k")
+    %vu = "graph.unsqueeze"(%v) : (tensor<1x2x4x8xf32>) -> tensor<1x2x1x4x8xf32> loc("Unsqueeze_v")
+    %ve = "graph.expand"(%vu, %eshape) : (tensor<1x2x1x4x8xf32>, tensor<5xi64>) -> tensor<1x2x2x4x8xf32> loc("Expand_v")
+    %vr = "graph.reshape"(%ve) : (tensor<1x2x2x4x8xf32>) -> tensor<1x4x4x8xf32> loc("Reshape_v")
+    %kt = "graph.transpose"(%kr) {perm = array<i64: 0, 1, 3, 2>} : (tensor<1x4x4x8xf32>) -> tensor<1x4x8x4xf32> loc("Transpose_k")
+    %s = "graph.matmul"(%q, %kt) : (tensor<1x4x4x8xf32>, tensor<1x4x8x4xf32>) -> tensor<1x4x4x4xf32> loc("MatMul_qk")
+    %c = "graph.constant"() {value = dense<0.353553385> : tensor<f32>} : () -> tensor<f32> loc("scale")
+    %sc = "graph.mul"(%s, %c) : (tensor<1x4x4x4xf32>, tensor<f32>) -> tensor<1x4x4x4xf32> loc("Mul_scale")
+    %mask = "graph.constant"() {value = dense<[[[[true, false, false, false], [true, true, false, false], [true, true, true, false], [true, true, true, true]]]]> : tensor<1x1x4x4xi1>} : () -> tensor<1x1x4x4xi1> loc("causal")
+    %min = "graph.constant"() {value = dense<-3.40282347e+38> : tensor<f32>} : () -> tensor<f32> loc("min")
+    %w = "graph.where"(%mask, %sc, %min) : (tensor<1x1x4x4xi1>, tensor<1x4x4x4xf32>, tensor<f32>) -> tensor<1x4x4x4xf32> loc("Where")
+    %a = "graph.add"(%w, %pad) : (tensor<1x4x4x4xf32>, tensor<1x1x1x4xf32>) -> tensor<1x4x4x4xf32> loc("Add_padding")
+    %p = "graph.softmax"(%a) {axis = -1 : i64} : (tensor<1x4x4x4xf32>) -> tensor<1x4x4x4xf32> loc("Softmax")
+    %o = "graph.matmul"(%p, %vr) : (tensor<1x4x4x4xf32>, tensor<1x4x4x8xf32>) -> tensor<1x4x4x8xf32> loc("MatMul_pv")
+    func.return %o : tensor<1x4x4x8xf32> loc(unknown)
+  } loc("main")
+}
