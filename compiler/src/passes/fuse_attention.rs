@@ -194,9 +194,7 @@ fn fuse_softmax(m: &mut Module, sm: OpId) -> Option<()> {
     let mut cur = x;
     let qk = loop {
         let op = m.defining_op(cur)?;
-        if single_user(m, cur).is_none() {
-            return None;
-        }
+        single_user(m, cur)?;
         let d = m.op(op);
         match d.name.as_str() {
             "graph.matmul" => break op,
