@@ -38,6 +38,10 @@ pub struct RunArgs {
     /// Stop after this many cycles.
     #[arg(long)]
     max_cycles: Option<u64>,
+    /// Stop after this much functional work (elements moved by DMAs + vector element operations
+    /// + MACs; default 1e11). Timing-only runs do no work.
+    #[arg(long, value_name = "N")]
+    max_work: Option<u64>,
     /// Do not stop at data races between units.
     #[arg(long)]
     no_race_check: bool,
@@ -83,7 +87,8 @@ pub fn run(a: &RunArgs) -> Result<(), String> {
     };
     let mut opts = RunOptions {
         timing_only: a.timing_only,
-        trace: a.trace.is_some() || a.report.is_some(),
+        trace: a.trace.is_some(),
+        timeline: a.report.is_some(),
         race_check: !a.no_race_check,
         ..RunOptions::default()
     };
@@ -92,6 +97,9 @@ pub fn run(a: &RunArgs) -> Result<(), String> {
     }
     if let Some(n) = a.max_cycles {
         opts.max_cycles = n;
+    }
+    if let Some(n) = a.max_work {
+        opts.max_work = n;
     }
     let result = llmpu_runtime::run(&program, &inputs, &opts).map_err(|e| e.to_string())?;
     if let Some(dir) = &a.output_dir {
@@ -110,7 +118,7 @@ pub fn run(a: &RunArgs) -> Result<(), String> {
         let html = llmpu_runtime::html::render(
             &result.report,
             &program.target,
-            result.trace.as_ref(),
+            result.timeline.as_ref(),
             &title,
         );
         std::fs::write(path, html).map_err(|e| format!("{}: {e}", path.display()))?;

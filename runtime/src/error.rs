@@ -153,6 +153,17 @@ pub enum EmuError {
         inst: String,
         cycle: u64,
     },
+    #[error(
+        "work limit of {limit} reached at core {core} pc {pc} (`{inst}` would do {work} element operations after {done}); raise it with --max-work or run with --timing-only"
+    )]
+    WorkLimit {
+        limit: u64,
+        done: u64,
+        core: usize,
+        pc: u32,
+        inst: String,
+        work: u64,
+    },
     #[error("core {core} ran past the end of its {len}-instruction stream without `halt`")]
     MissingHalt { core: usize, len: usize },
     #[error("deadlock at cycle {cycle}: every unit is blocked:\n  {}", blocked.join("\n  "))]

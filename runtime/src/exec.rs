@@ -10,7 +10,10 @@
 //!   Gather/scatter index vectors are i32 or i64; a row outside HBM traps naming the index.
 //! - `mxu.matmul` widens its inputs exactly to f32 and multiplies with `matrixmultiply::sgemm`
 //!   (f32 accumulate, `set` overwrites C, `acc` adds to it); i8/u8 inputs accumulate in wrapping
-//!   i32. Any other input type is widened to f32 like the floats.
+//!   i32. Any other input type is widened to f32 like the floats. With `k = 0` the product is an
+//!   empty sum: `set` writes zeros to C, `acc` leaves it unchanged. Each operand is staged densely,
+//!   so one with more elements than its memory holds (only possible with overlapping strides)
+//!   traps as too large — checked with the spans, so timing-only runs trap alike.
 //! - Vector ops read each source element as f32 (`numerics::load_f32`), compute in f32 and round to
 //!   the destination type (`numerics::store_f32`). Rows are processed in order; a row's sources are
 //!   read before its destination row is written. `vpu.copy` between identical types copies bytes
@@ -132,8 +135,12 @@ fn index_row(
     position: u64,
     hbm_size: u64,
 ) -> Result<(i128, i128), TrapKind> {
-    let lo = hbm as i128 + v as i128 * hs as i128 * size as i128;
-    let hi = lo + rowlen as i128 * size as i128;
+    // i64 · i64 · size can exceed i128: saturate (a saturated address is out of range anyway).
+    let lo = (v as i128)
+        .saturating_mul(hs as i128)
+        .saturating_mul(size as i128)
+        .saturating_add(hbm as i128);
+    let hi = lo.saturating_add(rowlen as i128 * size as i128);
     if lo < 0 || hi > hbm_size as i128 {
         return Err(TrapKind::BadIndex {
             position,
@@ -300,6 +307,21 @@ pub(crate) fn spans(inst: &Inst, r: &Regs, sz: &Sizes, sram: &[u8]) -> Result<Sp
         } => {
             let (m, k, n) = (m as u64, k as u64, n as u64);
             let size = dt.size();
+            if m > 0 && k > 0 && n > 0 {
+                // The functional kernel stages each operand densely; an operand with more elements
+                // than its memory can hold (possible only with overlapping strides) traps, in
+                // timing-only runs too.
+                for (elements, mem, esize) in [
+                    (m * k, sz.sram, size),
+                    (k * n, sz.sram, size),
+                    (m * n, sz.acc, 4),
+                ] {
+                    let limit = MAX_STAGE.min(mem / esize).max(1);
+                    if elements > limit {
+                        return Err(TrapKind::TooLarge { elements, limit });
+                    }
+                }
+            }
             add(
                 &mut o,
                 sz,
@@ -360,16 +382,86 @@ pub(crate) fn spans(inst: &Inst, r: &Regs, sz: &Sizes, sram: &[u8]) -> Result<Sp
             tile(&mut o, sz, r, &a, (rows, cols), Bcast::Full, false)?;
             tile(&mut o, sz, r, &dst, (rows, 1), Bcast::Col, true)?;
         }
-        _ => {
+        Inst::VpuAdd { .. }
+        | Inst::VpuSub { .. }
+        | Inst::VpuMul { .. }
+        | Inst::VpuDiv { .. }
+        | Inst::VpuMax { .. }
+        | Inst::VpuMin { .. }
+        | Inst::VpuEq { .. }
+        | Inst::VpuLt { .. }
+        | Inst::VpuLe { .. } => {
             if let Some((dst, a, b, rows, cols, bcast)) = llmpu_isa::cost::binary_parts(inst) {
                 tile(&mut o, sz, r, &a, (rows, cols), Bcast::Full, false)?;
                 tile(&mut o, sz, r, &b, (rows, cols), bcast, false)?;
                 tile(&mut o, sz, r, &dst, (rows, cols), Bcast::Full, true)?;
-            } else if let Some((dst, a, rows, cols, bcast)) = llmpu_isa::cost::unary_parts(inst) {
+            }
+        }
+        Inst::VpuAdds { .. }
+        | Inst::VpuSubs { .. }
+        | Inst::VpuRsubs { .. }
+        | Inst::VpuMuls { .. }
+        | Inst::VpuDivs { .. }
+        | Inst::VpuMaxs { .. }
+        | Inst::VpuMins { .. }
+        | Inst::VpuPows { .. }
+        | Inst::VpuCopy { .. }
+        | Inst::VpuExp { .. }
+        | Inst::VpuLog { .. }
+        | Inst::VpuSqrt { .. }
+        | Inst::VpuRsqrt { .. }
+        | Inst::VpuRecip { .. }
+        | Inst::VpuTanh { .. }
+        | Inst::VpuErf { .. }
+        | Inst::VpuSigmoid { .. }
+        | Inst::VpuNeg { .. }
+        | Inst::VpuAbs { .. }
+        | Inst::VpuSin { .. }
+        | Inst::VpuCos { .. } => {
+            if let Some((dst, a, rows, cols, bcast)) = llmpu_isa::cost::unary_parts(inst) {
                 tile(&mut o, sz, r, &a, (rows, cols), bcast, false)?;
                 tile(&mut o, sz, r, &dst, (rows, cols), Bcast::Full, true)?;
             }
         }
+        // Registers, control flow and synchronization touch no memory.
+        Inst::Nop {}
+        | Inst::Halt {}
+        | Inst::Li { .. }
+        | Inst::Lih { .. }
+        | Inst::Add { .. }
+        | Inst::Sub { .. }
+        | Inst::Mul { .. }
+        | Inst::Div { .. }
+        | Inst::Rem { .. }
+        | Inst::Min { .. }
+        | Inst::Max { .. }
+        | Inst::And { .. }
+        | Inst::Or { .. }
+        | Inst::Xor { .. }
+        | Inst::Shl { .. }
+        | Inst::Shr { .. }
+        | Inst::Slt { .. }
+        | Inst::Seq { .. }
+        | Inst::Addi { .. }
+        | Inst::Muli { .. }
+        | Inst::Shli { .. }
+        | Inst::Shri { .. }
+        | Inst::Andi { .. }
+        | Inst::Beq { .. }
+        | Inst::Bne { .. }
+        | Inst::Blt { .. }
+        | Inst::Bge { .. }
+        | Inst::Jmp { .. }
+        | Inst::Barrier {}
+        | Inst::Wait { .. }
+        | Inst::Signal { .. }
+        | Inst::Cid { .. }
+        | Inst::DmaWait { .. }
+        | Inst::DmaSignal { .. }
+        | Inst::MxuWait { .. }
+        | Inst::MxuSignal { .. }
+        | Inst::VpuWait { .. }
+        | Inst::VpuSignal { .. } => {}
     }
     Ok(o)
 }
@@ -771,16 +863,27 @@ fn matmul(inst: &Inst, r: &Regs, m: &mut Mem) -> Result<(), TrapKind> {
         return Ok(());
     }
     let ldc = rv(r, ldc) as i128;
-    let mr = if k == 0 && ldc == 0 { 1 } else { mr };
+    let cb = rv(r, acc) as i128;
+    let c_row = |i: usize| cb + i as i128 * ldc * 4;
+    if k == 0 {
+        // An empty sum: `set` writes zeros (0.0 and integer 0 are both all-zero bytes), `acc`
+        // leaves C as it is.
+        if mode == AccMode::Set {
+            for i in 0..mr {
+                let rg = at(MemSpace::Acc, m.acc.len(), c_row(i), n * 4)?;
+                m.acc[rg].fill(0);
+            }
+        }
+        return Ok(());
+    }
     let size = dt.size() as i128;
-    let (ab, bb, cb) = (rv(r, a) as i128, rv(r, b) as i128, rv(r, acc) as i128);
+    let (ab, bb) = (rv(r, a) as i128, rv(r, b) as i128);
     let (lda, ldb) = (rv(r, lda) as i128, rv(r, ldb) as i128);
     let int = matches!(dt, DType::I8 | DType::U8);
     let c_len = stage(mr as u64 * n as u64)?;
     let a_len = stage(mr as u64 * k as u64)?;
     let b_len = stage(k as u64 * n as u64)?;
     let acc_mode = mode == AccMode::Acc;
-    let c_row = |i: usize| cb + i as i128 * ldc * 4;
     if int {
         let widen = |bytes: &[u8], out: &mut [i32]| {
             for (o, &x) in out.iter_mut().zip(bytes) {
@@ -853,7 +956,7 @@ fn matmul(inst: &Inst, r: &Regs, m: &mut Mem) -> Result<(), TrapKind> {
             load_f32(DType::F32, &m.acc[rg], &mut cv[i * n..(i + 1) * n]);
         }
     }
-    if k > 0 {
+    {
         let beta = if acc_mode { 1.0 } else { 0.0 };
         // SAFETY: av is mr×k, bv is k×n and cv is mr×n, all dense row-major with the strides
         // given; the three buffers are distinct allocations of exactly those lengths.
@@ -1225,6 +1328,65 @@ pub(crate) fn execute(inst: &Inst, r: &Regs, m: &mut Mem) -> Result<(), TrapKind
             }
             Ok(())
         }
-        _ => Ok(()),
+        // Scalar instructions run in the dispatcher (`sim`); synchronization has no data effect.
+        Inst::Nop {}
+        | Inst::Halt {}
+        | Inst::Li { .. }
+        | Inst::Lih { .. }
+        | Inst::Add { .. }
+        | Inst::Sub { .. }
+        | Inst::Mul { .. }
+        | Inst::Div { .. }
+        | Inst::Rem { .. }
+        | Inst::Min { .. }
+        | Inst::Max { .. }
+        | Inst::And { .. }
+        | Inst::Or { .. }
+        | Inst::Xor { .. }
+        | Inst::Shl { .. }
+        | Inst::Shr { .. }
+        | Inst::Slt { .. }
+        | Inst::Seq { .. }
+        | Inst::Addi { .. }
+        | Inst::Muli { .. }
+        | Inst::Shli { .. }
+        | Inst::Shri { .. }
+        | Inst::Andi { .. }
+        | Inst::Beq { .. }
+        | Inst::Bne { .. }
+        | Inst::Blt { .. }
+        | Inst::Bge { .. }
+        | Inst::Jmp { .. }
+        | Inst::Ld { .. }
+        | Inst::Ld32 { .. }
+        | Inst::St { .. }
+        | Inst::Barrier {}
+        | Inst::Wait { .. }
+        | Inst::Signal { .. }
+        | Inst::Cid { .. }
+        | Inst::DmaWait { .. }
+        | Inst::DmaSignal { .. }
+        | Inst::MxuWait { .. }
+        | Inst::MxuSignal { .. }
+        | Inst::VpuWait { .. }
+        | Inst::VpuSignal { .. } => Ok(()),
     }
+}
+
+/// The work the functional kernels do for `inst`: elements moved by a DMA, plus the cost model's
+/// element operations (vector) and multiply-accumulates (matmul) — what `RunOptions::max_work`
+/// bounds.
+pub(crate) fn work(inst: &Inst, cst: &llmpu_isa::Cost) -> u64 {
+    let moved = match *inst {
+        Inst::DmaLoad { n0, n1, n2, .. } | Inst::DmaStore { n0, n1, n2, .. } => {
+            n0 as u64 * n1 as u64 * n2 as u64
+        }
+        Inst::DmaGather { count, rowlen, .. } | Inst::DmaScatter { count, rowlen, .. } => {
+            count as u64 * rowlen as u64
+        }
+        _ => 0,
+    };
+    moved
+        .saturating_add(cst.macs)
+        .saturating_add(cst.vector_ops)
 }

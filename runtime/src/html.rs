@@ -9,7 +9,7 @@
 //! Ops with no HBM traffic sit at the right edge, ops with no FLOPs on the bottom edge.
 
 use crate::report::{LocReport, Report};
-use crate::trace::Trace;
+use crate::timeline::{BINS, Timeline};
 use llmpu_isa::{Target, Unit};
 use std::fmt::Write;
 
@@ -177,45 +177,25 @@ fn pct(f: f64) -> String {
     format!("{:.1}%", f * 100.0)
 }
 
-fn timeline_svg(report: &Report, trace: Option<&Trace>) -> String {
-    const BINS: usize = 800;
+fn timeline_svg(report: &Report, timeline: Option<&Timeline>) -> String {
+    const PX: f64 = BINS as f64;
     let lanes: Vec<(usize, Unit)> = (0..report.cores.len())
         .flat_map(|c| Unit::ALL.iter().map(move |&u| (c, u)))
         .collect();
     let (label_w, lane_h) = (110.0, 16.0);
-    let w = label_w + BINS as f64 + 10.0;
+    let w = label_w + PX + 10.0;
     let h = lanes.len() as f64 * lane_h + 30.0;
-    let per_bin = (report.cycles as f64 / BINS as f64).max(1.0);
+    // Pixels per cycle.
+    let scale = if report.cycles > 0 {
+        PX / report.cycles as f64
+    } else {
+        0.0
+    };
     let mut s = String::new();
     let _ = write!(
         s,
         r#"<svg xmlns="http://www.w3.org/2000/svg" class="timeline" width="{w}" height="{h}" viewBox="0 0 {w} {h}">"#
     );
-    let mut busy = vec![vec![(0f64, Vec::<f64>::new()); BINS]; lanes.len()];
-    let nlocs = trace.map(|t| t.locs.len()).unwrap_or(0) + 1;
-    if let Some(t) = trace {
-        for e in &t.events {
-            let lane = e.core as usize * 4 + e.unit.index();
-            let Some(row) = busy.get_mut(lane) else {
-                continue;
-            };
-            let (a, b) = (e.start as f64, e.free as f64);
-            let mut bin = (a / per_bin) as usize;
-            while bin < BINS && (bin as f64) * per_bin < b {
-                let lo = a.max(bin as f64 * per_bin);
-                let hi = b.min((bin + 1) as f64 * per_bin);
-                if hi > lo {
-                    let cell = &mut row[bin];
-                    cell.0 += hi - lo;
-                    if cell.1.is_empty() {
-                        cell.1 = vec![0.0; nlocs];
-                    }
-                    cell.1[e.loc.map(|l| l as usize + 1).unwrap_or(0)] += hi - lo;
-                }
-                bin += 1;
-            }
-        }
-    }
     for (li, &(c, u)) in lanes.iter().enumerate() {
         let y = li as f64 * lane_h;
         let frac = report.busy_fraction(c, u);
@@ -225,38 +205,40 @@ fn timeline_svg(report: &Report, trace: Option<&Trace>) -> String {
             y + 12.0,
             pct(frac)
         );
-        if trace.is_none() {
+        let Some(tl) = timeline else {
             let _ = write!(
                 s,
                 r##"<rect x="{label_w}" y="{}" width="{:.1}" height="{}" fill="#4a7"/>"##,
                 y + 2.0,
-                frac * BINS as f64,
+                frac * PX,
                 lane_h - 4.0
             );
             continue;
-        }
-        for (b, (occ, by_loc)) in busy[li].iter().enumerate() {
-            if *occ <= 0.0 {
+        };
+        let Some(Some(row)) = tl.lanes.get(4 * c + u.index()) else {
+            continue;
+        };
+        let bw = tl.bin_cycles;
+        for (b, bin) in row.iter().enumerate() {
+            let t0 = b as u64 * bw;
+            if bin.busy == 0 || t0 >= report.cycles {
                 continue;
             }
-            let dominant = by_loc
-                .iter()
-                .enumerate()
-                .max_by(|x, y| x.1.total_cmp(y.1))
-                .map(|(i, _)| i)
-                .unwrap_or(0);
+            let x0 = t0 as f64 * scale;
+            let x1 = ((t0 + bw).min(report.cycles) as f64 * scale).max(x0 + 1.0);
+            let fill = match bin.dominant() {
+                None | Some(0) => "#999".to_string(),
+                Some(l) => color(l as usize - 1),
+            };
             let _ = write!(
                 s,
-                r#"<rect x="{}" y="{}" width="1" height="{}" fill="{}" fill-opacity="{:.2}"/>"#,
-                label_w + b as f64,
+                r#"<rect x="{:.1}" y="{}" width="{:.1}" height="{}" fill="{}" fill-opacity="{:.2}"/>"#,
+                label_w + x0,
                 y + 2.0,
+                x1 - x0,
                 lane_h - 4.0,
-                if dominant == 0 {
-                    "#999".to_string()
-                } else {
-                    color(dominant - 1)
-                },
-                (occ / per_bin).clamp(0.15, 1.0)
+                fill,
+                (bin.busy as f64 / bw as f64).clamp(0.15, 1.0)
             );
         }
     }
@@ -264,7 +246,7 @@ fn timeline_svg(report: &Report, trace: Option<&Trace>) -> String {
         s,
         r#"<text x="{label_w}" y="{}" font-size="11">0</text><text x="{}" y="{}" font-size="11" text-anchor="end">{} cycles</text></svg>"#,
         h - 8.0,
-        label_w + BINS as f64,
+        label_w + PX,
         h - 8.0,
         report.cycles
     );
@@ -272,7 +254,14 @@ fn timeline_svg(report: &Report, trace: Option<&Trace>) -> String {
 }
 
 /// The whole report as a standalone HTML page.
-pub fn render(report: &Report, target: &Target, trace: Option<&Trace>, title: &str) -> String {
+/// `timeline` (from a run with `RunOptions::timeline`) draws each unit's busy time per time bin,
+/// coloured by the bin's dominant op; without it each lane shows its overall busy fraction.
+pub fn render(
+    report: &Report,
+    target: &Target,
+    timeline: Option<&Timeline>,
+    title: &str,
+) -> String {
     let points = op_points(report, target);
     let mut o = String::new();
     let _ = write!(
@@ -306,7 +295,7 @@ pub fn render(report: &Report, target: &Target, trace: Option<&Trace>, title: &s
     o.push_str("<h2>Roofline</h2>");
     o.push_str(&roofline_svg(&points, target));
     o.push_str("<h2>Timeline</h2>");
-    o.push_str(&timeline_svg(report, trace));
+    o.push_str(&timeline_svg(report, timeline));
     o.push_str(
         "<h2>Ops</h2><table><tr><th>op (ONNX node)</th><th>cycles</th><th>scalar</th><th>dma</th>\
          <th>mxu</th><th>vpu</th><th>HBM bytes</th><th>FLOPs</th><th>FLOP/byte</th><th>bound</th>\

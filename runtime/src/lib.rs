@@ -63,7 +63,13 @@
 //!
 //! **Time.** The run's length is the last completion of any instruction. Limits: more than
 //! `max_instructions` started instructions, or an instruction that would start or complete after
-//! `max_cycles`, stop the run with an error naming core and pc.
+//! `max_cycles`, stop the run with an error naming core and pc. All time arithmetic saturates, so
+//! a figure too large for 64 bits is reported as reaching the cycle limit, never wrapped.
+//!
+//! **Host resources.** A run never aborts the host: scratchpad and accumulator memory is allocated
+//! zeroed (untouched pages cost nothing) up to a total over all cores, outputs are read back up
+//! to `max_output_bytes`, and the functional kernels stop after `max_work` element operations
+//! (elements moved by DMAs + vector element operations + MACs); each is a clear error.
 //!
 //! **Timing-only mode** skips writing data and inputs to HBM, DMA data movement, matmul and vector
 //! arithmetic; scalar instructions, bounds checks, control flow and all timing still run, so cycles
@@ -79,11 +85,13 @@ pub mod npy;
 pub mod report;
 mod sim;
 pub mod tensor;
+pub mod timeline;
 pub mod trace;
 
 pub use error::{EmuError, MemSpace, RaceSide, TrapKind};
 pub use report::{CoreReport, EnergyReport, LocReport, Report, UnitStats};
 pub use tensor::Tensor;
+pub use timeline::Timeline;
 pub use trace::{Trace, TraceEvent};
 
 use llmpu_isa::{IoDir, Program};
@@ -100,19 +108,30 @@ pub struct RunOptions {
     pub max_cycles: u64,
     /// Collect a trace of every instruction.
     pub trace: bool,
+    /// Accumulate the per-unit busy [`Timeline`] (fixed size, whatever the run's length).
+    pub timeline: bool,
     /// Stop at the first data race between units (see the crate documentation).
     pub race_check: bool,
+    /// Stop when the functional kernels would exceed this much work: elements moved by DMAs plus
+    /// vector element operations plus multiply-accumulates (not counted in timing-only runs).
+    pub max_work: u64,
+    /// Stop when the outputs read back to the host would exceed this many bytes in total.
+    pub max_output_bytes: u64,
 }
 
 impl Default for RunOptions {
-    /// 2·10⁹ instructions, 10¹³ cycles, no trace, race check on.
+    /// 2·10⁹ instructions, 10¹² cycles, 10¹¹ work, 4 GiB of outputs, no trace or timeline, race
+    /// check on.
     fn default() -> Self {
         RunOptions {
             timing_only: false,
             max_instructions: 2_000_000_000,
-            max_cycles: 10_000_000_000_000,
+            max_cycles: 1_000_000_000_000,
             trace: false,
+            timeline: false,
             race_check: true,
+            max_work: 100_000_000_000,
+            max_output_bytes: 1 << 32,
         }
     }
 }
@@ -124,6 +143,7 @@ pub struct RunResult {
     pub outputs: Vec<(String, Tensor)>,
     pub report: Report,
     pub trace: Option<Trace>,
+    pub timeline: Option<Timeline>,
 }
 
 impl RunResult {
@@ -184,6 +204,19 @@ pub fn run(
 ) -> Result<RunResult, EmuError> {
     program.validate()?;
     check_inputs(program, inputs, !opts.timing_only)?;
+    let outs = || program.io.iter().filter(|io| io.dir == IoDir::Output);
+    if !opts.timing_only {
+        let total = outs().fold(0u64, |a, io| {
+            a.saturating_add(io.bytes().unwrap_or(u64::MAX))
+        });
+        if total > opts.max_output_bytes {
+            return Err(EmuError::Unsupported(format!(
+                "the outputs total {total} bytes, more than the limit of {} bytes the emulator \
+                 reads back to the host; run with --timing-only to cost the program",
+                opts.max_output_bytes
+            )));
+        }
+    }
     let mut sim = sim::Sim::new(program, opts)?;
     if !opts.timing_only {
         let hbm_err = |name: &str, k: TrapKind| EmuError::BadTensor {
@@ -206,12 +239,19 @@ pub fn run(
     sim.run()?;
     let mut outputs = Vec::new();
     if !opts.timing_only {
-        for io in program.io.iter().filter(|io| io.dir == IoDir::Output) {
+        for io in outs() {
+            let len = io.bytes().unwrap_or(u64::MAX);
             let data = sim
-                .read_hbm(io.hbm_addr, io.bytes().unwrap_or(u64::MAX))
+                .read_hbm(io.hbm_addr, len)
                 .map_err(|k| EmuError::BadTensor {
                     name: io.name.clone(),
                     message: k.to_string(),
+                })?
+                .ok_or_else(|| {
+                    EmuError::Unsupported(format!(
+                        "cannot allocate {len} bytes on this host for output `{}`",
+                        io.name
+                    ))
                 })?;
             outputs.push((
                 io.name.clone(),
@@ -225,9 +265,11 @@ pub fn run(
     }
     let report = sim.report();
     let trace = sim.take_trace();
+    let timeline = sim.take_timeline();
     Ok(RunResult {
         outputs,
         report,
         trace,
+        timeline,
     })
 }

@@ -1,8 +1,9 @@
 //! The machine's memories: the sparse shared HBM and address-extent arithmetic.
 //!
-//! HBM is stored in 64 KiB pages allocated on first write; unwritten bytes read as zero, so a
-//! multi-gigabyte HBM costs only what the program touches. Scratchpad and accumulator SRAMs are plain
-//! zeroed byte vectors owned by each core (see `sim`).
+//! HBM is stored in 64 KiB pages allocated on first write (a hash map by page number, so any size
+//! up to the target limit of 2⁴⁸ bytes costs only what the program touches); unwritten bytes read
+//! as zero. Scratchpad and accumulator SRAMs are zeroed byte vectors owned by each core, allocated
+//! lazily-zeroed with a total cap (see `sim`).
 //!
 //! Extents: every operand of an instruction touches a set of byte addresses described by a base,
 //! an element size and up to three (count, element stride) dimensions. [`extent`] gives the
@@ -12,30 +13,28 @@
 //! against, and the kernels re-check each row slice anyway, so no access can panic.
 
 use crate::error::{EmuError, MemSpace, TrapKind};
+use std::collections::HashMap;
 
 const PAGE_BITS: u32 = 16;
 const PAGE: u64 = 1 << PAGE_BITS;
-/// Largest HBM the page table is allowed to describe (256 GiB).
-const MAX_PAGES: u64 = 1 << 22;
 
-/// Sparse byte-addressed HBM.
+/// Sparse byte-addressed HBM: written pages by page number.
 pub(crate) struct Hbm {
     size: u64,
-    pages: Vec<Option<Box<[u8]>>>,
+    pages: HashMap<u64, Box<[u8]>>,
 }
 
 impl Hbm {
     pub fn new(size: u64) -> Result<Hbm, EmuError> {
-        let n = size.div_ceil(PAGE);
-        if n > MAX_PAGES {
+        if size > llmpu_isa::target::MAX_HBM_BYTES {
             return Err(EmuError::Unsupported(format!(
                 "HBM of {size} bytes exceeds the emulator's limit of {} bytes",
-                MAX_PAGES * PAGE
+                llmpu_isa::target::MAX_HBM_BYTES
             )));
         }
         Ok(Hbm {
             size,
-            pages: (0..n).map(|_| None).collect(),
+            pages: HashMap::new(),
         })
     }
 
@@ -49,10 +48,10 @@ impl Hbm {
         let mut a = addr;
         let mut done = 0usize;
         while done < out.len() {
-            let page = (a >> PAGE_BITS) as usize;
+            let page = a >> PAGE_BITS;
             let off = (a & (PAGE - 1)) as usize;
             let n = (PAGE as usize - off).min(out.len() - done);
-            match self.pages.get(page).and_then(|p| p.as_ref()) {
+            match self.pages.get(&page) {
                 Some(p) => out[done..done + n].copy_from_slice(&p[off..off + n]),
                 None => out[done..done + n].fill(0),
             }
@@ -68,13 +67,14 @@ impl Hbm {
         let mut a = addr;
         let mut done = 0usize;
         while done < data.len() {
-            let page = (a >> PAGE_BITS) as usize;
+            let page = a >> PAGE_BITS;
             let off = (a & (PAGE - 1)) as usize;
             let n = (PAGE as usize - off).min(data.len() - done);
-            if let Some(slot) = self.pages.get_mut(page) {
-                let p = slot.get_or_insert_with(|| vec![0u8; PAGE as usize].into_boxed_slice());
-                p[off..off + n].copy_from_slice(&data[done..done + n]);
-            }
+            let p = self
+                .pages
+                .entry(page)
+                .or_insert_with(|| vec![0u8; PAGE as usize].into_boxed_slice());
+            p[off..off + n].copy_from_slice(&data[done..done + n]);
             done += n;
             a += n as u64;
         }
@@ -210,7 +210,7 @@ mod tests {
         let mut back = vec![0u8; 200];
         h.read(PAGE - 100, &mut back).unwrap();
         assert_eq!(back, data);
-        assert_eq!(h.pages.iter().filter(|p| p.is_some()).count(), 2);
+        assert_eq!(h.pages.len(), 2);
         assert!(h.write((1 << 20) - 4, &[0; 8]).is_err());
         assert!(h.read(u64::MAX - 2, &mut buf).is_err());
     }

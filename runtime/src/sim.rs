@@ -15,6 +15,7 @@ use crate::error::{EmuError, MemSpace, RaceSide, TrapKind};
 use crate::exec::{self, Mem, Regs, Sizes};
 use crate::memory::{Hbm, Spans, conflicts};
 use crate::report::{CoreReport, EnergyReport, LocReport, Report};
+use crate::timeline::Timeline;
 use crate::trace::{Trace, TraceEvent};
 use llmpu_isa::cost::{Cost, MacKind, cost};
 use llmpu_isa::{Inst, Program, Target, Unit};
@@ -22,6 +23,11 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 
 const NONE: u64 = u64::MAX;
+/// The largest effective `max_cycles`: every time stays far below `NONE`, and a saturated time
+/// (`u64::MAX`) is always past the limit.
+const CYCLE_CAP: u64 = 1 << 62;
+/// Scratchpad plus accumulator bytes the emulator allocates over all cores.
+pub(crate) const MAX_ONCHIP_TOTAL: u64 = 1 << 36;
 
 struct Entry {
     pc: u32,
@@ -98,15 +104,40 @@ pub(crate) struct Sim<'p> {
     locs: Vec<LocReport>,
     totals: Totals,
     trace: Option<Vec<TraceEvent>>,
+    timeline: Option<Timeline>,
+    max_cycles: u64,
+    work: u64,
 }
 
+/// A zeroed buffer, or `Unsupported` if the host cannot provide it (never an abort). The pages
+/// come zeroed from the allocator, so untouched memory costs no host RAM.
 fn alloc(bytes: u64, what: &str) -> Result<Vec<u8>, EmuError> {
-    if bytes > 1 << 32 {
+    let fail = || {
+        EmuError::Unsupported(format!(
+            "cannot allocate {what} of {bytes} bytes on this host"
+        ))
+    };
+    if bytes == 0 {
+        return Ok(Vec::new());
+    }
+    if bytes > llmpu_isa::target::MAX_ONCHIP_BYTES {
         return Err(EmuError::Unsupported(format!(
-            "{what} of {bytes} bytes exceeds the emulator's limit of 4 GiB"
+            "{what} of {bytes} bytes exceeds the emulator's limit of {} bytes",
+            llmpu_isa::target::MAX_ONCHIP_BYTES
         )));
     }
-    Ok(vec![0u8; bytes as usize])
+    let n = usize::try_from(bytes).map_err(|_| fail())?;
+    let layout = std::alloc::Layout::array::<u8>(n).map_err(|_| fail())?;
+    // SAFETY: `layout` has a non-zero size; a non-null result is `n` zeroed bytes allocated by
+    // the global allocator with the layout of `[u8; n]`, which is what `Vec<u8>` with capacity
+    // `n` owns and frees.
+    unsafe {
+        let p = std::alloc::alloc_zeroed(layout);
+        if p.is_null() {
+            return Err(fail());
+        }
+        Ok(Vec::from_raw_parts(p, n, n))
+    }
 }
 
 fn trap(core: usize, pc: u32, inst: &Inst, kind: TrapKind) -> EmuError {
@@ -121,6 +152,17 @@ fn trap(core: usize, pc: u32, inst: &Inst, kind: TrapKind) -> EmuError {
 impl<'p> Sim<'p> {
     pub fn new(prog: &'p Program, opts: &'p RunOptions) -> Result<Sim<'p>, EmuError> {
         let t = &prog.target;
+        let per_core = t.sram.size_bytes.saturating_add(t.accumulator.size_bytes);
+        let total = per_core.saturating_mul(prog.cores.len() as u64);
+        if total > MAX_ONCHIP_TOTAL {
+            return Err(EmuError::Unsupported(format!(
+                "{} cores × ({} bytes SRAM + {} bytes accumulator) = {total} bytes of on-chip \
+                 memory exceeds the emulator's total limit of {MAX_ONCHIP_TOTAL} bytes",
+                prog.cores.len(),
+                t.sram.size_bytes,
+                t.accumulator.size_bytes
+            )));
+        }
         let mut cores = Vec::with_capacity(prog.cores.len());
         for _ in 0..prog.cores.len() {
             cores.push(Core {
@@ -184,10 +226,13 @@ impl<'p> Sim<'p> {
                 acc: t.accumulator.size_bytes,
             },
             loc_of,
-            loc_names,
             locs,
             totals: Totals::default(),
             trace: opts.trace.then(Vec::new),
+            timeline: opts.timeline.then(|| Timeline::new(n, loc_names.clone())),
+            max_cycles: opts.max_cycles.min(CYCLE_CAP),
+            work: 0,
+            loc_names,
         })
     }
 
@@ -245,7 +290,7 @@ impl<'p> Sim<'p> {
                 return Err(self.deadlock());
             }
             let (c, u) = (best / 4, best % 4);
-            if bt > self.opts.max_cycles {
+            if bt > self.max_cycles {
                 let (pc, inst) = self.agent_pc(c, u);
                 return Err(EmuError::CycleLimit {
                     limit: self.opts.max_cycles,
@@ -257,7 +302,7 @@ impl<'p> Sim<'p> {
             }
             self.now = bt;
             if u == 0 {
-                let limit = second.min(te).min(self.opts.max_cycles.saturating_add(1));
+                let limit = second.min(te).min(self.max_cycles.saturating_add(1));
                 self.dispatch(c, limit)?;
             } else {
                 self.unit_step(c, u)?;
@@ -325,19 +370,22 @@ impl<'p> Sim<'p> {
         cst: &Cost,
     ) {
         let ui = unit.index();
-        let busy = free - start;
+        let busy = free.saturating_sub(start);
         let core = &mut self.cores[c];
-        core.report.units[ui].busy_cycles += busy;
-        core.report.units[ui].instructions += 1;
+        let us = &mut core.report.units[ui];
+        us.busy_cycles = us.busy_cycles.saturating_add(busy);
+        us.instructions += 1;
         core.report.end_cycle = core.report.end_cycle.max(completion);
         self.end = self.end.max(completion);
         let loc = self.loc_of[c].get(pc as usize).copied().unwrap_or(0);
         if let Some(l) = self.locs.get_mut(loc as usize) {
-            l.busy_cycles[ui] += busy;
+            l.busy_cycles[ui] = l.busy_cycles[ui].saturating_add(busy);
             l.instructions += 1;
-            l.hbm_bytes += cst.hbm_read + cst.hbm_write;
-            l.macs += cst.macs;
-            l.vector_ops += cst.vector_ops;
+            l.hbm_bytes = l
+                .hbm_bytes
+                .saturating_add(cst.hbm_read.saturating_add(cst.hbm_write));
+            l.macs = l.macs.saturating_add(cst.macs);
+            l.vector_ops = l.vector_ops.saturating_add(cst.vector_ops);
             if l.instructions == 1 {
                 l.first_start = start;
             }
@@ -345,17 +393,24 @@ impl<'p> Sim<'p> {
             l.last_end = l.last_end.max(completion);
         }
         let tt = &mut self.totals;
-        tt.hbm_read += cst.hbm_read;
-        tt.hbm_write += cst.hbm_write;
-        tt.sram_bytes += cst.sram_read + cst.sram_write;
-        tt.acc_bytes += cst.acc_read + cst.acc_write;
-        tt.vector_ops += cst.vector_ops;
+        tt.hbm_read = tt.hbm_read.saturating_add(cst.hbm_read);
+        tt.hbm_write = tt.hbm_write.saturating_add(cst.hbm_write);
+        tt.sram_bytes = tt
+            .sram_bytes
+            .saturating_add(cst.sram_read.saturating_add(cst.sram_write));
+        tt.acc_bytes = tt
+            .acc_bytes
+            .saturating_add(cst.acc_read.saturating_add(cst.acc_write));
+        tt.vector_ops = tt.vector_ops.saturating_add(cst.vector_ops);
         let k = match cst.mac_kind {
             MacKind::Low => 0,
             MacKind::Fp32 => 1,
             MacKind::Int8 => 2,
         };
-        tt.macs[k] += cst.macs;
+        tt.macs[k] = tt.macs[k].saturating_add(cst.macs);
+        if let Some(tl) = &mut self.timeline {
+            tl.add(4 * c + ui, loc, start, free);
+        }
         if let Some(tr) = &mut self.trace {
             tr.push(TraceEvent {
                 core: c as u32,
@@ -500,18 +555,23 @@ impl<'p> Sim<'p> {
                     return Ok(());
                 }
                 let t0 = core.t;
+                let ready = t0.saturating_add(lat_scalar);
                 core.units[ui].queue.push_back(Entry {
                     pc,
                     inst,
                     regs: core.regs,
-                    ready: t0 + lat_scalar,
+                    ready,
                 });
-                core.t = t0 + lat_scalar;
+                core.t = ready;
                 core.pc = pc + 1;
-                core.report.units[0].busy_cycles += lat_scalar;
-                let loc = self.loc_of[c].get(pc as usize).copied().unwrap_or(0) as usize;
-                if let Some(l) = self.locs.get_mut(loc) {
-                    l.busy_cycles[0] += lat_scalar;
+                let us = &mut core.report.units[0];
+                us.busy_cycles = us.busy_cycles.saturating_add(lat_scalar);
+                let loc = self.loc_of[c].get(pc as usize).copied().unwrap_or(0);
+                if let Some(l) = self.locs.get_mut(loc as usize) {
+                    l.busy_cycles[0] = l.busy_cycles[0].saturating_add(lat_scalar);
+                }
+                if let Some(tl) = &mut self.timeline {
+                    tl.add(4 * c, loc, t0, ready);
                 }
                 self.refresh(c);
                 limit = limit.min(self.next[4 * c + ui]);
@@ -535,7 +595,13 @@ impl<'p> Sim<'p> {
             return;
         }
         let lat = self.t.latency.barrier;
-        let release = self.cores.iter().map(|c| c.arrival).max().unwrap_or(0) + lat;
+        let release = self
+            .cores
+            .iter()
+            .map(|c| c.arrival)
+            .max()
+            .unwrap_or(0)
+            .saturating_add(lat);
         for c in 0..self.cores.len() {
             let pc = self.cores[c].pc;
             let inst = Inst::Barrier {};
@@ -548,7 +614,7 @@ impl<'p> Sim<'p> {
                 Unit::Scalar,
                 pc,
                 &inst,
-                release - lat,
+                release.saturating_sub(lat),
                 release,
                 release,
                 &cst,
@@ -565,6 +631,7 @@ impl<'p> Sim<'p> {
         let cst = cost(inst, self.t);
         let occ = cst.occupancy;
         let start = self.cores[c].t;
+        let end = start.saturating_add(occ);
         let mut next_pc = pc + 1;
         let mut spans = Spans::EMPTY;
         {
@@ -622,7 +689,7 @@ impl<'p> Sim<'p> {
                         Inst::Beq { .. } => a == b,
                         Inst::Bne { .. } => a != b,
                         Inst::Blt { .. } => a < b,
-                        _ => a >= b,
+                        _ => a >= b, // bge
                     };
                     if take {
                         next_pc = (pc as i64 + target.0 as i64) as u32;
@@ -648,8 +715,7 @@ impl<'p> Sim<'p> {
                     core.sems[s] -= count as u64;
                 }
                 Inst::Signal { sem } => {
-                    self.sem_events
-                        .push(Reverse((start + occ, c as u32, sem.0 & 31)));
+                    self.sem_events.push(Reverse((end, c as u32, sem.0 & 31)));
                 }
                 Inst::Barrier {} => {
                     self.count(c, pc)?;
@@ -659,7 +725,59 @@ impl<'p> Sim<'p> {
                 Inst::Halt {} => {
                     self.cores[c].disp = Disp::Drain { halt: true };
                 }
-                _ => {}
+                // The other units' instructions are queued by `dispatch`, never run here.
+                Inst::DmaLoad { .. }
+                | Inst::DmaStore { .. }
+                | Inst::DmaGather { .. }
+                | Inst::DmaScatter { .. }
+                | Inst::DmaWait { .. }
+                | Inst::DmaSignal { .. }
+                | Inst::MxuMatmul { .. }
+                | Inst::MxuWait { .. }
+                | Inst::MxuSignal { .. }
+                | Inst::VpuAdd { .. }
+                | Inst::VpuSub { .. }
+                | Inst::VpuMul { .. }
+                | Inst::VpuDiv { .. }
+                | Inst::VpuMax { .. }
+                | Inst::VpuMin { .. }
+                | Inst::VpuEq { .. }
+                | Inst::VpuLt { .. }
+                | Inst::VpuLe { .. }
+                | Inst::VpuSel { .. }
+                | Inst::VpuAdds { .. }
+                | Inst::VpuSubs { .. }
+                | Inst::VpuRsubs { .. }
+                | Inst::VpuMuls { .. }
+                | Inst::VpuDivs { .. }
+                | Inst::VpuMaxs { .. }
+                | Inst::VpuMins { .. }
+                | Inst::VpuPows { .. }
+                | Inst::VpuCopy { .. }
+                | Inst::VpuExp { .. }
+                | Inst::VpuLog { .. }
+                | Inst::VpuSqrt { .. }
+                | Inst::VpuRsqrt { .. }
+                | Inst::VpuRecip { .. }
+                | Inst::VpuTanh { .. }
+                | Inst::VpuErf { .. }
+                | Inst::VpuSigmoid { .. }
+                | Inst::VpuNeg { .. }
+                | Inst::VpuAbs { .. }
+                | Inst::VpuSin { .. }
+                | Inst::VpuCos { .. }
+                | Inst::VpuRsum { .. }
+                | Inst::VpuRmax { .. }
+                | Inst::VpuRmin { .. }
+                | Inst::VpuSacc { .. }
+                | Inst::VpuFill { .. }
+                | Inst::VpuCausal { .. }
+                | Inst::VpuWait { .. }
+                | Inst::VpuSignal { .. } => {
+                    return Err(EmuError::Unsupported(format!(
+                        "core {c} pc {pc}: `{inst}` reached the scalar unit"
+                    )));
+                }
             }
             self.count(c, pc)?;
             if spans.n > 0 {
@@ -691,7 +809,7 @@ impl<'p> Sim<'p> {
                     _ => {}
                 }
                 Self::high_water(core, &spans);
-                Self::push_inflight(&mut core.units[0], self.now, pc, start + occ, spans);
+                Self::push_inflight(&mut core.units[0], self.now, pc, end, spans);
             }
             if let Some((rd, v)) = set
                 && rd.0 != 0
@@ -700,18 +818,9 @@ impl<'p> Sim<'p> {
             }
         }
         let core = &mut self.cores[c];
-        core.t = start + occ;
+        core.t = end;
         core.pc = next_pc;
-        self.record(
-            c,
-            Unit::Scalar,
-            pc,
-            inst,
-            start,
-            start + occ,
-            start + occ,
-            &cst,
-        );
+        self.record(c, Unit::Scalar, pc, inst, start, end, end, &cst);
         Ok(())
     }
 
@@ -785,15 +894,19 @@ impl<'p> Sim<'p> {
             );
         let last = self.cores[c].units[u].last_completion;
         let (free, completion) = if unit == Unit::Dma && !is_sync {
-            let hbm_start = (now + self.t.latency.dma_setup).max(self.hbm_free);
-            let free = hbm_start + cst.transfer;
-            (free, free + cst.latency)
+            let hbm_start = now
+                .saturating_add(self.t.latency.dma_setup)
+                .max(self.hbm_free);
+            let free = hbm_start.saturating_add(cst.transfer);
+            (free, free.saturating_add(cst.latency))
         } else if is_signal {
-            (now + cst.occupancy, (now + cst.occupancy).max(last))
+            let free = now.saturating_add(cst.occupancy);
+            (free, free.max(last))
         } else {
-            (now + cst.occupancy, now + cst.occupancy + cst.latency)
+            let free = now.saturating_add(cst.occupancy);
+            (free, free.saturating_add(cst.latency))
         };
-        if completion > self.opts.max_cycles {
+        if completion > self.max_cycles {
             return Err(EmuError::CycleLimit {
                 limit: self.opts.max_cycles,
                 core: c,
@@ -813,6 +926,18 @@ impl<'p> Sim<'p> {
             return Ok(());
         };
         if !self.opts.timing_only && !is_sync {
+            let w = exec::work(&inst, &cst);
+            if self.work.saturating_add(w) > self.opts.max_work {
+                return Err(EmuError::WorkLimit {
+                    limit: self.opts.max_work,
+                    done: self.work,
+                    core: c,
+                    pc,
+                    inst: inst.to_string(),
+                    work: w,
+                });
+            }
+            self.work += w;
             let mut mem = Mem {
                 sram: &mut core.sram,
                 acc: &mut core.acc,
@@ -921,11 +1046,23 @@ impl<'p> Sim<'p> {
         }
     }
 
-    /// Reads `len` bytes of HBM (for outputs).
-    pub fn read_hbm(&self, addr: u64, len: u64) -> Result<Vec<u8>, TrapKind> {
-        let mut v = vec![0u8; len as usize];
+    /// Reads `len` bytes of HBM (for outputs); `None` if the host cannot allocate them.
+    pub fn read_hbm(&self, addr: u64, len: u64) -> Result<Option<Vec<u8>>, TrapKind> {
+        let mut v = Vec::new();
+        let Some(n) = usize::try_from(len)
+            .ok()
+            .filter(|&n| v.try_reserve_exact(n).is_ok())
+        else {
+            return Ok(None);
+        };
+        v.resize(n, 0);
         self.hbm.read(addr, &mut v)?;
-        Ok(v)
+        Ok(Some(v))
+    }
+
+    /// The busy timeline, if one was requested.
+    pub fn take_timeline(&mut self) -> Option<Timeline> {
+        self.timeline.take()
     }
 
     /// The report of a finished run.

@@ -103,7 +103,10 @@ fn random_programs_never_panic() {
             max_instructions: 3000,
             max_cycles: 100_000,
             trace: i % 5 == 0,
+            timeline: i % 4 == 0,
             race_check: i % 7 != 0,
+            max_work: 1_000_000_000,
+            max_output_bytes: 1 << 20,
         };
         let r = std::panic::catch_unwind(|| run(&p, &[], &opts).map(|r| r.report.render()));
         match r {
