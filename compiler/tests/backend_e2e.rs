@@ -315,3 +315,94 @@ fn flash_attention_hbm_traffic_grows_linearly_with_sequence_length() {
         );
     }
 }
+
+/// RMSNorm and GELU(tanh) written out op by op, as exporters emit them, fuse into `graph.norm` and
+/// `graph.matmul_epilogue` and still match the reference.
+#[test]
+fn decomposed_rms_norm_and_gelu_fuse_and_match_reference() {
+    let (m, k, n) = (8usize, 32usize, 48usize);
+    let w = values(k * n, 21);
+    let b = values(n, 22);
+    let g = values(k, 23);
+    let src = format!(
+        r#"module {{
+  func.func @main(%x: tensor<8x32xf32> {{graph.name = "x"}}) -> (tensor<8x48xf32> {{graph.name = "y"}}) {{
+    %two = "graph.constant"() {{value = dense<2.0> : tensor<f32>}} : () -> tensor<f32> loc("two")
+    %eps = "graph.constant"() {{value = dense<1.0e-6> : tensor<f32>}} : () -> tensor<f32> loc("eps")
+    %one = "graph.constant"() {{value = dense<1.0> : tensor<f32>}} : () -> tensor<f32> loc("one")
+    %axes = "graph.constant"() {{value = dense<[-1]> : tensor<1xi64>}} : () -> tensor<1xi64> loc("axes")
+    %g = "graph.constant"() {{value = {g}}} : () -> tensor<32xf32> loc("g")
+    %p = "graph.pow"(%x, %two) : (tensor<8x32xf32>, tensor<f32>) -> tensor<8x32xf32> loc("Pow")
+    %ms = "graph.reduce_mean"(%p, %axes) {{keepdims = 1 : i64}} : (tensor<8x32xf32>, tensor<1xi64>) -> tensor<8x1xf32> loc("ReduceMean")
+    %ae = "graph.add"(%ms, %eps) : (tensor<8x1xf32>, tensor<f32>) -> tensor<8x1xf32> loc("AddEps")
+    %sq = "graph.sqrt"(%ae) : (tensor<8x1xf32>) -> tensor<8x1xf32> loc("Sqrt")
+    %rc = "graph.div"(%one, %sq) : (tensor<f32>, tensor<8x1xf32>) -> tensor<8x1xf32> loc("Recip")
+    %nx = "graph.mul"(%x, %rc) : (tensor<8x32xf32>, tensor<8x1xf32>) -> tensor<8x32xf32> loc("Normalize")
+    %sx = "graph.mul"(%g, %nx) : (tensor<32xf32>, tensor<8x32xf32>) -> tensor<8x32xf32> loc("Scale")
+    %w = "graph.constant"() {{value = {w}}} : () -> tensor<32x48xf32> loc("w")
+    %b = "graph.constant"() {{value = {b}}} : () -> tensor<48xf32> loc("b")
+    %h = "graph.matmul"(%sx, %w) : (tensor<8x32xf32>, tensor<32x48xf32>) -> tensor<8x48xf32> loc("MatMul")
+    %hb = "graph.add"(%b, %h) : (tensor<48xf32>, tensor<8x48xf32>) -> tensor<8x48xf32> loc("AddBias")
+    %c3 = "graph.constant"() {{value = dense<3.0> : tensor<f32>}} : () -> tensor<f32> loc("c3")
+    %ch = "graph.constant"() {{value = dense<0.5> : tensor<f32>}} : () -> tensor<f32> loc("ch")
+    %cg = "graph.constant"() {{value = dense<0.044715> : tensor<f32>}} : () -> tensor<f32> loc("cg")
+    %cs = "graph.constant"() {{value = dense<0.797884583> : tensor<f32>}} : () -> tensor<f32> loc("cs")
+    %half = "graph.mul"(%hb, %ch) : (tensor<8x48xf32>, tensor<f32>) -> tensor<8x48xf32> loc("Gelu_mul_half")
+    %cube = "graph.pow"(%hb, %c3) : (tensor<8x48xf32>, tensor<f32>) -> tensor<8x48xf32> loc("Gelu_pow")
+    %t1 = "graph.mul"(%cube, %cg) : (tensor<8x48xf32>, tensor<f32>) -> tensor<8x48xf32> loc("Gelu_mul_c")
+    %t2 = "graph.add"(%hb, %t1) : (tensor<8x48xf32>, tensor<8x48xf32>) -> tensor<8x48xf32> loc("Gelu_add")
+    %t3 = "graph.mul"(%t2, %cs) : (tensor<8x48xf32>, tensor<f32>) -> tensor<8x48xf32> loc("Gelu_mul_s")
+    %t4 = "graph.tanh"(%t3) : (tensor<8x48xf32>) -> tensor<8x48xf32> loc("Gelu_tanh")
+    %t5 = "graph.add"(%t4, %one) : (tensor<8x48xf32>, tensor<f32>) -> tensor<8x48xf32> loc("Gelu_add1")
+    %y = "graph.mul"(%half, %t5) : (tensor<8x48xf32>, tensor<8x48xf32>) -> tensor<8x48xf32> loc("Gelu_out")
+    func.return %y : tensor<8x48xf32>
+  }}
+}}
+"#,
+        g = dense(&g, &[k]),
+        w = dense(&w, &[k, n]),
+        b = dense(&b, &[n]),
+    );
+    let mut module = parse_module(&src).unwrap();
+    let mut pm = llmpu_compiler::pass::PassManager::parse_pipeline(
+        "canonicalize,fuse-norm,fuse-matmul-epilogue",
+        PassManagerOptions::default(),
+    )
+    .unwrap();
+    pm.run(&mut module, &mut std::io::sink()).unwrap();
+    let text = llmpu_compiler::ir::print_module(&module);
+    assert!(
+        text.contains("\"graph.norm\"") && text.contains("kind = \"rms\""),
+        "{text}"
+    );
+    assert!(text.contains("activation = \"gelu_tanh\""), "{text}");
+    assert!(!text.contains("graph.tanh"), "{text}");
+    let x = values(m * k, 24);
+    let mut want = vec![0f32; m * n];
+    let mut nx = vec![0f32; m * k];
+    for i in 0..m {
+        let row = &x[i * k..(i + 1) * k];
+        let ms: f32 = row.iter().map(|v| v * v).sum::<f32>() / k as f32;
+        for j in 0..k {
+            nx[i * k + j] = row[j] / (ms + 1e-6).sqrt() * g[j];
+        }
+    }
+    let h = matmul(&nx, &w, m, k, n);
+    for i in 0..m {
+        for j in 0..n {
+            let v = h[i * n + j] + b[j];
+            want[i * n + j] = 0.5 * v * (1.0 + (0.797_884_6 * (v + 0.044715 * v * v * v)).tanh());
+        }
+    }
+    for (precision, tol) in [
+        (Precision::Fp32, Tolerance::FP32),
+        (Precision::Bf16, Tolerance::BF16),
+    ] {
+        let prog = compile_text(&src, "edge", precision);
+        let input = Tensor::from_f32(DType::F32, vec![m as u64, k as u64], &x).unwrap();
+        let res = run(&prog, &[("x".into(), input)], &RunOptions::default()).unwrap();
+        let want = Tensor::from_f32(DType::F32, vec![m as u64, n as u64], &want).unwrap();
+        let c = compare("y", res.output("y").unwrap(), &want, tol).unwrap();
+        assert!(c.pass, "{}: {c}", precision.name());
+    }
+}

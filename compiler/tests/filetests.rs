@@ -139,6 +139,16 @@ fn fuse_attention_filetests_match_snapshots() {
 }
 
 #[test]
+fn fuse_norm_filetests_match_snapshots() {
+    run_folder("fuse-norm");
+}
+
+#[test]
+fn fuse_matmul_epilogue_filetests_match_snapshots() {
+    run_folder("fuse-matmul-epilogue");
+}
+
+#[test]
 fn tile_filetests_match_snapshots() {
     run_folder("tile");
 }
@@ -177,6 +187,8 @@ fn every_filetest_input_round_trips_through_the_printer() {
         "cse",
         "dce",
         "fuse-attention",
+        "fuse-norm",
+        "fuse-matmul-epilogue",
         "tile",
         "plan-memory",
         "lower-llmpu",

@@ -33,6 +33,8 @@ register_passes! {
     cse,
     dce,
     fuse_attention,
+    fuse_norm,
+    fuse_matmul_epilogue,
     tile,
     plan_memory,
     lower_llmpu,

@@ -1,0 +1,244 @@
+//! `fuse-matmul-epilogue`: `act(a · b + bias)` becomes one `graph.matmul_epilogue(a, b, bias?)
+//! {activation}` whose bias and activation run on the accumulator tile before it leaves the chip.
+//!
+//! The bias is an `add` of a tensor that broadcasts along the output rows (`[N]`, `[1, N]`). The
+//! activation is found by *value*, not by spelling: the maximal region of elementwise ops fed only
+//! by the matmul result and splat constants, with a single result leaving it, is evaluated on
+//! sample points and compared with ReLU, GELU (erf and tanh forms) and SiLU. So `0.5·x·(1 +
+//! tanh(√(2/π)·(x + 0.044715·x³)))` in any association, `x·sigmoid(x)`, `max(x, 0)` or a
+//! `graph.gelu` op all fuse, whatever the exporter. A region matching none leaves the matmul (with
+//! its bias, if any) fused without activation.
+
+use std::collections::{HashMap, HashSet};
+
+use super::PassInfo;
+use crate::backend::plan::{shape_of, splat_of};
+use crate::ir::{Attribute, Location, Module, OpId, OpSpec, ValueId};
+use crate::pass::{Pass, PassError};
+
+/// Registry entry.
+pub const INFO: PassInfo = PassInfo {
+    name: "fuse-matmul-epilogue",
+    description: "fuse matmul + row bias + activation (ReLU, GELU erf/tanh, SiLU; found by value) into graph.matmul_epilogue",
+    create: || Box::new(FuseMatmulEpilogue),
+};
+
+/// The pass.
+pub struct FuseMatmulEpilogue;
+
+impl Pass for FuseMatmulEpilogue {
+    fn name(&self) -> &'static str {
+        INFO.name
+    }
+    fn run(&mut self, m: &mut Module) -> Result<(), PassError> {
+        for op in m.walk_all() {
+            if m.op(op).name == "graph.matmul" && !m.op(op).erased && m.op(op).parent.is_some() {
+                let _ = fuse(m, op);
+            }
+        }
+        crate::passes::dce::erase_dead_ops(m);
+        Ok(())
+    }
+}
+
+/// Error function (Abramowitz–Stegun 7.1.28 refined; |error| < 3e-7), for classifying regions.
+pub fn erf(x: f64) -> f64 {
+    let t = 1.0 / (1.0 + 0.5 * x.abs());
+    let y = 1.0
+        - t * (-x * x - 1.265_512_23
+            + t * (1.000_023_68
+                + t * (0.374_091_96
+                    + t * (0.096_784_18
+                        + t * (-0.186_288_06
+                            + t * (0.278_868_07
+                                + t * (-1.135_203_98
+                                    + t * (1.488_515_87
+                                        + t * (-0.822_152_23 + t * 0.170_872_77)))))))))
+            .exp();
+    if x >= 0.0 { y } else { -y }
+}
+
+const ELEMENTWISE: &[&str] = &[
+    "graph.add",
+    "graph.sub",
+    "graph.mul",
+    "graph.div",
+    "graph.pow",
+    "graph.tanh",
+    "graph.erf",
+    "graph.sigmoid",
+    "graph.relu",
+    "graph.neg",
+    "graph.exp",
+    "graph.sqrt",
+    "graph.reciprocal",
+    "graph.gelu",
+    "graph.max",
+    "graph.min",
+];
+
+fn eval_op(m: &Module, op: OpId, a: &[f64]) -> Option<f64> {
+    let x = *a.first()?;
+    let y = a.get(1).copied();
+    Some(match m.op(op).name.as_str() {
+        "graph.add" => x + y?,
+        "graph.sub" => x - y?,
+        "graph.mul" => x * y?,
+        "graph.div" => x / y?,
+        "graph.pow" => x.powf(y?),
+        "graph.tanh" => x.tanh(),
+        "graph.erf" => erf(x),
+        "graph.sigmoid" => 1.0 / (1.0 + (-x).exp()),
+        "graph.relu" => x.max(0.0),
+        "graph.neg" => -x,
+        "graph.exp" => x.exp(),
+        "graph.sqrt" => x.sqrt(),
+        "graph.reciprocal" => 1.0 / x,
+        "graph.max" => a.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        "graph.min" => a.iter().copied().fold(f64::INFINITY, f64::min),
+        "graph.gelu" => {
+            if m.attr(op, "approximate").and_then(Attribute::as_str) == Some("tanh") {
+                gelu_tanh(x)
+            } else {
+                0.5 * x * (1.0 + erf(x / std::f64::consts::SQRT_2))
+            }
+        }
+        _ => return None,
+    })
+}
+
+fn gelu_tanh(x: f64) -> f64 {
+    0.5 * x * (1.0 + (0.797_884_560_802_865_4 * (x + 0.044715 * x * x * x)).tanh())
+}
+
+/// The single-output elementwise region fed by `x`: (ops in block order, its result).
+fn region(m: &Module, x: ValueId) -> Option<(Vec<OpId>, ValueId)> {
+    let shape = shape_of(m, x)?;
+    let mut inside: HashSet<ValueId> = HashSet::from([x]);
+    let mut ops: Vec<OpId> = vec![];
+    loop {
+        let mut grew = false;
+        for v in inside.clone() {
+            for (u, _) in m.uses(v) {
+                if ops.contains(&u) || !ELEMENTWISE.contains(&m.op(u).name.as_str()) {
+                    continue;
+                }
+                let d = m.op(u);
+                let ok = d.operands.iter().all(|o| inside.contains(o) || splat_of(m, *o).is_some())
+                    && d.results.len() == 1
+                    && shape_of(m, d.results[0]) == Some(shape.clone());
+                if ok {
+                    ops.push(u);
+                    inside.insert(d.results[0]);
+                    grew = true;
+                }
+            }
+        }
+        if !grew || ops.len() > 32 {
+            break;
+        }
+    }
+    if ops.is_empty() {
+        return None;
+    }
+    // Exactly one value may leave the region, and it must be an op result of the region.
+    let mut leaving = vec![];
+    for &v in &inside {
+        if m.uses(v).iter().any(|(u, _)| !ops.contains(u)) {
+            leaving.push(v);
+        }
+    }
+    if leaving.len() != 1 || leaving[0] == x {
+        return None;
+    }
+    let block = m.op(ops[0]).parent?;
+    let order: HashMap<OpId, usize> = m
+        .block(block)
+        .ops
+        .iter()
+        .enumerate()
+        .map(|(i, &o)| (o, i))
+        .collect();
+    ops.sort_by_key(|o| order.get(o).copied().unwrap_or(usize::MAX));
+    Some((ops, leaving[0]))
+}
+
+fn classify(m: &Module, ops: &[OpId], x: ValueId, out: ValueId) -> Option<&'static str> {
+    let samples = [-3.0, -2.0, -1.0, -0.5, -0.1, 0.0, 0.2, 0.7, 1.0, 1.5, 2.5, 4.0];
+    let mut got = vec![];
+    for &s in &samples {
+        let mut val: HashMap<ValueId, f64> = HashMap::from([(x, s)]);
+        for &op in ops {
+            let d = m.op(op);
+            let args: Option<Vec<f64>> = d
+                .operands
+                .iter()
+                .map(|o| val.get(o).copied().or_else(|| splat_of(m, *o)))
+                .collect();
+            val.insert(d.results[0], eval_op(m, op, &args?)?);
+        }
+        got.push(*val.get(&out)?);
+    }
+    let cands: [(&str, fn(f64) -> f64); 4] = [
+        ("relu", |x| x.max(0.0)),
+        ("gelu", |x| 0.5 * x * (1.0 + erf(x / std::f64::consts::SQRT_2))),
+        ("gelu_tanh", gelu_tanh),
+        ("silu", |x| x / (1.0 + (-x).exp())),
+    ];
+    cands.into_iter().find_map(|(name, f)| {
+        samples
+            .iter()
+            .zip(&got)
+            .all(|(&s, &g)| (g - f(s)).abs() <= 1e-5 * (1.0 + f(s).abs()))
+            .then_some(name)
+    })
+}
+
+fn fuse(m: &mut Module, mm: OpId) -> Option<()> {
+    let d = m.op(mm).clone();
+    let r = d.results[0];
+    let rs = shape_of(m, r)?;
+    let n = *rs.last()?;
+    let mut locs: Vec<Location> = vec![d.loc.clone()];
+    let mut x = r;
+    let mut bias = None;
+    let uses = m.uses(r);
+    if uses.len() == 1 && m.op(uses[0].0).name == "graph.add" {
+        let add = uses[0].0;
+        let other = m.op(add).operands[1 - uses[0].1];
+        let bs = shape_of(m, other)?;
+        let row = bs.last() == Some(&n) && bs.iter().rev().skip(1).all(|&d| d == 1);
+        if row && shape_of(m, m.op(add).results[0]) == Some(rs.clone()) {
+            bias = Some(other);
+            locs.push(m.op(add).loc.clone());
+            x = m.op(add).results[0];
+        }
+    }
+    let (act, out) = match region(m, x) {
+        Some((ops, out)) => match classify(m, &ops, x, out) {
+            Some(a) => {
+                locs.extend(ops.iter().map(|&o| m.op(o).loc.clone()));
+                (a, out)
+            }
+            None => ("none", x),
+        },
+        None => ("none", x),
+    };
+    if act == "none" && bias.is_none() {
+        return None;
+    }
+    let mut operands = d.operands.clone();
+    operands.extend(bias);
+    let ty = m.value_type(out).clone();
+    let new = m.create_op(
+        OpSpec::new("graph.matmul_epilogue", Location::fuse(locs.iter()))
+            .operands(&operands)
+            .results(vec![ty])
+            .attr("activation", Attribute::str(act)),
+    );
+    let anchor = m.defining_op(out)?;
+    m.insert_op_before(anchor, new);
+    let nv = m.op(new).results[0];
+    m.replace_all_uses(out, nv);
+    Some(())
+}
