@@ -179,7 +179,8 @@ fn classify(m: &Module, ops: &[OpId], x: ValueId, out: ValueId) -> Option<&'stat
         }
         got.push(*val.get(&out)?);
     }
-    let cands: [(&str, fn(f64) -> f64); 4] = [
+    type Act = (&'static str, fn(f64) -> f64);
+    let cands: [Act; 4] = [
         ("relu", |x| x.max(0.0)),
         ("gelu", |x| 0.5 * x * (1.0 + erf(x / std::f64::consts::SQRT_2))),
         ("gelu_tanh", gelu_tanh),
