@@ -51,8 +51,14 @@ fn cost_model_spec_figures_match_the_emulator() {
     let gemm2x = cycles("gemm.s", Some(edge2x));
     for v in [one, one_quad, four, emb, emb2x, gemm2x] {
         let text = thousands(v);
-        assert!(spec.contains(&text), "spec/cost-model.md does not state {text}");
+        assert!(
+            spec.contains(&text),
+            "spec/cost-model.md does not state {text}"
+        );
     }
     let speedup = format!("{:.2}×", one_quad as f64 / four as f64);
-    assert!(spec.contains(&speedup), "spec does not state the speedup {speedup}");
+    assert!(
+        spec.contains(&speedup),
+        "spec does not state the speedup {speedup}"
+    );
 }
