@@ -406,3 +406,14 @@ fn decomposed_rms_norm_and_gelu_fuse_and_match_reference() {
         assert!(c.pass, "{}: {c}", precision.name());
     }
 }
+
+#[test]
+fn attention_heads_are_split_across_the_datacenter_cores() {
+    let r = run_attention(8, 8, 32, 32, Precision::Bf16, "datacenter");
+    let busy = r
+        .cores
+        .iter()
+        .filter(|c| c.units[2].instructions > 0)
+        .count();
+    assert_eq!(busy, 8, "every core runs a head: {:?}", r.cores);
+}

@@ -221,7 +221,9 @@ pub fn attention(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
             );
         }
     };
-    let mut step = 0usize;
+    let cores = cx.e.cores();
+    let mut steps = vec![0usize; cores];
+    let mut unit = 0usize;
     for bi in 0..b {
         for hi in 0..h {
             let hk = hi * hkv / h;
@@ -232,6 +234,9 @@ pub fn attention(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
             let mut q0 = 0;
             while q0 < sq {
                 let wq = bq.min(sq - q0);
+                cx.on_core(unit);
+                let core = unit % cores;
+                unit += 1;
                 load_as(cx, &q2.slice(0, q0, 1, wq), qt);
                 let o32 = T::sram(ot, dv, DType::F32);
                 cx.e.vfill(o32, 0.0, wq, dv);
@@ -244,8 +249,8 @@ pub fn attention(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
                         k0 += bk;
                         continue;
                     }
-                    let s = step % 2;
-                    step += 1;
+                    let s = steps[core] % 2;
+                    steps[core] += 1;
                     let kblk = k2.slice(0, k0, 1, wk).permute(&[1, 0]);
                     load_as(cx, &kblk, kt[s]);
                     load_as(cx, &v2.slice(0, k0, 1, wk), vt[s]);

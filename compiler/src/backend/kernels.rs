@@ -49,6 +49,25 @@ impl Cx<'_> {
     fn alloc(&mut self, mem: Mem, bytes: u64, what: &str) -> R<u64> {
         self.e.alloc(mem, bytes, what).map_err(|e| self.emit_err(e))
     }
+    /// Rows per tile, at most `max_rows`, so that `rows` spread over every core.
+    fn spread(&self, rows: u64, max_rows: u64) -> u64 {
+        let c = self.e.cores() as u64;
+        rows.div_ceil(c).min(max_rows).max(1)
+    }
+    /// Sends work unit `unit` to its core (round robin); returns its buffer parity on that core.
+    pub fn on_core(&mut self, unit: usize) -> usize {
+        let c = self.e.cores();
+        self.e.core(unit % c);
+        (unit / c) % 2
+    }
+    /// Emits `move_view` on every core (operands every core needs).
+    fn load_everywhere(&mut self, v: &View, sram: u64, ld: u64) {
+        for c in 0..self.e.cores() {
+            self.e.core(c);
+            self.e.move_view(true, v, sram, ld);
+        }
+        self.e.core(0);
+    }
 }
 
 // ---------- vector-unit helpers ----------
@@ -671,7 +690,7 @@ fn load_row(cx: &mut Cx, b: &View) -> R<T> {
         row.shape[i] = 1;
     }
     let addr = cx.alloc(Mem::Sram, cols * b.dt.size(), "broadcast row")?;
-    cx.e.move_view(true, &row, addr, cols);
+    cx.load_everywhere(&row, addr, cols);
     Ok(T::sram(addr, cols, b.dt))
 }
 
@@ -793,6 +812,9 @@ pub fn lower_op(cx: &mut Cx, op: OpId) -> R<()> {
                 let dst = ov.slice(ax, start, 1, len);
                 copy(cx, &xv, &dst)?;
                 start += len;
+                if cx.e.cores() > 1 {
+                    cx.e.barrier();
+                }
             }
             Ok(())
         }
@@ -936,10 +958,12 @@ fn elementwise(cx: &mut Cx, k: Ew, inputs: &[ValueId], ov: &View) -> R<()> {
         return Err(cx.err(format!("one row of {cols} elements does not fit in SRAM")));
     }
     let inner = if r == 0 { 0 } else { 1 };
-    let tiles = row_tiles(&shape, inner, budget_rows);
+    let total_rows = if r == 0 { 1 } else { ov.elems() / cols.max(1) };
+    let tiles = row_tiles(&shape, inner, cx.spread(total_rows, budget_rows));
     let max_rows = tiles.iter().map(|t| t.rows).max().unwrap_or(1);
+    let nsets = if tiles.len() > cx.e.cores() { 2 } else { 1 };
     let mut sets = vec![];
-    for _ in 0..2.min(tiles.len()) {
+    for _ in 0..nsets {
         let mut ins = vec![];
         for s in &srcs {
             let bytes = match s {
@@ -971,7 +995,8 @@ fn elementwise(cx: &mut Cx, k: Ew, inputs: &[ValueId], ov: &View) -> R<()> {
         ov.clone()
     };
     for (ti, t) in tiles.iter().enumerate() {
-        let set = &sets[ti % sets.len()];
+        let par = cx.on_core(ti);
+        let set = &sets[par.min(sets.len() - 1)];
         let rows = t.rows;
         let mut loaded = vec![];
         for (i, s) in srcs.iter().enumerate() {
@@ -1217,10 +1242,12 @@ pub fn copy(cx: &mut Cx, src: &View, dst: &View) -> R<()> {
     if max_rows == 0 {
         return Err(cx.err(format!("a row of {cols} elements does not fit in SRAM")));
     }
-    let tiles = row_tiles(&src.shape, 1, max_rows);
+    let total_rows = src.elems() / cols.max(1);
+    let tiles = row_tiles(&src.shape, 1, cx.spread(total_rows, max_rows));
     let mr = tiles.iter().map(|t| t.rows).max().unwrap_or(1);
+    let nbufs = if tiles.len() > cx.e.cores() { 2 } else { 1 };
     let mut bufs = vec![];
-    for _ in 0..2.min(tiles.len()) {
+    for _ in 0..nbufs {
         let a = cx.alloc(Mem::Sram, mr * cols * src.dt.size(), "copy tile")?;
         let b = if src.dt != dst.dt {
             cx.alloc(Mem::Sram, mr * cols * dst.dt.size(), "copy tile")?
@@ -1230,7 +1257,8 @@ pub fn copy(cx: &mut Cx, src: &View, dst: &View) -> R<()> {
         bufs.push((a, b));
     }
     for (i, t) in tiles.iter().enumerate() {
-        let (a, b) = bufs[i % bufs.len()];
+        let par = cx.on_core(i);
+        let (a, b) = bufs[par.min(bufs.len() - 1)];
         cx.e.move_view(true, &tile_view(&src, t), a, cols);
         if src.dt != dst.dt {
             cx.e.vun(
@@ -1279,16 +1307,19 @@ fn row_kernel_inner(
             .or_else(|| p.broadcast_to(&x.shape[r - inner..]))
             .ok_or_else(|| cx.err("norm parameter shape does not match the normalized dims"))?;
         let raw = cx.alloc(Mem::Sram, cols * pv.dt.size(), "norm parameter")?;
-        cx.e.move_view(true, &pv, raw, cols);
         let f = cx.alloc(Mem::Sram, cols * 4, "norm parameter")?;
-        cx.e.vun(
-            Un::Copy,
-            T::sram(f, cols, DType::F32),
-            T::sram(raw, cols, pv.dt),
-            Bcast::Full,
-            1,
-            cols,
-        );
+        for c in 0..cx.e.cores() {
+            cx.e.core(c);
+            cx.e.move_view(true, &pv, raw, cols);
+            cx.e.vun(
+                Un::Copy,
+                T::sram(f, cols, DType::F32),
+                T::sram(raw, cols, pv.dt),
+                Bcast::Full,
+                1,
+                cols,
+            );
+        }
         prm.push(T::sram(f, cols, DType::F32));
     }
     let per_row = cols * (x.dt.size() + 4 + o.dt.size()) + 16;
@@ -1303,10 +1334,12 @@ fn row_kernel_inner(
             cx.e.free(Mem::Sram)
         )));
     }
-    let tiles = row_tiles(&x.shape, inner, max_rows);
+    let total_rows = x.elems() / cols.max(1);
+    let tiles = row_tiles(&x.shape, inner, cx.spread(total_rows, max_rows));
     let mr = tiles.iter().map(|t| t.rows).max().unwrap_or(1);
+    let nsets = if tiles.len() > cx.e.cores() { 2 } else { 1 };
     let mut sets = vec![];
-    for _ in 0..2.min(tiles.len()) {
+    for _ in 0..nsets {
         let a = cx.alloc(Mem::Sram, mr * cols * x.dt.size(), "row tile")?;
         let w = cx.alloc(Mem::Sram, mr * cols * 4, "row tile")?;
         let s1 = cx.alloc(Mem::Sram, mr * 4, "row statistics")?;
@@ -1315,7 +1348,8 @@ fn row_kernel_inner(
         sets.push((a, w, s1, s2, ot));
     }
     for (i, t) in tiles.iter().enumerate() {
-        let (a, w, s1, s2, ot) = sets[i % sets.len()];
+        let par = cx.on_core(i);
+        let (a, w, s1, s2, ot) = sets[par.min(sets.len() - 1)];
         let rows = t.rows;
         cx.e.move_view(true, &tile_view(x, t), a, cols);
         let (a, w) = (T::sram(a, cols, x.dt), T::sram(w, cols, DType::F32));
@@ -1425,18 +1459,21 @@ fn reduce(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
     let inner = axes.len();
     let per_row = cols * (x.dt.size() + 4) + 32;
     let max_rows = (cx.e.free(Mem::Sram) / (2 * per_row + 64)).max(1);
-    let tiles = row_tiles(&xp.shape, inner, max_rows.min(65535));
+    let total_rows = x.elems() / cols.max(1);
+    let max_rows = cx.spread(total_rows, max_rows.min(65535));
+    let tiles = row_tiles(&xp.shape, inner, max_rows);
     let mr = tiles.iter().map(|t| t.rows).max().unwrap_or(1);
     let a = cx.alloc(Mem::Sram, mr * cols * x.dt.size(), "reduce tile")?;
     let w = cx.alloc(Mem::Sram, mr * cols * 4, "reduce tile")?;
     let s = cx.alloc(Mem::Sram, mr * 4, "reduce result")?;
     let so = cx.alloc(Mem::Sram, mr * ov.dt.size().max(4), "reduce result")?;
     // Output tiles iterate the kept dims (+ the trailing 1).
-    let otiles = row_tiles(&ovp.shape, 1, max_rows.min(65535));
+    let otiles = row_tiles(&ovp.shape, 1, max_rows);
     if otiles.len() != tiles.len() {
         return Err(cx.err("internal: reduction tiling mismatch"));
     }
-    for (t, ot) in tiles.iter().zip(&otiles) {
+    for (i, (t, ot)) in tiles.iter().zip(&otiles).enumerate() {
+        cx.on_core(i);
         let rows = t.rows;
         cx.e.move_view(true, &tile_view(&xp, t), a, cols);
         let (at, wt, st) = (
@@ -1610,16 +1647,19 @@ fn matmul(
     let bias_t = match &bias_row {
         Some(row) => {
             let raw = cx.alloc(Mem::Sram, nn * row.dt.size(), "bias")?;
-            cx.e.move_view(true, row, raw, nn);
             let f = cx.alloc(Mem::Sram, nn * 4, "bias")?;
-            cx.e.vun(
-                Un::Copy,
-                T::sram(f, nn, DType::F32),
-                T::sram(raw, nn, row.dt),
-                Bcast::Full,
-                1,
-                nn,
-            );
+            for c in 0..cx.e.cores() {
+                cx.e.core(c);
+                cx.e.move_view(true, row, raw, nn);
+                cx.e.vun(
+                    Un::Copy,
+                    T::sram(f, nn, DType::F32),
+                    T::sram(raw, nn, row.dt),
+                    Bcast::Full,
+                    1,
+                    nn,
+                );
+            }
             Some(f)
         }
         None => None,
@@ -1647,24 +1687,48 @@ fn matmul(
         0
     };
     let nb: u64 = batch.iter().product();
-    let mut step = 0usize;
-    let mut otile = 0usize;
+    let cores = cx.e.cores();
+    // Work units spread over the cores: whole row blocks (so every core writes its own rows), or
+    // column blocks of a single-row output.
+    /// (batch, m0, rows, n0, cols) of one output tile.
+    type OutTile = (u64, u64, u64, u64, u64);
+    let mut units: Vec<Vec<OutTile>> = vec![];
     for bi in 0..nb {
-        let mut lead = vec![0; batch.len()];
-        let mut rem = bi;
-        for i in (0..batch.len()).rev() {
-            lead[i] = rem % batch[i];
-            rem /= batch[i];
+        let ms: Vec<u64> = (0..mm).step_by(tm as usize).collect();
+        let ns: Vec<u64> = (0..nn).step_by(tn as usize).collect();
+        if cores > 1 && mm > 1 {
+            for &m0 in &ms {
+                units.push(
+                    ns.iter()
+                        .map(|&n0| (bi, m0, tm.min(mm - m0), n0, tn.min(nn - n0)))
+                        .collect(),
+                );
+            }
+        } else {
+            for &n0 in &ns {
+                for &m0 in &ms {
+                    units.push(vec![(bi, m0, tm.min(mm - m0), n0, tn.min(nn - n0))]);
+                }
+            }
         }
-        let a2 = batch_index(&av, &lead);
-        let b2 = batch_index(&bv, &lead);
-        let o2 = batch_index(&ovr, &lead);
-        let mut n0 = 0;
-        while n0 < nn {
-            let wn = tn.min(nn - n0);
-            let mut m0 = 0;
-            while m0 < mm {
-                let wm = tm.min(mm - m0);
+    }
+    let mut steps = vec![0usize; cores];
+    let mut otiles = vec![0usize; cores];
+    for (u, tiles) in units.iter().enumerate() {
+        cx.on_core(u);
+        let c = u % cores;
+        for &(bi, m0, wm, n0, wn) in tiles {
+            let mut lead = vec![0; batch.len()];
+            let mut rem = bi;
+            for i in (0..batch.len()).rev() {
+                lead[i] = rem % batch[i];
+                rem /= batch[i];
+            }
+            let a2 = batch_index(&av, &lead);
+            let b2 = batch_index(&bv, &lead);
+            let o2 = batch_index(&ovr, &lead);
+            let otile = otiles[c];
+            {
                 let acc = T {
                     mem: Mem::Acc,
                     addr: accb[otile % 2],
@@ -1674,8 +1738,8 @@ fn matmul(
                 let mut k0 = 0;
                 while k0 < kk {
                     let wk = tk.min(kk - k0);
-                    let s = step % 2;
-                    step += 1;
+                    let s = steps[c] % 2;
+                    steps[c] += 1;
                     let at = a2.slice(0, m0, 1, wm).slice(1, k0, 1, wk);
                     let bt = b2.slice(0, k0, 1, wk).slice(1, n0, 1, wn);
                     load_as(cx, &at, abuf[s], stage_a, dt);
@@ -1739,10 +1803,8 @@ fn matmul(
                 };
                 let ot = o2.slice(0, m0, 1, wm).slice(1, n0, 1, wn);
                 cx.e.move_view(false, &ot, res.addr, wn);
-                otile += 1;
-                m0 += wm;
+                otiles[c] += 1;
             }
-            n0 += wn;
         }
     }
     let _ = T::at_row;
@@ -1801,13 +1863,13 @@ fn gather(cx: &mut Cx, op: OpId, data: ValueId, idx: ValueId, ov: &View) -> R<()
         addr: iv.addr,
         ..flat_idx
     });
-    cx.e.move_view(true, &iv_flat, ibuf, nidx);
+    cx.load_everywhere(&iv_flat, ibuf, nidx);
     let row_bytes = inner * dv.dt.size() + inner * ov.dt.size();
     let chunk = (cx.e.free(Mem::Sram) / (2 * row_bytes + 64)).clamp(1, 65535);
     if chunk == 0 || row_bytes > cx.e.free(Mem::Sram) {
         return Err(cx.err("a gathered row does not fit in SRAM"));
     }
-    let chunk = chunk.min(nidx);
+    let chunk = cx.spread(nidx, chunk.min(nidx));
     let bufs = [
         cx.alloc(Mem::Sram, chunk * inner * dv.dt.size(), "gather rows")?,
         cx.alloc(Mem::Sram, chunk * inner * dv.dt.size(), "gather rows")?,
@@ -1836,7 +1898,7 @@ fn gather(cx: &mut Cx, op: OpId, data: ValueId, idx: ValueId, ov: &View) -> R<()
         let mut s = 0;
         while s < nidx {
             let cnt = chunk.min(nidx - s);
-            let buf = bufs[step % 2];
+            let buf = bufs[cx.on_core(step)];
             step += 1;
             let e = &mut *cx.e;
             let inst = Inst::DmaGather {

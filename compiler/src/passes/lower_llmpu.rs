@@ -5,6 +5,9 @@
 //! `@main` keeps the data segments and I/O descriptors, `@coreN` holds core N's instructions, each
 //! located at the graph node(s) it came from.
 //!
+//! Multi-core: each kernel spreads its work units (row blocks, attention heads and Q blocks) over
+//! the target's cores round robin, every core writing disjoint rows; a `barrier` separates ops.
+//!
 //! Invariant: on-chip memory is freed between ops, so each kernel has the whole SRAM and
 //! accumulator; a kernel whose smallest tiles do not fit fails with an error naming the node.
 
@@ -41,7 +44,8 @@ impl Pass for LowerLlmpu {
             .first()
             .ok_or_else(|| fail(&Location::Unknown, "module has no function"))?;
         let plan = plan_function(m, func, &o).map_err(|e| fail(&m.op(func).loc, e.to_string()))?;
-        let mut e = Emitter::new(o.target.clone(), 1);
+        let cores = o.target.cores.max(1) as usize;
+        let mut e = Emitter::new(o.target.clone(), cores);
         let entry = m
             .entry_block(func)
             .ok_or_else(|| fail(&Location::Unknown, "function has no body"))?;
@@ -61,6 +65,9 @@ impl Pass for LowerLlmpu {
             };
             lower_op(&mut cx, op).map_err(|err| fail(&loc, err.message))?;
             e.reset_alloc();
+            if cores > 1 {
+                e.barrier();
+            }
         }
         for (_, v, dst) in &plan.copies {
             let loc = Location::name("output");
@@ -80,6 +87,9 @@ impl Pass for LowerLlmpu {
             let dst = dst.reshape(&src.shape).unwrap_or(dst.clone());
             copy(&mut cx, &src, &dst).map_err(|err| fail(&loc, err.message))?;
             e.reset_alloc();
+            if cores > 1 {
+                e.barrier();
+            }
         }
         let streams = e.finish();
         codegen::write_lowered(m, &streams, &plan.io, &plan.data);
