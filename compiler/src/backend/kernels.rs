@@ -104,12 +104,6 @@ impl T {
             write,
         }
     }
-    fn at_row(&self, r: u64) -> T {
-        T {
-            addr: self.addr + r * self.ld * self.dt.size(),
-            ..*self
-        }
-    }
 }
 
 fn tref(e: &mut Emitter, t: T) -> TileRef {
@@ -755,6 +749,12 @@ pub fn lower_op(cx: &mut Cx, op: OpId) -> R<()> {
         "graph.and" => Some(Ew::Binary(Bin::Mul)),
         "graph.pow" => Some(Ew::Pow),
         "graph.sqrt" => Some(unary(Un::Sqrt)),
+        "graph.log" => Some(unary(Un::Log)),
+        "graph.abs" => Some(unary(Un::Abs)),
+        "graph.not" => Some(Ew::Not),
+        "graph.or" => Some(Ew::Binary(Bin::Max)),
+        "graph.less" => Some(Ew::Binary(Bin::Lt)),
+        "graph.greater" => Some(Ew::Gt),
         "graph.reciprocal" => Some(unary(Un::Recip)),
         "graph.exp" => Some(unary(Un::Exp)),
         "graph.erf" => Some(unary(Un::Erf)),
@@ -782,7 +782,7 @@ pub fn lower_op(cx: &mut Cx, op: OpId) -> R<()> {
         }
         let n = match k {
             Ew::Clip | Ew::Where => ins.len(),
-            Ew::Unary(_) | Ew::Relu | Ew::Gelu(_) => 1,
+            Ew::Unary(_) | Ew::Relu | Ew::Gelu(_) | Ew::Not => 1,
             _ => 2,
         };
         return elementwise(cx, k, &ins[..n.min(ins.len())], &ov);
@@ -850,6 +850,7 @@ pub fn lower_op(cx: &mut Cx, op: OpId) -> R<()> {
             reduce(cx, op, &ins, &ov)
         }
         "graph.matmul" => matmul(cx, op, ins[0], ins[1], None, Act::None, &ov),
+        "graph.gemm" => gemm(cx, op, &ins, &ov),
         "graph.matmul_epilogue" => {
             let act = match m.attr(op, "activation").and_then(Attribute::as_str) {
                 Some("relu") => Act::Relu,
@@ -909,6 +910,8 @@ pub enum Ew {
     Unary(Un),
     Binary(Bin),
     Ge,
+    Gt,
+    Not,
     Pow,
     Relu,
     Gelu(bool),
@@ -1091,6 +1094,10 @@ fn compute(
             let (a, b) = unary_src(x[0], e);
             e.vun(u, w, a, b, rows, cols);
         }
+        Ew::Not => {
+            let a = full(e, x[0], t1, rows, cols);
+            e.vimm(Imm::Rsub, w, a, 1.0, rows, cols);
+        }
         Ew::NotZero => {
             let (a, b) = unary_src(x[0], e);
             e.vun(Un::Abs, w, a, b, rows, cols);
@@ -1139,9 +1146,10 @@ fn compute(
                 e.vun(Un::Exp, w, w, Bcast::Full, rows, cols);
             }
         },
-        Ew::Binary(_) | Ew::Ge if x.len() == 2 => {
+        Ew::Binary(_) | Ew::Ge | Ew::Gt if x.len() == 2 => {
             let (op, a, b) = match k {
                 Ew::Binary(op) => (op, x[0], x[1]),
+                Ew::Gt => (Bin::Lt, x[1], x[0]),
                 _ => (Bin::Le, x[1], x[0]),
             };
             let commutative = matches!(op, Bin::Add | Bin::Mul | Bin::Max | Bin::Min | Bin::Eq);
@@ -1577,8 +1585,26 @@ fn matmul(
     act: Act,
     ov: &View,
 ) -> R<()> {
-    let mut av = cx.view(a)?;
-    let mut bv = cx.view(b)?;
+    let av = cx.view(a)?;
+    let bv = cx.view(b)?;
+    let bias = match bias {
+        Some(x) => Some(cx.view(x)?),
+        None => None,
+    };
+    matmul_views(cx, op, av, bv, bias, act, 1.0, ov)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn matmul_views(
+    cx: &mut Cx,
+    op: OpId,
+    mut av: View,
+    mut bv: View,
+    bias: Option<View>,
+    act: Act,
+    alpha: f32,
+    ov: &View,
+) -> R<()> {
     // 1-D operands as in NumPy.
     let mut oshape = ov.shape.clone();
     if av.shape.len() == 1 {
@@ -1624,8 +1650,7 @@ fn matmul(
     let (tm, tk, tn) = (tm.min(mm).max(1), tk.min(kk).max(1), tn.min(nn).max(1));
     // Bias broadcast over rows ([N] or [1, N]); anything else is added elementwise afterwards.
     let bias_row = match bias {
-        Some(bv) => {
-            let v = cx.view(bv)?;
+        Some(v) => {
             let row = v.reshape(&[nn]).or_else(|| v.broadcast_to(&[nn]));
             Some(row.ok_or_else(|| cx.err("bias must broadcast along the output rows"))?)
         }
@@ -1669,12 +1694,25 @@ fn matmul(
     let mut accb = vec![];
     let mut outb = vec![];
     for _ in 0..2 {
-        abuf.push(cx.alloc(Mem::Sram, tm * tk * ssz, "matmul A tile")?);
-        bbuf.push(cx.alloc(Mem::Sram, tk * tn * ssz, "matmul B tile")?);
         accb.push(cx.alloc(Mem::Acc, tm * tn * 4, "matmul accumulator")?);
         outb.push(cx.alloc(Mem::Sram, tm * tn * 4, "matmul output tile")?);
     }
-    let ocv = cx.alloc(Mem::Sram, tm * tn * ov.dt.size(), "matmul output tile")?;
+    // A/B tiles: triple-buffered when SRAM allows (hides the HBM latency), else double.
+    let ab = (tm * tk + tk * tn) * ssz;
+    let nab = if cx.e.free(Mem::Sram) > 4 * ab + 4 * tm * tn * 4 {
+        3
+    } else {
+        2
+    };
+    for _ in 0..nab {
+        abuf.push(cx.alloc(Mem::Sram, tm * tk * ssz, "matmul A tile")?);
+        bbuf.push(cx.alloc(Mem::Sram, tk * tn * ssz, "matmul B tile")?);
+    }
+    let ocv = [
+        cx.alloc(Mem::Sram, tm * tn * ov.dt.size(), "matmul output tile")?,
+        cx.alloc(Mem::Sram, tm * tn * ov.dt.size(), "matmul output tile")?,
+    ];
+    let mut pending: Vec<Option<Epilogue>> = (0..cx.e.cores()).map(|_| None).collect();
     let tmp = cx.alloc(Mem::Sram, tm * tn * 4, "epilogue scratch")?;
     let stage_a = if av.dt != dt {
         cx.alloc(Mem::Sram, tm * tk * av.dt.size(), "conversion stage")?
@@ -1738,7 +1776,7 @@ fn matmul(
                 let mut k0 = 0;
                 while k0 < kk {
                     let wk = tk.min(kk - k0);
-                    let s = steps[c] % 2;
+                    let s = steps[c] % nab;
                     steps[c] += 1;
                     let at = a2.slice(0, m0, 1, wm).slice(1, k0, 1, wk);
                     let bt = b2.slice(0, k0, 1, wk).slice(1, n0, 1, wn);
@@ -1755,59 +1793,154 @@ fn matmul(
                     );
                     k0 += wk;
                 }
-                // Epilogue: accumulator → f32 SRAM (+ bias, activation) → output type → HBM.
-                let o32 = T::sram(outb[otile % 2], wn, DType::F32);
-                let e = &mut *cx.e;
-                match bias_t {
-                    Some(bt) => e.vbin(
-                        Bin::Add,
-                        o32,
-                        acc,
-                        T::sram(bt + n0 * 4, nn, DType::F32),
-                        Bcast::Row,
-                        wm,
-                        wn,
-                    ),
-                    None => e.vun(Un::Copy, o32, acc, Bcast::Full, wm, wn),
-                }
-                let tt = T::sram(tmp, wn, DType::F32);
-                match act {
-                    Act::None => {}
-                    Act::Relu => e.vimm(Imm::Max, o32, o32, 0.0, wm, wn),
-                    Act::Silu => {
-                        e.vun(Un::Sigmoid, tt, o32, Bcast::Full, wm, wn);
-                        e.vbin(Bin::Mul, o32, o32, tt, Bcast::Full, wm, wn);
-                    }
-                    Act::Gelu(tanh) => {
-                        if tanh {
-                            e.vimm(Imm::Pow, tt, o32, 3.0, wm, wn);
-                            e.vimm(Imm::Mul, tt, tt, 0.044715, wm, wn);
-                            e.vbin(Bin::Add, tt, tt, o32, Bcast::Full, wm, wn);
-                            e.vimm(Imm::Mul, tt, tt, 0.797_884_6, wm, wn);
-                            e.vun(Un::Tanh, tt, tt, Bcast::Full, wm, wn);
-                        } else {
-                            e.vimm(Imm::Mul, tt, o32, std::f32::consts::FRAC_1_SQRT_2, wm, wn);
-                            e.vun(Un::Erf, tt, tt, Bcast::Full, wm, wn);
-                        }
-                        e.vimm(Imm::Add, tt, tt, 1.0, wm, wn);
-                        e.vbin(Bin::Mul, o32, o32, tt, Bcast::Full, wm, wn);
-                        e.vimm(Imm::Mul, o32, o32, 0.5, wm, wn);
-                    }
-                }
-                let res = if ov.dt == DType::F32 {
-                    o32
-                } else {
-                    let oc = T::sram(ocv, wn, ov.dt);
-                    e.vun(Un::Copy, oc, o32, Bcast::Full, wm, wn);
-                    oc
+                let ep = Epilogue {
+                    acc,
+                    o32: T::sram(outb[otile % 2], wn, DType::F32),
+                    oc: T::sram(ocv[otile % 2], wn, ov.dt),
+                    tmp: T::sram(tmp, wn, DType::F32),
+                    bias: bias_t.map(|bt| T::sram(bt + n0 * 4, nn, DType::F32)),
+                    alpha,
+                    act,
+                    rows: wm,
+                    cols: wn,
+                    dst: o2.slice(0, m0, 1, wm).slice(1, n0, 1, wn),
                 };
-                let ot = o2.slice(0, m0, 1, wm).slice(1, n0, 1, wn);
-                cx.e.move_view(false, &ot, res.addr, wn);
+                // The previous tile's epilogue goes after this tile's loads, so its store never
+                // holds up the DMA queue in front of them.
+                if let Some(prev) = pending[c].replace(ep) {
+                    epilogue(cx, &prev);
+                }
                 otiles[c] += 1;
             }
         }
     }
-    let _ = T::at_row;
+    for (c, p) in pending.iter_mut().enumerate() {
+        if let Some(ep) = p.take() {
+            cx.e.core(c);
+            epilogue(cx, &ep);
+        }
+    }
+    Ok(())
+}
+
+/// Everything the epilogue of one output tile needs.
+struct Epilogue {
+    acc: T,
+    o32: T,
+    oc: T,
+    tmp: T,
+    bias: Option<T>,
+    alpha: f32,
+    act: Act,
+    rows: u64,
+    cols: u64,
+    dst: View,
+}
+
+/// Accumulator → f32 SRAM (× alpha, + bias, activation) → output type → HBM.
+fn epilogue(cx: &mut Cx, ep: &Epilogue) {
+    let (wm, wn, o32, tt) = (ep.rows, ep.cols, ep.o32, ep.tmp);
+    let e = &mut *cx.e;
+    let acc = if ep.alpha != 1.0 {
+        e.vimm(Imm::Mul, o32, ep.acc, ep.alpha, wm, wn);
+        o32
+    } else {
+        ep.acc
+    };
+    match ep.bias {
+        Some(bt) => e.vbin(Bin::Add, o32, acc, bt, Bcast::Row, wm, wn),
+        None => e.vun(Un::Copy, o32, acc, Bcast::Full, wm, wn),
+    }
+    match ep.act {
+        Act::None => {}
+        Act::Relu => e.vimm(Imm::Max, o32, o32, 0.0, wm, wn),
+        Act::Silu => {
+            e.vun(Un::Sigmoid, tt, o32, Bcast::Full, wm, wn);
+            e.vbin(Bin::Mul, o32, o32, tt, Bcast::Full, wm, wn);
+        }
+        Act::Gelu(tanh) => {
+            if tanh {
+                e.vimm(Imm::Pow, tt, o32, 3.0, wm, wn);
+                e.vimm(Imm::Mul, tt, tt, 0.044715, wm, wn);
+                e.vbin(Bin::Add, tt, tt, o32, Bcast::Full, wm, wn);
+                e.vimm(Imm::Mul, tt, tt, 0.797_884_6, wm, wn);
+                e.vun(Un::Tanh, tt, tt, Bcast::Full, wm, wn);
+            } else {
+                e.vimm(Imm::Mul, tt, o32, std::f32::consts::FRAC_1_SQRT_2, wm, wn);
+                e.vun(Un::Erf, tt, tt, Bcast::Full, wm, wn);
+            }
+            e.vimm(Imm::Add, tt, tt, 1.0, wm, wn);
+            e.vbin(Bin::Mul, o32, o32, tt, Bcast::Full, wm, wn);
+            e.vimm(Imm::Mul, o32, o32, 0.5, wm, wn);
+        }
+    }
+    let res = if ep.dst.dt == DType::F32 {
+        o32
+    } else {
+        e.vun(Un::Copy, ep.oc, o32, Bcast::Full, wm, wn);
+        ep.oc
+    };
+    cx.e.move_view(false, &ep.dst, res.addr, wn);
+}
+
+/// ONNX Gemm: `alpha · op(A) · op(B) + beta · C`. Transposes are free views; `alpha` scales in
+/// the epilogue; a row-broadcast `C` is the bias, any other `C` is added elementwise afterwards.
+fn gemm(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
+    let m = cx.m;
+    let ta = attr_i(m, op, "transA").unwrap_or(0) != 0;
+    let tb = attr_i(m, op, "transB").unwrap_or(0) != 0;
+    let alpha = attr_f(m, op, "alpha").unwrap_or(1.0);
+    let beta = attr_f(m, op, "beta").unwrap_or(1.0);
+    let mut av = cx.view(ins[0])?;
+    let mut bv = cx.view(ins[1])?;
+    if ta {
+        av = av.permute(&[1, 0]);
+    }
+    if tb {
+        bv = bv.permute(&[1, 0]);
+    }
+    let n = ov.shape[1];
+    let c = match ins.get(2) {
+        Some(&c) if beta != 0.0 => Some(cx.view(c)?),
+        _ => None,
+    };
+    let row_bias = c.as_ref().is_some_and(|cv| {
+        beta == 1.0 && (cv.reshape(&[n]).is_some() || cv.broadcast_to(&[n]).is_some())
+    });
+    let bias = if row_bias { c.clone() } else { None };
+    matmul_views(cx, op, av, bv, bias, Act::None, alpha as f32, ov)?;
+    if let (Some(cv), false) = (c, row_bias) {
+        // out = out + beta · C, elementwise over the output tile rows.
+        let cb = cv
+            .broadcast_to(&ov.shape)
+            .ok_or_else(|| cx.err("Gemm C does not broadcast to the output"))?;
+        add_scaled(cx, ov, &cb, beta as f32)?;
+    }
+    Ok(())
+}
+
+/// `out += s · c` (both `[rows, cols]`).
+fn add_scaled(cx: &mut Cx, out: &View, c: &View, s: f32) -> R<()> {
+    let cols = out.shape[1];
+    let rows = out.shape[0];
+    let a = cx.alloc(Mem::Sram, rows * cols * out.dt.size(), "gemm C")?;
+    let b = cx.alloc(Mem::Sram, rows * cols * c.dt.size(), "gemm C")?;
+    let w = cx.alloc(Mem::Sram, rows * cols * 4, "gemm C")?;
+    cx.e.core(0);
+    cx.e.move_view(true, out, a, cols);
+    cx.e.move_view(true, c, b, cols);
+    let wt = T::sram(w, cols, DType::F32);
+    cx.e.vimm(Imm::Mul, wt, T::sram(b, cols, c.dt), s, rows, cols);
+    cx.e.vbin(
+        Bin::Add,
+        T::sram(a, cols, out.dt),
+        T::sram(a, cols, out.dt),
+        wt,
+        Bcast::Full,
+        rows,
+        cols,
+    );
+    cx.e.move_view(false, out, a, cols);
     Ok(())
 }
 

@@ -35,7 +35,24 @@ fn dma_cost(rows: u64, cols: u64, dt: DType, t: &Target) -> u64 {
         dt,
         layout: Layout::Rows,
     };
-    cost(&i, t).cycles()
+    cost(&i, t).occupancy
+}
+
+fn vpu_cost(rows: u64, cols: u64, t: &Target) -> u64 {
+    let tile = llmpu_isa::TileRef {
+        space: llmpu_isa::Space::Sram,
+        dtype: DType::F32,
+        addr: Reg(1),
+        ld: Reg(2),
+    };
+    let i = Inst::VpuCopy {
+        dst: tile,
+        a: tile,
+        rows: rows.min(65535) as u32,
+        cols: cols.min(65535) as u32,
+        bcast: llmpu_isa::Bcast::Full,
+    };
+    cost(&i, t).occupancy
 }
 
 fn mxu_cost(m: u64, k: u64, n: u64, dt: DType, t: &Target) -> u64 {
@@ -80,10 +97,14 @@ pub fn matmul_tiles(m: u64, k: u64, n: u64, dt: DType, t: &Target) -> (u64, u64,
                     continue;
                 }
                 let (mt, kt, nt) = (m.div_ceil(tm), k.div_ceil(tk), n.div_ceil(tn));
-                let per_k = dma_cost(tm, tk, dt, t)
-                    .max(mxu_cost(tm, tk, tn, dt, t))
-                    .max(dma_cost(tk, tn, dt, t));
-                let total = mt * nt * kt * per_k;
+                // Per output tile the DMA queue loads kt A and B tiles and stores the result,
+                // the matrix engine runs kt passes, the vector unit drains the accumulator; the
+                // three overlap across tiles (double buffering), so the slowest one sets the pace.
+                let dma = kt * (dma_cost(tm, tk, dt, t) + dma_cost(tk, tn, dt, t))
+                    + dma_cost(tm, tn, dt, t);
+                let mxu = kt * mxu_cost(tm, tk, tn, dt, t);
+                let vpu = 2 * vpu_cost(tm, tn, t);
+                let total = mt * nt * dma.max(mxu).max(vpu) + t.hbm.latency_cycles;
                 if total < best.3 {
                     best = (tm, tk, tn, total);
                 }
