@@ -429,7 +429,7 @@ impl Target {
             return Err(bad(
                 "hbm.bandwidth_gb_s",
                 format!(
-                    "{} GB/s at {} GHz is {per_cycle:e} bytes per cycle, outside \
+                    "{:e} GB/s at {:e} GHz is {per_cycle:e} bytes per cycle, outside \
                      {MIN_HBM_BYTES_PER_CYCLE:e}..={MAX_HBM_BYTES_PER_CYCLE:e}",
                     self.hbm.bandwidth_gb_s, self.clock_ghz
                 ),
