@@ -205,13 +205,14 @@ pub fn coalesce(shape: &[u64], sets: &[&[i64]]) -> Vec<(u64, Vec<i64>)> {
 /// Largest extent of one DMA dimension.
 const MAX_N: u64 = 65535;
 
+/// Bounding byte range `[lo, hi)` of elements of `size` bytes at `base + Σ i_k·stride_k·size`.
 fn extent(base: i64, size: u64, dims: &[(u64, i64)]) -> (u64, u64) {
     let (mut lo, mut hi) = (base, base);
     for &(n, s) in dims {
         if n == 0 {
             return (base as u64, base as u64);
         }
-        let span = (n as i64 - 1) * s;
+        let span = (n as i64 - 1) * s * size as i64;
         if span < 0 {
             lo += span;
         } else {
@@ -392,6 +393,13 @@ mod tests {
         let b = v.broadcast_to(&[3, 4]).unwrap();
         assert_eq!(b.strides, [0, 1]);
         assert!(v.broadcast_to(&[3, 5]).is_none());
+    }
+
+    #[test]
+    fn extent_counts_strides_in_elements() {
+        // 2 rows of 64 f32, 64 elements apart: 512 bytes.
+        assert_eq!(extent(0, 4, &[(64, 1), (2, 64)]), (0, 512));
+        assert_eq!(extent(100, 2, &[(3, -1)]), (96, 102));
     }
 
     #[test]
