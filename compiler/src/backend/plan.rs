@@ -237,12 +237,28 @@ pub fn io_name(m: &Module, func: OpId, key: &str, i: usize, fallback: &str) -> S
     format!("{fallback}{i}")
 }
 
+/// f32 → bf16 rounding to nearest even, except that finite values beyond bf16's range saturate
+/// to its largest finite value: `finfo(f32).min` used as a mask fill stays a finite "minus
+/// infinity" (fully masked rows then average evenly, as in the f32 reference) instead of `-inf`.
+pub fn bf16_saturating(x: f32) -> half::bf16 {
+    let b = half::bf16::from_f32(x);
+    if b.is_infinite() && x.is_finite() {
+        if x > 0.0 {
+            half::bf16::MAX
+        } else {
+            half::bf16::MIN
+        }
+    } else {
+        b
+    }
+}
+
 fn bytes_to_storage(bytes: &[u8], from: ScalarType, to: DType) -> Vec<u8> {
     match (from, to) {
         (ScalarType::F32, DType::BF16) => bytes
             .chunks_exact(4)
             .flat_map(|c| {
-                half::bf16::from_f32(f32::from_le_bytes([c[0], c[1], c[2], c[3]])).to_le_bytes()
+                bf16_saturating(f32::from_le_bytes([c[0], c[1], c[2], c[3]])).to_le_bytes()
             })
             .collect(),
         (ScalarType::I1, _) => bytes.iter().map(|&b| (b != 0) as u8).collect(),
@@ -343,6 +359,11 @@ pub fn plan_function(m: &Module, func: OpId, o: &Options) -> Result<Plan, Backen
                 .ok_or_else(|| err(&d.loc, format!("element type {e} is not supported")))?;
             if d.name == "graph.constant" {
                 if let Some(s) = splat_of(m, res) {
+                    let s = if o.precision == Precision::Bf16 && e.is_float() {
+                        bf16_saturating(s as f32).to_f64()
+                    } else {
+                        s
+                    };
                     plan.splats.insert(res, s);
                 }
                 if m.uses(res).is_empty() {
