@@ -1,4 +1,4 @@
-//! `fuse-matmul-epilogue`: `act(a · b + bias)` becomes one `graph.matmul_epilogue(a, b, bias?)
+//! `fuse-matmul-epilogue`: `act(a · b + bias)` (a MatMul, or a Gemm with alpha = beta = 1) becomes one `graph.matmul_epilogue(a, b, bias?)
 //! {activation}` whose bias and activation run on the accumulator tile before it leaves the chip.
 //!
 //! The bias is an `add` of a tensor that broadcasts along the output rows (`[N]`, `[1, N]`). The
@@ -32,7 +32,11 @@ impl Pass for FuseMatmulEpilogue {
     }
     fn run(&mut self, m: &mut Module) -> Result<(), PassError> {
         for op in m.walk_all() {
-            if m.op(op).name == "graph.matmul" && !m.op(op).erased && m.op(op).parent.is_some() {
+            let name = m.op(op).name.as_str();
+            if matches!(name, "graph.matmul" | "graph.gemm")
+                && !m.op(op).erased
+                && m.op(op).parent.is_some()
+            {
                 let _ = fuse(m, op);
             }
         }
@@ -195,6 +199,49 @@ fn classify(m: &Module, ops: &[OpId], x: ValueId, out: ValueId) -> Option<&'stat
     })
 }
 
+/// `(a, b, bias)` of a Gemm that is a plain matmul plus a row bias (alpha = beta = 1, no
+/// transposed A); a transposed B gets a transpose op (a free view after lowering).
+fn gemm_parts(m: &mut Module, op: OpId) -> Option<(ValueId, ValueId, Option<ValueId>)> {
+    let d = m.op(op).clone();
+    let attr = |k: &str| m.attr(op, k).and_then(Attribute::as_f64);
+    if attr("alpha").unwrap_or(1.0) != 1.0
+        || attr("beta").unwrap_or(1.0) != 1.0
+        || attr("transA").unwrap_or(0.0) != 0.0
+    {
+        return None;
+    }
+    let n = *shape_of(m, d.results[0])?.last()?;
+    let bias = match d.operands.get(2) {
+        Some(&c) => {
+            let cs = shape_of(m, c)?;
+            let row = cs.last() == Some(&n) && cs.iter().rev().skip(1).all(|&x| x == 1);
+            if !row {
+                return None;
+            }
+            Some(c)
+        }
+        None => None,
+    };
+    let mut b = d.operands[1];
+    if attr("transB").unwrap_or(0.0) != 0.0 {
+        let bs = shape_of(m, b)?;
+        let elem = m.value_type(b).elem()?;
+        let t = m.create_op(
+            OpSpec::new("graph.transpose", d.loc.clone())
+                .operands(&[b])
+                .results(vec![crate::ir::Type::tensor(&[bs[1], bs[0]], elem)])
+                .attr("perm", Attribute::DenseI64Array(vec![1, 0])),
+        );
+        m.insert_op_before(op, t);
+        b = m.op(t).results[0];
+    }
+    Some((d.operands[0], b, bias))
+}
+
+fn ops_use(m: &Module, ops: &[OpId], v: ValueId) -> bool {
+    ops.iter().any(|&o| m.op(o).operands.contains(&v))
+}
+
 fn fuse(m: &mut Module, mm: OpId) -> Option<()> {
     let d = m.op(mm).clone();
     let r = d.results[0];
@@ -203,8 +250,14 @@ fn fuse(m: &mut Module, mm: OpId) -> Option<()> {
     let mut locs: Vec<Location> = vec![d.loc.clone()];
     let mut x = r;
     let mut bias = None;
+    let mut operands = d.operands.clone();
+    if d.name == "graph.gemm" {
+        let (a, b, c) = gemm_parts(m, mm)?;
+        operands = vec![a, b];
+        bias = c;
+    }
     let uses = m.uses(r);
-    if uses.len() == 1 && m.op(uses[0].0).name == "graph.add" {
+    if bias.is_none() && uses.len() == 1 && m.op(uses[0].0).name == "graph.add" {
         let add = uses[0].0;
         let other = m.op(add).operands[1 - uses[0].1];
         let bs = shape_of(m, other)?;
@@ -215,8 +268,16 @@ fn fuse(m: &mut Module, mm: OpId) -> Option<()> {
             x = m.op(add).results[0];
         }
     }
-    let (act, out) = match region(m, x) {
-        Some((ops, out)) => match classify(m, &ops, x, out) {
+    // Exporters often reshape a 2-D Gemm result before the activation: look through a
+    // single-use reshape and reshape the fused result back.
+    let mut through: Option<OpId> = None;
+    let xu = m.uses(x);
+    if xu.len() == 1 && m.op(xu[0].0).name == "graph.reshape" {
+        through = Some(xu[0].0);
+    }
+    let rx = through.map_or(x, |t| m.op(t).results[0]);
+    let (act, out) = match region(m, rx).or_else(|| through.and(region(m, x))) {
+        Some((ops, out)) => match classify(m, &ops, if ops_use(m, &ops, rx) { rx } else { x }, out) {
             Some(a) => {
                 locs.extend(ops.iter().map(|&o| m.op(o).loc.clone()));
                 (a, out)
@@ -225,12 +286,16 @@ fn fuse(m: &mut Module, mm: OpId) -> Option<()> {
         },
         None => ("none", x),
     };
-    if act == "none" && bias.is_none() {
+    if act == "none" && bias.is_none() && d.name == "graph.matmul" {
         return None;
     }
-    let mut operands = d.operands.clone();
     operands.extend(bias);
-    let ty = m.value_type(out).clone();
+    let reshaped = shape_of(m, out)? != rs;
+    let ty = if reshaped {
+        m.value_type(r).clone()
+    } else {
+        m.value_type(out).clone()
+    };
     let new = m.create_op(
         OpSpec::new("graph.matmul_epilogue", Location::fuse(locs.iter()))
             .operands(&operands)
@@ -239,7 +304,17 @@ fn fuse(m: &mut Module, mm: OpId) -> Option<()> {
     );
     let anchor = m.defining_op(out)?;
     m.insert_op_before(anchor, new);
-    let nv = m.op(new).results[0];
+    let mut nv = m.op(new).results[0];
+    if reshaped {
+        let t = m.value_type(out).clone();
+        let rop = m.create_op(
+            OpSpec::new("graph.reshape", m.op(anchor).loc.clone())
+                .operands(&[nv])
+                .results(vec![t]),
+        );
+        m.insert_op_before(anchor, rop);
+        nv = m.op(rop).results[0];
+    }
     m.replace_all_uses(out, nv);
     Some(())
 }
