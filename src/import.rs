@@ -1,14 +1,23 @@
-//! The bridge to the ONNX front end: reads a `.onnx` file into graph IR.
+//! The bridge to the ONNX front end: reads a `.onnx` file into graph IR with static shapes (symbolic
+//! dims bound by `NAME=N`), after the import pipeline (`llmpu_compiler::onnx::import_pipeline`).
 
 use std::path::Path;
 
 use llmpu_compiler::ir::Module;
+use llmpu_compiler::onnx::{ImportOptions, import_file, import_pipeline, parse_dim_arg};
+use llmpu_compiler::pass::{PassManager, PassManagerOptions};
 
 /// Imports an ONNX model, binding symbolic dims given as `NAME=N`.
 pub fn import_model(path: &Path, dims: &[String]) -> Result<Module, String> {
-    let _ = dims;
-    Err(format!(
-        "{}: the ONNX importer is not available in this build; give graph IR (.mlir)",
-        path.display()
-    ))
+    let mut opts = ImportOptions::default();
+    for d in dims {
+        let (n, v) = parse_dim_arg(d)?;
+        opts.dims.insert(n, v);
+    }
+    let mut m = import_file(path, &opts).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut pm = PassManager::from_names(&import_pipeline(), PassManagerOptions::default())
+        .map_err(|e| e.to_string())?;
+    pm.run(&mut m, &mut std::io::stderr())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(m)
 }

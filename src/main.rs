@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 mod cmd_asm;
 mod cmd_compile;
+mod cmd_conformance;
+mod cmd_import;
 mod cmd_opt;
 mod cmd_run;
 mod cmd_targets;
@@ -35,6 +37,10 @@ enum Command {
     Opt(cmd_opt::OptArgs),
     /// Compile a model (ONNX or graph IR) to an LLMPU binary.
     Compile(cmd_compile::CompileArgs),
+    /// Import an ONNX model and print its `graph`-dialect IR.
+    Import(cmd_import::ImportArgs),
+    /// Run ONNX backend-test case folders through import + a backend and compare outputs.
+    Conformance(cmd_conformance::ConformanceArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +52,8 @@ fn main() -> ExitCode {
         Command::Run(a) => cmd_run::run(a),
         Command::Opt(a) => cmd_opt::run(a),
         Command::Compile(a) => cmd_compile::run(a),
+        Command::Import(a) => cmd_import::run(a),
+        Command::Conformance(a) => cmd_conformance::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,7 +9,9 @@
 pub mod backend;
 pub mod diag;
 pub mod dialects;
+pub mod interp;
 pub mod ir;
+pub mod onnx;
 pub mod parser;
 pub mod pass;
 pub mod passes;

@@ -26,6 +26,33 @@ define_ops! { OPS;
     Div = "graph.div", pure = true, verify = verify_binary;
     /// `%r = "graph.pow"(%x, %y)` — elementwise `x ^ y` with broadcasting; `y` may have another dtype.
     Pow = "graph.pow", pure = true, verify = verify_pow;
+    /// `%r = "graph.gemm"(%a, %b, %c?) {alpha = 1.0 : f32, beta = 1.0 : f32, transA = 0 : i64, transB = 0 : i64}`
+    /// — ONNX Gemm: `alpha · op(a) · op(b) + beta · c` with 2-D `a`, `b` (`op` transposes when the flag
+    /// is set) and `c` unidirectionally broadcast to the `[M, N]` result.
+    Gemm = "graph.gemm", pure = true, verify = verify_gemm;
+    /// `%r = "graph.mod"(%a, %b) {fmod = 0 : i64}` — elementwise remainder with broadcasting: integer
+    /// `fmod = 0` takes the divisor's sign (Python `%`), `fmod = 1` the dividend's (C `fmod`, required for
+    /// floats).
+    Mod = "graph.mod", pure = true, verify = verify_binary;
+    /// `%r = "graph.log"(%x)` — elementwise natural logarithm.
+    Log = "graph.log", pure = true, verify = verify_unary_float;
+    /// `%r = "graph.ceil"(%x)` — elementwise rounding up.
+    Ceil = "graph.ceil", pure = true, verify = verify_unary_float;
+    /// `%r = "graph.abs"(%x)` — elementwise absolute value.
+    Abs = "graph.abs", pure = true, verify = verify_unary;
+    /// `%r = "graph.not"(%x)` — elementwise logical negation of an `i1` tensor.
+    Not = "graph.not", pure = true, verify = verify_unary;
+    /// `%r = "graph.or"(%a, %b)` — elementwise logical or of `i1` tensors, broadcasting.
+    Or = "graph.or", pure = true, verify = verify_and;
+    /// `%r = "graph.less"(%a, %b)` — elementwise `a < b`, `i1` result, broadcasting.
+    Less = "graph.less", pure = true, verify = verify_compare;
+    /// `%r = "graph.greater"(%a, %b)` — elementwise `a > b`, `i1` result, broadcasting.
+    Greater = "graph.greater", pure = true, verify = verify_compare;
+    /// `%r = "graph.size"(%x) : (tensor<2x3xf32>) -> tensor<i64>` — the element count as an `i64` scalar.
+    Size = "graph.size", pure = true, verify = verify_size;
+    /// `%r = "graph.pad"(%x, %pads, %value?, %axes?) {mode = "constant"}` — ONNX Pad in constant mode:
+    /// `pads` holds begin counts then end counts (negative values crop) for every axis (or for `axes`).
+    Pad = "graph.pad", pure = true, verify = verify_pad;
     /// `%r = "graph.sqrt"(%x)` — elementwise square root.
     Sqrt = "graph.sqrt", pure = true, verify = verify_unary_float;
     /// `%r = "graph.reciprocal"(%x)` — elementwise `1 / x`.
@@ -58,8 +85,9 @@ define_ops! { OPS;
     Softmax = "graph.softmax", pure = true, verify = verify_axis_unary;
     /// `%r = "graph.log_softmax"(%x) {axis = -1 : i64}` — log of softmax along `axis`.
     LogSoftmax = "graph.log_softmax", pure = true, verify = verify_axis_unary;
-    /// `%r = "graph.layer_norm"(%x, %scale, %bias?) {axis = -1 : i64, epsilon = 1.0e-5 : f32}` —
-    /// ONNX LayerNormalization over dims `axis..rank`.
+    /// `%r:3 = "graph.layer_norm"(%x, %scale, %bias?) {axis = -1 : i64, epsilon = 1.0e-5 : f32, stash_type = 1 : i64}` —
+    /// ONNX LayerNormalization over dims `axis..rank`; optional results 2 and 3 are the mean and the
+    /// inverse standard deviation (shape `x.dims[..axis]` followed by ones, element type per `stash_type`).
     LayerNorm = "graph.layer_norm", pure = true, verify = verify_norm_like;
     /// `%r = "graph.rms_norm"(%x, %scale) {axis = -1 : i64, epsilon = 1.0e-6 : f32}` —
     /// `x / sqrt(mean(x^2) + eps) * scale` over dims `axis..rank`.
@@ -284,6 +312,69 @@ fn verify_variadic(v: &OpView) -> Result<(), String> {
     verify_broadcast_n(v, &idx, None)
 }
 
+fn verify_gemm(v: &OpView) -> Result<(), String> {
+    v.operands_in(2, 3)?;
+    v.results_in(1, 1)?;
+    let (a, b, r) = (
+        v.tensor_operand(0)?,
+        v.tensor_operand(1)?,
+        v.tensor_result(0)?,
+    );
+    if a.rank() != 2 || b.rank() != 2 {
+        return Err("operands a and b must be 2-D".into());
+    }
+    same_elem(v, a.elem, "operand #1", b.elem)?;
+    same_elem(v, a.elem, "result", r.elem)?;
+    let ta = v.int_attr_or("transA", 0)? != 0;
+    let tb = v.int_attr_or("transB", 0)? != 0;
+    let (m, ka) = if ta {
+        (&a.dims[1], &a.dims[0])
+    } else {
+        (&a.dims[0], &a.dims[1])
+    };
+    let (kb, n) = if tb {
+        (&b.dims[1], &b.dims[0])
+    } else {
+        (&b.dims[0], &b.dims[1])
+    };
+    if let (Dim::Static(x), Dim::Static(y)) = (ka, kb)
+        && x != y
+    {
+        return Err(format!("inner dimensions do not match: {x} vs {y}"));
+    }
+    let out = vec![m.clone(), n.clone()];
+    if v.num_operands() == 3 {
+        let c = v.tensor_operand(2)?;
+        let b = broadcast_dims(&out, &c.dims)?;
+        check_shape(&b, &out, "bias broadcast")?;
+    }
+    check_shape(&r.dims, &out, "result")
+}
+
+fn verify_size(v: &OpView) -> Result<(), String> {
+    v.operands_in(1, 1)?;
+    v.results_in(1, 1)?;
+    let r = v.tensor_result(0)?;
+    if r.elem != ScalarType::I64 || r.rank() != 0 {
+        return Err("result must be a rank-0 i64 tensor".into());
+    }
+    Ok(())
+}
+
+fn verify_pad(v: &OpView) -> Result<(), String> {
+    v.operands_in(1, 4)?;
+    v.results_in(1, 1)?;
+    let (x, r) = (v.tensor_operand(0)?, v.tensor_result(0)?);
+    same_elem(v, x.elem, "result", r.elem)?;
+    if r.rank() != x.rank() {
+        return Err("result rank differs from the input rank".into());
+    }
+    match v.attr("mode").map(|a| a.as_str()) {
+        None | Some(Some("constant")) => Ok(()),
+        Some(m) => Err(format!("only mode \"constant\" is supported, got {m:?}")),
+    }
+}
+
 fn verify_pow(v: &OpView) -> Result<(), String> {
     v.operands_in(2, 2)?;
     v.results_in(1, 1)?;
@@ -355,7 +446,14 @@ fn verify_axis_unary(v: &OpView) -> Result<(), String> {
 
 fn verify_norm_like(v: &OpView) -> Result<(), String> {
     v.operands_in(1, 3)?;
-    v.results_in(1, 1)?;
+    v.results_in(
+        1,
+        if v.data().name == LayerNorm::NAME {
+            3
+        } else {
+            1
+        },
+    )?;
     let (x, r) = (v.tensor_operand(0)?, v.tensor_result(0)?);
     if !x.elem.is_float() {
         return Err(format!("expects a floating-point input, got {}", x.elem));
@@ -660,7 +758,7 @@ fn verify_trilu(v: &OpView) -> Result<(), String> {
 }
 
 fn verify_attention(v: &OpView) -> Result<(), String> {
-    v.operands_in(3, 6)?;
+    v.operands_in(3, 7)?;
     v.results_in(1, 4)?;
     let (q, k, val) = (
         v.tensor_operand(0)?,
@@ -676,7 +774,8 @@ fn verify_attention(v: &OpView) -> Result<(), String> {
         return Err("q, k, v must have the same rank >= 2".into());
     }
     let r = q.rank();
-    if let (Dim::Static(a), Dim::Static(b)) = (&q.dims[r - 1], &k.dims[r - 1])
+    if r == 4
+        && let (Dim::Static(a), Dim::Static(b)) = (&q.dims[r - 1], &k.dims[r - 1])
         && a != b
     {
         return Err(format!("q head size {a} does not match k head size {b}"));
@@ -855,6 +954,25 @@ fn verify_constant(v: &OpView) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+// ---------- optional-operand slots ----------
+
+/// Name of the attribute mapping operands to ONNX input slots when an optional input in the middle is
+/// absent: `operand_slots = array<i64: 0, 1, 2, 4>` says operand #3 is ONNX input 4 (input 3 absent).
+/// Without it, operand `i` is input `i`.
+pub const OPERAND_SLOTS: &str = "operand_slots";
+
+/// The operand bound to ONNX input `slot` of `op`, or `None` when that optional input is absent.
+pub fn operand_slot(m: &Module, op: crate::ir::OpId, slot: usize) -> Option<ValueId> {
+    let d = m.op(op);
+    match d.attr(OPERAND_SLOTS).and_then(Attribute::as_i64_list) {
+        Some(slots) => slots
+            .iter()
+            .position(|&s| s == slot as i64)
+            .and_then(|i| d.operands.get(i).copied()),
+        None => d.operands.get(slot).copied(),
+    }
 }
 
 // ---------- typed builders ----------

@@ -38,6 +38,8 @@ register_passes! {
     tile,
     plan_memory,
     lower_llmpu,
+    fold_constants,
+    shape_inference,
 }
 
 /// Instantiates a pass by flag name; unknown names produce an error listing the valid ones.

@@ -1,0 +1,886 @@
+//! Graph translation: value types, initializers, the unsupported-op check, topological ordering and the
+//! per-op mapping from ONNX nodes to `graph` ops (opset-aware attributes and inputs).
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use super::proto::{
+    AttributeProto, GraphProto, ModelProto, NodeProto, TypeProto, ValueInfoProto,
+    attribute_type as at,
+};
+use super::tensor::{ExternalData, elem_type, proto_bytes};
+use super::{ImportError, ImportOptions, UnsupportedNode};
+use crate::dialects::builtin;
+use crate::dialects::graph::OPERAND_SLOTS;
+use crate::interp::Tensor;
+use crate::ir::{
+    Attribute, BlockId, DenseAttr, Dim, Location, Module, OpId, OpSpec, ScalarType, TensorType,
+    Type, ValueId,
+};
+use crate::passes::shape_inference::{infer_op, merge_types, update_function_type};
+
+/// Newest default-domain opset the importer knows.
+pub const MAX_OPSET: i64 = 27;
+/// Oldest default-domain opset accepted; ops whose inputs changed since (Slice, Clip, Pad) are checked
+/// per node.
+pub const MIN_OPSET: i64 = 7;
+
+/// Operators the importer translates, with the first opset version whose semantics it implements
+/// (`None`: every version from opset 13).
+const SUPPORTED: &[&str] = &[
+    "Abs",
+    "Add",
+    "And",
+    "Attention",
+    "Cast",
+    "CastLike",
+    "Ceil",
+    "Clip",
+    "Concat",
+    "Constant",
+    "ConstantOfShape",
+    "Cos",
+    "DequantizeLinear",
+    "Div",
+    "Einsum",
+    "Equal",
+    "Erf",
+    "Exp",
+    "Expand",
+    "Flatten",
+    "Gather",
+    "GatherND",
+    "Gelu",
+    "Gemm",
+    "Greater",
+    "GreaterOrEqual",
+    "Identity",
+    "LayerNormalization",
+    "Less",
+    "LessOrEqual",
+    "Log",
+    "LogSoftmax",
+    "MatMul",
+    "MatMulInteger",
+    "Max",
+    "Min",
+    "Mod",
+    "Mul",
+    "Neg",
+    "Not",
+    "Or",
+    "Pad",
+    "Pow",
+    "QuantizeLinear",
+    "RMSNormalization",
+    "Range",
+    "Reciprocal",
+    "ReduceL2",
+    "ReduceMax",
+    "ReduceMean",
+    "ReduceSum",
+    "Relu",
+    "Reshape",
+    "RotaryEmbedding",
+    "Shape",
+    "Sigmoid",
+    "Sin",
+    "Size",
+    "Slice",
+    "Softmax",
+    "Split",
+    "Sqrt",
+    "Squeeze",
+    "Sub",
+    "Sum",
+    "Tanh",
+    "Transpose",
+    "Trilu",
+    "Unsqueeze",
+    "Where",
+];
+
+fn why_unsupported(n: &NodeProto, opset: i64) -> Option<String> {
+    if !(n.domain.is_empty() || n.domain == "ai.onnx") {
+        return Some(format!("operator domain '{}' is not supported", n.domain));
+    }
+    let op = n.op_type.as_str();
+    if matches!(op, "Loop" | "If" | "Scan") {
+        return Some("control flow (subgraphs) is not supported".into());
+    }
+    if op.starts_with("Sequence")
+        || op.starts_with("Optional")
+        || op == "SplitToSequence"
+        || op == "ConcatFromSequence"
+    {
+        return Some("Sequence/Optional values are not supported".into());
+    }
+    if !SUPPORTED.contains(&op) {
+        return Some("operator is not supported".into());
+    }
+    let since = match op {
+        "Slice" => 10,
+        "Clip" | "Pad" => 11,
+        "Gelu" => 20,
+        "RMSNormalization" | "Attention" | "RotaryEmbedding" => 23,
+        "LayerNormalization" => 17,
+        _ => MIN_OPSET,
+    };
+    if opset < since {
+        return Some(format!(
+            "{op} before opset {since} is not supported (model has {opset})"
+        ));
+    }
+    if op == "Pad"
+        && let Some(m) = n.attribute.iter().find(|a| a.name == "mode")
+    {
+        let m = String::from_utf8_lossy(&m.s);
+        if m != "constant" {
+            return Some(format!("Pad mode '{m}' is not supported (only 'constant')"));
+        }
+    }
+    for a in &n.attribute {
+        if !a.ref_attr_name.is_empty() {
+            return Some(format!(
+                "attribute '{}' references a function attribute",
+                a.name
+            ));
+        }
+        if matches!(a.r#type, at::GRAPH | at::GRAPHS) || a.g.is_some() || !a.graphs.is_empty() {
+            return Some(format!("attribute '{}' holds a subgraph", a.name));
+        }
+        if matches!(a.r#type, at::SPARSE_TENSOR | at::SPARSE_TENSORS) || a.sparse_tensor.is_some() {
+            return Some(format!("attribute '{}' holds a sparse tensor", a.name));
+        }
+        if let Some(t) = &a.t
+            && let Err(e) = elem_type(t.data_type)
+        {
+            return Some(format!("attribute '{}': {e}", a.name));
+        }
+    }
+    if op == "Constant"
+        && n.attribute
+            .iter()
+            .any(|a| matches!(a.name.as_str(), "value_string" | "value_strings"))
+    {
+        return Some("string constants are not supported".into());
+    }
+    if op == "Cast" || op == "QuantizeLinear" || op == "DequantizeLinear" {
+        for name in ["to", "output_dtype"] {
+            if let Some(a) = n.attribute.iter().find(|a| a.name == name)
+                && a.i != 0
+                && let Err(e) = elem_type(a.i as i32)
+            {
+                return Some(e);
+            }
+        }
+    }
+    None
+}
+
+fn node_label(n: &NodeProto, idx: usize) -> String {
+    if !n.name.is_empty() {
+        n.name.clone()
+    } else if let Some(o) = n.output.iter().find(|o| !o.is_empty()) {
+        o.clone()
+    } else {
+        format!("{}_{idx}", n.op_type)
+    }
+}
+
+fn value_type_of(
+    vi: &ValueInfoProto,
+    what: &'static str,
+    opts: &ImportOptions,
+    strict: bool,
+) -> Result<Option<Type>, ImportError> {
+    let unsupported = |reason: &str| ImportError::UnsupportedValue {
+        what,
+        name: vi.name.clone(),
+        reason: reason.to_string(),
+    };
+    let Some(tp) = &vi.r#type else {
+        return Ok(None);
+    };
+    let tt = tensor_type_of(tp).map_err(|r| unsupported(&r))?;
+    let elem = elem_type(tt.elem_type).map_err(|r| unsupported(&r))?;
+    let declared: Option<Vec<Dim>> = tt.shape.as_ref().map(|s| {
+        s.dim
+            .iter()
+            .map(|d| match (&d.dim_value, &d.dim_param) {
+                (Some(v), _) if *v >= 0 => Dim::Static(*v as u64),
+                (_, Some(p)) if !p.is_empty() => match opts.dims.get(p) {
+                    Some(&v) => Dim::Static(v),
+                    None => Dim::Symbolic(Arc::from(p.as_str())),
+                },
+                _ => Dim::Dynamic,
+            })
+            .collect()
+    });
+    let dims = match (opts.shapes.get(&vi.name), declared) {
+        (Some(s), decl) if what == "graph input" => {
+            if let Some(decl) = decl {
+                let bad = decl.len() != s.len()
+                    || decl
+                        .iter()
+                        .zip(s)
+                        .any(|(d, &v)| matches!(d, Dim::Static(x) if *x != v));
+                if bad {
+                    return Err(ImportError::Options(format!(
+                        "--shape {}={} does not match the declared shape {}",
+                        vi.name,
+                        s.iter().map(u64::to_string).collect::<Vec<_>>().join("x"),
+                        Type::Tensor(TensorType { dims: decl, elem })
+                    )));
+                }
+            }
+            s.iter().map(|&v| Dim::Static(v)).collect()
+        }
+        (_, Some(d)) => d,
+        (_, None) => {
+            if strict {
+                return Err(unsupported("has no shape (give one with --shape NAME=AxB)"));
+            }
+            return Ok(None);
+        }
+    };
+    if strict && !opts.allow_symbolic {
+        for (i, d) in dims.iter().enumerate() {
+            match d {
+                Dim::Symbolic(s) => {
+                    return Err(ImportError::UnboundDim {
+                        dim: s.to_string(),
+                        input: vi.name.clone(),
+                    });
+                }
+                Dim::Dynamic => {
+                    return Err(ImportError::UnboundDim {
+                        dim: format!("#{i} (unnamed)"),
+                        input: vi.name.clone(),
+                    });
+                }
+                Dim::Static(_) => {}
+            }
+        }
+    }
+    Ok(Some(Type::Tensor(TensorType { dims, elem })))
+}
+
+fn tensor_type_of(tp: &TypeProto) -> Result<&super::proto::TypeProtoTensor, String> {
+    if let Some(t) = &tp.tensor_type {
+        return Ok(t);
+    }
+    Err(if tp.sequence_type.is_some() {
+        "Sequence values are not supported".into()
+    } else if tp.optional_type.is_some() {
+        "Optional values are not supported".into()
+    } else if tp.map_type.is_some() {
+        "Map values are not supported".into()
+    } else if tp.sparse_tensor_type.is_some() {
+        "sparse tensors are not supported".into()
+    } else {
+        "the value has no tensor type".into()
+    })
+}
+
+/// Nodes in a topological order (Kahn), or the nodes on a cycle.
+fn topo_order(g: &GraphProto, known: &HashSet<String>) -> Result<Vec<usize>, ImportError> {
+    let mut producer: HashMap<&str, usize> = HashMap::new();
+    for (i, n) in g.node.iter().enumerate() {
+        for o in n.output.iter().filter(|o| !o.is_empty()) {
+            if producer.insert(o.as_str(), i).is_some() || known.contains(o) {
+                return Err(ImportError::Redefined(o.clone()));
+            }
+        }
+    }
+    let mut indeg = vec![0usize; g.node.len()];
+    let mut users: Vec<Vec<usize>> = vec![vec![]; g.node.len()];
+    for (i, n) in g.node.iter().enumerate() {
+        for inp in n.input.iter().filter(|s| !s.is_empty()) {
+            match producer.get(inp.as_str()) {
+                Some(&p) => {
+                    indeg[i] += 1;
+                    users[p].push(i);
+                }
+                None if known.contains(inp) => {}
+                None => {
+                    return Err(ImportError::Dangling {
+                        node: node_label(n, i),
+                        op_type: n.op_type.clone(),
+                        input: inp.clone(),
+                    });
+                }
+            }
+        }
+    }
+    let mut ready: std::collections::VecDeque<usize> =
+        (0..g.node.len()).filter(|&i| indeg[i] == 0).collect();
+    let mut order = Vec::with_capacity(g.node.len());
+    while let Some(i) = ready.pop_front() {
+        order.push(i);
+        for &u in &users[i] {
+            indeg[u] -= 1;
+            if indeg[u] == 0 {
+                ready.push_back(u);
+            }
+        }
+    }
+    if order.len() != g.node.len() {
+        let stuck: Vec<String> = (0..g.node.len())
+            .filter(|&i| indeg[i] > 0)
+            .map(|i| format!("'{}' ({})", node_label(&g.node[i], i), g.node[i].op_type))
+            .collect();
+        return Err(ImportError::Cycle(stuck));
+    }
+    Ok(order)
+}
+
+struct Ctx<'a> {
+    m: Module,
+    block: BlockId,
+    values: HashMap<String, ValueId>,
+    value_info: HashMap<String, Type>,
+    opset: i64,
+    ext: ExternalData,
+    opts: &'a ImportOptions,
+}
+
+/// Imports a model.
+pub fn import(
+    model: &ModelProto,
+    base_dir: Option<&Path>,
+    opts: &ImportOptions,
+) -> Result<Module, ImportError> {
+    if model.ir_version < 3 {
+        return Err(ImportError::IrVersion(model.ir_version));
+    }
+    let mut opset = None;
+    for o in &model.opset_import {
+        if o.domain.is_empty() || o.domain == "ai.onnx" {
+            opset = Some(o.version);
+        }
+    }
+    let opset = opset.unwrap_or(MIN_OPSET);
+    if !(MIN_OPSET..=MAX_OPSET).contains(&opset) {
+        return Err(ImportError::Opset {
+            domain: "ai.onnx".into(),
+            version: opset,
+        });
+    }
+    let g = model.graph.as_ref().ok_or(ImportError::NoGraph)?;
+    for name in opts.shapes.keys() {
+        if !g.input.iter().any(|i| &i.name == name) {
+            return Err(ImportError::Options(format!(
+                "--shape names '{name}', which is not a graph input"
+            )));
+        }
+    }
+    // 1. Every unsupported node at once.
+    let bad: Vec<UnsupportedNode> = g
+        .node
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| {
+            why_unsupported(n, opset).map(|reason| UnsupportedNode {
+                node: node_label(n, i),
+                op_type: n.op_type.clone(),
+                reason,
+            })
+        })
+        .collect();
+    if !bad.is_empty() {
+        return Err(ImportError::Unsupported(bad));
+    }
+    if let Some(s) = g.sparse_initializer.first() {
+        return Err(ImportError::UnsupportedValue {
+            what: "initializer",
+            name: s
+                .values
+                .as_ref()
+                .map(|v| v.name.clone())
+                .unwrap_or_default(),
+            reason: "sparse initializers are not supported".into(),
+        });
+    }
+    // 2. Inputs and initializers.
+    let init_names: HashSet<&str> = g.initializer.iter().map(|t| t.name.as_str()).collect();
+    let mut arg_types = vec![];
+    let mut arg_names = vec![];
+    for vi in g
+        .input
+        .iter()
+        .filter(|i| !init_names.contains(i.name.as_str()))
+    {
+        let ty = value_type_of(vi, "graph input", opts, true)?.ok_or_else(|| {
+            ImportError::UnsupportedValue {
+                what: "graph input",
+                name: vi.name.clone(),
+                reason: "has no type".into(),
+            }
+        })?;
+        arg_types.push(ty);
+        arg_names.push(vi.name.clone());
+    }
+    let mut m = Module::new();
+    let (func, block) = builtin::build_func(
+        &mut m,
+        "main",
+        arg_types.clone(),
+        vec![],
+        Location::name("main"),
+    );
+    let name_attrs = |names: &[String]| {
+        Attribute::Array(
+            names
+                .iter()
+                .map(|n| {
+                    Attribute::Dict(vec![("onnx.name".to_string(), Attribute::str(n.clone()))])
+                })
+                .collect(),
+        )
+    };
+    m.set_attr(func, "arg_attrs", name_attrs(&arg_names));
+    let mut ctx = Ctx {
+        m,
+        block,
+        values: HashMap::new(),
+        value_info: HashMap::new(),
+        opset,
+        ext: ExternalData::new(base_dir),
+        opts,
+    };
+    let args = ctx.m.block(block).args.clone();
+    for (n, v) in arg_names.iter().zip(args) {
+        ctx.values.insert(n.clone(), v);
+    }
+    for t in &g.initializer {
+        let (elem, shape, bytes) =
+            proto_bytes(t, &mut ctx.ext).map_err(|message| ImportError::Tensor {
+                name: t.name.clone(),
+                message,
+            })?;
+        let v = ctx.constant(&t.name, elem, &shape, bytes, Location::name(&t.name));
+        ctx.values.insert(t.name.clone(), v);
+    }
+    for vi in &g.value_info {
+        if let Ok(Some(t)) = value_type_of(vi, "value", opts, false) {
+            ctx.value_info.insert(vi.name.clone(), t);
+        }
+    }
+    for vi in &g.output {
+        if let Some(t) = value_type_of(vi, "graph output", opts, false)? {
+            ctx.value_info.insert(vi.name.clone(), t);
+        }
+    }
+    // 3. Nodes in topological order.
+    let known: HashSet<String> = ctx.values.keys().cloned().collect();
+    let order = topo_order(g, &known)?;
+    for i in order {
+        let n = &g.node[i];
+        let label = node_label(n, i);
+        let err = |message: String| ImportError::Node {
+            node: label.clone(),
+            op_type: n.op_type.clone(),
+            message,
+        };
+        let mut outs = ctx.node(n, &label).map_err(err)?;
+        if ctx.opts.fold {
+            // Fold as we go, so shape computations are constants for the typing of later nodes.
+            if let Some(op) = outs.first().and_then(|&v| ctx.m.defining_op(v))
+                && ctx.m.op(op).results == outs
+                && let Some(new) =
+                    crate::passes::fold_constants::fold_op(&mut ctx.m, op).map_err(err)?
+            {
+                outs = new;
+            }
+        }
+        for (name, v) in n.output.iter().zip(outs) {
+            if name.is_empty() {
+                continue;
+            }
+            if let Some(decl) = ctx.value_info.get(name) {
+                let cur = ctx.m.value_type(v).clone();
+                let merged = merge_types(decl, &cur)
+                    .and_then(|t| {
+                        if t.elem() != cur.elem() {
+                            Err(format!(
+                                "value '{name}' is declared {decl} but computed as {cur}"
+                            ))
+                        } else {
+                            Ok(t)
+                        }
+                    })
+                    .map_err(|e| ImportError::Node {
+                        node: label.clone(),
+                        op_type: n.op_type.clone(),
+                        message: format!("output '{name}': {e}"),
+                    })?;
+                ctx.m.set_value_type(v, merged);
+            }
+            ctx.values.insert(name.clone(), v);
+        }
+    }
+    // 4. Outputs.
+    let mut outs = vec![];
+    let mut out_names = vec![];
+    for o in &g.output {
+        let v = *ctx
+            .values
+            .get(&o.name)
+            .ok_or_else(|| ImportError::DanglingOutput(o.name.clone()))?;
+        outs.push(v);
+        out_names.push(o.name.clone());
+    }
+    builtin::build_return(&mut ctx.m, block, &outs, Location::name("return"));
+    ctx.m.set_attr(func, "res_attrs", name_attrs(&out_names));
+    update_function_type(&mut ctx.m, func);
+    Ok(ctx.m)
+}
+
+type R<T> = Result<T, String>;
+
+fn attr_value(
+    a: &AttributeProto,
+    ext: &mut ExternalData,
+    m: &mut Module,
+    hint: &str,
+) -> R<Option<Attribute>> {
+    let ty = if a.r#type != at::UNDEFINED {
+        a.r#type
+    } else if a.t.is_some() {
+        at::TENSOR
+    } else if !a.ints.is_empty() {
+        at::INTS
+    } else if !a.floats.is_empty() {
+        at::FLOATS
+    } else if !a.s.is_empty() {
+        at::STRING
+    } else {
+        at::INT
+    };
+    Ok(Some(match ty {
+        at::INT => Attribute::Int(a.i, ScalarType::I64),
+        at::FLOAT => Attribute::Float(a.f as f64, ScalarType::F32),
+        at::STRING => Attribute::Str(String::from_utf8_lossy(&a.s).into_owned()),
+        at::INTS => Attribute::DenseI64Array(a.ints.clone()),
+        at::FLOATS => Attribute::DenseF32Array(a.floats.clone()),
+        at::TENSOR => {
+            let t = a.t.as_ref().ok_or("tensor attribute without a tensor")?;
+            let (elem, shape, bytes) = proto_bytes(t, ext)?;
+            let ty = Type::tensor(&shape.iter().map(|&d| d as u64).collect::<Vec<_>>(), elem);
+            let blob = m.blobs.add_auto(hint, bytes.into());
+            Attribute::Dense(DenseAttr { ty, blob })
+        }
+        _ => return Ok(None),
+    }))
+}
+
+impl Ctx<'_> {
+    fn constant(
+        &mut self,
+        name: &str,
+        elem: ScalarType,
+        shape: &[usize],
+        bytes: Vec<u8>,
+        loc: Location,
+    ) -> ValueId {
+        let ty = TensorType::new(&shape.iter().map(|&d| d as u64).collect::<Vec<_>>(), elem);
+        crate::dialects::graph::constant(&mut self.m, self.block, name, ty, bytes.into(), loc)
+    }
+
+    fn constant_tensor(&mut self, name: &str, t: &Tensor, loc: Location) -> ValueId {
+        self.constant(name, t.dtype(), &t.shape.clone(), t.to_le_bytes(), loc)
+    }
+
+    fn elem(&self, v: ValueId) -> ScalarType {
+        self.m.value_type(v).elem().unwrap_or(ScalarType::F32)
+    }
+
+    /// Creates `graph.<name>` with operands, attributes and result element types, then infers its
+    /// result types.
+    fn emit(
+        &mut self,
+        name: &str,
+        operands: &[ValueId],
+        attrs: Vec<(String, Attribute)>,
+        elems: &[ScalarType],
+        loc: &Location,
+    ) -> R<Vec<ValueId>> {
+        let mut spec = OpSpec::new(format!("graph.{name}"), loc.clone())
+            .operands(operands)
+            .results(elems.iter().map(|&e| Type::tensor(&[], e)).collect());
+        for (n, a) in attrs {
+            spec = spec.attr(&n, a);
+        }
+        let op = self.m.append(self.block, spec);
+        self.infer(op)?;
+        Ok(self.m.op(op).results.clone())
+    }
+
+    fn infer(&mut self, op: OpId) -> R<()> {
+        if let Some(types) = infer_op(&self.m, op)? {
+            let results = self.m.op(op).results.clone();
+            for (r, t) in results.into_iter().zip(types) {
+                self.m.set_value_type(r, t);
+            }
+        }
+        Ok(())
+    }
+
+    fn node(&mut self, n: &NodeProto, label: &str) -> R<Vec<ValueId>> {
+        let loc = Location::name(label);
+        let ins: Vec<Option<ValueId>> = n
+            .input
+            .iter()
+            .map(|s| {
+                if s.is_empty() {
+                    None
+                } else {
+                    self.values.get(s).copied()
+                }
+            })
+            .collect();
+        let attrs: HashMap<&str, &AttributeProto> =
+            n.attribute.iter().map(|a| (a.name.as_str(), a)).collect();
+        let int = |name: &str, d: i64| attrs.get(name).map_or(d, |a| a.i);
+        let req = |i: usize| -> R<ValueId> {
+            ins.get(i)
+                .copied()
+                .flatten()
+                .ok_or_else(|| format!("missing required input #{i}"))
+        };
+        let nout = n
+            .output
+            .iter()
+            .rposition(|o| !o.is_empty())
+            .map_or(1, |p| p + 1)
+            .max(1);
+        // Present operands and their slots.
+        let present: Vec<ValueId> = ins.iter().flatten().copied().collect();
+        let slots: Vec<i64> = ins
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.is_some())
+            .map(|(i, _)| i as i64)
+            .collect();
+        let gap = slots.iter().enumerate().any(|(i, &s)| s != i as i64);
+        // Generic attribute copy (ONNX names), minus those consumed by the mapping.
+        let skip: &[&str] = match n.op_type.as_str() {
+            "Cast" | "CastLike" => &["to"],
+            "Constant" | "ConstantOfShape" => &[],
+            "QuantizeLinear" | "DequantizeLinear" => &["output_dtype"],
+            "Softmax" | "LogSoftmax" if self.opset < 13 => &["axis"],
+            "LayerNormalization" => &["stash_type"],
+            _ => &[],
+        };
+        let mut gattrs = vec![];
+        for a in &n.attribute {
+            if skip.contains(&a.name.as_str()) || (n.op_type == "Constant") {
+                continue;
+            }
+            if let Some(v) = attr_value(
+                a,
+                &mut self.ext,
+                &mut self.m,
+                &format!("{label}_{}", a.name),
+            )? {
+                gattrs.push((a.name.clone(), v));
+            }
+        }
+        if gap {
+            gattrs.push((
+                OPERAND_SLOTS.to_string(),
+                Attribute::DenseI64Array(slots.clone()),
+            ));
+        }
+        let x0 = || req(0);
+        let e0 = present
+            .first()
+            .map(|&v| self.elem(v))
+            .unwrap_or(ScalarType::F32);
+        let op = n.op_type.as_str();
+        let simple = |name: &str| name.to_string();
+        let gname = match op {
+            "Add" => simple("add"),
+            "Sub" => simple("sub"),
+            "Mul" => simple("mul"),
+            "Div" => simple("div"),
+            "Pow" => simple("pow"),
+            "Mod" => simple("mod"),
+            "Sqrt" => simple("sqrt"),
+            "Reciprocal" => simple("reciprocal"),
+            "Exp" => simple("exp"),
+            "Log" => simple("log"),
+            "Ceil" => simple("ceil"),
+            "Abs" => simple("abs"),
+            "Erf" => simple("erf"),
+            "Tanh" => simple("tanh"),
+            "Sigmoid" => simple("sigmoid"),
+            "Relu" => simple("relu"),
+            "Gelu" => simple("gelu"),
+            "Neg" => simple("neg"),
+            "Cos" => simple("cos"),
+            "Sin" => simple("sin"),
+            "Not" => simple("not"),
+            "Max" => simple("max"),
+            "Min" => simple("min"),
+            "Clip" => simple("clip"),
+            "Softmax" => simple("softmax"),
+            "LogSoftmax" => simple("log_softmax"),
+            "RMSNormalization" => simple("rms_norm"),
+            "ReduceMean" => simple("reduce_mean"),
+            "ReduceSum" => simple("reduce_sum"),
+            "ReduceMax" => simple("reduce_max"),
+            "ReduceL2" => simple("reduce_l2"),
+            "Reshape" => simple("reshape"),
+            "Transpose" => simple("transpose"),
+            "Concat" => simple("concat"),
+            "Slice" => simple("slice"),
+            "Gather" => simple("gather"),
+            "GatherND" => simple("gather_nd"),
+            "Unsqueeze" => simple("unsqueeze"),
+            "Squeeze" => simple("squeeze"),
+            "Flatten" => simple("flatten"),
+            "Expand" => simple("expand"),
+            "Trilu" => simple("trilu"),
+            "RotaryEmbedding" => simple("rotary_embedding"),
+            "Einsum" => simple("einsum"),
+            "Identity" => simple("identity"),
+            "Gemm" => simple("gemm"),
+            "MatMul" => simple("matmul"),
+            "Pad" => simple("pad"),
+            "Range" => simple("range"),
+            "Split" => simple("split"),
+            _ => String::new(),
+        };
+        if (op == "Softmax" || op == "LogSoftmax") && self.opset < 13 {
+            // Opset < 13: coerce to 2-D at `axis` (default 1), normalize rows, restore the shape.
+            let x = x0()?;
+            let axis = int("axis", 1);
+            let flat = self.emit(
+                "flatten",
+                &[x],
+                vec![("axis".into(), Attribute::i64(axis))],
+                &[e0],
+                &loc,
+            )?[0];
+            let sm = self.emit(
+                &gname,
+                &[flat],
+                vec![("axis".into(), Attribute::i64(1))],
+                &[e0],
+                &loc,
+            )?[0];
+            let shape = self.emit("shape", &[x], vec![], &[ScalarType::I64], &loc)?[0];
+            return self.emit("reshape", &[sm, shape], vec![], &[e0], &loc);
+        }
+        if !gname.is_empty() {
+            if op == "Concat" && present.is_empty() {
+                return Err("Concat needs inputs".into());
+            }
+            if op == "Split" && !attrs.contains_key("num_outputs") && nout == 0 {
+                return Err("Split has no outputs".into());
+            }
+            let elems = vec![e0; nout];
+            return self.emit(&gname, &present, gattrs, &elems, &loc);
+        }
+        match op {
+            "Equal" | "Less" | "Greater" | "LessOrEqual" | "GreaterOrEqual" | "And" | "Or" => {
+                let name = match op {
+                    "Equal" => "equal",
+                    "Less" => "less",
+                    "Greater" => "greater",
+                    "LessOrEqual" => "less_or_equal",
+                    "GreaterOrEqual" => "greater_or_equal",
+                    "And" => "and",
+                    _ => "or",
+                };
+                self.emit(name, &present, gattrs, &[ScalarType::I1], &loc)
+            }
+            "Where" => {
+                let e = self.elem(req(1)?);
+                self.emit("where", &present, gattrs, &[e], &loc)
+            }
+            "Sum" => {
+                let mut acc = *present.first().ok_or("Sum needs inputs")?;
+                if present.len() == 1 {
+                    return self.emit("identity", &[acc], vec![], &[e0], &loc);
+                }
+                for &v in &present[1..] {
+                    acc = self.emit("add", &[acc, v], vec![], &[e0], &loc)?[0];
+                }
+                Ok(vec![acc])
+            }
+            "Cast" => {
+                let to = elem_type(int("to", 0) as i32)?;
+                self.emit("cast", &[x0()?], gattrs, &[to], &loc)
+            }
+            "CastLike" => {
+                let to = self.elem(req(1)?);
+                self.emit("cast", &[x0()?], gattrs, &[to], &loc)
+            }
+            "Shape" => self.emit("shape", &[x0()?], gattrs, &[ScalarType::I64], &loc),
+            "Size" => self.emit("size", &[x0()?], gattrs, &[ScalarType::I64], &loc),
+            "MatMulInteger" => {
+                self.emit("matmul_integer", &present, gattrs, &[ScalarType::I32], &loc)
+            }
+            "ConstantOfShape" => {
+                let elem = match gattrs.iter().find(|(n, _)| n == "value") {
+                    Some((_, Attribute::Dense(d))) => d.ty.elem().unwrap_or(ScalarType::F32),
+                    _ => ScalarType::F32,
+                };
+                self.emit("constant_of_shape", &[x0()?], gattrs, &[elem], &loc)
+            }
+            "LayerNormalization" => {
+                let stash = elem_type(int("stash_type", 1) as i32)?;
+                let mut elems = vec![e0];
+                elems.extend(std::iter::repeat_n(stash, nout.saturating_sub(1)));
+                self.emit("layer_norm", &present, gattrs, &elems, &loc)
+            }
+            "Attention" => {
+                let mut elems = vec![e0; nout.min(4)];
+                if nout > 3 {
+                    elems[3] = e0;
+                }
+                self.emit("attention", &present, gattrs, &elems, &loc)
+            }
+            "QuantizeLinear" => {
+                let to = match ins.get(2).copied().flatten() {
+                    Some(z) => self.elem(z),
+                    None => match int("output_dtype", 0) {
+                        0 => ScalarType::UI8,
+                        c => elem_type(c as i32)?,
+                    },
+                };
+                self.emit("quantize_linear", &present, gattrs, &[to], &loc)
+            }
+            "DequantizeLinear" => {
+                let to = match int("output_dtype", 0) {
+                    0 => self.elem(req(1)?),
+                    c => elem_type(c as i32)?,
+                };
+                self.emit("dequantize_linear", &present, gattrs, &[to], &loc)
+            }
+            "Constant" => {
+                let a = n
+                    .attribute
+                    .first()
+                    .ok_or("Constant has no value attribute")?;
+                let t: Tensor = match a.name.as_str() {
+                    "value" => {
+                        let t = a.t.as_ref().ok_or("'value' holds no tensor")?;
+                        super::tensor::tensor_from_proto(t, &mut self.ext)?
+                    }
+                    "value_float" => Tensor::scalar(a.f),
+                    "value_floats" => Tensor::new(vec![a.floats.len()], a.floats.clone()),
+                    "value_int" => Tensor::scalar(a.i),
+                    "value_ints" => Tensor::new(vec![a.ints.len()], a.ints.clone()),
+                    other => return Err(format!("Constant attribute '{other}' is not supported")),
+                };
+                Ok(vec![self.constant_tensor(label, &t, loc)])
+            }
+            other => Err(format!("operator {other} is not supported")),
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! The ONNX front end: `ModelProto` (decoded with our own `prost` messages in [`proto`]) → a module with
+//! one `func.func @main` in the `graph` dialect.
+//!
+//! - IR versions 3+ (7+ is what exporters write), default-domain opsets 7+ (13+ is the target; older ops whose inputs changed are refused per node); each op's semantics follow its newest version not above
+//!   the model's opset (e.g. `Reduce*` axes as attribute before opset 18 and as input after).
+//! - Initializers and `Constant` nodes become `graph.constant`s (large data as resource blobs);
+//!   external data is resolved relative to the model's folder and memory-mapped ([`tensor`]).
+//! - Graph inputs keep their ONNX names as `{onnx.name = "..."}` argument attributes; symbolic dims are
+//!   bound by [`ImportOptions::dims`] / [`ImportOptions::shapes`], else kept symbolic when
+//!   [`ImportOptions::allow_symbolic`], else an error naming the dim.
+//! - Every node is checked first: all unsupported ops are reported at once (node name and op type).
+//! - Result types come from [`crate::passes::shape_inference::infer_op`] merged with the model's
+//!   `value_info` and output types; contradictions are "inconsistent shapes" errors.
+//!
+//! Entry points: [`import_file`], [`import_bytes`], [`import_model`], [`import_pipeline`] (the passes the
+//! CLI runs after import), [`read_tensor_file`] (test data).
+
+mod convert;
+pub mod proto;
+pub mod tensor;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+
+use crate::interp::Tensor;
+use crate::ir::Module;
+
+pub use tensor::{elem_type, tensor_from_proto, tensor_to_proto};
+
+/// Options of an import.
+#[derive(Clone, Debug)]
+pub struct ImportOptions {
+    /// Values of symbolic dims (`--dim sequence_length=128`).
+    pub dims: BTreeMap<String, u64>,
+    /// Full shapes of graph inputs by name (`--shape input_ids=1x128`).
+    pub shapes: BTreeMap<String, Vec<u64>>,
+    /// Keep unbound symbolic dims in the IR instead of failing.
+    pub allow_symbolic: bool,
+    /// Fold ops with constant operands while importing (so exporter shape computations type the
+    /// graph); `false` leaves them for the `fold-constants` pass.
+    pub fold: bool,
+}
+
+impl Default for ImportOptions {
+    fn default() -> Self {
+        ImportOptions {
+            dims: BTreeMap::new(),
+            shapes: BTreeMap::new(),
+            allow_symbolic: false,
+            fold: true,
+        }
+    }
+}
+
+/// One node the importer cannot translate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnsupportedNode {
+    pub node: String,
+    pub op_type: String,
+    pub reason: String,
+}
+
+/// Import errors. Node-level errors name the ONNX node and its op type.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("malformed ONNX protobuf{}: {message}", what.as_deref().map(|w| format!(" in {w}")).unwrap_or_default())]
+    Decode {
+        what: Option<String>,
+        message: String,
+    },
+    #[error("unsupported ONNX IR version {0} (3 or later is required)")]
+    IrVersion(i64),
+    #[error("unsupported opset {version} for domain '{domain}' ({min} to {max} are supported)", min = convert::MIN_OPSET, max = convert::MAX_OPSET)]
+    Opset { domain: String, version: i64 },
+    #[error("the model has no graph")]
+    NoGraph,
+    #[error("{} unsupported node(s):\n{}", .0.len(), list_unsupported(.0))]
+    Unsupported(Vec<UnsupportedNode>),
+    #[error("{what} '{name}': {reason}")]
+    UnsupportedValue {
+        what: &'static str,
+        name: String,
+        reason: String,
+    },
+    #[error(
+        "symbolic dim '{dim}' of input '{input}' is not bound (use --dim {dim}=N or --shape {input}=...)"
+    )]
+    UnboundDim { dim: String, input: String },
+    #[error(
+        "node '{node}' ({op_type}): input '{input}' is not produced by any node, initializer or graph input"
+    )]
+    Dangling {
+        node: String,
+        op_type: String,
+        input: String,
+    },
+    #[error("graph output '{0}' is not produced by any node, initializer or graph input")]
+    DanglingOutput(String),
+    #[error("the graph has a cycle through node(s) {}", .0.join(", "))]
+    Cycle(Vec<String>),
+    #[error("value '{0}' is produced more than once")]
+    Redefined(String),
+    #[error("node '{node}' ({op_type}): {message}")]
+    Node {
+        node: String,
+        op_type: String,
+        message: String,
+    },
+    #[error("{0}")]
+    Options(String),
+    #[error("tensor '{name}': {message}")]
+    Tensor { name: String, message: String },
+}
+
+fn list_unsupported(v: &[UnsupportedNode]) -> String {
+    v.iter()
+        .map(|u| format!("  node '{}' ({}): {}", u.node, u.op_type, u.reason))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The pass pipeline run after import by `llmpu import` and the conformance runner: remove exporter
+/// noise, fold shape computations and constants, re-infer shapes, then clean up.
+pub fn import_pipeline() -> Vec<&'static str> {
+    vec![
+        "canonicalize",
+        "fold-constants",
+        "shape-inference",
+        "canonicalize",
+        "cse",
+        "dce",
+    ]
+}
+
+/// Decodes a `ModelProto`.
+pub fn decode_model(bytes: &[u8]) -> Result<proto::ModelProto, ImportError> {
+    proto::ModelProto::decode(bytes).map_err(|e| ImportError::Decode {
+        what: None,
+        message: e.to_string(),
+    })
+}
+
+/// Reads and imports `path`; external data is resolved relative to its folder.
+pub fn import_file(path: &Path, opts: &ImportOptions) -> Result<Module, ImportError> {
+    let bytes = std::fs::read(path).map_err(|e| ImportError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    let base = path.parent().map(|p| {
+        if p.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            p
+        }
+    });
+    import_bytes(&bytes, base, opts)
+}
+
+/// Imports a serialized model; `base_dir` is the folder external data is resolved against (`None`
+/// refuses external data).
+pub fn import_bytes(
+    bytes: &[u8],
+    base_dir: Option<&Path>,
+    opts: &ImportOptions,
+) -> Result<Module, ImportError> {
+    let model = decode_model(bytes)?;
+    import_model(&model, base_dir, opts)
+}
+
+/// Imports a decoded model.
+pub fn import_model(
+    model: &proto::ModelProto,
+    base_dir: Option<&Path>,
+    opts: &ImportOptions,
+) -> Result<Module, ImportError> {
+    convert::import(model, base_dir, opts)
+}
+
+/// Names of the graph inputs that are real inputs (not initializers), in order.
+pub fn graph_input_names(model: &proto::ModelProto) -> Vec<String> {
+    let Some(g) = &model.graph else { return vec![] };
+    let inits: std::collections::HashSet<&str> =
+        g.initializer.iter().map(|t| t.name.as_str()).collect();
+    g.input
+        .iter()
+        .filter(|i| !inits.contains(i.name.as_str()))
+        .map(|i| i.name.clone())
+        .collect()
+}
+
+/// Reads a serialized `TensorProto` file (ONNX test data `input_0.pb`): its name and value.
+pub fn read_tensor_file(path: &Path) -> Result<(String, Tensor), ImportError> {
+    let bytes = std::fs::read(path).map_err(|e| ImportError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    let t = proto::TensorProto::decode(&bytes[..]).map_err(|e| ImportError::Decode {
+        what: Some(path.display().to_string()),
+        message: e.to_string(),
+    })?;
+    let mut ext = tensor::ExternalData::new(path.parent());
+    let v = tensor_from_proto(&t, &mut ext).map_err(|message| ImportError::Tensor {
+        name: t.name.clone(),
+        message,
+    })?;
+    Ok((t.name, v))
+}
+
+/// Parses `name=AxBxC` (a `--shape` value).
+pub fn parse_shape_arg(s: &str) -> Result<(String, Vec<u64>), String> {
+    let (name, dims) = s
+        .rsplit_once('=')
+        .ok_or_else(|| format!("expected NAME=AxB..., got '{s}'"))?;
+    let dims = if dims.is_empty() || dims == "scalar" {
+        vec![]
+    } else {
+        dims.split(['x', ','])
+            .map(|d| {
+                d.trim()
+                    .parse::<u64>()
+                    .map_err(|_| format!("bad extent '{d}' in '{s}'"))
+            })
+            .collect::<Result<_, _>>()?
+    };
+    Ok((name.to_string(), dims))
+}
+
+/// Parses `name=N` (a `--dim` value).
+pub fn parse_dim_arg(s: &str) -> Result<(String, u64), String> {
+    let (name, v) = s
+        .rsplit_once('=')
+        .ok_or_else(|| format!("expected NAME=N, got '{s}'"))?;
+    let v = v
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad value '{v}' in '{s}'"))?;
+    Ok((name.to_string(), v))
+}

@@ -1,0 +1,390 @@
+//! `llmpu conformance DIR`: runs every ONNX backend-test case folder under `DIR` (`model.onnx` plus
+//! `test_data_set_*/input_*.pb` and `output_*.pb`) through import + the import pipeline + a backend,
+//! compares with the stored outputs and prints one line per case (`ok`, `FAIL` with the worst element,
+//! or `unsupported` with the reason) and a final `N passed, N failed, N unsupported` line. Exits
+//! non-zero when any case failed.
+//!
+//! Every `test_data_set_*` of a case runs; symbolic dims are bound from that set's input shapes.
+//! Backends implement [`Backend`]; today the reference interpreter is the only one ([`BackendKind`]).
+//! Tolerances live in [`tolerance`] and are printed with the run.
+
+use std::path::{Path, PathBuf};
+
+use llmpu_compiler::interp::{self, Tensor};
+use llmpu_compiler::ir::{Module, ScalarType};
+use llmpu_compiler::onnx::{self, ImportError, ImportOptions};
+use llmpu_compiler::pass::{PassManager, PassManagerOptions};
+
+/// Arguments of `llmpu conformance`.
+#[derive(clap::Args, Debug)]
+pub struct ConformanceArgs {
+    /// A folder of test cases (or a single case folder).
+    pub dir: PathBuf,
+    /// Only run cases whose folder name contains this text.
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Where the model runs.
+    #[arg(long, value_enum, default_value_t = BackendKind::Interpreter)]
+    pub backend: BackendKind,
+    /// Print only failures and the summary.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// The available backends.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendKind {
+    /// The `graph`-dialect reference interpreter.
+    Interpreter,
+}
+
+impl BackendKind {
+    /// An instance of the backend.
+    pub fn create(self) -> Box<dyn Backend> {
+        match self {
+            BackendKind::Interpreter => Box::new(InterpreterBackend),
+        }
+    }
+}
+
+/// Something that runs an imported `graph` module on inputs (in function-argument order).
+pub trait Backend {
+    /// Short name for messages.
+    fn name(&self) -> &'static str;
+    /// Runs the module; outputs in `func.return` order.
+    fn run(&mut self, module: &Module, inputs: &[Tensor]) -> Result<Vec<Tensor>, String>;
+}
+
+/// The reference interpreter as a backend.
+pub struct InterpreterBackend;
+
+impl Backend for InterpreterBackend {
+    fn name(&self) -> &'static str {
+        "interpreter"
+    }
+    fn run(&mut self, module: &Module, inputs: &[Tensor]) -> Result<Vec<Tensor>, String> {
+        interp::run(module, inputs).map_err(|e| e.to_string())
+    }
+}
+
+/// `(atol, rtol)` for an element type: an element passes when
+/// `|got - expected| <= atol + rtol * |expected|`; NaN must meet NaN, infinities must match exactly.
+pub fn tolerance(t: ScalarType) -> (f64, f64) {
+    match t {
+        ScalarType::F64 | ScalarType::F32 => (1e-5, 1e-4),
+        ScalarType::F16 => (1e-3, 1e-3),
+        ScalarType::BF16 => (1e-2, 1e-2),
+        ScalarType::F8E4M3FN => (0.0, 0.0625),
+        _ => (0.0, 0.0),
+    }
+}
+
+fn tolerance_line() -> String {
+    let f = |t| {
+        let (a, r) = tolerance(t);
+        format!("{t}: atol {a:e} rtol {r:e}")
+    };
+    format!(
+        "tolerance: |got - expected| <= atol + rtol * |expected| ({}; {}; {}; {}; integers and i1: exact)",
+        f(ScalarType::F32),
+        f(ScalarType::F16),
+        f(ScalarType::BF16),
+        f(ScalarType::F8E4M3FN)
+    )
+}
+
+/// Outcome of one case.
+enum Outcome {
+    Ok { max_abs: f64 },
+    Fail(String),
+    Unsupported(String),
+}
+
+/// The worst mismatch of `got` vs `expected`, or the max abs diff when all elements pass.
+fn compare(name: &str, got: &Tensor, exp: &Tensor) -> Result<f64, String> {
+    if got.dtype() != exp.dtype() {
+        return Err(format!(
+            "output '{name}': element type {} vs expected {}",
+            got.dtype(),
+            exp.dtype()
+        ));
+    }
+    if got.shape != exp.shape {
+        return Err(format!(
+            "output '{name}': shape {:?} vs expected {:?}",
+            got.shape, exp.shape
+        ));
+    }
+    let (atol, rtol) = tolerance(exp.dtype());
+    let float = exp.dtype().is_float();
+    let mut worst: Option<(f64, usize)> = None;
+    let mut max_abs = 0f64;
+    for i in 0..exp.len() {
+        let (g, e) = if float {
+            (got.get_f64(i), exp.get_f64(i))
+        } else {
+            (got.get_i128(i) as f64, exp.get_i128(i) as f64)
+        };
+        let bad_excess = if !float {
+            if got.get_i128(i) == exp.get_i128(i) {
+                0.0
+            } else {
+                f64::INFINITY
+            }
+        } else if e.is_nan() || g.is_nan() {
+            if e.is_nan() && g.is_nan() {
+                0.0
+            } else {
+                f64::INFINITY
+            }
+        } else if e.is_infinite() || g.is_infinite() {
+            if e == g { 0.0 } else { f64::INFINITY }
+        } else {
+            let d = (g - e).abs();
+            max_abs = max_abs.max(d);
+            let lim = atol + rtol * e.abs();
+            if d > lim { d - lim } else { 0.0 }
+        };
+        if bad_excess > 0.0 && worst.is_none_or(|(w, _)| bad_excess > w) {
+            worst = Some((bad_excess, i));
+        }
+    }
+    match worst {
+        None => Ok(max_abs),
+        Some((_, i)) => {
+            let (g, e) = (got.get_f64(i), exp.get_f64(i));
+            Err(format!(
+                "output '{name}' element {i} of {:?}: got {g}, expected {e} (|diff| {:e})",
+                exp.shape,
+                (g - e).abs()
+            ))
+        }
+    }
+}
+
+fn is_unsupported(e: &ImportError) -> bool {
+    matches!(
+        e,
+        ImportError::Unsupported(_)
+            | ImportError::UnsupportedValue { .. }
+            | ImportError::Opset { .. }
+            | ImportError::IrVersion(_)
+    )
+}
+
+fn numbered(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    let mut v: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let n = name
+                .strip_prefix(prefix)?
+                .strip_suffix(".pb")?
+                .parse()
+                .ok()?;
+            Some((n, e.path()))
+        })
+        .collect();
+    v.sort();
+    v.into_iter().map(|(_, p)| p).collect()
+}
+
+fn run_case(case: &Path, backend: &mut dyn Backend) -> Outcome {
+    let bytes = match std::fs::read(case.join("model.onnx")) {
+        Ok(b) => b,
+        Err(e) => return Outcome::Fail(format!("cannot read model.onnx: {e}")),
+    };
+    let model = match onnx::decode_model(&bytes) {
+        Ok(m) => m,
+        Err(e) => return Outcome::Fail(e.to_string()),
+    };
+    let mut sets: Vec<PathBuf> = std::fs::read_dir(case)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("test_data_set_"))
+        })
+        .collect();
+    sets.sort();
+    if sets.is_empty() {
+        return Outcome::Fail("no test_data_set_* folder".into());
+    }
+    let input_names = onnx::graph_input_names(&model);
+    let output_names: Vec<String> = model
+        .graph
+        .as_ref()
+        .map(|g| g.output.iter().map(|o| o.name.clone()).collect())
+        .unwrap_or_default();
+    let mut max_abs = 0f64;
+    for set in &sets {
+        let set_name = set
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let mut named = vec![];
+        for p in numbered(set, "input_") {
+            match onnx::read_tensor_file(&p) {
+                Ok(t) => named.push(t),
+                Err(e) => {
+                    // Non-tensor inputs (Optional, Sequence) or exotic element types: the model says why.
+                    let probe = ImportOptions {
+                        allow_symbolic: true,
+                        ..Default::default()
+                    };
+                    return match onnx::import_model(&model, Some(case), &probe) {
+                        Err(ie) if is_unsupported(&ie) => Outcome::Unsupported(ie.to_string()),
+                        _ if e.to_string().contains("not supported") => {
+                            Outcome::Unsupported(format!("test data: {e}"))
+                        }
+                        _ => Outcome::Fail(format!("{set_name}: {e}")),
+                    };
+                }
+            }
+        }
+        if named.len() != input_names.len() {
+            return Outcome::Fail(format!(
+                "{set_name}: {} inputs for {} graph inputs",
+                named.len(),
+                input_names.len()
+            ));
+        }
+        // Inputs by name when the files carry graph-input names, else by position.
+        let by_name = named.iter().all(|(n, _)| input_names.contains(n));
+        let mut inputs = vec![];
+        let mut opts = ImportOptions::default();
+        for (i, gname) in input_names.iter().enumerate() {
+            let t = if by_name {
+                named
+                    .iter()
+                    .find(|(n, _)| n == gname)
+                    .map(|(_, t)| t.clone())
+            } else {
+                named.get(i).map(|(_, t)| t.clone())
+            };
+            let Some(t) = t else {
+                return Outcome::Fail(format!("{set_name}: no data for input '{gname}'"));
+            };
+            opts.shapes
+                .insert(gname.clone(), t.shape.iter().map(|&d| d as u64).collect());
+            inputs.push(t);
+        }
+        let mut module = match onnx::import_model(&model, Some(case), &opts) {
+            Ok(m) => m,
+            Err(e) if is_unsupported(&e) => return Outcome::Unsupported(e.to_string()),
+            Err(e) => return Outcome::Fail(format!("import: {e}")),
+        };
+        let mut pm = match PassManager::from_names(
+            &onnx::import_pipeline(),
+            PassManagerOptions {
+                verify_each: true,
+                ..Default::default()
+            },
+        ) {
+            Ok(pm) => pm,
+            Err(e) => return Outcome::Fail(e.to_string()),
+        };
+        if let Err(e) = pm.run(&mut module, &mut std::io::sink()) {
+            return Outcome::Fail(format!("pipeline: {e}"));
+        }
+        let outs = match backend.run(&module, &inputs) {
+            Ok(o) => o,
+            Err(e) => return Outcome::Fail(format!("{set_name}: {}: {e}", backend.name())),
+        };
+        let expected = numbered(set, "output_");
+        if expected.len() != outs.len() {
+            return Outcome::Fail(format!(
+                "{set_name}: {} outputs, {} expected",
+                outs.len(),
+                expected.len()
+            ));
+        }
+        for (i, (p, got)) in expected.iter().zip(&outs).enumerate() {
+            let exp = match onnx::read_tensor_file(p) {
+                Ok((_, t)) => t,
+                Err(e) => return Outcome::Fail(format!("{set_name}: {e}")),
+            };
+            let name = output_names
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| format!("#{i}"));
+            match compare(&name, got, &exp) {
+                Ok(d) => max_abs = max_abs.max(d),
+                Err(msg) => return Outcome::Fail(format!("{set_name}: {msg}")),
+            }
+        }
+    }
+    Outcome::Ok { max_abs }
+}
+
+/// Case folders under `dir` (or `dir` itself when it is a case).
+fn cases(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    if dir.join("model.onnx").is_file() {
+        return Ok(vec![dir.to_path_buf()]);
+    }
+    let rd = std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    let mut v: Vec<PathBuf> = rd
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("model.onnx").is_file())
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+/// Runs `llmpu conformance`.
+pub fn run(args: &ConformanceArgs) -> Result<(), String> {
+    let mut backend = args.backend.create();
+    let all = cases(&args.dir)?;
+    let list: Vec<&PathBuf> = all
+        .iter()
+        .filter(|c| {
+            args.filter.as_ref().is_none_or(|f| {
+                c.file_name()
+                    .is_some_and(|n| n.to_string_lossy().contains(f.as_str()))
+            })
+        })
+        .collect();
+    println!(
+        "conformance: {} case(s) in {} on the {}",
+        list.len(),
+        args.dir.display(),
+        backend.name()
+    );
+    println!("{}", tolerance_line());
+    let (mut pass, mut fail, mut unsup) = (0, 0, 0);
+    for case in list {
+        let name = case
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        match run_case(case, backend.as_mut()) {
+            Outcome::Ok { max_abs } => {
+                pass += 1;
+                if !args.quiet {
+                    println!("ok          {name} (max |diff| {max_abs:.1e})");
+                }
+            }
+            Outcome::Fail(m) => {
+                fail += 1;
+                println!("FAIL        {name}: {m}");
+            }
+            Outcome::Unsupported(m) => {
+                unsup += 1;
+                if !args.quiet {
+                    println!("unsupported {name}: {}", m.replace('\n', " "));
+                }
+            }
+        }
+    }
+    println!("{pass} passed, {fail} failed, {unsup} unsupported");
+    if fail > 0 {
+        return Err(format!("{fail} conformance case(s) failed"));
+    }
+    Ok(())
+}
