@@ -127,6 +127,14 @@ fn cval(m: &Module, v: Option<ValueId>) -> Option<Tensor> {
     interp::constant_value(m, v?)
 }
 
+fn result_is_static(m: &Module, op: OpId) -> bool {
+    m.op(op)
+        .results
+        .first()
+        .and_then(|&r| m.value_type(r).as_tensor())
+        .is_some_and(|t| t.static_shape().is_some())
+}
+
 /// The static length of a 1-D value.
 fn static_len(m: &Module, v: ValueId) -> Option<usize> {
     let t = m.value_type(v).as_tensor()?;
@@ -423,7 +431,11 @@ pub fn infer_op(m: &Module, op: OpId) -> Result<Option<Vec<Type>>, String> {
         }
         "unsqueeze" => {
             let Ok(Some(axes)) = ints_from(m, op, "axes", 1) else {
-                let n = operands.get(1).and_then(|&a| static_len(m, a)).ok_or("cannot infer the result rank: axes are not constant")?;
+                let Some(&axes) = operands.get(1) else {
+                    // No axes: the result type is the specification.
+                    return Ok(None);
+                };
+                let n = static_len(m, axes).ok_or("cannot infer the result rank: axes are not constant")?;
                 return Ok(Some(vec![tt(vec![Dim::Dynamic; x.rank() + n], x.elem)]));
             };
             let r = x.rank() + axes.len();
@@ -458,6 +470,7 @@ pub fn infer_op(m: &Module, op: OpId) -> Result<Option<Vec<Type>>, String> {
                         .map(|(_, d)| d.clone())
                         .collect()
                 }
+                None if result_is_static(m, op) => return Ok(None),
                 None => x.dims.iter().filter(|d| **d != Dim::Static(1)).cloned().collect(),
             };
             Ok(Some(vec![tt(dims, x.elem)]))
