@@ -164,6 +164,16 @@ fn lower_llmpu_filetests_match_snapshots() {
 }
 
 #[test]
+fn shape_inference_filetests_match_snapshots() {
+    run_folder("shape-inference");
+}
+
+#[test]
+fn fold_constants_filetests_match_snapshots() {
+    run_folder("fold-constants");
+}
+
+#[test]
 fn diagnostics_match_golden_output() {
     for path in inputs("diagnostics") {
         match run_case(&path, "diagnostics") {
@@ -192,6 +202,8 @@ fn every_filetest_input_round_trips_through_the_printer() {
         "tile",
         "plan-memory",
         "lower-llmpu",
+        "shape-inference",
+        "fold-constants",
     ] {
         for path in inputs(folder) {
             let src = std::fs::read_to_string(&path).unwrap_or_default();

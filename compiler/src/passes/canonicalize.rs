@@ -7,8 +7,12 @@
 //! - `graph.transpose` with the identity permutation → the input
 //! - `transpose(transpose(x, p1), p2)` → `transpose(x, p1∘p2)` (fused location), or `x` if that is the
 //!   identity
-//! - `reshape(reshape(x))` → `reshape(x)` (the outer shape wins)
+//! - `reshape(reshape(x))` → `reshape(x)` when the outer reshape takes its shape from its (static)
+//!   result type
 //! - `neg(neg(x))` → `x`
+//! - constant operands become attributes: the `axes` operand of `graph.squeeze` / `unsqueeze` /
+//!   `reduce_*` becomes `axes = array<i64: ...>`; the shape operand of a `graph.reshape` whose result
+//!   type is static is dropped (the result type is the shape)
 
 use super::PassInfo;
 use super::dce::erase_dead_ops;
@@ -72,7 +76,41 @@ fn defining(m: &Module, v: ValueId, name: &str) -> Option<OpId> {
     m.defining_op(v).filter(|&o| m.op(o).name == name)
 }
 
+/// Moves a constant trailing operand into an attribute (see the module docs).
+fn constant_operand_to_attr(m: &mut Module, op: OpId) -> bool {
+    let d = m.op(op);
+    if d.operands.len() != 2 || d.attr(graph::OPERAND_SLOTS).is_some() {
+        return false;
+    }
+    let name = d.name.as_str();
+    let is_axes = matches!(
+        name,
+        "graph.squeeze" | "graph.unsqueeze" | "graph.reduce_mean" | "graph.reduce_sum" | "graph.reduce_max" | "graph.reduce_l2"
+    );
+    let is_reshape = name == "graph.reshape"
+        && d.results.len() == 1
+        && m.value_type(d.results[0]).as_tensor().is_some_and(|t| t.static_shape().is_some());
+    if !is_axes && !is_reshape {
+        return false;
+    }
+    let Some(value) = crate::interp::constant_value(m, d.operands[1]) else {
+        return false;
+    };
+    if is_axes {
+        if name.starts_with("graph.reduce") && value.is_empty() {
+            // Empty axes mean "all" or "none" (noop_with_empty_axes); keep the operand.
+            return false;
+        }
+        m.set_attr(op, "axes", Attribute::DenseI64Array(value.to_i64_vec()));
+    }
+    m.op_mut(op).operands.truncate(1);
+    true
+}
+
 fn simplify(m: &mut Module, op: OpId) -> bool {
+    if constant_operand_to_attr(m, op) {
+        return true;
+    }
     let name = m.op(op).name.clone();
     let Some((x, r)) = single_io(m, op) else { return false };
     match name.as_str() {
@@ -82,7 +120,7 @@ fn simplify(m: &mut Module, op: OpId) -> bool {
         {
             replace_with(m, op, x)
         }
-        "graph.reshape" => {
+        "graph.reshape" if m.op(op).operands.len() == 1 => {
             let Some(inner) = defining(m, x, "graph.reshape") else { return false };
             let src = m.op(inner).operands[0];
             m.op_mut(op).operands[0] = src;
