@@ -1,0 +1,69 @@
+//! `llmpu conformance` on the shared corpus (`$LLMPU_CORPUS`, default `../shared/corpus` beside the
+//! workspace): the ONNX node tests, the extra node tests and the exported models all pass through the
+//! importer + reference interpreter. Skipped (with a message) when the corpus is absent.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn corpus() -> Option<PathBuf> {
+    let p = std::env::var_os("LLMPU_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus"));
+    if p.is_dir() {
+        Some(p)
+    } else {
+        println!(
+            "corpus not found at {} (set LLMPU_CORPUS); skipping",
+            p.display()
+        );
+        None
+    }
+}
+
+/// Runs the command on a folder; returns (passed, failed, unsupported) from its summary line.
+fn conformance(folder: &str) -> Option<(u32, u32, u32)> {
+    let dir = corpus()?.join(folder);
+    let out = Command::new(env!("CARGO_BIN_EXE_llmpu"))
+        .args(["conformance", "-q"])
+        .arg(&dir)
+        .output()
+        .expect("run llmpu");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let last = text.lines().last().unwrap_or_default().to_string();
+    let nums: Vec<u32> = last
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    assert_eq!(nums.len(), 3, "unexpected summary in:\n{text}");
+    println!("{folder}: {last}");
+    assert_eq!(
+        out.status.success(),
+        nums[1] == 0,
+        "exit status must reflect failures:\n{text}"
+    );
+    Some((nums[0], nums[1], nums[2]))
+}
+
+#[test]
+fn onnx_node_tests_pass() {
+    if let Some((pass, fail, _)) = conformance("onnx-node") {
+        assert_eq!(fail, 0);
+        assert!(pass >= 590, "only {pass} passed");
+    }
+}
+
+#[test]
+fn extra_node_tests_pass() {
+    if let Some((pass, fail, unsup)) = conformance("onnx-node-extra") {
+        assert_eq!((pass, fail, unsup), (98, 0, 0));
+    }
+}
+
+#[test]
+fn exported_models_pass() {
+    if let Some((pass, fail, unsup)) = conformance("models") {
+        assert_eq!((fail, unsup), (0, 0));
+        assert!(pass >= 11, "only {pass} models passed");
+    }
+}
