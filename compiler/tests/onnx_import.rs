@@ -207,8 +207,7 @@ fn truncated_and_garbage_files_are_decode_errors() {
     let m = external_model("w.bin", None, None);
     let bytes = m.encode_to_vec();
     let e = import_bytes(&bytes[..bytes.len() / 2], None, &ImportOptions::default())
-        .err()
-        .expect("truncated file must fail");
+        .expect_err("truncated file must fail");
     assert!(matches!(e, ImportError::Decode { .. }), "{e}");
     insta::assert_snapshot!(e.to_string(), @"malformed ONNX protobuf: failed to decode Protobuf message: ModelProto.graph: buffer underflow");
     let e = import_bytes(
@@ -216,8 +215,7 @@ fn truncated_and_garbage_files_are_decode_errors() {
         None,
         &ImportOptions::default(),
     )
-    .err()
-    .expect("garbage must fail");
+    .expect_err("garbage must fail");
     assert!(matches!(e, ImportError::Decode { .. }), "{e}");
 }
 
@@ -240,8 +238,7 @@ fn external_data_escaping_the_model_folder_is_refused() {
     let err = |loc: &str| {
         let p = write_model(&inner, &external_model(loc, Some(8), Some(16)));
         import_file(&p, &ImportOptions::default())
-            .err()
-            .expect("escape must fail")
+            .expect_err("escape must fail")
             .to_string()
     };
     insta::assert_snapshot!(err("../secret.bin"), @"tensor 'w': external data location '../secret.bin' escapes the model folder");
@@ -260,16 +257,12 @@ fn external_data_out_of_bounds_is_refused() {
     let dir = scratch("ext-oob");
     std::fs::write(dir.join("w.bin"), weights()).expect("write weights");
     let p = write_model(&dir, &external_model("w.bin", Some(16), Some(16)));
-    let e = import_file(&p, &ImportOptions::default())
-        .err()
-        .expect("must fail");
+    let e = import_file(&p, &ImportOptions::default()).expect_err("must fail");
     insta::assert_snapshot!(e.to_string(), @"tensor 'w': external data 'w.bin': offset 16 + length 16 exceeds the file size 24");
     let p = write_model(&dir, &external_model("w.bin", Some(u64::MAX), Some(16)));
     assert!(import_file(&p, &ImportOptions::default()).is_err());
     let p = write_model(&dir, &external_model("w.bin", Some(12), None));
-    let e = import_file(&p, &ImportOptions::default())
-        .err()
-        .expect("short data");
+    let e = import_file(&p, &ImportOptions::default()).expect_err("short data");
     assert!(e.to_string().contains("need 16"), "{e}");
 }
 
