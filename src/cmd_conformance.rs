@@ -29,6 +29,12 @@ pub struct ConformanceArgs {
     /// Print only failures and the summary.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Emulator backend: the target (preset or `.toml`).
+    #[arg(long, default_value = llmpu_isa::target::DEFAULT_TARGET)]
+    pub target: String,
+    /// Emulator backend: `fp32` or `bf16` numerics (the comparison tolerances stay those above).
+    #[arg(long, default_value = "fp32")]
+    pub precision: String,
 }
 
 /// The available backends.
@@ -36,14 +42,34 @@ pub struct ConformanceArgs {
 pub enum BackendKind {
     /// The `graph`-dialect reference interpreter.
     Interpreter,
+    /// Compiled for `--target` with `--precision` and run on the emulator.
+    Emulator,
 }
 
 impl BackendKind {
     /// An instance of the backend.
-    pub fn create(self) -> Box<dyn Backend> {
-        match self {
+    pub fn create(self, args: &ConformanceArgs) -> Result<Box<dyn Backend>, String> {
+        Ok(match self {
             BackendKind::Interpreter => Box::new(InterpreterBackend),
-        }
+            BackendKind::Emulator => Box::new(EmulatorBackend {
+                options: crate::cmd_compile::options(&args.target, &args.precision)?,
+            }),
+        })
+    }
+}
+
+/// The emulator as a backend: the module is compiled with the backend pipeline
+/// (`llmpu_compiler::backend::pipeline`), run, and its outputs read back.
+pub struct EmulatorBackend {
+    pub options: llmpu_compiler::backend::Options,
+}
+
+impl Backend for EmulatorBackend {
+    fn name(&self) -> &'static str {
+        "emulator"
+    }
+    fn run(&mut self, module: &Module, inputs: &[Tensor]) -> Result<Vec<Tensor>, String> {
+        crate::emulate::run(module, inputs, &self.options).map(|(o, _)| o)
     }
 }
 
@@ -294,6 +320,9 @@ fn run_case(case: &Path, backend: &mut dyn Backend) -> Outcome {
         }
         let outs = match backend.run(&module, &inputs) {
             Ok(o) => o,
+            Err(e) if e.starts_with(crate::emulate::UNSUPPORTED) => {
+                return Outcome::Unsupported(format!("{}: {e}", backend.name()));
+            }
             Err(e) => return Outcome::Fail(format!("{set_name}: {}: {e}", backend.name())),
         };
         let expected = numbered(set, "output_");
@@ -339,7 +368,7 @@ fn cases(dir: &Path) -> Result<Vec<PathBuf>, String> {
 
 /// Runs `llmpu conformance`.
 pub fn run(args: &ConformanceArgs) -> Result<(), String> {
-    let mut backend = args.backend.create();
+    let mut backend = args.backend.create(args)?;
     let all = cases(&args.dir)?;
     let list: Vec<&PathBuf> = all
         .iter()

@@ -5,12 +5,14 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod cmd_asm;
+mod cmd_check;
 mod cmd_compile;
 mod cmd_conformance;
 mod cmd_import;
 mod cmd_opt;
 mod cmd_run;
 mod cmd_targets;
+mod emulate;
 mod import;
 mod load;
 
@@ -37,6 +39,8 @@ enum Command {
     Opt(cmd_opt::OptArgs),
     /// Compile a model (ONNX or graph IR) to an LLMPU binary.
     Compile(cmd_compile::CompileArgs),
+    /// Compile, run on the emulator and compare with the model's test data (or the interpreter).
+    Check(cmd_check::CheckArgs),
     /// Import an ONNX model and print its `graph`-dialect IR.
     Import(cmd_import::ImportArgs),
     /// Run ONNX backend-test case folders through import + a backend and compare outputs.
@@ -52,6 +56,7 @@ fn main() -> ExitCode {
         Command::Run(a) => cmd_run::run(a),
         Command::Opt(a) => cmd_opt::run(a),
         Command::Compile(a) => cmd_compile::run(a),
+        Command::Check(a) => cmd_check::run(a),
         Command::Import(a) => cmd_import::run(a),
         Command::Conformance(a) => cmd_conformance::run(a),
     };

@@ -66,7 +66,8 @@ pub fn annotate(m: &mut Module, op: OpId, o: &Options) {
         _ => blocks(sq, skv, dd, dv, o),
     };
     let causal = m.attr(op, "causal").and_then(Attribute::as_bool) == Some(true);
-    let off = skv.saturating_sub(sq);
+    let top_left = m.attr(op, "causal_top_left").and_then(Attribute::as_bool) == Some(true);
+    let off = if top_left { 0 } else { skv.saturating_sub(sq) };
     let (mut total, mut skipped) = (0i64, 0i64);
     let mut q0 = 0;
     while q0 < sq {
@@ -166,7 +167,10 @@ pub fn attention(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
         Precision::Bf16 => DType::BF16,
     };
     let sz = dt.size();
-    let off = skv.saturating_sub(sq);
+    // Causal masks align the last query with the last key (decode with a cache) unless the op
+    // says top-left (ONNX Attention's `is_causal`).
+    let top_left = m.attr(op, "causal_top_left").and_then(Attribute::as_bool) == Some(true);
+    let off = if top_left { 0 } else { skv.saturating_sub(sq) };
     // Buffers.
     let al = |cx: &mut Cx, mem: Mem, bytes: u64, what: &str| {
         cx.e.alloc(mem, bytes, what)

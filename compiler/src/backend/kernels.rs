@@ -551,6 +551,8 @@ pub struct Tile {
     pub len: u64,
     /// Rows of the tile (elements / row length).
     pub rows: u64,
+    /// False for the single tile of a space with no outer dims (nothing to slice).
+    pub sliced: bool,
 }
 
 /// Tiles of `shape` whose rows are the trailing `inner` dims, each tile at most `max_rows` rows.
@@ -564,6 +566,7 @@ pub fn row_tiles(shape: &[u64], inner: usize, max_rows: u64) -> Vec<Tile> {
             start: 0,
             len: 1,
             rows: 1,
+            sliced: false,
         }];
     }
     // Find the split dim k: dims after k (within outer) must fit in max_rows together.
@@ -596,6 +599,7 @@ pub fn row_tiles(shape: &[u64], inner: usize, max_rows: u64) -> Vec<Tile> {
                 start: s,
                 len,
                 rows: len * below,
+                sliced: true,
             });
             s += len;
         }
@@ -615,7 +619,7 @@ pub fn tile_view(v: &View, t: &Tile) -> View {
         shape: x.shape[t.lead.len()..].to_vec(),
         strides: x.strides[t.lead.len()..].to_vec(),
     };
-    if !x.shape.is_empty() {
+    if t.sliced && !x.shape.is_empty() {
         x = x.slice(0, t.start, 1, t.len);
     }
     x
@@ -773,6 +777,25 @@ pub fn lower_op(cx: &mut Cx, op: OpId) -> R<()> {
         _ => None,
     };
     if let Some(k) = ew {
+        let int_out = elem_of(m, out).is_some_and(|e| e.is_int() && e != crate::ir::ScalarType::I1);
+        if name == "graph.div" && int_out {
+            return Err(cx.err(
+                "integer Div is not supported: the vector unit divides in f32 and rounds to nearest, ONNX truncates",
+            ));
+        }
+        if name == "graph.cast" && int_out && elem_of(m, ins[0]).is_some_and(|e| e.is_float()) {
+            return Err(cx.err(
+                "float-to-integer Cast is not supported: the vector unit rounds to nearest, ONNX truncates",
+            ));
+        }
+        if name == "graph.cast"
+            && m.attr(op, "saturate").and_then(Attribute::as_int) == Some(0)
+            && elem_of(m, out) == Some(crate::ir::ScalarType::F8E4M3FN)
+        {
+            return Err(cx.err(
+                "non-saturating Cast to f8E4M3FN is not supported (the vector unit saturates)",
+            ));
+        }
         if name == "graph.cast" {
             let src_int = elem_of(m, ins[0]).is_some_and(|e| e.is_int());
             let dst_bool = elem_of(m, out) == Some(crate::ir::ScalarType::I1);
@@ -2004,7 +2027,28 @@ fn gather(cx: &mut Cx, op: OpId, data: ValueId, idx: ValueId, ov: &View) -> R<()
         addr: iv.addr,
         ..flat_idx
     });
-    cx.load_everywhere(&iv_flat, ibuf, nidx);
+    // Negative indices count from the end (ONNX): idx + n·(idx < 0), on the vector unit (exact
+    // for |idx| < 2^24).
+    let fix = cx.alloc(Mem::Sram, nidx * 4 * 2, "gather index fix-up")?;
+    let n_axis = dv.shape[ax] as f32;
+    for c in 0..cx.e.cores() {
+        cx.e.core(c);
+        cx.e.move_view(true, &iv_flat, ibuf, nidx);
+        if nidx > 65535 {
+            continue;
+        }
+        let (f, z) = (
+            T::sram(fix, nidx, DType::F32),
+            T::sram(fix + nidx * 4, nidx, DType::F32),
+        );
+        let it = T::sram(ibuf, nidx, iv.dt);
+        cx.e.vfill(z, 0.0, 1, nidx);
+        cx.e.vbin(Bin::Lt, f, it, z, Bcast::Full, 1, nidx);
+        cx.e.vimm(Imm::Mul, f, f, n_axis, 1, nidx);
+        cx.e.vbin(Bin::Add, f, f, it, Bcast::Full, 1, nidx);
+        cx.e.vun(Un::Copy, it, f, Bcast::Full, 1, nidx);
+    }
+    cx.e.core(0);
     let row_bytes = inner * dv.dt.size() + inner * ov.dt.size();
     let chunk = (cx.e.free(Mem::Sram) / (2 * row_bytes + 64)).clamp(1, 65535);
     if chunk == 0 || row_bytes > cx.e.free(Mem::Sram) {

@@ -417,6 +417,10 @@ fn fuse_onnx_attention(m: &mut Module, op: OpId) -> Option<()> {
         .and_then(Attribute::as_f64)
         .unwrap_or(1.0 / (qs[3] as f64).sqrt());
     let causal = m.attr(op, "is_causal").and_then(Attribute::as_int) == Some(1);
+    let softcap = m.attr(op, "softcap").and_then(Attribute::as_f64).unwrap_or(0.0);
+    if softcap != 0.0 {
+        return None;
+    }
     let elem = m.value_type(q).elem()?;
     let mut operands = vec![q, k, v];
     if let Some(&mask) = d.operands.get(3) {
@@ -446,6 +450,7 @@ fn fuse_onnx_attention(m: &mut Module, op: OpId) -> Option<()> {
             .operands(&operands)
             .results(vec![out_ty])
             .attr("causal", Attribute::Bool(causal))
+            .attr("causal_top_left", Attribute::Bool(true))
             .attr("scale", Attribute::f32(scale as f32)),
     );
     m.replace_all_uses(d.results[0], fused);
