@@ -823,8 +823,11 @@ pub fn lower_op(cx: &mut Cx, op: OpId) -> R<()> {
                 let dst = View::dense(ov.addr as u64, ov.dt, &iv.shape);
                 return copy(cx, &iv, &dst);
             }
-            let derived = super::plan::view_results(m, op, &iv)
-                .ok_or_else(|| cx.err(format!("`{name}` with non-constant parameters")))?;
+            let derived = super::plan::view_results(m, op, &iv).ok_or_else(|| {
+                cx.err(format!(
+                    "`{name}` with parameters given at run time is not supported"
+                ))
+            })?;
             for (r, src) in outs.iter().zip(derived) {
                 let dst = cx.view(*r)?;
                 let dst = dst
@@ -861,6 +864,11 @@ pub fn lower_op(cx: &mut Cx, op: OpId) -> R<()> {
                 &ov,
                 &[],
             )
+        }
+        "graph.layer_norm" | "graph.rms_norm" | "graph.norm"
+            if outs[1..].iter().any(|&r| !m.uses(r).is_empty()) =>
+        {
+            Err(cx.err("the Mean / InvStdDev outputs of a normalization are not supported"))
         }
         "graph.layer_norm" | "graph.rms_norm" | "graph.norm" => {
             let rank = ov.shape.len();
@@ -1390,7 +1398,10 @@ fn row_kernel_inner(
         let par = cx.on_core(i);
         let (a, w, s1, s2, ot) = sets[par.min(sets.len() - 1)];
         let rows = t.rows;
-        cx.e.move_view(true, &tile_view(x, t), a, cols);
+        // The row (the trailing `inner` dims) lands densely: the view's last dim is the SRAM
+        // row stride, so a multi-dim row is `cols` contiguous elements.
+        let last = *x.shape.last().unwrap_or(&1);
+        cx.e.move_view(true, &tile_view(x, t), a, last);
         let (a, w) = (T::sram(a, cols, x.dt), T::sram(w, cols, DType::F32));
         let (s1, s2) = (T::sram(s1, 1, DType::F32), T::sram(s2, 1, DType::F32));
         let e = &mut *cx.e;
@@ -1454,7 +1465,12 @@ fn row_kernel_inner(
             e.vun(Un::Copy, ot, w, Bcast::Full, rows, cols);
             ot
         };
-        cx.e.move_view(false, &tile_view(o, t), res.addr, cols);
+        cx.e.move_view(
+            false,
+            &tile_view(o, t),
+            res.addr,
+            *o.shape.last().unwrap_or(&1),
+        );
     }
     Ok(())
 }
@@ -1466,7 +1482,7 @@ fn reduce(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
     let rank = x.shape.len();
     let axes: Vec<i64> = match ins.get(1) {
         Some(&a) => super::plan::const_ints(m, a)
-            .ok_or_else(|| cx.err("reduction axes must be constant"))?,
+            .ok_or_else(|| cx.err("reduction axes given at run time are not supported"))?,
         None => m
             .attr(op, "axes")
             .and_then(Attribute::as_i64_list)
@@ -1514,7 +1530,7 @@ fn reduce(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
     for (i, (t, ot)) in tiles.iter().zip(&otiles).enumerate() {
         cx.on_core(i);
         let rows = t.rows;
-        cx.e.move_view(true, &tile_view(&xp, t), a, cols);
+        cx.e.move_view(true, &tile_view(&xp, t), a, *xp.shape.last().unwrap_or(&1));
         let (at, wt, st) = (
             T::sram(a, cols, x.dt),
             T::sram(w, cols, DType::F32),
