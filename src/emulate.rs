@@ -40,7 +40,10 @@ pub fn compile(module: &Module, o: &Options) -> Result<Program, String> {
     };
     backend::compile(&mut m, o, pm, &mut std::io::sink())
         .map_err(|e| {
-            if e.contains("not supported") || e.contains("unsupported") {
+            if e.contains("not supported")
+                || e.contains("unsupported")
+                || e.contains("symbolic shape")
+            {
                 format!("{UNSUPPORTED}{e}")
             } else {
                 e

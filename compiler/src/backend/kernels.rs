@@ -803,6 +803,16 @@ pub fn lower_op(cx: &mut Cx, op: OpId) -> R<()> {
                 return elementwise(cx, Ew::NotZero, &ins[..1], &ov);
             }
         }
+        if k == Ew::Clip {
+            let (lo, hi) = (
+                super::plan::operand_at(m, op, 1),
+                super::plan::operand_at(m, op, 2),
+            );
+            let mut v = vec![ins[0]];
+            v.extend(lo);
+            v.extend(hi);
+            return elementwise(cx, Ew::ClipBounds(lo.is_some(), hi.is_some()), &v, &ov);
+        }
         let n = match k {
             Ew::Clip | Ew::Where => ins.len(),
             Ew::Unary(_) | Ew::Relu | Ew::Gelu(_) | Ew::Not => 1,
@@ -956,6 +966,8 @@ pub enum Ew {
     Gelu(bool),
     Where,
     Clip,
+    /// Clip with (lower, upper) bounds present; the operands are `x` then the present bounds.
+    ClipBounds(bool, bool),
     NotZero,
     Fill(f32),
 }
@@ -1243,10 +1255,19 @@ fn compute(
             let b = full(e, x[2], t2, rows, cols);
             e.vsel(w, c, a, b, rows, cols);
         }
-        Ew::Clip if !x.is_empty() => {
+        Ew::Clip | Ew::ClipBounds(..) if !x.is_empty() => {
             let a = full(e, x[0], t1, rows, cols);
             e.vun(Un::Copy, w, a, Bcast::Full, rows, cols);
-            for (i, bin, imm) in [(1, Bin::Max, Imm::Max), (2, Bin::Min, Imm::Min)] {
+            let (lo, hi) = match k {
+                Ew::ClipBounds(l, h) => (l, h),
+                _ => (x.len() > 1, x.len() > 2),
+            };
+            let hi_at = if lo { 2 } else { 1 };
+            let bounds = [(lo, 1, Bin::Max, Imm::Max), (hi, hi_at, Bin::Min, Imm::Min)];
+            for (present, i, bin, imm) in bounds {
+                if !present {
+                    continue;
+                }
                 match x.get(i) {
                     None => {}
                     Some(Loaded::Imm(v)) => e.vimm(imm, w, w, *v, rows, cols),

@@ -112,6 +112,19 @@ pub fn splat_of(m: &Module, v: ValueId) -> Option<f64> {
     vals.iter().all(|&x| x == first).then_some(first)
 }
 
+/// The operand feeding ONNX input `slot` (ops with omitted optional inputs carry an
+/// `operand_slots` attribute listing the slot of each operand).
+pub fn operand_at(m: &Module, op: OpId, slot: usize) -> Option<ValueId> {
+    let d = m.op(op);
+    match m.attr(op, "operand_slots").and_then(Attribute::as_i64_list) {
+        Some(slots) => slots
+            .iter()
+            .position(|&x| x == slot as i64)
+            .and_then(|i| d.operands.get(i).copied()),
+        None => d.operands.get(slot).copied(),
+    }
+}
+
 /// How a view op derives its results from its first operand's view, or `None` if it is not a
 /// view op (or its parameters are not constant).
 pub fn view_results(m: &Module, op: OpId, input: &View) -> Option<Vec<View>> {
@@ -133,12 +146,12 @@ pub fn view_results(m: &Module, op: OpId, input: &View) -> Option<Vec<View>> {
             let starts = const_ints(m, *d.operands.get(1)?)?;
             let ends = const_ints(m, *d.operands.get(2)?)?;
             let rank = input.shape.len() as i64;
-            let axes = match d.operands.get(3) {
-                Some(&a) => const_ints(m, a)?,
+            let axes = match operand_at(m, op, 3) {
+                Some(a) => const_ints(m, a)?,
                 None => (0..starts.len() as i64).collect(),
             };
-            let steps = match d.operands.get(4) {
-                Some(&s) => const_ints(m, s)?,
+            let steps = match operand_at(m, op, 4) {
+                Some(s) => const_ints(m, s)?,
                 None => vec![1; starts.len()],
             };
             let mut v = input.clone();
