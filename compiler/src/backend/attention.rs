@@ -6,7 +6,9 @@
 //! `S = Q·Kᵀ` on the matrix engine, `S·scale (+ mask)`, the causal mask on blocks crossing the
 //! diagonal (`vpu.causal`), then the running row max `m`, row sum `l` and output `O` are updated:
 //! `m' = max(m, rowmax S)`, `α = exp(m − m')`, `P = exp(S − m')`, `l = l·α + rowsum P`,
-//! `O = O·α + P·V` (`vpu.sacc`). KV blocks entirely above the diagonal are skipped. With grouped
+//! `O = O·α + P·V` (`vpu.sacc`). KV blocks entirely above the diagonal are skipped. A row whose
+//! keys are all masked with −inf outputs 0 (the running max is clamped to the most negative finite
+//! value and the sum to the smallest positive one). With grouped
 //! query attention, query head `h` reads KV head `h·Hkv/H`.
 //!
 //! Block sizes come from the `q_block`/`kv_block` attributes (`tile` pass): `kv_block` a multiple of
@@ -294,6 +296,9 @@ pub fn attention(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
                     let e = &mut *cx.e;
                     e.vred(Red::Max, tmp, st, wq, wk);
                     e.vbin(Bin::Max, mnew, mrun, tmp, Bcast::Full, wq, 1);
+                    // A row masked out so far (max −inf) subtracts the most negative finite value
+                    // instead, so exp() gives 0 rather than NaN (fully masked rows output 0).
+                    e.vimm(Imm::Max, mnew, mnew, f32::MIN, wq, 1);
                     e.vbin(Bin::Sub, alpha, mrun, mnew, Bcast::Full, wq, 1);
                     e.vun(Un::Exp, alpha, alpha, Bcast::Full, wq, 1);
                     e.vbin(Bin::Sub, st, st, mnew, Bcast::Col, wq, wk);
@@ -315,6 +320,7 @@ pub fn attention(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
                     k0 += bk;
                 }
                 let e = &mut *cx.e;
+                e.vimm(Imm::Max, lrun, lrun, f32::MIN_POSITIVE, wq, 1);
                 e.vun(Un::Recip, lrun, lrun, Bcast::Full, wq, 1);
                 e.vbin(Bin::Mul, o32, o32, lrun, Bcast::Col, wq, dv);
                 let res = if ov.dt == DType::F32 {
