@@ -875,9 +875,7 @@ pub fn lower_op(cx: &mut Cx, op: OpId) -> R<()> {
                 &[],
             )
         }
-        "graph.layer_norm" | "graph.rms_norm" | "graph.norm"
-            if outs[1..].iter().any(|&r| !m.uses(r).is_empty()) =>
-        {
+        "graph.rms_norm" | "graph.norm" if outs[1..].iter().any(|&r| !m.uses(r).is_empty()) => {
             Err(cx.err("the Mean / InvStdDev outputs of a normalization are not supported"))
         }
         "graph.layer_norm" | "graph.rms_norm" | "graph.norm" => {
@@ -893,7 +891,22 @@ pub fn lower_op(cx: &mut Cx, op: OpId) -> R<()> {
                 params.push(cx.view(p)?);
             }
             let k = RowK::Norm { eps, rms };
-            row_kernel_inner(cx, k, &xv, &ov, &params, inner)
+            // LayerNormalization's optional Mean and InvStdDev results, one value per row.
+            let mut stats = vec![];
+            for &r in &outs[1..] {
+                if m.uses(r).is_empty() {
+                    stats.push(None);
+                    continue;
+                }
+                let v = cx.view(r)?;
+                let mut sh = xv.shape[..rank - inner].to_vec();
+                sh.push(1);
+                stats
+                    .push(Some(v.reshape(&sh).ok_or_else(|| {
+                        cx.err("normalization statistics are not dense")
+                    })?));
+            }
+            row_kernel_stats(cx, k, &xv, &ov, &params, inner, &stats)
         }
         "graph.reduce_mean" | "graph.reduce_sum" | "graph.reduce_max" | "graph.reduce_l2" => {
             reduce(cx, op, &ins, &ov)
@@ -1364,6 +1377,20 @@ fn row_kernel_inner(
     params: &[View],
     inner: usize,
 ) -> R<()> {
+    row_kernel_stats(cx, k, x, o, params, inner, &[])
+}
+
+/// Row kernel that also stores the per-row mean and inverse standard deviation (`stats[0]`,
+/// `stats[1]`, each `[rows…, 1]`) of a normalization when asked.
+fn row_kernel_stats(
+    cx: &mut Cx,
+    k: RowK,
+    x: &View,
+    o: &View,
+    params: &[View],
+    inner: usize,
+    stats: &[Option<View>],
+) -> R<()> {
     let r = x.shape.len();
     let inner = inner.clamp(1, r.max(1));
     let cols: u64 = x.shape[r - inner..].iter().product();
@@ -1492,6 +1519,18 @@ fn row_kernel_inner(
             res.addr,
             *o.shape.last().unwrap_or(&1),
         );
+        for (stat, src) in stats.iter().zip([s1, s2]) {
+            let Some(sv) = stat else { continue };
+            let src = if sv.dt == DType::F32 {
+                src
+            } else {
+                // Converted in place: the narrower value fits the f32 slot it came from.
+                let c = T::sram(src.addr, 1, sv.dt);
+                cx.e.vun(Un::Copy, c, src, Bcast::Full, rows, 1);
+                c
+            };
+            cx.e.move_view(false, &tile_view(sv, t), src.addr, 1);
+        }
     }
     Ok(())
 }
