@@ -924,6 +924,7 @@ pub fn lower_op(cx: &mut Cx, op: OpId) -> R<()> {
             matmul(cx, op, ins[0], ins[1], ins.get(2).copied(), act, &ov)
         }
         "graph.gather" => gather(cx, op, ins[0], ins[1], &ov),
+        "graph.trilu" => trilu(cx, op, &ov),
         "graph.fused_attention" => super::attention::attention(cx, op, &ins, &ov),
         "graph.constant_of_shape" => {
             let v =
@@ -2048,6 +2049,66 @@ fn add_scaled(cx: &mut Cx, out: &View, c: &View, s: f32) -> R<()> {
         cols,
     );
     cx.e.move_view(false, out, a, cols);
+    Ok(())
+}
+
+// ---------- trilu ----------
+
+/// ONNX Trilu on the vector unit: `vpu.causal` zeroes the strict upper part (`j > i + k`) of a
+/// copy for the lower triangle; the upper triangle multiplies by `1 − lower(ones, k − 1)`.
+fn trilu(cx: &mut Cx, op: OpId, ov: &View) -> R<()> {
+    let m = cx.m;
+    let x = cx.view(m.op(op).operands[0])?;
+    let k = match super::plan::operand_at(m, op, 1) {
+        Some(v) => super::plan::const_ints(m, v)
+            .and_then(|v| v.first().copied())
+            .ok_or_else(|| cx.err("Trilu with k given at run time is not supported"))?,
+        None => 0,
+    };
+    let upper = attr_i(m, op, "upper").unwrap_or(1) != 0;
+    let r = x.shape.len();
+    if r < 2 {
+        return Err(cx.err("Trilu needs rank >= 2"));
+    }
+    let (n, cols) = (x.shape[r - 2], x.shape[r - 1]);
+    let per_row = cols * (x.dt.size() + 8 + ov.dt.size()) + 64;
+    let budget = (cx.e.free(Mem::Sram) / per_row).clamp(1, 65535);
+    let max_rows = budget.min(n).max(1);
+    let tiles = row_tiles(&x.shape, 1, max_rows);
+    let mr = tiles.iter().map(|t| t.rows).max().unwrap_or(1);
+    let a = cx.alloc(Mem::Sram, mr * cols * x.dt.size(), "trilu tile")?;
+    let w = cx.alloc(Mem::Sram, mr * cols * 4, "trilu tile")?;
+    let msk = cx.alloc(Mem::Sram, mr * cols * 4, "trilu mask")?;
+    let o = cx.alloc(Mem::Sram, mr * cols * ov.dt.size(), "trilu tile")?;
+    for (i, t) in tiles.iter().enumerate() {
+        cx.on_core(i);
+        let rows = t.rows;
+        let r0 = if t.sliced && t.k == r - 2 { t.start } else { 0 } as i64;
+        cx.e.move_view(true, &tile_view(&x, t), a, cols);
+        let (at, wt, mt) = (
+            T::sram(a, cols, x.dt),
+            T::sram(w, cols, DType::F32),
+            T::sram(msk, cols, DType::F32),
+        );
+        let e = &mut *cx.e;
+        e.vun(Un::Copy, wt, at, Bcast::Full, rows, cols);
+        if upper {
+            e.vfill(mt, 1.0, rows, cols);
+            e.vcausal(mt, r0 + k - 1, 0, 0.0, rows, cols);
+            e.vimm(Imm::Rsub, mt, mt, 1.0, rows, cols);
+            e.vbin(Bin::Mul, wt, wt, mt, Bcast::Full, rows, cols);
+        } else {
+            e.vcausal(wt, r0 + k, 0, 0.0, rows, cols);
+        }
+        let res = if ov.dt == DType::F32 {
+            wt
+        } else {
+            let ot = T::sram(o, cols, ov.dt);
+            e.vun(Un::Copy, ot, wt, Bcast::Full, rows, cols);
+            ot
+        };
+        cx.e.move_view(false, &tile_view(ov, t), res.addr, cols);
+    }
     Ok(())
 }
 
