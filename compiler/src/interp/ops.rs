@@ -1426,6 +1426,9 @@ fn gather_nd(x: &Tensor, idx: &Tensor, b: i64) -> R<Tensor> {
     if b + q > x.rank() || b > idx.rank() {
         return Err("indices are deeper than the data".into());
     }
+    if idx.rank() < b + 1 || idx.shape[..b] != x.shape[..b] {
+        return Err("indices batch dims must equal the data's".into());
+    }
     let ind = idx.to_i64_vec();
     let st = strides(&x.shape);
     let batch: usize = x.shape[..b].iter().product();
@@ -1668,11 +1671,14 @@ fn attention(c: &OpCtx) -> R<Vec<Tensor>> {
     if dk != d {
         return Err(format!("q head size {d} differs from k head size {dk}"));
     }
+    if k.shape[0] != b || v.shape[0] != b || vv.len() != b * hv * skv * dv {
+        return Err("K and V must have Q's batch size and the same sequence length".into());
+    }
     let mut total = skv;
     let past_len = c.input(4).map(|p| p.shape.get(2).copied().unwrap_or(0));
     if let (Some(pk), Some(pv)) = (c.input(4), c.input(5)) {
         let cat = |p: &Tensor, cur: Vec<f64>, dd: usize| -> R<Vec<f64>> {
-            if p.rank() != 4 || p.shape[0] != b || p.shape[3] != dd {
+            if p.rank() != 4 || p.shape[0] != b || p.shape[1] != hkv || p.shape[3] != dd {
                 return Err(format!("past shape {:?} does not fit", p.shape));
             }
             let pl = p.shape[2];
@@ -1907,8 +1913,16 @@ fn rotary(c: &OpCtx) -> R<Tensor> {
         r => r as usize,
     };
     let half = rd / 2;
+    if rd > d || rd % 2 != 0 {
+        return Err(format!(
+            "rotary_embedding_dim {rd} must be even and at most the head size {d}"
+        ));
+    }
     let v = t4.to_f64_vec();
     let (cv, sv) = (cos.to_f64_vec(), sin.to_f64_vec());
+    if cv.len() != sv.len() {
+        return Err("cos and sin caches differ in size".into());
+    }
     let cache_row = |bi: usize, si: usize| -> R<usize> {
         match &pos {
             Some(p) => {
@@ -1998,6 +2012,9 @@ fn quantize(c: &OpCtx) -> R<Tensor> {
     let idx = quant_index(x, sc, c.int("axis", 1), c.int("block_size", 0))?;
     let (xv, sv) = (x.to_f64_vec(), sc.to_f64_vec());
     let zv = zp.map(Tensor::to_f64_vec);
+    if zv.as_ref().is_some_and(|z| z.len() != sv.len()) {
+        return Err("zero point and scale differ in size".into());
+    }
     let sat = c.int("saturate", 1) != 0;
     if to == ScalarType::F8E4M3FN {
         let v: Vec<F8E4M3> = (0..xv.len())
@@ -2029,6 +2046,9 @@ fn dequantize(c: &OpCtx) -> R<Tensor> {
     let idx = quant_index(x, sc, c.int("axis", 1), c.int("block_size", 0))?;
     let (xv, sv) = (x.to_f64_vec(), sc.to_f64_vec());
     let zv = c.input(2).map(Tensor::to_f64_vec);
+    if zv.as_ref().is_some_and(|z| z.len() != sv.len()) {
+        return Err("zero point and scale differ in size".into());
+    }
     Ok(Tensor::from_f64_fn(to, x.shape.clone(), xv.len(), |i| {
         round_to(to, xv[i] - zv.as_ref().map_or(0.0, |z| z[idx[i]])) * sv[idx[i]]
     }))

@@ -535,6 +535,10 @@ pub fn import(
     builtin::build_return(&mut ctx.m, block, &outs, Location::name("return"));
     ctx.m.set_attr(func, "res_attrs", name_attrs(&out_names));
     update_function_type(&mut ctx.m, func);
+    if let Err(errs) = crate::ir::verify(&ctx.m) {
+        let e = &errs[0];
+        return Err(ImportError::Invalid(e.to_string()));
+    }
     Ok(ctx.m)
 }
 

@@ -115,6 +115,9 @@ pub enum ImportError {
     },
     #[error("{0}")]
     Options(String),
+    /// The translated graph does not verify (an operand combination the importer did not catch).
+    #[error("the imported graph does not verify: {0}")]
+    Invalid(String),
     #[error("tensor '{name}': {message}")]
     Tensor { name: String, message: String },
 }

@@ -117,19 +117,25 @@ pub struct LexError {
 }
 
 /// Lexes a whole input.
+///
+/// A shape that starts with a zero extent followed by an element type spelled with hex letters
+/// (`tensor<0xf32>`, `0xbf16`) would lex as the hex literal `0xf`; hex literals are printed with
+/// upper-case digits, so `0x` followed by a lower-case letter is re-lexed as the dims prefix `0x`.
 pub fn lex(src: &str) -> Result<Vec<(usize, Tok<'_>, usize)>, LexError> {
     let mut out = vec![];
+    let mut base = 0usize;
     let mut lexer = Tok::lexer(src);
     while let Some(t) = lexer.next() {
         let span = lexer.span();
+        let (start, end) = (base + span.start, base + span.end);
         match t {
-            Ok(tok) => out.push((span.start, tok, span.end)),
-            Err(()) => {
-                return Err(LexError {
-                    start: span.start,
-                    end: span.end,
-                });
+            Ok(Tok::Hex(h)) if h.as_bytes().get(2).is_some_and(u8::is_ascii_lowercase) => {
+                out.push((start, Tok::Dims(&src[start..start + 2]), start + 2));
+                base = start + 2;
+                lexer = Tok::lexer(&src[base..]);
             }
+            Ok(tok) => out.push((start, tok, end)),
+            Err(()) => return Err(LexError { start, end }),
         }
     }
     Ok(out)

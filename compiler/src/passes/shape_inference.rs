@@ -207,6 +207,13 @@ pub fn infer_op(m: &Module, op: OpId) -> Result<Option<Vec<Type>>, String> {
     };
     let operands = d.operands.clone();
     let nres = d.results.len();
+    let need = min_operands(name);
+    if operands.len() < need {
+        return Err(format!("graph.{name} needs at least {need} operand(s), got {}", operands.len()));
+    }
+    if nres == 0 {
+        return Err(format!("graph.{name} has no results"));
+    }
     if operands.is_empty() && name != "constant" {
         return Ok(None);
     }
@@ -563,6 +570,18 @@ pub fn infer_op(m: &Module, op: OpId) -> Result<Option<Vec<Type>>, String> {
     }
 }
 
+/// The fewest operands each op reads positionally (the verifiers check exact counts).
+fn min_operands(name: &str) -> usize {
+    match name {
+        "constant" => 0,
+        "add" | "sub" | "mul" | "div" | "pow" | "mod" | "equal" | "less_or_equal" | "greater_or_equal" | "less"
+        | "greater" | "and" | "or" | "matmul" | "matmul_integer" | "matmul_epilogue" | "gemm" | "gather"
+        | "gather_nd" | "expand" | "layer_norm" | "rms_norm" | "quantize_linear" | "dequantize_linear" | "pad" => 2,
+        "where" | "range" | "attention" | "rotary_embedding" | "slice" => 3,
+        _ => 1,
+    }
+}
+
 /// Output length of a Slice along an axis of extent `n` (ONNX clamping rules).
 pub fn slice_len(n: i64, start: i64, end: i64, step: i64) -> Result<i64, String> {
     let (s, e) = slice_bounds(n, start, end, step)?;
@@ -681,6 +700,9 @@ fn infer_attention(m: &Module, op: OpId, q: &TensorType, nres: usize) -> Result<
     let kvh = int_attr(m, op, "kv_num_heads", 0);
     let past = operand_slot(m, op, 4).map(|p| tensor(m, p)).transpose()?;
     let elem = q.elem;
+    if k.rank() != q.rank() || v.rank() != q.rank() {
+        return Err("Attention Q, K and V must have the same rank".into());
+    }
     let (b, hq, sq, hkv, skv, hd, vhd) = match q.rank() {
         4 => (
             q.dims[0].clone(),
