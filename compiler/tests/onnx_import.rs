@@ -375,3 +375,69 @@ fn shape_option_must_match_the_declared_shape() {
     opts.shapes.insert("x".into(), vec![4, 7]);
     insta::assert_snapshot!(err_of(&m, &opts).to_string(), @r#"--shape x=4x7 does not match the declared shape tensor<?x3xf32, #graph.dims<"seq", 3>>"#);
 }
+
+#[test]
+fn softmax_before_opset_13_normalizes_the_flattened_trailing_dims() {
+    let mut sm = node("Softmax", "sm", &["x"], &["y"]);
+    sm.attribute.push(AttributeProto {
+        name: "axis".into(),
+        r#type: attribute_type::INT,
+        i: 1,
+        ..Default::default()
+    });
+    let mut m = model(
+        vec![sm],
+        vec![vi("x", data_type::FLOAT, &[D::N(2), D::N(3), D::N(2)])],
+        vec![vi("y", data_type::FLOAT, &[D::N(2), D::N(3), D::N(2)])],
+        vec![],
+    );
+    m.opset_import[0].version = 11;
+    let module = import_model(&m, None, &ImportOptions::default()).expect("import");
+    let x = Tensor::new(
+        vec![2, 3, 2],
+        (0..12).map(|i| i as f32 * 0.1).collect::<Vec<_>>(),
+    );
+    let y = interp::run(&module, &[x]).expect("run")[0].to_f64_vec();
+    // Opset 11: each batch row's 6 trailing values sum to 1 (opset 13 would normalize pairs).
+    assert!((y[..6].iter().sum::<f64>() - 1.0).abs() < 1e-6);
+    assert!((y[6..].iter().sum::<f64>() - 1.0).abs() < 1e-6);
+    assert!((y[0] + y[1] - 1.0).abs() > 0.1);
+}
+
+#[test]
+fn tensors_round_trip_through_tensor_proto() {
+    use llmpu_compiler::onnx::tensor::ExternalData;
+    use llmpu_compiler::onnx::{tensor_from_proto, tensor_to_proto};
+    let mut ext = ExternalData::new(None);
+    for t in [
+        Tensor::new(vec![2, 2], vec![1.5f32, -2.0, 0.0, 7.25]),
+        Tensor::new(vec![3], vec![true, false, true]),
+        Tensor::new(vec![1], vec![u64::MAX]),
+        Tensor::new(
+            vec![2],
+            vec![half::bf16::from_f32(1.0), half::bf16::from_f32(-3.5)],
+        ),
+        Tensor::scalar(-5i8),
+    ] {
+        let p = tensor_to_proto("t", &t);
+        assert_eq!(tensor_from_proto(&p, &mut ext).expect("decode"), t);
+    }
+    // Typed fields: f16 bit patterns travel in int32_data.
+    let p = TensorProto {
+        dims: vec![2],
+        data_type: data_type::FLOAT16,
+        int32_data: vec![0x3C00, 0xC000],
+        ..Default::default()
+    };
+    assert_eq!(
+        tensor_from_proto(&p, &mut ext).expect("f16").to_f64_vec(),
+        vec![1.0, -2.0]
+    );
+    let bad = TensorProto {
+        dims: vec![1_000_000_000, 1_000_000_000],
+        data_type: data_type::FLOAT,
+        float_data: vec![1.0],
+        ..Default::default()
+    };
+    assert!(tensor_from_proto(&bad, &mut ext).is_err());
+}

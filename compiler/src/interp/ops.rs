@@ -1256,8 +1256,16 @@ fn reshape(c: &OpCtx) -> R<Tensor> {
 }
 
 fn transpose(t: &Tensor, perm: &[usize]) -> R<Tensor> {
-    if perm.len() != t.rank() {
-        return Err("perm length differs from the rank".into());
+    let mut seen = vec![false; t.rank()];
+    if perm.len() != t.rank()
+        || perm
+            .iter()
+            .any(|&p| p >= t.rank() || std::mem::replace(&mut seen[p], true))
+    {
+        return Err(format!(
+            "perm {perm:?} is not a permutation of 0..{}",
+            t.rank()
+        ));
     }
     let shape: Vec<usize> = perm.iter().map(|&p| t.shape[p]).collect();
     let ist = strides(&t.shape);
@@ -2076,6 +2084,40 @@ mod tests {
     fn offsets_broadcast_like_numpy() {
         assert_eq!(offsets(&[3, 1], &[3, 2]), vec![0, 0, 1, 1, 2, 2]);
         assert_eq!(offsets(&[2], &[3, 2]), vec![0, 1, 0, 1, 0, 1]);
+    }
+
+    #[test]
+    fn max_min_propagate_nan_and_integers_wrap() {
+        let a = Tensor::new(vec![2], vec![f32::NAN, 1.0]);
+        let b = Tensor::new(vec![2], vec![0.0f32, 2.0]);
+        let mx = variadic(
+            &[&a, &b],
+            |x, y| {
+                if x.is_nan() || y.is_nan() {
+                    f64::NAN
+                } else {
+                    x.max(y)
+                }
+            },
+            |x, y| x.max(y),
+        )
+        .unwrap();
+        assert!(mx.get_f64(0).is_nan() && mx.get_f64(1) == 2.0);
+        let u = Tensor::new(vec![1], vec![250u8]);
+        let v = Tensor::new(vec![1], vec![10u8]);
+        assert_eq!(
+            arith(&u, &v, |x, y| x + y, |x, y| x.wrapping_add(y))
+                .unwrap()
+                .to_i64_vec(),
+            vec![4]
+        );
+    }
+
+    #[test]
+    fn transpose_rejects_a_non_permutation() {
+        let t = Tensor::new(vec![2, 3], vec![0f32; 6]);
+        assert!(transpose(&t, &[0, 0]).is_err());
+        assert_eq!(transpose(&t, &[1, 0]).unwrap().shape, vec![3, 2]);
     }
 
     #[test]
