@@ -6,6 +6,10 @@
 //! Symbolic dims are treated as unknown: they never cause a shape error.
 //! Text form of every op is the MLIR generic form, e.g.
 //! `%2 = "graph.add"(%0, %1) : (tensor<4x8xf32>, tensor<8xf32>) -> tensor<4x8xf32> loc("Add_0")`.
+//! Attribute names are ONNX's. Optional ONNX inputs that are absent before a present one are recorded
+//! with `operand_slots = array<i64: ...>` (operand `i` is ONNX input `slots[i]`; see [`operand_slot`]).
+//! The reference semantics of every op are implemented by [`crate::interp`]; result shapes follow
+//! [`crate::passes::shape_inference::infer_op`].
 
 use super::{OpView, define_ops, normalize_axis};
 use crate::ir::{
@@ -79,7 +83,9 @@ define_ops! { OPS;
     Max = "graph.max", pure = true, verify = verify_variadic;
     /// `%r = "graph.min"(%a, %b, ...)` — elementwise minimum of 1+ operands with broadcasting.
     Min = "graph.min", pure = true, verify = verify_variadic;
-    /// `%r = "graph.clip"(%x, %lo?, %hi?)` — clamps `x` to `[lo, hi]` (scalar bounds as operands).
+    /// `%r = "graph.clip"(%x, %lo?, %hi?)` — clamps `x` to `[lo, hi]` (scalar bounds as operands;
+    /// `max(x, lo)` then `min(·, hi)`, so `lo > hi` yields `hi`; NaN stays NaN). A missing `lo` with a
+    /// present `hi` is spelled with `operand_slots = array<i64: 0, 2>`.
     Clip = "graph.clip", pure = true, verify = verify_clip;
     /// `%r = "graph.softmax"(%x) {axis = -1 : i64}` — softmax along `axis`.
     Softmax = "graph.softmax", pure = true, verify = verify_axis_unary;
@@ -109,7 +115,9 @@ define_ops! { OPS;
     Concat = "graph.concat", pure = true, verify = verify_concat;
     /// `%r:2 = "graph.split"(%x, %sizes?) {axis = 0 : i64}` — splits `x` along `axis` into the results.
     Split = "graph.split", pure = true, verify = verify_split;
-    /// `%r = "graph.slice"(%x, %starts, %ends, %axes?, %steps?)` — ONNX Slice.
+    /// `%r = "graph.slice"(%x, %starts, %ends, %axes?, %steps?)` — ONNX Slice: per listed axis,
+    /// elements `start, start+step, ...` before `end`, with negative indices counted from the end and
+    /// bounds clamped (`[0, n]` for positive steps, `[-1, n-1]` for negative ones).
     Slice = "graph.slice", pure = true, verify = verify_slice;
     /// `%r = "graph.gather"(%data, %indices) {axis = 0 : i64}` — ONNX Gather: result shape is
     /// `data[:axis] ++ indices ++ data[axis+1:]`.
@@ -134,7 +142,10 @@ define_ops! { OPS;
     LessOrEqual = "graph.less_or_equal", pure = true, verify = verify_compare;
     /// `%r = "graph.greater_or_equal"(%a, %b)` — elementwise `a >= b`, `i1` result.
     GreaterOrEqual = "graph.greater_or_equal", pure = true, verify = verify_compare;
-    /// `%r = "graph.cast"(%x) : (tensor<4xf32>) -> tensor<4xbf16>` — converts elements to the result dtype.
+    /// `%r = "graph.cast"(%x) {saturate = 1 : i64} : (tensor<4xf32>) -> tensor<4xbf16>` — converts
+    /// elements to the result dtype (ONNX Cast; also CastLike): floats → integers truncate toward zero,
+    /// → `i1` is `x != 0`, float narrowing rounds to nearest even, `f8E4M3FN` saturates to ±448 unless
+    /// `saturate = 0` (then out-of-range values become NaN).
     Cast = "graph.cast", pure = true, verify = verify_cast;
     /// `%r = "graph.shape"(%x) {start?, end?} : (tensor<2x?xf32>) -> tensor<2xi64>` — the shape as a tensor.
     Shape = "graph.shape", pure = true, verify = verify_shape;
@@ -144,7 +155,15 @@ define_ops! { OPS;
     ConstantOfShape = "graph.constant_of_shape", pure = true, verify = verify_constant_of_shape;
     /// `%r = "graph.trilu"(%x, %k?) {upper = 1 : i64}` — keeps the upper/lower triangle.
     Trilu = "graph.trilu", pure = true, verify = verify_trilu;
-    /// `%r = "graph.attention"(%q, %k, %v, %mask?, ...) {scale?, is_causal?}` — ONNX Attention.
+    /// `%y, %present_k?, %present_v?, %qk? = "graph.attention"(%q, %k, %v, %mask?, %past_k?, %past_v?,
+    /// %nonpad_kv_seqlen?) {scale?, is_causal?, q_num_heads?, kv_num_heads?, softcap?,
+    /// qk_matmul_output_mode?}` — ONNX Attention (opsets 23/24): 3-D inputs `[B, S, H·D]` are split
+    /// into heads; past K/V are concatenated on the sequence axis; `softmax(softcap(q·kᵀ·scale) + bias)·v`
+    /// where bias combines a boolean (`false` → -inf) or additive mask (padded with -inf to the total
+    /// length), the bottom-right-aligned causal mask and the `nonpad_kv_seqlen` padding; query heads
+    /// share KV heads in groups (GQA). A fully masked row yields zeros. `%qk` is the scaled scores
+    /// (mode 0/1), scores plus bias (2) or the probabilities (3). Absent optional inputs are spelled
+    /// with `operand_slots`.
     Attention = "graph.attention", pure = true, verify = verify_attention;
     /// `%r = "graph.rotary_embedding"(%x, %cos, %sin, %pos?) {interleaved = 0 : i64}` — RoPE.
     RotaryEmbedding = "graph.rotary_embedding", pure = true, verify = verify_rotary;

@@ -1,7 +1,7 @@
 //! `fold-constants`: evaluates ops whose value is known at compile time and replaces them by
 //! `graph.constant`s, sweeping each function once in order (so chains fold in one run):
 //!
-//! - every op is first re-typed with [`shape_inference::refine_op`], so shapes that became static
+//! - every op is first re-typed with [`super::shape_inference::refine_op`], so shapes that became static
 //!   upstream are seen downstream;
 //! - `graph.shape` / `graph.size` of an input with a static shape fold to their value (this is what
 //!   turns exporter `Shape → Gather → Unsqueeze → Concat → Reshape` chains into constant shapes);
