@@ -6,7 +6,7 @@ use llmpu_compiler::backend::{self, Options, dtype_of};
 use llmpu_compiler::interp::Tensor as ITensor;
 use llmpu_compiler::ir::{Module, ScalarType};
 use llmpu_compiler::pass::PassManagerOptions;
-use llmpu_isa::{IoDir, Program};
+use llmpu_isa::Program;
 use llmpu_runtime::{Report, RunOptions, Tensor};
 
 /// An interpreter tensor as an emulator tensor (`i1` as one byte per element).
@@ -59,12 +59,7 @@ pub fn run(
     o: &Options,
 ) -> Result<(Vec<ITensor>, Report), String> {
     let program = compile(module, o)?;
-    let names: Vec<&str> = program
-        .io
-        .iter()
-        .filter(|t| t.dir == IoDir::Input)
-        .map(|t| t.name.as_str())
-        .collect();
+    let names = llmpu_runtime::kv::input_names(&program);
     for t in inputs {
         if dtype_of(t.dtype()).is_none() {
             return Err(format!(
@@ -84,8 +79,8 @@ pub fn run(
     for (n, t) in names.iter().zip(inputs) {
         bound.push((n.to_string(), to_runtime(t)?));
     }
-    let res =
-        llmpu_runtime::run(&program, &bound, &RunOptions::default()).map_err(|e| e.to_string())?;
+    let res = llmpu_runtime::kv::run_dense(&program, &bound, &RunOptions::default())
+        .map_err(|e| e.to_string())?;
     let result_types: Vec<ScalarType> = {
         let f = module.functions()[0];
         match module.attr(f, "function_type") {

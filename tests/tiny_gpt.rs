@@ -124,3 +124,63 @@ fn corpus_models_check_on_both_presets_and_precisions() {
         }
     }
 }
+
+/// `kv-layout` on the corpus decode graph: the dumps show the caches as appends into one paged
+/// region, and the binary carries the region instead of dense past/present I/O.
+#[test]
+fn llama_decode_compiles_with_a_paged_kv_region() {
+    let corpus = std::env::var("LLMPU_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root().join("../shared/corpus"));
+    let model = corpus.join("models/llama-tiny-decode/model.onnx");
+    if !model.exists() {
+        eprintln!(
+            "SKIPPED: corpus not found at {} (set LLMPU_CORPUS)",
+            corpus.display()
+        );
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("llmpu-kv-dump-{}", std::process::id()));
+    let out = dir.join("m.llmpu");
+    let _ = std::fs::create_dir_all(&dir);
+    let r = llmpu(&[
+        "compile",
+        model.to_str().unwrap_or_default(),
+        "--precision",
+        "fp32",
+        "--dump-ir",
+        dir.to_str().unwrap_or_default(),
+        "-o",
+        out.to_str().unwrap_or_default(),
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let read = |suffix: &str| {
+        let mut hits = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.to_string_lossy().ends_with(suffix));
+        hits.next()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default()
+    };
+    let kv = read("kv-layout.mlir");
+    assert_eq!(kv.matches("\"graph.kv_append\"").count(), 4, "{kv}");
+    assert!(
+        kv.contains("llmpu.kv = {batch = 1 : i64, block_tokens = 16 : i64, max_blocks = 2 : i64")
+    );
+    let planned = read("plan-memory.mlir");
+    assert!(planned.contains("llmpu.kv_region"));
+    assert_eq!(planned.matches("llmpu.kv_pool").count(), 4);
+    let program = llmpu_isa::binary::read_file(&out).expect("binary");
+    let region = program.kv.expect("KV region in the binary");
+    assert_eq!(region.slots.len(), 4);
+    assert!(
+        program
+            .io
+            .iter()
+            .all(|t| !t.name.starts_with("past") && !t.name.starts_with("present"))
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -438,6 +438,7 @@ impl Assembler {
             io: self.io.into_iter().map(|(t, _)| t).collect(),
             labels: self.labels,
             debug: self.debug,
+            kv: None,
         };
         match program.validate() {
             Ok(()) => Ok(program),

@@ -139,6 +139,11 @@ fn fuse_attention_filetests_match_snapshots() {
 }
 
 #[test]
+fn kv_layout_filetests_match_snapshots() {
+    run_folder("kv-layout");
+}
+
+#[test]
 fn fuse_norm_filetests_match_snapshots() {
     run_folder("fuse-norm");
 }

@@ -11,6 +11,7 @@
 //! | `.llmpu.io` | I/O tensor descriptors: name, direction, dtype, shape, HBM address |
 //! | `.llmpu.target` | the target as canonical TOML ([`Target::to_toml`]) |
 //! | `.llmpu.debug` | debug map: core, pc, location string |
+//! | `.llmpu.kv` | optional: the paged KV-cache region of a decode program (`spec/kv-cache.md`) |
 //! | `.symtab`/`.strtab` | labels: local symbols in their core's text section, value = byte offset |
 //!
 //! Invariants:
@@ -23,7 +24,9 @@
 
 use crate::fields::DType;
 use crate::inst::{DecodeError, EncodeError, INST_BYTES, Inst};
-use crate::program::{DataSegment, DebugLoc, IoDir, IoTensor, Label, Program, ProgramError};
+use crate::program::{
+    DataSegment, DebugLoc, IoDir, IoTensor, KvRegion, KvSlot, Label, Program, ProgramError,
+};
 use crate::target::Target;
 use object::elf;
 use object::read::elf::{FileHeader as _, SectionHeader as _, Sym as _};
@@ -260,21 +263,27 @@ pub fn write(program: &Program) -> Result<Vec<u8>, BinaryError> {
         let n = w.add_section_name(name.as_bytes());
         text_idx.push((w.reserve_section_index(), n));
     }
-    let plain: [&'static [u8]; 5] = [
+    let kv_table = program.kv.as_ref().map(kv_record);
+    let mut plain: Vec<&'static [u8]> = vec![
         b".rodata",
         b".llmpu.data",
         b".llmpu.io",
         b".llmpu.target",
         b".llmpu.debug",
     ];
-    let plain_data: [&[u8]; 5] = [
+    let mut plain_data: Vec<&[u8]> = vec![
         &rodata,
         &data_table,
         &io_table,
         target_toml.as_bytes(),
         &debug,
     ];
-    let plain_align: [u64; 5] = [RODATA_ALIGN, 8, 8, 1, 4];
+    let mut plain_align: Vec<u64> = vec![RODATA_ALIGN, 8, 8, 1, 4];
+    if let Some(k) = &kv_table {
+        plain.push(b".llmpu.kv");
+        plain_data.push(k);
+        plain_align.push(8);
+    }
     let mut plain_idx = Vec::new();
     for name in plain {
         let n = w.add_section_name(name);
@@ -293,8 +302,8 @@ pub fn write(program: &Program) -> Result<Vec<u8>, BinaryError> {
         .collect();
     let plain_off: Vec<u64> = plain_data
         .iter()
-        .zip(plain_align)
-        .map(|(d, a)| w.reserve(d.len() as u64, a))
+        .zip(&plain_align)
+        .map(|(d, &a)| w.reserve(d.len() as u64, a))
         .collect();
     w.reserve_null_symbol_index();
     let mut sym_names = Vec::new();
@@ -620,6 +629,7 @@ pub fn read(bytes: &[u8]) -> Result<Program, BinaryError> {
         ".llmpu.debug",
     ];
     let mut symtab_seen = false;
+    let mut kv_table: Option<&[u8]> = None;
     for (index, sh) in sections.enumerate() {
         if index.0 == 0 {
             continue;
@@ -664,6 +674,10 @@ pub fn read(bytes: &[u8]) -> Result<Program, BinaryError> {
                 return Err(BinaryError::Elf(
                     "`.llmpu.meta` is not the 32 bytes at offset 64".into(),
                 ));
+            }
+        } else if name == ".llmpu.kv" {
+            if kv_table.replace(data).is_some() {
+                return Err(BinaryError::DuplicateSection(name.into()));
             }
         } else if let Some(k) = NAMED.iter().position(|n| *n == name) {
             if named[k].replace(data).is_some() {
@@ -821,6 +835,11 @@ pub fn read(bytes: &[u8]) -> Result<Program, BinaryError> {
     }
     c.finish()?;
 
+    let kv = match kv_table {
+        Some(t) => Some(read_kv(t)?),
+        None => None,
+    };
+
     // 5. Labels.
     let mut labels = Vec::new();
     let symbols = sections
@@ -875,15 +894,173 @@ pub fn read(bytes: &[u8]) -> Result<Program, BinaryError> {
         io,
         labels,
         debug,
+        kv,
     };
     program.validate()?;
     Ok(program)
+}
+
+/// The `.llmpu.kv` record (`spec/binary-format.md`).
+fn kv_record(kv: &KvRegion) -> Vec<u8> {
+    let mut t = Vec::new();
+    put_u64(&mut t, kv.hbm_addr);
+    put_u64(&mut t, kv.bytes);
+    t.push(kv.dtype as u8);
+    t.extend_from_slice(&[0; 7]);
+    for v in [
+        kv.block_tokens,
+        kv.batch,
+        kv.max_blocks,
+        kv.num_blocks,
+        kv.past_len,
+        kv.new_tokens,
+        kv.table_addr,
+    ] {
+        put_u64(&mut t, v);
+    }
+    put_u32(&mut t, kv.slots.len() as u32);
+    for s in &kv.slots {
+        put_str(&mut t, &s.past);
+        put_str(&mut t, &s.present);
+        put_u32(&mut t, s.past_index);
+        put_u32(&mut t, s.present_index);
+        put_u64(&mut t, s.heads);
+        put_u64(&mut t, s.head_dim);
+        put_u64(&mut t, s.pool_addr);
+    }
+    t
+}
+
+fn read_kv(table: &[u8]) -> Result<KvRegion, BinaryError> {
+    let mut c = Cursor::new(".llmpu.kv", table);
+    let hbm_addr = c.u64("KV region address")?;
+    let bytes = c.u64("KV region size")?;
+    let at = c.at;
+    let dt = c.u8("KV dtype")?;
+    let dtype = DType::ALL
+        .get(dt as usize)
+        .copied()
+        .ok_or_else(|| BinaryError::Malformed {
+            section: ".llmpu.kv".into(),
+            offset: at,
+            message: format!("unknown dtype {dt}"),
+        })?;
+    if c.take(7, "padding")?.iter().any(|&b| b != 0) {
+        return Err(c.err("padding is not zero"));
+    }
+    let mut f = [0u64; 7];
+    for (v, what) in f.iter_mut().zip([
+        "block_tokens",
+        "batch",
+        "max_blocks",
+        "num_blocks",
+        "past_len",
+        "new_tokens",
+        "table address",
+    ]) {
+        *v = c.u64(what)?;
+    }
+    let n = c.count("KV slot count", 40)?;
+    let mut slots = Vec::new();
+    for _ in 0..n {
+        let past = c.string("KV past name")?;
+        let present = c.string("KV present name")?;
+        check_name("input", &past)?;
+        check_name("output", &present)?;
+        slots.push(KvSlot {
+            past,
+            present,
+            past_index: c.u32("past index")?,
+            present_index: c.u32("present index")?,
+            heads: c.u64("heads")?,
+            head_dim: c.u64("head_dim")?,
+            pool_addr: c.u64("pool address")?,
+        });
+    }
+    c.finish()?;
+    Ok(KvRegion {
+        hbm_addr,
+        bytes,
+        dtype,
+        block_tokens: f[0],
+        batch: f[1],
+        max_blocks: f[2],
+        num_blocks: f[3],
+        past_len: f[4],
+        new_tokens: f[5],
+        table_addr: f[6],
+        slots,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::fields::{Reg, Target as BranchTarget};
+
+    fn with_kv() -> Program {
+        let mut p = small();
+        // Table: 1 × 2 i32 at 128; two pools of 2 blocks of [1 head, 16 tokens, 4] f32 = 256 B.
+        p.kv = Some(KvRegion {
+            hbm_addr: 128,
+            bytes: 64 + 2 * 512,
+            dtype: DType::F32,
+            block_tokens: 16,
+            batch: 1,
+            max_blocks: 2,
+            num_blocks: 2,
+            past_len: 16,
+            new_tokens: 1,
+            table_addr: 128,
+            slots: vec![
+                KvSlot {
+                    past: "past.k".into(),
+                    present: "present.k".into(),
+                    past_index: 1,
+                    present_index: 1,
+                    heads: 1,
+                    head_dim: 4,
+                    pool_addr: 192,
+                },
+                KvSlot {
+                    past: "past.v".into(),
+                    present: "present.v".into(),
+                    past_index: 2,
+                    present_index: 2,
+                    heads: 1,
+                    head_dim: 4,
+                    pool_addr: 704,
+                },
+            ],
+        });
+        p
+    }
+
+    #[test]
+    fn kv_region_round_trips_through_the_optional_section() {
+        let p = with_kv();
+        let bytes = write(&p).expect("write");
+        assert_eq!(read(&bytes).expect("read"), p);
+        // A program without a region has no `.llmpu.kv` section and still reads back.
+        let plain = small();
+        assert_eq!(read(&write(&plain).expect("write")).expect("read"), plain);
+    }
+
+    #[test]
+    fn kv_region_with_a_pool_outside_it_is_rejected() {
+        let mut p = with_kv();
+        if let Some(kv) = p.kv.as_mut() {
+            kv.slots[1].pool_addr = 768;
+        }
+        let e = write(&p).expect_err("pool outside the region");
+        assert!(e.to_string().contains("outside the region"), "{e}");
+        let mut q = with_kv();
+        if let Some(kv) = q.kv.as_mut() {
+            kv.past_len = 32;
+        }
+        let e = write(&q).expect_err("more tokens than blocks");
+        assert!(e.to_string().contains("exceed"), "{e}");
+    }
 
     fn small() -> Program {
         let mut p = Program::new(Target::default_target(), 1);

@@ -24,5 +24,7 @@ pub use inst::{
     CostClass, DecodeError, EncodeError, FieldDesc, INST_BYTES, INSTRUCTIONS, Inst, InstDesc,
     Opcode, Unit,
 };
-pub use program::{DataSegment, DebugLoc, IoDir, IoTensor, Label, Program, ProgramError};
+pub use program::{
+    DataSegment, DebugLoc, IoDir, IoTensor, KvRegion, KvSlot, Label, Program, ProgramError,
+};
 pub use target::Target;

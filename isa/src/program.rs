@@ -63,6 +63,123 @@ impl IoTensor {
     }
 }
 
+/// One cache tensor (one layer's keys or values) inside the paged KV region
+/// (`spec/kv-cache.md`). Block `p` of this slot's pool starts at
+/// `pool_addr + p · heads · block_tokens · head_dim · size` and holds `[heads, block_tokens,
+/// head_dim]` elements, row-major.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KvSlot {
+    /// Graph input holding the dense past `[batch, heads, past_len, head_dim]`.
+    pub past: String,
+    /// Graph output holding the dense present `[batch, heads, past_len + new_tokens, head_dim]`.
+    pub present: String,
+    /// Position of `past` among the graph's inputs.
+    pub past_index: u32,
+    /// Position of `present` among the graph's outputs.
+    pub present_index: u32,
+    pub heads: u64,
+    pub head_dim: u64,
+    /// HBM address of this slot's block pool (`num_blocks` blocks).
+    pub pool_addr: u64,
+}
+
+/// The persistent, paged KV-cache region of a decode program: a block table
+/// (`i32 [batch, max_blocks]`, physical block per logical block of each sequence, at `table_addr`)
+/// and one block pool per slot. The host keeps the region in HBM between runs; a run reads
+/// positions `< past_len` and writes positions `past_len .. past_len + new_tokens` in place.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KvRegion {
+    pub hbm_addr: u64,
+    pub bytes: u64,
+    pub dtype: DType,
+    pub block_tokens: u64,
+    pub batch: u64,
+    /// Block-table entries per sequence.
+    pub max_blocks: u64,
+    /// Physical blocks in every slot's pool.
+    pub num_blocks: u64,
+    /// Tokens cached before the run.
+    pub past_len: u64,
+    /// Tokens one run appends.
+    pub new_tokens: u64,
+    pub table_addr: u64,
+    pub slots: Vec<KvSlot>,
+}
+
+impl KvRegion {
+    /// Bytes of one physical block of `slot`, or `None` on overflow.
+    pub fn block_bytes(&self, slot: &KvSlot) -> Option<u64> {
+        slot.heads
+            .checked_mul(self.block_tokens)?
+            .checked_mul(slot.head_dim)?
+            .checked_mul(self.dtype.size())
+    }
+
+    /// Bytes of the block table, or `None` on overflow.
+    pub fn table_bytes(&self) -> Option<u64> {
+        self.batch.checked_mul(self.max_blocks)?.checked_mul(4)
+    }
+
+    /// Checks that the table and every pool lie inside the region without overlapping, and that
+    /// the cached plus appended tokens fit the block table.
+    pub fn validate(&self) -> Result<(), String> {
+        let end = self
+            .hbm_addr
+            .checked_add(self.bytes)
+            .ok_or("region end overflows")?;
+        if self.block_tokens == 0 {
+            return Err("block_tokens is 0".into());
+        }
+        let cap = self
+            .max_blocks
+            .checked_mul(self.block_tokens)
+            .ok_or("capacity overflows")?;
+        if self
+            .past_len
+            .checked_add(self.new_tokens)
+            .is_none_or(|t| t > cap)
+        {
+            return Err(format!(
+                "{} cached + {} new tokens exceed {} blocks of {} tokens",
+                self.past_len, self.new_tokens, self.max_blocks, self.block_tokens
+            ));
+        }
+        if self.num_blocks < self.max_blocks {
+            return Err(format!(
+                "{} physical blocks cannot back {} blocks of one sequence",
+                self.num_blocks, self.max_blocks
+            ));
+        }
+        let mut spans = vec![(
+            self.table_addr,
+            self.table_bytes().ok_or("table size overflows")?,
+            "block table".to_string(),
+        )];
+        for s in &self.slots {
+            let b = self
+                .block_bytes(s)
+                .and_then(|b| b.checked_mul(self.num_blocks))
+                .ok_or_else(|| format!("slot `{}`: pool size overflows", s.past))?;
+            spans.push((s.pool_addr, b, format!("pool of `{}`", s.past)));
+        }
+        for (a, n, what) in &spans {
+            if *a < self.hbm_addr || a.checked_add(*n).is_none_or(|e| e > end) {
+                return Err(format!("{what} lies outside the region"));
+            }
+            if a % HBM_ALIGN != 0 {
+                return Err(format!("{what} is not {HBM_ALIGN}-byte aligned"));
+            }
+        }
+        spans.sort();
+        for w in spans.windows(2) {
+            if w[1].0 < w[0].0 + w[0].1 {
+                return Err(format!("{} overlaps {}", w[0].2, w[1].2));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A named instruction position.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Label {
@@ -90,6 +207,8 @@ pub struct Program {
     pub io: Vec<IoTensor>,
     pub labels: Vec<Label>,
     pub debug: Vec<DebugLoc>,
+    /// The paged KV-cache region of a decode program (`spec/kv-cache.md`).
+    pub kv: Option<KvRegion>,
 }
 
 /// A violated program invariant.
@@ -137,6 +256,8 @@ pub enum ProgramError {
         core: u32,
         pc: u32,
     },
+    #[error("KV region: {0}")]
+    BadKv(String),
     #[error("debug map is not sorted at core {core} pc {pc}")]
     UnsortedDebug { core: u32, pc: u32 },
     #[error("{what} `{name}` is too large (its byte size overflows 64 bits)")]
@@ -153,6 +274,7 @@ impl Program {
             io: Vec::new(),
             labels: Vec::new(),
             debug: Vec::new(),
+            kv: None,
         }
     }
 
@@ -236,6 +358,28 @@ impl Program {
             }
             if len > 0 {
                 spans.push((addr, addr + len, name));
+            }
+        }
+        if let Some(kv) = &self.kv {
+            kv.validate().map_err(ProgramError::BadKv)?;
+            for s in &kv.slots {
+                for n in [&s.past, &s.present] {
+                    if !names.insert(n.as_str()) {
+                        return Err(ProgramError::DuplicateName(n.clone()));
+                    }
+                }
+            }
+            if kv.hbm_addr.checked_add(kv.bytes).is_none_or(|e| e > size) {
+                return Err(ProgramError::OutsideHbm {
+                    what: "kv",
+                    name: "kv region".into(),
+                    addr: kv.hbm_addr,
+                    len: kv.bytes,
+                    size,
+                });
+            }
+            if kv.bytes > 0 {
+                spans.push((kv.hbm_addr, kv.hbm_addr + kv.bytes, "kv region"));
             }
         }
         spans.sort();

@@ -80,6 +80,7 @@ pub mod compare;
 pub mod error;
 mod exec;
 pub mod html;
+pub mod kv;
 mod memory;
 pub mod npy;
 pub mod report;
@@ -202,6 +203,17 @@ pub fn run(
     inputs: &[(String, Tensor)],
     opts: &RunOptions,
 ) -> Result<RunResult, EmuError> {
+    run_with_kv(program, inputs, None, opts).map(|r| r.0)
+}
+
+/// [`run`] with the program's KV region ([`kv`]) written from `kv_image` before the run (when
+/// given) and read back after it.
+pub fn run_with_kv(
+    program: &Program,
+    inputs: &[(String, Tensor)],
+    kv_image: Option<&[u8]>,
+    opts: &RunOptions,
+) -> Result<(RunResult, Option<Vec<u8>>), EmuError> {
     program.validate()?;
     check_inputs(program, inputs, !opts.timing_only)?;
     let outs = || program.io.iter().filter(|io| io.dir == IoDir::Output);
@@ -235,8 +247,33 @@ pub fn run(
                     .map_err(|k| hbm_err(name, k))?;
             }
         }
+        if let (Some(kv), Some(img)) = (&program.kv, kv_image) {
+            if img.len() as u64 != kv.bytes {
+                return Err(EmuError::BadTensor {
+                    name: "KV region".into(),
+                    message: format!(
+                        "{} bytes of image for a {}-byte region",
+                        img.len(),
+                        kv.bytes
+                    ),
+                });
+            }
+            sim.hbm
+                .write(kv.hbm_addr, img)
+                .map_err(|k| hbm_err("KV region", k))?;
+        }
     }
     sim.run()?;
+    let kv_after = match (&program.kv, kv_image, opts.timing_only) {
+        (Some(kv), Some(_), false) => Some(
+            sim.read_hbm(kv.hbm_addr, kv.bytes)
+                .map_err(|k| hbm_err_top("KV region", k))?
+                .ok_or_else(|| {
+                    EmuError::Unsupported("cannot allocate the KV region on this host".into())
+                })?,
+        ),
+        _ => None,
+    };
     let mut outputs = Vec::new();
     if !opts.timing_only {
         for io in outs() {
@@ -266,10 +303,20 @@ pub fn run(
     let report = sim.report();
     let trace = sim.take_trace();
     let timeline = sim.take_timeline();
-    Ok(RunResult {
-        outputs,
-        report,
-        trace,
-        timeline,
-    })
+    Ok((
+        RunResult {
+            outputs,
+            report,
+            trace,
+            timeline,
+        },
+        kv_after,
+    ))
+}
+
+fn hbm_err_top(name: &str, k: TrapKind) -> EmuError {
+    EmuError::BadTensor {
+        name: name.into(),
+        message: k.to_string(),
+    }
 }

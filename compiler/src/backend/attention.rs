@@ -112,18 +112,27 @@ pub fn attention(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
         .get(&ins[0])
         .cloned()
         .ok_or_else(|| err(cx, "q has no memory"))?;
-    let kv = cx
-        .plan
-        .views
-        .get(&ins[1])
-        .cloned()
-        .ok_or_else(|| err(cx, "k has no memory"))?;
-    let vv = cx
-        .plan
-        .views
-        .get(&ins[2])
-        .cloned()
-        .ok_or_else(|| err(cx, "v has no memory"))?;
+    // K and V either have dense views or live in the paged KV region (`kv-layout`).
+    let paged = match (cx.plan.kv_slots.get(&ins[1]), cx.plan.kv_slots.get(&ins[2])) {
+        (Some(&ks), Some(&vs)) => {
+            let region = cx.plan.kv.as_ref().ok_or_else(|| err(cx, "no KV region"))?;
+            Some((region, ks, vs))
+        }
+        (None, None) => None,
+        _ => return Err(err(cx, "only one of K and V is in the paged KV region")),
+    };
+    let region_view = |v: ValueId| -> R<View> {
+        match cx.plan.views.get(&v) {
+            Some(x) => Ok(x.clone()),
+            None => {
+                let (region, _, _) = paged.ok_or_else(|| err(cx, "k/v has no memory"))?;
+                let sh = shape_of(cx.m, v).ok_or_else(|| err(cx, "k/v shape is not static"))?;
+                Ok(View::dense(0, region.dtype, &sh))
+            }
+        }
+    };
+    let kv = region_view(ins[1])?;
+    let vv = region_view(ins[2])?;
     let r = qv.shape.len();
     if r != 4 || kv.shape.len() != 4 || vv.shape.len() != 4 {
         return Err(err(
@@ -162,6 +171,11 @@ pub fn attention(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
     ) {
         (Some(a), Some(c)) if a > 0 && c > 0 => (a as u64, c as u64),
         _ => blocks(sq, skv, d, dv, cx.o),
+    };
+    // Paged K/V are read one cache block at a time.
+    let bk = match paged {
+        Some((region, _, _)) => region.block_tokens,
+        None => bk,
     };
     let (bq, bk) = (bq.min(sq).max(1), bk.min(skv).max(1));
     let dt = match cx.o.precision {
@@ -211,12 +225,21 @@ pub fn attention(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
         col(stats[3]),
         col(stats[4]),
     );
-    let load_as = |cx: &mut Cx, v: &View, dst: u64| {
+    let table = match paged {
+        Some((region, _, _)) => Some(al(
+            cx,
+            Mem::Sram,
+            region.table_bytes().unwrap_or(u64::MAX),
+            "KV block table",
+        )?),
+        None => None,
+    };
+    let load_at = |cx: &mut Cx, v: &View, dst: u64, base: Option<llmpu_isa::Reg>| {
         let cols = v.shape[1];
         if v.dt == dt {
-            cx.e.move_view(true, v, dst, cols);
+            cx.e.move_view_at(true, v, dst, cols, base);
         } else {
-            cx.e.move_view(true, v, stage, cols);
+            cx.e.move_view_at(true, v, stage, cols, base);
             cx.e.vun(
                 Un::Copy,
                 T::sram(dst, cols, dt),
@@ -227,6 +250,7 @@ pub fn attention(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
             );
         }
     };
+    let load_as = |cx: &mut Cx, v: &View, dst: u64| load_at(cx, v, dst, None);
     let cores = cx.e.cores();
     let mut steps = vec![0usize; cores];
     let mut unit = 0usize;
@@ -244,6 +268,14 @@ pub fn attention(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
                 let core = unit % cores;
                 unit += 1;
                 load_as(cx, &q2.slice(0, q0, 1, wq), qt);
+                if let (Some((region, _, _)), Some(tab)) = (paged, table) {
+                    let tv = View::dense(
+                        region.table_addr,
+                        DType::I32,
+                        &[region.batch * region.max_blocks],
+                    );
+                    cx.e.move_view(true, &tv, tab, 0);
+                }
                 let o32 = T::sram(ot, dv, DType::F32);
                 cx.e.vfill(o32, 0.0, wq, dv);
                 cx.e.vfill(mrun, f32::NEG_INFINITY, wq, 1);
@@ -257,9 +289,29 @@ pub fn attention(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
                     }
                     let s = steps[core] % 2;
                     steps[core] += 1;
-                    let kblk = k2.slice(0, k0, 1, wk).permute(&[1, 0]);
-                    load_as(cx, &kblk, kt[s]);
-                    load_as(cx, &v2.slice(0, k0, 1, wk), vt[s]);
+                    if let (Some((region, ks, vs)), Some(tab)) = (paged, table) {
+                        // Logical block k0 / block_tokens of sequence bi through the block table;
+                        // inside a block, head hk's tokens are rows of head_dim elements.
+                        let bt = region.block_tokens;
+                        let entry = tab + (bi * region.max_blocks + k0 / bt) * 4;
+                        let (kslot, vslot) = (&region.slots[ks], &region.slots[vs]);
+                        let kb = region.block_bytes(kslot).unwrap_or(0);
+                        let vb = region.block_bytes(vslot).unwrap_or(0);
+                        let kr = cx.e.block_addr(entry, kb, kslot.pool_addr);
+                        let in_block = |h: u64, n: u64| {
+                            View::dense(h * bt * n * region.dtype.size(), region.dtype, &[wk, n])
+                        };
+                        let kblk = in_block(hk, d).permute(&[1, 0]);
+                        load_at(cx, &kblk, kt[s], Some(kr));
+                        cx.e.unpin(kr);
+                        let vr = cx.e.block_addr(entry, vb, vslot.pool_addr);
+                        load_at(cx, &in_block(hk, dv), vt[s], Some(vr));
+                        cx.e.unpin(vr);
+                    } else {
+                        let kblk = k2.slice(0, k0, 1, wk).permute(&[1, 0]);
+                        load_as(cx, &kblk, kt[s]);
+                        load_as(cx, &v2.slice(0, k0, 1, wk), vt[s]);
+                    }
                     let sa = T {
                         mem: Mem::Acc,
                         addr: sacc,
@@ -333,6 +385,95 @@ pub fn attention(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
                 cx.e.move_view(false, &o2.slice(0, q0, 1, wq), res.addr, dv);
                 q0 += bq;
             }
+        }
+    }
+    Ok(())
+}
+
+/// Lowers `graph.kv_append(past, new)` (`kv-layout`): each new token's K or V rows (every KV
+/// head) are stored in place into the block that holds its position, found through the block
+/// table at run time; the cached past is neither read nor copied.
+pub fn kv_append(cx: &mut Cx, op: OpId, ins: &[ValueId]) -> R<()> {
+    let m = cx.m;
+    let err = |cx: &Cx, s: &str| BackendError::new(&cx.loc, s.to_string());
+    let out = m.op(op).results[0];
+    let slot = *cx
+        .plan
+        .kv_slots
+        .get(&out)
+        .ok_or_else(|| err(cx, "kv_append outside the KV region"))?;
+    let region = cx.plan.kv.as_ref().ok_or_else(|| err(cx, "no KV region"))?;
+    let ks = region
+        .slots
+        .get(slot)
+        .ok_or_else(|| err(cx, "KV slot out of range"))?;
+    let nv = cx
+        .plan
+        .views
+        .get(&ins[1])
+        .cloned()
+        .ok_or_else(|| err(cx, "new K/V has no memory"))?;
+    if nv.shape.len() != 4 || nv.shape[1] != ks.heads || nv.shape[3] != ks.head_dim {
+        return Err(err(cx, "new K/V does not match its cache slot"));
+    }
+    let (b, h, n, d) = (nv.shape[0], nv.shape[1], nv.shape[2], nv.shape[3]);
+    let rdt = region.dtype;
+    let al = |cx: &mut Cx, bytes: u64, what: &str| {
+        cx.e.alloc(Mem::Sram, bytes, what)
+            .map_err(|e| BackendError::new(&cx.loc, e.to_string()))
+    };
+    let tab = al(
+        cx,
+        region.table_bytes().unwrap_or(u64::MAX),
+        "KV block table",
+    )?;
+    let raw = al(cx, h * d * nv.dt.size(), "new K/V rows")?;
+    let conv = al(cx, h * d * rdt.size(), "new K/V rows")?;
+    let tv = View::dense(
+        region.table_addr,
+        DType::I32,
+        &[region.batch * region.max_blocks],
+    );
+    cx.e.move_view(true, &tv, tab, 0);
+    let bt = region.block_tokens;
+    let block_bytes = region
+        .block_bytes(ks)
+        .ok_or_else(|| err(cx, "KV block size overflows"))?;
+    for bi in 0..b {
+        for t in 0..n {
+            let pos = region.past_len + t;
+            let src = index(&nv, &[bi]).slice(1, t, 1, 1);
+            let src = View {
+                addr: src.addr,
+                dt: src.dt,
+                shape: vec![h, d],
+                strides: vec![src.strides[0], src.strides[2]],
+            };
+            cx.e.move_view(true, &src, raw, d);
+            let rows = if nv.dt == rdt {
+                raw
+            } else {
+                cx.e.vun(
+                    Un::Copy,
+                    T::sram(conv, d, rdt),
+                    T::sram(raw, d, nv.dt),
+                    Bcast::Full,
+                    h,
+                    d,
+                );
+                conv
+            };
+            let entry = tab + (bi * region.max_blocks + pos / bt) * 4;
+            let r = cx.e.block_addr(entry, block_bytes, ks.pool_addr);
+            // Row `pos % bt` of every head's [bt, d] block.
+            let dst = View {
+                addr: ((pos % bt) * d * rdt.size()) as i64,
+                dt: rdt,
+                shape: vec![h, d],
+                strides: vec![(bt * d) as i64, 1],
+            };
+            cx.e.move_view_at(false, &dst, rows, d, Some(r));
+            cx.e.unpin(r);
         }
     }
     Ok(())

@@ -27,7 +27,10 @@ use std::sync::Arc;
 use llmpu_asm::Assembler;
 use llmpu_isa::fields::{FieldKind, format_f32, sign_extend};
 use llmpu_isa::inst::INSTRUCTIONS;
-use llmpu_isa::{DType, DataSegment, Inst, IoDir, IoTensor, Program, Reg, Space, Target, TileRef};
+use llmpu_isa::{
+    DType, DataSegment, Inst, IoDir, IoTensor, KvRegion, KvSlot, Program, Reg, Space, Target,
+    TileRef,
+};
 
 use super::emit::Item;
 use crate::dialects::builtin::{build_func, build_return};
@@ -151,7 +154,13 @@ pub fn inst_of(m: &Module, op: crate::ir::OpId) -> Result<Inst, String> {
 
 /// Replaces the module's functions by the lowered form: `@main` with data and I/O, `@coreN` with
 /// each core's instructions.
-pub fn write_lowered(m: &mut Module, streams: &[Vec<Item>], io: &[IoTensor], data: &[DataSegment]) {
+pub fn write_lowered(
+    m: &mut Module,
+    streams: &[Vec<Item>],
+    io: &[IoTensor],
+    data: &[DataSegment],
+    kv: Option<&KvRegion>,
+) {
     for f in m.functions() {
         m.erase_op(f);
     }
@@ -178,6 +187,9 @@ pub fn write_lowered(m: &mut Module, streams: &[Vec<Item>], io: &[IoTensor], dat
         })
         .collect();
     m.set_attr(main, "llmpu.io", Attribute::Array(io_attr));
+    if let Some(kv) = kv {
+        m.set_attr(main, "llmpu.kv", kv_attr(kv));
+    }
     for d in data {
         // Stored as raw bytes (ui8) so any element type round-trips exactly.
         let ty = Type::Tensor(TensorType::new(&[d.bytes.len() as u64], ScalarType::UI8));
@@ -203,6 +215,94 @@ pub fn write_lowered(m: &mut Module, streams: &[Vec<Item>], io: &[IoTensor], dat
         build_return(m, b, &[], Location::Unknown);
     }
     let _ = dtype_of_scalar;
+}
+
+/// The paged KV region as the `llmpu.kv` attribute of the lowered `@main`.
+fn kv_attr(kv: &KvRegion) -> Attribute {
+    let i = |x: u64| Attribute::i64(x as i64);
+    let slots = kv
+        .slots
+        .iter()
+        .map(|s| {
+            Attribute::Dict(vec![
+                ("head_dim".into(), i(s.head_dim)),
+                ("heads".into(), i(s.heads)),
+                ("past".into(), Attribute::str(s.past.clone())),
+                ("past_index".into(), i(s.past_index as u64)),
+                ("pool".into(), i(s.pool_addr)),
+                ("present".into(), Attribute::str(s.present.clone())),
+                ("present_index".into(), i(s.present_index as u64)),
+            ])
+        })
+        .collect();
+    Attribute::Dict(vec![
+        ("batch".into(), i(kv.batch)),
+        ("block_tokens".into(), i(kv.block_tokens)),
+        ("bytes".into(), i(kv.bytes)),
+        ("dtype".into(), Attribute::str(kv.dtype.name())),
+        ("hbm".into(), i(kv.hbm_addr)),
+        ("max_blocks".into(), i(kv.max_blocks)),
+        ("new_tokens".into(), i(kv.new_tokens)),
+        ("num_blocks".into(), i(kv.num_blocks)),
+        ("past_len".into(), i(kv.past_len)),
+        ("slots".into(), Attribute::Array(slots)),
+        ("table".into(), i(kv.table_addr)),
+    ])
+}
+
+fn kv_from_attr(a: &Attribute) -> Result<KvRegion, String> {
+    fn field<'a>(d: &'a [(String, Attribute)], k: &str) -> Result<&'a Attribute, String> {
+        d.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v)
+            .ok_or_else(|| format!("llmpu.kv: missing `{k}`"))
+    }
+    fn int(d: &[(String, Attribute)], k: &str) -> Result<u64, String> {
+        field(d, k)?
+            .as_int()
+            .and_then(|x| u64::try_from(x).ok())
+            .ok_or_else(|| format!("llmpu.kv: `{k}` is not a non-negative integer"))
+    }
+    fn text(d: &[(String, Attribute)], k: &str) -> Result<String, String> {
+        field(d, k)?
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| format!("llmpu.kv: `{k}` is not a string"))
+    }
+    let Attribute::Dict(d) = a else {
+        return Err("llmpu.kv is not a dictionary".into());
+    };
+    let Attribute::Array(ss) = field(d, "slots")? else {
+        return Err("llmpu.kv: `slots` is not an array".into());
+    };
+    let mut slots = vec![];
+    for s in ss {
+        let Attribute::Dict(s) = s else {
+            return Err("llmpu.kv: slot is not a dictionary".into());
+        };
+        slots.push(KvSlot {
+            past: text(s, "past")?,
+            present: text(s, "present")?,
+            past_index: int(s, "past_index")? as u32,
+            present_index: int(s, "present_index")? as u32,
+            heads: int(s, "heads")?,
+            head_dim: int(s, "head_dim")?,
+            pool_addr: int(s, "pool")?,
+        });
+    }
+    Ok(KvRegion {
+        hbm_addr: int(d, "hbm")?,
+        bytes: int(d, "bytes")?,
+        dtype: DType::from_name(&text(d, "dtype")?).ok_or("llmpu.kv: unknown dtype")?,
+        block_tokens: int(d, "block_tokens")?,
+        batch: int(d, "batch")?,
+        max_blocks: int(d, "max_blocks")?,
+        num_blocks: int(d, "num_blocks")?,
+        past_len: int(d, "past_len")?,
+        new_tokens: int(d, "new_tokens")?,
+        table_addr: int(d, "table")?,
+        slots,
+    })
 }
 
 /// Assembles a lowered module into a program for `target`.
@@ -290,5 +390,10 @@ pub fn assemble(m: &Module, target: &Target) -> Result<Program, String> {
             a.inst(inst_of(m, op)?);
         }
     }
-    a.finish().map_err(|d| d.to_string())
+    let mut program = a.finish().map_err(|d| d.to_string())?;
+    if let Some(kv) = m.attr(main, "llmpu.kv") {
+        program.kv = Some(kv_from_attr(kv)?);
+        program.validate().map_err(|e| e.to_string())?;
+    }
+    Ok(program)
 }

@@ -142,6 +142,9 @@ pub struct Emitter {
     pub acc: Arena,
     /// Registers that must not be replaced while the current instruction is being built.
     locked: Vec<u8>,
+    /// Registers holding run-time values (block addresses read from a block table) that must
+    /// survive until [`Emitter::unpin`].
+    pinned: Vec<u8>,
 }
 
 impl Emitter {
@@ -157,6 +160,7 @@ impl Emitter {
             sram,
             acc,
             locked: vec![],
+            pinned: vec![],
         }
     }
 
@@ -228,7 +232,7 @@ impl Emitter {
             return Reg(r as u8);
         }
         let r = (1..32)
-            .filter(|r| !self.locked.contains(&(*r as u8)))
+            .filter(|r| !self.locked.contains(&(*r as u8)) && !self.pinned.contains(&(*r as u8)))
             .min_by_key(|&r| (s.regs[r].is_some(), s.stamp[r]))
             .unwrap_or(1);
         s.regs[r] = Some(v);
@@ -244,6 +248,67 @@ impl Emitter {
             });
         }
         rd
+    }
+
+    /// A register for a value known only at run time (not reused for constants until unpinned).
+    fn fresh(&mut self) -> Reg {
+        let s = &mut self.streams[self.cur];
+        s.clock += 1;
+        let r = (1..32)
+            .filter(|r| !self.locked.contains(&(*r as u8)) && !self.pinned.contains(&(*r as u8)))
+            .min_by_key(|&r| (s.regs[r].is_some(), s.stamp[r]))
+            .unwrap_or(1);
+        s.regs[r] = None;
+        s.stamp[r] = s.clock;
+        self.locked.push(r as u8);
+        Reg(r as u8)
+    }
+
+    /// `pool + table[entry] · block_bytes` computed at run time: `ld32` of the block-table entry
+    /// at SRAM address `entry`, scaled and offset. The register stays pinned until
+    /// [`Emitter::unpin`].
+    pub fn block_addr(&mut self, entry: u64, block_bytes: u64, pool: u64) -> Reg {
+        let a = self.reg(entry as i64);
+        let rd = self.fresh();
+        self.op(
+            Inst::Ld32 { rd, rs1: a, off: 0 },
+            vec![Touch::read(Mem::Sram, entry, entry + 4)],
+        );
+        self.pinned.push(rd.0);
+        let sc = self.reg(block_bytes as i64);
+        self.push_raw(Inst::Mul {
+            rd,
+            rs1: rd,
+            rs2: sc,
+        });
+        let b = self.reg(pool as i64);
+        self.push_raw(Inst::Add {
+            rd,
+            rs1: rd,
+            rs2: b,
+        });
+        self.locked.clear();
+        rd
+    }
+
+    /// `base + off` into a fresh register locked for the next instruction (`base` unchanged).
+    pub fn offset_reg(&mut self, base: Reg, off: i64) -> Reg {
+        if off == 0 {
+            return base;
+        }
+        let o = self.reg(off);
+        let rd = self.fresh();
+        self.push_raw(Inst::Add {
+            rd,
+            rs1: base,
+            rs2: o,
+        });
+        rd
+    }
+
+    /// Releases a register returned by [`Emitter::block_addr`].
+    pub fn unpin(&mut self, r: Reg) {
+        self.pinned.retain(|&x| x != r.0);
     }
 
     fn push_raw(&mut self, inst: Inst) {

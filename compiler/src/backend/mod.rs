@@ -147,6 +147,7 @@ pub fn pipeline() -> Vec<&'static str> {
         "fuse-attention",
         "fuse-norm",
         "fuse-matmul-epilogue",
+        "kv-layout",
         "cse",
         "dce",
         "tile",

@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 
 use llmpu_isa::program::HBM_ALIGN;
-use llmpu_isa::{DType, DataSegment, IoDir, IoTensor};
+use llmpu_isa::{DType, DataSegment, IoDir, IoTensor, KvRegion, KvSlot};
 
 use super::view::View;
 use super::{BackendError, Options, Precision, dtype_of};
@@ -38,6 +38,10 @@ pub struct Plan {
     pub scratch: (u64, u64),
     /// Buffer address per op result that owns memory (for the IR annotation).
     pub owned: HashMap<ValueId, u64>,
+    /// The paged KV region (`kv-layout`), if the function has one.
+    pub kv: Option<KvRegion>,
+    /// `graph.kv_append` results (the presents, resident in the region) → their slot.
+    pub kv_slots: HashMap<ValueId, usize>,
 }
 
 fn align(x: u64) -> u64 {
@@ -292,6 +296,27 @@ pub fn plan_function(m: &Module, func: OpId, o: &Options) -> Result<Plan, Backen
         .ok_or_else(|| err(&floc, "empty function".into()))?;
     let results = m.op(ret).operands.clone();
     let mut plan = Plan::default();
+    // KV caches kept in the paged region: past argument → (slot, append op).
+    let kv_params = crate::passes::kv_layout::kv_params(m, func);
+    let mut kv_past: HashMap<ValueId, usize> = HashMap::new();
+    let mut kv_ops: Vec<(usize, OpId)> = vec![];
+    if kv_params.is_some() {
+        for &op in &ops {
+            let d = m.op(op);
+            if d.name == "graph.kv_append" {
+                let slot = m
+                    .attr(op, "slot")
+                    .and_then(Attribute::as_int)
+                    .and_then(|s| usize::try_from(s).ok())
+                    .ok_or_else(|| err(&d.loc, "kv_append without a slot".into()))?;
+                kv_past.insert(d.operands[0], slot);
+                plan.kv_slots.insert(d.results[0], slot);
+                kv_ops.push((slot, op));
+            }
+        }
+    }
+    let mut kv_slots: Vec<Option<KvSlot>> = vec![None; kv_ops.len()];
+    let mut kv_dtype = DType::F32;
     let tensor_info = |v: ValueId, what: &str| -> Result<(Vec<u64>, ScalarType), BackendError> {
         let ty = m.value_type(v);
         let Type::Tensor(t) = ty else {
@@ -322,6 +347,22 @@ pub fn plan_function(m: &Module, func: OpId, o: &Options) -> Result<Plan, Backen
                 format!("input `{name}`: element type {e} unsupported"),
             )
         })?;
+        if let Some(&slot) = kv_past.get(&a) {
+            let s = kv_slots
+                .get_mut(slot)
+                .ok_or_else(|| err(&floc, format!("KV slot {slot} out of range")))?;
+            *s = Some(KvSlot {
+                past: name,
+                present: String::new(),
+                past_index: i as u32,
+                present_index: 0,
+                heads: shape[1],
+                head_dim: shape[3],
+                pool_addr: 0,
+            });
+            kv_dtype = dt;
+            continue;
+        }
         let view = View::dense(0, dt, &shape);
         let at = place(view.elems() * dt.size());
         plan.views.insert(a, View::dense(at, dt, &shape));
@@ -340,7 +381,7 @@ pub fn plan_function(m: &Module, func: OpId, o: &Options) -> Result<Plan, Backen
     let mut def_index: HashMap<ValueId, usize> = HashMap::new();
     for (idx, &op) in ops.iter().enumerate() {
         let d = m.op(op);
-        if d.name == "func.return" {
+        if d.name == "func.return" || d.name == "graph.kv_append" {
             continue;
         }
         let first_in = d.operands.first().copied();
@@ -410,6 +451,13 @@ pub fn plan_function(m: &Module, func: OpId, o: &Options) -> Result<Plan, Backen
     let mut taken: Vec<ValueId> = Vec::new();
     for (i, &v) in results.iter().enumerate() {
         let name = io_name(m, func, "res_attrs", i, "output");
+        if let Some(&slot) = plan.kv_slots.get(&v) {
+            if let Some(Some(s)) = kv_slots.get_mut(slot) {
+                s.present = name;
+                s.present_index = i as u32;
+            }
+            continue;
+        }
         let (shape, e) = tensor_info(v, &format!("output `{name}`"))?;
         let dt = dtype_of(e).ok_or_else(|| {
             err(
@@ -451,6 +499,64 @@ pub fn plan_function(m: &Module, func: OpId, o: &Options) -> Result<Plan, Backen
         } else {
             plan.copies.push((i, v, dest));
         }
+    }
+    // The paged KV region: block table, then one block pool per slot.
+    if let Some(
+        [
+            batch,
+            block_tokens,
+            max_blocks,
+            num_blocks,
+            past_len,
+            new_tokens,
+        ],
+    ) = kv_params
+        && !kv_slots.is_empty()
+    {
+        let slots: Vec<KvSlot> = kv_slots
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| {
+                s.filter(|s| !s.present.is_empty()).ok_or_else(|| {
+                    err(
+                        &floc,
+                        format!("KV slot {i} has no past input or no present output"),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let mut region = KvRegion {
+            hbm_addr: 0,
+            bytes: 0,
+            dtype: kv_dtype,
+            block_tokens,
+            batch,
+            max_blocks,
+            num_blocks,
+            past_len,
+            new_tokens,
+            table_addr: 0,
+            slots,
+        };
+        let table = region.table_bytes().unwrap_or(u64::MAX);
+        let start = place(table);
+        region.hbm_addr = start;
+        region.table_addr = start;
+        let mut end = align(start + table);
+        for i in 0..region.slots.len() {
+            let bytes = region
+                .block_bytes(&region.slots[i])
+                .and_then(|b| b.checked_mul(num_blocks))
+                .ok_or_else(|| err(&floc, "KV pool size overflows".into()))?;
+            let at = place(bytes);
+            region.slots[i].pool_addr = at;
+            end = align(at + bytes);
+        }
+        region.bytes = end - start;
+        region
+            .validate()
+            .map_err(|e| err(&floc, format!("KV region: {e}")))?;
+        plan.kv = Some(region);
     }
     // Liveness of scratch buffers.
     let mut last_use: HashMap<ValueId, usize> = HashMap::new();

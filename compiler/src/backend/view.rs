@@ -10,7 +10,7 @@
 //! SRAM side: the view's elements in row-major order, rows of the last dimension `ld` elements
 //! apart (`ld >= last dim`).
 
-use llmpu_isa::{DType, Inst, Layout};
+use llmpu_isa::{DType, Inst, Layout, Reg};
 
 use super::emit::{Emitter, Mem, Touch};
 
@@ -225,6 +225,12 @@ fn extent(base: i64, size: u64, dims: &[(u64, i64)]) -> (u64, u64) {
 impl Emitter {
     /// Moves view `v` to (`load`) or from SRAM at `sram` with row stride `ld` elements.
     pub fn move_view(&mut self, load: bool, v: &View, sram: u64, ld: u64) {
+        self.move_view_at(load, v, sram, ld, None)
+    }
+
+    /// [`Emitter::move_view`] with the view's HBM addresses relative to a run-time `base`
+    /// register (a paged-KV block address), when given.
+    pub fn move_view_at(&mut self, load: bool, v: &View, sram: u64, ld: u64, base: Option<Reg>) {
         let size = v.dt.size();
         let r = v.shape.len();
         if v.elems() == 0 {
@@ -326,8 +332,11 @@ impl Emitter {
                 }
                 Layout::Trans => (dma_dims[0].1, dma_dims[2].1, dma_dims[1].2, dma_dims[2].2),
             };
+            let hbm_r = match base {
+                Some(b) => self.offset_reg(b, hbm),
+                None => self.reg(hbm),
+            };
             let sram_r = self.reg(sbase);
-            let hbm_r = self.reg(hbm);
             let hs1 = self.reg(hs1);
             let hs2 = self.reg(hs2);
             let ss1 = self.reg(ss1);

@@ -190,6 +190,40 @@ define_ops! { OPS;
     /// `%r = "graph.norm"(%x, %scale?, %bias?) {kind = "layer" | "rms", axis = -1 : i64, epsilon = 1.0e-5 : f32}`
     /// — a normalization recognized from its decomposed pattern.
     Norm = "graph.norm", pure = true, verify = verify_norm;
+    /// `%present = "graph.kv_append"(%past, %new) {axis = 2 : i64, slot = 0 : i64}` — the concat
+    /// of a cached past and the new tokens along the sequence axis, kept in the paged KV region
+    /// (`kv-layout`): only `%new` is written, in place.
+    KvAppend = "graph.kv_append", pure = false, verify = verify_kv_append;
+}
+
+fn verify_kv_append(v: &OpView) -> Result<(), String> {
+    v.operands_in(2, 2)?;
+    v.results_in(1, 1)?;
+    let (p, n, r) = (
+        v.tensor_operand(0)?,
+        v.tensor_operand(1)?,
+        v.tensor_result(0)?,
+    );
+    if p.rank() != 4 || n.rank() != 4 || r.rank() != 4 {
+        return Err("expects rank-4 [batch, heads, seq, head_dim] tensors".into());
+    }
+    same_elem(v, p.elem, "new", n.elem)?;
+    same_elem(v, p.elem, "result", r.elem)?;
+    let slot = v.int_attr_or("slot", -1)?;
+    if slot < 0 {
+        return Err("attribute 'slot' must be a non-negative integer".into());
+    }
+    if let (Some(ps), Some(ns), Some(rs)) = (p.static_shape(), n.static_shape(), r.static_shape())
+        && (rs[2] != ps[2] + ns[2]
+            || ps[0] != ns[0]
+            || ps[1] != ns[1]
+            || ps[3] != ns[3]
+            || rs[..2] != ps[..2]
+            || rs[3] != ps[3])
+    {
+        return Err("result must be past and new joined along axis 2".into());
+    }
+    Ok(())
 }
 
 // ---------- shape helpers ----------

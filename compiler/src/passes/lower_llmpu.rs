@@ -92,7 +92,7 @@ impl Pass for LowerLlmpu {
             }
         }
         let streams = e.finish();
-        codegen::write_lowered(m, &streams, &plan.io, &plan.data);
+        codegen::write_lowered(m, &streams, &plan.io, &plan.data, plan.kv.as_ref());
         Ok(())
     }
 }

@@ -35,6 +35,7 @@ register_passes! {
     fuse_attention,
     fuse_norm,
     fuse_matmul_epilogue,
+    kv_layout,
     tile,
     plan_memory,
     lower_llmpu,

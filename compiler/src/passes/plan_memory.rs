@@ -32,6 +32,26 @@ impl Pass for PlanMemory {
             let Some(entry) = m.entry_block(func) else {
                 continue;
             };
+            if let Some(kv) = &plan.kv {
+                // The paged KV region: [base, bytes, block table address]; each append names
+                // its slot's block pool.
+                m.set_attr(
+                    func,
+                    "llmpu.kv_region",
+                    Attribute::DenseI64Array(vec![
+                        kv.hbm_addr as i64,
+                        kv.bytes as i64,
+                        kv.table_addr as i64,
+                    ]),
+                );
+                for op in m.block(entry).ops.clone() {
+                    if let Some(&slot) = m.op(op).results.first().and_then(|r| plan.kv_slots.get(r))
+                        && let Some(s) = kv.slots.get(slot)
+                    {
+                        m.set_attr(op, "llmpu.kv_pool", Attribute::i64(s.pool_addr as i64));
+                    }
+                }
+            }
             for op in m.block(entry).ops.clone() {
                 let results = m.op(op).results.clone();
                 if results.is_empty() {

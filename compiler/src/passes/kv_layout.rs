@@ -1,0 +1,197 @@
+//! `kv-layout`: in a decode graph, the KV cache becomes one persistent, paged region in HBM.
+//!
+//! A cache is recognized structurally, not by name: a `graph.concat` along the sequence axis
+//! (axis 2 of a rank-4 `[batch, kv_heads, seq, head_dim]` tensor) of a function argument (the
+//! past, possibly behind single-operand concats or identities) and a freshly computed K or V, whose
+//! result is returned (the present) and otherwise only read by `graph.fused_attention`. Each such
+//! concat becomes `graph.kv_append(%past, %new) {slot = i}`: the kernel writes only the new
+//! tokens into the paged region, in place, and attention reads K/V through the block table.
+//! The function gets `llmpu.kv = {block_tokens, batch, max_blocks, num_blocks, past_len,
+//! new_tokens}`; `plan-memory` places the region (`spec/kv-cache.md`). Graphs without such a
+//! pattern, or whose caches disagree on batch or lengths, are left unchanged.
+
+use super::PassInfo;
+use crate::backend::options;
+use crate::backend::plan::shape_of;
+use crate::ir::{Attribute, Module, OpId, ValueDef, ValueId};
+use crate::pass::{Pass, PassError};
+
+/// Registry entry.
+pub const INFO: PassInfo = PassInfo {
+    name: "kv-layout",
+    description: "past/present KV caches of decode graphs become one paged, in-place KV region",
+    create: || Box::new(KvLayout),
+};
+
+/// Function attribute describing the paged KV region.
+pub const KV_ATTR: &str = "llmpu.kv";
+
+/// The pass.
+pub struct KvLayout;
+
+impl Pass for KvLayout {
+    fn name(&self) -> &'static str {
+        INFO.name
+    }
+    fn run(&mut self, m: &mut Module) -> Result<(), PassError> {
+        let block_tokens = options(m)
+            .map(|o| o.target.kv.block_tokens.max(1) as i64)
+            .unwrap_or(16);
+        for f in m.functions() {
+            rewrite(m, f, block_tokens);
+        }
+        crate::passes::dce::erase_dead_ops(m);
+        Ok(())
+    }
+}
+
+/// Follows single-operand concats and identities back to their source.
+fn look_through(m: &Module, mut v: ValueId) -> ValueId {
+    while let Some(op) = m.defining_op(v) {
+        let d = m.op(op);
+        let pass = (d.name == "graph.concat" || d.name == "graph.identity") && d.operands.len() == 1;
+        if !pass {
+            break;
+        }
+        v = d.operands[0];
+    }
+    v
+}
+
+/// Every use of `v`, looking through single-operand concats / identities, lands on `target`.
+fn only_feeds(m: &Module, v: ValueId, target: OpId) -> bool {
+    m.uses(v).iter().all(|&(u, _)| {
+        if u == target {
+            return true;
+        }
+        let d = m.op(u);
+        (d.name == "graph.concat" || d.name == "graph.identity")
+            && d.operands.len() == 1
+            && only_feeds(m, d.results[0], target)
+    })
+}
+
+struct Cand {
+    op: OpId,
+    past: ValueId,
+    new: ValueId,
+    past_shape: Vec<u64>,
+    new_shape: Vec<u64>,
+}
+
+fn candidate(m: &Module, op: OpId, entry: crate::ir::BlockId, ret: OpId) -> Option<Cand> {
+    let d = m.op(op);
+    if d.name != "graph.concat" || d.operands.len() != 2 {
+        return None;
+    }
+    let past_shape = shape_of(m, d.operands[0])?;
+    let new_shape = shape_of(m, d.operands[1])?;
+    if past_shape.len() != 4 || new_shape.len() != 4 {
+        return None;
+    }
+    let mut axis = m.attr(op, "axis").and_then(Attribute::as_int)?;
+    if axis < 0 {
+        axis += 4;
+    }
+    if axis != 2 {
+        return None;
+    }
+    let past = look_through(m, d.operands[0]);
+    if !matches!(m.value(past).def, ValueDef::BlockArg(b, _) if b == entry) {
+        return None;
+    }
+    if !only_feeds(m, past, op) || past_shape[3] != new_shape[3] {
+        return None;
+    }
+    let r = d.results[0];
+    let mut returned = 0;
+    for (u, _) in m.uses(r) {
+        match m.op(u).name.as_str() {
+            "func.return" if u == ret => returned += 1,
+            "graph.fused_attention" => {}
+            _ => return None,
+        }
+    }
+    (returned == 1).then_some(Cand {
+        op,
+        past,
+        new: d.operands[1],
+        past_shape,
+        new_shape,
+    })
+}
+
+fn rewrite(m: &mut Module, f: OpId, block_tokens: i64) {
+    let Some(entry) = m.entry_block(f) else {
+        return;
+    };
+    let ops = m.block(entry).ops.clone();
+    let Some(&ret) = ops.last() else {
+        return;
+    };
+    let cands: Vec<Cand> = ops
+        .iter()
+        .filter_map(|&op| candidate(m, op, entry, ret))
+        .collect();
+    let Some(first) = cands.first() else {
+        return;
+    };
+    let (batch, past_len, new) = (
+        first.past_shape[0],
+        first.past_shape[2],
+        first.new_shape[2],
+    );
+    if cands.iter().any(|c| {
+        c.past_shape[0] != batch
+            || c.new_shape[0] != batch
+            || c.past_shape[2] != past_len
+            || c.new_shape[2] != new
+            || c.past_shape[1] != c.new_shape[1]
+    }) {
+        return;
+    }
+    let bt = block_tokens as u64;
+    let max_blocks = (past_len + new).div_ceil(bt).max(1);
+    for (slot, c) in cands.iter().enumerate() {
+        let op = c.op;
+        m.op_mut(op).name = "graph.kv_append".into();
+        m.op_mut(op).operands = vec![c.past, c.new];
+        m.set_attr(op, "axis", Attribute::i64(2));
+        m.set_attr(op, "slot", Attribute::i64(slot as i64));
+    }
+    let i = |x: u64| Attribute::i64(x as i64);
+    m.set_attr(
+        f,
+        KV_ATTR,
+        Attribute::Dict(vec![
+            ("batch".into(), i(batch)),
+            ("block_tokens".into(), i(bt)),
+            ("max_blocks".into(), i(max_blocks)),
+            ("new_tokens".into(), i(new)),
+            ("num_blocks".into(), i(batch * max_blocks)),
+            ("past_len".into(), i(past_len)),
+        ]),
+    );
+}
+
+/// The `llmpu.kv` attribute of `f` as `(batch, block_tokens, max_blocks, num_blocks, past_len,
+/// new_tokens)`.
+pub fn kv_params(m: &Module, f: OpId) -> Option<[u64; 6]> {
+    let Some(Attribute::Dict(d)) = m.attr(f, KV_ATTR) else {
+        return None;
+    };
+    let get = |k: &str| {
+        d.iter()
+            .find(|(n, _)| n == k)
+            .and_then(|(_, v)| v.as_int())
+            .and_then(|x| u64::try_from(x).ok())
+    };
+    Some([
+        get("batch")?,
+        get("block_tokens")?,
+        get("max_blocks")?,
+        get("num_blocks")?,
+        get("past_len")?,
+        get("new_tokens")?,
+    ])
+}
