@@ -27,15 +27,17 @@ const FLOAT: i32 = 1;
 const INT64: i32 = 7;
 const BOOL: i32 = 9;
 
-struct Builder {
-    nodes: Vec<NodeProto>,
-    inits: Vec<TensorProto>,
-    seed: u64,
-    count: usize,
+/// Accumulates the nodes and initializers of an ONNX graph (also used by `llmpu bench`, which
+/// includes this file, to build its workloads).
+pub struct Builder {
+    pub nodes: Vec<NodeProto>,
+    pub inits: Vec<TensorProto>,
+    pub seed: u64,
+    pub count: usize,
 }
 
 impl Builder {
-    fn rand(&mut self, n: usize, scale: f32) -> Vec<f32> {
+    pub fn rand(&mut self, n: usize, scale: f32) -> Vec<f32> {
         (0..n)
             .map(|_| {
                 self.seed = self
@@ -47,7 +49,7 @@ impl Builder {
             .collect()
     }
 
-    fn init_f32(&mut self, name: &str, dims: &[usize], data: Vec<f32>) -> String {
+    pub fn init_f32(&mut self, name: &str, dims: &[usize], data: Vec<f32>) -> String {
         self.inits.push(TensorProto {
             name: name.into(),
             dims: dims.iter().map(|&d| d as i64).collect(),
@@ -58,7 +60,7 @@ impl Builder {
         name.into()
     }
 
-    fn init_raw(&mut self, name: &str, dims: &[usize], ty: i32, raw: Vec<u8>) -> String {
+    pub fn init_raw(&mut self, name: &str, dims: &[usize], ty: i32, raw: Vec<u8>) -> String {
         self.inits.push(TensorProto {
             name: name.into(),
             dims: dims.iter().map(|&d| d as i64).collect(),
@@ -69,22 +71,22 @@ impl Builder {
         name.into()
     }
 
-    fn weight(&mut self, name: &str, dims: &[usize], scale: f32) -> String {
+    pub fn weight(&mut self, name: &str, dims: &[usize], scale: f32) -> String {
         let n = dims.iter().product();
         let data = self.rand(n, scale);
         self.init_f32(name, dims, data)
     }
 
-    fn scalar(&mut self, name: &str, v: f32) -> String {
+    pub fn scalar(&mut self, name: &str, v: f32) -> String {
         self.init_f32(name, &[], vec![v])
     }
 
-    fn shape(&mut self, name: &str, dims: &[i64]) -> String {
+    pub fn shape(&mut self, name: &str, dims: &[i64]) -> String {
         let raw = dims.iter().flat_map(|v| v.to_le_bytes()).collect();
         self.init_raw(name, &[dims.len()], INT64, raw)
     }
 
-    fn node(
+    pub fn node(
         &mut self,
         op: &str,
         scope: &str,
@@ -105,7 +107,7 @@ impl Builder {
     }
 }
 
-fn ints(name: &str, v: &[i64]) -> AttributeProto {
+pub fn ints(name: &str, v: &[i64]) -> AttributeProto {
     AttributeProto {
         name: name.into(),
         r#type: attribute_type::INTS,
@@ -114,7 +116,7 @@ fn ints(name: &str, v: &[i64]) -> AttributeProto {
     }
 }
 
-fn int(name: &str, v: i64) -> AttributeProto {
+pub fn int(name: &str, v: i64) -> AttributeProto {
     AttributeProto {
         name: name.into(),
         r#type: attribute_type::INT,
@@ -123,7 +125,7 @@ fn int(name: &str, v: i64) -> AttributeProto {
     }
 }
 
-fn float(name: &str, v: f32) -> AttributeProto {
+pub fn float(name: &str, v: f32) -> AttributeProto {
     AttributeProto {
         name: name.into(),
         r#type: attribute_type::FLOAT,
@@ -132,7 +134,7 @@ fn float(name: &str, v: f32) -> AttributeProto {
     }
 }
 
-fn value_info(name: &str, ty: i32, dims: &[usize]) -> ValueInfoProto {
+pub fn value_info(name: &str, ty: i32, dims: &[usize]) -> ValueInfoProto {
     ValueInfoProto {
         name: name.into(),
         r#type: Some(TypeProto {

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod cmd_asm;
+mod cmd_bench;
 mod cmd_check;
 mod cmd_compile;
 mod cmd_conformance;
@@ -41,6 +42,8 @@ enum Command {
     Compile(cmd_compile::CompileArgs),
     /// Compile, run on the emulator and compare with the model's test data (or the interpreter).
     Check(cmd_check::CheckArgs),
+    /// Compile and emulate the performance workloads; compare with their lower bounds.
+    Bench(cmd_bench::BenchArgs),
     /// Import an ONNX model and print its `graph`-dialect IR.
     Import(cmd_import::ImportArgs),
     /// Run ONNX backend-test case folders through import + a backend and compare outputs.
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
         Command::Opt(a) => cmd_opt::run(a),
         Command::Compile(a) => cmd_compile::run(a),
         Command::Check(a) => cmd_check::run(a),
+        Command::Bench(a) => cmd_bench::run(a),
         Command::Import(a) => cmd_import::run(a),
         Command::Conformance(a) => cmd_conformance::run(a),
     };

@@ -199,14 +199,21 @@ pub fn attention(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
         (bq * d).max(bk * d).max(bk * dv) * 4,
         "attention conversion stage",
     )?;
-    let kt = [
-        al(cx, Mem::Sram, d * bk * sz, "attention K block")?,
-        al(cx, Mem::Sram, d * bk * sz, "attention K block")?,
-    ];
-    let vt = [
-        al(cx, Mem::Sram, bk * dv * sz, "attention V block")?,
-        al(cx, Mem::Sram, bk * dv * sz, "attention V block")?,
-    ];
+    // K/V blocks: four buffers when SRAM has room beyond the per-row buffers below (so loads run
+    // further ahead of the matrix engine and hide the HBM latency), else two.
+    let rest = bq * bk * (8 + sz) + bq * dv * (4 + ov.dt.size()) + 5 * bq * 4 + 5 * 64;
+    let kv_pair = (d * bk + bk * dv) * sz;
+    let nkv = if cx.e.free(Mem::Sram) >= 4 * kv_pair + rest {
+        4
+    } else {
+        2
+    };
+    let mut kt = vec![];
+    let mut vt = vec![];
+    for _ in 0..nkv {
+        kt.push(al(cx, Mem::Sram, d * bk * sz, "attention K block")?);
+        vt.push(al(cx, Mem::Sram, bk * dv * sz, "attention V block")?);
+    }
     let s32 = al(cx, Mem::Sram, bq * bk * 4, "attention scores")?;
     let pt = al(cx, Mem::Sram, bq * bk * sz, "attention probabilities")?;
     let mt = al(cx, Mem::Sram, bq * bk * 4, "attention mask block")?;
@@ -287,7 +294,7 @@ pub fn attention(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
                         k0 += bk;
                         continue;
                     }
-                    let s = steps[core] % 2;
+                    let s = steps[core] % nkv;
                     steps[core] += 1;
                     if let (Some((region, ks, vs)), Some(tab)) = (paged, table) {
                         // Logical block k0 / block_tokens of sequence bi through the block table;

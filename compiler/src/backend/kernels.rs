@@ -1808,13 +1808,14 @@ fn matmul_views(
         accb.push(cx.alloc(Mem::Acc, tm * tn * 4, "matmul accumulator")?);
         outb.push(cx.alloc(Mem::Sram, tm * tn * 4, "matmul output tile")?);
     }
-    // A/B tiles: triple-buffered when SRAM allows (hides the HBM latency), else double.
+    // A/B tiles: up to six buffers when SRAM allows, so that loads run far enough ahead of the
+    // matrix engine to hide the HBM latency (decode-shaped steps are short), else double.
     let ab = (tm * tk + tk * tn) * ssz;
-    let nab = if cx.e.free(Mem::Sram) > 4 * ab + 4 * tm * tn * 4 {
-        3
-    } else {
-        2
-    };
+    let rest = 4 * tm * tn * 4;
+    let nab = (2..=6u64)
+        .rev()
+        .find(|&n| cx.e.free(Mem::Sram) > (n + 1) * ab + rest)
+        .unwrap_or(2) as usize;
     for _ in 0..nab {
         abuf.push(cx.alloc(Mem::Sram, tm * tk * ssz, "matmul A tile")?);
         bbuf.push(cx.alloc(Mem::Sram, tk * tn * ssz, "matmul B tile")?);
@@ -1837,15 +1838,16 @@ fn matmul_views(
     };
     let nb: u64 = batch.iter().product();
     let cores = cx.e.cores();
-    // Work units spread over the cores: whole row blocks (so every core writes its own rows), or
-    // column blocks of a single-row output.
+    // Work units spread over the cores: whole row blocks (so every core writes its own rows) when
+    // there are at least as many as cores, else single output tiles (decode-shaped matmuls: the
+    // weight columns stream through every core).
     /// (batch, m0, rows, n0, cols) of one output tile.
     type OutTile = (u64, u64, u64, u64, u64);
     let mut units: Vec<Vec<OutTile>> = vec![];
     for bi in 0..nb {
         let ms: Vec<u64> = (0..mm).step_by(tm as usize).collect();
         let ns: Vec<u64> = (0..nn).step_by(tn as usize).collect();
-        if cores > 1 && mm > 1 {
+        if cores > 1 && ms.len() >= cores {
             for &m0 in &ms {
                 units.push(
                     ns.iter()

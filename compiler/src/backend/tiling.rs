@@ -21,7 +21,8 @@ pub fn sram_budget(t: &Target) -> u64 {
     (t.sram.size_bytes as f64 * SRAM_SHARE) as u64
 }
 
-fn dma_cost(rows: u64, cols: u64, dt: DType, t: &Target) -> u64 {
+/// (occupancy, HBM channel transfer) of loading a `rows × cols` tile.
+fn dma_cost(rows: u64, cols: u64, dt: DType, t: &Target) -> (u64, u64) {
     let i = Inst::DmaLoad {
         sram: Reg(1),
         hbm: Reg(2),
@@ -35,7 +36,8 @@ fn dma_cost(rows: u64, cols: u64, dt: DType, t: &Target) -> u64 {
         dt,
         layout: Layout::Rows,
     };
-    cost(&i, t).occupancy
+    let c = cost(&i, t);
+    (c.occupancy, c.transfer)
 }
 
 fn vpu_cost(rows: u64, cols: u64, t: &Target) -> u64 {
@@ -88,23 +90,42 @@ pub fn matmul_tiles(m: u64, k: u64, n: u64, dt: DType, t: &Target) -> (u64, u64,
     };
     let budget = sram_budget(t);
     let acc = t.accumulator.size_bytes;
+    let cores = t.cores.max(1) as u64;
     let mut best = (m.min(r), k.min(r), n.min(c), u64::MAX);
     for &tm in &cands(m, r) {
         for &tk in &cands(k, r) {
             for &tn in &cands(n, c) {
-                let sram = 2 * (tm * tk + tk * tn) * sz + 2 * tm * tn * 4;
+                // What the kernel allocates: A/B tiles double-buffered, two accumulator tiles,
+                // f32 and output staging (f32 at most) for two tiles, epilogue scratch.
+                let sram = 2 * (tm * tk + tk * tn) * sz + 2 * tm * tn * 8 + tm * tn * 4;
                 if sram > budget || 2 * tm * tn * 4 > acc || tm > 65535 || tn > 65535 {
                     continue;
                 }
                 let (mt, kt, nt) = (m.div_ceil(tm), k.div_ceil(tk), n.div_ceil(tn));
                 // Per output tile the DMA queue loads kt A and B tiles and stores the result,
                 // the matrix engine runs kt passes, the vector unit drains the accumulator; the
-                // three overlap across tiles (double buffering), so the slowest one sets the pace.
-                let dma = kt * (dma_cost(tm, tk, dt, t) + dma_cost(tk, tn, dt, t))
-                    + dma_cost(tm, tn, dt, t);
+                // three overlap across tiles (double buffering), so the slowest one sets the pace
+                // of a core. Cores take whole row blocks when there are enough of them, else
+                // single tiles (`kernels::matmul_views`); every core's transfers share the one
+                // HBM channel.
+                let (da, db, dc) = (
+                    dma_cost(tm, tk, dt, t),
+                    dma_cost(tk, tn, dt, t),
+                    dma_cost(tm, tn, dt, t),
+                );
+                let dma = kt * (da.0 + db.0) + dc.0;
+                let channel = mt * nt * (kt * (da.1 + db.1) + dc.1);
                 let mxu = kt * mxu_cost(tm, tk, tn, dt, t);
                 let vpu = 2 * vpu_cost(tm, tn, t);
-                let total = mt * nt * dma.max(mxu).max(vpu) + t.hbm.latency_cycles;
+                let per_core = if cores > 1 && mt >= cores {
+                    mt.div_ceil(cores) * nt
+                } else {
+                    (mt * nt).div_ceil(cores)
+                };
+                // Not overlapped: the first step's loads, the last step's pass and epilogue.
+                let step = mxu_cost(tm, tk, tn, dt, t);
+                let exposed = da.0 + db.0 + step + vpu + dc.0 + t.hbm.latency_cycles;
+                let total = (per_core * dma.max(mxu).max(vpu)).max(channel) + exposed;
                 if total < best.3 {
                     best = (tm, tk, tn, total);
                 }
