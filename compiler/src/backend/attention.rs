@@ -13,7 +13,10 @@
 //!
 //! Block sizes come from the `q_block`/`kv_block` attributes (`tile` pass): `kv_block` a multiple of
 //! the array width, `q_block` as large as SRAM allows (up to the whole sequence), so K and V are
-//! read from HBM once per head when the queries fit — traffic linear in the sequence length.
+//! read from HBM once per head when the queries fit — traffic linear in the sequence length. With
+//! fewer queries than the array width (decode) `kv_block` widens (up to 8 array widths) so each
+//! block's matrix work outweighs the latencies of its dependency chain; K/V blocks are
+//! quadruple-buffered when SRAM allows.
 
 use llmpu_isa::{Bcast, DType};
 
@@ -34,14 +37,26 @@ pub fn blocks(sq: u64, skv: u64, d: u64, dv: u64, o: &Options) -> (u64, u64) {
         Precision::Fp32 => 4,
         Precision::Bf16 => 2,
     };
-    let bk = (t.matrix.cols as u64).max(16).min(skv.max(1));
+    let cols = (t.matrix.cols as u64).max(16);
     let budget = sram_budget(t);
-    // Per query row: Q, O (f32), S (f32), P, stats; KV tiles double-buffered.
-    let kv = 2 * (d * bk + bk * dv) * sz;
-    let per_row = d * sz + dv * 4 + bk * (4 + sz) + 64;
-    let acc_rows = t.accumulator.size_bytes / (2 * (bk + dv) * 4);
-    let fit = budget.saturating_sub(kv) / per_row;
-    let bq = fit.min(acc_rows).min(sq).clamp(1, 65535);
+    let fit = |bk: u64| {
+        // Per query row: Q, O (f32), S (f32), P, stats; KV tiles double-buffered.
+        let kv = 2 * (d * bk + bk * dv) * sz;
+        let per_row = d * sz + dv * 4 + bk * (4 + sz) + 64;
+        let acc_rows = t.accumulator.size_bytes / (2 * (bk + dv) * 4);
+        let fit = budget.saturating_sub(kv) / per_row;
+        fit.min(acc_rows).min(sq).clamp(1, 65535)
+    };
+    let bk = cols.min(skv.max(1));
+    let bq = fit(bk);
+    // Few queries (decode): each KV block's work is short next to the latencies of the chain
+    // S → softmax statistics → P·V, so take wider KV blocks (up to 8 array widths).
+    if bq < cols {
+        let wide = (cols * (cols / bq).clamp(1, 8)).min(skv.max(1));
+        if fit(wide) >= bq {
+            return (bq, wide);
+        }
+    }
     (bq, bk)
 }
 

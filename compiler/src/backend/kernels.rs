@@ -1838,6 +1838,19 @@ fn matmul_views(
     };
     let nb: u64 = batch.iter().product();
     let cores = cx.e.cores();
+    // One row block of A that fits in SRAM stays resident: each core loads it once instead of
+    // once per tile (decode-shaped matmuls stream only the weights).
+    let resident = if nb == 1 && mm <= tm && kk > tk && av.dt == dt {
+        let bytes = mm * kk * ssz;
+        if cx.e.free(Mem::Sram) > bytes + 4096 {
+            Some(cx.alloc(Mem::Sram, bytes, "matmul resident A")?)
+        } else {
+            None
+        }
+    } else {
+        None
+    };
+    let mut a_loaded = vec![false; cores];
     // Work units spread over the cores: whole row blocks (so every core writes its own rows) when
     // there are at least as many as cores, else single output tiles (decode-shaped matmuls: the
     // weight columns stream through every core).
@@ -1879,6 +1892,12 @@ fn matmul_views(
             let b2 = batch_index(&bv, &lead);
             let o2 = batch_index(&ovr, &lead);
             let otile = otiles[c];
+            if let Some(ra) = resident
+                && !a_loaded[c]
+            {
+                cx.e.move_view(true, &a2, ra, kk);
+                a_loaded[c] = true;
+            }
             {
                 let acc = T {
                     mem: Mem::Acc,
@@ -1893,11 +1912,17 @@ fn matmul_views(
                     steps[c] += 1;
                     let at = a2.slice(0, m0, 1, wm).slice(1, k0, 1, wk);
                     let bt = b2.slice(0, k0, 1, wk).slice(1, n0, 1, wn);
-                    load_as(cx, &at, abuf[s], stage_a, dt);
+                    let a_op = match resident {
+                        Some(ra) => T::sram(ra + (m0 * kk + k0) * ssz, kk, dt),
+                        None => {
+                            load_as(cx, &at, abuf[s], stage_a, dt);
+                            T::sram(abuf[s], wk, dt)
+                        }
+                    };
                     load_as(cx, &bt, bbuf[s], stage_b, dt);
                     cx.e.matmul(
                         acc,
-                        T::sram(abuf[s], wk, dt),
+                        a_op,
                         T::sram(bbuf[s], wn, dt),
                         wm,
                         wk,

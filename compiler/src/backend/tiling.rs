@@ -113,8 +113,18 @@ pub fn matmul_tiles(m: u64, k: u64, n: u64, dt: DType, t: &Target) -> (u64, u64,
                     dma_cost(tk, tn, dt, t),
                     dma_cost(tm, tn, dt, t),
                 );
-                let dma = kt * (da.0 + db.0) + dc.0;
-                let channel = mt * nt * (kt * (da.1 + db.1) + dc.1);
+                let (dma, channel) = if mt == 1 && kt > 1 {
+                    // One row block: A stays resident, loaded once by each core that has work.
+                    (
+                        kt * db.0 + dc.0,
+                        nt * (kt * db.1 + dc.1) + cores.min(nt) * kt * da.1,
+                    )
+                } else {
+                    (
+                        kt * (da.0 + db.0) + dc.0,
+                        mt * nt * (kt * (da.1 + db.1) + dc.1),
+                    )
+                };
                 let mxu = kt * mxu_cost(tm, tk, tn, dt, t);
                 let vpu = 2 * vpu_cost(tm, tn, t);
                 let per_core = if cores > 1 && mt >= cores {
