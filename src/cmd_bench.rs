@@ -635,7 +635,6 @@ fn run_one(w: Workload) -> Result<Outcome, String> {
     };
     let ro = RunOptions {
         timing_only: w.timing_only,
-        race_check: false,
         ..Default::default()
     };
     let t1 = Instant::now();

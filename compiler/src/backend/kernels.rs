@@ -1857,10 +1857,11 @@ fn matmul_views(
     /// (batch, m0, rows, n0, cols) of one output tile.
     type OutTile = (u64, u64, u64, u64, u64);
     let mut units: Vec<Vec<OutTile>> = vec![];
+    let row_units = cores > 1 && mm.div_ceil(tm) >= cores as u64;
     for bi in 0..nb {
         let ms: Vec<u64> = (0..mm).step_by(tm as usize).collect();
         let ns: Vec<u64> = (0..nn).step_by(tn as usize).collect();
-        if cores > 1 && ms.len() >= cores {
+        if row_units {
             for &m0 in &ms {
                 units.push(
                     ns.iter()
@@ -1920,15 +1921,7 @@ fn matmul_views(
                         }
                     };
                     load_as(cx, &bt, bbuf[s], stage_b, dt);
-                    cx.e.matmul(
-                        acc,
-                        a_op,
-                        T::sram(bbuf[s], wn, dt),
-                        wm,
-                        wk,
-                        wn,
-                        k0 > 0,
-                    );
+                    cx.e.matmul(acc, a_op, T::sram(bbuf[s], wn, dt), wm, wk, wn, k0 > 0);
                     k0 += wk;
                 }
                 let ep = Epilogue {
@@ -1942,6 +1935,7 @@ fn matmul_views(
                     rows: wm,
                     cols: wn,
                     dst: o2.slice(0, m0, 1, wm).slice(1, n0, 1, wn),
+                    row_stores: !row_units && cores > 1 && wm > 1 && wn < nn,
                 };
                 // The previous tile's epilogue goes after this tile's loads, so its store never
                 // holds up the DMA queue in front of them.
@@ -1973,6 +1967,8 @@ struct Epilogue {
     rows: u64,
     cols: u64,
     dst: View,
+    /// Store row by row (column tiles of several rows spread over the cores).
+    row_stores: bool,
 }
 
 /// Accumulator → f32 SRAM (× alpha, + bias, activation) → output type → HBM.
@@ -2018,7 +2014,16 @@ fn epilogue(cx: &mut Cx, ep: &Epilogue) {
         e.vun(Un::Copy, ep.oc, o32, Bcast::Full, wm, wn);
         ep.oc
     };
-    cx.e.move_view(false, &ep.dst, res.addr, wn);
+    if ep.row_stores {
+        // One store per row: the rows of a column tile are not contiguous, and the bounding byte
+        // range of one strided store would overlap other cores' tiles of the same rows.
+        let es = res.dt.size();
+        for r in 0..wm {
+            cx.e.move_view(false, &ep.dst.slice(0, r, 1, 1), res.addr + r * wn * es, wn);
+        }
+    } else {
+        cx.e.move_view(false, &ep.dst, res.addr, wn);
+    }
 }
 
 /// ONNX Gemm: `alpha · op(A) · op(B) + beta · C`. Transposes are free views; `alpha` scales in

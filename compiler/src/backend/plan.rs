@@ -4,7 +4,7 @@
 //!   declared element type); constants follow as data segments (converted to the storage type);
 //!   everything else shares one scratch arena after them.
 //! - View ops (reshape, squeeze, unsqueeze, flatten, identity, transpose, slice and split with
-//!   constant parameters, expand, gather of one constant index) own no memory: their result is a
+//!   constant parameters, expand, gather of one constant index or of consecutive constant indices) own no memory: their result is a
 //!   strided [`View`] of the input's buffer.
 //! - A buffer's live range runs from its defining op to the last use of any view of it; buffers
 //!   whose ranges do not overlap share scratch memory (first fit, in definition order).
@@ -208,7 +208,7 @@ pub fn view_results(m: &Module, op: OpId, input: &View) -> Option<Vec<View>> {
         "graph.gather" => {
             let idx = const_ints(m, *d.operands.get(1)?)?;
             let ishape = shape_of(m, d.operands[1])?;
-            if !ishape.is_empty() || idx.len() != 1 {
+            if idx.is_empty() || (ishape.is_empty() && idx.len() != 1) {
                 return None;
             }
             let rank = input.shape.len() as i64;
@@ -220,9 +220,27 @@ pub fn view_results(m: &Module, op: OpId, input: &View) -> Option<Vec<View>> {
                 .ok()
                 .filter(|&a| a < input.shape.len())?;
             let n = input.shape[ax] as i64;
-            let i = if idx[0] < 0 { idx[0] + n } else { idx[0] };
+            let norm = |x: i64| if x < 0 { x + n } else { x };
+            let i = norm(idx[0]);
             if i < 0 || i >= n {
                 return None;
+            }
+            if !ishape.is_empty() {
+                // Consecutive constant indices (positions 0..n) select a slice.
+                let len = idx.len() as i64;
+                if i + len > n
+                    || idx
+                        .iter()
+                        .enumerate()
+                        .any(|(j, &x)| norm(x) != i + j as i64)
+                {
+                    return None;
+                }
+                let v = input.slice(ax, i as u64, 1, len as u64);
+                let mut shape = input.shape[..ax].to_vec();
+                shape.extend(&ishape);
+                shape.extend(&input.shape[ax + 1..]);
+                return v.reshape(&shape).map(|v| vec![v]);
             }
             let mut v = input.slice(ax, i as u64, 1, 1);
             v.shape.remove(ax);

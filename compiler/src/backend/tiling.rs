@@ -135,7 +135,16 @@ pub fn matmul_tiles(m: u64, k: u64, n: u64, dt: DType, t: &Target) -> (u64, u64,
                 // Not overlapped: the first step's loads, the last step's pass and epilogue.
                 let step = mxu_cost(tm, tk, tn, dt, t);
                 let exposed = da.0 + db.0 + step + vpu + dc.0 + t.hbm.latency_cycles;
-                let total = (per_core * dma.max(mxu).max(vpu)).max(channel) + exposed;
+                // Each step dispatches its loads, the matmul and their semaphores (about five
+                // scalar-unit slots), which favours fewer, larger steps when the rest is equal.
+                let dispatch = per_core * kt * 5 * t.latency.scalar;
+                let total = dispatch
+                    + if per_core * kt == 1 {
+                        // A single step: nothing to overlap.
+                        da.0 + db.0 + step + vpu + dc.0 + t.hbm.latency_cycles
+                    } else {
+                        (per_core * dma.max(mxu).max(vpu)).max(channel) + exposed
+                    };
                 if total < best.3 {
                     best = (tm, tk, tn, total);
                 }
