@@ -108,11 +108,15 @@ pub fn matmul_tiles(m: u64, k: u64, n: u64, dt: DType, t: &Target) -> (u64, u64,
                 // of a core. Cores take whole row blocks when there are enough of them, else
                 // single tiles (`kernels::matmul_views`); every core's transfers share the one
                 // HBM channel.
-                let (da, db, dc) = (
-                    dma_cost(tm, tk, dt, t),
-                    dma_cost(tk, tn, dt, t),
-                    dma_cost(tm, tn, dt, t),
-                );
+                let row_units = cores > 1 && mt >= cores;
+                let (da, db) = (dma_cost(tm, tk, dt, t), dma_cost(tk, tn, dt, t));
+                // Column tiles of several rows spread over the cores store row by row.
+                let dc = if !row_units && cores > 1 && tm > 1 && tn < n {
+                    let r = dma_cost(1, tn, dt, t);
+                    (tm * r.0, tm * r.1)
+                } else {
+                    dma_cost(tm, tn, dt, t)
+                };
                 let (dma, channel) = if mt == 1 && kt > 1 {
                     // One row block: A stays resident, loaded once by each core that has work.
                     (
@@ -127,7 +131,7 @@ pub fn matmul_tiles(m: u64, k: u64, n: u64, dt: DType, t: &Target) -> (u64, u64,
                 };
                 let mxu = kt * mxu_cost(tm, tk, tn, dt, t);
                 let vpu = 2 * vpu_cost(tm, tn, t);
-                let per_core = if cores > 1 && mt >= cores {
+                let per_core = if row_units {
                     mt.div_ceil(cores) * nt
                 } else {
                     (mt * nt).div_ceil(cores)
