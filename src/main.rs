@@ -9,6 +9,7 @@ mod cmd_bench;
 mod cmd_check;
 mod cmd_compile;
 mod cmd_conformance;
+mod cmd_generate;
 mod cmd_import;
 mod cmd_opt;
 mod cmd_run;
@@ -44,6 +45,8 @@ enum Command {
     Check(cmd_check::CheckArgs),
     /// Compile and emulate the performance workloads; compare with their lower bounds.
     Bench(cmd_bench::BenchArgs),
+    /// Greedy generation: prefill, then decode steps with the KV cache resident in emulated HBM.
+    Generate(cmd_generate::GenerateArgs),
     /// Import an ONNX model and print its `graph`-dialect IR.
     Import(cmd_import::ImportArgs),
     /// Run ONNX backend-test case folders through import + a backend and compare outputs.
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
         Command::Compile(a) => cmd_compile::run(a),
         Command::Check(a) => cmd_check::run(a),
         Command::Bench(a) => cmd_bench::run(a),
+        Command::Generate(a) => cmd_generate::run(a),
         Command::Import(a) => cmd_import::run(a),
         Command::Conformance(a) => cmd_conformance::run(a),
     };

@@ -83,10 +83,12 @@ pub struct KvSlot {
     pub pool_addr: u64,
 }
 
-/// The persistent, paged KV-cache region of a decode program: a block table
-/// (`i32 [batch, max_blocks]`, physical block per logical block of each sequence, at `table_addr`)
-/// and one block pool per slot. The host keeps the region in HBM between runs; a run reads
-/// positions `< past_len` and writes positions `past_len .. past_len + new_tokens` in place.
+/// The persistent, paged KV-cache region of a decode program: a header at `table_addr` — the
+/// block table (`i32 [batch, max_blocks]`, physical block per logical block of each sequence) and
+/// the cached length of each sequence (`i32 [batch]`, a run-time value) — and one block pool per
+/// slot. The host keeps the region in HBM between runs; a run appends `new_tokens` tokens at
+/// positions `length .. length + new_tokens` of each sequence, in place. `past_len` is the
+/// compiled past extent (the capacity the graph sees), not the run-time length.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KvRegion {
     pub hbm_addr: u64,
@@ -115,9 +117,17 @@ impl KvRegion {
             .checked_mul(self.dtype.size())
     }
 
-    /// Bytes of the block table, or `None` on overflow.
+    /// Bytes of the region header: the block table (`i32 [batch, max_blocks]`) followed by the
+    /// cached length of every sequence (`i32 [batch]`), or `None` on overflow.
     pub fn table_bytes(&self) -> Option<u64> {
-        self.batch.checked_mul(self.max_blocks)?.checked_mul(4)
+        self.batch
+            .checked_mul(self.max_blocks.checked_add(1)?)?
+            .checked_mul(4)
+    }
+
+    /// HBM address of the per-sequence cached lengths (right after the block table).
+    pub fn lengths_addr(&self) -> u64 {
+        self.table_addr + self.batch * self.max_blocks * 4
     }
 
     /// Checks that the table and every pool lie inside the region without overlapping, and that

@@ -59,8 +59,9 @@ fn token_offset(kv: &KvRegion, table: &[i32], slot: usize, b: u64, h: u64, pos: 
     s.pool_addr - kv.hbm_addr + phys * block + row
 }
 
-/// A region image (`kv.bytes` bytes) holding `table` and the dense pasts, one per slot in slot
-/// order, each `[batch, heads, past_len, head_dim]` of the region's dtype.
+/// A region image (`kv.bytes` bytes) holding `table`, the dense pasts (one per slot in slot
+/// order, each `[batch, heads, L, head_dim]` of the region's dtype, the same `L` for all, with
+/// room for `new_tokens` more) and every sequence's cached length `L`.
 pub fn pack(kv: &KvRegion, table: &[i32], pasts: &[&Tensor]) -> Result<Vec<u8>, EmuError> {
     check_table(kv, table)?;
     if pasts.len() != kv.slots.len() {
@@ -69,13 +70,28 @@ pub fn pack(kv: &KvRegion, table: &[i32], pasts: &[&Tensor]) -> Result<Vec<u8>, 
             format!("{} past tensors for {} slots", pasts.len(), kv.slots.len()),
         ));
     }
+    let len = pasts
+        .first()
+        .and_then(|t| t.shape.get(2))
+        .copied()
+        .unwrap_or(0);
+    if len + kv.new_tokens > kv.max_blocks * kv.block_tokens {
+        return Err(bad(
+            "KV region",
+            format!(
+                "{len} cached + {} new tokens exceed the region's {} blocks of {} tokens",
+                kv.new_tokens, kv.max_blocks, kv.block_tokens
+            ),
+        ));
+    }
     let mut img = vec![0u8; kv.bytes as usize];
     let t0 = (kv.table_addr - kv.hbm_addr) as usize;
     for (i, e) in table.iter().enumerate() {
         img[t0 + 4 * i..t0 + 4 * i + 4].copy_from_slice(&e.to_le_bytes());
     }
+    set_lengths(kv, &mut img, &vec![len as i32; kv.batch as usize])?;
     for (slot, (s, t)) in kv.slots.iter().zip(pasts).enumerate() {
-        let want = [kv.batch, s.heads, kv.past_len, s.head_dim];
+        let want = [kv.batch, s.heads, len, s.head_dim];
         if t.dtype != kv.dtype || t.shape != want {
             return Err(EmuError::InputMismatch {
                 name: s.past.clone(),
@@ -86,8 +102,8 @@ pub fn pack(kv: &KvRegion, table: &[i32], pasts: &[&Tensor]) -> Result<Vec<u8>, 
         let row = (s.head_dim * kv.dtype.size()) as usize;
         for b in 0..kv.batch {
             for h in 0..s.heads {
-                for p in 0..kv.past_len {
-                    let src = (((b * s.heads + h) * kv.past_len + p) as usize) * row;
+                for p in 0..len {
+                    let src = (((b * s.heads + h) * len + p) as usize) * row;
                     let dst = token_offset(kv, table, slot, b, h, p) as usize;
                     img[dst..dst + row].copy_from_slice(&t.data[src..src + row]);
                 }
@@ -95,6 +111,34 @@ pub fn pack(kv: &KvRegion, table: &[i32], pasts: &[&Tensor]) -> Result<Vec<u8>, 
         }
     }
     Ok(img)
+}
+
+/// Writes every sequence's cached length into a region image's header.
+pub fn set_lengths(kv: &KvRegion, img: &mut [u8], lengths: &[i32]) -> Result<(), EmuError> {
+    if lengths.len() as u64 != kv.batch {
+        return Err(bad(
+            "KV lengths",
+            format!("{} lengths for batch {}", lengths.len(), kv.batch),
+        ));
+    }
+    let cap = kv.max_blocks * kv.block_tokens;
+    if lengths
+        .iter()
+        .any(|&l| l < 0 || l as u64 + kv.new_tokens > cap)
+    {
+        return Err(bad(
+            "KV lengths",
+            format!("a length leaves no room in {cap} tokens"),
+        ));
+    }
+    let at = (kv.lengths_addr() - kv.hbm_addr) as usize;
+    for (i, l) in lengths.iter().enumerate() {
+        let dst = img
+            .get_mut(at + 4 * i..at + 4 * i + 4)
+            .ok_or_else(|| bad("KV lengths", "outside the region image"))?;
+        dst.copy_from_slice(&l.to_le_bytes());
+    }
+    Ok(())
 }
 
 /// Slot `slot` of a region image as the dense `[batch, heads, past_len + new_tokens, head_dim]`

@@ -84,6 +84,7 @@ pub mod kv;
 mod memory;
 pub mod npy;
 pub mod report;
+pub mod session;
 mod sim;
 pub mod tensor;
 pub mod timeline;
@@ -91,6 +92,7 @@ pub mod trace;
 
 pub use error::{EmuError, MemSpace, RaceSide, TrapKind};
 pub use report::{CoreReport, EnergyReport, LocReport, Report, UnitStats};
+pub use session::Session;
 pub use tensor::Tensor;
 pub use timeline::Timeline;
 pub use trace::{Trace, TraceEvent};

@@ -413,8 +413,9 @@ pub fn attention(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
 }
 
 /// Lowers `graph.kv_append(past, new)` (`kv-layout`): each new token's K or V rows (every KV
-/// head) are stored in place into the block that holds its position, found through the block
-/// table at run time; the cached past is neither read nor copied.
+/// head) are stored in place into the block that holds its position `length + t`, where the
+/// sequence's cached length and its block are read from the region header at run time; the cached
+/// past is neither read nor copied.
 pub fn kv_append(cx: &mut Cx, op: OpId, ins: &[ValueId]) -> R<()> {
     let m = cx.m;
     let err = |cx: &Cx, s: &str| BackendError::new(&cx.loc, s.to_string());
@@ -454,7 +455,7 @@ pub fn kv_append(cx: &mut Cx, op: OpId, ins: &[ValueId]) -> R<()> {
     let tv = View::dense(
         region.table_addr,
         DType::I32,
-        &[region.batch * region.max_blocks],
+        &[region.batch * (region.max_blocks + 1)],
     );
     cx.e.move_view(true, &tv, tab, 0);
     let bt = region.block_tokens;
@@ -463,7 +464,6 @@ pub fn kv_append(cx: &mut Cx, op: OpId, ins: &[ValueId]) -> R<()> {
         .ok_or_else(|| err(cx, "KV block size overflows"))?;
     for bi in 0..b {
         for t in 0..n {
-            let pos = region.past_len + t;
             let src = index(&nv, &[bi]).slice(1, t, 1, 1);
             let src = View {
                 addr: src.addr,
@@ -485,11 +485,20 @@ pub fn kv_append(cx: &mut Cx, op: OpId, ins: &[ValueId]) -> R<()> {
                 );
                 conv
             };
-            let entry = tab + (bi * region.max_blocks + pos / bt) * 4;
-            let r = cx.e.block_addr(entry, block_bytes, ks.pool_addr);
-            // Row `pos % bt` of every head's [bt, d] block.
+            // Position length[bi] + t, read at run time from the region header.
+            let r = cx.e.paged_token_addr(
+                tab + (region.batch * region.max_blocks + bi) * 4,
+                t,
+                tab + bi * region.max_blocks * 4,
+                region.max_blocks,
+                bt,
+                block_bytes,
+                ks.pool_addr,
+                d * rdt.size(),
+            );
+            // Row `pos % bt` of every head's [bt, d] block (the row offset is in `r`).
             let dst = View {
-                addr: ((pos % bt) * d * rdt.size()) as i64,
+                addr: 0,
                 dt: rdt,
                 shape: vec![h, d],
                 strides: vec![(bt * d) as i64, 1],

@@ -291,6 +291,111 @@ impl Emitter {
         rd
     }
 
+    /// The HBM address of token `length[b] + t` in a paged KV pool, computed at run time from the
+    /// region header loaded into SRAM: `len_entry` holds the sequence's cached length (i32),
+    /// `table_row` its block-table row of `max_blocks` i32 entries. Address = `pool +
+    /// table[(len + t) / bt] · block_bytes + ((len + t) mod bt) · row_bytes`. The returned
+    /// register stays pinned until [`Emitter::unpin`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn paged_token_addr(
+        &mut self,
+        len_entry: u64,
+        t: u64,
+        table_row: u64,
+        max_blocks: u64,
+        bt: u64,
+        block_bytes: u64,
+        pool: u64,
+        row_bytes: u64,
+    ) -> Reg {
+        let a = self.reg(len_entry as i64);
+        let pos = self.fresh();
+        self.op(
+            Inst::Ld32 {
+                rd: pos,
+                rs1: a,
+                off: 0,
+            },
+            vec![Touch::read(Mem::Sram, len_entry, len_entry + 4)],
+        );
+        self.pinned.push(pos.0);
+        if t > 0 {
+            let ti = self.reg(t as i64);
+            self.push_raw(Inst::Add {
+                rd: pos,
+                rs1: pos,
+                rs2: ti,
+            });
+            self.locked.clear();
+        }
+        let blk = self.fresh();
+        self.pinned.push(blk.0);
+        let btr = self.reg(bt as i64);
+        self.push_raw(Inst::Div {
+            rd: blk,
+            rs1: pos,
+            rs2: btr,
+        });
+        self.push_raw(Inst::Rem {
+            rd: pos,
+            rs1: pos,
+            rs2: btr,
+        });
+        self.locked.clear();
+        let four = self.reg(4);
+        self.push_raw(Inst::Mul {
+            rd: blk,
+            rs1: blk,
+            rs2: four,
+        });
+        let row = self.reg(table_row as i64);
+        self.push_raw(Inst::Add {
+            rd: blk,
+            rs1: blk,
+            rs2: row,
+        });
+        self.locked.clear();
+        self.op(
+            Inst::Ld32 {
+                rd: blk,
+                rs1: blk,
+                off: 0,
+            },
+            vec![Touch::read(
+                Mem::Sram,
+                table_row,
+                table_row + 4 * max_blocks,
+            )],
+        );
+        let bb = self.reg(block_bytes as i64);
+        self.push_raw(Inst::Mul {
+            rd: blk,
+            rs1: blk,
+            rs2: bb,
+        });
+        let pr = self.reg(pool as i64);
+        self.push_raw(Inst::Add {
+            rd: blk,
+            rs1: blk,
+            rs2: pr,
+        });
+        self.locked.clear();
+        let rb = self.reg(row_bytes as i64);
+        self.push_raw(Inst::Mul {
+            rd: pos,
+            rs1: pos,
+            rs2: rb,
+        });
+        self.push_raw(Inst::Add {
+            rd: blk,
+            rs1: blk,
+            rs2: pos,
+        });
+        self.locked.clear();
+        self.unpin(pos);
+        blk
+    }
+
     /// `base + off` into a fresh register locked for the next instruction (`base` unchanged).
     pub fn offset_reg(&mut self, base: Reg, off: i64) -> Reg {
         if off == 0 {

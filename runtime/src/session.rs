@@ -1,0 +1,190 @@
+//! A host session: one loaded program whose emulated HBM persists between runs.
+//!
+//! [`Session::load`] places the program's constant data in HBM once; [`Session::bind`] writes an
+//! input, [`Session::run`] executes the program on the current HBM contents (nothing is reloaded),
+//! [`Session::read`] reads an output back. The paged KV region (`spec/kv-cache.md`) stays resident:
+//! [`Session::write_kv`] fills it once (e.g. from a prefill's presents, see [`crate::kv::pack`]),
+//! [`Session::set_kv_lengths`] updates the cached lengths before each decode step, and every run
+//! appends its tokens in place — the autoregressive loop of `llmpu generate`.
+
+use llmpu_isa::{IoDir, Program};
+
+use crate::memory::Hbm;
+use crate::{EmuError, Report, RunOptions, Tensor, sim, tensor};
+
+/// A program loaded on the emulator with persistent HBM.
+pub struct Session {
+    program: Program,
+    opts: RunOptions,
+    hbm: Option<Hbm>,
+}
+
+fn hbm_err(name: &str, k: crate::TrapKind) -> EmuError {
+    EmuError::BadTensor {
+        name: name.into(),
+        message: k.to_string(),
+    }
+}
+
+impl Session {
+    /// Validates `program` and writes its constant data into a fresh HBM.
+    pub fn load(program: Program, opts: RunOptions) -> Result<Session, EmuError> {
+        program.validate()?;
+        let mut hbm = Hbm::new(program.target.hbm.size_bytes)?;
+        for d in &program.data {
+            hbm.write(d.hbm_addr, &d.bytes)
+                .map_err(|k| hbm_err(&d.name, k))?;
+        }
+        Ok(Session {
+            program,
+            opts,
+            hbm: Some(hbm),
+        })
+    }
+
+    /// The loaded program.
+    pub fn program(&self) -> &Program {
+        &self.program
+    }
+
+    fn hbm(&mut self) -> Result<&mut Hbm, EmuError> {
+        self.hbm.as_mut().ok_or_else(|| {
+            EmuError::Unsupported("the session's HBM was lost by a failed run".into())
+        })
+    }
+
+    /// Writes input `name` (dtype and shape must match its descriptor).
+    pub fn bind(&mut self, name: &str, t: &Tensor) -> Result<(), EmuError> {
+        let io = self
+            .program
+            .io(name)
+            .filter(|io| io.dir == IoDir::Input)
+            .cloned()
+            .ok_or_else(|| EmuError::UnknownInput(name.into(), self.input_names().join(", ")))?;
+        if io.dtype != t.dtype || io.shape != t.shape {
+            return Err(EmuError::InputMismatch {
+                name: name.into(),
+                expected: tensor::describe(io.dtype, &io.shape),
+                got: t.describe(),
+            });
+        }
+        self.hbm()?
+            .write(io.hbm_addr, &t.data)
+            .map_err(|k| hbm_err(name, k))
+    }
+
+    fn input_names(&self) -> Vec<String> {
+        self.program
+            .io
+            .iter()
+            .filter(|t| t.dir == IoDir::Input)
+            .map(|t| t.name.clone())
+            .collect()
+    }
+
+    /// Runs the program on the current HBM contents; returns the cost report.
+    pub fn run(&mut self) -> Result<Report, EmuError> {
+        let hbm = self.hbm.take().ok_or_else(|| {
+            EmuError::Unsupported("the session's HBM was lost by a failed run".into())
+        })?;
+        let mut s = sim::Sim::new(&self.program, &self.opts)?;
+        s.hbm = hbm;
+        let r = s.run();
+        let report = s.report();
+        let size = s.hbm.size();
+        self.hbm = Some(std::mem::replace(&mut s.hbm, Hbm::new(size)?));
+        r.map(|_| report)
+    }
+
+    fn read_bytes(&self, name: &str, addr: u64, len: u64) -> Result<Vec<u8>, EmuError> {
+        let hbm = self.hbm.as_ref().ok_or_else(|| {
+            EmuError::Unsupported("the session's HBM was lost by a failed run".into())
+        })?;
+        let mut v = vec![0u8; len as usize];
+        hbm.read(addr, &mut v).map_err(|k| hbm_err(name, k))?;
+        Ok(v)
+    }
+
+    /// Reads output `name`.
+    pub fn read(&self, name: &str) -> Result<Tensor, EmuError> {
+        let io = self
+            .program
+            .io(name)
+            .filter(|io| io.dir == IoDir::Output)
+            .ok_or_else(|| EmuError::BadTensor {
+                name: name.into(),
+                message: "no such output".into(),
+            })?;
+        let len = io.bytes().unwrap_or(u64::MAX);
+        if len > self.opts.max_output_bytes {
+            return Err(EmuError::Unsupported(format!(
+                "output `{name}` has {len} bytes, more than the limit"
+            )));
+        }
+        Ok(Tensor {
+            dtype: io.dtype,
+            shape: io.shape.clone(),
+            data: self.read_bytes(name, io.hbm_addr, len)?,
+        })
+    }
+
+    /// Writes a whole KV region image (see [`kv::pack`]).
+    pub fn write_kv(&mut self, image: &[u8]) -> Result<(), EmuError> {
+        let kv = self
+            .program
+            .kv
+            .clone()
+            .ok_or_else(|| EmuError::Unsupported("the program has no KV region".into()))?;
+        if image.len() as u64 != kv.bytes {
+            return Err(EmuError::BadTensor {
+                name: "KV region".into(),
+                message: format!(
+                    "{} bytes of image for a {}-byte region",
+                    image.len(),
+                    kv.bytes
+                ),
+            });
+        }
+        self.hbm()?
+            .write(kv.hbm_addr, image)
+            .map_err(|k| hbm_err("KV region", k))
+    }
+
+    /// The KV region's current contents.
+    pub fn read_kv(&self) -> Result<Vec<u8>, EmuError> {
+        let kv = self
+            .program
+            .kv
+            .as_ref()
+            .ok_or_else(|| EmuError::Unsupported("the program has no KV region".into()))?;
+        self.read_bytes("KV region", kv.hbm_addr, kv.bytes)
+    }
+
+    /// Sets every sequence's cached length in the resident region's header (only those bytes
+    /// are written).
+    pub fn set_kv_lengths(&mut self, lengths: &[i32]) -> Result<(), EmuError> {
+        let kv = self
+            .program
+            .kv
+            .clone()
+            .ok_or_else(|| EmuError::Unsupported("the program has no KV region".into()))?;
+        let cap = kv.max_blocks * kv.block_tokens;
+        if lengths.len() as u64 != kv.batch
+            || lengths
+                .iter()
+                .any(|&l| l < 0 || l as u64 + kv.new_tokens > cap)
+        {
+            return Err(EmuError::BadTensor {
+                name: "KV lengths".into(),
+                message: format!(
+                    "{lengths:?}: need {} lengths, each leaving room for {} tokens in {cap}",
+                    kv.batch, kv.new_tokens
+                ),
+            });
+        }
+        let header: Vec<u8> = lengths.iter().flat_map(|l| l.to_le_bytes()).collect();
+        self.hbm()?
+            .write(kv.lengths_addr(), &header)
+            .map_err(|k| hbm_err("KV lengths", k))
+    }
+}

@@ -1,0 +1,352 @@
+//! `llmpu generate`: greedy autoregressive generation on the emulator with the KV cache resident
+//! in emulated HBM.
+//!
+//! The prefill model runs once on the prompt; its dense presents are packed into the decode
+//! program's paged KV region (`spec/kv-cache.md`), which then stays in one
+//! [`llmpu_runtime::Session`]'s HBM: every decode step binds only the new token, its position and
+//! the attention mask, sets the cached length in the region header, runs, and reads the logits.
+//! The decode program is compiled once for `--max-context` tokens (its symbolic dims bound to
+//! that maximum); the current length is a run-time value in the region, and positions beyond it
+//! are masked by the attention mask the host passes. Prints the ids, the per-step cost table and
+//! the modeled figures (time to first token, time per output token, tokens/s, energy per token,
+//! HBM bytes per token split into weights and KV).
+
+use std::path::{Path, PathBuf};
+
+use llmpu_isa::{DType, IoDir, KvRegion, Program, binary};
+use llmpu_runtime::{Report, RunOptions, Session, Tensor, kv};
+
+use crate::cmd_compile::{compile_module, load_model, options};
+
+/// Arguments of `llmpu generate`.
+#[derive(clap::Args, Debug)]
+pub struct GenerateArgs {
+    /// Prefill model: `.onnx` (compiled for the prompt length) or a compiled `.llmpu`.
+    #[arg(long)]
+    pub prefill: PathBuf,
+    /// Decode model: `.onnx` (compiled once for `--max-context`) or a compiled `.llmpu` with a KV
+    /// region.
+    #[arg(long)]
+    pub decode: PathBuf,
+    /// Prompt token ids (`1,2,3`), or a JSON file with `prompt_ids` (and optionally
+    /// `generated_ids`, which the output is then compared with).
+    #[arg(long)]
+    pub prompt: String,
+    /// Number of tokens to generate (default: as many as the JSON's `generated_ids`, else 16).
+    #[arg(long)]
+    pub new_tokens: Option<usize>,
+    /// Maximum context the decode program is compiled for (default: prompt + new tokens).
+    #[arg(long)]
+    pub max_context: Option<u64>,
+    /// Target: a preset (`edge`, `datacenter`) or a `.toml` file.
+    #[arg(long, default_value = llmpu_isa::target::DEFAULT_TARGET)]
+    pub target: String,
+    /// Numerics: `fp32` or `bf16`.
+    #[arg(long, default_value = "bf16")]
+    pub precision: String,
+    /// Extra symbolic dims for both models (`NAME=N`); the sequence dims are set by the command.
+    #[arg(long = "dim", value_name = "NAME=N")]
+    pub dims: Vec<String>,
+}
+
+/// What a generation produced.
+pub struct Generation {
+    pub ids: Vec<i64>,
+    pub expected: Option<Vec<i64>>,
+    pub prefill: Report,
+    pub steps: Vec<Report>,
+    pub weight_bytes: u64,
+    /// Live KV-cache bytes at each decode step (what the cached tokens occupy).
+    pub kv_bytes: Vec<u64>,
+    /// Context length (cached + new token) at each decode step.
+    pub contexts: Vec<u64>,
+}
+
+fn parse_prompt(s: &str) -> Result<(Vec<i64>, Option<Vec<i64>>), String> {
+    let p = Path::new(s);
+    if p.extension().is_some_and(|e| e == "json") || p.is_file() {
+        let text = std::fs::read_to_string(p).map_err(|e| format!("{s}: {e}"))?;
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{s}: {e}"))?;
+        let ids = |k: &str| -> Option<Vec<i64>> {
+            v.get(k)?.as_array()?.iter().map(|x| x.as_i64()).collect()
+        };
+        let prompt = ids("prompt_ids").ok_or_else(|| format!("{s}: no `prompt_ids` array"))?;
+        return Ok((prompt, ids("generated_ids")));
+    }
+    let ids = s
+        .split(',')
+        .map(|t| {
+            t.trim()
+                .parse::<i64>()
+                .map_err(|_| format!("--prompt: `{t}` is not a token id"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((ids, None))
+}
+
+fn program_for(path: &Path, dims: &[String], a: &GenerateArgs) -> Result<Program, String> {
+    if path.extension().is_some_and(|e| e == "llmpu") {
+        return binary::read_file(path).map_err(|e| format!("{}: {e}", path.display()));
+    }
+    let o = options(&a.target, &a.precision)?;
+    let mut all = a.dims.clone();
+    all.extend(dims.iter().cloned());
+    let mut m = load_model(path, &all)?;
+    compile_module(&mut m, &o, &Default::default())?
+        .ok_or_else(|| "pipeline stopped early".to_string())
+}
+
+fn i64_tensor(shape: Vec<u64>, v: &[i64]) -> Result<Tensor, String> {
+    Tensor::new(
+        DType::I64,
+        shape,
+        v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    )
+}
+
+/// Binds the standard LLM inputs that the program has: `input_ids`, `attention_mask`,
+/// `position_ids` (by descriptor shape), other inputs are an error.
+fn bind(
+    program: &Program,
+    ids: &[i64],
+    mask: &[i64],
+    positions: &[i64],
+) -> Result<Vec<(String, Tensor)>, String> {
+    let mut out = vec![];
+    for io in program.io.iter().filter(|t| t.dir == IoDir::Input) {
+        let vals = match io.name.as_str() {
+            "input_ids" => ids,
+            "attention_mask" => mask,
+            "position_ids" => positions,
+            n => {
+                return Err(format!(
+                    "decode/prefill input `{n}` is not one generate can feed"
+                ));
+            }
+        };
+        if io.elements() != Some(vals.len() as u64) {
+            return Err(format!(
+                "input `{}` has shape {:?}, generate has {} values for it",
+                io.name,
+                io.shape,
+                vals.len()
+            ));
+        }
+        let t = match io.dtype {
+            DType::I64 => i64_tensor(io.shape.clone(), vals)?,
+            DType::I32 => Tensor::new(
+                DType::I32,
+                io.shape.clone(),
+                vals.iter()
+                    .flat_map(|&x| (x as i32).to_le_bytes())
+                    .collect(),
+            )?,
+            d => return Err(format!("input `{}` has element type {}", io.name, d.name())),
+        };
+        out.push((io.name.clone(), t));
+    }
+    Ok(out)
+}
+
+fn argmax_last(logits: &Tensor) -> Result<i64, String> {
+    let v = logits.to_f32();
+    let n = *logits.shape.last().ok_or("logits are a scalar")? as usize;
+    if n == 0 || v.len() < n {
+        return Err("empty logits".into());
+    }
+    let row = &v[v.len() - n..];
+    let mut best = 0;
+    for (i, &x) in row.iter().enumerate() {
+        if x > row[best] {
+            best = i;
+        }
+    }
+    Ok(best as i64)
+}
+
+fn live_kv_bytes(kv: &KvRegion, len: u64) -> u64 {
+    kv.slots
+        .iter()
+        .map(|s| s.heads * len * s.head_dim * kv.dtype.size())
+        .sum::<u64>()
+        * kv.batch
+}
+
+/// Runs the whole generation (no printing).
+pub fn generate(a: &GenerateArgs) -> Result<Generation, String> {
+    let (prompt, expected) = parse_prompt(&a.prompt)?;
+    if prompt.is_empty() {
+        return Err("the prompt is empty".into());
+    }
+    let n = prompt.len() as u64;
+    let new_tokens = a
+        .new_tokens
+        .or(expected.as_ref().map(Vec::len))
+        .unwrap_or(16)
+        .max(1);
+    let max_context = a.max_context.unwrap_or(n + new_tokens as u64);
+    if max_context < n + new_tokens as u64 - 1 {
+        return Err(format!(
+            "--max-context {max_context} cannot hold {n} prompt + {new_tokens} new tokens"
+        ));
+    }
+    let prefill = program_for(
+        &a.prefill,
+        &[
+            "batch_size=1".into(),
+            format!("sequence_length={n}"),
+            format!("total_sequence_length={n}"),
+            "past_sequence_length=0".into(),
+        ],
+        a,
+    )?;
+    let decode = program_for(
+        &a.decode,
+        &[
+            "batch_size=1".into(),
+            "sequence_length=1".into(),
+            format!("past_sequence_length={}", max_context - 1),
+            format!("total_sequence_length={max_context}"),
+        ],
+        a,
+    )?;
+    let region = decode.kv.clone().ok_or_else(|| {
+        format!(
+            "{}: the decode program has no paged KV region (is it a decode graph?)",
+            a.decode.display()
+        )
+    })?;
+    // Prefill.
+    let positions: Vec<i64> = (0..n as i64).collect();
+    let inputs = bind(&prefill, &prompt, &vec![1; n as usize], &positions)?;
+    let res = llmpu_runtime::run(&prefill, &inputs, &RunOptions::default())
+        .map_err(|e| format!("prefill: {e}"))?;
+    let logits = res
+        .outputs
+        .iter()
+        .find(|(name, t)| name == "logits" || t.shape.len() == 3)
+        .map(|(_, t)| t)
+        .ok_or("prefill has no logits output")?;
+    let mut ids = vec![argmax_last(logits)?];
+    // The prefill's presents become the resident cache, slot by slot (same output names).
+    let mut pasts = vec![];
+    for s in &region.slots {
+        let t = res.output(&s.present).ok_or_else(|| {
+            format!(
+                "prefill has no output `{}` for KV slot `{}`",
+                s.present, s.past
+            )
+        })?;
+        pasts.push(t);
+    }
+    let mut session =
+        Session::load(decode.clone(), RunOptions::default()).map_err(|e| e.to_string())?;
+    let image =
+        kv::pack(&region, &kv::reversed_table(&region), &pasts).map_err(|e| e.to_string())?;
+    session.write_kv(&image).map_err(|e| e.to_string())?;
+    let mask_len = decode
+        .io("attention_mask")
+        .and_then(|t| t.shape.last().copied())
+        .unwrap_or(max_context) as usize;
+    let mut steps = vec![];
+    let mut kv_bytes = vec![];
+    let mut contexts = vec![];
+    for step in 1..new_tokens {
+        let cur = n + step as u64 - 1; // tokens already cached
+        let mut mask = vec![0i64; mask_len];
+        for m in mask.iter_mut().take(cur as usize + 1) {
+            *m = 1;
+        }
+        let last = *ids.last().unwrap_or(&0);
+        for (name, t) in bind(&decode, &[last], &mask, &[cur as i64])? {
+            session.bind(&name, &t).map_err(|e| e.to_string())?;
+        }
+        session
+            .set_kv_lengths(&[cur as i32])
+            .map_err(|e| e.to_string())?;
+        let report = session
+            .run()
+            .map_err(|e| format!("decode step {step}: {e}"))?;
+        let logits = session.read("logits").map_err(|e| e.to_string())?;
+        ids.push(argmax_last(&logits)?);
+        kv_bytes.push(live_kv_bytes(&region, cur + 1));
+        contexts.push(cur + 1);
+        steps.push(report);
+    }
+    let weight_bytes = decode.data.iter().map(|d| d.bytes.len() as u64).sum();
+    Ok(Generation {
+        ids,
+        expected,
+        prefill: res.report,
+        steps,
+        weight_bytes,
+        kv_bytes,
+        contexts,
+    })
+}
+
+/// Runs `llmpu generate`.
+pub fn run(a: &GenerateArgs) -> Result<(), String> {
+    let g = generate(a)?;
+    let clock = g.prefill.clock_ghz * 1e9;
+    println!(
+        "generated {} tokens: {}",
+        g.ids.len(),
+        g.ids
+            .iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    println!("\nstep  context  cycles      time        HBM read    HBM write   live KV     energy");
+    for (i, ((r, kvb), ctx)) in g.steps.iter().zip(&g.kv_bytes).zip(&g.contexts).enumerate() {
+        println!(
+            "{:>4}  {:>7}  {:>10}  {:>8.3} µs  {:>9} B  {:>9} B  {:>9} B  {:>8.3} µJ",
+            i + 1,
+            ctx,
+            r.cycles,
+            r.cycles as f64 / clock * 1e6,
+            r.hbm_read_bytes,
+            r.hbm_write_bytes,
+            kvb,
+            r.energy.total_pj * 1e-6
+        );
+    }
+    let ttft = g.prefill.cycles as f64 / clock;
+    let n = g.steps.len().max(1) as f64;
+    let tpot = g.steps.iter().map(|r| r.cycles as f64).sum::<f64>() / n / clock;
+    let energy = g.steps.iter().map(|r| r.energy.total_pj).sum::<f64>() / n * 1e-6;
+    let hbm = g
+        .steps
+        .iter()
+        .map(|r| (r.hbm_read_bytes + r.hbm_write_bytes) as f64)
+        .sum::<f64>()
+        / n;
+    let kv_mean = g.kv_bytes.iter().sum::<u64>() as f64 / n;
+    println!(
+        "\ntime to first token   {:.3} µs ({} cycles)",
+        ttft * 1e6,
+        g.prefill.cycles
+    );
+    println!("time per output token {:.3} µs", tpot * 1e6);
+    println!(
+        "tokens/s              {:.1} at {:.3} GHz",
+        1.0 / tpot.max(1e-30),
+        g.prefill.clock_ghz
+    );
+    println!("energy per token      {energy:.3} µJ");
+    println!(
+        "HBM bytes per token   {hbm:.0} (weights {} B, live KV cache {kv_mean:.0} B mean, other {:.0} B)",
+        g.weight_bytes,
+        (hbm - g.weight_bytes as f64 - kv_mean).max(0.0)
+    );
+    if let Some(exp) = &g.expected {
+        let k = exp.len().min(g.ids.len());
+        let same = (0..k).filter(|&i| exp[i] == g.ids[i]).count();
+        println!(
+            "reference ids match  {same}/{k} ({:.1}%)",
+            100.0 * same as f64 / k.max(1) as f64
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,72 @@
+//! `llmpu generate` on the corpus's greedy-generation references: prefill, then decode steps with
+//! the paged KV cache resident in the emulator's HBM (needs `LLMPU_CORPUS`, default
+//! `../shared/corpus`; skipped with a message when absent).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn corpus() -> Option<PathBuf> {
+    let c = std::env::var("LLMPU_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus"));
+    if c.join("generate").is_dir() {
+        Some(c)
+    } else {
+        eprintln!(
+            "SKIPPED: corpus not found at {} (set LLMPU_CORPUS)",
+            c.display()
+        );
+        None
+    }
+}
+
+/// Runs generate for `arch` and returns (matching ids, compared ids, stdout).
+fn generate(c: &std::path::Path, arch: &str, precision: &str) -> (usize, usize, String) {
+    let m = |k: &str| c.join(format!("models/{arch}-tiny-dyn-{k}/model.onnx"));
+    let out = Command::new(env!("CARGO_BIN_EXE_llmpu"))
+        .args(["generate", "--prefill"])
+        .arg(m("prefill"))
+        .arg("--decode")
+        .arg(m("decode"))
+        .arg("--prompt")
+        .arg(c.join(format!("generate/{arch}-tiny-generate.json")))
+        .args(["--precision", precision])
+        .output()
+        .expect("run llmpu");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("reference ids match"))
+        .unwrap_or_default()
+        .to_string();
+    let frac = line.split_whitespace().nth(3).unwrap_or("0/1");
+    let (a, b) = frac.split_once('/').unwrap_or(("0", "1"));
+    (a.parse().unwrap_or(0), b.parse().unwrap_or(1), text)
+}
+
+#[test]
+fn generate_matches_the_reference_ids_exactly_in_fp32_and_mostly_in_bf16() {
+    let Some(c) = corpus() else {
+        return;
+    };
+    for arch in ["gpt2", "llama"] {
+        let (same, n, text) = generate(&c, arch, "fp32");
+        assert_eq!((same, n), (24, 24), "{arch} fp32:\n{text}");
+        for figure in [
+            "time to first token",
+            "time per output token",
+            "tokens/s",
+            "energy per token",
+            "HBM bytes per token",
+        ] {
+            assert!(text.contains(figure), "{arch}: no `{figure}` in\n{text}");
+        }
+        let (same, n, text) = generate(&c, arch, "bf16");
+        assert!(same * 100 >= n * 95, "{arch} bf16: {same}/{n}\n{text}");
+    }
+}
