@@ -7,6 +7,7 @@
 //! on the host: a timing-only run needs no input data. Their bytes count as compulsory traffic,
 //! exactly as initializers would.
 
+use std::io::Write;
 use std::time::Instant;
 
 use clap::Args;
@@ -775,22 +776,22 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
         }
         let o = run_one(w)?;
         if !a.json {
-            print_row(&o, a.breakdown);
+            print_row(&o, a.breakdown).map_err(|e| format!("stdout: {e}"))?;
         }
         results.push(o);
     }
     if a.json {
         let v: Vec<serde_json::Value> = results.iter().map(|o| json(o, a.breakdown)).collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
-        );
+        let text = serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?;
+        writeln!(std::io::stdout().lock(), "{text}").map_err(|e| format!("stdout: {e}"))?;
     }
     Ok(())
 }
 
-fn print_row(o: &Outcome, breakdown: bool) {
-    println!(
+fn print_row(o: &Outcome, breakdown: bool) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
         "{:<22} {:>14} cycles  bound {:>14.0} (compute {:.0}, memory {:.0})  fraction {:.3}{}",
         o.name,
         o.cycles,
@@ -803,8 +804,9 @@ fn print_row(o: &Outcome, breakdown: bool) {
             Some(g) => format!(" (goal {g}: MISSED)"),
             None => String::new(),
         }
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "{:<22} HBM {} B = {:.2}x compulsory; {} instructions emulated ({} in program); compile {:.3} s, emulate {:.3} s; busy scalar {:.2} dma {:.2} mxu {:.2} vpu {:.2}",
         "",
         o.hbm_bytes,
@@ -817,20 +819,22 @@ fn print_row(o: &Outcome, breakdown: bool) {
         o.busy[1],
         o.busy[2],
         o.busy[3]
-    );
+    )?;
     for (k, x) in &o.extra {
-        println!("{:<22} {k} = {x:.4}", "");
+        writeln!(out, "{:<22} {k} = {x:.4}", "")?;
     }
     if breakdown {
         for (l, s, e, h, b) in &o.ops {
-            println!(
+            writeln!(
+                out,
                 "{:<22}   {l}: {s}..{e} ({} cycles) HBM {h} B, busy dma {} mxu {} vpu {}",
                 "",
                 e - s,
                 b[1],
                 b[2],
                 b[3]
-            );
+            )?;
         }
     }
+    Ok(())
 }

@@ -14,7 +14,7 @@
 //! Block sizes come from the `q_block`/`kv_block` attributes (`tile` pass): `kv_block` a multiple of
 //! the array width, `q_block` as large as SRAM allows (up to the whole sequence), so K and V are
 //! read from HBM once per head when the queries fit — traffic linear in the sequence length. With
-//! fewer queries than the array width (decode) `kv_block` widens (up to 8 array widths) so each
+//! fewer queries than the array width (decode) `kv_block` widens (up to 32 array widths) so each
 //! block's matrix work outweighs the latencies of its dependency chain; K/V blocks are
 //! quadruple-buffered when SRAM allows.
 
@@ -50,9 +50,9 @@ pub fn blocks(sq: u64, skv: u64, d: u64, dv: u64, o: &Options) -> (u64, u64) {
     let bk = cols.min(skv.max(1));
     let bq = fit(bk);
     // Few queries (decode): each KV block's work is short next to the latencies of the chain
-    // S → softmax statistics → P·V, so take wider KV blocks (up to 8 array widths).
+    // S → softmax statistics → P·V, so take wider KV blocks (up to 32 array widths).
     if bq < cols {
-        let wide = (cols * (cols / bq).clamp(1, 8)).min(skv.max(1));
+        let wide = (cols * (cols / bq).clamp(1, 32)).min(skv.max(1));
         if fit(wide) >= bq {
             return (bq, wide);
         }
@@ -239,6 +239,28 @@ pub fn attention(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
         .collect::<R<_>>()?;
     let sacc = al(cx, Mem::Acc, bq * bk * 4, "attention score accumulator")?;
     let pvacc = al(cx, Mem::Acc, bq * dv * 4, "attention PV accumulator")?;
+    // A second Q block when SRAM allows: the next unit's Q load (and the K/V loads queued behind
+    // it) then need not wait for this unit's last matmul.
+    let qts = if cx.e.free(Mem::Sram) >= bq * d * sz + 4096 {
+        [qt, al(cx, Mem::Sram, bq * d * sz, "attention Q block")?]
+    } else {
+        [qt, qt]
+    };
+    // A second output block when SRAM allows: a unit's output store is then emitted after the
+    // next unit's first K/V loads on that core, so it does not hold them up in the DMA queue.
+    let outs = if cx.e.free(Mem::Sram) >= bq * dv * (4 + ov.dt.size()) + 4096 {
+        [
+            (ot, oc),
+            (
+                al(cx, Mem::Sram, bq * dv * 4, "attention output")?,
+                al(cx, Mem::Sram, bq * dv * ov.dt.size(), "attention output")?,
+            ),
+        ]
+    } else {
+        [(ot, oc), (ot, oc)]
+    };
+    let defer = outs[0] != outs[1];
+    let mut pending: Vec<Option<(View, u64)>> = vec![None; cx.e.cores()];
     let col = |a: u64| T::sram(a, 1, DType::F32);
     let (mrun, lrun, mnew, alpha, tmp) = (
         col(stats[0]),
@@ -286,7 +308,8 @@ pub fn attention(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
             let mut q0 = 0;
             while q0 < sq {
                 let wq = bq.min(sq - q0);
-                cx.on_core(unit);
+                let par = cx.on_core(unit);
+                let (qt, (ot, oc)) = (qts[par], outs[par]);
                 let core = unit % cores;
                 unit += 1;
                 load_as(cx, &q2.slice(0, q0, 1, wq), qt);
@@ -333,6 +356,9 @@ pub fn attention(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
                         let kblk = k2.slice(0, k0, 1, wk).permute(&[1, 0]);
                         load_as(cx, &kblk, kt[s]);
                         load_as(cx, &v2.slice(0, k0, 1, wk), vt[s]);
+                    }
+                    if let Some((v, a)) = pending[core].take() {
+                        cx.e.move_view(false, &v, a, dv);
                     }
                     let sa = T {
                         mem: Mem::Acc,
@@ -404,9 +430,22 @@ pub fn attention(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
                     e.vun(Un::Copy, o, o32, Bcast::Full, wq, dv);
                     o
                 };
-                cx.e.move_view(false, &o2.slice(0, q0, 1, wq), res.addr, dv);
+                let dst = o2.slice(0, q0, 1, wq);
+                if defer {
+                    if let Some((v, a)) = pending[core].replace((dst, res.addr)) {
+                        cx.e.move_view(false, &v, a, dv);
+                    }
+                } else {
+                    cx.e.move_view(false, &dst, res.addr, dv);
+                }
                 q0 += bq;
             }
+        }
+    }
+    for (c, p) in pending.iter_mut().enumerate() {
+        if let Some((v, a)) = p.take() {
+            cx.e.core(c);
+            cx.e.move_view(false, &v, a, dv);
         }
     }
     Ok(())
