@@ -60,6 +60,9 @@ pub struct Generation {
     pub kv_bytes: Vec<u64>,
     /// Context length (cached + new token) at each decode step.
     pub contexts: Vec<u64>,
+    /// KV-cache HBM bytes each step moves: the live blocks attention reads (every query head
+    /// reads its KV head's blocks) plus the appended rows.
+    pub kv_read: Vec<u64>,
 }
 
 fn parse_prompt(s: &str) -> Result<(Vec<i64>, Option<Vec<i64>>), String> {
@@ -172,6 +175,21 @@ fn live_kv_bytes(kv: &KvRegion, len: u64) -> u64 {
         * kv.batch
 }
 
+/// KV bytes one decode step moves at context `ctx`: the live blocks of every slot, counted once
+/// per KV head (under GQA attention re-reads them for each query head sharing the KV head, so this
+/// is a lower bound), plus the appended rows.
+fn kv_traffic(kv: &KvRegion, ctx: u64) -> u64 {
+    let blocks = ctx.div_ceil(kv.block_tokens);
+    kv.slots
+        .iter()
+        .map(|s| {
+            let row = s.head_dim * kv.dtype.size();
+            s.heads * (blocks * kv.block_tokens * row + kv.new_tokens * row)
+        })
+        .sum::<u64>()
+        * kv.batch
+}
+
 /// Runs the whole generation (no printing).
 pub fn generate(a: &GenerateArgs) -> Result<Generation, String> {
     let (prompt, expected) = parse_prompt(&a.prompt)?;
@@ -251,6 +269,7 @@ pub fn generate(a: &GenerateArgs) -> Result<Generation, String> {
     let mut steps = vec![];
     let mut kv_bytes = vec![];
     let mut contexts = vec![];
+    let mut kv_read = vec![];
     for step in 1..new_tokens {
         let cur = n + step as u64 - 1; // tokens already cached
         let mut mask = vec![0i64; mask_len];
@@ -271,6 +290,7 @@ pub fn generate(a: &GenerateArgs) -> Result<Generation, String> {
         ids.push(argmax_last(&logits)?);
         kv_bytes.push(live_kv_bytes(&region, cur + 1));
         contexts.push(cur + 1);
+        kv_read.push(kv_traffic(&region, cur + 1));
         steps.push(report);
     }
     let weight_bytes = decode.data.iter().map(|d| d.bytes.len() as u64).sum();
@@ -282,6 +302,7 @@ pub fn generate(a: &GenerateArgs) -> Result<Generation, String> {
         weight_bytes,
         kv_bytes,
         contexts,
+        kv_read,
     })
 }
 
@@ -335,10 +356,13 @@ pub fn run(a: &GenerateArgs) -> Result<(), String> {
         g.prefill.clock_ghz
     );
     println!("energy per token      {energy:.3} µJ");
+    let kv_read = g.kv_read.iter().sum::<u64>() as f64 / n;
     println!(
-        "HBM bytes per token   {hbm:.0} (weights {} B, live KV cache {kv_mean:.0} B mean, other {:.0} B)",
-        g.weight_bytes,
-        (hbm - g.weight_bytes as f64 - kv_mean).max(0.0)
+        "HBM bytes per token   {hbm:.0} measured: KV cache {kv_read:.0} (live blocks read by \
+         attention + appends; live cache {kv_mean:.0} B mean), weights and activations {:.0} \
+         (weights resident {} B)",
+        (hbm - kv_read).max(0.0),
+        g.weight_bytes
     );
     if let Some(exp) = &g.expected {
         let k = exp.len().min(g.ids.len());

@@ -50,7 +50,7 @@ fn generate(c: &std::path::Path, arch: &str, precision: &str) -> (usize, usize, 
 }
 
 #[test]
-fn generate_matches_the_reference_ids_exactly_in_fp32_and_mostly_in_bf16() {
+fn generate_matches_reference_ids_and_step_cost_rises_with_live_kv_blocks() {
     let Some(c) = corpus() else {
         return;
     };
@@ -66,6 +66,21 @@ fn generate_matches_the_reference_ids_exactly_in_fp32_and_mostly_in_bf16() {
         ] {
             assert!(text.contains(figure), "{arch}: no `{figure}` in\n{text}");
         }
+        // Per-step cycles (third column of the step table) never fall as the context grows, and
+        // rise once a second KV block is live.
+        let cycles: Vec<u64> = text
+            .lines()
+            .filter(|l| {
+                l.trim_start()
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_digit())
+            })
+            .filter_map(|l| l.split_whitespace().nth(2)?.parse().ok())
+            .collect();
+        assert_eq!(cycles.len(), 23, "{text}");
+        assert!(cycles.windows(2).all(|w| w[1] >= w[0]), "{cycles:?}");
+        assert!(cycles[22] > cycles[0], "{cycles:?}");
         let (same, n, text) = generate(&c, arch, "bf16");
         assert!(same * 100 >= n * 95, "{arch} bf16: {same}/{n}\n{text}");
     }

@@ -313,13 +313,23 @@ pub fn attention(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
                 let core = unit % cores;
                 unit += 1;
                 load_as(cx, &q2.slice(0, q0, 1, wq), qt);
+                // Paged: the number of blocks holding tokens (cached + new) is a run-time value;
+                // blocks past it are skipped by a branch (their keys are padding).
+                let mut live_blocks = None;
                 if let (Some((region, _, _)), Some(tab)) = (paged, table) {
                     let tv = View::dense(
                         region.table_addr,
                         DType::I32,
-                        &[region.batch * region.max_blocks],
+                        &[region.batch * (region.max_blocks + 1)],
                     );
                     cx.e.move_view(true, &tv, tab, 0);
+                    let len_at = tab + (region.batch * region.max_blocks + bi) * 4;
+                    let nb = cx.e.live_blocks(
+                        len_at,
+                        region.new_tokens + region.block_tokens - 1,
+                        region.block_tokens,
+                    );
+                    live_blocks = Some((nb, cx.e.new_label()));
                 }
                 let o32 = T::sram(ot, dv, DType::F32);
                 cx.e.vfill(o32, 0.0, wq, dv);
@@ -334,6 +344,11 @@ pub fn attention(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
                     }
                     let s = steps[core] % nkv;
                     steps[core] += 1;
+                    if let (Some((nb, end)), true) = (live_blocks, k0 > 0) {
+                        cx.e.drain_core();
+                        let j = cx.e.reg((k0 / bk) as i64);
+                        cx.e.branch_ge(j, nb, end);
+                    }
                     if let (Some((region, ks, vs)), Some(tab)) = (paged, table) {
                         // Logical block k0 / block_tokens of sequence bi through the block table;
                         // inside a block, head hk's tokens are rows of head_dim elements.
@@ -418,6 +433,10 @@ pub fn attention(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
                     e.matmul(pv, p, T::sram(vt[s], dv, dt), wq, wk, dv, false);
                     e.vsacc(o32, alpha, pv, wq, dv);
                     k0 += bk;
+                }
+                if let Some((nb, end)) = live_blocks {
+                    cx.e.bind_label(end);
+                    cx.e.unpin(nb);
                 }
                 let e = &mut *cx.e;
                 e.vimm(Imm::Max, lrun, lrun, f32::MIN_POSITIVE, wq, 1);

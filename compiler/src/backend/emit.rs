@@ -21,7 +21,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use llmpu_isa::{Inst, Reg, Sem, Target, Unit};
+use llmpu_isa::{BranchTarget, Inst, Reg, Sem, Target, Unit};
 
 /// An on-chip memory space, as the emitter tracks it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,6 +97,10 @@ struct Stream {
     regs: [Option<i64>; 32],
     stamp: [u64; 32],
     clock: u64,
+    /// Forward branches: (item index of the branch, label id).
+    branches: Vec<(usize, usize)>,
+    /// Label id → item index it marks.
+    labels: BTreeMap<usize, usize>,
 }
 
 /// A simple bump allocator for one on-chip memory, reset between kernels.
@@ -411,6 +415,96 @@ impl Emitter {
         rd
     }
 
+    /// Waits (on the scalar unit) until every unit of the current core has finished everything
+    /// issued so far, and forgets the history: no later instruction synchronizes with an earlier
+    /// one through a semaphore. Used around code a run-time branch may skip, so that every
+    /// signal/wait pair lies entirely inside or entirely outside the skipped range.
+    pub fn drain_core(&mut self) {
+        let scalar = unit_index(Unit::Scalar);
+        for x in [
+            unit_index(Unit::Dma),
+            unit_index(Unit::Mxu),
+            unit_index(Unit::Vpu),
+        ] {
+            let sem = sem_for(x, scalar);
+            let sig = match x {
+                1 => Inst::DmaSignal { sem },
+                2 => Inst::MxuSignal { sem },
+                _ => Inst::VpuSignal { sem },
+            };
+            self.push_raw(sig);
+            self.push_raw(Inst::Wait { sem, count: 1 });
+        }
+        let s = &mut self.streams[self.cur];
+        let n = s.items.len();
+        for h in s.hist.iter_mut() {
+            h.clear();
+        }
+        s.synced = [[n; UNITS]; UNITS];
+    }
+
+    /// `(length + add) / div` with `length` the i32 at SRAM `len_entry`, computed at run time into
+    /// a register pinned until [`Emitter::unpin`] (the live block count of a paged KV sequence).
+    pub fn live_blocks(&mut self, len_entry: u64, add: u64, div: u64) -> Reg {
+        let a = self.reg(len_entry as i64);
+        let rd = self.fresh();
+        self.op(
+            Inst::Ld32 { rd, rs1: a, off: 0 },
+            vec![Touch::read(Mem::Sram, len_entry, len_entry + 4)],
+        );
+        self.pinned.push(rd.0);
+        let ad = self.reg(add as i64);
+        self.push_raw(Inst::Add {
+            rd,
+            rs1: rd,
+            rs2: ad,
+        });
+        let dv = self.reg(div as i64);
+        self.push_raw(Inst::Div {
+            rd,
+            rs1: rd,
+            rs2: dv,
+        });
+        self.locked.clear();
+        rd
+    }
+
+    /// A new label id for [`Emitter::branch_ge`] / [`Emitter::bind_label`].
+    pub fn new_label(&mut self) -> usize {
+        let s = &mut self.streams[self.cur];
+        s.clock += 1;
+        s.clock as usize
+    }
+
+    /// `bge rs1, rs2, label` (forward). Call [`Emitter::drain_core`] right before it and bind the
+    /// label with [`Emitter::bind_label`].
+    pub fn branch_ge(&mut self, rs1: Reg, rs2: Reg, label: usize) {
+        self.push_raw(Inst::Bge {
+            rs1,
+            rs2,
+            target: BranchTarget(0),
+        });
+        let s = &mut self.streams[self.cur];
+        let i = s.items.len() - 1;
+        s.branches.push((i, label));
+        self.locked.clear();
+    }
+
+    /// Places `label` here, after draining the core (code before it may have been skipped), and
+    /// forgets every known register value (a skipped range may not have set them).
+    pub fn bind_label(&mut self, label: usize) {
+        let s = &mut self.streams[self.cur];
+        let at = s.items.len();
+        s.labels.insert(label, at);
+        self.drain_core();
+        let s = &mut self.streams[self.cur];
+        for r in 0..32 {
+            if !self.pinned.contains(&(r as u8)) {
+                s.regs[r] = None;
+            }
+        }
+    }
+
     /// Releases a register returned by [`Emitter::block_addr`].
     pub fn unpin(&mut self, r: Reg) {
         self.pinned.retain(|&x| x != r.0);
@@ -515,13 +609,28 @@ impl Emitter {
             .into_iter()
             .map(|mut s| {
                 let mut out = Vec::with_capacity(s.items.len() * 2);
+                // Final position of each item (its waits come first; a label marks the position
+                // before any of them).
+                let mut start = Vec::with_capacity(s.items.len() + 1);
+                let mut pos = Vec::with_capacity(s.items.len());
                 for (i, it) in s.items.into_iter().enumerate() {
+                    start.push(out.len());
                     if let Some(w) = s.before.remove(&i) {
                         out.extend(w);
                     }
+                    pos.push(out.len());
                     out.push(it);
                     if let Some(a) = s.after.remove(&i) {
                         out.extend(a);
+                    }
+                }
+                start.push(out.len());
+                for (b, l) in &s.branches {
+                    if let (Some(&at), Some(&from)) = (s.labels.get(l), pos.get(*b)) {
+                        let to = start.get(at).copied().unwrap_or(out.len());
+                        if let Inst::Bge { target, .. } = &mut out[from].inst {
+                            *target = BranchTarget((to as i64 - from as i64) as i32);
+                        }
                     }
                 }
                 out
@@ -534,6 +643,29 @@ impl Emitter {
 mod tests {
     use super::*;
     use llmpu_isa::{Bcast, DType, Layout, Space, TileRef};
+
+    #[test]
+    fn forward_branch_lands_on_the_drain_at_its_label() {
+        let t = Target::preset("edge").unwrap();
+        let mut e = Emitter::new(t, 1);
+        let l = e.new_label();
+        e.drain_core();
+        e.branch_ge(Reg(1), Reg(2), l);
+        e.scalar(Inst::Nop {});
+        e.scalar(Inst::Nop {});
+        e.bind_label(l);
+        let s = e.finish().remove(0);
+        let b = s
+            .iter()
+            .position(|it| matches!(it.inst, Inst::Bge { .. }))
+            .unwrap();
+        let Inst::Bge { target, .. } = s[b].inst else {
+            unreachable!()
+        };
+        // Two nops skipped; the target is the first signal of the drain at the label.
+        assert_eq!(target.0, 3);
+        assert!(matches!(s[b + 3].inst, Inst::DmaSignal { .. }));
+    }
 
     #[test]
     fn consumer_on_another_unit_waits_for_the_producing_load_only() {
