@@ -25,11 +25,38 @@ pub struct CompileArgs {
     /// Value of a symbolic dimension: `NAME=N` (repeatable).
     #[arg(long = "dim", value_name = "NAME=N")]
     pub dims: Vec<String>,
+    /// Compile a decode graph once for a KV cache of this many tokens: binds
+    /// `total_sequence_length=N`, `past_sequence_length=N-1`, `sequence_length=1` (Hugging Face
+    /// Optimum's dim names) unless `--dim` gives them; the current length is a run-time value
+    /// (`spec/kv-cache.md`).
+    #[arg(long, value_name = "N")]
+    pub max_context: Option<u64>,
     /// Output binary (default: the input with extension `.llmpu`).
     #[arg(short, long)]
     pub output: Option<PathBuf>,
     #[command(flatten)]
     pub dump: IrDumpArgs,
+}
+
+/// `dims` plus the sequence dims of a decode step with a cache of `max_context` tokens (see
+/// `--max-context`); dims already given win.
+pub fn decode_dims(max_context: u64, dims: &[String]) -> Result<Vec<String>, String> {
+    if max_context < 2 {
+        return Err(format!(
+            "--max-context {max_context}: need at least 2 tokens"
+        ));
+    }
+    let mut out = dims.to_vec();
+    for (name, v) in [
+        ("sequence_length", 1),
+        ("past_sequence_length", max_context - 1),
+        ("total_sequence_length", max_context),
+    ] {
+        if !dims.iter().any(|d| d.split('=').next() == Some(name)) {
+            out.push(format!("{name}={v}"));
+        }
+    }
+    Ok(out)
 }
 
 /// Parses `--target` / `--precision`.
@@ -70,7 +97,11 @@ pub fn compile_module(
 /// Runs `llmpu compile`.
 pub fn run(a: &CompileArgs) -> Result<(), String> {
     let o = options(&a.target, &a.precision)?;
-    let mut m = load_model(&a.input, &a.dims)?;
+    let dims = match a.max_context {
+        Some(n) => decode_dims(n, &a.dims)?,
+        None => a.dims.clone(),
+    };
+    let mut m = load_model(&a.input, &dims)?;
     let Some(program) = compile_module(&mut m, &o, &a.dump)? else {
         return Ok(());
     };

@@ -92,8 +92,13 @@ fn program_for(path: &Path, dims: &[String], a: &GenerateArgs) -> Result<Program
         return binary::read_file(path).map_err(|e| format!("{}: {e}", path.display()));
     }
     let o = options(&a.target, &a.precision)?;
+    let name = |d: &str| d.split('=').next().map(str::to_string);
     let mut all = a.dims.clone();
-    all.extend(dims.iter().cloned());
+    for d in dims {
+        if !a.dims.iter().any(|u| name(u) == name(d)) {
+            all.push(d.clone());
+        }
+    }
     let mut m = load_model(path, &all)?;
     compile_module(&mut m, &o, &Default::default())?
         .ok_or_else(|| "pipeline stopped early".to_string())
@@ -220,12 +225,7 @@ pub fn generate(a: &GenerateArgs) -> Result<Generation, String> {
     )?;
     let decode = program_for(
         &a.decode,
-        &[
-            "batch_size=1".into(),
-            "sequence_length=1".into(),
-            format!("past_sequence_length={}", max_context - 1),
-            format!("total_sequence_length={max_context}"),
-        ],
+        &crate::cmd_compile::decode_dims(max_context, &["batch_size=1".into()])?,
         a,
     )?;
     let region = decode.kv.clone().ok_or_else(|| {

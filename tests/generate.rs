@@ -85,3 +85,46 @@ fn generate_matches_reference_ids_and_step_cost_rises_with_live_kv_blocks() {
         assert!(same * 100 >= n * 95, "{arch} bf16: {same}/{n}\n{text}");
     }
 }
+
+/// A decode binary compiled once with `--max-context` serves every step of a generation.
+#[test]
+fn decode_binary_compiled_for_max_context_generates_the_reference_ids() {
+    let Some(c) = corpus() else {
+        return;
+    };
+    let out = std::env::temp_dir().join(format!("llmpu-decode-{}.llmpu", std::process::id()));
+    let model = c.join("models/llama-tiny-dyn-decode/model.onnx");
+    let r = Command::new(env!("CARGO_BIN_EXE_llmpu"))
+        .arg("compile")
+        .arg(&model)
+        .args([
+            "--max-context",
+            "40",
+            "--dim",
+            "batch_size=1",
+            "--precision",
+            "fp32",
+            "-o",
+        ])
+        .arg(&out)
+        .output()
+        .expect("run llmpu");
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let program = llmpu_isa::binary::read_file(&out).expect("binary");
+    let kv = program.kv.expect("KV region");
+    assert_eq!((kv.max_blocks, kv.past_len), (3, 39));
+    let g = Command::new(env!("CARGO_BIN_EXE_llmpu"))
+        .arg("generate")
+        .arg("--prefill")
+        .arg(c.join("models/llama-tiny-dyn-prefill/model.onnx"))
+        .arg("--decode")
+        .arg(&out)
+        .arg("--prompt")
+        .arg(c.join("generate/llama-tiny-generate.json"))
+        .args(["--precision", "fp32"])
+        .output()
+        .expect("run llmpu");
+    let text = String::from_utf8_lossy(&g.stdout);
+    assert!(text.contains("reference ids match  24/24"), "{text}");
+    let _ = std::fs::remove_file(&out);
+}
