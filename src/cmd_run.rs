@@ -101,7 +101,9 @@ pub fn run(a: &RunArgs) -> Result<(), String> {
     if let Some(n) = a.max_work {
         opts.max_work = n;
     }
-    let result = llmpu_runtime::run(&program, &inputs, &opts).map_err(|e| e.to_string())?;
+    // A decode binary with a paged KV region takes its dense pasts and returns dense presents.
+    let result =
+        llmpu_runtime::kv::run_dense(&program, &inputs, &opts).map_err(|e| e.to_string())?;
     if let Some(dir) = &a.output_dir {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         for (name, t) in &result.outputs {

@@ -188,3 +188,97 @@ impl Session {
             .map_err(|k| hbm_err("KV lengths", k))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use llmpu_isa::{DType, Inst, IoTensor, KvRegion, KvSlot, Target};
+
+    /// A one-core program that copies input `x` (4 f32) to output `y` through SRAM, with a small
+    /// KV region it never touches.
+    fn program() -> Program {
+        let mut p = Program::new(Target::default_target(), 1);
+        let r = llmpu_isa::Reg;
+        p.cores[0] = vec![
+            Inst::Li { rd: r(1), imm: 64 },
+            Inst::DmaLoad {
+                sram: r(0),
+                hbm: r(0),
+                n0: 4,
+                n1: 1,
+                n2: 1,
+                hs1: r(0),
+                hs2: r(0),
+                ss1: r(0),
+                ss2: r(0),
+                dt: DType::F32,
+                layout: llmpu_isa::Layout::Rows,
+            },
+            Inst::DmaStore {
+                sram: r(0),
+                hbm: r(1),
+                n0: 4,
+                n1: 1,
+                n2: 1,
+                hs1: r(0),
+                hs2: r(0),
+                ss1: r(0),
+                ss2: r(0),
+                dt: DType::F32,
+                layout: llmpu_isa::Layout::Rows,
+            },
+            Inst::Halt {},
+        ];
+        for (name, dir, at) in [("x", IoDir::Input, 0), ("y", IoDir::Output, 64)] {
+            p.io.push(IoTensor {
+                name: name.into(),
+                dir,
+                dtype: DType::F32,
+                shape: vec![4],
+                hbm_addr: at,
+            });
+        }
+        p.kv = Some(KvRegion {
+            hbm_addr: 128,
+            bytes: 64 + 256,
+            dtype: DType::F32,
+            block_tokens: 4,
+            batch: 1,
+            max_blocks: 2,
+            num_blocks: 2,
+            past_len: 7,
+            new_tokens: 1,
+            table_addr: 128,
+            slots: vec![KvSlot {
+                past: "past".into(),
+                present: "present".into(),
+                past_index: 1,
+                present_index: 1,
+                heads: 2,
+                head_dim: 4,
+                pool_addr: 192,
+            }],
+        });
+        p
+    }
+
+    #[test]
+    fn session_keeps_hbm_and_the_kv_region_between_runs() {
+        let mut s = Session::load(program(), RunOptions::default()).expect("load");
+        let image: Vec<u8> = (0..320u32).map(|i| i as u8).collect();
+        s.write_kv(&image).expect("write kv");
+        for v in [1.0f32, 2.0] {
+            let x = Tensor::from_f32(DType::F32, vec![4], &[v; 4]).expect("tensor");
+            s.bind("x", &x).expect("bind");
+            s.run().expect("run");
+            assert_eq!(s.read("y").expect("read").to_f32(), [v; 4]);
+        }
+        // The region survived both runs; lengths update only the header's length word.
+        s.set_kv_lengths(&[5]).expect("lengths");
+        let after = s.read_kv().expect("read kv");
+        assert_eq!(&after[8..12], &5i32.to_le_bytes());
+        assert_eq!(&after[..8], &image[..8]);
+        assert_eq!(&after[12..], &image[12..]);
+        assert!(s.set_kv_lengths(&[8]).is_err(), "no room for the new token");
+    }
+}
