@@ -300,7 +300,8 @@ pub fn eval(c: &OpCtx) -> R<Vec<Tensor>> {
             };
             one(transpose(t, &perm)?)
         }
-        "concat" => one(concat(c.ins, c.int("axis", 0))?),
+        // `kv_append` (kv-layout) means the concat of past and new tokens along its axis.
+        "concat" | "kv_append" => one(concat(c.ins, c.int("axis", 0))?),
         "split" => split(c),
         "slice" => one(slice(c)?),
         "gather" => one(gather(x()?, c.req(1)?, c.int("axis", 0))?),
