@@ -563,3 +563,75 @@ fn decode_attention_with_wide_kv_blocks_matches_reference() {
         assert!(c.pass, "{}: {c}", precision.name());
     }
 }
+
+#[test]
+fn decomposed_rotary_embedding_fuses_and_matches_reference() {
+    // x·cos + rotate_half(x)·sin with cos/sin broadcast over batch and heads, as torch exports Llama.
+    let (b, h, s, d) = (2usize, 3usize, 5usize, 8usize);
+    let half = d / 2;
+    let cos = values(s * d, 31);
+    let sin = values(s * d, 32);
+    let src = format!(
+        r#"module {{
+  func.func @main(%x: tensor<2x3x5x8xf32> {{graph.name = "x"}}) -> (tensor<2x3x5x8xf32> {{graph.name = "y"}}) {{
+    %cos = "graph.constant"() {{value = {cos}}} : () -> tensor<1x1x5x8xf32> loc("cos")
+    %sin = "graph.constant"() {{value = {sin}}} : () -> tensor<1x1x5x8xf32> loc("sin")
+    %zero = "graph.constant"() {{value = dense<[0]> : tensor<1xi64>}} : () -> tensor<1xi64> loc("c0")
+    %half = "graph.constant"() {{value = dense<[4]> : tensor<1xi64>}} : () -> tensor<1xi64> loc("c4")
+    %end = "graph.constant"() {{value = dense<[8]> : tensor<1xi64>}} : () -> tensor<1xi64> loc("c8")
+    %ax = "graph.constant"() {{value = dense<[-1]> : tensor<1xi64>}} : () -> tensor<1xi64> loc("ax")
+    %xc = "graph.mul"(%x, %cos) : (tensor<2x3x5x8xf32>, tensor<1x1x5x8xf32>) -> tensor<2x3x5x8xf32> loc("Mul")
+    %x1 = "graph.slice"(%x, %zero, %half, %ax) : (tensor<2x3x5x8xf32>, tensor<1xi64>, tensor<1xi64>, tensor<1xi64>) -> tensor<2x3x5x4xf32> loc("Slice")
+    %x2 = "graph.slice"(%x, %half, %end, %ax) : (tensor<2x3x5x8xf32>, tensor<1xi64>, tensor<1xi64>, tensor<1xi64>) -> tensor<2x3x5x4xf32> loc("Slice_1")
+    %n = "graph.neg"(%x2) : (tensor<2x3x5x4xf32>) -> tensor<2x3x5x4xf32> loc("Neg")
+    %rot = "graph.concat"(%n, %x1) {{axis = 3 : i64}} : (tensor<2x3x5x4xf32>, tensor<2x3x5x4xf32>) -> tensor<2x3x5x8xf32> loc("Concat")
+    %rs = "graph.mul"(%rot, %sin) : (tensor<2x3x5x8xf32>, tensor<1x1x5x8xf32>) -> tensor<2x3x5x8xf32> loc("Mul_1")
+    %y = "graph.add"(%rs, %xc) : (tensor<2x3x5x8xf32>, tensor<2x3x5x8xf32>) -> tensor<2x3x5x8xf32> loc("Add")
+    func.return %y : tensor<2x3x5x8xf32>
+  }}
+}}
+"#,
+        cos = dense(&cos, &[1, 1, s, d]),
+        sin = dense(&sin, &[1, 1, s, d]),
+    );
+    let mut module = parse_module(&src).unwrap();
+    let mut pm = llmpu_compiler::pass::PassManager::parse_pipeline(
+        "canonicalize,fuse-rotary,dce",
+        PassManagerOptions::default(),
+    )
+    .unwrap();
+    pm.run(&mut module, &mut std::io::sink()).unwrap();
+    let text = llmpu_compiler::ir::print_module(&module);
+    assert!(text.contains("\"graph.rope\""), "{text}");
+    assert!(
+        !text.contains("graph.concat") && !text.contains("graph.neg"),
+        "{text}"
+    );
+    let x = values(b * h * s * d, 33);
+    let mut want = vec![0f32; x.len()];
+    for (r, row) in x.chunks(d).enumerate() {
+        let p = r % s;
+        for j in 0..d {
+            let rot = if j < half {
+                -row[j + half]
+            } else {
+                row[j - half]
+            };
+            want[r * d + j] = row[j] * cos[p * d + j] + rot * sin[p * d + j];
+        }
+    }
+    let shape = vec![b as u64, h as u64, s as u64, d as u64];
+    for target in ["edge", "datacenter"] {
+        for (precision, tol) in [
+            (Precision::Fp32, Tolerance::FP32),
+            (Precision::Bf16, Tolerance::BF16),
+        ] {
+            let prog = compile_text(&src, target, precision);
+            let input = Tensor::from_f32(DType::F32, shape.clone(), &x).unwrap();
+            let res = run(&prog, &[("x".into(), input)], &RunOptions::default()).unwrap();
+            let want = Tensor::from_f32(DType::F32, shape.clone(), &want).unwrap();
+            let c = compare("y", res.output("y").unwrap(), &want, tol).unwrap();
+            assert!(c.pass, "{target} {}: {c}", precision.name());
+        }
+    }
+}

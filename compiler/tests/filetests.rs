@@ -149,6 +149,11 @@ fn fuse_norm_filetests_match_snapshots() {
 }
 
 #[test]
+fn fuse_rotary_filetests_match_snapshots() {
+    run_folder("fuse-rotary");
+}
+
+#[test]
 fn fuse_matmul_epilogue_filetests_match_snapshots() {
     run_folder("fuse-matmul-epilogue");
 }

@@ -660,9 +660,14 @@ fn classify(cx: &Cx, v: ValueId, out_shape: &[u64]) -> R<Src> {
             view.shape, out_shape
         ))
     })?;
+    Ok(classify_view(b, out_shape))
+}
+
+/// How an operand view already broadcast to `out_shape` is loaded.
+fn classify_view(b: View, out_shape: &[u64]) -> Src {
     let r = out_shape.len();
     if r == 0 {
-        return Ok(Src::Full(b));
+        return Src::Full(b);
     }
     let last = out_shape[r - 1];
     let outer_zero = b.strides[..r - 1]
@@ -671,12 +676,12 @@ fn classify(cx: &Cx, v: ValueId, out_shape: &[u64]) -> R<Src> {
         .all(|(&s, &n)| s == 0 || n == 1);
     let out_rows: u64 = out_shape[..r - 1].iter().product();
     if outer_zero && out_rows > 1 && (b.strides[r - 1] != 0 || last == 1) {
-        return Ok(Src::Row(b));
+        return Src::Row(b);
     }
     if last > 1 && b.strides[r - 1] == 0 {
-        return Ok(Src::Col(b));
+        return Src::Col(b);
     }
-    Ok(Src::Full(b))
+    Src::Full(b)
 }
 
 /// Loads the row of a `Row` operand once.
@@ -929,6 +934,7 @@ pub fn lower_op(cx: &mut Cx, op: OpId) -> R<()> {
         "graph.gather" => gather(cx, op, ins[0], ins[1], &ov),
         "graph.trilu" => trilu(cx, op, &ov),
         "graph.fused_attention" => super::attention::attention(cx, op, &ins, &ov),
+        "graph.rope" => rope(cx, &ins, &ov),
         "graph.constant_of_shape" => {
             let v =
                 cx.m.attr(op, "value")
@@ -987,6 +993,8 @@ pub enum Ew {
     ClipBounds(bool, bool),
     NotZero,
     Fill(f32),
+    /// `a·b + c·d` (`true`) or `a·b − c·d` (`false`) of four operands (`graph.rope`).
+    MulSum(bool),
 }
 
 /// Work tiles of one buffer set.
@@ -999,15 +1007,53 @@ struct Set {
 }
 
 fn elementwise(cx: &mut Cx, k: Ew, inputs: &[ValueId], ov: &View) -> R<()> {
+    let srcs: Vec<Src> = inputs
+        .iter()
+        .map(|&v| classify(cx, v, &ov.shape))
+        .collect::<R<_>>()?;
+    elementwise_srcs(cx, k, &srcs, ov)
+}
+
+/// `graph.rope`: `out[..., :h] = x₁·cos₁ − x₂·sin₁`, `out[..., h:] = x₂·cos₂ + x₁·sin₂` (halves of
+/// the last axis), each half one elementwise pass over strided views of `x`, `cos`, `sin`.
+fn rope(cx: &mut Cx, ins: &[ValueId], ov: &View) -> R<()> {
+    let r = ov.shape.len();
+    let d = *ov
+        .shape
+        .last()
+        .ok_or_else(|| cx.err("rope needs rank >= 1"))?;
+    if d % 2 != 0 || ins.len() != 3 {
+        return Err(cx.err("rope needs an even last dimension and (x, cos, sin)"));
+    }
+    let h = d / 2;
+    let mut full = vec![];
+    for &v in ins {
+        let view = cx.view(v)?;
+        full.push(view.broadcast_to(&ov.shape).ok_or_else(|| {
+            cx.err(format!(
+                "operand shape {:?} does not broadcast to {:?}",
+                view.shape, ov.shape
+            ))
+        })?);
+    }
+    let half = |v: &View, i: u64| v.slice(r - 1, i * h, 1, h);
+    let src = |v: &View, i: u64| classify_view(half(v, i), &half(ov, i).shape);
+    let (x, c, s) = (&full[0], &full[1], &full[2]);
+    let first = [src(x, 0), src(c, 0), src(x, 1), src(s, 0)];
+    elementwise_srcs(cx, Ew::MulSum(false), &first, &half(ov, 0))?;
+    if cx.e.cores() > 1 {
+        cx.e.barrier();
+    }
+    let second = [src(x, 1), src(c, 1), src(x, 0), src(s, 1)];
+    elementwise_srcs(cx, Ew::MulSum(true), &second, &half(ov, 1))
+}
+
+fn elementwise_srcs(cx: &mut Cx, k: Ew, srcs: &[Src], ov: &View) -> R<()> {
     let shape = ov.shape.clone();
     let r = shape.len();
     let cols = if r == 0 { 1 } else { shape[r - 1] };
-    let srcs: Vec<Src> = inputs
-        .iter()
-        .map(|&v| classify(cx, v, &shape))
-        .collect::<R<_>>()?;
     let mut rows_loaded = vec![];
-    for s in &srcs {
+    for s in srcs {
         rows_loaded.push(match s {
             Src::Row(b) => Some(load_row(cx, b)?),
             _ => None,
@@ -1036,7 +1082,7 @@ fn elementwise(cx: &mut Cx, k: Ew, inputs: &[ValueId], ov: &View) -> R<()> {
     let mut sets = vec![];
     for _ in 0..nsets {
         let mut ins = vec![];
-        for s in &srcs {
+        for s in srcs {
             let bytes = match s {
                 Src::Full(v) => max_rows * cols * v.dt.size(),
                 Src::Col(v) => max_rows * v.dt.size(),
@@ -1265,6 +1311,16 @@ fn compute(
                     e.vbin(op, w, a, b, bc, rows, cols);
                 }
             }
+        }
+        Ew::MulSum(plus) if x.len() == 4 => {
+            let a = full(e, x[0], t1, rows, cols);
+            let b = full(e, x[1], t2, rows, cols);
+            e.vbin(Bin::Mul, w, a, b, Bcast::Full, rows, cols);
+            let c = full(e, x[2], t1, rows, cols);
+            let d = full(e, x[3], t2, rows, cols);
+            e.vbin(Bin::Mul, t1, c, d, Bcast::Full, rows, cols);
+            let op = if plus { Bin::Add } else { Bin::Sub };
+            e.vbin(op, w, w, t1, Bcast::Full, rows, cols);
         }
         Ew::Where if x.len() == 3 => {
             let c = full(e, x[0], w, rows, cols);

@@ -190,6 +190,11 @@ define_ops! { OPS;
     /// `%r = "graph.norm"(%x, %scale?, %bias?) {kind = "layer" | "rms", axis = -1 : i64, epsilon = 1.0e-5 : f32}`
     /// — a normalization recognized from its decomposed pattern.
     Norm = "graph.norm", pure = true, verify = verify_norm;
+    /// `%r = "graph.rope"(%x, %cos, %sin)` — rotary position embedding recognized from its
+    /// decomposed pattern (`fuse-rotary`): `x·cos + rotate_half(x)·sin` where
+    /// `rotate_half(x) = concat(−x[..., D/2:], x[..., :D/2])` along the last axis (even `D`); `cos` and
+    /// `sin` broadcast to `x`'s shape, the result has `x`'s type.
+    Rope = "graph.rope", pure = true, verify = verify_rope;
     /// `%present = "graph.kv_append"(%past, %new) {axis = 2 : i64, slot = 0 : i64}` — the concat
     /// of a cached past and the new tokens along the sequence axis, kept in the paged KV region
     /// (`kv-layout`): only `%new` is written, in place.
@@ -843,6 +848,21 @@ fn verify_rotary(v: &OpView) -> Result<(), String> {
     v.operands_in(3, 4)?;
     v.results_in(1, 1)?;
     let (x, r) = (v.tensor_operand(0)?, v.tensor_result(0)?);
+    same_elem(v, x.elem, "result", r.elem)?;
+    check_shape(&r.dims, &x.dims, "result")
+}
+
+fn verify_rope(v: &OpView) -> Result<(), String> {
+    v.operands_in(3, 3)?;
+    v.results_in(1, 1)?;
+    let (x, r) = (v.tensor_operand(0)?, v.tensor_result(0)?);
+    if !x.elem.is_float() {
+        return Err(format!("expects a floating-point input, got {}", x.elem));
+    }
+    for i in 1..3 {
+        let c = v.tensor_operand(i)?;
+        same_elem(v, x.elem, "cos/sin", c.elem)?;
+    }
     same_elem(v, x.elem, "result", r.elem)?;
     check_shape(&r.dims, &x.dims, "result")
 }

@@ -358,6 +358,7 @@ pub fn eval(c: &OpCtx) -> R<Vec<Tensor>> {
         "einsum" => one(einsum(c)?),
         "attention" => attention(c),
         "rotary_embedding" => one(rotary(c)?),
+        "rope" => one(rope(c)?),
         "quantize_linear" => one(quantize(c)?),
         "dequantize_linear" => one(dequantize(c)?),
         other => Err(format!("the interpreter does not implement graph.{other}")),
@@ -1979,6 +1980,31 @@ fn rotary(c: &OpCtx) -> R<Tensor> {
     } else {
         r.reshaped(x.shape.clone())
     })
+}
+
+/// `graph.rope`: `x·cos + rotate_half(x)·sin` (last axis), rounded like its decomposition.
+fn rope(c: &OpCtx) -> R<Tensor> {
+    let x = c.req(0)?;
+    let d = *x.shape.last().ok_or("rope needs a tensor of rank >= 1")?;
+    if d % 2 != 0 {
+        return Err(format!("rope needs an even last dimension, got {d}"));
+    }
+    let h = d / 2;
+    let v = x.to_f64_vec();
+    let rot = Tensor::from_f64_fn(x.dtype(), x.shape.clone(), v.len(), |i| {
+        let (row, j) = (i - i % d, i % d);
+        if j < h {
+            -v[row + j + h]
+        } else {
+            v[row + j - h]
+        }
+    });
+    let add = |a: f64, b: f64| a + b;
+    let mul = |a: f64, b: f64| a * b;
+    let imul = |a: i128, b: i128| a.wrapping_mul(b);
+    let p1 = arith(x, c.req(1)?, mul, imul)?;
+    let p2 = arith(&rot, c.req(2)?, mul, imul)?;
+    arith(&p1, &p2, add, |a, b| a.wrapping_add(b))
 }
 
 // ---------- quantization ----------

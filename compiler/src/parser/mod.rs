@@ -773,6 +773,9 @@ fn static_shape_of(t: &Type) -> Option<(Vec<u64>, ScalarType)> {
 
 fn decode_hex_bytes(h: &str) -> Result<Vec<u8>, String> {
     let h = h.strip_prefix("0x").ok_or("hex data must start with 0x")?;
+    if !h.is_ascii() {
+        return Err("invalid hex digit in data".into());
+    }
     if h.len() % 2 != 0 {
         return Err("hex data has an odd number of digits".into());
     }

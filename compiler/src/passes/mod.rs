@@ -34,6 +34,7 @@ register_passes! {
     dce,
     fuse_attention,
     fuse_norm,
+    fuse_rotary,
     fuse_matmul_epilogue,
     kv_layout,
     tile,

@@ -233,7 +233,7 @@ pub fn infer_op(m: &Module, op: OpId) -> Result<Option<Vec<Type>>, String> {
     match name {
         "sqrt" | "reciprocal" | "exp" | "erf" | "tanh" | "sigmoid" | "relu" | "gelu" | "neg" | "cos"
         | "sin" | "log" | "ceil" | "abs" | "not" | "identity" | "softmax" | "log_softmax"
-        | "rms_norm" | "trilu" | "rotary_embedding" | "clip" | "norm" => same(x.elem),
+        | "rms_norm" | "trilu" | "rotary_embedding" | "clip" | "norm" | "rope" => same(x.elem),
         "cast" | "quantize_linear" | "dequantize_linear" => same(result_elem(m, op, 0)),
         "add" | "sub" | "mul" | "div" | "max" | "min" | "mod" => {
             Ok(Some(vec![tt(bcast_all(&operands)?, x.elem)]))
