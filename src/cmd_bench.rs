@@ -762,10 +762,16 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
         ));
     }
     let mut results = vec![];
+    let chosen = all
+        .iter()
+        .filter(|w| a.only.as_deref().is_none_or(|n| n == w.name))
+        .count();
+    let mut progress = crate::progress::Progress::new("bench", chosen as u64);
     for w in all {
         if a.only.as_deref().is_some_and(|n| n != w.name) {
             continue;
         }
+        progress.set(results.len() as u64, w.name);
         if let Some(dir) = &a.emit_onnx {
             let p = dir.join(format!("{}.onnx", w.name));
             std::fs::create_dir_all(dir)
@@ -775,6 +781,7 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
             continue;
         }
         let o = run_one(w)?;
+        progress.clear();
         if !a.json {
             print_row(&o, a.breakdown).map_err(|e| format!("stdout: {e}"))?;
         }

@@ -422,12 +422,18 @@ pub fn run(args: &ConformanceArgs) -> Result<(), String> {
         None => println!("{}", tolerance_line()),
     }
     let (mut pass, mut fail, mut unsup) = (0, 0, 0);
-    for case in list {
+    let mut progress = crate::progress::Progress::new("conformance", list.len() as u64);
+    for (i, case) in list.iter().enumerate() {
         let name = case
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_default();
-        match run_case(case, backend.as_mut()) {
+        progress.set(i as u64, &name);
+        let outcome = run_case(case, backend.as_mut());
+        if !args.quiet || matches!(outcome, Outcome::Fail(_)) {
+            progress.clear();
+        }
+        match outcome {
             Outcome::Ok { max_abs } => {
                 pass += 1;
                 if !args.quiet {
@@ -446,6 +452,7 @@ pub fn run(args: &ConformanceArgs) -> Result<(), String> {
             }
         }
     }
+    progress.finish();
     println!("{pass} passed, {fail} failed, {unsup} unsupported");
     if fail > 0 {
         return Err(format!("{fail} conformance case(s) failed"));

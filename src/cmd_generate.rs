@@ -14,7 +14,10 @@
 use std::path::{Path, PathBuf};
 
 use llmpu_isa::{DType, IoDir, KvRegion, Program, binary};
-use llmpu_runtime::{Report, RunOptions, Session, Tensor, kv};
+use llmpu_runtime::{Report, RunOptions, Session, Tensor, Trace, kv};
+use serde_json::json;
+
+use crate::progress::Progress;
 
 use crate::cmd_compile::{compile_module, load_model, options};
 
@@ -47,6 +50,11 @@ pub struct GenerateArgs {
     /// Extra symbolic dims for both models (`NAME=N`); the sequence dims are set by the command.
     #[arg(long = "dim", value_name = "NAME=N")]
     pub dims: Vec<String>,
+    /// Write a Chrome/Perfetto trace of the whole generation: the prefill and every decode step
+    /// on one time axis (modeled cycles), each run's per-unit instructions under its cores and
+    /// one `host` track naming the steps.
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
 }
 
 /// What a generation produced.
@@ -63,6 +71,8 @@ pub struct Generation {
     /// KV-cache HBM bytes each step moves: the live blocks attention reads (every query head
     /// reads its KV head's blocks) plus the appended rows.
     pub kv_read: Vec<u64>,
+    /// The trace of the whole generation (with `--trace`).
+    pub trace: Option<Trace>,
 }
 
 fn parse_prompt(s: &str) -> Result<(Vec<i64>, Option<Vec<i64>>), String> {
@@ -234,11 +244,30 @@ pub fn generate(a: &GenerateArgs) -> Result<Generation, String> {
             a.decode.display()
         )
     })?;
-    // Prefill.
+    let opts = RunOptions {
+        trace: a.trace.is_some(),
+        ..RunOptions::default()
+    };
+    let mut progress = Progress::new("generate", new_tokens as u64);
+    progress.set(0, "prefill");
     let positions: Vec<i64> = (0..n as i64).collect();
     let inputs = bind(&prefill, &prompt, &vec![1; n as usize], &positions)?;
-    let res = llmpu_runtime::run(&prefill, &inputs, &RunOptions::default())
-        .map_err(|e| format!("prefill: {e}"))?;
+    let mut res =
+        llmpu_runtime::run(&prefill, &inputs, &opts).map_err(|e| format!("prefill: {e}"))?;
+    let mut trace = res.trace.take().map(|t| {
+        let mut all = Trace::new(t.clock_ghz, t.cores);
+        let end = res.report.cycles;
+        all.append(t, 0);
+        all.span(
+            "steps",
+            &format!("prefill ({n} tokens)"),
+            0,
+            end,
+            json!({"tokens": n, "cycles": end}),
+        );
+        all
+    });
+    let mut clock = res.report.cycles;
     let logits = res
         .outputs
         .iter()
@@ -257,8 +286,7 @@ pub fn generate(a: &GenerateArgs) -> Result<Generation, String> {
         })?;
         pasts.push(t);
     }
-    let mut session =
-        Session::load(decode.clone(), RunOptions::default()).map_err(|e| e.to_string())?;
+    let mut session = Session::load(decode.clone(), opts).map_err(|e| e.to_string())?;
     let image =
         kv::pack(&region, &kv::reversed_table(&region), &pasts).map_err(|e| e.to_string())?;
     session.write_kv(&image).map_err(|e| e.to_string())?;
@@ -283,9 +311,24 @@ pub fn generate(a: &GenerateArgs) -> Result<Generation, String> {
         session
             .set_kv_lengths(&[cur as i32])
             .map_err(|e| e.to_string())?;
+        progress.set(
+            step as u64,
+            &format!("decode step {step}, context {}", cur + 1),
+        );
         let report = session
             .run()
             .map_err(|e| format!("decode step {step}: {e}"))?;
+        if let (Some(all), Some(t)) = (trace.as_mut(), session.take_trace()) {
+            all.append(t, clock);
+            all.span(
+                "steps",
+                &format!("decode {step} (context {})", cur + 1),
+                clock,
+                clock + report.cycles,
+                json!({"step": step, "context": cur + 1, "cycles": report.cycles}),
+            );
+        }
+        clock += report.cycles;
         let logits = session.read("logits").map_err(|e| e.to_string())?;
         ids.push(argmax_last(&logits)?);
         kv_bytes.push(live_kv_bytes(&region, cur + 1));
@@ -293,6 +336,7 @@ pub fn generate(a: &GenerateArgs) -> Result<Generation, String> {
         kv_read.push(kv_traffic(&region, cur + 1));
         steps.push(report);
     }
+    progress.finish();
     let weight_bytes = decode.data.iter().map(|d| d.bytes.len() as u64).sum();
     Ok(Generation {
         ids,
@@ -303,6 +347,7 @@ pub fn generate(a: &GenerateArgs) -> Result<Generation, String> {
         kv_bytes,
         contexts,
         kv_read,
+        trace,
     })
 }
 
@@ -356,14 +401,26 @@ pub fn run(a: &GenerateArgs) -> Result<(), String> {
         g.prefill.clock_ghz
     );
     println!("energy per token      {energy:.3} µJ");
-    let kv_read = g.kv_read.iter().sum::<u64>() as f64 / n;
+    let kv_read = (g.kv_read.iter().sum::<u64>() as f64 / n).min(hbm);
+    let pct = |x: f64| 100.0 * x / hbm.max(1.0);
     println!(
-        "HBM bytes per token   {hbm:.0} measured: KV cache {kv_read:.0} (live blocks read by \
-         attention + appends; live cache {kv_mean:.0} B mean), weights and activations {:.0} \
-         (weights resident {} B)",
-        (hbm - kv_read).max(0.0),
+        "HBM bytes per token   {hbm:.0} measured: KV cache {kv_read:.0} ({:.1}%: live blocks \
+         read by attention + appends; live cache {kv_mean:.0} B mean), weights and activations \
+         {:.0} ({:.1}%; weights resident {} B)",
+        pct(kv_read),
+        hbm - kv_read,
+        pct(hbm - kv_read),
         g.weight_bytes
     );
+    if let (Some(path), Some(t)) = (&a.trace, &g.trace) {
+        std::fs::write(path, t.to_chrome_json()).map_err(|e| format!("{}: {e}", path.display()))?;
+        println!(
+            "trace                 {} ({} instructions, {} steps; open in ui.perfetto.dev)",
+            path.display(),
+            t.events.len(),
+            t.spans.len()
+        );
+    }
     if let Some(exp) = &g.expected {
         let k = exp.len().min(g.ids.len());
         let same = (0..k).filter(|&i| exp[i] == g.ids[i]).count();

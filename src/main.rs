@@ -17,6 +17,7 @@ mod cmd_targets;
 mod emulate;
 mod import;
 mod load;
+mod progress;
 
 /// LLMPU toolchain: compile ONNX transformers to the LLMPU ISA, inspect the IR, run binaries on the
 /// emulator.

@@ -128,3 +128,75 @@ fn decode_binary_compiled_for_max_context_generates_the_reference_ids() {
     assert!(text.contains("reference ids match  24/24"), "{text}");
     let _ = std::fs::remove_file(&out);
 }
+
+#[test]
+fn generate_trace_puts_prefill_and_every_step_on_one_time_axis() {
+    let Some(c) = corpus() else {
+        return;
+    };
+    let m = |k: &str| c.join(format!("models/gpt2-tiny-dyn-{k}/model.onnx"));
+    let dir = std::env::temp_dir().join(format!("llmpu-gen-trace-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("gen.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_llmpu"))
+        .args([
+            "generate",
+            "--precision",
+            "fp32",
+            "--new-tokens",
+            "6",
+            "--prefill",
+        ])
+        .arg(m("prefill"))
+        .arg("--decode")
+        .arg(m("decode"))
+        .arg("--prompt")
+        .arg(c.join("generate/gpt2-tiny-generate.json"))
+        .arg("--trace")
+        .arg(&path)
+        .env("LLMPU_PROGRESS", "0")
+        .output()
+        .expect("run llmpu");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let ev = v["traceEvents"].as_array().unwrap();
+    let host: Vec<&serde_json::Value> = ev
+        .iter()
+        .filter(|e| e["cat"] == "host" && e["ph"] == "X")
+        .collect();
+    let names: Vec<&str> = host.iter().map(|e| e["name"].as_str().unwrap()).collect();
+    assert_eq!(names.len(), 6, "prefill + 5 decode steps: {names:?}");
+    assert!(names[0].starts_with("prefill (8 tokens)"), "{names:?}");
+    assert!(names[5].starts_with("decode 5 (context 13)"), "{names:?}");
+    let ts = |e: &serde_json::Value| e["ts"].as_f64().unwrap();
+    let dur = |e: &serde_json::Value| e["dur"].as_f64().unwrap();
+    for w in host.windows(2) {
+        let (t0, d0) = (ts(w[0]), dur(w[0]));
+        assert!(
+            (t0 + d0 - ts(w[1])).abs() < 1e-6,
+            "steps are back to back: {w:?}"
+        );
+    }
+    let end = host.last().map(|e| ts(e) + dur(e)).unwrap();
+    let insts: Vec<&serde_json::Value> = ev
+        .iter()
+        .filter(|e| e["ph"] == "X" && e["cat"] != "host")
+        .collect();
+    assert!(
+        insts.len() > 1000,
+        "instructions of every run: {}",
+        insts.len()
+    );
+    let last = insts.iter().map(|e| ts(e)).fold(0.0, f64::max);
+    assert!(
+        last > ts(host[5]) && last <= end + 1e-6,
+        "the last step's instructions lie in its span"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

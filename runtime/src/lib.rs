@@ -95,7 +95,7 @@ pub use report::{CoreReport, EnergyReport, LocReport, Report, UnitStats};
 pub use session::Session;
 pub use tensor::Tensor;
 pub use timeline::Timeline;
-pub use trace::{Trace, TraceEvent};
+pub use trace::{HostSpan, Trace, TraceEvent};
 
 use llmpu_isa::{IoDir, Program};
 use std::collections::HashSet;

@@ -10,13 +10,14 @@
 use llmpu_isa::{IoDir, Program};
 
 use crate::memory::Hbm;
-use crate::{EmuError, Report, RunOptions, Tensor, sim, tensor};
+use crate::{EmuError, Report, RunOptions, Tensor, Trace, sim, tensor};
 
 /// A program loaded on the emulator with persistent HBM.
 pub struct Session {
     program: Program,
     opts: RunOptions,
     hbm: Option<Hbm>,
+    trace: Option<Trace>,
 }
 
 fn hbm_err(name: &str, k: crate::TrapKind) -> EmuError {
@@ -39,6 +40,7 @@ impl Session {
             program,
             opts,
             hbm: Some(hbm),
+            trace: None,
         })
     }
 
@@ -91,9 +93,16 @@ impl Session {
         s.hbm = hbm;
         let r = s.run();
         let report = s.report();
+        self.trace = s.take_trace();
         let size = s.hbm.size();
         self.hbm = Some(std::mem::replace(&mut s.hbm, Hbm::new(size)?));
         r.map(|_| report)
+    }
+
+    /// The trace of the last run, if the session's options ask for one (`RunOptions::trace`);
+    /// taking it leaves `None` until the next run.
+    pub fn take_trace(&mut self) -> Option<Trace> {
+        self.trace.take()
     }
 
     fn read_bytes(&self, name: &str, addr: u64, len: u64) -> Result<Vec<u8>, EmuError> {

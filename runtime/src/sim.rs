@@ -1165,6 +1165,7 @@ impl<'p> Sim<'p> {
             cores: self.cores.len() as u32,
             locs: self.loc_names.clone(),
             events,
+            spans: vec![],
         })
     }
 }
