@@ -101,9 +101,12 @@ pub fn run(a: &RunArgs) -> Result<(), String> {
     if let Some(n) = a.max_work {
         opts.max_work = n;
     }
+    let progress = crate::progress::EmulatorProgress::new("emulating");
+    opts.progress = progress.as_ref().map(|p| p.hook());
     // A decode binary with a paged KV region takes its dense pasts and returns dense presents.
     let result =
         llmpu_runtime::kv::run_dense(&program, &inputs, &opts).map_err(|e| e.to_string())?;
+    drop(progress);
     if let Some(dir) = &a.output_dir {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         for (name, t) in &result.outputs {

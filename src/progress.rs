@@ -7,7 +7,10 @@
 //! output is never interleaved with it.
 
 use std::io::{IsTerminal, Write};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use llmpu_runtime::ProgressHook;
 
 /// A progress line; inert when not drawing.
 pub struct Progress {
@@ -98,6 +101,40 @@ impl Progress {
     /// Erases the line for good.
     pub fn finish(&mut self) {
         self.clear();
+    }
+}
+
+/// A progress line fed by one emulator run (instructions executed, modeled cycle): pass
+/// [`EmulatorProgress::hook`] as `RunOptions::progress`; the line is erased when this is dropped.
+pub struct EmulatorProgress {
+    line: Arc<Mutex<Progress>>,
+}
+
+impl EmulatorProgress {
+    /// A line labelled `label`; `None` when progress is not drawn (no callback is installed then).
+    pub fn new(label: &str) -> Option<EmulatorProgress> {
+        let p = Progress::new(label, 0);
+        p.draw.then(|| EmulatorProgress {
+            line: Arc::new(Mutex::new(p)),
+        })
+    }
+
+    /// The callback for `RunOptions::progress`.
+    pub fn hook(&self) -> ProgressHook {
+        let line = Arc::clone(&self.line);
+        ProgressHook(Arc::new(move |n, cycle| {
+            if let Ok(mut p) = line.lock() {
+                p.set(n, &format!("instructions, cycle {cycle}"));
+            }
+        }))
+    }
+}
+
+impl Drop for EmulatorProgress {
+    fn drop(&mut self) {
+        if let Ok(mut p) = self.line.lock() {
+            p.finish();
+        }
     }
 }
 

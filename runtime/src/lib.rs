@@ -120,6 +120,28 @@ pub struct RunOptions {
     pub max_work: u64,
     /// Stop when the outputs read back to the host would exceed this many bytes in total.
     pub max_output_bytes: u64,
+    /// Called every [`PROGRESS_EVERY`] executed instructions (a progress display for long runs).
+    pub progress: Option<ProgressHook>,
+}
+
+/// How often (in executed instructions) [`RunOptions::progress`] is called.
+pub const PROGRESS_EVERY: u64 = 1 << 16;
+
+/// A progress callback: `(instructions executed, current cycle)`.
+#[derive(Clone)]
+pub struct ProgressHook(pub std::sync::Arc<dyn Fn(u64, u64) + Send + Sync>);
+
+impl std::fmt::Debug for ProgressHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProgressHook")
+    }
+}
+
+impl PartialEq for ProgressHook {
+    /// Two hooks are equal when they are the same closure.
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 impl Default for RunOptions {
@@ -135,6 +157,7 @@ impl Default for RunOptions {
             race_check: true,
             max_work: 100_000_000_000,
             max_output_bytes: 1 << 32,
+            progress: None,
         }
     }
 }

@@ -346,6 +346,11 @@ impl<'p> Sim<'p> {
 
     fn count(&mut self, c: usize, pc: u32) -> Result<(), EmuError> {
         self.executed += 1;
+        if self.executed % crate::PROGRESS_EVERY == 0
+            && let Some(p) = &self.opts.progress
+        {
+            (p.0)(self.executed, self.now);
+        }
         if self.executed > self.opts.max_instructions {
             return Err(EmuError::InstructionLimit {
                 limit: self.opts.max_instructions,

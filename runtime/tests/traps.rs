@@ -377,3 +377,36 @@ fn inputs_are_checked_against_the_descriptors() {
     };
     run(&p, &[], &timing).unwrap();
 }
+
+#[test]
+fn progress_hook_is_called_every_progress_every_instructions() {
+    use std::sync::{Arc, Mutex};
+    let p = one_core(vec![
+        Inst::Nop {},
+        Inst::Jmp {
+            target: BranchTarget(-1),
+        },
+    ]);
+    let seen = Arc::new(Mutex::new(vec![]));
+    let s = Arc::clone(&seen);
+    let limit = 3 * llmpu_runtime::PROGRESS_EVERY + 5;
+    let opts = RunOptions {
+        max_instructions: limit,
+        progress: Some(llmpu_runtime::ProgressHook(Arc::new(move |n, cycle| {
+            s.lock().unwrap().push((n, cycle))
+        }))),
+        ..Default::default()
+    };
+    assert!(
+        run(&p, &[], &opts).is_err(),
+        "the loop is stopped by the limit"
+    );
+    let seen = seen.lock().unwrap();
+    let counts: Vec<u64> = seen.iter().map(|x| x.0).collect();
+    let e = llmpu_runtime::PROGRESS_EVERY;
+    assert_eq!(counts, [e, 2 * e, 3 * e]);
+    assert!(
+        seen.windows(2).all(|w| w[0].1 < w[1].1),
+        "cycles advance: {seen:?}"
+    );
+}
