@@ -346,7 +346,7 @@ impl<'p> Sim<'p> {
 
     fn count(&mut self, c: usize, pc: u32) -> Result<(), EmuError> {
         self.executed += 1;
-        if self.executed % crate::PROGRESS_EVERY == 0
+        if self.executed.is_multiple_of(crate::PROGRESS_EVERY)
             && let Some(p) = &self.opts.progress
         {
             (p.0)(self.executed, self.now);
