@@ -129,7 +129,9 @@ pub const PROGRESS_EVERY: u64 = 1 << 16;
 
 /// A progress callback: `(instructions executed, current cycle)`.
 #[derive(Clone)]
-pub struct ProgressHook(pub std::sync::Arc<dyn Fn(u64, u64) + Send + Sync>);
+pub struct ProgressHook(
+    pub std::sync::Arc<dyn Fn(u64, u64) + Send + Sync + std::panic::RefUnwindSafe>,
+);
 
 impl std::fmt::Debug for ProgressHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -107,6 +107,7 @@ fn random_programs_never_panic() {
             race_check: i % 7 != 0,
             max_work: 1_000_000_000,
             max_output_bytes: 1 << 20,
+            progress: None,
         };
         let r = std::panic::catch_unwind(|| run(&p, &[], &opts).map(|r| r.report.render()));
         match r {
