@@ -33,7 +33,12 @@ fn llmpu(args: &[&str]) {
 
 fn headless(browser: &Path, args: &[&str], page: &Path) -> std::process::Output {
     Command::new(browser)
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"])
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+        ])
         .args(args)
         .arg(format!("file://{}", page.display()))
         .output()
@@ -75,9 +80,17 @@ fn chromium_renders_the_report_with_one_roofline_point_per_op() {
     assert!(ops >= 20, "the model has many ops: {ops}");
 
     let dom = headless(&browser, &["--dump-dom"], &html);
-    assert!(dom.status.success(), "{}", String::from_utf8_lossy(&dom.stderr));
+    assert!(
+        dom.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dom.stderr)
+    );
     let dom = String::from_utf8_lossy(&dom.stdout);
-    assert_eq!(dom.matches("<circle class=\"op\"").count(), ops, "one point per op");
+    assert_eq!(
+        dom.matches("<circle class=\"op\"").count(),
+        ops,
+        "one point per op"
+    );
     assert!(dom.contains("class=\"roofline\"") && dom.contains("class=\"timeline\""));
     assert_eq!(
         dom.matches("<tr>").count(),
@@ -88,7 +101,10 @@ fn chromium_renders_the_report_with_one_roofline_point_per_op() {
     let shot = |page: &Path, png: &Path| {
         let o = headless(
             &browser,
-            &["--window-size=1280,2400", &format!("--screenshot={}", s(png))],
+            &[
+                "--window-size=1280,2400",
+                &format!("--screenshot={}", s(png)),
+            ],
             page,
         );
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
