@@ -31,6 +31,11 @@ pub struct CompileArgs {
     /// (`spec/kv-cache.md`).
     #[arg(long, value_name = "N")]
     pub max_context: Option<u64>,
+    /// Physical blocks in each block pool of a decode graph's paged KV region (default: batch ×
+    /// blocks per sequence). The block table keeps its blocks-per-sequence columns; the host
+    /// shares the pool among the sequences (`llmpu serve-sim`, `spec/serving.md`).
+    #[arg(long, value_name = "N")]
+    pub kv_blocks: Option<u64>,
     /// Output binary (default: the input with extension `.llmpu`).
     #[arg(short, long)]
     pub output: Option<PathBuf>,
@@ -57,6 +62,21 @@ pub fn decode_dims(max_context: u64, dims: &[String]) -> Result<Vec<String>, Str
         }
     }
     Ok(out)
+}
+
+/// Records `--kv-blocks`: every KV block pool of the module's decode graph gets `n` physical
+/// blocks (`kv-layout`'s module attribute).
+pub fn set_kv_blocks(m: &mut Module, n: u64) -> Result<(), String> {
+    if n == 0 || n > i64::MAX as u64 {
+        return Err(format!("--kv-blocks {n}: need at least 1 block"));
+    }
+    let top = m.top();
+    m.set_attr(
+        top,
+        llmpu_compiler::passes::kv_layout::KV_BLOCKS_ATTR,
+        llmpu_compiler::ir::Attribute::i64(n as i64),
+    );
+    Ok(())
 }
 
 /// Parses `--target` / `--precision`.
@@ -102,6 +122,9 @@ pub fn run(a: &CompileArgs) -> Result<(), String> {
         None => a.dims.clone(),
     };
     let mut m = load_model(&a.input, &dims)?;
+    if let Some(n) = a.kv_blocks {
+        set_kv_blocks(&mut m, n)?;
+    }
     let Some(program) = compile_module(&mut m, &o, &a.dump)? else {
         return Ok(());
     };

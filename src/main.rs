@@ -13,6 +13,7 @@ mod cmd_generate;
 mod cmd_import;
 mod cmd_opt;
 mod cmd_run;
+mod cmd_serve;
 mod cmd_targets;
 mod emulate;
 mod import;
@@ -48,6 +49,10 @@ enum Command {
     Bench(cmd_bench::BenchArgs),
     /// Greedy generation: prefill, then decode steps with the KV cache resident in emulated HBM.
     Generate(cmd_generate::GenerateArgs),
+    /// Serving simulation: a request trace, continuous batching over a paged KV pool; reports
+    /// throughput, TTFT/TPOT percentiles and KV utilization.
+    #[command(name = "serve-sim")]
+    ServeSim(cmd_serve::ServeArgs),
     /// Import an ONNX model and print its `graph`-dialect IR.
     Import(cmd_import::ImportArgs),
     /// Run ONNX backend-test case folders through import + a backend and compare outputs.
@@ -66,6 +71,7 @@ fn main() -> ExitCode {
         Command::Check(a) => cmd_check::run(a),
         Command::Bench(a) => cmd_bench::run(a),
         Command::Generate(a) => cmd_generate::run(a),
+        Command::ServeSim(a) => cmd_serve::run(a),
         Command::Import(a) => cmd_import::run(a),
         Command::Conformance(a) => cmd_conformance::run(a),
     };

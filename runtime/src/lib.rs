@@ -76,6 +76,7 @@
 //! are identical to a functional run unless control flow depends on data loaded from HBM.
 //! Inputs are optional and outputs are not returned (the result's `outputs` is empty).
 
+pub mod alloc;
 pub mod compare;
 pub mod error;
 mod exec;
@@ -84,6 +85,8 @@ pub mod kv;
 mod memory;
 pub mod npy;
 pub mod report;
+pub mod serve;
+pub mod serve_engine;
 pub mod session;
 mod sim;
 pub mod tensor;

@@ -169,6 +169,75 @@ impl Session {
         self.read_bytes("KV region", kv.hbm_addr, kv.bytes)
     }
 
+    /// Writes `bytes` into the resident KV region at byte `offset` from its start (e.g. one
+    /// sequence's blocks, or a pool copied from another session).
+    pub fn write_kv_at(&mut self, offset: u64, bytes: &[u8]) -> Result<(), EmuError> {
+        let kv = self.region()?;
+        if offset
+            .checked_add(bytes.len() as u64)
+            .is_none_or(|end| end > kv.bytes)
+        {
+            return Err(EmuError::BadTensor {
+                name: "KV region".into(),
+                message: format!(
+                    "{} bytes at offset {offset} overrun the {}-byte region",
+                    bytes.len(),
+                    kv.bytes
+                ),
+            });
+        }
+        self.hbm()?
+            .write(kv.hbm_addr + offset, bytes)
+            .map_err(|k| hbm_err("KV region", k))
+    }
+
+    /// `len` bytes of the resident KV region from byte `offset`.
+    pub fn read_kv_at(&self, offset: u64, len: u64) -> Result<Vec<u8>, EmuError> {
+        let kv = self.region()?;
+        if offset.checked_add(len).is_none_or(|end| end > kv.bytes) {
+            return Err(EmuError::BadTensor {
+                name: "KV region".into(),
+                message: format!(
+                    "{len} bytes at offset {offset} overrun the {}-byte region",
+                    kv.bytes
+                ),
+            });
+        }
+        self.read_bytes("KV region", kv.hbm_addr + offset, len)
+    }
+
+    fn region(&self) -> Result<llmpu_isa::KvRegion, EmuError> {
+        self.program
+            .kv
+            .clone()
+            .ok_or_else(|| EmuError::Unsupported("the program has no KV region".into()))
+    }
+
+    /// Writes the region header's block table (`i32 [batch, max_blocks]`, every entry a
+    /// physical block of the pool) and the cached lengths (see [`Session::set_kv_lengths`]).
+    pub fn set_kv_header(&mut self, table: &[i32], lengths: &[i32]) -> Result<(), EmuError> {
+        let kv = self.region()?;
+        if table.len() as u64 != kv.batch * kv.max_blocks
+            || table.iter().any(|&e| e < 0 || e as u64 >= kv.num_blocks)
+        {
+            return Err(EmuError::BadTensor {
+                name: "KV block table".into(),
+                message: format!(
+                    "need {} × {} entries below {}, got {} entries",
+                    kv.batch,
+                    kv.max_blocks,
+                    kv.num_blocks,
+                    table.len()
+                ),
+            });
+        }
+        let bytes: Vec<u8> = table.iter().flat_map(|e| e.to_le_bytes()).collect();
+        self.hbm()?
+            .write(kv.table_addr, &bytes)
+            .map_err(|k| hbm_err("KV block table", k))?;
+        self.set_kv_lengths(lengths)
+    }
+
     /// Sets every sequence's cached length in the resident region's header (only those bytes
     /// are written).
     pub fn set_kv_lengths(&mut self, lengths: &[i32]) -> Result<(), EmuError> {
@@ -289,5 +358,16 @@ mod tests {
         assert_eq!(&after[..8], &image[..8]);
         assert_eq!(&after[12..], &image[12..]);
         assert!(s.set_kv_lengths(&[8]).is_err(), "no room for the new token");
+        // The header's table and lengths, then bytes at an offset; overruns are errors.
+        s.set_kv_header(&[1, 0], &[3]).expect("header");
+        let after = s.read_kv().expect("read kv");
+        assert_eq!(&after[..12], &[1, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0]);
+        assert!(
+            s.set_kv_header(&[2, 0], &[3]).is_err(),
+            "block 2 is not in the pool"
+        );
+        s.write_kv_at(100, &[7, 8]).expect("write at");
+        assert_eq!(s.read_kv_at(100, 2).expect("read at"), [7, 8]);
+        assert!(s.write_kv_at(319, &[1, 2]).is_err(), "past the region");
     }
 }

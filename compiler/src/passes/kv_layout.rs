@@ -9,6 +9,11 @@
 //! The function gets `llmpu.kv = {block_tokens, batch, max_blocks, num_blocks, past_len,
 //! new_tokens}`; `plan-memory` places the region (`spec/kv-cache.md`). Graphs without such a
 //! pattern, or whose caches disagree on batch or lengths, are left unchanged.
+//!
+//! The pool size is `batch · max_blocks` physical blocks unless the module carries the attribute
+//! [`KV_BLOCKS_ATTR`] (`llmpu compile --kv-blocks N`): then every slot's pool holds `N` blocks
+//! (`N ≥ 1`) while the block table keeps `max_blocks` columns per sequence, so a serving host can
+//! share one pool of any size among the batch's sequences (`spec/serving.md`).
 
 use super::PassInfo;
 use crate::backend::options;
@@ -26,6 +31,9 @@ pub const INFO: PassInfo = PassInfo {
 /// Function attribute describing the paged KV region.
 pub const KV_ATTR: &str = "llmpu.kv";
 
+/// Module attribute (i64 ≥ 1) overriding the number of physical blocks in every slot's pool.
+pub const KV_BLOCKS_ATTR: &str = "llmpu.kv_blocks";
+
 /// The pass.
 pub struct KvLayout;
 
@@ -37,8 +45,22 @@ impl Pass for KvLayout {
         let block_tokens = options(m)
             .map(|o| o.target.kv.block_tokens.max(1) as i64)
             .unwrap_or(16);
+        let top = m.top();
+        let pool = match m.attr(top, KV_BLOCKS_ATTR) {
+            None => None,
+            Some(a) => match a.as_int() {
+                Some(n) if n >= 1 => Some(n as u64),
+                _ => {
+                    return Err(PassError::failed(
+                        INFO.name,
+                        m.op(top).loc.clone(),
+                        format!("module attribute `{KV_BLOCKS_ATTR}` must be an integer ≥ 1"),
+                    ));
+                }
+            },
+        };
         for f in m.functions() {
-            rewrite(m, f, block_tokens);
+            rewrite(m, f, block_tokens, pool);
         }
         crate::passes::dce::erase_dead_ops(m);
         Ok(())
@@ -121,7 +143,7 @@ fn candidate(m: &Module, op: OpId, entry: crate::ir::BlockId, ret: OpId) -> Opti
     })
 }
 
-fn rewrite(m: &mut Module, f: OpId, block_tokens: i64) {
+fn rewrite(m: &mut Module, f: OpId, block_tokens: i64, pool: Option<u64>) {
     let Some(entry) = m.entry_block(f) else {
         return;
     };
@@ -168,7 +190,7 @@ fn rewrite(m: &mut Module, f: OpId, block_tokens: i64) {
             ("block_tokens".into(), i(bt)),
             ("max_blocks".into(), i(max_blocks)),
             ("new_tokens".into(), i(new)),
-            ("num_blocks".into(), i(batch * max_blocks)),
+            ("num_blocks".into(), i(pool.unwrap_or(batch * max_blocks))),
             ("past_len".into(), i(past_len)),
         ]),
     );

@@ -1,0 +1,874 @@
+//! Serving simulation: a request trace, an iteration-level continuous-batching scheduler over a
+//! paged KV pool, and the figures it reports (`spec/serving.md`, `llmpu serve-sim`).
+//!
+//! The scheduler keeps a modeled clock in target cycles. Requests arrive by the trace; at each
+//! iteration it admits waiting requests first-come-first-served while a batch slot is free and
+//! the [`BlockAllocator`] can hold their context (keeping a watermark of free blocks), runs their
+//! prefills one by one, then runs one decode step for every running request. A request leaves,
+//! and frees its blocks, as soon as it has its `output_len` tokens. When a running request needs
+//! a new block and the pool is exhausted, the most recently admitted request is preempted
+//! (recompute: its blocks are freed, it goes back to the head of the queue, and its next prefill
+//! recomputes prompt + generated tokens). Program runs are delegated to an [`Engine`] (the
+//! emulator in [`crate::serve_engine`], a fixed-cost model in tests).
+//!
+//! Invariants: between runs every running request owns exactly `⌈cached / block_tokens⌉` blocks
+//! (one more is allocated before a step that crosses a block boundary); its cache holds `prompt +
+//! generated − 1` tokens; the clock only moves forward, by each run's cycles or to the next
+//! arrival when nothing is running.
+
+use std::collections::VecDeque;
+
+use serde_json::{Value, json};
+
+use crate::alloc::{AllocError, BlockAllocator, blocks_for};
+
+/// A request of the trace.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Request {
+    pub id: String,
+    /// Arrival time in seconds from the start of the trace.
+    pub arrival_s: f64,
+    pub prompt: Vec<i64>,
+    /// Tokens to generate (end-of-sequence is ignored).
+    pub output_len: usize,
+}
+
+/// Why a trace could not be read.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum TraceError {
+    #[error("{0}")]
+    Json(String),
+    #[error("the trace must be an object with a `requests` array{0}")]
+    Shape(String),
+    #[error("requests[{index}]: {message}")]
+    Request { index: usize, message: String },
+}
+
+/// Deterministic synthetic prompt ids (the trace gives only lengths): a SplitMix64 stream per
+/// request seeded from `seed` and the request index, ids in `0..vocab`.
+pub fn synthetic_prompt(seed: u64, index: usize, len: usize, vocab: u64) -> Vec<i64> {
+    let mut r = Rng::new(seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    (0..len)
+        .map(|_| (r.next_u64() % vocab.max(1)) as i64)
+        .collect()
+}
+
+/// SplitMix64: a small, well-known deterministic generator (for synthetic ids and traces).
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in (0, 1).
+    pub fn uniform(&mut self) -> f64 {
+        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+    /// Standard normal (Box–Muller).
+    pub fn normal(&mut self) -> f64 {
+        let (u, v) = (self.uniform(), self.uniform());
+        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+    }
+    /// Exponential with the given rate.
+    pub fn exponential(&mut self, rate: f64) -> f64 {
+        -self.uniform().ln() / rate
+    }
+}
+
+/// Parses a request trace (format in `spec/serving.md`). Requests without `prompt_ids` get
+/// [`synthetic_prompt`] ids from `seed`.
+pub fn parse_trace(text: &str, seed: u64, vocab: u64) -> Result<Vec<Request>, TraceError> {
+    let v: Value = serde_json::from_str(text).map_err(|e| TraceError::Json(e.to_string()))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| TraceError::Shape(String::new()))?;
+    for k in obj.keys() {
+        if !matches!(k.as_str(), "requests" | "description" | "generator") {
+            return Err(TraceError::Shape(format!(
+                " (unknown top-level field `{k}`; allowed: requests, description, generator)"
+            )));
+        }
+    }
+    let reqs = obj
+        .get("requests")
+        .and_then(Value::as_array)
+        .ok_or_else(|| TraceError::Shape(String::new()))?;
+    if reqs.is_empty() {
+        return Err(TraceError::Shape(" (it is empty)".into()));
+    }
+    let mut out = Vec::with_capacity(reqs.len());
+    for (index, r) in reqs.iter().enumerate() {
+        let bad = |message: String| TraceError::Request { index, message };
+        let o = r.as_object().ok_or_else(|| bad("not an object".into()))?;
+        for k in o.keys() {
+            if !matches!(
+                k.as_str(),
+                "id" | "arrival_s" | "arrival_ms" | "prompt_len" | "output_len" | "prompt_ids"
+            ) {
+                return Err(bad(format!(
+                    "unknown field `{k}` (allowed: id, arrival_s, arrival_ms, prompt_len, \
+                     output_len, prompt_ids)"
+                )));
+            }
+        }
+        let arrival_s = match (o.get("arrival_s"), o.get("arrival_ms")) {
+            (Some(_), Some(_)) => return Err(bad("both `arrival_s` and `arrival_ms`".into())),
+            (None, None) => return Err(bad("missing `arrival_s` (or `arrival_ms`)".into())),
+            (Some(x), None) => x
+                .as_f64()
+                .ok_or_else(|| bad("`arrival_s` is not a number".into()))?,
+            (None, Some(x)) => {
+                x.as_f64()
+                    .ok_or_else(|| bad("`arrival_ms` is not a number".into()))?
+                    / 1e3
+            }
+        };
+        if !arrival_s.is_finite() || arrival_s < 0.0 {
+            return Err(bad(format!(
+                "arrival {arrival_s} s is not a finite time ≥ 0"
+            )));
+        }
+        let uint = |k: &str| -> Result<Option<usize>, TraceError> {
+            match o.get(k) {
+                None => Ok(None),
+                Some(x) => x
+                    .as_u64()
+                    .filter(|&n| n >= 1 && n <= u32::MAX as u64)
+                    .map(|n| Some(n as usize))
+                    .ok_or_else(|| bad(format!("`{k}` is not an integer ≥ 1"))),
+            }
+        };
+        let output_len = uint("output_len")?.ok_or_else(|| bad("missing `output_len`".into()))?;
+        let prompt_len = uint("prompt_len")?;
+        let ids = match o.get("prompt_ids") {
+            None => None,
+            Some(x) => Some(
+                x.as_array()
+                    .ok_or_else(|| bad("`prompt_ids` is not an array".into()))?
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| {
+                        t.as_i64()
+                            .filter(|&t| t >= 0 && (t as u64) < vocab)
+                            .ok_or_else(|| {
+                                bad(format!("prompt_ids[{i}] is not a token id in 0..{vocab}"))
+                            })
+                    })
+                    .collect::<Result<Vec<i64>, _>>()?,
+            ),
+        };
+        let prompt = match (prompt_len, ids) {
+            (None, None) => return Err(bad("missing `prompt_len` (or `prompt_ids`)".into())),
+            (Some(n), None) => synthetic_prompt(seed, index, n, vocab),
+            (None, Some(ids)) if ids.is_empty() => return Err(bad("empty `prompt_ids`".into())),
+            (None, Some(ids)) => ids,
+            (Some(n), Some(ids)) if n != ids.len() => {
+                return Err(bad(format!(
+                    "`prompt_len` {n} but {} `prompt_ids`",
+                    ids.len()
+                )));
+            }
+            (Some(_), Some(ids)) => ids,
+        };
+        let id = match o.get("id") {
+            None => index.to_string(),
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            Some(_) => return Err(bad("`id` is not a string or number".into())),
+        };
+        out.push(Request {
+            id,
+            arrival_s,
+            prompt,
+            output_len,
+        });
+    }
+    Ok(out)
+}
+
+/// The cost of one program run, as the scheduler accounts it.
+#[derive(Clone, Debug, Default)]
+pub struct RunCost {
+    pub cycles: u64,
+    pub hbm_read: u64,
+    pub hbm_write: u64,
+    /// KV-cache bytes of the HBM traffic (modeled: live blocks read by attention + appended rows,
+    /// or the prefill's presents).
+    pub kv_bytes: u64,
+    pub energy_pj: f64,
+    /// The run's instruction trace, when tracing.
+    pub trace: Option<crate::Trace>,
+}
+
+/// One running sequence in a decode step.
+#[derive(Clone, Debug)]
+pub struct Row<'a> {
+    /// The last generated token (the step's input).
+    pub token: i64,
+    /// Tokens in the cache before the step (the new token's position).
+    pub cached: u64,
+    /// The sequence's physical blocks, in logical order (enough for `cached + 1` tokens).
+    pub blocks: &'a [u32],
+}
+
+/// What runs the programs.
+pub trait Engine {
+    /// Prefills `tokens` (the sequence's whole context) into `blocks`; returns the next token.
+    fn prefill(&mut self, tokens: &[i64], blocks: &[u32]) -> Result<(i64, RunCost), String>;
+    /// One decode step of `rows` in a batch of `bucket` slots; returns one token per row.
+    fn decode(&mut self, bucket: usize, rows: &[Row]) -> Result<(Vec<i64>, RunCost), String>;
+}
+
+/// Scheduler settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Batch buckets (ascending; the last is the maximum batch).
+    pub buckets: Vec<usize>,
+    pub block_tokens: u64,
+    /// Physical blocks in the pool (the null block included).
+    pub pool_blocks: u32,
+    /// Blocks per sequence in the block table (the maximum context in blocks).
+    pub max_blocks: usize,
+    /// Maximum context in tokens (for the reserved-memory comparison).
+    pub max_context: u64,
+    /// Free blocks kept when admitting while others run.
+    pub watermark: usize,
+    pub clock_hz: f64,
+}
+
+/// What happened to a request.
+#[derive(Clone, Debug, Default)]
+pub struct Outcome {
+    pub id: String,
+    pub prompt_len: usize,
+    pub arrival: u64,
+    pub first_token: u64,
+    pub finish: u64,
+    pub generated: Vec<i64>,
+    pub preemptions: u32,
+    /// (kind, start, end) in cycles: `queued`, `prefill`, `decode`.
+    pub spans: Vec<(&'static str, u64, u64)>,
+}
+
+/// One program run on the modeled timeline.
+#[derive(Clone, Debug)]
+pub struct RunRecord {
+    pub start: u64,
+    /// `prefill` or `decode`.
+    pub kind: &'static str,
+    /// Running requests (decode) or the request (prefill, 1).
+    pub batch: usize,
+    pub bucket: usize,
+    pub cost: RunCost,
+}
+
+/// The whole simulation.
+#[derive(Clone, Debug)]
+pub struct Simulation {
+    pub config: Config,
+    pub requests: Vec<Outcome>,
+    pub runs: Vec<RunRecord>,
+    pub preemptions: u32,
+    pub peak_blocks: usize,
+    /// Σ tokens held · cycles, Σ allocated tokens · cycles, Σ reserved tokens · cycles.
+    pub held_cycles: f64,
+    pub allocated_cycles: f64,
+    pub reserved_cycles: f64,
+    pub end: u64,
+}
+
+/// Why a simulation stopped.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum ServeError {
+    #[error("request `{id}`: {message}")]
+    Request { id: String, message: String },
+    #[error("KV allocator: {0}")]
+    Alloc(#[from] AllocError),
+    #[error("{0}")]
+    Engine(String),
+    #[error("bad configuration: {0}")]
+    Config(String),
+}
+
+struct State {
+    prompt: Vec<i64>,
+    generated: Vec<i64>,
+    blocks: Vec<u32>,
+    cached: u64,
+    since: u64,
+}
+
+/// Runs the trace to completion. `progress(done, total)` is called after every run.
+pub fn simulate(
+    config: &Config,
+    requests: &[Request],
+    engine: &mut dyn Engine,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Simulation, ServeError> {
+    let max_batch = *config
+        .buckets
+        .last()
+        .ok_or_else(|| ServeError::Config("no batch buckets".into()))?;
+    if config.buckets.windows(2).any(|w| w[0] >= w[1]) || config.buckets[0] == 0 {
+        return Err(ServeError::Config(format!(
+            "batch buckets {:?} must be ascending and ≥ 1",
+            config.buckets
+        )));
+    }
+    let mut alloc = BlockAllocator::new(config.pool_blocks)?;
+    let bt = config.block_tokens;
+    let cycles = |s: f64| (s * config.clock_hz).round() as u64;
+    for r in requests {
+        let longest = (r.prompt.len() + r.output_len - 1) as u64;
+        let need = blocks_for(longest, bt);
+        if longest > config.max_context || need > config.max_blocks || need > alloc.usable() {
+            return Err(ServeError::Request {
+                id: r.id.clone(),
+                message: format!(
+                    "{} prompt + {} output tokens need a cache of {longest} tokens ({need} blocks); \
+                     the maximum context is {} tokens and the pool has {} usable blocks",
+                    r.prompt.len(),
+                    r.output_len,
+                    config.max_context,
+                    alloc.usable()
+                ),
+            });
+        }
+    }
+    let mut order: Vec<usize> = (0..requests.len()).collect();
+    order.sort_by(|&a, &b| requests[a].arrival_s.total_cmp(&requests[b].arrival_s));
+    let mut out: Vec<Outcome> = requests
+        .iter()
+        .map(|r| Outcome {
+            id: r.id.clone(),
+            prompt_len: r.prompt.len(),
+            arrival: cycles(r.arrival_s),
+            ..Outcome::default()
+        })
+        .collect();
+    let mut st: Vec<State> = requests
+        .iter()
+        .map(|r| State {
+            prompt: r.prompt.clone(),
+            generated: vec![],
+            blocks: vec![],
+            cached: 0,
+            since: 0,
+        })
+        .collect();
+    let mut sim = Simulation {
+        config: config.clone(),
+        requests: vec![],
+        runs: vec![],
+        preemptions: 0,
+        peak_blocks: 0,
+        held_cycles: 0.0,
+        allocated_cycles: 0.0,
+        reserved_cycles: 0.0,
+        end: 0,
+    };
+    let total = requests.len();
+    let mut done = 0usize;
+    let mut now = 0u64;
+    let mut next = 0usize;
+    let mut waiting: VecDeque<usize> = VecDeque::new();
+    let mut running: Vec<usize> = vec![];
+    // Memory accounting over a run of `dt` cycles, from the state after it.
+    let account = |sim: &mut Simulation, st: &[State], running: &[usize], dt: u64| {
+        let held: u64 = running.iter().map(|&r| st[r].cached).sum();
+        let blocks: usize = running.iter().map(|&r| st[r].blocks.len()).sum();
+        sim.held_cycles += held as f64 * dt as f64;
+        sim.allocated_cycles += (blocks as u64 * bt) as f64 * dt as f64;
+        sim.reserved_cycles += (running.len() as u64 * config.max_context) as f64 * dt as f64;
+    };
+    loop {
+        while next < order.len() && out[order[next]].arrival <= now {
+            let r = order[next];
+            st[r].since = out[r].arrival;
+            waiting.push_back(r);
+            next += 1;
+        }
+        if running.is_empty() && waiting.is_empty() {
+            if next == order.len() {
+                break;
+            }
+            now = out[order[next]].arrival;
+            continue;
+        }
+        // Admission (FCFS) and prefills.
+        while let Some(&r) = waiting.front() {
+            if running.len() >= max_batch {
+                break;
+            }
+            let ctx = (st[r].prompt.len() + st[r].generated.len()) as u64;
+            let need = blocks_for(ctx, bt);
+            let free = alloc.free_count();
+            if need > free || (!running.is_empty() && free - need < config.watermark) {
+                break;
+            }
+            waiting.pop_front();
+            let blocks = alloc.allocate_n(need)?;
+            let mut tokens = st[r].prompt.clone();
+            tokens.extend_from_slice(&st[r].generated);
+            out[r].spans.push(("queued", st[r].since, now));
+            let (tok, cost) =
+                engine
+                    .prefill(&tokens, &blocks)
+                    .map_err(|e| ServeError::Request {
+                        id: out[r].id.clone(),
+                        message: format!("prefill: {e}"),
+                    })?;
+            let start = now;
+            now += cost.cycles;
+            out[r].spans.push(("prefill", start, now));
+            st[r].blocks = blocks;
+            st[r].cached = ctx;
+            st[r].generated.push(tok);
+            st[r].since = now;
+            if st[r].generated.len() == 1 {
+                out[r].first_token = now;
+            }
+            running.push(r);
+            account(&mut sim, &st, &running, cost.cycles);
+            sim.runs.push(RunRecord {
+                start,
+                kind: "prefill",
+                batch: 1,
+                bucket: 1,
+                cost,
+            });
+            if st[r].generated.len() >= requests[r].output_len {
+                running.pop();
+                finish(&mut alloc, &mut st[r], &mut out[r], now)?;
+                done += 1;
+            }
+            progress(done, total);
+        }
+        if running.is_empty() {
+            continue;
+        }
+        // Grow every running sequence to hold its new token, preempting the newest on exhaustion.
+        let mut i = 0;
+        while i < running.len() {
+            let r = running[i];
+            if st[r].blocks.len() >= blocks_for(st[r].cached + 1, bt) {
+                i += 1;
+                continue;
+            }
+            match alloc.allocate() {
+                Ok(b) => st[r].blocks.push(b),
+                Err(AllocError::Exhausted { .. }) => {
+                    let v = running.pop().unwrap_or(r);
+                    alloc.free_all(&std::mem::take(&mut st[v].blocks))?;
+                    st[v].cached = 0;
+                    out[v].spans.push(("decode", st[v].since, now));
+                    out[v].preemptions += 1;
+                    st[v].since = now;
+                    sim.preemptions += 1;
+                    waiting.push_front(v);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if running.is_empty() {
+            continue;
+        }
+        let bucket = *config
+            .buckets
+            .iter()
+            .find(|&&b| b >= running.len())
+            .unwrap_or(&max_batch);
+        let rows: Vec<Row> = running
+            .iter()
+            .map(|&r| Row {
+                token: *st[r].generated.last().unwrap_or(&0),
+                cached: st[r].cached,
+                blocks: &st[r].blocks,
+            })
+            .collect();
+        let (toks, cost) = engine.decode(bucket, &rows).map_err(ServeError::Engine)?;
+        if toks.len() != running.len() {
+            return Err(ServeError::Engine(format!(
+                "decode returned {} tokens for {} rows",
+                toks.len(),
+                running.len()
+            )));
+        }
+        let start = now;
+        now += cost.cycles;
+        for (&r, t) in running.iter().zip(toks) {
+            st[r].cached += 1;
+            st[r].generated.push(t);
+        }
+        account(&mut sim, &st, &running, cost.cycles);
+        sim.runs.push(RunRecord {
+            start,
+            kind: "decode",
+            batch: running.len(),
+            bucket,
+            cost,
+        });
+        let mut keep = vec![];
+        for &r in &running {
+            if st[r].generated.len() >= requests[r].output_len {
+                finish(&mut alloc, &mut st[r], &mut out[r], now)?;
+                done += 1;
+            } else {
+                keep.push(r);
+            }
+        }
+        running = keep;
+        sim.peak_blocks = sim.peak_blocks.max(alloc.peak_used());
+        progress(done, total);
+    }
+    sim.peak_blocks = sim.peak_blocks.max(alloc.peak_used());
+    for (o, s) in out.iter_mut().zip(st) {
+        o.generated = s.generated;
+    }
+    sim.requests = out;
+    sim.end = now;
+    Ok(sim)
+}
+
+fn finish(
+    alloc: &mut BlockAllocator,
+    s: &mut State,
+    o: &mut Outcome,
+    now: u64,
+) -> Result<(), ServeError> {
+    alloc.free_all(&std::mem::take(&mut s.blocks))?;
+    if s.since < now {
+        o.spans.push(("decode", s.since, now));
+    }
+    o.finish = now;
+    Ok(())
+}
+
+/// `p`-th percentile (0–100) of `v` by linear interpolation between closest ranks.
+pub fn percentile(v: &[f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let x = p / 100.0 * (s.len() - 1) as f64;
+    let (lo, hi) = (x.floor() as usize, x.ceil() as usize);
+    s[lo] + (s[hi] - s[lo]) * (x - lo as f64)
+}
+
+fn stats(v: &[f64]) -> Value {
+    let mean = if v.is_empty() {
+        0.0
+    } else {
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    json!({
+        "mean": mean,
+        "p50": percentile(v, 50.0),
+        "p90": percentile(v, 90.0),
+        "p99": percentile(v, 99.0),
+    })
+}
+
+impl Simulation {
+    /// Seconds of `cycles` at the target clock.
+    pub fn secs(&self, cycles: u64) -> f64 {
+        cycles as f64 / self.config.clock_hz
+    }
+
+    /// Time to first token of every request (seconds).
+    pub fn ttft(&self) -> Vec<f64> {
+        self.requests
+            .iter()
+            .map(|o| self.secs(o.first_token.saturating_sub(o.arrival)))
+            .collect()
+    }
+
+    /// Time per output token after the first, of every request with more than one (seconds).
+    pub fn tpot(&self) -> Vec<f64> {
+        self.requests
+            .iter()
+            .filter(|o| o.generated.len() > 1)
+            .map(|o| {
+                self.secs(o.finish.saturating_sub(o.first_token)) / (o.generated.len() - 1) as f64
+            })
+            .collect()
+    }
+
+    /// KV utilization with paging: tokens held / tokens the allocated blocks hold, weighted by
+    /// run time.
+    pub fn utilization_paged(&self) -> f64 {
+        self.held_cycles / self.allocated_cycles.max(1.0)
+    }
+
+    /// The same schedule's utilization had every running request reserved `max_context`
+    /// contiguous tokens.
+    pub fn utilization_reserved(&self) -> f64 {
+        self.held_cycles / self.reserved_cycles.max(1.0)
+    }
+
+    /// The summary as JSON (what `llmpu serve-sim --json` prints).
+    pub fn summary(&self, weight_bytes: u64, timing_only: bool) -> Value {
+        let tokens: usize = self.requests.iter().map(|o| o.generated.len()).sum();
+        let t = self.secs(self.end).max(1e-30);
+        let sum = |f: &dyn Fn(&RunCost) -> f64| self.runs.iter().map(|r| f(&r.cost)).sum::<f64>();
+        let hbm = sum(&|c| (c.hbm_read + c.hbm_write) as f64);
+        let kv = sum(&|c| c.kv_bytes as f64);
+        let energy = sum(&|c| c.energy_pj);
+        let busy = sum(&|c| c.cycles as f64);
+        let decode: Vec<&RunRecord> = self.runs.iter().filter(|r| r.kind == "decode").collect();
+        let max_batch = self.config.buckets.last().copied().unwrap_or(1);
+        let mut hist = vec![0u64; max_batch + 1];
+        for r in &decode {
+            hist[r.batch.min(max_batch)] += 1;
+        }
+        let mut buckets = serde_json::Map::new();
+        for &b in &self.config.buckets {
+            let n = decode.iter().filter(|r| r.bucket == b).count();
+            buckets.insert(b.to_string(), json!(n));
+        }
+        let usable = self.config.pool_blocks.saturating_sub(1) as usize;
+        let per_tok = tokens.max(1) as f64;
+        json!({
+            "timing_only": timing_only,
+            "requests": self.requests.len(),
+            "output_tokens": tokens,
+            "prompt_tokens": self.requests.iter().map(|o| o.prompt_len).sum::<usize>(),
+            "total_s": self.secs(self.end),
+            "busy_s": busy / self.config.clock_hz,
+            "throughput_tokens_per_s": tokens as f64 / t,
+            "throughput_requests_per_s": self.requests.len() as f64 / t,
+            "ttft_s": stats(&self.ttft()),
+            "tpot_s": stats(&self.tpot()),
+            "prefill_runs": self.runs.len() - decode.len(),
+            "decode_steps": decode.len(),
+            "batch_size_histogram": hist,
+            "bucket_steps": buckets,
+            "mean_batch": decode.iter().map(|r| r.batch as f64).sum::<f64>()
+                / decode.len().max(1) as f64,
+            "kv_utilization_paged": self.utilization_paged(),
+            "kv_utilization_reserved": self.utilization_reserved(),
+            "kv_block_tokens": self.config.block_tokens,
+            "kv_pool_blocks": usable,
+            "kv_peak_blocks": self.peak_blocks,
+            "kv_peak_occupancy": self.peak_blocks as f64 / usable.max(1) as f64,
+            "max_context": self.config.max_context,
+            "reserved_sequences_fitting_pool": usable / self.config.max_blocks.max(1),
+            "preemptions": self.preemptions,
+            "hbm_bytes_per_token": hbm / per_tok,
+            "hbm_kv_bytes_per_token": kv / per_tok,
+            "hbm_weight_and_activation_bytes_per_token": (hbm - kv).max(0.0) / per_tok,
+            "weights_resident_bytes": weight_bytes,
+            "energy_per_token_uj": energy / per_tok * 1e-6,
+            "per_request": self.requests.iter().map(|o| json!({
+                "id": o.id,
+                "prompt_len": o.prompt_len,
+                "output_len": o.generated.len(),
+                "arrival_s": self.secs(o.arrival),
+                "first_token_s": self.secs(o.first_token),
+                "finish_s": self.secs(o.finish),
+                "preemptions": o.preemptions,
+                "generated_ids": o.generated,
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    /// One Perfetto trace: every run's instruction trace at its modeled start (when collected),
+    /// a `scheduler` track of the runs and one track per request (queued / prefill / decode).
+    pub fn trace(&self) -> crate::Trace {
+        let mut t = crate::Trace {
+            clock_ghz: self.config.clock_hz / 1e9,
+            ..crate::Trace::default()
+        };
+        for r in &self.runs {
+            if let Some(run) = &r.cost.trace {
+                t.append(run.clone(), r.start);
+            }
+            t.span(
+                "scheduler",
+                &format!("{} ×{}", r.kind, r.batch),
+                r.start,
+                r.start + r.cost.cycles,
+                json!({"batch": r.batch, "bucket": r.bucket, "cycles": r.cost.cycles}),
+            );
+        }
+        for o in &self.requests {
+            for &(kind, s, e) in &o.spans {
+                t.span(
+                    &format!("request {}", o.id),
+                    kind,
+                    s,
+                    e,
+                    json!({"prompt_len": o.prompt_len, "output_len": o.generated.len()}),
+                );
+            }
+        }
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fixed costs: a prefill costs 100 + its tokens, a decode step 50 + 10 per row; the next
+    /// token is the row's position (so the ids are checkable).
+    struct Fake {
+        steps: Vec<usize>,
+    }
+
+    impl Engine for Fake {
+        fn prefill(&mut self, tokens: &[i64], blocks: &[u32]) -> Result<(i64, RunCost), String> {
+            assert!(blocks.len() * 4 >= tokens.len(), "blocks hold the prompt");
+            let cost = RunCost {
+                cycles: 100 + tokens.len() as u64,
+                ..RunCost::default()
+            };
+            Ok((tokens.len() as i64, cost))
+        }
+        fn decode(&mut self, bucket: usize, rows: &[Row]) -> Result<(Vec<i64>, RunCost), String> {
+            assert!(rows.len() <= bucket);
+            for r in rows {
+                assert!(
+                    r.blocks.len() * 4 > r.cached as usize,
+                    "room for the new token"
+                );
+            }
+            self.steps.push(rows.len());
+            let cost = RunCost {
+                cycles: 50 + 10 * rows.len() as u64,
+                ..RunCost::default()
+            };
+            Ok((rows.iter().map(|r| r.cached as i64 + 1).collect(), cost))
+        }
+    }
+
+    fn config(pool: u32) -> Config {
+        Config {
+            buckets: vec![1, 2, 4],
+            block_tokens: 4,
+            pool_blocks: pool,
+            max_blocks: 8,
+            max_context: 32,
+            watermark: 0,
+            clock_hz: 1e6,
+        }
+    }
+
+    fn reqs(n: usize) -> Vec<Request> {
+        (0..n)
+            .map(|i| Request {
+                id: i.to_string(),
+                arrival_s: i as f64 * 1e-4,
+                prompt: vec![1; 3 + i % 5],
+                output_len: 2 + (i * 7) % 11,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_request_gets_its_output_len_tokens_in_position_order() {
+        let mut e = Fake { steps: vec![] };
+        let rs = reqs(12);
+        let sim = simulate(&config(64), &rs, &mut e, &mut |_, _| {}).expect("sim");
+        for (o, r) in sim.requests.iter().zip(&rs) {
+            assert_eq!(o.generated.len(), r.output_len, "request {}", r.id);
+            // The fake's token is the position it was generated at.
+            let want: Vec<i64> = (0..r.output_len)
+                .map(|k| (r.prompt.len() + k) as i64)
+                .collect();
+            assert_eq!(o.generated, want);
+            assert!(o.arrival <= o.first_token && o.first_token <= o.finish);
+        }
+        assert!(e.steps.iter().any(|&b| b > 1), "requests were batched");
+        assert_eq!(sim.preemptions, 0);
+        let u = sim.utilization_paged();
+        assert!(u > 0.5 && u <= 1.0, "{u}");
+        assert!(sim.utilization_reserved() < u);
+    }
+
+    #[test]
+    fn small_pool_preempts_and_still_completes_every_request() {
+        let mut e = Fake { steps: vec![] };
+        let rs = reqs(12);
+        // 8 usable blocks of 4 tokens: the longest request alone needs 5.
+        let sim = simulate(&config(9), &rs, &mut e, &mut |_, _| {}).expect("sim");
+        assert!(sim.preemptions > 0, "the pool is too small for the batch");
+        assert!(sim.peak_blocks <= 8);
+        for (o, r) in sim.requests.iter().zip(&rs) {
+            let want: Vec<i64> = (0..r.output_len)
+                .map(|k| (r.prompt.len() + k) as i64)
+                .collect();
+            assert_eq!(o.generated, want, "recompute continues where it stopped");
+        }
+    }
+
+    #[test]
+    fn request_larger_than_the_pool_is_a_located_error() {
+        let mut e = Fake { steps: vec![] };
+        let mut rs = reqs(2);
+        rs[1].output_len = 40;
+        let err = simulate(&config(64), &rs, &mut e, &mut |_, _| {}).expect_err("too long");
+        assert!(err.to_string().starts_with("request `1`:"), "{err}");
+    }
+
+    #[test]
+    fn trace_parsing_names_the_request_and_field() {
+        let ok = r#"{"requests": [{"arrival_ms": 2, "prompt_len": 3, "output_len": 4},
+            {"id": "x", "arrival_s": 0.5, "prompt_ids": [1, 2], "output_len": 1}]}"#;
+        let r = parse_trace(ok, 7, 256).expect("parse");
+        assert_eq!(r[0].arrival_s, 0.002);
+        assert_eq!(r[0].prompt.len(), 3);
+        assert_eq!(r[0].prompt, synthetic_prompt(7, 0, 3, 256));
+        assert_eq!(
+            (r[1].id.as_str(), r[1].prompt.as_slice()),
+            ("x", &[1i64, 2][..])
+        );
+        for (text, want) in [
+            (
+                r#"{"requests": [{"arrival_s": 0, "output_len": 4}]}"#,
+                "requests[0]: missing `prompt_len`",
+            ),
+            (
+                r#"{"requests": [{"arrival_s": 0, "prompt_len": 1, "output_len": 1}, {"arrival_s": -1, "prompt_len": 1, "output_len": 1}]}"#,
+                "requests[1]: arrival -1",
+            ),
+            (
+                r#"{"requests": [{"arrival_s": 0, "prompt_len": 0, "output_len": 1}]}"#,
+                "requests[0]: `prompt_len` is not an integer",
+            ),
+            (
+                r#"{"requests": [{"arrival_s": 0, "prompt_len": 2, "output_len": 1, "prompt_ids": [1]}]}"#,
+                "`prompt_len` 2 but 1",
+            ),
+            (
+                r#"{"requests": [{"arrival_s": 0, "prompt_len": 2, "output_len": 1, "extra": 1}]}"#,
+                "unknown field `extra`",
+            ),
+            (
+                r#"{"requests": [{"arrival_s": 0, "prompt_ids": [999], "output_len": 1}]}"#,
+                "prompt_ids[0] is not a token id",
+            ),
+            (r#"[1]"#, "must be an object"),
+        ] {
+            let e = parse_trace(text, 0, 256).expect_err(text).to_string();
+            assert!(e.contains(want), "{e} lacks {want}");
+        }
+    }
+
+    #[test]
+    fn percentiles_interpolate_between_ranks() {
+        let v = [4.0, 1.0, 3.0, 2.0, 5.0];
+        assert_eq!(percentile(&v, 50.0), 3.0);
+        assert_eq!(percentile(&v, 90.0), 4.6);
+        assert_eq!(percentile(&v, 100.0), 5.0);
+    }
+}

@@ -1,0 +1,337 @@
+//! The emulator behind `llmpu serve-sim`: a [`serve::Engine`] that runs compiled prefill and
+//! batched decode programs on [`Session`]s whose paged KV pool is shared by the batch.
+//!
+//! Decode programs are compiled (by the caller's `decode` closure) per batch bucket `B`, all with
+//! the same pool size and blocks per sequence, and loaded lazily; each keeps its own HBM. Before
+//! a step the engine writes every row's block-table row (unused entries and idle rows point at the
+//! null block 0) and cached length into the region header and binds `input_ids`, `position_ids`
+//! and `attention_mask` (1 for positions `0 ..= cached`, 0 after; idle rows attend to position 0
+//! only). When the bucket changes, the pools move to the new session by a host-side copy (the
+//! bucket sessions are one program's compiled variants sharing one memory on a real device; the
+//! copy is not modeled traffic). Prefills run the prefill program compiled for the context
+//! length (cached per length) on a fresh HBM; its `present_*` outputs are written into the
+//! request's blocks of the resident pool (host-side, as `llmpu generate` packs them), and the
+//! program's cycles are the modeled prefill time.
+//!
+//! Invariant: at most one decode session — `current` — holds the live pool; every prefill writes
+//! there and every switch copies it before the next step.
+
+use std::collections::HashMap;
+
+use llmpu_isa::{DType, IoDir, KvRegion, Program};
+
+use crate::serve::{Engine, Row, RunCost};
+use crate::{Report, RunOptions, Session, Tensor};
+
+/// Builds a program: the prefill for a context length, or the decode for a batch bucket.
+pub type Build<'a> = Box<dyn FnMut(usize) -> Result<Program, String> + 'a>;
+
+/// The emulator engine.
+pub struct EmuEngine<'a> {
+    prefill: Build<'a>,
+    decode: Build<'a>,
+    opts: RunOptions,
+    prefills: HashMap<usize, Program>,
+    sessions: HashMap<usize, Session>,
+    current: Option<usize>,
+    /// The region of the first decode program (every bucket must agree on pools).
+    region: Option<KvRegion>,
+}
+
+impl<'a> EmuEngine<'a> {
+    pub fn new(prefill: Build<'a>, decode: Build<'a>, opts: RunOptions) -> EmuEngine<'a> {
+        EmuEngine {
+            prefill,
+            decode,
+            opts,
+            prefills: HashMap::new(),
+            sessions: HashMap::new(),
+            current: None,
+            region: None,
+        }
+    }
+
+    /// The KV region of the decode programs (after the first one was built).
+    pub fn region(&self) -> Option<&KvRegion> {
+        self.region.as_ref()
+    }
+
+    /// Bytes of constant data (weights) of a decode program.
+    pub fn weight_bytes(&self) -> u64 {
+        self.sessions
+            .values()
+            .next()
+            .map(|s| s.program().data.iter().map(|d| d.bytes.len() as u64).sum())
+            .unwrap_or(0)
+    }
+
+    /// The session of `bucket`, holding the live pool (built, loaded and filled as needed).
+    fn session(&mut self, bucket: usize) -> Result<&mut Session, String> {
+        if !self.sessions.contains_key(&bucket) {
+            let p = (self.decode)(bucket)?;
+            let kv =
+                p.kv.clone()
+                    .ok_or("the decode program has no paged KV region (is it a decode graph?)")?;
+            if kv.batch != bucket as u64 || kv.new_tokens != 1 {
+                return Err(format!(
+                    "decode program for batch {bucket} has a region of batch {} with {} new \
+                     tokens per step",
+                    kv.batch, kv.new_tokens
+                ));
+            }
+            if let Some(r) = &self.region {
+                let same = r.num_blocks == kv.num_blocks
+                    && r.max_blocks == kv.max_blocks
+                    && r.block_tokens == kv.block_tokens
+                    && r.dtype == kv.dtype
+                    && r.slots.len() == kv.slots.len()
+                    && r.slots
+                        .iter()
+                        .zip(&kv.slots)
+                        .all(|(a, b)| (a.heads, a.head_dim) == (b.heads, b.head_dim));
+                if !same {
+                    return Err(format!(
+                        "decode program for batch {bucket} has a different KV pool layout"
+                    ));
+                }
+            } else {
+                self.region = Some(kv);
+            }
+            let s = Session::load(p, self.opts.clone()).map_err(|e| e.to_string())?;
+            self.sessions.insert(bucket, s);
+        }
+        if let Some(from) = self.current.filter(|&c| c != bucket)
+            && !self.opts.timing_only
+        {
+            let src = &self.sessions[&from];
+            let kv = src.program().kv.clone().ok_or("no KV region")?;
+            let mut pools = vec![];
+            for s in &kv.slots {
+                let bytes = kv.block_bytes(s).unwrap_or(0) * kv.num_blocks;
+                pools.push(
+                    src.read_kv_at(s.pool_addr - kv.hbm_addr, bytes)
+                        .map_err(|e| e.to_string())?,
+                );
+            }
+            let dst = self.sessions.get_mut(&bucket).ok_or("no session")?;
+            let dkv = dst.program().kv.clone().ok_or("no KV region")?;
+            for (s, bytes) in dkv.slots.iter().zip(pools) {
+                dst.write_kv_at(s.pool_addr - dkv.hbm_addr, &bytes)
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        self.current = Some(bucket);
+        self.sessions
+            .get_mut(&bucket)
+            .ok_or_else(|| "no session".into())
+    }
+}
+
+fn cost(r: &Report, kv_bytes: u64, trace: Option<crate::Trace>) -> RunCost {
+    RunCost {
+        cycles: r.cycles,
+        hbm_read: r.hbm_read_bytes,
+        hbm_write: r.hbm_write_bytes,
+        kv_bytes,
+        energy_pj: r.energy.total_pj,
+        trace,
+    }
+}
+
+fn int_tensor(dtype: DType, shape: Vec<u64>, v: &[i64]) -> Result<Tensor, String> {
+    let data = match dtype {
+        DType::I64 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        DType::I32 => v.iter().flat_map(|&x| (x as i32).to_le_bytes()).collect(),
+        d => return Err(format!("integer input of element type {}", d.name())),
+    };
+    Tensor::new(dtype, shape, data)
+}
+
+/// The standard LLM inputs of `p` (`input_ids`, `attention_mask`, `position_ids`) from values.
+fn inputs(
+    p: &Program,
+    ids: &[i64],
+    mask: &[i64],
+    pos: &[i64],
+) -> Result<Vec<(String, Tensor)>, String> {
+    let mut out = vec![];
+    for io in p.io.iter().filter(|t| t.dir == IoDir::Input) {
+        let v = match io.name.as_str() {
+            "input_ids" => ids,
+            "attention_mask" => mask,
+            "position_ids" => pos,
+            n => return Err(format!("input `{n}` is not one serve-sim can feed")),
+        };
+        if io.elements() != Some(v.len() as u64) {
+            return Err(format!(
+                "input `{}` has shape {:?}, serve-sim has {} values for it",
+                io.name,
+                io.shape,
+                v.len()
+            ));
+        }
+        out.push((io.name.clone(), int_tensor(io.dtype, io.shape.clone(), v)?));
+    }
+    Ok(out)
+}
+
+/// Argmax of each of the last-axis rows of `logits` `[rows, …, vocab]`, taking each row's last
+/// position.
+fn argmax_rows(logits: &Tensor, rows: usize) -> Result<Vec<i64>, String> {
+    let v = logits.to_f32();
+    let n = *logits.shape.last().ok_or("logits are a scalar")? as usize;
+    let per = v.len() / rows.max(1);
+    if n == 0 || per < n {
+        return Err("empty logits".into());
+    }
+    Ok((0..rows)
+        .map(|b| {
+            let row = &v[b * per + per - n..(b + 1) * per];
+            let mut best = 0;
+            for (i, &x) in row.iter().enumerate() {
+                if x > row[best] {
+                    best = i;
+                }
+            }
+            best as i64
+        })
+        .collect())
+}
+
+/// KV bytes of one token over every slot.
+fn token_bytes(kv: &KvRegion) -> u64 {
+    kv.slots
+        .iter()
+        .map(|s| s.heads * s.head_dim * kv.dtype.size())
+        .sum()
+}
+
+impl Engine for EmuEngine<'_> {
+    fn prefill(&mut self, tokens: &[i64], blocks: &[u32]) -> Result<(i64, RunCost), String> {
+        let n = tokens.len();
+        if !self.prefills.contains_key(&n) {
+            let p = (self.prefill)(n)?;
+            self.prefills.insert(n, p);
+        }
+        let p = &self.prefills[&n];
+        let pos: Vec<i64> = (0..n as i64).collect();
+        let ins = inputs(p, tokens, &vec![1; n], &pos)?;
+        let res = crate::run(p, &ins, &self.opts).map_err(|e| e.to_string())?;
+        let tok = if self.opts.timing_only {
+            0
+        } else {
+            let logits = res
+                .outputs
+                .iter()
+                .find(|(name, _)| name == "logits")
+                .map(|(_, t)| t)
+                .ok_or("the prefill has no `logits` output")?;
+            argmax_rows(logits, 1)?[0]
+        };
+        // The live pool is in the current decode session (the smallest bucket at the start).
+        let bucket = self.current.unwrap_or(1);
+        let timing_only = self.opts.timing_only;
+        let s = self.session(bucket)?;
+        let kv = s.program().kv.clone().ok_or("no KV region")?;
+        let bt = kv.block_tokens as usize;
+        if !timing_only {
+            for slot in &kv.slots {
+                let t = res.output(&slot.present).ok_or_else(|| {
+                    format!("the prefill has no output `{}` for a KV slot", slot.present)
+                })?;
+                let (h, d) = (slot.heads as usize, slot.head_dim as usize);
+                if t.dtype != kv.dtype || t.shape != [1, h as u64, n as u64, d as u64] {
+                    return Err(format!(
+                        "prefill output `{}` is {}, the KV slot holds [1, {h}, {n}, {d}] {}",
+                        slot.present,
+                        t.describe(),
+                        kv.dtype.name()
+                    ));
+                }
+                let row = d * kv.dtype.size() as usize;
+                let block = kv.block_bytes(slot).unwrap_or(0);
+                for (j, &b) in blocks.iter().enumerate() {
+                    let (p0, p1) = (j * bt, ((j + 1) * bt).min(n));
+                    if p0 >= p1 {
+                        break;
+                    }
+                    for head in 0..h {
+                        let src = (head * n + p0) * row;
+                        let at = slot.pool_addr - kv.hbm_addr
+                            + b as u64 * block
+                            + (head * bt * row) as u64;
+                        s.write_kv_at(at, &t.data[src..src + (p1 - p0) * row])
+                            .map_err(|e| e.to_string())?;
+                    }
+                }
+            }
+        }
+        let trace = res.trace;
+        Ok((tok, cost(&res.report, n as u64 * token_bytes(&kv), trace)))
+    }
+
+    fn decode(&mut self, bucket: usize, rows: &[Row]) -> Result<(Vec<i64>, RunCost), String> {
+        if rows.len() > bucket {
+            return Err(format!("{} rows in a batch of {bucket}", rows.len()));
+        }
+        let timing_only = self.opts.timing_only;
+        let s = self.session(bucket)?;
+        let kv = s.program().kv.clone().ok_or("no KV region")?;
+        let mb = kv.max_blocks as usize;
+        let mask_len = s
+            .program()
+            .io("attention_mask")
+            .and_then(|t| t.shape.last().copied())
+            .unwrap_or(kv.past_len + 1) as usize;
+        let mut table = vec![0i32; bucket * mb];
+        let mut lengths = vec![0i32; bucket];
+        let (mut ids, mut pos, mut mask) =
+            (vec![0; bucket], vec![0; bucket], vec![0; bucket * mask_len]);
+        let mut kv_bytes = 0;
+        let tb = token_bytes(&kv);
+        for b in 0..bucket {
+            let (cached, token, blocks) = match rows.get(b) {
+                Some(r) => (r.cached as usize, r.token, r.blocks),
+                None => (0, 0, &[][..]),
+            };
+            if blocks.len() > mb || cached + 1 > mask_len {
+                return Err(format!(
+                    "row {b}: {} blocks / {} tokens exceed the program's {mb} blocks / {mask_len} \
+                     positions",
+                    blocks.len(),
+                    cached + 1
+                ));
+            }
+            for (j, &blk) in blocks.iter().enumerate() {
+                table[b * mb + j] = blk as i32;
+            }
+            lengths[b] = cached as i32;
+            ids[b] = token;
+            pos[b] = cached as i64;
+            for m in &mut mask[b * mask_len..b * mask_len + cached + 1] {
+                *m = 1;
+            }
+            if b < rows.len() {
+                let live = (cached as u64 + 1).div_ceil(kv.block_tokens);
+                kv_bytes += live * kv.block_tokens * tb + tb;
+            }
+        }
+        s.set_kv_header(&table, &lengths)
+            .map_err(|e| e.to_string())?;
+        let p = s.program().clone();
+        for (name, t) in inputs(&p, &ids, &mask, &pos)? {
+            s.bind(&name, &t).map_err(|e| e.to_string())?;
+        }
+        let report = s.run().map_err(|e| e.to_string())?;
+        let trace = s.take_trace();
+        let toks = if timing_only {
+            vec![0; rows.len()]
+        } else {
+            let logits = s.read("logits").map_err(|e| e.to_string())?;
+            let mut t = argmax_rows(&logits, bucket)?;
+            t.truncate(rows.len());
+            t
+        };
+        Ok((toks, cost(&report, kv_bytes, trace)))
+    }
+}

@@ -1,0 +1,439 @@
+//! `llmpu serve-sim`: a serving simulation with continuous batching over a paged KV pool.
+//!
+//! Requests of a trace (`spec/serving.md`) arrive on a modeled clock; the scheduler of
+//! [`llmpu_runtime::serve`] admits them first-come-first-served into batch slots while its block
+//! allocator can hold their KV cache, prefills them, and runs one batched decode step for all
+//! running requests per iteration; finished requests leave between steps. The prefill model is
+//! compiled per context length, the decode model once per batch bucket (1, 2, 4, …, `--max-batch`)
+//! for `--max-context` tokens with a shared pool of `--kv-blocks` blocks; both run on the emulator
+//! (or timing-only). Prints (or `--json`) throughput, TTFT / TPOT percentiles, the batch sizes, KV
+//! utilization with paging and with max-context reservation, preemptions, HBM bytes and energy per
+//! token. `--synth-trace FILE` writes a synthetic trace instead.
+
+use std::path::{Path, PathBuf};
+
+use llmpu_isa::Program;
+use llmpu_runtime::RunOptions;
+use llmpu_runtime::serve::{self, Config, Request, Rng, Simulation};
+use llmpu_runtime::serve_engine::EmuEngine;
+use serde_json::json;
+
+use crate::cmd_compile::{compile_module, decode_dims, load_model, options, set_kv_blocks};
+use crate::progress::Progress;
+
+/// Arguments of `llmpu serve-sim`.
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Model pair prefix: `PREFIX-prefill/model.onnx` and `PREFIX-decode/model.onnx` (e.g.
+    /// `corpus/models/gpt2-tiny-dyn`).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Prefill model (`.onnx` with symbolic sequence dims), instead of `--model`.
+    #[arg(long)]
+    pub prefill: Option<PathBuf>,
+    /// Decode model (`.onnx` with symbolic batch and past dims), instead of `--model`.
+    #[arg(long)]
+    pub decode: Option<PathBuf>,
+    /// The request trace (JSON, `spec/serving.md`).
+    #[arg(long)]
+    pub requests: Option<PathBuf>,
+    /// Most requests decoded together (batch slots).
+    #[arg(long, default_value_t = 8)]
+    pub max_batch: usize,
+    /// One decode program of `--max-batch` slots instead of buckets 1, 2, 4, … (idle slots run
+    /// as padding).
+    #[arg(long)]
+    pub no_buckets: bool,
+    /// Maximum context (cache tokens per sequence; default: the model's `n_positions` /
+    /// `max_position_embeddings` from the `meta.json` beside it).
+    #[arg(long)]
+    pub max_context: Option<u64>,
+    /// Physical KV blocks in the pool, the reserved null block included (default: enough for
+    /// `--max-batch` sequences of `--max-context` tokens, plus the null block).
+    #[arg(long, conflicts_with = "kv_memory")]
+    pub kv_blocks: Option<u64>,
+    /// KV pool size in bytes (all layers' K and V); sets `--kv-blocks` to what fits.
+    #[arg(long)]
+    pub kv_memory: Option<u64>,
+    /// Fraction of the pool kept free when admitting a request while others run.
+    #[arg(long, default_value_t = 0.01)]
+    pub watermark: f64,
+    /// Target: a preset (`edge`, `datacenter`) or a `.toml` file.
+    #[arg(long, default_value = llmpu_isa::target::DEFAULT_TARGET)]
+    pub target: String,
+    /// Tokens per KV block (overrides the target's `kv.block_tokens`, as vLLM's `--block-size`).
+    #[arg(long)]
+    pub block_tokens: Option<u32>,
+    /// Numerics: `fp32` or `bf16`.
+    #[arg(long, default_value = "bf16")]
+    pub precision: String,
+    /// Seed of the synthetic prompt ids (requests without `prompt_ids`).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Model the timing only (no functional data: token ids are not computed and read 0). Caveat:
+    /// timing-only runs move no data, so paged attention reads the cached lengths as 0 and skips
+    /// every KV block past the first — decode steps come out cheaper than they are.
+    #[arg(long)]
+    pub timing_only: bool,
+    /// Write one Perfetto trace: every run at its modeled start, a scheduler track and one track
+    /// per request.
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
+    /// Print the summary as JSON (with per-request figures and generated ids).
+    #[arg(long)]
+    pub json: bool,
+    /// Write a synthetic trace to this file (Poisson arrivals, ShareGPT-like lengths scaled to
+    /// `--max-context`) and exit unless `--requests` is given too.
+    #[arg(long)]
+    pub synth_trace: Option<PathBuf>,
+    /// Requests in the synthetic trace.
+    #[arg(long, default_value_t = 64)]
+    pub synth_requests: usize,
+    /// Mean arrival rate of the synthetic trace (requests per second).
+    #[arg(long, default_value_t = 1000.0)]
+    pub synth_rate: f64,
+    /// Seed of the synthetic trace.
+    #[arg(long, default_value_t = 1)]
+    pub synth_seed: u64,
+}
+
+fn model_paths(a: &ServeArgs) -> Result<(PathBuf, PathBuf), String> {
+    match (&a.model, &a.prefill, &a.decode) {
+        (_, Some(p), Some(d)) => Ok((p.clone(), d.clone())),
+        (Some(m), None, None) => {
+            let s = m.display().to_string();
+            let s = s.trim_end_matches('/');
+            let s = s
+                .strip_suffix("-decode")
+                .or_else(|| s.strip_suffix("-prefill"))
+                .unwrap_or(s);
+            let p = PathBuf::from(format!("{s}-prefill/model.onnx"));
+            let d = PathBuf::from(format!("{s}-decode/model.onnx"));
+            for f in [&p, &d] {
+                if !f.is_file() {
+                    return Err(format!(
+                        "--model {}: {} not found",
+                        m.display(),
+                        f.display()
+                    ));
+                }
+            }
+            Ok((p, d))
+        }
+        _ => Err("give --model PREFIX, or both --prefill and --decode".into()),
+    }
+}
+
+/// The model's maximum positions from the `meta.json` beside it.
+fn meta_context(model: &Path) -> Option<u64> {
+    let meta = model.parent()?.join("meta.json");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(meta).ok()?).ok()?;
+    let c = v.get("config")?;
+    c.get("n_positions")
+        .or_else(|| c.get("max_position_embeddings"))
+        .and_then(|x| x.as_u64())
+}
+
+/// A synthetic trace: Poisson arrivals at `rate`; log-normal prompt and output lengths shaped
+/// like ShareGPT conversations (outputs about twice the prompts, long tails) scaled to a context
+/// of `max_context` tokens: medians `max_context`/3 and `max_context`/2, σ 0.5, resampled until
+/// prompt + output − 1 fits the context.
+pub fn synth_trace(n: usize, rate: f64, seed: u64, max_context: u64) -> serde_json::Value {
+    let mut r = Rng::new(seed);
+    let mc = max_context as f64;
+    let mut t = 0.0;
+    let mut reqs = vec![];
+    for i in 0..n {
+        t += r.exponential(rate);
+        let (p, o) = loop {
+            let p = ((mc / 3.0).ln() + 0.5 * r.normal()).exp().round().max(1.0) as u64;
+            let o = ((mc / 2.0).ln() + 0.5 * r.normal()).exp().round().max(1.0) as u64;
+            if p + o - 1 <= max_context {
+                break (p, o);
+            }
+        };
+        reqs.push(
+            json!({"id": i, "arrival_ms": (t * 1e6).round() / 1e3, "prompt_len": p,
+            "output_len": o}),
+        );
+    }
+    json!({
+        "description": format!(
+            "{n} synthetic requests: Poisson arrivals at {rate} req/s; log-normal prompt and \
+             output lengths (medians {} and {} tokens, sigma 0.5) resampled to fit a \
+             {max_context}-token context",
+            max_context / 3,
+            max_context / 2
+        ),
+        "generator": format!(
+            "llmpu serve-sim --synth-trace FILE --synth-requests {n} --synth-rate {rate} \
+             --synth-seed {seed} --max-context {max_context}"
+        ),
+        "requests": reqs,
+    })
+}
+
+fn target_options(a: &ServeArgs) -> Result<llmpu_compiler::backend::Options, String> {
+    let mut o = options(&a.target, &a.precision)?;
+    if let Some(n) = a.block_tokens {
+        if n == 0 {
+            return Err("--block-tokens must be at least 1".into());
+        }
+        o.target.kv.block_tokens = n;
+    }
+    Ok(o)
+}
+
+fn compile(
+    path: &Path,
+    dims: &[String],
+    a: &ServeArgs,
+    kv_blocks: Option<u64>,
+) -> Result<Program, String> {
+    let o = target_options(a)?;
+    let mut m = load_model(path, dims)?;
+    if let Some(n) = kv_blocks {
+        set_kv_blocks(&mut m, n)?;
+    }
+    compile_module(&mut m, &o, &Default::default())?
+        .ok_or_else(|| "pipeline stopped early".to_string())
+}
+
+/// Runs the whole simulation; returns it and the resident weight bytes.
+pub fn simulate(a: &ServeArgs) -> Result<(Simulation, u64), String> {
+    let (prefill_path, decode_path) = model_paths(a)?;
+    let max_context = a
+        .max_context
+        .or_else(|| meta_context(&decode_path))
+        .ok_or("--max-context is needed (no meta.json with the model's positions beside it)")?;
+    let requests_path = a.requests.as_ref().ok_or("--requests is needed")?;
+    if a.max_batch == 0 {
+        return Err("--max-batch must be at least 1".into());
+    }
+    let target = target_options(a)?.target;
+    let bt = target.kv.block_tokens.max(1) as u64;
+    let max_blocks = max_context.div_ceil(bt);
+    let buckets: Vec<usize> = if a.no_buckets {
+        vec![a.max_batch]
+    } else {
+        let mut b: Vec<usize> = std::iter::successors(Some(1usize), |x| x.checked_mul(2))
+            .take_while(|&x| x < a.max_batch)
+            .collect();
+        b.push(a.max_batch);
+        b
+    };
+    let decode_dims_for = |b: usize| decode_dims(max_context, &[format!("batch_size={b}")]);
+    // Pool size: given, from bytes (one compile to learn the block size), or the default.
+    let default_blocks = 1 + a.max_batch as u64 * max_blocks;
+    let mut pool = a.kv_blocks.unwrap_or(default_blocks);
+    let mut first = compile(&decode_path, &decode_dims_for(buckets[0])?, a, Some(pool))?;
+    if let Some(bytes) = a.kv_memory {
+        let kv = first
+            .kv
+            .as_ref()
+            .ok_or("the decode program has no paged KV region")?;
+        let per: u64 = kv.slots.iter().filter_map(|s| kv.block_bytes(s)).sum();
+        pool = bytes / per.max(1);
+        if pool < 2 {
+            return Err(format!(
+                "--kv-memory {bytes}: a block of every layer's K and V is {per} bytes; need room for 2"
+            ));
+        }
+        first = compile(&decode_path, &decode_dims_for(buckets[0])?, a, Some(pool))?;
+    }
+    let vocab = first
+        .io("logits")
+        .and_then(|t| t.shape.last().copied())
+        .ok_or("the decode program has no `logits` output")?;
+    let text = std::fs::read_to_string(requests_path)
+        .map_err(|e| format!("{}: {e}", requests_path.display()))?;
+    let requests: Vec<Request> = serve::parse_trace(&text, a.seed, vocab)
+        .map_err(|e| format!("{}: {e}", requests_path.display()))?;
+    let config = Config {
+        buckets: buckets.clone(),
+        block_tokens: bt,
+        pool_blocks: u32::try_from(pool).map_err(|_| format!("--kv-blocks {pool} is too many"))?,
+        max_blocks: max_blocks as usize,
+        max_context,
+        watermark: ((pool - 1) as f64 * a.watermark.clamp(0.0, 1.0)).ceil() as usize,
+        clock_hz: target.clock_ghz * 1e9,
+    };
+    let opts = RunOptions {
+        timing_only: a.timing_only,
+        trace: a.trace.is_some(),
+        ..RunOptions::default()
+    };
+    let mut first = Some(first);
+    let first_bucket = buckets[0];
+    let decode = Box::new(move |b: usize| -> Result<Program, String> {
+        if b == first_bucket
+            && let Some(p) = first.take()
+        {
+            return Ok(p);
+        }
+        compile(&decode_path, &decode_dims_for(b)?, a, Some(pool))
+    });
+    let prefill = Box::new(move |n: usize| -> Result<Program, String> {
+        compile(
+            &prefill_path,
+            &[
+                "batch_size=1".into(),
+                format!("sequence_length={n}"),
+                format!("total_sequence_length={n}"),
+                "past_sequence_length=0".into(),
+            ],
+            a,
+            None,
+        )
+    });
+    let mut engine = EmuEngine::new(prefill, decode, opts);
+    let mut progress = Progress::new("serve-sim", requests.len() as u64);
+    let sim = serve::simulate(&config, &requests, &mut engine, &mut |done, _| {
+        progress.set(done as u64, "requests done")
+    })
+    .map_err(|e| e.to_string())?;
+    progress.finish();
+    Ok((sim, engine.weight_bytes()))
+}
+
+fn ms(s: f64) -> String {
+    format!("{:.3}", s * 1e3)
+}
+
+/// Runs `llmpu serve-sim`.
+pub fn run(a: &ServeArgs) -> Result<(), String> {
+    if let Some(out) = &a.synth_trace {
+        let mc = match (a.max_context, &a.model, &a.decode) {
+            (Some(n), _, _) => n,
+            _ => model_paths(a)
+                .ok()
+                .and_then(|(_, d)| meta_context(&d))
+                .ok_or("--synth-trace needs --max-context (or a model with a meta.json)")?,
+        };
+        if a.synth_requests == 0 || !(a.synth_rate > 0.0 && a.synth_rate.is_finite()) || mc < 2 {
+            return Err(
+                "--synth-requests ≥ 1, --synth-rate > 0 and a context ≥ 2 are needed".into(),
+            );
+        }
+        let t = synth_trace(a.synth_requests, a.synth_rate, a.synth_seed, mc);
+        let text = serde_json::to_string_pretty(&t).map_err(|e| e.to_string())?;
+        std::fs::write(out, text + "\n").map_err(|e| format!("{}: {e}", out.display()))?;
+        eprintln!("wrote {} ({} requests)", out.display(), a.synth_requests);
+        if a.requests.is_none() {
+            return Ok(());
+        }
+    }
+    let (sim, weights) = simulate(a)?;
+    if let Some(path) = &a.trace {
+        std::fs::write(path, sim.trace().to_chrome_json())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    let s = sim.summary(weights, a.timing_only);
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&s).map_err(|e| e.to_string())?
+        );
+        return Ok(());
+    }
+    let f = |k: &str| s[k].as_f64().unwrap_or(0.0);
+    let pct = |k: &str| {
+        let v = &s[k];
+        format!(
+            "mean {} ms, p50 {} ms, p90 {} ms, p99 {} ms",
+            ms(v["mean"].as_f64().unwrap_or(0.0)),
+            ms(v["p50"].as_f64().unwrap_or(0.0)),
+            ms(v["p90"].as_f64().unwrap_or(0.0)),
+            ms(v["p99"].as_f64().unwrap_or(0.0))
+        )
+    };
+    let c = &sim.config;
+    println!(
+        "serve-sim: {} requests, max batch {} (buckets {}), KV pool {} blocks × {} tokens (+ the \
+         null block), max context {} tokens, {}",
+        s["requests"],
+        c.buckets.last().copied().unwrap_or(0),
+        c.buckets
+            .iter()
+            .map(|b| b.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+        s["kv_pool_blocks"],
+        c.block_tokens,
+        c.max_context,
+        a.precision
+    );
+    println!(
+        "completed             {} requests, {} output tokens{}",
+        s["requests"],
+        s["output_tokens"],
+        if a.timing_only {
+            " (timing-only: token ids were not computed, and paged attention read the region \
+             header as zeros, so it skipped every KV block past the first: decode time is \
+             underestimated)"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "modeled time          {} ms (programs running {} ms)",
+        ms(f("total_s")),
+        ms(f("busy_s"))
+    );
+    println!(
+        "throughput            {:.1} output tokens/s, {:.1} requests/s",
+        f("throughput_tokens_per_s"),
+        f("throughput_requests_per_s")
+    );
+    println!("TTFT                  {}", pct("ttft_s"));
+    println!("TPOT                  {}", pct("tpot_s"));
+    let hist: Vec<String> = s["batch_size_histogram"]
+        .as_array()
+        .map(|v| {
+            v.iter()
+                .enumerate()
+                .filter(|(_, n)| n.as_u64().unwrap_or(0) > 0)
+                .map(|(b, n)| format!("{b}:{n}"))
+                .collect()
+        })
+        .unwrap_or_default();
+    println!(
+        "decode steps          {} (mean batch {:.2}; batch:steps {}), {} prefills",
+        s["decode_steps"],
+        f("mean_batch"),
+        hist.join(" "),
+        s["prefill_runs"]
+    );
+    println!(
+        "KV utilization        {:.1}% with paging (tokens held / allocated block tokens, \
+         time-weighted); {:.1}% if each request reserved {} tokens",
+        100.0 * f("kv_utilization_paged"),
+        100.0 * f("kv_utilization_reserved"),
+        c.max_context
+    );
+    println!(
+        "KV pool               peak {} of {} blocks ({:.1}%); reserving the max context, it \
+         would hold {} sequences",
+        s["kv_peak_blocks"],
+        s["kv_pool_blocks"],
+        100.0 * f("kv_peak_occupancy"),
+        s["reserved_sequences_fitting_pool"]
+    );
+    println!("preemptions           {}", s["preemptions"]);
+    println!(
+        "HBM bytes per token   {:.0}: KV cache {:.0}, weights and activations {:.0} (weights \
+         resident {} B)",
+        f("hbm_bytes_per_token"),
+        f("hbm_kv_bytes_per_token"),
+        f("hbm_weight_and_activation_bytes_per_token"),
+        weights
+    );
+    println!("energy per token      {:.3} µJ", f("energy_per_token_uj"));
+    if let Some(path) = &a.trace {
+        println!(
+            "trace                 {} (open in ui.perfetto.dev)",
+            path.display()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,255 @@
+//! `llmpu serve-sim`: continuous batching over the paged KV pool on the corpus's dynamic-shape
+//! models (needs `LLMPU_CORPUS`, default `../shared/corpus`; skipped with a message when absent).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+fn corpus() -> Option<PathBuf> {
+    let c = std::env::var("LLMPU_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus"));
+    if c.join("generate").is_dir() {
+        Some(c)
+    } else {
+        eprintln!(
+            "SKIPPED: corpus not found at {} (set LLMPU_CORPUS)",
+            c.display()
+        );
+        None
+    }
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("serve_sim");
+    std::fs::create_dir_all(&d).expect("tmp dir");
+    d.join(name)
+}
+
+/// Runs serve-sim with `args`; returns (success, stdout, stderr).
+fn serve(c: &Path, arch: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_llmpu"))
+        .arg("serve-sim")
+        .arg("--model")
+        .arg(c.join(format!("models/{arch}-tiny-dyn")))
+        .args(args)
+        .output()
+        .expect("run llmpu");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+fn serve_json(c: &Path, arch: &str, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let (ok, out, err) = serve(c, arch, &all);
+    assert!(ok, "{out}{err}");
+    serde_json::from_str(&out).expect("JSON summary")
+}
+
+fn committed_trace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/traces/sharegpt-like-64.json")
+}
+
+#[test]
+fn committed_64_request_trace_completes_with_paged_kv_utilization_of_at_least_90_percent() {
+    let Some(c) = corpus() else { return };
+    let trace = committed_trace();
+    let s = serve_json(&c, "gpt2", &["--requests", trace.to_str().expect("path")]);
+    let t: Value =
+        serde_json::from_str(&std::fs::read_to_string(&trace).expect("trace")).expect("json");
+    let reqs = t["requests"].as_array().expect("requests");
+    assert!(reqs.len() >= 64);
+    assert_eq!(s["requests"], reqs.len());
+    let per = s["per_request"].as_array().expect("per request");
+    let mut tokens = 0;
+    for (r, o) in reqs.iter().zip(per) {
+        assert_eq!(o["output_len"], r["output_len"], "request {}", r["id"]);
+        tokens += r["output_len"].as_u64().expect("len");
+        let (a, f, e) = (
+            o["arrival_s"].as_f64().expect("a"),
+            o["first_token_s"].as_f64().expect("f"),
+            o["finish_s"].as_f64().expect("e"),
+        );
+        assert!(
+            a < f && f <= e,
+            "arrival {a} ≤ first token {f} ≤ finish {e}"
+        );
+    }
+    assert_eq!(s["output_tokens"], tokens);
+    let total = s["total_s"].as_f64().expect("total");
+    let tput = s["throughput_tokens_per_s"].as_f64().expect("tput");
+    assert!((tput * total - tokens as f64).abs() < 1e-6 * tokens as f64);
+    let ttft = &s["ttft_s"];
+    assert!(ttft["p50"].as_f64() <= ttft["p90"].as_f64());
+    assert!(ttft["p90"].as_f64() <= ttft["p99"].as_f64());
+    assert!(s["tpot_s"]["p50"].as_f64().expect("tpot") > 0.0);
+    let paged = s["kv_utilization_paged"].as_f64().expect("paged");
+    let reserved = s["kv_utilization_reserved"].as_f64().expect("reserved");
+    assert!((0.9..=1.0).contains(&paged), "paged utilization {paged}");
+    assert!(reserved < paged, "reservation wastes more: {reserved}");
+    let hist = s["batch_size_histogram"].as_array().expect("hist");
+    assert!(
+        hist.iter().skip(2).any(|n| n.as_u64() > Some(0)),
+        "requests were batched: {hist:?}"
+    );
+    assert_eq!(s["timing_only"], false);
+}
+
+/// A trace whose first request is the corpus's greedy-generation prompt, with five more requests
+/// of other lengths arriving meanwhile (so it is decoded in batches of changing size).
+fn reference_trace(c: &Path, arch: &str) -> (PathBuf, Vec<Value>) {
+    let g: Value = serde_json::from_str(
+        &std::fs::read_to_string(c.join(format!("generate/{arch}-tiny-generate.json")))
+            .expect("reference"),
+    )
+    .expect("json");
+    let want = g["generated_ids"].as_array().expect("ids").clone();
+    let mut reqs = vec![
+        json!({"id": "ref", "arrival_s": 0.0, "prompt_ids": g["prompt_ids"],
+        "output_len": want.len()}),
+    ];
+    for i in 0..5 {
+        reqs.push(json!({"id": format!("r{i}"), "arrival_ms": 0.02 * i as f64,
+            "prompt_len": 5 + 7 * i, "output_len": 3 + 9 * i}));
+    }
+    let p = tmp(&format!("{arch}-reference.json"));
+    std::fs::write(&p, json!({"requests": reqs}).to_string()).expect("write");
+    (p, want)
+}
+
+#[test]
+fn batched_decode_reproduces_the_greedy_reference_ids_in_fp32_for_gpt2_and_llama() {
+    let Some(c) = corpus() else { return };
+    for arch in ["gpt2", "llama"] {
+        let (trace, want) = reference_trace(&c, arch);
+        let t = trace.to_str().expect("path");
+        let s = serve_json(&c, arch, &["--requests", t, "--precision", "fp32"]);
+        assert_eq!(
+            s["per_request"][0]["generated_ids"].as_array(),
+            Some(&want),
+            "{arch}: a request decoded in a batch generates what it does alone"
+        );
+        assert!(s["mean_batch"].as_f64().expect("mean") > 1.5, "{arch}: {s}");
+        // A pool of 8 usable blocks cannot hold the batch: preemption and recompute, same ids.
+        let s = serve_json(
+            &c,
+            arch,
+            &["--requests", t, "--precision", "fp32", "--kv-blocks", "9"],
+        );
+        assert!(s["preemptions"].as_u64().expect("n") > 0, "{arch}: {s}");
+        assert!(s["kv_peak_blocks"].as_u64().expect("peak") <= 8);
+        assert_eq!(
+            s["per_request"][0]["generated_ids"].as_array(),
+            Some(&want),
+            "{arch}: recompute after preemption continues the same sequence"
+        );
+    }
+}
+
+#[test]
+fn trace_option_writes_request_and_scheduler_tracks_with_instruction_events() {
+    let Some(c) = corpus() else { return };
+    let p = tmp("small.json");
+    std::fs::write(
+        &p,
+        r#"{"requests": [{"arrival_s": 0, "prompt_len": 4, "output_len": 3},
+                          {"id": "late", "arrival_ms": 0.05, "prompt_len": 6, "output_len": 2}]}"#,
+    )
+    .expect("write");
+    let out = tmp("small.trace.json");
+    let (ok, text, err) = serve(
+        &c,
+        "gpt2",
+        &[
+            "--requests",
+            p.to_str().expect("path"),
+            "--timing-only",
+            "--trace",
+            out.to_str().expect("path"),
+        ],
+    );
+    assert!(ok, "{text}{err}");
+    assert!(
+        text.contains("timing-only: token ids were not computed"),
+        "{text}"
+    );
+    let t: Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).expect("trace")).expect("json");
+    let ev = t["traceEvents"].as_array().expect("events");
+    let named = |n: &str| {
+        ev.iter()
+            .any(|e| e["ph"] == "M" && e["args"]["name"].as_str() == Some(n))
+    };
+    assert!(named("request late") && named("request 0") && named("scheduler"));
+    for kind in ["queued", "prefill", "decode"] {
+        assert!(ev.iter().any(|e| e["name"] == kind), "a {kind} span");
+    }
+    assert!(ev.iter().any(|e| e["cat"] == "mxu"), "instruction events");
+}
+
+#[test]
+fn malformed_trace_is_an_error_naming_the_request_and_field() {
+    let Some(c) = corpus() else { return };
+    let p = tmp("bad.json");
+    std::fs::write(
+        &p,
+        r#"{"requests": [{"arrival_s": 0, "prompt_len": 4, "output_len": 3},
+                          {"arrival_s": 0.1, "prompt_len": 4}]}"#,
+    )
+    .expect("write");
+    let (ok, _, err) = serve(&c, "gpt2", &["--requests", p.to_str().expect("path")]);
+    assert!(!ok);
+    assert!(err.contains("requests[1]: missing `output_len`"), "{err}");
+    std::fs::write(
+        &p,
+        r#"{"requests": [{"arrival_s": 0, "prompt_len": 100, "output_len": 100}]}"#,
+    )
+    .expect("write");
+    let (ok, _, err) = serve(&c, "gpt2", &["--requests", p.to_str().expect("path")]);
+    assert!(!ok);
+    assert!(
+        err.contains("request `0`") && err.contains("maximum context is 128"),
+        "{err}"
+    );
+}
+
+#[test]
+fn synthetic_trace_generator_is_deterministic_and_fits_the_context() {
+    let Some(c) = corpus() else { return };
+    let (a, b) = (tmp("synth-a.json"), tmp("synth-b.json"));
+    for p in [&a, &b] {
+        let (ok, out, err) = serve(
+            &c,
+            "gpt2",
+            &[
+                "--synth-trace",
+                p.to_str().expect("path"),
+                "--synth-requests",
+                "64",
+                "--synth-rate",
+                "600",
+            ],
+        );
+        assert!(ok, "{out}{err}");
+    }
+    let text = std::fs::read_to_string(&a).expect("a");
+    assert_eq!(text, std::fs::read_to_string(&b).expect("b"));
+    assert_eq!(
+        text,
+        std::fs::read_to_string(committed_trace()).expect("committed"),
+        "the committed trace is what the generator writes"
+    );
+    let t: Value = serde_json::from_str(&text).expect("json");
+    for r in t["requests"].as_array().expect("requests") {
+        let (p, o) = (
+            r["prompt_len"].as_u64().expect("p"),
+            r["output_len"].as_u64().expect("o"),
+        );
+        assert!(p >= 1 && o >= 1 && p + o - 1 <= 128);
+    }
+}
