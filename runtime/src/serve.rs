@@ -812,6 +812,57 @@ mod tests {
     }
 
     #[test]
+    fn utilization_is_held_over_allocated_tokens_weighted_by_run_time() {
+        // One request: prompt 4 (one block of 4), 3 tokens. Prefill (104 cycles): 4 held in 4
+        // allocated. Step 1 (60 cycles): 5 held in 8. Step 2 (60 cycles): 6 held in 8.
+        let mut e = Fake { steps: vec![] };
+        let rs = vec![Request {
+            id: "a".into(),
+            arrival_s: 0.0,
+            prompt: vec![1; 4],
+            output_len: 3,
+        }];
+        let sim = simulate(&config(16), &rs, &mut e, &mut |_, _| {}).expect("sim");
+        let held = 4.0 * 104.0 + 5.0 * 60.0 + 6.0 * 60.0;
+        let alloc = 4.0 * 104.0 + 8.0 * 60.0 + 8.0 * 60.0;
+        assert!((sim.utilization_paged() - held / alloc).abs() < 1e-12);
+        let reserved = 32.0 * (104.0 + 60.0 + 60.0);
+        assert!((sim.utilization_reserved() - held / reserved).abs() < 1e-12);
+        assert_eq!(sim.peak_blocks, 2);
+        assert_eq!(sim.end, 224);
+        let o = &sim.requests[0];
+        assert_eq!((o.first_token, o.finish), (104, 224));
+        assert_eq!(sim.tpot(), [60e-6]);
+    }
+
+    #[test]
+    fn watermark_holds_back_admission_while_others_run() {
+        // 8 usable blocks, watermark 6: the second request (2 blocks) waits for the first.
+        let mut e = Fake { steps: vec![] };
+        let rs: Vec<Request> = (0..2)
+            .map(|i| Request {
+                id: i.to_string(),
+                arrival_s: 0.0,
+                prompt: vec![1; 5],
+                output_len: 3,
+            })
+            .collect();
+        let mut c = config(9);
+        c.watermark = 6;
+        let sim = simulate(&c, &rs, &mut e, &mut |_, _| {}).expect("sim");
+        assert!(
+            e.steps.iter().all(|&b| b == 1),
+            "never batched: {:?}",
+            e.steps
+        );
+        assert!(sim.requests[1].first_token >= sim.requests[0].finish);
+        c.watermark = 0;
+        let mut e = Fake { steps: vec![] };
+        simulate(&c, &rs, &mut e, &mut |_, _| {}).expect("sim");
+        assert!(e.steps.contains(&2), "batched without the watermark");
+    }
+
+    #[test]
     fn request_larger_than_the_pool_is_a_located_error() {
         let mut e = Fake { steps: vec![] };
         let mut rs = reqs(2);
