@@ -286,7 +286,7 @@ pub fn simulate(a: &ServeArgs) -> Result<(Simulation, u64), String> {
             None,
         )
     });
-    let mut engine = EmuEngine::new(prefill, decode, opts);
+    let mut engine = EmuEngine::new(prefill, decode, opts, first_bucket);
     let mut progress = Progress::new("serve-sim", requests.len() as u64);
     let sim = serve::simulate(&config, &requests, &mut engine, &mut |done, _| {
         progress.set(done as u64, "requests done")

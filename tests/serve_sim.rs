@@ -135,6 +135,22 @@ fn batched_decode_reproduces_the_greedy_reference_ids_in_fp32_for_gpt2_and_llama
             "{arch}: a request decoded in a batch generates what it does alone"
         );
         assert!(s["mean_batch"].as_f64().expect("mean") > 1.5, "{arch}: {s}");
+        let used = s["bucket_steps"].as_object().expect("buckets");
+        assert!(
+            used.values().filter(|n| n.as_u64() > Some(0)).count() > 1,
+            "{arch}: steps moved between batch buckets: {used:?}"
+        );
+        // One program of 8 slots, idle rows padded: the same ids.
+        let s = serve_json(
+            &c,
+            arch,
+            &["--requests", t, "--precision", "fp32", "--no-buckets"],
+        );
+        assert_eq!(
+            s["per_request"][0]["generated_ids"].as_array(),
+            Some(&want),
+            "{arch}: idle padded rows do not disturb the live ones"
+        );
         // A pool of 8 usable blocks cannot hold the batch: preemption and recompute, same ids.
         let s = serve_json(
             &c,

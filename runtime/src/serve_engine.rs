@@ -34,13 +34,22 @@ pub struct EmuEngine<'a> {
     prefills: HashMap<usize, Program>,
     sessions: HashMap<usize, Session>,
     current: Option<usize>,
+    /// The bucket whose session holds the pool before the first decode step.
+    home: usize,
     /// The region of the first decode program (every bucket must agree on pools).
     region: Option<KvRegion>,
 }
 
 impl<'a> EmuEngine<'a> {
-    pub fn new(prefill: Build<'a>, decode: Build<'a>, opts: RunOptions) -> EmuEngine<'a> {
+    /// An engine whose pool starts in the session of batch bucket `home` (the first one used).
+    pub fn new(
+        prefill: Build<'a>,
+        decode: Build<'a>,
+        opts: RunOptions,
+        home: usize,
+    ) -> EmuEngine<'a> {
         EmuEngine {
+            home,
             prefill,
             decode,
             opts,
@@ -228,8 +237,8 @@ impl Engine for EmuEngine<'_> {
                 .ok_or("the prefill has no `logits` output")?;
             argmax_rows(logits, 1)?[0]
         };
-        // The live pool is in the current decode session (the smallest bucket at the start).
-        let bucket = self.current.unwrap_or(1);
+        // The live pool is in the current decode session (`home` before the first step).
+        let bucket = self.current.unwrap_or(self.home);
         let timing_only = self.opts.timing_only;
         let s = self.session(bucket)?;
         let kv = s.program().kv.clone().ok_or("no KV region")?;
