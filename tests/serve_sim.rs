@@ -98,6 +98,22 @@ fn committed_64_request_trace_completes_with_paged_kv_utilization_of_at_least_90
         "requests were batched: {hist:?}"
     );
     assert_eq!(s["timing_only"], false);
+    // Timing-only still moves the KV header, so paged attention skips the same blocks: the
+    // schedule and its figures are the functional run's.
+    let t = serve_json(
+        &c,
+        "gpt2",
+        &["--requests", trace.to_str().expect("path"), "--timing-only"],
+    );
+    assert_eq!(t["timing_only"], true);
+    for k in [
+        "total_s",
+        "kv_utilization_paged",
+        "decode_steps",
+        "hbm_bytes_per_token",
+    ] {
+        assert_eq!(t[k], s[k], "{k} timing-only vs functional");
+    }
 }
 
 /// A trace whose first request is the corpus's greedy-generation prompt, with five more requests

@@ -74,7 +74,11 @@
 //! **Timing-only mode** skips writing data and inputs to HBM, DMA data movement, matmul and vector
 //! arithmetic; scalar instructions, bounds checks, control flow and all timing still run, so cycles
 //! are identical to a functional run unless control flow depends on data loaded from HBM.
-//! Inputs are optional and outputs are not returned (the result's `outputs` is empty).
+//! The one such datum the compiler emits — the paged KV region's header (block table and cached
+//! lengths, `spec/kv-cache.md`) — is still written by the host and moved by DMA loads that read
+//! only it, so paged attention skips the same blocks and costs the same cycles as in a
+//! functional run. Inputs are optional and outputs are not returned (the result's `outputs` is
+//! empty).
 
 pub mod alloc;
 pub mod compare;
@@ -292,6 +296,20 @@ pub fn run_with_kv(
                 .write(kv.hbm_addr, img)
                 .map_err(|k| hbm_err("KV region", k))?;
         }
+    }
+    if let (true, Some(kv), Some(img)) = (opts.timing_only, &program.kv, kv_image) {
+        // Timing-only runs still need the header (block table, lengths): control flow reads it.
+        let lo = kv.table_addr.saturating_sub(kv.hbm_addr) as usize;
+        let header = kv
+            .table_bytes()
+            .and_then(|n| img.get(lo..lo.checked_add(n as usize)?))
+            .ok_or_else(|| EmuError::BadTensor {
+                name: "KV region".into(),
+                message: format!("{} bytes of image hold no region header", img.len()),
+            })?;
+        sim.hbm
+            .write(kv.table_addr, header)
+            .map_err(|k| hbm_err_top("KV region", k))?;
     }
     sim.run()?;
     let kv_after = match (&program.kv, kv_image, opts.timing_only) {

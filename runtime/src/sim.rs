@@ -93,6 +93,10 @@ pub(crate) struct Sim<'p> {
     cores: Vec<Core>,
     pub hbm: Hbm,
     hbm_free: u64,
+    /// In timing-only runs, the HBM bytes of the KV region header (block table and cached
+    /// lengths): control data that DMA loads still move, so paged attention sees the real
+    /// lengths and skips the same blocks as a functional run.
+    control: Option<(u64, u64)>,
     sem_events: BinaryHeap<Reverse<(u64, u32, u8)>>,
     next: Vec<u64>,
     executed: u64,
@@ -215,6 +219,13 @@ impl<'p> Sim<'p> {
             cores,
             hbm: Hbm::new(t.hbm.size_bytes)?,
             hbm_free: 0,
+            control: prog
+                .kv
+                .as_ref()
+                .filter(|_| opts.timing_only)
+                .and_then(|kv| {
+                    Some((kv.table_addr, kv.table_addr.checked_add(kv.table_bytes()?)?))
+                }),
             sem_events: BinaryHeap::new(),
             next: vec![NONE; 4 * n],
             executed: 0,
@@ -930,7 +941,12 @@ impl<'p> Sim<'p> {
         let Some(entry) = core.units[u].queue.pop_front() else {
             return Ok(());
         };
-        if !self.opts.timing_only && !is_sync {
+        let control = matches!(inst, Inst::DmaLoad { .. })
+            && self.control.is_some_and(|(lo, hi)| {
+                let mut hbm = spans.as_slice().iter().filter(|s| s.space == MemSpace::Hbm);
+                hbm.clone().next().is_some() && hbm.all(|s| s.lo >= lo && s.hi <= hi)
+            });
+        if (!self.opts.timing_only || control) && !is_sync {
             let w = exec::work(&inst, &cst);
             if self.work.saturating_add(w) > self.opts.max_work {
                 return Err(EmuError::WorkLimit {
