@@ -493,6 +493,17 @@ fn workloads() -> Vec<Workload> {
             onnx: attention(s as usize, h as usize, d as usize),
         },
         Workload {
+            name: "attention-prefill-vpu128",
+            what: "the same on datacenter with 128 vector lanes (architecture data point)",
+            target: "datacenter-vpu128",
+            precision: Precision::Bf16,
+            timing_only: true,
+            macs: 2 * h * s * (s + 1) / 2 * d,
+            bound: BoundKind::Roofline,
+            goal: None,
+            onnx: attention(s as usize, h as usize, d as usize),
+        },
+        Workload {
             name: "llama7b-decode-layer",
             what: "Llama-2-7B layer, one decode step, KV 4096",
             target: "datacenter",
@@ -617,8 +628,21 @@ fn busy(r: &Report) -> [f64; 4] {
     out
 }
 
+/// The bench's targets: the presets, and `datacenter-vpu128` (`examples/targets/`), the
+/// `datacenter` part with its original 128-lane vector units.
+fn bench_target(name: &str) -> Result<Target, String> {
+    if name == "datacenter-vpu128" {
+        return Target::from_toml(
+            include_str!("../examples/targets/datacenter-vpu128.toml"),
+            "examples/targets/datacenter-vpu128.toml",
+        )
+        .map_err(|e| e.to_string());
+    }
+    Target::preset(name).map_err(|e| e.to_string())
+}
+
 fn run_one(w: Workload) -> Result<Outcome, String> {
-    let target = Target::preset(w.target).map_err(|e| e.to_string())?;
+    let target = bench_target(w.target)?;
     let o = Options {
         target: target.clone(),
         precision: w.precision,

@@ -347,6 +347,27 @@ pub fn cost(inst: &Inst, t: &Target) -> Cost {
             charge(&mut c, tile_bytes(&b, r, k, Bcast::Full), false);
             charge(&mut c, tile_bytes(&dst, r, k, Bcast::Full), true);
         }
+        Inst::VpuExpsum {
+            dst,
+            a,
+            m,
+            sum,
+            rows,
+            cols,
+            ..
+        } => {
+            // The exponential pipe with its subtract-scale in front and the row-sum tree behind
+            // it: one special-function pass, the sum visible after the tree's depth.
+            let (r, k) = (rows as u64, cols as u64);
+            vector(&mut c, r, k, d.cost, t);
+            c.latency = c
+                .latency
+                .saturating_add(reduction_depth((t.vector.lanes as u64).max(1)));
+            charge(&mut c, tile_bytes(&a, r, k, Bcast::Full), false);
+            charge(&mut c, tile_bytes(&m, r, k, Bcast::Col), false);
+            charge(&mut c, tile_bytes(&dst, r, k, Bcast::Full), true);
+            charge(&mut c, tile_bytes(&sum, r, k, Bcast::Col), true);
+        }
         Inst::VpuFill {
             dst, rows, cols, ..
         }

@@ -640,6 +640,11 @@ isa! {
     VpuFill = 0x85, "vpu.fill", Vpu, VecSimple { dst: TileRef = 14, imm: f32 = 32, rows: u32 = 16, cols: u32 = 16 };
     /// Causal mask: `dst[i, j] = imm` where `koff + j > qoff + i`; other elements unchanged.
     VpuCausal = 0x86, "vpu.causal", Vpu, VecSimple { dst: TileRef = 14, qoff: Reg = 5, koff: Reg = 5, imm: f32 = 32, rows: u32 = 16, cols: u32 = 16 };
+    /// Softmax numerator and row sum in one pass of the special-function pipe:
+    /// `dst[i, j] = exp((a[i, j] - m[i]) · imm)`, `sum[i] = Σ_j` of those values in f32 (before
+    /// `dst`'s rounding). `m` and `sum` are columns (one element per row at `base + i·ld`). Priced
+    /// as one special-function pass; `sum` is visible `⌈log2 L⌉` cycles after `dst` (the adder tree).
+    VpuExpsum = 0x87, "vpu.expsum", Vpu, VecSpecial { dst: TileRef = 14, a: TileRef = 14, m: TileRef = 14, sum: TileRef = 14, imm: f32 = 32, rows: u32 = 16, cols: u32 = 16 };
     /// Vector queue waits until semaphore `sem >= count`, then subtracts `count`.
     VpuWait = 0x8e, "vpu.wait", Vpu, Sync { sem: Sem = 5, count: u32 = 8 };
     /// Vector queue adds one to `sem` once every earlier vector instruction has completed.

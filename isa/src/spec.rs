@@ -226,5 +226,35 @@ pub fn targets_markdown() -> String {
     row(&mut o, "ridge point (FLOP/byte)", &|t| {
         format!("{:.1}", t.peak_flops() / (t.hbm.bandwidth_gb_s * 1e9))
     });
+    row(&mut o, "array MACs per vector lane (per core)", &|t| {
+        format!(
+            "{}",
+            t.macs_per_cycle_per_core() / (t.vector.lanes as u64).max(1)
+        )
+    });
+    row(&mut o, "array MACs per exponential (per core)", &|t| {
+        format!(
+            "{}",
+            t.macs_per_cycle_per_core() * t.latency.vpu_special.max(1)
+                / (t.vector.lanes as u64).max(1)
+        )
+    });
+    o.push_str(
+        "\n**Balance of the matrix and vector units.** Softmax attention needs one exponential \
+         per score and `2·d` MACs (`Q·Kᵀ` and `P·V`); layer norms, activations and the online \
+         softmax's other passes are vector work per element too. A preset whose array does many \
+         more MACs per exponential than `2·d` is bound by its vector unit on attention, whatever \
+         the schedule. For comparison: an H100 SM issues 1,024 dense bf16 FMAs per cycle next to \
+         128 FP32 lanes (8 MACs per lane) and 16 exponentials per cycle (64 MACs per exponential); \
+         a TPU v4 core's vector unit is 8 sublanes × 128 lanes next to its 128×128 arrays. \
+         `datacenter` therefore has 1,024 lanes (8 × 128, TPU-like): 16 MACs per lane and 64 per \
+         exponential (H100's ratio; `d = 128` attention needs 256 MACs per exponential, so the \
+         array, not the vector unit, bounds it). With 128 lanes it had 128 MACs per lane and 512 \
+         per exponential, and attention ran at the vector unit's pace (about 2× the matrix bound \
+         for the exponentials alone); `examples/targets/datacenter-vpu128.toml` keeps that \
+         variant as a data point (`llmpu bench` row `attention-prefill-vpu128`). `edge` (32 MACs \
+         per lane, 128 per exponential) is within the range of small accelerators and unchanged: \
+         its attention at head dim 64 needs 128 MACs per exponential, at the balance point.\n",
+    );
     o
 }

@@ -368,6 +368,20 @@ pub(crate) fn spans(inst: &Inst, r: &Regs, sz: &Sizes, sram: &[u8]) -> Result<Sp
             tile(&mut o, sz, r, &b, (rows, cols), Bcast::Full, false)?;
             tile(&mut o, sz, r, &dst, (rows, cols), Bcast::Full, true)?;
         }
+        Inst::VpuExpsum {
+            dst,
+            a,
+            m,
+            sum,
+            rows,
+            cols,
+            ..
+        } => {
+            tile(&mut o, sz, r, &a, (rows, cols), Bcast::Full, false)?;
+            tile(&mut o, sz, r, &m, (rows, cols), Bcast::Col, false)?;
+            tile(&mut o, sz, r, &dst, (rows, cols), Bcast::Full, true)?;
+            tile(&mut o, sz, r, &sum, (rows, 1), Bcast::Col, true)?;
+        }
         Inst::VpuFill {
             dst, rows, cols, ..
         }
@@ -1281,6 +1295,36 @@ pub(crate) fn execute(inst: &Inst, r: &Regs, m: &mut Mem) -> Result<(), TrapKind
                     *x = *x * fs[0] + y;
                 }
                 m.store_row(&d.t, d.row(i), &fd)?;
+            }
+            Ok(())
+        }
+        Inst::VpuExpsum {
+            dst,
+            a,
+            m: mx,
+            sum,
+            imm,
+            rows,
+            cols,
+        } => {
+            let (d, a, mx, sum) = (
+                TileAt::new(dst, r),
+                TileAt::new(a, r),
+                TileAt::new(mx, r),
+                TileAt::new(sum, r),
+            );
+            let mut buf = vec![0f32; cols as usize];
+            let mut mv = [0f32];
+            for i in 0..rows {
+                m.load_row(&a.t, a.row(i), &mut buf)?;
+                m.load_row(&mx.t, mx.row(i), &mut mv)?;
+                let mut s = 0f32;
+                for x in buf.iter_mut() {
+                    *x = ((*x - mv[0]) * imm).exp();
+                    s += *x;
+                }
+                m.store_row(&d.t, d.row(i), &buf)?;
+                m.store_row(&sum.t, sum.row(i), &[s])?;
             }
             Ok(())
         }

@@ -788,6 +788,7 @@ impl<'p> Sim<'p> {
                 | Inst::VpuSacc { .. }
                 | Inst::VpuFill { .. }
                 | Inst::VpuCausal { .. }
+                | Inst::VpuExpsum { .. }
                 | Inst::VpuWait { .. }
                 | Inst::VpuSignal { .. } => {
                     return Err(EmuError::Unsupported(format!(

@@ -824,6 +824,42 @@ fn reductions_sacc_fill_causal_sel() {
         }
     }
 
+    // expsum: dst = exp((a - m[i]) * 0.5) in bf16, m = column of b (ld 6), sum[i] = the row's
+    // f32 values summed before rounding.
+    let h = Harness::new()
+        .input("a", f32t(&[18], &a), 0)
+        .input("b", f32t(&[18], &b), 1024)
+        .reg(1, 0)
+        .reg(2, 1024)
+        .reg(3, 4096)
+        .reg(4, 6)
+        .reg(5, 5)
+        .reg(6, 1)
+        .reg(7, 2048)
+        .op(Inst::VpuExpsum {
+            dst: sram(DType::BF16, 3, 5),
+            a: t.a(),
+            m: sram(DType::F32, 2, 4),
+            sum: sram(DType::F32, 7, 6),
+            imm: 0.5,
+            rows: R,
+            cols: C,
+        })
+        .output("y", DType::BF16, &[15], 4096)
+        .output("s", DType::F32, &[3], 2048);
+    let res = h.run();
+    let y = res.output("y").unwrap().to_f32();
+    let sums = res.output("s").unwrap().to_f32();
+    for i in 0..3 {
+        let mut want_sum = 0f32;
+        for j in 0..5 {
+            let e = ((a[i * 6 + j] - b[i * 6]) * 0.5).exp();
+            want_sum += e;
+            assert_eq!(y[i * 5 + j], round_to(DType::BF16, e), "({i},{j})");
+        }
+        assert_eq!(sums[i], want_sum, "row {i}");
+    }
+
     // fill then causal mask (qoff 1, koff 2): dst[i,j] = -inf where 2 + j > 1 + i.
     let got = Harness::new()
         .reg(3, 4096)

@@ -495,6 +495,29 @@ impl Emitter {
         self.op(inst, touches);
     }
 
+    /// `d[i, j] = exp((a[i, j] - m[i]) · scale)` and `sum[i] = Σ_j d[i, j]` (in f32) in one
+    /// special-function pass (`vpu.expsum`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn vexpsum(&mut self, d: T, a: T, m: T, sum: T, scale: f32, rows: u64, cols: u64) {
+        let touches = vec![
+            a.touch(rows, cols, Bcast::Full, false),
+            m.touch(rows, cols, Bcast::Col, false),
+            d.touch(rows, cols, Bcast::Full, true),
+            sum.touch(rows, cols, Bcast::Col, true),
+        ];
+        let (dst, a, m, sum) = (tref(self, d), tref(self, a), tref(self, m), tref(self, sum));
+        let inst = Inst::VpuExpsum {
+            dst,
+            a,
+            m,
+            sum,
+            imm: scale,
+            rows: rows as u32,
+            cols: cols as u32,
+        };
+        self.op(inst, touches);
+    }
+
     /// Sets `d[i, j] = imm` where `koff + j > qoff + i`.
     pub fn vcausal(&mut self, d: T, qoff: i64, koff: i64, imm: f32, rows: u64, cols: u64) {
         let touches = vec![d.touch(rows, cols, Bcast::Full, true)];
