@@ -23,7 +23,7 @@
 //!   element per row at `base + i·ld`.
 
 use crate::error::{MemSpace, TrapKind};
-use crate::memory::{Hbm, Span, Spans, at, check, extent};
+use crate::memory::{Hbm, Runs, Span, Spans, at, check, extent};
 use llmpu_isa::numerics::{load_f32, store_f32};
 use llmpu_isa::{AccMode, Bcast, DType, Inst, Layout, Reg, Space, TileRef};
 
@@ -77,6 +77,7 @@ fn add(
             lo,
             hi,
             write,
+            runs: None,
         });
     }
     Ok(())
@@ -237,6 +238,22 @@ pub(crate) fn spans(inst: &Inst, r: &Regs, sz: &Sizes, sram: &[u8]) -> Result<Sp
                 !load,
                 extent(rv(r, hbm), size, &hdims),
             )?;
+            // The exact HBM bytes: runs along the contiguous dimension.
+            if let Some(h) = o.s[..o.n as usize].last_mut()
+                && h.space == MemSpace::Hbm
+            {
+                let e = size as i128;
+                let (run, outer) = if !load && layout == Layout::Trans {
+                    (n1, [(n0, hs1), (n2, hs2)])
+                } else {
+                    (n0, [(n1, hs1), (n2, hs2)])
+                };
+                h.runs = Some(Runs {
+                    base: rv(r, hbm) as i128,
+                    len: run * size,
+                    outer: outer.map(|(n, st)| (n, st as i128 * e)),
+                });
+            }
         }
         Inst::DmaGather {
             sram: s,

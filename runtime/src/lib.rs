@@ -59,7 +59,11 @@
 //! `race_check` (default on), an instruction starting at `t` whose range conflicts (same space,
 //! overlapping, one side writes) with an instruction of another unit of the same core — or, for
 //! HBM, of any core — that is in flight (`start <= t < completion`) stops the run with a data race
-//! error: the program relies on timing without a semaphore.
+//! error: the program relies on timing without a semaphore. Ranges are bounding byte ranges,
+//! except the HBM side of `dma.load`/`dma.store`, which is compared byte for byte (its runs along
+//! the contiguous dimension; more than 65,536 run pairs in one comparison fall back to the
+//! bounding range): strided stores of interleaved rows by different cores (column tiles of one
+//! matrix) do not conflict. The same-unit interlock compares ranges the same way.
 //!
 //! **Time.** The run's length is the last completion of any instruction. Limits: more than
 //! `max_instructions` started instructions, or an instruction that would start or complete after

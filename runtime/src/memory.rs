@@ -101,6 +101,111 @@ pub(crate) struct Span {
     pub lo: u64,
     pub hi: u64,
     pub write: bool,
+    /// The exact bytes within `[lo, hi)` when the access is strided (a DMA's HBM side); `None`:
+    /// every byte of the range.
+    pub runs: Option<Runs>,
+}
+
+/// The bytes of a strided access: runs of `len` bytes at `base + i1·s1 + i2·s2`
+/// (`i1 < n1`, `i2 < n2`; strides in bytes, any sign).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Runs {
+    pub base: i128,
+    pub len: u64,
+    pub outer: [(u64, i128); 2],
+}
+
+/// Most run-against-run comparisons one exact check makes before it answers "conflict"
+/// conservatively.
+const EXACT_BUDGET: u128 = 1 << 16;
+
+impl Runs {
+    fn count(&self) -> u128 {
+        self.outer[0].0 as u128 * self.outer[1].0 as u128
+    }
+
+    /// Does any run intersect `[x, y)`? Enumerates the shorter outer dimension and solves the
+    /// other one by division.
+    fn hits(&self, x: i128, y: i128) -> bool {
+        let len = self.len as i128;
+        if len == 0 || x >= y || self.count() == 0 {
+            return false;
+        }
+        let (mut a, mut b) = (self.outer[0], self.outer[1]);
+        if b.0 > a.0 {
+            std::mem::swap(&mut a, &mut b);
+        }
+        // `b` is enumerated, `a` solved: starts c + i·s for i < n must lie in (x − len, y).
+        let (n, s) = (a.0 as i128, a.1);
+        for j in 0..b.0 as i128 {
+            let c0 = self.base + j * b.1;
+            // Walk i upward with a positive stride.
+            let (c, s) = if s < 0 {
+                (c0 + (n - 1) * s, -s)
+            } else {
+                (c0, s)
+            };
+            let hit = if s == 0 {
+                c > x - len && c < y
+            } else {
+                let lo = (x - len - c).div_euclid(s) + 1;
+                let hi = (y - c + s - 1).div_euclid(s) - 1;
+                lo.max(0) <= hi.min(n - 1)
+            };
+            if hit {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// The runs of `self` one by one within `[x, y)`, or `None` past the budget.
+    fn any_run(&self, x: i128, y: i128, f: &mut dyn FnMut(i128, i128) -> bool) -> Option<bool> {
+        if self.count() > EXACT_BUDGET {
+            return None;
+        }
+        let len = self.len as i128;
+        for i2 in 0..self.outer[1].0 as i128 {
+            for i1 in 0..self.outer[0].0 as i128 {
+                let r = self.base + i1 * self.outer[0].1 + i2 * self.outer[1].1;
+                let (lo, hi) = (r.max(x), (r + len).min(y));
+                if lo < hi && f(lo, hi) {
+                    return Some(true);
+                }
+            }
+        }
+        Some(false)
+    }
+}
+
+/// True if the two spans conflict byte for byte: [`conflicts`] in bounding range, and, when
+/// either is strided, some byte in both. Strided DMAs of interleaved rows by different cores
+/// (column tiles of one matrix) therefore do not conflict; a check that would compare more than
+/// [`EXACT_BUDGET`] run pairs answers "conflict" (the bounding-range answer).
+pub(crate) fn conflicts_exact(a: &Span, b: &Span) -> bool {
+    if !conflicts(a, b) {
+        return false;
+    }
+    let (x, y) = (a.lo.max(b.lo) as i128, a.hi.min(b.hi) as i128);
+    match (&a.runs, &b.runs) {
+        (None, None) => true,
+        (Some(p), None) | (None, Some(p)) => p.hits(x, y),
+        (Some(p), Some(q)) => {
+            let (p, q) = if p.count() <= q.count() {
+                (p, q)
+            } else {
+                (q, p)
+            };
+            let work = p
+                .count()
+                .saturating_mul(q.outer[0].0.min(q.outer[1].0) as u128);
+            if work > EXACT_BUDGET {
+                return true;
+            }
+            p.any_run(x, y, &mut |lo, hi| q.hits(lo, hi))
+                .unwrap_or(true)
+        }
+    }
 }
 
 /// Up to four spans (the most any instruction has).
@@ -118,6 +223,7 @@ impl Spans {
             lo: 0,
             hi: 0,
             write: false,
+            runs: None,
         }; 4],
     };
 

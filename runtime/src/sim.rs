@@ -13,7 +13,7 @@
 use crate::RunOptions;
 use crate::error::{EmuError, MemSpace, RaceSide, TrapKind};
 use crate::exec::{self, Mem, Regs, Sizes};
-use crate::memory::{Hbm, Spans, conflicts};
+use crate::memory::{Hbm, Spans, conflicts_exact};
 use crate::report::{CoreReport, EnergyReport, LocReport, Report};
 use crate::timeline::Timeline;
 use crate::trace::{Trace, TraceEvent};
@@ -477,7 +477,7 @@ impl<'p> Sim<'p> {
                             continue;
                         }
                         for b in f.spans.as_slice() {
-                            if conflicts(a, b) {
+                            if conflicts_exact(a, b) {
                                 let other = self.prog.cores[ci]
                                     .get(f.pc as usize)
                                     .map(|i| i.to_string())
@@ -871,7 +871,7 @@ impl<'p> Sim<'p> {
                     for b in f.spans.as_slice() {
                         let in_order_acc =
                             mxu && a.space == MemSpace::Acc && b.space == MemSpace::Acc;
-                        if conflicts(a, b) && !in_order_acc {
+                        if conflicts_exact(a, b) && !in_order_acc {
                             until = until.max(f.completion);
                         }
                     }

@@ -410,3 +410,46 @@ fn progress_hook_is_called_every_progress_every_instructions() {
         "cycles advance: {seen:?}"
     );
 }
+
+/// Two cores each store a 16-row column tile of one row-major `16 × 128` f32 matrix in HBM at
+/// the same time: core 0 columns `0..32`, core 1 columns `first..first + 32`.
+fn column_tiles(first: i64) -> Program {
+    let mut p = Program::new(target("datacenter"), 2);
+    for (c, col) in [(0usize, 0i64), (1, first)] {
+        let mut s = li(1, 0);
+        s.extend(li(2, col * 4));
+        s.extend(li(3, 128));
+        s.extend(li(4, 32));
+        s.push(Inst::DmaStore {
+            sram: Reg(1),
+            hbm: Reg(2),
+            n0: 32,
+            n1: 16,
+            n2: 1,
+            hs1: Reg(3),
+            hs2: Reg(0),
+            ss1: Reg(4),
+            ss2: Reg(0),
+            dt: DType::F32,
+            layout: Layout::Rows,
+        });
+        s.push(Inst::Halt {});
+        p.cores[c] = s;
+    }
+    p
+}
+
+#[test]
+fn strided_stores_of_interleaved_rows_are_not_a_race_but_shared_bytes_are() {
+    // Disjoint columns: the two stores' bounding ranges overlap, their bytes do not.
+    run(&column_tiles(32), &[], &RunOptions::default()).unwrap();
+    run(&column_tiles(96), &[], &RunOptions::default()).unwrap();
+    // Columns 16..32 of every row are written by both cores.
+    let e = err(&column_tiles(16));
+    let msg = e.to_string();
+    assert!(matches!(e, EmuError::Race { .. }), "{msg}");
+    assert!(msg.contains("HBM"), "{msg}");
+    // Runs that overlap the other core's by one element in every row.
+    let e = err(&column_tiles(31));
+    assert!(matches!(e, EmuError::Race { .. }), "{e}");
+}

@@ -61,6 +61,22 @@ impl Touch {
     }
 }
 
+/// Bounding byte range `[lo, hi)` (clamped at 0) of `size`-byte elements at
+/// `base + Σ i_k·stride_k·size`, every `n_k ≥ 1`.
+fn hbm_extent(base: i64, size: u64, dims: &[(u64, i64)]) -> (u64, u64) {
+    let (mut lo, mut hi) = (base as i128, base as i128);
+    for &(n, s) in dims {
+        let span = (n as i128 - 1) * s as i128 * size as i128;
+        if span < 0 {
+            lo += span;
+        } else {
+            hi += span;
+        }
+    }
+    let clamp = |x: i128| x.clamp(0, u64::MAX as i128) as u64;
+    (clamp(lo), clamp(hi + size as i128))
+}
+
 /// One emitted instruction with its source location.
 #[derive(Clone, Debug)]
 pub struct Item {
@@ -69,6 +85,9 @@ pub struct Item {
 }
 
 const UNITS: usize = 4;
+/// DMAs with at most this many contiguous runs have their HBM bytes recorded run by run (more:
+/// by bounding range).
+const EXACT_RUNS: u64 = 64;
 /// How far back the conflict scan looks before it synchronizes conservatively.
 const SCAN_LIMIT: usize = 256;
 
@@ -103,21 +122,146 @@ struct Stream {
     labels: BTreeMap<usize, usize>,
 }
 
-/// A simple bump allocator for one on-chip memory, reset between kernels.
+/// A bump allocator for one on-chip memory, growing from either end.
+///
+/// Consecutive kernels allocate from opposite ends (bottom-up, then top-down, ...): a kernel's
+/// buffers are then disjoint from its predecessor's whenever the two fit together, so the next
+/// op's loads need not wait for the previous op's compute on the same bytes (consecutive ops
+/// overlap). Each kernel may still use the whole memory; where the two overlap, the emitter's
+/// automatic synchronization orders them.
 #[derive(Clone, Debug)]
 pub struct Arena {
     pub size: u64,
-    pub next: u64,
+    /// Next free byte of the bottom-up end.
+    pub lo: u64,
+    /// Lowest allocated byte of the top-down end.
+    pub hi: u64,
+    /// The current kernel allocates top-down.
+    pub down: bool,
+    /// Highest byte ever allocated from the bottom, lowest from the top.
     pub high: u64,
+    /// While set, allocations must not cross the other end's current pointer (buffers that
+    /// must be disjoint from the still-open previous kernel's).
+    pub strict: bool,
 }
 
 impl Arena {
     fn new(size: u64) -> Arena {
         Arena {
             size,
-            next: 0,
+            lo: 0,
+            hi: size,
+            down: false,
             high: 0,
+            strict: false,
         }
+    }
+
+    /// Bytes the current kernel may still allocate.
+    fn free(&self) -> u64 {
+        match (self.down, self.strict) {
+            (false, false) => self.size - self.lo,
+            (false, true) => self.hi.saturating_sub(self.lo),
+            (true, false) => self.hi,
+            (true, true) => self.hi.saturating_sub(self.lo),
+        }
+    }
+
+    /// Starts the next kernel at the other end (at the same end if this one allocated nothing).
+    fn flip(&mut self) {
+        let used = if self.down {
+            self.size - self.hi
+        } else {
+            self.lo
+        };
+        if used == 0 {
+            return;
+        }
+        self.down = !self.down;
+        if self.down {
+            self.hi = self.size;
+        } else {
+            self.lo = 0;
+        }
+    }
+}
+
+/// Merged byte intervals `[lo, hi)`.
+#[derive(Clone, Debug, Default)]
+struct Ranges(BTreeMap<u64, u64>);
+
+impl Ranges {
+    fn insert(&mut self, lo: u64, hi: u64) {
+        if lo >= hi {
+            return;
+        }
+        let (mut lo, mut hi) = (lo, hi);
+        // Merge with every interval that overlaps or touches [lo, hi).
+        let touching: Vec<(u64, u64)> = self
+            .0
+            .range(..=hi)
+            .rev()
+            .take_while(|(_, h)| **h >= lo)
+            .map(|(l, h)| (*l, *h))
+            .collect();
+        for (l, h) in touching {
+            self.0.remove(&l);
+            lo = lo.min(l);
+            hi = hi.max(h);
+        }
+        self.0.insert(lo, hi);
+    }
+
+    fn overlaps(&self, lo: u64, hi: u64) -> bool {
+        lo < hi && self.0.range(..hi).next_back().is_some_and(|(_, h)| *h > lo)
+    }
+
+    fn overlaps_any(&self, o: &Ranges) -> bool {
+        let (small, big) = if self.0.len() <= o.0.len() {
+            (self, o)
+        } else {
+            (o, self)
+        };
+        small.0.iter().any(|(l, h)| big.overlaps(*l, *h))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// The HBM bytes one core's DMAs touched (bounding range of each DMA).
+#[derive(Clone, Debug, Default)]
+struct HbmSet {
+    reads: Ranges,
+    writes: Ranges,
+    /// Some DMA's addresses are only known at run time (paged KV, gather indices).
+    unknown: bool,
+}
+
+impl HbmSet {
+    fn is_empty(&self) -> bool {
+        self.reads.is_empty() && self.writes.is_empty() && !self.unknown
+    }
+    /// Ordering `self` after `o` on different cores needs a barrier.
+    fn conflicts(&self, o: &HbmSet) -> bool {
+        if self.is_empty() || o.is_empty() {
+            return false;
+        }
+        self.unknown
+            || o.unknown
+            || self.writes.overlaps_any(&o.writes)
+            || self.writes.overlaps_any(&o.reads)
+            || self.reads.overlaps_any(&o.writes)
+    }
+    fn merge(&mut self, o: HbmSet) {
+        for (l, h) in o.reads.0 {
+            self.reads.insert(l, h);
+        }
+        for (l, h) in o.writes.0 {
+            self.writes.insert(l, h);
+        }
+        self.unknown |= o.unknown;
     }
 }
 
@@ -149,6 +293,20 @@ pub struct Emitter {
     /// Registers holding run-time values (block addresses read from a block table) that must
     /// survive until [`Emitter::unpin`].
     pinned: Vec<u8>,
+    /// Per core: HBM touched since the last barrier by ops before the open one.
+    epoch: Vec<HbmSet>,
+    /// Per core: HBM touched by the open op (since [`Emitter::begin_op`] or a barrier in it).
+    open: Vec<HbmSet>,
+    /// Per core: the item index where the open op began.
+    op_start: Option<Vec<usize>>,
+    /// Per core: where the open op's body began ([`Emitter::sync_point`]).
+    body_start: Vec<Option<usize>>,
+    /// Per core: HBM touched by the open op's prologue.
+    pro: Vec<HbmSet>,
+    /// The open op's accesses before one of its own barriers conflicted with the epoch.
+    start_barrier: bool,
+    /// ... or its body's with its prologue.
+    body_barrier: bool,
 }
 
 impl Emitter {
@@ -165,6 +323,13 @@ impl Emitter {
             acc,
             locked: vec![],
             pinned: vec![],
+            epoch: vec![HbmSet::default(); cores.max(1)],
+            open: vec![HbmSet::default(); cores.max(1)],
+            op_start: None,
+            body_start: vec![None; cores.max(1)],
+            pro: vec![HbmSet::default(); cores.max(1)],
+            start_barrier: false,
+            body_barrier: false,
         }
     }
 
@@ -185,10 +350,18 @@ impl Emitter {
 
     // ----- on-chip allocation -----
 
-    /// Frees every on-chip buffer (between kernels).
+    /// Frees the finished kernel's on-chip buffers: the next kernel allocates from the other end
+    /// of each memory (see [`Arena`]).
     pub fn reset_alloc(&mut self) {
-        self.sram.next = 0;
-        self.acc.next = 0;
+        self.sram.flip();
+        self.acc.flip();
+    }
+
+    /// While `on`, allocations stay clear of the other end's buffers (those of a kernel whose
+    /// instructions are not all emitted yet).
+    pub fn strict_alloc(&mut self, on: bool) {
+        self.sram.strict = on;
+        self.acc.strict = on;
     }
 
     /// Allocates `bytes` (64-byte aligned) of SRAM or accumulator.
@@ -197,27 +370,33 @@ impl Emitter {
             Mem::Sram => (&mut self.sram, "SRAM"),
             Mem::Acc => (&mut self.acc, "accumulator"),
         };
-        let need = bytes.div_ceil(64) * 64;
-        if a.next + need > a.size {
+        let need = (bytes.div_ceil(64) * 64).max(64);
+        let free = a.free();
+        if need > free {
             return Err(EmitError::NoSpace {
                 what: what.into(),
                 mem: name,
                 need,
-                free: a.size - a.next,
+                free,
                 size: a.size,
             });
         }
-        let addr = a.next;
-        a.next += need.max(64);
-        a.high = a.high.max(a.next);
-        Ok(addr)
+        if a.down {
+            a.hi -= need;
+            Ok(a.hi)
+        } else {
+            let addr = a.lo;
+            a.lo += need;
+            a.high = a.high.max(a.lo);
+            Ok(addr)
+        }
     }
 
     /// Bytes still free in `mem`.
     pub fn free(&self, mem: Mem) -> u64 {
         match mem {
-            Mem::Sram => self.sram.size - self.sram.next,
-            Mem::Acc => self.acc.size - self.acc.next,
+            Mem::Sram => self.sram.free(),
+            Mem::Acc => self.acc.free(),
         }
     }
 
@@ -526,6 +705,7 @@ impl Emitter {
     /// Appends a DMA, matrix or vector instruction (or a scalar memory access) that touches the
     /// given on-chip ranges, inserting the semaphore waits and signals it needs.
     pub fn op(&mut self, inst: Inst, touches: Vec<Touch>) {
+        self.note_hbm(&inst);
         let y = unit_index(inst.unit());
         let loc = self.loc.clone();
         let s = &mut self.streams[self.cur];
@@ -582,8 +762,228 @@ impl Emitter {
         self.locked.clear();
     }
 
+    /// The compile-time value of `r` (`None` for a value known only at run time).
+    fn known(&self, r: Reg) -> Option<i64> {
+        if r.0 == 0 {
+            Some(0)
+        } else {
+            self.streams[self.cur].regs[r.0 as usize & 31]
+        }
+    }
+
+    /// Records the HBM bytes a DMA touches (its bounding range, as the emulator computes it) in
+    /// the open op's set for the current core.
+    fn note_hbm(&mut self, inst: &Inst) {
+        let c = self.cur;
+        match *inst {
+            Inst::DmaLoad {
+                hbm,
+                n0,
+                n1,
+                n2,
+                hs1,
+                hs2,
+                dt,
+                layout,
+                ..
+            }
+            | Inst::DmaStore {
+                hbm,
+                n0,
+                n1,
+                n2,
+                hs1,
+                hs2,
+                dt,
+                layout,
+                ..
+            } => {
+                let load = matches!(inst, Inst::DmaLoad { .. });
+                let (Some(base), Some(s1), Some(s2)) =
+                    (self.known(hbm), self.known(hs1), self.known(hs2))
+                else {
+                    self.open[c].unknown = true;
+                    return;
+                };
+                let (n0, n1, n2) = (n0 as u64, n1 as u64, n2 as u64);
+                // The contiguous run and the two dimensions that repeat it.
+                let (run, outer) = if !load && layout == llmpu_isa::Layout::Trans {
+                    (n1, [(n0, s1), (n2, s2)])
+                } else {
+                    (n0, [(n1, s1), (n2, s2)])
+                };
+                if run == 0 || outer.iter().any(|d| d.0 == 0) {
+                    return;
+                }
+                let set = &mut self.open[c];
+                let ranges = if load {
+                    &mut set.reads
+                } else {
+                    &mut set.writes
+                };
+                let size = dt.size();
+                if outer[0].0 * outer[1].0 <= EXACT_RUNS {
+                    // Few runs (e.g. the rows of a column tile): record each, so that other
+                    // cores' interleaved rows do not count as conflicts.
+                    for i2 in 0..outer[1].0 as i64 {
+                        for i1 in 0..outer[0].0 as i64 {
+                            let at = base as i128
+                                + (i1 as i128 * outer[0].1 as i128
+                                    + i2 as i128 * outer[1].1 as i128)
+                                    * size as i128;
+                            let (lo, hi) =
+                                hbm_extent(at.clamp(0, i64::MAX as i128) as i64, size, &[(run, 1)]);
+                            ranges.insert(lo, hi);
+                        }
+                    }
+                } else {
+                    let dims = [(run, 1), outer[0], outer[1]];
+                    let dims = if !load && layout == llmpu_isa::Layout::Trans {
+                        [(n0, s1), (n1, 1), (n2, s2)]
+                    } else {
+                        dims
+                    };
+                    let (lo, hi) = hbm_extent(base, size, &dims);
+                    ranges.insert(lo, hi);
+                }
+            }
+            Inst::DmaGather { .. } | Inst::DmaScatter { .. } => self.open[c].unknown = true,
+            _ => {}
+        }
+    }
+
+    /// Opens an op: its HBM accesses are collected so that [`Emitter::end_op`] can tell whether
+    /// it must be separated from the ops since the last barrier.
+    pub fn begin_op(&mut self) {
+        let n = self.streams.len();
+        self.op_start = Some(self.streams.iter().map(|s| s.items.len()).collect());
+        self.body_start = vec![None; n];
+        self.pro = vec![HbmSet::default(); n];
+        self.start_barrier = false;
+        self.body_barrier = false;
+    }
+
+    /// Ends the current core's prologue of the open op: what was emitted on this core since
+    /// [`Emitter::begin_op`] may run before the barrier (if any) that orders the rest of the op
+    /// after the ops since the last barrier. A kernel puts there the loads that do not depend on
+    /// those ops (weights, whose HBM no core has written since the last barrier, see
+    /// [`Emitter::hbm_unwritten`]) and the previous op's deferred tail, so that the loads stream
+    /// while the previous op drains.
+    pub fn sync_point(&mut self) {
+        let c = self.cur;
+        if self.op_start.is_none() || self.body_start[c].is_some() {
+            return;
+        }
+        self.body_start[c] = Some(self.streams[c].items.len());
+        let o = std::mem::take(&mut self.open[c]);
+        self.pro[c].merge(o);
+    }
+
+    /// True when no DMA since the last barrier (any core, run-time addresses included) may have
+    /// written HBM bytes in `[lo, hi)`: loads of them need not wait for anything.
+    pub fn hbm_unwritten(&self, lo: u64, hi: u64) -> bool {
+        [&self.epoch, &self.pro, &self.open]
+            .iter()
+            .flat_map(|v| v.iter())
+            .all(|s| !s.unknown && !s.writes.overlaps(lo, hi))
+    }
+
+    /// Bytes of `mem` the current kernel has allocated.
+    pub fn used(&self, mem: Mem) -> u64 {
+        let a = match mem {
+            Mem::Sram => &self.sram,
+            Mem::Acc => &self.acc,
+        };
+        if a.down { a.size - a.hi } else { a.lo }
+    }
+
+    /// Any core's `a` conflicts with another core's `b`.
+    fn cross(a: &[HbmSet], b: &[HbmSet]) -> bool {
+        (0..a.len()).any(|c| (0..b.len()).any(|o| o != c && a[c].conflicts(&b[o])))
+    }
+
+    /// Places a `barrier` on every core before item `at[c]`, as if it had been emitted there.
+    fn insert_barrier(&mut self, at: &[usize]) {
+        for (s, &p) in self.streams.iter_mut().zip(at) {
+            let loc = s
+                .items
+                .get(p)
+                .or(s.items.last())
+                .map(|i| i.loc.clone())
+                .unwrap_or_else(|| "".into());
+            s.before.entry(p).or_default().insert(
+                0,
+                Item {
+                    inst: Inst::Barrier {},
+                    loc,
+                },
+            );
+            // Everything before the barrier has completed when anything after it starts.
+            for h in s.hist.iter_mut() {
+                h.retain(|(ix, _)| *ix >= p);
+            }
+            for row in s.synced.iter_mut() {
+                for x in row.iter_mut() {
+                    *x = (*x).max(p);
+                }
+            }
+        }
+    }
+
+    /// Closes the op opened by [`Emitter::begin_op`]. On several cores, a `barrier` is placed
+    /// before the op's body (where each core called [`Emitter::sync_point`], else where the op
+    /// began) when the body's DMAs conflict — in HBM bounding range, one side writing, or either
+    /// side's addresses known only at run time — with DMAs another core issued since the last
+    /// barrier (prologues included), and before the whole op when its prologue conflicts; an op
+    /// with no such conflict runs on without a barrier, overlapping its predecessors. Same-core
+    /// conflicts need nothing: one core's DMAs are ordered by the interlock. Returns whether a
+    /// barrier was placed.
+    pub fn end_op(&mut self) -> bool {
+        let Some(start) = self.op_start.take() else {
+            return false;
+        };
+        let n = self.streams.len();
+        let need_start = self.start_barrier || Self::cross(&self.pro, &self.epoch);
+        let need_body = self.body_barrier
+            || Self::cross(&self.open, &self.pro)
+            || (!need_start && Self::cross(&self.open, &self.epoch));
+        let pro = std::mem::replace(&mut self.pro, vec![HbmSet::default(); n]);
+        let body = std::mem::replace(&mut self.open, vec![HbmSet::default(); n]);
+        let body_at: Vec<usize> = (0..n)
+            .map(|c| self.body_start[c].unwrap_or(start[c]))
+            .collect();
+        if n > 1 && need_start {
+            self.insert_barrier(&start);
+            self.epoch = vec![HbmSet::default(); n];
+        }
+        if n > 1 && need_body {
+            self.insert_barrier(&body_at);
+            self.epoch = body;
+        } else {
+            for ((e, p), b) in self.epoch.iter_mut().zip(pro).zip(body) {
+                e.merge(p);
+                e.merge(b);
+            }
+        }
+        n > 1 && (need_start || need_body)
+    }
+
     /// Synchronizes all cores: every unit of every core drains, then all cores continue.
     pub fn barrier(&mut self) {
+        let n = self.streams.len();
+        if self.op_start.is_some() {
+            // The op's accesses so far are ordered by this barrier; what came before the op
+            // must still be separated from them, conservatively at the op's start.
+            let mut so_far = self.pro.clone();
+            for (p, o) in so_far.iter_mut().zip(&self.open) {
+                p.merge(o.clone());
+            }
+            self.start_barrier |= Self::cross(&so_far, &self.epoch);
+            self.body_barrier |= Self::cross(&self.open, &self.pro);
+            self.pro = vec![HbmSet::default(); n];
+        }
+        self.epoch = vec![HbmSet::default(); n];
+        self.open = vec![HbmSet::default(); n];
         let cur = self.cur;
         for c in 0..self.streams.len() {
             self.cur = c;
@@ -643,6 +1043,153 @@ impl Emitter {
 mod tests {
     use super::*;
     use llmpu_isa::{Bcast, DType, Layout, Space, TileRef};
+
+    /// A contiguous DMA of 16 f32 between SRAM `sram` and HBM `hbm` on the current core.
+    fn dma(e: &mut Emitter, load: bool, sram: u64, hbm: u64) {
+        let (s, h) = (e.reg(sram as i64), e.reg(hbm as i64));
+        let (n0, n1, n2) = (16, 1, 1);
+        let (hs1, hs2, ss1, ss2) = (Reg(0), Reg(0), Reg(0), Reg(0));
+        let (dt, layout) = (DType::F32, Layout::Rows);
+        let inst = if load {
+            Inst::DmaLoad {
+                sram: s,
+                hbm: h,
+                n0,
+                n1,
+                n2,
+                hs1,
+                hs2,
+                ss1,
+                ss2,
+                dt,
+                layout,
+            }
+        } else {
+            Inst::DmaStore {
+                sram: s,
+                hbm: h,
+                n0,
+                n1,
+                n2,
+                hs1,
+                hs2,
+                ss1,
+                ss2,
+                dt,
+                layout,
+            }
+        };
+        let t = if load {
+            Touch::write(Mem::Sram, sram, sram + 64)
+        } else {
+            Touch::read(Mem::Sram, sram, sram + 64)
+        };
+        e.op(inst, vec![t]);
+    }
+
+    fn barriers(s: &[Item]) -> Vec<usize> {
+        s.iter()
+            .enumerate()
+            .filter(|(_, i)| matches!(i.inst, Inst::Barrier {}))
+            .map(|(n, _)| n)
+            .collect()
+    }
+
+    #[test]
+    fn ops_are_separated_by_a_barrier_only_when_another_core_touched_their_hbm() {
+        let t = Target::preset("datacenter").unwrap();
+        let mut e = Emitter::new(t, 2);
+        // Op 1: each core writes its own 64 bytes.
+        e.begin_op();
+        for c in 0..2 {
+            e.core(c);
+            dma(&mut e, false, 0, 64 * c as u64);
+        }
+        assert!(!e.end_op(), "nothing before op 1");
+        // Op 2: core 0 reads unrelated bytes, core 1 writes others: no barrier.
+        e.begin_op();
+        e.core(0);
+        dma(&mut e, true, 4096, 1024);
+        e.core(1);
+        dma(&mut e, false, 4096, 2048);
+        assert!(!e.end_op(), "independent of op 1");
+        // Op 3: core 1 reads what core 0 wrote in op 1: barrier before op 3.
+        e.begin_op();
+        e.core(1);
+        dma(&mut e, true, 8192, 0);
+        assert!(e.end_op(), "reads another core's result");
+        // Ops 4 and 5: core 0 reads what core 0 itself wrote: its DMA queue orders them.
+        e.begin_op();
+        e.core(0);
+        dma(&mut e, false, 0, 1 << 16);
+        assert!(!e.end_op());
+        e.begin_op();
+        e.core(0);
+        dma(&mut e, true, 8192, 1 << 16);
+        assert!(!e.end_op(), "same core");
+        let s = e.finish();
+        for c in &s {
+            assert_eq!(barriers(c).len(), 1);
+        }
+        // The barrier precedes op 3's load on core 1.
+        let load = s[1]
+            .iter()
+            .rposition(|i| matches!(i.inst, Inst::DmaLoad { .. }))
+            .unwrap();
+        assert!(barriers(&s[1])[0] < load);
+    }
+
+    #[test]
+    fn a_prologue_runs_before_the_barrier_that_orders_the_body() {
+        let t = Target::preset("datacenter").unwrap();
+        let mut e = Emitter::new(t, 2);
+        e.begin_op();
+        e.core(0);
+        dma(&mut e, false, 0, 0);
+        e.end_op();
+        e.begin_op();
+        for c in 0..2 {
+            e.core(c);
+            // Weights nobody wrote: allowed before the barrier.
+            assert!(e.hbm_unwritten(1 << 20, (1 << 20) + 64));
+            dma(&mut e, true, 4096, 1 << 20);
+            e.sync_point();
+            // The activation core 0 wrote.
+            assert!(!e.hbm_unwritten(0, 64));
+            dma(&mut e, true, 8192, 0);
+        }
+        assert!(e.end_op());
+        for s in e.finish() {
+            let b = barriers(&s);
+            assert_eq!(b.len(), 1);
+            let loads: Vec<usize> = s
+                .iter()
+                .enumerate()
+                .filter(|(_, i)| matches!(i.inst, Inst::DmaLoad { .. }))
+                .map(|(n, _)| n)
+                .collect();
+            assert!(loads[0] < b[0] && b[0] < loads[1], "{loads:?} {b:?}");
+        }
+    }
+
+    #[test]
+    fn consecutive_kernels_allocate_from_opposite_ends() {
+        let t = Target::preset("edge").unwrap();
+        let size = t.sram.size_bytes;
+        let mut e = Emitter::new(t, 1);
+        assert_eq!(e.alloc(Mem::Sram, 100, "a").unwrap(), 0);
+        e.reset_alloc();
+        assert_eq!(e.alloc(Mem::Sram, 100, "b").unwrap(), size - 128);
+        // Strict: the next kernel may not reach into the still-open one's buffers.
+        e.reset_alloc();
+        assert_eq!(e.alloc(Mem::Sram, 64, "c").unwrap(), 0);
+        e.reset_alloc();
+        e.strict_alloc(true);
+        assert_eq!(e.free(Mem::Sram), size - 64);
+        assert!(e.alloc(Mem::Sram, size, "d").is_err());
+        e.strict_alloc(false);
+        assert_eq!(e.free(Mem::Sram), size);
+    }
 
     #[test]
     fn forward_branch_lands_on_the_drain_at_its_label() {

@@ -28,6 +28,8 @@ pub struct Cx<'a> {
     pub e: &'a mut Emitter,
     pub o: &'a Options,
     pub loc: Location,
+    /// The previous matmul's last epilogue per core, not yet emitted (see [`Tail`]).
+    pub tail: &'a mut Option<Tail>,
 }
 
 type R<T> = Result<T, BackendError>;
@@ -1781,7 +1783,7 @@ fn matmul(
         Some(x) => Some(cx.view(x)?),
         None => None,
     };
-    matmul_views(cx, op, av, bv, bias, act, 1.0, ov)
+    matmul_views(cx, op, av, bv, bias, act, 1.0, ov, true)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1794,6 +1796,7 @@ fn matmul_views(
     act: Act,
     alpha: f32,
     ov: &View,
+    defer: bool,
 ) -> R<()> {
     // 1-D operands as in NumPy.
     let mut oshape = ov.shape.clone();
@@ -1929,7 +1932,6 @@ fn matmul_views(
     } else {
         None
     };
-    let mut a_loaded = vec![false; cores];
     // Work units spread over the cores: whole row blocks (so every core writes its own rows) when
     // there are at least as many as cores, else single output tiles (decode-shaped matmuls: the
     // weight columns stream through every core).
@@ -1956,21 +1958,110 @@ fn matmul_views(
             }
         }
     }
+    // The operands of batch `bi`.
+    let operands = |bi: u64| {
+        let mut lead = vec![0; batch.len()];
+        let mut rem = bi;
+        for i in (0..batch.len()).rev() {
+            lead[i] = rem % batch[i];
+            rem /= batch[i];
+        }
+        (
+            batch_index(&av, &lead),
+            batch_index(&bv, &lead),
+            batch_index(&ovr, &lead),
+        )
+    };
+    // Prologue, per core: the loads of its first steps whose operands no core has written since
+    // the last barrier (weights), then the previous matmul's deferred epilogue, then the sync
+    // point. Whatever barrier orders this op after the previous ones goes there, so the weights
+    // stream while the previous op drains.
+    let prev = cx.tail.take();
+    let tail_writes: Vec<(u64, u64)> = prev
+        .iter()
+        .flat_map(|t| t.eps.iter().flatten())
+        .map(|ep| view_range(&ep.dst))
+        .collect();
+    let independent = |e: &Emitter, v: &View| {
+        let (lo, hi) = view_range(v);
+        e.hbm_unwritten(lo, hi) && tail_writes.iter().all(|&(l, h)| h <= lo || hi <= l)
+    };
+    let a_free = independent(cx.e, &av);
+    let b_free = independent(cx.e, &bv);
+    // The prologue moves about what the HBM channel can carry while the previous op drains (four
+    // HBM latencies, shared by the cores): more would only hold up a barrier after it.
+    let t = &cx.e.target;
+    let pro_budget =
+        (4 * t.hbm.latency_cycles) as f64 * t.hbm.bandwidth_gb_s / t.clock_ghz / cores as f64;
+    let step_bytes = |wm: u64, wk: u64, wn: u64| {
+        let a = if resident.is_none() && a_free {
+            wm * wk * av.dt.size()
+        } else {
+            0
+        };
+        let b = if b_free { wk * wn * bv.dt.size() } else { 0 };
+        (a + b) as f64
+    };
+    let mut a_loaded = vec![false; cores];
+    // Steps per core whose A / B tiles the prologue loaded.
+    let mut pre_a = vec![0usize; cores];
+    let mut pre_b = vec![0usize; cores];
+    for c in 0..cores {
+        cx.e.core(c);
+        let mut i = 0usize;
+        let mut bytes = 0f64;
+        'steps: for tiles in units.iter().skip(c).step_by(cores) {
+            for &(bi, m0, wm, n0, wn) in tiles {
+                let (a2, b2, _) = operands(bi);
+                if let Some(ra) = resident
+                    && a_free
+                    && !a_loaded[c]
+                {
+                    cx.e.move_view(true, &a2, ra, kk);
+                    a_loaded[c] = true;
+                }
+                let mut k0 = 0;
+                while k0 < kk {
+                    let wk = tk.min(kk - k0);
+                    bytes += step_bytes(wm, wk, wn);
+                    if i >= nab || !(a_free || b_free) || (i > 0 && bytes > pro_budget) {
+                        break 'steps;
+                    }
+                    if resident.is_none() && a_free {
+                        let at = a2.slice(0, m0, 1, wm).slice(1, k0, 1, wk);
+                        load_as(cx, &at, abuf[i], stage_a, dt);
+                        pre_a[c] += 1;
+                    }
+                    if b_free {
+                        let bt = b2.slice(0, k0, 1, wk).slice(1, n0, 1, wn);
+                        load_as(cx, &bt, bbuf[i], stage_b, dt);
+                        pre_b[c] += 1;
+                    }
+                    i += 1;
+                    k0 += wk;
+                }
+            }
+        }
+        if let Some(ep) = prev
+            .as_ref()
+            .and_then(|t| t.eps.get(c))
+            .and_then(|e| e.as_ref())
+        {
+            let loc = prev.as_ref().map(|t| t.loc.clone()).unwrap_or_default();
+            cx.e.set_loc(&loc);
+            epilogue(cx, ep);
+            cx.e.set_loc(&super::loc_string(&cx.loc));
+        }
+        cx.e.sync_point();
+    }
+    cx.e.strict_alloc(false);
     let mut steps = vec![0usize; cores];
     let mut otiles = vec![0usize; cores];
     for (u, tiles) in units.iter().enumerate() {
         cx.on_core(u);
         let c = u % cores;
         for &(bi, m0, wm, n0, wn) in tiles {
-            let mut lead = vec![0; batch.len()];
-            let mut rem = bi;
-            for i in (0..batch.len()).rev() {
-                lead[i] = rem % batch[i];
-                rem /= batch[i];
-            }
-            let a2 = batch_index(&av, &lead);
-            let b2 = batch_index(&bv, &lead);
-            let o2 = batch_index(&ovr, &lead);
+            let (a2, b2, o2) = operands(bi);
             let otile = otiles[c];
             if let Some(ra) = resident
                 && !a_loaded[c]
@@ -1988,18 +2079,23 @@ fn matmul_views(
                 let mut k0 = 0;
                 while k0 < kk {
                     let wk = tk.min(kk - k0);
-                    let s = steps[c] % nab;
+                    let i = steps[c];
+                    let s = i % nab;
                     steps[c] += 1;
                     let at = a2.slice(0, m0, 1, wm).slice(1, k0, 1, wk);
                     let bt = b2.slice(0, k0, 1, wk).slice(1, n0, 1, wn);
                     let a_op = match resident {
                         Some(ra) => T::sram(ra + (m0 * kk + k0) * ssz, kk, dt),
                         None => {
-                            load_as(cx, &at, abuf[s], stage_a, dt);
+                            if i >= pre_a[c] {
+                                load_as(cx, &at, abuf[s], stage_a, dt);
+                            }
                             T::sram(abuf[s], wk, dt)
                         }
                     };
-                    load_as(cx, &bt, bbuf[s], stage_b, dt);
+                    if i >= pre_b[c] {
+                        load_as(cx, &bt, bbuf[s], stage_b, dt);
+                    }
                     cx.e.matmul(acc, a_op, T::sram(bbuf[s], wn, dt), wm, wk, wn, k0 > 0);
                     k0 += wk;
                 }
@@ -2014,7 +2110,6 @@ fn matmul_views(
                     rows: wm,
                     cols: wn,
                     dst: o2.slice(0, m0, 1, wm).slice(1, n0, 1, wn),
-                    row_stores: !row_units && cores > 1 && wm > 1 && wn < nn,
                 };
                 // The previous tile's epilogue goes after this tile's loads, so its store never
                 // holds up the DMA queue in front of them.
@@ -2025,13 +2120,69 @@ fn matmul_views(
             }
         }
     }
-    for (c, p) in pending.iter_mut().enumerate() {
-        if let Some(ep) = p.take() {
-            cx.e.core(c);
-            epilogue(cx, &ep);
+    // The last epilogues: deferred into the next op (after its first loads) when this kernel's
+    // buffers are small enough to stay reserved meanwhile, else emitted now.
+    let small = cx.e.used(Mem::Sram) <= cx.e.target.sram.size_bytes / 8
+        && cx.e.used(Mem::Acc) <= cx.e.target.accumulator.size_bytes / 8;
+    if defer && small {
+        *cx.tail = Some(Tail {
+            loc: super::loc_string(&cx.loc),
+            eps: pending,
+        });
+        cx.e.strict_alloc(true);
+    } else {
+        for (c, p) in pending.iter_mut().enumerate() {
+            if let Some(ep) = p.take() {
+                cx.e.core(c);
+                epilogue(cx, &ep);
+            }
         }
     }
     Ok(())
+}
+
+/// The last epilogue of each core of a matmul, emitted by the next op (a matmul does so after
+/// its first loads; any other op before it starts, [`flush_tail`]). Its buffers stay reserved
+/// until then: the emitter allocates the next kernel's buffers clear of them.
+pub struct Tail {
+    loc: String,
+    eps: Vec<Option<Epilogue>>,
+}
+
+/// Emits a deferred [`Tail`] now, as the prologue of the open op (call it first): the op's own
+/// instructions are then checked against the tail's stores like against any earlier op's.
+pub fn flush_tail(cx: &mut Cx) {
+    if let Some(t) = cx.tail.take() {
+        cx.e.set_loc(&t.loc);
+        for (c, ep) in t.eps.iter().enumerate() {
+            cx.e.core(c);
+            if let Some(ep) = ep {
+                epilogue(cx, ep);
+            }
+            cx.e.sync_point();
+        }
+        cx.e.core(0);
+        cx.e.set_loc(&super::loc_string(&cx.loc));
+        cx.e.strict_alloc(false);
+    }
+}
+
+/// Bounding HBM byte range `[lo, hi)` of a view.
+fn view_range(v: &View) -> (u64, u64) {
+    let size = v.dt.size() as i128;
+    let (mut lo, mut hi) = (v.addr as i128, v.addr as i128);
+    for (&n, &st) in v.shape.iter().zip(&v.strides) {
+        if n == 0 {
+            return (v.addr.max(0) as u64, v.addr.max(0) as u64);
+        }
+        let span = (n as i128 - 1) * st as i128 * size;
+        if span < 0 {
+            lo += span;
+        } else {
+            hi += span;
+        }
+    }
+    (lo.max(0) as u64, (hi + size).max(0) as u64)
 }
 
 /// Everything the epilogue of one output tile needs.
@@ -2046,14 +2197,18 @@ struct Epilogue {
     rows: u64,
     cols: u64,
     dst: View,
-    /// Store row by row (column tiles of several rows spread over the cores).
-    row_stores: bool,
 }
 
 /// Accumulator → f32 SRAM (× alpha, + bias, activation) → output type → HBM.
 fn epilogue(cx: &mut Cx, ep: &Epilogue) {
     let (wm, wn, o32, tt) = (ep.rows, ep.cols, ep.o32, ep.tmp);
     let e = &mut *cx.e;
+    if ep.alpha == 1.0 && ep.bias.is_none() && ep.act == Act::None && ep.dst.dt != DType::F32 {
+        // Nothing to compute: one pass converts the accumulator to the output type.
+        e.vun(Un::Copy, ep.oc, ep.acc, Bcast::Full, wm, wn);
+        cx.e.move_view(false, &ep.dst, ep.oc.addr, wn);
+        return;
+    }
     let acc = if ep.alpha != 1.0 {
         e.vimm(Imm::Mul, o32, ep.acc, ep.alpha, wm, wn);
         o32
@@ -2093,16 +2248,7 @@ fn epilogue(cx: &mut Cx, ep: &Epilogue) {
         e.vun(Un::Copy, ep.oc, o32, Bcast::Full, wm, wn);
         ep.oc
     };
-    if ep.row_stores {
-        // One store per row: the rows of a column tile are not contiguous, and the bounding byte
-        // range of one strided store would overlap other cores' tiles of the same rows.
-        let es = res.dt.size();
-        for r in 0..wm {
-            cx.e.move_view(false, &ep.dst.slice(0, r, 1, 1), res.addr + r * wn * es, wn);
-        }
-    } else {
-        cx.e.move_view(false, &ep.dst, res.addr, wn);
-    }
+    cx.e.move_view(false, &ep.dst, res.addr, wn);
 }
 
 /// ONNX Gemm: `alpha · op(A) · op(B) + beta · C`. Transposes are free views; `alpha` scales in
@@ -2130,7 +2276,9 @@ fn gemm(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
         beta == 1.0 && (cv.reshape(&[n]).is_some() || cv.broadcast_to(&[n]).is_some())
     });
     let bias = if row_bias { c.clone() } else { None };
-    matmul_views(cx, op, av, bv, bias, Act::None, alpha as f32, ov)?;
+    // A C added afterwards reads the output: the epilogues must be emitted before.
+    let defer = c.is_none() || row_bias;
+    matmul_views(cx, op, av, bv, bias, Act::None, alpha as f32, ov, defer)?;
     if let (Some(cv), false) = (c, row_bias) {
         // out = out + beta · C, elementwise over the output tile rows.
         let cb = cv

@@ -110,13 +110,8 @@ pub fn matmul_tiles(m: u64, k: u64, n: u64, dt: DType, t: &Target) -> (u64, u64,
                 // HBM channel.
                 let row_units = cores > 1 && mt >= cores;
                 let (da, db) = (dma_cost(tm, tk, dt, t), dma_cost(tk, tn, dt, t));
-                // Column tiles of several rows spread over the cores store row by row.
-                let dc = if !row_units && cores > 1 && tm > 1 && tn < n {
-                    let r = dma_cost(1, tn, dt, t);
-                    (tm * r.0, tm * r.1)
-                } else {
-                    dma_cost(tm, tn, dt, t)
-                };
+                // One (strided) store per output tile.
+                let dc = dma_cost(tm, tn, dt, t);
                 let (dma, channel) = if mt == 1 && kt > 1 {
                     // One row block: A stays resident, loaded once by each core that has work.
                     (

@@ -6,14 +6,21 @@
 //! located at the graph node(s) it came from.
 //!
 //! Multi-core: each kernel spreads its work units (row blocks, attention heads and Q blocks) over
-//! the target's cores round robin, every core writing disjoint rows; a `barrier` separates ops.
+//! the target's cores round robin, every core writing disjoint rows. A `barrier` separates an op
+//! from the ops since the last barrier only where its DMAs touch HBM another core touched since
+//! then (one side writing; `Emitter::end_op`) — before the op's body, after the prologue of loads
+//! that do not depend on them; independent ops (Q/K/V projections, gate/up) run on without one.
+//! A matmul's last epilogues may be deferred into the next matmul, after its first loads
+//! (`kernels::Tail`); any other op emits them first.
 //!
 //! Invariant: on-chip memory is freed between ops, so each kernel has the whole SRAM and
-//! accumulator; a kernel whose smallest tiles do not fit fails with an error naming the node.
+//! accumulator (consecutive kernels allocate from opposite ends, so small ones do not share
+//! bytes; a deferred tail's buffers stay reserved until it is emitted); a kernel whose smallest
+//! tiles do not fit fails with an error naming the node.
 
 use super::PassInfo;
 use crate::backend::emit::Emitter;
-use crate::backend::kernels::{Cx, copy, lower_op};
+use crate::backend::kernels::{Cx, Tail, copy, flush_tail, lower_op};
 use crate::backend::plan::plan_function;
 use crate::backend::{codegen, loc_string, options};
 use crate::ir::{Location, Module};
@@ -50,28 +57,38 @@ impl Pass for LowerLlmpu {
             .entry_block(func)
             .ok_or_else(|| fail(&Location::Unknown, "function has no body"))?;
         let ops = m.block(entry).ops.clone();
+        let mut tail: Option<Tail> = None;
         for &op in &ops {
             if m.op(op).name == "func.return" {
                 continue;
             }
             let loc = m.op(op).loc.clone();
             e.set_loc(&loc_string(&loc));
+            e.begin_op();
             let mut cx = Cx {
                 m,
                 plan: &plan,
                 e: &mut e,
                 o: &o,
                 loc: loc.clone(),
+                tail: &mut tail,
             };
-            lower_op(&mut cx, op).map_err(|err| fail(&loc, err.message))?;
-            e.reset_alloc();
-            if cores > 1 {
-                e.barrier();
+            // Only matmuls take over a previous matmul's deferred epilogues (after their first
+            // loads); every other op starts after them.
+            if !matches!(
+                m.op(op).name.as_str(),
+                "graph.matmul" | "graph.matmul_epilogue" | "graph.gemm"
+            ) {
+                flush_tail(&mut cx);
             }
+            lower_op(&mut cx, op).map_err(|err| fail(&loc, err.message))?;
+            e.end_op();
+            e.reset_alloc();
         }
         for (_, v, dst) in &plan.copies {
             let loc = Location::name("output");
             e.set_loc("output");
+            e.begin_op();
             let src = plan
                 .views
                 .get(v)
@@ -83,13 +100,27 @@ impl Pass for LowerLlmpu {
                 e: &mut e,
                 o: &o,
                 loc: loc.clone(),
+                tail: &mut tail,
             };
+            flush_tail(&mut cx);
             let dst = dst.reshape(&src.shape).unwrap_or(dst.clone());
             copy(&mut cx, &src, &dst).map_err(|err| fail(&loc, err.message))?;
+            e.end_op();
             e.reset_alloc();
-            if cores > 1 {
-                e.barrier();
-            }
+        }
+        if tail.is_some() {
+            e.set_loc("epilogue");
+            e.begin_op();
+            let mut cx = Cx {
+                m,
+                plan: &plan,
+                e: &mut e,
+                o: &o,
+                loc: Location::name("epilogue"),
+                tail: &mut tail,
+            };
+            flush_tail(&mut cx);
+            e.end_op();
         }
         let streams = e.finish();
         codegen::write_lowered(m, &streams, &plan.io, &plan.data, plan.kv.as_ref());
