@@ -1777,13 +1777,48 @@ fn matmul(
     act: Act,
     ov: &View,
 ) -> R<()> {
-    let av = cx.view(a)?;
-    let bv = cx.view(b)?;
+    let mut av = cx.view(a)?;
+    let mut bv = cx.view(b)?;
     let bias = match bias {
         Some(x) => Some(cx.view(x)?),
         None => None,
     };
-    matmul_views(cx, op, av, bv, bias, act, 1.0, ov, true)
+    let mut ov = ov.clone();
+    if let Some((a2, b2, o2)) = fold_batch_rows(&av, &bv, &ov) {
+        (av, bv, ov) = (a2, b2, o2);
+    }
+    matmul_views(cx, op, av, bv, bias, act, 1.0, &ov, true)
+}
+
+/// Whether a matmul of result shape `out` whose B operand has shape `b` multiplies every batch
+/// row by the same matrix (B is 2-D or has only size-1 leading dims): then the leading dims of A
+/// and the output fold into the rows — `[B, S, K] · [K, N]` is one `[B·S, K] · [K, N]` matmul,
+/// reading the weights once instead of once per batch entry.
+pub fn shared_rhs(b: &[u64], out: &[u64]) -> bool {
+    out.len() > 2 && b.len() >= 2 && b[..b.len() - 2].iter().all(|&d| d == 1)
+}
+
+/// Rows of a matmul of result shape `out` as the lowering multiplies them: all leading dims when
+/// the B operand (shape `b`) is shared ([`shared_rhs`]), else the second-to-last dim.
+pub fn matmul_rows(b: &[u64], out: &[u64]) -> u64 {
+    if shared_rhs(b, out) {
+        out[..out.len() - 1].iter().product()
+    } else if out.len() >= 2 {
+        out[out.len() - 2]
+    } else {
+        1
+    }
+}
+
+/// `[batch…, M, K] · [1…, K, N] → [batch…, M, N]` as `[batch·M, K] · [K, N] → [batch·M, N]`, when
+/// B is shared and A and the output collapse to 2-D views (their rows equally strided).
+fn fold_batch_rows(av: &View, bv: &View, ov: &View) -> Option<(View, View, View)> {
+    if !shared_rhs(&bv.shape, &ov.shape) || av.shape.len() != ov.shape.len() {
+        return None;
+    }
+    let nb = bv.shape.len();
+    let b2 = bv.reshape(&bv.shape[nb - 2..])?;
+    Some((av.as_2d()?, b2, ov.as_2d()?))
 }
 
 #[allow(clippy::too_many_arguments)]

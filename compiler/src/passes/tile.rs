@@ -5,6 +5,7 @@
 
 use super::PassInfo;
 use crate::backend::plan::shape_of;
+use crate::backend::kernels::matmul_rows;
 use crate::backend::tiling::matmul_tiles;
 use crate::backend::{Precision, options};
 use crate::ir::{Attribute, Location, Module};
@@ -39,15 +40,16 @@ impl Pass for Tile {
                         continue;
                     }
                     let d = m.op(op);
-                    let (Some(a), Some(r)) = (
+                    let (Some(a), Some(b), Some(r)) = (
                         shape_of(m, d.operands[0]),
+                        d.operands.get(1).and_then(|&b| shape_of(m, b)),
                         d.results.first().and_then(|&r| shape_of(m, r)),
                     ) else {
                         continue;
                     };
                     let k = a.last().copied().unwrap_or(1);
                     let n = if r.is_empty() { 1 } else { r[r.len() - 1] };
-                    let mm = if r.len() >= 2 { r[r.len() - 2] } else { 1 };
+                    let mm = matmul_rows(&b, &r);
                     let (tm, tk, tn, cycles) = matmul_tiles(mm, k, n, dt, &o.target);
                     m.set_attr(
                         op,
