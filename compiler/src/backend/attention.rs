@@ -315,6 +315,18 @@ pub fn attention(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
         }
     };
     let load_as = |cx: &mut Cx, v: &View, dst: u64| load_at(cx, v, dst, None);
+    // Dense K/V blocks wider than four array widths (decode) are loaded and multiplied in pieces
+    // of that width: `(offset, width)` within a block of `w` keys (one piece for paged blocks).
+    let piece = if paged.is_none() {
+        4 * (cx.e.target.matrix.cols as u64).max(1)
+    } else {
+        u64::MAX
+    };
+    let pieces = |w: u64| -> Vec<(u64, u64)> {
+        (0..w.div_ceil(piece))
+            .map(|i| (i * piece, piece.min(w - i * piece)))
+            .collect()
+    };
     let cores = cx.e.cores();
     let mut steps = vec![0usize; cores];
     let mut unit = 0usize;
@@ -388,9 +400,16 @@ pub fn attention(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
                         load_at(cx, &in_block(hk, dv), vt[s], Some(vr));
                         cx.e.unpin(vr);
                     } else {
-                        let kblk = k2.slice(0, k0, 1, wk).permute(&[1, 0]);
-                        load_as(cx, &kblk, kt[s]);
-                        load_as(cx, &v2.slice(0, k0, 1, wk), vt[s]);
+                        // Wide blocks arrive in pieces (each its own Kᵀ tile), so the matrix
+                        // engine starts on the first piece and the last one leaves a short tail.
+                        for (p0, wp) in pieces(wk) {
+                            let kblk = k2.slice(0, k0 + p0, 1, wp).permute(&[1, 0]);
+                            load_as(cx, &kblk, kt[s] + p0 * d * sz);
+                        }
+                        for (p0, wp) in pieces(wk) {
+                            let vb = v2.slice(0, k0 + p0, 1, wp);
+                            load_as(cx, &vb, vt[s] + p0 * dv * sz);
+                        }
                     }
                     if let Some((v, a)) = pending[core].take() {
                         cx.e.move_view(false, &v, a, dv);
@@ -401,15 +420,32 @@ pub fn attention(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
                         ld: wk,
                         dt: DType::F32,
                     };
-                    cx.e.matmul(
-                        sa,
-                        T::sram(qt, d, dt),
-                        T::sram(kt[s], wk, dt),
-                        wq,
-                        d,
-                        wk,
-                        false,
-                    );
+                    if paged.is_some() {
+                        cx.e.matmul(
+                            sa,
+                            T::sram(qt, d, dt),
+                            T::sram(kt[s], wk, dt),
+                            wq,
+                            d,
+                            wk,
+                            false,
+                        );
+                    } else {
+                        for (p0, wp) in pieces(wk) {
+                            cx.e.matmul(
+                                T {
+                                    addr: sacc + p0 * 4,
+                                    ..sa
+                                },
+                                T::sram(qt, d, dt),
+                                T::sram(kt[s] + p0 * d * sz, wp, dt),
+                                wq,
+                                d,
+                                wp,
+                                false,
+                            );
+                        }
+                    }
                     let st = T::sram(s32, wk, DType::F32);
                     cx.e.vimm(Imm::Mul, st, sa, scale, wq, wk);
                     if let Some(mv) = &mask {
@@ -450,7 +486,11 @@ pub fn attention(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
                         ld: dv,
                         dt: DType::F32,
                     };
-                    e.matmul(pv, p, T::sram(vt[s], dv, dt), wq, wk, dv, false);
+                    for (i, (p0, wp)) in pieces(wk).into_iter().enumerate() {
+                        let pp = T::sram(pt + p0 * sz, wk, dt);
+                        let vp = T::sram(vt[s] + p0 * dv * sz, dv, dt);
+                        e.matmul(pv, pp, vp, wq, wp, dv, i > 0);
+                    }
                     e.vsacc(o32, alpha, pv, wq, dv);
                     k0 += bk;
                 }
