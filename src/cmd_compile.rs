@@ -39,6 +39,10 @@ pub struct CompileArgs {
     /// Output binary (default: the input with extension `.llmpu`).
     #[arg(short, long)]
     pub output: Option<PathBuf>,
+    /// Also check the IR with real MLIR before and after every pass, naming the pass on failure.
+    /// Needs a build with `--features mlir`.
+    #[arg(long)]
+    pub mlir_verify: bool,
     #[command(flatten)]
     pub dump: IrDumpArgs,
 }
@@ -116,6 +120,11 @@ pub fn compile_module(
 
 /// Runs `llmpu compile`.
 pub fn run(a: &CompileArgs) -> Result<(), String> {
+    let mut pm = PassManagerOptions::from(&a.dump);
+    if a.mlir_verify {
+        let v = llmpu_compiler::mlir::pass_verifier().map_err(|e| format!("--mlir-verify: {e}"))?;
+        pm.extra_verifier = Some(v);
+    }
     let o = options(&a.target, &a.precision)?;
     let dims = match a.max_context {
         Some(n) => decode_dims(n, &a.dims)?,
@@ -125,7 +134,7 @@ pub fn run(a: &CompileArgs) -> Result<(), String> {
     if let Some(n) = a.kv_blocks {
         set_kv_blocks(&mut m, n)?;
     }
-    let Some(program) = compile_module(&mut m, &o, &a.dump)? else {
+    let Some(program) = backend::compile(&mut m, &o, pm, &mut std::io::stderr())? else {
         return Ok(());
     };
     let out = a

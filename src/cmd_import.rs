@@ -1,11 +1,13 @@
 //! `llmpu import model.onnx`: imports an ONNX model into the `graph` dialect, runs the import pipeline
 //! (or `--passes`) and prints the IR. Symbolic dims are bound with `--dim NAME=N` / `--shape
 //! INPUT=AxB`; unbound ones stay symbolic (`tensor<?x64xf32, #graph.dims<"seq", 64>>`) unless
-//! `--static` is given. All unsupported nodes are reported at once.
+//! `--static` is given. All unsupported nodes are reported at once. `--mlir-verify` (a build with
+//! `--features mlir`) has real MLIR check the imported IR, the IR after every pass and the output.
 
 use std::path::PathBuf;
 
 use llmpu_compiler::ir::print_module_with;
+use llmpu_compiler::mlir;
 use llmpu_compiler::onnx::{
     ImportOptions, import_file, import_pipeline, parse_dim_arg, parse_shape_arg,
 };
@@ -34,6 +36,10 @@ pub struct ImportArgs {
     /// Write the IR here instead of stdout.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Also check with real MLIR (parse, verify, generic-form round trip): the imported IR, the IR
+    /// after every pass and the output. Needs a build with `--features mlir`.
+    #[arg(long)]
+    pub mlir_verify: bool,
     #[command(flatten)]
     pub dump: IrDumpArgs,
 }
@@ -61,6 +67,11 @@ pub fn import_options(
 
 /// Runs `llmpu import`.
 pub fn run(args: &ImportArgs) -> Result<(), String> {
+    let extra_verifier = if args.mlir_verify {
+        Some(mlir::pass_verifier().map_err(|e| format!("--mlir-verify: {e}"))?)
+    } else {
+        None
+    };
     let mut opts = import_options(&args.dims, &args.shapes, !args.require_static)?;
     opts.fold = !args.no_fold;
     let mut module =
@@ -71,11 +82,19 @@ pub fn run(args: &ImportArgs) -> Result<(), String> {
     };
     let mut options = PassManagerOptions::from(&args.dump);
     options.verify_each = true;
+    options.extra_verifier = extra_verifier;
     let print = options.print;
     let mut pm = PassManager::parse_pipeline(&pipeline, options).map_err(|e| e.to_string())?;
     pm.run(&mut module, &mut std::io::stderr())
         .map_err(|e| e.to_string())?;
     let text = print_module_with(&module, print);
+    if args.mlir_verify {
+        let name = args
+            .output
+            .as_ref()
+            .map_or("<output>".into(), |p| p.display().to_string());
+        crate::cmd_opt::mlir_check(&text, &name)?;
+    }
     match &args.output {
         Some(p) => {
             std::fs::write(p, text).map_err(|e| format!("cannot write {}: {e}", p.display()))

@@ -2,12 +2,15 @@
 //!
 //! `llmpu opt file.mlir` (no passes) prints the input back unchanged when it is in canonical printed
 //! form. Diagnostics (`file:line:col`, source line, caret) go to stderr; any failure exits non-zero.
+//! `--mlir-verify` (a build with `--features mlir`) also has real MLIR parse and verify the input file
+//! (diagnostics located in it), the IR after every pass and the output.
 
 use std::io::Read;
 use std::path::PathBuf;
 
 use llmpu_compiler::diag::render_verify_errors;
 use llmpu_compiler::ir::{print_module_with, verify};
+use llmpu_compiler::mlir;
 use llmpu_compiler::parser::parse_module;
 use llmpu_compiler::pass::{IrDumpArgs, PassError, PassManager, PassManagerOptions};
 use llmpu_compiler::passes::registry;
@@ -27,6 +30,10 @@ pub struct OptArgs {
     /// List the registered passes and exit.
     #[arg(long)]
     pub list_passes: bool,
+    /// Also check with real MLIR (parse, verify, generic-form round trip): the input, the IR after
+    /// every pass and the output. Needs a build with `--features mlir`.
+    #[arg(long)]
+    pub mlir_verify: bool,
     #[command(flatten)]
     pub dump: IrDumpArgs,
 }
@@ -39,6 +46,11 @@ pub fn run(args: &OptArgs) -> Result<(), String> {
         }
         return Ok(());
     }
+    let extra_verifier = if args.mlir_verify {
+        Some(mlir::pass_verifier().map_err(|e| format!("--mlir-verify: {e}"))?)
+    } else {
+        None
+    };
     let input = args.input.clone().unwrap_or_else(|| PathBuf::from("-"));
     let name = input.display().to_string();
     let src = if name == "-" {
@@ -58,8 +70,12 @@ pub fn run(args: &OptArgs) -> Result<(), String> {
         eprint!("{}", render_verify_errors(&errs, &name, &src));
         format!("{name} failed to verify ({} error(s))", errs.len())
     })?;
+    if args.mlir_verify {
+        mlir_check(&src, &name)?;
+    }
     let mut options = PassManagerOptions::from(&args.dump);
     options.verify_each = true;
+    options.extra_verifier = extra_verifier;
     let print = options.print;
     let mut pm = PassManager::parse_pipeline(&args.passes, options).map_err(|e| e.to_string())?;
     pm.run(&mut module, &mut std::io::stderr())
@@ -71,6 +87,9 @@ pub fn run(args: &OptArgs) -> Result<(), String> {
             other => other.to_string(),
         })?;
     let text = print_module_with(&module, print);
+    if args.mlir_verify {
+        mlir_check(&text, "<output>")?;
+    }
     match &args.output {
         Some(path) => {
             std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
@@ -80,4 +99,12 @@ pub fn run(args: &OptArgs) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+/// Checks `text` with real MLIR; on failure MLIR's diagnostics, located in `text`, go to stderr.
+pub fn mlir_check(text: &str, name: &str) -> Result<(), String> {
+    mlir::check_text(text).map(|_| ()).map_err(|e| {
+        eprint!("{}", e.render(name, text));
+        format!("{name}: {e}")
+    })
 }

@@ -1,6 +1,7 @@
 //! The pass manager: runs a pipeline of [`Pass`]es over a [`Module`], verifying after each pass (debug
-//! builds, tests, or on request) and producing IR dumps (`print_ir_after_all`, `print_ir_before/after`,
-//! `dump_ir <dir>` with `00-input.mlir`, `01-<pass>.mlir`, ...), `stop_after` and `time_passes`.
+//! builds, tests, or on request; plus an optional [`ExtraVerifier`] such as real MLIR) and producing
+//! IR dumps (`print_ir_after_all`, `print_ir_before/after`, `dump_ir <dir>` with `00-input.mlir`,
+//! `01-<pass>.mlir`, ...), `stop_after` and `time_passes`.
 //!
 //! Invariants: a failing pass or verifier error names the pass; an unknown pass name is an error that
 //! lists every valid name; dumps are the exact printer output, so each dump parses back.
@@ -38,6 +39,14 @@ pub enum PassError {
         pass: String,
         errors: Vec<VerifyError>,
     },
+    /// The [`ExtraVerifier`] (e.g. real MLIR, `--mlir-verify`) rejected the IR after a pass (or the
+    /// input, pass `input`); `message` is its rendered diagnostic.
+    #[error("{verifier} rejected the IR after pass '{pass}':\n{message}")]
+    ExtraVerifyFailed {
+        pass: String,
+        verifier: &'static str,
+        message: String,
+    },
     /// An option names a pass that is not in the pipeline.
     #[error("option {option} names pass '{pass}', which is not in the pipeline ({pipeline})")]
     NotInPipeline {
@@ -72,6 +81,26 @@ impl PassError {
     }
 }
 
+/// A verifier run in addition to ours on the input and after every pass (whether or not
+/// `verify_each` is set), such as real MLIR ([`crate::mlir::pass_verifier`]).
+#[derive(Clone, Copy, Debug)]
+pub struct ExtraVerifier {
+    /// Named in errors (`MLIR rejected the IR after pass 'tile'`).
+    pub name: &'static str,
+    /// `Err` carries the rendered diagnostic.
+    pub check: fn(&Module) -> Result<(), String>,
+}
+
+impl ExtraVerifier {
+    fn run(&self, pass: &str, m: &Module) -> Result<(), PassError> {
+        (self.check)(m).map_err(|message| PassError::ExtraVerifyFailed {
+            pass: pass.into(),
+            verifier: self.name,
+            message,
+        })
+    }
+}
+
 /// Options of a pipeline run (the plain-data form of the `--print-ir-*` / `--dump-ir` flags).
 #[derive(Clone, Debug)]
 pub struct PassManagerOptions {
@@ -84,6 +113,8 @@ pub struct PassManagerOptions {
     pub time_passes: bool,
     /// Verify the input and the IR after every pass (default: on in debug builds).
     pub verify_each: bool,
+    /// Also run this verifier on the input and after every pass.
+    pub extra_verifier: Option<ExtraVerifier>,
     pub print: PrintOptions,
 }
 
@@ -97,6 +128,7 @@ impl Default for PassManagerOptions {
             stop_after: None,
             time_passes: false,
             verify_each: cfg!(debug_assertions),
+            extra_verifier: None,
             print: PrintOptions::default(),
         }
     }
@@ -141,6 +173,7 @@ impl From<&IrDumpArgs> for PassManagerOptions {
             stop_after: a.stop_after.clone(),
             time_passes: a.time_passes,
             verify_each: a.verify_each || cfg!(debug_assertions),
+            extra_verifier: None,
             print: PrintOptions {
                 elide_large_constants: !a.print_large_constants,
             },
@@ -257,6 +290,9 @@ impl PassManager {
                 errors,
             })?;
         }
+        if let Some(v) = &opts.extra_verifier {
+            v.run("input", m)?;
+        }
         self.dump(&opts.dump_ir, 0, "input", m)?;
         let total = Instant::now();
         for (i, pass) in self.passes.iter_mut().enumerate() {
@@ -277,6 +313,9 @@ impl PassManager {
                     pass: name.into(),
                     errors,
                 })?;
+            }
+            if let Some(v) = &opts.extra_verifier {
+                v.run(name, m)?;
             }
             if opts.print_ir_after_all || opts.print_ir_after.iter().any(|n| n == name) {
                 let _ = write!(
