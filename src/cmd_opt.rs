@@ -62,6 +62,9 @@ pub fn run(args: &OptArgs) -> Result<(), String> {
     } else {
         std::fs::read_to_string(&input).map_err(|e| format!("cannot read {name}: {e}"))?
     };
+    if args.mlir_verify {
+        mlir_check(&src, &name)?;
+    }
     let mut module = parse_module(&src).map_err(|e| {
         eprint!("{}", e.diagnostic.render(&name, &src));
         format!("could not parse {name}")
@@ -70,9 +73,6 @@ pub fn run(args: &OptArgs) -> Result<(), String> {
         eprint!("{}", render_verify_errors(&errs, &name, &src));
         format!("{name} failed to verify ({} error(s))", errs.len())
     })?;
-    if args.mlir_verify {
-        mlir_check(&src, &name)?;
-    }
     let mut options = PassManagerOptions::from(&args.dump);
     options.verify_each = true;
     options.extra_verifier = extra_verifier;
@@ -105,6 +105,6 @@ pub fn run(args: &OptArgs) -> Result<(), String> {
 pub fn mlir_check(text: &str, name: &str) -> Result<(), String> {
     mlir::check_text(text).map(|_| ()).map_err(|e| {
         eprint!("{}", e.render(name, text));
-        format!("{name}: {e}")
+        format!("{name}: rejected by MLIR (--mlir-verify)")
     })
 }
