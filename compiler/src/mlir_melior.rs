@@ -257,38 +257,40 @@ fn context() -> Context {
     context
 }
 
-/// Pre-order shapes of MLIR's op tree under `op` (itself included).
-fn shapes<'c: 'a, 'a>(op: OperationRef<'c, 'a>, out: &mut Vec<OpShape>) {
-    let name = op
-        .name()
-        .as_string_ref()
-        .as_str()
-        .unwrap_or("<non-UTF-8 name>")
-        .to_string();
-    let mut regions = vec![];
-    let mut children = vec![];
-    for region in op.regions() {
-        let mut blocks = vec![];
-        let mut block = region.first_block();
-        while let Some(b) = block {
-            blocks.push(b.argument_count());
-            let mut child = b.first_operation();
-            while let Some(c) = child {
-                child = c.next_in_block();
-                children.push(c);
+/// Pre-order shapes of MLIR's op tree under `top` (itself included). Iterative, so nesting depth
+/// is not limited by the stack.
+fn shapes<'c: 'a, 'a>(top: OperationRef<'c, 'a>, out: &mut Vec<OpShape>) {
+    let mut stack = vec![top];
+    while let Some(op) = stack.pop() {
+        let name = op
+            .name()
+            .as_string_ref()
+            .as_str()
+            .unwrap_or("<non-UTF-8 name>")
+            .to_string();
+        let mut regions = vec![];
+        let mut children = vec![];
+        for region in op.regions() {
+            let mut blocks = vec![];
+            let mut block = region.first_block();
+            while let Some(b) = block {
+                blocks.push(b.argument_count());
+                let mut child = b.first_operation();
+                while let Some(c) = child {
+                    child = c.next_in_block();
+                    children.push(c);
+                }
+                block = b.next_in_region();
             }
-            block = b.next_in_region();
+            regions.push(blocks);
         }
-        regions.push(blocks);
-    }
-    out.push(OpShape {
-        name,
-        operands: op.operand_count(),
-        results: op.result_count(),
-        regions,
-    });
-    for c in children {
-        shapes(c, out);
+        out.push(OpShape {
+            name,
+            operands: op.operand_count(),
+            results: op.result_count(),
+            regions,
+        });
+        stack.extend(children.into_iter().rev());
     }
 }
 
