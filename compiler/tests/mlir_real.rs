@@ -444,3 +444,63 @@ fn the_pass_manager_names_the_pass_after_which_mlir_rejects_the_ir() {
         other => panic!("expected MLIR to reject the IR after break-return-type: {other:?}"),
     }
 }
+
+#[test]
+fn mutated_filetests_give_a_result_or_a_located_error_never_a_crash() {
+    let mut paths = vec![];
+    files(&filetests(), "mlir", &mut paths);
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move |n: usize| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) as usize % n.max(1)
+    };
+    let junk = [
+        "}",
+        "{",
+        "(",
+        "%0",
+        "\"",
+        "^bb1:",
+        "loc(",
+        ":",
+        "tensor<",
+        "dense_resource<x>",
+        "\u{e9}",
+    ];
+    let (mut accepted, mut rejected) = (0, 0);
+    for p in &paths {
+        let src = std::fs::read_to_string(p).expect("read");
+        for _ in 0..20 {
+            let mut s = src.clone();
+            let mut at = next(s.len());
+            while !s.is_char_boundary(at) {
+                at -= 1;
+            }
+            match next(3) {
+                0 => s.truncate(at),
+                1 => s.insert_str(at, junk[next(junk.len())]),
+                _ => {
+                    let mut end = (at + 1 + next(8)).min(s.len());
+                    while !s.is_char_boundary(end) {
+                        end += 1;
+                    }
+                    s.replace_range(at..end, "");
+                }
+            }
+            match check_text(&s) {
+                Ok(_) => accepted += 1,
+                Err(e) => {
+                    rejected += 1;
+                    // MLIR's parser always gives a place in the text; the verifier's is mapped.
+                    if let Some(d) = e.diagnostics().first() {
+                        assert!(d.span.is_some(), "unlocated:\n{}", e.render("m.mlir", &s));
+                    }
+                }
+            }
+        }
+    }
+    assert!(rejected > 0 && accepted + rejected == paths.len() * 20);
+    println!("{accepted} mutants accepted, {rejected} rejected");
+}
