@@ -118,6 +118,8 @@ pub struct PassManagerOptions {
     pub print: PrintOptions,
 }
 
+// Not derivable: `verify_each` follows the build profile (clippy sees `false` in release builds).
+#[allow(clippy::derivable_impls)]
 impl Default for PassManagerOptions {
     fn default() -> Self {
         PassManagerOptions {
