@@ -715,3 +715,84 @@ fn decomposed_rotary_embedding_fuses_and_matches_reference() {
         }
     }
 }
+
+/// Decode-shaped single-row producers (an RMSNorm feeding two matmuls, the product of those
+/// matmuls feeding a third) are recomputed by their consuming matmuls on every `datacenter` core
+/// instead of running on one core behind barriers: no instruction is located at them, and the
+/// result still matches the reference in both precisions.
+#[test]
+fn single_row_producers_are_recomputed_by_their_matmuls_and_match_reference() {
+    let (m, k, n) = (2usize, 256usize, 384usize);
+    let g = values(k, 41);
+    let w1 = values(k * n, 42);
+    let w2 = values(k * n, 43);
+    let w3 = values(n * k, 44);
+    let src = format!(
+        r#"module {{
+  func.func @main(%x: tensor<{m}x{k}xf32> {{graph.name = "x"}}) -> (tensor<{m}x{k}xf32> {{graph.name = "y"}}) {{
+    %two = "graph.constant"() {{value = dense<2.0> : tensor<f32>}} : () -> tensor<f32> loc("two")
+    %eps = "graph.constant"() {{value = dense<1.0e-6> : tensor<f32>}} : () -> tensor<f32> loc("eps")
+    %one = "graph.constant"() {{value = dense<1.0> : tensor<f32>}} : () -> tensor<f32> loc("one")
+    %axes = "graph.constant"() {{value = dense<[-1]> : tensor<1xi64>}} : () -> tensor<1xi64> loc("axes")
+    %g = "graph.constant"() {{value = {g}}} : () -> tensor<{k}xf32> loc("g")
+    %p = "graph.pow"(%x, %two) : (tensor<{m}x{k}xf32>, tensor<f32>) -> tensor<{m}x{k}xf32> loc("Pow")
+    %ms = "graph.reduce_mean"(%p, %axes) {{keepdims = 1 : i64}} : (tensor<{m}x{k}xf32>, tensor<1xi64>) -> tensor<{m}x1xf32> loc("ReduceMean")
+    %ae = "graph.add"(%ms, %eps) : (tensor<{m}x1xf32>, tensor<f32>) -> tensor<{m}x1xf32> loc("AddEps")
+    %sq = "graph.sqrt"(%ae) : (tensor<{m}x1xf32>) -> tensor<{m}x1xf32> loc("Sqrt")
+    %rc = "graph.div"(%one, %sq) : (tensor<f32>, tensor<{m}x1xf32>) -> tensor<{m}x1xf32> loc("Recip")
+    %nx = "graph.mul"(%x, %rc) : (tensor<{m}x{k}xf32>, tensor<{m}x1xf32>) -> tensor<{m}x{k}xf32> loc("Normalize")
+    %sx = "graph.mul"(%g, %nx) : (tensor<{k}xf32>, tensor<{m}x{k}xf32>) -> tensor<{m}x{k}xf32> loc("Scale")
+    %w1 = "graph.constant"() {{value = {w1}}} : () -> tensor<{k}x{n}xf32> loc("w1")
+    %w2 = "graph.constant"() {{value = {w2}}} : () -> tensor<{k}x{n}xf32> loc("w2")
+    %w3 = "graph.constant"() {{value = {w3}}} : () -> tensor<{n}x{k}xf32> loc("w3")
+    %h1 = "graph.matmul"(%sx, %w1) : (tensor<{m}x{k}xf32>, tensor<{k}x{n}xf32>) -> tensor<{m}x{n}xf32> loc("Up")
+    %h2 = "graph.matmul"(%sx, %w2) : (tensor<{m}x{k}xf32>, tensor<{k}x{n}xf32>) -> tensor<{m}x{n}xf32> loc("Gate")
+    %hh = "graph.mul"(%h1, %h2) : (tensor<{m}x{n}xf32>, tensor<{m}x{n}xf32>) -> tensor<{m}x{n}xf32> loc("Product")
+    %y = "graph.matmul"(%hh, %w3) : (tensor<{m}x{n}xf32>, tensor<{n}x{k}xf32>) -> tensor<{m}x{k}xf32> loc("Down")
+    func.return %y : tensor<{m}x{k}xf32>
+  }}
+}}
+"#,
+        g = dense(&g, &[k]),
+        w1 = dense(&w1, &[k, n]),
+        w2 = dense(&w2, &[k, n]),
+        w3 = dense(&w3, &[n, k]),
+    );
+    let x = values(m * k, 45);
+    let mut nx = vec![0f32; m * k];
+    for i in 0..m {
+        let row = &x[i * k..(i + 1) * k];
+        let ms: f32 = row.iter().map(|v| v * v).sum::<f32>() / k as f32;
+        for j in 0..k {
+            nx[i * k + j] = row[j] / (ms + 1e-6).sqrt() * g[j];
+        }
+    }
+    let h1 = matmul(&nx, &w1, m, k, n);
+    let h2 = matmul(&nx, &w2, m, k, n);
+    let hh: Vec<f32> = h1.iter().zip(&h2).map(|(a, b)| a * b).collect();
+    let want = matmul(&hh, &w3, m, n, k);
+    for (precision, tol) in [
+        (Precision::Fp32, Tolerance::FP32),
+        (Precision::Bf16, Tolerance::BF16),
+    ] {
+        let prog = compile_text(&src, "datacenter", precision);
+        let input = Tensor::from_f32(DType::F32, vec![m as u64, k as u64], &x).unwrap();
+        let res = run(&prog, &[("x".into(), input)], &RunOptions::default())
+            .unwrap_or_else(|e| panic!("emulator: {e}"));
+        let located: Vec<&str> = res
+            .report
+            .locations
+            .iter()
+            .map(|l| l.loc.as_str())
+            .collect();
+        assert!(
+            !located
+                .iter()
+                .any(|l| l.contains("ReduceMean") || *l == "Product"),
+            "{located:?}"
+        );
+        let want = Tensor::from_f32(DType::F32, vec![m as u64, k as u64], &want).unwrap();
+        let c = compare("y", res.output("y").unwrap(), &want, tol).unwrap();
+        assert!(c.pass, "{}: {c}", precision.name());
+    }
+}

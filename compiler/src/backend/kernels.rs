@@ -12,6 +12,8 @@
 //! matmul (batched, with bias + activation epilogue), gather (embeddings through `dma.gather`) and
 //! fused attention (FlashAttention: Q blocks × KV blocks with online softmax).
 
+use std::collections::HashMap;
+
 use llmpu_isa::{AccMode, Bcast, DType, Inst, Space, TileRef};
 
 use super::emit::{EmitError, Emitter, Mem, Touch};
@@ -30,6 +32,9 @@ pub struct Cx<'a> {
     pub loc: Location,
     /// The previous matmul's last epilogue per core, not yet emitted (see [`Tail`]).
     pub tail: &'a mut Option<Tail>,
+    /// Results of single-row producers that their consuming matmuls recompute on every core
+    /// ([`recomputed_producers`]): their ops emit nothing.
+    pub recompute: &'a HashMap<ValueId, OpId>,
 }
 
 type R<T> = Result<T, BackendError>;
@@ -732,6 +737,21 @@ fn attr_i(m: &Module, op: OpId, name: &str) -> Option<i64> {
     m.attr(op, name).and_then(Attribute::as_int)
 }
 
+/// An op whose results are all views of its first operand's memory (no code, no writes).
+fn view_only(plan: &Plan, m: &Module, op: OpId) -> bool {
+    let d = m.op(op);
+    let outs = &d.results;
+    outs.iter().all(|r| {
+        plan.views.get(r).is_some_and(|v| {
+            d.operands
+                .first()
+                .and_then(|i| plan.views.get(i))
+                .is_some_and(|iv| !plan.owned.contains_key(r) && v.dt == iv.dt)
+        })
+    }) && !outs.is_empty()
+        && d.name != "graph.constant"
+}
+
 /// Normalizes an axis against a rank.
 fn axis(cx: &Cx, a: i64, rank: usize) -> R<usize> {
     let r = rank as i64;
@@ -750,18 +770,14 @@ pub fn lower_op(cx: &mut Cx, op: OpId) -> R<()> {
     let ins = d.operands.clone();
     let outs = d.results.clone();
     // View ops whose results are views cost nothing.
-    if outs.iter().all(|r| {
-        cx.plan.views.get(r).is_some_and(|v| {
-            ins.first()
-                .and_then(|i| cx.plan.views.get(i))
-                .is_some_and(|iv| !cx.plan.owned.contains_key(r) && v.dt == iv.dt)
-        })
-    }) && !outs.is_empty()
-        && name != "graph.constant"
-    {
+    if view_only(cx.plan, m, op) {
         return Ok(());
     }
     if name == "graph.constant" {
+        return Ok(());
+    }
+    if outs.first().is_some_and(|r| cx.recompute.contains_key(r)) {
+        // Every consumer computes this result itself (see `recomputed_producers`).
         return Ok(());
     }
     if name == "graph.kv_append" {
@@ -1787,7 +1803,8 @@ fn matmul(
     if let Some((a2, b2, o2)) = fold_batch_rows(&av, &bv, &ov) {
         (av, bv, ov) = (a2, b2, o2);
     }
-    matmul_views(cx, op, av, bv, bias, act, 1.0, &ov, true)
+    let producer = cx.recompute.get(&a).copied();
+    matmul_views(cx, op, av, bv, bias, act, 1.0, &ov, true, producer)
 }
 
 /// Whether a matmul of result shape `out` whose B operand has shape `b` multiplies every batch
@@ -1832,6 +1849,7 @@ fn matmul_views(
     alpha: f32,
     ov: &View,
     defer: bool,
+    producer: Option<OpId>,
 ) -> R<()> {
     // 1-D operands as in NumPy.
     let mut oshape = ov.shape.clone();
@@ -1957,7 +1975,20 @@ fn matmul_views(
     let cores = cx.e.cores();
     // One row block of A that fits in SRAM stays resident: each core loads it once instead of
     // once per tile (decode-shaped matmuls stream only the weights).
-    let resident = if nb == 1 && mm <= tm && kk > tk && av.dt == dt {
+    // A recomputed producer's result exists only in SRAM: always resident.
+    let produce = match producer {
+        Some(p) if nb == 1 && mm <= tm && av.dt == dt => Some(Producer::new(cx, p, mm, kk)?),
+        Some(_) => {
+            return Err(cx.err(format!(
+                "internal: recomputed A operand is not one row block (batches {nb}, rows {mm}, tile rows {tm}, {} for {dt})",
+                av.dt
+            )));
+        }
+        None => None,
+    };
+    let resident = if produce.is_some() {
+        Some(cx.alloc(Mem::Sram, mm * kk * ssz, "matmul resident A")?)
+    } else if nb == 1 && mm <= tm && kk > tk && av.dt == dt {
         let bytes = mm * kk * ssz;
         if cx.e.free(Mem::Sram) > bytes + 4096 {
             Some(cx.alloc(Mem::Sram, bytes, "matmul resident A")?)
@@ -2021,7 +2052,15 @@ fn matmul_views(
         let (lo, hi) = view_range(v);
         e.hbm_unwritten(lo, hi) && tail_writes.iter().all(|&(l, h)| h <= lo || hi <= l)
     };
-    let a_free = independent(cx.e, &av);
+    let a_free = match &produce {
+        // A recomputed A is free when the producer's operands are.
+        Some(p) => p
+            .ins
+            .iter()
+            .chain(p.params.iter().map(|x| &x.0))
+            .all(|v| independent(cx.e, v)),
+        None => independent(cx.e, &av),
+    };
     let b_free = independent(cx.e, &bv);
     // The prologue moves about what the HBM channel can carry while the previous op drains (four
     // HBM latencies, shared by the cores): more would only hold up a barrier after it.
@@ -2052,7 +2091,10 @@ fn matmul_views(
                     && a_free
                     && !a_loaded[c]
                 {
-                    cx.e.move_view(true, &a2, ra, kk);
+                    match &produce {
+                        Some(p) => p.emit(cx, ra, dt),
+                        None => cx.e.move_view(true, &a2, ra, kk),
+                    }
                     a_loaded[c] = true;
                 }
                 let mut k0 = 0;
@@ -2101,7 +2143,10 @@ fn matmul_views(
             if let Some(ra) = resident
                 && !a_loaded[c]
             {
-                cx.e.move_view(true, &a2, ra, kk);
+                match &produce {
+                    Some(p) => p.emit(cx, ra, dt),
+                    None => cx.e.move_view(true, &a2, ra, kk),
+                }
                 a_loaded[c] = true;
             }
             {
@@ -2220,6 +2265,281 @@ fn view_range(v: &View) -> (u64, u64) {
     (lo.max(0) as u64, (hi + size).max(0) as u64)
 }
 
+/// A single-row-block producer of a matmul's A operand, recomputed by the matmul on every core
+/// that has work (instead of one core computing it, storing it, a barrier, and every core loading
+/// it): an RMS/layer norm over the last axis, or a same-shape elementwise add/sub/mul. The math is
+/// the row and elementwise kernels' (f32 on the vector unit, one rounding to the result's type).
+struct Producer {
+    kind: ProducerKind,
+    rows: u64,
+    cols: u64,
+    /// Operand views as `[rows, cols]` (norm: x; binary: both).
+    ins: Vec<View>,
+    /// Norm parameters as `[cols]` views with their raw and f32 SRAM buffers.
+    params: Vec<(View, u64, u64)>,
+    /// SRAM: one staging tile per operand, the f32 work tile, two per-row statistics.
+    stage: Vec<u64>,
+    work: u64,
+    stats: (u64, u64),
+}
+
+#[derive(Clone, Copy)]
+enum ProducerKind {
+    Norm { eps: f32, rms: bool },
+    Binary(Bin),
+}
+
+impl Producer {
+    fn new(cx: &mut Cx, p: OpId, rows: u64, cols: u64) -> R<Producer> {
+        let m = cx.m;
+        let d = m.op(p);
+        let kind = producer_kind(m, p)
+            .ok_or_else(|| cx.err("internal: unsupported recomputed producer"))?;
+        let as2d = |cx: &Cx, v: ValueId| -> R<View> {
+            cx.view(v)?
+                .reshape(&[rows, cols])
+                .ok_or_else(|| cx.err("internal: recomputed operand is not [rows, cols]"))
+        };
+        let n_in = match kind {
+            ProducerKind::Norm { .. } => 1,
+            ProducerKind::Binary(_) => 2,
+        };
+        let mut ins = vec![];
+        for &v in &d.operands[..n_in] {
+            ins.push(as2d(cx, v)?);
+        }
+        let mut params = vec![];
+        if let ProducerKind::Norm { .. } = kind {
+            for &v in &d.operands[1..] {
+                let pv = cx.view(v)?;
+                let pv = pv
+                    .reshape(&[cols])
+                    .or_else(|| pv.broadcast_to(&[cols]))
+                    .ok_or_else(|| cx.err("norm parameter shape does not match the row"))?;
+                let raw = cx.alloc(Mem::Sram, cols * pv.dt.size(), "norm parameter")?;
+                let f = cx.alloc(Mem::Sram, cols * 4, "norm parameter")?;
+                params.push((pv, raw, f));
+            }
+        }
+        let mut stage = vec![];
+        for v in &ins {
+            stage.push(cx.alloc(Mem::Sram, rows * cols * v.dt.size(), "recomputed operand")?);
+        }
+        let work = cx.alloc(Mem::Sram, rows * cols * 4, "recomputed row")?;
+        let s1 = cx.alloc(Mem::Sram, rows * 4, "row statistics")?;
+        let s2 = cx.alloc(Mem::Sram, rows * 4, "row statistics")?;
+        Ok(Producer {
+            kind,
+            rows,
+            cols,
+            ins,
+            params,
+            stage,
+            work,
+            stats: (s1, s2),
+        })
+    }
+
+    /// Computes the producer on the current core into SRAM `dst` (`[rows, cols]` of `dt`).
+    fn emit(&self, cx: &mut Cx, dst: u64, dt: DType) {
+        let (rows, cols) = (self.rows, self.cols);
+        for (v, &st) in self.ins.iter().zip(&self.stage) {
+            cx.e.move_view(true, v, st, cols);
+        }
+        let e = &mut *cx.e;
+        let mut prm = vec![];
+        for (pv, raw, f) in &self.params {
+            e.move_view(true, pv, *raw, cols);
+            let ft = T::sram(*f, cols, DType::F32);
+            e.vun(
+                Un::Copy,
+                ft,
+                T::sram(*raw, cols, pv.dt),
+                Bcast::Full,
+                1,
+                cols,
+            );
+            prm.push(ft);
+        }
+        let w = T::sram(self.work, cols, DType::F32);
+        let a = T::sram(self.stage[0], cols, self.ins[0].dt);
+        match self.kind {
+            ProducerKind::Binary(k) => {
+                let b = T::sram(self.stage[1], cols, self.ins[1].dt);
+                e.vbin(k, w, a, b, Bcast::Full, rows, cols);
+            }
+            ProducerKind::Norm { eps, rms } => {
+                let (s1, s2) = (
+                    T::sram(self.stats.0, 1, DType::F32),
+                    T::sram(self.stats.1, 1, DType::F32),
+                );
+                let n = cols as f32;
+                if rms {
+                    e.vbin(Bin::Mul, w, a, a, Bcast::Full, rows, cols);
+                    e.vred(Red::Sum, s2, w, rows, cols);
+                    e.vun(Un::Copy, w, a, Bcast::Full, rows, cols);
+                } else {
+                    e.vred(Red::Sum, s1, a, rows, cols);
+                    e.vimm(Imm::Div, s1, s1, n, rows, 1);
+                    e.vbin(Bin::Sub, w, a, s1, Bcast::Col, rows, cols);
+                    e.vbin(Bin::Mul, w, w, w, Bcast::Full, rows, cols);
+                    e.vred(Red::Sum, s2, w, rows, cols);
+                    e.vbin(Bin::Sub, w, a, s1, Bcast::Col, rows, cols);
+                }
+                e.vimm(Imm::Div, s2, s2, n, rows, 1);
+                e.vimm(Imm::Add, s2, s2, eps, rows, 1);
+                e.vun(Un::Rsqrt, s2, s2, Bcast::Full, rows, 1);
+                e.vbin(Bin::Mul, w, w, s2, Bcast::Col, rows, cols);
+                if let Some(&sc) = prm.first() {
+                    e.vbin(Bin::Mul, w, w, sc, Bcast::Row, rows, cols);
+                }
+                if let Some(&b) = prm.get(1) {
+                    e.vbin(Bin::Add, w, w, b, Bcast::Row, rows, cols);
+                }
+            }
+        }
+        e.vun(Un::Copy, T::sram(dst, cols, dt), w, Bcast::Full, rows, cols);
+    }
+}
+
+/// The recomputable kind of op `p`, if any.
+fn producer_kind(m: &Module, p: OpId) -> Option<ProducerKind> {
+    let d = m.op(p);
+    match d.name.as_str() {
+        "graph.layer_norm" | "graph.rms_norm" | "graph.norm" => {
+            let rank = shape_of(m, *d.results.first()?)?.len() as i64;
+            let ax = attr_i(m, p, "axis").unwrap_or(-1);
+            if ax != -1 && ax != rank - 1 {
+                return None;
+            }
+            if d.results[1..].iter().any(|&r| !m.uses(r).is_empty()) || d.operands.len() > 3 {
+                return None;
+            }
+            Some(ProducerKind::Norm {
+                eps: attr_f(m, p, "epsilon").unwrap_or(1e-5) as f32,
+                rms: d.name == "graph.rms_norm"
+                    || m.attr(p, "kind").and_then(Attribute::as_str) == Some("rms"),
+            })
+        }
+        "graph.add" | "graph.sub" | "graph.mul" if d.operands.len() == 2 => {
+            let out = shape_of(m, d.results[0])?;
+            let same = d
+                .operands
+                .iter()
+                .all(|&v| shape_of(m, v).as_deref() == Some(out.as_slice()));
+            let float = d
+                .operands
+                .iter()
+                .chain(&d.results)
+                .all(|&v| elem_of(m, v).is_some_and(|e| e.is_float()));
+            (same && float).then_some(ProducerKind::Binary(match d.name.as_str() {
+                "graph.add" => Bin::Add,
+                "graph.sub" => Bin::Sub,
+                _ => Bin::Mul,
+            }))
+        }
+        _ => None,
+    }
+}
+
+/// Results of single-row producers whose every consumer is a matmul taking them as its A operand
+/// in one resident row block, on a multi-core target: each consumer recomputes the producer on
+/// every core ([`Producer`]), so the producer op emits nothing. That removes one store, one
+/// barrier and one load round trip per such boundary (RMSNorm → Q/K/V in a decode step). Safe
+/// only while the producer's operands stay intact until the last consumer has read them: no op
+/// from the producer up to the last consumer may write HBM overlapping them.
+pub fn recomputed_producers(
+    m: &Module,
+    plan: &Plan,
+    ops: &[OpId],
+    o: &Options,
+) -> HashMap<ValueId, OpId> {
+    let mut out = HashMap::new();
+    let t = &o.target;
+    if t.cores <= 1 {
+        return out;
+    }
+    let dt = match o.precision {
+        Precision::Fp32 => DType::F32,
+        Precision::Bf16 => DType::BF16,
+    };
+    let pos: HashMap<OpId, usize> = ops.iter().enumerate().map(|(i, &op)| (op, i)).collect();
+    for (i, &p) in ops.iter().enumerate() {
+        if producer_kind(m, p).is_none() {
+            continue;
+        }
+        let d = m.op(p);
+        let r = d.results[0];
+        let (Some(rv), Some(shape)) = (plan.views.get(&r), shape_of(m, r)) else {
+            continue;
+        };
+        // One `[rows, cols]` matrix (leading dims of extent 1): the consumer has one batch.
+        let cols = *shape.last().unwrap_or(&0);
+        let rows: u64 = shape[..shape.len().saturating_sub(1)].iter().product();
+        let one_batch = shape.len() >= 2 && shape[..shape.len() - 2].iter().all(|&x| x == 1);
+        if !one_batch || rows == 0 || rows > t.matrix.rows as u64 || cols == 0 || rv.dt != dt {
+            continue;
+        }
+        if !plan.owned.contains_key(&r) {
+            continue;
+        }
+        let uses = m.uses(r);
+        let consumers_ok = !uses.is_empty()
+            && uses.iter().all(|&(u, ix)| {
+                ix == 0
+                    && matches!(
+                        m.op(u).name.as_str(),
+                        "graph.matmul" | "graph.matmul_epilogue"
+                    )
+                    && pos.contains_key(&u)
+                    && m.op(u)
+                        .operands
+                        .get(1)
+                        .and_then(|&b| shape_of(m, b))
+                        .is_some_and(|bs| {
+                            // B is one [K, N] matrix (no batch), A's rows are one block.
+                            bs.len() == 2 && bs[0] == cols
+                        })
+                    && shape_of(m, m.op(u).results[0])
+                        .is_some_and(|os| os[..os.len() - 1].iter().product::<u64>() == rows)
+            });
+        if !consumers_ok {
+            continue;
+        }
+        let last = uses
+            .iter()
+            .filter_map(|(u, _)| pos.get(u))
+            .max()
+            .copied()
+            .unwrap_or(i);
+        let inputs: Vec<(u64, u64)> = d
+            .operands
+            .iter()
+            .filter_map(|v| plan.views.get(v))
+            .map(view_range)
+            .collect();
+        if inputs.len() != d.operands.len() {
+            continue;
+        }
+        // Ops that emit code write their results' views; pure view ops write nothing.
+        let clobbered = ops[i + 1..=last].iter().any(|&q| {
+            !view_only(plan, m, q)
+                && m.op(q)
+                    .results
+                    .iter()
+                    .filter_map(|v| plan.views.get(v))
+                    .any(|w| {
+                        let (lo, hi) = view_range(w);
+                        inputs.iter().any(|&(l, h)| lo < h && l < hi)
+                    })
+        });
+        if !clobbered {
+            out.insert(r, p);
+        }
+    }
+    out
+}
+
 /// Everything the epilogue of one output tile needs.
 struct Epilogue {
     acc: T,
@@ -2313,7 +2633,18 @@ fn gemm(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
     let bias = if row_bias { c.clone() } else { None };
     // A C added afterwards reads the output: the epilogues must be emitted before.
     let defer = c.is_none() || row_bias;
-    matmul_views(cx, op, av, bv, bias, Act::None, alpha as f32, ov, defer)?;
+    matmul_views(
+        cx,
+        op,
+        av,
+        bv,
+        bias,
+        Act::None,
+        alpha as f32,
+        ov,
+        defer,
+        None,
+    )?;
     if let (Some(cv), false) = (c, row_bias) {
         // out = out + beta · C, elementwise over the output tile rows.
         let cb = cv

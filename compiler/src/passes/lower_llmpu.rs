@@ -20,7 +20,7 @@
 
 use super::PassInfo;
 use crate::backend::emit::Emitter;
-use crate::backend::kernels::{Cx, Tail, copy, flush_tail, lower_op};
+use crate::backend::kernels::{Cx, Tail, copy, flush_tail, lower_op, recomputed_producers};
 use crate::backend::plan::plan_function;
 use crate::backend::{codegen, loc_string, options};
 use crate::ir::{Location, Module};
@@ -58,6 +58,8 @@ impl Pass for LowerLlmpu {
             .ok_or_else(|| fail(&Location::Unknown, "function has no body"))?;
         let ops = m.block(entry).ops.clone();
         let mut tail: Option<Tail> = None;
+        let recompute = recomputed_producers(m, &plan, &ops, &o);
+        let producers: std::collections::HashSet<_> = recompute.values().copied().collect();
         for &op in &ops {
             if m.op(op).name == "func.return" {
                 continue;
@@ -72,13 +74,16 @@ impl Pass for LowerLlmpu {
                 o: &o,
                 loc: loc.clone(),
                 tail: &mut tail,
+                recompute: &recompute,
             };
             // Only matmuls take over a previous matmul's deferred epilogues (after their first
             // loads); every other op starts after them.
+            // (A producer its consumers recompute emits nothing: the tail waits for them.)
             if !matches!(
                 m.op(op).name.as_str(),
                 "graph.matmul" | "graph.matmul_epilogue" | "graph.gemm"
-            ) {
+            ) && !producers.contains(&op)
+            {
                 flush_tail(&mut cx);
             }
             lower_op(&mut cx, op).map_err(|err| fail(&loc, err.message))?;
@@ -101,6 +106,7 @@ impl Pass for LowerLlmpu {
                 o: &o,
                 loc: loc.clone(),
                 tail: &mut tail,
+                recompute: &recompute,
             };
             flush_tail(&mut cx);
             let dst = dst.reshape(&src.shape).unwrap_or(dst.clone());
@@ -118,6 +124,7 @@ impl Pass for LowerLlmpu {
                 o: &o,
                 loc: Location::name("epilogue"),
                 tail: &mut tail,
+                recompute: &recompute,
             };
             flush_tail(&mut cx);
             e.end_op();
