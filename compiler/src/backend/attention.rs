@@ -17,6 +17,11 @@
 //! fewer queries than the array width (decode) `kv_block` widens (up to 32 array widths) so each
 //! block's matrix work outweighs the latencies of its dependency chain; K/V blocks are
 //! quadruple-buffered when SRAM allows.
+//!
+//! K/V in the paged KV region (decode) take `paged_decode` when its buffers fit: GQA query heads
+//! as the rows of one group, `(group, block)` units software-pipelined, running statistics
+//! resident for the whole op, one drained run-time branch per (sequence, live block) — the
+//! invariant every run-time branch keeps is that the core is drained before it and at its target.
 
 use llmpu_isa::{Bcast, DType};
 
@@ -639,14 +644,29 @@ fn paged_decode(
         vt.push(al(cx, Mem::Sram, bt * dv * sz, "attention V block")?);
         if conv {
             kst.push(al(cx, Mem::Sram, bt * d * 4, "attention conversion stage")?);
-            vst.push(al(cx, Mem::Sram, bt * dv * 4, "attention conversion stage")?);
+            vst.push(al(
+                cx,
+                Mem::Sram,
+                bt * dv * 4,
+                "attention conversion stage",
+            )?);
         }
         st.push(al(cx, Mem::Sram, rows * bt * 4, "attention scores")?);
-        pt.push(al(cx, Mem::Sram, rows * bt * sz, "attention probabilities")?);
+        pt.push(al(
+            cx,
+            Mem::Sram,
+            rows * bt * sz,
+            "attention probabilities",
+        )?);
         if mdt > 0 {
             mt.push(al(cx, Mem::Sram, rows * bt * mdt, "attention mask block")?);
         }
-        sacc.push(al(cx, Mem::Acc, rows * bt * 4, "attention score accumulator")?);
+        sacc.push(al(
+            cx,
+            Mem::Acc,
+            rows * bt * 4,
+            "attention score accumulator",
+        )?);
     }
     let qstage = al(cx, Mem::Sram, rows * d * 4, "attention conversion stage")?;
     let pvacc = [
@@ -685,10 +705,7 @@ fn paged_decode(
     // Contiguous groups per core, so each core's rows are one range.
     let span = |c: usize| {
         let c = c as u64;
-        (
-            c * groups / cores as u64,
-            (c + 1) * groups / cores as u64,
-        )
+        (c * groups / cores as u64, (c + 1) * groups / cores as u64)
     };
     for c in 0..cores {
         let (g0, g1) = span(c);
@@ -717,12 +734,16 @@ fn paged_decode(
             let k0 = j * bt;
             let wk = bt.min(skv - k0);
             let entry = tab + (bi * region.max_blocks + j) * 4;
-            let in_block = |n: u64| {
-                View::dense(hk * bt * n * kv_dt.size(), kv_dt, &[wk, n])
-            };
+            let in_block = |n: u64| View::dense(hk * bt * n * kv_dt.size(), kv_dt, &[wk, n]);
             let kr = cx.e.block_addr(entry, kb, kslot.pool_addr);
             let kstage = if conv { kst[slot] } else { 0 };
-            load(cx, &in_block(d).permute(&[1, 0]), kt[slot], kstage, Some(kr));
+            load(
+                cx,
+                &in_block(d).permute(&[1, 0]),
+                kt[slot],
+                kstage,
+                Some(kr),
+            );
             cx.e.unpin(kr);
             let vr = cx.e.block_addr(entry, vb, vslot.pool_addr);
             let vstage = if conv { vst[slot] } else { 0 };
@@ -774,7 +795,15 @@ fn paged_decode(
                     Some(_) => (Bcast::Row, mv.dt),
                     None => (Bcast::Full, mv.dt),
                 };
-                e.vbin(Bin::Add, sv, sv, T::sram(mt[slot], wk, mdtype), bc, rows, wk);
+                e.vbin(
+                    Bin::Add,
+                    sv,
+                    sv,
+                    T::sram(mt[slot], wk, mdtype),
+                    bc,
+                    rows,
+                    wk,
+                );
             }
             if s.causal && k0 + wk - 1 > s.off {
                 for i in 0..g {
@@ -823,17 +852,16 @@ fn paged_decode(
         };
         // Runs units `(group, block)` software-pipelined; everything is emitted on return.
         let run = |cx: &mut Cx, units: &[(u64, u64)], count: &mut u64| {
-            let mut pending: std::collections::VecDeque<(u64, u64, u64, u64)> =
-                Default::default();
+            let mut pending: std::collections::VecDeque<(u64, u64, u64, u64)> = Default::default();
             for &(u, j) in units {
                 let n = *count;
                 *count += 1;
                 front(cx, u, j, n % nslot);
                 pending.push_back((u, j, n % nslot, n));
-                if pending.len() > LOOK {
-                    if let Some((pu, pj, ps, pn)) = pending.pop_front() {
-                        back(cx, pu, pj, ps, pn);
-                    }
+                if pending.len() > LOOK
+                    && let Some((pu, pj, ps, pn)) = pending.pop_front()
+                {
+                    back(cx, pu, pj, ps, pn);
                 }
             }
             while let Some((pu, pj, ps, pn)) = pending.pop_front() {
@@ -897,11 +925,7 @@ fn paged_decode(
         // One store when the output is dense in (batch, head, query) order, else one per head.
         let dense = ov.strides == crate::backend::view::dense_strides(&ov.shape);
         if dense {
-            let dst = View::dense(
-                (ov.addr + (r0 * dv * osz) as i64) as u64,
-                ov.dt,
-                &[n, dv],
-            );
+            let dst = View::dense((ov.addr + (r0 * dv * osz) as i64) as u64, ov.dt, &[n, dv]);
             cx.e.move_view(false, &dst, res.addr, dv);
         } else {
             for u in g0..g1 {
