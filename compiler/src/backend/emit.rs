@@ -648,6 +648,100 @@ impl Emitter {
         rd
     }
 
+    /// The physical block (block-table entry) of logical block `min(j, last)` of a paged KV
+    /// sequence, computed at run time: `last = (length + add) / div` with `length` the i32 at SRAM
+    /// `len_entry` (the sequence's last live block when `add = new_tokens − 1`, `div =
+    /// block_tokens`), then `ld32` of entry `table_row + 4 · min(j, last)`. Blocks past the live
+    /// ones thus read the last live block (paged attention masks their keys), so the work needs no
+    /// branch. The register stays pinned until [`Emitter::unpin`].
+    pub fn clamped_block(
+        &mut self,
+        len_entry: u64,
+        add: u64,
+        div: u64,
+        j: u64,
+        table_row: u64,
+        max_blocks: u64,
+    ) -> Reg {
+        let a = self.reg(len_entry as i64);
+        let rd = self.fresh();
+        self.op(
+            Inst::Ld32 { rd, rs1: a, off: 0 },
+            vec![Touch::read(Mem::Sram, len_entry, len_entry + 4)],
+        );
+        self.pinned.push(rd.0);
+        if add > 0 {
+            let ad = self.reg(add as i64);
+            self.push_raw(Inst::Add {
+                rd,
+                rs1: rd,
+                rs2: ad,
+            });
+        }
+        let dv = self.reg(div as i64);
+        self.push_raw(Inst::Div {
+            rd,
+            rs1: rd,
+            rs2: dv,
+        });
+        self.locked.clear();
+        let jr = self.reg(j as i64);
+        self.push_raw(Inst::Min {
+            rd,
+            rs1: rd,
+            rs2: jr,
+        });
+        self.locked.clear();
+        let four = self.reg(4);
+        self.push_raw(Inst::Mul {
+            rd,
+            rs1: rd,
+            rs2: four,
+        });
+        let row = self.reg(table_row as i64);
+        self.push_raw(Inst::Add {
+            rd,
+            rs1: rd,
+            rs2: row,
+        });
+        self.locked.clear();
+        self.op(
+            Inst::Ld32 {
+                rd,
+                rs1: rd,
+                off: 0,
+            },
+            vec![Touch::read(
+                Mem::Sram,
+                table_row,
+                table_row + 4 * max_blocks,
+            )],
+        );
+        self.locked.clear();
+        rd
+    }
+
+    /// `pool + block · block_bytes` into a fresh register pinned until [`Emitter::unpin`]
+    /// (`block` from [`Emitter::clamped_block`] is left unchanged).
+    pub fn pool_addr(&mut self, block: Reg, block_bytes: u64, pool: u64) -> Reg {
+        let rd = self.fresh();
+        self.pinned.push(rd.0);
+        let sc = self.reg(block_bytes as i64);
+        self.push_raw(Inst::Mul {
+            rd,
+            rs1: block,
+            rs2: sc,
+        });
+        let b = self.reg(pool as i64);
+        self.push_raw(Inst::Add {
+            rd,
+            rs1: rd,
+            rs2: b,
+        });
+        self.locked.clear();
+        rd
+    }
+
     /// A new label id for [`Emitter::branch_ge`] / [`Emitter::bind_label`].
     pub fn new_label(&mut self) -> usize {
         let s = &mut self.streams[self.cur];
