@@ -146,3 +146,124 @@ fn batch_8_paged_decode_attention_is_pipelined_across_sequences_and_heads() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Deterministic values in [-1, 1) (64-bit LCG).
+fn noise(n: usize, seed: u64) -> Vec<f32> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((x >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Logits of one decode step of `bin` (fp32) whose sequences have cached lengths `lens`, pasts
+/// `pasts[slot][row]` (`[2, 127, 16]` each) and last tokens `ids`.
+fn step_logits(bin: &Path, lens: &[i32], pasts: &[Vec<Vec<f32>>], ids: &[i64]) -> Vec<f32> {
+    use llmpu_runtime::{RunOptions, kv, run_with_kv};
+    let p = llmpu_isa::binary::read_file(bin).unwrap();
+    let region = p.kv.clone().expect("KV region");
+    let b = lens.len();
+    let tensors: Vec<Tensor> = pasts
+        .iter()
+        .map(|rows| {
+            let v: Vec<f32> = rows.iter().flatten().copied().collect();
+            Tensor::from_f32(DType::F32, vec![b as u64, 2, 127, 16], &v).unwrap()
+        })
+        .collect();
+    let refs: Vec<&Tensor> = tensors.iter().collect();
+    let mut img = kv::pack(&region, &kv::reversed_table(&region), &refs).unwrap();
+    // The real cached lengths (pack writes the past length for every sequence).
+    let at = (region.table_addr - region.hbm_addr + region.batch * region.max_blocks * 4) as usize;
+    for (i, l) in lens.iter().enumerate() {
+        img[at + 4 * i..at + 4 * i + 4].copy_from_slice(&l.to_le_bytes());
+    }
+    let i64s = |shape: Vec<u64>, v: Vec<i64>| {
+        Tensor::new(
+            DType::I64,
+            shape,
+            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        )
+        .unwrap()
+    };
+    let mask: Vec<i64> = lens
+        .iter()
+        .flat_map(|&l| (0..128).map(move |p| i64::from(p <= l)))
+        .collect();
+    let inputs = vec![
+        (
+            "input_ids".to_string(),
+            i64s(vec![b as u64, 1], ids.to_vec()),
+        ),
+        (
+            "attention_mask".to_string(),
+            i64s(vec![b as u64, 128], mask),
+        ),
+        (
+            "position_ids".to_string(),
+            i64s(vec![b as u64, 1], lens.iter().map(|&l| l as i64).collect()),
+        ),
+    ];
+    let (r, _) = run_with_kv(&p, &inputs, Some(&img), &RunOptions::default()).unwrap();
+    r.outputs
+        .iter()
+        .find(|(n, _)| n == "logits")
+        .expect("logits")
+        .1
+        .to_f32()
+}
+
+#[test]
+fn shorter_sequence_in_a_batch_gets_the_same_logits_as_alone() {
+    // Batch 2 with cached lengths 5 and 100: the first sequence's blocks 1..=6 are past its live
+    // one but within the batch's longest, so they are computed on its last live block, masked;
+    // its logits must equal those of a batch-1 step (where no such block is computed).
+    let Some(c) = corpus() else { return };
+    let dir = std::env::temp_dir().join(format!("llmpu-paged-mixed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = c.join("models/llama-tiny-dyn-decode/model.onnx");
+    let compile_fp32 = |batch: u64| {
+        let bin = dir.join(format!("f{batch}.llmpu"));
+        llmpu(&[
+            "compile".into(),
+            s(&model),
+            "--dim".into(),
+            format!("batch_size={batch}"),
+            "--max-context".into(),
+            "128".into(),
+            "--precision".into(),
+            "fp32".into(),
+            "-o".into(),
+            s(&bin),
+        ]);
+        bin
+    };
+    let (b1, b2) = (compile_fp32(1), compile_fp32(2));
+    let lens = [5, 100];
+    let ids = [3i64, 7];
+    let pasts: Vec<Vec<Vec<f32>>> = (0..4u64)
+        .map(|slot| {
+            (0..2u64)
+                .map(|row| noise(2 * 127 * 16, slot * 2 + row))
+                .collect()
+        })
+        .collect();
+    let both = step_logits(&b2, &lens, &pasts, &ids);
+    let vocab = both.len() / 2;
+    for row in 0..2 {
+        let alone: Vec<Vec<Vec<f32>>> = pasts.iter().map(|p| vec![p[row].clone()]).collect();
+        let one = step_logits(&b1, &lens[row..row + 1], &alone, &ids[row..row + 1]);
+        let diff = one
+            .iter()
+            .zip(&both[row * vocab..(row + 1) * vocab])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(diff < 1e-4, "row {row}: max |diff| {diff} against batch 1");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
