@@ -4,20 +4,11 @@
 //! batch-1 steps. Needs the corpus (`LLMPU_CORPUS`, default `../shared/corpus`).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-fn corpus() -> Option<PathBuf> {
-    let c = std::env::var("LLMPU_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus"));
-    if c.join("models").is_dir() {
-        Some(c)
-    } else {
-        eprintln!("SKIPPED: corpus not found at {}", c.display());
-        None
-    }
-}
+mod common;
+use common::corpus;
 
 fn llmpu(args: &[&str]) {
     let o = Command::new(env!("CARGO_BIN_EXE_llmpu"))
@@ -66,7 +57,7 @@ fn step(model: &Path, dir: &Path, batch: u64) -> (u64, HashMap<String, u64>) {
 
 #[test]
 fn batched_decode_matmuls_read_the_weights_once_per_step() {
-    let Some(c) = corpus() else { return };
+    let Some(c) = corpus("models") else { return };
     let dir = std::env::temp_dir().join(format!("llmpu-batched-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     for arch in ["gpt2", "llama"] {

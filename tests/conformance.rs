@@ -2,27 +2,14 @@
 //! workspace): the ONNX node tests, the extra node tests and the exported models all pass through the
 //! importer + reference interpreter. Skipped (with a message) when the corpus is absent.
 
-use std::path::PathBuf;
 use std::process::Command;
 
-fn corpus() -> Option<PathBuf> {
-    let p = std::env::var_os("LLMPU_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus"));
-    if p.is_dir() {
-        Some(p)
-    } else {
-        println!(
-            "corpus not found at {} (set LLMPU_CORPUS); skipping",
-            p.display()
-        );
-        None
-    }
-}
+mod common;
+use common::corpus;
 
 /// Runs the command on a folder; returns (passed, failed, unsupported) from its summary line.
 fn conformance(folder: &str) -> Option<(u32, u32, u32)> {
-    let dir = corpus()?.join(folder);
+    let dir = corpus("")?.join(folder);
     let out = Command::new(env!("CARGO_BIN_EXE_llmpu"))
         .args(["conformance", "-q"])
         .arg(&dir)

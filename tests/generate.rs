@@ -2,23 +2,10 @@
 //! the paged KV cache resident in the emulator's HBM (needs `LLMPU_CORPUS`, default
 //! `../shared/corpus`; skipped with a message when absent).
 
-use std::path::PathBuf;
 use std::process::Command;
 
-fn corpus() -> Option<PathBuf> {
-    let c = std::env::var("LLMPU_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus"));
-    if c.join("generate").is_dir() {
-        Some(c)
-    } else {
-        eprintln!(
-            "SKIPPED: corpus not found at {} (set LLMPU_CORPUS)",
-            c.display()
-        );
-        None
-    }
-}
+mod common;
+use common::corpus;
 
 /// Runs generate for `arch` and returns (matching ids, compared ids, stdout).
 fn generate(c: &std::path::Path, arch: &str, precision: &str) -> (usize, usize, String) {
@@ -51,7 +38,7 @@ fn generate(c: &std::path::Path, arch: &str, precision: &str) -> (usize, usize, 
 
 #[test]
 fn generate_matches_reference_ids_and_step_cost_rises_with_live_kv_blocks() {
-    let Some(c) = corpus() else {
+    let Some(c) = corpus("generate") else {
         return;
     };
     for arch in ["gpt2", "llama"] {
@@ -89,7 +76,7 @@ fn generate_matches_reference_ids_and_step_cost_rises_with_live_kv_blocks() {
 /// A decode binary compiled once with `--max-context` serves every step of a generation.
 #[test]
 fn decode_binary_compiled_for_max_context_generates_the_reference_ids() {
-    let Some(c) = corpus() else {
+    let Some(c) = corpus("generate") else {
         return;
     };
     let out = std::env::temp_dir().join(format!("llmpu-decode-{}.llmpu", std::process::id()));
@@ -131,7 +118,7 @@ fn decode_binary_compiled_for_max_context_generates_the_reference_ids() {
 
 #[test]
 fn generate_trace_puts_prefill_and_every_step_on_one_time_axis() {
-    let Some(c) = corpus() else {
+    let Some(c) = corpus("generate") else {
         return;
     };
     let m = |k: &str| c.join(format!("models/gpt2-tiny-dyn-{k}/model.onnx"));

@@ -17,17 +17,8 @@ use std::process::Command;
 use llmpu_isa::DType;
 use llmpu_runtime::{Tensor, npy};
 
-fn corpus() -> Option<PathBuf> {
-    let c = std::env::var("LLMPU_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus"));
-    if c.join("models").is_dir() {
-        Some(c)
-    } else {
-        eprintln!("SKIPPED: corpus not found at {}", c.display());
-        None
-    }
-}
+mod common;
+use common::corpus;
 
 fn llmpu(args: &[String]) {
     let o = Command::new(env!("CARGO_BIN_EXE_llmpu"))
@@ -86,7 +77,7 @@ fn i64_tensor(shape: Vec<u64>, v: i64) -> Tensor {
 
 #[test]
 fn batch_8_paged_decode_attention_is_pipelined_across_sequences_and_heads() {
-    let Some(c) = corpus() else { return };
+    let Some(c) = corpus("models") else { return };
     let dir = std::env::temp_dir().join(format!("llmpu-paged-attn-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let model = c.join("models/llama-tiny-dyn-decode/model.onnx");
@@ -223,7 +214,7 @@ fn shorter_sequence_in_a_batch_gets_the_same_logits_as_alone() {
     // Batch 2 with cached lengths 5 and 100: the first sequence's blocks 1..=6 are past its live
     // one but within the batch's longest, so they are computed on its last live block, masked;
     // its logits must equal those of a batch-1 step (where no such block is computed).
-    let Some(c) = corpus() else { return };
+    let Some(c) = corpus("models") else { return };
     let dir = std::env::temp_dir().join(format!("llmpu-paged-mixed-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let model = c.join("models/llama-tiny-dyn-decode/model.onnx");

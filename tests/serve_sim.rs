@@ -6,20 +6,8 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-fn corpus() -> Option<PathBuf> {
-    let c = std::env::var("LLMPU_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus"));
-    if c.join("generate").is_dir() {
-        Some(c)
-    } else {
-        eprintln!(
-            "SKIPPED: corpus not found at {} (set LLMPU_CORPUS)",
-            c.display()
-        );
-        None
-    }
-}
+mod common;
+use common::corpus;
 
 fn tmp(name: &str) -> PathBuf {
     let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("serve_sim");
@@ -57,7 +45,7 @@ fn committed_trace() -> PathBuf {
 
 #[test]
 fn committed_64_request_trace_completes_with_paged_kv_utilization_of_at_least_90_percent() {
-    let Some(c) = corpus() else { return };
+    let Some(c) = corpus("generate") else { return };
     let trace = committed_trace();
     let s = serve_json(&c, "gpt2", &["--requests", trace.to_str().expect("path")]);
     let t: Value =
@@ -140,7 +128,7 @@ fn reference_trace(c: &Path, arch: &str) -> (PathBuf, Vec<Value>) {
 
 #[test]
 fn batched_decode_reproduces_the_greedy_reference_ids_in_fp32_for_gpt2_and_llama() {
-    let Some(c) = corpus() else { return };
+    let Some(c) = corpus("generate") else { return };
     for arch in ["gpt2", "llama"] {
         let (trace, want) = reference_trace(&c, arch);
         let t = trace.to_str().expect("path");
@@ -185,7 +173,7 @@ fn batched_decode_reproduces_the_greedy_reference_ids_in_fp32_for_gpt2_and_llama
 
 #[test]
 fn trace_option_writes_request_and_scheduler_tracks_with_instruction_events() {
-    let Some(c) = corpus() else { return };
+    let Some(c) = corpus("generate") else { return };
     let p = tmp("small.json");
     std::fs::write(
         &p,
@@ -226,7 +214,7 @@ fn trace_option_writes_request_and_scheduler_tracks_with_instruction_events() {
 
 #[test]
 fn malformed_trace_is_an_error_naming_the_request_and_field() {
-    let Some(c) = corpus() else { return };
+    let Some(c) = corpus("generate") else { return };
     let p = tmp("bad.json");
     std::fs::write(
         &p,
@@ -252,7 +240,7 @@ fn malformed_trace_is_an_error_naming_the_request_and_field() {
 
 #[test]
 fn synthetic_trace_generator_is_deterministic_and_fits_the_context() {
-    let Some(c) = corpus() else { return };
+    let Some(c) = corpus("generate") else { return };
     let (a, b) = (tmp("synth-a.json"), tmp("synth-b.json"));
     for p in [&a, &b] {
         let (ok, out, err) = serve(
