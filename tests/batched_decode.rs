@@ -5,30 +5,16 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Command;
 
 mod common;
-use common::corpus;
-
-fn llmpu(args: &[&str]) {
-    let o = Command::new(env!("CARGO_BIN_EXE_llmpu"))
-        .args(args)
-        .output()
-        .expect("run llmpu");
-    assert!(
-        o.status.success(),
-        "llmpu {args:?}: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
+use common::{corpus, llmpu_ok};
 
 /// (cycles, HBM bytes per location) of the decode step compiled for `batch`.
 fn step(model: &Path, dir: &Path, batch: u64) -> (u64, HashMap<String, u64>) {
     let bin = dir.join(format!("b{batch}.llmpu"));
     let json = dir.join(format!("b{batch}.json"));
     let s = |p: &Path| p.to_str().unwrap().to_string();
-    llmpu(&[
+    llmpu_ok(&[
         "compile",
         &s(model),
         "--dim",
@@ -38,7 +24,7 @@ fn step(model: &Path, dir: &Path, batch: u64) -> (u64, HashMap<String, u64>) {
         "-o",
         &s(&bin),
     ]);
-    llmpu(&["run", &s(&bin), "--timing-only", "--report-json", &s(&json)]);
+    llmpu_ok(&["run", &s(&bin), "--timing-only", "--report-json", &s(&json)]);
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let locs = r["locations"]

@@ -12,26 +12,12 @@
 //! three-stage pipeline 33,304 (3,450) and 64,195 (18,899).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use llmpu_isa::DType;
 use llmpu_runtime::{Tensor, npy};
 
 mod common;
-use common::corpus;
-
-fn llmpu(args: &[String]) {
-    let o = Command::new(env!("CARGO_BIN_EXE_llmpu"))
-        .args(args)
-        .output()
-        .expect("run llmpu");
-    assert!(
-        o.status.success(),
-        "llmpu {args:?}: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
+use common::{corpus, llmpu_ok};
 
 fn s(p: &Path) -> String {
     p.to_str().unwrap().to_string()
@@ -41,7 +27,7 @@ fn s(p: &Path) -> String {
 fn run(bin: &Path, json: &Path, extra: &[String]) -> (u64, Vec<u64>) {
     let mut args = vec!["run".to_string(), s(bin), "--report-json".into(), s(json)];
     args.extend_from_slice(extra);
-    llmpu(&args);
+    llmpu_ok(&args);
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
     let spans = r["locations"]
@@ -56,7 +42,7 @@ fn run(bin: &Path, json: &Path, extra: &[String]) -> (u64, Vec<u64>) {
 
 fn compile(model: &Path, dir: &Path, batch: u64) -> PathBuf {
     let bin = dir.join(format!("b{batch}.llmpu"));
-    llmpu(&[
+    llmpu_ok(&[
         "compile".into(),
         s(model),
         "--dim".into(),
@@ -220,7 +206,7 @@ fn shorter_sequence_in_a_batch_gets_the_same_logits_as_alone() {
     let model = c.join("models/llama-tiny-dyn-decode/model.onnx");
     let compile_fp32 = |batch: u64| {
         let bin = dir.join(format!("f{batch}.llmpu"));
-        llmpu(&[
+        llmpu_ok(&[
             "compile".into(),
             s(&model),
             "--dim".into(),

@@ -7,6 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+use common::llmpu_ok;
+
 fn chromium() -> Option<PathBuf> {
     if let Ok(p) = std::env::var("LLMPU_CHROMIUM") {
         return Some(PathBuf::from(p));
@@ -15,20 +18,6 @@ fn chromium() -> Option<PathBuf> {
     std::env::split_paths(&path)
         .flat_map(|d| ["chromium", "chromium-browser"].map(|n| d.join(n)))
         .find(|p| p.is_file())
-}
-
-fn llmpu(args: &[&str]) {
-    let o = Command::new(env!("CARGO_BIN_EXE_llmpu"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run llmpu");
-    assert!(
-        o.status.success(),
-        "llmpu {args:?}: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
 }
 
 fn headless(browser: &Path, args: &[&str], page: &Path) -> std::process::Output {
@@ -64,8 +53,8 @@ fn chromium_renders_the_report_with_one_roofline_point_per_op() {
         dir.join("report.png"),
     );
     let s = |p: &Path| p.to_str().unwrap().to_string();
-    llmpu(&["compile", "examples/models/tiny-gpt.onnx", "-o", &s(&bin)]);
-    llmpu(&[
+    llmpu_ok(&["compile", "examples/models/tiny-gpt.onnx", "-o", &s(&bin)]);
+    llmpu_ok(&[
         "run",
         &s(&bin),
         "--timing-only",

@@ -24,3 +24,19 @@ pub fn corpus(sub: &str) -> Option<PathBuf> {
     );
     None
 }
+
+/// Runs `llmpu args…` in the project folder and fails the test, with its output, unless it
+/// succeeds.
+pub fn llmpu_ok<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_llmpu"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run llmpu");
+    assert!(
+        o.status.success(),
+        "llmpu {args:?}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

@@ -1579,33 +1579,7 @@ fn row_kernel_stats(
                     e.vbin(Bin::Mul, w, w, s2, Bcast::Col, rows, cols);
                 }
             }
-            RowK::Norm { eps, rms } => {
-                let n = cols as f32;
-                if rms {
-                    e.vbin(Bin::Mul, w, a, a, Bcast::Full, rows, cols);
-                    e.vred(Red::Sum, s2, w, rows, cols);
-                    e.vun(Un::Copy, w, a, Bcast::Full, rows, cols);
-                } else {
-                    e.vred(Red::Sum, s1, a, rows, cols);
-                    e.vimm(Imm::Div, s1, s1, n, rows, 1);
-                    e.vbin(Bin::Sub, w, a, s1, Bcast::Col, rows, cols);
-                    // variance into s2 via the output tile as f32 scratch is not guaranteed
-                    // wide enough; square in place, sum, and recompute the centred values.
-                    e.vbin(Bin::Mul, w, w, w, Bcast::Full, rows, cols);
-                    e.vred(Red::Sum, s2, w, rows, cols);
-                    e.vbin(Bin::Sub, w, a, s1, Bcast::Col, rows, cols);
-                }
-                e.vimm(Imm::Div, s2, s2, n, rows, 1);
-                e.vimm(Imm::Add, s2, s2, eps, rows, 1);
-                e.vun(Un::Rsqrt, s2, s2, Bcast::Full, rows, 1);
-                e.vbin(Bin::Mul, w, w, s2, Bcast::Col, rows, cols);
-                if let Some(&sc) = prm.first() {
-                    e.vbin(Bin::Mul, w, w, sc, Bcast::Row, rows, cols);
-                }
-                if let Some(&b) = prm.get(1) {
-                    e.vbin(Bin::Add, w, w, b, Bcast::Row, rows, cols);
-                }
-            }
+            RowK::Norm { eps, rms } => norm_rows(e, w, a, (s1, s2), &prm, eps, rms, rows, cols),
         }
         let res = if o.dt == DType::F32 {
             w
@@ -1780,6 +1754,47 @@ fn load_as(cx: &mut Cx, v: &View, dst: u64, stage: u64, dt: DType) {
             v.shape[0],
             cols,
         );
+    }
+}
+
+/// LayerNorm (`rms` false) or RMSNorm of `rows` rows of `a` into the f32 tile `w`: statistics in
+/// `s1` (mean) and `s2` (variance or mean square, then its reciprocal root), then the optional
+/// scale `prm[0]` and bias `prm[1]` broadcast along the rows. The variance squares the centred
+/// values in `w` and recomputes them, so no scratch beyond `w` is needed.
+#[allow(clippy::too_many_arguments)]
+fn norm_rows(
+    e: &mut Emitter,
+    w: T,
+    a: T,
+    (s1, s2): (T, T),
+    prm: &[T],
+    eps: f32,
+    rms: bool,
+    rows: u64,
+    cols: u64,
+) {
+    let n = cols as f32;
+    if rms {
+        e.vbin(Bin::Mul, w, a, a, Bcast::Full, rows, cols);
+        e.vred(Red::Sum, s2, w, rows, cols);
+        e.vun(Un::Copy, w, a, Bcast::Full, rows, cols);
+    } else {
+        e.vred(Red::Sum, s1, a, rows, cols);
+        e.vimm(Imm::Div, s1, s1, n, rows, 1);
+        e.vbin(Bin::Sub, w, a, s1, Bcast::Col, rows, cols);
+        e.vbin(Bin::Mul, w, w, w, Bcast::Full, rows, cols);
+        e.vred(Red::Sum, s2, w, rows, cols);
+        e.vbin(Bin::Sub, w, a, s1, Bcast::Col, rows, cols);
+    }
+    e.vimm(Imm::Div, s2, s2, n, rows, 1);
+    e.vimm(Imm::Add, s2, s2, eps, rows, 1);
+    e.vun(Un::Rsqrt, s2, s2, Bcast::Full, rows, 1);
+    e.vbin(Bin::Mul, w, w, s2, Bcast::Col, rows, cols);
+    if let Some(&sc) = prm.first() {
+        e.vbin(Bin::Mul, w, w, sc, Bcast::Row, rows, cols);
+    }
+    if let Some(&b) = prm.get(1) {
+        e.vbin(Bin::Add, w, w, b, Bcast::Row, rows, cols);
     }
 }
 
@@ -2369,33 +2384,11 @@ impl Producer {
                 e.vbin(k, w, a, b, Bcast::Full, rows, cols);
             }
             ProducerKind::Norm { eps, rms } => {
-                let (s1, s2) = (
+                let stats = (
                     T::sram(self.stats.0, 1, DType::F32),
                     T::sram(self.stats.1, 1, DType::F32),
                 );
-                let n = cols as f32;
-                if rms {
-                    e.vbin(Bin::Mul, w, a, a, Bcast::Full, rows, cols);
-                    e.vred(Red::Sum, s2, w, rows, cols);
-                    e.vun(Un::Copy, w, a, Bcast::Full, rows, cols);
-                } else {
-                    e.vred(Red::Sum, s1, a, rows, cols);
-                    e.vimm(Imm::Div, s1, s1, n, rows, 1);
-                    e.vbin(Bin::Sub, w, a, s1, Bcast::Col, rows, cols);
-                    e.vbin(Bin::Mul, w, w, w, Bcast::Full, rows, cols);
-                    e.vred(Red::Sum, s2, w, rows, cols);
-                    e.vbin(Bin::Sub, w, a, s1, Bcast::Col, rows, cols);
-                }
-                e.vimm(Imm::Div, s2, s2, n, rows, 1);
-                e.vimm(Imm::Add, s2, s2, eps, rows, 1);
-                e.vun(Un::Rsqrt, s2, s2, Bcast::Full, rows, 1);
-                e.vbin(Bin::Mul, w, w, s2, Bcast::Col, rows, cols);
-                if let Some(&sc) = prm.first() {
-                    e.vbin(Bin::Mul, w, w, sc, Bcast::Row, rows, cols);
-                }
-                if let Some(&b) = prm.get(1) {
-                    e.vbin(Bin::Add, w, w, b, Bcast::Row, rows, cols);
-                }
+                norm_rows(e, w, a, stats, &prm, eps, rms, rows, cols);
             }
         }
         e.vun(Un::Copy, T::sram(dst, cols, dt), w, Bcast::Full, rows, cols);
