@@ -208,22 +208,22 @@ pub fn attention(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
     // says top-left (ONNX Attention's `is_causal`).
     let top_left = m.attr(op, "causal_top_left").and_then(Attribute::as_bool) == Some(true);
     let off = if top_left { 0 } else { skv.saturating_sub(sq) };
+    let shape = Shape {
+        b,
+        h,
+        hkv,
+        sq,
+        skv,
+        d,
+        dv,
+        causal,
+        off,
+        scale,
+        dt,
+    };
     // Prefill without an explicit mask or paged cache: each head's K/V resident in SRAM when
     // they fit (causal blocks above the diagonal skipped, K/V read once).
     if paged.is_none() && mask.is_none() && sq >= 2 {
-        let shape = Shape {
-            b,
-            h,
-            hkv,
-            sq,
-            skv,
-            d,
-            dv,
-            causal,
-            off,
-            scale,
-            dt,
-        };
         if resident(cx, &shape, &qv, &kv, &vv, ov)? {
             return Ok(());
         }
@@ -231,19 +231,6 @@ pub fn attention(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
     // Paged decode: (sequence, KV head) groups software-pipelined, one drain per live block of a
     // sequence.
     if let Some((region, ks, vs)) = paged {
-        let shape = Shape {
-            b,
-            h,
-            hkv,
-            sq,
-            skv,
-            d,
-            dv,
-            causal,
-            off,
-            scale,
-            dt,
-        };
         if paged_decode(cx, &shape, &qv, mask.as_ref(), ov, region, ks, vs)? {
             return Ok(());
         }
