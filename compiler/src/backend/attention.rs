@@ -223,17 +223,15 @@ pub fn attention(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
     };
     // Prefill without an explicit mask or paged cache: each head's K/V resident in SRAM when
     // they fit (causal blocks above the diagonal skipped, K/V read once).
-    if paged.is_none() && mask.is_none() && sq >= 2 {
-        if resident(cx, &shape, &qv, &kv, &vv, ov)? {
-            return Ok(());
-        }
+    if paged.is_none() && mask.is_none() && sq >= 2 && resident(cx, &shape, &qv, &kv, &vv, ov)? {
+        return Ok(());
     }
     // Paged decode: (sequence, KV head) groups software-pipelined, one drain per live block of a
     // sequence.
-    if let Some((region, ks, vs)) = paged {
-        if paged_decode(cx, &shape, &qv, mask.as_ref(), ov, region, ks, vs)? {
-            return Ok(());
-        }
+    if let Some((region, ks, vs)) = paged
+        && paged_decode(cx, &shape, &qv, mask.as_ref(), ov, region, ks, vs)?
+    {
+        return Ok(());
     }
     // Buffers.
     let al = |cx: &mut Cx, mem: Mem, bytes: u64, what: &str| {
