@@ -233,6 +233,16 @@ impl Module {
             ValueDef::BlockArg(..) => None,
         }
     }
+    /// The op defining `v` when it is named `name` (`"graph.mul"`, …).
+    pub fn defining_op_named(&self, v: ValueId, name: &str) -> Option<OpId> {
+        self.defining_op(v)
+            .filter(|&o| self.ops[o.index()].name == name)
+    }
+    /// The one `(op, operand index)` use of `v`, if it has exactly one.
+    pub fn single_use(&self, v: ValueId) -> Option<(OpId, usize)> {
+        let u = self.uses(v);
+        (u.len() == 1).then(|| u[0])
+    }
     /// Block data.
     pub fn block(&self, id: BlockId) -> &BlockData {
         &self.blocks[id.index()]

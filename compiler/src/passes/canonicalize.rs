@@ -72,10 +72,6 @@ fn single_io(m: &Module, op: OpId) -> Option<(ValueId, ValueId)> {
     }
 }
 
-fn defining(m: &Module, v: ValueId, name: &str) -> Option<OpId> {
-    m.defining_op(v).filter(|&o| m.op(o).name == name)
-}
-
 /// Moves a constant trailing operand into an attribute (see the module docs).
 fn constant_operand_to_attr(m: &mut Module, op: OpId) -> bool {
     let d = m.op(op);
@@ -121,7 +117,7 @@ fn simplify(m: &mut Module, op: OpId) -> bool {
             replace_with(m, op, x)
         }
         "graph.reshape" if m.op(op).operands.len() == 1 => {
-            let Some(inner) = defining(m, x, "graph.reshape") else { return false };
+            let Some(inner) = m.defining_op_named(x, "graph.reshape") else { return false };
             let src = m.op(inner).operands[0];
             m.op_mut(op).operands[0] = src;
             let loc = Location::fuse([&m.op(inner).loc, &m.op(op).loc]);
@@ -133,7 +129,7 @@ fn simplify(m: &mut Module, op: OpId) -> bool {
             if is_identity(&perm) {
                 return replace_with(m, op, x);
             }
-            let Some(inner) = defining(m, x, "graph.transpose") else { return false };
+            let Some(inner) = m.defining_op_named(x, "graph.transpose") else { return false };
             let p1 = graph::Transpose(inner).perm(m);
             let composed: Option<Vec<i64>> = perm.iter().map(|&i| p1.get(i as usize).copied()).collect();
             let Some(q) = composed else { return false };
@@ -151,7 +147,7 @@ fn simplify(m: &mut Module, op: OpId) -> bool {
             replace_with(m, op, nv)
         }
         "graph.neg" => {
-            let Some(inner) = defining(m, x, "graph.neg") else { return false };
+            let Some(inner) = m.defining_op_named(x, "graph.neg") else { return false };
             let src = m.op(inner).operands[0];
             replace_with(m, op, src)
         }

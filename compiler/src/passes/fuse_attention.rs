@@ -54,22 +54,13 @@ impl Pass for FuseAttention {
     }
 }
 
-fn def(m: &Module, v: ValueId, name: &str) -> Option<OpId> {
-    m.defining_op(v).filter(|&o| m.op(o).name == name)
-}
-
-fn single_user(m: &Module, v: ValueId) -> Option<(OpId, usize)> {
-    let u = m.uses(v);
-    (u.len() == 1).then(|| u[0])
-}
-
 /// Sees through the GQA head broadcast: `reshape(expand(unsqueeze(x)))` → `x`.
 fn kv_source(m: &Module, v: ValueId) -> ValueId {
-    let Some(r) = def(m, v, "graph.reshape") else {
+    let Some(r) = m.defining_op_named(v, "graph.reshape") else {
         return v;
     };
     let e_in = m.op(r).operands[0];
-    let Some(e) = def(m, e_in, "graph.expand") else {
+    let Some(e) = m.defining_op_named(e_in, "graph.expand") else {
         return v;
     };
     let u_in = m.op(e).operands[0];
@@ -184,7 +175,7 @@ fn fuse_softmax(m: &mut Module, sm: OpId) -> Option<()> {
     if ax != -1 && ax != rank - 1 {
         return None;
     }
-    let (pv, slot) = single_user(m, m.op(sm).results[0])?;
+    let (pv, slot) = m.single_use(m.op(sm).results[0])?;
     if m.op(pv).name != "graph.matmul" || slot != 0 {
         return None;
     }
@@ -194,7 +185,7 @@ fn fuse_softmax(m: &mut Module, sm: OpId) -> Option<()> {
     let mut cur = x;
     let qk = loop {
         let op = m.defining_op(cur)?;
-        single_user(m, cur)?;
+        m.single_use(cur)?;
         let d = m.op(op);
         match d.name.as_str() {
             "graph.matmul" => break op,
@@ -276,7 +267,7 @@ fn fuse_softmax(m: &mut Module, sm: OpId) -> Option<()> {
         v.push(pv);
         v
     };
-    let k = match def(m, kt, "graph.transpose") {
+    let k = match m.defining_op_named(kt, "graph.transpose") {
         Some(t) if crate::dialects::graph::Transpose(t).perm(m) == [0, 1, 3, 2] => {
             m.op(t).operands[0]
         }

@@ -37,18 +37,9 @@ impl Pass for FuseNorm {
     }
 }
 
-fn def(m: &Module, v: ValueId, name: &str) -> Option<OpId> {
-    m.defining_op(v).filter(|&o| m.op(o).name == name)
-}
-
-fn only_user(m: &Module, v: ValueId) -> Option<(OpId, usize)> {
-    let u = m.uses(v);
-    (u.len() == 1).then(|| u[0])
-}
-
 /// `reduce_mean(y)` over the last axis with keepdims: returns `y`.
 fn mean_last(m: &Module, v: ValueId) -> Option<ValueId> {
-    let op = def(m, v, "graph.reduce_mean")?;
+    let op = m.defining_op_named(v, "graph.reduce_mean")?;
     let y = m.op(op).operands[0];
     let rank = shape_of(m, y)?.len() as i64;
     let axes = match m.op(op).operands.get(1) {
@@ -76,7 +67,7 @@ fn other(m: &Module, op: OpId, slot: usize) -> ValueId {
 
 fn fuse(m: &mut Module, sq: OpId) -> Option<()> {
     let s = m.op(sq).operands[0];
-    let add = def(m, s, "graph.add")?;
+    let add = m.defining_op_named(s, "graph.add")?;
     let (var, eps) = {
         let ops = &m.op(add).operands;
         match (splat_of(m, ops[1]), splat_of(m, ops[0])) {
@@ -95,7 +86,7 @@ fn fuse(m: &mut Module, sq: OpId) -> Option<()> {
         m.defining_op(sq_in).map(|o| m.op(o).loc.clone())?,
     ];
     // base / t in one of its spellings.
-    let (u, slot) = only_user(m, t)?;
+    let (u, slot) = m.single_use(t)?;
     let y = match m.op(u).name.as_str() {
         "graph.div" if slot == 1 && m.op(u).operands[0] == base => m.op(u).results[0],
         "graph.reciprocal" | "graph.div" => {
@@ -103,7 +94,7 @@ fn fuse(m: &mut Module, sq: OpId) -> Option<()> {
                 return None;
             }
             let r = m.op(u).results[0];
-            let (mu, ms) = only_user(m, r)?;
+            let (mu, ms) = m.single_use(r)?;
             if m.op(mu).name != "graph.mul" || other(m, mu, ms) != base {
                 return None;
             }
@@ -114,7 +105,7 @@ fn fuse(m: &mut Module, sq: OpId) -> Option<()> {
     };
     locs.push(m.op(u).loc.clone());
     // Layer norm: base = x - mean(x).
-    let (x, kind) = match def(m, base, "graph.sub") {
+    let (x, kind) = match m.defining_op_named(base, "graph.sub") {
         Some(sub) if mean_last(m, m.op(sub).operands[1]) == Some(m.op(sub).operands[0]) => {
             locs.push(m.op(sub).loc.clone());
             (m.op(sub).operands[0], "layer")
@@ -128,7 +119,7 @@ fn fuse(m: &mut Module, sq: OpId) -> Option<()> {
     };
     let mut out = y;
     let mut params = vec![];
-    if let Some((mu, ms)) = only_user(m, out)
+    if let Some((mu, ms)) = m.single_use(out)
         && m.op(mu).name == "graph.mul"
         && row(other(m, mu, ms))
     {
@@ -136,7 +127,7 @@ fn fuse(m: &mut Module, sq: OpId) -> Option<()> {
         locs.push(m.op(mu).loc.clone());
         out = m.op(mu).results[0];
         if kind == "layer"
-            && let Some((au, aslot)) = only_user(m, out)
+            && let Some((au, aslot)) = m.single_use(out)
             && m.op(au).name == "graph.add"
             && row(other(m, au, aslot))
         {

@@ -39,18 +39,9 @@ impl Pass for FuseRotary {
     }
 }
 
-fn def(m: &Module, v: ValueId, name: &str) -> Option<OpId> {
-    m.defining_op(v).filter(|&o| m.op(o).name == name)
-}
-
-fn only_user(m: &Module, v: ValueId) -> Option<(OpId, usize)> {
-    let u = m.uses(v);
-    (u.len() == 1).then(|| u[0])
-}
-
 /// `(x, start, end)` when `v` is `slice(x)` along the last axis with step 1 (bounds clamped).
 fn slice_last(m: &Module, v: ValueId) -> Option<(ValueId, i64, i64)> {
-    let op = def(m, v, "graph.slice")?;
+    let op = m.defining_op_named(v, "graph.slice")?;
     let ops = &m.op(op).operands;
     let x = ops[0];
     let xs = shape_of(m, x)?;
@@ -97,8 +88,8 @@ fn fuse(m: &mut Module, cat: OpId) -> Option<()> {
     if ax != -1 && ax != rank - 1 {
         return None;
     }
-    let neg = def(m, ins[0], "graph.neg")?;
-    only_user(m, ins[0])?;
+    let neg = m.defining_op_named(ins[0], "graph.neg")?;
+    m.single_use(ins[0])?;
     let (x, s1, e1) = slice_last(m, m.op(neg).operands[0])?;
     let (x2, s2, e2) = slice_last(m, ins[1])?;
     let xs = shape_of(m, x)?;
@@ -107,20 +98,20 @@ fn fuse(m: &mut Module, cat: OpId) -> Option<()> {
         return None;
     }
     // rotate_half(x) · sin
-    let (m2, slot) = only_user(m, r)?;
+    let (m2, slot) = m.single_use(r)?;
     if m.op(m2).name != "graph.mul" {
         return None;
     }
     let sin = m.op(m2).operands[1 - slot];
     let p2 = m.op(m2).results[0];
     // x · cos + that
-    let (add, aslot) = only_user(m, p2)?;
+    let (add, aslot) = m.single_use(p2)?;
     if m.op(add).name != "graph.add" {
         return None;
     }
     let p1 = m.op(add).operands[1 - aslot];
-    let m1 = def(m, p1, "graph.mul")?;
-    only_user(m, p1)?;
+    let m1 = m.defining_op_named(p1, "graph.mul")?;
+    m.single_use(p1)?;
     let cos = match m.op(m1).operands[..] {
         [a, c] if a == x => c,
         [c, a] if a == x => c,
