@@ -623,7 +623,8 @@ impl Emitter {
     }
 
     /// `(length + add) / div` with `length` the i32 at SRAM `len_entry`, computed at run time into
-    /// a register pinned until [`Emitter::unpin`] (the live block count of a paged KV sequence).
+    /// a register pinned until [`Emitter::unpin`] (the live block count of a paged KV sequence, or
+    /// with a smaller `add` its last live block).
     pub fn live_blocks(&mut self, len_entry: u64, add: u64, div: u64) -> Reg {
         let a = self.reg(len_entry as i64);
         let rd = self.fresh();
@@ -632,12 +633,14 @@ impl Emitter {
             vec![Touch::read(Mem::Sram, len_entry, len_entry + 4)],
         );
         self.pinned.push(rd.0);
-        let ad = self.reg(add as i64);
-        self.push_raw(Inst::Add {
-            rd,
-            rs1: rd,
-            rs2: ad,
-        });
+        if add > 0 {
+            let ad = self.reg(add as i64);
+            self.push_raw(Inst::Add {
+                rd,
+                rs1: rd,
+                rs2: ad,
+            });
+        }
         let dv = self.reg(div as i64);
         self.push_raw(Inst::Div {
             rd,
@@ -663,28 +666,7 @@ impl Emitter {
         table_row: u64,
         max_blocks: u64,
     ) -> Reg {
-        let a = self.reg(len_entry as i64);
-        let rd = self.fresh();
-        self.op(
-            Inst::Ld32 { rd, rs1: a, off: 0 },
-            vec![Touch::read(Mem::Sram, len_entry, len_entry + 4)],
-        );
-        self.pinned.push(rd.0);
-        if add > 0 {
-            let ad = self.reg(add as i64);
-            self.push_raw(Inst::Add {
-                rd,
-                rs1: rd,
-                rs2: ad,
-            });
-        }
-        let dv = self.reg(div as i64);
-        self.push_raw(Inst::Div {
-            rd,
-            rs1: rd,
-            rs2: dv,
-        });
-        self.locked.clear();
+        let rd = self.live_blocks(len_entry, add, div);
         let jr = self.reg(j as i64);
         self.push_raw(Inst::Min {
             rd,
