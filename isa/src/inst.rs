@@ -552,7 +552,14 @@ isa! {
 
     /// Tile matmul `C[m×n] (=|+=) A[m×k] · B[k×n]`: A and B are `dt` in SRAM at `a`, `b` with row
     /// strides `lda`, `ldb` (elements); C is f32 (i32 for i8/u8 inputs) in the accumulator at `acc`
-    /// with row stride `ldc`. f32 inputs run at the reduced rate.
+    /// with row stride `ldc`. f32 inputs run at the reduced rate. Float inputs are widened exactly
+    /// to f32 and each element of C is computed on its own: the `k` products in increasing `p`, in
+    /// chunks of 256; within a chunk a partial sum starts at `+0.0` and takes each product with one
+    /// fused multiply-add (rounded to f32 once); the first chunk's sum is stored (`set`) or added
+    /// to C (`acc`), each later chunk's sum is added to C. With `k = 0`, `set` writes zeros and
+    /// `acc` leaves C unchanged. If rows of C overlap (`m > 1`, `|ldc| < n`), every row is computed
+    /// from C as it was before the instruction and rows are written in order. i8/u8 inputs
+    /// accumulate in wrapping i32.
     MxuMatmul = 0x40, "mxu.matmul", Mxu, Matmul {
         acc: Reg = 5, a: Reg = 5, b: Reg = 5, m: u32 = 16, k: u32 = 16, n: u32 = 16,
         lda: Reg = 5, ldb: Reg = 5, ldc: Reg = 5, dt: DType = 3, mode: AccMode = 1,

@@ -8,12 +8,14 @@
 //!
 //! - DMA strides are in elements; `trans` swaps the two inner dimensions at the destination.
 //!   Gather/scatter index vectors are i32 or i64; a row outside HBM traps naming the index.
-//! - `mxu.matmul` widens its inputs exactly to f32 and multiplies with `matrixmultiply::sgemm`
-//!   (f32 accumulate, `set` overwrites C, `acc` adds to it); i8/u8 inputs accumulate in wrapping
-//!   i32. Any other input type is widened to f32 like the floats. With `k = 0` the product is an
-//!   empty sum: `set` writes zeros to C, `acc` leaves it unchanged. Each operand is staged densely,
-//!   so one with more elements than its memory holds (only possible with overlapping strides)
-//!   traps as too large — checked with the spans, so timing-only runs trap alike.
+//! - `mxu.matmul` widens its inputs exactly to f32 and multiplies in f32 in the order `gemm`
+//!   defines (per element, fused multiply-adds in `k` order in chunks of 256; `set` overwrites C,
+//!   `acc` adds to it); f32 operands are read in place, other types widened into reused staging
+//!   buffers. i8/u8 inputs accumulate in wrapping i32. Any other input type is widened to f32
+//!   like the floats. With `k = 0` the product is an empty sum: `set` writes zeros to C, `acc`
+//!   leaves it unchanged. An operand with more elements than its memory holds (only possible with
+//!   overlapping strides) traps as too large — checked with the spans, so timing-only runs trap
+//!   alike.
 //! - Vector ops read each source element as f32 (`numerics::load_f32`), compute in f32 and round to
 //!   the destination type (`numerics::store_f32`). Rows are processed in order; a row's sources are
 //!   read before its destination row is written. `vpu.copy` between identical types copies bytes
@@ -23,6 +25,7 @@
 //!   element per row at `base + i·ld`.
 
 use crate::error::{MemSpace, TrapKind};
+use crate::gemm;
 use crate::memory::{Hbm, Runs, Span, Spans, at, check, extent};
 use llmpu_isa::numerics::{load_f32, store_f32};
 use llmpu_isa::{AccMode, Bcast, DType, Inst, Layout, Reg, Space, TileRef};
@@ -907,7 +910,6 @@ fn matmul(inst: &Inst, r: &Regs, m: &mut Mem) -> Result<(), TrapKind> {
         }
         return Ok(());
     }
-    let size = dt.size() as i128;
     let (ab, bb) = (rv(r, a) as i128, rv(r, b) as i128);
     let (lda, ldb) = (rv(r, lda) as i128, rv(r, ldb) as i128);
     let int = matches!(dt, DType::I8 | DType::U8);
@@ -960,61 +962,109 @@ fn matmul(inst: &Inst, r: &Regs, m: &mut Mem) -> Result<(), TrapKind> {
         }
         return Ok(());
     }
-    let mut av = vec![0f32; a_len];
-    for i in 0..mr {
-        let rg = at(
-            MemSpace::Sram,
-            m.sram.len(),
-            ab + i as i128 * lda * size,
-            k * size as usize,
-        )?;
-        load_f32(dt, &m.sram[rg], &mut av[i * k..(i + 1) * k]);
-    }
-    let mut bv = vec![0f32; b_len];
-    for p in 0..k {
-        let rg = at(
-            MemSpace::Sram,
-            m.sram.len(),
-            bb + p as i128 * ldb * size,
-            n * size as usize,
-        )?;
-        load_f32(dt, &m.sram[rg], &mut bv[p * n..(p + 1) * n]);
-    }
-    let mut cv = vec![0f32; c_len];
-    if acc_mode {
-        for i in 0..mr {
-            let rg = at(MemSpace::Acc, m.acc.len(), c_row(i), n * 4)?;
-            load_f32(DType::F32, &m.acc[rg], &mut cv[i * n..(i + 1) * n]);
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        let [sa, sb, sc] = &mut *scratch;
+        let a = float_operand(m.sram, dt, ab, lda, mr, k, a_len, sa)?;
+        let b = float_operand(m.sram, dt, bb, ldb, k, n, b_len, sb)?;
+        let rows: Vec<std::ops::Range<usize>> = (0..mr)
+            .map(|i| at(MemSpace::Acc, m.acc.len(), c_row(i), n * 4))
+            .collect::<Result<_, _>>()?;
+        // C in place when its rows are disjoint f32 runs; otherwise (overlapping rows) staged:
+        // every row is read before any is written and rows are stored in order, the last wins.
+        let disjoint = mr == 1 || ldc.unsigned_abs() >= n as u128;
+        match isize::try_from(ldc) {
+            Ok(ld) if disjoint && cfg!(target_endian = "little") => {
+                let c = gemm::ViewMut {
+                    // SAFETY: row 0 is in bounds (checked above), so the offset stays inside acc.
+                    ptr: unsafe { m.acc.as_mut_ptr().add(rows[0].start) } as *mut f32,
+                    ld,
+                };
+                // SAFETY: every row of A, B and C was checked in bounds; C's rows are disjoint
+                // and lie in the accumulator, A and B in SRAM or the scratch buffers.
+                unsafe { gemm::gemm(mr, k, n, a, b, c, acc_mode) };
+            }
+            _ => {
+                stage_len(sc, c_len);
+                if acc_mode {
+                    for (i, rg) in rows.iter().enumerate() {
+                        load_f32(DType::F32, &m.acc[rg.clone()], &mut sc[i * n..(i + 1) * n]);
+                    }
+                }
+                let c = gemm::ViewMut {
+                    ptr: sc.as_mut_ptr(),
+                    ld: n as isize,
+                };
+                // SAFETY: sc holds mr×n elements, dense; A and B as above.
+                unsafe { gemm::gemm(mr, k, n, a, b, c, acc_mode) };
+                for (i, rg) in rows.iter().enumerate() {
+                    store_f32(DType::F32, &sc[i * n..(i + 1) * n], &mut m.acc[rg.clone()]);
+                }
+            }
         }
+        Ok(())
+    })
+}
+
+thread_local! {
+    /// Staging buffers of the float matmul (A, B, C), kept between instructions.
+    static SCRATCH: std::cell::RefCell<[Vec<f32>; 3]> = const {
+        std::cell::RefCell::new([Vec::new(), Vec::new(), Vec::new()])
+    };
+}
+
+/// Makes `buf` exactly `len` long (contents unspecified: every element is written before use).
+fn stage_len(buf: &mut Vec<f32>, len: usize) {
+    if buf.len() < len {
+        buf.resize(len, 0.0);
     }
+    buf.truncate(len);
+}
+
+/// A `rows × cols` matmul input at byte address `base` of SRAM with a row stride of `ld`
+/// elements, as an f32 view: f32 data in place (little-endian hosts), any other type widened
+/// exactly into `buf` (dense, `len` = rows·cols elements). Every row is bounds-checked.
+#[allow(clippy::too_many_arguments)]
+fn float_operand(
+    sram: &[u8],
+    dt: DType,
+    base: i128,
+    ld: i128,
+    rows: usize,
+    cols: usize,
+    len: usize,
+    buf: &mut Vec<f32>,
+) -> Result<gemm::View, TrapKind> {
+    let size = dt.size() as i128;
+    let row = |i: usize| {
+        at(
+            MemSpace::Sram,
+            sram.len(),
+            base + i as i128 * ld * size,
+            cols * size as usize,
+        )
+    };
+    for i in 0..rows {
+        row(i)?;
+    }
+    if dt == DType::F32
+        && cfg!(target_endian = "little")
+        && let Ok(ld) = isize::try_from(ld)
     {
-        let beta = if acc_mode { 1.0 } else { 0.0 };
-        // SAFETY: av is mr×k, bv is k×n and cv is mr×n, all dense row-major with the strides
-        // given; the three buffers are distinct allocations of exactly those lengths.
-        unsafe {
-            matrixmultiply::sgemm(
-                mr,
-                k,
-                n,
-                1.0,
-                av.as_ptr(),
-                k as isize,
-                1,
-                bv.as_ptr(),
-                n as isize,
-                1,
-                beta,
-                cv.as_mut_ptr(),
-                n as isize,
-                1,
-            );
-        }
+        return Ok(gemm::View {
+            // SAFETY: row 0 is in bounds, so the offset stays inside SRAM.
+            ptr: unsafe { sram.as_ptr().add(row(0)?.start) } as *const f32,
+            ld,
+        });
     }
-    for i in 0..mr {
-        let rg = at(MemSpace::Acc, m.acc.len(), c_row(i), n * 4)?;
-        store_f32(DType::F32, &cv[i * n..(i + 1) * n], &mut m.acc[rg]);
+    stage_len(buf, len);
+    for i in 0..rows {
+        load_f32(dt, &sram[row(i)?], &mut buf[i * cols..(i + 1) * cols]);
     }
-    Ok(())
+    Ok(gemm::View {
+        ptr: buf.as_ptr(),
+        ld: cols as isize,
+    })
 }
 
 fn fill_bytes(dt: DType, v: f32) -> [u8; 8] {

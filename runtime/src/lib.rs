@@ -88,6 +88,7 @@ pub mod alloc;
 pub mod compare;
 pub mod error;
 mod exec;
+mod gemm;
 pub mod html;
 pub mod kv;
 mod memory;

@@ -1,8 +1,10 @@
 //! The machine's memories: the sparse shared HBM and address-extent arithmetic.
 //!
-//! HBM is stored in 64 KiB pages allocated on first write (a hash map by page number, so any size
-//! up to the target limit of 2⁴⁸ bytes costs only what the program touches); unwritten bytes read
-//! as zero. Scratchpad and accumulator SRAMs are zeroed byte vectors owned by each core, allocated
+//! HBM is stored in 64 KiB pages allocated on first write, found through a two-level table
+//! (a directory per 4 GiB, allocated on first write too), so any size up to the target limit of
+//! 2⁴⁸ bytes costs only what the program touches plus 8 bytes per 4 GiB; a lookup is two indexed
+//! loads, no hashing. Unwritten bytes read as zero. Scratchpad and accumulator SRAMs are zeroed
+//! byte vectors owned by each core, allocated
 //! lazily-zeroed with a total cap (see `sim`).
 //!
 //! Extents: every operand of an instruction touches a set of byte addresses described by a base,
@@ -13,15 +15,19 @@
 //! against, and the kernels re-check each row slice anyway, so no access can panic.
 
 use crate::error::{EmuError, MemSpace, TrapKind};
-use std::collections::HashMap;
 
 const PAGE_BITS: u32 = 16;
 const PAGE: u64 = 1 << PAGE_BITS;
+/// Pages per directory (a directory maps 2^(PAGE_BITS + DIR_BITS) bytes = 4 GiB).
+const DIR_BITS: u32 = 16;
+
+type Page = Box<[u8; PAGE as usize]>;
+type Dir = Box<[Option<Page>]>;
 
 /// Sparse byte-addressed HBM: written pages by page number.
 pub(crate) struct Hbm {
     size: u64,
-    pages: HashMap<u64, Box<[u8]>>,
+    dirs: Vec<Option<Dir>>,
 }
 
 impl Hbm {
@@ -32,14 +38,48 @@ impl Hbm {
                 llmpu_isa::target::MAX_HBM_BYTES
             )));
         }
+        let dirs = size.div_ceil(1 << (PAGE_BITS + DIR_BITS)) as usize;
         Ok(Hbm {
             size,
-            pages: HashMap::new(),
+            dirs: (0..dirs).map(|_| None).collect(),
         })
     }
 
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// The page holding byte `a`, if written (`a` < size).
+    #[inline]
+    fn page(&self, a: u64) -> Option<&Page> {
+        let page = a >> PAGE_BITS;
+        self.dirs[(page >> DIR_BITS) as usize].as_ref()?[(page & ((1 << DIR_BITS) - 1)) as usize]
+            .as_ref()
+    }
+
+    /// The page holding byte `a`, allocated (zeroed) if needed (`a` < size).
+    #[inline]
+    fn page_mut(&mut self, a: u64) -> &mut Page {
+        let page = a >> PAGE_BITS;
+        let dir = self.dirs[(page >> DIR_BITS) as usize]
+            .get_or_insert_with(|| (0..1usize << DIR_BITS).map(|_| None).collect());
+        dir[(page & ((1 << DIR_BITS) - 1)) as usize].get_or_insert_with(|| {
+            let zeroed: Box<[u8]> = vec![0u8; PAGE as usize].into_boxed_slice();
+            match zeroed.try_into() {
+                Ok(p) => p,
+                Err(_) => unreachable!("a PAGE-long slice converts to a page"),
+            }
+        })
+    }
+
+    /// Number of allocated pages.
+    #[cfg(test)]
+    fn pages(&self) -> usize {
+        self.dirs
+            .iter()
+            .flatten()
+            .map(|d| d.iter().flatten().count())
+            .sum()
     }
 
     /// Copies `out.len()` bytes from `addr`; out-of-range bytes are an error.
@@ -48,10 +88,9 @@ impl Hbm {
         let mut a = addr;
         let mut done = 0usize;
         while done < out.len() {
-            let page = a >> PAGE_BITS;
             let off = (a & (PAGE - 1)) as usize;
             let n = (PAGE as usize - off).min(out.len() - done);
-            match self.pages.get(&page) {
+            match self.page(a) {
                 Some(p) => out[done..done + n].copy_from_slice(&p[off..off + n]),
                 None => out[done..done + n].fill(0),
             }
@@ -67,14 +106,9 @@ impl Hbm {
         let mut a = addr;
         let mut done = 0usize;
         while done < data.len() {
-            let page = a >> PAGE_BITS;
             let off = (a & (PAGE - 1)) as usize;
             let n = (PAGE as usize - off).min(data.len() - done);
-            let p = self
-                .pages
-                .entry(page)
-                .or_insert_with(|| vec![0u8; PAGE as usize].into_boxed_slice());
-            p[off..off + n].copy_from_slice(&data[done..done + n]);
+            self.page_mut(a)[off..off + n].copy_from_slice(&data[done..done + n]);
             done += n;
             a += n as u64;
         }
@@ -316,7 +350,7 @@ mod tests {
         let mut back = vec![0u8; 200];
         h.read(PAGE - 100, &mut back).unwrap();
         assert_eq!(back, data);
-        assert_eq!(h.pages.len(), 2);
+        assert_eq!(h.pages(), 2);
         assert!(h.write((1 << 20) - 4, &[0; 8]).is_err());
         assert!(h.read(u64::MAX - 2, &mut buf).is_err());
     }
