@@ -2,7 +2,8 @@
 //!
 //! A matmul `M×K×N` is cut into `tm×tk×tn` tiles: A and B tiles double-buffered in SRAM, two f32
 //! accumulator tiles and two output staging tiles must fit (at most [`SRAM_SHARE`] of SRAM, all of
-//! the accumulator). Among the candidates (multiples of the array size, up to the problem size)
+//! the accumulator). Among the candidates (powers of two times the array size and the even cuts
+//! of each dimension into 2..=16 array-size multiples, up to the problem size)
 //! the one with the lowest estimated time wins: per output tile, the DMA time of its A and B tiles
 //! against the matrix engine's time, whichever is longer (they overlap), priced by building the
 //! actual `dma.load` and `mxu.matmul` instructions and asking `cost()`.
@@ -78,6 +79,8 @@ fn mxu_cost(m: u64, k: u64, n: u64, dt: DType, t: &Target) -> u64 {
 pub fn matmul_tiles(m: u64, k: u64, n: u64, dt: DType, t: &Target) -> (u64, u64, u64, u64) {
     let (r, c) = (t.matrix.rows as u64, t.matrix.cols as u64);
     let sz = dt.size();
+    // Powers of two times the array size, and the array-size multiples that cut the dimension
+    // into 2..=16 nearly equal parts (so that e.g. 768 columns may go as two 384-wide tiles).
     let cands = |full: u64, unit: u64| {
         let mut v = vec![];
         let mut x = unit;
@@ -85,7 +88,15 @@ pub fn matmul_tiles(m: u64, k: u64, n: u64, dt: DType, t: &Target) -> (u64, u64,
             v.push(x);
             x *= 2;
         }
+        for parts in 2..=16u64 {
+            let x = full.div_ceil(parts).div_ceil(unit) * unit;
+            if x < full {
+                v.push(x);
+            }
+        }
         v.push(full);
+        v.sort_unstable();
+        v.dedup();
         v
     };
     let budget = sram_budget(t);
@@ -126,23 +137,35 @@ pub fn matmul_tiles(m: u64, k: u64, n: u64, dt: DType, t: &Target) -> (u64, u64,
                 };
                 let mxu = kt * mxu_cost(tm, tk, tn, dt, t);
                 let vpu = 2 * vpu_cost(tm, tn, t);
-                let per_core = if row_units {
-                    mt.div_ceil(cores) * nt
+                let (per_core, active) = if row_units {
+                    (mt.div_ceil(cores) * nt, cores.min(mt))
                 } else {
-                    (mt * nt).div_ceil(cores)
+                    ((mt * nt).div_ceil(cores), cores.min(mt * nt))
                 };
-                // Not overlapped: the first step's loads, the last step's pass and epilogue.
+                // Not overlapped: the fill and the drain (the last step's pass, epilogue, store,
+                // HBM latency). The fill is the first step's loads; when they are large (all of
+                // A when it is resident, or a core's whole work in one step) the working cores'
+                // first steps cross the one channel one after the other before the last core can
+                // start.
                 let step = mxu_cost(tm, tk, tn, dt, t);
-                let exposed = da.0 + db.0 + step + vpu + dc.0 + t.hbm.latency_cycles;
+                let fill = if mt == 1 && kt > 1 {
+                    da.0 + db.0 + (active - 1) * (kt * da.1 + db.1)
+                } else if per_core * kt == 1 {
+                    da.0 + db.0 + (active - 1) * (da.1 + db.1)
+                } else {
+                    da.0 + db.0
+                };
+                let drain = step + vpu + dc.0 + t.hbm.latency_cycles;
                 // Each step dispatches its loads, the matmul and their semaphores (about five
                 // scalar-unit slots), which favours fewer, larger steps when the rest is equal.
                 let dispatch = per_core * kt * 5 * t.latency.scalar;
                 let total = dispatch
+                    + drain
                     + if per_core * kt == 1 {
                         // A single step: nothing to overlap.
-                        da.0 + db.0 + step + vpu + dc.0 + t.hbm.latency_cycles
+                        fill
                     } else {
-                        (per_core * dma.max(mxu).max(vpu)).max(channel) + exposed
+                        (fill + per_core * dma.max(mxu).max(vpu)).max(channel)
                     };
                 if total < best.3 {
                     best = (tm, tk, tn, total);
@@ -172,5 +195,14 @@ mod tests {
         let (tm, tk, tn, _) = matmul_tiles(4096, 4096, 4096, DType::BF16, &t);
         assert!(2 * (tm * tk + tk * tn) * 2 + 2 * tm * tn * 4 <= sram_budget(&t));
         assert!(2 * tm * tn * 4 <= t.accumulator.size_bytes);
+    }
+
+    #[test]
+    fn matmul_tiles_do_not_serialize_whole_operands_before_a_single_step() {
+        // 512×768×768 on 8 cores: one 768-deep step per 256×256 tile made each core wait for
+        // the earlier cores' whole operands on the shared channel before its only pass.
+        let t = Target::preset("datacenter").unwrap();
+        let (tm, tk, tn, _) = matmul_tiles(512, 768, 768, DType::BF16, &t);
+        assert!(tk < 768, "{tm}×{tk}×{tn}: one step per tile");
     }
 }
