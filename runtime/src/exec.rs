@@ -501,13 +501,13 @@ pub(crate) fn spans(inst: &Inst, r: &Regs, sz: &Sizes, sram: &[u8]) -> Result<Sp
 }
 
 /// The memories of one core plus HBM, as seen by one instruction.
-pub(crate) struct Mem<'a> {
+pub(crate) struct Mem<'a, 'd> {
     pub sram: &'a mut [u8],
     pub acc: &'a mut [u8],
-    pub hbm: &'a mut Hbm,
+    pub hbm: &'a mut Hbm<'d>,
 }
 
-impl Mem<'_> {
+impl Mem<'_, '_> {
     fn space(&mut self, s: Space) -> (&mut [u8], MemSpace) {
         match s {
             Space::Sram => (self.sram, MemSpace::Sram),
@@ -786,6 +786,10 @@ fn dma(inst: &Inst, r: &Regs, m: &mut Mem) -> Result<(), TrapKind> {
         for i1 in 0..n1 as i128 {
             match (load, layout) {
                 (true, Layout::Rows) => {
+                    let ahead = hb + (i2 * hs2 + (i1 + 4) * hs1) * size;
+                    if ahead >= 0 && i1 + 4 < n1 as i128 {
+                        m.hbm.prefetch(ahead as u64, row_bytes);
+                    }
                     let h = hbm_u(hb + (i2 * hs2 + i1 * hs1) * size)?;
                     let s = sb + (i2 * ss2 + i1 * ss1) * size;
                     let rg = at(MemSpace::Sram, m.sram.len(), s, row_bytes)?;

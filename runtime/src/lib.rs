@@ -276,7 +276,7 @@ pub fn run_with_kv(
         };
         for d in &program.data {
             sim.hbm
-                .write(d.hbm_addr, &d.bytes)
+                .lend(d.hbm_addr, &d.bytes)
                 .map_err(|k| hbm_err(&d.name, k))?;
         }
         for (name, t) in inputs {

@@ -21,17 +21,41 @@ const PAGE: u64 = 1 << PAGE_BITS;
 /// Pages per directory (a directory maps 2^(PAGE_BITS + DIR_BITS) bytes = 4 GiB).
 const DIR_BITS: u32 = 16;
 
-type Page = Box<[u8; PAGE as usize]>;
-type Dir = Box<[Option<Page>]>;
-
-/// Sparse byte-addressed HBM: written pages by page number.
-pub(crate) struct Hbm {
-    size: u64,
-    dirs: Vec<Option<Dir>>,
+/// One 64 KiB page: bytes the emulator owns, or a page-long run of host data lent by
+/// [`Hbm::lend`] (a program's constant data), read in place until the first write copies it.
+enum Page<'d> {
+    Own(Box<[u8; PAGE as usize]>),
+    Lent(&'d [u8; PAGE as usize]),
 }
 
-impl Hbm {
-    pub fn new(size: u64) -> Result<Hbm, EmuError> {
+impl Page<'_> {
+    fn bytes(&self) -> &[u8; PAGE as usize] {
+        match self {
+            Page::Own(b) => b,
+            Page::Lent(b) => b,
+        }
+    }
+}
+
+/// A zeroed page.
+fn zeroed_page() -> Box<[u8; PAGE as usize]> {
+    // A PAGE-long boxed slice always converts; the fallback only satisfies the types.
+    vec![0u8; PAGE as usize]
+        .into_boxed_slice()
+        .try_into()
+        .unwrap_or_else(|_| Box::new([0u8; PAGE as usize]))
+}
+
+type Dir<'d> = Box<[Option<Page<'d>>]>;
+
+/// Sparse byte-addressed HBM: written pages by page number. `'d` is the lifetime of lent data.
+pub(crate) struct Hbm<'d> {
+    size: u64,
+    dirs: Vec<Option<Dir<'d>>>,
+}
+
+impl<'d> Hbm<'d> {
+    pub fn new(size: u64) -> Result<Hbm<'d>, EmuError> {
         if size > llmpu_isa::target::MAX_HBM_BYTES {
             return Err(EmuError::Unsupported(format!(
                 "HBM of {size} bytes exceeds the emulator's limit of {} bytes",
@@ -51,28 +75,43 @@ impl Hbm {
 
     /// The page holding byte `a`, if written (`a` < size).
     #[inline]
-    fn page(&self, a: u64) -> Option<&Page> {
+    fn page(&self, a: u64) -> Option<&[u8; PAGE as usize]> {
         let page = a >> PAGE_BITS;
         self.dirs[(page >> DIR_BITS) as usize].as_ref()?[(page & ((1 << DIR_BITS) - 1)) as usize]
             .as_ref()
+            .map(Page::bytes)
     }
 
-    /// The page holding byte `a`, allocated (zeroed) if needed (`a` < size).
+    /// The slot of the page holding byte `a` (`a` < size), its directory allocated if needed.
     #[inline]
-    fn page_mut(&mut self, a: u64) -> &mut Page {
+    fn slot(&mut self, a: u64) -> &mut Option<Page<'d>> {
         let page = a >> PAGE_BITS;
         let dir = self.dirs[(page >> DIR_BITS) as usize]
             .get_or_insert_with(|| (0..1usize << DIR_BITS).map(|_| None).collect());
-        dir[(page & ((1 << DIR_BITS) - 1)) as usize].get_or_insert_with(|| {
-            let zeroed: Box<[u8]> = vec![0u8; PAGE as usize].into_boxed_slice();
-            match zeroed.try_into() {
-                Ok(p) => p,
-                Err(_) => unreachable!("a PAGE-long slice converts to a page"),
-            }
-        })
+        &mut dir[(page & ((1 << DIR_BITS) - 1)) as usize]
     }
 
-    /// Number of allocated pages.
+    /// The page holding byte `a` as owned bytes: allocated zeroed, or a lent page copied.
+    #[inline]
+    fn page_mut(&mut self, a: u64) -> &mut [u8; PAGE as usize] {
+        let slot = self.slot(a);
+        let owned = match slot.take() {
+            Some(Page::Own(b)) => b,
+            Some(Page::Lent(l)) => {
+                let mut b = zeroed_page();
+                b.copy_from_slice(l);
+                b
+            }
+            None => zeroed_page(),
+        };
+        match slot.insert(Page::Own(owned)) {
+            Page::Own(b) => b,
+            // Just inserted as owned; this arm only satisfies the types.
+            Page::Lent(_) => unreachable!("the slot holds the page inserted as owned"),
+        }
+    }
+
+    /// Number of allocated pages (owned or lent).
     #[cfg(test)]
     fn pages(&self) -> usize {
         self.dirs
@@ -100,6 +139,29 @@ impl Hbm {
         Ok(())
     }
 
+    /// Hints the host cache to fetch `len` bytes at `addr` (no effect on contents; out-of-range
+    /// or unwritten bytes are ignored).
+    #[inline]
+    pub fn prefetch(&self, addr: u64, len: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if addr < self.size {
+            let off = (addr & (PAGE - 1)) as usize;
+            if let Some(p) = self.page(addr) {
+                let end = (off + len).min(PAGE as usize);
+                let mut o = off;
+                while o < end {
+                    // SAFETY: `o` < PAGE, inside the page; prefetching has no architectural effect.
+                    unsafe {
+                        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                            p.as_ptr().add(o) as *const i8,
+                        )
+                    };
+                    o += 64;
+                }
+            }
+        }
+    }
+
     /// Copies `data` to `addr`, allocating pages as needed.
     pub fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), TrapKind> {
         self.bounds(addr, data.len() as u64)?;
@@ -113,6 +175,54 @@ impl Hbm {
             a += n as u64;
         }
         Ok(())
+    }
+
+    /// Places `data` at `addr` with the effect of [`Hbm::write`], but every page `data` covers
+    /// entirely refers to it instead of holding a copy (copied on its first write), so loading
+    /// a program's constant data costs no copy of its whole pages.
+    pub fn lend(&mut self, addr: u64, data: &'d [u8]) -> Result<(), TrapKind> {
+        self.bounds(addr, data.len() as u64)?;
+        let mut a = addr;
+        let mut done = 0usize;
+        while done < data.len() {
+            let off = (a & (PAGE - 1)) as usize;
+            let n = (PAGE as usize - off).min(data.len() - done);
+            let part = &data[done..done + n];
+            match <&'d [u8; PAGE as usize]>::try_from(part) {
+                Ok(whole) => *self.slot(a) = Some(Page::Lent(whole)),
+                Err(_) => self.page_mut(a)[off..off + n].copy_from_slice(part),
+            }
+            done += n;
+            a += n as u64;
+        }
+        Ok(())
+    }
+
+    /// The same memory with every lent page copied, so it outlives the lent data.
+    pub fn into_owned(self) -> Hbm<'static> {
+        Hbm {
+            size: self.size,
+            dirs: self
+                .dirs
+                .into_iter()
+                .map(|d| {
+                    d.map(|d| {
+                        d.into_iter()
+                            .map(|p| {
+                                p.map(|p| match p {
+                                    Page::Own(b) => Page::Own(b),
+                                    Page::Lent(l) => {
+                                        let mut b = zeroed_page();
+                                        b.copy_from_slice(l);
+                                        Page::Own(b)
+                                    }
+                                })
+                            })
+                            .collect()
+                    })
+                })
+                .collect(),
+        }
     }
 
     fn bounds(&self, addr: u64, len: u64) -> Result<(), TrapKind> {
@@ -353,6 +463,37 @@ mod tests {
         assert_eq!(h.pages(), 2);
         assert!(h.write((1 << 20) - 4, &[0; 8]).is_err());
         assert!(h.read(u64::MAX - 2, &mut buf).is_err());
+    }
+
+    #[test]
+    fn lent_pages_read_in_place_and_copy_on_first_write() {
+        // Two and a half pages of data starting mid-page: one whole page is lent, the partial
+        // ones are copied.
+        let data: Vec<u8> = (0..(5 * PAGE / 2)).map(|i| (i % 251) as u8).collect();
+        let base = PAGE / 2;
+        let mut h = Hbm::new(1 << 20).unwrap();
+        h.lend(base, &data).unwrap();
+        let mut back = vec![0u8; data.len()];
+        h.read(base, &mut back).unwrap();
+        assert_eq!(back, data);
+        // Writing into a lent page changes HBM, not the lent data.
+        h.write(base + PAGE, &[7, 7, 7]).unwrap();
+        h.read(base, &mut back).unwrap();
+        assert_eq!(&back[PAGE as usize..PAGE as usize + 3], &[7, 7, 7]);
+        assert_eq!(back[PAGE as usize + 3..], data[PAGE as usize + 3..]);
+        assert_eq!(data[PAGE as usize], (PAGE % 251) as u8);
+        // Owned copies survive the lent data.
+        let owned = h.into_owned();
+        drop(data);
+        let mut again = vec![0u8; back.len()];
+        owned.read(base, &mut again).unwrap();
+        assert_eq!(again, back);
+        assert!(
+            Hbm::new(1 << 20)
+                .unwrap()
+                .lend((1 << 20) - 4, &[0; 8])
+                .is_err()
+        );
     }
 
     #[test]

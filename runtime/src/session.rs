@@ -16,7 +16,7 @@ use crate::{EmuError, Report, RunOptions, Tensor, Trace, sim, tensor};
 pub struct Session {
     program: Program,
     opts: RunOptions,
-    hbm: Option<Hbm>,
+    hbm: Option<Hbm<'static>>,
     trace: Option<Trace>,
 }
 
@@ -49,7 +49,7 @@ impl Session {
         &self.program
     }
 
-    fn hbm(&mut self) -> Result<&mut Hbm, EmuError> {
+    fn hbm(&mut self) -> Result<&mut Hbm<'static>, EmuError> {
         self.hbm.as_mut().ok_or_else(|| {
             EmuError::Unsupported("the session's HBM was lost by a failed run".into())
         })
@@ -95,7 +95,7 @@ impl Session {
         let report = s.report();
         self.trace = s.take_trace();
         let size = s.hbm.size();
-        self.hbm = Some(std::mem::replace(&mut s.hbm, Hbm::new(size)?));
+        self.hbm = Some(std::mem::replace(&mut s.hbm, Hbm::new(size)?).into_owned());
         r.map(|_| report)
     }
 

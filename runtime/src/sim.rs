@@ -91,7 +91,7 @@ pub(crate) struct Sim<'p> {
     t: &'p Target,
     opts: &'p RunOptions,
     cores: Vec<Core>,
-    pub hbm: Hbm,
+    pub hbm: Hbm<'p>,
     hbm_free: u64,
     /// In timing-only runs, the HBM bytes of the KV region header (block table and cached
     /// lengths): control data that DMA loads still move, so paged attention sees the real
