@@ -768,7 +768,12 @@ fn dma(inst: &Inst, r: &Regs, m: &mut Mem) -> Result<(), TrapKind> {
     );
     let (sb, hb) = (rv(r, sram) as i128, rv(r, hbm) as i128);
     let row_bytes = n0 as usize * sz;
-    let mut buf = vec![0u8; row_bytes];
+    // Staging for transposing layouts only.
+    let mut buf = if layout == Layout::Trans {
+        vec![0u8; row_bytes]
+    } else {
+        Vec::new()
+    };
     let hbm_size = m.hbm.size();
     let hbm_u = |a: i128| -> Result<u64, TrapKind> {
         if a < 0 {
@@ -971,9 +976,9 @@ fn matmul(inst: &Inst, r: &Regs, m: &mut Mem) -> Result<(), TrapKind> {
         let [sa, sb, sc] = &mut *scratch;
         let a = float_operand(m.sram, dt, ab, lda, mr, k, a_len, sa)?;
         let b = float_operand(m.sram, dt, bb, ldb, k, n, b_len, sb)?;
-        let rows: Vec<std::ops::Range<usize>> = (0..mr)
-            .map(|i| at(MemSpace::Acc, m.acc.len(), c_row(i), n * 4))
-            .collect::<Result<_, _>>()?;
+        // Row addresses are linear in the row index, so the first and last rows bound them all.
+        let first = at(MemSpace::Acc, m.acc.len(), c_row(0), n * 4)?;
+        at(MemSpace::Acc, m.acc.len(), c_row(mr - 1), n * 4)?;
         // C in place when its rows are disjoint f32 runs; otherwise (overlapping rows) staged:
         // every row is read before any is written and rows are stored in order, the last wins.
         let disjoint = mr == 1 || ldc.unsigned_abs() >= n as u128;
@@ -981,7 +986,7 @@ fn matmul(inst: &Inst, r: &Regs, m: &mut Mem) -> Result<(), TrapKind> {
             Ok(ld) if disjoint && cfg!(target_endian = "little") => {
                 let c = gemm::ViewMut {
                     // SAFETY: row 0 is in bounds (checked above), so the offset stays inside acc.
-                    ptr: unsafe { m.acc.as_mut_ptr().add(rows[0].start) } as *mut f32,
+                    ptr: unsafe { m.acc.as_mut_ptr().add(first.start) } as *mut f32,
                     ld,
                 };
                 // SAFETY: every row of A, B and C was checked in bounds; C's rows are disjoint
@@ -991,8 +996,9 @@ fn matmul(inst: &Inst, r: &Regs, m: &mut Mem) -> Result<(), TrapKind> {
             _ => {
                 stage_len(sc, c_len);
                 if acc_mode {
-                    for (i, rg) in rows.iter().enumerate() {
-                        load_f32(DType::F32, &m.acc[rg.clone()], &mut sc[i * n..(i + 1) * n]);
+                    for i in 0..mr {
+                        let rg = at(MemSpace::Acc, m.acc.len(), c_row(i), n * 4)?;
+                        load_f32(DType::F32, &m.acc[rg], &mut sc[i * n..(i + 1) * n]);
                     }
                 }
                 let c = gemm::ViewMut {
@@ -1001,8 +1007,9 @@ fn matmul(inst: &Inst, r: &Regs, m: &mut Mem) -> Result<(), TrapKind> {
                 };
                 // SAFETY: sc holds mr×n elements, dense; A and B as above.
                 unsafe { gemm::gemm(mr, k, n, a, b, c, acc_mode) };
-                for (i, rg) in rows.iter().enumerate() {
-                    store_f32(DType::F32, &sc[i * n..(i + 1) * n], &mut m.acc[rg.clone()]);
+                for i in 0..mr {
+                    let rg = at(MemSpace::Acc, m.acc.len(), c_row(i), n * 4)?;
+                    store_f32(DType::F32, &sc[i * n..(i + 1) * n], &mut m.acc[rg]);
                 }
             }
         }
@@ -1048,9 +1055,9 @@ fn float_operand(
             cols * size as usize,
         )
     };
-    for i in 0..rows {
-        row(i)?;
-    }
+    // Row addresses are linear in the row index: the first and last rows bound them all.
+    row(0)?;
+    row(rows.saturating_sub(1))?;
     if dt == DType::F32
         && cfg!(target_endian = "little")
         && let Ok(ld) = isize::try_from(ld)

@@ -16,9 +16,10 @@
 //! reads and writes are unaligned little-endian-native f32 accesses: SRAM offsets carry no
 //! alignment guarantee.
 //!
-//! Kernels: on x86-64 with AVX2 and FMA (detected at run time) blocks of 4 rows × 16 columns keep
-//! their sums in registers; elsewhere a scalar loop with `f32::mul_add` (exactly rounded on every
-//! platform) computes the same values.
+//! Kernels: on x86-64 with AVX-512F (detected at run time) blocks of up to 8 rows × 32 columns
+//! keep their sums in registers (masked lanes for the last columns); with AVX2 and FMA, 6 rows ×
+//! 16 columns; elsewhere a scalar loop with `f32::mul_add` (exactly rounded on every platform)
+//! computes the same values.
 
 /// The length of one accumulation chunk along `k`.
 pub(crate) const KC: usize = 256;
@@ -64,10 +65,15 @@ pub(crate) unsafe fn gemm(m: usize, k: usize, n: usize, a: View, b: View, c: Vie
     }
     #[cfg(target_arch = "x86_64")]
     {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the feature is present; the operand contract is the caller's.
+            unsafe { x86::gemm512(m, k, n, a, b, c, acc) };
+            return;
+        }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
             // SAFETY: the features are present; the operand contract is the caller's.
-            unsafe { x86::gemm(m, k, n, a, b, c, acc) };
+            unsafe { x86::gemm256(m, k, n, a, b, c, acc) };
             return;
         }
     }
@@ -116,16 +122,21 @@ unsafe fn portable(m: usize, k: usize, n: usize, a: View, b: View, c: ViewMut, a
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    //! Register-blocked kernels. A block of `R` rows × `W` columns keeps its `R·W` partial sums in
+    //! vector registers for one `k` chunk, then adds them to (or stores them in) C. Every lane
+    //! computes exactly the chain of the module documentation; blocking only changes which
+    //! elements are computed together.
+
     use super::{KC, View, ViewMut};
     use std::arch::x86_64::*;
 
-    /// Rows per register block.
-    const MR: usize = 4;
-
+    /// AVX-512: strips of up to 8 rows; 32-column blocks (two registers per row), then one
+    /// 16-column block, then a masked block for the last < 16 columns.
+    ///
     /// # Safety
-    /// AVX2 and FMA are available; operands as [`super::gemm`].
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn gemm(
+    /// AVX-512F is available; operands as [`super::gemm`].
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn gemm512(
         m: usize,
         k: usize,
         n: usize,
@@ -140,23 +151,20 @@ mod x86 {
             let add = acc || p0 > 0;
             let mut i = 0;
             while i < m {
-                let rows = (m - i).min(MR);
-                let mut j = 0;
-                // SAFETY (all blocks): rows i..i+rows, columns j..j+width, products p0..p1 are
-                // inside the operands by the contract.
-                while j + 16 <= n {
-                    unsafe { block16(rows, i, j, p0, p1, a, b, c, add) };
-                    j += 16;
-                }
-                if j + 8 <= n {
-                    unsafe { block8(rows, i, j, p0, p1, a, b, c, add) };
-                    j += 8;
-                }
-                while j < n {
-                    for r in i..i + rows {
-                        unsafe { one(r, j, p0, p1, a, b, c, add) };
+                let rows = (m - i).min(8);
+                // SAFETY (every call): rows i..i+rows, the columns named, products p0..p1 lie in
+                // the operands by the contract; masked lanes are neither read nor written.
+                unsafe {
+                    match rows {
+                        8 => cols512::<8>(i, n, p0, p1, a, b, c, add),
+                        7 => cols512::<7>(i, n, p0, p1, a, b, c, add),
+                        6 => cols512::<6>(i, n, p0, p1, a, b, c, add),
+                        5 => cols512::<5>(i, n, p0, p1, a, b, c, add),
+                        4 => cols512::<4>(i, n, p0, p1, a, b, c, add),
+                        3 => cols512::<3>(i, n, p0, p1, a, b, c, add),
+                        2 => cols512::<2>(i, n, p0, p1, a, b, c, add),
+                        _ => cols512::<1>(i, n, p0, p1, a, b, c, add),
                     }
-                    j += 1;
                 }
                 i += rows;
             }
@@ -164,11 +172,162 @@ mod x86 {
         }
     }
 
-    /// Rows `i..i+rows` (≤ 4) × columns `j..j+16`.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn cols512<const R: usize>(
+        i: usize,
+        n: usize,
+        p0: usize,
+        p1: usize,
+        a: View,
+        b: View,
+        c: ViewMut,
+        add: bool,
+    ) {
+        let mut j = 0;
+        // SAFETY: as the caller's.
+        unsafe {
+            while j + 32 <= n {
+                block512::<R, 2>(i, j, p0, p1, a, b, c, add, 0xffff);
+                j += 32;
+            }
+            if j + 16 <= n {
+                block512::<R, 1>(i, j, p0, p1, a, b, c, add, 0xffff);
+                j += 16;
+            }
+            if j < n {
+                let mask = ((1u32 << (n - j)) - 1) as u16;
+                block512::<R, 1>(i, j, p0, p1, a, b, c, add, mask);
+            }
+        }
+    }
+
+    /// Rows `i..i+R` × `16·V` columns from `j`; with `V = 1`, `mask` selects the live lanes.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    unsafe fn block512<const R: usize, const V: usize>(
+        i: usize,
+        j: usize,
+        p0: usize,
+        p1: usize,
+        a: View,
+        b: View,
+        c: ViewMut,
+        add: bool,
+        mask: u16,
+    ) {
+        let mut s = [[_mm512_setzero_ps(); V]; R];
+        // SAFETY: in bounds by the caller; masked lanes are not accessed.
+        unsafe {
+            let mut arow = [a.ptr; R];
+            for (r, p) in arow.iter_mut().enumerate() {
+                *p = a.ptr.offset((i + r) as isize * a.ld);
+            }
+            for p in p0..p1 {
+                let bp = b.ptr.offset(p as isize * b.ld + j as isize);
+                let mut bv = [_mm512_setzero_ps(); V];
+                for (h, v) in bv.iter_mut().enumerate() {
+                    *v = _mm512_maskz_loadu_ps(mask, bp.add(16 * h));
+                }
+                for r in 0..R {
+                    let x = _mm512_set1_ps(arow[r].add(p).read_unaligned());
+                    for h in 0..V {
+                        s[r][h] = _mm512_fmadd_ps(x, bv[h], s[r][h]);
+                    }
+                }
+            }
+            for (r, sr) in s.iter().enumerate() {
+                let cp = c.ptr.offset((i + r) as isize * c.ld + j as isize);
+                for (h, &v) in sr.iter().enumerate() {
+                    let q = cp.add(16 * h);
+                    let v = if add {
+                        _mm512_add_ps(_mm512_maskz_loadu_ps(mask, q), v)
+                    } else {
+                        v
+                    };
+                    _mm512_mask_storeu_ps(q, mask, v);
+                }
+            }
+        }
+    }
+
+    /// AVX2 + FMA: strips of up to 6 rows; 16-column blocks (two registers per row), one
+    /// 8-column block, then single elements.
+    ///
+    /// # Safety
+    /// AVX2 and FMA are available; operands as [`super::gemm`].
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn gemm256(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: View,
+        b: View,
+        c: ViewMut,
+        acc: bool,
+    ) {
+        let mut p0 = 0;
+        while p0 < k {
+            let p1 = (p0 + KC).min(k);
+            let add = acc || p0 > 0;
+            let mut i = 0;
+            while i < m {
+                let rows = (m - i).min(6);
+                // SAFETY (every call): as in `gemm512`.
+                unsafe {
+                    match rows {
+                        6 => cols256::<6>(i, n, p0, p1, a, b, c, add),
+                        5 => cols256::<5>(i, n, p0, p1, a, b, c, add),
+                        4 => cols256::<4>(i, n, p0, p1, a, b, c, add),
+                        3 => cols256::<3>(i, n, p0, p1, a, b, c, add),
+                        2 => cols256::<2>(i, n, p0, p1, a, b, c, add),
+                        _ => cols256::<1>(i, n, p0, p1, a, b, c, add),
+                    }
+                }
+                i += rows;
+            }
+            p0 = p1;
+        }
+    }
+
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn block16(
-        rows: usize,
+    unsafe fn cols256<const R: usize>(
+        i: usize,
+        n: usize,
+        p0: usize,
+        p1: usize,
+        a: View,
+        b: View,
+        c: ViewMut,
+        add: bool,
+    ) {
+        let mut j = 0;
+        // SAFETY: as the caller's.
+        unsafe {
+            while j + 16 <= n {
+                block256::<R, 2>(i, j, p0, p1, a, b, c, add);
+                j += 16;
+            }
+            if j + 8 <= n {
+                block256::<R, 1>(i, j, p0, p1, a, b, c, add);
+                j += 8;
+            }
+            while j < n {
+                for r in i..i + R {
+                    one(r, j, p0, p1, a, b, c, add);
+                }
+                j += 1;
+            }
+        }
+    }
+
+    /// Rows `i..i+R` × `8·V` columns from `j`.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    unsafe fn block256<const R: usize, const V: usize>(
         i: usize,
         j: usize,
         p0: usize,
@@ -178,40 +337,27 @@ mod x86 {
         c: ViewMut,
         add: bool,
     ) {
-        let mut s = [[_mm256_setzero_ps(); 2]; MR];
+        let mut s = [[_mm256_setzero_ps(); V]; R];
         // SAFETY: in bounds by the caller.
         unsafe {
-            let arow = |r: usize| a.ptr.offset((i + r) as isize * a.ld);
-            let (a0, a1, a2, a3) = (
-                arow(0),
-                arow(1.min(rows - 1)),
-                arow(2.min(rows - 1)),
-                arow(3.min(rows - 1)),
-            );
+            let mut arow = [a.ptr; R];
+            for (r, p) in arow.iter_mut().enumerate() {
+                *p = a.ptr.offset((i + r) as isize * a.ld);
+            }
             for p in p0..p1 {
                 let bp = b.ptr.offset(p as isize * b.ld + j as isize);
-                let b0 = _mm256_loadu_ps(bp);
-                let b1 = _mm256_loadu_ps(bp.add(8));
-                let x = _mm256_set1_ps(a0.add(p).read_unaligned());
-                s[0][0] = _mm256_fmadd_ps(x, b0, s[0][0]);
-                s[0][1] = _mm256_fmadd_ps(x, b1, s[0][1]);
-                if rows > 1 {
-                    let x = _mm256_set1_ps(a1.add(p).read_unaligned());
-                    s[1][0] = _mm256_fmadd_ps(x, b0, s[1][0]);
-                    s[1][1] = _mm256_fmadd_ps(x, b1, s[1][1]);
+                let mut bv = [_mm256_setzero_ps(); V];
+                for (h, v) in bv.iter_mut().enumerate() {
+                    *v = _mm256_loadu_ps(bp.add(8 * h));
                 }
-                if rows > 2 {
-                    let x = _mm256_set1_ps(a2.add(p).read_unaligned());
-                    s[2][0] = _mm256_fmadd_ps(x, b0, s[2][0]);
-                    s[2][1] = _mm256_fmadd_ps(x, b1, s[2][1]);
-                }
-                if rows > 3 {
-                    let x = _mm256_set1_ps(a3.add(p).read_unaligned());
-                    s[3][0] = _mm256_fmadd_ps(x, b0, s[3][0]);
-                    s[3][1] = _mm256_fmadd_ps(x, b1, s[3][1]);
+                for r in 0..R {
+                    let x = _mm256_set1_ps(arow[r].add(p).read_unaligned());
+                    for h in 0..V {
+                        s[r][h] = _mm256_fmadd_ps(x, bv[h], s[r][h]);
+                    }
                 }
             }
-            for (r, sr) in s.iter().enumerate().take(rows) {
+            for (r, sr) in s.iter().enumerate() {
                 let cp = c.ptr.offset((i + r) as isize * c.ld + j as isize);
                 for (h, &v) in sr.iter().enumerate() {
                     let q = cp.add(8 * h);
@@ -222,45 +368,6 @@ mod x86 {
                     };
                     _mm256_storeu_ps(q, v);
                 }
-            }
-        }
-    }
-
-    /// Rows `i..i+rows` (≤ 4) × columns `j..j+8`.
-    #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn block8(
-        rows: usize,
-        i: usize,
-        j: usize,
-        p0: usize,
-        p1: usize,
-        a: View,
-        b: View,
-        c: ViewMut,
-        add: bool,
-    ) {
-        let mut s = [_mm256_setzero_ps(); MR];
-        // SAFETY: in bounds by the caller.
-        unsafe {
-            for p in p0..p1 {
-                let bv = _mm256_loadu_ps(b.ptr.offset(p as isize * b.ld + j as isize));
-                for (r, sr) in s.iter_mut().enumerate().take(rows) {
-                    let x = a
-                        .ptr
-                        .offset((i + r) as isize * a.ld + p as isize)
-                        .read_unaligned();
-                    *sr = _mm256_fmadd_ps(_mm256_set1_ps(x), bv, *sr);
-                }
-            }
-            for (r, &v) in s.iter().enumerate().take(rows) {
-                let q = c.ptr.offset((i + r) as isize * c.ld + j as isize);
-                let v = if add {
-                    _mm256_add_ps(_mm256_loadu_ps(q), v)
-                } else {
-                    v
-                };
-                _mm256_storeu_ps(q, v);
             }
         }
     }
@@ -309,10 +416,25 @@ mod tests {
         (*seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
     }
 
-    /// The fast kernel and the portable one give the same bits for every shape class (row
-    /// remainders, 16/8/1-column blocks, several `k` chunks, set and acc, padded strides).
+    /// Every kernel the host can run — AVX-512, AVX2+FMA, the portable one — gives the same bits
+    /// for every shape class (row remainders, 32/16/8-column blocks, masked and single-element
+    /// tails, several `k` chunks, set and acc, padded strides) and leaves the padding between C's
+    /// rows alone.
     #[test]
     fn kernels_agree_bit_for_bit() {
+        type Kernel = unsafe fn(usize, usize, usize, View, View, ViewMut, bool);
+        let mut kernels: Vec<(&str, Kernel)> = vec![("dispatch", gemm)];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                kernels.push(("avx512", x86::gemm512));
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                kernels.push(("avx2", x86::gemm256));
+            }
+        }
         let mut seed = 3u64;
         for &(m, k, n) in &[
             (1, 1, 1),
@@ -322,13 +444,14 @@ mod tests {
             (32, 128, 64),
             (7, 513, 40),
             (9, 256, 24),
+            (13, 33, 47),
+            (17, 9, 72),
         ] {
             for acc in [false, true] {
                 let (lda, ldb, ldc) = (k + 3, n + 1, n + 2);
                 let av: Vec<f32> = (0..m * lda).map(|_| lcg(&mut seed)).collect();
                 let bv: Vec<f32> = (0..k * ldb).map(|_| lcg(&mut seed)).collect();
                 let c0: Vec<f32> = (0..m * ldc).map(|_| lcg(&mut seed)).collect();
-                let (mut c1, mut c2) = (c0.clone(), c0.clone());
                 let a = View {
                     ptr: av.as_ptr(),
                     ld: lda as isize,
@@ -337,39 +460,28 @@ mod tests {
                     ptr: bv.as_ptr(),
                     ld: ldb as isize,
                 };
+                let mut want = c0.clone();
+                let c = |v: &mut Vec<f32>| ViewMut {
+                    ptr: v.as_mut_ptr(),
+                    ld: ldc as isize,
+                };
                 // SAFETY: the buffers hold m×lda, k×ldb, m×ldc elements; C rows are disjoint.
-                unsafe {
-                    gemm(
-                        m,
-                        k,
-                        n,
-                        a,
-                        b,
-                        ViewMut {
-                            ptr: c1.as_mut_ptr(),
-                            ld: ldc as isize,
-                        },
-                        acc,
-                    );
-                    portable(
-                        m,
-                        k,
-                        n,
-                        a,
-                        b,
-                        ViewMut {
-                            ptr: c2.as_mut_ptr(),
-                            ld: ldc as isize,
-                        },
-                        acc,
+                unsafe { portable(m, k, n, a, b, c(&mut want), acc) };
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                for (name, kernel) in &kernels {
+                    let mut got = c0.clone();
+                    // SAFETY: as above; the kernel's features were detected.
+                    unsafe { kernel(m, k, n, a, b, c(&mut got), acc) };
+                    assert_eq!(
+                        bits(&got),
+                        bits(&want),
+                        "{name}: m {m} k {k} n {n} acc {acc}"
                     );
                 }
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&c1), bits(&c2), "m {m} k {k} n {n} acc {acc}");
                 // The padding between rows is untouched.
                 for i in 0..m {
                     for j in n..ldc {
-                        assert_eq!(c1[i * ldc + j].to_bits(), c0[i * ldc + j].to_bits());
+                        assert_eq!(want[i * ldc + j].to_bits(), c0[i * ldc + j].to_bits());
                     }
                 }
             }
