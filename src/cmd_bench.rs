@@ -89,6 +89,11 @@ struct Outcome {
     compile_s: f64,
     emulate_s: f64,
     busy: [f64; 4],
+    /// The workload's MACs (the bound's: matmuls and the computed causal half of attention).
+    workload_macs: u64,
+    /// The MACs the program's `mxu.matmul`s performed (tile padding and block-causal
+    /// granularity included).
+    emulated_macs: u64,
     extra: Vec<(String, f64)>,
     /// Per model node: (location, first start, last end, HBM bytes, busy cycles per unit).
     ops: Vec<(String, u64, u64, u64, [u64; 4])>,
@@ -708,6 +713,8 @@ fn run_one(w: Workload) -> Result<Outcome, String> {
         compile_s,
         emulate_s,
         busy: busy(r),
+        workload_macs: w.macs,
+        emulated_macs: r.macs,
         extra,
         ops: r
             .locations
@@ -757,6 +764,8 @@ fn json(o: &Outcome, breakdown: bool) -> serde_json::Value {
         "compile_s": o.compile_s,
         "emulate_s": o.emulate_s,
         "busy": {"scalar": o.busy[0], "dma": o.busy[1], "mxu": o.busy[2], "vpu": o.busy[3]},
+        "workload_macs": o.workload_macs,
+        "emulated_macs": o.emulated_macs,
     });
     for (k, x) in &o.extra {
         v[k] = serde_json::json!(x);
@@ -850,6 +859,14 @@ fn print_row(o: &Outcome, breakdown: bool) -> std::io::Result<()> {
         o.busy[1],
         o.busy[2],
         o.busy[3]
+    )?;
+    writeln!(
+        out,
+        "{:<22} MACs: workload {}, emulated {} ({:.4}x)",
+        "",
+        o.workload_macs,
+        o.emulated_macs,
+        o.emulated_macs as f64 / o.workload_macs.max(1) as f64
     )?;
     for (k, x) in &o.extra {
         writeln!(out, "{:<22} {k} = {x:.4}", "")?;
