@@ -33,7 +33,7 @@ fn field_bits(kind: FieldKind, width: u32, seed: u64, pc: usize, dest: usize) ->
 fn program_strategy() -> impl Strategy<Value = Program> {
     let inst = (
         0..INSTRUCTIONS.len(),
-        prop::collection::vec(any::<u64>(), 12),
+        prop::collection::vec(any::<u64>(), 16),
         any::<u16>(),
     );
     let stream = prop::collection::vec(inst, 1..24);

@@ -251,6 +251,13 @@ pub fn cost(inst: &Inst, t: &Target) -> Cost {
             let h = c.hbm_read;
             dma(&mut c, h);
         }
+        Inst::DmaMcast { .. } => {
+            // One HBM read; the bytes are written into every destination's scratchpad.
+            if let Some((load, dests, _)) = inst.multicast() {
+                c = cost(&load, t);
+                c.sram_write = c.sram_write.saturating_mul(dests.len() as u64);
+            }
+        }
         Inst::DmaStore {
             n0,
             n1,

@@ -549,6 +549,17 @@ isa! {
     DmaWait = 0x34, "dma.wait", Dma, Sync { sem: Sem = 5, count: u32 = 8 };
     /// DMA queue adds one to `sem` once every earlier DMA instruction has completed.
     DmaSignal = 0x35, "dma.signal", Dma, Sync { sem: Sem = 5 };
+    /// Multicast HBM→SRAM move: the `dma.load` of the same fields, read from HBM once and written
+    /// at `sram` into the scratchpad of each of the `ncores` cores from `core0` (the issuing core
+    /// need not be one of them). When the data has arrived, semaphore `sem` of each destination
+    /// core gets one increment: a consumer waits there (`X.wait sem, n` after `n` multicasts), not
+    /// on the issuing queue. Writing another core's scratchpad while that core still uses the bytes
+    /// is a race.
+    DmaMcast = 0x36, "dma.mcast", Dma, DmaCopy {
+        sram: Reg = 5, hbm: Reg = 5, n0: u32 = 16, n1: u32 = 16, n2: u32 = 16,
+        hs1: Reg = 5, hs2: Reg = 5, ss1: Reg = 5, ss2: Reg = 5, dt: DType = 3, layout: Layout = 1,
+        core0: u32 = 8, ncores: u32 = 9, sem: Sem = 5,
+    };
 
     /// Tile matmul `C[m×n] (=|+=) A[m×k] · B[k×n]`: A and B are `dt` in SRAM at `a`, `b` with row
     /// strides `lda`, `ldb` (elements); C is f32 (i32 for i8/u8 inputs) in the accumulator at `acc`
@@ -656,6 +667,48 @@ isa! {
     VpuWait = 0x8e, "vpu.wait", Vpu, Sync { sem: Sem = 5, count: u32 = 8 };
     /// Vector queue adds one to `sem` once every earlier vector instruction has completed.
     VpuSignal = 0x8f, "vpu.signal", Vpu, Sync { sem: Sem = 5 };
+}
+
+impl Inst {
+    /// For `dma.mcast`: the `dma.load` it performs on each destination core, the destination
+    /// cores `core0 .. core0 + ncores` and the semaphore they are signalled on.
+    pub fn multicast(&self) -> Option<(Inst, std::ops::Range<u32>, Sem)> {
+        match *self {
+            Inst::DmaMcast {
+                sram,
+                hbm,
+                n0,
+                n1,
+                n2,
+                hs1,
+                hs2,
+                ss1,
+                ss2,
+                dt,
+                layout,
+                core0,
+                ncores,
+                sem,
+            } => Some((
+                Inst::DmaLoad {
+                    sram,
+                    hbm,
+                    n0,
+                    n1,
+                    n2,
+                    hs1,
+                    hs2,
+                    ss1,
+                    ss2,
+                    dt,
+                    layout,
+                },
+                core0..core0.saturating_add(ncores),
+                sem,
+            )),
+            _ => None,
+        }
+    }
 }
 
 /// Looks an instruction up by mnemonic.

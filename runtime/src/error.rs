@@ -84,6 +84,15 @@ pub enum TrapKind {
     BadIndexType(DType),
     #[error("operand of {elements} elements exceeds the emulator's staging limit of {limit}")]
     TooLarge { elements: u64, limit: u64 },
+    #[error(
+        "multicast to cores {first}..{} is not a non-empty range of the machine's {cores} cores",
+        *first as u64 + *count as u64
+    )]
+    BadCores {
+        first: u32,
+        count: u32,
+        cores: usize,
+    },
 }
 
 /// One side of a data race: an instruction and what it does to the range.

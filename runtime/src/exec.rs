@@ -160,6 +160,9 @@ fn index_row(
 /// The checked byte ranges `inst` touches with registers `r`; `sram` supplies gather/scatter
 /// indices. Scalar instructions other than `ld`/`st` touch nothing.
 pub(crate) fn spans(inst: &Inst, r: &Regs, sz: &Sizes, sram: &[u8]) -> Result<Spans, TrapKind> {
+    if let Some((load, _, _)) = inst.multicast() {
+        return spans(&load, r, sz, sram);
+    }
     let mut o = Spans::EMPTY;
     match *inst {
         Inst::Ld { rs1, off, .. } | Inst::Ld32 { rs1, off, .. } | Inst::St { rs1, off, .. } => {
@@ -490,6 +493,7 @@ pub(crate) fn spans(inst: &Inst, r: &Regs, sz: &Sizes, sram: &[u8]) -> Result<Sp
         | Inst::Wait { .. }
         | Inst::Signal { .. }
         | Inst::Cid { .. }
+        | Inst::DmaMcast { .. }
         | Inst::DmaWait { .. }
         | Inst::DmaSignal { .. }
         | Inst::MxuWait { .. }
@@ -1088,6 +1092,11 @@ fn fill_bytes(dt: DType, v: f32) -> [u8; 8] {
 pub(crate) fn execute(inst: &Inst, r: &Regs, m: &mut Mem) -> Result<(), TrapKind> {
     match *inst {
         Inst::DmaLoad { .. } | Inst::DmaStore { .. } => dma(inst, r, m),
+        // One destination's copy; the simulation calls this once per destination core.
+        Inst::DmaMcast { .. } => match inst.multicast() {
+            Some((load, _, _)) => dma(&load, r, m),
+            None => Ok(()),
+        },
         Inst::DmaGather { .. } | Inst::DmaScatter { .. } => indexed(inst, r, m),
         Inst::MxuMatmul { .. } => matmul(inst, r, m),
         Inst::VpuAdd {
@@ -1503,6 +1512,9 @@ pub(crate) fn work(inst: &Inst, cst: &llmpu_isa::Cost) -> u64 {
         Inst::DmaLoad { n0, n1, n2, .. } | Inst::DmaStore { n0, n1, n2, .. } => {
             n0 as u64 * n1 as u64 * n2 as u64
         }
+        Inst::DmaMcast {
+            n0, n1, n2, ncores, ..
+        } => (n0 as u64 * n1 as u64 * n2 as u64).saturating_mul(ncores as u64),
         Inst::DmaGather { count, rowlen, .. } | Inst::DmaScatter { count, rowlen, .. } => {
             count as u64 * rowlen as u64
         }

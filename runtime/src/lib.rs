@@ -38,7 +38,9 @@
 //! cores: a DMA starting at `s` gets `hbm_start = max(s + latency.dma_setup, hbm_free)`, then
 //! `hbm_free = hbm_start + cost.transfer` (burst-rounded bytes at peak bandwidth). The DMA unit is
 //! free at `hbm_free`; completion = `hbm_free + hbm.latency_cycles`. Uncontended, this equals
-//! `cost.occupancy + cost.latency`. Channel grants follow DMA start order.
+//! `cost.occupancy + cost.latency`. Channel grants follow DMA start order. A `dma.mcast` is one
+//! such transfer; its bytes are written into every destination core's scratchpad and each
+//! destination's semaphore gets one increment at the completion.
 //!
 //! **Semaphores.** 32 per core, counting from 0. `X.signal s` (and scalar `signal s`) occupies its
 //! unit for `latency.sync` cycles and adds 1 to `s` at max(its own end, completion of every earlier
@@ -59,7 +61,8 @@
 //! `race_check` (default on), an instruction starting at `t` whose range conflicts (same space,
 //! overlapping, one side writes) with an instruction of another unit of the same core — or, for
 //! HBM, of any core — that is in flight (`start <= t < completion`) stops the run with a data race
-//! error: the program relies on timing without a semaphore. Ranges are bounding byte ranges,
+//! error: the program relies on timing without a semaphore. A multicast's write into another
+//! core's scratchpad is in flight on that core: it races with that core's own accesses. Ranges are bounding byte ranges,
 //! except the HBM side of `dma.load`/`dma.store`, which is compared byte for byte (its runs along
 //! the contiguous dimension; more than 65,536 run pairs in one comparison fall back to the
 //! bounding range): strided stores of interleaved rows by different cores (column tiles of one

@@ -13,7 +13,7 @@
 use crate::RunOptions;
 use crate::error::{EmuError, MemSpace, RaceSide, TrapKind};
 use crate::exec::{self, Mem, Regs, Sizes};
-use crate::memory::{Hbm, Spans, conflicts_exact};
+use crate::memory::{Hbm, Span, Spans, conflicts_exact};
 use crate::report::{CoreReport, EnergyReport, LocReport, Report};
 use crate::timeline::Timeline;
 use crate::trace::{Trace, TraceEvent};
@@ -40,6 +40,14 @@ struct InFlight {
     pc: u32,
     completion: u64,
     spans: Spans,
+}
+
+/// A multicast's write into this core's scratchpad, issued by another core, while in flight.
+struct Remote {
+    from: usize,
+    pc: u32,
+    completion: u64,
+    span: Span,
 }
 
 #[derive(Default)]
@@ -72,6 +80,8 @@ struct Core {
     sems: [u64; 32],
     sram: Vec<u8>,
     acc: Vec<u8>,
+    /// Other cores' multicasts into this scratchpad (the race check's view of them).
+    remote: VecDeque<Remote>,
     arrival: u64,
     report: CoreReport,
 }
@@ -144,6 +154,15 @@ fn alloc(bytes: u64, what: &str) -> Result<Vec<u8>, EmuError> {
     }
 }
 
+/// The spans of a multicast on an issuing core that is not a destination: its HBM side.
+fn local_part(s: &Spans) -> Spans {
+    let mut o = Spans::EMPTY;
+    for x in s.as_slice().iter().filter(|x| x.space == MemSpace::Hbm) {
+        o.push(*x);
+    }
+    o
+}
+
 fn trap(core: usize, pc: u32, inst: &Inst, kind: TrapKind) -> EmuError {
     EmuError::Trap {
         core,
@@ -178,6 +197,7 @@ impl<'p> Sim<'p> {
                 sems: [0; 32],
                 sram: alloc(t.sram.size_bytes, "scratchpad SRAM")?,
                 acc: alloc(t.accumulator.size_bytes, "accumulator SRAM")?,
+                remote: VecDeque::new(),
                 arrival: 0,
                 report: CoreReport::default(),
             });
@@ -509,6 +529,80 @@ impl<'p> Sim<'p> {
                 }
             }
         }
+        self.race_check_remote(c, u, pc, inst, c, spans.as_slice())
+    }
+
+    /// Checks `spans` (accesses of instruction `pc` on core `c`'s unit `u`) against what is in
+    /// flight in core `j`'s scratchpad: its own units' accesses when `j != c` (a multicast
+    /// writing there), and other cores' multicasts into it.
+    fn race_check_remote(
+        &self,
+        c: usize,
+        u: usize,
+        pc: u32,
+        inst: &Inst,
+        j: usize,
+        spans: &[Span],
+    ) -> Result<(), EmuError> {
+        let now = self.now;
+        let Some(core) = self.cores.get(j) else {
+            return Ok(());
+        };
+        if j == c && core.remote.is_empty() {
+            return Ok(());
+        }
+        let text = |core: usize, pc: u32| {
+            self.prog.cores[core]
+                .get(pc as usize)
+                .map(|i| i.to_string())
+                .unwrap_or_default()
+        };
+        let race = |a: &Span, b: &Span, second: RaceSide, until: u64| EmuError::Race {
+            first: Box::new(RaceSide {
+                core: c,
+                unit: Unit::ALL[u].name(),
+                pc,
+                inst: inst.to_string(),
+                write: a.write,
+            }),
+            second: Box::new(second),
+            space: a.space,
+            lo: a.lo.max(b.lo),
+            hi: a.hi.min(b.hi),
+            until,
+        };
+        for a in spans.iter().filter(|a| a.space != MemSpace::Hbm) {
+            if j != c {
+                for (ui, q) in core.units.iter().enumerate() {
+                    for f in q.inflight.iter().filter(|f| f.completion > now) {
+                        for b in f.spans.as_slice() {
+                            if conflicts_exact(a, b) {
+                                let side = RaceSide {
+                                    core: j,
+                                    unit: Unit::ALL[ui].name(),
+                                    pc: f.pc,
+                                    inst: text(j, f.pc),
+                                    write: b.write,
+                                };
+                                return Err(race(a, b, side, f.completion));
+                            }
+                        }
+                    }
+                }
+            }
+            for r in core.remote.iter().filter(|r| r.completion > now) {
+                if conflicts_exact(a, &r.span) {
+                    let side = RaceSide {
+                        core: r.from,
+                        unit: Unit::Dma.name(),
+                        pc: r.pc,
+                        inst: text(r.from, r.pc),
+                        write: true,
+                    };
+                    return Err(race(a, &r.span, side, r.completion));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -746,6 +840,7 @@ impl<'p> Sim<'p> {
                 | Inst::DmaStore { .. }
                 | Inst::DmaGather { .. }
                 | Inst::DmaScatter { .. }
+                | Inst::DmaMcast { .. }
                 | Inst::DmaWait { .. }
                 | Inst::DmaSignal { .. }
                 | Inst::MxuMatmul { .. }
@@ -844,6 +939,7 @@ impl<'p> Sim<'p> {
     fn unit_step(&mut self, c: usize, u: usize) -> Result<(), EmuError> {
         let now = self.now;
         let sizes = self.sizes;
+        let ncores = self.cores.len();
         let core = &mut self.cores[c];
         let Core {
             units, sram, sems, ..
@@ -854,11 +950,25 @@ impl<'p> Sim<'p> {
             return Ok(());
         };
         let (pc, inst) = (e.pc, e.inst);
+        let mcast = inst.multicast().map(|(_, d, sem)| (d, sem));
         let spans = match q.head_spans {
             Some(s) => s,
             None => {
-                let s =
+                let mut s =
                     exec::spans(&inst, &e.regs, &sizes, sram).map_err(|k| trap(c, pc, &inst, k))?;
+                if let Some((d, _)) = &mcast {
+                    if d.is_empty() || d.end as usize > ncores {
+                        let kind = TrapKind::BadCores {
+                            first: d.start,
+                            count: d.end - d.start,
+                            cores: ncores,
+                        };
+                        return Err(trap(c, pc, &inst, kind));
+                    }
+                    if !d.contains(&(c as u32)) {
+                        s = local_part(&s);
+                    }
+                }
                 q.head_spans = Some(s);
                 s
             }
@@ -935,6 +1045,27 @@ impl<'p> Sim<'p> {
         if self.opts.race_check && spans.n > 0 {
             self.race_check(c, u, pc, &inst, &spans)?;
         }
+        // A multicast's write into the other destinations' scratchpads.
+        let remote = match &mcast {
+            Some((d, _)) => {
+                let all = exec::spans(&inst, &self.cores[c].units[u].queue[0].regs, &sizes, &[])
+                    .map_err(|k| trap(c, pc, &inst, k))?;
+                let w = all
+                    .as_slice()
+                    .iter()
+                    .find(|s| s.space == MemSpace::Sram)
+                    .copied();
+                if let Some(w) = w
+                    && self.opts.race_check
+                {
+                    for j in d.clone().map(|j| j as usize).filter(|&j| j != c) {
+                        self.race_check_remote(c, u, pc, &inst, j, &[w])?;
+                    }
+                }
+                w
+            }
+            None => None,
+        };
         if unit == Unit::Dma && !is_sync {
             self.hbm_free = free;
         }
@@ -942,7 +1073,7 @@ impl<'p> Sim<'p> {
         let Some(entry) = core.units[u].queue.pop_front() else {
             return Ok(());
         };
-        let control = matches!(inst, Inst::DmaLoad { .. })
+        let control = matches!(inst, Inst::DmaLoad { .. } | Inst::DmaMcast { .. })
             && self.control.is_some_and(|(lo, hi)| {
                 let mut hbm = spans.as_slice().iter().filter(|s| s.space == MemSpace::Hbm);
                 hbm.clone().next().is_some() && hbm.all(|s| s.lo >= lo && s.hi <= hi)
@@ -960,13 +1091,52 @@ impl<'p> Sim<'p> {
                 });
             }
             self.work += w;
-            let mut mem = Mem {
-                sram: &mut core.sram,
-                acc: &mut core.acc,
-                hbm: &mut self.hbm,
-            };
-            exec::execute(&inst, &entry.regs, &mut mem).map_err(|k| trap(c, pc, &inst, k))?;
+            match &mcast {
+                None => {
+                    let mut mem = Mem {
+                        sram: &mut core.sram,
+                        acc: &mut core.acc,
+                        hbm: &mut self.hbm,
+                    };
+                    exec::execute(&inst, &entry.regs, &mut mem)
+                        .map_err(|k| trap(c, pc, &inst, k))?;
+                }
+                Some((d, _)) => {
+                    for j in d.clone() {
+                        let cj = &mut self.cores[j as usize];
+                        let mut mem = Mem {
+                            sram: &mut cj.sram,
+                            acc: &mut cj.acc,
+                            hbm: &mut self.hbm,
+                        };
+                        exec::execute(&inst, &entry.regs, &mut mem)
+                            .map_err(|k| trap(c, pc, &inst, k))?;
+                    }
+                }
+            }
         }
+        if let Some((d, sem)) = &mcast {
+            for j in d.clone() {
+                self.sem_events.push(Reverse((completion, j, sem.0 & 31)));
+                let j = j as usize;
+                if j != c
+                    && let Some(span) = remote
+                {
+                    let cj = &mut self.cores[j];
+                    if cj.remote.len() >= 8 {
+                        cj.remote.retain(|r| r.completion > now);
+                    }
+                    cj.remote.push_back(Remote {
+                        from: c,
+                        pc,
+                        completion,
+                        span,
+                    });
+                    cj.report.sram_high_water = cj.report.sram_high_water.max(span.hi);
+                }
+            }
+        }
+        let core = &mut self.cores[c];
         if is_signal {
             let sem = match inst {
                 Inst::DmaSignal { sem } | Inst::MxuSignal { sem } | Inst::VpuSignal { sem } => {
