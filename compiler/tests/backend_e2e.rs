@@ -575,6 +575,73 @@ fn decode_matmul_streams_weights_over_the_cores_and_matches_reference() {
     }
 }
 
+/// Two chained decode-shaped matmuls on `datacenter`: each reads its A from HBM once, every core
+/// with work multicasting a slice to the others (`dma.mcast`); the second's A was written by all
+/// cores, so its round follows a barrier. Matches the reference in both precisions.
+#[test]
+fn chained_decode_matmuls_multicast_their_activations_and_match_reference() {
+    let (m, k, f, n) = (5usize, 1024usize, 1024usize, 512usize);
+    let src = format!(
+        r#"module {{
+  func.func @main(%x: tensor<{m}x{k}xf32> {{graph.name = "x"}}, %w1: tensor<{k}x{f}xf32> {{graph.name = "w1"}}, %w2: tensor<{f}x{n}xf32> {{graph.name = "w2"}}) -> (tensor<{m}x{n}xf32> {{graph.name = "y"}}) {{
+    %h = "graph.matmul"(%x, %w1) : (tensor<{m}x{k}xf32>, tensor<{k}x{f}xf32>) -> tensor<{m}x{f}xf32> loc("MatMul_0")
+    %y = "graph.matmul"(%h, %w2) : (tensor<{m}x{f}xf32>, tensor<{f}x{n}xf32>) -> tensor<{m}x{n}xf32> loc("MatMul_1")
+    func.return %y : tensor<{m}x{n}xf32>
+  }}
+}}
+"#
+    );
+    let x = values(m * k, 41);
+    let w1 = values(k * f, 42);
+    let w2 = values(f * n, 43);
+    let want = matmul(&matmul(&x, &w1, m, k, f), &w2, m, f, n);
+    for precision in [Precision::Fp32, Precision::Bf16] {
+        let prog = compile_text(&src, "datacenter", precision);
+        for (c, stream) in prog.cores.iter().enumerate() {
+            let at = |pc: Option<usize>| pc.unwrap_or(usize::MAX);
+            let barrier = at(stream
+                .iter()
+                .position(|i| matches!(i, llmpu_isa::Inst::Barrier {})));
+            let rounds: Vec<usize> = stream
+                .iter()
+                .enumerate()
+                .filter(|(_, i)| matches!(i, llmpu_isa::Inst::DmaMcast { .. }))
+                .map(|(pc, _)| pc)
+                .collect();
+            // x is an f32 graph input: in bf16 it is converted as it loads, tile by tile.
+            let first = rounds.iter().filter(|&&pc| pc < barrier).count();
+            let want_first = usize::from(precision == Precision::Fp32);
+            assert_eq!(first, want_first, "core {c}: rounds before the barrier");
+            // Eight column tiles of w1 give eight cores work; four of w2 give four.
+            let second = rounds.len() - first;
+            assert_eq!(
+                second,
+                usize::from(c < 4),
+                "core {c}: rounds after the barrier"
+            );
+        }
+        let t = |v: &[f32], r: usize, c: usize| {
+            Tensor::from_f32(DType::F32, vec![r as u64, c as u64], v).unwrap()
+        };
+        let res = run(
+            &prog,
+            &[
+                ("x".into(), t(&x, m, k)),
+                ("w1".into(), t(&w1, k, f)),
+                ("w2".into(), t(&w2, f, n)),
+            ],
+            &RunOptions::default(),
+        )
+        .unwrap_or_else(|e| panic!("emulator: {e}"));
+        let tol = match precision {
+            Precision::Fp32 => Tolerance::FP32,
+            Precision::Bf16 => Tolerance::BF16,
+        };
+        let c = compare("y", res.output("y").unwrap(), &t(&want, m, n), tol).unwrap();
+        assert!(c.pass, "{}: {c}", precision.name());
+    }
+}
+
 /// Decode-shaped attention (one query, a long KV sequence that is not a multiple of the block):
 /// wide KV blocks on `datacenter`, two heads per core (double-buffered Q/output blocks, each
 /// head's output store deferred behind the next head's loads) still match the reference.

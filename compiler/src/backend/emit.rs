@@ -307,7 +307,13 @@ pub struct Emitter {
     start_barrier: bool,
     /// ... or its body's with its prologue.
     body_barrier: bool,
+    /// A multicast round was emitted since the last explicit barrier.
+    mcast_round: bool,
 }
+
+/// The semaphore multicast arrivals are counted on ([`Emitter::can_multicast`]); the automatic
+/// unit-pair semaphores use 1..=16.
+pub const MULTICAST_SEM: Sem = Sem(31);
 
 impl Emitter {
     /// An emitter for `cores` cores of `target`.
@@ -330,6 +336,7 @@ impl Emitter {
             pro: vec![HbmSet::default(); cores.max(1)],
             start_barrier: false,
             body_barrier: false,
+            mcast_round: false,
         }
     }
 
@@ -850,6 +857,9 @@ impl Emitter {
     /// Records the HBM bytes a DMA touches (its bounding range, as the emulator computes it) in
     /// the open op's set for the current core.
     fn note_hbm(&mut self, inst: &Inst) {
+        if let Some((load, _, _)) = inst.multicast() {
+            return self.note_hbm(&load);
+        }
         let c = self.cur;
         match *inst {
             Inst::DmaLoad {
@@ -964,6 +974,39 @@ impl Emitter {
             .all(|s| !s.unknown && !s.writes.overlaps(lo, hi))
     }
 
+    /// True when a multicast round may write SRAM `[lo, hi)` of every core now: there are several
+    /// cores, no instruction of any core since the last barrier touched those bytes (so no core
+    /// still uses them), and no other round since then counts on [`MULTICAST_SEM`] (one round's
+    /// arrivals could satisfy another's wait). A kernel that multicasts then waits on every
+    /// destination core for all of the round's arrivals ([`Emitter::multicast_wait`]).
+    pub fn can_multicast(&self, lo: u64, hi: u64) -> bool {
+        let probe = Touch::write(Mem::Sram, lo, hi);
+        self.streams.len() > 1
+            && !self.mcast_round
+            && self.streams.iter().all(|s| {
+                s.hist
+                    .iter()
+                    .flatten()
+                    .all(|(_, t)| !t.iter().any(|x| x.conflicts(&probe)))
+            })
+    }
+
+    /// On the current core, makes the matrix unit wait for `arrivals` multicasts into SRAM
+    /// `[lo, hi)`; later instructions of other units that touch those bytes are ordered after it.
+    pub fn multicast_wait(&mut self, arrivals: u32, lo: u64, hi: u64) {
+        self.mcast_round = true;
+        let mut left = arrivals;
+        while left > 0 {
+            let count = left.min(255);
+            left -= count;
+            let inst = Inst::MxuWait {
+                sem: MULTICAST_SEM,
+                count,
+            };
+            self.op(inst, vec![Touch::write(Mem::Sram, lo, hi)]);
+        }
+    }
+
     /// Bytes of `mem` the current kernel has allocated.
     pub fn used(&self, mem: Mem) -> u64 {
         let a = match mem {
@@ -1060,6 +1103,7 @@ impl Emitter {
         }
         self.epoch = vec![HbmSet::default(); n];
         self.open = vec![HbmSet::default(); n];
+        self.mcast_round = false;
         let cur = self.cur;
         for c in 0..self.streams.len() {
             self.cur = c;

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 use llmpu_isa::{AccMode, Bcast, DType, Inst, Space, TileRef};
 
-use super::emit::{EmitError, Emitter, Mem, Touch};
+use super::emit::{EmitError, Emitter, MULTICAST_SEM, Mem, Touch};
 use super::plan::{Plan, const_f64s, elem_of, shape_of};
 use super::tiling::{matmul_tiles, row_tile, sram_budget};
 use super::view::View;
@@ -1989,7 +1989,8 @@ fn matmul_views(
     let nb: u64 = batch.iter().product();
     let cores = cx.e.cores();
     // One row block of A that fits in SRAM stays resident: each core loads it once instead of
-    // once per tile (decode-shaped matmuls stream only the weights).
+    // once per tile (decode-shaped matmuls stream only the weights), and several cores share one
+    // read of it (`multicast_a`) even when its K extent is one tile.
     // A recomputed producer's result exists only in SRAM: always resident.
     let produce = match producer {
         Some(p) if nb == 1 && mm <= tm && av.dt == dt => Some(Producer::new(cx, p, mm, kk)?),
@@ -2003,7 +2004,7 @@ fn matmul_views(
     };
     let resident = if produce.is_some() {
         Some(cx.alloc(Mem::Sram, mm * kk * ssz, "matmul resident A")?)
-    } else if nb == 1 && mm <= tm && kk > tk && av.dt == dt {
+    } else if nb == 1 && mm <= tm && (kk > tk || (cores > 1 && nn > tn)) && av.dt == dt {
         let bytes = mm * kk * ssz;
         if cx.e.free(Mem::Sram) > bytes + 4096 {
             Some(cx.alloc(Mem::Sram, bytes, "matmul resident A")?)
@@ -2092,6 +2093,21 @@ fn matmul_views(
         (a + b) as f64
     };
     let mut a_loaded = vec![false; cores];
+    // Every core with work needs all of a resident A: it crosses HBM once, each such core
+    // multicasting a slice to all of them — before the weights when nothing orders A after
+    // other ops, else after the barrier that does.
+    let workers = units.len().min(cores);
+    let shared_a = match resident {
+        Some(ra) if produce.is_none() && nb == 1 && workers > 1 => Some(ra),
+        _ => None,
+    };
+    if let Some(ra) = shared_a
+        && a_free
+        && cx.e.can_multicast(ra, ra + mm * kk * ssz)
+        && multicast_a(cx, &operands(0).0, ra, mm, kk, workers)
+    {
+        a_loaded.iter_mut().take(workers).for_each(|l| *l = true);
+    }
     // Steps per core whose A / B tiles the prologue loaded.
     let mut pre_a = vec![0usize; cores];
     let mut pre_b = vec![0usize; cores];
@@ -2145,6 +2161,15 @@ fn matmul_views(
             cx.e.set_loc(&super::loc_string(&cx.loc));
         }
         cx.e.sync_point();
+    }
+    if let Some(ra) = shared_a
+        && !a_free
+        && (operands(0).0.is_contiguous() || mm >= workers as u64)
+    {
+        cx.e.barrier();
+        if multicast_a(cx, &operands(0).0, ra, mm, kk, workers) {
+            a_loaded.iter_mut().take(workers).for_each(|l| *l = true);
+        }
     }
     cx.e.strict_alloc(false);
     let mut steps = vec![0usize; cores];
@@ -2234,6 +2259,48 @@ fn matmul_views(
         }
     }
     Ok(())
+}
+
+/// Loads the `mm × kk` operand `a` into SRAM at `ra` (row stride `kk`) of cores `0..workers` with
+/// one HBM read: each of those cores multicasts a contiguous slice (of the elements when `a` is
+/// dense, else of its rows) to all of them, and each waits for every slice before its matrix
+/// unit reads A. Returns false, emitting nothing, when `a` has fewer rows than `workers` and is
+/// not dense.
+fn multicast_a(cx: &mut Cx, a: &View, ra: u64, mm: u64, kk: u64, workers: usize) -> bool {
+    let ssz = a.dt.size();
+    let flat = if a.is_contiguous() {
+        a.reshape(&[mm * kk])
+    } else {
+        None
+    };
+    let (len, unit) = match &flat {
+        Some(_) => (mm * kk, 1),
+        None if mm >= workers as u64 => (mm, kk),
+        None => return false,
+    };
+    let senders = (workers as u64).min(len);
+    let dests = 0..workers as u32;
+    let mut arrivals = 0;
+    for c in 0..senders {
+        let (lo, hi) = (c * len / senders, (c + 1) * len / senders);
+        let piece = match &flat {
+            Some(f) => f.slice(0, lo, 1, hi - lo),
+            None => a.slice(0, lo, 1, hi - lo),
+        };
+        cx.e.core(c as usize);
+        arrivals += cx.e.multicast_view(
+            &piece,
+            ra + lo * unit * ssz,
+            kk,
+            dests.clone(),
+            MULTICAST_SEM,
+        );
+    }
+    for c in 0..workers {
+        cx.e.core(c);
+        cx.e.multicast_wait(arrivals, ra, ra + mm * kk * ssz);
+    }
+    true
 }
 
 /// The last epilogue of each core of a matmul, emitted by the next op (a matmul does so after

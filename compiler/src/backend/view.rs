@@ -10,7 +10,7 @@
 //! SRAM side: the view's elements in row-major order, rows of the last dimension `ld` elements
 //! apart (`ld >= last dim`).
 
-use llmpu_isa::{DType, Inst, Layout, Reg};
+use llmpu_isa::{DType, Inst, Layout, Reg, Sem};
 
 use super::emit::{Emitter, Mem, Touch};
 
@@ -223,7 +223,8 @@ fn extent(base: i64, size: u64, dims: &[(u64, i64)]) -> (u64, u64) {
 }
 
 impl Emitter {
-    /// Moves view `v` to (`load`) or from SRAM at `sram` with row stride `ld` elements.
+    /// Moves view `v` to (`load`) or from SRAM at `sram` with row stride `ld` elements (one or
+    /// more DMAs).
     pub fn move_view(&mut self, load: bool, v: &View, sram: u64, ld: u64) {
         self.move_view_at(load, v, sram, ld, None)
     }
@@ -231,10 +232,36 @@ impl Emitter {
     /// [`Emitter::move_view`] with the view's HBM addresses relative to a run-time `base`
     /// register (a paged-KV block address), when given.
     pub fn move_view_at(&mut self, load: bool, v: &View, sram: u64, ld: u64, base: Option<Reg>) {
+        self.move_view_to(load, v, sram, ld, base, None);
+    }
+
+    /// Loads view `v` into SRAM at `sram` (row stride `ld`) of cores `cores`, with one HBM read
+    /// per DMA (`dma.mcast`); each of those cores' `sem` gets one increment per DMA emitted, which
+    /// this returns.
+    pub fn multicast_view(
+        &mut self,
+        v: &View,
+        sram: u64,
+        ld: u64,
+        cores: std::ops::Range<u32>,
+        sem: Sem,
+    ) -> u32 {
+        self.move_view_to(true, v, sram, ld, None, Some((cores, sem))) as u32
+    }
+
+    fn move_view_to(
+        &mut self,
+        load: bool,
+        v: &View,
+        sram: u64,
+        ld: u64,
+        base: Option<Reg>,
+        mcast: Option<(std::ops::Range<u32>, Sem)>,
+    ) -> u64 {
         let size = v.dt.size();
         let r = v.shape.len();
         if v.elems() == 0 {
-            return;
+            return 0;
         }
         // SRAM strides of the row-major layout with row stride `ld`.
         let mut ss = vec![1i64; r.max(1)];
@@ -342,7 +369,24 @@ impl Emitter {
             let ss1 = self.reg(ss1);
             let ss2 = self.reg(ss2);
             let (n0, n1, n2) = (n0 as u32, n1 as u32, n2 as u32);
-            let inst = if load {
+            let inst = if let (true, Some((cores, sem))) = (load, &mcast) {
+                Inst::DmaMcast {
+                    sram: sram_r,
+                    hbm: hbm_r,
+                    n0,
+                    n1,
+                    n2,
+                    hs1,
+                    hs2,
+                    ss1,
+                    ss2,
+                    dt: v.dt,
+                    layout,
+                    core0: cores.start,
+                    ncores: cores.end - cores.start,
+                    sem: *sem,
+                }
+            } else if load {
                 Inst::DmaLoad {
                     sram: sram_r,
                     hbm: hbm_r,
@@ -378,6 +422,7 @@ impl Emitter {
             };
             self.op(inst, vec![t]);
         }
+        total
     }
 }
 
