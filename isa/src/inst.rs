@@ -670,6 +670,41 @@ isa! {
 }
 
 impl Inst {
+    /// For `dma.load`: the `dma.mcast` of the same move to cores `cores`, signalling `sem`.
+    pub fn to_multicast(&self, cores: std::ops::Range<u32>, sem: Sem) -> Option<Inst> {
+        match *self {
+            Inst::DmaLoad {
+                sram,
+                hbm,
+                n0,
+                n1,
+                n2,
+                hs1,
+                hs2,
+                ss1,
+                ss2,
+                dt,
+                layout,
+            } => Some(Inst::DmaMcast {
+                sram,
+                hbm,
+                n0,
+                n1,
+                n2,
+                hs1,
+                hs2,
+                ss1,
+                ss2,
+                dt,
+                layout,
+                core0: cores.start,
+                ncores: cores.end.saturating_sub(cores.start),
+                sem,
+            }),
+            _ => None,
+        }
+    }
+
     /// For `dma.mcast`: the `dma.load` it performs on each destination core, the destination
     /// cores `core0 .. core0 + ncores` and the semaphore they are signalled on.
     pub fn multicast(&self) -> Option<(Inst, std::ops::Range<u32>, Sem)> {

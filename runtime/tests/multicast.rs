@@ -167,64 +167,50 @@ fn multicast_costs_one_transfer_on_the_shared_channel() {
     assert_eq!(r8.report.hbm_read_bytes, 8 * one.report.hbm_read_bytes);
 }
 
-#[test]
-fn multicast_into_a_scratchpad_another_unit_is_reading_is_a_race() {
-    let mut p = program(2, 1, 1, 1);
-    // Core 1 reads its rows with a long vector op while core 0's multicast writes them.
+/// Core 1 of `program(2, 1, 1, 1)` first reads `rows` rows of its scratchpad (from address 0) with
+/// a vector op, after `wait` delay instructions; the run must stop with a race whose message
+/// starts with `first` and names `second`.
+fn race(mut p: Program, rows: u32, wait: usize, first: &str, second: &str) {
     let mut s = li(3, 0);
     s.extend(li(4, 4096));
     s.extend(li(5, COLS as i64));
+    s.extend(delay(wait));
     s.push(Inst::VpuMuls {
         dst: sram(DType::F32, 4, 5),
         a: sram(DType::F32, 3, 5),
         imm: 2.0,
-        rows: 4096,
+        rows,
         cols: COLS,
     });
     s.extend(p.cores[1].clone());
     p.cores[1] = s;
-    // The multicast starts after the vector op did.
-    let mut d = delay(40);
-    d.extend(p.cores[0].clone());
-    p.cores[0] = d;
     let e = run(&p, &[("x".into(), x().1)], &RunOptions::default()).unwrap_err();
     let msg = e.to_string();
     assert!(matches!(e, EmuError::Race { .. }), "{msg}");
     assert!(
-        msg.starts_with("data race: core 0 dma")
-            && msg.contains("dma.mcast")
-            && msg.contains("core 1 vpu"),
+        msg.starts_with(&format!("data race: {first}"))
+            && msg.contains(second)
+            && msg.contains("dma.mcast"),
         "{msg}"
     );
 }
 
 #[test]
-fn reading_multicast_data_before_the_semaphore_is_a_race() {
+fn multicast_into_a_scratchpad_another_unit_is_reading_is_a_race() {
+    // Core 1 reads its rows with a long vector op; core 0's multicast starts after it did.
     let mut p = program(2, 1, 1, 1);
+    let mut d = delay(40);
+    d.extend(p.cores[0].clone());
+    p.cores[0] = d;
+    race(p, 4096, 0, "core 0 dma", "core 1 vpu");
+}
+
+#[test]
+fn reading_multicast_data_before_the_semaphore_is_a_race() {
     // Core 1 does not wait for the arrival before it reads.
+    let mut p = program(2, 1, 1, 1);
     p.cores[1].retain(|i| !matches!(i, Inst::DmaWait { .. }));
-    let mut s = li(3, 0);
-    s.extend(li(4, 4096));
-    s.extend(li(5, COLS as i64));
-    s.extend(delay(40));
-    s.push(Inst::VpuMuls {
-        dst: sram(DType::F32, 4, 5),
-        a: sram(DType::F32, 3, 5),
-        imm: 2.0,
-        rows: 1,
-        cols: COLS,
-    });
-    s.extend(p.cores[1].clone());
-    p.cores[1] = s;
-    let e = run(&p, &[("x".into(), x().1)], &RunOptions::default()).unwrap_err();
-    let msg = e.to_string();
-    assert!(matches!(e, EmuError::Race { .. }), "{msg}");
-    assert!(
-        msg.starts_with("data race: core 1 vpu")
-            && msg.contains("core 0 dma")
-            && msg.contains("dma.mcast"),
-        "{msg}"
-    );
+    race(p, 1, 40, "core 1 vpu", "core 0 dma");
 }
 
 #[test]

@@ -369,24 +369,7 @@ impl Emitter {
             let ss1 = self.reg(ss1);
             let ss2 = self.reg(ss2);
             let (n0, n1, n2) = (n0 as u32, n1 as u32, n2 as u32);
-            let inst = if let (true, Some((cores, sem))) = (load, &mcast) {
-                Inst::DmaMcast {
-                    sram: sram_r,
-                    hbm: hbm_r,
-                    n0,
-                    n1,
-                    n2,
-                    hs1,
-                    hs2,
-                    ss1,
-                    ss2,
-                    dt: v.dt,
-                    layout,
-                    core0: cores.start,
-                    ncores: cores.end - cores.start,
-                    sem: *sem,
-                }
-            } else if load {
+            let inst = if load {
                 Inst::DmaLoad {
                     sram: sram_r,
                     hbm: hbm_r,
@@ -414,6 +397,10 @@ impl Emitter {
                     dt: v.dt,
                     layout,
                 }
+            };
+            let inst = match &mcast {
+                Some((cores, sem)) => inst.to_multicast(cores.clone(), *sem).unwrap_or(inst),
+                None => inst,
             };
             let t = if load {
                 Touch::write(Mem::Sram, lo, hi)
