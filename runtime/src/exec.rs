@@ -792,16 +792,19 @@ fn dma(inst: &Inst, r: &Regs, m: &mut Mem) -> Result<(), TrapKind> {
         }
     };
     for i2 in 0..n2 as i128 {
+        // Row addresses of this plane advance by fixed byte steps.
+        let (mut h_row, mut s_row) = (hb + i2 * hs2 * size, sb + i2 * ss2 * size);
+        let (h_step, s_step) = (hs1 * size, ss1 * size);
         for i1 in 0..n1 as i128 {
             match (load, layout) {
                 (true, Layout::Rows) => {
-                    let ahead = hb + (i2 * hs2 + (i1 + 4) * hs1) * size;
+                    // Hint the row four ahead into the host cache while this one is copied.
+                    let ahead = h_row + 4 * h_step;
                     if ahead >= 0 && i1 + 4 < n1 as i128 {
                         m.hbm.prefetch(ahead as u64, row_bytes);
                     }
-                    let h = hbm_u(hb + (i2 * hs2 + i1 * hs1) * size)?;
-                    let s = sb + (i2 * ss2 + i1 * ss1) * size;
-                    let rg = at(MemSpace::Sram, m.sram.len(), s, row_bytes)?;
+                    let h = hbm_u(h_row)?;
+                    let rg = at(MemSpace::Sram, m.sram.len(), s_row, row_bytes)?;
                     m.hbm.read(h, &mut m.sram[rg])?;
                 }
                 (true, Layout::Trans) => {
@@ -829,6 +832,8 @@ fn dma(inst: &Inst, r: &Regs, m: &mut Mem) -> Result<(), TrapKind> {
                     }
                 }
             }
+            h_row += h_step;
+            s_row += s_step;
         }
     }
     Ok(())

@@ -122,8 +122,18 @@ impl<'d> Hbm<'d> {
     }
 
     /// Copies `out.len()` bytes from `addr`; out-of-range bytes are an error.
+    #[inline]
     pub fn read(&self, addr: u64, out: &mut [u8]) -> Result<(), TrapKind> {
         self.bounds(addr, out.len() as u64)?;
+        let off = (addr & (PAGE - 1)) as usize;
+        if off + out.len() <= PAGE as usize {
+            // Within one page (DMA rows, nearly always): one lookup.
+            match self.page(addr) {
+                Some(p) => out.copy_from_slice(&p[off..off + out.len()]),
+                None => out.fill(0),
+            }
+            return Ok(());
+        }
         let mut a = addr;
         let mut done = 0usize;
         while done < out.len() {
