@@ -2002,18 +2002,6 @@ fn matmul_views(
         }
         None => None,
     };
-    let resident = if produce.is_some() {
-        Some(cx.alloc(Mem::Sram, mm * kk * ssz, "matmul resident A")?)
-    } else if nb == 1 && mm <= tm && (kk > tk || (cores > 1 && nn > tn)) && av.dt == dt {
-        let bytes = mm * kk * ssz;
-        if cx.e.free(Mem::Sram) > bytes + 4096 {
-            Some(cx.alloc(Mem::Sram, bytes, "matmul resident A")?)
-        } else {
-            None
-        }
-    } else {
-        None
-    };
     // Work units spread over the cores: whole row blocks (so every core writes its own rows) when
     // there are at least as many as cores, else single output tiles (decode-shaped matmuls: the
     // weight columns stream through every core).
@@ -2040,6 +2028,86 @@ fn matmul_views(
             }
         }
     }
+    let resident = if produce.is_some() {
+        Some(cx.alloc(Mem::Sram, mm * kk * ssz, "matmul resident A")?)
+    } else if nb == 1 && mm <= tm && (kk > tk || (cores > 1 && nn > tn)) && av.dt == dt {
+        let bytes = mm * kk * ssz;
+        if cx.e.free(Mem::Sram) > bytes + 4096 {
+            Some(cx.alloc(Mem::Sram, bytes, "matmul resident A")?)
+        } else {
+            None
+        }
+    } else {
+        None
+    };
+    // Single tiles of several row blocks: a core whose consecutive tiles share one keeps it cached: the
+    // block's `tk`-wide chunks (each a contiguous `tm × tk` tile, so a pass waits only for its own
+    // chunk) load with the first tile's steps and serve the following tiles. Used when blocks are
+    // reused by two tiles or more on average; two buffers when a core changes blocks, so the next
+    // block loads while the last one's tiles compute.
+    let block_loads: usize = (0..cores)
+        .map(|c| {
+            let mut last = None;
+            let mut n = 0usize;
+            for tiles in units.iter().skip(c).step_by(cores) {
+                for &(bi, m0, ..) in tiles {
+                    if last != Some((bi, m0)) {
+                        n += 1;
+                        last = Some((bi, m0));
+                    }
+                }
+            }
+            n
+        })
+        .sum();
+    let ntiles: usize = units.iter().map(|u| u.len()).sum();
+    let cache: Vec<u64> = if !row_units
+        && resident.is_none()
+        && kk > tk
+        && av.dt == dt
+        && 2 * block_loads <= ntiles
+    {
+        let nbuf = if block_loads > cores.min(ntiles) {
+            2
+        } else {
+            1
+        };
+        let bytes = tm * kk.div_ceil(tk) * tk * ssz;
+        if cx.e.free(Mem::Sram) > nbuf * bytes + 4096 {
+            let mut v = vec![];
+            for _ in 0..nbuf {
+                v.push(cx.alloc(Mem::Sram, bytes, "matmul cached A row block")?);
+            }
+            v
+        } else {
+            vec![]
+        }
+    } else {
+        vec![]
+    };
+    // Per core: the cached row block (batch, first row), its buffer, and how many of its chunks
+    // are loaded.
+    let mut a_cur: Vec<Option<(u64, u64)>> = vec![None; cores];
+    let mut a_slot = vec![0usize; cores];
+    let mut a_have = vec![0usize; cores];
+    // The chunk of step `j` of a tile of row block `key` on core `c`: its SRAM address, and
+    // whether it must be loaded first (advancing the cache).
+    let mut chunk = |c: usize, key: (u64, u64), j: usize, load: bool| -> (u64, bool) {
+        if a_cur[c] != Some(key) {
+            if a_cur[c].is_some() {
+                a_slot[c] = (a_slot[c] + 1) % cache.len();
+            }
+            a_cur[c] = Some(key);
+            a_have[c] = 0;
+        }
+        let addr = cache[a_slot[c]] + j as u64 * tm * tk * ssz;
+        if j >= a_have[c] && load {
+            a_have[c] = j + 1;
+            (addr, true)
+        } else {
+            (addr, false)
+        }
+    };
     // The operands of batch `bi`.
     let operands = |bi: u64| {
         let mut lead = vec![0; batch.len()];
@@ -2115,9 +2183,14 @@ fn matmul_views(
         cx.e.core(c);
         let mut i = 0usize;
         let mut bytes = 0f64;
+        let mut first_block = None;
         'steps: for tiles in units.iter().skip(c).step_by(cores) {
             for &(bi, m0, wm, n0, wn) in tiles {
                 let (a2, b2, _) = operands(bi);
+                // With a cache, the prologue stops before a tile of another row block.
+                if !cache.is_empty() && *first_block.get_or_insert((bi, m0)) != (bi, m0) {
+                    break 'steps;
+                }
                 if let Some(ra) = resident
                     && a_free
                     && !a_loaded[c]
@@ -2137,7 +2210,11 @@ fn matmul_views(
                     }
                     if resident.is_none() && a_free {
                         let at = a2.slice(0, m0, 1, wm).slice(1, k0, 1, wk);
-                        load_as(cx, &at, abuf[i], stage_a, dt);
+                        if cache.is_empty() {
+                            load_as(cx, &at, abuf[i], stage_a, dt);
+                        } else if let (addr, true) = chunk(c, (bi, m0), (k0 / tk) as usize, true) {
+                            load_as(cx, &at, addr, stage_a, dt);
+                        }
                         pre_a[c] += 1;
                     }
                     if b_free {
@@ -2206,6 +2283,14 @@ fn matmul_views(
                     let bt = b2.slice(0, k0, 1, wk).slice(1, n0, 1, wn);
                     let a_op = match resident {
                         Some(ra) => T::sram(ra + (m0 * kk + k0) * ssz, kk, dt),
+                        None if !cache.is_empty() => {
+                            let (addr, load) =
+                                chunk(c, (bi, m0), (k0 / tk) as usize, i >= pre_a[c]);
+                            if load {
+                                load_as(cx, &at, addr, stage_a, dt);
+                            }
+                            T::sram(addr, wk, dt)
+                        }
                         None => {
                             if i >= pre_a[c] {
                                 load_as(cx, &at, abuf[s], stage_a, dt);

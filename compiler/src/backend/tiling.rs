@@ -120,28 +120,48 @@ pub fn matmul_tiles(m: u64, k: u64, n: u64, dt: DType, t: &Target) -> (u64, u64,
                 // single tiles (`kernels::matmul_views`); every core's transfers share the one
                 // HBM channel.
                 let row_units = cores > 1 && mt >= cores;
+                let tiles = mt * nt;
+                let (per_core, active) = if row_units {
+                    (mt.div_ceil(cores) * nt, cores.min(mt))
+                } else {
+                    (tiles.div_ceil(cores), cores.min(tiles))
+                };
                 let (da, db) = (dma_cost(tm, tk, dt, t), dma_cost(tk, tn, dt, t));
                 // One (strided) store per output tile.
                 let dc = dma_cost(tm, tn, dt, t);
+                // A row block loads as the kernel caches them (single tiles only, the `u`-th
+                // going to core `u % cores`, row block `u % mt`): once per core when every core
+                // keeps one row block, else once per tile.
+                let loads = if cores.is_multiple_of(mt) {
+                    active
+                } else {
+                    tiles
+                };
+                let cache_bytes = if loads > active { 2 } else { 1 } * tm * kt * tk * sz;
+                let cached = !row_units
+                    && mt > 1
+                    && kt > 1
+                    && 2 * loads <= tiles
+                    && sram + cache_bytes <= budget;
                 let (dma, channel) = if mt == 1 && kt > 1 {
                     // One row block: A stays resident, loaded once by each core that has work.
                     (
                         kt * db.0 + dc.0,
                         nt * (kt * db.1 + dc.1) + cores.min(nt) * kt * da.1,
                     )
+                } else if cached {
+                    (
+                        kt * db.0 + dc.0 + loads * kt * da.0 / tiles,
+                        tiles * (kt * db.1 + dc.1) + loads * kt * da.1,
+                    )
                 } else {
                     (
                         kt * (da.0 + db.0) + dc.0,
-                        mt * nt * (kt * (da.1 + db.1) + dc.1),
+                        tiles * (kt * (da.1 + db.1) + dc.1),
                     )
                 };
                 let mxu = kt * mxu_cost(tm, tk, tn, dt, t);
                 let vpu = 2 * vpu_cost(tm, tn, t);
-                let (per_core, active) = if row_units {
-                    (mt.div_ceil(cores) * nt, cores.min(mt))
-                } else {
-                    ((mt * nt).div_ceil(cores), cores.min(mt * nt))
-                };
                 // Not overlapped: the fill and the drain (the last step's pass, epilogue, store,
                 // HBM latency). The fill is the first step's loads; when they are large (all of
                 // A when it is resident, or a core's whole work in one step) the working cores'
@@ -156,11 +176,19 @@ pub fn matmul_tiles(m: u64, k: u64, n: u64, dt: DType, t: &Target) -> (u64, u64,
                     da.0 + db.0
                 };
                 let drain = step + vpu + dc.0 + t.hbm.latency_cycles;
+                // A cached row block loads with its first tile: each of that tile's steps moves
+                // the working cores' A chunks and B tiles, which may outlast the pass.
+                let burst = if cached {
+                    kt * (active * (da.1 + db.1)).saturating_sub(step.max(active * db.1))
+                } else {
+                    0
+                };
                 // Each step dispatches its loads, the matmul and their semaphores (about five
                 // scalar-unit slots), which favours fewer, larger steps when the rest is equal.
                 let dispatch = per_core * kt * 5 * t.latency.scalar;
                 let total = dispatch
                     + drain
+                    + burst
                     + if per_core * kt == 1 {
                         // A single step: nothing to overlap.
                         fill
