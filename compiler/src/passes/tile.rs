@@ -6,7 +6,7 @@
 use super::PassInfo;
 use crate::backend::plan::shape_of;
 use crate::backend::kernels::matmul_rows;
-use crate::backend::tiling::matmul_tiles;
+use crate::backend::tiling::{activation_passes, matmul_tiles_with};
 use crate::backend::{Precision, options};
 use crate::ir::{Attribute, Location, Module};
 use crate::pass::{Pass, PassError};
@@ -50,7 +50,11 @@ impl Pass for Tile {
                     let k = a.last().copied().unwrap_or(1);
                     let n = if r.is_empty() { 1 } else { r[r.len() - 1] };
                     let mm = matmul_rows(&b, &r);
-                    let (tm, tk, tn, cycles) = matmul_tiles(mm, k, n, dt, &o.target);
+                    let act = match m.attr(op, "activation") {
+                        Some(Attribute::Str(a)) => activation_passes(a, &o.target),
+                        _ => 0,
+                    };
+                    let (tm, tk, tn, cycles) = matmul_tiles_with(mm, k, n, dt, &o.target, act);
                     m.set_attr(
                         op,
                         "tile",
