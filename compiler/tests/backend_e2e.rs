@@ -923,3 +923,60 @@ fn single_tile_matmuls_cache_their_row_blocks_and_match_reference() {
         }
     }
 }
+
+/// Attention whose heads are merged back into the hidden dimension (`transpose(0, 2, 1, 3)`,
+/// `reshape`) stores its result in the merged layout: the reshape is a free view, so the output
+/// is written once, by the attention kernel, with no copy.
+#[test]
+fn attention_writes_merged_heads_in_place_and_matches_reference() {
+    let (h, s, d) = (4usize, 24usize, 32usize);
+    let full = format!("tensor<1x{h}x{s}x{d}xf32>");
+    let merged = format!("tensor<1x{s}x{}xf32>", h * d);
+    let src = attention_src(h, h, s, d)
+        .replace(
+            &format!("-> ({full} {{graph.name = \"out\"}})"),
+            &format!("-> ({merged} {{graph.name = \"out\"}})"),
+        )
+        .replace(
+            &format!("    func.return %o : {full}"),
+            &format!(
+                "    %ot = \"graph.transpose\"(%o) {{perm = array<i64: 0, 2, 1, 3>}} : ({full}) -> tensor<1x{s}x{h}x{d}xf32> loc(\"Transpose_o\")\n    %om = \"graph.reshape\"(%ot) : (tensor<1x{s}x{h}x{d}xf32>) -> {merged} loc(\"Reshape_o\")\n    func.return %om : {merged}"
+            ),
+        );
+    assert!(src.contains("Reshape_o"), "{src}");
+    let prog = compile_text(&src, "datacenter", Precision::Fp32);
+    let (q, k, v) = (
+        values(h * s * d, 11),
+        values(h * s * d, 12),
+        values(h * s * d, 13),
+    );
+    let t =
+        |x: &[f32]| Tensor::from_f32(DType::F32, vec![1, h as u64, s as u64, d as u64], x).unwrap();
+    let res = run(
+        &prog,
+        &[
+            ("q".into(), t(&q)),
+            ("k".into(), t(&k)),
+            ("v".into(), t(&v)),
+        ],
+        &RunOptions::default(),
+    )
+    .unwrap_or_else(|e| panic!("emulator: {e}"));
+    let per_head = attention_reference(&q, &k, &v, h, h, s, d);
+    let mut want = vec![0f32; h * s * d];
+    for hi in 0..h {
+        for i in 0..s {
+            for c in 0..d {
+                want[(i * h + hi) * d + c] = per_head[(hi * s + i) * d + c];
+            }
+        }
+    }
+    let want = Tensor::from_f32(DType::F32, vec![1, s as u64, (h * d) as u64], &want).unwrap();
+    let c = compare("out", res.output("out").unwrap(), &want, Tolerance::FP32).unwrap();
+    assert!(c.pass, "{c}");
+    assert_eq!(
+        res.report.hbm_write_bytes,
+        (h * s * d * 4) as u64,
+        "the merged output is written once"
+    );
+}

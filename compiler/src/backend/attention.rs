@@ -1001,7 +1001,7 @@ fn paged_decode(
             out
         };
         // One store when the output is dense in (batch, head, query) order, else one per head.
-        let dense = ov.strides == crate::backend::view::dense_strides(&ov.shape);
+        let dense = ov.is_contiguous();
         if dense {
             let dst = View::dense((ov.addr + (r0 * dv * osz) as i64) as u64, ov.dt, &[n, dv]);
             cx.e.move_view(false, &dst, res.addr, dv);
@@ -1010,7 +1010,8 @@ fn paged_decode(
                 let (bi, hk) = (u / hkv, u % hkv);
                 for i in 0..g {
                     let o2 = index(ov, &[bi, hk * g + i]);
-                    let src = res.addr + (u * rows + i * sq) * dv * osz;
+                    // `res` starts at this core's first row, `r0`.
+                    let src = res.addr + ((u - g0) * rows + i * sq) * dv * osz;
                     cx.e.move_view(false, &o2, src, dv);
                 }
             }

@@ -302,6 +302,47 @@ fn bytes_to_storage(bytes: &[u8], from: ScalarType, to: DType) -> Vec<u8> {
 }
 
 /// Plans the memory of `func` (see the module documentation).
+/// Ops whose kernels store their result through any strided view (attention writes each
+/// (head, query block) with its own DMA).
+const STRIDED_RESULT_OPS: &[&str] = &["graph.fused_attention"];
+
+/// The layout of `res`, the result of `op`, in its own buffer: dense, except that the result of
+/// an op in [`STRIDED_RESULT_OPS`] whose only user is a transpose is stored in the transposed
+/// order (the op writes through the inverse permutation), so that the transpose is dense and a
+/// reshape after it (heads merged back into the hidden dimension) is a free view, not a copy.
+fn result_layout(m: &Module, op: OpId, res: ValueId, dt: DType, shape: &[u64]) -> View {
+    let dense = View::dense(0, dt, shape);
+    if !STRIDED_RESULT_OPS.contains(&m.op(op).name.as_str()) {
+        return dense;
+    }
+    let uses = m.uses(res);
+    let [(t, 0)] = uses[..] else {
+        return dense;
+    };
+    if m.op(t).name != "graph.transpose" {
+        return dense;
+    }
+    let perm: Vec<usize> = crate::dialects::graph::Transpose(t)
+        .perm(m)
+        .iter()
+        .map(|&p| p as usize)
+        .collect();
+    let mut inv = vec![usize::MAX; perm.len()];
+    for (i, &p) in perm.iter().enumerate() {
+        match inv.get_mut(p) {
+            Some(x) if *x == usize::MAX => *x = i,
+            _ => return dense,
+        }
+    }
+    if perm.len() != shape.len() {
+        return dense;
+    }
+    let tshape: Vec<u64> = perm.iter().map(|&p| shape[p]).collect();
+    let v = View::dense(0, dt, &tshape).permute(&inv);
+    // Only size-1 dimensions moved (one query): the dense layout is the same.
+    if v.is_contiguous() { dense } else { v }
+}
+
 pub fn plan_function(m: &Module, func: OpId, o: &Options) -> Result<Plan, BackendError> {
     let floc = m.op(func).loc.clone();
     let err = |loc: &crate::ir::Location, msg: String| BackendError::new(loc, msg);
@@ -457,7 +498,7 @@ pub fn plan_function(m: &Module, func: OpId, o: &Options) -> Result<Plan, Backen
                 });
                 continue;
             }
-            rel.insert(res, View::dense(0, dt, &shape));
+            rel.insert(res, result_layout(m, op, res, dt, &shape));
             root.insert(res, res);
             owner_dt.insert(res, dt);
             def_index.insert(res, idx);
