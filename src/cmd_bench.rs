@@ -487,6 +487,17 @@ fn workloads() -> Vec<Workload> {
             onnx: gemm(16, 4096, 4096),
         },
         Workload {
+            name: "gemm-decode-nomcast",
+            what: "the same on datacenter without the multicast DMA (architecture data point)",
+            target: "datacenter-nomcast",
+            precision: Precision::Bf16,
+            timing_only: true,
+            macs: 16 * 4096 * 4096,
+            bound: BoundKind::Bandwidth,
+            goal: None,
+            onnx: gemm(16, 4096, 4096),
+        },
+        Workload {
             name: "attention-prefill",
             what: "causal attention, seq 2048, 32 heads x 128",
             target: "datacenter",
@@ -633,17 +644,16 @@ fn busy(r: &Report) -> [f64; 4] {
     out
 }
 
-/// The bench's targets: the presets, and `datacenter-vpu128` (`examples/targets/`), the
-/// `datacenter` part with its original 128-lane vector units.
+/// The bench's targets: the presets, and from `examples/targets/` `datacenter-vpu128` (the
+/// `datacenter` part with its original 128-lane vector units) and `datacenter-nomcast` (without
+/// the multicast DMA).
 fn bench_target(name: &str) -> Result<Target, String> {
-    if name == "datacenter-vpu128" {
-        return Target::from_toml(
-            include_str!("../examples/targets/datacenter-vpu128.toml"),
-            "examples/targets/datacenter-vpu128.toml",
-        )
-        .map_err(|e| e.to_string());
-    }
-    Target::preset(name).map_err(|e| e.to_string())
+    let file = match name {
+        "datacenter-vpu128" => include_str!("../examples/targets/datacenter-vpu128.toml"),
+        "datacenter-nomcast" => include_str!("../examples/targets/datacenter-nomcast.toml"),
+        _ => return Target::preset(name).map_err(|e| e.to_string()),
+    };
+    Target::from_toml(file, &format!("examples/targets/{name}.toml")).map_err(|e| e.to_string())
 }
 
 fn run_one(w: Workload) -> Result<Outcome, String> {

@@ -1,6 +1,7 @@
 //! A decode-shaped GEMM on the 8-core `datacenter` target reads its activation matrix from HBM
 //! once: every core multicasts a slice of it (`dma.mcast`) instead of each core loading all of it,
-//! and the result still matches the reference interpreter.
+//! and the result still matches the reference interpreter. Without the multicast DMA
+//! (`hbm.multicast = false`) each core loads its own copy.
 
 use std::path::Path;
 
@@ -59,6 +60,28 @@ fn decode_gemm_multicasts_its_activations_once_and_matches_the_interpreter() {
     // read 7 × 128 KiB more.
     let read = r["hbm"]["read_bytes"].as_u64().unwrap();
     assert_eq!(read, 4096 * 4096 * 2 + 16 * 4096 * 2, "HBM bytes read");
+    // The same machine without the multicast DMA: every core loads all of A.
+    let plain = dir.join("plain.llmpu");
+    llmpu_ok(&[
+        "compile",
+        &s(&model),
+        "--target",
+        "examples/targets/datacenter-nomcast.toml",
+        "-o",
+        &s(&plain),
+    ]);
+    assert!(!out(&["disasm", &s(&plain)]).contains("dma.mcast"));
+    llmpu_ok(&[
+        "run",
+        &s(&plain),
+        "--timing-only",
+        "--report-json",
+        &s(&json),
+    ]);
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let read = r["hbm"]["read_bytes"].as_u64().unwrap();
+    assert_eq!(read, 4096 * 4096 * 2 + 8 * 16 * 4096 * 2, "HBM bytes read");
     let check = out(&["check", &s(&model), "--target", "datacenter", "--no-report"]);
     assert!(check.contains("ok   c:"), "{check}");
     std::fs::remove_dir_all(&dir).ok();

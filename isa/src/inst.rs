@@ -554,7 +554,7 @@ isa! {
     /// need not be one of them). When the data has arrived, semaphore `sem` of each destination
     /// core gets one increment: a consumer waits there (`X.wait sem, n` after `n` multicasts), not
     /// on the issuing queue. Writing another core's scratchpad while that core still uses the bytes
-    /// is a race.
+    /// is a race. Traps on a target without it (`hbm.multicast = false`).
     DmaMcast = 0x36, "dma.mcast", Dma, DmaCopy {
         sram: Reg = 5, hbm: Reg = 5, n0: u32 = 16, n1: u32 = 16, n2: u32 = 16,
         hs1: Reg = 5, hs2: Reg = 5, ss1: Reg = 5, ss2: Reg = 5, dt: DType = 3, layout: Layout = 1,

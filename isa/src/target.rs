@@ -59,6 +59,8 @@ pub struct Hbm {
     pub bandwidth_gb_s: f64,
     pub latency_cycles: u64,
     pub burst_bytes: u64,
+    /// One DMA read may be written into several cores' scratchpads (`dma.mcast`).
+    pub multicast: bool,
 }
 
 /// Per-operation latencies, in core clock cycles.
@@ -159,6 +161,11 @@ pub const FIELD_DOCS: &[(&str, &str, &str)] = &[
         "hbm.burst_bytes",
         "bytes",
         "access granule: each contiguous run is rounded up to it",
+    ),
+    (
+        "hbm.multicast",
+        "bool",
+        "one DMA read can fill several cores' scratchpads (`dma.mcast`); without it each core loads its own copy",
     ),
     (
         "latency.scalar",

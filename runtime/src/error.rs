@@ -93,6 +93,8 @@ pub enum TrapKind {
         count: u32,
         cores: usize,
     },
+    #[error("the target `{0}` has no multicast DMA (`hbm.multicast = false`)")]
+    NoMulticast(String),
 }
 
 /// One side of a data race: an instruction and what it does to the range.

@@ -957,6 +957,10 @@ impl<'p> Sim<'p> {
                 let mut s =
                     exec::spans(&inst, &e.regs, &sizes, sram).map_err(|k| trap(c, pc, &inst, k))?;
                 if let Some((d, _)) = &mcast {
+                    if !self.t.hbm.multicast {
+                        let kind = TrapKind::NoMulticast(self.t.name.clone());
+                        return Err(trap(c, pc, &inst, kind));
+                    }
                     if d.is_empty() || d.end as usize > ncores {
                         let kind = TrapKind::BadCores {
                             first: d.start,

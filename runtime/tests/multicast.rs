@@ -232,3 +232,26 @@ fn multicast_to_cores_outside_the_machine_traps() {
         assert!(e.to_string().contains("dma.mcast"), "{e}");
     }
 }
+
+#[test]
+fn a_target_without_the_multicast_dma_traps_on_it() {
+    let mut p = program(8, 8, 0, 8);
+    p.target.hbm.multicast = false;
+    p.target.name = "no-mcast".into();
+    let e = run(&p, &[("x".into(), x().1)], &RunOptions::default()).unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            EmuError::Trap {
+                kind: TrapKind::NoMulticast(_),
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let msg = e.to_string();
+    assert!(
+        msg.contains("dma.mcast") && msg.contains("`no-mcast` has no multicast DMA"),
+        "{msg}"
+    );
+}

@@ -979,14 +979,15 @@ impl Emitter {
             .all(|s| !s.unknown && !s.writes.overlaps(lo, hi))
     }
 
-    /// True when a multicast round may write SRAM `[lo, hi)` of every core now: there are several
-    /// cores, no instruction of any core since the last barrier touched those bytes (so no core
+    /// True when a multicast round may write SRAM `[lo, hi)` of every core now: the target has
+    /// the multicast DMA (`hbm.multicast`), there are several cores, no instruction of any core since the last barrier touched those bytes (so no core
     /// still uses them), and no other round since then counts on [`MULTICAST_SEM`] (one round's
     /// arrivals could satisfy another's wait). A kernel that multicasts then waits on every
     /// destination core for all of the round's arrivals ([`Emitter::multicast_wait`]).
     pub fn can_multicast(&self, lo: u64, hi: u64) -> bool {
         let probe = Touch::write(Mem::Sram, lo, hi);
-        self.streams.len() > 1
+        self.target.hbm.multicast
+            && self.streams.len() > 1
             && !self.mcast_round
             && self.streams.iter().all(|s| {
                 s.hist
