@@ -2728,10 +2728,13 @@ fn epilogue(cx: &mut Cx, ep: &Epilogue) {
         }
         Act::Gelu(tanh) => {
             if tanh {
-                e.vimm(Imm::Pow, tt, o32, 3.0, wm, wn);
-                e.vimm(Imm::Mul, tt, tt, 0.044715, wm, wn);
-                e.vbin(Bin::Add, tt, tt, o32, Bcast::Full, wm, wn);
-                e.vimm(Imm::Mul, tt, tt, 0.797_884_6, wm, wn);
+                // √(2/π)·(x + 0.044715·x³) as x·(√(2/π) + 0.044715·√(2/π)·x²): four simple
+                // passes instead of a special-function power and three simple ones.
+                const S: f32 = 0.797_884_6;
+                e.vbin(Bin::Mul, tt, o32, o32, Bcast::Full, wm, wn);
+                e.vimm(Imm::Mul, tt, tt, 0.044715 * S, wm, wn);
+                e.vimm(Imm::Add, tt, tt, S, wm, wn);
+                e.vbin(Bin::Mul, tt, tt, o32, Bcast::Full, wm, wn);
                 e.vun(Un::Tanh, tt, tt, Bcast::Full, wm, wn);
             } else {
                 e.vimm(Imm::Mul, tt, o32, std::f32::consts::FRAC_1_SQRT_2, wm, wn);

@@ -84,7 +84,7 @@ pub fn activation_passes(act: &str, t: &Target) -> u64 {
         "relu" => 1,
         "silu" => special + 1,
         "gelu" => special + 4,
-        "gelu_tanh" => 2 * special + 6,
+        "gelu_tanh" => special + 7,
         _ => 0,
     }
 }
