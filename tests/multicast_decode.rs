@@ -6,22 +6,7 @@
 use std::path::Path;
 
 mod common;
-use common::llmpu_ok;
-
-fn out(args: &[&str]) -> String {
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_llmpu"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run llmpu");
-    assert!(
-        o.status.success(),
-        "llmpu {args:?}: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+use common::{llmpu_ok, llmpu_out as out};
 
 #[test]
 fn decode_gemm_multicasts_its_activations_once_and_matches_the_interpreter() {

@@ -1095,28 +1095,19 @@ impl<'p> Sim<'p> {
                 });
             }
             self.work += w;
-            match &mcast {
-                None => {
-                    let mut mem = Mem {
-                        sram: &mut core.sram,
-                        acc: &mut core.acc,
-                        hbm: &mut self.hbm,
-                    };
-                    exec::execute(&inst, &entry.regs, &mut mem)
-                        .map_err(|k| trap(c, pc, &inst, k))?;
-                }
-                Some((d, _)) => {
-                    for j in d.clone() {
-                        let cj = &mut self.cores[j as usize];
-                        let mut mem = Mem {
-                            sram: &mut cj.sram,
-                            acc: &mut cj.acc,
-                            hbm: &mut self.hbm,
-                        };
-                        exec::execute(&inst, &entry.regs, &mut mem)
-                            .map_err(|k| trap(c, pc, &inst, k))?;
-                    }
-                }
+            // A multicast writes every destination's scratchpad; anything else this core's.
+            let dests = match &mcast {
+                Some((d, _)) => d.start as usize..d.end as usize,
+                None => c..c + 1,
+            };
+            for j in dests {
+                let cj = &mut self.cores[j];
+                let mut mem = Mem {
+                    sram: &mut cj.sram,
+                    acc: &mut cj.acc,
+                    hbm: &mut self.hbm,
+                };
+                exec::execute(&inst, &entry.regs, &mut mem).map_err(|k| trap(c, pc, &inst, k))?;
             }
         }
         if let Some((d, sem)) = &mcast {

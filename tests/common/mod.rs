@@ -28,6 +28,11 @@ pub fn corpus(sub: &str) -> Option<PathBuf> {
 /// Runs `llmpu args…` in the project folder and fails the test, with its output, unless it
 /// succeeds.
 pub fn llmpu_ok<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) {
+    llmpu_out(args);
+}
+
+/// [`llmpu_ok`], returning the standard output.
+pub fn llmpu_out<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> String {
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_llmpu"))
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -39,4 +44,5 @@ pub fn llmpu_ok<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
+    String::from_utf8_lossy(&o.stdout).into_owned()
 }
