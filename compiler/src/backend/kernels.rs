@@ -960,7 +960,7 @@ pub fn lower_op(cx: &mut Cx, op: OpId) -> R<()> {
         "graph.reduce_mean" | "graph.reduce_sum" | "graph.reduce_max" | "graph.reduce_l2" => {
             reduce(cx, op, &ins, &ov)
         }
-        "graph.matmul" => matmul(cx, op, ins[0], ins[1], None, Act::None, &ov),
+        "graph.matmul" => matmul(cx, op, ins[0], ins[1], None, None, Act::None, &ov),
         "graph.gemm" => gemm(cx, op, &ins, &ov),
         "graph.matmul_epilogue" => {
             let act = match m.attr(op, "activation").and_then(Attribute::as_str) {
@@ -970,7 +970,11 @@ pub fn lower_op(cx: &mut Cx, op: OpId) -> R<()> {
                 Some("silu") => Act::Silu,
                 _ => Act::None,
             };
-            matmul(cx, op, ins[0], ins[1], ins.get(2).copied(), act, &ov)
+            // Operands (a, b, bias?, residual?): the residual, when `residual = true`, is last.
+            let residual = m.attr(op, "residual").and_then(Attribute::as_bool) == Some(true);
+            let res = if residual { ins.last().copied() } else { None };
+            let bias = ins[2..ins.len() - usize::from(residual)].first().copied();
+            matmul(cx, op, ins[0], ins[1], bias, res, act, &ov)
         }
         "graph.gather" => gather(cx, op, ins[0], ins[1], &ov),
         "graph.trilu" => trilu(cx, op, &ov),
@@ -1805,6 +1809,7 @@ fn matmul(
     a: ValueId,
     b: ValueId,
     bias: Option<ValueId>,
+    residual: Option<ValueId>,
     act: Act,
     ov: &View,
 ) -> R<()> {
@@ -1814,12 +1819,34 @@ fn matmul(
         Some(x) => Some(cx.view(x)?),
         None => None,
     };
+    // The residual as a view of the output's shape (broadcast where it is smaller).
+    let mut rv = match residual {
+        Some(x) => Some(
+            cx.view(x)?
+                .broadcast_to(&ov.shape)
+                .ok_or_else(|| cx.err("matmul residual does not broadcast to the output"))?,
+        ),
+        None => None,
+    };
     let mut ov = ov.clone();
     if let Some((a2, b2, o2)) = fold_batch_rows(&av, &bv, &ov) {
-        (av, bv, ov) = (a2, b2, o2);
+        // The residual folds with the output, or nothing does (a broadcast residual may not).
+        let r2 = match &rv {
+            Some(r) => r.as_2d().map(Some),
+            None => Some(None),
+        };
+        if let Some(r2) = r2 {
+            (av, bv, ov, rv) = (a2, b2, o2, r2);
+        }
     }
     let producer = cx.recompute.get(&a).copied();
-    matmul_views(cx, op, av, bv, bias, act, 1.0, &ov, true, producer)
+    let ep = EpilogueOps {
+        bias,
+        residual: rv,
+        act,
+        alpha: 1.0,
+    };
+    matmul_views(cx, op, av, bv, ep, &ov, true, producer)
 }
 
 /// Whether a matmul of result shape `out` whose B operand has shape `b` multiplies every batch
@@ -1859,13 +1886,17 @@ fn matmul_views(
     op: OpId,
     mut av: View,
     mut bv: View,
-    bias: Option<View>,
-    act: Act,
-    alpha: f32,
+    eops: EpilogueOps,
     ov: &View,
     defer: bool,
     producer: Option<OpId>,
 ) -> R<()> {
+    let EpilogueOps {
+        bias,
+        residual,
+        act,
+        alpha,
+    } = eops;
     // 1-D operands as in NumPy.
     let mut oshape = ov.shape.clone();
     if av.shape.len() == 1 {
@@ -1888,6 +1919,13 @@ fn matmul_views(
     let ovr = ov
         .reshape(&oshape)
         .ok_or_else(|| cx.err("matmul output is not dense"))?;
+    let rvr = match &residual {
+        Some(r) => Some(
+            r.reshape(&oshape)
+                .ok_or_else(|| cx.err("matmul residual does not take the output's shape"))?,
+        ),
+        None => None,
+    };
     let r = oshape.len();
     let (mm, nn) = (oshape[r - 2], oshape[r - 1]);
     let kk = av.shape[av.shape.len() - 1];
@@ -1924,6 +1962,9 @@ fn matmul_views(
     }
     if bv.dt != dt {
         need += tk * tn * bv.dt.size();
+    }
+    if let Some(r) = &rvr {
+        need += 2 * tm * tn * r.dt.size();
     }
     if need > sram_budget(&cx.e.target).max(cx.e.free(Mem::Sram)) {
         return Err(cx.err(format!(
@@ -1974,6 +2015,15 @@ fn matmul_views(
         cx.alloc(Mem::Sram, tm * tn * ov.dt.size(), "matmul output tile")?,
         cx.alloc(Mem::Sram, tm * tn * ov.dt.size(), "matmul output tile")?,
     ];
+    // Residual tiles, double-buffered like the output: each loads after its tile's steps, a tile
+    // ahead of the epilogue that adds it.
+    let rbuf = match &rvr {
+        Some(r) => vec![
+            cx.alloc(Mem::Sram, tm * tn * r.dt.size(), "matmul residual tile")?,
+            cx.alloc(Mem::Sram, tm * tn * r.dt.size(), "matmul residual tile")?,
+        ],
+        None => vec![],
+    };
     let mut pending: Vec<Option<Epilogue>> = (0..cx.e.cores()).map(|_| None).collect();
     let tmp = cx.alloc(Mem::Sram, tm * tn * 4, "epilogue scratch")?;
     let stage_a = if av.dt != dt {
@@ -2304,12 +2354,30 @@ fn matmul_views(
                     cx.e.matmul(acc, a_op, T::sram(bbuf[s], wn, dt), wm, wk, wn, k0 > 0);
                     k0 += wk;
                 }
+                let res = match &rvr {
+                    Some(r) => {
+                        let mut lead = vec![0; batch.len()];
+                        let mut rem = bi;
+                        for i in (0..batch.len()).rev() {
+                            lead[i] = rem % batch[i];
+                            rem /= batch[i];
+                        }
+                        let rt = batch_index(r, &lead)
+                            .slice(0, m0, 1, wm)
+                            .slice(1, n0, 1, wn);
+                        let addr = rbuf[otile % 2];
+                        cx.e.move_view(true, &rt, addr, wn);
+                        Some(T::sram(addr, wn, r.dt))
+                    }
+                    None => None,
+                };
                 let ep = Epilogue {
                     acc,
                     o32: T::sram(outb[otile % 2], wn, DType::F32),
                     oc: T::sram(ocv[otile % 2], wn, ov.dt),
                     tmp: T::sram(tmp, wn, DType::F32),
                     bias: bias_t.map(|bt| T::sram(bt + n0 * 4, nn, DType::F32)),
+                    residual: res,
                     alpha,
                     act,
                     rows: wm,
@@ -2685,6 +2753,16 @@ pub fn recomputed_producers(
     out
 }
 
+/// What a matmul's epilogue computes on each output tile: `act(alpha · acc + bias) + residual`.
+struct EpilogueOps {
+    /// Broadcast along the output rows.
+    bias: Option<View>,
+    /// Of the output's shape (a broadcast view where the operand is smaller).
+    residual: Option<View>,
+    act: Act,
+    alpha: f32,
+}
+
 /// Everything the epilogue of one output tile needs.
 struct Epilogue {
     acc: T,
@@ -2692,6 +2770,8 @@ struct Epilogue {
     oc: T,
     tmp: T,
     bias: Option<T>,
+    /// The tile's residual in SRAM (loaded in its own element type), added after the activation.
+    residual: Option<T>,
     alpha: f32,
     act: Act,
     rows: u64,
@@ -2699,11 +2779,16 @@ struct Epilogue {
     dst: View,
 }
 
-/// Accumulator → f32 SRAM (× alpha, + bias, activation) → output type → HBM.
+/// Accumulator → f32 SRAM (× alpha, + bias, activation, + residual) → output type → HBM.
 fn epilogue(cx: &mut Cx, ep: &Epilogue) {
     let (wm, wn, o32, tt) = (ep.rows, ep.cols, ep.o32, ep.tmp);
     let e = &mut *cx.e;
-    if ep.alpha == 1.0 && ep.bias.is_none() && ep.act == Act::None && ep.dst.dt != DType::F32 {
+    if ep.alpha == 1.0
+        && ep.bias.is_none()
+        && ep.residual.is_none()
+        && ep.act == Act::None
+        && ep.dst.dt != DType::F32
+    {
         // Nothing to compute: one pass converts the accumulator to the output type.
         e.vun(Un::Copy, ep.oc, ep.acc, Bcast::Full, wm, wn);
         cx.e.move_view(false, &ep.dst, ep.oc.addr, wn);
@@ -2745,6 +2830,15 @@ fn epilogue(cx: &mut Cx, ep: &Epilogue) {
             e.vimm(Imm::Mul, o32, o32, 0.5, wm, wn);
         }
     }
+    if let Some(rt) = ep.residual {
+        let r32 = if rt.dt == DType::F32 {
+            rt
+        } else {
+            e.vun(Un::Copy, tt, rt, Bcast::Full, wm, wn);
+            tt
+        };
+        e.vbin(Bin::Add, o32, o32, r32, Bcast::Full, wm, wn);
+    }
     let res = if ep.dst.dt == DType::F32 {
         o32
     } else {
@@ -2781,18 +2875,13 @@ fn gemm(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
     let bias = if row_bias { c.clone() } else { None };
     // A C added afterwards reads the output: the epilogues must be emitted before.
     let defer = c.is_none() || row_bias;
-    matmul_views(
-        cx,
-        op,
-        av,
-        bv,
+    let ep = EpilogueOps {
         bias,
-        Act::None,
-        alpha as f32,
-        ov,
-        defer,
-        None,
-    )?;
+        residual: None,
+        act: Act::None,
+        alpha: alpha as f32,
+    };
+    matmul_views(cx, op, av, bv, ep, ov, defer, None)?;
     if let (Some(cv), false) = (c, row_bias) {
         // out = out + beta · C, elementwise over the output tile rows.
         let cb = cv

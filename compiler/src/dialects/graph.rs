@@ -184,8 +184,13 @@ define_ops! { OPS;
     /// `softmax(q kᵀ · scale + mask) v` recognized from its decomposed pattern; `loc(fused[...])` names
     /// every source node.
     FusedAttention = "graph.fused_attention", pure = true, verify = verify_attention;
-    /// `%r = "graph.matmul_epilogue"(%a, %b, %bias?) {activation = "none" | "relu" | "gelu" | "gelu_tanh" | "silu"}`
-    /// — `act(a · b + bias)`.
+    /// `%r = "graph.matmul_epilogue"(%a, %b, %bias?, %res?) {activation = "none" | "relu" | "gelu" | "gelu_tanh" | "silu", residual = true?}`
+    /// — `act(a · b + bias) + res`, computed in f32 on the accumulator tile with one rounding to
+    /// the result type. `bias` broadcasts along the output rows; `res` (present iff `residual =
+    /// true`, always the last operand) broadcasts to the result shape. For example
+    /// `"graph.matmul_epilogue"(%x, %w, %b, %h) {activation = "none", residual = true} :
+    /// (tensor<4x16xf32>, tensor<16x8xf32>, tensor<1x8xf32>, tensor<4x8xf32>) -> tensor<4x8xf32>`
+    /// is `x · w + b + h`.
     MatMulEpilogue = "graph.matmul_epilogue", pure = true, verify = verify_matmul_epilogue;
     /// `%r = "graph.norm"(%x, %scale?, %bias?) {kind = "layer" | "rms", axis = -1 : i64, epsilon = 1.0e-5 : f32}`
     /// — a normalization recognized from its decomposed pattern.
@@ -945,7 +950,14 @@ fn verify_matmul_integer(v: &OpView) -> Result<(), String> {
 }
 
 fn verify_matmul_epilogue(v: &OpView) -> Result<(), String> {
-    v.operands_in(2, 3)?;
+    let residual = match v.attr("residual") {
+        None => false,
+        Some(a) => a
+            .as_bool()
+            .ok_or_else(|| "'residual' must be a bool".to_string())?,
+    };
+    let extra = usize::from(residual);
+    v.operands_in(2 + extra, 3 + extra)?;
     v.results_in(1, 1)?;
     let (a, b, r) = (
         v.tensor_operand(0)?,
@@ -955,9 +967,20 @@ fn verify_matmul_epilogue(v: &OpView) -> Result<(), String> {
     same_elem(v, a.elem, "operand #1", b.elem)?;
     same_elem(v, a.elem, "result", r.elem)?;
     let out = matmul_dims(a, b)?;
-    if v.num_operands() == 3 {
+    if v.num_operands() == 3 + extra {
         let bias = v.tensor_operand(2)?;
         broadcast_dims(&out, &bias.dims)?;
+    }
+    if residual {
+        let last = v.num_operands() - 1;
+        let res = v.tensor_operand(last)?;
+        same_elem(v, r.elem, &format!("operand #{last} (residual)"), res.elem)?;
+        if broadcast_dims(&out, &res.dims)? != out {
+            return Err(format!(
+                "residual shape {:?} does not broadcast to the result shape {out:?}",
+                res.dims
+            ));
+        }
     }
     match v.attr("activation").map(|a| a.as_str()) {
         None | Some(Some("none" | "relu" | "gelu" | "gelu_tanh" | "silu")) => {}

@@ -229,6 +229,7 @@ pub fn eval(c: &OpCtx) -> R<Vec<Tensor>> {
         }
         "where" => one(where_(x()?, c.req(1)?, c.req(2)?)?),
         "matmul" => one(matmul(x()?, c.req(1)?)?),
+        "matmul_epilogue" => one(matmul_epilogue(c)?),
         "gemm" => one(gemm(c)?),
         "matmul_integer" => one(matmul_integer(c)?),
         "softmax" | "log_softmax" => one(softmax(
@@ -927,6 +928,55 @@ fn gemm(c: &OpCtx) -> R<Tensor> {
         }
         v
     }))
+}
+
+/// `graph.matmul_epilogue`: `act(a · b + bias) + res` as the kernel computes it — the product
+/// accumulated in f32 (16-bit inputs widened to f32), bias, activation and residual added in
+/// f64, one rounding to the result type.
+fn matmul_epilogue(c: &OpCtx) -> R<Tensor> {
+    let to = c.result_elem(0)?;
+    let residual = c.attr("residual").and_then(Attribute::as_bool) == Some(true);
+    let ins = c.ins;
+    let (bias, res) = match (residual, ins.len()) {
+        (false, 2) => (None, None),
+        (false, 3) => (Some(ins[2]), None),
+        (true, 3) => (None, Some(ins[2])),
+        (true, 4) => (Some(ins[2]), Some(ins[3])),
+        (_, n) => return Err(format!("matmul_epilogue takes 2 to 4 operands, got {n}")),
+    };
+    let (a, b) = (c.req(0)?, c.req(1)?);
+    if !a.dtype().is_float() {
+        return Err(format!(
+            "matmul_epilogue needs float operands, got {}",
+            a.dtype()
+        ));
+    }
+    let f32s = |t: &Tensor| match t.dtype() {
+        ScalarType::F32 | ScalarType::F64 => t.clone(),
+        _ => t.cast(ScalarType::F32, false),
+    };
+    let wide = |t: &Tensor| t.cast(ScalarType::F64, false);
+    let mut y = wide(&matmul(&f32s(a), &f32s(b))?);
+    let add = |x: &Tensor, o: &Tensor| arith(x, &wide(o), |p, q| p + q, |p, q| p + q);
+    if let Some(bias) = bias {
+        y = add(&y, bias)?;
+    }
+    let act: fn(f64) -> f64 = match c.attr("activation").and_then(Attribute::as_str) {
+        None | Some("none") => |v| v,
+        Some("relu") => |v| if v > 0.0 || v.is_nan() { v } else { 0.0 },
+        Some("gelu") => |v| 0.5 * v * (1.0 + erf(v / std::f64::consts::SQRT_2)),
+        Some("gelu_tanh") => |v| {
+            let k = (2.0 / std::f64::consts::PI).sqrt();
+            0.5 * v * (1.0 + (k * (v + 0.044715 * v * v * v)).tanh())
+        },
+        Some("silu") => |v| v * sigmoid(v),
+        Some(other) => return Err(format!("unknown activation {other:?}")),
+    };
+    y = unary(&y, act, |v| v);
+    if let Some(res) = res {
+        y = add(&y, res)?;
+    }
+    Ok(y.cast(to, false))
 }
 
 fn matmul_integer(c: &OpCtx) -> R<Tensor> {

@@ -8,6 +8,11 @@
 //! tanh(√(2/π)·(x + 0.044715·x³)))` in any association, `x·sigmoid(x)`, `max(x, 0)` or a
 //! `graph.gelu` op all fuse, whatever the exporter. A region matching none leaves the matmul (with
 //! its bias, if any) fused without activation.
+//!
+//! A residual `add` after all that — `act(a · b + bias) + r`, either operand order, `r` of the
+//! output's shape or broadcasting to it, the add the only use of the activation's result — fuses
+//! too, as the op's last operand (`residual = true`): the kernel loads `r` per output tile and
+//! adds it in f32 before the one rounding to the output type. Not through a reshape of the result.
 
 use std::collections::{HashMap, HashSet};
 
@@ -19,7 +24,7 @@ use crate::pass::{Pass, PassError};
 /// Registry entry.
 pub const INFO: PassInfo = PassInfo {
     name: "fuse-matmul-epilogue",
-    description: "fuse matmul + row bias + activation (ReLU, GELU erf/tanh, SiLU; found by value) into graph.matmul_epilogue",
+    description: "fuse matmul + row bias + activation (ReLU, GELU erf/tanh, SiLU; found by value) + residual add into graph.matmul_epilogue",
     create: || Box::new(FuseMatmulEpilogue),
 };
 
@@ -254,6 +259,31 @@ fn ops_use(m: &Module, ops: &[OpId], v: ValueId) -> bool {
     ops.iter().any(|&o| m.op(o).operands.contains(&v))
 }
 
+/// The residual add consuming `out` (of shape `rs`): `(add, res)` when `out` has exactly that one
+/// use, `res` broadcasts to `rs` and the add's result has shape `rs` (same element type).
+fn residual_of(m: &Module, out: ValueId, rs: &[u64]) -> Option<(OpId, ValueId)> {
+    let uses = m.uses(out);
+    let [(add, ix)] = uses.as_slice() else {
+        return None;
+    };
+    let d = m.op(*add);
+    if d.name != "graph.add" || d.operands.len() != 2 || d.results.len() != 1 {
+        return None;
+    }
+    let res = d.operands[1 - ix];
+    if res == out || m.value_type(res).elem() != m.value_type(out).elem() {
+        return None;
+    }
+    let s = shape_of(m, res)?;
+    let fits = s.len() <= rs.len()
+        && s
+            .iter()
+            .rev()
+            .zip(rs.iter().rev())
+            .all(|(&a, &b)| a == b || a == 1);
+    (fits && shape_of(m, d.results[0]).as_deref() == Some(rs)).then_some((*add, res))
+}
+
 fn fuse(m: &mut Module, mm: OpId) -> Option<()> {
     let d = m.op(mm).clone();
     let r = d.results[0];
@@ -298,22 +328,40 @@ fn fuse(m: &mut Module, mm: OpId) -> Option<()> {
         },
         None => ("none", x),
     };
-    if act == "none" && bias.is_none() && d.name == "graph.matmul" {
+    let reshaped = shape_of(m, out)? != rs;
+    // A residual: `out + res` (either operand order) as the only use of `out`, `res` of the
+    // output's shape or broadcasting to it. It comes after the activation region (whose ops take
+    // only the matmul result and splats), so `act(a · b + bias) + res` and not `act(… + res)`.
+    let residual = if reshaped {
+        None
+    } else {
+        residual_of(m, out, &rs)
+    };
+    if act == "none" && bias.is_none() && residual.is_none() && d.name == "graph.matmul" {
         return None;
     }
     operands.extend(bias);
-    let reshaped = shape_of(m, out)? != rs;
+    let mut out = out;
+    let mut attrs = vec![("activation", Attribute::str(act))];
+    if let Some((add, res)) = residual {
+        operands.push(res);
+        locs.push(m.op(add).loc.clone());
+        attrs.push(("residual", Attribute::Bool(true)));
+        out = m.op(add).results[0];
+    }
     let ty = if reshaped {
         m.value_type(r).clone()
     } else {
         m.value_type(out).clone()
     };
-    let new = m.create_op(
-        OpSpec::new("graph.matmul_epilogue", Location::fuse(locs.iter()))
-            .operands(&operands)
-            .results(vec![ty])
-            .attr("activation", Attribute::str(act)),
-    );
+    let mut spec = OpSpec::new("graph.matmul_epilogue", Location::fuse(locs.iter()))
+        .operands(&operands)
+        .results(vec![ty]);
+    for (k, v) in attrs {
+        spec = spec.attr(k, v);
+    }
+    let new = m.create_op(spec);
+    // Inserted where the last fused op was: every operand (the residual too) is defined by then.
     let anchor = m.defining_op(out)?;
     m.insert_op_before(anchor, new);
     let mut nv = m.op(new).results[0];
