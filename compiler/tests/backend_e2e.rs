@@ -151,6 +151,91 @@ fn mlp_block_matches_reference_on_datacenter() {
     mlp_block(Precision::Bf16, "datacenter");
 }
 
+/// `x[2, S, K] · w[K, N] + b → GELU(tanh) → + h` (h an input of the output's shape) and
+/// `x · w + r` with `r[N]` broadcast: both residual adds fuse into the matmul epilogue (the
+/// result tiles read `h` / `r` per tile, several tiles per output) and match the f32 reference.
+fn residual_block(precision: Precision, target: &str) {
+    let (bs, s, k, n) = (2usize, 96usize, 64usize, 160usize);
+    let m = bs * s;
+    let w = values(k * n, 11);
+    let b = values(n, 12);
+    let r = values(n, 13);
+    let src = format!(
+        r#"module {{
+  func.func @main(%x: tensor<2x96x64xf32> {{graph.name = "x"}}, %h: tensor<2x96x160xf32> {{graph.name = "h"}}) -> (tensor<2x96x160xf32> {{graph.name = "y"}}, tensor<2x96x160xf32> {{graph.name = "z"}}) {{
+    %w = "graph.constant"() {{value = {w}}} : () -> tensor<64x160xf32> loc("w")
+    %b = "graph.constant"() {{value = {b}}} : () -> tensor<160xf32> loc("b")
+    %r = "graph.constant"() {{value = {r}}} : () -> tensor<160xf32> loc("r")
+    %m1 = "graph.matmul"(%x, %w) : (tensor<2x96x64xf32>, tensor<64x160xf32>) -> tensor<2x96x160xf32> loc("MatMul_0")
+    %b1 = "graph.add"(%m1, %b) : (tensor<2x96x160xf32>, tensor<160xf32>) -> tensor<2x96x160xf32> loc("Add_bias")
+    %a1 = "graph.gelu"(%b1) {{approximate = "tanh"}} : (tensor<2x96x160xf32>) -> tensor<2x96x160xf32> loc("Gelu_0")
+    %y = "graph.add"(%h, %a1) : (tensor<2x96x160xf32>, tensor<2x96x160xf32>) -> tensor<2x96x160xf32> loc("Add_residual")
+    %m2 = "graph.matmul"(%x, %w) : (tensor<2x96x64xf32>, tensor<64x160xf32>) -> tensor<2x96x160xf32> loc("MatMul_1")
+    %z = "graph.add"(%m2, %y) : (tensor<2x96x160xf32>, tensor<2x96x160xf32>) -> tensor<2x96x160xf32> loc("Add_residual_1")
+    %z2 = "graph.add"(%z, %r) : (tensor<2x96x160xf32>, tensor<160xf32>) -> tensor<2x96x160xf32> loc("Add_row")
+    func.return %y, %z2 : tensor<2x96x160xf32>, tensor<2x96x160xf32>
+  }}
+}}
+"#,
+        w = dense(&w, &[k, n]),
+        b = dense(&b, &[n]),
+        r = dense(&r, &[n]),
+    );
+    let mut module = parse_module(&src).unwrap();
+    let mut pm = llmpu_compiler::pass::PassManager::from_names(
+        &["fuse-matmul-epilogue"],
+        PassManagerOptions::default(),
+    )
+    .unwrap();
+    pm.run(&mut module, &mut std::io::sink()).unwrap();
+    let text = llmpu_compiler::ir::print::print_module(&module);
+    assert_eq!(text.matches("residual = true").count(), 2, "{text}");
+    let prog = compile_text(&src, target, precision);
+    let x = values(m * k, 14);
+    let h = values(m * n, 15);
+    let inputs = [
+        (
+            "x".into(),
+            Tensor::from_f32(DType::F32, vec![bs as u64, s as u64, k as u64], &x).unwrap(),
+        ),
+        (
+            "h".into(),
+            Tensor::from_f32(DType::F32, vec![bs as u64, s as u64, n as u64], &h).unwrap(),
+        ),
+    ];
+    let res =
+        run(&prog, &inputs, &RunOptions::default()).unwrap_or_else(|e| panic!("emulator: {e}"));
+    let p = matmul(&x, &w, m, k, n);
+    let mut y = vec![0f32; m * n];
+    let mut z = vec![0f32; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let v = p[i * n + j] + b[j];
+            let t = (0.797_884_6f32 * (v + 0.044715 * v * v * v)).tanh();
+            y[i * n + j] = 0.5 * v * (1.0 + t) + h[i * n + j];
+            z[i * n + j] = p[i * n + j] + y[i * n + j] + r[j];
+        }
+    }
+    let tol = match precision {
+        Precision::Fp32 => Tolerance::FP32,
+        Precision::Bf16 => Tolerance::BF16,
+    };
+    for (name, want) in [("y", y), ("z", z)] {
+        let want =
+            Tensor::from_f32(DType::F32, vec![bs as u64, s as u64, n as u64], &want).unwrap();
+        let c = compare(name, res.output(name).expect("output"), &want, tol).unwrap();
+        assert!(c.pass, "{target} {}: {c}", precision.name());
+    }
+}
+
+#[test]
+fn residual_add_fused_into_matmul_epilogue_matches_reference() {
+    residual_block(Precision::Fp32, "edge");
+    residual_block(Precision::Bf16, "edge");
+    residual_block(Precision::Fp32, "datacenter");
+    residual_block(Precision::Bf16, "datacenter");
+}
+
 /// GPT-2-style attention over q, k, v inputs `[1, H, S, D]` (K/V with `hkv` heads broadcast to H
 /// through unsqueeze → expand → reshape when `hkv < H`): scores / √D, causal `where` with the
 /// float minimum, softmax, · V.

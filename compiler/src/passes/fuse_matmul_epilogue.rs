@@ -378,3 +378,58 @@ fn fuse(m: &mut Module, mm: OpId) -> Option<()> {
     m.replace_all_uses(out, nv);
     Some(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::interp::{self, tensor::Tensor};
+    use crate::parser::parse_module;
+
+    fn ramp(n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|i| ((i * 7 % 13) as f32 - 6.0) * scale).collect()
+    }
+
+    /// `gelu(x·w + b) + h` and `relu(x·w) + g` (g broadcast): the pass fuses both adds, and
+    /// the interpreter gives the fused form the unfused graph's values.
+    #[test]
+    fn residual_add_fuses_and_keeps_the_interpreted_values() {
+        let src = r#"module {
+  func.func @main(%x: tensor<2x3x4xf32>, %w: tensor<4x5xf32>, %b: tensor<5xf32>, %h: tensor<2x3x5xf32>, %g: tensor<3x1xf32>) -> (tensor<2x3x5xf32>, tensor<2x3x5xf32>) {
+    %m1 = "graph.matmul"(%x, %w) : (tensor<2x3x4xf32>, tensor<4x5xf32>) -> tensor<2x3x5xf32> loc("mm1")
+    %b1 = "graph.add"(%m1, %b) : (tensor<2x3x5xf32>, tensor<5xf32>) -> tensor<2x3x5xf32> loc("bias")
+    %a1 = "graph.gelu"(%b1) : (tensor<2x3x5xf32>) -> tensor<2x3x5xf32> loc("gelu")
+    %r1 = "graph.add"(%a1, %h) : (tensor<2x3x5xf32>, tensor<2x3x5xf32>) -> tensor<2x3x5xf32> loc("res1")
+    %m2 = "graph.matmul"(%x, %w) : (tensor<2x3x4xf32>, tensor<4x5xf32>) -> tensor<2x3x5xf32> loc("mm2")
+    %a2 = "graph.relu"(%m2) : (tensor<2x3x5xf32>) -> tensor<2x3x5xf32> loc("relu")
+    %r2 = "graph.add"(%g, %a2) : (tensor<3x1xf32>, tensor<2x3x5xf32>) -> tensor<2x3x5xf32> loc("res2")
+    func.return %r1, %r2 : tensor<2x3x5xf32>, tensor<2x3x5xf32>
+  }
+}"#;
+        let inputs = vec![
+            Tensor::new(vec![2, 3, 4], ramp(24, 0.25)),
+            Tensor::new(vec![4, 5], ramp(20, 0.125)),
+            Tensor::new(vec![5], ramp(5, 0.5)),
+            Tensor::new(vec![2, 3, 5], ramp(30, 0.75)),
+            Tensor::new(vec![3, 1], ramp(3, 1.5)),
+        ];
+        let mut m = parse_module(src).expect("parse");
+        let want = interp::run(&m, &inputs).expect("unfused");
+        FuseMatmulEpilogue.run(&mut m).expect("pass");
+        crate::ir::verify::verify(&m).expect("verify");
+        let names: Vec<String> = m
+            .walk_all()
+            .into_iter()
+            .filter(|&o| !m.op(o).erased && m.op(o).name.starts_with("graph."))
+            .map(|o| m.op(o).name.clone())
+            .collect();
+        assert_eq!(names, ["graph.matmul_epilogue", "graph.matmul_epilogue"]);
+        let got = interp::run(&m, &inputs).expect("fused");
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(g.shape, w.shape);
+            for i in 0..w.len() {
+                let (a, b) = (g.get_f64(i), w.get_f64(i));
+                assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b} at {i}");
+            }
+        }
+    }
+}
