@@ -6,7 +6,7 @@
 use super::PassInfo;
 use crate::backend::plan::shape_of;
 use crate::backend::kernels::matmul_rows;
-use crate::backend::tiling::{activation_passes, matmul_tiles_with};
+use crate::backend::tiling::{activation_passes, matmul_tiles_fused};
 use crate::backend::{Precision, options};
 use crate::ir::{Attribute, Location, Module};
 use crate::pass::{Pass, PassError};
@@ -54,7 +54,13 @@ impl Pass for Tile {
                         Some(Attribute::Str(a)) => activation_passes(a, &o.target),
                         _ => 0,
                     };
-                    let (tm, tk, tn, cycles) = matmul_tiles_with(mm, k, n, dt, &o.target, act);
+                    // A fused residual: its tile loads, one add pass, plus its conversion from a
+                    // 16-bit type.
+                    let residual =
+                        m.attr(op, "residual").and_then(Attribute::as_bool) == Some(true);
+                    let act = act + u64::from(residual) * if dt == DType::F32 { 1 } else { 2 };
+                    let (tm, tk, tn, cycles) =
+                        matmul_tiles_fused(mm, k, n, dt, &o.target, act, residual);
                     m.set_attr(
                         op,
                         "tile",
