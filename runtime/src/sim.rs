@@ -473,6 +473,37 @@ impl<'p> Sim<'p> {
         }
     }
 
+    /// The data race between instruction `pc` (`inst`, on core `c`'s unit `u`, accessing `a`)
+    /// and instruction `pc2` of core `c2`'s unit `u2` (accessing `b` until `until`).
+    fn race(
+        &self,
+        (c, u, pc, inst, a): (usize, usize, u32, &Inst, &Span),
+        (c2, u2, pc2, b): (usize, usize, u32, &Span),
+        until: u64,
+    ) -> EmuError {
+        let side = |core: usize, unit: usize, pc: u32, inst: String, write: bool| {
+            Box::new(RaceSide {
+                core,
+                unit: Unit::ALL[unit].name(),
+                pc,
+                inst,
+                write,
+            })
+        };
+        let other = self.prog.cores[c2]
+            .get(pc2 as usize)
+            .map(|i| i.to_string())
+            .unwrap_or_default();
+        EmuError::Race {
+            first: side(c, u, pc, inst.to_string(), a.write),
+            second: side(c2, u2, pc2, other, b.write),
+            space: a.space,
+            lo: a.lo.max(b.lo),
+            hi: a.hi.min(b.hi),
+            until,
+        }
+    }
+
     fn race_check(
         &self,
         c: usize,
@@ -498,31 +529,8 @@ impl<'p> Sim<'p> {
                         }
                         for b in f.spans.as_slice() {
                             if conflicts_exact(a, b) {
-                                let other = self.prog.cores[ci]
-                                    .get(f.pc as usize)
-                                    .map(|i| i.to_string())
-                                    .unwrap_or_default();
-                                let (lo, hi) = (a.lo.max(b.lo), a.hi.min(b.hi));
-                                return Err(EmuError::Race {
-                                    first: Box::new(RaceSide {
-                                        core: c,
-                                        unit: Unit::ALL[u].name(),
-                                        pc,
-                                        inst: inst.to_string(),
-                                        write: a.write,
-                                    }),
-                                    second: Box::new(RaceSide {
-                                        core: ci,
-                                        unit: Unit::ALL[ui].name(),
-                                        pc: f.pc,
-                                        inst: other,
-                                        write: b.write,
-                                    }),
-                                    space: a.space,
-                                    lo,
-                                    hi,
-                                    until: f.completion,
-                                });
+                                let first = (c, u, pc, inst, a);
+                                return Err(self.race(first, (ci, ui, f.pc, b), f.completion));
                             }
                         }
                     }
@@ -551,40 +559,15 @@ impl<'p> Sim<'p> {
         if j == c && core.remote.is_empty() {
             return Ok(());
         }
-        let text = |core: usize, pc: u32| {
-            self.prog.cores[core]
-                .get(pc as usize)
-                .map(|i| i.to_string())
-                .unwrap_or_default()
-        };
-        let race = |a: &Span, b: &Span, second: RaceSide, until: u64| EmuError::Race {
-            first: Box::new(RaceSide {
-                core: c,
-                unit: Unit::ALL[u].name(),
-                pc,
-                inst: inst.to_string(),
-                write: a.write,
-            }),
-            second: Box::new(second),
-            space: a.space,
-            lo: a.lo.max(b.lo),
-            hi: a.hi.min(b.hi),
-            until,
-        };
+        let dma = Unit::Dma.index();
         for a in spans.iter().filter(|a| a.space != MemSpace::Hbm) {
+            let first = (c, u, pc, inst, a);
             if j != c {
                 for (ui, q) in core.units.iter().enumerate() {
                     for f in q.inflight.iter().filter(|f| f.completion > now) {
                         for b in f.spans.as_slice() {
                             if conflicts_exact(a, b) {
-                                let side = RaceSide {
-                                    core: j,
-                                    unit: Unit::ALL[ui].name(),
-                                    pc: f.pc,
-                                    inst: text(j, f.pc),
-                                    write: b.write,
-                                };
-                                return Err(race(a, b, side, f.completion));
+                                return Err(self.race(first, (j, ui, f.pc, b), f.completion));
                             }
                         }
                     }
@@ -592,14 +575,7 @@ impl<'p> Sim<'p> {
             }
             for r in core.remote.iter().filter(|r| r.completion > now) {
                 if conflicts_exact(a, &r.span) {
-                    let side = RaceSide {
-                        core: r.from,
-                        unit: Unit::Dma.name(),
-                        pc: r.pc,
-                        inst: text(r.from, r.pc),
-                        write: true,
-                    };
-                    return Err(race(a, &r.span, side, r.completion));
+                    return Err(self.race(first, (r.from, dma, r.pc, &r.span), r.completion));
                 }
             }
         }

@@ -2040,7 +2040,7 @@ fn matmul_views(
     let cores = cx.e.cores();
     // One row block of A that fits in SRAM stays resident: each core loads it once instead of
     // once per tile (decode-shaped matmuls stream only the weights), and several cores share one
-    // read of it (`multicast_a`) even when its K extent is one tile.
+    // read of it (`SharedA`) even when its K extent is one tile.
     // A recomputed producer's result exists only in SRAM: always resident.
     let produce = match producer {
         Some(p) if nb == 1 && mm <= tm && av.dt == dt => Some(Producer::new(cx, p, mm, kk)?),
@@ -2216,14 +2216,16 @@ fn matmul_views(
     // other ops, else after the barrier that does.
     let workers = units.len().min(cores);
     let shared_a = match resident {
-        Some(ra) if produce.is_none() && nb == 1 && workers > 1 => Some(ra),
+        Some(ra) if produce.is_none() && nb == 1 && workers > 1 => {
+            SharedA::plan(&operands(0).0, ra, mm, kk, workers)
+        }
         _ => None,
     };
-    if let Some(ra) = shared_a
+    if let Some(sa) = &shared_a
         && a_free
-        && cx.e.can_multicast(ra, ra + mm * kk * ssz)
-        && multicast_a(cx, &operands(0).0, ra, mm, kk, workers)
+        && cx.e.can_multicast(sa.lo, sa.hi)
     {
+        sa.emit(cx);
         a_loaded.iter_mut().take(workers).for_each(|l| *l = true);
     }
     // Steps per core whose A / B tiles the prologue loaded.
@@ -2289,14 +2291,12 @@ fn matmul_views(
         }
         cx.e.sync_point();
     }
-    if let Some(ra) = shared_a
+    if let Some(sa) = &shared_a
         && !a_free
-        && (operands(0).0.is_contiguous() || mm >= workers as u64)
     {
         cx.e.barrier();
-        if multicast_a(cx, &operands(0).0, ra, mm, kk, workers) {
-            a_loaded.iter_mut().take(workers).for_each(|l| *l = true);
-        }
+        sa.emit(cx);
+        a_loaded.iter_mut().take(workers).for_each(|l| *l = true);
     }
     cx.e.strict_alloc(false);
     let mut steps = vec![0usize; cores];
@@ -2414,46 +2414,59 @@ fn matmul_views(
     Ok(())
 }
 
-/// Loads the `mm × kk` operand `a` into SRAM at `ra` (row stride `kk`) of cores `0..workers` with
-/// one HBM read: each of those cores multicasts a contiguous slice (of the elements when `a` is
-/// dense, else of its rows) to all of them, and each waits for every slice before its matrix
-/// unit reads A. Returns false, emitting nothing, when `a` has fewer rows than `workers` and is
-/// not dense.
-fn multicast_a(cx: &mut Cx, a: &View, ra: u64, mm: u64, kk: u64, workers: usize) -> bool {
-    let ssz = a.dt.size();
-    let flat = if a.is_contiguous() {
-        a.reshape(&[mm * kk])
-    } else {
-        None
-    };
-    let (len, unit) = match &flat {
-        Some(_) => (mm * kk, 1),
-        None if mm >= workers as u64 => (mm, kk),
-        None => return false,
-    };
-    let senders = (workers as u64).min(len);
-    let dests = 0..workers as u32;
-    let mut arrivals = 0;
-    for c in 0..senders {
-        let (lo, hi) = (c * len / senders, (c + 1) * len / senders);
-        let piece = match &flat {
-            Some(f) => f.slice(0, lo, 1, hi - lo),
-            None => a.slice(0, lo, 1, hi - lo),
+/// A resident A read from HBM once for cores `0..workers`: the slice each of them multicasts
+/// (contiguous: of the elements when A is dense, else of its rows) and where it lands in SRAM
+/// (row stride `ld`).
+struct SharedA {
+    pieces: Vec<(View, u64)>,
+    ld: u64,
+    lo: u64,
+    hi: u64,
+    workers: usize,
+}
+
+impl SharedA {
+    /// The slices of the `mm × kk` operand `a` resident at `ra`; `None` when A is not dense and
+    /// has fewer rows than `workers`.
+    fn plan(a: &View, ra: u64, mm: u64, kk: u64, workers: usize) -> Option<SharedA> {
+        let ssz = a.dt.size();
+        let flat = a.is_contiguous().then(|| a.reshape(&[mm * kk])).flatten();
+        let (whole, len, unit) = match flat {
+            Some(f) => (f, mm * kk, 1),
+            None if mm >= workers as u64 => (a.clone(), mm, kk),
+            None => return None,
         };
-        cx.e.core(c as usize);
-        arrivals += cx.e.multicast_view(
-            &piece,
-            ra + lo * unit * ssz,
-            kk,
-            dests.clone(),
-            MULTICAST_SEM,
-        );
+        let senders = (workers as u64).min(len);
+        let pieces = (0..senders)
+            .map(|c| {
+                let (lo, hi) = (c * len / senders, (c + 1) * len / senders);
+                (whole.slice(0, lo, 1, hi - lo), ra + lo * unit * ssz)
+            })
+            .collect();
+        Some(SharedA {
+            pieces,
+            ld: kk,
+            lo: ra,
+            hi: ra + mm * kk * ssz,
+            workers,
+        })
     }
-    for c in 0..workers {
-        cx.e.core(c);
-        cx.e.multicast_wait(arrivals, ra, ra + mm * kk * ssz);
+
+    /// Core `c` sends piece `c` to all the workers; each worker then waits for every piece before
+    /// its matrix unit reads A.
+    fn emit(&self, cx: &mut Cx) {
+        let dests = 0..self.workers as u32;
+        let mut arrivals = 0;
+        for (c, (piece, at)) in self.pieces.iter().enumerate() {
+            cx.e.core(c);
+            arrivals +=
+                cx.e.multicast_view(piece, *at, self.ld, dests.clone(), MULTICAST_SEM);
+        }
+        for c in 0..self.workers {
+            cx.e.core(c);
+            cx.e.multicast_wait(arrivals, self.lo, self.hi);
+        }
     }
-    true
 }
 
 /// The last epilogue of each core of a matmul, emitted by the next op (a matmul does so after
