@@ -91,24 +91,12 @@ pub fn activation_passes(act: &str, t: &Target) -> u64 {
 
 /// Tile sizes `(tm, tk, tn)` of an `m×k×n` matmul with `dt` inputs, and the estimated cycles.
 pub fn matmul_tiles(m: u64, k: u64, n: u64, dt: DType, t: &Target) -> (u64, u64, u64, u64) {
-    matmul_tiles_with(m, k, n, dt, t, 0)
+    matmul_tiles_fused(m, k, n, dt, t, 0, false)
 }
 
 /// [`matmul_tiles`] for a matmul whose epilogue also runs `act_passes` vector passes per tile
-/// (its fused activation, [`activation_passes`]).
-pub fn matmul_tiles_with(
-    m: u64,
-    k: u64,
-    n: u64,
-    dt: DType,
-    t: &Target,
-    act_passes: u64,
-) -> (u64, u64, u64, u64) {
-    matmul_tiles_fused(m, k, n, dt, t, act_passes, false)
-}
-
-/// [`matmul_tiles_with`] for a matmul whose epilogue also adds a `residual` of the output's
-/// shape: two more SRAM staging tiles (in `dt`) must fit, and the add (count it, and a
+/// (its fused activation, [`activation_passes`]) and, with `residual`, adds a residual of the
+/// output's shape: two more SRAM staging tiles (in `dt`) must fit, and the add (count it, and a
 /// conversion from a 16-bit type, in `act_passes`) runs on the vector unit.
 pub fn matmul_tiles_fused(
     m: u64,
@@ -311,7 +299,7 @@ mod tests {
         assert!(gelu > activation_passes("relu", &t));
         assert_eq!(activation_passes("none", &t), 0);
         let (.., plain) = matmul_tiles(512, 768, 3072, DType::BF16, &t);
-        let (.., fused) = matmul_tiles_with(512, 768, 3072, DType::BF16, &t, gelu);
+        let (.., fused) = matmul_tiles_fused(512, 768, 3072, DType::BF16, &t, gelu, false);
         assert!(
             fused > plain,
             "GELU epilogue priced {fused} vs {plain} without"
