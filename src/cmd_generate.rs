@@ -211,12 +211,19 @@ pub fn generate(a: &GenerateArgs) -> Result<Generation, String> {
     if prompt.is_empty() {
         return Err("the prompt is empty".into());
     }
+    if let Some((i, id)) = prompt.iter().enumerate().find(|(_, id)| **id < 0) {
+        return Err(format!(
+            "--prompt: token {i} is {id}; token ids are not negative"
+        ));
+    }
     let n = prompt.len() as u64;
     let new_tokens = a
         .new_tokens
         .or(expected.as_ref().map(Vec::len))
-        .unwrap_or(16)
-        .max(1);
+        .unwrap_or(16);
+    if new_tokens == 0 {
+        return Err("--new-tokens 0: nothing to generate".into());
+    }
     let max_context = a.max_context.unwrap_or(n + new_tokens as u64);
     if max_context < n + new_tokens as u64 - 1 {
         return Err(format!(
@@ -244,6 +251,35 @@ pub fn generate(a: &GenerateArgs) -> Result<Generation, String> {
             a.decode.display()
         )
     })?;
+    // The last step caches the prompt and every generated token but its own.
+    let last_cached = n + new_tokens as u64 - 2;
+    if new_tokens > 1 && last_cached > region.past_len {
+        return Err(format!(
+            "{}: the decode program covers a past of {} tokens, but {n} prompt + {new_tokens} new \
+             tokens need {last_cached} at the last step (the graph's past dimension is static, or \
+             it was compiled for a shorter --max-context)",
+            a.decode.display(),
+            region.past_len
+        ));
+    }
+    // Without a mask and positions fed at run time, the graph sees exactly its compiled past:
+    // every unfilled slot is attended and positions follow the compiled length.
+    let fixed: Vec<&str> = ["attention_mask", "position_ids"]
+        .into_iter()
+        .filter(|i| decode.io(i).is_none())
+        .collect();
+    if !fixed.is_empty() && (n != region.past_len || new_tokens > 2) {
+        return Err(format!(
+            "{}: the decode graph has no `{}` input, so it is right only with exactly its \
+             compiled past of {} cached tokens (one step after a {}-token prompt); export it with \
+             a dynamic past and attention_mask/position_ids inputs to generate from a {n}-token \
+             prompt",
+            a.decode.display(),
+            fixed.join("`, `"),
+            region.past_len,
+            region.past_len
+        ));
+    }
     let opts = RunOptions {
         trace: a.trace.is_some(),
         ..RunOptions::default()
@@ -428,6 +464,19 @@ pub fn run(a: &GenerateArgs) -> Result<(), String> {
             "reference ids match  {same}/{k} ({:.1}%)",
             100.0 * same as f64 / k.max(1) as f64
         );
+        if let Some(i) = (0..k).find(|&i| exp[i] != g.ids[i]) {
+            return Err(format!(
+                "generated ids differ from the reference from token {i} (got {}, expected {})",
+                g.ids[i], exp[i]
+            ));
+        }
+        if g.ids.len() > exp.len() {
+            println!(
+                "(the reference has {} ids; the last {} are not compared)",
+                exp.len(),
+                g.ids.len() - exp.len()
+            );
+        }
     }
     Ok(())
 }

@@ -7,7 +7,8 @@ use std::process::Command;
 mod common;
 use common::corpus;
 
-/// Runs generate for `arch` and returns (matching ids, compared ids, stdout).
+/// Runs generate for `arch` and returns (matching ids, compared ids, stdout). The command
+/// succeeds exactly when every id matches the reference.
 fn generate(c: &std::path::Path, arch: &str, precision: &str) -> (usize, usize, String) {
     let m = |k: &str| c.join(format!("models/{arch}-tiny-dyn-{k}/model.onnx"));
     let out = Command::new(env!("CARGO_BIN_EXE_llmpu"))
@@ -21,11 +22,7 @@ fn generate(c: &std::path::Path, arch: &str, precision: &str) -> (usize, usize, 
         .output()
         .expect("run llmpu");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let err = String::from_utf8_lossy(&out.stderr);
     let line = text
         .lines()
         .find(|l| l.starts_with("reference ids match"))
@@ -33,7 +30,15 @@ fn generate(c: &std::path::Path, arch: &str, precision: &str) -> (usize, usize, 
         .to_string();
     let frac = line.split_whitespace().nth(3).unwrap_or("0/1");
     let (a, b) = frac.split_once('/').unwrap_or(("0", "1"));
-    (a.parse().unwrap_or(0), b.parse().unwrap_or(1), text)
+    let (same, n) = (a.parse().unwrap_or(0), b.parse().unwrap_or(1));
+    assert_eq!(out.status.success(), same == n, "{text}{err}");
+    if same != n {
+        assert!(
+            err.contains("differ from the reference from token"),
+            "{err}"
+        );
+    }
+    (same, n, text)
 }
 
 #[test]
@@ -186,4 +191,67 @@ fn generate_trace_puts_prefill_and_every_step_on_one_time_axis() {
         "the last step's instructions lie in its span"
     );
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Runs `llmpu generate` with `args` and returns its status and stderr.
+fn generate_err(args: &[&std::ffi::OsStr]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_llmpu"))
+        .arg("generate")
+        .args(args)
+        .env("LLMPU_PROGRESS", "0")
+        .output()
+        .expect("run llmpu");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A decode graph with a static past (16 tokens) stops with an error, before running, when the
+/// generation would step past it; negative ids, an empty request and a mismatching reference
+/// are errors too.
+#[test]
+fn generate_refuses_a_static_past_it_would_outgrow_and_bad_requests() {
+    let Some(c) = corpus("models") else {
+        return;
+    };
+    let m = |k: &str| c.join(format!("models/gpt2-tiny-{k}/model.onnx"));
+    let (pre, dec, dec_static) = (m("dyn-prefill"), m("dyn-decode"), m("decode"));
+    let os = |s: &'static str| std::ffi::OsStr::new(s);
+    let run = |decode: &std::path::Path, prompt: &'static str, extra: &[&'static str]| {
+        let mut a = vec![
+            os("--prefill"),
+            pre.as_os_str(),
+            os("--decode"),
+            decode.as_os_str(),
+            os("--prompt"),
+            os(prompt),
+            os("--precision"),
+            os("fp32"),
+        ];
+        a.extend(extra.iter().map(|s| os(s)));
+        generate_err(&a)
+    };
+    // Without attention_mask / position_ids the graph is right only at exactly 16 cached tokens.
+    let p16 = "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16";
+    let (ok, err) = run(&dec_static, p16, &["--new-tokens", "2"]);
+    assert!(ok, "{err}");
+    let (ok, err) = run(&dec_static, p16, &["--new-tokens", "3"]);
+    assert!(!ok && err.contains("covers a past of 16 tokens"), "{err}");
+    let (ok, err) = run(&dec_static, "1,2,3,4,5,6,7,8", &["--new-tokens", "2"]);
+    assert!(
+        !ok && err.contains("right only with exactly its compiled past of 16"),
+        "{err}"
+    );
+    // A dynamic graph compiled for a 12-token context cannot cache 8 + 6 - 2 = 12 > 11.
+    let (ok, err) = run(
+        &dec,
+        "1,2,3,4,5,6,7,8",
+        &["--new-tokens", "6", "--max-context", "12"],
+    );
+    assert!(!ok, "{err}");
+    let (ok, err) = run(&dec, "1,-2,3", &[]);
+    assert!(!ok && err.contains("token 1 is -2"), "{err}");
+    let (ok, err) = run(&dec, "1,2,3", &["--new-tokens", "0"]);
+    assert!(!ok && err.contains("nothing to generate"), "{err}");
 }

@@ -239,13 +239,11 @@ impl Session {
     }
 
     /// Sets every sequence's cached length in the resident region's header (only those bytes
-    /// are written).
+    /// are written). A length past the compiled past extent (`past_len`: a static past
+    /// dimension, or the `--max-context` the graph was compiled for) is an error: the program's
+    /// masks and attention cover only that many cached tokens.
     pub fn set_kv_lengths(&mut self, lengths: &[i32]) -> Result<(), EmuError> {
-        let kv = self
-            .program
-            .kv
-            .clone()
-            .ok_or_else(|| EmuError::Unsupported("the program has no KV region".into()))?;
+        let kv = self.region()?;
         let cap = kv.max_blocks * kv.block_tokens;
         if lengths.len() as u64 != kv.batch
             || lengths
@@ -257,6 +255,17 @@ impl Session {
                 message: format!(
                     "{lengths:?}: need {} lengths, each leaving room for {} tokens in {cap}",
                     kv.batch, kv.new_tokens
+                ),
+            });
+        }
+        if let Some(&l) = lengths.iter().find(|&&l| l as u64 > kv.past_len) {
+            return Err(EmuError::BadTensor {
+                name: "KV lengths".into(),
+                message: format!(
+                    "a sequence of {l} cached tokens is longer than the past of {} tokens the \
+                     decode program was compiled for (a static past dimension, or its \
+                     --max-context); recompile it for a longer context",
+                    kv.past_len
                 ),
             });
         }
@@ -358,6 +367,8 @@ mod tests {
         assert_eq!(&after[..8], &image[..8]);
         assert_eq!(&after[12..], &image[12..]);
         assert!(s.set_kv_lengths(&[8]).is_err(), "no room for the new token");
+        // 7 fits the compiled past; a block with room to spare does not make 8 valid.
+        s.set_kv_lengths(&[7]).expect("the compiled past");
         // The header's table and lengths, then bytes at an offset; overruns are errors.
         s.set_kv_header(&[1, 0], &[3]).expect("header");
         let after = s.read_kv().expect("read kv");
@@ -369,5 +380,21 @@ mod tests {
         s.write_kv_at(100, &[7, 8]).expect("write at");
         assert_eq!(s.read_kv_at(100, 2).expect("read at"), [7, 8]);
         assert!(s.write_kv_at(319, &[1, 2]).is_err(), "past the region");
+    }
+
+    #[test]
+    fn kv_lengths_past_the_compiled_past_are_refused_even_with_room_in_the_blocks() {
+        let mut p = program();
+        if let Some(kv) = p.kv.as_mut() {
+            kv.past_len = 5;
+        }
+        let mut s = Session::load(p, RunOptions::default()).expect("load");
+        s.set_kv_lengths(&[5]).expect("the compiled past");
+        let e = s
+            .set_kv_lengths(&[6])
+            .expect_err("past the compiled past")
+            .to_string();
+        assert!(e.contains("compiled for"), "{e}");
+        assert!(s.set_kv_header(&[0, 1], &[6]).is_err());
     }
 }
