@@ -254,4 +254,16 @@ fn generate_refuses_a_static_past_it_would_outgrow_and_bad_requests() {
     assert!(!ok && err.contains("token 1 is -2"), "{err}");
     let (ok, err) = run(&dec, "1,2,3", &["--new-tokens", "0"]);
     assert!(!ok && err.contains("nothing to generate"), "{err}");
+    // Ids past the vocabulary (256 rows of wte) and positions past the learned table (128).
+    let (ok, err) = run(&dec, "1,256,3", &[]);
+    assert!(
+        !ok && err.contains("element 1 is 256, outside [-256, 256)") && err.contains("wte"),
+        "{err}"
+    );
+    let long: &'static str = Box::leak(vec!["7"; 129].join(",").into_boxed_str());
+    let (ok, err) = run(&dec, long, &["--new-tokens", "1"]);
+    assert!(
+        !ok && err.contains("element 128 is 128, outside [-128, 128)") && err.contains("wpe"),
+        "{err}"
+    );
 }

@@ -439,6 +439,7 @@ impl Assembler {
             labels: self.labels,
             debug: self.debug,
             kv: None,
+            bounds: Vec::new(),
         };
         match program.validate() {
             Ok(()) => Ok(program),

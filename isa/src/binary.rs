@@ -12,6 +12,7 @@
 //! | `.llmpu.target` | the target as canonical TOML ([`Target::to_toml`]) |
 //! | `.llmpu.debug` | debug map: core, pc, location string |
 //! | `.llmpu.kv` | optional: the paged KV-cache region of a decode program (`spec/kv-cache.md`) |
+//! | `.llmpu.bounds` | optional: value ranges of integer inputs that index tables ([`IndexBound`]) |
 //! | `.symtab`/`.strtab` | labels: local symbols in their core's text section, value = byte offset |
 //!
 //! Invariants:
@@ -25,7 +26,8 @@
 use crate::fields::DType;
 use crate::inst::{DecodeError, EncodeError, INST_BYTES, Inst};
 use crate::program::{
-    DataSegment, DebugLoc, IoDir, IoTensor, KvRegion, KvSlot, Label, Program, ProgramError,
+    DataSegment, DebugLoc, IndexBound, IoDir, IoTensor, KvRegion, KvSlot, Label, Program,
+    ProgramError,
 };
 use crate::target::Target;
 use object::elf;
@@ -282,6 +284,12 @@ pub fn write(program: &Program) -> Result<Vec<u8>, BinaryError> {
     if let Some(k) = &kv_table {
         plain.push(b".llmpu.kv");
         plain_data.push(k);
+        plain_align.push(8);
+    }
+    let bounds_table = (!program.bounds.is_empty()).then(|| bounds_record(&program.bounds));
+    if let Some(b) = &bounds_table {
+        plain.push(b".llmpu.bounds");
+        plain_data.push(b);
         plain_align.push(8);
     }
     let mut plain_idx = Vec::new();
@@ -630,6 +638,7 @@ pub fn read(bytes: &[u8]) -> Result<Program, BinaryError> {
     ];
     let mut symtab_seen = false;
     let mut kv_table: Option<&[u8]> = None;
+    let mut bounds_table: Option<&[u8]> = None;
     for (index, sh) in sections.enumerate() {
         if index.0 == 0 {
             continue;
@@ -677,6 +686,10 @@ pub fn read(bytes: &[u8]) -> Result<Program, BinaryError> {
             }
         } else if name == ".llmpu.kv" {
             if kv_table.replace(data).is_some() {
+                return Err(BinaryError::DuplicateSection(name.into()));
+            }
+        } else if name == ".llmpu.bounds" {
+            if bounds_table.replace(data).is_some() {
                 return Err(BinaryError::DuplicateSection(name.into()));
             }
         } else if let Some(k) = NAMED.iter().position(|n| *n == name) {
@@ -839,6 +852,24 @@ pub fn read(bytes: &[u8]) -> Result<Program, BinaryError> {
         Some(t) => Some(read_kv(t)?),
         None => None,
     };
+    let mut bounds = Vec::new();
+    if let Some(t) = bounds_table {
+        let mut c = Cursor::new(".llmpu.bounds", t);
+        let n = c.count("bound count", 24)?;
+        for _ in 0..n {
+            let input = c.string("bound input")?;
+            let lo = c.u64("bound lo")? as i64;
+            let hi = c.u64("bound hi")? as i64;
+            let loc = c.string("bound location")?;
+            if lo >= hi || !io.iter().any(|t| t.name == input && t.dir == IoDir::Input) {
+                return Err(c.err(format!(
+                    "bound [{lo}, {hi}) of `{input}`: empty, or not a program input"
+                )));
+            }
+            bounds.push(IndexBound { input, lo, hi, loc });
+        }
+        c.finish()?;
+    }
 
     // 5. Labels.
     let mut labels = Vec::new();
@@ -895,9 +926,23 @@ pub fn read(bytes: &[u8]) -> Result<Program, BinaryError> {
         labels,
         debug,
         kv,
+        bounds,
     };
     program.validate()?;
     Ok(program)
+}
+
+/// The `.llmpu.bounds` record (`spec/binary-format.md`).
+fn bounds_record(bounds: &[IndexBound]) -> Vec<u8> {
+    let mut t = Vec::new();
+    put_u32(&mut t, bounds.len() as u32);
+    for b in bounds {
+        put_str(&mut t, &b.input);
+        put_u64(&mut t, b.lo as u64);
+        put_u64(&mut t, b.hi as u64);
+        put_str(&mut t, &b.loc);
+    }
+    t
 }
 
 /// The `.llmpu.kv` record (`spec/binary-format.md`).
@@ -1104,6 +1149,22 @@ mod tests {
         let b = write(&p).unwrap();
         assert_eq!(read(&b).unwrap(), p);
         assert_eq!(write(&p).unwrap(), b, "writer is deterministic");
+    }
+
+    #[test]
+    fn index_bounds_round_trip_and_must_name_an_input() {
+        let mut p = small();
+        p.bounds.push(IndexBound {
+            input: "x".into(),
+            lo: -256,
+            hi: 256,
+            loc: "/embed/Gather".into(),
+        });
+        let b = write(&p).unwrap();
+        assert_eq!(read(&b).unwrap(), p);
+        p.bounds[0].input = "nope".into();
+        let e = read(&write(&p).unwrap()).expect_err("not an input");
+        assert!(e.to_string().contains("not a program input"), "{e}");
     }
 
     #[test]

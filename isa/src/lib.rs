@@ -25,6 +25,7 @@ pub use inst::{
     Opcode, Unit,
 };
 pub use program::{
-    DataSegment, DebugLoc, IoDir, IoTensor, KvRegion, KvSlot, Label, Program, ProgramError,
+    DataSegment, DebugLoc, IndexBound, IoDir, IoTensor, KvRegion, KvSlot, Label, Program,
+    ProgramError,
 };
 pub use target::Target;

@@ -207,6 +207,18 @@ pub struct DebugLoc {
     pub loc: String,
 }
 
+/// The values an integer input may hold: every element of `input` must lie in `[lo, hi)`,
+/// because it indexes rows of a table (op `loc`, e.g. token ids into an embedding: `[-rows,
+/// rows)` as ONNX Gather allows). The host checks inputs against it before a run, so an
+/// out-of-range id is an error rather than a read past the table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexBound {
+    pub input: String,
+    pub lo: i64,
+    pub hi: i64,
+    pub loc: String,
+}
+
 /// A whole program.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Program {
@@ -219,6 +231,8 @@ pub struct Program {
     pub debug: Vec<DebugLoc>,
     /// The paged KV-cache region of a decode program (`spec/kv-cache.md`).
     pub kv: Option<KvRegion>,
+    /// Value ranges of integer inputs that index tables.
+    pub bounds: Vec<IndexBound>,
 }
 
 /// A violated program invariant.
@@ -285,6 +299,7 @@ impl Program {
             labels: Vec::new(),
             debug: Vec::new(),
             kv: None,
+            bounds: Vec::new(),
         }
     }
 

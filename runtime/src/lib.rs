@@ -196,6 +196,28 @@ impl RunResult {
     }
 }
 
+/// Checks an input's values against the program's [`llmpu_isa::IndexBound`]s: an index outside
+/// its table is an error naming the element, not a read past the table.
+pub fn check_bounds(program: &Program, name: &str, t: &Tensor) -> Result<(), EmuError> {
+    for b in program.bounds.iter().filter(|b| b.input == name) {
+        let Some(v) = t.to_i64() else { continue };
+        if let Some((i, x)) = v
+            .iter()
+            .enumerate()
+            .find(|(_, x)| **x < b.lo || **x >= b.hi)
+        {
+            return Err(EmuError::BadTensor {
+                name: name.into(),
+                message: format!(
+                    "element {i} is {x}, outside [{}, {}): it indexes the rows of `{}`",
+                    b.lo, b.hi, b.loc
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn check_inputs(
     program: &Program,
     inputs: &[(String, Tensor)],
@@ -228,6 +250,7 @@ fn check_inputs(
                 message: format!("{} bytes of data for {}", t.data.len(), t.describe()),
             });
         }
+        check_bounds(program, name, t)?;
     }
     if required {
         for io in program.io.iter().filter(|io| io.dir == IoDir::Input) {

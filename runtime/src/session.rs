@@ -70,6 +70,7 @@ impl Session {
                 got: t.describe(),
             });
         }
+        crate::check_bounds(&self.program, name, t)?;
         self.hbm()?
             .write(io.hbm_addr, &t.data)
             .map_err(|k| hbm_err(name, k))

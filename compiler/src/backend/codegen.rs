@@ -28,8 +28,8 @@ use llmpu_asm::Assembler;
 use llmpu_isa::fields::{FieldKind, format_f32, sign_extend};
 use llmpu_isa::inst::INSTRUCTIONS;
 use llmpu_isa::{
-    DType, DataSegment, Inst, IoDir, IoTensor, KvRegion, KvSlot, Program, Reg, Space, Target,
-    TileRef,
+    DType, DataSegment, IndexBound, Inst, IoDir, IoTensor, KvRegion, KvSlot, Program, Reg, Space,
+    Target, TileRef,
 };
 
 use super::emit::Item;
@@ -160,6 +160,7 @@ pub fn write_lowered(
     io: &[IoTensor],
     data: &[DataSegment],
     kv: Option<&KvRegion>,
+    bounds: &[IndexBound],
 ) {
     for f in m.functions() {
         m.erase_op(f);
@@ -189,6 +190,19 @@ pub fn write_lowered(
     m.set_attr(main, "llmpu.io", Attribute::Array(io_attr));
     if let Some(kv) = kv {
         m.set_attr(main, "llmpu.kv", kv_attr(kv));
+    }
+    if !bounds.is_empty() {
+        let b = bounds
+            .iter()
+            .map(|b| {
+                Attribute::Dict(vec![
+                    ("input".into(), Attribute::str(b.input.clone())),
+                    ("loc".into(), Attribute::str(b.loc.clone())),
+                    ("range".into(), Attribute::DenseI64Array(vec![b.lo, b.hi])),
+                ])
+            })
+            .collect();
+        m.set_attr(main, "llmpu.bounds", Attribute::Array(b));
     }
     for d in data {
         // Stored as raw bytes (ui8) so any element type round-trips exactly.
@@ -391,6 +405,34 @@ pub fn assemble(m: &Module, target: &Target) -> Result<Program, String> {
         }
     }
     let mut program = a.finish().map_err(|d| d.to_string())?;
+    if let Some(Attribute::Array(bs)) = m.attr(main, "llmpu.bounds") {
+        for b in bs {
+            let Attribute::Dict(d) = b else {
+                return Err("bad llmpu.bounds entry".into());
+            };
+            let get = |k: &str| d.iter().find(|(n, _)| n == k).map(|(_, v)| v);
+            let text = |k: &str| {
+                get(k)
+                    .and_then(Attribute::as_str)
+                    .map(str::to_string)
+                    .ok_or_else(|| format!("llmpu.bounds entry without `{k}`"))
+            };
+            let range = get("range")
+                .and_then(Attribute::as_i64_list)
+                .filter(|r| r.len() == 2 && r[0] < r[1])
+                .ok_or("llmpu.bounds `range` is not array<i64: lo, hi> with lo < hi")?;
+            let input = text("input")?;
+            if program.io(&input).is_none_or(|t| t.dir != IoDir::Input) {
+                return Err(format!("llmpu.bounds names `{input}`, not an input"));
+            }
+            program.bounds.push(IndexBound {
+                input,
+                lo: range[0],
+                hi: range[1],
+                loc: text("loc")?,
+            });
+        }
+    }
     if let Some(kv) = m.attr(main, "llmpu.kv") {
         program.kv = Some(kv_from_attr(kv)?);
         program.validate().map_err(|e| e.to_string())?;

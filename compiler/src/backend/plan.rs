@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 
 use llmpu_isa::program::HBM_ALIGN;
-use llmpu_isa::{DType, DataSegment, IoDir, IoTensor, KvRegion, KvSlot};
+use llmpu_isa::{DType, DataSegment, IndexBound, IoDir, IoTensor, KvRegion, KvSlot};
 
 use super::view::View;
 use super::{BackendError, Options, Precision, dtype_of};
@@ -42,6 +42,66 @@ pub struct Plan {
     pub kv: Option<KvRegion>,
     /// `graph.kv_append` results (the presents, resident in the region) → their slot.
     pub kv_slots: HashMap<ValueId, usize>,
+    /// Value ranges of integer inputs that index tables ([`index_bound`]).
+    pub bounds: Vec<IndexBound>,
+}
+
+/// The range every element of integer input `a` must lie in: the intersection over the
+/// `graph.gather`s that take it (through reshapes, casts and the like) as their indices of
+/// `[-rows, rows)` (ONNX Gather accepts negative indices), with the first such gather's location.
+pub fn index_bound(m: &Module, a: ValueId, name: &str) -> Option<IndexBound> {
+    let mut bound: Option<IndexBound> = None;
+    let mut work = vec![a];
+    let mut seen = std::collections::HashSet::new();
+    while let Some(v) = work.pop() {
+        if !seen.insert(v) {
+            continue;
+        }
+        for (u, ix) in m.uses(v) {
+            let d = m.op(u);
+            match d.name.as_str() {
+                "graph.reshape" | "graph.unsqueeze" | "graph.squeeze" | "graph.flatten"
+                | "graph.identity"
+                    if ix == 0 =>
+                {
+                    work.extend(d.results.iter().copied());
+                }
+                "graph.cast"
+                    if d.results
+                        .first()
+                        .and_then(|&r| elem_of(m, r))
+                        .is_some_and(|e| !e.is_float()) =>
+                {
+                    work.extend(d.results.iter().copied());
+                }
+                "graph.gather" if ix == 1 => {
+                    let Some(data) = d.operands.first().and_then(|&t| shape_of(m, t)) else {
+                        continue;
+                    };
+                    let axis = m.attr(u, "axis").and_then(Attribute::as_int).unwrap_or(0);
+                    let axis = if axis < 0 {
+                        axis + data.len() as i64
+                    } else {
+                        axis
+                    };
+                    let Some(&rows) = usize::try_from(axis).ok().and_then(|x| data.get(x)) else {
+                        continue;
+                    };
+                    let rows = rows.min(i64::MAX as u64) as i64;
+                    let b = bound.get_or_insert_with(|| IndexBound {
+                        input: name.to_string(),
+                        lo: -rows,
+                        hi: rows,
+                        loc: super::loc_string(&d.loc),
+                    });
+                    b.lo = b.lo.max(-rows);
+                    b.hi = b.hi.min(rows);
+                }
+                _ => {}
+            }
+        }
+    }
+    bound
 }
 
 fn align(x: u64) -> u64 {
@@ -425,6 +485,11 @@ pub fn plan_function(m: &Module, func: OpId, o: &Options) -> Result<Plan, Backen
         let view = View::dense(0, dt, &shape);
         let at = place(view.elems() * dt.size());
         plan.views.insert(a, View::dense(at, dt, &shape));
+        if !e.is_float()
+            && let Some(b) = index_bound(m, a, &name)
+        {
+            plan.bounds.push(b);
+        }
         plan.io.push(IoTensor {
             name,
             dir: IoDir::Input,

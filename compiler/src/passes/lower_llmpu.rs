@@ -130,7 +130,14 @@ impl Pass for LowerLlmpu {
             e.end_op();
         }
         let streams = e.finish();
-        codegen::write_lowered(m, &streams, &plan.io, &plan.data, plan.kv.as_ref());
+        codegen::write_lowered(
+            m,
+            &streams,
+            &plan.io,
+            &plan.data,
+            plan.kv.as_ref(),
+            &plan.bounds,
+        );
         Ok(())
     }
 }
