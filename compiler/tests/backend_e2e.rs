@@ -1,56 +1,14 @@
 //! End-to-end backend tests: graph IR → `llmpu compile` pipeline → program → emulator, compared
 //! with a plain-Rust reference computed here.
 
-use llmpu_compiler::backend::{Options, Precision, compile};
+mod common;
+use common::{compile_text, dense, values};
+use llmpu_compiler::backend::Precision;
 use llmpu_compiler::parser::parse_module;
 use llmpu_compiler::pass::PassManagerOptions;
-use llmpu_isa::{DType, Program, Target};
+use llmpu_isa::DType;
 use llmpu_runtime::compare::{Tolerance, compare};
 use llmpu_runtime::{RunOptions, Tensor, run};
-
-/// Deterministic pseudo-random values in [-1, 1).
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
-fn dense(v: &[f32], shape: &[usize]) -> String {
-    fn nest(v: &[f32], shape: &[usize]) -> String {
-        if shape.len() <= 1 {
-            let body: Vec<String> = v.iter().map(|x| format!("{x:e}")).collect();
-            return format!("[{}]", body.join(", "));
-        }
-        let inner: usize = shape[1..].iter().product();
-        let parts: Vec<String> = v.chunks(inner).map(|c| nest(c, &shape[1..])).collect();
-        format!("[{}]", parts.join(", "))
-    }
-    let ty: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    format!("dense<{}> : tensor<{}xf32>", nest(v, shape), ty.join("x"))
-}
-
-fn compile_text(src: &str, target: &str, precision: Precision) -> Program {
-    let mut m = parse_module(src).unwrap_or_else(|e| panic!("{e:?}"));
-    let o = Options {
-        target: Target::preset(target).unwrap(),
-        precision,
-    };
-    let opts = PassManagerOptions {
-        verify_each: true,
-        ..Default::default()
-    };
-    compile(&mut m, &o, opts, &mut std::io::sink())
-        .unwrap_or_else(|e| panic!("compile: {e}"))
-        .expect("program")
-}
 
 fn matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
     let mut c = vec![0f32; m * n];

@@ -5,57 +5,20 @@
 //! included) writes it. Every graph runs on both presets in both precisions and is compared with
 //! the reference interpreter.
 
-use llmpu_compiler::backend::{Options, Precision, compile};
+mod common;
+use common::{compile_text, dense, values};
+use llmpu_compiler::backend::Precision;
 use llmpu_compiler::interp::{self, Tensor as ITensor};
 use llmpu_compiler::parser::parse_module;
-use llmpu_compiler::pass::PassManagerOptions;
-use llmpu_isa::{DType, Inst, Program, Target};
+use llmpu_isa::{DType, Inst, Program};
 use llmpu_runtime::compare::{Tolerance, compare};
 use llmpu_runtime::{RunOptions, Tensor, run};
 
-/// Deterministic pseudo-random values in [-1, 1).
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
 /// `dense<…>` of seeded values of `shape`, `scale`d, plus `shift`.
-fn dense(shape: &[usize], seed: u64, scale: f32, shift: f32) -> String {
-    fn nest(v: &[f32], shape: &[usize]) -> String {
-        if shape.len() <= 1 {
-            let body: Vec<String> = v.iter().map(|x| format!("{x:e}")).collect();
-            return format!("[{}]", body.join(", "));
-        }
-        let inner: usize = shape[1..].iter().product();
-        let parts: Vec<String> = v.chunks(inner).map(|c| nest(c, &shape[1..])).collect();
-        format!("[{}]", parts.join(", "))
-    }
+fn seeded(shape: &[usize], seed: u64, scale: f32, shift: f32) -> String {
     let n: usize = shape.iter().product();
     let v: Vec<f32> = values(n, seed).iter().map(|v| v * scale + shift).collect();
-    let ty: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    format!("dense<{}> : tensor<{}xf32>", nest(&v, shape), ty.join("x"))
-}
-
-fn compile_for(src: &str, target: &str, precision: Precision) -> Program {
-    let mut m = parse_module(src).unwrap_or_else(|e| panic!("{e:?}"));
-    let o = Options {
-        target: Target::preset(target).unwrap(),
-        precision,
-    };
-    let opts = PassManagerOptions {
-        verify_each: true,
-        ..Default::default()
-    };
-    compile(&mut m, &o, opts, &mut std::io::sink())
-        .unwrap_or_else(|e| panic!("compile: {e}"))
-        .expect("program")
+    dense(&v, shape)
 }
 
 /// The debug location of instruction `pc` of `core`.
@@ -105,7 +68,7 @@ fn check(src: &str, shape: &[usize], pin: impl Fn(&Program, &str, Precision)) {
             (Precision::Fp32, Tolerance::FP32),
             (Precision::Bf16, Tolerance::BF16),
         ] {
-            let prog = compile_for(src, target, precision);
+            let prog = compile_text(src, target, precision);
             pin(&prog, target, precision);
             let dims: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
             let input = Tensor::from_f32(DType::F32, dims, &x).unwrap();
@@ -149,12 +112,12 @@ fn parallel_residual_bias_from_the_previous_matmul_waits_for_its_deferred_store(
   }}
 }}
 "#,
-        ga = dense(&[d], 1, 0.1, 1.0),
-        ba = dense(&[d], 2, 0.1, 0.0),
-        gm = dense(&[d], 3, 0.1, 1.0),
-        bm = dense(&[d], 4, 0.1, 0.0),
-        wa = dense(&[d, d], 5, 0.125, 0.0),
-        wm = dense(&[d, d], 6, 0.125, 0.0),
+        ga = seeded(&[d], 1, 0.1, 1.0),
+        ba = seeded(&[d], 2, 0.1, 0.0),
+        gm = seeded(&[d], 3, 0.1, 1.0),
+        bm = seeded(&[d], 4, 0.1, 0.0),
+        wa = seeded(&[d, d], 5, 0.125, 0.0),
+        wm = seeded(&[d, d], 6, 0.125, 0.0),
     );
     check(&src, &[1, 1, d], |p, target, precision| {
         assert!(
@@ -186,10 +149,10 @@ fn recomputed_norm_of_the_previous_matmul_reads_its_deferred_store() {
   }}
 }}
 "#,
-        w0 = dense(&[k, k], 11, 0.09, 0.0),
-        g = dense(&[k], 12, 0.1, 1.0),
-        w1 = dense(&[k, n], 13, 0.09, 0.0),
-        w2 = dense(&[k, n], 14, 0.09, 0.0),
+        w0 = seeded(&[k, k], 11, 0.09, 0.0),
+        g = seeded(&[k], 12, 0.1, 1.0),
+        w1 = seeded(&[k, n], 13, 0.09, 0.0),
+        w2 = seeded(&[k, n], 14, 0.09, 0.0),
     );
     check(&src, &[1, k], |p, target, precision| {
         if target == "datacenter" {
@@ -219,8 +182,8 @@ fn chained_single_row_matmul_reads_its_a_after_the_deferred_store() {
   }}
 }}
 "#,
-        w1 = dense(&[k, f], 21, 0.09, 0.0),
-        w2 = dense(&[f, n], 22, 0.07, 0.0),
+        w1 = seeded(&[k, f], 21, 0.09, 0.0),
+        w2 = seeded(&[f, n], 22, 0.07, 0.0),
     );
     check(&src, &[1, k], |p, target, precision| {
         assert!(
@@ -248,8 +211,8 @@ fn residual_from_the_previous_matmul_loads_after_its_deferred_store() {
   }}
 }}
 "#,
-        w1 = dense(&[k, k], 31, 0.125, 0.0),
-        w2 = dense(&[k, k], 32, 0.125, 0.0),
+        w1 = seeded(&[k, k], 31, 0.125, 0.0),
+        w2 = seeded(&[k, k], 32, 0.125, 0.0),
     );
     check(&src, &[m, k], |p, target, precision| {
         assert!(
