@@ -274,6 +274,8 @@ pub enum ProgramError {
     Overlap { a: String, b: String },
     #[error("duplicate name `{0}`")]
     DuplicateName(String),
+    #[error("index bound [{lo}, {hi}) of `{input}`: empty, or not a program input")]
+    BadBound { input: String, lo: i64, hi: i64 },
     #[error("{what} at core {core} pc {pc} points past the end of the stream")]
     BadPosition {
         what: &'static str,
@@ -405,6 +407,15 @@ impl Program {
             }
             if kv.bytes > 0 {
                 spans.push((kv.hbm_addr, kv.hbm_addr + kv.bytes, "kv region"));
+            }
+        }
+        for b in &self.bounds {
+            if b.lo >= b.hi || self.io(&b.input).is_none_or(|t| t.dir != IoDir::Input) {
+                return Err(ProgramError::BadBound {
+                    input: b.input.clone(),
+                    lo: b.lo,
+                    hi: b.hi,
+                });
             }
         }
         spans.sort();

@@ -419,14 +419,10 @@ pub fn assemble(m: &Module, target: &Target) -> Result<Program, String> {
             };
             let range = get("range")
                 .and_then(Attribute::as_i64_list)
-                .filter(|r| r.len() == 2 && r[0] < r[1])
-                .ok_or("llmpu.bounds `range` is not array<i64: lo, hi> with lo < hi")?;
-            let input = text("input")?;
-            if program.io(&input).is_none_or(|t| t.dir != IoDir::Input) {
-                return Err(format!("llmpu.bounds names `{input}`, not an input"));
-            }
+                .filter(|r| r.len() == 2)
+                .ok_or("llmpu.bounds `range` is not array<i64: lo, hi>")?;
             program.bounds.push(IndexBound {
-                input,
+                input: text("input")?,
                 lo: range[0],
                 hi: range[1],
                 loc: text("loc")?,
@@ -435,7 +431,7 @@ pub fn assemble(m: &Module, target: &Target) -> Result<Program, String> {
     }
     if let Some(kv) = m.attr(main, "llmpu.kv") {
         program.kv = Some(kv_from_attr(kv)?);
-        program.validate().map_err(|e| e.to_string())?;
     }
+    program.validate().map_err(|e| e.to_string())?;
     Ok(program)
 }
