@@ -337,9 +337,12 @@ pub fn generate(a: &GenerateArgs) -> Result<Generation, String> {
     for step in 1..new_tokens {
         let cur = n + step as u64 - 1; // tokens already cached
         let mut mask = vec![0i64; mask_len];
-        for m in mask.iter_mut().take(cur as usize + 1) {
-            *m = 1;
-        }
+        kv::decode_mask_row(&mut mask, cur as usize + 1).ok_or_else(|| {
+            format!(
+                "decode step {step}: the attention mask has {mask_len} positions, {} tokens are live",
+                cur + 1
+            )
+        })?;
         let last = *ids.last().unwrap_or(&0);
         for (name, t) in bind(&decode, &[last], &mask, &[cur as i64])? {
             session.bind(&name, &t).map_err(|e| e.to_string())?;

@@ -26,7 +26,7 @@
 
 use llmpu_isa::{Bcast, DType};
 
-use super::emit::Mem;
+use super::emit::{Mem, Touch};
 use super::kernels::{Bin, Cx, Imm, Red, T, Un};
 use super::plan::shape_of;
 use super::tiling::sram_budget;
@@ -1595,6 +1595,135 @@ pub fn kv_append(cx: &mut Cx, op: OpId, ins: &[ValueId]) -> R<()> {
             };
             cx.e.move_view_at(false, &dst, rows, d, Some(r));
             cx.e.unpin(r);
+        }
+    }
+    Ok(())
+}
+
+/// Lowers `graph.kv_mask(mask)` (`kv-layout`): every mask row `(b, h, q)` of `n = P + new`
+/// columns is loaded into the first half of a `2n`-element SRAM row whose second half holds −inf,
+/// and stored from column `P − len[b]` on (the sequence's cached length read at run time from the
+/// region header), so slot `t` gets column `t + P − len[b]` and the slots after the sequence's
+/// last token get −inf. Rows are split over the cores; two row buffers alternate.
+pub fn kv_mask(cx: &mut Cx, op: OpId, ins: &[ValueId]) -> R<()> {
+    let err = |cx: &Cx, s: String| BackendError::new(&cx.loc, s);
+    let out = cx.m.op(op).results[0];
+    let region = cx
+        .plan
+        .kv
+        .clone()
+        .ok_or_else(|| err(cx, "kv_mask without a KV region".into()))?;
+    let ov = cx
+        .plan
+        .views
+        .get(&out)
+        .cloned()
+        .ok_or_else(|| err(cx, "kv_mask result has no memory".into()))?;
+    let iv = cx
+        .plan
+        .views
+        .get(&ins[0])
+        .cloned()
+        .ok_or_else(|| err(cx, "mask has no memory".into()))?;
+    let (b, h, q, n) = (ov.shape[0], ov.shape[1], ov.shape[2], ov.shape[3]);
+    let past = region.past_len;
+    if b != region.batch || n != past + region.new_tokens {
+        return Err(err(
+            cx,
+            format!(
+                "mask {:?} does not match the KV region ({} sequences of {} + {} tokens)",
+                ov.shape, region.batch, past, region.new_tokens
+            ),
+        ));
+    }
+    let mut padded = vec![1; 4 - iv.shape.len().min(4)];
+    padded.extend(&iv.shape);
+    let src = iv
+        .reshape(&padded)
+        .and_then(|v| v.broadcast_to(&ov.shape))
+        .ok_or_else(|| err(cx, format!("mask {:?} does not broadcast to {:?}", iv.shape, ov.shape)))?;
+    let dt = ov.dt;
+    let sz = dt.size();
+    let row_bytes = 2 * n * sz;
+    let nbuf = if 2 * row_bytes + b * 4 <= cx.e.free(Mem::Sram) { 2 } else { 1 };
+    let lens = cx
+        .e
+        .alloc(Mem::Sram, b * 4, "KV lengths")
+        .map_err(|e| err(cx, e.to_string()))?;
+    let mut bufs = vec![];
+    for _ in 0..nbuf {
+        bufs.push(
+            cx.e.alloc(Mem::Sram, row_bytes, "shifted mask row")
+                .map_err(|e| {
+                    err(
+                        cx,
+                        format!("a mask row of {n} keys (twice, for the shift): {e}"),
+                    )
+                })?,
+        );
+    }
+    let rows = b * h * q;
+    let cores = (cx.e.cores() as u64).min(rows).max(1);
+    const CHUNK: u64 = 65535;
+    for c in 0..cores {
+        let (r0, r1) = (c * rows / cores, (c + 1) * rows / cores);
+        if r0 == r1 {
+            continue;
+        }
+        cx.e.core(c as usize);
+        let lv = View::dense(region.lengths_addr(), DType::I32, &[b]);
+        cx.e.move_view(true, &lv, lens, 0);
+        for &buf in &bufs {
+            let mut k = 0;
+            while k < n {
+                let w = CHUNK.min(n - k);
+                let tail = T::sram(buf + (n + k) * sz, w, dt);
+                cx.e.vcausal(tail, -1, 0, f32::NEG_INFINITY, 1, w);
+                k += w;
+            }
+        }
+        for (i, r) in (r0..r1).enumerate() {
+            let (bi, hi, qi) = (r / (h * q), r / q % h, r % q);
+            let buf = bufs[i % nbuf];
+            let row = index(&src, &[bi, hi, qi]);
+            let row = View {
+                shape: vec![1, n],
+                strides: vec![0, row.strides[0]],
+                ..row
+            };
+            cx.e.move_view(true, &row, buf, n);
+            // Column P − len[b] of the row buffer.
+            let at = cx.e.length_affine(
+                lens + bi * 4,
+                -(sz as i64),
+                (buf + past * sz) as i64,
+            );
+            let dst = index(&ov, &[bi, hi, qi]);
+            let mut k = 0;
+            while k < n {
+                let w = CHUNK.min(n - k);
+                let sram = cx.e.offset_reg(at, (k * sz) as i64);
+                let hbm = cx.e.reg(dst.addr + (k * sz) as i64);
+                let zero = llmpu_isa::Reg(0);
+                cx.e.op(
+                    llmpu_isa::Inst::DmaStore {
+                        sram,
+                        hbm,
+                        n0: w as u32,
+                        n1: 1,
+                        n2: 1,
+                        hs1: zero,
+                        hs2: zero,
+                        ss1: zero,
+                        ss2: zero,
+                        dt,
+                        layout: llmpu_isa::Layout::Rows,
+                    },
+                    vec![Touch::read(Mem::Sram, buf, buf + row_bytes)],
+                );
+                k += w;
+            }
+            cx.e.unpin(at);
         }
     }
     Ok(())

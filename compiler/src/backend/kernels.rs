@@ -783,6 +783,9 @@ pub fn lower_op(cx: &mut Cx, op: OpId) -> R<()> {
     if name == "graph.kv_append" {
         return super::attention::kv_append(cx, op, &ins);
     }
+    if name == "graph.kv_mask" {
+        return super::attention::kv_mask(cx, op, &ins);
+    }
     let out = *outs
         .first()
         .ok_or_else(|| cx.err(format!("`{name}` has no result")))?;

@@ -204,6 +204,43 @@ define_ops! { OPS;
     /// of a cached past and the new tokens along the sequence axis, kept in the paged KV region
     /// (`kv-layout`): only `%new` is written, in place.
     KvAppend = "graph.kv_append", pure = false, verify = verify_kv_append;
+    /// `%m = "graph.kv_mask"(%mask) {batch = 2 : i64} : (tensor<1x1x1x32xf32>) ->
+    /// tensor<2x1x1x32xf32>` — an additive attention mask of a decode graph re-indexed from the
+    /// graph's key positions to the paged KV region's slots (`kv-layout`, `spec/kv-cache.md`).
+    /// The graph sees every sequence right-aligned, its new tokens at the compiled past length `P`
+    /// (as Hugging Face sees a left-padded batch); sequence `b` of `len[b]` cached tokens keeps them
+    /// in slots `0..len[b]`. So `r[b, h, q, t] = mask[b, h, q, t + P − len[b]]` for `t < len[b] +
+    /// new`, and −inf for the slots after. The mask broadcasts to rank 4 with `batch` rows; at
+    /// `len[b] = P` (the only length the graph-level semantics knows) it is that broadcast.
+    KvMask = "graph.kv_mask", pure = true, verify = verify_kv_mask;
+}
+
+fn verify_kv_mask(v: &OpView) -> Result<(), String> {
+    v.operands_in(1, 1)?;
+    v.results_in(1, 1)?;
+    let (x, r) = (v.tensor_operand(0)?, v.tensor_result(0)?);
+    if !x.elem.is_float() {
+        return Err(format!("expects a floating-point additive mask, got {}", x.elem));
+    }
+    same_elem(v, x.elem, "result", r.elem)?;
+    let batch = v.int_attr_or("batch", -1)?;
+    if batch < 1 {
+        return Err("attribute 'batch' must be a positive integer".into());
+    }
+    if x.rank() > 4 || r.rank() != 4 {
+        return Err("expects a mask of rank <= 4 and a rank-4 result".into());
+    }
+    if let (Some(xs), Some(rs)) = (x.static_shape(), r.static_shape()) {
+        let mut padded = vec![1; 4 - xs.len()];
+        padded.extend(&xs);
+        let fits = |i: usize| padded[i] == rs[i] || padded[i] == 1;
+        if rs[0] != batch as u64 || !(0..4).all(fits) {
+            return Err(format!(
+                "result {rs:?} must be the mask {xs:?} broadcast to rank 4 with {batch} rows"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn verify_kv_append(v: &OpView) -> Result<(), String> {

@@ -303,6 +303,23 @@ pub fn eval(c: &OpCtx) -> R<Vec<Tensor>> {
         }
         // `kv_append` (kv-layout) means the concat of past and new tokens along its axis.
         "concat" | "kv_append" => one(concat(c.ins, c.int("axis", 0))?),
+        // `kv_mask` (kv-layout) re-indexes a mask for live lengths below the compiled past; at
+        // the graph level every sequence is at that past, so it is a broadcast.
+        "kv_mask" => {
+            let t = x()?;
+            let r = c.m.op(c.op).results[0];
+            let out: Vec<usize> = c
+                .m
+                .value_type(r)
+                .as_tensor()
+                .and_then(|t| t.static_shape())
+                .ok_or("kv_mask needs a static result type")?
+                .iter()
+                .map(|&d| d as usize)
+                .collect();
+            check_numel(&out)?;
+            one(take(t, out.clone(), &offsets(&t.shape, &out)))
+        }
         "split" => split(c),
         "slice" => one(slice(c)?),
         "gather" => one(gather(x()?, c.req(1)?, c.int("axis", 0))?),

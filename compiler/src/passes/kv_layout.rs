@@ -18,7 +18,7 @@
 use super::PassInfo;
 use crate::backend::options;
 use crate::backend::plan::shape_of;
-use crate::ir::{Attribute, Module, OpId, ValueDef, ValueId};
+use crate::ir::{Attribute, Module, OpId, OpSpec, Type, ValueDef, ValueId};
 use crate::pass::{Pass, PassError};
 
 /// Registry entry.
@@ -181,6 +181,7 @@ fn rewrite(m: &mut Module, f: OpId, block_tokens: i64, pool: Option<u64>) {
         m.set_attr(op, "axis", Attribute::i64(2));
         m.set_attr(op, "slot", Attribute::i64(slot as i64));
     }
+    align_masks(m, entry, &cands, batch, past_len + new);
     let i = |x: u64| Attribute::i64(x as i64);
     m.set_attr(
         f,
@@ -194,6 +195,50 @@ fn rewrite(m: &mut Module, f: OpId, block_tokens: i64, pool: Option<u64>) {
             ("past_len".into(), i(past_len)),
         ]),
     );
+}
+
+/// Re-indexes the additive mask of every attention over the paged caches from the graph's key
+/// positions to the region's slots with a `graph.kv_mask` (one per mask value), so that a mask
+/// computed from the compiled lengths (a causal or sliding-window band folded from the past's
+/// shape) holds for every live length (`spec/kv-cache.md`).
+fn align_masks(m: &mut Module, entry: crate::ir::BlockId, cands: &[Cand], batch: u64, skv: u64) {
+    let presents: Vec<ValueId> = cands.iter().map(|c| m.op(c.op).results[0]).collect();
+    let mut aligned: Vec<(ValueId, ValueId)> = vec![];
+    for op in m.block(entry).ops.clone() {
+        let d = m.op(op);
+        if d.name != "graph.fused_attention" || d.operands.len() < 4 {
+            continue;
+        }
+        if !d.operands[1..3].iter().any(|v| presents.contains(v)) {
+            continue;
+        }
+        let mask = d.operands[3];
+        let (Some(ms), Some(elem)) = (shape_of(m, mask), m.value_type(mask).elem()) else {
+            continue;
+        };
+        if ms.len() > 4 || !elem.is_float() {
+            continue;
+        }
+        let loc = d.loc.clone();
+        let r = match aligned.iter().find(|(k, _)| *k == mask) {
+            Some(&(_, r)) => r,
+            None => {
+                let mut p = vec![1; 4 - ms.len()];
+                p.extend(&ms);
+                let shape = [batch, p[1], p[2], skv];
+                let spec = OpSpec::new("graph.kv_mask", loc)
+                    .operands(&[mask])
+                    .results(vec![Type::tensor(&shape, elem)])
+                    .attr("batch", Attribute::i64(batch as i64));
+                let k = m.create_op(spec);
+                m.insert_op_before(op, k);
+                let r = m.op(k).results[0];
+                aligned.push((mask, r));
+                r
+            }
+        };
+        m.op_mut(op).operands[3] = r;
+    }
 }
 
 /// The `llmpu.kv` attribute of `f` as `(batch, block_tokens, max_blocks, num_blocks, past_len,
