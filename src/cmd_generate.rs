@@ -6,8 +6,10 @@
 //! [`llmpu_runtime::Session`]'s HBM: every decode step binds only the new token, its position and
 //! the attention mask, sets the cached length in the region header, runs, and reads the logits.
 //! The decode program is compiled once for `--max-context` tokens (its symbolic dims bound to
-//! that maximum); the current length is a run-time value in the region, and positions beyond it
-//! are masked by the attention mask the host passes. Prints the ids, the per-step cost table and
+//! that maximum); the current length is a run-time value in the region. The attention mask is
+//! passed right-aligned (the graph sees the cached tokens just before the new one at the compiled
+//! past, as for a left-padded batch) and the program shifts it to the cache's slots
+//! (`spec/kv-cache.md`), so masks the graph folds from its compiled shape hold at every length. Prints the ids, the per-step cost table and
 //! the modeled figures (time to first token, time per output token, tokens/s, energy per token,
 //! HBM bytes per token split into weights and KV).
 

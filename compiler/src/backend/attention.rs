@@ -1641,15 +1641,23 @@ pub fn kv_mask(cx: &mut Cx, op: OpId, ins: &[ValueId]) -> R<()> {
     let src = iv
         .reshape(&padded)
         .and_then(|v| v.broadcast_to(&ov.shape))
-        .ok_or_else(|| err(cx, format!("mask {:?} does not broadcast to {:?}", iv.shape, ov.shape)))?;
+        .ok_or_else(|| {
+            err(
+                cx,
+                format!("mask {:?} does not broadcast to {:?}", iv.shape, ov.shape),
+            )
+        })?;
     let dt = ov.dt;
     let sz = dt.size();
     let row_bytes = 2 * n * sz;
-    let nbuf = if 2 * row_bytes + b * 4 <= cx.e.free(Mem::Sram) { 2 } else { 1 };
-    let lens = cx
-        .e
-        .alloc(Mem::Sram, b * 4, "KV lengths")
-        .map_err(|e| err(cx, e.to_string()))?;
+    let nbuf = if 2 * row_bytes + b * 4 <= cx.e.free(Mem::Sram) {
+        2
+    } else {
+        1
+    };
+    let lens =
+        cx.e.alloc(Mem::Sram, b * 4, "KV lengths")
+            .map_err(|e| err(cx, e.to_string()))?;
     let mut bufs = vec![];
     for _ in 0..nbuf {
         bufs.push(
@@ -1693,11 +1701,8 @@ pub fn kv_mask(cx: &mut Cx, op: OpId, ins: &[ValueId]) -> R<()> {
             };
             cx.e.move_view(true, &row, buf, n);
             // Column P − len[b] of the row buffer.
-            let at = cx.e.length_affine(
-                lens + bi * 4,
-                -(sz as i64),
-                (buf + past * sz) as i64,
-            );
+            let at =
+                cx.e.length_affine(lens + bi * 4, -(sz as i64), (buf + past * sz) as i64);
             let dst = index(&ov, &[bi, hi, qi]);
             let mut k = 0;
             while k < n {

@@ -220,7 +220,10 @@ fn verify_kv_mask(v: &OpView) -> Result<(), String> {
     v.results_in(1, 1)?;
     let (x, r) = (v.tensor_operand(0)?, v.tensor_result(0)?);
     if !x.elem.is_float() {
-        return Err(format!("expects a floating-point additive mask, got {}", x.elem));
+        return Err(format!(
+            "expects a floating-point additive mask, got {}",
+            x.elem
+        ));
     }
     same_elem(v, x.elem, "result", r.elem)?;
     let batch = v.int_attr_or("batch", -1)?;

@@ -308,15 +308,14 @@ pub fn eval(c: &OpCtx) -> R<Vec<Tensor>> {
         "kv_mask" => {
             let t = x()?;
             let r = c.m.op(c.op).results[0];
-            let out: Vec<usize> = c
-                .m
-                .value_type(r)
-                .as_tensor()
-                .and_then(|t| t.static_shape())
-                .ok_or("kv_mask needs a static result type")?
-                .iter()
-                .map(|&d| d as usize)
-                .collect();
+            let out: Vec<usize> =
+                c.m.value_type(r)
+                    .as_tensor()
+                    .and_then(|t| t.static_shape())
+                    .ok_or("kv_mask needs a static result type")?
+                    .iter()
+                    .map(|&d| d as usize)
+                    .collect();
             check_numel(&out)?;
             one(take(t, out.clone(), &offsets(&t.shape, &out)))
         }
