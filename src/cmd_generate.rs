@@ -57,6 +57,32 @@ pub struct GenerateArgs {
     /// one `host` track naming the steps.
     #[arg(long, value_name = "FILE")]
     pub trace: Option<PathBuf>,
+    /// Run the reference interpreter on the same ONNX graphs in lockstep (same tokens, masks and
+    /// positions every step) and stop at the first step whose logits differ beyond the
+    /// precision's tolerance, naming the first op (and its ONNX nodes) whose value differs. ONNX
+    /// models are compiled with `--probes`; a `.llmpu` model needs its ONNX graph as
+    /// `--reference-prefill`/`--reference-decode` (and `llmpu compile --probes` to name the op).
+    #[arg(long)]
+    pub verify: bool,
+    /// With `--verify` and a compiled `--prefill`: the ONNX graph it was compiled from.
+    #[arg(long, value_name = "ONNX")]
+    pub reference_prefill: Option<PathBuf>,
+    /// With `--verify` and a compiled `--decode`: the ONNX graph it was compiled from.
+    #[arg(long, value_name = "ONNX")]
+    pub reference_decode: Option<PathBuf>,
+}
+
+/// The ONNX graph `--verify` runs beside `model`: the model itself, or its `reference`.
+fn reference_of(model: &Path, reference: &Option<PathBuf>) -> Result<PathBuf, String> {
+    match reference {
+        Some(r) => Ok(r.clone()),
+        None if model.extension().is_some_and(|e| e == "llmpu") => Err(format!(
+            "{}: --verify needs the ONNX graph a compiled model came from \
+             (--reference-prefill / --reference-decode)",
+            model.display()
+        )),
+        None => Ok(model.to_path_buf()),
+    }
 }
 
 /// What a generation produced.
@@ -65,6 +91,9 @@ pub struct Generation {
     pub expected: Option<Vec<i64>>,
     /// The last position's logits behind each generated id.
     pub logits: Vec<Vec<f32>>,
+    /// With `--verify`: the largest logits difference from the reference interpreter over the
+    /// prefill and every step (all within the tolerance, or generation stopped).
+    pub verified: Option<f64>,
     pub prefill: Report,
     pub steps: Vec<Report>,
     pub weight_bytes: u64,
@@ -101,11 +130,8 @@ fn parse_prompt(s: &str) -> Result<(Vec<i64>, Option<Vec<i64>>), String> {
     Ok((ids, None))
 }
 
-fn program_for(path: &Path, dims: &[String], a: &GenerateArgs) -> Result<Program, String> {
-    if path.extension().is_some_and(|e| e == "llmpu") {
-        return binary::read_file(path).map_err(|e| format!("{}: {e}", path.display()));
-    }
-    let o = options(&a.target, &a.precision)?;
+/// The user's `--dim`s plus `dims` for the ones they do not give.
+fn merged_dims(a: &GenerateArgs, dims: &[String]) -> Vec<String> {
     let name = |d: &str| d.split('=').next().map(str::to_string);
     let mut all = a.dims.clone();
     for d in dims {
@@ -113,7 +139,18 @@ fn program_for(path: &Path, dims: &[String], a: &GenerateArgs) -> Result<Program
             all.push(d.clone());
         }
     }
-    let mut m = load_model(path, &all)?;
+    all
+}
+
+fn program_for(path: &Path, dims: &[String], a: &GenerateArgs) -> Result<Program, String> {
+    if path.extension().is_some_and(|e| e == "llmpu") {
+        return binary::read_file(path).map_err(|e| format!("{}: {e}", path.display()));
+    }
+    let o = options(&a.target, &a.precision)?;
+    let mut m = load_model(path, &merged_dims(a, dims))?;
+    if a.verify {
+        crate::cmd_compile::set_probes(&mut m);
+    }
     compile_module(&mut m, &o, &Default::default())?
         .ok_or_else(|| "pipeline stopped early".to_string())
 }
@@ -337,21 +374,15 @@ pub fn generate(a: &GenerateArgs) -> Result<Generation, String> {
             "--max-context {max_context} cannot hold {n} prompt + {new_tokens} new tokens"
         ));
     }
-    let prefill = program_for(
-        &a.prefill,
-        &[
-            "batch_size=1".into(),
-            format!("sequence_length={n}"),
-            format!("total_sequence_length={n}"),
-            "past_sequence_length=0".into(),
-        ],
-        a,
-    )?;
-    let decode = program_for(
-        &a.decode,
-        &crate::cmd_compile::decode_dims(max_context, &["batch_size=1".into()])?,
-        a,
-    )?;
+    let prefill_dims = [
+        "batch_size=1".into(),
+        format!("sequence_length={n}"),
+        format!("total_sequence_length={n}"),
+        "past_sequence_length=0".into(),
+    ];
+    let decode_dims = crate::cmd_compile::decode_dims(max_context, &["batch_size=1".into()])?;
+    let prefill = program_for(&a.prefill, &prefill_dims, a)?;
+    let decode = program_for(&a.decode, &decode_dims, a)?;
     let region = decode.kv.clone().ok_or_else(|| {
         format!(
             "{}: the decode program has no paged KV region (is it a decode graph?)",
@@ -419,6 +450,34 @@ pub fn generate(a: &GenerateArgs) -> Result<Generation, String> {
         .ok_or("prefill has no logits output")?;
     let mut ids = vec![argmax_last(logits)?];
     let mut rows = vec![last_row(logits)];
+    let tol = match a.precision.as_str() {
+        "fp32" => llmpu_runtime::compare::Tolerance::FP32,
+        _ => llmpu_runtime::compare::Tolerance::BF16,
+    };
+    let mut lockstep = match a.verify {
+        false => None,
+        true => {
+            let pm = crate::import::import_model(
+                &reference_of(&a.prefill, &a.reference_prefill)?,
+                &merged_dims(a, &prefill_dims),
+            )?;
+            let dm = crate::import::import_model(
+                &reference_of(&a.decode, &a.reference_decode)?,
+                &merged_dims(a, &decode_dims),
+            )?;
+            let slots: Vec<(String, String)> = region
+                .slots
+                .iter()
+                .map(|s| (s.past.clone(), s.present.clone()))
+                .collect();
+            let (l, diverged) =
+                crate::verify::Lockstep::new(&pm, dm, &prompt, &slots, tol, &res.outputs)?;
+            if let Some(r) = diverged {
+                return Err(format!("--verify: the prefill differs: {r}"));
+            }
+            Some(l)
+        }
+    };
     // The prefill's presents become the resident cache, slot by slot (same output names).
     let mut pasts = vec![];
     for s in &region.slots {
@@ -452,8 +511,9 @@ pub fn generate(a: &GenerateArgs) -> Result<Generation, String> {
             )
         })?;
         let last = *ids.last().unwrap_or(&0);
-        for (name, t) in bind(&decode, &[last], &mask, &[cur as i64])? {
-            session.bind(&name, &t).map_err(|e| e.to_string())?;
+        let feeds = bind(&decode, &[last], &mask, &[cur as i64])?;
+        for (name, t) in &feeds {
+            session.bind(name, t).map_err(|e| e.to_string())?;
         }
         session
             .set_kv_lengths(&[cur as i32])
@@ -477,6 +537,27 @@ pub fn generate(a: &GenerateArgs) -> Result<Generation, String> {
         }
         clock += report.cycles;
         let logits = session.read("logits").map_err(|e| e.to_string())?;
+        if let Some(l) = lockstep.as_mut() {
+            let probes = || -> Result<Vec<(String, Tensor)>, String> {
+                decode
+                    .io
+                    .iter()
+                    .filter(|t| t.dir == IoDir::Output && t.name.starts_with("probe:"))
+                    .map(|t| {
+                        Ok((
+                            t.name.clone(),
+                            session.read(&t.name).map_err(|e| e.to_string())?,
+                        ))
+                    })
+                    .collect()
+            };
+            if let Some(r) = l.step(&feeds, &logits, &probes)? {
+                return Err(format!(
+                    "--verify: decode step {step} (context {}) differs: {r}",
+                    cur + 1
+                ));
+            }
+        }
         ids.push(argmax_last(&logits)?);
         rows.push(last_row(&logits));
         kv_bytes.push(live_kv_bytes(&region, cur + 1));
@@ -490,6 +571,7 @@ pub fn generate(a: &GenerateArgs) -> Result<Generation, String> {
         ids,
         expected,
         logits: rows,
+        verified: lockstep.map(|l| l.worst),
         prefill: res.report,
         steps,
         weight_bytes,
@@ -568,6 +650,14 @@ pub fn run(a: &GenerateArgs) -> Result<(), String> {
             path.display(),
             t.events.len(),
             t.spans.len()
+        );
+    }
+    if let Some(w) = g.verified {
+        println!(
+            "verify                the prefill and {} decode steps agree with the reference \
+             interpreter (largest logits |diff| {w:.3e}; {} tolerance)",
+            g.steps.len(),
+            a.precision
         );
     }
     if let Some(exp) = &g.expected {

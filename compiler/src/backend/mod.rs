@@ -151,6 +151,7 @@ pub fn pipeline() -> Vec<&'static str> {
         "kv-layout",
         "cse",
         "dce",
+        "probe-values",
         "tile",
         "plan-memory",
         "lower-llmpu",

@@ -37,6 +37,7 @@ register_passes! {
     fuse_rotary,
     fuse_matmul_epilogue,
     kv_layout,
+    probe_values,
     tile,
     plan_memory,
     lower_llmpu,
