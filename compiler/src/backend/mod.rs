@@ -144,6 +144,7 @@ pub fn pipeline() -> Vec<&'static str> {
     }
     v.extend([
         "canonicalize",
+        "split-projections",
         "fuse-rotary",
         "fuse-attention",
         "fuse-norm",

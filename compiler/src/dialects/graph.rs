@@ -199,6 +199,9 @@ define_ops! { OPS;
     /// decomposed pattern (`fuse-rotary`): `x·cos + rotate_half(x)·sin` where
     /// `rotate_half(x) = concat(−x[..., D/2:], x[..., :D/2])` along the last axis (even `D`); `cos` and
     /// `sin` broadcast to `x`'s shape, the result has `x`'s type.
+    /// With `{rotary_dim = r}` (partial rotary, GPT-NeoX / Phi / StableLM) only the first `r`
+    /// (even) elements of the last axis rotate, `cos`/`sin` broadcasting to `[..., r]`; the rest
+    /// pass through.
     Rope = "graph.rope", pure = true, verify = verify_rope;
     /// `%present = "graph.kv_append"(%past, %new) {axis = 2 : i64, slot = 0 : i64}` — the concat
     /// of a cached past and the new tokens along the sequence axis, kept in the paged KV region
@@ -909,6 +912,13 @@ fn verify_rope(v: &OpView) -> Result<(), String> {
         same_elem(v, x.elem, "cos/sin", c.elem)?;
     }
     same_elem(v, x.elem, "result", r.elem)?;
+    let rd = v.int_attr_or("rotary_dim", -1)?;
+    if let Some(Dim::Static(d)) = x.dims.last()
+        && rd != -1
+        && (rd <= 0 || rd as u64 > *d || rd % 2 != 0)
+    {
+        return Err(format!("rotary_dim {rd} must be even and in 1..={d}"));
+    }
     check_shape(&r.dims, &x.dims, "result")
 }
 

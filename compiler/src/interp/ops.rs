@@ -2052,6 +2052,39 @@ fn rotary(c: &OpCtx) -> R<Tensor> {
 fn rope(c: &OpCtx) -> R<Tensor> {
     let x = c.req(0)?;
     let d = *x.shape.last().ok_or("rope needs a tensor of rank >= 1")?;
+    let r = c.int("rotary_dim", d as i64);
+    if r <= 0 || r as usize > d || r % 2 != 0 {
+        return Err(format!("rope needs an even rotary_dim in 1..={d}, got {r}"));
+    }
+    let r = r as usize;
+    if r == d {
+        return rope_full(x, c.req(1)?, c.req(2)?);
+    }
+    // Partial rotary: the first `r` of every row rotate, the rest pass through.
+    let rows = x.len() / d.max(1);
+    let mut shape = x.shape.clone();
+    if let Some(l) = shape.last_mut() {
+        *l = r;
+    }
+    let head: Vec<usize> = (0..rows)
+        .flat_map(|i| (0..r).map(move |j| i * d + j))
+        .collect();
+    let y = rope_full(&take(x, shape, &head), c.req(1)?, c.req(2)?)?;
+    let (xv, yv) = (x.to_f64_vec(), y.to_f64_vec());
+    Ok(Tensor::from_f64_fn(
+        x.dtype(),
+        x.shape.clone(),
+        xv.len(),
+        |i| {
+            let (row, j) = (i / d, i % d);
+            if j < r { yv[row * r + j] } else { xv[i] }
+        },
+    ))
+}
+
+/// `x·cos + rotate_half(x)·sin` over the whole last axis.
+fn rope_full(x: &Tensor, cos: &Tensor, sin: &Tensor) -> R<Tensor> {
+    let d = *x.shape.last().ok_or("rope needs a tensor of rank >= 1")?;
     if d % 2 != 0 {
         return Err(format!("rope needs an even last dimension, got {d}"));
     }
@@ -2068,8 +2101,8 @@ fn rope(c: &OpCtx) -> R<Tensor> {
     let add = |a: f64, b: f64| a + b;
     let mul = |a: f64, b: f64| a * b;
     let imul = |a: i128, b: i128| a.wrapping_mul(b);
-    let p1 = arith(x, c.req(1)?, mul, imul)?;
-    let p2 = arith(&rot, c.req(2)?, mul, imul)?;
+    let p1 = arith(x, cos, mul, imul)?;
+    let p2 = arith(&rot, sin, mul, imul)?;
     arith(&p1, &p2, add, |a, b| a.wrapping_add(b))
 }
 

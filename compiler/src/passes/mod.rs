@@ -38,6 +38,7 @@ register_passes! {
     fuse_matmul_epilogue,
     kv_layout,
     probe_values,
+    split_projections,
     tile,
     plan_memory,
     lower_llmpu,
