@@ -1076,7 +1076,7 @@ fn rope(cx: &mut Cx, ins: &[ValueId], out: &View, rotary_dim: Option<i64>) -> R<
         .last()
         .ok_or_else(|| cx.err("rope needs rank >= 1"))?;
     let rd = rotary_dim.map_or(d, |x| x.max(0) as u64);
-    if rd % 2 != 0 || rd == 0 || rd > d || ins.len() != 3 {
+    if !rd.is_multiple_of(2) || rd == 0 || rd > d || ins.len() != 3 {
         return Err(cx.err("rope needs an even rotated width and (x, cos, sin)"));
     }
     let h = rd / 2;

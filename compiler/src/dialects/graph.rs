@@ -153,6 +153,13 @@ define_ops! { OPS;
     Range = "graph.range", pure = true, verify = verify_range;
     /// `%r = "graph.constant_of_shape"(%shape) {value = dense<0.0> : tensor<1xf32>}` — a filled tensor.
     ConstantOfShape = "graph.constant_of_shape", pure = true, verify = verify_constant_of_shape;
+    /// `%r = "graph.cumsum"(%x, %axis) {exclusive = 0 : i64, reverse = 0 : i64}` — ONNX CumSum:
+    /// running sums along `axis` (a scalar or 1-element integer tensor), optionally excluding
+    /// the current element and/or from the end.
+    CumSum = "graph.cumsum", pure = true, verify = verify_cumsum;
+    /// `%r = "graph.tile"(%x, %repeats)` — ONNX Tile: `x` repeated `repeats[i]` times along axis
+    /// `i` (`repeats`: one non-negative i64 per axis).
+    Tile = "graph.tile", pure = true, verify = verify_tile;
     /// `%r = "graph.trilu"(%x, %k?) {upper = 1 : i64}` — keeps the upper/lower triangle.
     Trilu = "graph.trilu", pure = true, verify = verify_trilu;
     /// `%y, %present_k?, %present_v?, %qk? = "graph.attention"(%q, %k, %v, %mask?, %past_k?, %past_v?,
@@ -774,6 +781,50 @@ fn verify_index_op(v: &OpView) -> Result<(), String> {
         "result",
         v.tensor_result(0)?.elem,
     )
+}
+
+fn verify_cumsum(v: &OpView) -> Result<(), String> {
+    v.operands_in(2, 2)?;
+    v.results_in(1, 1)?;
+    let (x, a, r) = (
+        v.tensor_operand(0)?,
+        v.tensor_operand(1)?,
+        v.tensor_result(0)?,
+    );
+    if !a.elem.is_int() || a.rank() > 1 {
+        return Err(format!(
+            "axis must be an integer scalar or 1-element tensor, got {}",
+            a.elem
+        ));
+    }
+    same_elem(v, x.elem, "result", r.elem)?;
+    check_shape(&r.dims, &x.dims, "result")
+}
+
+fn verify_tile(v: &OpView) -> Result<(), String> {
+    v.operands_in(2, 2)?;
+    v.results_in(1, 1)?;
+    let (x, reps, r) = (
+        v.tensor_operand(0)?,
+        v.tensor_operand(1)?,
+        v.tensor_result(0)?,
+    );
+    if reps.elem != ScalarType::I64 || reps.rank() != 1 {
+        return Err(format!(
+            "repeats must be a 1-D i64 tensor, got {}",
+            reps.elem
+        ));
+    }
+    if let Some(Dim::Static(n)) = reps.dims.first()
+        && *n as usize != x.rank()
+    {
+        return Err(format!("{n} repeats for a rank-{} input", x.rank()));
+    }
+    same_elem(v, x.elem, "result", r.elem)?;
+    if r.rank() != x.rank() {
+        return Err("result rank differs from the input's".into());
+    }
+    Ok(())
 }
 
 fn verify_expand(v: &OpView) -> Result<(), String> {
