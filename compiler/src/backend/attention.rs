@@ -171,6 +171,11 @@ pub fn attention(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
         .and_then(Attribute::as_f64)
         .unwrap_or(1.0 / (d as f64).sqrt()) as f32;
     let causal = m.attr(op, "causal").and_then(Attribute::as_bool) == Some(true);
+    let softcap = m
+        .attr(op, "softcap")
+        .and_then(Attribute::as_f64)
+        .filter(|c| *c > 0.0)
+        .map(|c| c as f32);
     let mask = match ins.get(3) {
         Some(&mv) => {
             let v = cx
@@ -219,11 +224,17 @@ pub fn attention(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
         causal,
         off,
         scale,
+        softcap,
         dt,
     };
     // Prefill without an explicit mask or paged cache: each head's K/V resident in SRAM when
     // they fit (causal blocks above the diagonal skipped, K/V read once).
-    if paged.is_none() && mask.is_none() && sq >= 2 && resident(cx, &shape, &qv, &kv, &vv, ov)? {
+    if paged.is_none()
+        && mask.is_none()
+        && softcap.is_none()
+        && sq >= 2
+        && resident(cx, &shape, &qv, &kv, &vv, ov)?
+    {
         return Ok(());
     }
     // Paged decode: (sequence, KV head) groups software-pipelined, one drain per live block of a
@@ -458,7 +469,7 @@ pub fn attention(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
                         }
                     }
                     let st = T::sram(s32, wk, DType::F32);
-                    cx.e.vimm(Imm::Mul, st, sa, scale, wq, wk);
+                    scores(cx.e, st, sa, scale, softcap, wq, wk);
                     if let Some(mv) = &mask {
                         let mb = index(mv, &[bi, hi]).slice(0, q0, 1, wq).slice(1, k0, 1, wk);
                         cx.e.move_view(true, &mb, mt, wk);
@@ -850,7 +861,7 @@ fn paged_decode(
             };
             let e = &mut *cx.e;
             match (step, j == 0) {
-                (0, _) => e.vimm(Imm::Mul, sv, sa, s.scale, rows, wk),
+                (0, _) => scores(e, sv, sa, s.scale, s.softcap, rows, wk),
                 (1, _) => {
                     if let Some(mv) = mask {
                         let bc = if mask_row.is_some() {
@@ -1061,7 +1072,29 @@ struct Shape {
     causal: bool,
     off: u64,
     scale: f32,
+    /// Logit soft-cap `c`: scores become `c·tanh(scale·S / c)` before the mask.
+    softcap: Option<f32>,
     dt: DType,
+}
+
+/// `dst = acc·scale`, or with a soft-cap `c`: `c·tanh(acc·scale / c)`.
+fn scores(
+    e: &mut super::emit::Emitter,
+    dst: T,
+    acc: T,
+    scale: f32,
+    softcap: Option<f32>,
+    rows: u64,
+    cols: u64,
+) {
+    match softcap {
+        None => e.vimm(Imm::Mul, dst, acc, scale, rows, cols),
+        Some(c) => {
+            e.vimm(Imm::Mul, dst, acc, scale / c, rows, cols);
+            e.vun(Un::Tanh, dst, dst, Bcast::Full, rows, cols);
+            e.vimm(Imm::Mul, dst, dst, c, rows, cols);
+        }
+    }
 }
 
 /// Keys `[0, n)` that queries `[q0, q0 + wq)` attend to, rounded up to `gran` (at most `skv`).

@@ -189,7 +189,8 @@ define_ops! { OPS;
     Identity = "graph.identity", pure = true, verify = verify_unary;
     /// `%r = "graph.fused_attention"(%q, %k, %v, %mask?) {scale = 0.125 : f32, causal = true}` —
     /// `softmax(q kᵀ · scale + mask) v` recognized from its decomposed pattern; `loc(fused[...])` names
-    /// every source node.
+    /// every source node. With `softcap = c : f32` the scores are soft-capped before the mask:
+    /// `softmax(c · tanh(q kᵀ · scale / c) + mask) v`.
     FusedAttention = "graph.fused_attention", pure = true, verify = verify_attention;
     /// `%r = "graph.matmul_epilogue"(%a, %b, %bias?, %res?) {activation = "none" | "relu" | "gelu" | "gelu_tanh" | "silu", residual = true?}`
     /// — `act(a · b + bias) + res`, computed in f32 on the accumulator tile with one rounding to
