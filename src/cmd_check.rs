@@ -149,7 +149,8 @@ pub fn run(a: &CheckArgs) -> Result<(), String> {
     } else {
         (a.input.clone(), vec![])
     };
-    let bytes = std::fs::read(&model_path).map_err(|e| format!("{}: {e}", model_path.display()))?;
+    let bytes = llmpu_isa::limits::read_file(&model_path)
+        .map_err(|e| format!("{}: {e}", model_path.display()))?;
     let model = onnx::decode_model(&bytes).map_err(|e| e.to_string())?;
     let base = model_path.parent().map(Path::to_path_buf);
     let input_names = onnx::graph_input_names(&model);

@@ -95,7 +95,8 @@ pub fn options(target: &str, precision: &str) -> Result<Options, String> {
 pub fn load_model(path: &Path, dims: &[String]) -> Result<Module, String> {
     let name = path.display().to_string();
     if path.extension().is_some_and(|e| e == "mlir") {
-        let src = std::fs::read_to_string(path).map_err(|e| format!("cannot read {name}: {e}"))?;
+        let src = llmpu_isa::limits::read_to_string(path)
+            .map_err(|e| format!("cannot read {name}: {e}"))?;
         let m = llmpu_compiler::parser::parse_module(&src).map_err(|e| {
             eprint!("{}", e.diagnostic.render(&name, &src));
             format!("could not parse {name}")

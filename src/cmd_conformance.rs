@@ -243,7 +243,7 @@ fn numbered(dir: &Path, prefix: &str) -> Vec<PathBuf> {
 }
 
 fn run_case(case: &Path, backend: &mut dyn Backend) -> Outcome {
-    let bytes = match std::fs::read(case.join("model.onnx")) {
+    let bytes = match llmpu_isa::limits::read_file(&case.join("model.onnx")) {
         Ok(b) => b,
         Err(e) => return Outcome::Fail(format!("cannot read model.onnx: {e}")),
     };

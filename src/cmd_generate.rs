@@ -78,7 +78,7 @@ pub struct Generation {
 fn parse_prompt(s: &str) -> Result<(Vec<i64>, Option<Vec<i64>>), String> {
     let p = Path::new(s);
     if p.extension().is_some_and(|e| e == "json") || p.is_file() {
-        let text = std::fs::read_to_string(p).map_err(|e| format!("{s}: {e}"))?;
+        let text = llmpu_isa::limits::read_to_string(p).map_err(|e| format!("{s}: {e}"))?;
         let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{s}: {e}"))?;
         let ids = |k: &str| -> Option<Vec<i64>> {
             v.get(k)?.as_array()?.iter().map(|x| x.as_i64()).collect()

@@ -127,7 +127,8 @@ fn model_paths(a: &ServeArgs) -> Result<(PathBuf, PathBuf), String> {
 /// The model's maximum positions from the `meta.json` beside it.
 fn meta_context(model: &Path) -> Option<u64> {
     let meta = model.parent()?.join("meta.json");
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(meta).ok()?).ok()?;
+    let v: serde_json::Value =
+        serde_json::from_str(&llmpu_isa::limits::read_to_string(&meta).ok()?).ok()?;
     let c = v.get("config")?;
     c.get("n_positions")
         .or_else(|| c.get("max_position_embeddings"))
@@ -245,7 +246,7 @@ pub fn simulate(a: &ServeArgs) -> Result<(Simulation, u64), String> {
         .io("logits")
         .and_then(|t| t.shape.last().copied())
         .ok_or("the decode program has no `logits` output")?;
-    let text = std::fs::read_to_string(requests_path)
+    let text = llmpu_isa::limits::read_to_string(requests_path)
         .map_err(|e| format!("{}: {e}", requests_path.display()))?;
     let requests: Vec<Request> = serve::parse_trace(&text, a.seed, vocab)
         .map_err(|e| format!("{}: {e}", requests_path.display()))?;

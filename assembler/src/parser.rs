@@ -576,7 +576,7 @@ impl Parser {
             return Err(e);
         }
         let path = self.base.join(spec);
-        let text = std::fs::read_to_string(&path).map_err(|e| {
+        let text = llmpu_isa::limits::read_to_string(&path).map_err(|e| {
             AsmError::new(
                 ErrorKind::BadTarget(format!("cannot read target file {}: {e}", path.display())),
                 Some(span),
@@ -917,16 +917,18 @@ fn numbered(c: &mut Cursor, prefix: char) -> Option<u128> {
     digits.parse().ok()
 }
 
-/// Reads an `.incbin` file, at most the target's HBM size (so `/dev/zero` or a huge file is an
-/// error, not an out-of-memory abort).
+/// Reads an `.incbin` file: a regular file (so `/dev/zero` or a FIFO is an error, not an endless
+/// read) of at most the target's HBM size and the file size limit (`llmpu_isa::limits`).
 fn read_bounded(path: &Path, target: &Target) -> Result<Vec<u8>, String> {
-    use std::io::Read;
     let limit = target.hbm.size_bytes;
-    let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let mut bytes = Vec::new();
-    f.take(limit.saturating_add(1))
-        .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
+    let (_, len) = llmpu_isa::limits::open_regular(path).map_err(|e| e.to_string())?;
+    if len > limit {
+        return Err(format!(
+            "the file is larger than the HBM of target `{}` ({limit} bytes)",
+            target.name
+        ));
+    }
+    let bytes = llmpu_isa::limits::read_file(path).map_err(|e| e.to_string())?;
     if bytes.len() as u64 > limit {
         return Err(format!(
             "the file is larger than the HBM of target `{}` ({limit} bytes)",

@@ -152,9 +152,9 @@ pub fn decode_model(bytes: &[u8]) -> Result<proto::ModelProto, ImportError> {
 
 /// Reads and imports `path`; external data is resolved relative to its folder.
 pub fn import_file(path: &Path, opts: &ImportOptions) -> Result<Module, ImportError> {
-    let bytes = std::fs::read(path).map_err(|e| ImportError::Io {
+    let bytes = llmpu_isa::limits::read_file(path).map_err(|e| ImportError::Io {
         path: path.to_path_buf(),
-        source: e,
+        source: e.into(),
     })?;
     let base = path.parent().map(|p| {
         if p.as_os_str().is_empty() {
@@ -200,9 +200,9 @@ pub fn graph_input_names(model: &proto::ModelProto) -> Vec<String> {
 
 /// Reads a serialized `TensorProto` file (ONNX test data `input_0.pb`): its name and value.
 pub fn read_tensor_file(path: &Path) -> Result<(String, Tensor), ImportError> {
-    let bytes = std::fs::read(path).map_err(|e| ImportError::Io {
+    let bytes = llmpu_isa::limits::read_file(path).map_err(|e| ImportError::Io {
         path: path.to_path_buf(),
-        source: e,
+        source: e.into(),
     })?;
     let t = proto::TensorProto::decode(&bytes[..]).map_err(|e| ImportError::Decode {
         what: Some(path.display().to_string()),
