@@ -58,8 +58,18 @@ fn numbered(dir: &Path, prefix: &str) -> Vec<PathBuf> {
     v.into_iter().map(|(_, p)| p).collect()
 }
 
-fn random_input(st: ScalarType, shape: &[usize], seed: &mut u64) -> ITensor {
-    let n: usize = shape.iter().product();
+fn random_input(
+    name: &str,
+    st: ScalarType,
+    shape: &[u64],
+    seed: &mut u64,
+) -> Result<ITensor, String> {
+    let n = llmpu_isa::limits::host_tensor(
+        &format!("random input '{name}' {shape:?}"),
+        shape,
+        st.byte_size() as u64,
+    )
+    .map_err(|e| e.to_string())?;
     let mut next = || {
         *seed = seed
             .wrapping_mul(6364136223846793005)
@@ -75,7 +85,8 @@ fn random_input(st: ScalarType, shape: &[usize], seed: &mut u64) -> ITensor {
             }
         })
         .collect();
-    ITensor::from_f64_fn(st, shape.to_vec(), n, |i| vals[i])
+    let shape = shape.iter().map(|&d| d as usize).collect();
+    Ok(ITensor::from_f64_fn(st, shape, n, |i| vals[i]))
 }
 
 /// Fraction of positions (all but the last axis) whose argmax agrees.
@@ -210,15 +221,13 @@ pub fn run(a: &CheckArgs) -> Result<(), String> {
                     .args
                     .clone();
                 let mut seed = a.seed;
-                for v in args {
+                for (i, v) in args.into_iter().enumerate() {
                     let t = module.value_type(v).as_tensor().ok_or("non-tensor input")?;
-                    let shape: Vec<usize> = t
+                    let shape = t
                         .static_shape()
-                        .ok_or("symbolic input shape: give a case folder")?
-                        .iter()
-                        .map(|&d| d as usize)
-                        .collect();
-                    inputs.push(random_input(t.elem, &shape, &mut seed));
+                        .ok_or("symbolic input shape: give a case folder")?;
+                    let name = input_names.get(i).map(String::as_str).unwrap_or("?");
+                    inputs.push(random_input(name, t.elem, &shape, &mut seed)?);
                 }
                 interp::run(&module, &inputs).map_err(|e| e.to_string())?
             }

@@ -224,8 +224,11 @@ pub fn generate(a: &GenerateArgs) -> Result<Generation, String> {
     if new_tokens == 0 {
         return Err("--new-tokens 0: nothing to generate".into());
     }
-    let max_context = a.max_context.unwrap_or(n + new_tokens as u64);
-    if max_context < n + new_tokens as u64 - 1 {
+    let total = n.checked_add(new_tokens as u64).ok_or_else(|| {
+        format!("--new-tokens {new_tokens}: {n} prompt + new tokens overflow 64 bits")
+    })?;
+    let max_context = a.max_context.unwrap_or(total);
+    if max_context < total - 1 {
         return Err(format!(
             "--max-context {max_context} cannot hold {n} prompt + {new_tokens} new tokens"
         ));

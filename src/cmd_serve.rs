@@ -211,6 +211,12 @@ pub fn simulate(a: &ServeArgs) -> Result<(Simulation, u64), String> {
     if a.max_batch == 0 {
         return Err("--max-batch must be at least 1".into());
     }
+    if !(0.0..=1.0).contains(&a.watermark) {
+        return Err(format!(
+            "--watermark {}: a fraction of the pool from 0 to 1 is needed",
+            a.watermark
+        ));
+    }
     let target = target_options(a)?.target;
     let bt = target.kv.block_tokens.max(1) as u64;
     let max_blocks = max_context.div_ceil(bt);
@@ -225,8 +231,20 @@ pub fn simulate(a: &ServeArgs) -> Result<(Simulation, u64), String> {
     };
     let decode_dims_for = |b: usize| decode_dims(max_context, &[format!("batch_size={b}")]);
     // Pool size: given, from bytes (one compile to learn the block size), or the default.
-    let default_blocks = 1 + a.max_batch as u64 * max_blocks;
-    let mut pool = a.kv_blocks.unwrap_or(default_blocks);
+    let default_blocks = (a.max_batch as u64)
+        .checked_mul(max_blocks)
+        .and_then(|b| b.checked_add(1));
+    let mut pool = match (a.kv_blocks, default_blocks) {
+        (Some(n), _) => n,
+        (None, Some(n)) => n,
+        (None, None) => {
+            return Err(format!(
+                "--max-batch {} × {max_blocks} blocks of --max-context {max_context}: the \
+                 default pool size overflows 64 bits (give --kv-blocks)",
+                a.max_batch
+            ));
+        }
+    };
     let mut first = compile(&decode_path, &decode_dims_for(buckets[0])?, a, Some(pool))?;
     if let Some(bytes) = a.kv_memory {
         let kv = first
@@ -235,6 +253,13 @@ pub fn simulate(a: &ServeArgs) -> Result<(Simulation, u64), String> {
             .ok_or("the decode program has no paged KV region")?;
         let per: u64 = kv.slots.iter().filter_map(|s| kv.block_bytes(s)).sum();
         pool = bytes / per.max(1);
+        if pool > u32::MAX as u64 {
+            return Err(format!(
+                "--kv-memory {bytes}: {pool} blocks of {per} bytes; at most {} blocks (block ids \
+                 are 32-bit)",
+                u32::MAX
+            ));
+        }
         if pool < 2 {
             return Err(format!(
                 "--kv-memory {bytes}: a block of every layer's K and V is {per} bytes; need room for 2"

@@ -27,6 +27,16 @@ mod progress;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Largest tensor the host materializes (reference interpreter values, random and `.npy`
+    /// inputs, emulator outputs), in bytes; suffixes K, M, G, T.
+    #[arg(long, global = true, value_name = "BYTES", value_parser = llmpu_isa::limits::parse_bytes,
+          default_value = "4G")]
+    host_memory_limit: u64,
+    /// Largest file read whole (models, binaries, assembly, `.incbin`, `.npy`, targets, traces),
+    /// in bytes; suffixes K, M, G, T. Only regular files are read.
+    #[arg(long, global = true, value_name = "BYTES", value_parser = llmpu_isa::limits::parse_bytes,
+          default_value = "4G")]
+    max_file_size: u64,
 }
 
 #[derive(Subcommand)]
@@ -61,6 +71,8 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    llmpu_isa::limits::set_host_bytes(cli.host_memory_limit);
+    llmpu_isa::limits::set_max_file_bytes(cli.max_file_size);
     let result = match &cli.command {
         Command::Targets(a) => cmd_targets::run(a),
         Command::Asm(a) => cmd_asm::asm(a),

@@ -264,7 +264,9 @@ fn value_type_of(
             }
         }
     }
-    Ok(Some(Type::Tensor(TensorType { dims, elem })))
+    let t = TensorType { dims, elem };
+    t.check_limits().map_err(|r| unsupported(&r))?;
+    Ok(Some(Type::Tensor(t)))
 }
 
 fn tensor_type_of(tp: &TypeProto) -> Result<&super::proto::TypeProtoTensor, String> {
@@ -624,6 +626,9 @@ impl Ctx<'_> {
 
     fn infer(&mut self, op: OpId) -> R<()> {
         if let Some(types) = infer_op(&self.m, op)? {
+            for t in types.iter().filter_map(Type::as_tensor) {
+                t.check_limits()?;
+            }
             let results = self.m.op(op).results.clone();
             for (r, t) in results.into_iter().zip(types) {
                 self.m.set_value_type(r, t);

@@ -228,7 +228,9 @@ pub fn parse_shape_arg(s: &str) -> Result<(String, Vec<u64>), String> {
             .map(|d| {
                 d.trim()
                     .parse::<u64>()
-                    .map_err(|_| format!("bad extent '{d}' in '{s}'"))
+                    .ok()
+                    .filter(|&v| v <= i64::MAX as u64)
+                    .ok_or_else(|| format!("bad extent '{d}' in '{s}' (0 to 2^63 - 1)"))
             })
             .collect::<Result<_, _>>()?
     };
@@ -242,7 +244,12 @@ pub fn parse_dim_arg(s: &str) -> Result<(String, u64), String> {
         .ok_or_else(|| format!("expected NAME=N, got '{s}'"))?;
     let v = v
         .trim()
-        .parse()
+        .parse::<u64>()
         .map_err(|_| format!("bad value '{v}' in '{s}'"))?;
+    if v > i64::MAX as u64 {
+        return Err(format!(
+            "--dim {s}: a dim is at most 2^63 - 1 (ONNX and MLIR extents are int64)"
+        ));
+    }
     Ok((name.to_string(), v))
 }

@@ -151,6 +151,13 @@ impl ExternalData {
 
 /// The shape of a tensor proto (negative dims are an error).
 pub fn proto_shape(t: &TensorProto) -> Result<Vec<usize>, String> {
+    if t.dims.len() > crate::ir::types::MAX_RANK {
+        return Err(format!(
+            "rank {} exceeds the maximum rank {}",
+            t.dims.len(),
+            crate::ir::types::MAX_RANK
+        ));
+    }
     t.dims
         .iter()
         .map(|&d| usize::try_from(d).map_err(|_| format!("negative dimension {d}")))
