@@ -58,7 +58,7 @@ pub fn disasm(a: &DisasmArgs) -> Result<(), String> {
             std::fs::write(p, text).map_err(|e| format!("cannot write {}: {e}", p.display()))
         }
         None => {
-            print!("{text}");
+            out!("{text}");
             Ok(())
         }
     }

@@ -117,7 +117,7 @@ fn top1(got: &[f32], want: &[f32], last: usize) -> f64 {
 fn print_output(name: &str, t: &llmpu_runtime::Tensor) {
     let v = t.to_f32();
     let head: Vec<String> = v.iter().take(6).map(|x| format!("{x:.4}")).collect();
-    print!("     {name} {}: [{}, ...]", t.describe(), head.join(", "));
+    out!("     {name} {}: [{}, ...]", t.describe(), head.join(", "));
     let last = *t.shape.last().unwrap_or(&1) as usize;
     if t.dtype.is_float() && last > 1 && v.len() / last <= 64 {
         let am: Vec<usize> = v
@@ -132,9 +132,9 @@ fn print_output(name: &str, t: &llmpu_runtime::Tensor) {
                     .0
             })
             .collect();
-        print!("; argmax per position {am:?}");
+        out!("; argmax per position {am:?}");
     }
-    println!();
+    outln!();
 }
 
 /// Runs `llmpu check`.
@@ -170,7 +170,7 @@ pub fn run(a: &CheckArgs) -> Result<(), String> {
         .as_ref()
         .map(|g| g.output.iter().map(|o| o.name.clone()).collect())
         .unwrap_or_default();
-    println!(
+    outln!(
         "check {} on `{}` ({}); {tol}",
         model_path.display(),
         o.target.name,
@@ -238,7 +238,7 @@ pub fn run(a: &CheckArgs) -> Result<(), String> {
             .and_then(|s| s.file_name())
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_else(|| "random inputs".into());
-        println!("-- {label}");
+        outln!("-- {label}");
         for (i, (g, w)) in outs.iter().zip(&expected).enumerate() {
             let name = output_names
                 .get(i)
@@ -263,7 +263,7 @@ pub fn run(a: &CheckArgs) -> Result<(), String> {
             } else {
                 1.0
             };
-            println!(
+            outln!(
                 "{c}; max|diff|/max|ref| {:.2e}; top-1 {:.2}%",
                 c.max_abs / scale.max(f64::MIN_POSITIVE),
                 100.0 * t1
@@ -272,7 +272,7 @@ pub fn run(a: &CheckArgs) -> Result<(), String> {
             print_output(&name, &g);
         }
         if ri == 0 && !a.no_report {
-            print!("{}", report.render());
+            out!("{}", report.render());
         }
     }
     if all_ok {

@@ -408,18 +408,18 @@ pub fn run(args: &ConformanceArgs) -> Result<(), String> {
             })
         })
         .collect();
-    println!(
+    outln!(
         "conformance: {} case(s) in {} on the {}",
         list.len(),
         args.dir.display(),
         backend.name()
     );
     match backend.float_tolerance() {
-        Some(t) => println!(
+        Some(t) => outln!(
             "tolerance: float outputs {t} (compile-mode numerics); other outputs {}",
             tolerance_line().trim_start_matches("tolerance: ")
         ),
-        None => println!("{}", tolerance_line()),
+        None => outln!("{}", tolerance_line()),
     }
     let (mut pass, mut fail, mut unsup) = (0, 0, 0);
     let mut progress = crate::progress::Progress::new("conformance", list.len() as u64);
@@ -437,23 +437,23 @@ pub fn run(args: &ConformanceArgs) -> Result<(), String> {
             Outcome::Ok { max_abs } => {
                 pass += 1;
                 if !args.quiet {
-                    println!("ok          {name} (max |diff| {max_abs:.1e})");
+                    outln!("ok          {name} (max |diff| {max_abs:.1e})");
                 }
             }
             Outcome::Fail(m) => {
                 fail += 1;
-                println!("FAIL        {name}: {m}");
+                outln!("FAIL        {name}: {m}");
             }
             Outcome::Unsupported(m) => {
                 unsup += 1;
                 if !args.quiet {
-                    println!("unsupported {name}: {}", m.replace('\n', " "));
+                    outln!("unsupported {name}: {}", m.replace('\n', " "));
                 }
             }
         }
     }
     progress.finish();
-    println!("{pass} passed, {fail} failed, {unsup} unsupported");
+    outln!("{pass} passed, {fail} failed, {unsup} unsupported");
     if fail > 0 {
         return Err(format!("{fail} conformance case(s) failed"));
     }

@@ -394,7 +394,7 @@ pub fn generate(a: &GenerateArgs) -> Result<Generation, String> {
 pub fn run(a: &GenerateArgs) -> Result<(), String> {
     let g = generate(a)?;
     let clock = g.prefill.clock_ghz * 1e9;
-    println!(
+    outln!(
         "generated {} tokens: {}",
         g.ids.len(),
         g.ids
@@ -403,9 +403,9 @@ pub fn run(a: &GenerateArgs) -> Result<(), String> {
             .collect::<Vec<_>>()
             .join(",")
     );
-    println!("\nstep  context  cycles      time        HBM read    HBM write   live KV     energy");
+    outln!("\nstep  context  cycles      time        HBM read    HBM write   live KV     energy");
     for (i, ((r, kvb), ctx)) in g.steps.iter().zip(&g.kv_bytes).zip(&g.contexts).enumerate() {
-        println!(
+        outln!(
             "{:>4}  {:>7}  {:>10}  {:>8.3} µs  {:>9} B  {:>9} B  {:>9} B  {:>8.3} µJ",
             i + 1,
             ctx,
@@ -428,21 +428,21 @@ pub fn run(a: &GenerateArgs) -> Result<(), String> {
         .sum::<f64>()
         / n;
     let kv_mean = g.kv_bytes.iter().sum::<u64>() as f64 / n;
-    println!(
+    outln!(
         "\ntime to first token   {:.3} µs ({} cycles)",
         ttft * 1e6,
         g.prefill.cycles
     );
-    println!("time per output token {:.3} µs", tpot * 1e6);
-    println!(
+    outln!("time per output token {:.3} µs", tpot * 1e6);
+    outln!(
         "tokens/s              {:.1} at {:.3} GHz",
         1.0 / tpot.max(1e-30),
         g.prefill.clock_ghz
     );
-    println!("energy per token      {energy:.3} µJ");
+    outln!("energy per token      {energy:.3} µJ");
     let kv_read = (g.kv_read.iter().sum::<u64>() as f64 / n).min(hbm);
     let pct = |x: f64| 100.0 * x / hbm.max(1.0);
-    println!(
+    outln!(
         "HBM bytes per token   {hbm:.0} measured: KV cache {kv_read:.0} ({:.1}%: live blocks \
          read by attention + appends; live cache {kv_mean:.0} B mean), weights and activations \
          {:.0} ({:.1}%; weights resident {} B)",
@@ -453,7 +453,7 @@ pub fn run(a: &GenerateArgs) -> Result<(), String> {
     );
     if let (Some(path), Some(t)) = (&a.trace, &g.trace) {
         std::fs::write(path, t.to_chrome_json()).map_err(|e| format!("{}: {e}", path.display()))?;
-        println!(
+        outln!(
             "trace                 {} ({} instructions, {} steps; open in ui.perfetto.dev)",
             path.display(),
             t.events.len(),
@@ -463,7 +463,7 @@ pub fn run(a: &GenerateArgs) -> Result<(), String> {
     if let Some(exp) = &g.expected {
         let k = exp.len().min(g.ids.len());
         let same = (0..k).filter(|&i| exp[i] == g.ids[i]).count();
-        println!(
+        outln!(
             "reference ids match  {same}/{k} ({:.1}%)",
             100.0 * same as f64 / k.max(1) as f64
         );
@@ -474,7 +474,7 @@ pub fn run(a: &GenerateArgs) -> Result<(), String> {
             ));
         }
         if g.ids.len() > exp.len() {
-            println!(
+            outln!(
                 "(the reference has {} ids; the last {} are not compared)",
                 exp.len(),
                 g.ids.len() - exp.len()

@@ -100,7 +100,7 @@ pub fn run(args: &ImportArgs) -> Result<(), String> {
             std::fs::write(p, text).map_err(|e| format!("cannot write {}: {e}", p.display()))
         }
         None => {
-            print!("{text}");
+            out!("{text}");
             Ok(())
         }
     }

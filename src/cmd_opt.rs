@@ -41,7 +41,7 @@ pub struct OptArgs {
 pub fn run(args: &OptArgs) -> Result<(), String> {
     if args.list_passes {
         for p in registry() {
-            println!("{:<16} {}", p.name, p.description);
+            outln!("{:<16} {}", p.name, p.description);
         }
         return Ok(());
     }
@@ -92,7 +92,7 @@ pub fn run(args: &OptArgs) -> Result<(), String> {
             std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
         }
         None => {
-            print!("{text}");
+            out!("{text}");
             Ok(())
         }
     }

@@ -163,18 +163,18 @@ pub fn run(a: &RunArgs) -> Result<(), String> {
                 })
                 .collect(),
         );
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&j).map_err(|e| e.to_string())?
         );
     } else {
         for (name, t) in &result.outputs {
-            println!("output {name}: {}", t.describe());
+            outln!("output {name}: {}", t.describe());
         }
         for c in &checks {
-            println!("{c}");
+            outln!("{c}");
         }
-        print!("{}", result.report.render());
+        out!("{}", result.report.render());
     }
     if failed.is_empty() {
         Ok(())

@@ -356,7 +356,7 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
     }
     let s = sim.summary(weights, a.timing_only);
     if a.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&s).map_err(|e| e.to_string())?
         );
@@ -374,7 +374,7 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
         )
     };
     let c = &sim.config;
-    println!(
+    outln!(
         "serve-sim: {} requests, max batch {} (buckets {}), KV pool {} blocks × {} tokens (+ the \
          null block), max context {} tokens, {}",
         s["requests"],
@@ -389,7 +389,7 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
         c.max_context,
         a.precision
     );
-    println!(
+    outln!(
         "completed             {} requests, {} output tokens{}",
         s["requests"],
         s["output_tokens"],
@@ -399,18 +399,18 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
             ""
         }
     );
-    println!(
+    outln!(
         "modeled time          {} ms (programs running {} ms)",
         ms(f("total_s")),
         ms(f("busy_s"))
     );
-    println!(
+    outln!(
         "throughput            {:.1} output tokens/s, {:.1} requests/s",
         f("throughput_tokens_per_s"),
         f("throughput_requests_per_s")
     );
-    println!("TTFT                  {}", pct("ttft_s"));
-    println!("TPOT                  {}", pct("tpot_s"));
+    outln!("TTFT                  {}", pct("ttft_s"));
+    outln!("TPOT                  {}", pct("tpot_s"));
     let hist: Vec<String> = s["batch_size_histogram"]
         .as_array()
         .map(|v| {
@@ -421,21 +421,21 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
                 .collect()
         })
         .unwrap_or_default();
-    println!(
+    outln!(
         "decode steps          {} (mean batch {:.2}; batch:steps {}), {} prefills",
         s["decode_steps"],
         f("mean_batch"),
         hist.join(" "),
         s["prefill_runs"]
     );
-    println!(
+    outln!(
         "KV utilization        {:.1}% with paging (tokens held / allocated block tokens, \
          time-weighted); {:.1}% if each request reserved {} tokens",
         100.0 * f("kv_utilization_paged"),
         100.0 * f("kv_utilization_reserved"),
         c.max_context
     );
-    println!(
+    outln!(
         "KV pool               peak {} of {} blocks ({:.1}%); reserving the max context, it \
          would hold {} sequences",
         s["kv_peak_blocks"],
@@ -443,8 +443,8 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
         100.0 * f("kv_peak_occupancy"),
         s["reserved_sequences_fitting_pool"]
     );
-    println!("preemptions           {}", s["preemptions"]);
-    println!(
+    outln!("preemptions           {}", s["preemptions"]);
+    outln!(
         "HBM bytes per token   {:.0}: KV cache {:.0}, weights and activations {:.0} (weights \
          resident {} B)",
         f("hbm_bytes_per_token"),
@@ -452,9 +452,9 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
         f("hbm_weight_and_activation_bytes_per_token"),
         weights
     );
-    println!("energy per token      {:.3} µJ", f("energy_per_token_uj"));
+    outln!("energy per token      {:.3} µJ", f("energy_per_token_uj"));
     if let Some(path) = &a.trace {
-        println!(
+        outln!(
             "trace                 {} (open in ui.perfetto.dev)",
             path.display()
         );

@@ -4,6 +4,10 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+// First, so that its `out!`/`outln!` macros are in scope in every command module.
+#[macro_use]
+mod out;
+
 mod cmd_asm;
 mod cmd_bench;
 mod cmd_check;
@@ -87,6 +91,7 @@ fn main() -> ExitCode {
         Command::Import(a) => cmd_import::run(a),
         Command::Conformance(a) => cmd_conformance::run(a),
     };
+    out::flush();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
