@@ -459,6 +459,42 @@ fn f3_max_context_of_2_64_minus_1_is_refused_by_generate_and_serve_sim() {
     r.fails_with(&["--max-context 18446744073709551615: at most 2^63 - 1 tokens"]);
 }
 
+// ---------- 4. linear-time assembler diagnostics ----------
+
+#[test]
+fn f4_a_million_erroneous_lines_are_diagnosed_in_linear_time() {
+    let mut src = String::from(".core 0\n");
+    for _ in 0..1_000_000 {
+        src.push_str("    lii r2, 3\n");
+    }
+    src.push_str("    halt\n");
+    let p = scratch("million_errors.s");
+    std::fs::write(&p, &src).expect("write");
+    let r = llmpu(&["asm", s(&p), "-o", s(&scratch("million.llmpu"))]);
+    r.fails_with(&[
+        "million_errors.s:1000001:5: error: unknown mnemonic `lii`",
+        "did you mean `li`?",
+        "(1000000 errors)",
+    ]);
+    // Unknown labels: each suggestion searches every label, so only the first ones get one.
+    let mut src = String::from(".core 0\n");
+    for i in 0..50_000 {
+        src.push_str(&format!("label{i}:\n"));
+    }
+    for i in 0..50_000 {
+        src.push_str(&format!("    jmp nolabel{i}\n"));
+    }
+    src.push_str("    halt\n");
+    let p = scratch("unknown_labels.s");
+    std::fs::write(&p, &src).expect("write");
+    let r = llmpu(&["asm", s(&p), "-o", s(&scratch("labels.llmpu"))]);
+    r.fails_with(&["unknown label `nolabel49999` in core 0", "(50000 errors)"]);
+    assert!(
+        r.stderr.contains("did you mean `label0`?"),
+        "no suggestion at all"
+    );
+}
+
 // ---------- 5. bounded reads, 6. no hang ----------
 
 #[test]

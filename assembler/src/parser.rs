@@ -52,6 +52,7 @@ pub fn parse_into(src: &str, base: &Path, asm: &mut Assembler) {
     let mut p = Parser {
         base: base.to_path_buf(),
         data_open: false,
+        suggestions: Default::default(),
     };
     for line in toks.split(|(t, _)| *t == Tok::Newline) {
         if line.is_empty() {
@@ -82,6 +83,9 @@ struct Parser {
     base: PathBuf,
     /// Whether value directives may append to the last `.data` segment.
     data_open: bool,
+    /// "Did you mean" answers per unknown mnemonic already seen (a file repeating one typo costs
+    /// one search).
+    suggestions: std::collections::HashMap<String, Option<&'static str>>,
 }
 
 /// A cursor over one line's tokens.
@@ -642,7 +646,15 @@ impl Parser {
         let mnemonic = c.text(mspan);
         let Some(desc) = by_mnemonic(mnemonic) else {
             let mut e = AsmError::new(ErrorKind::UnknownMnemonic(mnemonic.into()), Some(mspan));
-            if let Some(s) = closest(mnemonic, INSTRUCTIONS.iter().map(|d| d.mnemonic)) {
+            let suggestion = match self.suggestions.get(mnemonic) {
+                Some(s) => *s,
+                None => {
+                    let s = closest(mnemonic, INSTRUCTIONS.iter().map(|d| d.mnemonic));
+                    self.suggestions.insert(mnemonic.to_string(), s);
+                    s
+                }
+            };
+            if let Some(s) = suggestion {
                 e = e.with_help(format!("did you mean `{s}`?"));
             }
             return Err(e);
