@@ -35,6 +35,12 @@ pub struct CheckArgs {
     /// Do not print the cost report.
     #[arg(long)]
     pub no_report: bool,
+    /// Trap on reads of never-written SRAM, accumulator or HBM bytes (names core, pc and bytes).
+    #[arg(long)]
+    pub check_uninit: bool,
+    /// Stop the emulation after this many instructions.
+    #[arg(long, value_name = "N")]
+    pub max_instructions: Option<u64>,
 }
 
 fn numbered(dir: &Path, prefix: &str) -> Vec<PathBuf> {
@@ -183,7 +189,11 @@ pub fn run(a: &CheckArgs) -> Result<(), String> {
         sets.into_iter().map(Some).collect()
     };
     for (ri, set) in runs.iter().enumerate() {
-        let mut opts = ImportOptions::default();
+        let mut opts = ImportOptions {
+            // Warnings once, for the first data set.
+            on_warning: (ri == 0).then_some(onnx::print_warning as fn(&_)),
+            ..Default::default()
+        };
         let mut inputs = vec![];
         if let Some(set) = set {
             for (i, p) in numbered(set, "input_").iter().enumerate() {
@@ -232,7 +242,14 @@ pub fn run(a: &CheckArgs) -> Result<(), String> {
                 interp::run(&module, &inputs).map_err(|e| e.to_string())?
             }
         };
-        let (outs, report) = crate::emulate::run(&module, &inputs, &o)?;
+        let mut ro = llmpu_runtime::RunOptions {
+            check_uninit: a.check_uninit,
+            ..Default::default()
+        };
+        if let Some(n) = a.max_instructions {
+            ro.max_instructions = n;
+        }
+        let (outs, report) = crate::emulate::run(&module, &inputs, &o, &ro)?;
         let label = set
             .as_ref()
             .and_then(|s| s.file_name())

@@ -37,6 +37,9 @@ pub struct ConformanceArgs {
     /// of `llmpu_runtime::compare`: scaled error bound plus cosine similarity).
     #[arg(long, default_value = "fp32")]
     pub precision: String,
+    /// Emulator backend: trap on reads of never-written SRAM, accumulator or HBM bytes.
+    #[arg(long)]
+    pub check_uninit: bool,
 }
 
 /// The available backends.
@@ -55,6 +58,10 @@ impl BackendKind {
             BackendKind::Interpreter => Box::new(InterpreterBackend),
             BackendKind::Emulator => Box::new(EmulatorBackend {
                 options: crate::cmd_compile::options(&args.target, &args.precision)?,
+                run: llmpu_runtime::RunOptions {
+                    check_uninit: args.check_uninit,
+                    ..Default::default()
+                },
             }),
         })
     }
@@ -64,6 +71,7 @@ impl BackendKind {
 /// (`llmpu_compiler::backend::pipeline`), run, and its outputs read back.
 pub struct EmulatorBackend {
     pub options: llmpu_compiler::backend::Options,
+    pub run: llmpu_runtime::RunOptions,
 }
 
 impl Backend for EmulatorBackend {
@@ -71,7 +79,7 @@ impl Backend for EmulatorBackend {
         "emulator"
     }
     fn run(&mut self, module: &Module, inputs: &[Tensor]) -> Result<Vec<Tensor>, String> {
-        crate::emulate::run(module, inputs, &self.options).map(|(o, _)| o)
+        crate::emulate::run(module, inputs, &self.options, &self.run).map(|(o, _)| o)
     }
     fn float_tolerance(&self) -> Option<Tolerance> {
         (self.options.precision == llmpu_compiler::backend::Precision::Bf16)

@@ -55,6 +55,12 @@ pub struct GenerateArgs {
     /// one `host` track naming the steps.
     #[arg(long, value_name = "FILE")]
     pub trace: Option<PathBuf>,
+    /// Trap on reads of never-written SRAM, accumulator or HBM bytes in any run.
+    #[arg(long)]
+    pub check_uninit: bool,
+    /// Stop each emulated run after this many instructions.
+    #[arg(long, value_name = "N")]
+    pub max_instructions: Option<u64>,
 }
 
 /// What a generation produced.
@@ -283,10 +289,14 @@ pub fn generate(a: &GenerateArgs) -> Result<Generation, String> {
             region.past_len
         ));
     }
-    let opts = RunOptions {
+    let mut opts = RunOptions {
         trace: a.trace.is_some(),
+        check_uninit: a.check_uninit,
         ..RunOptions::default()
     };
+    if let Some(n) = a.max_instructions {
+        opts.max_instructions = n;
+    }
     let mut progress = Progress::new("generate", new_tokens as u64);
     progress.set(0, "prefill");
     let positions: Vec<i64> = (0..n as i64).collect();

@@ -52,6 +52,7 @@ pub fn import_options(
 ) -> Result<ImportOptions, String> {
     let mut o = ImportOptions {
         allow_symbolic,
+        on_warning: Some(llmpu_compiler::onnx::print_warning),
         ..Default::default()
     };
     for d in dims {

@@ -45,6 +45,10 @@ pub struct RunArgs {
     /// Do not stop at data races between units.
     #[arg(long)]
     no_race_check: bool,
+    /// Trap on reads of SRAM, accumulator or HBM bytes that neither an input, the program's data
+    /// nor an earlier instruction wrote (names core, pc, instruction and bytes).
+    #[arg(long)]
+    check_uninit: bool,
     /// Print the report as JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -90,6 +94,7 @@ pub fn run(a: &RunArgs) -> Result<(), String> {
         trace: a.trace.is_some(),
         timeline: a.report.is_some(),
         race_check: !a.no_race_check,
+        check_uninit: a.check_uninit,
         ..RunOptions::default()
     };
     if let Some(n) = a.max_instructions {
