@@ -724,6 +724,163 @@ fn f9_serve_sim_refuses_unrepresentable_arrivals_and_bad_flags() {
     r.fails_with(&["--new-tokens 18446744073709551615: 3 prompt + new tokens overflow 64 bits"]);
 }
 
+// ---------- 10. accepted without a word ----------
+
+#[test]
+fn f10_suspicious_models_are_warned_about_or_refused() {
+    // A negative input dim: a warning naming input and dim (it is read as unknown).
+    let m = relu_input(&[-3, 4], "negative_dim.onnx");
+    let r = llmpu(&["import", s(&m)]);
+    r.succeeds();
+    assert!(
+        r.stderr
+            .contains("warning: graph input 'x': dim #0 is -3 (negative); read as an unknown dim"),
+        "{}",
+        r.stderr
+    );
+    // An IR version from the future, and a 50 MB attribute Relu does not define: warnings, and
+    // the attribute stays out of the IR.
+    let mut relu = node("Relu", "relu", &["x"], &["y"]);
+    relu.attribute.push(AttributeProto {
+        name: "junk".into(),
+        r#type: attribute_type::STRING,
+        s: vec![b'a'; 50_000_000],
+        ..Default::default()
+    });
+    let mut m = model(
+        vec![relu],
+        vec![vi("x", &dims(&[4]))],
+        vec![vi("y", &dims(&[4]))],
+        vec![],
+    );
+    m.ir_version = 99;
+    let p = save(&m, "junk_attribute.onnx");
+    let r = llmpu(&["import", s(&p)]);
+    r.succeeds();
+    assert!(
+        r.stderr
+            .contains("IR version 99 is newer than the newest this importer knows"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains(
+            "node 'relu' (Relu): attribute 'junk' (50000014 bytes) is not an attribute of Relu; \
+             ignored"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stdout.len() < 1000, "{} bytes of IR", r.stdout.len());
+    // No opset for the default domain: the operators' semantics are unknown, an error.
+    m.opset_import.clear();
+    m.graph.as_mut().expect("graph").node[0].attribute.clear();
+    let p = save(&m, "no_opset.onnx");
+    llmpu(&["import", s(&p)]).fails_with(&["declares no opset for the default ONNX domain"]);
+}
+
+#[test]
+fn f10_a_runaway_program_stops_within_seconds_naming_the_flag() {
+    let p = scratch("runaway.s");
+    std::fs::write(&p, ".core 0\nloop:\n    jmp loop\n").expect("write");
+    let r = llmpu(&["run", s(&p)]);
+    r.fails_with(&[
+        "instruction limit of 50000000 reached at core 0 pc 0",
+        "raise it with --max-instructions",
+    ]);
+    assert!(r.elapsed < Duration::from_secs(5), "{:?}", r.elapsed);
+}
+
+#[test]
+fn f10_check_uninit_traps_on_never_written_bytes() {
+    // The vector unit fills 4 of 8 columns, then reads all 8.
+    let p = scratch("uninit_sram.s");
+    std::fs::write(
+        &p,
+        ".target edge\n.output Y : f32[4, 8] @ 0x0\n.core 0\n    li r1, 0x100\n    li r2, 8\n    \
+         vpu.fill sram.f32[r1, r2], 1.0, 4, 4\n    \
+         vpu.exp sram.f32[r1, r2], sram.f32[r1, r2], 4, 8, full\n    vpu.signal s1\n    \
+         dma.wait s1, 1\n    dma.store r1, r0, 8, 4, 1, r2, r0, r2, r0, f32, rows\n    halt\n",
+    )
+    .expect("write");
+    llmpu(&["run", s(&p)]).succeeds();
+    llmpu(&["run", s(&p), "--check-uninit"]).fails_with(&[
+        "core 0 pc 3 (`vpu.exp",
+        "reads 64 never-written byte(s) of SRAM [0x100, 0x180) (first at 0x110)",
+    ]);
+    // A DMA load of HBM nobody wrote.
+    let p = scratch("uninit_hbm.s");
+    std::fs::write(
+        &p,
+        ".target edge\n.output Y : f32[4, 8] @ 0x0\n.core 0\n    li r1, 0x100\n    li r2, 8\n    \
+         li r3, 0x1000\n    dma.load r1, r3, 8, 4, 1, r2, r0, r2, r0, f32, rows\n    \
+         dma.store r1, r0, 8, 4, 1, r2, r0, r2, r0, f32, rows\n    halt\n",
+    )
+    .expect("write");
+    llmpu(&["run", s(&p), "--check-uninit"]).fails_with(&[
+        "core 0 pc 3 (`dma.load",
+        "never-written byte(s) of HBM [0x1000, 0x1020) (first at 0x1000)",
+    ]);
+}
+
+/// Every compiled corpus model (both presets, both precisions) and every node test the backend
+/// supports runs with `--check-uninit`: no kernel reads bytes nobody wrote.
+#[test]
+fn f10_compiled_corpus_models_read_no_uninitialized_memory() {
+    let Some(c) = corpus("models") else { return };
+    let run = |dir: &Path, extra: &[&str]| {
+        let mut args = vec!["conformance", s(dir), "--backend", "emulator", "-q"];
+        args.extend_from_slice(extra);
+        args.push("--check-uninit");
+        let o = Command::new(env!("CARGO_BIN_EXE_llmpu"))
+            .args(&args)
+            .output()
+            .expect("run llmpu");
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(o.status.success(), "{args:?}:\n{text}");
+        assert!(text.contains(" 0 failed"), "{text}");
+    };
+    for target in ["edge", "datacenter"] {
+        for precision in ["fp32", "bf16"] {
+            run(
+                &c.join("models"),
+                &["--target", target, "--precision", precision],
+            );
+        }
+    }
+    for nodes in ["onnx-node", "onnx-node-extra"] {
+        if c.join(nodes).is_dir() {
+            run(&c.join(nodes), &[]);
+        }
+    }
+    if corpus("generate").is_none() {
+        return;
+    }
+    for arch in ["gpt2", "llama"] {
+        let models = c.join("models");
+        let o = Command::new(env!("CARGO_BIN_EXE_llmpu"))
+            .args([
+                "generate",
+                "--prefill",
+                s(&models.join(format!("{arch}-tiny-dyn-prefill/model.onnx"))),
+                "--decode",
+                s(&models.join(format!("{arch}-tiny-dyn-decode/model.onnx"))),
+                "--prompt",
+                s(&c.join(format!("generate/{arch}-tiny-generate.json"))),
+                "--check-uninit",
+            ])
+            .env("LLMPU_PROGRESS", "0")
+            .output()
+            .expect("run llmpu");
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success() && text.contains("reference ids match"),
+            "{arch}: {text}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
+
 #[test]
 fn every_case_finishes_within_the_budget() {
     // The budget is enforced by `llmpu_with` (a kill after 5 s fails the test); this pins that a
