@@ -567,7 +567,7 @@ pub fn plan_function(m: &Module, func: OpId, o: &Options) -> Result<Plan, Backen
                     continue;
                 }
                 // Checked against the target's HBM before the data is expanded.
-                let need = llmpu_isa::limits::bytes("constant", &shape, dt.size() as u64)
+                let need = llmpu_isa::limits::bytes("constant", &shape, dt.size())
                     .map_err(|e| err(&d.loc, e.to_string()))?;
                 if need > o.target.hbm.size_bytes {
                     return Err(err(
