@@ -171,8 +171,9 @@ impl PartialEq for ProgressHook {
 pub const DEFAULT_MAX_INSTRUCTIONS: u64 = 50_000_000;
 
 impl Default for RunOptions {
-    /// [`DEFAULT_MAX_INSTRUCTIONS`], 10¹² cycles, 10¹¹ work, 4 GiB of outputs, no trace or
-    /// timeline, race check on, no uninitialized-read check.
+    /// [`DEFAULT_MAX_INSTRUCTIONS`], 10¹² cycles, 10¹¹ work, outputs up to the host memory limit
+    /// (`llmpu_isa::limits::host_bytes`, 4 GiB unless `--host-memory-limit` changed it), no trace
+    /// or timeline, race check on, no uninitialized-read check.
     fn default() -> Self {
         RunOptions {
             timing_only: false,
@@ -182,7 +183,7 @@ impl Default for RunOptions {
             timeline: false,
             race_check: true,
             max_work: 100_000_000_000,
-            max_output_bytes: 1 << 32,
+            max_output_bytes: llmpu_isa::limits::host_bytes(),
             progress: None,
             check_uninit: false,
         }
