@@ -68,7 +68,11 @@ fn name_file(arg: &str, flag: &str) -> Result<(String, PathBuf), String> {
 }
 
 fn read_npy(path: &PathBuf) -> Result<Tensor, String> {
-    npy::read_file(path).map_err(|e| format!("{}: {e}", path.display()))
+    npy::read_file(path).map_err(|e| match e {
+        // Already names the file.
+        npy::NpyError::Io { .. } => e.to_string(),
+        e => format!("{}: {e}", path.display()),
+    })
 }
 
 pub fn run(a: &RunArgs) -> Result<(), String> {
