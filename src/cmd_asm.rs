@@ -51,14 +51,18 @@ pub fn asm(a: &AsmArgs) -> Result<(), String> {
 }
 
 pub fn disasm(a: &DisasmArgs) -> Result<(), String> {
-    let program = binary::read_file(&a.input).map_err(|e| format!("{}: {e}", a.input.display()))?;
+    let program = binary::read_file(&a.input).map_err(|e| match e {
+        // Already names the file.
+        binary::BinaryError::Io { .. } => e.to_string(),
+        e => format!("{}: {e}", a.input.display()),
+    })?;
     let text = llmpu_asm::disassemble(&program);
     match &a.output {
         Some(p) => {
             std::fs::write(p, text).map_err(|e| format!("cannot write {}: {e}", p.display()))
         }
         None => {
-            print!("{text}");
+            out!("{text}");
             Ok(())
         }
     }

@@ -820,20 +820,20 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
             std::fs::create_dir_all(dir)
                 .and_then(|()| std::fs::write(&p, &w.onnx))
                 .map_err(|e| format!("{}: {e}", p.display()))?;
-            println!("wrote {}", p.display());
+            outln!("wrote {}", p.display());
             continue;
         }
         let o = run_one(w)?;
         progress.clear();
         if !a.json {
-            print_row(&o, a.breakdown).map_err(|e| format!("stdout: {e}"))?;
+            crate::out::check(print_row(&o, a.breakdown));
         }
         results.push(o);
     }
     if a.json {
         let v: Vec<serde_json::Value> = results.iter().map(|o| json(o, a.breakdown)).collect();
         let text = serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?;
-        writeln!(std::io::stdout().lock(), "{text}").map_err(|e| format!("stdout: {e}"))?;
+        crate::out::check(writeln!(std::io::stdout().lock(), "{text}"));
     }
     Ok(())
 }

@@ -35,6 +35,12 @@ pub struct CheckArgs {
     /// Do not print the cost report.
     #[arg(long)]
     pub no_report: bool,
+    /// Trap on reads of never-written SRAM, accumulator or HBM bytes (names core, pc and bytes).
+    #[arg(long)]
+    pub check_uninit: bool,
+    /// Stop the emulation after this many instructions.
+    #[arg(long, value_name = "N")]
+    pub max_instructions: Option<u64>,
 }
 
 fn numbered(dir: &Path, prefix: &str) -> Vec<PathBuf> {
@@ -58,8 +64,18 @@ fn numbered(dir: &Path, prefix: &str) -> Vec<PathBuf> {
     v.into_iter().map(|(_, p)| p).collect()
 }
 
-fn random_input(st: ScalarType, shape: &[usize], seed: &mut u64) -> ITensor {
-    let n: usize = shape.iter().product();
+fn random_input(
+    name: &str,
+    st: ScalarType,
+    shape: &[u64],
+    seed: &mut u64,
+) -> Result<ITensor, String> {
+    let n = llmpu_isa::limits::host_tensor(
+        &format!("random input '{name}' {shape:?}"),
+        shape,
+        st.byte_size() as u64,
+    )
+    .map_err(|e| e.to_string())?;
     let mut next = || {
         *seed = seed
             .wrapping_mul(6364136223846793005)
@@ -75,7 +91,8 @@ fn random_input(st: ScalarType, shape: &[usize], seed: &mut u64) -> ITensor {
             }
         })
         .collect();
-    ITensor::from_f64_fn(st, shape.to_vec(), n, |i| vals[i])
+    let shape = shape.iter().map(|&d| d as usize).collect();
+    Ok(ITensor::from_f64_fn(st, shape, n, |i| vals[i]))
 }
 
 /// Fraction of positions (all but the last axis) whose argmax agrees.
@@ -106,7 +123,7 @@ fn top1(got: &[f32], want: &[f32], last: usize) -> f64 {
 fn print_output(name: &str, t: &llmpu_runtime::Tensor) {
     let v = t.to_f32();
     let head: Vec<String> = v.iter().take(6).map(|x| format!("{x:.4}")).collect();
-    print!("     {name} {}: [{}, ...]", t.describe(), head.join(", "));
+    out!("     {name} {}: [{}, ...]", t.describe(), head.join(", "));
     let last = *t.shape.last().unwrap_or(&1) as usize;
     if t.dtype.is_float() && last > 1 && v.len() / last <= 64 {
         let am: Vec<usize> = v
@@ -121,9 +138,9 @@ fn print_output(name: &str, t: &llmpu_runtime::Tensor) {
                     .0
             })
             .collect();
-        print!("; argmax per position {am:?}");
+        out!("; argmax per position {am:?}");
     }
-    println!();
+    outln!();
 }
 
 /// Runs `llmpu check`.
@@ -149,7 +166,8 @@ pub fn run(a: &CheckArgs) -> Result<(), String> {
     } else {
         (a.input.clone(), vec![])
     };
-    let bytes = std::fs::read(&model_path).map_err(|e| format!("{}: {e}", model_path.display()))?;
+    let bytes = llmpu_isa::limits::read_file(&model_path)
+        .map_err(|e| format!("{}: {e}", model_path.display()))?;
     let model = onnx::decode_model(&bytes).map_err(|e| e.to_string())?;
     let base = model_path.parent().map(Path::to_path_buf);
     let input_names = onnx::graph_input_names(&model);
@@ -158,7 +176,7 @@ pub fn run(a: &CheckArgs) -> Result<(), String> {
         .as_ref()
         .map(|g| g.output.iter().map(|o| o.name.clone()).collect())
         .unwrap_or_default();
-    println!(
+    outln!(
         "check {} on `{}` ({}); {tol}",
         model_path.display(),
         o.target.name,
@@ -171,7 +189,11 @@ pub fn run(a: &CheckArgs) -> Result<(), String> {
         sets.into_iter().map(Some).collect()
     };
     for (ri, set) in runs.iter().enumerate() {
-        let mut opts = ImportOptions::default();
+        let mut opts = ImportOptions {
+            // Warnings once, for the first data set.
+            on_warning: (ri == 0).then_some(onnx::print_warning as fn(&_)),
+            ..Default::default()
+        };
         let mut inputs = vec![];
         if let Some(set) = set {
             for (i, p) in numbered(set, "input_").iter().enumerate() {
@@ -209,26 +231,31 @@ pub fn run(a: &CheckArgs) -> Result<(), String> {
                     .args
                     .clone();
                 let mut seed = a.seed;
-                for v in args {
+                for (i, v) in args.into_iter().enumerate() {
                     let t = module.value_type(v).as_tensor().ok_or("non-tensor input")?;
-                    let shape: Vec<usize> = t
+                    let shape = t
                         .static_shape()
-                        .ok_or("symbolic input shape: give a case folder")?
-                        .iter()
-                        .map(|&d| d as usize)
-                        .collect();
-                    inputs.push(random_input(t.elem, &shape, &mut seed));
+                        .ok_or("symbolic input shape: give a case folder")?;
+                    let name = input_names.get(i).map(String::as_str).unwrap_or("?");
+                    inputs.push(random_input(name, t.elem, &shape, &mut seed)?);
                 }
                 interp::run(&module, &inputs).map_err(|e| e.to_string())?
             }
         };
-        let (outs, report) = crate::emulate::run(&module, &inputs, &o)?;
+        let mut ro = llmpu_runtime::RunOptions {
+            check_uninit: a.check_uninit,
+            ..Default::default()
+        };
+        if let Some(n) = a.max_instructions {
+            ro.max_instructions = n;
+        }
+        let (outs, report) = crate::emulate::run(&module, &inputs, &o, &ro)?;
         let label = set
             .as_ref()
             .and_then(|s| s.file_name())
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_else(|| "random inputs".into());
-        println!("-- {label}");
+        outln!("-- {label}");
         for (i, (g, w)) in outs.iter().zip(&expected).enumerate() {
             let name = output_names
                 .get(i)
@@ -253,7 +280,7 @@ pub fn run(a: &CheckArgs) -> Result<(), String> {
             } else {
                 1.0
             };
-            println!(
+            outln!(
                 "{c}; max|diff|/max|ref| {:.2e}; top-1 {:.2}%",
                 c.max_abs / scale.max(f64::MIN_POSITIVE),
                 100.0 * t1
@@ -262,7 +289,7 @@ pub fn run(a: &CheckArgs) -> Result<(), String> {
             print_output(&name, &g);
         }
         if ri == 0 && !a.no_report {
-            print!("{}", report.render());
+            out!("{}", report.render());
         }
     }
     if all_ok {

@@ -60,6 +60,11 @@ pub fn decode_dims(max_context: u64, dims: &[String]) -> Result<Vec<String>, Str
             "--max-context {max_context}: need at least 2 tokens"
         ));
     }
+    if max_context > i64::MAX as u64 {
+        return Err(format!(
+            "--max-context {max_context}: at most 2^63 - 1 tokens (ONNX and MLIR extents are int64)"
+        ));
+    }
     let mut out = dims.to_vec();
     for (name, v) in [
         ("sequence_length", 1),
@@ -86,8 +91,14 @@ pub fn set_probes(m: &mut Module) {
 /// Records `--kv-blocks`: every KV block pool of the module's decode graph gets `n` physical
 /// blocks (`kv-layout`'s module attribute).
 pub fn set_kv_blocks(m: &mut Module, n: u64) -> Result<(), String> {
-    if n == 0 || n > i64::MAX as u64 {
+    if n == 0 {
         return Err(format!("--kv-blocks {n}: need at least 1 block"));
+    }
+    if n > u32::MAX as u64 {
+        return Err(format!(
+            "--kv-blocks {n}: at most {} blocks (block ids are 32-bit)",
+            u32::MAX
+        ));
     }
     let top = m.top();
     m.set_attr(
@@ -110,7 +121,8 @@ pub fn options(target: &str, precision: &str) -> Result<Options, String> {
 pub fn load_model(path: &Path, dims: &[String]) -> Result<Module, String> {
     let name = path.display().to_string();
     if path.extension().is_some_and(|e| e == "mlir") {
-        let src = std::fs::read_to_string(path).map_err(|e| format!("cannot read {name}: {e}"))?;
+        let src = llmpu_isa::limits::read_to_string(path)
+            .map_err(|e| format!("cannot read {name}: {e}"))?;
         let m = llmpu_compiler::parser::parse_module(&src).map_err(|e| {
             eprint!("{}", e.diagnostic.render(&name, &src));
             format!("could not parse {name}")

@@ -37,6 +37,9 @@ pub struct ConformanceArgs {
     /// of `llmpu_runtime::compare`: scaled error bound plus cosine similarity).
     #[arg(long, default_value = "fp32")]
     pub precision: String,
+    /// Emulator backend: trap on reads of never-written SRAM, accumulator or HBM bytes.
+    #[arg(long)]
+    pub check_uninit: bool,
 }
 
 /// The available backends.
@@ -55,6 +58,10 @@ impl BackendKind {
             BackendKind::Interpreter => Box::new(InterpreterBackend),
             BackendKind::Emulator => Box::new(EmulatorBackend {
                 options: crate::cmd_compile::options(&args.target, &args.precision)?,
+                run: llmpu_runtime::RunOptions {
+                    check_uninit: args.check_uninit,
+                    ..Default::default()
+                },
             }),
         })
     }
@@ -64,6 +71,7 @@ impl BackendKind {
 /// (`llmpu_compiler::backend::pipeline`), run, and its outputs read back.
 pub struct EmulatorBackend {
     pub options: llmpu_compiler::backend::Options,
+    pub run: llmpu_runtime::RunOptions,
 }
 
 impl Backend for EmulatorBackend {
@@ -71,7 +79,7 @@ impl Backend for EmulatorBackend {
         "emulator"
     }
     fn run(&mut self, module: &Module, inputs: &[Tensor]) -> Result<Vec<Tensor>, String> {
-        crate::emulate::run(module, inputs, &self.options).map(|(o, _)| o)
+        crate::emulate::run(module, inputs, &self.options, &self.run).map(|(o, _)| o)
     }
     fn float_tolerance(&self) -> Option<Tolerance> {
         (self.options.precision == llmpu_compiler::backend::Precision::Bf16)
@@ -243,7 +251,7 @@ fn numbered(dir: &Path, prefix: &str) -> Vec<PathBuf> {
 }
 
 fn run_case(case: &Path, backend: &mut dyn Backend) -> Outcome {
-    let bytes = match std::fs::read(case.join("model.onnx")) {
+    let bytes = match llmpu_isa::limits::read_file(&case.join("model.onnx")) {
         Ok(b) => b,
         Err(e) => return Outcome::Fail(format!("cannot read model.onnx: {e}")),
     };
@@ -408,18 +416,18 @@ pub fn run(args: &ConformanceArgs) -> Result<(), String> {
             })
         })
         .collect();
-    println!(
+    outln!(
         "conformance: {} case(s) in {} on the {}",
         list.len(),
         args.dir.display(),
         backend.name()
     );
     match backend.float_tolerance() {
-        Some(t) => println!(
+        Some(t) => outln!(
             "tolerance: float outputs {t} (compile-mode numerics); other outputs {}",
             tolerance_line().trim_start_matches("tolerance: ")
         ),
-        None => println!("{}", tolerance_line()),
+        None => outln!("{}", tolerance_line()),
     }
     let (mut pass, mut fail, mut unsup) = (0, 0, 0);
     let mut progress = crate::progress::Progress::new("conformance", list.len() as u64);
@@ -437,23 +445,23 @@ pub fn run(args: &ConformanceArgs) -> Result<(), String> {
             Outcome::Ok { max_abs } => {
                 pass += 1;
                 if !args.quiet {
-                    println!("ok          {name} (max |diff| {max_abs:.1e})");
+                    outln!("ok          {name} (max |diff| {max_abs:.1e})");
                 }
             }
             Outcome::Fail(m) => {
                 fail += 1;
-                println!("FAIL        {name}: {m}");
+                outln!("FAIL        {name}: {m}");
             }
             Outcome::Unsupported(m) => {
                 unsup += 1;
                 if !args.quiet {
-                    println!("unsupported {name}: {}", m.replace('\n', " "));
+                    outln!("unsupported {name}: {}", m.replace('\n', " "));
                 }
             }
         }
     }
     progress.finish();
-    println!("{pass} passed, {fail} failed, {unsup} unsupported");
+    outln!("{pass} passed, {fail} failed, {unsup} unsupported");
     if fail > 0 {
         return Err(format!("{fail} conformance case(s) failed"));
     }

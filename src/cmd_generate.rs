@@ -70,6 +70,12 @@ pub struct GenerateArgs {
     /// With `--verify` and a compiled `--decode`: the ONNX graph it was compiled from.
     #[arg(long, value_name = "ONNX")]
     pub reference_decode: Option<PathBuf>,
+    /// Trap on reads of never-written SRAM, accumulator or HBM bytes in any run.
+    #[arg(long)]
+    pub check_uninit: bool,
+    /// Stop each emulated run after this many instructions.
+    #[arg(long, value_name = "N")]
+    pub max_instructions: Option<u64>,
 }
 
 /// The ONNX graph `--verify` runs beside `model`: the model itself, or its `reference`.
@@ -111,7 +117,7 @@ pub struct Generation {
 fn parse_prompt(s: &str) -> Result<(Vec<i64>, Option<Vec<i64>>), String> {
     let p = Path::new(s);
     if p.extension().is_some_and(|e| e == "json") || p.is_file() {
-        let text = std::fs::read_to_string(p).map_err(|e| format!("{s}: {e}"))?;
+        let text = llmpu_isa::limits::read_to_string(p).map_err(|e| format!("{s}: {e}"))?;
         let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{s}: {e}"))?;
         let ids = |k: &str| -> Option<Vec<i64>> {
             v.get(k)?.as_array()?.iter().map(|x| x.as_i64()).collect()
@@ -368,8 +374,11 @@ pub fn generate(a: &GenerateArgs) -> Result<Generation, String> {
     if new_tokens == 0 {
         return Err("--new-tokens 0: nothing to generate".into());
     }
-    let max_context = a.max_context.unwrap_or(n + new_tokens as u64);
-    if max_context < n + new_tokens as u64 - 1 {
+    let total = n.checked_add(new_tokens as u64).ok_or_else(|| {
+        format!("--new-tokens {new_tokens}: {n} prompt + new tokens overflow 64 bits")
+    })?;
+    let max_context = a.max_context.unwrap_or(total);
+    if max_context < total - 1 {
         return Err(format!(
             "--max-context {max_context} cannot hold {n} prompt + {new_tokens} new tokens"
         ));
@@ -418,10 +427,14 @@ pub fn generate(a: &GenerateArgs) -> Result<Generation, String> {
             region.past_len
         ));
     }
-    let opts = RunOptions {
+    let mut opts = RunOptions {
         trace: a.trace.is_some(),
+        check_uninit: a.check_uninit,
         ..RunOptions::default()
     };
+    if let Some(n) = a.max_instructions {
+        opts.max_instructions = n;
+    }
     let mut progress = Progress::new("generate", new_tokens as u64);
     progress.set(0, "prefill");
     let positions: Vec<i64> = (0..n as i64).collect();
@@ -586,7 +599,7 @@ pub fn generate(a: &GenerateArgs) -> Result<Generation, String> {
 pub fn run(a: &GenerateArgs) -> Result<(), String> {
     let g = generate(a)?;
     let clock = g.prefill.clock_ghz * 1e9;
-    println!(
+    outln!(
         "generated {} tokens: {}",
         g.ids.len(),
         g.ids
@@ -595,9 +608,9 @@ pub fn run(a: &GenerateArgs) -> Result<(), String> {
             .collect::<Vec<_>>()
             .join(",")
     );
-    println!("\nstep  context  cycles      time        HBM read    HBM write   live KV     energy");
+    outln!("\nstep  context  cycles      time        HBM read    HBM write   live KV     energy");
     for (i, ((r, kvb), ctx)) in g.steps.iter().zip(&g.kv_bytes).zip(&g.contexts).enumerate() {
-        println!(
+        outln!(
             "{:>4}  {:>7}  {:>10}  {:>8.3} µs  {:>9} B  {:>9} B  {:>9} B  {:>8.3} µJ",
             i + 1,
             ctx,
@@ -620,21 +633,21 @@ pub fn run(a: &GenerateArgs) -> Result<(), String> {
         .sum::<f64>()
         / n;
     let kv_mean = g.kv_bytes.iter().sum::<u64>() as f64 / n;
-    println!(
+    outln!(
         "\ntime to first token   {:.3} µs ({} cycles)",
         ttft * 1e6,
         g.prefill.cycles
     );
-    println!("time per output token {:.3} µs", tpot * 1e6);
-    println!(
+    outln!("time per output token {:.3} µs", tpot * 1e6);
+    outln!(
         "tokens/s              {:.1} at {:.3} GHz",
         1.0 / tpot.max(1e-30),
         g.prefill.clock_ghz
     );
-    println!("energy per token      {energy:.3} µJ");
+    outln!("energy per token      {energy:.3} µJ");
     let kv_read = (g.kv_read.iter().sum::<u64>() as f64 / n).min(hbm);
     let pct = |x: f64| 100.0 * x / hbm.max(1.0);
-    println!(
+    outln!(
         "HBM bytes per token   {hbm:.0} measured: KV cache {kv_read:.0} ({:.1}%: live blocks \
          read by attention + appends; live cache {kv_mean:.0} B mean), weights and activations \
          {:.0} ({:.1}%; weights resident {} B)",
@@ -645,7 +658,7 @@ pub fn run(a: &GenerateArgs) -> Result<(), String> {
     );
     if let (Some(path), Some(t)) = (&a.trace, &g.trace) {
         std::fs::write(path, t.to_chrome_json()).map_err(|e| format!("{}: {e}", path.display()))?;
-        println!(
+        outln!(
             "trace                 {} ({} instructions, {} steps; open in ui.perfetto.dev)",
             path.display(),
             t.events.len(),
@@ -653,7 +666,7 @@ pub fn run(a: &GenerateArgs) -> Result<(), String> {
         );
     }
     if let Some(w) = g.verified {
-        println!(
+        outln!(
             "verify                the prefill and {} decode steps agree with the reference \
              interpreter (largest logits |diff| {w:.3e}; {} tolerance)",
             g.steps.len(),
@@ -664,7 +677,7 @@ pub fn run(a: &GenerateArgs) -> Result<(), String> {
         let k = exp.len().min(g.ids.len());
         // Ids after a difference follow another context: only the agreeing prefix counts.
         let same = (0..k).take_while(|&i| exp[i] == g.ids[i]).count();
-        println!(
+        outln!(
             "reference ids match  {same}/{k} ({:.1}%)",
             100.0 * same as f64 / k.max(1) as f64
         );
@@ -676,15 +689,17 @@ pub fn run(a: &GenerateArgs) -> Result<(), String> {
                     g.ids[i], exp[i]
                 )
             })?;
-            println!(
+            outln!(
                 "token {i} differs (got {}, expected {}) within the {} tolerance: {verdict}; the \
                  later tokens follow another context and are not compared",
-                g.ids[i], exp[i], a.precision
+                g.ids[i],
+                exp[i],
+                a.precision
             );
             return Ok(());
         }
         if g.ids.len() > exp.len() {
-            println!(
+            outln!(
                 "(the reference has {} ids; the last {} are not compared)",
                 exp.len(),
                 g.ids.len() - exp.len()

@@ -52,6 +52,7 @@ pub fn import_options(
 ) -> Result<ImportOptions, String> {
     let mut o = ImportOptions {
         allow_symbolic,
+        on_warning: Some(llmpu_compiler::onnx::print_warning),
         ..Default::default()
     };
     for d in dims {
@@ -74,8 +75,11 @@ pub fn run(args: &ImportArgs) -> Result<(), String> {
     };
     let mut opts = import_options(&args.dims, &args.shapes, !args.require_static)?;
     opts.fold = !args.no_fold;
-    let mut module =
-        import_file(&args.model, &opts).map_err(|e| format!("{}: {e}", args.model.display()))?;
+    let mut module = import_file(&args.model, &opts).map_err(|e| match e {
+        // Already names the file.
+        llmpu_compiler::onnx::ImportError::Io { .. } => e.to_string(),
+        e => format!("{}: {e}", args.model.display()),
+    })?;
     let pipeline = match &args.passes {
         Some(p) => p.clone(),
         None => import_pipeline().join(","),
@@ -100,7 +104,7 @@ pub fn run(args: &ImportArgs) -> Result<(), String> {
             std::fs::write(p, text).map_err(|e| format!("cannot write {}: {e}", p.display()))
         }
         None => {
-            print!("{text}");
+            out!("{text}");
             Ok(())
         }
     }

@@ -5,7 +5,6 @@
 //! `--mlir-verify` (a build with `--features mlir`) also has real MLIR parse and verify the input file
 //! (diagnostics located in it), the IR after every pass and the output.
 
-use std::io::Read;
 use std::path::PathBuf;
 
 use llmpu_compiler::diag::render_verify_errors;
@@ -42,7 +41,7 @@ pub struct OptArgs {
 pub fn run(args: &OptArgs) -> Result<(), String> {
     if args.list_passes {
         for p in registry() {
-            println!("{:<16} {}", p.name, p.description);
+            outln!("{:<16} {}", p.name, p.description);
         }
         return Ok(());
     }
@@ -54,13 +53,11 @@ pub fn run(args: &OptArgs) -> Result<(), String> {
     let input = args.input.clone().unwrap_or_else(|| PathBuf::from("-"));
     let name = input.display().to_string();
     let src = if name == "-" {
-        let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
+        let bytes = llmpu_isa::limits::read_stream(std::io::stdin().lock())
             .map_err(|e| format!("cannot read stdin: {e}"))?;
-        s
+        String::from_utf8(bytes).map_err(|_| "stdin is not UTF-8 text".to_string())?
     } else {
-        std::fs::read_to_string(&input).map_err(|e| format!("cannot read {name}: {e}"))?
+        llmpu_isa::limits::read_to_string(&input).map_err(|e| format!("cannot read {name}: {e}"))?
     };
     if args.mlir_verify {
         mlir_check(&src, &name)?;
@@ -95,7 +92,7 @@ pub fn run(args: &OptArgs) -> Result<(), String> {
             std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
         }
         None => {
-            print!("{text}");
+            out!("{text}");
             Ok(())
         }
     }

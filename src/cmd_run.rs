@@ -45,6 +45,10 @@ pub struct RunArgs {
     /// Do not stop at data races between units.
     #[arg(long)]
     no_race_check: bool,
+    /// Trap on reads of SRAM, accumulator or HBM bytes that neither an input, the program's data
+    /// nor an earlier instruction wrote (names core, pc, instruction and bytes).
+    #[arg(long)]
+    check_uninit: bool,
     /// Print the report as JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -64,7 +68,11 @@ fn name_file(arg: &str, flag: &str) -> Result<(String, PathBuf), String> {
 }
 
 fn read_npy(path: &PathBuf) -> Result<Tensor, String> {
-    npy::read_file(path).map_err(|e| format!("{}: {e}", path.display()))
+    npy::read_file(path).map_err(|e| match e {
+        // Already names the file.
+        npy::NpyError::Io { .. } => e.to_string(),
+        e => format!("{}: {e}", path.display()),
+    })
 }
 
 pub fn run(a: &RunArgs) -> Result<(), String> {
@@ -90,6 +98,7 @@ pub fn run(a: &RunArgs) -> Result<(), String> {
         trace: a.trace.is_some(),
         timeline: a.report.is_some(),
         race_check: !a.no_race_check,
+        check_uninit: a.check_uninit,
         ..RunOptions::default()
     };
     if let Some(n) = a.max_instructions {
@@ -163,18 +172,18 @@ pub fn run(a: &RunArgs) -> Result<(), String> {
                 })
                 .collect(),
         );
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&j).map_err(|e| e.to_string())?
         );
     } else {
         for (name, t) in &result.outputs {
-            println!("output {name}: {}", t.describe());
+            outln!("output {name}: {}", t.describe());
         }
         for c in &checks {
-            println!("{c}");
+            outln!("{c}");
         }
-        print!("{}", result.report.render());
+        out!("{}", result.report.render());
     }
     if failed.is_empty() {
         Ok(())

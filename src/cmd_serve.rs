@@ -127,7 +127,8 @@ fn model_paths(a: &ServeArgs) -> Result<(PathBuf, PathBuf), String> {
 /// The model's maximum positions from the `meta.json` beside it.
 fn meta_context(model: &Path) -> Option<u64> {
     let meta = model.parent()?.join("meta.json");
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(meta).ok()?).ok()?;
+    let v: serde_json::Value =
+        serde_json::from_str(&llmpu_isa::limits::read_to_string(&meta).ok()?).ok()?;
     let c = v.get("config")?;
     c.get("n_positions")
         .or_else(|| c.get("max_position_embeddings"))
@@ -210,6 +211,12 @@ pub fn simulate(a: &ServeArgs) -> Result<(Simulation, u64), String> {
     if a.max_batch == 0 {
         return Err("--max-batch must be at least 1".into());
     }
+    if !(0.0..=1.0).contains(&a.watermark) {
+        return Err(format!(
+            "--watermark {}: a fraction of the pool from 0 to 1 is needed",
+            a.watermark
+        ));
+    }
     let target = target_options(a)?.target;
     let bt = target.kv.block_tokens.max(1) as u64;
     let max_blocks = max_context.div_ceil(bt);
@@ -224,8 +231,20 @@ pub fn simulate(a: &ServeArgs) -> Result<(Simulation, u64), String> {
     };
     let decode_dims_for = |b: usize| decode_dims(max_context, &[format!("batch_size={b}")]);
     // Pool size: given, from bytes (one compile to learn the block size), or the default.
-    let default_blocks = 1 + a.max_batch as u64 * max_blocks;
-    let mut pool = a.kv_blocks.unwrap_or(default_blocks);
+    let default_blocks = (a.max_batch as u64)
+        .checked_mul(max_blocks)
+        .and_then(|b| b.checked_add(1));
+    let mut pool = match (a.kv_blocks, default_blocks) {
+        (Some(n), _) => n,
+        (None, Some(n)) => n,
+        (None, None) => {
+            return Err(format!(
+                "--max-batch {} × {max_blocks} blocks of --max-context {max_context}: the \
+                 default pool size overflows 64 bits (give --kv-blocks)",
+                a.max_batch
+            ));
+        }
+    };
     let mut first = compile(&decode_path, &decode_dims_for(buckets[0])?, a, Some(pool))?;
     if let Some(bytes) = a.kv_memory {
         let kv = first
@@ -234,6 +253,13 @@ pub fn simulate(a: &ServeArgs) -> Result<(Simulation, u64), String> {
             .ok_or("the decode program has no paged KV region")?;
         let per: u64 = kv.slots.iter().filter_map(|s| kv.block_bytes(s)).sum();
         pool = bytes / per.max(1);
+        if pool > u32::MAX as u64 {
+            return Err(format!(
+                "--kv-memory {bytes}: {pool} blocks of {per} bytes; at most {} blocks (block ids \
+                 are 32-bit)",
+                u32::MAX
+            ));
+        }
         if pool < 2 {
             return Err(format!(
                 "--kv-memory {bytes}: a block of every layer's K and V is {per} bytes; need room for 2"
@@ -245,7 +271,7 @@ pub fn simulate(a: &ServeArgs) -> Result<(Simulation, u64), String> {
         .io("logits")
         .and_then(|t| t.shape.last().copied())
         .ok_or("the decode program has no `logits` output")?;
-    let text = std::fs::read_to_string(requests_path)
+    let text = llmpu_isa::limits::read_to_string(requests_path)
         .map_err(|e| format!("{}: {e}", requests_path.display()))?;
     let requests: Vec<Request> = serve::parse_trace(&text, a.seed, vocab)
         .map_err(|e| format!("{}: {e}", requests_path.display()))?;
@@ -330,7 +356,7 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
     }
     let s = sim.summary(weights, a.timing_only);
     if a.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&s).map_err(|e| e.to_string())?
         );
@@ -348,7 +374,7 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
         )
     };
     let c = &sim.config;
-    println!(
+    outln!(
         "serve-sim: {} requests, max batch {} (buckets {}), KV pool {} blocks × {} tokens (+ the \
          null block), max context {} tokens, {}",
         s["requests"],
@@ -363,7 +389,7 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
         c.max_context,
         a.precision
     );
-    println!(
+    outln!(
         "completed             {} requests, {} output tokens{}",
         s["requests"],
         s["output_tokens"],
@@ -373,18 +399,18 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
             ""
         }
     );
-    println!(
+    outln!(
         "modeled time          {} ms (programs running {} ms)",
         ms(f("total_s")),
         ms(f("busy_s"))
     );
-    println!(
+    outln!(
         "throughput            {:.1} output tokens/s, {:.1} requests/s",
         f("throughput_tokens_per_s"),
         f("throughput_requests_per_s")
     );
-    println!("TTFT                  {}", pct("ttft_s"));
-    println!("TPOT                  {}", pct("tpot_s"));
+    outln!("TTFT                  {}", pct("ttft_s"));
+    outln!("TPOT                  {}", pct("tpot_s"));
     let hist: Vec<String> = s["batch_size_histogram"]
         .as_array()
         .map(|v| {
@@ -395,21 +421,21 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
                 .collect()
         })
         .unwrap_or_default();
-    println!(
+    outln!(
         "decode steps          {} (mean batch {:.2}; batch:steps {}), {} prefills",
         s["decode_steps"],
         f("mean_batch"),
         hist.join(" "),
         s["prefill_runs"]
     );
-    println!(
+    outln!(
         "KV utilization        {:.1}% with paging (tokens held / allocated block tokens, \
          time-weighted); {:.1}% if each request reserved {} tokens",
         100.0 * f("kv_utilization_paged"),
         100.0 * f("kv_utilization_reserved"),
         c.max_context
     );
-    println!(
+    outln!(
         "KV pool               peak {} of {} blocks ({:.1}%); reserving the max context, it \
          would hold {} sequences",
         s["kv_peak_blocks"],
@@ -417,8 +443,8 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
         100.0 * f("kv_peak_occupancy"),
         s["reserved_sequences_fitting_pool"]
     );
-    println!("preemptions           {}", s["preemptions"]);
-    println!(
+    outln!("preemptions           {}", s["preemptions"]);
+    outln!(
         "HBM bytes per token   {:.0}: KV cache {:.0}, weights and activations {:.0} (weights \
          resident {} B)",
         f("hbm_bytes_per_token"),
@@ -426,9 +452,9 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
         f("hbm_weight_and_activation_bytes_per_token"),
         weights
     );
-    println!("energy per token      {:.3} µJ", f("energy_per_token_uj"));
+    outln!("energy per token      {:.3} µJ", f("energy_per_token_uj"));
     if let Some(path) = &a.trace {
-        println!(
+        outln!(
             "trace                 {} (open in ui.perfetto.dev)",
             path.display()
         );

@@ -13,16 +13,22 @@ pub fn run(a: &TargetsArgs) -> Result<(), String> {
     match &a.name {
         Some(name) => {
             let t = Target::resolve(name).map_err(|e| e.to_string())?;
-            print!("{}", t.to_toml());
+            out!("{}", t.to_toml());
         }
         None => {
-            println!(
+            outln!(
                 "{:<12} {:>5} {:>9} {:>6} {:>10} {:>10} {:>9}  description",
-                "name", "cores", "array", "lanes", "SRAM/core", "HBM GB/s", "TFLOP/s"
+                "name",
+                "cores",
+                "array",
+                "lanes",
+                "SRAM/core",
+                "HBM GB/s",
+                "TFLOP/s"
             );
             for n in preset_names() {
                 let t = Target::preset(n).map_err(|e| e.to_string())?;
-                println!(
+                outln!(
                     "{:<12} {:>5} {:>9} {:>6} {:>8}Ki {:>10.0} {:>9.1}  {}",
                     t.name,
                     t.cores,
@@ -34,7 +40,7 @@ pub fn run(a: &TargetsArgs) -> Result<(), String> {
                     t.description
                 );
             }
-            println!(
+            outln!(
                 "\n(default: {}; print one with `llmpu targets NAME`)",
                 llmpu_isa::target::DEFAULT_TARGET
             );

@@ -52,11 +52,13 @@ pub fn compile(module: &Module, o: &Options) -> Result<Program, String> {
         .ok_or_else(|| "pipeline stopped early".to_string())
 }
 
-/// Compiles and runs `module` with `inputs` (graph input order); outputs in result order.
+/// Compiles and runs `module` with `inputs` (graph input order) under `ro`; outputs in result
+/// order.
 pub fn run(
     module: &Module,
     inputs: &[ITensor],
     o: &Options,
+    ro: &RunOptions,
 ) -> Result<(Vec<ITensor>, Report), String> {
     let program = compile(module, o)?;
     let names = llmpu_runtime::kv::input_names(&program);
@@ -79,8 +81,7 @@ pub fn run(
     for (n, t) in names.iter().zip(inputs) {
         bound.push((n.to_string(), to_runtime(t)?));
     }
-    let res = llmpu_runtime::kv::run_dense(&program, &bound, &RunOptions::default())
-        .map_err(|e| e.to_string())?;
+    let res = llmpu_runtime::kv::run_dense(&program, &bound, ro).map_err(|e| e.to_string())?;
     let result_types: Vec<ScalarType> = {
         let f = module.functions()[0];
         match module.attr(f, "function_type") {

@@ -9,7 +9,10 @@ use llmpu_compiler::pass::{PassManager, PassManagerOptions};
 
 /// Imports an ONNX model, binding symbolic dims given as `NAME=N`.
 pub fn import_model(path: &Path, dims: &[String]) -> Result<Module, String> {
-    let mut opts = ImportOptions::default();
+    let mut opts = ImportOptions {
+        on_warning: Some(llmpu_compiler::onnx::print_warning),
+        ..Default::default()
+    };
     for d in dims {
         let (n, v) = parse_dim_arg(d)?;
         opts.dims.insert(n, v);

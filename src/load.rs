@@ -15,7 +15,11 @@ pub fn program(path: &Path, target: Option<Target>) -> Result<Program, String> {
     if path.extension().is_some_and(|e| e == "s" || e == "asm") {
         return assemble(path, target);
     }
-    let mut p = binary::read_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut p = binary::read_file(path).map_err(|e| match e {
+        // Already names the file.
+        binary::BinaryError::Io { .. } => e.to_string(),
+        e => format!("{}: {e}", path.display()),
+    })?;
     if let Some(t) = target {
         p.target = t;
         p.validate()

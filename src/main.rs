@@ -4,6 +4,10 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+// First, so that its `out!`/`outln!` macros are in scope in every command module.
+#[macro_use]
+mod out;
+
 mod cmd_asm;
 mod cmd_bench;
 mod cmd_check;
@@ -28,6 +32,16 @@ mod verify;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Largest tensor the host materializes (reference interpreter values, random and `.npy`
+    /// inputs, emulator outputs), in bytes; suffixes K, M, G, T.
+    #[arg(long, global = true, value_name = "BYTES", value_parser = llmpu_isa::limits::parse_bytes,
+          default_value = "4G")]
+    host_memory_limit: u64,
+    /// Largest file read whole (models, binaries, assembly, `.incbin`, `.npy`, targets, traces),
+    /// in bytes; suffixes K, M, G, T. Only regular files are read.
+    #[arg(long, global = true, value_name = "BYTES", value_parser = llmpu_isa::limits::parse_bytes,
+          default_value = "4G")]
+    max_file_size: u64,
 }
 
 #[derive(Subcommand)]
@@ -62,6 +76,8 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    llmpu_isa::limits::set_host_bytes(cli.host_memory_limit);
+    llmpu_isa::limits::set_max_file_bytes(cli.max_file_size);
     let result = match &cli.command {
         Command::Targets(a) => cmd_targets::run(a),
         Command::Asm(a) => cmd_asm::asm(a),
@@ -76,6 +92,7 @@ fn main() -> ExitCode {
         Command::Import(a) => cmd_import::run(a),
         Command::Conformance(a) => cmd_conformance::run(a),
     };
+    out::flush();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {

@@ -67,7 +67,14 @@ fn decode_gemm_multicasts_its_activations_once_and_matches_the_interpreter() {
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let read = r["hbm"]["read_bytes"].as_u64().unwrap();
     assert_eq!(read, 4096 * 4096 * 2 + 8 * 16 * 4096 * 2, "HBM bytes read");
-    let check = out(&["check", &s(&model), "--target", "datacenter", "--no-report"]);
+    let check = out(&[
+        "check",
+        &s(&model),
+        "--target",
+        "datacenter",
+        "--no-report",
+        "--check-uninit",
+    ]);
     assert!(check.contains("ok   c:"), "{check}");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -38,6 +38,7 @@ fn tiny_gpt_checks_on_both_presets_and_precisions() {
                 target,
                 "--precision",
                 precision,
+                "--check-uninit",
             ]);
             let text = String::from_utf8_lossy(&out.stdout);
             assert!(
@@ -112,6 +113,7 @@ fn corpus_models_check_on_both_presets_and_precisions() {
                     "--precision",
                     precision,
                     "--no-report",
+                    "--check-uninit",
                 ]);
                 assert!(
                     out.status.success(),

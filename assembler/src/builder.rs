@@ -24,6 +24,9 @@ use llmpu_isa::{
 };
 use std::collections::HashMap;
 
+/// Unknown labels per core that get a "did you mean" search (each compares with every label).
+const MAX_LABEL_SUGGESTIONS: usize = 64;
+
 /// A branch instruction waiting for its label to be resolved.
 #[derive(Clone, Debug)]
 struct Pending {
@@ -359,6 +362,9 @@ impl Assembler {
             let len = core.insts.len();
             let mut stream = Vec::with_capacity(len);
             let mut spans = Vec::with_capacity(len);
+            // A suggestion compares the name with every label of the core: only the first few
+            // unknown labels get one, so a file of many keeps its diagnostics linear in size.
+            let mut suggestions_left = MAX_LABEL_SUGGESTIONS;
             for (pc, p) in core.insts.iter().enumerate() {
                 let mut raw = p.raw.clone();
                 if let Some((name, k)) = &p.label {
@@ -376,8 +382,13 @@ impl Assembler {
                                 },
                                 p.span,
                             );
-                            if let Some(s) = closest(name, core.labels.keys().map(|k| k.as_str())) {
-                                e = e.with_help(format!("did you mean `{s}`?"));
+                            if suggestions_left > 0 {
+                                suggestions_left -= 1;
+                                if let Some(s) =
+                                    closest(name, core.labels.keys().map(|k| k.as_str()))
+                                {
+                                    e = e.with_help(format!("did you mean `{s}`?"));
+                                }
                             }
                             self.errors.push(e);
                         }

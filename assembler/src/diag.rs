@@ -205,6 +205,9 @@ impl std::error::Error for AsmError {}
 pub struct Diagnostics {
     file: String,
     source: String,
+    /// Byte offset of the start of every line of `source`, so that locating an error is a binary
+    /// search, not a scan (rendering stays linear in the number of errors).
+    line_starts: Vec<usize>,
     errors: Vec<AsmError>,
 }
 
@@ -216,9 +219,14 @@ impl Diagnostics {
         mut errors: Vec<AsmError>,
     ) -> Self {
         errors.sort_by_key(|e| e.span.map_or((1, 0, 0), |s| (0, s.start, s.end)));
+        let source = source.into();
+        let line_starts = std::iter::once(0)
+            .chain(source.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
         Diagnostics {
             file: file.into(),
-            source: source.into(),
+            source,
+            line_starts,
             errors,
         }
     }
@@ -241,12 +249,28 @@ impl Diagnostics {
 
     /// 1-based line and column (in characters) of a byte offset.
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
-        line_col(&self.source, offset)
+        let offset = char_floor(&self.source, offset);
+        let line = self.line_starts.partition_point(|&s| s <= offset).max(1);
+        let start = self.line_starts[line - 1];
+        (line, self.source[start..offset].chars().count() + 1)
+    }
+
+    /// The text of 1-based line `line`, without its line ending.
+    fn line_text(&self, line: usize) -> &str {
+        let Some(&start) = self.line_starts.get(line - 1) else {
+            return "";
+        };
+        let end = self
+            .line_starts
+            .get(line)
+            .map_or(self.source.len(), |&next| next - 1);
+        let text = &self.source[start..end];
+        text.strip_suffix('\r').unwrap_or(text)
     }
 
     fn snippet(&self, f: &mut fmt::Formatter<'_>, span: Span, label: &str) -> fmt::Result {
         let (line, col) = self.line_col(span.start);
-        let text = self.source.lines().nth(line - 1).unwrap_or("");
+        let text = self.line_text(line);
         let w = line.to_string().len();
         let prefix: String = text
             .chars()
@@ -276,12 +300,19 @@ impl Diagnostics {
     }
 }
 
-/// 1-based line and column (in characters) of a byte offset in `source`.
-pub fn line_col(source: &str, offset: usize) -> (usize, usize) {
+/// `offset` clamped to `source` and moved back to a character boundary.
+fn char_floor(source: &str, offset: usize) -> usize {
     let mut offset = offset.min(source.len());
     while !source.is_char_boundary(offset) {
         offset -= 1;
     }
+    offset
+}
+
+/// 1-based line and column (in characters) of a byte offset in `source` (a scan; a
+/// [`Diagnostics`] answers the same from its line index).
+pub fn line_col(source: &str, offset: usize) -> (usize, usize) {
+    let offset = char_floor(source, offset);
     let before = &source[..offset];
     let line = before.matches('\n').count() + 1;
     let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
@@ -336,14 +367,40 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-/// The candidate closest to `word`, if it is close enough to be a plausible typo.
+/// The candidate closest to `word`, if it is close enough to be a plausible typo (at most a
+/// third of its length, 1 to 3 edits). Candidates whose length alone rules them out are skipped
+/// and the distance is computed without allocating, so a suggestion costs little per candidate.
 pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    let (d, best) = candidates
+    let w: Vec<char> = word.chars().collect();
+    let limit = (w.len() / 3).clamp(1, 3);
+    let first = w.first().copied();
+    let (mut prev, mut cur) = (Vec::new(), Vec::new());
+    candidates
         .into_iter()
-        .map(|c| (edit_distance(word, c), c))
-        .min_by_key(|&(d, c)| (d, c.chars().next() != word.chars().next(), c))?;
-    let limit = (word.chars().count() / 3).clamp(1, 3);
-    (d > 0 && d <= limit).then_some(best)
+        .filter(|c| c.len() + limit >= w.len() && c.chars().count().abs_diff(w.len()) <= limit)
+        .filter_map(|c| {
+            let d = distance(&w, c, &mut prev, &mut cur);
+            (d > 0 && d <= limit).then_some((d, c))
+        })
+        .min_by_key(|&(d, c)| (d, c.chars().next() != first, c))
+        .map(|(_, c)| c)
+}
+
+/// Levenshtein distance of `a` (as characters) and `b`, in the caller's row buffers.
+fn distance(a: &[char], b: &str, prev: &mut Vec<usize>, cur: &mut Vec<usize>) -> usize {
+    let n = b.chars().count();
+    prev.clear();
+    prev.extend(0..=n);
+    for (i, &ca) in a.iter().enumerate() {
+        cur.clear();
+        cur.push(i + 1);
+        for (j, cb) in b.chars().enumerate() {
+            let sub = prev[j] + usize::from(ca != cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        std::mem::swap(prev, cur);
+    }
+    prev[n]
 }
 
 #[cfg(test)]
@@ -363,5 +420,18 @@ mod tests {
         assert_eq!(line_col(s, 0), (1, 1));
         assert_eq!(line_col(s, 3), (2, 1));
         assert_eq!(line_col(s, s.find('x').unwrap()), (2, 4));
+    }
+
+    #[test]
+    fn the_line_index_agrees_with_the_scan() {
+        let s = "ab\r\nçd x\n\nlast";
+        let d = Diagnostics::new("f.s", s, vec![]);
+        for off in 0..=s.len() + 2 {
+            assert_eq!(d.line_col(off), line_col(s, off), "offset {off}");
+        }
+        assert_eq!(d.line_text(1), "ab");
+        assert_eq!(d.line_text(2), "çd x");
+        assert_eq!(d.line_text(3), "");
+        assert_eq!(d.line_text(4), "last");
     }
 }

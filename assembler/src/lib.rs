@@ -50,7 +50,7 @@ pub fn assemble_with(src: &str, path: &Path, options: &Options) -> Result<Progra
 
 /// Reads and assembles a file.
 pub fn assemble_file(path: &Path, options: &Options) -> Result<Program, Diagnostics> {
-    match std::fs::read_to_string(path) {
+    match llmpu_isa::limits::read_to_string(path) {
         Ok(src) => assemble_with(&src, path, options),
         Err(e) => Err(Diagnostics::new(
             path.display().to_string(),

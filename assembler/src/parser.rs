@@ -52,6 +52,7 @@ pub fn parse_into(src: &str, base: &Path, asm: &mut Assembler) {
     let mut p = Parser {
         base: base.to_path_buf(),
         data_open: false,
+        suggestions: Default::default(),
     };
     for line in toks.split(|(t, _)| *t == Tok::Newline) {
         if line.is_empty() {
@@ -82,6 +83,9 @@ struct Parser {
     base: PathBuf,
     /// Whether value directives may append to the last `.data` segment.
     data_open: bool,
+    /// "Did you mean" answers per unknown mnemonic already seen (a file repeating one typo costs
+    /// one search).
+    suggestions: std::collections::HashMap<String, Option<&'static str>>,
 }
 
 /// A cursor over one line's tokens.
@@ -576,7 +580,7 @@ impl Parser {
             return Err(e);
         }
         let path = self.base.join(spec);
-        let text = std::fs::read_to_string(&path).map_err(|e| {
+        let text = llmpu_isa::limits::read_to_string(&path).map_err(|e| {
             AsmError::new(
                 ErrorKind::BadTarget(format!("cannot read target file {}: {e}", path.display())),
                 Some(span),
@@ -642,7 +646,15 @@ impl Parser {
         let mnemonic = c.text(mspan);
         let Some(desc) = by_mnemonic(mnemonic) else {
             let mut e = AsmError::new(ErrorKind::UnknownMnemonic(mnemonic.into()), Some(mspan));
-            if let Some(s) = closest(mnemonic, INSTRUCTIONS.iter().map(|d| d.mnemonic)) {
+            let suggestion = match self.suggestions.get(mnemonic) {
+                Some(s) => *s,
+                None => {
+                    let s = closest(mnemonic, INSTRUCTIONS.iter().map(|d| d.mnemonic));
+                    self.suggestions.insert(mnemonic.to_string(), s);
+                    s
+                }
+            };
+            if let Some(s) = suggestion {
                 e = e.with_help(format!("did you mean `{s}`?"));
             }
             return Err(e);
@@ -917,16 +929,18 @@ fn numbered(c: &mut Cursor, prefix: char) -> Option<u128> {
     digits.parse().ok()
 }
 
-/// Reads an `.incbin` file, at most the target's HBM size (so `/dev/zero` or a huge file is an
-/// error, not an out-of-memory abort).
+/// Reads an `.incbin` file: a regular file (so `/dev/zero` or a FIFO is an error, not an endless
+/// read) of at most the target's HBM size and the file size limit (`llmpu_isa::limits`).
 fn read_bounded(path: &Path, target: &Target) -> Result<Vec<u8>, String> {
-    use std::io::Read;
     let limit = target.hbm.size_bytes;
-    let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let mut bytes = Vec::new();
-    f.take(limit.saturating_add(1))
-        .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
+    let (_, len) = llmpu_isa::limits::open_regular(path).map_err(|e| e.to_string())?;
+    if len > limit {
+        return Err(format!(
+            "the file is larger than the HBM of target `{}` ({limit} bytes)",
+            target.name
+        ));
+    }
+    let bytes = llmpu_isa::limits::read_file(path).map_err(|e| e.to_string())?;
     if bytes.len() as u64 > limit {
         return Err(format!(
             "the file is larger than the HBM of target `{}` ({limit} bytes)",

@@ -43,8 +43,8 @@ fn rendered_diagnostics_match_the_golden_files() {
     );
 }
 
-/// `.incbin` reads at most the target's HBM size: an endless file is a located error, not an
-/// out-of-memory abort.
+/// `.incbin` reads only a regular file of at most the target's HBM size: an endless device is
+/// refused at once and a file larger than HBM is a located error, not an out-of-memory abort.
 #[cfg(unix)]
 #[test]
 fn incbin_of_an_endless_file_is_bounded_by_hbm_size() {
@@ -52,15 +52,22 @@ fn incbin_of_an_endless_file_is_bounded_by_hbm_size() {
         .unwrap()
         .replace("size_bytes = 4294967296", "size_bytes = 1048576");
     assert!(text.contains("size_bytes = 1048576"));
-    let src = format!(
-        ".target_toml {:?}\n.data w @ 0x0\n.incbin \"/dev/zero\"\n.core 0\n    halt\n",
-        text
-    );
-    let err = llmpu_asm::assemble(&src, std::path::Path::new("t.s"))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("t.s:3:9") && err.contains("larger than the HBM") && err.contains("1048576"),
-        "{err}"
-    );
+    let dir = std::env::temp_dir().join(format!("llmpu-incbin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let big = dir.join("big.bin");
+    std::fs::write(&big, vec![0u8; 1048577]).unwrap();
+    for (file, want) in [
+        ("/dev/zero", "not a regular file (a character device)"),
+        (big.to_str().unwrap(), "larger than the HBM"),
+    ] {
+        let src = format!(
+            ".target_toml {:?}\n.data w @ 0x0\n.incbin {file:?}\n.core 0\n    halt\n",
+            text
+        );
+        let err = llmpu_asm::assemble(&src, std::path::Path::new("t.s"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("t.s:3:9") && err.contains(want), "{err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

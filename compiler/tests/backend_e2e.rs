@@ -54,7 +54,7 @@ fn mlp_block(precision: Precision, target: &str) {
     let prog = compile_text(&src, target, precision);
     let x = values(m * k, 5);
     let input = Tensor::from_f32(DType::F32, vec![m as u64, k as u64], &x).unwrap();
-    let res = run(&prog, &[("x".into(), input)], &RunOptions::default())
+    let res = run(&prog, &[("x".into(), input)], &common::checked())
         .unwrap_or_else(|e| panic!("emulator: {e}"));
     // Reference.
     let mut h = matmul(&x, &w, m, k, n);
@@ -161,8 +161,7 @@ fn residual_block(precision: Precision, target: &str) {
             Tensor::from_f32(DType::F32, vec![bs as u64, s as u64, n as u64], &h).unwrap(),
         ),
     ];
-    let res =
-        run(&prog, &inputs, &RunOptions::default()).unwrap_or_else(|e| panic!("emulator: {e}"));
+    let res = run(&prog, &inputs, &common::checked()).unwrap_or_else(|e| panic!("emulator: {e}"));
     let p = matmul(&x, &w, m, k, n);
     let mut y = vec![0f32; m * n];
     let mut z = vec![0f32; m * n];
@@ -316,7 +315,7 @@ fn run_attention(
             ("k".into(), t(&k, hkv)),
             ("v".into(), t(&v, hkv)),
         ],
-        &RunOptions::default(),
+        &common::checked(),
     )
     .unwrap_or_else(|e| panic!("emulator: {e}"));
     let want = t(&attention_reference(&q, &k, &v, h, hkv, s, d), h);
@@ -443,7 +442,7 @@ fn decomposed_rms_norm_and_gelu_fuse_and_match_reference() {
     ] {
         let prog = compile_text(&src, "edge", precision);
         let input = Tensor::from_f32(DType::F32, vec![m as u64, k as u64], &x).unwrap();
-        let res = run(&prog, &[("x".into(), input)], &RunOptions::default()).unwrap();
+        let res = run(&prog, &[("x".into(), input)], &common::checked()).unwrap();
         let want = Tensor::from_f32(DType::F32, vec![m as u64, n as u64], &want).unwrap();
         let c = compare("y", res.output("y").unwrap(), &want, tol).unwrap();
         assert!(c.pass, "{}: {c}", precision.name());
@@ -598,7 +597,7 @@ fn decode_matmul_streams_weights_over_the_cores_and_matches_reference() {
                     Tensor::from_f32(DType::F32, vec![k as u64, n as u64], &w).unwrap(),
                 ),
             ],
-            &RunOptions::default(),
+            &common::checked(),
         )
         .unwrap_or_else(|e| panic!("emulator: {e}"));
         let busy = res
@@ -673,7 +672,7 @@ fn chained_decode_matmuls_multicast_their_activations_and_match_reference() {
                 ("w1".into(), t(&w1, k, f)),
                 ("w2".into(), t(&w2, f, n)),
             ],
-            &RunOptions::default(),
+            &common::checked(),
         )
         .unwrap_or_else(|e| panic!("emulator: {e}"));
         let tol = match precision {
@@ -742,7 +741,7 @@ fn decode_attention_with_wide_kv_blocks_matches_reference() {
                 ("k".into(), t(&k, skv)),
                 ("v".into(), t(&v, skv)),
             ],
-            &RunOptions::default(),
+            &common::checked(),
         )
         .unwrap_or_else(|e| panic!("emulator: {e}"));
         let tol = match precision {
@@ -818,7 +817,7 @@ fn decomposed_rotary_embedding_fuses_and_matches_reference() {
         ] {
             let prog = compile_text(&src, target, precision);
             let input = Tensor::from_f32(DType::F32, shape.clone(), &x).unwrap();
-            let res = run(&prog, &[("x".into(), input)], &RunOptions::default()).unwrap();
+            let res = run(&prog, &[("x".into(), input)], &common::checked()).unwrap();
             let want = Tensor::from_f32(DType::F32, shape.clone(), &want).unwrap();
             let c = compare("y", res.output("y").unwrap(), &want, tol).unwrap();
             assert!(c.pass, "{target} {}: {c}", precision.name());
@@ -887,7 +886,7 @@ fn single_row_producers_are_recomputed_by_their_matmuls_and_match_reference() {
     ] {
         let prog = compile_text(&src, "datacenter", precision);
         let input = Tensor::from_f32(DType::F32, vec![m as u64, k as u64], &x).unwrap();
-        let res = run(&prog, &[("x".into(), input)], &RunOptions::default())
+        let res = run(&prog, &[("x".into(), input)], &common::checked())
             .unwrap_or_else(|e| panic!("emulator: {e}"));
         let located: Vec<&str> = res
             .report
@@ -942,7 +941,7 @@ fn single_tile_matmuls_cache_their_row_blocks_and_match_reference() {
                     Tensor::from_f32(DType::F32, vec![k as u64, n as u64], &w).unwrap(),
                 ),
             ],
-            &RunOptions::default(),
+            &common::checked(),
         )
         .unwrap_or_else(|e| panic!("emulator: {e}"));
         let tol = match precision {
@@ -1002,7 +1001,7 @@ fn attention_writes_merged_heads_in_place_and_matches_reference() {
             ("k".into(), t(&k)),
             ("v".into(), t(&v)),
         ],
-        &RunOptions::default(),
+        &common::checked(),
     )
     .unwrap_or_else(|e| panic!("emulator: {e}"));
     let per_head = attention_reference(&q, &k, &v, h, h, s, d);

@@ -12,7 +12,7 @@ use llmpu_compiler::interp::{self, Tensor as ITensor};
 use llmpu_compiler::parser::parse_module;
 use llmpu_isa::{DType, Inst, Program};
 use llmpu_runtime::compare::{Tolerance, compare};
-use llmpu_runtime::{RunOptions, Tensor, run};
+use llmpu_runtime::{Tensor, run};
 
 /// `dense<…>` of seeded values of `shape`, `scale`d, plus `shift`.
 fn seeded(shape: &[usize], seed: u64, scale: f32, shift: f32) -> String {
@@ -72,7 +72,7 @@ fn check(src: &str, shape: &[usize], pin: impl Fn(&Program, &str, Precision)) {
             pin(&prog, target, precision);
             let dims: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
             let input = Tensor::from_f32(DType::F32, dims, &x).unwrap();
-            let res = run(&prog, &[("x".into(), input)], &RunOptions::default())
+            let res = run(&prog, &[("x".into(), input)], &common::checked())
                 .unwrap_or_else(|e| panic!("{target} {}: emulator: {e}", precision.name()));
             for (name, want) in names.iter().zip(&reference) {
                 let w: Vec<f32> = want.to_f64_vec().iter().map(|&v| v as f32).collect();

@@ -445,9 +445,9 @@ pub fn seal(bytes: &mut [u8]) {
 /// Reads a binary file from disk and parses it with [`read`].
 pub fn read_file(path: impl AsRef<Path>) -> Result<Program, BinaryError> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|source| BinaryError::Io {
+    let bytes = crate::limits::read_file(path).map_err(|e| BinaryError::Io {
         path: path.display().to_string(),
-        source,
+        source: e.into(),
     })?;
     read(&bytes)
 }

@@ -9,6 +9,7 @@ pub mod binary;
 pub mod cost;
 pub mod fields;
 pub mod inst;
+pub mod limits;
 pub mod numerics;
 pub mod program;
 pub mod spec;

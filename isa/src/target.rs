@@ -326,9 +326,9 @@ impl Target {
         }
         let path = Path::new(spec);
         if path.extension().is_some_and(|e| e == "toml") || path.exists() {
-            let text = std::fs::read_to_string(path).map_err(|source| TargetError::Io {
+            let text = crate::limits::read_to_string(path).map_err(|e| TargetError::Io {
                 path: spec.into(),
-                source,
+                source: e.into(),
             })?;
             return Target::from_toml(&text, spec);
         }

@@ -95,6 +95,18 @@ pub enum TrapKind {
     },
     #[error("the target `{0}` has no multicast DMA (`hbm.multicast = false`)")]
     NoMulticast(String),
+    /// A read of bytes never written (`--check-uninit`).
+    #[error(
+        "reads {count} never-written byte(s) of {space} {} (first at {}) — uninitialized memory (--check-uninit)",
+        hex_range(*lo as i128, *hi as i128), hex(*first as i128)
+    )]
+    Uninit {
+        space: MemSpace,
+        lo: u64,
+        hi: u64,
+        first: u64,
+        count: u64,
+    },
 }
 
 /// One side of a data race: an instruction and what it does to the range.
@@ -147,7 +159,9 @@ pub enum EmuError {
         hi: u64,
         until: u64,
     },
-    #[error("instruction limit of {limit} reached at core {core} pc {pc} (cycle {cycle})")]
+    #[error(
+        "instruction limit of {limit} reached at core {core} pc {pc} (cycle {cycle}); raise it with --max-instructions"
+    )]
     InstructionLimit {
         limit: u64,
         core: usize,

@@ -504,11 +504,338 @@ pub(crate) fn spans(inst: &Inst, r: &Regs, sz: &Sizes, sram: &[u8]) -> Result<Sp
     Ok(o)
 }
 
+/// The exact on-chip bytes one operand touches: `elem`-byte elements at
+/// `base + i0·s0 + i1·s1 + i2·s2` (byte strides, `dims[d] = (n_d, s_d)`). Used by
+/// `--check-uninit`, which needs every byte read and written, not the bounding range of [`spans`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Access {
+    pub space: MemSpace,
+    pub write: bool,
+    pub base: i128,
+    pub elem: u64,
+    pub dims: [(u64, i128); 3],
+}
+
+impl Access {
+    fn new(space: MemSpace, write: bool, base: i128, elem: u64, dims: [(u64, i128); 3]) -> Self {
+        Access {
+            space,
+            write,
+            base,
+            elem,
+            dims,
+        }
+    }
+
+    /// The byte runs `[lo, hi)` of the access, the innermost dimension merged into one run when
+    /// it is dense. Runs outside the memory are skipped (the access was bounds-checked already).
+    pub fn for_each_run(&self, f: &mut dyn FnMut(u64, u64)) {
+        let [(n0, s0), (n1, s1), (n2, s2)] = self.dims;
+        if n0 == 0 || n1 == 0 || n2 == 0 || self.elem == 0 {
+            return;
+        }
+        let dense = s0 == self.elem as i128;
+        let (count, len) = if dense {
+            (1, n0 as i128 * self.elem as i128)
+        } else {
+            (n0, self.elem as i128)
+        };
+        for i2 in 0..n2 as i128 {
+            for i1 in 0..n1 as i128 {
+                let row = self.base + i1 * s1 + i2 * s2;
+                for i0 in 0..count as i128 {
+                    let lo = row + i0 * s0;
+                    if lo >= 0 {
+                        f(lo as u64, (lo + len) as u64);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn tile_access(t: &TileRef, r: &Regs, rows: u32, cols: u32, b: Bcast, write: bool) -> Access {
+    let (base, ld, size) = (rv(r, t.addr) as i128, rv(r, t.ld) as i128, t.dtype.size());
+    let e = size as i128;
+    let (rows, cols) = (rows as u64, cols as u64);
+    let dims = match b {
+        Bcast::Full => [(cols, e), (rows, ld * e), (1, 0)],
+        Bcast::Row => [(cols, e), (1, 0), (1, 0)],
+        Bcast::Col => [(1, e), (rows, ld * e), (1, 0)],
+    };
+    Access::new(space_of(t.space), write, base, size, dims)
+}
+
+/// Every on-chip byte range `inst` reads and writes, exactly, reads first (`--check-uninit`).
+/// `sram` supplies gather/scatter indices (read only after their own check). HBM bytes are
+/// checked by the DMA kernels themselves.
+pub(crate) fn onchip_accesses(inst: &Inst, r: &Regs) -> Vec<Access> {
+    if let Some((load, _, _)) = inst.multicast() {
+        return onchip_accesses(&load, r);
+    }
+    let mut o = vec![];
+    let mut tile = |t: &TileRef, rc: (u32, u32), b: Bcast, write: bool| {
+        o.push(tile_access(t, r, rc.0, rc.1, b, write));
+    };
+    match *inst {
+        Inst::Ld { rs1, off, .. } | Inst::Ld32 { rs1, off, .. } | Inst::St { rs1, off, .. } => {
+            let n = if matches!(inst, Inst::Ld32 { .. }) {
+                4
+            } else {
+                8
+            };
+            let addr = rv(r, rs1) as i128 + off as i128;
+            let write = matches!(inst, Inst::St { .. });
+            o.push(Access::new(
+                MemSpace::Sram,
+                write,
+                addr,
+                n,
+                [(1, n as i128), (1, 0), (1, 0)],
+            ));
+        }
+        Inst::DmaLoad {
+            sram: s,
+            n0,
+            n1,
+            n2,
+            ss1,
+            ss2,
+            dt,
+            layout,
+            ..
+        }
+        | Inst::DmaStore {
+            sram: s,
+            n0,
+            n1,
+            n2,
+            ss1,
+            ss2,
+            dt,
+            layout,
+            ..
+        } => {
+            let load = matches!(inst, Inst::DmaLoad { .. });
+            let e = dt.size() as i128;
+            let (ss1, ss2) = (rv(r, ss1) as i128 * e, rv(r, ss2) as i128 * e);
+            let (n0, n1, n2) = (n0 as u64, n1 as u64, n2 as u64);
+            let dims = if load && layout == Layout::Trans {
+                [(n0, ss1), (n1, e), (n2, ss2)]
+            } else {
+                [(n0, e), (n1, ss1), (n2, ss2)]
+            };
+            o.push(Access::new(
+                MemSpace::Sram,
+                load,
+                rv(r, s) as i128,
+                dt.size(),
+                dims,
+            ));
+        }
+        Inst::DmaGather {
+            sram: s,
+            idx,
+            count,
+            rowlen,
+            ss,
+            dt,
+            idt,
+            ..
+        }
+        | Inst::DmaScatter {
+            sram: s,
+            idx,
+            count,
+            rowlen,
+            ss,
+            dt,
+            idt,
+            ..
+        } => {
+            let gather = matches!(inst, Inst::DmaGather { .. });
+            let (count, e) = (count as u64, dt.size() as i128);
+            let ie = idt.size();
+            o.push(Access::new(
+                MemSpace::Sram,
+                false,
+                rv(r, idx) as i128,
+                ie,
+                [(count, ie as i128), (1, 0), (1, 0)],
+            ));
+            o.push(Access::new(
+                MemSpace::Sram,
+                gather,
+                rv(r, s) as i128,
+                dt.size(),
+                [(rowlen as u64, e), (count, rv(r, ss) as i128 * e), (1, 0)],
+            ));
+        }
+        Inst::MxuMatmul {
+            acc,
+            a,
+            b,
+            m,
+            k,
+            n,
+            lda,
+            ldb,
+            ldc,
+            dt,
+            mode,
+        } => {
+            let (m, k, n) = (m as u64, k as u64, n as u64);
+            if m == 0 || n == 0 {
+                return o;
+            }
+            let e = dt.size() as i128;
+            let c = |write| {
+                Access::new(
+                    MemSpace::Acc,
+                    write,
+                    rv(r, acc) as i128,
+                    4,
+                    [(n, 4), (m, rv(r, ldc) as i128 * 4), (1, 0)],
+                )
+            };
+            if k > 0 {
+                o.push(Access::new(
+                    MemSpace::Sram,
+                    false,
+                    rv(r, a) as i128,
+                    dt.size(),
+                    [(k, e), (m, rv(r, lda) as i128 * e), (1, 0)],
+                ));
+                o.push(Access::new(
+                    MemSpace::Sram,
+                    false,
+                    rv(r, b) as i128,
+                    dt.size(),
+                    [(n, e), (k, rv(r, ldb) as i128 * e), (1, 0)],
+                ));
+                if mode == AccMode::Acc {
+                    o.push(c(false));
+                }
+                o.push(c(true));
+            } else if mode == AccMode::Set {
+                o.push(c(true));
+            }
+        }
+        Inst::VpuSel {
+            dst,
+            c,
+            a,
+            b,
+            rows,
+            cols,
+        } => {
+            for t in [c, a, b] {
+                tile(&t, (rows, cols), Bcast::Full, false);
+            }
+            tile(&dst, (rows, cols), Bcast::Full, true);
+        }
+        Inst::VpuSacc {
+            dst,
+            s,
+            b,
+            rows,
+            cols,
+        } => {
+            // `dst = dst · s + b`: the destination is read too.
+            tile(&dst, (rows, cols), Bcast::Full, false);
+            tile(&s, (rows, cols), Bcast::Col, false);
+            tile(&b, (rows, cols), Bcast::Full, false);
+            tile(&dst, (rows, cols), Bcast::Full, true);
+        }
+        Inst::VpuExpsum {
+            dst,
+            a,
+            m,
+            sum,
+            rows,
+            cols,
+            ..
+        } => {
+            tile(&a, (rows, cols), Bcast::Full, false);
+            tile(&m, (rows, cols), Bcast::Col, false);
+            tile(&dst, (rows, cols), Bcast::Full, true);
+            tile(&sum, (rows, 1), Bcast::Col, true);
+        }
+        Inst::VpuFill {
+            dst, rows, cols, ..
+        } => tile(&dst, (rows, cols), Bcast::Full, true),
+        Inst::VpuCausal {
+            dst,
+            qoff,
+            koff,
+            rows,
+            cols,
+            ..
+        } => {
+            // Row i is written from column max(0, q + i − k + 1) on; nothing is read.
+            let (q, k) = (rv(r, qoff) as i128, rv(r, koff) as i128);
+            let full = tile_access(&dst, r, rows, cols, Bcast::Full, true);
+            let (e, ld) = (full.elem as i128, full.dims[1].1);
+            for i in 0..rows as i128 {
+                let first = (q + i - k + 1).clamp(0, cols as i128);
+                let n = cols as i128 - first;
+                if n > 0 {
+                    o.push(Access::new(
+                        full.space,
+                        true,
+                        full.base + i * ld + first * e,
+                        full.elem,
+                        [(n as u64, e), (1, 0), (1, 0)],
+                    ));
+                }
+            }
+        }
+        Inst::VpuRsum { dst, a, rows, cols }
+        | Inst::VpuRmax { dst, a, rows, cols }
+        | Inst::VpuRmin { dst, a, rows, cols } => {
+            tile(&a, (rows, cols), Bcast::Full, false);
+            tile(&dst, (rows, 1), Bcast::Col, true);
+        }
+        _ => {
+            if let Some((dst, a, b, rows, cols, bcast)) = llmpu_isa::cost::binary_parts(inst) {
+                tile(&a, (rows, cols), Bcast::Full, false);
+                tile(&b, (rows, cols), bcast, false);
+                tile(&dst, (rows, cols), Bcast::Full, true);
+            } else if let Some((dst, a, rows, cols, bcast)) = llmpu_isa::cost::unary_parts(inst) {
+                tile(&a, (rows, cols), bcast, false);
+                tile(&dst, (rows, cols), Bcast::Full, true);
+            }
+        }
+    }
+    o
+}
+
 /// The memories of one core plus HBM, as seen by one instruction.
 pub(crate) struct Mem<'a, 'd> {
     pub sram: &'a mut [u8],
     pub acc: &'a mut [u8],
     pub hbm: &'a mut Hbm<'d>,
+    /// Trap on device reads of HBM bytes never written (`--check-uninit`).
+    pub check_uninit: bool,
+}
+
+impl Mem<'_, '_> {
+    /// With `--check-uninit`, a device read of HBM bytes never written is a trap.
+    #[inline]
+    fn hbm_written(&self, addr: u64, len: usize) -> Result<(), TrapKind> {
+        if self.check_uninit
+            && let Some((first, count)) = self.hbm.unwritten(addr, len as u64)
+        {
+            return Err(TrapKind::Uninit {
+                space: MemSpace::Hbm,
+                lo: addr,
+                hi: addr + len as u64,
+                first,
+                count,
+            });
+        }
+        Ok(())
+    }
 }
 
 impl Mem<'_, '_> {
@@ -805,10 +1132,12 @@ fn dma(inst: &Inst, r: &Regs, m: &mut Mem) -> Result<(), TrapKind> {
                     }
                     let h = hbm_u(h_row)?;
                     let rg = at(MemSpace::Sram, m.sram.len(), s_row, row_bytes)?;
+                    m.hbm_written(h, row_bytes)?;
                     m.hbm.read(h, &mut m.sram[rg])?;
                 }
                 (true, Layout::Trans) => {
                     let h = hbm_u(hb + (i2 * hs2 + i1 * hs1) * size)?;
+                    m.hbm_written(h, buf.len())?;
                     m.hbm.read(h, &mut buf)?;
                     for (i0, e) in buf.chunks_exact(sz).enumerate() {
                         let s = sb + (i2 * ss2 + i0 as i128 * ss1 + i1) * size;
@@ -875,6 +1204,7 @@ fn indexed(inst: &Inst, r: &Regs, m: &mut Mem) -> Result<(), TrapKind> {
         let s = rv(r, sram) as i128 + p as i128 * rv(r, ss) as i128 * size as i128;
         let rg = at(MemSpace::Sram, m.sram.len(), s, row_bytes)?;
         if gather {
+            m.hbm_written(lo as u64, row_bytes)?;
             m.hbm.read(lo as u64, &mut m.sram[rg])?;
         } else {
             m.hbm.write(lo as u64, &m.sram[rg])?;

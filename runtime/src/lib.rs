@@ -137,6 +137,10 @@ pub struct RunOptions {
     pub max_output_bytes: u64,
     /// Called every [`PROGRESS_EVERY`] executed instructions (a progress display for long runs).
     pub progress: Option<ProgressHook>,
+    /// Trap on every read of SRAM, accumulator or HBM bytes that neither the host nor the program
+    /// ever wrote (`--check-uninit`): the error names the core, the pc, the instruction, the
+    /// memory and the bytes. Functional runs only (a timing-only run moves no data).
+    pub check_uninit: bool,
 }
 
 /// How often (in executed instructions) [`RunOptions::progress`] is called.
@@ -161,20 +165,27 @@ impl PartialEq for ProgressHook {
     }
 }
 
+/// Default [`RunOptions::max_instructions`]: 5·10⁷ — a runaway loop stops within a few seconds
+/// (the emulator starts 20–30 M instructions/s); real programs stay far below (a GPT-3 layer is
+/// about a million), and `--max-instructions` raises it.
+pub const DEFAULT_MAX_INSTRUCTIONS: u64 = 50_000_000;
+
 impl Default for RunOptions {
-    /// 2·10⁹ instructions, 10¹² cycles, 10¹¹ work, 4 GiB of outputs, no trace or timeline, race
-    /// check on.
+    /// [`DEFAULT_MAX_INSTRUCTIONS`], 10¹² cycles, 10¹¹ work, outputs up to the host memory limit
+    /// (`llmpu_isa::limits::host_bytes`, 4 GiB unless `--host-memory-limit` changed it), no trace
+    /// or timeline, race check on, no uninitialized-read check.
     fn default() -> Self {
         RunOptions {
             timing_only: false,
-            max_instructions: 2_000_000_000,
+            max_instructions: DEFAULT_MAX_INSTRUCTIONS,
             max_cycles: 1_000_000_000_000,
             trace: false,
             timeline: false,
             race_check: true,
             max_work: 100_000_000_000,
-            max_output_bytes: 1 << 32,
+            max_output_bytes: llmpu_isa::limits::host_bytes(),
             progress: None,
+            check_uninit: false,
         }
     }
 }

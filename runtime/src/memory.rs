@@ -7,6 +7,11 @@
 //! byte vectors owned by each core, allocated
 //! lazily-zeroed with a total cap (see `sim`).
 //!
+//! Written bytes: HBM remembers which bytes were ever written (a page written whole, or lent,
+//! needs no record; a partly written page keeps one bit per byte), so that `--check-uninit`
+//! ([`Hbm::unwritten`]) can trap on a read of bytes nobody wrote; the on-chip memories keep such a
+//! map ([`InitMap`]) only when the check is on.
+//!
 //! Extents: every operand of an instruction touches a set of byte addresses described by a base,
 //! an element size and up to three (count, element stride) dimensions. [`extent`] gives the
 //! bounding half-open byte range `[lo, hi)` of that set in `i128` (negative strides and overflow are
@@ -21,19 +26,94 @@ const PAGE: u64 = 1 << PAGE_BITS;
 /// Pages per directory (a directory maps 2^(PAGE_BITS + DIR_BITS) bytes = 4 GiB).
 const DIR_BITS: u32 = 16;
 
-/// One 64 KiB page: bytes the emulator owns, or a page-long run of host data lent by
-/// [`Hbm::lend`] (a program's constant data), read in place until the first write copies it.
+/// One bit per byte of a page: which bytes were written.
+type PageBits = Box<[u64; (PAGE / 64) as usize]>;
+
+/// One 64 KiB page: bytes the emulator owns (with the map of the bytes written, `None` when all
+/// were), or a page-long run of host data lent by [`Hbm::lend`] (a program's constant data, all
+/// written), read in place until the first write copies it.
 enum Page<'d> {
-    Own(Box<[u8; PAGE as usize]>),
+    Own(Box<[u8; PAGE as usize]>, Option<PageBits>),
     Lent(&'d [u8; PAGE as usize]),
 }
 
 impl Page<'_> {
     fn bytes(&self) -> &[u8; PAGE as usize] {
         match self {
-            Page::Own(b) => b,
+            Page::Own(b, _) => b,
             Page::Lent(b) => b,
         }
+    }
+
+    /// The written-bytes map (`None`: every byte was written).
+    fn written(&self) -> Option<&[u64]> {
+        match self {
+            Page::Own(_, Some(bits)) => Some(&bits[..]),
+            _ => None,
+        }
+    }
+}
+
+/// Sets bits `[lo, hi)` of a bitmap.
+pub(crate) fn set_bits(words: &mut [u64], lo: u64, hi: u64) {
+    let mut i = lo;
+    while i < hi {
+        let (w, b) = ((i / 64) as usize, i % 64);
+        let n = (64 - b).min(hi - i);
+        let mask = if n == 64 {
+            u64::MAX
+        } else {
+            ((1u64 << n) - 1) << b
+        };
+        words[w] |= mask;
+        i += n;
+    }
+}
+
+/// The first clear bit in `[lo, hi)` and the number of clear bits there.
+pub(crate) fn clear_bits(words: &[u64], lo: u64, hi: u64) -> Option<(u64, u64)> {
+    let (mut first, mut count) = (None, 0u64);
+    let mut i = lo;
+    while i < hi {
+        let (w, b) = ((i / 64) as usize, i % 64);
+        let n = (64 - b).min(hi - i);
+        let mask = if n == 64 {
+            u64::MAX
+        } else {
+            ((1u64 << n) - 1) << b
+        };
+        let clear = !words[w] & mask;
+        if clear != 0 {
+            first.get_or_insert(w as u64 * 64 + clear.trailing_zeros() as u64);
+            count += clear.count_ones() as u64;
+        }
+        i += n;
+    }
+    first.map(|f| (f, count))
+}
+
+/// Which bytes of an on-chip memory were written (`--check-uninit`).
+pub(crate) struct InitMap {
+    words: Vec<u64>,
+}
+
+impl InitMap {
+    pub fn new(len: usize) -> InitMap {
+        InitMap {
+            words: vec![0; len.div_ceil(64)],
+        }
+    }
+
+    /// Records `[lo, hi)` as written (clamped to the memory).
+    pub fn set(&mut self, lo: u64, hi: u64) {
+        let end = self.words.len() as u64 * 64;
+        set_bits(&mut self.words, lo.min(end), hi.min(end));
+    }
+
+    /// The first never-written byte of `[lo, hi)` and how many there are.
+    pub fn unwritten(&self, lo: u64, hi: u64) -> Option<(u64, u64)> {
+        let end = self.words.len() as u64 * 64;
+        clear_bits(&self.words, lo.min(end), hi.min(end))
     }
 }
 
@@ -91,24 +171,60 @@ impl<'d> Hbm<'d> {
         &mut dir[(page & ((1 << DIR_BITS) - 1)) as usize]
     }
 
-    /// The page holding byte `a` as owned bytes: allocated zeroed, or a lent page copied.
+    /// The page holding byte `a` as owned bytes: allocated zeroed, or a lent page copied; the
+    /// bytes `[off, off + n)` of it are recorded as written (the caller writes them).
     #[inline]
-    fn page_mut(&mut self, a: u64) -> &mut [u8; PAGE as usize] {
+    fn page_mut(&mut self, a: u64, off: usize, n: usize) -> &mut [u8; PAGE as usize] {
         let slot = self.slot(a);
-        let owned = match slot.take() {
-            Some(Page::Own(b)) => b,
+        let (owned, mut bits) = match slot.take() {
+            Some(Page::Own(b, bits)) => (b, bits),
             Some(Page::Lent(l)) => {
                 let mut b = zeroed_page();
                 b.copy_from_slice(l);
-                b
+                (b, None)
             }
-            None => zeroed_page(),
+            None => (zeroed_page(), Some(Box::new([0u64; (PAGE / 64) as usize]))),
         };
-        match slot.insert(Page::Own(owned)) {
-            Page::Own(b) => b,
+        if n == PAGE as usize {
+            bits = None;
+        } else if let Some(w) = bits.as_mut() {
+            set_bits(&mut w[..], off as u64, (off + n) as u64);
+        }
+        match slot.insert(Page::Own(owned, bits)) {
+            Page::Own(b, _) => b,
             // Just inserted as owned; this arm only satisfies the types.
             Page::Lent(_) => unreachable!("the slot holds the page inserted as owned"),
         }
+    }
+
+    /// The first byte of `[addr, addr + len)` never written (by the host or the program) and
+    /// how many such bytes the range holds; `None` when every byte was written. The range must
+    /// be in bounds (checked by the caller's access).
+    pub fn unwritten(&self, addr: u64, len: u64) -> Option<(u64, u64)> {
+        let end = addr.saturating_add(len).min(self.size);
+        let (mut first, mut count) = (None, 0u64);
+        let mut a = addr;
+        while a < end {
+            let off = a & (PAGE - 1);
+            let n = (PAGE - off).min(end - a);
+            let page = a >> PAGE_BITS;
+            let p = self.dirs[(page >> DIR_BITS) as usize]
+                .as_ref()
+                .and_then(|d| d[(page & ((1 << DIR_BITS) - 1)) as usize].as_ref());
+            let gap = match p {
+                None => Some((a, n)),
+                Some(p) => p
+                    .written()
+                    .and_then(|w| clear_bits(w, off, off + n))
+                    .map(|(f, c)| ((page << PAGE_BITS) + f, c)),
+            };
+            if let Some((f, c)) = gap {
+                first.get_or_insert(f);
+                count += c;
+            }
+            a += n;
+        }
+        first.map(|f| (f, count))
     }
 
     /// Number of allocated pages (owned or lent).
@@ -180,7 +296,7 @@ impl<'d> Hbm<'d> {
         while done < data.len() {
             let off = (a & (PAGE - 1)) as usize;
             let n = (PAGE as usize - off).min(data.len() - done);
-            self.page_mut(a)[off..off + n].copy_from_slice(&data[done..done + n]);
+            self.page_mut(a, off, n)[off..off + n].copy_from_slice(&data[done..done + n]);
             done += n;
             a += n as u64;
         }
@@ -200,7 +316,7 @@ impl<'d> Hbm<'d> {
             let part = &data[done..done + n];
             match <&'d [u8; PAGE as usize]>::try_from(part) {
                 Ok(whole) => *self.slot(a) = Some(Page::Lent(whole)),
-                Err(_) => self.page_mut(a)[off..off + n].copy_from_slice(part),
+                Err(_) => self.page_mut(a, off, n)[off..off + n].copy_from_slice(part),
             }
             done += n;
             a += n as u64;
@@ -220,11 +336,11 @@ impl<'d> Hbm<'d> {
                         d.into_iter()
                             .map(|p| {
                                 p.map(|p| match p {
-                                    Page::Own(b) => Page::Own(b),
+                                    Page::Own(b, bits) => Page::Own(b, bits),
                                     Page::Lent(l) => {
                                         let mut b = zeroed_page();
                                         b.copy_from_slice(l);
-                                        Page::Own(b)
+                                        Page::Own(b, None)
                                     }
                                 })
                             })
@@ -504,6 +620,31 @@ mod tests {
                 .lend((1 << 20) - 4, &[0; 8])
                 .is_err()
         );
+    }
+
+    #[test]
+    fn hbm_remembers_the_bytes_written() {
+        let mut h = Hbm::new(1 << 20).unwrap();
+        assert_eq!(h.unwritten(0, 16), Some((0, 16)));
+        h.write(4, &[1; 8]).unwrap();
+        assert_eq!(h.unwritten(4, 8), None);
+        assert_eq!(h.unwritten(0, 16), Some((0, 8)));
+        assert_eq!(h.unwritten(8, 8), Some((12, 4)));
+        // Across pages, whole pages, and lent data.
+        h.write(PAGE - 2, &[2; 4]).unwrap();
+        assert_eq!(h.unwritten(PAGE - 2, 4), None);
+        h.write(2 * PAGE, &vec![3; PAGE as usize]).unwrap();
+        assert_eq!(h.unwritten(2 * PAGE, PAGE), None);
+        let data = vec![5u8; PAGE as usize];
+        h.lend(4 * PAGE, &data).unwrap();
+        assert_eq!(h.unwritten(4 * PAGE, PAGE), None);
+        assert_eq!(h.unwritten(5 * PAGE, 1), Some((5 * PAGE, 1)));
+        let owned = h.into_owned();
+        assert_eq!(owned.unwritten(0, 16), Some((0, 8)));
+        let mut m = InitMap::new(100);
+        m.set(10, 20);
+        assert_eq!(m.unwritten(10, 20), None);
+        assert_eq!(m.unwritten(5, 25), Some((5, 10)));
     }
 
     #[test]

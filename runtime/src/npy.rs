@@ -321,9 +321,9 @@ pub fn to_bytes(t: &Tensor) -> Vec<u8> {
 /// Reads a `.npy` file.
 pub fn read_file(path: impl AsRef<Path>) -> Result<Tensor, NpyError> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|source| NpyError::Io {
+    let bytes = llmpu_isa::limits::read_file(path).map_err(|e| NpyError::Io {
         path: path.display().to_string(),
-        source,
+        source: e.into(),
     })?;
     from_bytes(&bytes)
 }

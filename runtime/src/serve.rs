@@ -306,6 +306,9 @@ struct State {
     since: u64,
 }
 
+/// Latest modeled time of a simulation, in cycles (arrivals and run ends past it are errors).
+pub const MAX_CYCLES: u64 = 1 << 62;
+
 /// Runs the trace to completion. `progress(done, total)` is called after every run.
 pub fn simulate(
     config: &Config,
@@ -325,7 +328,23 @@ pub fn simulate(
     }
     let mut alloc = BlockAllocator::new(config.pool_blocks)?;
     let bt = config.block_tokens;
-    let cycles = |s: f64| (s * config.clock_hz).round() as u64;
+    // Arrivals in cycles, checked against the simulation's range: a time past it is an error,
+    // never a saturated or wrapped count.
+    let cycles = |r: &Request| -> Result<u64, ServeError> {
+        let c = (r.arrival_s * config.clock_hz).round();
+        if c.is_finite() && c >= 0.0 && c <= MAX_CYCLES as f64 {
+            Ok(c as u64)
+        } else {
+            Err(ServeError::Request {
+                id: r.id.clone(),
+                message: format!(
+                    "arrival {:e} s is {c:.3e} cycles at {} GHz, past the simulation's range of 2^62 cycles",
+                    r.arrival_s,
+                    config.clock_hz / 1e9
+                ),
+            })
+        }
+    };
     for r in requests {
         let longest = (r.prompt.len() + r.output_len - 1) as u64;
         let need = blocks_for(longest, bt);
@@ -347,13 +366,23 @@ pub fn simulate(
     order.sort_by(|&a, &b| requests[a].arrival_s.total_cmp(&requests[b].arrival_s));
     let mut out: Vec<Outcome> = requests
         .iter()
-        .map(|r| Outcome {
-            id: r.id.clone(),
-            prompt_len: r.prompt.len(),
-            arrival: cycles(r.arrival_s),
-            ..Outcome::default()
+        .map(|r| {
+            Ok(Outcome {
+                id: r.id.clone(),
+                prompt_len: r.prompt.len(),
+                arrival: cycles(r)?,
+                ..Outcome::default()
+            })
         })
-        .collect();
+        .collect::<Result<_, ServeError>>()?;
+    let advance =
+        |now: u64, by: u64| {
+            now.checked_add(by).filter(|&t| t <= MAX_CYCLES).ok_or_else(|| {
+            ServeError::Engine(format!(
+                "the simulated time passes the simulation's range of 2^62 cycles ({now} + {by})"
+            ))
+        })
+        };
     let mut st: Vec<State> = requests
         .iter()
         .map(|r| State {
@@ -427,7 +456,7 @@ pub fn simulate(
                         message: format!("prefill: {e}"),
                     })?;
             let start = now;
-            now += cost.cycles;
+            now = advance(now, cost.cycles)?;
             out[r].spans.push(("prefill", start, now));
             st[r].blocks = blocks;
             st[r].cached = ctx;
@@ -503,7 +532,7 @@ pub fn simulate(
             )));
         }
         let start = now;
-        now += cost.cycles;
+        now = advance(now, cost.cycles)?;
         for (&r, t) in running.iter().zip(toks) {
             st[r].cached += 1;
             st[r].generated.push(t);

@@ -13,7 +13,7 @@
 use crate::RunOptions;
 use crate::error::{EmuError, MemSpace, RaceSide, TrapKind};
 use crate::exec::{self, Mem, Regs, Sizes};
-use crate::memory::{Hbm, Span, Spans, conflicts_exact};
+use crate::memory::{Hbm, InitMap, Span, Spans, conflicts_exact};
 use crate::report::{CoreReport, EnergyReport, LocReport, Report};
 use crate::timeline::Timeline;
 use crate::trace::{Trace, TraceEvent};
@@ -84,6 +84,57 @@ struct Core {
     remote: VecDeque<Remote>,
     arrival: u64,
     report: CoreReport,
+    /// With `--check-uninit` (functional runs): the bytes of SRAM and ACC written so far.
+    init: Option<[InitMap; 2]>,
+}
+
+impl Core {
+    /// `--check-uninit`: traps if `inst` reads on-chip bytes never written; otherwise records
+    /// the bytes it writes. Called before the instruction executes (its reads come first).
+    fn check_uninit(
+        &mut self,
+        inst: &Inst,
+        regs: &Regs,
+        core: usize,
+        pc: u32,
+    ) -> Result<(), EmuError> {
+        let Some(init) = self.init.as_mut() else {
+            return Ok(());
+        };
+        let accesses = exec::onchip_accesses(inst, regs);
+        let slot = |s: MemSpace| usize::from(s == MemSpace::Acc);
+        for a in accesses.iter().filter(|a| !a.write) {
+            let map = &init[slot(a.space)];
+            let mut bad: Option<(u64, u64, u64, u64)> = None;
+            a.for_each_run(&mut |lo, hi| {
+                if let Some((first, count)) = map.unwritten(lo, hi) {
+                    let b = bad.get_or_insert((lo, hi, first, 0));
+                    b.0 = b.0.min(lo);
+                    b.1 = b.1.max(hi);
+                    b.3 += count;
+                }
+            });
+            if let Some((lo, hi, first, count)) = bad {
+                return Err(trap(
+                    core,
+                    pc,
+                    inst,
+                    TrapKind::Uninit {
+                        space: a.space,
+                        lo,
+                        hi,
+                        first,
+                        count,
+                    },
+                ));
+            }
+        }
+        for a in accesses.iter().filter(|a| a.write) {
+            let map = &mut init[slot(a.space)];
+            a.for_each_run(&mut |lo, hi| map.set(lo, hi));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Default)]
@@ -200,6 +251,12 @@ impl<'p> Sim<'p> {
                 remote: VecDeque::new(),
                 arrival: 0,
                 report: CoreReport::default(),
+                init: (opts.check_uninit && !opts.timing_only).then(|| {
+                    [
+                        InitMap::new(t.sram.size_bytes as usize),
+                        InitMap::new(t.accumulator.size_bytes as usize),
+                    ]
+                }),
             });
         }
         let mut loc_names = vec!["(no location)".to_string()];
@@ -874,6 +931,8 @@ impl<'p> Sim<'p> {
                 }
                 let s = spans.s[0];
                 let core = &mut self.cores[c];
+                let regs = core.regs;
+                core.check_uninit(inst, &regs, c, pc)?;
                 let (lo, hi) = (s.lo as usize, s.hi as usize);
                 match (*inst, set) {
                     (Inst::St { rs, .. }, _) => {
@@ -1078,10 +1137,12 @@ impl<'p> Sim<'p> {
             };
             for j in dests {
                 let cj = &mut self.cores[j];
+                cj.check_uninit(&inst, &entry.regs, c, pc)?;
                 let mut mem = Mem {
                     sram: &mut cj.sram,
                     acc: &mut cj.acc,
                     hbm: &mut self.hbm,
+                    check_uninit: cj.init.is_some(),
                 };
                 exec::execute(&inst, &entry.regs, &mut mem).map_err(|k| trap(c, pc, &inst, k))?;
             }

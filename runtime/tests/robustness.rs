@@ -108,6 +108,7 @@ fn random_programs_never_panic() {
             max_work: 1_000_000_000,
             max_output_bytes: 1 << 20,
             progress: None,
+            check_uninit: i % 2 == 0,
         };
         let r = std::panic::catch_unwind(|| run(&p, &[], &opts).map(|r| r.report.render()));
         match r {

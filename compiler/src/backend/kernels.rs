@@ -786,6 +786,19 @@ pub fn lower_op(cx: &mut Cx, op: OpId) -> R<()> {
     if name == "graph.kv_mask" {
         return super::attention::kv_mask(cx, op, &ins);
     }
+    // Zero-size tensors are empty everywhere: an op whose results hold no element computes
+    // nothing. One that makes elements out of an empty operand (a matmul over k = 0, a sum over
+    // an empty axis) would need a fill this backend does not emit.
+    let empty = |v: &ValueId| shape_of(m, *v).is_some_and(|s| s.contains(&0));
+    if !outs.is_empty() && outs.iter().all(empty) {
+        return Ok(());
+    }
+    if let Some(v) = ins.iter().find(|v| empty(v)) {
+        return Err(cx.err(format!(
+            "unsupported: `{name}` makes a non-empty result from the zero-size operand {:?}",
+            shape_of(m, *v).unwrap_or_default()
+        )));
+    }
     let out = *outs
         .first()
         .ok_or_else(|| cx.err(format!("`{name}` has no result")))?;

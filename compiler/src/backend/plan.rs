@@ -118,19 +118,35 @@ pub fn elem_of(m: &Module, v: ValueId) -> Option<ScalarType> {
     m.value_type(v).elem()
 }
 
-/// Raw bytes of a constant value (`graph.constant` with data), expanded if it is a splat.
-pub fn const_bytes(m: &Module, v: ValueId) -> Option<Vec<u8>> {
+/// The stored bytes of a constant value (`graph.constant` with data; one element for a splat) and
+/// its element count.
+fn const_blob(m: &Module, v: ValueId) -> Option<(std::sync::Arc<[u8]>, u64)> {
     let op = m.defining_op(v)?;
     if m.op(op).name != "graph.constant" {
         return None;
     }
     let d = m.attr(op, "value")?.as_dense()?;
     let bytes = m.blobs.get(d.blob).bytes.clone()?;
-    let t = d.ty.as_tensor()?;
-    let n = t.num_elements()? as usize;
-    let es = t.elem.byte_size();
+    let n = d.ty.as_tensor()?.num_elements()?;
+    Some((bytes, n))
+}
+
+/// Raw bytes of a constant value (`graph.constant` with data), expanded if it is a splat. `None`
+/// also when the expansion would exceed the host memory limit (`llmpu_isa::limits`); the
+/// planner checks a constant's size against the target's HBM before asking.
+pub fn const_bytes(m: &Module, v: ValueId) -> Option<Vec<u8>> {
+    let (bytes, n) = const_blob(m, v)?;
+    let es = elem_of(m, v)?.byte_size();
     if bytes.len() == es && n != 1 {
-        Some(bytes.iter().cycle().take(es * n).copied().collect())
+        llmpu_isa::limits::host_tensor("constant", &[n], es as u64).ok()?;
+        Some(
+            bytes
+                .iter()
+                .cycle()
+                .take(es * n as usize)
+                .copied()
+                .collect(),
+        )
     } else {
         Some(bytes.to_vec())
     }
@@ -139,26 +155,27 @@ pub fn const_bytes(m: &Module, v: ValueId) -> Option<Vec<u8>> {
 /// The values of a constant as f64.
 pub fn const_f64s(m: &Module, v: ValueId) -> Option<Vec<f64>> {
     let b = const_bytes(m, v)?;
-    let e = elem_of(m, v)?;
+    Some(decode_f64s(&b, elem_of(m, v)?))
+}
+
+fn decode_f64s(b: &[u8], e: ScalarType) -> Vec<f64> {
     let es = e.byte_size();
-    Some(
-        b.chunks_exact(es)
-            .map(|c| match e {
-                ScalarType::F64 => f64::from_le_bytes(c.try_into().unwrap_or([0; 8])),
-                ScalarType::F32 => f32::from_le_bytes(c.try_into().unwrap_or([0; 4])) as f64,
-                ScalarType::F16 => half::f16::from_le_bytes([c[0], c[1]]).to_f64(),
-                ScalarType::BF16 => half::bf16::from_le_bytes([c[0], c[1]]).to_f64(),
-                ScalarType::I64 => i64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f64,
-                ScalarType::UI64 => u64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f64,
-                ScalarType::I32 => i32::from_le_bytes(c.try_into().unwrap_or([0; 4])) as f64,
-                ScalarType::UI32 => u32::from_le_bytes(c.try_into().unwrap_or([0; 4])) as f64,
-                ScalarType::I16 => i16::from_le_bytes([c[0], c[1]]) as f64,
-                ScalarType::UI16 => u16::from_le_bytes([c[0], c[1]]) as f64,
-                ScalarType::I8 => c[0] as i8 as f64,
-                ScalarType::UI8 | ScalarType::I1 | ScalarType::F8E4M3FN => c[0] as f64,
-            })
-            .collect(),
-    )
+    b.chunks_exact(es)
+        .map(|c| match e {
+            ScalarType::F64 => f64::from_le_bytes(c.try_into().unwrap_or([0; 8])),
+            ScalarType::F32 => f32::from_le_bytes(c.try_into().unwrap_or([0; 4])) as f64,
+            ScalarType::F16 => half::f16::from_le_bytes([c[0], c[1]]).to_f64(),
+            ScalarType::BF16 => half::bf16::from_le_bytes([c[0], c[1]]).to_f64(),
+            ScalarType::I64 => i64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f64,
+            ScalarType::UI64 => u64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f64,
+            ScalarType::I32 => i32::from_le_bytes(c.try_into().unwrap_or([0; 4])) as f64,
+            ScalarType::UI32 => u32::from_le_bytes(c.try_into().unwrap_or([0; 4])) as f64,
+            ScalarType::I16 => i16::from_le_bytes([c[0], c[1]]) as f64,
+            ScalarType::UI16 => u16::from_le_bytes([c[0], c[1]]) as f64,
+            ScalarType::I8 => c[0] as i8 as f64,
+            ScalarType::UI8 | ScalarType::I1 | ScalarType::F8E4M3FN => c[0] as f64,
+        })
+        .collect()
 }
 
 /// The values of an integer constant.
@@ -171,7 +188,9 @@ pub fn const_ints(m: &Module, v: ValueId) -> Option<Vec<i64>> {
 
 /// The single value of a splat (all elements equal) constant.
 pub fn splat_of(m: &Module, v: ValueId) -> Option<f64> {
-    let vals = const_f64s(m, v)?;
+    let (bytes, _) = const_blob(m, v)?;
+    // The stored bytes (one element for a splat): a splat is never expanded to be recognized.
+    let vals = decode_f64s(&bytes, elem_of(m, v)?);
     let first = *vals.first()?;
     vals.iter().all(|&x| x == first).then_some(first)
 }
@@ -546,6 +565,18 @@ pub fn plan_function(m: &Module, func: OpId, o: &Options) -> Result<Plan, Backen
                 }
                 if m.uses(res).is_empty() {
                     continue;
+                }
+                // Checked against the target's HBM before the data is expanded.
+                let need = llmpu_isa::limits::bytes("constant", &shape, dt.size())
+                    .map_err(|e| err(&d.loc, e.to_string()))?;
+                if need > o.target.hbm.size_bytes {
+                    return Err(err(
+                        &d.loc,
+                        format!(
+                            "constant {shape:?} needs {need} bytes of HBM but target `{}` has {}",
+                            o.target.name, o.target.hbm.size_bytes
+                        ),
+                    ));
                 }
                 let bytes = const_bytes(m, res).ok_or_else(|| {
                     err(

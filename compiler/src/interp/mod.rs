@@ -143,6 +143,20 @@ pub fn run_observed(
                 .ok_or_else(|| err(format!("operand {v} is not defined before use")))?;
             ins.push(t);
         }
+        // The size policy (`llmpu_isa::limits`): a result whose static type is larger than the
+        // host limit is refused before the kernel allocates it.
+        for (i, &r) in d.results.iter().enumerate() {
+            if let Some(t) = m.value_type(r).as_tensor()
+                && let Some(shape) = t.static_shape()
+            {
+                llmpu_isa::limits::host_tensor(
+                    &format!("result #{i} ({})", m.value_type(r)),
+                    &shape,
+                    t.elem.byte_size() as u64,
+                )
+                .map_err(|e| err(e.to_string()))?;
+            }
+        }
         let outs = eval_op(m, o, &ins).map_err(err)?;
         if outs.len() != d.results.len() {
             return Err(err(format!(

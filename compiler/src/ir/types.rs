@@ -173,7 +173,35 @@ impl TensorType {
     pub fn num_elements(&self) -> Option<u64> {
         self.static_shape().and_then(|s| checked_product(&s))
     }
+
+    /// The size policy for types: rank at most [`MAX_RANK`], every extent and the element count
+    /// of the static dims at most `i64::MAX` (MLIR's `int64_t` extents). A type past them is an
+    /// error, never a wrapped count.
+    pub fn check_limits(&self) -> Result<(), String> {
+        if self.rank() > MAX_RANK {
+            return Err(format!(
+                "a tensor of rank {} exceeds the maximum rank {MAX_RANK}",
+                self.rank()
+            ));
+        }
+        let statics: Vec<u64> = self.dims.iter().filter_map(Dim::as_static).collect();
+        match checked_product(&statics) {
+            Some(n) if n <= i64::MAX as u64 => Ok(()),
+            _ => Err(format!(
+                "tensor<{}x{}> has more than 2^63 - 1 elements",
+                statics
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join("x"),
+                self.elem
+            )),
+        }
+    }
 }
+
+/// Largest tensor rank the IR accepts (NumPy's limit).
+pub const MAX_RANK: usize = 64;
 
 /// Product of extents, `None` on overflow.
 pub fn checked_product(dims: &[u64]) -> Option<u64> {

@@ -10,7 +10,7 @@ use super::proto::{
     attribute_type as at,
 };
 use super::tensor::{ExternalData, elem_type, proto_bytes};
-use super::{ImportError, ImportOptions, UnsupportedNode};
+use super::{ImportError, ImportOptions, ImportWarning, UnsupportedNode};
 use crate::dialects::builtin;
 use crate::dialects::graph::OPERAND_SLOTS;
 use crate::interp::Tensor;
@@ -19,6 +19,9 @@ use crate::ir::{
     Type, ValueId,
 };
 use crate::passes::shape_inference::{infer_op, merge_types, update_function_type};
+
+/// Newest ONNX IR version the importer knows (ONNX 1.18).
+pub const MAX_IR_VERSION: i64 = 11;
 
 /// Newest default-domain opset the importer knows.
 pub const MAX_OPSET: i64 = 27;
@@ -102,6 +105,62 @@ const SUPPORTED: &[&str] = &[
     "Unsqueeze",
     "Where",
 ];
+
+/// The attributes ONNX defines for each supported operator (in any opset the importer reads);
+/// others are reported ([`ImportWarning::UnknownAttribute`]) and not copied into the IR.
+fn onnx_attributes(op: &str) -> &'static [&'static str] {
+    match op {
+        "Attention" => &[
+            "is_causal",
+            "kv_num_heads",
+            "q_num_heads",
+            "qk_matmul_output_mode",
+            "scale",
+            "softcap",
+            "softmax_precision",
+        ],
+        "Cast" => &["to", "saturate", "round_mode"],
+        "CastLike" => &["saturate", "round_mode"],
+        "Concat" | "Flatten" | "Gather" | "Softmax" | "LogSoftmax" => &["axis"],
+        "Constant" => &[
+            "value",
+            "value_float",
+            "value_floats",
+            "value_int",
+            "value_ints",
+            "value_string",
+            "value_strings",
+            "sparse_value",
+        ],
+        "ConstantOfShape" => &["value"],
+        "DequantizeLinear" => &["axis", "block_size", "output_dtype"],
+        "QuantizeLinear" => &[
+            "axis",
+            "block_size",
+            "output_dtype",
+            "saturate",
+            "precision",
+        ],
+        "Einsum" => &["equation"],
+        "GatherND" => &["batch_dims"],
+        "Gelu" => &["approximate"],
+        "Gemm" => &["alpha", "beta", "transA", "transB"],
+        "LayerNormalization" | "RMSNormalization" => &["axis", "epsilon", "stash_type"],
+        "Mod" => &["fmod"],
+        "Pad" => &["mode"],
+        "ReduceL2" | "ReduceMax" | "ReduceMean" | "ReduceSum" => {
+            &["axes", "keepdims", "noop_with_empty_axes"]
+        }
+        "Reshape" => &["allowzero"],
+        "RotaryEmbedding" => &["interleaved", "num_heads", "rotary_embedding_dim"],
+        "Shape" => &["start", "end"],
+        "Split" => &["axis", "num_outputs", "split"],
+        "Squeeze" | "Unsqueeze" => &["axes"],
+        "Transpose" => &["perm"],
+        "Trilu" => &["upper"],
+        _ => &[],
+    }
+}
 
 fn why_unsupported(n: &NodeProto, opset: i64) -> Option<String> {
     if !(n.domain.is_empty() || n.domain == "ai.onnx") {
@@ -210,8 +269,20 @@ fn value_type_of(
     let declared: Option<Vec<Dim>> = tt.shape.as_ref().map(|s| {
         s.dim
             .iter()
-            .map(|d| match (&d.dim_value, &d.dim_param) {
+            .enumerate()
+            .map(|(index, d)| match (&d.dim_value, &d.dim_param) {
                 (Some(v), _) if *v >= 0 => Dim::Static(*v as u64),
+                (Some(value), _) => {
+                    if let Some(f) = opts.on_warning {
+                        f(&ImportWarning::NegativeDim {
+                            what,
+                            name: vi.name.clone(),
+                            index,
+                            value: *value,
+                        });
+                    }
+                    Dim::Dynamic
+                }
                 (_, Some(p)) if !p.is_empty() => match opts.dims.get(p) {
                     Some(&v) => Dim::Static(v),
                     None => Dim::Symbolic(Arc::from(p.as_str())),
@@ -266,7 +337,9 @@ fn value_type_of(
             }
         }
     }
-    Ok(Some(Type::Tensor(TensorType { dims, elem })))
+    let t = TensorType { dims, elem };
+    t.check_limits().map_err(|r| unsupported(&r))?;
+    Ok(Some(Type::Tensor(t)))
 }
 
 fn tensor_type_of(tp: &TypeProto) -> Result<&super::proto::TypeProtoTensor, String> {
@@ -357,13 +430,21 @@ pub fn import(
     if model.ir_version < 3 {
         return Err(ImportError::IrVersion(model.ir_version));
     }
+    let warn = |w: ImportWarning| {
+        if let Some(f) = opts.on_warning {
+            f(&w);
+        }
+    };
+    if model.ir_version > MAX_IR_VERSION {
+        warn(ImportWarning::NewerIrVersion(model.ir_version));
+    }
     let mut opset = None;
     for o in &model.opset_import {
         if o.domain.is_empty() || o.domain == "ai.onnx" {
             opset = Some(o.version);
         }
     }
-    let opset = opset.unwrap_or(MIN_OPSET);
+    let opset = opset.ok_or(ImportError::NoOpset)?;
     if !(MIN_OPSET..=MAX_OPSET).contains(&opset) {
         return Err(ImportError::Opset {
             domain: "ai.onnx".into(),
@@ -626,6 +707,9 @@ impl Ctx<'_> {
 
     fn infer(&mut self, op: OpId) -> R<()> {
         if let Some(types) = infer_op(&self.m, op)? {
+            for t in types.iter().filter_map(Type::as_tensor) {
+                t.check_limits()?;
+            }
             let results = self.m.op(op).results.clone();
             for (r, t) in results.into_iter().zip(types) {
                 self.m.set_value_type(r, t);
@@ -683,6 +767,17 @@ impl Ctx<'_> {
         let mut gattrs = vec![];
         for a in &n.attribute {
             if skip.contains(&a.name.as_str()) || (n.op_type == "Constant") {
+                continue;
+            }
+            if !onnx_attributes(&n.op_type).contains(&a.name.as_str()) {
+                if let Some(f) = self.opts.on_warning {
+                    f(&ImportWarning::UnknownAttribute {
+                        node: label.to_string(),
+                        op_type: n.op_type.clone(),
+                        name: a.name.clone(),
+                        bytes: prost::Message::encoded_len(a),
+                    });
+                }
                 continue;
             }
             if let Some(v) = attr_value(

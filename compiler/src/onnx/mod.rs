@@ -41,6 +41,9 @@ pub struct ImportOptions {
     /// Fold ops with constant operands while importing (so exporter shape computations type the
     /// graph); `false` leaves them for the `fold-constants` pass.
     pub fold: bool,
+    /// Called with every [`ImportWarning`] (what the importer accepts but reads in a way the
+    /// model may not mean); `None` drops them. The CLI prints them to stderr.
+    pub on_warning: Option<fn(&ImportWarning)>,
 }
 
 impl Default for ImportOptions {
@@ -50,8 +53,43 @@ impl Default for ImportOptions {
             shapes: BTreeMap::new(),
             allow_symbolic: false,
             fold: true,
+            on_warning: None,
         }
     }
+}
+
+/// Something the importer accepts but reads in a way the model may not mean.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ImportWarning {
+    /// A negative extent in a declared shape (ONNX extents are ≥ 0).
+    #[error("{what} '{name}': dim #{index} is {value} (negative); read as an unknown dim `?`")]
+    NegativeDim {
+        what: &'static str,
+        name: String,
+        index: usize,
+        value: i64,
+    },
+    /// An IR version newer than the importer knows.
+    #[error(
+        "the model's IR version {0} is newer than the newest this importer knows ({max}); read with the rules of IR version {max}",
+        max = convert::MAX_IR_VERSION
+    )]
+    NewerIrVersion(i64),
+    /// An attribute the operator does not define: not copied into the IR.
+    #[error(
+        "node '{node}' ({op_type}): attribute '{name}' ({bytes} bytes) is not an attribute of {op_type}; ignored"
+    )]
+    UnknownAttribute {
+        node: String,
+        op_type: String,
+        name: String,
+        bytes: usize,
+    },
+}
+
+/// Prints a warning to stderr as `warning: ...` (the CLI's [`ImportOptions::on_warning`]).
+pub fn print_warning(w: &ImportWarning) {
+    eprintln!("warning: {w}");
 }
 
 /// One node the importer cannot translate.
@@ -77,6 +115,10 @@ pub enum ImportError {
     },
     #[error("unsupported ONNX IR version {0} (3 or later is required)")]
     IrVersion(i64),
+    #[error(
+        "the model declares no opset for the default ONNX domain (`opset_import` is required since IR version 3), so the semantics of its operators are unknown"
+    )]
+    NoOpset,
     #[error("unsupported opset {version} for domain '{domain}' ({min} to {max} are supported)", min = convert::MIN_OPSET, max = convert::MAX_OPSET)]
     Opset { domain: String, version: i64 },
     #[error("the model has no graph")]
@@ -152,9 +194,9 @@ pub fn decode_model(bytes: &[u8]) -> Result<proto::ModelProto, ImportError> {
 
 /// Reads and imports `path`; external data is resolved relative to its folder.
 pub fn import_file(path: &Path, opts: &ImportOptions) -> Result<Module, ImportError> {
-    let bytes = std::fs::read(path).map_err(|e| ImportError::Io {
+    let bytes = llmpu_isa::limits::read_file(path).map_err(|e| ImportError::Io {
         path: path.to_path_buf(),
-        source: e,
+        source: e.into(),
     })?;
     let base = path.parent().map(|p| {
         if p.as_os_str().is_empty() {
@@ -200,9 +242,9 @@ pub fn graph_input_names(model: &proto::ModelProto) -> Vec<String> {
 
 /// Reads a serialized `TensorProto` file (ONNX test data `input_0.pb`): its name and value.
 pub fn read_tensor_file(path: &Path) -> Result<(String, Tensor), ImportError> {
-    let bytes = std::fs::read(path).map_err(|e| ImportError::Io {
+    let bytes = llmpu_isa::limits::read_file(path).map_err(|e| ImportError::Io {
         path: path.to_path_buf(),
-        source: e,
+        source: e.into(),
     })?;
     let t = proto::TensorProto::decode(&bytes[..]).map_err(|e| ImportError::Decode {
         what: Some(path.display().to_string()),
@@ -228,7 +270,9 @@ pub fn parse_shape_arg(s: &str) -> Result<(String, Vec<u64>), String> {
             .map(|d| {
                 d.trim()
                     .parse::<u64>()
-                    .map_err(|_| format!("bad extent '{d}' in '{s}'"))
+                    .ok()
+                    .filter(|&v| v <= i64::MAX as u64)
+                    .ok_or_else(|| format!("bad extent '{d}' in '{s}' (0 to 2^63 - 1)"))
             })
             .collect::<Result<_, _>>()?
     };
@@ -242,7 +286,12 @@ pub fn parse_dim_arg(s: &str) -> Result<(String, u64), String> {
         .ok_or_else(|| format!("expected NAME=N, got '{s}'"))?;
     let v = v
         .trim()
-        .parse()
+        .parse::<u64>()
         .map_err(|_| format!("bad value '{v}' in '{s}'"))?;
+    if v > i64::MAX as u64 {
+        return Err(format!(
+            "--dim {s}: a dim is at most 2^63 - 1 (ONNX and MLIR extents are int64)"
+        ));
+    }
     Ok((name.to_string(), v))
 }

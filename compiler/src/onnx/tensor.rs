@@ -128,7 +128,9 @@ impl ExternalData {
             ));
         }
         if !self.maps.contains_key(&canon) {
-            let f = std::fs::File::open(&canon)
+            // A regular file only, opened without blocking: a FIFO or device named as the
+            // location is refused instead of stalling the import.
+            let (f, _) = llmpu_isa::limits::open_regular(&canon)
                 .map_err(|e| format!("cannot open external data '{location}': {e}"))?;
             // SAFETY: the file is mapped read-only; like every mmap reader we rely on it not being
             // truncated while the import runs (the bytes are copied into the module right away).
@@ -149,6 +151,13 @@ impl ExternalData {
 
 /// The shape of a tensor proto (negative dims are an error).
 pub fn proto_shape(t: &TensorProto) -> Result<Vec<usize>, String> {
+    if t.dims.len() > crate::ir::types::MAX_RANK {
+        return Err(format!(
+            "rank {} exceeds the maximum rank {}",
+            t.dims.len(),
+            crate::ir::types::MAX_RANK
+        ));
+    }
     t.dims
         .iter()
         .map(|&d| usize::try_from(d).map_err(|_| format!("negative dimension {d}")))

@@ -634,8 +634,10 @@ impl<'s> Lowering<'s> {
                 }
             },
             AAttr::Hex(bits, t, span) => match t {
-                Type::Scalar(s) if s.is_float() => Attribute::Float(float_from_bits(*bits, *s), *s),
-                Type::Scalar(s) => Attribute::Int(*bits as i64, *s),
+                Type::Scalar(s) if s.is_float() => {
+                    Attribute::Float(float_from_bits(hex_bits(*bits, *s, *span)?, *s), *s)
+                }
+                Type::Scalar(s) => Attribute::Int(hex_to_i64(*bits, *s, *span)?, *s),
                 t => return Err(perr(format!("hex attribute cannot have type {t}"), *span)),
             },
             AAttr::Str(s) => Attribute::Str(s.clone()),
@@ -658,7 +660,9 @@ impl<'s> Lowering<'s> {
                         .map(|n| match n {
                             ANum::Float(f) => Ok(*f as f32),
                             ANum::Int(i) => Ok(*i as f32),
-                            ANum::Hex(h) => Ok(f32::from_bits(*h as u32)),
+                            ANum::Hex(h) => u32::try_from(*h).map(f32::from_bits).map_err(|_| {
+                                perr(format!("hex literal 0x{h:X} does not fit in f32"), *span)
+                            }),
                             ANum::Bool(_) => Err(perr("array<f32: ...> holds numbers", *span)),
                         })
                         .collect::<PResult<_>>()?,
@@ -728,6 +732,39 @@ impl<'s> Lowering<'s> {
 
 fn unreachable_kind() -> PResult<()> {
     Err(perr("internal: unexpected module form", (0, 0)))
+}
+
+/// A hex literal's bits, refused when they do not fit the type's width (`0x7F128 : i8`), so
+/// that every accepted literal prints back as text that parses.
+fn hex_bits(bits: u64, t: ScalarType, span: Sp) -> PResult<u64> {
+    let w = t.bit_width();
+    if w < 64 && bits >> w != 0 {
+        return Err(perr(
+            format!("hex literal 0x{bits:X} does not fit in {t} ({w} bits)"),
+            span,
+        ));
+    }
+    Ok(bits)
+}
+
+/// A hex integer literal as MLIR reads it: the bit pattern of the type (`0xFF : i8` is -1).
+fn hex_to_i64(bits: u64, t: ScalarType, span: Sp) -> PResult<i64> {
+    let bits = hex_bits(bits, t, span)?;
+    let w = t.bit_width();
+    if t == ScalarType::I1 || t.is_unsigned() || w >= 64 {
+        return to_i64(
+            if w >= 64 && !t.is_unsigned() {
+                bits as i64 as i128
+            } else {
+                bits as i128
+            },
+            t,
+            span,
+        );
+    }
+    // Sign-extend from the type's width.
+    let shift = 64 - w;
+    Ok(((bits << shift) as i64) >> shift)
 }
 
 fn to_i64(v: i128, t: ScalarType, span: Sp) -> PResult<i64> {
@@ -856,6 +893,12 @@ fn encode_elem(n: &ANum, elem: ScalarType, out: &mut Vec<u8>) -> Result<(), Stri
             ANum::Float(f) => *f,
             ANum::Int(i) => *i as f64,
             ANum::Hex(h) => {
+                if es < 8 && h >> (8 * es) != 0 {
+                    return Err(format!(
+                        "hex literal 0x{h:X} does not fit in {elem} ({} bits)",
+                        8 * es
+                    ));
+                }
                 out.extend_from_slice(&h.to_le_bytes()[..es]);
                 return Ok(());
             }

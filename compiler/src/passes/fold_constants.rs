@@ -73,14 +73,17 @@ pub fn fold_op(m: &mut Module, op: OpId) -> Result<Option<Vec<ValueId>>, String>
                 return Ok(None);
             }
             // Evaluate on a stand-in: only the shape matters.
-            let shape: Vec<usize> = t.dims.iter().map(|x| x.as_static().unwrap_or(0) as usize).collect();
-            let fake = Tensor {
-                shape: shape.clone(),
-                data: crate::interp::Data::Bool(vec![false; shape.iter().product()]),
-            };
-            if fake.len() > MAX_FOLD_ELEMENTS {
-                return Ok(None);
+            let dims: Vec<u64> = t.dims.iter().map(|x| x.as_static().unwrap_or(0)).collect();
+            // Checked before the stand-in is allocated (a dim of 2^64 - 1 must not abort).
+            match crate::ir::types::checked_product(&dims) {
+                Some(n) if n <= MAX_FOLD_ELEMENTS as u64 => {}
+                _ => return Ok(None),
             }
+            let shape: Vec<usize> = dims.iter().map(|&d| d as usize).collect();
+            let fake = Tensor {
+                data: crate::interp::Data::Bool(vec![false; shape.iter().product()]),
+                shape,
+            };
             interp::eval_op(m, op, &[&fake])?
         }
         _ => {

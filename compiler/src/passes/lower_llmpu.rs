@@ -91,6 +91,10 @@ impl Pass for LowerLlmpu {
             e.reset_alloc();
         }
         for (_, v, dst) in &plan.copies {
+            if dst.shape.contains(&0) {
+                // A zero-size output has no bytes to copy.
+                continue;
+            }
             let loc = Location::name("output");
             e.set_loc("output");
             e.begin_op();

@@ -48,6 +48,11 @@ pub fn refine_op(m: &mut Module, op: OpId) -> Result<bool, String> {
     let Some(types) = infer_op(m, op)? else {
         return Ok(false);
     };
+    for t in &types {
+        if let Some(t) = t.as_tensor() {
+            t.check_limits()?;
+        }
+    }
     let mut changed = false;
     let results = m.op(op).results.clone();
     for (r, new) in results.into_iter().zip(types) {

@@ -1,5 +1,6 @@
 //! Helpers shared by the backend test files: seeded values, `dense<…>` literals, compiling
-//! graph IR text for a preset.
+//! graph IR text for a preset, and the emulator options every functional run uses (with the
+//! uninitialized-read check on, so a kernel reading bytes nobody wrote fails its test).
 #![allow(dead_code)]
 
 use llmpu_compiler::backend::{Options, Precision, compile};
@@ -49,4 +50,12 @@ pub fn compile_text(src: &str, target: &str, precision: Precision) -> Program {
     compile(&mut m, &o, opts, &mut std::io::sink())
         .unwrap_or_else(|e| panic!("compile: {e}"))
         .expect("program")
+}
+
+/// Run options of the functional tests: defaults plus `check_uninit`.
+pub fn checked() -> llmpu_runtime::RunOptions {
+    llmpu_runtime::RunOptions {
+        check_uninit: true,
+        ..Default::default()
+    }
 }
