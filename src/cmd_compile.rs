@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use llmpu_compiler::backend::{self, Options, Precision};
 use llmpu_compiler::ir::Module;
-use llmpu_compiler::pass::{IrDumpArgs, PassManagerOptions};
+use llmpu_compiler::pass::{IrDumpArgs, PassManagerOptions, STAGE_ATTR};
 use llmpu_isa::{Program, Target, binary};
 
 /// Arguments of `llmpu compile`.
@@ -164,7 +164,41 @@ pub fn run(a: &CompileArgs) -> Result<(), String> {
     if a.probes {
         set_probes(&mut m);
     }
+    let top = m.top();
+    if let Some(stage) = m.attr(top, STAGE_ATTR).and_then(|x| x.as_str()) {
+        let recorded = backend::options(&m)?;
+        if recorded.target != o.target || recorded.precision != o.precision {
+            eprintln!(
+                "warning: {} went through the pipeline up to `{stage}` for target `{}` ({}); it \
+                 continues with those, not `{}` ({})",
+                a.input.display(),
+                recorded.target.name,
+                recorded.precision.name(),
+                o.target.name,
+                o.precision.name()
+            );
+        }
+    }
     let Some(program) = backend::compile(&mut m, &o, pm, &mut std::io::stderr())? else {
+        // `--stop-after`: the IR at that point, complete (large constants printed), so that
+        // `llmpu compile` of it continues to the same binary.
+        let text = llmpu_compiler::ir::print_module_with(
+            &m,
+            llmpu_compiler::ir::PrintOptions {
+                elide_large_constants: false,
+            },
+        );
+        match &a.output {
+            Some(out) => {
+                std::fs::write(out, text).map_err(|e| format!("{}: {e}", out.display()))?;
+                eprintln!(
+                    "wrote {} (IR after `{}`)",
+                    out.display(),
+                    a.dump.stop_after.as_deref().unwrap_or("?")
+                );
+            }
+            None => out!("{text}"),
+        }
         return Ok(());
     };
     let out = a

@@ -169,9 +169,35 @@ pub fn compile(
     pm: crate::pass::PassManagerOptions,
     log: &mut dyn std::io::Write,
 ) -> Result<Option<llmpu_isa::Program>, String> {
-    set_options(m, o);
     let names = pipeline();
-    let mut mgr = crate::pass::PassManager::from_names(&names, pm).map_err(|e| e.to_string())?;
+    // A module that has been through part of the pipeline (a dump, `compile --stop-after`)
+    // continues after its recorded stage, with the target and precision it was compiled for.
+    let top = m.top();
+    let start = match m
+        .attr(top, crate::pass::STAGE_ATTR)
+        .and_then(Attribute::as_str)
+    {
+        None => {
+            set_options(m, o);
+            0
+        }
+        Some(stage) => names
+            .iter()
+            .position(|n| *n == stage)
+            .map(|i| i + 1)
+            .ok_or_else(|| {
+                format!(
+                    "the module says it went through `{stage}`, which is not a pass of the \
+                     pipeline ({})",
+                    names.join(",")
+                )
+            })?,
+    };
+    let o = options(m)?;
+    let mut pm = pm;
+    pm.record_stage = true;
+    let mut mgr =
+        crate::pass::PassManager::from_names(&names[start..], pm).map_err(|e| e.to_string())?;
     let report = mgr.run(m, log).map_err(|e| e.to_string())?;
     if report.stopped_after.is_some() {
         return Ok(None);

@@ -587,8 +587,10 @@ pub fn plan_function(m: &Module, func: OpId, o: &Options) -> Result<Plan, Backen
                 let data = bytes_to_storage(&bytes, e, dt);
                 let at = place(data.len() as u64);
                 plan.views.insert(res, View::dense(at, dt, &shape));
+                // Numbered in program order, which a printed and re-parsed module keeps (value
+                // numbers it does not).
                 plan.data.push(DataSegment {
-                    name: format!("const{}", res.0),
+                    name: format!("const{}", plan.data.len()),
                     hbm_addr: at,
                     bytes: data,
                 });

@@ -116,7 +116,13 @@ pub struct PassManagerOptions {
     /// Also run this verifier on the input and after every pass.
     pub extra_verifier: Option<ExtraVerifier>,
     pub print: PrintOptions,
+    /// Record the last pass run as the module attribute [`STAGE_ATTR`] (so a dump says where
+    /// in the pipeline it was taken and `llmpu compile` can continue from it).
+    pub record_stage: bool,
 }
+
+/// Module attribute naming the last backend-pipeline pass that ran on the module.
+pub const STAGE_ATTR: &str = "llmpu.stage";
 
 // Not derivable: `verify_each` follows the build profile (clippy sees `false` in release builds).
 #[allow(clippy::derivable_impls)]
@@ -132,6 +138,7 @@ impl Default for PassManagerOptions {
             verify_each: cfg!(debug_assertions),
             extra_verifier: None,
             print: PrintOptions::default(),
+            record_stage: false,
         }
     }
 }
@@ -179,6 +186,7 @@ impl From<&IrDumpArgs> for PassManagerOptions {
             print: PrintOptions {
                 elide_large_constants: !a.print_large_constants,
             },
+            record_stage: false,
         }
     }
 }
@@ -309,6 +317,10 @@ impl PassManager {
             let t = Instant::now();
             pass.run(m)?;
             let dt = t.elapsed();
+            if opts.record_stage {
+                let top = m.top();
+                m.set_attr(top, STAGE_ATTR, crate::ir::Attribute::str(name));
+            }
             report.timings.push((name.to_string(), dt));
             if opts.verify_each {
                 verify(m).map_err(|errors| PassError::VerifyFailed {
