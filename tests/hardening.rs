@@ -881,6 +881,21 @@ fn f10_compiled_corpus_models_read_no_uninitialized_memory() {
     }
 }
 
+/// Found by the `compile` fuzz target: a graph input without a name reached the binary writer
+/// (`could not assemble`); the importer names the input instead.
+#[test]
+fn fuzz_an_unnamed_graph_input_is_an_import_error() {
+    let m = model(
+        vec![node("Relu", "relu", &["x"], &["y"])],
+        vec![vi("x", &dims(&[4])), vi("", &dims(&[2]))],
+        vec![vi("y", &dims(&[4]))],
+        vec![],
+    );
+    let p = save(&m, "unnamed_input.onnx");
+    llmpu(&["compile", s(&p), "-o", s(&scratch("unnamed.llmpu"))])
+        .fails_with(&["graph input '#1': has an empty name"]);
+}
+
 #[test]
 fn every_case_finishes_within_the_budget() {
     // The budget is enforced by `llmpu_with` (a kill after 5 s fails the test); this pins that a
