@@ -36,6 +36,11 @@ pub struct CompileArgs {
     /// shares the pool among the sequences (`llmpu serve-sim`, `spec/serving.md`).
     #[arg(long, value_name = "N")]
     pub kv_blocks: Option<u64>,
+    /// Also return every value the fused graph computes, as outputs named `probe:<ONNX nodes>`
+    /// (the `probe-values` pass), so `llmpu generate --verify` can name the first op whose value
+    /// differs from the reference interpreter's.
+    #[arg(long)]
+    pub probes: bool,
     /// Output binary (default: the input with extension `.llmpu`).
     #[arg(short, long)]
     pub output: Option<PathBuf>,
@@ -71,6 +76,16 @@ pub fn decode_dims(max_context: u64, dims: &[String]) -> Result<Vec<String>, Str
         }
     }
     Ok(out)
+}
+
+/// Turns on the `probe-values` pass for `m`.
+pub fn set_probes(m: &mut Module) {
+    let top = m.top();
+    m.set_attr(
+        top,
+        llmpu_compiler::passes::probe_values::PROBES_ATTR,
+        llmpu_compiler::ir::Attribute::Bool(true),
+    );
 }
 
 /// Records `--kv-blocks`: every KV block pool of the module's decode graph gets `n` physical
@@ -145,6 +160,9 @@ pub fn run(a: &CompileArgs) -> Result<(), String> {
     let mut m = load_model(&a.input, &dims)?;
     if let Some(n) = a.kv_blocks {
         set_kv_blocks(&mut m, n)?;
+    }
+    if a.probes {
+        set_probes(&mut m);
     }
     let Some(program) = backend::compile(&mut m, &o, pm, &mut std::io::stderr())? else {
         return Ok(());

@@ -168,10 +168,10 @@ fn step_logits(bin: &Path, lens: &[i32], pasts: &[Vec<Vec<f32>>], ids: &[i64]) -
         )
         .unwrap()
     };
-    let mask: Vec<i64> = lens
-        .iter()
-        .flat_map(|&l| (0..128).map(move |p| i64::from(p <= l)))
-        .collect();
+    let mut mask = vec![0i64; b * 128];
+    for (row, &l) in mask.chunks_mut(128).zip(lens) {
+        kv::decode_mask_row(row, l as usize + 1).unwrap();
+    }
     let inputs = vec![
         (
             "input_ids".to_string(),

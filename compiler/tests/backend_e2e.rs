@@ -1022,3 +1022,85 @@ fn attention_writes_merged_heads_in_place_and_matches_reference() {
         "the merged output is written once"
     );
 }
+
+/// Partial rotary as GPT-NeoX / Phi export it — the first 8 of 12 head elements rotate, the rest
+/// pass through (`concat(rope(slice(x, 0..8)), slice(x, 8..12))`) — fuses into one
+/// `graph.rope {rotary_dim = 8}` and matches the reference on both presets and precisions.
+#[test]
+fn partial_rotary_fuses_into_rope_with_rotary_dim_and_matches_reference() {
+    let (b, h, s, d, rd) = (2usize, 3usize, 5usize, 12usize, 8usize);
+    let half = rd / 2;
+    let cos = values(s * rd, 41);
+    let sin = values(s * rd, 42);
+    let t = |n: usize| format!("tensor<2x3x5x{n}xf32>");
+    let src = format!(
+        r#"module {{
+  func.func @main(%q: {t12} {{graph.name = "x"}}) -> ({t12} {{graph.name = "y"}}) {{
+    %cos = "graph.constant"() {{value = {cos}}} : () -> tensor<1x1x5x8xf32> loc("cos")
+    %sin = "graph.constant"() {{value = {sin}}} : () -> tensor<1x1x5x8xf32> loc("sin")
+    %zero = "graph.constant"() {{value = dense<[0]> : tensor<1xi64>}} : () -> tensor<1xi64> loc("c0")
+    %half = "graph.constant"() {{value = dense<[4]> : tensor<1xi64>}} : () -> tensor<1xi64> loc("c4")
+    %rd = "graph.constant"() {{value = dense<[8]> : tensor<1xi64>}} : () -> tensor<1xi64> loc("c8")
+    %end = "graph.constant"() {{value = dense<[12]> : tensor<1xi64>}} : () -> tensor<1xi64> loc("c12")
+    %ax = "graph.constant"() {{value = dense<[-1]> : tensor<1xi64>}} : () -> tensor<1xi64> loc("ax")
+    %x = "graph.slice"(%q, %zero, %rd, %ax) : ({t12}, tensor<1xi64>, tensor<1xi64>, tensor<1xi64>) -> {t8} loc("SliceRot")
+    %pass = "graph.slice"(%q, %rd, %end, %ax) : ({t12}, tensor<1xi64>, tensor<1xi64>, tensor<1xi64>) -> {t4} loc("SlicePass")
+    %xc = "graph.mul"(%x, %cos) : ({t8}, tensor<1x1x5x8xf32>) -> {t8} loc("Mul")
+    %x1 = "graph.slice"(%x, %zero, %half, %ax) : ({t8}, tensor<1xi64>, tensor<1xi64>, tensor<1xi64>) -> {t4} loc("Slice")
+    %x2 = "graph.slice"(%x, %half, %rd, %ax) : ({t8}, tensor<1xi64>, tensor<1xi64>, tensor<1xi64>) -> {t4} loc("Slice_1")
+    %n = "graph.neg"(%x2) : ({t4}) -> {t4} loc("Neg")
+    %rot = "graph.concat"(%n, %x1) {{axis = 3 : i64}} : ({t4}, {t4}) -> {t8} loc("Concat")
+    %rs = "graph.mul"(%rot, %sin) : ({t8}, tensor<1x1x5x8xf32>) -> {t8} loc("Mul_1")
+    %y8 = "graph.add"(%rs, %xc) : ({t8}, {t8}) -> {t8} loc("Add")
+    %y = "graph.concat"(%y8, %pass) {{axis = -1 : i64}} : ({t8}, {t4}) -> {t12} loc("ConcatPass")
+    func.return %y : {t12}
+  }}
+}}
+"#,
+        t12 = t(12),
+        t8 = t(8),
+        t4 = t(4),
+        cos = dense(&cos, &[1, 1, s, rd]),
+        sin = dense(&sin, &[1, 1, s, rd]),
+    );
+    let mut module = parse_module(&src).unwrap();
+    let mut pm = llmpu_compiler::pass::PassManager::parse_pipeline(
+        "canonicalize,fuse-rotary,dce",
+        PassManagerOptions::default(),
+    )
+    .unwrap();
+    pm.run(&mut module, &mut std::io::sink()).unwrap();
+    let text = llmpu_compiler::ir::print_module(&module);
+    assert!(text.contains("rotary_dim = 8"), "{text}");
+    assert!(
+        !text.contains("graph.concat") && !text.contains("graph.slice"),
+        "{text}"
+    );
+    let x = values(b * h * s * d, 43);
+    let mut want = x.clone();
+    for (r, row) in x.chunks(d).enumerate() {
+        let p = r % s;
+        for j in 0..rd {
+            let rot = if j < half {
+                -row[j + half]
+            } else {
+                row[j - half]
+            };
+            want[r * d + j] = row[j] * cos[p * rd + j] + rot * sin[p * rd + j];
+        }
+    }
+    let shape = vec![b as u64, h as u64, s as u64, d as u64];
+    for target in ["edge", "datacenter"] {
+        for (precision, tol) in [
+            (Precision::Fp32, Tolerance::FP32),
+            (Precision::Bf16, Tolerance::BF16),
+        ] {
+            let prog = compile_text(&src, target, precision);
+            let input = Tensor::from_f32(DType::F32, shape.clone(), &x).unwrap();
+            let res = run(&prog, &[("x".into(), input)], &RunOptions::default()).unwrap();
+            let want = Tensor::from_f32(DType::F32, shape.clone(), &want).unwrap();
+            let c = compare("y", res.output("y").unwrap(), &want, tol).unwrap();
+            assert!(c.pass, "{target} {}: {c}", precision.name());
+        }
+    }
+}

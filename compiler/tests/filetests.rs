@@ -144,6 +144,16 @@ fn kv_layout_filetests_match_snapshots() {
 }
 
 #[test]
+fn split_projections_filetests_match_snapshots() {
+    run_folder("split-projections");
+}
+
+#[test]
+fn probe_values_filetests_match_snapshots() {
+    run_folder("probe-values");
+}
+
+#[test]
 fn fuse_norm_filetests_match_snapshots() {
     run_folder("fuse-norm");
 }

@@ -129,6 +129,7 @@ pub fn compare(
     let (mut max_abs, mut max_rel, mut mismatches) = (0f64, 0f64, 0u64);
     let (mut dot, mut ng, mut ne) = (0f64, 0f64, 0f64);
     let (mut worst, mut worst_excess) = (0usize, f64::NEG_INFINITY);
+    let mut unmatched_special = false;
     for (i, (&a, &b)) in g.iter().zip(&e).enumerate() {
         let (a, b) = (a as f64, b as f64);
         let ok_special = (a.is_nan() && b.is_nan()) || (a.is_infinite() && a == b);
@@ -150,9 +151,14 @@ pub fn compare(
             dot += a * b;
             ng += a * a;
             ne += b * b;
+        } else if !ok_special {
+            unmatched_special = true;
         }
     }
-    let cosine = if ng == 0.0 && ne == 0.0 {
+    // A NaN or infinity the reference does not have leaves the cosine undefined (NaN), never 1.
+    let cosine = if unmatched_special {
+        f64::NAN
+    } else if ng == 0.0 && ne == 0.0 {
         1.0
     } else if ng == 0.0 || ne == 0.0 {
         0.0
@@ -240,6 +246,18 @@ mod tests {
         .unwrap();
         assert!(c.pass);
         assert_eq!(c.max_abs, 0.0);
+    }
+
+    #[test]
+    fn a_nan_the_reference_lacks_leaves_the_cosine_undefined() {
+        let c = compare(
+            "x",
+            &t(&[f32::NAN, f32::NAN]),
+            &t(&[1.0, -2.0]),
+            Tolerance::BF16,
+        )
+        .unwrap();
+        assert!(!c.pass && c.cosine.is_nan(), "{c}");
     }
 
     #[test]

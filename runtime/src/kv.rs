@@ -175,6 +175,17 @@ pub fn unpack(kv: &KvRegion, img: &[u8], slot: usize) -> Result<Tensor, EmuError
         .map_err(|m| bad(&s.present, m))
 }
 
+/// Fills one `attention_mask` row of a decode step over the paged region: the graph sees a
+/// sequence's cached and new tokens right-aligned, the new ones at the compiled past length (as
+/// Hugging Face sees a left-padded batch; `spec/kv-cache.md`), so the last `live` columns (cached
+/// plus new tokens) are 1 and the others 0. `None` when `live` exceeds the row.
+pub fn decode_mask_row(row: &mut [i64], live: usize) -> Option<()> {
+    let pad = row.len().checked_sub(live)?;
+    row[..pad].fill(0);
+    row[pad..].fill(1);
+    Some(())
+}
+
 /// The graph's input names in graph order: the I/O inputs with the KV pasts at their positions.
 pub fn input_names(program: &Program) -> Vec<String> {
     merge(

@@ -317,9 +317,8 @@ impl Engine for EmuEngine<'_> {
             lengths[b] = cached as i32;
             ids[b] = token;
             pos[b] = cached as i64;
-            for m in &mut mask[b * mask_len..b * mask_len + cached + 1] {
-                *m = 1;
-            }
+            crate::kv::decode_mask_row(&mut mask[b * mask_len..(b + 1) * mask_len], cached + 1)
+                .ok_or("mask row shorter than the live tokens")?;
             if b < rows.len() {
                 let live = (cached as u64 + 1).div_ceil(kv.block_tokens);
                 kv_bytes += live * kv.block_tokens * tb + tb;

@@ -26,7 +26,7 @@
 
 use llmpu_isa::{Bcast, DType};
 
-use super::emit::Mem;
+use super::emit::{Mem, Touch};
 use super::kernels::{Bin, Cx, Imm, Red, T, Un};
 use super::plan::shape_of;
 use super::tiling::sram_budget;
@@ -171,6 +171,11 @@ pub fn attention(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
         .and_then(Attribute::as_f64)
         .unwrap_or(1.0 / (d as f64).sqrt()) as f32;
     let causal = m.attr(op, "causal").and_then(Attribute::as_bool) == Some(true);
+    let softcap = m
+        .attr(op, "softcap")
+        .and_then(Attribute::as_f64)
+        .filter(|c| *c > 0.0)
+        .map(|c| c as f32);
     let mask = match ins.get(3) {
         Some(&mv) => {
             let v = cx
@@ -219,11 +224,17 @@ pub fn attention(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
         causal,
         off,
         scale,
+        softcap,
         dt,
     };
     // Prefill without an explicit mask or paged cache: each head's K/V resident in SRAM when
     // they fit (causal blocks above the diagonal skipped, K/V read once).
-    if paged.is_none() && mask.is_none() && sq >= 2 && resident(cx, &shape, &qv, &kv, &vv, ov)? {
+    if paged.is_none()
+        && mask.is_none()
+        && softcap.is_none()
+        && sq >= 2
+        && resident(cx, &shape, &qv, &kv, &vv, ov)?
+    {
         return Ok(());
     }
     // Paged decode: (sequence, KV head) groups software-pipelined, one drain per live block of a
@@ -458,7 +469,7 @@ pub fn attention(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
                         }
                     }
                     let st = T::sram(s32, wk, DType::F32);
-                    cx.e.vimm(Imm::Mul, st, sa, scale, wq, wk);
+                    scores(cx.e, st, sa, scale, softcap, wq, wk);
                     if let Some(mv) = &mask {
                         let mb = index(mv, &[bi, hi]).slice(0, q0, 1, wq).slice(1, k0, 1, wk);
                         cx.e.move_view(true, &mb, mt, wk);
@@ -850,7 +861,7 @@ fn paged_decode(
             };
             let e = &mut *cx.e;
             match (step, j == 0) {
-                (0, _) => e.vimm(Imm::Mul, sv, sa, s.scale, rows, wk),
+                (0, _) => scores(e, sv, sa, s.scale, s.softcap, rows, wk),
                 (1, _) => {
                     if let Some(mv) = mask {
                         let bc = if mask_row.is_some() {
@@ -1061,7 +1072,29 @@ struct Shape {
     causal: bool,
     off: u64,
     scale: f32,
+    /// Logit soft-cap `c`: scores become `c·tanh(scale·S / c)` before the mask.
+    softcap: Option<f32>,
     dt: DType,
+}
+
+/// `dst = acc·scale`, or with a soft-cap `c`: `c·tanh(acc·scale / c)`.
+fn scores(
+    e: &mut super::emit::Emitter,
+    dst: T,
+    acc: T,
+    scale: f32,
+    softcap: Option<f32>,
+    rows: u64,
+    cols: u64,
+) {
+    match softcap {
+        None => e.vimm(Imm::Mul, dst, acc, scale, rows, cols),
+        Some(c) => {
+            e.vimm(Imm::Mul, dst, acc, scale / c, rows, cols);
+            e.vun(Un::Tanh, dst, dst, Bcast::Full, rows, cols);
+            e.vimm(Imm::Mul, dst, dst, c, rows, cols);
+        }
+    }
 }
 
 /// Keys `[0, n)` that queries `[q0, q0 + wq)` attend to, rounded up to `gran` (at most `skv`).
@@ -1595,6 +1628,140 @@ pub fn kv_append(cx: &mut Cx, op: OpId, ins: &[ValueId]) -> R<()> {
             };
             cx.e.move_view_at(false, &dst, rows, d, Some(r));
             cx.e.unpin(r);
+        }
+    }
+    Ok(())
+}
+
+/// Lowers `graph.kv_mask(mask)` (`kv-layout`): every mask row `(b, h, q)` of `n = P + new`
+/// columns is loaded into the first half of a `2n`-element SRAM row whose second half holds −inf,
+/// and stored from column `P − len[b]` on (the sequence's cached length read at run time from the
+/// region header), so slot `t` gets column `t + P − len[b]` and the slots after the sequence's
+/// last token get −inf. Rows are split over the cores; two row buffers alternate.
+pub fn kv_mask(cx: &mut Cx, op: OpId, ins: &[ValueId]) -> R<()> {
+    let err = |cx: &Cx, s: String| BackendError::new(&cx.loc, s);
+    let out = cx.m.op(op).results[0];
+    let region = cx
+        .plan
+        .kv
+        .clone()
+        .ok_or_else(|| err(cx, "kv_mask without a KV region".into()))?;
+    let ov = cx
+        .plan
+        .views
+        .get(&out)
+        .cloned()
+        .ok_or_else(|| err(cx, "kv_mask result has no memory".into()))?;
+    let iv = cx
+        .plan
+        .views
+        .get(&ins[0])
+        .cloned()
+        .ok_or_else(|| err(cx, "mask has no memory".into()))?;
+    let (b, h, q, n) = (ov.shape[0], ov.shape[1], ov.shape[2], ov.shape[3]);
+    let past = region.past_len;
+    if b != region.batch || n != past + region.new_tokens {
+        return Err(err(
+            cx,
+            format!(
+                "mask {:?} does not match the KV region ({} sequences of {} + {} tokens)",
+                ov.shape, region.batch, past, region.new_tokens
+            ),
+        ));
+    }
+    let mut padded = vec![1; 4 - iv.shape.len().min(4)];
+    padded.extend(&iv.shape);
+    let src = iv
+        .reshape(&padded)
+        .and_then(|v| v.broadcast_to(&ov.shape))
+        .ok_or_else(|| {
+            err(
+                cx,
+                format!("mask {:?} does not broadcast to {:?}", iv.shape, ov.shape),
+            )
+        })?;
+    let dt = ov.dt;
+    let sz = dt.size();
+    let row_bytes = 2 * n * sz;
+    let nbuf = if 2 * row_bytes + b * 4 <= cx.e.free(Mem::Sram) {
+        2
+    } else {
+        1
+    };
+    let lens =
+        cx.e.alloc(Mem::Sram, b * 4, "KV lengths")
+            .map_err(|e| err(cx, e.to_string()))?;
+    let mut bufs = vec![];
+    for _ in 0..nbuf {
+        bufs.push(
+            cx.e.alloc(Mem::Sram, row_bytes, "shifted mask row")
+                .map_err(|e| {
+                    err(
+                        cx,
+                        format!("a mask row of {n} keys (twice, for the shift): {e}"),
+                    )
+                })?,
+        );
+    }
+    let rows = b * h * q;
+    let cores = (cx.e.cores() as u64).min(rows).max(1);
+    const CHUNK: u64 = 65535;
+    for c in 0..cores {
+        let (r0, r1) = (c * rows / cores, (c + 1) * rows / cores);
+        if r0 == r1 {
+            continue;
+        }
+        cx.e.core(c as usize);
+        let lv = View::dense(region.lengths_addr(), DType::I32, &[b]);
+        cx.e.move_view(true, &lv, lens, 0);
+        for &buf in &bufs {
+            let mut k = 0;
+            while k < n {
+                let w = CHUNK.min(n - k);
+                let tail = T::sram(buf + (n + k) * sz, w, dt);
+                cx.e.vcausal(tail, -1, 0, f32::NEG_INFINITY, 1, w);
+                k += w;
+            }
+        }
+        for (i, r) in (r0..r1).enumerate() {
+            let (bi, hi, qi) = (r / (h * q), r / q % h, r % q);
+            let buf = bufs[i % nbuf];
+            let row = index(&src, &[bi, hi, qi]);
+            let row = View {
+                shape: vec![1, n],
+                strides: vec![0, row.strides[0]],
+                ..row
+            };
+            cx.e.move_view(true, &row, buf, n);
+            // Column P − len[b] of the row buffer.
+            let at =
+                cx.e.length_affine(lens + bi * 4, -(sz as i64), (buf + past * sz) as i64);
+            let dst = index(&ov, &[bi, hi, qi]);
+            let mut k = 0;
+            while k < n {
+                let w = CHUNK.min(n - k);
+                let sram = cx.e.offset_reg(at, (k * sz) as i64);
+                let hbm = cx.e.reg(dst.addr + (k * sz) as i64);
+                let zero = llmpu_isa::Reg(0);
+                cx.e.op(
+                    llmpu_isa::Inst::DmaStore {
+                        sram,
+                        hbm,
+                        n0: w as u32,
+                        n1: 1,
+                        n2: 1,
+                        hs1: zero,
+                        hs2: zero,
+                        ss1: zero,
+                        ss2: zero,
+                        dt,
+                        layout: llmpu_isa::Layout::Rows,
+                    },
+                    vec![Touch::read(Mem::Sram, buf, buf + row_bytes)],
+                );
+                k += w;
+            }
+            cx.e.unpin(at);
         }
     }
     Ok(())

@@ -662,6 +662,33 @@ impl Emitter {
         rd
     }
 
+    /// `base + length · scale` with `length` the i32 at SRAM `len_entry`, computed at run time
+    /// into a register pinned until [`Emitter::unpin`] (an address that moves with a paged KV
+    /// sequence's cached length).
+    pub fn length_affine(&mut self, len_entry: u64, scale: i64, base: i64) -> Reg {
+        let a = self.reg(len_entry as i64);
+        let rd = self.fresh();
+        self.op(
+            Inst::Ld32 { rd, rs1: a, off: 0 },
+            vec![Touch::read(Mem::Sram, len_entry, len_entry + 4)],
+        );
+        self.pinned.push(rd.0);
+        let sc = self.reg(scale);
+        self.push_raw(Inst::Mul {
+            rd,
+            rs1: rd,
+            rs2: sc,
+        });
+        let b = self.reg(base);
+        self.push_raw(Inst::Add {
+            rd,
+            rs1: rd,
+            rs2: b,
+        });
+        self.locked.clear();
+        rd
+    }
+
     /// The physical block (block-table entry) of logical block `min(j, last)` of a paged KV
     /// sequence, computed at run time: `last = (length + add) / div` with `length` the i32 at SRAM
     /// `len_entry` (the sequence's last live block when `add = new_tokens − 1`, `div =

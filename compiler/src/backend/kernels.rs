@@ -783,6 +783,9 @@ pub fn lower_op(cx: &mut Cx, op: OpId) -> R<()> {
     if name == "graph.kv_append" {
         return super::attention::kv_append(cx, op, &ins);
     }
+    if name == "graph.kv_mask" {
+        return super::attention::kv_mask(cx, op, &ins);
+    }
     // Zero-size tensors are empty everywhere: an op whose results hold no element computes
     // nothing. One that makes elements out of an empty operand (a matmul over k = 0, a sum over
     // an empty axis) would need a fill this backend does not emit.
@@ -992,7 +995,10 @@ pub fn lower_op(cx: &mut Cx, op: OpId) -> R<()> {
         "graph.gather" => gather(cx, op, ins[0], ins[1], &ov),
         "graph.trilu" => trilu(cx, op, &ov),
         "graph.fused_attention" => super::attention::attention(cx, op, &ins, &ov),
-        "graph.rope" => rope(cx, &ins, &ov),
+        "graph.rope" => {
+            let rd = m.attr(op, "rotary_dim").and_then(Attribute::as_int);
+            rope(cx, &ins, &ov, rd)
+        }
         "graph.constant_of_shape" => {
             let v =
                 cx.m.attr(op, "value")
@@ -1073,20 +1079,29 @@ fn elementwise(cx: &mut Cx, k: Ew, inputs: &[ValueId], ov: &View) -> R<()> {
 }
 
 /// `graph.rope`: `out[..., :h] = x₁·cos₁ − x₂·sin₁`, `out[..., h:] = x₂·cos₂ + x₁·sin₂` (halves of
-/// the last axis), each half one elementwise pass over strided views of `x`, `cos`, `sin`.
-fn rope(cx: &mut Cx, ins: &[ValueId], ov: &View) -> R<()> {
-    let r = ov.shape.len();
-    let d = *ov
+/// the rotated part of the last axis: all of it, or its first `rotary_dim`), each half one
+/// elementwise pass over strided views of `x`, `cos`, `sin`; a partial rotary's other elements are
+/// copied through.
+fn rope(cx: &mut Cx, ins: &[ValueId], out: &View, rotary_dim: Option<i64>) -> R<()> {
+    let r = out.shape.len();
+    let d = *out
         .shape
         .last()
         .ok_or_else(|| cx.err("rope needs rank >= 1"))?;
-    if d % 2 != 0 || ins.len() != 3 {
-        return Err(cx.err("rope needs an even last dimension and (x, cos, sin)"));
+    let rd = rotary_dim.map_or(d, |x| x.max(0) as u64);
+    if !rd.is_multiple_of(2) || rd == 0 || rd > d || ins.len() != 3 {
+        return Err(cx.err("rope needs an even rotated width and (x, cos, sin)"));
     }
-    let h = d / 2;
+    let h = rd / 2;
+    let ov = out.slice(r - 1, 0, 1, rd);
     let mut full = vec![];
-    for &v in ins {
+    for (i, &v) in ins.iter().enumerate() {
         let view = cx.view(v)?;
+        let view = if i == 0 {
+            view.slice(r - 1, 0, 1, rd)
+        } else {
+            view
+        };
         full.push(view.broadcast_to(&ov.shape).ok_or_else(|| {
             cx.err(format!(
                 "operand shape {:?} does not broadcast to {:?}",
@@ -1094,6 +1109,16 @@ fn rope(cx: &mut Cx, ins: &[ValueId], ov: &View) -> R<()> {
             ))
         })?);
     }
+    if rd < d {
+        let x = cx.view(ins[0])?;
+        let pass = |v: &View| v.slice(r - 1, rd, 1, d - rd);
+        let src = classify_view(pass(&x), &pass(out).shape);
+        elementwise_srcs(cx, Ew::Unary(Un::Copy), &[src], &pass(out))?;
+        if cx.e.cores() > 1 {
+            cx.e.barrier();
+        }
+    }
+    let ov = &ov;
     let half = |v: &View, i: u64| v.slice(r - 1, i * h, 1, h);
     let src = |v: &View, i: u64| classify_view(half(v, i), &half(ov, i).shape);
     let (x, c, s) = (&full[0], &full[1], &full[2]);

@@ -144,6 +144,7 @@ pub fn pipeline() -> Vec<&'static str> {
     }
     v.extend([
         "canonicalize",
+        "split-projections",
         "fuse-rotary",
         "fuse-attention",
         "fuse-norm",
@@ -151,6 +152,7 @@ pub fn pipeline() -> Vec<&'static str> {
         "kv-layout",
         "cse",
         "dce",
+        "probe-values",
         "tile",
         "plan-memory",
         "lower-llmpu",

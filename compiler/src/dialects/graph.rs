@@ -153,6 +153,13 @@ define_ops! { OPS;
     Range = "graph.range", pure = true, verify = verify_range;
     /// `%r = "graph.constant_of_shape"(%shape) {value = dense<0.0> : tensor<1xf32>}` — a filled tensor.
     ConstantOfShape = "graph.constant_of_shape", pure = true, verify = verify_constant_of_shape;
+    /// `%r = "graph.cumsum"(%x, %axis) {exclusive = 0 : i64, reverse = 0 : i64}` — ONNX CumSum:
+    /// running sums along `axis` (a scalar or 1-element integer tensor), optionally excluding
+    /// the current element and/or from the end.
+    CumSum = "graph.cumsum", pure = true, verify = verify_cumsum;
+    /// `%r = "graph.tile"(%x, %repeats)` — ONNX Tile: `x` repeated `repeats[i]` times along axis
+    /// `i` (`repeats`: one non-negative i64 per axis).
+    Tile = "graph.tile", pure = true, verify = verify_tile;
     /// `%r = "graph.trilu"(%x, %k?) {upper = 1 : i64}` — keeps the upper/lower triangle.
     Trilu = "graph.trilu", pure = true, verify = verify_trilu;
     /// `%y, %present_k?, %present_v?, %qk? = "graph.attention"(%q, %k, %v, %mask?, %past_k?, %past_v?,
@@ -182,7 +189,8 @@ define_ops! { OPS;
     Identity = "graph.identity", pure = true, verify = verify_unary;
     /// `%r = "graph.fused_attention"(%q, %k, %v, %mask?) {scale = 0.125 : f32, causal = true}` —
     /// `softmax(q kᵀ · scale + mask) v` recognized from its decomposed pattern; `loc(fused[...])` names
-    /// every source node.
+    /// every source node. With `softcap = c : f32` the scores are soft-capped before the mask:
+    /// `softmax(c · tanh(q kᵀ · scale / c) + mask) v`.
     FusedAttention = "graph.fused_attention", pure = true, verify = verify_attention;
     /// `%r = "graph.matmul_epilogue"(%a, %b, %bias?, %res?) {activation = "none" | "relu" | "gelu" | "gelu_tanh" | "silu", residual = true?}`
     /// — `act(a · b + bias) + res`, computed in f32 on the accumulator tile with one rounding to
@@ -199,11 +207,54 @@ define_ops! { OPS;
     /// decomposed pattern (`fuse-rotary`): `x·cos + rotate_half(x)·sin` where
     /// `rotate_half(x) = concat(−x[..., D/2:], x[..., :D/2])` along the last axis (even `D`); `cos` and
     /// `sin` broadcast to `x`'s shape, the result has `x`'s type.
+    /// With `{rotary_dim = r}` (partial rotary, GPT-NeoX / Phi / StableLM) only the first `r`
+    /// (even) elements of the last axis rotate, `cos`/`sin` broadcasting to `[..., r]`; the rest
+    /// pass through.
     Rope = "graph.rope", pure = true, verify = verify_rope;
     /// `%present = "graph.kv_append"(%past, %new) {axis = 2 : i64, slot = 0 : i64}` — the concat
     /// of a cached past and the new tokens along the sequence axis, kept in the paged KV region
     /// (`kv-layout`): only `%new` is written, in place.
     KvAppend = "graph.kv_append", pure = false, verify = verify_kv_append;
+    /// `%m = "graph.kv_mask"(%mask) {batch = 2 : i64} : (tensor<1x1x1x32xf32>) ->
+    /// tensor<2x1x1x32xf32>` — an additive attention mask of a decode graph re-indexed from the
+    /// graph's key positions to the paged KV region's slots (`kv-layout`, `spec/kv-cache.md`).
+    /// The graph sees every sequence right-aligned, its new tokens at the compiled past length `P`
+    /// (as Hugging Face sees a left-padded batch); sequence `b` of `len[b]` cached tokens keeps them
+    /// in slots `0..len[b]`. So `r[b, h, q, t] = mask[b, h, q, t + P − len[b]]` for `t < len[b] +
+    /// new`, and −inf for the slots after. The mask broadcasts to rank 4 with `batch` rows; at
+    /// `len[b] = P` (the only length the graph-level semantics knows) it is that broadcast.
+    KvMask = "graph.kv_mask", pure = true, verify = verify_kv_mask;
+}
+
+fn verify_kv_mask(v: &OpView) -> Result<(), String> {
+    v.operands_in(1, 1)?;
+    v.results_in(1, 1)?;
+    let (x, r) = (v.tensor_operand(0)?, v.tensor_result(0)?);
+    if !x.elem.is_float() {
+        return Err(format!(
+            "expects a floating-point additive mask, got {}",
+            x.elem
+        ));
+    }
+    same_elem(v, x.elem, "result", r.elem)?;
+    let batch = v.int_attr_or("batch", -1)?;
+    if batch < 1 {
+        return Err("attribute 'batch' must be a positive integer".into());
+    }
+    if x.rank() > 4 || r.rank() != 4 {
+        return Err("expects a mask of rank <= 4 and a rank-4 result".into());
+    }
+    if let (Some(xs), Some(rs)) = (x.static_shape(), r.static_shape()) {
+        let mut padded = vec![1; 4 - xs.len()];
+        padded.extend(&xs);
+        let fits = |i: usize| padded[i] == rs[i] || padded[i] == 1;
+        if rs[0] != batch as u64 || !(0..4).all(fits) {
+            return Err(format!(
+                "result {rs:?} must be the mask {xs:?} broadcast to rank 4 with {batch} rows"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn verify_kv_append(v: &OpView) -> Result<(), String> {
@@ -733,6 +784,50 @@ fn verify_index_op(v: &OpView) -> Result<(), String> {
     )
 }
 
+fn verify_cumsum(v: &OpView) -> Result<(), String> {
+    v.operands_in(2, 2)?;
+    v.results_in(1, 1)?;
+    let (x, a, r) = (
+        v.tensor_operand(0)?,
+        v.tensor_operand(1)?,
+        v.tensor_result(0)?,
+    );
+    if !a.elem.is_int() || a.rank() > 1 {
+        return Err(format!(
+            "axis must be an integer scalar or 1-element tensor, got {}",
+            a.elem
+        ));
+    }
+    same_elem(v, x.elem, "result", r.elem)?;
+    check_shape(&r.dims, &x.dims, "result")
+}
+
+fn verify_tile(v: &OpView) -> Result<(), String> {
+    v.operands_in(2, 2)?;
+    v.results_in(1, 1)?;
+    let (x, reps, r) = (
+        v.tensor_operand(0)?,
+        v.tensor_operand(1)?,
+        v.tensor_result(0)?,
+    );
+    if reps.elem != ScalarType::I64 || reps.rank() != 1 {
+        return Err(format!(
+            "repeats must be a 1-D i64 tensor, got {}",
+            reps.elem
+        ));
+    }
+    if let Some(Dim::Static(n)) = reps.dims.first()
+        && *n as usize != x.rank()
+    {
+        return Err(format!("{n} repeats for a rank-{} input", x.rank()));
+    }
+    same_elem(v, x.elem, "result", r.elem)?;
+    if r.rank() != x.rank() {
+        return Err("result rank differs from the input's".into());
+    }
+    Ok(())
+}
+
 fn verify_expand(v: &OpView) -> Result<(), String> {
     v.operands_in(2, 2)?;
     v.results_in(1, 1)?;
@@ -869,6 +964,13 @@ fn verify_rope(v: &OpView) -> Result<(), String> {
         same_elem(v, x.elem, "cos/sin", c.elem)?;
     }
     same_elem(v, x.elem, "result", r.elem)?;
+    let rd = v.int_attr_or("rotary_dim", -1)?;
+    if let Some(Dim::Static(d)) = x.dims.last()
+        && rd != -1
+        && (rd <= 0 || rd as u64 > *d || rd % 2 != 0)
+    {
+        return Err(format!("rotary_dim {rd} must be even and in 1..={d}"));
+    }
     check_shape(&r.dims, &x.dims, "result")
 }
 

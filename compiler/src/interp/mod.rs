@@ -74,6 +74,17 @@ pub fn check_fits(t: &Tensor, ty: &Type) -> Result<(), String> {
 
 /// Runs function `f` on `inputs`.
 pub fn run_function(m: &Module, f: OpId, inputs: &[Tensor]) -> Result<Vec<Tensor>, InterpError> {
+    run_observed(m, f, inputs, &mut |_, _| {})
+}
+
+/// [`run_function`], calling `observe(op, results)` after every op it evaluates (in program
+/// order) — how a debugger compares every intermediate value with another run's.
+pub fn run_observed(
+    m: &Module,
+    f: OpId,
+    inputs: &[Tensor],
+    observe: &mut dyn FnMut(OpId, &[Tensor]),
+) -> Result<Vec<Tensor>, InterpError> {
     let entry = m.entry_block(f).ok_or(InterpError::NoFunction)?;
     let args = &m.block(entry).args;
     if args.len() != inputs.len() {
@@ -154,6 +165,7 @@ pub fn run_function(m: &Module, f: OpId, inputs: &[Tensor]) -> Result<Vec<Tensor
                 d.results.len()
             )));
         }
+        observe(o, &outs);
         for (&r, t) in d.results.iter().zip(outs) {
             if let Some(e) = m.value_type(r).elem()
                 && e != t.dtype()

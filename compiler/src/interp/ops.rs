@@ -303,6 +303,51 @@ pub fn eval(c: &OpCtx) -> R<Vec<Tensor>> {
         }
         // `kv_append` (kv-layout) means the concat of past and new tokens along its axis.
         "concat" | "kv_append" => one(concat(c.ins, c.int("axis", 0))?),
+        // `kv_mask` (kv-layout) re-indexes a mask for live lengths below the compiled past; at
+        // the graph level every sequence is at that past, so it is a broadcast.
+        "kv_mask" => {
+            let t = x()?;
+            let r = c.m.op(c.op).results[0];
+            let out: Vec<usize> =
+                c.m.value_type(r)
+                    .as_tensor()
+                    .and_then(|t| t.static_shape())
+                    .ok_or("kv_mask needs a static result type")?
+                    .iter()
+                    .map(|&d| d as usize)
+                    .collect();
+            check_numel(&out)?;
+            one(take(t, out.clone(), &offsets(&t.shape, &out)))
+        }
+        "cumsum" => one(cumsum(c)?),
+        "tile" => {
+            let t = x()?;
+            let reps = c.req(1)?.to_i64_vec();
+            if reps.len() != t.rank() || reps.iter().any(|&n| n < 0) {
+                return Err(format!(
+                    "{} repeats for a rank-{} input",
+                    reps.len(),
+                    t.rank()
+                ));
+            }
+            let out: Vec<usize> = t
+                .shape
+                .iter()
+                .zip(&reps)
+                .map(|(&d, &n)| d * n as usize)
+                .collect();
+            check_numel(&out)?;
+            let (ist, ost) = (strides(&t.shape), strides(&out));
+            let n = numel(&out).unwrap_or(0);
+            let idx: Vec<usize> = (0..n)
+                .map(|i| {
+                    (0..out.len())
+                        .map(|a| (i / ost[a] % out[a]) % t.shape[a].max(1) * ist[a])
+                        .sum()
+                })
+                .collect();
+            one(take(t, out, &idx))
+        }
         "split" => split(c),
         "slice" => one(slice(c)?),
         "gather" => one(gather(x()?, c.req(1)?, c.int("axis", 0))?),
@@ -2036,6 +2081,39 @@ fn rotary(c: &OpCtx) -> R<Tensor> {
 fn rope(c: &OpCtx) -> R<Tensor> {
     let x = c.req(0)?;
     let d = *x.shape.last().ok_or("rope needs a tensor of rank >= 1")?;
+    let r = c.int("rotary_dim", d as i64);
+    if r <= 0 || r as usize > d || r % 2 != 0 {
+        return Err(format!("rope needs an even rotary_dim in 1..={d}, got {r}"));
+    }
+    let r = r as usize;
+    if r == d {
+        return rope_full(x, c.req(1)?, c.req(2)?);
+    }
+    // Partial rotary: the first `r` of every row rotate, the rest pass through.
+    let rows = x.len() / d.max(1);
+    let mut shape = x.shape.clone();
+    if let Some(l) = shape.last_mut() {
+        *l = r;
+    }
+    let head: Vec<usize> = (0..rows)
+        .flat_map(|i| (0..r).map(move |j| i * d + j))
+        .collect();
+    let y = rope_full(&take(x, shape, &head), c.req(1)?, c.req(2)?)?;
+    let (xv, yv) = (x.to_f64_vec(), y.to_f64_vec());
+    Ok(Tensor::from_f64_fn(
+        x.dtype(),
+        x.shape.clone(),
+        xv.len(),
+        |i| {
+            let (row, j) = (i / d, i % d);
+            if j < r { yv[row * r + j] } else { xv[i] }
+        },
+    ))
+}
+
+/// `x·cos + rotate_half(x)·sin` over the whole last axis.
+fn rope_full(x: &Tensor, cos: &Tensor, sin: &Tensor) -> R<Tensor> {
+    let d = *x.shape.last().ok_or("rope needs a tensor of rank >= 1")?;
     if d % 2 != 0 {
         return Err(format!("rope needs an even last dimension, got {d}"));
     }
@@ -2052,9 +2130,86 @@ fn rope(c: &OpCtx) -> R<Tensor> {
     let add = |a: f64, b: f64| a + b;
     let mul = |a: f64, b: f64| a * b;
     let imul = |a: i128, b: i128| a.wrapping_mul(b);
-    let p1 = arith(x, c.req(1)?, mul, imul)?;
-    let p2 = arith(&rot, c.req(2)?, mul, imul)?;
+    let p1 = arith(x, cos, mul, imul)?;
+    let p2 = arith(&rot, sin, mul, imul)?;
     arith(&p1, &p2, add, |a, b| a.wrapping_add(b))
+}
+
+/// ONNX CumSum: running sums along `axis` in the input's type (floats in f64, rounded per
+/// element; integers wrapping), `exclusive` leaving out the current element, `reverse` from the
+/// end.
+fn cumsum(c: &OpCtx) -> R<Tensor> {
+    let x = c.req(0)?;
+    let a = c.req(1)?.to_i64_vec();
+    let [a] = a[..] else {
+        return Err("CumSum axis must have one element".into());
+    };
+    let ax = axis(a, x.rank())?;
+    let (exclusive, reverse) = (c.int("exclusive", 0) != 0, c.int("reverse", 0) != 0);
+    let st = strides(&x.shape);
+    let (n, step) = (x.shape[ax], st[ax]);
+    let order = |k: usize| if reverse { n - 1 - k } else { k };
+    let lines: Vec<usize> = (0..x.len()).filter(|i| i / step % n == 0).collect();
+    if x.dtype().is_int() {
+        let v: Vec<i128> = (0..x.len()).map(|i| x.get_i128(i)).collect();
+        let mut out = vec![0i128; v.len()];
+        for &base in &lines {
+            let mut acc = 0i128;
+            for k in 0..n {
+                let i = base + order(k) * step;
+                if exclusive {
+                    out[i] = acc;
+                    acc = acc.wrapping_add(v[i]);
+                } else {
+                    acc = acc.wrapping_add(v[i]);
+                    out[i] = acc;
+                }
+            }
+        }
+        if x.dtype() == ScalarType::I64 {
+            return Ok(Tensor::new(
+                x.shape.clone(),
+                out.iter().map(|&v| v as i64).collect::<Vec<i64>>(),
+            ));
+        }
+        return Ok(Tensor::from_f64_fn(
+            x.dtype(),
+            x.shape.clone(),
+            out.len(),
+            |i| out[i] as f64,
+        ));
+    }
+    let v = x.to_f64_vec();
+    let mut out = vec![0f64; v.len()];
+    for &base in &lines {
+        let mut acc = 0f64;
+        for k in 0..n {
+            let i = base + order(k) * step;
+            if exclusive {
+                out[i] = acc;
+                acc = round_as(x.dtype(), acc + v[i]);
+            } else {
+                acc = round_as(x.dtype(), acc + v[i]);
+                out[i] = acc;
+            }
+        }
+    }
+    Ok(Tensor::from_f64_fn(
+        x.dtype(),
+        x.shape.clone(),
+        out.len(),
+        |i| out[i],
+    ))
+}
+
+/// `v` rounded to float type `t` (running sums round after every addition, as ONNX runtimes do).
+fn round_as(t: ScalarType, v: f64) -> f64 {
+    match t {
+        ScalarType::F32 => v as f32 as f64,
+        ScalarType::F16 => half::f16::from_f64(v).to_f64(),
+        ScalarType::BF16 => half::bf16::from_f64(v).to_f64(),
+        _ => v,
+    }
 }
 
 // ---------- quantization ----------

@@ -5,7 +5,8 @@
 //! `graph.matmul(P, V)`. Walking back from the softmax input to a `graph.matmul(Q, Kᵀ)` it accepts,
 //! in any order, scaling by a splat constant (`mul`/`div`), additive masks (`add` of any tensor)
 //! and boolean masks (`where(cond, scores, fill)`, rewritten as the additive
-//! `where(cond, 0, fill)`). `Kᵀ` is a transpose of the last two dims (or, failing that, gets one
+//! `where(cond, 0, fill)`), and one logit soft-cap `b·tanh(a·S)` before any mask (Gemma-2:
+//! `softcap = b`, `scale = a·b`; the ONNX `Attention` op's `softcap` too). `Kᵀ` is a transpose of the last two dims (or, failing that, gets one
 //! added as a free view). Grouped-query attention is seen through the `unsqueeze → expand →
 //! reshape` head broadcast of K and V: the fused op reads the un-broadcast KV heads.
 //! A constant mask that is 0 on and below the (bottom-right aligned) diagonal and ≤ −1e30 above it
@@ -206,6 +207,10 @@ fn fuse_softmax(m: &mut Module, sm: OpId) -> Option<()> {
                 chain.push(op);
                 cur = d.operands[1];
             }
+            "graph.tanh" => {
+                chain.push(op);
+                cur = d.operands[0];
+            }
             _ => return None,
         }
     };
@@ -219,12 +224,21 @@ fn fuse_softmax(m: &mut Module, sm: OpId) -> Option<()> {
     }
     let (sq, skv) = (qs[2], kts[3]);
     let mut scale = 1.0f64;
+    // Logit soft-capping `b·tanh(a·S)` (Gemma-2): the factor inside the tanh, once one is passed.
+    let mut inner: Option<f64> = None;
     let mut masks: Vec<Mask> = vec![];
     for &op in &chain {
         let d = m.op(op).clone();
         let other = |i: usize| d.operands.get(i).copied();
         match d.name.as_str() {
             "graph.cast" => {}
+            "graph.tanh" => {
+                if inner.is_some() || !masks.is_empty() {
+                    return None;
+                }
+                inner = Some(scale);
+                scale = 1.0;
+            }
             "graph.mul" | "graph.div" => {
                 let c = if chain_contains(m, &chain, qk, d.operands[0]) {
                     other(1)?
@@ -359,15 +373,21 @@ fn fuse_softmax(m: &mut Module, sm: OpId) -> Option<()> {
         operands.push(a);
     }
     let out_ty = m.value_type(m.op(pv).results[0]).clone();
-    let fused = new_op(
-        m,
-        pv,
-        OpSpec::new("graph.fused_attention", loc)
-            .operands(&operands)
-            .results(vec![out_ty])
-            .attr("causal", Attribute::Bool(causal))
-            .attr("scale", Attribute::f32(scale as f32)),
-    );
+    // `b·tanh(a·S)` is `softcap·tanh(scale·S / softcap)` with `softcap = b`, `scale = a·b`.
+    let (scale, softcap) = match inner {
+        None => (scale, None),
+        Some(a) if scale > 0.0 => (a * scale, Some(scale)),
+        Some(_) => return None,
+    };
+    let mut spec = OpSpec::new("graph.fused_attention", loc)
+        .operands(&operands)
+        .results(vec![out_ty])
+        .attr("causal", Attribute::Bool(causal))
+        .attr("scale", Attribute::f32(scale as f32));
+    if let Some(c) = softcap {
+        spec = spec.attr("softcap", Attribute::f32(c as f32));
+    }
+    let fused = new_op(m, pv, spec);
     let old = m.op(pv).results[0];
     m.replace_all_uses(old, fused);
     Some(())
@@ -384,6 +404,7 @@ fn reaches_matmul(m: &Module, v: ValueId, depth: usize) -> bool {
             d.operands.iter().any(|&x| reaches_matmul(m, x, depth - 1))
         }
         "graph.where" if depth > 0 => reaches_matmul(m, d.operands[1], depth - 1),
+        "graph.tanh" if depth > 0 => reaches_matmul(m, d.operands[0], depth - 1),
         _ => false,
     }
 }
@@ -409,7 +430,7 @@ fn fuse_onnx_attention(m: &mut Module, op: OpId) -> Option<()> {
         .unwrap_or(1.0 / (qs[3] as f64).sqrt());
     let causal = m.attr(op, "is_causal").and_then(Attribute::as_int) == Some(1);
     let softcap = m.attr(op, "softcap").and_then(Attribute::as_f64).unwrap_or(0.0);
-    if softcap != 0.0 {
+    if softcap < 0.0 {
         return None;
     }
     let elem = m.value_type(q).elem()?;
@@ -434,16 +455,16 @@ fn fuse_onnx_attention(m: &mut Module, op: OpId) -> Option<()> {
         }
     }
     let out_ty = m.value_type(d.results[0]).clone();
-    let fused = new_op(
-        m,
-        op,
-        OpSpec::new("graph.fused_attention", d.loc.clone())
-            .operands(&operands)
-            .results(vec![out_ty])
-            .attr("causal", Attribute::Bool(causal))
-            .attr("causal_top_left", Attribute::Bool(true))
-            .attr("scale", Attribute::f32(scale as f32)),
-    );
+    let mut spec = OpSpec::new("graph.fused_attention", d.loc.clone())
+        .operands(&operands)
+        .results(vec![out_ty])
+        .attr("causal", Attribute::Bool(causal))
+        .attr("causal_top_left", Attribute::Bool(true))
+        .attr("scale", Attribute::f32(scale as f32));
+    if softcap > 0.0 {
+        spec = spec.attr("softcap", Attribute::f32(softcap as f32));
+    }
+    let fused = new_op(m, op, spec);
     m.replace_all_uses(d.results[0], fused);
     Some(())
 }

@@ -8,6 +8,11 @@
 //! and the `neg`, `concat` and both `mul`s have no other user. However `cos`/`sin` were produced
 //! (gathered from a cache by position ids, unsqueezed, computed) does not matter. The ONNX
 //! `RotaryEmbedding` op already arrives as the fused `graph.rotary_embedding`.
+//!
+//! Partial rotary (GPT-NeoX, Phi, StableLM: only the first `r` of the head's `D` elements rotate)
+//! is `concat(rope(slice(x, 0..r), cos, sin), slice(x, r..D))` along the last axis once the inner
+//! rope is fused; it becomes `graph.rope(x, cos, sin) {rotary_dim = r}`, so neither the slices
+//! nor the concat's copy remain.
 
 use super::PassInfo;
 use crate::backend::plan::{const_ints, shape_of};
@@ -32,6 +37,11 @@ impl Pass for FuseRotary {
         for op in m.walk_all() {
             if m.op(op).name == "graph.concat" && !m.op(op).erased && m.op(op).parent.is_some() {
                 let _ = fuse(m, op);
+            }
+        }
+        for op in m.walk_all() {
+            if m.op(op).name == "graph.concat" && !m.op(op).erased && m.op(op).parent.is_some() {
+                let _ = fuse_partial(m, op);
             }
         }
         crate::passes::dce::erase_dead_ops(m);
@@ -140,5 +150,46 @@ fn fuse(m: &mut Module, cat: OpId) -> Option<()> {
     m.insert_op_before(add, new);
     let nv = m.op(new).results[0];
     m.replace_all_uses(out, nv);
+    Some(())
+}
+
+/// `concat(rope(slice(x, 0..r), cos, sin), slice(x, r..D))` → `rope(x, cos, sin) {rotary_dim = r}`.
+fn fuse_partial(m: &mut Module, cat: OpId) -> Option<()> {
+    let ins = m.op(cat).operands.clone();
+    if ins.len() != 2 {
+        return None;
+    }
+    let r = m.op(cat).results[0];
+    let rank = shape_of(m, r)?.len() as i64;
+    let ax = m.attr(cat, "axis").and_then(Attribute::as_int).unwrap_or(0);
+    if ax != -1 && ax != rank - 1 {
+        return None;
+    }
+    let rope = m.defining_op_named(ins[0], "graph.rope")?;
+    m.single_use(ins[0])?;
+    if m.attr(rope, "rotary_dim").is_some() {
+        return None;
+    }
+    let rops = m.op(rope).operands.clone();
+    let (x, s1, e1) = slice_last(m, rops[0])?;
+    let (x2, s2, e2) = slice_last(m, ins[1])?;
+    let d = *shape_of(m, x)?.last()? as i64;
+    if x2 != x || s1 != 0 || e1 != s2 || e2 != d || e1 <= 0 || e1 % 2 != 0 || e1 >= d {
+        return None;
+    }
+    if shape_of(m, r)? != shape_of(m, x)? {
+        return None;
+    }
+    let locs = [rope, cat].map(|o| m.op(o).loc.clone());
+    let ty = m.value_type(r).clone();
+    let new = m.create_op(
+        OpSpec::new("graph.rope", Location::fuse(locs.iter()))
+            .operands(&[x, rops[1], rops[2]])
+            .results(vec![ty])
+            .attr("rotary_dim", Attribute::i64(e1)),
+    );
+    m.insert_op_before(cat, new);
+    let nv = m.op(new).results[0];
+    m.replace_all_uses(r, nv);
     Some(())
 }

@@ -18,7 +18,7 @@
 use super::PassInfo;
 use crate::backend::options;
 use crate::backend::plan::shape_of;
-use crate::ir::{Attribute, Module, OpId, ValueDef, ValueId};
+use crate::ir::{Attribute, Module, OpId, OpSpec, ScalarType, Type, ValueDef, ValueId};
 use crate::pass::{Pass, PassError};
 
 /// Registry entry.
@@ -181,6 +181,7 @@ fn rewrite(m: &mut Module, f: OpId, block_tokens: i64, pool: Option<u64>) {
         m.set_attr(op, "axis", Attribute::i64(2));
         m.set_attr(op, "slot", Attribute::i64(slot as i64));
     }
+    align_masks(m, entry, &cands, batch, past_len + new);
     let i = |x: u64| Attribute::i64(x as i64);
     m.set_attr(
         f,
@@ -194,6 +195,119 @@ fn rewrite(m: &mut Module, f: OpId, block_tokens: i64, pool: Option<u64>) {
             ("past_len".into(), i(past_len)),
         ]),
     );
+}
+
+/// Re-indexes the mask of every attention over the paged caches from the graph's key positions
+/// to the region's slots with a `graph.kv_mask` (one per mask value), so that a mask computed from
+/// the compiled lengths (a causal or sliding-window band folded from the past's shape) holds for
+/// every live length (`spec/kv-cache.md`). A `causal` attribute becomes part of the mask first
+/// (its diagonal is at the compiled past, which is not a slot once the shift applies), and an
+/// attention without a mask gets one, so that the slots past a sequence's tokens are masked.
+fn align_masks(m: &mut Module, entry: crate::ir::BlockId, cands: &[Cand], batch: u64, skv: u64) {
+    let presents: Vec<ValueId> = cands.iter().map(|c| m.op(c.op).results[0]).collect();
+    let mut aligned: Vec<(Option<ValueId>, u64, bool, ValueId)> = vec![];
+    for op in m.block(entry).ops.clone() {
+        let d = m.op(op);
+        if d.name != "graph.fused_attention" || d.operands.len() < 3 || d.operands.len() > 4 {
+            continue;
+        }
+        if !d.operands[1..3].iter().any(|v| presents.contains(v)) {
+            continue;
+        }
+        let (Some(qs), Some(elem)) = (shape_of(m, d.operands[0]), m.value_type(d.operands[0]).elem())
+        else {
+            continue;
+        };
+        let sq = qs.get(qs.len().wrapping_sub(2)).copied().unwrap_or(1);
+        let mask = d.operands.get(3).copied();
+        if let Some(mk) = mask
+            && (shape_of(m, mk).is_none_or(|s| s.len() > 4) || m.value_type(mk).elem() != Some(elem))
+        {
+            continue;
+        }
+        let top_left = m.attr(op, "causal_top_left").and_then(Attribute::as_bool) == Some(true);
+        let off = if top_left { 0 } else { skv.saturating_sub(sq) };
+        // Causal matters only where some query's diagonal falls before the last key.
+        let causal = m.attr(op, "causal").and_then(Attribute::as_bool) == Some(true) && off + 1 < skv;
+        let loc = d.loc.clone();
+        let key = (mask, sq, causal);
+        let r = match aligned.iter().find(|a| (a.0, a.1, a.2) == key) {
+            Some(a) => a.3,
+            None => {
+                let band = causal.then(|| {
+                    let vals: Vec<f64> = (0..sq)
+                        .flat_map(|i| (0..skv).map(move |j| if j <= off + i { 0.0 } else { f64::NEG_INFINITY }))
+                        .collect();
+                    const_tensor(m, op, &[1, 1, sq, skv], elem, &vals, &loc)
+                });
+                let full = match (mask, band) {
+                    (Some(mk), None) => mk,
+                    (None, Some(b)) => b,
+                    (None, None) => const_tensor(m, op, &[1, 1, 1, skv], elem, &vec![0.0; skv as usize], &loc),
+                    (Some(mk), Some(b)) => {
+                        let ms = shape_of(m, mk).unwrap_or_default();
+                        let mut p = vec![1; 4 - ms.len()];
+                        p.extend(&ms);
+                        let shape = [p[0], p[1], p[2].max(sq), skv];
+                        let add = m.create_op(
+                            OpSpec::new("graph.add", loc.clone())
+                                .operands(&[mk, b])
+                                .results(vec![Type::tensor(&shape, elem)]),
+                        );
+                        m.insert_op_before(op, add);
+                        m.op(add).results[0]
+                    }
+                };
+                let fs = shape_of(m, full).unwrap_or_default();
+                let mut p = vec![1; 4 - fs.len()];
+                p.extend(&fs);
+                let shape = [batch, p[1], p[2], skv];
+                let k = m.create_op(
+                    OpSpec::new("graph.kv_mask", loc)
+                        .operands(&[full])
+                        .results(vec![Type::tensor(&shape, elem)])
+                        .attr("batch", Attribute::i64(batch as i64)),
+                );
+                m.insert_op_before(op, k);
+                let r = m.op(k).results[0];
+                aligned.push((mask, sq, causal, r));
+                r
+            }
+        };
+        let d = m.op_mut(op);
+        d.operands.truncate(3);
+        d.operands.push(r);
+        m.set_attr(op, "causal", Attribute::Bool(false));
+    }
+}
+
+/// A `graph.constant` of `shape` holding `vals` (row-major) in `elem`, inserted before `before`.
+fn const_tensor(
+    m: &mut Module,
+    before: OpId,
+    shape: &[u64],
+    elem: ScalarType,
+    vals: &[f64],
+    loc: &crate::ir::Location,
+) -> ValueId {
+    let bytes: Vec<u8> = vals
+        .iter()
+        .flat_map(|&v| match elem {
+            ScalarType::BF16 => half::bf16::from_f64(v).to_le_bytes().to_vec(),
+            ScalarType::F16 => half::f16::from_f64(v).to_le_bytes().to_vec(),
+            ScalarType::F64 => v.to_le_bytes().to_vec(),
+            _ => (v as f32).to_le_bytes().to_vec(),
+        })
+        .collect();
+    let ty = Type::tensor(shape, elem);
+    let blob = m.blobs.add_auto("kv_mask", std::sync::Arc::from(bytes));
+    let c = m.create_op(
+        OpSpec::new("graph.constant", loc.clone())
+            .results(vec![ty.clone()])
+            .attr("value", Attribute::Dense(crate::ir::DenseAttr { ty, blob })),
+    );
+    m.insert_op_before(before, c);
+    m.op(c).results[0]
 }
 
 /// The `llmpu.kv` attribute of `f` as `(batch, block_tokens, max_blocks, num_blocks, past_len,

@@ -37,6 +37,8 @@ register_passes! {
     fuse_rotary,
     fuse_matmul_epilogue,
     kv_layout,
+    probe_values,
+    split_projections,
     tile,
     plan_memory,
     lower_llmpu,

@@ -238,7 +238,7 @@ pub fn infer_op(m: &Module, op: OpId) -> Result<Option<Vec<Type>>, String> {
     match name {
         "sqrt" | "reciprocal" | "exp" | "erf" | "tanh" | "sigmoid" | "relu" | "gelu" | "neg" | "cos"
         | "sin" | "log" | "ceil" | "abs" | "not" | "identity" | "softmax" | "log_softmax"
-        | "rms_norm" | "trilu" | "rotary_embedding" | "clip" | "norm" | "rope" => same(x.elem),
+        | "rms_norm" | "trilu" | "rotary_embedding" | "clip" | "norm" | "rope" | "cumsum" => same(x.elem),
         "cast" | "quantize_linear" | "dequantize_linear" => same(result_elem(m, op, 0)),
         "add" | "sub" | "mul" | "div" | "max" | "min" | "mod" => {
             Ok(Some(vec![tt(bcast_all(&operands)?, x.elem)]))
@@ -505,6 +505,27 @@ pub fn infer_op(m: &Module, op: OpId) -> Result<Option<Vec<Type>>, String> {
             let sd: Vec<Dim> = shape.to_i64_vec().iter().map(|&v| dim_of(v)).collect();
             Ok(Some(vec![tt(broadcast_dims(&x.dims, &sd)?, x.elem)]))
         }
+        "tile" => {
+            let dims = match cval(m, Some(operands[1])) {
+                Some(r) => {
+                    let reps = r.to_i64_vec();
+                    if reps.len() != x.rank() || reps.iter().any(|&n| n < 0) {
+                        return Err(format!("Tile: {} repeats for a rank-{} input", reps.len(), x.rank()));
+                    }
+                    x.dims
+                        .iter()
+                        .zip(&reps)
+                        .map(|(d, &n)| match d.as_static() {
+                            Some(s) => Dim::Static(s * n as u64),
+                            None if n == 1 => d.clone(),
+                            None => Dim::Dynamic,
+                        })
+                        .collect()
+                }
+                None => vec![Dim::Dynamic; x.rank()],
+            };
+            Ok(Some(vec![tt(dims, x.elem)]))
+        }
         "shape" => {
             let rank = x.rank() as i64;
             let clamp = |a: i64| if a < 0 { (a + rank).max(0) } else { a.min(rank) };
@@ -581,7 +602,8 @@ fn min_operands(name: &str) -> usize {
         "constant" => 0,
         "add" | "sub" | "mul" | "div" | "pow" | "mod" | "equal" | "less_or_equal" | "greater_or_equal" | "less"
         | "greater" | "and" | "or" | "matmul" | "matmul_integer" | "matmul_epilogue" | "gemm" | "gather"
-        | "gather_nd" | "expand" | "layer_norm" | "rms_norm" | "quantize_linear" | "dequantize_linear" | "pad" => 2,
+        | "gather_nd" | "expand" | "layer_norm" | "rms_norm" | "quantize_linear" | "dequantize_linear" | "pad"
+        | "cumsum" | "tile" => 2,
         "where" | "range" | "attention" | "rotary_embedding" | "slice" => 3,
         _ => 1,
     }

@@ -1,0 +1,21 @@
+module {
+  func.func @main(%q: tensor<1x4x8x16xf32>, %cos: tensor<1x1x8x8xf32>, %sin: tensor<1x1x8x8xf32>) -> tensor<1x4x8x16xf32> {
+    %zero = "graph.constant"() {value = dense<[0]> : tensor<1xi64>} : () -> tensor<1xi64> loc("c0")
+    %four = "graph.constant"() {value = dense<[4]> : tensor<1xi64>} : () -> tensor<1xi64> loc("c4")
+    %rd = "graph.constant"() {value = dense<[8]> : tensor<1xi64>} : () -> tensor<1xi64> loc("c8")
+    %big = "graph.constant"() {value = dense<[9223372036854775807]> : tensor<1xi64>} : () -> tensor<1xi64> loc("cmax")
+    %ax = "graph.constant"() {value = dense<[3]> : tensor<1xi64>} : () -> tensor<1xi64> loc("c3")
+    %one = "graph.constant"() {value = dense<[1]> : tensor<1xi64>} : () -> tensor<1xi64> loc("c1")
+    %x = "graph.slice"(%q, %zero, %rd, %ax, %one) : (tensor<1x4x8x16xf32>, tensor<1xi64>, tensor<1xi64>, tensor<1xi64>, tensor<1xi64>) -> tensor<1x4x8x8xf32> loc("SliceRot")
+    %pass = "graph.slice"(%q, %rd, %big, %ax, %one) : (tensor<1x4x8x16xf32>, tensor<1xi64>, tensor<1xi64>, tensor<1xi64>, tensor<1xi64>) -> tensor<1x4x8x8xf32> loc("SlicePass")
+    %xc = "graph.mul"(%x, %cos) : (tensor<1x4x8x8xf32>, tensor<1x1x8x8xf32>) -> tensor<1x4x8x8xf32> loc("Mul")
+    %x1 = "graph.slice"(%x, %zero, %four, %ax, %one) : (tensor<1x4x8x8xf32>, tensor<1xi64>, tensor<1xi64>, tensor<1xi64>, tensor<1xi64>) -> tensor<1x4x8x4xf32> loc("Slice")
+    %x2 = "graph.slice"(%x, %four, %big, %ax, %one) : (tensor<1x4x8x8xf32>, tensor<1xi64>, tensor<1xi64>, tensor<1xi64>, tensor<1xi64>) -> tensor<1x4x8x4xf32> loc("Slice_1")
+    %n = "graph.neg"(%x2) : (tensor<1x4x8x4xf32>) -> tensor<1x4x8x4xf32> loc("Neg")
+    %rot = "graph.concat"(%n, %x1) {axis = -1 : i64} : (tensor<1x4x8x4xf32>, tensor<1x4x8x4xf32>) -> tensor<1x4x8x8xf32> loc("Concat")
+    %rs = "graph.mul"(%rot, %sin) : (tensor<1x4x8x8xf32>, tensor<1x1x8x8xf32>) -> tensor<1x4x8x8xf32> loc("Mul_1")
+    %y = "graph.add"(%xc, %rs) : (tensor<1x4x8x8xf32>, tensor<1x4x8x8xf32>) -> tensor<1x4x8x8xf32> loc("Add")
+    %out = "graph.concat"(%y, %pass) {axis = -1 : i64} : (tensor<1x4x8x8xf32>, tensor<1x4x8x8xf32>) -> tensor<1x4x8x16xf32> loc("ConcatPass")
+    func.return %out : tensor<1x4x8x16xf32> loc(unknown)
+  } loc("main")
+}
