@@ -290,6 +290,42 @@ fn f1_zero_size_dims_compile_and_check_as_empty_tensors() {
 }
 
 #[test]
+fn f1_empty_operands_of_non_empty_results_are_computed_or_refused_clearly() {
+    // Concat with an empty part (Phi-3's partial rotary at full width spells one).
+    let c = model(
+        vec![{
+            let mut n = node("Concat", "concat", &["a", "b"], &["y"]);
+            n.attribute.push(AttributeProto {
+                name: "axis".into(),
+                r#type: attribute_type::INT,
+                i: 1,
+                ..Default::default()
+            });
+            n
+        }],
+        vec![vi("a", &dims(&[4, 0, 4])), vi("b", &dims(&[4, 2, 4]))],
+        vec![vi("y", &dims(&[4, 2, 4]))],
+        vec![],
+    );
+    let p = save(&c, "concat_empty.onnx");
+    let r = llmpu(&["check", s(&p), "--no-report", "--check-uninit"]);
+    r.succeeds();
+    assert!(r.stdout.contains("ok   y: 32 elements"), "{}", r.stdout);
+    // A product over k = 0 would need a zero fill: a clear error naming the node.
+    let mm = model(
+        vec![node("MatMul", "mm", &["a", "b"], &["y"])],
+        vec![vi("a", &dims(&[4, 0])), vi("b", &dims(&[0, 8]))],
+        vec![vi("y", &dims(&[4, 8]))],
+        vec![],
+    );
+    let p = save(&mm, "matmul_k0.onnx");
+    llmpu(&["check", s(&p)]).fails_with(&[
+        "pass 'tile' failed at loc(\"mm\")",
+        "matmul over an empty contraction dim (k = 0)",
+    ]);
+}
+
+#[test]
 fn f1_a_150_byte_model_cannot_make_import_print_megabytes() {
     // Reshape to a shape of a million ones: a rank-1,000,000 type printed at every use.
     let mut c = node("ConstantOfShape", "ones", &["n"], &["shape"]);
