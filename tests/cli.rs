@@ -64,6 +64,44 @@ fn asm_then_disasm_then_asm_gives_the_identical_binary() {
 }
 
 #[test]
+fn a_decode_binary_survives_disasm_then_asm_with_its_kv_region_and_bounds() {
+    // The paged KV region and the index bounds are part of the program: a disassembled decode
+    // binary assembles back to the identical bytes (it used to lose both).
+    let model =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("zoo/models/mistral-tiny-dyn-decode/model.onnx");
+    let (bin, s2, bin2) = (
+        scratch("decode.llmpu"),
+        scratch("decode_again.s"),
+        scratch("decode_again.llmpu"),
+    );
+    let p = |p: &Path| p.to_str().unwrap().to_string();
+    let ok = |args: &[&str]| {
+        let o = llmpu(args);
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+    };
+    ok(&[
+        "compile",
+        &p(&model),
+        "--max-context",
+        "32",
+        "--dim",
+        "batch_size=1",
+        "-o",
+        &p(&bin),
+    ]);
+    ok(&["disasm", &p(&bin), "-o", &p(&s2)]);
+    let asm = std::fs::read_to_string(&s2).unwrap();
+    assert!(
+        asm.contains("\n.kv f32 @ ")
+            && asm.contains("\n.kv_slot ")
+            && asm.contains("\n.bound input_ids "),
+        "{asm:.2000}"
+    );
+    ok(&["asm", &p(&s2), "-o", &p(&bin2)]);
+    assert_eq!(std::fs::read(&bin).unwrap(), std::fs::read(&bin2).unwrap());
+}
+
+#[test]
 fn bad_assembly_fails_with_a_located_diagnostic() {
     let path = scratch("bad.s");
     std::fs::write(&path, ".core 0\n    li r1, 5\n    lii r2, 3\n    halt\n").unwrap();

@@ -323,6 +323,25 @@ fn f1_empty_operands_of_non_empty_results_are_computed_or_refused_clearly() {
         "pass 'tile' failed at loc(\"mm\")",
         "matmul over an empty contraction dim (k = 0)",
     ]);
+    // A sum over an empty axis likewise (not read from memory nobody wrote).
+    let axes = TensorProto {
+        name: "axes".into(),
+        dims: vec![1],
+        data_type: data_type::INT64,
+        int64_data: vec![1],
+        ..Default::default()
+    };
+    let rs = model(
+        vec![node("ReduceSum", "sum", &["a", "axes"], &["y"])],
+        vec![vi("a", &dims(&[4, 0]))],
+        vec![vi("y", &dims(&[4, 1]))],
+        vec![axes],
+    );
+    let p = save(&rs, "reduce_empty.onnx");
+    llmpu(&["check", s(&p)]).fails_with(&[
+        "loc(\"sum\")",
+        "`graph.reduce_sum` makes a non-empty result from the zero-size operand [4, 0]",
+    ]);
 }
 
 #[test]

@@ -19,8 +19,8 @@ use crate::diag::{AsmError, Diagnostics, ErrorKind, Span, closest};
 use llmpu_isa::inst::Opcode;
 use llmpu_isa::program::HBM_ALIGN;
 use llmpu_isa::{
-    DType, DataSegment, DebugLoc, EncodeError, FieldKind, Inst, IoDir, IoTensor, Label, Program,
-    ProgramError, Target, fields::mask,
+    DType, DataSegment, DebugLoc, EncodeError, FieldKind, IndexBound, Inst, IoDir, IoTensor,
+    KvRegion, KvSlot, Label, Program, ProgramError, Target, fields::mask,
 };
 use std::collections::HashMap;
 
@@ -56,6 +56,8 @@ pub struct Assembler {
     debug: Vec<DebugLoc>,
     data: Vec<(DataSegment, Option<Span>)>,
     io: Vec<(IoTensor, Option<Span>)>,
+    kv: Option<KvRegion>,
+    bounds: Vec<IndexBound>,
     errors: Vec<AsmError>,
     span: Option<Span>,
     fresh: u32,
@@ -74,6 +76,8 @@ impl Assembler {
             debug: Vec::new(),
             data: Vec::new(),
             io: Vec::new(),
+            kv: None,
+            bounds: Vec::new(),
             errors: Vec::new(),
             span: None,
             fresh: 0,
@@ -318,6 +322,35 @@ impl Assembler {
         self
     }
 
+    /// Sets the paged KV-cache region (`spec/kv-cache.md`); its slots follow with
+    /// [`Assembler::kv_slot`].
+    pub fn kv(&mut self, region: KvRegion) -> &mut Self {
+        if self.kv.is_some() {
+            return self.error(ErrorKind::Kv("the KV region is declared twice".into()));
+        }
+        self.kv = Some(region);
+        self
+    }
+
+    /// Adds a slot (one cache) to the KV region.
+    pub fn kv_slot(&mut self, slot: KvSlot) -> &mut Self {
+        match self.kv.as_mut() {
+            Some(k) => k.slots.push(slot),
+            None => {
+                return self.error(ErrorKind::Kv(
+                    "`.kv_slot` before the `.kv` region it belongs to".into(),
+                ));
+            }
+        }
+        self
+    }
+
+    /// Adds the value range of an integer input that indexes a table.
+    pub fn bound(&mut self, b: IndexBound) -> &mut Self {
+        self.bounds.push(b);
+        self
+    }
+
     /// Adds an input tensor.
     pub fn input(&mut self, name: &str, dtype: DType, shape: &[u64], hbm_addr: u64) -> &mut Self {
         self.io(IoTensor {
@@ -449,8 +482,8 @@ impl Assembler {
             io: self.io.into_iter().map(|(t, _)| t).collect(),
             labels: self.labels,
             debug: self.debug,
-            kv: None,
-            bounds: Vec::new(),
+            kv: self.kv,
+            bounds: self.bounds,
         };
         match program.validate() {
             Ok(()) => Ok(program),

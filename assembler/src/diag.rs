@@ -93,6 +93,8 @@ pub enum ErrorKind {
     BadTarget(String),
     #[error("the target is set twice")]
     DuplicateTarget,
+    #[error("{0}")]
+    Kv(String),
     #[error("unknown element type `{0}`")]
     UnknownDtype(String),
     #[error("`{0}` outside a `.data` segment")]

@@ -76,6 +76,46 @@ pub fn disassemble(p: &Program) -> String {
             t.hbm_addr
         );
     }
+    if let Some(k) = &p.kv {
+        let _ = writeln!(
+            o,
+            ".kv {} @ {:#x} bytes {:#x} table {:#x} block_tokens {} batch {} max_blocks {} \
+             num_blocks {} past_len {} new_tokens {}",
+            k.dtype,
+            k.hbm_addr,
+            k.bytes,
+            k.table_addr,
+            k.block_tokens,
+            k.batch,
+            k.max_blocks,
+            k.num_blocks,
+            k.past_len,
+            k.new_tokens
+        );
+        for s in &k.slots {
+            let _ = writeln!(
+                o,
+                ".kv_slot {} {} past_index {} present_index {} heads {} head_dim {} @ {:#x}",
+                name_text(&s.past),
+                name_text(&s.present),
+                s.past_index,
+                s.present_index,
+                s.heads,
+                s.head_dim,
+                s.pool_addr
+            );
+        }
+    }
+    for b in &p.bounds {
+        let _ = writeln!(
+            o,
+            ".bound {} {} {} {}",
+            name_text(&b.input),
+            b.lo,
+            b.hi,
+            quote(&b.loc)
+        );
+    }
     for d in &p.data {
         let _ = writeln!(
             o,

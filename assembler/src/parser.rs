@@ -18,9 +18,30 @@ use llmpu_isa::inst::{InstDesc, by_mnemonic};
 use llmpu_isa::numerics::store_f32;
 use llmpu_isa::target::{preset_names, preset_text};
 use llmpu_isa::{
-    DType, Field, FieldDesc, FieldKind, INSTRUCTIONS, IoDir, IoTensor, Reg, Space, Target,
+    DType, Field, FieldDesc, FieldKind, INSTRUCTIONS, IndexBound, IoDir, IoTensor, KvRegion,
+    KvSlot, Reg, Space, Target,
 };
 use std::path::{Path, PathBuf};
+
+/// `key value` pairs in exactly the order of `keys` (unsigned integers), to the end of the line
+/// or an `@`.
+fn keyed(c: &mut Cursor, keys: &[&str]) -> PResult<Vec<u64>> {
+    let mut out = Vec::with_capacity(keys.len());
+    for k in keys {
+        let (name, span) = c.name(&format!("`{k}`"))?;
+        if name != *k {
+            return Err(AsmError::new(
+                ErrorKind::Expected {
+                    expected: format!("`{k}`"),
+                    found: format!("`{name}`"),
+                },
+                Some(span),
+            ));
+        }
+        out.push(c.u64(&format!("the value of `{k}`"))?.0);
+    }
+    Ok(out)
+}
 
 /// Every directive, for suggestions.
 pub const DIRECTIVES: &[&str] = &[
@@ -28,6 +49,9 @@ pub const DIRECTIVES: &[&str] = &[
     ".target_toml",
     ".input",
     ".output",
+    ".kv",
+    ".kv_slot",
+    ".bound",
     ".data",
     ".hex",
     ".f32",
@@ -513,6 +537,72 @@ impl Parser {
                     shape,
                     hbm_addr: addr,
                 });
+            }
+            ".kv" => {
+                let dtype = self.dtype(c)?;
+                c.expect(Tok::At)?;
+                let (hbm_addr, _) = c.u64("the region's HBM address")?;
+                let f = keyed(
+                    c,
+                    &[
+                        "bytes",
+                        "table",
+                        "block_tokens",
+                        "batch",
+                        "max_blocks",
+                        "num_blocks",
+                        "past_len",
+                        "new_tokens",
+                    ],
+                )?;
+                c.end()?;
+                let span = dspan.to(c.toks[c.at - 1].1);
+                asm.at(Some(span)).kv(KvRegion {
+                    hbm_addr,
+                    bytes: f[0],
+                    dtype,
+                    table_addr: f[1],
+                    block_tokens: f[2],
+                    batch: f[3],
+                    max_blocks: f[4],
+                    num_blocks: f[5],
+                    past_len: f[6],
+                    new_tokens: f[7],
+                    slots: vec![],
+                });
+            }
+            ".kv_slot" => {
+                let (past, _) = c.name("the past input's name")?;
+                let (present, _) = c.name("the present output's name")?;
+                let f = keyed(c, &["past_index", "present_index", "heads", "head_dim"])?;
+                c.expect(Tok::At)?;
+                let (pool_addr, _) = c.u64("the slot's block pool address")?;
+                c.end()?;
+                let span = dspan.to(c.toks[c.at - 1].1);
+                let index = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+                asm.at(Some(span)).kv_slot(KvSlot {
+                    past,
+                    present,
+                    past_index: index(f[0]),
+                    present_index: index(f[1]),
+                    heads: f[2],
+                    head_dim: f[3],
+                    pool_addr,
+                });
+            }
+            ".bound" => {
+                let (input, _) = c.name("an input name")?;
+                let (lo, lspan) = c.int("the lowest value")?;
+                let (hi, hspan) = c.int("the value past the highest")?;
+                let (loc, _) = c.string("the location of the op the bound is for")?;
+                c.end()?;
+                let fit = |v: i128, s: Span| {
+                    i64::try_from(v)
+                        .map_err(|_| AsmError::new(ErrorKind::IntTooLarge(v.to_string()), Some(s)))
+                };
+                let (lo, hi) = (fit(lo, lspan)?, fit(hi, hspan)?);
+                asm.at(Some(dspan.to(hspan)))
+                    .bound(IndexBound { input, lo, hi, loc });
             }
             ".data" => {
                 let (nm, nspan) = c.name("a data segment name")?;

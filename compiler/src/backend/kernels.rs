@@ -791,11 +791,19 @@ pub fn lower_op(cx: &mut Cx, op: OpId) -> R<()> {
         return super::attention::kv_mask(cx, op, &ins);
     }
     // Zero-size tensors are empty everywhere: an op whose results hold no element computes
-    // nothing. (An empty operand of a non-empty result — a concat part, a k = 0 product — is
-    // handled by the kernel: its tiles are empty.)
+    // nothing. One that makes elements out of an empty operand (a sum or max over an empty axis)
+    // would need a fill this backend does not emit, so it is refused rather than computed from
+    // memory nobody wrote (`canonicalize` drops empty concat parts; the `tile` pass refuses a
+    // matmul over k = 0 first).
     let empty = |v: &ValueId| shape_of(m, *v).is_some_and(|s| s.contains(&0));
     if !outs.is_empty() && outs.iter().all(empty) {
         return Ok(());
+    }
+    if let Some(v) = ins.iter().find(|v| empty(v)) {
+        return Err(cx.err(format!(
+            "unsupported: `{name}` makes a non-empty result from the zero-size operand {:?}",
+            shape_of(m, *v).unwrap_or_default()
+        )));
     }
     let out = *outs
         .first()

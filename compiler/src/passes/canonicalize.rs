@@ -10,6 +10,7 @@
 //! - `reshape(reshape(x))` → `reshape(x)` when the outer reshape takes its shape from its (static)
 //!   result type
 //! - `neg(neg(x))` → `x`
+//! - `concat` drops its zero-size operands (one left of the result's type → that operand)
 //! - constant operands become attributes: the `axes` operand of `graph.squeeze` / `unsqueeze` /
 //!   `reduce_*` becomes `axes = array<i64: ...>`; the shape operand of a `graph.reshape` whose result
 //!   type is static is dropped (the result type is the shape)
@@ -103,8 +104,34 @@ fn constant_operand_to_attr(m: &mut Module, op: OpId) -> bool {
     true
 }
 
+/// Drops the zero-size operands of a `graph.concat` (they add nothing); a concat left with one
+/// operand of the result's type is that operand.
+fn concat_without_empty(m: &mut Module, op: OpId) -> bool {
+    let d = m.op(op);
+    if d.name != "graph.concat" || d.results.len() != 1 {
+        return false;
+    }
+    let empty = |v: &ValueId| {
+        m.value_type(*v)
+            .as_tensor()
+            .and_then(|t| t.static_shape())
+            .is_some_and(|s| s.contains(&0))
+    };
+    let keep: Vec<ValueId> = d.operands.iter().copied().filter(|v| !empty(v)).collect();
+    if keep.len() == d.operands.len() || keep.is_empty() {
+        return false;
+    }
+    if let [x] = keep[..]
+        && m.value_type(x) == m.value_type(d.results[0])
+    {
+        return replace_with(m, op, x);
+    }
+    m.op_mut(op).operands = keep;
+    true
+}
+
 fn simplify(m: &mut Module, op: OpId) -> bool {
-    if constant_operand_to_attr(m, op) {
+    if constant_operand_to_attr(m, op) || concat_without_empty(m, op) {
         return true;
     }
     let name = m.op(op).name.clone();
