@@ -589,6 +589,10 @@ pub struct Tile {
 pub fn row_tiles(shape: &[u64], inner: usize, max_rows: u64) -> Vec<Tile> {
     let r = shape.len();
     let outer = &shape[..r - inner.min(r)];
+    if outer.contains(&0) {
+        // No rows: nothing to tile (and no division by an empty extent).
+        return vec![];
+    }
     if outer.is_empty() {
         return vec![Tile {
             lead: vec![],
@@ -787,8 +791,10 @@ pub fn lower_op(cx: &mut Cx, op: OpId) -> R<()> {
         return super::attention::kv_mask(cx, op, &ins);
     }
     // Zero-size tensors are empty everywhere: an op whose results hold no element computes
-    // nothing. One that makes elements out of an empty operand (a matmul over k = 0, a sum over
-    // an empty axis) would need a fill this backend does not emit.
+    // nothing. One that makes elements out of an empty operand (a sum or max over an empty axis)
+    // would need a fill this backend does not emit, so it is refused rather than computed from
+    // memory nobody wrote (`canonicalize` drops empty concat parts; the `tile` pass refuses a
+    // matmul over k = 0 first).
     let empty = |v: &ValueId| shape_of(m, *v).is_some_and(|s| s.contains(&0));
     if !outs.is_empty() && outs.iter().all(empty) {
         return Ok(());

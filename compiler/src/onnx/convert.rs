@@ -133,6 +133,7 @@ fn onnx_attributes(op: &str) -> &'static [&'static str] {
             "sparse_value",
         ],
         "ConstantOfShape" => &["value"],
+        "CumSum" => &["exclusive", "reverse"],
         "DequantizeLinear" => &["axis", "block_size", "output_dtype"],
         "QuantizeLinear" => &[
             "axis",
@@ -474,6 +475,20 @@ pub fn import(
         .collect();
     if !bad.is_empty() {
         return Err(ImportError::Unsupported(bad));
+    }
+    // Graph inputs and outputs are bound and read by name (found by the `compile` fuzz target:
+    // an empty name reached the binary writer).
+    for (what, list) in [("graph input", &g.input), ("graph output", &g.output)] {
+        if let Some(i) = list
+            .iter()
+            .position(|v| v.name.is_empty() || v.name.contains('\0'))
+        {
+            return Err(ImportError::UnsupportedValue {
+                what,
+                name: format!("#{i}"),
+                reason: "has an empty name or one with a NUL character".into(),
+            });
+        }
     }
     if let Some(s) = g.sparse_initializer.first() {
         return Err(ImportError::UnsupportedValue {

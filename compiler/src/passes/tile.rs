@@ -50,6 +50,19 @@ impl Pass for Tile {
                     let k = a.last().copied().unwrap_or(1);
                     let n = if r.is_empty() { 1 } else { r[r.len() - 1] };
                     let mm = matmul_rows(&b, &r);
+                    if r.contains(&0) {
+                        // An empty result: the lowering emits nothing for it.
+                        continue;
+                    }
+                    if k == 0 {
+                        // A product over an empty contraction is all zeros (plus any bias): a
+                        // fill the matmul kernels do not emit.
+                        return Err(PassError::failed(
+                            INFO.name,
+                            d.loc.clone(),
+                            "unsupported: matmul over an empty contraction dim (k = 0)",
+                        ));
+                    }
                     let act = match m.attr(op, "activation") {
                         Some(Attribute::Str(a)) => activation_passes(a, &o.target),
                         _ => 0,
