@@ -72,3 +72,108 @@ fn a_prefill_graph_continues_from_every_stage_to_the_same_binary() {
         "gpt2",
     );
 }
+
+/// The address `llmpu.hbm` gives the op at `loc` in a `plan-memory` dump, with its line.
+fn placed_at(ir: &str, loc: &str) -> (String, u64) {
+    let line = ir
+        .lines()
+        .find(|l| l.contains(&format!("loc(\"{loc}\")")) && l.contains("llmpu.hbm"))
+        .unwrap_or_else(|| panic!("no placed op at {loc}"));
+    let at = line.split("llmpu.hbm = array<i64: ").nth(1).unwrap();
+    let addr = at.split('>').next().unwrap().trim().parse().unwrap();
+    (line.to_string(), addr)
+}
+
+#[test]
+fn an_address_edited_in_a_plan_memory_dump_is_the_one_the_binary_uses() {
+    // `plan-memory`'s placement is the contract: moving a residual tensor to free scratch space
+    // changes the binary and keeps its results; moving it over a tensor still live is an error
+    // naming both.
+    let Some(c) = corpus("models") else { return };
+    let model = c.join("models/gpt2-tiny-prefill/model.onnx");
+    let dir = std::env::temp_dir().join(format!("llmpu-edit-plan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (dump, plain, moved) = (
+        dir.join("pm.mlir"),
+        dir.join("plain.llmpu"),
+        dir.join("moved.llmpu"),
+    );
+    llmpu_ok(&[
+        "compile",
+        s(&model),
+        "--precision",
+        "fp32",
+        "--stop-after",
+        "plan-memory",
+        "-o",
+        s(&dump),
+    ]);
+    llmpu_ok(&["compile", s(&dump), "-o", s(&plain)]);
+    let ir = std::fs::read_to_string(&dump).unwrap();
+    let scratch: Vec<u64> = ir
+        .split("llmpu.scratch = array<i64: ")
+        .nth(1)
+        .unwrap()
+        .split('>')
+        .next()
+        .unwrap()
+        .split(',')
+        .map(|x| x.trim().parse().unwrap())
+        .collect();
+    let free = (scratch[0] + scratch[1]).div_ceil(64) * 64;
+    let (line, addr) = placed_at(&ir, "/m/transformer/h.0/Add");
+    let edited = ir.replace(
+        &line,
+        &line.replace(
+            &format!("array<i64: {addr}>"),
+            &format!("array<i64: {free}>"),
+        ),
+    );
+    std::fs::write(&dump, &edited).unwrap();
+    llmpu_ok(&["compile", s(&dump), "-o", s(&moved)]);
+    let (a, b) = (
+        llmpu_isa::binary::read_file(&plain).unwrap(),
+        llmpu_isa::binary::read_file(&moved).unwrap(),
+    );
+    assert_ne!(
+        a.cores, b.cores,
+        "the edited address did not reach the binary"
+    );
+    let ids: Vec<u8> = (0..16i64)
+        .flat_map(|i| (i * 13 % 256).to_le_bytes())
+        .collect();
+    let input = llmpu_runtime::Tensor::new(llmpu_isa::DType::I64, vec![1, 16], ids).unwrap();
+    let opts = llmpu_runtime::RunOptions::default();
+    let run = |p: &llmpu_isa::Program| {
+        llmpu_runtime::run(p, &[("input_ids".into(), input.clone())], &opts)
+            .unwrap()
+            .outputs
+    };
+    assert_eq!(
+        run(&a),
+        run(&b),
+        "moving a tensor to free memory changed the results"
+    );
+    // Over the tensor it adds (the embeddings' sum, read by this very op): refused.
+    let (_, live) = placed_at(&ir, "/m/transformer/Add");
+    let clash = ir.replace(
+        &line,
+        &line.replace(
+            &format!("array<i64: {addr}>"),
+            &format!("array<i64: {live}>"),
+        ),
+    );
+    std::fs::write(&dump, &clash).unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_llmpu"))
+        .args(["compile", s(&dump), "-o", s(&moved)])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success()
+            && err.contains("which is still live")
+            && err.contains("/m/transformer/Add"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -751,6 +751,59 @@ pub fn plan_function(m: &Module, func: OpId, o: &Options) -> Result<Plan, Backen
         high = high.max(off + size);
         plan.owned.insert(v, base + off);
     }
+    // A module that went through `plan-memory` carries its placement of the scratch tensors as
+    // `llmpu.hbm`: that is what counts (edited in a dump or not), as long as it stays in the
+    // scratch area and no two tensors alive at the same time overlap.
+    let mut placed: Vec<(ValueId, u64, u64, usize, usize)> = vec![]; // (value, lo, hi, def, last use)
+    for (idx, &op) in ops.iter().enumerate() {
+        let Some(addrs) = m.attr(op, "llmpu.hbm").and_then(Attribute::as_i64_list) else {
+            continue;
+        };
+        for (&r, &a) in m.op(op).results.iter().zip(&addrs) {
+            if a < 0 || direct.contains_key(&r) || !plan.owned.contains_key(&r) {
+                continue;
+            }
+            plan.owned.insert(r, a as u64);
+            let size = align(rel[&r].elems() * owner_dt[&r].size());
+            let (lo, hi) = (a as u64, a as u64 + size);
+            if lo < base || !lo.is_multiple_of(HBM_ALIGN) || hi > o.target.hbm.size_bytes {
+                return Err(err(
+                    &m.op(op).loc,
+                    format!(
+                        "`llmpu.hbm` places {size} bytes at {lo:#x}: scratch tensors go in \
+                         [{base:#x}, {:#x}) at multiples of {HBM_ALIGN}",
+                        o.target.hbm.size_bytes
+                    ),
+                ));
+            }
+            placed.push((r, lo, hi, idx, last_use.get(&r).copied().unwrap_or(idx)));
+        }
+    }
+    for (i, a) in placed.iter().enumerate() {
+        for b in &placed[..i] {
+            if a.1 < b.2 && b.1 < a.2 && a.3 <= b.4 && b.3 <= a.4 {
+                let name = |v: ValueId| {
+                    let d = m.op(ops[def_index[&v]]).loc.clone();
+                    format!("{d}")
+                };
+                return Err(err(
+                    &m.op(ops[a.3]).loc,
+                    format!(
+                        "`llmpu.hbm` puts this result at {:#x}..{:#x}, over the result of {} at \
+                         {:#x}..{:#x}, which is still live",
+                        a.1,
+                        a.2,
+                        name(b.0),
+                        b.1,
+                        b.2
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(top) = placed.iter().map(|p| p.2).max() {
+        high = high.max(top - base);
+    }
     plan.scratch = (base, high);
     let end = base + high;
     if end > o.target.hbm.size_bytes {

@@ -3,6 +3,10 @@
 //! that is a view of another tensor), `llmpu.storage` with the storage element types, and on the
 //! function `llmpu.scratch = array<i64: base, bytes>` (the liveness-shared arena). Fails with a
 //! located error when the model does not fit the target's HBM or has unknown (symbolic) shapes.
+//!
+//! The scratch addresses are the contract with `lower-llmpu`: a module that carries them (a
+//! dump, edited or not) is lowered with them, after a check that each lies in the scratch area
+//! and that no two tensors alive at the same time overlap (`backend::plan`).
 
 use super::PassInfo;
 use crate::backend::plan::plan_function;
