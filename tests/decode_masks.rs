@@ -16,22 +16,9 @@ use llmpu_isa::DType;
 use llmpu_runtime::{RunOptions, Tensor, kv, run_with_kv};
 
 mod common;
-use common::{corpus, llmpu_ok};
+use common::{corpus, llmpu_ok, noise};
 
 const CONTEXT: u64 = 32;
-
-/// Deterministic values in [-1, 1) (64-bit LCG).
-fn noise(n: usize, seed: u64) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((x >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
 
 /// Logits `[vocab]` of the ONNX graph for one sequence with a past of exactly `past` (one
 /// `[heads, l, dim]` tensor per cache input, graph order), run by the reference interpreter.
@@ -137,7 +124,11 @@ fn check(model: &Path, bin: &Path, lens: [usize; 2], seed: u64) {
         ("attention_mask".to_string(), i64s(vec![2, CONTEXT], &mask)),
         ("position_ids".to_string(), i64s(vec![2, 1], &pos)),
     ];
-    let (r, _) = run_with_kv(&p, &inputs, Some(&img), &RunOptions::default()).unwrap();
+    let opts = RunOptions {
+        check_uninit: true,
+        ..RunOptions::default()
+    };
+    let (r, _) = run_with_kv(&p, &inputs, Some(&img), &opts).unwrap();
     let got = r
         .outputs
         .iter()

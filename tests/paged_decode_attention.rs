@@ -17,7 +17,7 @@ use llmpu_isa::DType;
 use llmpu_runtime::{Tensor, npy};
 
 mod common;
-use common::{corpus, llmpu_ok};
+use common::{corpus, llmpu_ok, noise};
 
 fn s(p: &Path) -> String {
     p.to_str().unwrap().to_string()
@@ -122,21 +122,6 @@ fn batch_8_paged_decode_attention_is_pipelined_across_sequences_and_heads() {
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// Deterministic values in [-1, 1) (64-bit LCG).
-fn noise(n: usize, seed: u64) -> Vec<f32> {
-    let mut x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((x >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
 }
 
 /// Logits of one decode step of `bin` (fp32) whose sequences have cached lengths `lens`, pasts

@@ -143,7 +143,10 @@ fn an_address_edited_in_a_plan_memory_dump_is_the_one_the_binary_uses() {
         .flat_map(|i| (i * 13 % 256).to_le_bytes())
         .collect();
     let input = llmpu_runtime::Tensor::new(llmpu_isa::DType::I64, vec![1, 16], ids).unwrap();
-    let opts = llmpu_runtime::RunOptions::default();
+    let opts = llmpu_runtime::RunOptions {
+        check_uninit: true,
+        ..Default::default()
+    };
     let run = |p: &llmpu_isa::Program| {
         llmpu_runtime::run(p, &[("input_ids".into(), input.clone())], &opts)
             .unwrap()

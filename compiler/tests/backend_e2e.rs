@@ -810,19 +810,7 @@ fn decomposed_rotary_embedding_fuses_and_matches_reference() {
         }
     }
     let shape = vec![b as u64, h as u64, s as u64, d as u64];
-    for target in ["edge", "datacenter"] {
-        for (precision, tol) in [
-            (Precision::Fp32, Tolerance::FP32),
-            (Precision::Bf16, Tolerance::BF16),
-        ] {
-            let prog = compile_text(&src, target, precision);
-            let input = Tensor::from_f32(DType::F32, shape.clone(), &x).unwrap();
-            let res = run(&prog, &[("x".into(), input)], &common::checked()).unwrap();
-            let want = Tensor::from_f32(DType::F32, shape.clone(), &want).unwrap();
-            let c = compare("y", res.output("y").unwrap(), &want, tol).unwrap();
-            assert!(c.pass, "{target} {}: {c}", precision.name());
-        }
-    }
+    matches_on_every_preset(&src, &x, &want, &shape);
 }
 
 /// Decode-shaped single-row producers (an RMSNorm feeding two matmuls, the product of those
@@ -1090,15 +1078,21 @@ fn partial_rotary_fuses_into_rope_with_rotary_dim_and_matches_reference() {
         }
     }
     let shape = vec![b as u64, h as u64, s as u64, d as u64];
+    matches_on_every_preset(&src, &x, &want, &shape);
+}
+
+/// Compiles `src` (input `x`, output `y`, f32) on both presets in both precisions and checks that
+/// `y` for `x` is `want` within the precision's tolerance.
+fn matches_on_every_preset(src: &str, x: &[f32], want: &[f32], shape: &[u64]) {
     for target in ["edge", "datacenter"] {
         for (precision, tol) in [
             (Precision::Fp32, Tolerance::FP32),
             (Precision::Bf16, Tolerance::BF16),
         ] {
-            let prog = compile_text(&src, target, precision);
-            let input = Tensor::from_f32(DType::F32, shape.clone(), &x).unwrap();
-            let res = run(&prog, &[("x".into(), input)], &RunOptions::default()).unwrap();
-            let want = Tensor::from_f32(DType::F32, shape.clone(), &want).unwrap();
+            let prog = compile_text(src, target, precision);
+            let input = Tensor::from_f32(DType::F32, shape.to_vec(), x).unwrap();
+            let res = run(&prog, &[("x".into(), input)], &common::checked()).unwrap();
+            let want = Tensor::from_f32(DType::F32, shape.to_vec(), want).unwrap();
             let c = compare("y", res.output("y").unwrap(), &want, tol).unwrap();
             assert!(c.pass, "{target} {}: {c}", precision.name());
         }

@@ -5,7 +5,7 @@
 //! with several new tokens, a later new token leaks into an earlier query.
 
 use llmpu_compiler::backend::Precision;
-use llmpu_runtime::{RunOptions, Tensor, kv, run_with_kv};
+use llmpu_runtime::{Tensor, kv, run_with_kv};
 
 mod common;
 use common::{compile_text, values};
@@ -93,7 +93,7 @@ fn causal_paged_decode_without_a_mask_is_right_at_every_live_length() {
                     t(&nv, vec![1, 1, new as u64, D as u64]),
                 ),
             ];
-            let (r, _) = run_with_kv(&p, &inputs, Some(&img), &RunOptions::default()).unwrap();
+            let (r, _) = run_with_kv(&p, &inputs, Some(&img), &common::checked()).unwrap();
             let got = r
                 .outputs
                 .iter()

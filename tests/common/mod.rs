@@ -46,3 +46,18 @@ pub fn llmpu_out<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> Str
     );
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
+
+/// Deterministic values in [-1, 1) (64-bit LCG).
+pub fn noise(n: usize, seed: u64) -> Vec<f32> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((x >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}

@@ -1735,7 +1735,7 @@ pub fn kv_mask(cx: &mut Cx, op: OpId, ins: &[ValueId]) -> R<()> {
             cx.e.move_view(true, &row, buf, n);
             // Column P − len[b] of the row buffer.
             let at =
-                cx.e.length_affine(lens + bi * 4, -(sz as i64), (buf + past * sz) as i64);
+                cx.e.loaded_affine(lens + bi * 4, -(sz as i64), (buf + past * sz) as i64);
             let dst = index(&ov, &[bi, hi, qi]);
             let mut k = 0;
             while k < n {

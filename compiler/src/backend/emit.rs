@@ -462,27 +462,7 @@ impl Emitter {
     /// at SRAM address `entry`, scaled and offset. The register stays pinned until
     /// [`Emitter::unpin`].
     pub fn block_addr(&mut self, entry: u64, block_bytes: u64, pool: u64) -> Reg {
-        let a = self.reg(entry as i64);
-        let rd = self.fresh();
-        self.op(
-            Inst::Ld32 { rd, rs1: a, off: 0 },
-            vec![Touch::read(Mem::Sram, entry, entry + 4)],
-        );
-        self.pinned.push(rd.0);
-        let sc = self.reg(block_bytes as i64);
-        self.push_raw(Inst::Mul {
-            rd,
-            rs1: rd,
-            rs2: sc,
-        });
-        let b = self.reg(pool as i64);
-        self.push_raw(Inst::Add {
-            rd,
-            rs1: rd,
-            rs2: b,
-        });
-        self.locked.clear();
-        rd
+        self.loaded_affine(entry, block_bytes as i64, pool as i64)
     }
 
     /// The HBM address of token `length[b] + t` in a paged KV pool, computed at run time from the
@@ -662,10 +642,9 @@ impl Emitter {
         rd
     }
 
-    /// `base + length · scale` with `length` the i32 at SRAM `len_entry`, computed at run time
-    /// into a register pinned until [`Emitter::unpin`] (an address that moves with a paged KV
-    /// sequence's cached length).
-    pub fn length_affine(&mut self, len_entry: u64, scale: i64, base: i64) -> Reg {
+    /// `base + x · scale` with `x` the i32 at SRAM `len_entry` (a block-table entry, a sequence's
+    /// cached length), computed at run time into a register pinned until [`Emitter::unpin`].
+    pub fn loaded_affine(&mut self, len_entry: u64, scale: i64, base: i64) -> Reg {
         let a = self.reg(len_entry as i64);
         let rd = self.fresh();
         self.op(

@@ -50,7 +50,7 @@ impl Pass for FuseRotary {
 }
 
 /// `(x, start, end)` when `v` is `slice(x)` along the last axis with step 1 (bounds clamped).
-fn slice_last(m: &Module, v: ValueId) -> Option<(ValueId, i64, i64)> {
+pub(crate) fn slice_last(m: &Module, v: ValueId) -> Option<(ValueId, i64, i64)> {
     let op = m.defining_op_named(v, "graph.slice")?;
     let ops = &m.op(op).operands;
     let x = ops[0];
@@ -87,17 +87,18 @@ fn broadcasts_to(a: &[u64], b: &[u64]) -> bool {
             .all(|(&x, &y)| x == y || x == 1)
 }
 
-fn fuse(m: &mut Module, cat: OpId) -> Option<()> {
-    let ins = m.op(cat).operands.clone();
-    if ins.len() != 2 {
-        return None;
-    }
+/// `([a, b], result)` when `cat` joins two tensors along the last axis.
+fn last_axis_pair(m: &Module, cat: OpId) -> Option<([ValueId; 2], ValueId)> {
+    let ins = &m.op(cat).operands;
+    let [a, b] = ins[..] else { return None };
     let r = m.op(cat).results[0];
     let rank = shape_of(m, r)?.len() as i64;
     let ax = m.attr(cat, "axis").and_then(Attribute::as_int).unwrap_or(0);
-    if ax != -1 && ax != rank - 1 {
-        return None;
-    }
+    (ax == -1 || ax == rank - 1).then_some(([a, b], r))
+}
+
+fn fuse(m: &mut Module, cat: OpId) -> Option<()> {
+    let (ins, r) = last_axis_pair(m, cat)?;
     let neg = m.defining_op_named(ins[0], "graph.neg")?;
     m.single_use(ins[0])?;
     let (x, s1, e1) = slice_last(m, m.op(neg).operands[0])?;
@@ -155,16 +156,7 @@ fn fuse(m: &mut Module, cat: OpId) -> Option<()> {
 
 /// `concat(rope(slice(x, 0..r), cos, sin), slice(x, r..D))` → `rope(x, cos, sin) {rotary_dim = r}`.
 fn fuse_partial(m: &mut Module, cat: OpId) -> Option<()> {
-    let ins = m.op(cat).operands.clone();
-    if ins.len() != 2 {
-        return None;
-    }
-    let r = m.op(cat).results[0];
-    let rank = shape_of(m, r)?.len() as i64;
-    let ax = m.attr(cat, "axis").and_then(Attribute::as_int).unwrap_or(0);
-    if ax != -1 && ax != rank - 1 {
-        return None;
-    }
+    let (ins, r) = last_axis_pair(m, cat)?;
     let rope = m.defining_op_named(ins[0], "graph.rope")?;
     m.single_use(ins[0])?;
     if m.attr(rope, "rotary_dim").is_some() {

@@ -11,7 +11,8 @@
 //! leaves the projection as it is.
 
 use super::PassInfo;
-use crate::backend::plan::{const_bytes, const_ints, shape_of};
+use super::fuse_rotary::slice_last;
+use crate::backend::plan::{const_bytes, shape_of};
 use crate::ir::{
     Attribute, DenseAttr, Location, Module, OpId, OpSpec, ScalarType, Type, ValueId,
 };
@@ -44,33 +45,11 @@ impl Pass for SplitProjections {
 
 /// `(start, end)` of a static step-1 slice of the last axis of `x` (bounds clamped), if `op` is one.
 fn column_range(m: &Module, op: OpId, x: ValueId) -> Option<(u64, u64)> {
-    let d = m.op(op);
-    if d.name != "graph.slice" || d.operands.first() != Some(&x) {
+    if m.op(op).name != "graph.slice" {
         return None;
     }
-    let xs = shape_of(m, x)?;
-    let rank = xs.len() as i64;
-    let n = *xs.last()? as i64;
-    let starts = const_ints(m, *d.operands.get(1)?)?;
-    let ends = const_ints(m, *d.operands.get(2)?)?;
-    let axes = match d.operands.get(3) {
-        Some(&a) => const_ints(m, a)?,
-        None => vec![0],
-    };
-    if let Some(&s) = d.operands.get(4)
-        && const_ints(m, s)?.iter().any(|&st| st != 1)
-    {
-        return None;
-    }
-    if starts.len() != 1 || ends.len() != 1 || axes.len() != 1 {
-        return None;
-    }
-    if axes[0] != -1 && axes[0] != rank - 1 {
-        return None;
-    }
-    let norm = |i: i64| if i < 0 { (i + n).max(0) } else { i.min(n) };
-    let (s, e) = (norm(starts[0]), norm(ends[0]));
-    (s < e).then_some((s as u64, e as u64))
+    let (src, s, e) = slice_last(m, m.op(op).results[0])?;
+    (src == x && s < e).then_some((s as u64, e as u64))
 }
 
 /// A constant holding columns `s..e` of the constant `w` (`[K, N]`, or `[N]` for a bias).
