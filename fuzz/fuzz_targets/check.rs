@@ -25,7 +25,11 @@ fn input(st: ScalarType, shape: &[u64], seed: &mut u64) -> Option<ITensor> {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         let u = (*seed >> 40) as f64 / (1u64 << 24) as f64;
-        vals.push(if st.is_float() { u * 2.0 - 1.0 } else { (u * 8.0).floor() });
+        vals.push(if st.is_float() {
+            u * 2.0 - 1.0
+        } else {
+            (u * 8.0).floor()
+        });
     }
     let shape = shape.iter().map(|&d| d as usize).collect();
     Some(ITensor::from_f64_fn(st, shape, n, |i| vals[i]))
