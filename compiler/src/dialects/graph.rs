@@ -943,17 +943,17 @@ fn verify_attention(v: &OpView) -> Result<(), String> {
     // to a kernel reading past V's buffer).
     if r == 4 {
         let st = |t: &TensorType, i: usize| t.dims[i].as_static();
-        if let (Some(a), Some(b)) = (st(&k, 1), st(&val, 1))
+        if let (Some(a), Some(b)) = (st(k, 1), st(val, 1))
             && a != b
         {
             return Err(format!("k has {a} heads but v has {b}"));
         }
-        if let (Some(a), Some(b)) = (st(&k, 2), st(&val, 2))
+        if let (Some(a), Some(b)) = (st(k, 2), st(val, 2))
             && a != b
         {
             return Err(format!("k has {a} positions but v has {b}"));
         }
-        if let (Some(hq), Some(hkv)) = (st(&q, 1), st(&k, 1))
+        if let (Some(hq), Some(hkv)) = (st(q, 1), st(k, 1))
             && (hkv == 0 || hq % hkv != 0)
         {
             return Err(format!(
