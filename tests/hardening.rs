@@ -954,6 +954,63 @@ fn fuzz_an_unnamed_graph_input_is_an_import_error() {
         .fails_with(&["graph input '#1': has an empty name"]);
 }
 
+/// Found by the `check` fuzz target with `--check-uninit`: an Attention whose V has fewer heads
+/// than K compiled to a kernel reading HBM past V (never-written bytes); the verifier refuses it.
+#[test]
+fn fuzz_attention_with_mismatched_kv_heads_is_refused() {
+    let m = model(
+        vec![node("Attention", "attn", &["q", "k", "v"], &["y"])],
+        vec![
+            vi("q", &dims(&[1, 2, 2, 8])),
+            vi("k", &dims(&[1, 2, 2, 8])),
+            vi("v", &dims(&[1, 1, 2, 8])),
+        ],
+        vec![vi("y", &dims(&[1, 2, 2, 8]))],
+        vec![],
+    );
+    let mut m = m;
+    m.opset_import[0].version = 23;
+    let p = save(&m, "attention_kv_heads.onnx");
+    llmpu(&["compile", s(&p), "-o", s(&scratch("attn.llmpu"))]).fails_with(&[
+        "'graph.attention' op k has 2 heads but v has 1",
+        "loc(\"attn\")",
+    ]);
+}
+
+/// Found by the `check` fuzz target with `--check-uninit`: RMSNormalization over all dims of a
+/// `[3, 4]` input with a scalar scale loaded the broadcast scale's rows 12 elements apart, so
+/// the kernel read bytes nobody wrote and 8 of 12 outputs were wrong.
+#[test]
+fn fuzz_a_scalar_norm_scale_over_several_dims_is_loaded_densely() {
+    let mut n = node("RMSNormalization", "rms", &["x", "w"], &["y"]);
+    n.attribute.push(AttributeProto {
+        name: "axis".into(),
+        r#type: attribute_type::INT,
+        i: 0,
+        ..Default::default()
+    });
+    let mut m = model(
+        vec![n],
+        vec![vi("x", &dims(&[3, 4])), vi("w", &[])],
+        vec![vi("y", &dims(&[3, 4]))],
+        vec![],
+    );
+    m.opset_import[0].version = 23;
+    let p = save(&m, "rms_scalar_scale.onnx");
+    for precision in ["fp32", "bf16"] {
+        let r = llmpu(&[
+            "check",
+            s(&p),
+            "--precision",
+            precision,
+            "--check-uninit",
+            "--no-report",
+        ]);
+        r.succeeds();
+        assert!(r.stdout.contains("ok   y: 12 elements"), "{}", r.stdout);
+    }
+}
+
 #[test]
 fn every_case_finishes_within_the_budget() {
     // The budget is enforced by `llmpu_with` (a kill after 5 s fails the test); this pins that a

@@ -1552,9 +1552,16 @@ fn row_kernel_stats(
             .ok_or_else(|| cx.err("norm parameter shape does not match the normalized dims"))?;
         let raw = cx.alloc(Mem::Sram, cols * pv.dt.size(), "norm parameter")?;
         let f = cx.alloc(Mem::Sram, cols * 4, "norm parameter")?;
+        // A parameter broadcast over several normalized dims lands densely: its SRAM row stride
+        // is its own last dim (with `cols` the rows of a scalar scale landed `cols` apart and the
+        // copy below read bytes nobody wrote — found by the `check` fuzz target).
+        let ld = match pv.shape.len() {
+            0 | 1 => cols,
+            _ => *pv.shape.last().unwrap_or(&cols),
+        };
         for c in 0..cx.e.cores() {
             cx.e.core(c);
-            cx.e.move_view(true, &pv, raw, cols);
+            cx.e.move_view(true, &pv, raw, ld);
             cx.e.vun(
                 Un::Copy,
                 T::sram(f, cols, DType::F32),

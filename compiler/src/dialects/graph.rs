@@ -938,6 +938,29 @@ fn verify_attention(v: &OpView) -> Result<(), String> {
     {
         return Err(format!("q head size {a} does not match k head size {b}"));
     }
+    // [B, H, S, D]: K and V have the same heads and length, the query heads are groups of the
+    // key/value heads (found by the `check` fuzz target: a V with fewer heads than K compiled
+    // to a kernel reading past V's buffer).
+    if r == 4 {
+        let st = |t: &TensorType, i: usize| t.dims[i].as_static();
+        if let (Some(a), Some(b)) = (st(k, 1), st(val, 1))
+            && a != b
+        {
+            return Err(format!("k has {a} heads but v has {b}"));
+        }
+        if let (Some(a), Some(b)) = (st(k, 2), st(val, 2))
+            && a != b
+        {
+            return Err(format!("k has {a} positions but v has {b}"));
+        }
+        if let (Some(hq), Some(hkv)) = (st(q, 1), st(k, 1))
+            && (hkv == 0 || hq % hkv != 0)
+        {
+            return Err(format!(
+                "{hq} query heads are not groups of {hkv} key/value heads"
+            ));
+        }
+    }
     v.float_attr_opt("scale")?;
     let out = v.tensor_result(0)?;
     same_elem(v, q.elem, "result", out.elem)?;
