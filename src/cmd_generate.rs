@@ -136,6 +136,24 @@ fn parse_prompt(s: &str) -> Result<(Vec<i64>, Option<Vec<i64>>), String> {
     Ok((ids, None))
 }
 
+/// The sequence dims of a batch-1 prefill over `n` tokens.
+fn prefill_dims(n: u64) -> [String; 4] {
+    [
+        "batch_size=1".into(),
+        format!("sequence_length={n}"),
+        format!("total_sequence_length={n}"),
+        "past_sequence_length=0".into(),
+    ]
+}
+
+/// The comparison tolerance of `--precision`.
+fn tolerance(a: &GenerateArgs) -> llmpu_runtime::compare::Tolerance {
+    match a.precision.as_str() {
+        "fp32" => llmpu_runtime::compare::Tolerance::FP32,
+        _ => llmpu_runtime::compare::Tolerance::BF16,
+    }
+}
+
 /// The user's `--dim`s plus `dims` for the ones they do not give.
 fn merged_dims(a: &GenerateArgs, dims: &[String]) -> Vec<String> {
     let name = |d: &str| d.split('=').next().map(str::to_string);
@@ -234,33 +252,9 @@ fn flip_within_tolerance(
     }
     let (prompt, _) = parse_prompt(&a.prompt)?;
     let seq: Vec<i64> = prompt.iter().chain(&exp[..i]).copied().collect();
-    let n = seq.len();
-    let mut dims = a.dims.clone();
-    for d in [
-        "batch_size=1".to_string(),
-        format!("sequence_length={n}"),
-        format!("total_sequence_length={n}"),
-        "past_sequence_length=0".into(),
-    ] {
-        let name = d.split('=').next().unwrap_or_default();
-        if !dims.iter().any(|u| u.split('=').next() == Some(name)) {
-            dims.push(d);
-        }
-    }
-    let m = crate::import::import_model(&a.prefill, &dims)?;
-    let f = *m.functions().first().ok_or("prefill has no function")?;
-    let entry = m.entry_block(f).ok_or("prefill has no body")?;
-    let mut inputs = vec![];
-    for i in 0..m.block(entry).args.len() {
-        let name = llmpu_compiler::backend::plan::io_name(&m, f, "arg_attrs", i, "input");
-        let v: Vec<i64> = match name.as_str() {
-            "input_ids" => seq.clone(),
-            "attention_mask" => vec![1; n],
-            "position_ids" => (0..n as i64).collect(),
-            other => return Err(format!("prefill input `{other}` has no reference value")),
-        };
-        inputs.push(llmpu_compiler::interp::Tensor::new(vec![1, n], v));
-    }
+    let m =
+        crate::import::import_model(&a.prefill, &merged_dims(a, &prefill_dims(seq.len() as u64)))?;
+    let inputs = crate::verify::prefill_inputs(&m, &seq)?;
     let outs = llmpu_compiler::interp::run(&m, &inputs).map_err(|e| format!("reference: {e}"))?;
     let logits = outs.first().ok_or("the prefill has no outputs")?;
     let all = logits.to_f64_vec();
@@ -277,10 +271,7 @@ fn flip_within_tolerance(
             want.len()
         ));
     }
-    let tol = match a.precision.as_str() {
-        "fp32" => llmpu_runtime::compare::Tolerance::FP32,
-        _ => llmpu_runtime::compare::Tolerance::BF16,
-    };
+    let tol = tolerance(a);
     let t = |v: &[f32]| Tensor::from_f32(DType::F32, vec![v.len() as u64], v);
     let c = llmpu_runtime::compare::compare("logits", &t(got)?, &t(&want)?, tol)?;
     let (r, e) = (exp[i] as usize, g.ids[i] as usize);
@@ -383,12 +374,7 @@ pub fn generate(a: &GenerateArgs) -> Result<Generation, String> {
             "--max-context {max_context} cannot hold {n} prompt + {new_tokens} new tokens"
         ));
     }
-    let prefill_dims = [
-        "batch_size=1".into(),
-        format!("sequence_length={n}"),
-        format!("total_sequence_length={n}"),
-        "past_sequence_length=0".into(),
-    ];
+    let prefill_dims = prefill_dims(n);
     let decode_dims = crate::cmd_compile::decode_dims(max_context, &["batch_size=1".into()])?;
     let prefill = program_for(&a.prefill, &prefill_dims, a)?;
     let decode = program_for(&a.decode, &decode_dims, a)?;
@@ -463,10 +449,7 @@ pub fn generate(a: &GenerateArgs) -> Result<Generation, String> {
         .ok_or("prefill has no logits output")?;
     let mut ids = vec![argmax_last(logits)?];
     let mut rows = vec![last_row(logits)];
-    let tol = match a.precision.as_str() {
-        "fp32" => llmpu_runtime::compare::Tolerance::FP32,
-        _ => llmpu_runtime::compare::Tolerance::BF16,
-    };
+    let tol = tolerance(a);
     let mut lockstep = match a.verify {
         false => None,
         true => {

@@ -46,6 +46,22 @@ fn row(v: &[i64]) -> ITensor {
     ITensor::new(vec![1, v.len()], v.to_vec())
 }
 
+/// The reference inputs of a prefill graph over the token ids `seq` (batch 1, no padding):
+/// `input_ids`, an all-ones `attention_mask`, `position_ids` from 0, by graph input name.
+pub fn prefill_inputs(prefill: &Module, seq: &[i64]) -> Result<Vec<ITensor>, String> {
+    let (n_in, _) = arity(prefill)?;
+    let n = seq.len();
+    names(prefill, "arg_attrs", n_in)?
+        .iter()
+        .map(|name| match name.as_str() {
+            "input_ids" => Ok(row(seq)),
+            "attention_mask" => Ok(row(&vec![1; n])),
+            "position_ids" => Ok(row(&(0..n as i64).collect::<Vec<_>>())),
+            other => Err(format!("prefill input `{other}` has no reference value")),
+        })
+        .collect()
+}
+
 /// `t` `[b, h, s, d]` (f32) with its sequence axis replaced by `len` slots: the last
 /// `min(s, len)` of `t`'s, right-aligned, zeros before.
 fn right_align(t: &ITensor, len: usize) -> Result<ITensor, String> {
@@ -83,18 +99,8 @@ impl Lockstep {
         tol: Tolerance,
         emu: &[(String, Tensor)],
     ) -> Result<(Lockstep, Option<String>), String> {
-        let (n_in, n_out) = arity(prefill)?;
-        let pin = names(prefill, "arg_attrs", n_in)?;
-        let n = prompt.len();
-        let inputs: Vec<ITensor> = pin
-            .iter()
-            .map(|name| match name.as_str() {
-                "input_ids" => Ok(row(prompt)),
-                "attention_mask" => Ok(row(&vec![1; n])),
-                "position_ids" => Ok(row(&(0..n as i64).collect::<Vec<_>>())),
-                other => Err(format!("--verify: prefill input `{other}` has no value")),
-            })
-            .collect::<Result<_, _>>()?;
+        let (_, n_out) = arity(prefill)?;
+        let inputs = prefill_inputs(prefill, prompt)?;
         let outs = interp::run(prefill, &inputs).map_err(|e| format!("reference prefill: {e}"))?;
         let pout: Vec<(String, ITensor)> = names(prefill, "res_attrs", n_out)?
             .into_iter()

@@ -54,40 +54,43 @@ impl Page<'_> {
     }
 }
 
-/// Sets bits `[lo, hi)` of a bitmap.
-pub(crate) fn set_bits(words: &mut [u64], lo: u64, hi: u64) {
+/// The `(word, mask)` pairs covering bits `[lo, hi)` of a bitmap of u64 words.
+fn word_masks(lo: u64, hi: u64) -> impl Iterator<Item = (usize, u64)> {
     let mut i = lo;
-    while i < hi {
+    std::iter::from_fn(move || {
+        if i >= hi {
+            return None;
+        }
         let (w, b) = ((i / 64) as usize, i % 64);
         let n = (64 - b).min(hi - i);
-        let mask = if n == 64 {
-            u64::MAX
-        } else {
-            ((1u64 << n) - 1) << b
-        };
-        words[w] |= mask;
         i += n;
+        Some((
+            w,
+            if n == 64 {
+                u64::MAX
+            } else {
+                ((1u64 << n) - 1) << b
+            },
+        ))
+    })
+}
+
+/// Sets bits `[lo, hi)` of a bitmap.
+pub(crate) fn set_bits(words: &mut [u64], lo: u64, hi: u64) {
+    for (w, mask) in word_masks(lo, hi) {
+        words[w] |= mask;
     }
 }
 
 /// The first clear bit in `[lo, hi)` and the number of clear bits there.
 pub(crate) fn clear_bits(words: &[u64], lo: u64, hi: u64) -> Option<(u64, u64)> {
     let (mut first, mut count) = (None, 0u64);
-    let mut i = lo;
-    while i < hi {
-        let (w, b) = ((i / 64) as usize, i % 64);
-        let n = (64 - b).min(hi - i);
-        let mask = if n == 64 {
-            u64::MAX
-        } else {
-            ((1u64 << n) - 1) << b
-        };
+    for (w, mask) in word_masks(lo, hi) {
         let clear = !words[w] & mask;
         if clear != 0 {
             first.get_or_insert(w as u64 * 64 + clear.trailing_zeros() as u64);
             count += clear.count_ones() as u64;
         }
-        i += n;
     }
     first.map(|f| (f, count))
 }
