@@ -41,6 +41,11 @@ pub struct CompileArgs {
     /// differs from the reference interpreter's.
     #[arg(long)]
     pub probes: bool,
+    /// Emit every kernel loop as straight-line code instead of rolling uniform iterations into
+    /// counted loops (the same instructions execute either way; the program is larger). Recorded
+    /// as the module attribute `llmpu.loops = "unrolled"`.
+    #[arg(long)]
+    pub unroll: bool,
     /// Output binary (default: the input with extension `.llmpu`).
     #[arg(short, long)]
     pub output: Option<PathBuf>,
@@ -85,6 +90,16 @@ pub fn set_probes(m: &mut Module) {
         top,
         llmpu_compiler::passes::probe_values::PROBES_ATTR,
         llmpu_compiler::ir::Attribute::Bool(true),
+    );
+}
+
+/// Records `--unroll`: kernels emit straight-line code.
+pub fn set_unrolled(m: &mut Module) {
+    let top = m.top();
+    m.set_attr(
+        top,
+        backend::LOOPS_ATTR,
+        llmpu_compiler::ir::Attribute::str("unrolled"),
     );
 }
 
@@ -163,6 +178,9 @@ pub fn run(a: &CompileArgs) -> Result<(), String> {
     }
     if a.probes {
         set_probes(&mut m);
+    }
+    if a.unroll {
+        set_unrolled(&mut m);
     }
     let top = m.top();
     if let Some(stage) = m.attr(top, STAGE_ATTR).and_then(|x| x.as_str()) {

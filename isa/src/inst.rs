@@ -421,6 +421,36 @@ impl Inst {
             .collect()
     }
 
+    /// The scalar registers this instruction reads (register fields other than `rd`, and the
+    /// address and stride registers of its tile operands), derived from the table.
+    pub fn regs_read(&self) -> Vec<Reg> {
+        let d = self.desc();
+        let mut out = vec![];
+        for (fd, raw) in d.fields.iter().zip(self.raw_field_results()) {
+            let Ok(raw) = raw else { continue };
+            match fd.kind {
+                FieldKind::Reg if fd.name != "rd" => out.push(Reg(raw as u8)),
+                FieldKind::TileRef => {
+                    out.push(Reg((raw & 31) as u8));
+                    out.push(Reg(((raw >> 5) & 31) as u8));
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// The scalar register this instruction writes (its `rd` field), derived from the table.
+    pub fn reg_written(&self) -> Option<Reg> {
+        let d = self.desc();
+        d.fields
+            .iter()
+            .zip(self.raw_field_results())
+            .find(|(fd, _)| fd.kind == FieldKind::Reg && fd.name == "rd")
+            .and_then(|(_, raw)| raw.ok())
+            .map(|raw| Reg(raw as u8))
+    }
+
     /// The branch target offset of a control-flow instruction, if it has one.
     pub fn branch_offset(&self) -> Option<i32> {
         match *self {

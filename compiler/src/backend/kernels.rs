@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 use llmpu_isa::{AccMode, Bcast, DType, Inst, Space, TileRef};
 
-use super::emit::{EmitError, Emitter, MULTICAST_SEM, Mem, Touch};
+use super::emit::{EmitError, Emitter, MULTICAST_SEM, Mem, Sweep, Touch};
 use super::plan::{Plan, const_f64s, elem_of, shape_of};
 use super::tiling::{matmul_tiles, row_tile, sram_budget};
 use super::view::View;
@@ -2364,36 +2364,101 @@ fn matmul_views(
         a_loaded.iter_mut().take(workers).for_each(|l| *l = true);
     }
     cx.e.strict_alloc(false);
+    // The epilogue of output tile `otile` of core `c` (its residual, if any, already loaded).
+    let make_ep = |(bi, m0, wm, n0, wn): OutTile, otile: usize| {
+        let (_, _, o2) = operands(bi);
+        Epilogue {
+            acc: T {
+                mem: Mem::Acc,
+                addr: accb[otile % 2],
+                ld: wn,
+                dt: DType::F32,
+            },
+            o32: T::sram(outb[otile % 2], wn, DType::F32),
+            oc: T::sram(ocv[otile % 2], wn, ov.dt),
+            tmp: T::sram(tmp, wn, DType::F32),
+            bias: bias_t.map(|(_, f)| T::sram(f + n0 * 4, nn, DType::F32)),
+            residual: rvr.as_ref().map(|r| T::sram(rbuf[otile % 2], wn, r.dt)),
+            alpha,
+            act,
+            rows: wm,
+            cols: wn,
+            dst: o2.slice(0, m0, 1, wm).slice(1, n0, 1, wn),
+        }
+    };
+    let ksteps = kk.div_ceil(tk) as usize;
+    // Rounds (one work unit per core) roll into a loop while they are uniform: every unit of the
+    // same shape at addresses advancing by a constant (one batch, full row blocks, or the full
+    // column tiles of one row block), no cached A row blocks.
+    let full = |t: &OutTile| t.2 == tm && t.4 == tn;
+    let uniform_units = if nb != 1 || !cache.is_empty() {
+        0
+    } else if row_units {
+        units
+            .iter()
+            .take_while(|u| u.iter().all(|t| t.2 == tm))
+            .count()
+    } else if mm <= tm {
+        units.iter().take_while(|u| full(&u[0])).count()
+    } else {
+        0
+    };
+    let uniform_rounds = uniform_units / cores;
+    let rounds = units.len().div_ceil(cores);
     let mut steps = vec![0usize; cores];
     let mut otiles = vec![0usize; cores];
-    for (u, tiles) in units.iter().enumerate() {
-        cx.on_core(u);
-        let c = u % cores;
-        for &(bi, m0, wm, n0, wn) in tiles {
-            let (a2, b2, o2) = operands(bi);
-            let otile = otiles[c];
-            if let Some(ra) = resident
-                && !a_loaded[c]
-            {
-                match &produce {
-                    Some(p) => p.emit(cx, ra, dt),
-                    None => cx.e.move_view(true, &a2, ra, kk),
-                }
-                a_loaded[c] = true;
+    let mut rounds_sweep = Sweep::new(cx.e, uniform_rounds, rounds);
+    while let Some((round, skipped)) = rounds_sweep.next(cx.e) {
+        if skipped > 0 {
+            // The loop stands for the skipped rounds: advance what they would have advanced.
+            for c in 0..cores {
+                let tiles = units[c].len();
+                otiles[c] += skipped * tiles;
+                steps[c] += skipped * tiles * ksteps;
+                let last = units[(round - 1) * cores + c][tiles - 1];
+                pending[c] = Some(make_ep(last, otiles[c] - 1));
             }
-            {
+        }
+        let first = round * cores;
+        for (u, tiles) in units.iter().enumerate().skip(first).take(cores) {
+            cx.on_core(u);
+            let c = u % cores;
+            // The tiles of a row block roll like the rounds when they are uniform.
+            let uniform_tiles = tiles.iter().take_while(|t| full(t)).count();
+            let mut tile_sweep = Sweep::new(cx.e, uniform_tiles, tiles.len());
+            while let Some((ti, skipped)) = tile_sweep.next(cx.e) {
+                if skipped > 0 {
+                    otiles[c] += skipped;
+                    steps[c] += skipped * ksteps;
+                    pending[c] = Some(make_ep(tiles[ti - 1], otiles[c] - 1));
+                }
+                let (bi, m0, wm, n0, wn) = tiles[ti];
+                let (a2, b2, _) = operands(bi);
+                let otile = otiles[c];
+                if let Some(ra) = resident
+                    && !a_loaded[c]
+                {
+                    match &produce {
+                        Some(p) => p.emit(cx, ra, dt),
+                        None => cx.e.move_view(true, &a2, ra, kk),
+                    }
+                    a_loaded[c] = true;
+                }
                 let acc = T {
                     mem: Mem::Acc,
                     addr: accb[otile % 2],
                     ld: wn,
                     dt: DType::F32,
                 };
-                let mut k0 = 0;
-                while k0 < kk {
+                // The K steps: full ones roll (period: the A/B ring), a partial last one after.
+                let full_steps = (kk / tk) as usize;
+                let step0 = steps[c];
+                let mut step_sweep = Sweep::new(cx.e, full_steps, ksteps);
+                while let Some((j, _)) = step_sweep.next(cx.e) {
+                    let k0 = j as u64 * tk;
                     let wk = tk.min(kk - k0);
-                    let i = steps[c];
+                    let i = step0 + j;
                     let s = i % nab;
-                    steps[c] += 1;
                     let at = a2.slice(0, m0, 1, wm).slice(1, k0, 1, wk);
                     let bt = b2.slice(0, k0, 1, wk).slice(1, n0, 1, wn);
                     let a_op = match resident {
@@ -2417,38 +2482,21 @@ fn matmul_views(
                         load_as(cx, &bt, bbuf[s], stage_b, dt);
                     }
                     cx.e.matmul(acc, a_op, T::sram(bbuf[s], wn, dt), wm, wk, wn, k0 > 0);
-                    k0 += wk;
                 }
-                let res = match &rvr {
-                    Some(r) => {
-                        let mut lead = vec![0; batch.len()];
-                        let mut rem = bi;
-                        for i in (0..batch.len()).rev() {
-                            lead[i] = rem % batch[i];
-                            rem /= batch[i];
-                        }
-                        let rt = batch_index(r, &lead)
-                            .slice(0, m0, 1, wm)
-                            .slice(1, n0, 1, wn);
-                        let addr = rbuf[otile % 2];
-                        cx.e.move_view(true, &rt, addr, wn);
-                        Some(T::sram(addr, wn, r.dt))
+                steps[c] = step0 + ksteps;
+                if let Some(r) = &rvr {
+                    let mut lead = vec![0; batch.len()];
+                    let mut rem = bi;
+                    for i in (0..batch.len()).rev() {
+                        lead[i] = rem % batch[i];
+                        rem /= batch[i];
                     }
-                    None => None,
-                };
-                let ep = Epilogue {
-                    acc,
-                    o32: T::sram(outb[otile % 2], wn, DType::F32),
-                    oc: T::sram(ocv[otile % 2], wn, ov.dt),
-                    tmp: T::sram(tmp, wn, DType::F32),
-                    bias: bias_t.map(|(_, f)| T::sram(f + n0 * 4, nn, DType::F32)),
-                    residual: res,
-                    alpha,
-                    act,
-                    rows: wm,
-                    cols: wn,
-                    dst: o2.slice(0, m0, 1, wm).slice(1, n0, 1, wn),
-                };
+                    let rt = batch_index(r, &lead)
+                        .slice(0, m0, 1, wm)
+                        .slice(1, n0, 1, wn);
+                    cx.e.move_view(true, &rt, rbuf[otile % 2], wn);
+                }
+                let ep = make_ep((bi, m0, wm, n0, wn), otile);
                 // The previous tile's epilogue goes after this tile's loads, so its store never
                 // holds up the DMA queue in front of them.
                 if let Some(prev) = pending[c].replace(ep) {

@@ -89,6 +89,16 @@ pub const TARGET_ATTR: &str = "llmpu.target";
 /// Module attribute naming the precision (`fp32` / `bf16`).
 pub const PRECISION_ATTR: &str = "llmpu.precision";
 
+/// Module attribute choosing how kernels' uniform loops are emitted: `"rolled"` (the default:
+/// counted loops, program size independent of trip counts) or `"unrolled"` (straight-line code,
+/// for comparison).
+pub const LOOPS_ATTR: &str = "llmpu.loops";
+
+/// Whether the module asks for rolled loops ([`LOOPS_ATTR`]).
+pub fn loops_rolled(m: &Module) -> bool {
+    m.attr(m.top(), LOOPS_ATTR).and_then(Attribute::as_str) != Some("unrolled")
+}
+
 /// Records the options on the module.
 pub fn set_options(m: &mut Module, o: &Options) {
     let top = m.top();

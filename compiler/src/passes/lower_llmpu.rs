@@ -22,7 +22,7 @@ use super::PassInfo;
 use crate::backend::emit::Emitter;
 use crate::backend::kernels::{Cx, Tail, copy, flush_tail, lower_op, recomputed_producers};
 use crate::backend::plan::plan_function;
-use crate::backend::{codegen, loc_string, options};
+use crate::backend::{codegen, loc_string, loops_rolled, options};
 use crate::ir::{Location, Module};
 use crate::pass::{Pass, PassError};
 
@@ -53,6 +53,7 @@ impl Pass for LowerLlmpu {
         let plan = plan_function(m, func, &o).map_err(|e| fail(&m.op(func).loc, e.to_string()))?;
         let cores = o.target.cores.max(1) as usize;
         let mut e = Emitter::new(o.target.clone(), cores);
+        e.roll = loops_rolled(m);
         let entry = m
             .entry_block(func)
             .ok_or_else(|| fail(&Location::Unknown, "function has no body"))?;
@@ -133,7 +134,9 @@ impl Pass for LowerLlmpu {
             flush_tail(&mut cx);
             e.end_op();
         }
-        let streams = e.finish();
+        let streams = e
+            .finish()
+            .map_err(|err| fail(&Location::Unknown, err.to_string()))?;
         codegen::write_lowered(
             m,
             &streams,

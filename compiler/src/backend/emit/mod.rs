@@ -23,6 +23,9 @@ use std::sync::Arc;
 
 use llmpu_isa::{BranchTarget, Inst, Reg, Sem, Target, Unit};
 
+mod roll;
+pub use roll::{Repeat, Sweep};
+
 /// An on-chip memory space, as the emitter tracks it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mem {
@@ -124,6 +127,16 @@ struct Stream {
     branches: Vec<(usize, usize)>,
     /// Label id → item index it marks.
     labels: BTreeMap<usize, usize>,
+    /// Counted loops rolled from repeated copies ([`roll`]).
+    rolled: Vec<roll::Rolled>,
+    /// First item of a rolled body → indices of the loops starting there.
+    loop_at: BTreeMap<usize, Vec<usize>>,
+    /// End of a rolled body → end of the dead copies after it.
+    dead_at: BTreeMap<usize, usize>,
+    /// Instructions replaced (or removed) by rolling: `li` of an induction becomes `addi`.
+    subst: std::collections::HashMap<roll::Src, Option<Inst>>,
+    /// HBM extents noted while a repeat is open, in emission order (`(lo, hi, write)`).
+    ext: Vec<(u64, u64, bool)>,
 }
 
 /// A bump allocator for one on-chip memory, growing from either end.
@@ -313,6 +326,14 @@ pub struct Emitter {
     body_barrier: bool,
     /// A multicast round was emitted since the last explicit barrier.
     mcast_round: bool,
+    /// Repeats currently open ([`Emitter::repeat`]).
+    looping: usize,
+    /// Register choices of the open repeats, innermost last.
+    frames: Vec<roll::Frame>,
+    /// Roll repeated copies into loops (else everything stays straight-line).
+    pub roll: bool,
+    /// A rolled loop could not be completed (reported by [`Emitter::finish`]).
+    roll_error: Option<String>,
 }
 
 /// The semaphore multicast arrivals are counted on ([`Emitter::can_multicast`]); the automatic
@@ -341,6 +362,10 @@ impl Emitter {
             start_barrier: false,
             body_barrier: false,
             mcast_round: false,
+            looping: 0,
+            frames: vec![],
+            roll: true,
+            roll_error: None,
         }
     }
 
@@ -416,19 +441,51 @@ impl Emitter {
     /// A register holding `v`, loading it with `li`/`lih` when no register does.
     pub fn reg(&mut self, v: i64) -> Reg {
         if v == 0 {
+            // Still a position of the repeat's register choices, so that iterations loading a
+            // zero and iterations loading another value allocate alike after it.
+            let cur = self.cur;
+            if let Some(f) = self.frames.last_mut() {
+                f.allocated(cur, 0);
+            }
             return Reg(0);
         }
+        let cur = self.cur;
+        let free =
+            |r: usize| !self.locked.contains(&(r as u8)) && !self.pinned.contains(&(r as u8));
+        // Inside a repeat, the register the same call took in the previous iteration, whatever
+        // else holds `v` (iterations then load the same registers).
+        let s = &self.streams[self.cur];
+        let suggested = self.frames.last().and_then(|f| {
+            f.suggest(cur)
+                .filter(|&r| r != 0 && free(r) && (s.regs[r] == Some(v) || !f.taken(cur, r)))
+        });
         let s = &mut self.streams[self.cur];
         s.clock += 1;
-        if let Some(r) = (1..32).find(|&r| s.regs[r] == Some(v)) {
+        let hit = match suggested {
+            Some(r) => (s.regs[r] == Some(v)).then_some(r),
+            None => (1..32).find(|&r| s.regs[r] == Some(v)),
+        };
+        if let Some(f) = self.frames.last_mut() {
+            f.allocated(cur, suggested.or(hit).unwrap_or(0));
+        }
+        if let Some(r) = hit {
             s.stamp[r] = s.clock;
             self.locked.push(r as u8);
             return Reg(r as u8);
         }
-        let r = (1..32)
-            .filter(|r| !self.locked.contains(&(*r as u8)) && !self.pinned.contains(&(*r as u8)))
-            .min_by_key(|&r| (s.regs[r].is_some(), s.stamp[r]))
-            .unwrap_or(1);
+        // A new value of this iteration takes a register no other value of it took, if any.
+        let taken = |r: usize| self.frames.last().is_some_and(|f| f.taken(cur, r));
+        let r = match suggested {
+            Some(r) => r,
+            None => (1..32)
+                .filter(|&r| free(r))
+                .min_by_key(|&r| (taken(r), s.regs[r].is_some(), s.stamp[r]))
+                .unwrap_or(1),
+        };
+        if let Some(f) = self.frames.last_mut() {
+            f.set_last(cur, r);
+        }
+        let s = &mut self.streams[self.cur];
         s.regs[r] = Some(v);
         s.stamp[r] = s.clock;
         self.locked.push(r as u8);
@@ -911,11 +968,19 @@ impl Emitter {
                 if run == 0 || outer.iter().any(|d| d.0 == 0) {
                     return;
                 }
+                let looping = self.looping > 0;
+                let s = &mut self.streams[c];
                 let set = &mut self.open[c];
                 let ranges = if load {
                     &mut set.reads
                 } else {
                     &mut set.writes
+                };
+                let mut note = |lo: u64, hi: u64| {
+                    ranges.insert(lo, hi);
+                    if looping {
+                        s.ext.push((lo, hi, !load));
+                    }
                 };
                 let size = dt.size();
                 let exact = if load { EXACT_RUNS } else { EXACT_WRITE_RUNS };
@@ -930,7 +995,7 @@ impl Emitter {
                                     * size as i128;
                             let (lo, hi) =
                                 hbm_extent(at.clamp(0, i64::MAX as i128) as i64, size, &[(run, 1)]);
-                            ranges.insert(lo, hi);
+                            note(lo, hi);
                         }
                     }
                 } else {
@@ -941,7 +1006,7 @@ impl Emitter {
                         dims
                     };
                     let (lo, hi) = hbm_extent(base, size, &dims);
-                    ranges.insert(lo, hi);
+                    note(lo, hi);
                 }
             }
             Inst::DmaGather { .. } | Inst::DmaScatter { .. } => self.open[c].unknown = true,
@@ -1130,44 +1195,53 @@ impl Emitter {
         self.cur = cur;
     }
 
-    /// Ends every stream with `halt` and returns them with the signals and waits in place.
-    pub fn finish(mut self) -> Vec<Vec<Item>> {
+    /// Ends every stream with `halt` and returns them with the signals and waits in place and
+    /// the rolled loops in their final form; an error when a loop could not be rolled soundly.
+    pub fn finish(mut self) -> Result<Vec<Vec<Item>>, EmitError> {
+        if let Some(e) = self.roll_error.take() {
+            return Err(EmitError::Unsupported(e));
+        }
         for c in 0..self.streams.len() {
             self.cur = c;
             self.loc = "epilogue".into();
             self.push_raw(Inst::Halt {});
         }
-        self.streams
+        Ok(self
+            .streams
             .into_iter()
-            .map(|mut s| {
-                let mut out = Vec::with_capacity(s.items.len() * 2);
+            .map(|s| {
+                let flat = s.flatten(0, s.items.len());
                 // Final position of each item (its waits come first; a label marks the position
-                // before any of them).
-                let mut start = Vec::with_capacity(s.items.len() + 1);
-                let mut pos = Vec::with_capacity(s.items.len());
-                for (i, it) in s.items.into_iter().enumerate() {
-                    start.push(out.len());
-                    if let Some(w) = s.before.remove(&i) {
-                        out.extend(w);
-                    }
-                    pos.push(out.len());
-                    out.push(it);
-                    if let Some(a) = s.after.remove(&i) {
-                        out.extend(a);
+                // before any of them, and before the preamble of a loop starting there).
+                let mut start: Vec<Option<usize>> = vec![None; s.items.len() + 1];
+                let mut pos: Vec<Option<usize>> = vec![None; s.items.len()];
+                for (q, (src, _)) in flat.iter().enumerate() {
+                    match *src {
+                        roll::Src::Pre(l, _) => {
+                            start[s.rolled[l].start].get_or_insert(q);
+                        }
+                        roll::Src::Before(i, _) => {
+                            start[i].get_or_insert(q);
+                        }
+                        roll::Src::Item(i) => {
+                            start[i].get_or_insert(q);
+                            pos[i] = Some(q);
+                        }
+                        _ => {}
                     }
                 }
-                start.push(out.len());
+                let mut out: Vec<Item> = flat.into_iter().map(|x| x.1).collect();
                 for (b, l) in &s.branches {
-                    if let (Some(&at), Some(&from)) = (s.labels.get(l), pos.get(*b)) {
-                        let to = start.get(at).copied().unwrap_or(out.len());
-                        if let Inst::Bge { target, .. } = &mut out[from].inst {
-                            *target = BranchTarget((to as i64 - from as i64) as i32);
+                    if let (Some(&at), Some(Some(from))) = (s.labels.get(l), pos.get(*b)) {
+                        let to = start.get(at).copied().flatten().unwrap_or(out.len());
+                        if let Inst::Bge { target, .. } = &mut out[*from].inst {
+                            *target = BranchTarget((to as i64 - *from as i64) as i32);
                         }
                     }
                 }
                 out
             })
-            .collect()
+            .collect())
     }
 }
 
@@ -1313,7 +1387,7 @@ mod tests {
         e.core(0);
         dma(&mut e, true, 8192, 1 << 16);
         assert!(!e.end_op(), "same core");
-        let s = e.finish();
+        let s = e.finish().unwrap();
         for c in &s {
             assert_eq!(barriers(c).len(), 1);
         }
@@ -1345,7 +1419,7 @@ mod tests {
             dma(&mut e, true, 8192, 0);
         }
         assert!(e.end_op());
-        for s in e.finish() {
+        for s in e.finish().unwrap() {
             let b = barriers(&s);
             assert_eq!(b.len(), 1);
             let loads: Vec<usize> = s
@@ -1387,7 +1461,7 @@ mod tests {
         e.scalar(Inst::Nop {});
         e.scalar(Inst::Nop {});
         e.bind_label(l);
-        let s = e.finish().remove(0);
+        let s = e.finish().unwrap().remove(0);
         let b = s
             .iter()
             .position(|it| matches!(it.inst, Inst::Bge { .. }))
@@ -1442,7 +1516,7 @@ mod tests {
                 Touch::write(Mem::Sram, a, a + 64),
             ],
         );
-        let s = e.finish();
+        let s = e.finish().unwrap();
         let text: Vec<String> = s[0].iter().map(|i| i.inst.to_string()).collect();
         let sig = text
             .iter()
