@@ -106,12 +106,8 @@ impl Frame {
 
 /// Largest period looked for, in iterations.
 const MAX_PERIOD: u64 = 12;
-/// Iterations emitted after the two periods compared, so that their signals (placed when a later
-/// instruction waits for them) are all in place: dependences reach at most this far (a ring of
-/// buffers, double-buffered tiles).
-const LOOKAHEAD: u64 = 12;
 /// Iterations emitted before giving up on finding a period (the rest stays straight-line).
-const MAX_PROBE: u64 = 3 * MAX_PERIOD + LOOKAHEAD + 8;
+const MAX_PROBE: u64 = 4 * MAX_PERIOD;
 
 /// A loop under emission; see [`Emitter::repeat`].
 #[derive(Debug)]
@@ -439,13 +435,13 @@ impl Emitter {
             return self.close(r);
         }
         r.marks.push(mark);
-        if std::env::var_os("LLMPU_ROLL_DEBUG").is_some() && r.next == 0 {
-            eprintln!("repeat n={} at {}", r.n, self.loc);
-        }
         if self.roll && r.next >= 3 && r.next <= MAX_PROBE && self.roll_error.is_none() {
             for p in 1..=MAX_PERIOD {
-                // The skipped iterations are whole periods: i ≡ r.next (mod p).
-                let Some(i) = r.next.checked_sub(3 * p + LOOKAHEAD.div_ceil(p) * p) else {
+                // Three periods: the body, its repeat, and one more whose waits complete the
+                // repeat's signals. A period's signals are complete once the next period is
+                // emitted: on-chip addresses repeat with the period, so a later instruction
+                // conflicting with one of the body's finds its twin in the repeat first.
+                let Some(i) = r.next.checked_sub(3 * p) else {
                     break;
                 };
                 let trips = ((r.n - i) / p).saturating_sub(1);
@@ -454,9 +450,6 @@ impl Emitter {
                 }
                 if let Some(plans) = self.find_period(r, i, p) {
                     let j = i + trips * p;
-                    if std::env::var_os("LLMPU_ROLL_DEBUG").is_some() {
-                        eprintln!("  rolled i={i} p={p} trips={trips} of n={}", r.n);
-                    }
                     for (s, sp) in self.streams.iter_mut().zip(&plans) {
                         if let Some(sp) = sp {
                             for r in std::iter::once(sp.counter).chain(sp.bases.iter().map(|b| b.0))
@@ -504,18 +497,11 @@ impl Emitter {
     /// Whether iterations `i..i+p` equal `i+p..i+2p` on every stream and `i+2p..i+3p` continue
     /// their progression; the loop plan per stream (`None` where a stream has nothing to roll).
     fn find_period(&self, r: &Repeat, i: u64, p: u64) -> Option<Vec<Option<StreamPlan>>> {
-        let dbg = std::env::var_os("LLMPU_ROLL_DEBUG").is_some();
+        // No period here; the reason documents the check.
         macro_rules! fail {
-            ($why:expr) => {{
-                if dbg {
-                    eprintln!(
-                        "  no period depth={} i={i} p={p}: {}",
-                        self.frames.len(),
-                        $why
-                    );
-                }
-                return None;
-            }};
+            ($why:expr) => {
+                return None
+            };
         }
         let (i, p) = (i as usize, p as usize);
         let mut plans = vec![];
@@ -533,29 +519,15 @@ impl Emitter {
             let a: Vec<&Inst> = fa.iter().map(|x| &x.1.inst).collect();
             let b: Vec<&Inst> = fb.iter().map(|x| &x.1.inst).collect();
             let cc: Vec<&Inst> = fc.iter().map(|x| &x.1.inst).collect();
-            let Some(ab) = compare(&a, &b) else {
-                if dbg {
-                    for (x, y) in a.iter().zip(&b) {
-                        if x != y {
-                            eprintln!("    {x} | {y}");
-                        }
-                    }
-                }
-                fail!(format!(
-                    "core {c}: copies differ ({} vs {})",
-                    a.len(),
-                    b.len()
-                ))
-            };
+            // The body and its repeat: equal but for advancing `li`s.
+            let ab = compare(&a, &b)?;
             let nosig = |v: &[&Inst]| -> Vec<usize> {
                 (0..v.len()).filter(|&q| !is_signal(v[q])).collect()
             };
             let (ka, kc) = (nosig(&b), nosig(&cc));
             let b2: Vec<&Inst> = ka.iter().map(|&q| b[q]).collect();
             let c2: Vec<&Inst> = kc.iter().map(|&q| cc[q]).collect();
-            let Some(bc) = compare(&b2, &c2) else {
-                fail!(format!("core {c}: third copy differs"))
-            };
+            let bc = compare(&b2, &c2)?;
             if ab.len() != bc.len() {
                 fail!("li count")
             }
@@ -571,11 +543,6 @@ impl Emitter {
                 fail!("multicast")
             }
             if balance(&a).iter().any(|&d| d != 0) {
-                if dbg {
-                    for x in &a {
-                        eprintln!("      {x}");
-                    }
-                }
                 fail!("balance")
             }
             let mut inductions = vec![];
@@ -585,7 +552,7 @@ impl Emitter {
                 }
                 let step = vb - va;
                 if vc - vb != step {
-                    fail!(format!("not affine {va} {vb} {vc}"))
+                    fail!("not affine")
                 }
                 if step != 0 {
                     if reg.0 == 0 {
@@ -596,11 +563,9 @@ impl Emitter {
             }
             // Only HBM addresses advance: on-chip addresses of a rolled body are fixed (a ring
             // of buffers becomes a period of as many iterations), strides and sizes too.
-            for &(q, reg, ..) in &inductions {
+            for &(_, reg, ..) in &inductions {
                 if a.iter().any(|x| !advancing_use(x, reg)) {
-                    fail!(format!(
-                        "core {c}: {reg} (at {q}) advances but is not an HBM address"
-                    ))
+                    fail!("advances but is not an HBM address")
                 }
             }
             // Every later period emitted continues the progression (a ring of buffers looks
@@ -614,9 +579,7 @@ impl Emitter {
                     .map(|x| &x.1.inst)
                     .filter(|x| !is_signal(x))
                     .collect();
-                let Some(vals) = compare(&a_nosig, &later) else {
-                    fail!(format!("core {c}: period at {k} differs"))
-                };
+                let vals = compare(&a_nosig, &later)?;
                 let t = ((k - i) / p) as i64;
                 if vals.len() != ab.len()
                     || vals
@@ -626,7 +589,7 @@ impl Emitter {
                             va != va0 || vl != va0 + t * (vb0 - va0)
                         })
                 {
-                    fail!(format!("core {c}: period at {k} breaks the progression"))
+                    fail!("a later period breaks the progression")
                 }
                 k += p;
             }
@@ -673,18 +636,14 @@ impl Emitter {
                 used[pr as usize & 31] = true;
             }
             let mut free = (1..32).filter(|&x| !used[x]).map(|x| Reg(x as u8));
-            let Some(counter) = free.next() else {
-                fail!("no free register for the trip counter")
-            };
+            let counter = free.next()?;
             let mut bases: Vec<(Reg, i64, i64)> = vec![];
             let mut offsets = vec![];
             for &(q, reg, v0, step) in &based {
                 let b = match bases.iter().position(|x| x.2 == step) {
                     Some(b) => b,
                     None => {
-                        let Some(r) = free.next() else {
-                            fail!("no free register for an induction base")
-                        };
+                        let r = free.next()?;
                         bases.push((r, v0, step));
                         bases.len() - 1
                     }
@@ -737,28 +696,6 @@ impl Emitter {
                     }
                 })
             });
-            if !ok && std::env::var_os("LLMPU_ROLL_DEBUG").is_some() {
-                eprintln!(
-                    "tail mismatch i={i} p={p} trips={} lens {} {}",
-                    plan.trips,
-                    a2.len(),
-                    b.len()
-                );
-                for y in b.iter().skip(a2.len()) {
-                    eprintln!("  + {y}");
-                }
-                for (n, x) in body.iter().enumerate() {
-                    eprintln!(
-                        "  body {n}: {} | {:?}",
-                        x.1.inst,
-                        sp.body.get(n).map(|i| i.to_string())
-                    );
-                }
-                eprintln!("  inductions {:?}", sp.inductions);
-                for (x, y) in a2.iter().zip(&b) {
-                    eprintln!("  {x} | {y}");
-                }
-            }
             if !ok && self.roll_error.is_none() {
                 let loc = body
                     .first()

@@ -1,0 +1,226 @@
+//! Rolled loops: a matmul whose K steps roll into counted loops executes exactly the work of its
+//! straight-line (`--unroll`) program — the same DMA, matrix and vector instructions at the same
+//! addresses in the same order on every core — in a smaller program, with bit-identical outputs,
+//! no data race, and the same cycle count. And the program of a large GEMM on a many-core target
+//! does not grow with the matrix.
+
+use std::path::{Path, PathBuf};
+
+use llmpu_isa::{DType, Inst, Program, binary};
+use llmpu_runtime::{Tensor, npy};
+
+mod common;
+use common::{llmpu_ok, llmpu_out, noise};
+
+const QUAD: &str = "examples/targets/quad.toml";
+
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("llmpu-loops-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn s(p: &Path) -> String {
+    p.to_str().unwrap().to_string()
+}
+
+/// `relu(x · w + b)` with `x: [m, k]`, `w: [k, n]`, as graph IR.
+fn matmul_model(m: u64, k: u64, n: u64) -> String {
+    format!(
+        r#"module {{
+  func.func @main(%x: tensor<{m}x{k}xf32>, %w: tensor<{k}x{n}xf32>, %b: tensor<{n}xf32>) -> tensor<{m}x{n}xf32> {{
+    %p = "graph.matmul"(%x, %w) : (tensor<{m}x{k}xf32>, tensor<{k}x{n}xf32>) -> tensor<{m}x{n}xf32> loc("MatMul")
+    %a = "graph.add"(%p, %b) : (tensor<{m}x{n}xf32>, tensor<{n}xf32>) -> tensor<{m}x{n}xf32> loc("Add")
+    %r = "graph.relu"(%a) : (tensor<{m}x{n}xf32>) -> tensor<{m}x{n}xf32> loc("Relu")
+    func.return %r : tensor<{m}x{n}xf32> loc(unknown)
+  }} loc("main")
+}}
+"#
+    )
+}
+
+fn program(path: &Path) -> Program {
+    binary::read(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn reg(regs: &[i64; 32], r: llmpu_isa::Reg) -> i64 {
+    regs[r.0 as usize & 31]
+}
+
+/// The DMA, matrix and vector instructions one core executes, in order, with every register
+/// operand replaced by its value (`[value]` after the text); scalar control is interpreted.
+/// Semaphore waits and signals are left out: the straight-line emission may synchronize more
+/// conservatively where its conflict scan reaches its limit.
+fn executed(code: &[Inst]) -> Vec<String> {
+    let mut regs = [0i64; 32];
+    let mut out = vec![];
+    let mut pc = 0usize;
+    let mut steps = 0u64;
+    while pc < code.len() {
+        steps += 1;
+        assert!(steps < 50_000_000, "runaway program");
+        let inst = code[pc];
+        let mut next = pc + 1;
+        match inst {
+            Inst::Li { rd, imm } => regs[rd.0 as usize] = imm as i64,
+            Inst::Lih { rd, imm } => {
+                let r = rd.0 as usize;
+                regs[r] = (regs[r] & 0xffff_ffff) | ((imm as i64) << 32);
+            }
+            Inst::Addi { rd, rs1, imm } => regs[rd.0 as usize] = reg(&regs, rs1) + imm as i64,
+            Inst::Bne { rs1, rs2, target } => {
+                if reg(&regs, rs1) != reg(&regs, rs2) {
+                    next = (pc as i64 + target.0 as i64) as usize;
+                }
+            }
+            Inst::Halt {} => break,
+            Inst::Signal { .. }
+            | Inst::Wait { .. }
+            | Inst::DmaSignal { .. }
+            | Inst::DmaWait { .. }
+            | Inst::MxuSignal { .. }
+            | Inst::MxuWait { .. }
+            | Inst::VpuSignal { .. }
+            | Inst::VpuWait { .. }
+            | Inst::Barrier {}
+            | Inst::Nop {} => {}
+            other => {
+                assert!(
+                    other.reg_written().is_none(),
+                    "scalar instruction the test does not interpret: {other}"
+                );
+                let vals: Vec<i64> = other.regs_read().iter().map(|&r| reg(&regs, r)).collect();
+                out.push(format!("{other} {vals:?}"));
+            }
+        }
+        regs[0] = 0;
+        pc = next;
+    }
+    out
+}
+
+fn run_outputs(bin: &Path, inputs: &[(&str, PathBuf)], out: &Path, json: &Path) {
+    let mut args: Vec<String> = vec!["run".into(), s(bin)];
+    for (name, p) in inputs {
+        args.push("--input".into());
+        args.push(format!("{name}={}", s(p)));
+    }
+    args.extend([
+        "--output-dir".into(),
+        s(out),
+        "--report-json".into(),
+        s(json),
+    ]);
+    llmpu_ok(&args);
+}
+
+#[test]
+fn rolled_matmul_executes_the_unrolled_work_in_a_smaller_program() {
+    let d = dir("equal");
+    let (m, k, n) = (256u64, 4096u64, 512u64);
+    let model = d.join("mm.mlir");
+    std::fs::write(&model, matmul_model(m, k, n)).unwrap();
+    let rolled = d.join("rolled.llmpu");
+    let unrolled = d.join("unrolled.llmpu");
+    llmpu_ok(&["compile", &s(&model), "--target", QUAD, "-o", &s(&rolled)]);
+    llmpu_ok(&[
+        "compile",
+        &s(&model),
+        "--target",
+        QUAD,
+        "--unroll",
+        "-o",
+        &s(&unrolled),
+    ]);
+    let (pr, pu) = (program(&rolled), program(&unrolled));
+    let size = |p: &Program| p.cores.iter().map(Vec::len).sum::<usize>();
+    assert!(
+        size(&pr) * 3 < size(&pu) * 2,
+        "rolled {} vs unrolled {} instructions",
+        size(&pr),
+        size(&pu)
+    );
+    assert!(
+        llmpu_out(&["disasm", &s(&rolled)]).contains("bne"),
+        "no loop in the rolled program"
+    );
+    assert!(!llmpu_out(&["disasm", &s(&unrolled)]).contains("bne"));
+    for (c, (a, b)) in pr.cores.iter().zip(&pu.cores).enumerate() {
+        let (ea, eb) = (executed(a), executed(b));
+        assert_eq!(ea.len(), eb.len(), "core {c}: executed instruction counts");
+        if let Some(i) = (0..ea.len()).find(|&i| ea[i] != eb[i]) {
+            panic!("core {c}, executed #{i}: rolled `{}` vs `{}`", ea[i], eb[i]);
+        }
+    }
+    // Bit-identical outputs, and the same time (the race check is on).
+    let mut inputs = vec![];
+    for (i, (name, shape)) in [
+        ("input0", vec![m, k]),
+        ("input1", vec![k, n]),
+        ("input2", vec![n]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let count = shape.iter().product::<u64>() as usize;
+        let t = Tensor::from_f32(DType::F32, shape, &noise(count, 11 + i as u64)).unwrap();
+        let p = d.join(format!("{name}.npy"));
+        npy::write_file(&p, &t).unwrap();
+        inputs.push((name, p));
+    }
+    let (o1, o2) = (d.join("out_rolled"), d.join("out_unrolled"));
+    let (j1, j2) = (d.join("rolled.json"), d.join("unrolled.json"));
+    run_outputs(&rolled, &inputs, &o1, &j1);
+    run_outputs(&unrolled, &inputs, &o2, &j2);
+    let a = npy::read_file(o1.join("output0.npy")).unwrap();
+    let b = npy::read_file(o2.join("output0.npy")).unwrap();
+    assert_eq!(a.shape, vec![m, n]);
+    assert!(a.data == b.data, "outputs differ");
+    assert!(a.to_f32().iter().any(|&x| x > 0.0));
+    let cycles = |p: &Path| -> u64 {
+        let r: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+        r["cycles"].as_u64().unwrap()
+    };
+    assert_eq!(
+        cycles(&j1),
+        cycles(&j2),
+        "cycles of rolled and unrolled runs"
+    );
+}
+
+#[test]
+fn gemm_program_on_a_many_core_target_does_not_grow_with_the_matrix() {
+    let d = dir("scale");
+    let count = |m: u64, k: u64, n: u64| -> usize {
+        let model = d.join(format!("g{m}x{k}x{n}.mlir"));
+        let text = format!(
+            r#"module {{
+  func.func @main(%a: tensor<{m}x{k}xbf16>, %b: tensor<{k}x{n}xbf16>) -> tensor<{m}x{n}xbf16> {{
+    %c = "graph.matmul"(%a, %b) : (tensor<{m}x{k}xbf16>, tensor<{k}x{n}xbf16>) -> tensor<{m}x{n}xbf16> loc("MatMul")
+    func.return %c : tensor<{m}x{n}xbf16> loc(unknown)
+  }} loc("main")
+}}
+"#
+        );
+        std::fs::write(&model, text).unwrap();
+        let bin = d.join(format!("g{m}x{k}x{n}.llmpu"));
+        llmpu_ok(&[
+            "compile",
+            &s(&model),
+            "--target",
+            "examples/targets/gpu-class.toml",
+            "-o",
+            &s(&bin),
+        ]);
+        program(&bin).cores.iter().map(Vec::len).sum()
+    };
+    // Row blocks for every one of the 108 cores; 4x the rows, 3x the depth, 3x the columns.
+    let small = count(12288, 4096, 4096);
+    let large = count(16384, 12288, 12288);
+    assert!(
+        large < small * 2,
+        "GEMM 16384x12288x12288: {large} instructions, 12288x4096x4096: {small}"
+    );
+    assert!(large < 400_000, "{large} instructions");
+}
