@@ -1200,56 +1200,67 @@ fn elementwise_srcs(cx: &mut Cx, k: Ew, srcs: &[Src], ov: &View) -> R<()> {
     } else {
         ov.clone()
     };
-    for (ti, t) in tiles.iter().enumerate() {
-        let par = cx.on_core(ti);
-        let set = &sets[par.min(sets.len() - 1)];
-        let rows = t.rows;
-        let mut loaded = vec![];
-        for (i, s) in srcs.iter().enumerate() {
-            loaded.push(match s {
-                Src::Imm(x) => Loaded::Imm(*x),
-                Src::Full(v) => {
-                    let v = if r == 0 {
-                        View {
-                            addr: v.addr,
-                            dt: v.dt,
-                            shape: vec![1],
-                            strides: vec![1],
-                        }
-                    } else {
-                        v.clone()
-                    };
-                    let tv = tile_view(&v, t);
-                    cx.e.move_view(true, &tv, set.ins[i], cols);
-                    Loaded::Tile(T::sram(set.ins[i], cols, v.dt), Bcast::Full)
-                }
-                Src::Col(v) => {
-                    let mut c = v.clone();
-                    let last = c.shape.len() - 1;
-                    c.shape[last] = 1;
-                    let tv = tile_view(&c, t);
-                    cx.e.move_view(true, &tv, set.ins[i], 1);
-                    Loaded::Tile(T::sram(set.ins[i], 1, v.dt), Bcast::Col)
-                }
-                Src::Row(_) => {
-                    let row = rows_loaded[i].unwrap_or(T::sram(0, cols, DType::F32));
-                    Loaded::Tile(row, Bcast::Row)
-                }
-            });
+    // Rounds of one tile per core roll into a loop while the tiles are full and advance along
+    // one dimension.
+    let cores = cx.e.cores();
+    let uniform_rounds = tiles
+        .iter()
+        .take_while(|t| t.rows == max_rows && t.lead == tiles[0].lead)
+        .count()
+        / cores;
+    let mut sweep = Sweep::new(cx.e, uniform_rounds, tiles.len().div_ceil(cores));
+    while let Some((round, _)) = sweep.next(cx.e) {
+        for (ti, t) in tiles.iter().enumerate().skip(round * cores).take(cores) {
+            let par = cx.on_core(ti);
+            let set = &sets[par.min(sets.len() - 1)];
+            let rows = t.rows;
+            let mut loaded = vec![];
+            for (i, s) in srcs.iter().enumerate() {
+                loaded.push(match s {
+                    Src::Imm(x) => Loaded::Imm(*x),
+                    Src::Full(v) => {
+                        let v = if r == 0 {
+                            View {
+                                addr: v.addr,
+                                dt: v.dt,
+                                shape: vec![1],
+                                strides: vec![1],
+                            }
+                        } else {
+                            v.clone()
+                        };
+                        let tv = tile_view(&v, t);
+                        cx.e.move_view(true, &tv, set.ins[i], cols);
+                        Loaded::Tile(T::sram(set.ins[i], cols, v.dt), Bcast::Full)
+                    }
+                    Src::Col(v) => {
+                        let mut c = v.clone();
+                        let last = c.shape.len() - 1;
+                        c.shape[last] = 1;
+                        let tv = tile_view(&c, t);
+                        cx.e.move_view(true, &tv, set.ins[i], 1);
+                        Loaded::Tile(T::sram(set.ins[i], 1, v.dt), Bcast::Col)
+                    }
+                    Src::Row(_) => {
+                        let row = rows_loaded[i].unwrap_or(T::sram(0, cols, DType::F32));
+                        Loaded::Tile(row, Bcast::Row)
+                    }
+                });
+            }
+            let w = T::sram(set.w, cols, DType::F32);
+            let t1 = T::sram(set.t1, cols, DType::F32);
+            let t2 = T::sram(set.t2, cols, DType::F32);
+            compute(cx.e, k, &loaded, w, t1, t2, rows, cols)?;
+            let ot = T::sram(set.o, cols, ov.dt);
+            let res = if ov.dt == DType::F32 {
+                w
+            } else {
+                cx.e.vun(Un::Copy, ot, w, Bcast::Full, rows, cols);
+                ot
+            };
+            let tv = tile_view(&out_shape_view, t);
+            cx.e.move_view(false, &tv, res.addr, cols);
         }
-        let w = T::sram(set.w, cols, DType::F32);
-        let t1 = T::sram(set.t1, cols, DType::F32);
-        let t2 = T::sram(set.t2, cols, DType::F32);
-        compute(cx.e, k, &loaded, w, t1, t2, rows, cols)?;
-        let ot = T::sram(set.o, cols, ov.dt);
-        let res = if ov.dt == DType::F32 {
-            w
-        } else {
-            cx.e.vun(Un::Copy, ot, w, Bcast::Full, rows, cols);
-            ot
-        };
-        let tv = tile_view(&out_shape_view, t);
-        cx.e.move_view(false, &tv, res.addr, cols);
     }
     Ok(())
 }
