@@ -116,18 +116,28 @@ fn run_outputs(bin: &Path, inputs: &[(&str, PathBuf)], out: &Path, json: &Path) 
 
 #[test]
 fn rolled_matmul_executes_the_unrolled_work_in_a_smaller_program() {
-    let d = dir("equal");
-    let (m, k, n) = (256u64, 4096u64, 512u64);
+    // Row blocks streaming A and B through a ring of buffers.
+    rolled_equals_unrolled("rows", QUAD, 256, 4096, 512);
+}
+
+#[test]
+fn rolled_decode_matmul_with_resident_a_executes_the_unrolled_work() {
+    // One row block of A resident in SRAM: the K loop's A address advances on chip.
+    rolled_equals_unrolled("resident", "datacenter", 16, 8192, 1024);
+}
+
+fn rolled_equals_unrolled(name: &str, target: &str, m: u64, k: u64, n: u64) {
+    let d = dir(name);
     let model = d.join("mm.mlir");
     std::fs::write(&model, matmul_model(m, k, n)).unwrap();
     let rolled = d.join("rolled.llmpu");
     let unrolled = d.join("unrolled.llmpu");
-    llmpu_ok(&["compile", &s(&model), "--target", QUAD, "-o", &s(&rolled)]);
+    llmpu_ok(&["compile", &s(&model), "--target", target, "-o", &s(&rolled)]);
     llmpu_ok(&[
         "compile",
         &s(&model),
         "--target",
-        QUAD,
+        target,
         "--unroll",
         "-o",
         &s(&unrolled),

@@ -22,7 +22,7 @@
 
 use llmpu_isa::{BranchTarget, FieldKind, Inst, Reg, Sem};
 
-use super::{Emitter, Item, MULTICAST_SEM, Stream, UNITS};
+use super::{Emitter, Item, MULTICAST_SEM, Stream, Touch, UNITS};
 
 /// Where an instruction of a flattened stream comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -104,10 +104,13 @@ impl Frame {
     }
 }
 
+/// Iterations beyond the three periods over which an advancing on-chip address must keep its
+/// progression (kernels' rings hold at most six buffers).
+const RING_GUARD: u64 = 8;
 /// Largest period looked for, in iterations.
 const MAX_PERIOD: u64 = 12;
 /// Iterations emitted before giving up on finding a period (the rest stays straight-line).
-const MAX_PROBE: u64 = 4 * MAX_PERIOD;
+const MAX_PROBE: u64 = 4 * MAX_PERIOD + RING_GUARD;
 
 /// A loop under emission; see [`Emitter::repeat`].
 #[derive(Debug)]
@@ -436,19 +439,27 @@ impl Emitter {
         }
         r.marks.push(mark);
         if self.roll && r.next >= 3 && r.next <= MAX_PROBE && self.roll_error.is_none() {
-            for p in 1..=MAX_PERIOD {
-                // Three periods: the body, its repeat, and one more whose waits complete the
-                // repeat's signals. A period's signals are complete once the next period is
-                // emitted: on-chip addresses repeat with the period, so a later instruction
-                // conflicting with one of the body's finds its twin in the repeat first.
-                let Some(i) = r.next.checked_sub(3 * p) else {
-                    break;
+            // Three periods: the body, its repeat, and one more whose waits complete the
+            // repeat's signals (a period's signals are complete once the next period is emitted:
+            // a later instruction conflicting with one of the body's finds its twin in the
+            // repeat first, or, where on-chip addresses advance, touches no other iteration's
+            // bytes). An on-chip address may advance only when the progression also holds over
+            // `RING_GUARD` more iterations: a ring of buffers looks affine over fewer.
+            let candidates = (1..=MAX_PERIOD).flat_map(|p| {
+                [
+                    (p, 3 * p, true),
+                    (p, 3 * p + RING_GUARD.div_ceil(p) * p, false),
+                ]
+            });
+            for (p, span, strict) in candidates {
+                let Some(i) = r.next.checked_sub(span) else {
+                    continue;
                 };
                 let trips = ((r.n - i) / p).saturating_sub(1);
                 if i + trips * p < r.next {
                     continue;
                 }
-                if let Some(plans) = self.find_period(r, i, p) {
+                if let Some(plans) = self.find_period(r, i, p, strict) {
                     let j = i + trips * p;
                     for (s, sp) in self.streams.iter_mut().zip(&plans) {
                         if let Some(sp) = sp {
@@ -496,7 +507,13 @@ impl Emitter {
 
     /// Whether iterations `i..i+p` equal `i+p..i+2p` on every stream and `i+2p..i+3p` continue
     /// their progression; the loop plan per stream (`None` where a stream has nothing to roll).
-    fn find_period(&self, r: &Repeat, i: u64, p: u64) -> Option<Vec<Option<StreamPlan>>> {
+    fn find_period(
+        &self,
+        r: &Repeat,
+        i: u64,
+        p: u64,
+        strict: bool,
+    ) -> Option<Vec<Option<StreamPlan>>> {
         // No period here; the reason documents the check.
         macro_rules! fail {
             ($why:expr) => {
@@ -561,12 +578,14 @@ impl Emitter {
                     inductions.push((q, reg, va, step));
                 }
             }
-            // Only HBM addresses advance: on-chip addresses of a rolled body are fixed (a ring
-            // of buffers becomes a period of as many iterations), strides and sizes too.
-            for &(_, reg, ..) in &inductions {
-                if a.iter().any(|x| !advancing_use(x, reg)) {
-                    fail!("advances but is not an HBM address")
-                }
+            // Without the ring guard only HBM addresses advance (a ring of buffers becomes a
+            // period of as many iterations).
+            if strict
+                && inductions
+                    .iter()
+                    .any(|&(_, reg, ..)| a.iter().any(|x| !advancing_use(x, reg)))
+            {
+                fail!("an on-chip address advances")
             }
             // Every later period emitted continues the progression (a ring of buffers looks
             // affine over fewer iterations than it has buffers).
@@ -850,6 +869,48 @@ impl Emitter {
             s.dead_at.insert(b1, t0);
             for h in s.hist.iter_mut() {
                 h.retain(|(ix, _)| *ix < b1 || *ix >= t0);
+            }
+            // The first tail period's on-chip touches stand for every trip's: widened to the
+            // hull with the body's, a later conflicting instruction waits for the tail, hence
+            // (same unit, in order) for every trip.
+            let t1 = r.tail_marks[p][c].0;
+            for h in s.hist.iter_mut() {
+                let body: Vec<usize> = (0..h.len())
+                    .filter(|&k| (b0..b1).contains(&h[k].0))
+                    .collect();
+                let tail: Vec<usize> = (0..h.len())
+                    .filter(|&k| (t0..t1).contains(&h[k].0))
+                    .collect();
+                let same = body.len() == tail.len()
+                    && body.iter().zip(&tail).all(|(&x, &y)| {
+                        h[x].1.len() == h[y].1.len()
+                            && h[x]
+                                .1
+                                .iter()
+                                .zip(&h[y].1)
+                                .all(|(a, b)| a.mem == b.mem && a.write == b.write)
+                    });
+                if !same {
+                    if self.roll_error.is_none() {
+                        self.roll_error = Some(format!(
+                            "internal: the last iterations of the loop of `{loc}` touch other on-chip memory than its body"
+                        ));
+                    }
+                    continue;
+                }
+                for (&x, &y) in body.iter().zip(&tail) {
+                    let wide: Vec<Touch> = h[x]
+                        .1
+                        .iter()
+                        .zip(&h[y].1)
+                        .map(|(a, b)| Touch {
+                            lo: a.lo.min(b.lo),
+                            hi: a.hi.max(b.hi),
+                            ..*b
+                        })
+                        .collect();
+                    h[y].1 = wide;
+                }
             }
             for (sem, &b) in balance.iter().enumerate() {
                 let n = -b;
