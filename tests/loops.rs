@@ -1,5 +1,6 @@
-//! Rolled loops: a matmul whose K steps roll into counted loops executes exactly the work of its
-//! straight-line (`--unroll`) program — the same DMA, matrix and vector instructions at the same
+//! Rolled loops: a matmul whose K steps roll into counted loops, and elementwise and softmax
+//! kernels whose rounds of row tiles do, execute exactly the work of their straight-line
+//! (`--unroll`) programs — the same DMA, matrix and vector instructions at the same
 //! addresses in the same order on every core — in a smaller program, with bit-identical outputs,
 //! no data race, and the same cycle count. And the program of a large GEMM on a many-core target
 //! does not grow with the matrix.
@@ -117,19 +118,52 @@ fn run_outputs(bin: &Path, inputs: &[(&str, PathBuf)], out: &Path, json: &Path) 
 #[test]
 fn rolled_matmul_executes_the_unrolled_work_in_a_smaller_program() {
     // Row blocks streaming A and B through a ring of buffers.
-    rolled_equals_unrolled("rows", QUAD, 256, 4096, 512);
+    let (m, k, n) = (256, 4096, 512);
+    let inputs = [
+        ("input0", vec![m, k]),
+        ("input1", vec![k, n]),
+        ("input2", vec![n]),
+    ];
+    rolled_equals_unrolled("rows", QUAD, &matmul_model(m, k, n), &inputs, &[m, n]);
 }
 
 #[test]
 fn rolled_decode_matmul_with_resident_a_executes_the_unrolled_work() {
     // One row block of A resident in SRAM: the K loop's A address advances on chip.
-    rolled_equals_unrolled("resident", "datacenter", 16, 8192, 1024);
+    let (m, k, n) = (16, 8192, 1024);
+    let inputs = [
+        ("input0", vec![m, k]),
+        ("input1", vec![k, n]),
+        ("input2", vec![n]),
+    ];
+    let model = matmul_model(m, k, n);
+    rolled_equals_unrolled("resident", "datacenter", &model, &inputs, &[m, n]);
 }
 
-fn rolled_equals_unrolled(name: &str, target: &str, m: u64, k: u64, n: u64) {
+#[test]
+fn rolled_elementwise_and_softmax_rows_execute_the_unrolled_work() {
+    let model = r#"module {
+  func.func @main(%x: tensor<8192x512xf32>, %y: tensor<8192x512xf32>) -> tensor<8192x512xf32> {
+    %s = "graph.add"(%x, %y) : (tensor<8192x512xf32>, tensor<8192x512xf32>) -> tensor<8192x512xf32> loc("Add")
+    %p = "graph.softmax"(%s) {axis = -1 : i64} : (tensor<8192x512xf32>) -> tensor<8192x512xf32> loc("Softmax")
+    func.return %p : tensor<8192x512xf32> loc(unknown)
+  } loc("main")
+}
+"#;
+    let inputs = [("input0", vec![8192, 512]), ("input1", vec![8192, 512])];
+    rolled_equals_unrolled("rows-sm", QUAD, model, &inputs, &[8192, 512]);
+}
+
+fn rolled_equals_unrolled(
+    name: &str,
+    target: &str,
+    text: &str,
+    input_shapes: &[(&str, Vec<u64>)],
+    out_shape: &[u64],
+) {
     let d = dir(name);
-    let model = d.join("mm.mlir");
-    std::fs::write(&model, matmul_model(m, k, n)).unwrap();
+    let model = d.join("model.mlir");
+    std::fs::write(&model, text).unwrap();
     let rolled = d.join("rolled.llmpu");
     let unrolled = d.join("unrolled.llmpu");
     llmpu_ok(&["compile", &s(&model), "--target", target, "-o", &s(&rolled)]);
@@ -164,14 +198,7 @@ fn rolled_equals_unrolled(name: &str, target: &str, m: u64, k: u64, n: u64) {
     }
     // Bit-identical outputs, and the same time (the race check is on).
     let mut inputs = vec![];
-    for (i, (name, shape)) in [
-        ("input0", vec![m, k]),
-        ("input1", vec![k, n]),
-        ("input2", vec![n]),
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    for (i, (name, shape)) in input_shapes.iter().cloned().enumerate() {
         let count = shape.iter().product::<u64>() as usize;
         let t = Tensor::from_f32(DType::F32, shape, &noise(count, 11 + i as u64)).unwrap();
         let p = d.join(format!("{name}.npy"));
@@ -184,7 +211,7 @@ fn rolled_equals_unrolled(name: &str, target: &str, m: u64, k: u64, n: u64) {
     run_outputs(&unrolled, &inputs, &o2, &j2);
     let a = npy::read_file(o1.join("output0.npy")).unwrap();
     let b = npy::read_file(o2.join("output0.npy")).unwrap();
-    assert_eq!(a.shape, vec![m, n]);
+    assert_eq!(a.shape, out_shape);
     assert!(a.data == b.data, "outputs differ");
     assert!(a.to_f32().iter().any(|&x| x > 0.0));
     let cycles = |p: &Path| -> u64 {

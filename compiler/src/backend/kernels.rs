@@ -1609,68 +1609,78 @@ fn row_kernel_stats(
         let ot = cx.alloc(Mem::Sram, mr * cols * o.dt.size(), "row tile")?;
         sets.push((a, w, s1, s2, ot));
     }
-    for (i, t) in tiles.iter().enumerate() {
-        let par = cx.on_core(i);
-        let (a, w, s1, s2, ot) = sets[par.min(sets.len() - 1)];
-        let rows = t.rows;
-        // The row (the trailing `inner` dims) lands densely: the view's last dim is the SRAM
-        // row stride, so a multi-dim row is `cols` contiguous elements.
-        let last = *x.shape.last().unwrap_or(&1);
-        cx.e.move_view(true, &tile_view(x, t), a, last);
-        let (a, w) = (T::sram(a, cols, x.dt), T::sram(w, cols, DType::F32));
-        let (s1, s2) = (T::sram(s1, 1, DType::F32), T::sram(s2, 1, DType::F32));
-        let e = &mut *cx.e;
-        match k {
-            RowK::Softmax(log) => {
-                e.vred(Red::Max, s1, a, rows, cols);
-                e.vbin(Bin::Sub, w, a, s1, Bcast::Col, rows, cols);
-                if log {
-                    let ex = T::sram(ot, cols, DType::F32);
-                    // log_softmax = (x - max) - ln Σ exp(x - max); use the output tile as scratch
-                    // only when it is f32 wide enough, else recompute per row.
-                    if o.dt == DType::F32 {
-                        e.vun(Un::Exp, ex, w, Bcast::Full, rows, cols);
-                        e.vred(Red::Sum, s2, ex, rows, cols);
+    // Rounds of one tile per core roll like the elementwise kernels'.
+    let cores = cx.e.cores();
+    let uniform_rounds = tiles
+        .iter()
+        .take_while(|t| t.rows == mr && t.lead == tiles[0].lead)
+        .count()
+        / cores;
+    let mut sweep = Sweep::new(cx.e, uniform_rounds, tiles.len().div_ceil(cores));
+    while let Some((round, _)) = sweep.next(cx.e) {
+        for (i, t) in tiles.iter().enumerate().skip(round * cores).take(cores) {
+            let par = cx.on_core(i);
+            let (a, w, s1, s2, ot) = sets[par.min(sets.len() - 1)];
+            let rows = t.rows;
+            // The row (the trailing `inner` dims) lands densely: the view's last dim is the SRAM
+            // row stride, so a multi-dim row is `cols` contiguous elements.
+            let last = *x.shape.last().unwrap_or(&1);
+            cx.e.move_view(true, &tile_view(x, t), a, last);
+            let (a, w) = (T::sram(a, cols, x.dt), T::sram(w, cols, DType::F32));
+            let (s1, s2) = (T::sram(s1, 1, DType::F32), T::sram(s2, 1, DType::F32));
+            let e = &mut *cx.e;
+            match k {
+                RowK::Softmax(log) => {
+                    e.vred(Red::Max, s1, a, rows, cols);
+                    e.vbin(Bin::Sub, w, a, s1, Bcast::Col, rows, cols);
+                    if log {
+                        let ex = T::sram(ot, cols, DType::F32);
+                        // log_softmax = (x - max) - ln Σ exp(x - max); use the output tile as scratch
+                        // only when it is f32 wide enough, else recompute per row.
+                        if o.dt == DType::F32 {
+                            e.vun(Un::Exp, ex, w, Bcast::Full, rows, cols);
+                            e.vred(Red::Sum, s2, ex, rows, cols);
+                        } else {
+                            e.vun(Un::Exp, w, w, Bcast::Full, rows, cols);
+                            e.vred(Red::Sum, s2, w, rows, cols);
+                            e.vbin(Bin::Sub, w, a, s1, Bcast::Col, rows, cols);
+                        }
+                        e.vun(Un::Log, s2, s2, Bcast::Full, rows, 1);
+                        e.vbin(Bin::Sub, w, w, s2, Bcast::Col, rows, cols);
                     } else {
                         e.vun(Un::Exp, w, w, Bcast::Full, rows, cols);
                         e.vred(Red::Sum, s2, w, rows, cols);
-                        e.vbin(Bin::Sub, w, a, s1, Bcast::Col, rows, cols);
+                        e.vun(Un::Recip, s2, s2, Bcast::Full, rows, 1);
+                        e.vbin(Bin::Mul, w, w, s2, Bcast::Col, rows, cols);
                     }
-                    e.vun(Un::Log, s2, s2, Bcast::Full, rows, 1);
-                    e.vbin(Bin::Sub, w, w, s2, Bcast::Col, rows, cols);
-                } else {
-                    e.vun(Un::Exp, w, w, Bcast::Full, rows, cols);
-                    e.vred(Red::Sum, s2, w, rows, cols);
-                    e.vun(Un::Recip, s2, s2, Bcast::Full, rows, 1);
-                    e.vbin(Bin::Mul, w, w, s2, Bcast::Col, rows, cols);
                 }
+                RowK::Norm { eps, rms } => norm_rows(e, w, a, (s1, s2), &prm, eps, rms, rows, cols),
             }
-            RowK::Norm { eps, rms } => norm_rows(e, w, a, (s1, s2), &prm, eps, rms, rows, cols),
-        }
-        let res = if o.dt == DType::F32 {
-            w
-        } else {
-            let ot = T::sram(ot, cols, o.dt);
-            e.vun(Un::Copy, ot, w, Bcast::Full, rows, cols);
-            ot
-        };
-        cx.e.move_view(
-            false,
-            &tile_view(o, t),
-            res.addr,
-            *o.shape.last().unwrap_or(&1),
-        );
-        for (stat, src) in stats.iter().zip([s1, s2]) {
-            let Some(sv) = stat else { continue };
-            let src = if sv.dt == DType::F32 {
-                src
+            let res = if o.dt == DType::F32 {
+                w
             } else {
-                // Converted in place: the narrower value fits the f32 slot it came from.
-                let c = T::sram(src.addr, 1, sv.dt);
-                cx.e.vun(Un::Copy, c, src, Bcast::Full, rows, 1);
-                c
+                let ot = T::sram(ot, cols, o.dt);
+                e.vun(Un::Copy, ot, w, Bcast::Full, rows, cols);
+                ot
             };
-            cx.e.move_view(false, &tile_view(sv, t), src.addr, 1);
+            cx.e.move_view(
+                false,
+                &tile_view(o, t),
+                res.addr,
+                *o.shape.last().unwrap_or(&1),
+            );
+            for (stat, src) in stats.iter().zip([s1, s2]) {
+                let Some(sv) = stat else { continue };
+                let src = if sv.dt == DType::F32 {
+                    src
+                } else {
+                    // Converted in place: the narrower value fits the f32 slot it came from.
+                    let c = T::sram(src.addr, 1, sv.dt);
+                    cx.e.vun(Un::Copy, c, src, Bcast::Full, rows, 1);
+                    c
+                };
+                cx.e.move_view(false, &tile_view(sv, t), src.addr, 1);
+            }
         }
     }
     Ok(())
