@@ -197,19 +197,26 @@ impl Params {
     }
 }
 
-/// A GPT-2-style pre-LayerNorm block on `x: [1, seq, hidden]` (fused QKV, ONNX Attention, GELU
-/// written out the way exporters spell it).
-fn gpt_block(
-    b: &mut Builder,
-    p: &mut Params,
-    x: &str,
-    l: usize,
+/// A transformer block's sizes: `heads × head` may be narrower than `hidden` (a tensor-parallel
+/// shard computes its heads and its slice of the FFN; the all-reduce is outside the shard).
+struct Dims {
+    batch: usize,
     seq: usize,
     hidden: usize,
     heads: usize,
-) -> String {
+    head: usize,
+    ffn: usize,
+    /// Decode over a KV cache of this many slots (the graph inputs `k_cache`, `v_cache`, already
+    /// holding the new tokens; new K/V are outputs `k_new`, `v_new`); 0: causal self-attention.
+    kv: usize,
+}
+
+/// A GPT-2-style pre-LayerNorm block on `x: [batch, seq, hidden]` (fused QKV, ONNX Attention, GELU
+/// written out the way exporters spell it).
+fn gpt_block(b: &mut Builder, p: &mut Params, x: &str, l: usize, d: &Dims) -> String {
     let s = format!("/h.{l}");
-    let head = hidden / heads;
+    let (batch, seq, hidden, heads, head) = (d.batch, d.seq, d.hidden, d.heads, d.head);
+    let width = heads * head;
     let g1 = p.ones(b, &format!("h{l}.ln1.scale"), hidden);
     let b1 = p.w(b, &format!("h{l}.ln1.b"), &[hidden], 0.1);
     let ln1 = b.node(
@@ -220,13 +227,16 @@ fn gpt_block(
     );
     let split = b.shape(
         &format!("h{l}.split"),
-        &[1, seq as i64, heads as i64, head as i64],
+        &[batch as i64, seq as i64, heads as i64, head as i64],
     );
-    let merge = b.shape(&format!("h{l}.merge"), &[1, seq as i64, hidden as i64]);
+    let merge = b.shape(
+        &format!("h{l}.merge"),
+        &[batch as i64, seq as i64, width as i64],
+    );
     let mut qkv = vec![];
     for which in ["q", "k", "v"] {
-        let w = p.w(b, &format!("h{l}.{which}.w"), &[hidden, hidden], 0.05);
-        let bias = p.w(b, &format!("h{l}.{which}.b"), &[hidden], 0.1);
+        let w = p.w(b, &format!("h{l}.{which}.w"), &[hidden, width], 0.05);
+        let bias = p.w(b, &format!("h{l}.{which}.b"), &[width], 0.1);
         let sc = format!("{s}/attn/{which}");
         let mm = b.node("MatMul", &sc, &[&ln1, &w], vec![]);
         let ad = b.node("Add", &sc, &[&mm, &bias], vec![]);
@@ -234,15 +244,23 @@ fn gpt_block(
         qkv.push(b.node("Transpose", &sc, &[&rs], vec![ints("perm", &[0, 2, 1, 3])]));
     }
     let sa = format!("{s}/attn");
-    let ctx = b.node(
-        "Attention",
-        &sa,
-        &[&qkv[0], &qkv[1], &qkv[2]],
-        vec![int("is_causal", 1)],
-    );
+    let ctx = if d.kv > 0 {
+        b.node("Identity", &sa, &[&qkv[1]], vec![]);
+        name_last(b, "k_new");
+        b.node("Identity", &sa, &[&qkv[2]], vec![]);
+        name_last(b, "v_new");
+        b.node("Attention", &sa, &[&qkv[0], "k_cache", "v_cache"], vec![])
+    } else {
+        b.node(
+            "Attention",
+            &sa,
+            &[&qkv[0], &qkv[1], &qkv[2]],
+            vec![int("is_causal", 1)],
+        )
+    };
     let ctx = b.node("Transpose", &sa, &[&ctx], vec![ints("perm", &[0, 2, 1, 3])]);
     let ctx = b.node("Reshape", &sa, &[&ctx, &merge], vec![]);
-    let wo = p.w(b, &format!("h{l}.o.w"), &[hidden, hidden], 0.05);
+    let wo = p.w(b, &format!("h{l}.o.w"), &[width, hidden], 0.05);
     let bo = p.w(b, &format!("h{l}.o.b"), &[hidden], 0.1);
     let o = b.node("MatMul", &sa, &[&ctx, &wo], vec![]);
     let o = b.node("Add", &sa, &[&o, &bo], vec![]);
@@ -256,8 +274,8 @@ fn gpt_block(
         vec![int("axis", -1), float("epsilon", 1e-5)],
     );
     let sm = format!("{s}/mlp");
-    let w1 = p.w(b, &format!("h{l}.fc.w"), &[hidden, 4 * hidden], 0.05);
-    let bb1 = p.w(b, &format!("h{l}.fc.b"), &[4 * hidden], 0.1);
+    let w1 = p.w(b, &format!("h{l}.fc.w"), &[hidden, d.ffn], 0.05);
+    let bb1 = p.w(b, &format!("h{l}.fc.b"), &[d.ffn], 0.1);
     let h = b.node("MatMul", &sm, &[&ln2, &w1], vec![]);
     let h = b.node("Add", &sm, &[&h, &bb1], vec![]);
     let (half, one, c3, cg, cs) = gelu_consts(b, l, p.ty);
@@ -269,7 +287,7 @@ fn gpt_block(
     let t = b.node("Tanh", &sm, &[&t], vec![]);
     let t = b.node("Add", &sm, &[&t, &one], vec![]);
     let gelu = b.node("Mul", &sm, &[&hh, &t], vec![]);
-    let w2 = p.w(b, &format!("h{l}.proj.w"), &[4 * hidden, hidden], 0.05);
+    let w2 = p.w(b, &format!("h{l}.proj.w"), &[d.ffn, hidden], 0.05);
     let bb2 = p.w(b, &format!("h{l}.proj.b"), &[hidden], 0.1);
     let y = b.node("MatMul", &sm, &[&gelu, &w2], vec![]);
     let y = b.node("Add", &sm, &[&y, &bb2], vec![]);
@@ -342,7 +360,16 @@ fn gpt(
         "x".to_string()
     };
     for l in 0..layers {
-        x = gpt_block(&mut b, &mut p, &x, l, seq, hidden, heads);
+        let d = Dims {
+            batch: 1,
+            seq,
+            hidden,
+            heads,
+            head: hidden / heads,
+            ffn: 4 * hidden,
+            kv: 0,
+        };
+        x = gpt_block(&mut b, &mut p, &x, l, &d);
     }
     let out = if vocab > 0 {
         let gf = p.ones(&mut b, "ln_f.scale", hidden);
@@ -363,6 +390,64 @@ fn gpt(
     };
     inputs.extend(p.inputs);
     model(b, inputs, vec![out])
+}
+
+/// One block of a tensor-parallel shard on `x: [batch, seq, hidden]` (weights as bf16 inputs):
+/// prefill with causal self-attention, or (`d.kv > 0`) one decode step over a `kv`-slot cache.
+fn gpt_shard(d: &Dims) -> Vec<u8> {
+    let mut b = new_builder();
+    let mut p = Params {
+        ty: BF16,
+        as_inputs: true,
+        inputs: vec![],
+    };
+    gpt_block(&mut b, &mut p, "x", 0, d);
+    let y = name_last(&mut b, "y");
+    let mut inputs = vec![value_info("x", BF16, &[d.batch, d.seq, d.hidden])];
+    let mut outputs = vec![value_info(&y, BF16, &[d.batch, d.seq, d.hidden])];
+    if d.kv > 0 {
+        let cache = [d.batch, d.heads, d.kv, d.head];
+        let new = [d.batch, d.heads, d.seq, d.head];
+        inputs.push(value_info("k_cache", BF16, &cache));
+        inputs.push(value_info("v_cache", BF16, &cache));
+        outputs.push(value_info("k_new", BF16, &new));
+        outputs.push(value_info("v_new", BF16, &new));
+    }
+    inputs.extend(p.inputs);
+    model(b, inputs, outputs)
+}
+
+/// The GPT-3 175B layer as one of four tensor-parallel shards computes it: hidden 12288, 24 of
+/// the 96 heads of 128, a quarter of the 49152-wide FFN, batch 8.
+fn gpt3_tp4(seq: usize, kv: usize) -> Dims {
+    Dims {
+        batch: 8,
+        seq,
+        hidden: 12288,
+        heads: 24,
+        head: 128,
+        ffn: 12288,
+        kv,
+    }
+}
+
+/// MACs of a shard block: projections, and attention over the causal half (prefill) or the
+/// whole cache (decode).
+fn shard_macs(d: &Dims) -> u64 {
+    let (b, s, h, w, f) = (
+        d.batch as u64,
+        d.seq as u64,
+        d.hidden as u64,
+        (d.heads * d.head) as u64,
+        d.ffn as u64,
+    );
+    let proj = b * s * (4 * h * w + 2 * h * f);
+    let attn = if d.kv > 0 {
+        2 * b * s * d.kv as u64 * w
+    } else {
+        2 * b * s * (s + 1) / 2 * w
+    };
+    proj + attn
 }
 
 /// One decode step of a Llama-shaped layer: the new token's hidden state `x: [1, 1, hidden]`, the
@@ -563,6 +648,39 @@ fn workloads() -> Vec<Workload> {
             goal: None,
             onnx: gpt(1, 12288, 96, 2048, 0, true, BF16),
         },
+        Workload {
+            name: "gemm-16k-gpu",
+            what: "GEMM 16384x12288x12288 bf16 on gpu-class (108 cores, 192 KiB SRAM)",
+            target: "gpu-class",
+            precision: Precision::Bf16,
+            timing_only: true,
+            macs: 16384 * 12288 * 12288,
+            bound: BoundKind::Roofline,
+            goal: None,
+            onnx: gemm(16384, 12288, 12288),
+        },
+        Workload {
+            name: "gpt3-tp4-prefill",
+            what: "GPT-3 175B layer, TP-4 shard, batch 8 x 2048 prefill, gpu-class",
+            target: "gpu-class",
+            precision: Precision::Bf16,
+            timing_only: true,
+            macs: shard_macs(&gpt3_tp4(2048, 0)),
+            bound: BoundKind::Roofline,
+            goal: None,
+            onnx: gpt_shard(&gpt3_tp4(2048, 0)),
+        },
+        Workload {
+            name: "gpt3-tp4-decode",
+            what: "GPT-3 175B layer, TP-4 shard, batch 8, one decode step over 3072 tokens, gpu-class",
+            target: "gpu-class",
+            precision: Precision::Bf16,
+            timing_only: true,
+            macs: shard_macs(&gpt3_tp4(1, 3072)),
+            bound: BoundKind::Bandwidth,
+            goal: None,
+            onnx: gpt_shard(&gpt3_tp4(1, 3072)),
+        },
     ]
 }
 
@@ -651,6 +769,7 @@ fn bench_target(name: &str) -> Result<Target, String> {
     let file = match name {
         "datacenter-vpu128" => include_str!("../examples/targets/datacenter-vpu128.toml"),
         "datacenter-nomcast" => include_str!("../examples/targets/datacenter-nomcast.toml"),
+        "gpu-class" => include_str!("../examples/targets/gpu-class.toml"),
         _ => return Target::preset(name).map_err(|e| e.to_string()),
     };
     Target::from_toml(file, &format!("examples/targets/{name}.toml")).map_err(|e| e.to_string())

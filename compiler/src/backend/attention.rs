@@ -57,10 +57,21 @@ pub fn blocks(sq: u64, skv: u64, d: u64, dv: u64, o: &Options) -> (u64, u64) {
     let bq = fit(bk);
     // Few queries (decode): each KV block's work is short next to the latencies of the chain
     // S → softmax statistics → P·V, so take wider KV blocks (up to 32 array widths).
+    // The widest that fits with its conversion stage and score tiles (a 192 KiB core takes
+    // fewer array widths than a 2 MiB one).
     if bq < cols {
-        let wide = (cols * (cols / bq).clamp(1, 32)).min(skv.max(1));
-        if fit(wide) >= bq {
-            return (bq, wide);
+        let need = |bk: u64| {
+            2 * (d * bk + bk * dv) * sz
+                + bk * d.max(dv) * 4
+                + bq * (d * sz + dv * 4 + bk * (8 + sz) + 64)
+        };
+        let mut n = (cols / bq).clamp(1, 32);
+        while n > 1 {
+            let wide = (cols * n).min(skv.max(1));
+            if fit(wide) >= bq && need(wide) <= t.sram.size_bytes {
+                return (bq, wide);
+            }
+            n /= 2;
         }
     }
     (bq, bk)

@@ -202,6 +202,41 @@ pub fn coalesce(shape: &[u64], sets: &[&[i64]]) -> Vec<(u64, Vec<i64>)> {
     out
 }
 
+/// The views of one iteration space (equal outer dims; last dims may differ) with their outer
+/// dims merged wherever every view is contiguous across them, so that tiles of rows advance
+/// uniformly through one dim instead of restarting at each leading index.
+pub fn merge_outer(views: &[View]) -> Vec<View> {
+    let Some(first) = views.first() else {
+        return vec![];
+    };
+    let r = first.shape.len();
+    if r < 3 || views.iter().any(|v| v.shape.len() != r) {
+        return views.to_vec();
+    }
+    let outer = &first.shape[..r - 1];
+    let sets: Vec<&[i64]> = views.iter().map(|v| &v.strides[..r - 1]).collect();
+    let merged = coalesce(outer, &sets);
+    if merged.is_empty() || merged.len() == r - 1 {
+        return views.to_vec();
+    }
+    views
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let mut shape: Vec<u64> = merged.iter().map(|m| m.0).collect();
+            let mut strides: Vec<i64> = merged.iter().map(|m| m.1[i]).collect();
+            shape.push(v.shape[r - 1]);
+            strides.push(v.strides[r - 1]);
+            View {
+                addr: v.addr,
+                dt: v.dt,
+                shape,
+                strides,
+            }
+        })
+        .collect()
+}
+
 /// Largest extent of one DMA dimension.
 const MAX_N: u64 = 65535;
 

@@ -139,6 +139,10 @@ struct Stream {
     ext: Vec<(u64, u64, bool)>,
 }
 
+/// Registers kept clear of values inside loops (the top ones): loop nest depth `d` counts its
+/// trips in register `31 − d`, so a loop's code is the same wherever the loops around it are.
+pub(super) const LOOP_REGS: usize = 3;
+
 /// A bump allocator for one on-chip memory, growing from either end.
 ///
 /// Consecutive kernels allocate from opposite ends (bottom-up, then top-down, ...): a kernel's
@@ -428,6 +432,29 @@ impl Emitter {
         }
     }
 
+    /// The allocation point of `mem`, to return to with [`Emitter::release`].
+    pub fn mark(&self, mem: Mem) -> u64 {
+        let a = match mem {
+            Mem::Sram => &self.sram,
+            Mem::Acc => &self.acc,
+        };
+        if a.down { a.hi } else { a.lo }
+    }
+
+    /// Frees what the kernel allocated since `mark`: later instructions may reuse the bytes
+    /// (the automatic synchronization orders them after the earlier uses).
+    pub fn release(&mut self, mem: Mem, mark: u64) {
+        let a = match mem {
+            Mem::Sram => &mut self.sram,
+            Mem::Acc => &mut self.acc,
+        };
+        if a.down {
+            a.hi = a.hi.max(mark);
+        } else {
+            a.lo = a.lo.min(mark);
+        }
+    }
+
     /// Bytes still free in `mem`.
     pub fn free(&self, mem: Mem) -> u64 {
         match mem {
@@ -450,8 +477,13 @@ impl Emitter {
             return Reg(0);
         }
         let cur = self.cur;
-        let free =
-            |r: usize| !self.locked.contains(&(r as u8)) && !self.pinned.contains(&(r as u8));
+        // Inside a loop the top registers stay clear for its trip counter and base registers.
+        let loop_reserved = |r: usize| self.looping > 0 && r >= 32 - LOOP_REGS;
+        let free = |r: usize| {
+            !self.locked.contains(&(r as u8))
+                && !self.pinned.contains(&(r as u8))
+                && !loop_reserved(r)
+        };
         // Inside a repeat, the register the same call took in the previous iteration, whatever
         // else holds `v` (iterations then load the same registers).
         let s = &self.streams[self.cur];
@@ -463,7 +495,7 @@ impl Emitter {
         s.clock += 1;
         let hit = match suggested {
             Some(r) => (s.regs[r] == Some(v)).then_some(r),
-            None => (1..32).find(|&r| s.regs[r] == Some(v)),
+            None => (1..32).find(|&r| s.regs[r] == Some(v) && !loop_reserved(r)),
         };
         if let Some(f) = self.frames.last_mut() {
             f.allocated(cur, suggested.or(hit).unwrap_or(0));

@@ -22,7 +22,7 @@
 
 use llmpu_isa::{BranchTarget, FieldKind, Inst, Reg, Sem};
 
-use super::{Emitter, Item, MULTICAST_SEM, Stream, Touch, UNITS};
+use super::{Emitter, Item, LOOP_REGS, MULTICAST_SEM, Stream, Touch, UNITS};
 
 /// Where an instruction of a flattened stream comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -220,6 +220,30 @@ fn chain(inductions: &[(usize, Reg, i64, i64)]) -> Vec<(usize, i64, Reg, i64)> {
         out.push((q, v0 - prev, reg, last - step));
     }
     out
+}
+
+/// The instructions of the (cyclic) body `a` that may read the value the `li` at `q` (with its
+/// `lih`) puts in `reg`: those after it up to the next write of `reg`, wrapping around to the
+/// body's start for the next trip.
+fn readers<'a>(a: &'a [&'a Inst], q: usize, reg: Reg) -> impl Iterator<Item = &'a Inst> + 'a {
+    let n = a.len();
+    let start = match a.get(q + 1) {
+        Some(Inst::Lih { rd, .. }) if *rd == reg => q + 2,
+        _ => q + 1,
+    };
+    let mut done = false;
+    (start..start + n - (start - q)).filter_map(move |k| {
+        if done {
+            return None;
+        }
+        let x = a[k % n];
+        if x.reg_written() == Some(reg) {
+            done = true;
+            // An `addi` of the register to itself reads the value it replaces.
+            return x.regs_read().contains(&reg).then_some(x);
+        }
+        x.regs_read().contains(&reg).then_some(x)
+    })
 }
 
 /// Whether every read of `reg` by `inst` may see an advancing value: the HBM address of a DMA,
@@ -583,7 +607,7 @@ impl Emitter {
             if strict
                 && inductions
                     .iter()
-                    .any(|&(_, reg, ..)| a.iter().any(|x| !advancing_use(x, reg)))
+                    .any(|&(q, reg, ..)| readers(&a, q, reg).any(|x| !advancing_use(x, reg)))
             {
                 fail!("an on-chip address advances")
             }
@@ -654,8 +678,15 @@ impl Emitter {
             for &pr in &self.pinned {
                 used[pr as usize & 31] = true;
             }
-            let mut free = (1..32).filter(|&x| !used[x]).map(|x| Reg(x as u8));
-            let counter = free.next()?;
+            let depth = self.frames.len().saturating_sub(1);
+            let fixed = (depth < LOOP_REGS)
+                .then(|| 31 - depth)
+                .filter(|&x| !used[x]);
+            if let Some(x) = fixed {
+                used[x] = true;
+            }
+            let mut free = (1..32).rev().filter(|&x| !used[x]).map(|x| Reg(x as u8));
+            let counter = fixed.map(|x| Reg(x as u8)).or_else(|| free.next())?;
             let mut bases: Vec<(Reg, i64, i64)> = vec![];
             let mut offsets = vec![];
             for &(q, reg, v0, step) in &based {

@@ -19,8 +19,10 @@ use llmpu_isa::{AccMode, Bcast, DType, Inst, Space, TileRef};
 use super::emit::{EmitError, Emitter, MULTICAST_SEM, Mem, Sweep, Touch};
 use super::plan::{Plan, const_f64s, elem_of, shape_of};
 use super::tiling::{matmul_tiles, row_tile, sram_budget};
-use super::view::View;
+use super::view::{View, merge_outer};
 use super::{BackendError, Options, Precision};
+
+mod split_rows;
 use crate::ir::{Attribute, Location, Module, OpId, ValueId};
 
 /// Everything a kernel needs.
@@ -1138,16 +1140,19 @@ fn rope(cx: &mut Cx, ins: &[ValueId], out: &View, rotary_dim: Option<i64>) -> R<
 }
 
 fn elementwise_srcs(cx: &mut Cx, k: Ew, srcs: &[Src], ov: &View) -> R<()> {
+    let mut views = vec![ov.clone()];
+    views.extend(srcs.iter().map(|s| match s {
+        Src::Full(v) | Src::Row(v) | Src::Col(v) => v.clone(),
+        Src::Imm(_) => ov.clone(),
+    }));
+    let merged = merge_outer(&views);
+    if merged[0].shape.len() < ov.shape.len() {
+        let srcs = split_rows::rechunk_srcs(srcs, &merged[1..], &merged[0].shape);
+        return elementwise_srcs(cx, k, &srcs, &merged[0]);
+    }
     let shape = ov.shape.clone();
     let r = shape.len();
     let cols = if r == 0 { 1 } else { shape[r - 1] };
-    let mut rows_loaded = vec![];
-    for s in srcs {
-        rows_loaded.push(match s {
-            Src::Row(b) => Some(load_row(cx, b)?),
-            _ => None,
-        });
-    }
     // Bytes per row: inputs in their types, three f32 temporaries, the output.
     let per_row: u64 = srcs
         .iter()
@@ -1158,10 +1163,28 @@ fn elementwise_srcs(cx: &mut Cx, k: Ew, srcs: &[Src], ov: &View) -> R<()> {
         })
         .sum::<u64>()
         + cols * (12 + ov.dt.size());
-    let budget_rows = row_tile(u64::MAX, 2 * per_row + 64, &cx.e.target)
-        .min(cx.e.free(Mem::Sram) / (2 * per_row + 64));
+    let once: u64 = srcs
+        .iter()
+        .map(|s| match s {
+            Src::Row(v) => (cols * v.dt.size()).div_ceil(64) * 64,
+            _ => 0,
+        })
+        .sum();
+    let free = cx.e.free(Mem::Sram).saturating_sub(once);
+    if r > 0 && cols > 1 && free < 2 * per_row + 64 {
+        return split_rows::elementwise_chunked(cx, k, srcs, ov);
+    }
+    let budget_rows =
+        row_tile(u64::MAX, 2 * per_row + 64, &cx.e.target).min(free / (2 * per_row + 64));
     if budget_rows == 0 {
         return Err(cx.err(format!("one row of {cols} elements does not fit in SRAM")));
+    }
+    let mut rows_loaded = vec![];
+    for s in srcs {
+        rows_loaded.push(match s {
+            Src::Row(b) => Some(load_row(cx, b)?),
+            _ => None,
+        });
     }
     let inner = if r == 0 { 0 } else { 1 };
     let total_rows = if r == 0 { 1 } else { ov.elems() / cols.max(1) };
@@ -1481,7 +1504,17 @@ pub fn copy(cx: &mut Cx, src: &View, dst: &View) -> R<()> {
         &cx.e.target,
     ));
     if max_rows == 0 {
-        return Err(cx.err(format!("a row of {cols} elements does not fit in SRAM")));
+        let w = split_rows::chunk_width(
+            cols,
+            8,
+            src.dt.size() + dst.dt.size(),
+            2,
+            cx.e.free(Mem::Sram),
+        );
+        if w == 0 {
+            return Err(cx.err(format!("a row of {cols} elements does not fit in SRAM")));
+        }
+        return split_rows::for_chunks(cx, &[src, dst], w, |cx, v| copy(cx, &v[0], &v[1]));
     }
     let total_rows = src.elems() / cols.max(1);
     let tiles = row_tiles(&src.shape, 1, cx.spread(total_rows, max_rows));
@@ -1540,6 +1573,27 @@ fn row_kernel_inner(
     row_kernel_stats(cx, k, x, o, params, inner, &[])
 }
 
+/// `x`, `o` and the row statistics with their outer dims merged (see [`merge_outer`]), if any
+/// merge.
+fn merge_rows(
+    x: &View,
+    o: &View,
+    stats: &[Option<View>],
+) -> Option<(View, View, Vec<Option<View>>)> {
+    let mut vs = vec![x.clone(), o.clone()];
+    vs.extend(stats.iter().flatten().cloned());
+    let m = merge_outer(&vs);
+    if m[0].shape.len() == x.shape.len() {
+        return None;
+    }
+    let mut it = m[2..].iter().cloned();
+    let st = stats
+        .iter()
+        .map(|s| s.as_ref().and_then(|_| it.next()))
+        .collect();
+    Some((m[0].clone(), m[1].clone(), st))
+}
+
 /// Row kernel that also stores the per-row mean and inverse standard deviation (`stats[0]`,
 /// `stats[1]`, each `[rows…, 1]`) of a normalization when asked.
 fn row_kernel_stats(
@@ -1553,7 +1607,37 @@ fn row_kernel_stats(
 ) -> R<()> {
     let r = x.shape.len();
     let inner = inner.clamp(1, r.max(1));
+    if inner == 1
+        && let Some((x, o, stats)) = merge_rows(x, o, stats)
+    {
+        return row_kernel_stats(cx, k, &x, &o, params, 1, &stats);
+    }
     let cols: u64 = x.shape[r - inner..].iter().product();
+    let per_row = cols * (x.dt.size() + 4 + o.dt.size()) + 16;
+    let param_bytes: u64 = params
+        .iter()
+        .map(|p| (cols * p.dt.size()).div_ceil(64) * 64 + (cols * 4).div_ceil(64) * 64)
+        .sum();
+    if cx.e.free(Mem::Sram).saturating_sub(param_bytes) < 2 * per_row + 64 {
+        let mut sh = x.shape[..r - inner].to_vec();
+        sh.push(cols);
+        let not_dense = || {
+            cx.err(format!(
+                "a row of {cols} elements does not fit in SRAM and its dims are not dense"
+            ))
+        };
+        let xm = x.reshape(&sh).ok_or_else(not_dense)?;
+        let om = o.reshape(&sh).ok_or_else(not_dense)?;
+        let mut pm = vec![];
+        for p in params {
+            pm.push(
+                p.reshape(&[cols])
+                    .or_else(|| p.broadcast_to(&x.shape[r - inner..])?.reshape(&[cols]))
+                    .ok_or_else(not_dense)?,
+            );
+        }
+        return split_rows::row_kernel_chunked(cx, k, &xm, &om, &pm, stats);
+    }
     // Parameters (scale, bias) broadcast over the row: loaded once, converted to f32.
     let mut prm = vec![];
     for p in params {
@@ -1584,7 +1668,6 @@ fn row_kernel_stats(
         }
         prm.push(T::sram(f, cols, DType::F32));
     }
-    let per_row = cols * (x.dt.size() + 4 + o.dt.size()) + 16;
     let max_rows = (cx.e.free(Mem::Sram) / (2 * per_row + 64)).min(row_tile(
         u64::MAX,
         2 * per_row,
@@ -2043,13 +2126,26 @@ fn matmul_views(
             "matmul tiles {tm}×{tk}×{tn} need {need} bytes of SRAM"
         )));
     }
+    // The whole bias row stays in SRAM as f32 unless it would take more than an eighth of it
+    // (a 12288-wide row on a 192 KiB core): then each epilogue loads its tile's slice.
+    let bias_row_bytes = bias_row.as_ref().map_or(0, |r| nn * (r.dt.size() + 4));
+    let bias_per_tile = bias_row_bytes * 8 > cx.e.target.sram.size_bytes;
     let bias_t = match &bias_row {
-        Some(row) => Some((
+        Some(row) if !bias_per_tile => Some((
             cx.alloc(Mem::Sram, nn * row.dt.size(), "bias")?,
             cx.alloc(Mem::Sram, nn * 4, "bias")?,
         )),
-        None => None,
+        _ => None,
     };
+    let mut bias_tiles = vec![];
+    if let Some(row) = bias_row.as_ref().filter(|_| bias_per_tile) {
+        for _ in 0..2 {
+            bias_tiles.push((
+                cx.alloc(Mem::Sram, tn * row.dt.size(), "bias tile")?,
+                cx.alloc(Mem::Sram, tn * 4, "bias tile")?,
+            ));
+        }
+    }
     // The bias row into SRAM as f32, on the current core.
     let load_bias = |cx: &mut Cx| {
         if let (Some(row), Some((raw, f))) = (&bias_row, bias_t) {
@@ -2398,7 +2494,16 @@ fn matmul_views(
             o32: T::sram(outb[otile % 2], wn, DType::F32),
             oc: T::sram(ocv[otile % 2], wn, ov.dt),
             tmp: T::sram(tmp, wn, DType::F32),
-            bias: bias_t.map(|(_, f)| T::sram(f + n0 * 4, nn, DType::F32)),
+            bias: bias_t
+                .map(|(_, f)| T::sram(f + n0 * 4, nn, DType::F32))
+                .or_else(|| {
+                    let (_, f) = bias_tiles.get(otile % 2)?;
+                    Some(T::sram(*f, wn, DType::F32))
+                }),
+            bias_load: bias_row.as_ref().and_then(|row| {
+                let (raw, _) = bias_tiles.get(otile % 2)?;
+                Some((row.slice(0, n0, 1, wn), T::sram(*raw, wn, row.dt)))
+            }),
             residual: rvr.as_ref().map(|r| T::sram(rbuf[otile % 2], wn, r.dt)),
             alpha,
             act,
@@ -2917,6 +3022,9 @@ struct Epilogue {
     oc: T,
     tmp: T,
     bias: Option<T>,
+    /// The slice of the bias row to load into `raw` and convert into `bias` first, when the
+    /// whole row does not stay in SRAM.
+    bias_load: Option<(View, T)>,
     /// The tile's residual in SRAM (loaded in its own element type), added after the activation.
     residual: Option<T>,
     alpha: f32,
@@ -2929,6 +3037,10 @@ struct Epilogue {
 /// Accumulator → f32 SRAM (× alpha, + bias, activation, + residual) → output type → HBM.
 fn epilogue(cx: &mut Cx, ep: &Epilogue) {
     let (wm, wn, o32, tt) = (ep.rows, ep.cols, ep.o32, ep.tmp);
+    if let (Some((row, raw)), Some(bt)) = (&ep.bias_load, ep.bias) {
+        cx.e.move_view(true, row, raw.addr, wn);
+        cx.e.vun(Un::Copy, bt, *raw, Bcast::Full, 1, wn);
+    }
     let e = &mut *cx.e;
     if ep.alpha == 1.0
         && ep.bias.is_none()
