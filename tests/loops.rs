@@ -1,8 +1,10 @@
-//! Rolled loops: a matmul whose K steps roll into counted loops, and elementwise and softmax
-//! kernels whose rounds of row tiles do, execute exactly the work of their straight-line
+//! Rolled loops: a matmul whose K steps roll into counted loops, elementwise and softmax kernels
+//! whose rounds of row tiles do, and streaming attention whose KV blocks (and runs of heads) do,
+//! execute exactly the work of their straight-line
 //! (`--unroll`) programs — the same DMA, matrix and vector instructions at the same
 //! addresses in the same order on every core — in a smaller program, with bit-identical outputs,
-//! no data race, and the same cycle count. And the program of a large GEMM on a many-core target
+//! no data race, and the same cycle count (attention: at most 0.1% more, its loops' scalar
+//! overhead). And the program of a large GEMM on a many-core target
 //! does not grow with the matrix.
 
 use std::path::{Path, PathBuf};
@@ -124,7 +126,7 @@ fn rolled_matmul_executes_the_unrolled_work_in_a_smaller_program() {
         ("input1", vec![k, n]),
         ("input2", vec![n]),
     ];
-    rolled_equals_unrolled("rows", QUAD, &matmul_model(m, k, n), &inputs, &[m, n]);
+    rolled_equals_unrolled("rows", QUAD, &matmul_model(m, k, n), &inputs, &[m, n], 0.0);
 }
 
 #[test]
@@ -137,7 +139,7 @@ fn rolled_decode_matmul_with_resident_a_executes_the_unrolled_work() {
         ("input2", vec![n]),
     ];
     let model = matmul_model(m, k, n);
-    rolled_equals_unrolled("resident", "datacenter", &model, &inputs, &[m, n]);
+    rolled_equals_unrolled("resident", "datacenter", &model, &inputs, &[m, n], 0.0);
 }
 
 #[test]
@@ -151,15 +153,64 @@ fn rolled_elementwise_and_softmax_rows_execute_the_unrolled_work() {
 }
 "#;
     let inputs = [("input0", vec![8192, 512]), ("input1", vec![8192, 512])];
-    rolled_equals_unrolled("rows-sm", QUAD, model, &inputs, &[8192, 512]);
+    rolled_equals_unrolled("rows-sm", QUAD, model, &inputs, &[8192, 512], 0.0);
 }
 
+/// `quad` with 256 KiB of SRAM per core: a head's K and V do not stay resident, so attention
+/// streams them block by block.
+fn small_quad(d: &Path) -> String {
+    let t = std::fs::read_to_string(QUAD)
+        .unwrap()
+        .replace("size_bytes = 2097152", "size_bytes = 262144");
+    let p = d.join("small-quad.toml");
+    std::fs::write(&p, t).unwrap();
+    s(&p)
+}
+
+fn attention_model(h: u64, sq: u64, skv: u64, d: u64, causal: bool) -> String {
+    let (q, kv) = (
+        format!("tensor<1x{h}x{sq}x{d}xf32>"),
+        format!("tensor<1x{h}x{skv}x{d}xf32>"),
+    );
+    format!(
+        r#"module {{
+  func.func @main(%q: {q}, %k: {kv}, %v: {kv}) -> {q} {{
+    %o = "graph.fused_attention"(%q, %k, %v) {{causal = {causal}}} : ({q}, {kv}, {kv}) -> {q} loc("Attention")
+    func.return %o : {q} loc(unknown)
+  }} loc("main")
+}}
+"#
+    )
+}
+
+#[test]
+fn rolled_streaming_attention_executes_the_unrolled_work() {
+    // Prefill (causal: Q blocks of one head over consecutive heads roll around their KV loops)
+    // and decode (one query over a long cache) with K/V streamed block by block.
+    let t = small_quad(&dir("attn-target"));
+    for (name, h, sq, skv, causal) in [
+        ("attn-prefill", 4, 1024, 1024, true),
+        ("attn-decode", 8, 1, 4096, false),
+    ] {
+        let model = attention_model(h, sq, skv, 64, causal);
+        let inputs = [
+            ("input0", vec![1, h, sq, 64]),
+            ("input1", vec![1, h, skv, 64]),
+            ("input2", vec![1, h, skv, 64]),
+        ];
+        rolled_equals_unrolled(name, &t, &model, &inputs, &[1, h, sq, 64], 0.001);
+    }
+}
+
+/// `slack`: the fraction by which the rolled run's cycles may exceed the unrolled run's (the
+/// scalar unit's `addi`/`bne` per trip, where it is on the critical path).
 fn rolled_equals_unrolled(
     name: &str,
     target: &str,
     text: &str,
     input_shapes: &[(&str, Vec<u64>)],
     out_shape: &[u64],
+    slack: f64,
 ) {
     let d = dir(name);
     let model = d.join("model.mlir");
@@ -219,10 +270,10 @@ fn rolled_equals_unrolled(
             serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
         r["cycles"].as_u64().unwrap()
     };
-    assert_eq!(
-        cycles(&j1),
-        cycles(&j2),
-        "cycles of rolled and unrolled runs"
+    let (c1, c2) = (cycles(&j1), cycles(&j2));
+    assert!(
+        c1 >= c2 && c1 as f64 <= c2 as f64 * (1.0 + slack),
+        "cycles of rolled ({c1}) and unrolled ({c2}) runs"
     );
 }
 

@@ -26,7 +26,7 @@
 
 use llmpu_isa::{Bcast, DType};
 
-use super::emit::{Mem, Touch};
+use super::emit::{Mem, Sweep, Touch};
 use super::kernels::{Bin, Cx, Imm, Red, T, Un};
 use super::plan::shape_of;
 use super::tiling::sram_budget;
@@ -35,6 +35,9 @@ use super::{BackendError, Options, Precision};
 use crate::ir::{Attribute, Module, OpId, ValueId};
 
 type R<T> = Result<T, BackendError>;
+
+/// One iteration of a unit loop: the units it emits, as (core, index in the core's list).
+type Round = Vec<(usize, usize)>;
 
 /// `(q_block, kv_block)` for `sq` queries, `skv` keys, head sizes `d`/`dv`.
 pub fn blocks(sq: u64, skv: u64, d: u64, dv: u64, o: &Options) -> (u64, u64) {
@@ -260,6 +263,21 @@ pub fn attention(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
         cx.e.alloc(mem, bytes, what)
             .map_err(|e| BackendError::new(&cx.loc, e.to_string()))
     };
+    // The Q block shrinks when the streaming buffers would not fit (the `tile` pass sizes
+    // blocks for the resident kernel's needs).
+    let need = |bq: u64| {
+        bq * d * sz
+            + (bq * d).max(bk * d).max(bk * dv) * 4
+            + 2 * (d * bk + bk * dv) * sz
+            + bq * bk * (8 + sz)
+            + bq * dv * (4 + ov.dt.size())
+            + 5 * bq * 4
+            + 16 * 64
+    };
+    let mut bq = bq;
+    while bq > 1 && need(bq) > cx.e.free(Mem::Sram) {
+        bq = bq.div_ceil(2);
+    }
     let qt = al(cx, Mem::Sram, bq * d * sz, "attention Q block")?;
     let stage = al(
         cx,
@@ -362,21 +380,91 @@ pub fn attention(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
     };
     let cores = cx.e.cores();
     let mut steps = vec![0usize; cores];
-    let mut unit = 0usize;
-    for bi in 0..b {
-        for hi in 0..h {
-            let hk = hi * hkv / h;
-            let q2 = index(&qv, &[bi, hi]);
-            let k2 = index(&kv, &[bi, hk]);
-            let v2 = index(&vv, &[bi, hk]);
-            let o2 = index(ov, &[bi, hi]);
-            let mut q0 = 0;
-            while q0 < sq {
+    // Work units (batch, head, Q block) in Q-block-major order, cut into one contiguous run per
+    // core of about equal KV blocks: a core's units then come in runs of one Q block over
+    // consecutive heads — the same work at advancing addresses, which rolls into a loop around
+    // the KV-block loop.
+    let live_of = |q0: u64| {
+        let wq = bq.min(sq - q0);
+        (0..skv.div_ceil(bk))
+            .take_while(|&j| !(causal && j * bk > q0 + wq - 1 + off))
+            .count()
+            .max(1) as u64
+    };
+    let mut units = vec![];
+    for q0 in (0..sq).step_by(bq as usize) {
+        for bi in 0..b {
+            for hi in 0..h {
+                units.push((bi, hi, q0));
+            }
+        }
+    }
+    // With one Q block (decode) units go round robin, a round of one unit per core at a time
+    // (the rounds roll); with several, each core takes a contiguous run of about equal KV blocks
+    // and its runs of one Q block over consecutive heads roll (around the KV-block loops).
+    let mut per_core: Vec<Vec<(u64, u64, u64)>> = vec![vec![]; cores];
+    // Emission: loops of (uniform iterations, iterations).
+    let mut sweeps: Vec<(usize, Vec<Round>)> = vec![];
+    if sq <= bq {
+        for (i, u) in units.iter().enumerate() {
+            per_core[i % cores].push(*u);
+        }
+        let rounds: Vec<Round> = (0..units.len().div_ceil(cores))
+            .map(|r| {
+                (0..cores)
+                    .filter(|c| r * cores + c < units.len())
+                    .map(|c| (c, r))
+                    .collect()
+            })
+            .collect();
+        sweeps.push((units.len() / cores, rounds));
+    } else {
+        let total: u64 = units.iter().map(|u| live_of(u.2)).sum();
+        let mut acc = 0u64;
+        for u in units {
+            let c = ((acc as u128 * cores as u128) / total.max(1) as u128) as usize;
+            per_core[c.min(cores - 1)].push(u);
+            acc += live_of(u.2);
+        }
+        for (core, list) in per_core.iter().enumerate() {
+            let mut at = 0;
+            while at < list.len() {
+                let run = list[at..].iter().take_while(|u| u.2 == list[at].2).count();
+                sweeps.push((run, (at..at + run).map(|k| vec![(core, k)]).collect()));
+                at += run;
+            }
+        }
+    }
+    // Where unit `k` of core `c` leaves its output (its deferred store).
+    let out_of = |c: usize, k: usize| {
+        let (bi, hi, q0) = per_core[c][k];
+        let (ot, oc) = outs[k % 2];
+        let dst = index(ov, &[bi, hi]).slice(0, q0, 1, bq.min(sq - q0));
+        (dst, if ov.dt == DType::F32 { ot } else { oc })
+    };
+    for (uniform, iters) in &sweeps {
+        let mut outer = Sweep::new(cx.e, *uniform, iters.len());
+        while let Some((it, skipped)) = outer.next(cx.e) {
+            for &(core, k) in &iters[it] {
+                if skipped > 0 && defer && k > 0 {
+                    // The loop stored every skipped unit's output but the last one's.
+                    pending[core] = Some(out_of(core, k - 1));
+                }
+                let (bi, hi, q0) = per_core[core][k];
+                let hk = hi * hkv / h;
+                let q2 = index(&qv, &[bi, hi]);
+                let k2 = index(&kv, &[bi, hk]);
+                let v2 = index(&vv, &[bi, hk]);
+                let o2 = index(ov, &[bi, hi]);
                 let wq = bq.min(sq - q0);
-                let par = cx.on_core(unit);
+                cx.e.core(core);
+                let par = k % 2;
                 let (qt, (ot, oc)) = (qts[par], outs[par]);
-                let core = unit % cores;
-                unit += 1;
+                // In runs of Q blocks each unit starts its K/V buffer ring afresh, so the units
+                // are alike (a decode round keeps the ring turning: no load waits on it).
+                if sq > bq {
+                    steps[core] = steps[core].next_multiple_of(nkv);
+                }
                 load_as(cx, &q2.slice(0, q0, 1, wq), qt);
                 // Paged: the number of blocks holding tokens (cached + new) is a run-time value;
                 // blocks past it are skipped by a branch (their keys are padding).
@@ -400,13 +488,26 @@ pub fn attention(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
                 cx.e.vfill(o32, 0.0, wq, dv);
                 cx.e.vfill(mrun, f32::NEG_INFINITY, wq, 1);
                 cx.e.vfill(lrun, 0.0, wq, 1);
-                let mut k0 = 0;
-                while k0 < skv {
+                // KV blocks above the diagonal are skipped (a suffix); the leading full blocks
+                // the causal mask does not cross are uniform and roll into a loop.
+                let nblk = skv.div_ceil(bk);
+                let live = (0..nblk)
+                    .take_while(|&j| !(causal && j * bk > q0 + wq - 1 + off))
+                    .count();
+                let uniform = if paged.is_some() {
+                    0
+                } else {
+                    (0..nblk)
+                        .take_while(|&j| {
+                            (j + 1) * bk <= skv && !(causal && (j + 1) * bk - 1 > q0 + off)
+                        })
+                        .count()
+                };
+                let mut sweep = Sweep::new(cx.e, uniform, live);
+                while let Some((j, skipped)) = sweep.next(cx.e) {
+                    steps[core] += skipped;
+                    let k0 = j as u64 * bk;
                     let wk = bk.min(skv - k0);
-                    if causal && k0 > q0 + wq - 1 + off {
-                        k0 += bk;
-                        continue;
-                    }
                     let s = steps[core] % nkv;
                     steps[core] += 1;
                     if let (Some((nb, end)), true) = (live_blocks, k0 > 0) {
@@ -525,7 +626,6 @@ pub fn attention(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
                         e.matmul(pv, pp, vp, wq, wp, dv, i > 0);
                     }
                     e.vsacc(o32, alpha, pv, wq, dv);
-                    k0 += bk;
                 }
                 if let Some((nb, end)) = live_blocks {
                     cx.e.bind_label(end);
@@ -550,7 +650,6 @@ pub fn attention(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
                 } else {
                     cx.e.move_view(false, &dst, res.addr, dv);
                 }
-                q0 += bq;
             }
         }
     }
