@@ -50,8 +50,32 @@ fn reg(regs: &[i64; 32], r: llmpu_isa::Reg) -> i64 {
     regs[r.0 as usize & 31]
 }
 
+/// Assembly text with every register name (`r12`) as `r_`.
+fn unnamed(text: &str) -> String {
+    let b = text.as_bytes();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < b.len() {
+        let starts = b[i] == b'r'
+            && (i == 0 || !b[i - 1].is_ascii_alphanumeric())
+            && b.get(i + 1).is_some_and(u8::is_ascii_digit);
+        if starts {
+            out.push_str("r_");
+            i += 1;
+            while b.get(i).is_some_and(u8::is_ascii_digit) {
+                i += 1;
+            }
+        } else {
+            out.push(b[i] as char);
+            i += 1;
+        }
+    }
+    out
+}
+
 /// The DMA, matrix and vector instructions one core executes, in order, with every register
-/// operand replaced by its value (`[value]` after the text); scalar control is interpreted.
+/// operand replaced by its value (`r_` in the text, the values after it); scalar control is
+/// interpreted.
 /// Semaphore waits and signals are left out: the straight-line emission may synchronize more
 /// conservatively where its conflict scan reaches its limit.
 fn executed(code: &[Inst]) -> Vec<String> {
@@ -93,7 +117,8 @@ fn executed(code: &[Inst]) -> Vec<String> {
                     "scalar instruction the test does not interpret: {other}"
                 );
                 let vals: Vec<i64> = other.regs_read().iter().map(|&r| reg(&regs, r)).collect();
-                out.push(format!("{other} {vals:?}"));
+                // Register names may differ (the loops' own registers); their values may not.
+                out.push(format!("{} {vals:?}", unnamed(&other.to_string())));
             }
         }
         regs[0] = 0;
