@@ -1573,6 +1573,23 @@ fn row_kernel_inner(
     row_kernel_stats(cx, k, x, o, params, inner, &[])
 }
 
+/// Stores a normalization's per-row mean (`src[0]`) and inverse standard deviation (`src[1]`,
+/// f32 `rows × 1` tiles) of tile `t` to the requested statistics outputs.
+fn store_stats(cx: &mut Cx, stats: &[Option<View>], t: &Tile, src: [T; 2], rows: u64) {
+    for (stat, src) in stats.iter().zip(src) {
+        let Some(sv) = stat else { continue };
+        let src = if sv.dt == DType::F32 {
+            src
+        } else {
+            // Converted in place: the narrower value fits the f32 slot it came from.
+            let c = T::sram(src.addr, 1, sv.dt);
+            cx.e.vun(Un::Copy, c, src, Bcast::Full, rows, 1);
+            c
+        };
+        cx.e.move_view(false, &tile_view(sv, t), src.addr, 1);
+    }
+}
+
 /// `x`, `o` and the row statistics with their outer dims merged (see [`merge_outer`]), if any
 /// merge.
 fn merge_rows(
@@ -1752,18 +1769,7 @@ fn row_kernel_stats(
                 res.addr,
                 *o.shape.last().unwrap_or(&1),
             );
-            for (stat, src) in stats.iter().zip([s1, s2]) {
-                let Some(sv) = stat else { continue };
-                let src = if sv.dt == DType::F32 {
-                    src
-                } else {
-                    // Converted in place: the narrower value fits the f32 slot it came from.
-                    let c = T::sram(src.addr, 1, sv.dt);
-                    cx.e.vun(Un::Copy, c, src, Bcast::Full, rows, 1);
-                    c
-                };
-                cx.e.move_view(false, &tile_view(sv, t), src.addr, 1);
-            }
+            store_stats(cx, stats, t, [s1, s2], rows);
         }
     }
     Ok(())

@@ -22,7 +22,7 @@ use llmpu_isa::{Bcast, DType};
 
 use super::{
     Bin, Cx, Ew, Imm, R, Red, RowK, Src, Sweep, T, Un, classify_view, elementwise_srcs, merge_rows,
-    row_tiles, tile_view,
+    row_tiles, store_stats, tile_view,
 };
 use crate::backend::emit::Mem;
 use crate::backend::view::View;
@@ -245,17 +245,7 @@ pub(super) fn row_kernel_chunked(
                 accumulate(cx, k, s, a, wk, false, n, cw);
             }
             finish_stats(cx, k, s, cols, n);
-            for (stat, src) in stats.iter().zip([s.s1, s.s2]) {
-                let Some(sv) = stat else { continue };
-                let src = if sv.dt == DType::F32 {
-                    src
-                } else {
-                    let c = T::sram(src.addr, 1, sv.dt);
-                    cx.e.vun(Un::Copy, c, src, Bcast::Full, n, 1);
-                    c
-                };
-                cx.e.move_view(false, &tile_view(sv, t), src.addr, 1);
-            }
+            store_stats(cx, stats, t, [s.s1, s.s2], n);
             let mut inner = Sweep::new(cx.e, full as usize, nchunks as usize);
             while let Some((kk, _)) = inner.next(cx.e) {
                 let c = kk as u64;
