@@ -402,6 +402,38 @@ pub fn attention(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
     // With one Q block (decode) units go round robin, a round of one unit per core at a time
     // (the rounds roll); with several, each core takes a contiguous run of about equal KV blocks
     // and its runs of one Q block over consecutive heads roll (around the KV-block loops).
+    // How many leading units of a list a loop may stand for: their operands' addresses must
+    // advance by one constant (heads of one batch do; a batch boundary of a [b, s, h, d] view
+    // does not).
+    let affine = |list: &[(u64, u64, u64)]| -> usize {
+        let base = |&(bi, hi, q0): &(u64, u64, u64)| {
+            let hk = hi * hkv / h;
+            let mut a = vec![
+                index(&qv, &[bi, hi]).addr + (q0 as i64) * qv.strides[2] * sz as i64,
+                index(&kv, &[bi, hk]).addr,
+                index(&vv, &[bi, hk]).addr,
+                index(ov, &[bi, hi]).addr,
+            ];
+            if let Some(mv) = &mask {
+                a.push(index(mv, &[bi, hi]).addr);
+            }
+            a
+        };
+        let addrs: Vec<Vec<i64>> = list.iter().map(base).collect();
+        if addrs.len() < 2 {
+            return addrs.len();
+        }
+        let step: Vec<i64> = addrs[1].iter().zip(&addrs[0]).map(|(b, a)| b - a).collect();
+        1 + (1..addrs.len())
+            .take_while(|&i| {
+                addrs[i]
+                    .iter()
+                    .zip(&addrs[i - 1])
+                    .zip(&step)
+                    .all(|((b, a), s)| b - a == *s)
+            })
+            .count()
+    };
     let mut per_core: Vec<Vec<(u64, u64, u64)>> = vec![vec![]; cores];
     // Emission: loops of (uniform iterations, iterations).
     let mut sweeps: Vec<(usize, Vec<Round>)> = vec![];
@@ -417,7 +449,13 @@ pub fn attention(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
                     .collect()
             })
             .collect();
-        sweeps.push((units.len() / cores, rounds));
+        let uniform = per_core
+            .iter()
+            .filter(|l| !l.is_empty())
+            .map(|l| affine(l))
+            .min()
+            .unwrap_or(0);
+        sweeps.push(((units.len() / cores).min(uniform), rounds));
     } else {
         let total: u64 = units.iter().map(|u| live_of(u.2)).sum();
         let mut acc = 0u64;
@@ -429,7 +467,8 @@ pub fn attention(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
         for (core, list) in per_core.iter().enumerate() {
             let mut at = 0;
             while at < list.len() {
-                let run = list[at..].iter().take_while(|u| u.2 == list[at].2).count();
+                let same_q = list[at..].iter().take_while(|u| u.2 == list[at].2).count();
+                let run = affine(&list[at..at + same_q]).max(1);
                 sweeps.push((run, (at..at + run).map(|k| vec![(core, k)]).collect()));
                 at += run;
             }
