@@ -338,6 +338,56 @@ fn rolled_equals_unrolled(
 }
 
 #[test]
+fn loops_whose_hbm_addresses_cross_2_gib_roll() {
+    // A 3 GiB tensor: its row tiles' addresses pass 2³¹, where a loaded address takes an `lih`
+    // as well as an `li` (the last iterations then had one instruction more than the body, an
+    // internal error that stopped a GPT-3 shard's second LayerNorm).
+    let d = dir("2gib");
+    let model = d.join("relu.mlir");
+    let t = "tensor<1572864x1024xbf16>";
+    std::fs::write(
+        &model,
+        format!(
+            r#"module {{
+  func.func @main(%x: {t}) -> {t} {{
+    %r = "graph.relu"(%x) : ({t}) -> {t} loc("Relu")
+    func.return %r : {t} loc(unknown)
+  }} loc("main")
+}}
+"#
+        ),
+    )
+    .unwrap();
+    let bin = d.join("relu.llmpu");
+    llmpu_ok(&[
+        "compile",
+        &s(&model),
+        "--target",
+        "datacenter",
+        "-o",
+        &s(&bin),
+    ]);
+    let size: usize = program(&bin).cores.iter().map(Vec::len).sum();
+    assert!(size < 2000, "{size} instructions");
+    assert!(llmpu_out(&["disasm", &s(&bin)]).contains("lih"));
+    // The same work as the straight-line program, addresses past 2³¹ included.
+    let straight = d.join("relu-unrolled.llmpu");
+    let args = ["compile", &s(&model), "--target", "datacenter", "--unroll"];
+    llmpu_ok(&[&args[..], &["-o", &s(&straight)]].concat());
+    for (c, (a, b)) in program(&bin)
+        .cores
+        .iter()
+        .zip(&program(&straight).cores)
+        .enumerate()
+    {
+        assert!(
+            executed(a) == executed(b),
+            "core {c}: executed work differs"
+        );
+    }
+}
+
+#[test]
 fn gemm_program_on_a_many_core_target_does_not_grow_with_the_matrix() {
     let d = dir("scale");
     let count = |m: u64, k: u64, n: u64| -> usize {

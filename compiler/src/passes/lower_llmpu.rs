@@ -88,6 +88,9 @@ impl Pass for LowerLlmpu {
                 flush_tail(&mut cx);
             }
             lower_op(&mut cx, op).map_err(|err| fail(&loc, err.message))?;
+            if let Some(err) = e.roll_error() {
+                return Err(fail(&loc, err));
+            }
             e.end_op();
             e.reset_alloc();
         }

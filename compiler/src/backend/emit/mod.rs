@@ -1227,6 +1227,12 @@ impl Emitter {
         self.cur = cur;
     }
 
+    /// The internal error of a loop that could not be rolled soundly, if one was found (the
+    /// program is then unusable: stop rather than emit the rest straight-line).
+    pub fn roll_error(&self) -> Option<&str> {
+        self.roll_error.as_deref()
+    }
+
     /// Ends every stream with `halt` and returns them with the signals and waits in place and
     /// the rolled loops in their final form; an error when a loop could not be rolled soundly.
     pub fn finish(mut self) -> Result<Vec<Vec<Item>>, EmitError> {

@@ -182,23 +182,46 @@ fn is_wait(i: &Inst) -> bool {
     )
 }
 
+/// Instructions with each `li` (and its `lih`) as one entry: position, the `li` with its
+/// immediate cleared, and the 64-bit value it loads (`None` for other instructions). An address
+/// crossing 2³¹ takes a `lih` in some iterations and not in others.
+fn merge_loads(v: &[(usize, Inst)]) -> Vec<(usize, Inst, Option<i64>)> {
+    let mut out = vec![];
+    let mut k = 0;
+    while k < v.len() {
+        let (pos, inst) = v[k];
+        if let Inst::Li { rd, imm } = inst {
+            let mut val = imm as i64;
+            if let Some(&(_, Inst::Lih { rd: r2, imm: hi })) = v.get(k + 1)
+                && r2 == rd
+            {
+                val = (((hi as u64) << 32) | (imm as u32 as u64)) as i64;
+                k += 1;
+            }
+            out.push((pos, Inst::Li { rd, imm: 0 }, Some(val)));
+        } else {
+            out.push((pos, inst, None));
+        }
+        k += 1;
+    }
+    out
+}
+
 /// `tail` without the waits it has beyond `body`'s (aligned greedily): after the skipped trips
 /// the emitter knows their touches only as widened ranges and may wait where the body did not.
 /// A wait only orders; the kernel's own instructions must still match.
-fn without_extra_waits<'a>(body: &[&Inst], tail: &[&'a Inst]) -> Vec<&'a Inst> {
-    let same = |x: &Inst, y: &Inst| match (x, y) {
-        (Inst::Li { rd: r1, .. }, Inst::Li { rd: r2, .. })
-        | (Inst::Lih { rd: r1, .. }, Inst::Lih { rd: r2, .. }) => r1 == r2,
-        _ => x == y,
-    };
+fn without_extra_waits(
+    body: &[(usize, Inst, Option<i64>)],
+    tail: &[(usize, Inst, Option<i64>)],
+) -> Vec<(usize, Inst, Option<i64>)> {
     let mut out = vec![];
     let mut q = 0;
-    for &t in tail {
-        if body.get(q).is_some_and(|b| same(b, t)) {
+    for t in tail {
+        if body.get(q).is_some_and(|b| b.1 == t.1) {
             q += 1;
-            out.push(t);
-        } else if !is_wait(t) {
-            out.push(t);
+            out.push(*t);
+        } else if !is_wait(&t.1) {
+            out.push(*t);
         }
     }
     out
@@ -762,28 +785,35 @@ impl Emitter {
             let Some(sp) = &plan.streams[c] else { continue };
             let body = s.flatten(r.marks[i][c].0, r.marks[i + p][c].0);
             let tail = s.flatten(r.tail_marks[0][c].0, r.tail_marks[p][c].0);
-            let a: Vec<(usize, &Inst)> = body
+            let a: Vec<(usize, Inst)> = body
                 .iter()
                 .enumerate()
                 .filter(|(_, x)| !is_signal(&x.1.inst))
-                .map(|(q, x)| (q, &x.1.inst))
+                .map(|(q, x)| (q, x.1.inst))
                 .collect();
-            let b: Vec<&Inst> = tail
+            let b: Vec<(usize, Inst)> = tail
                 .iter()
-                .map(|x| &x.1.inst)
-                .filter(|x| !is_signal(x))
+                .filter(|x| !is_signal(&x.1.inst))
+                .map(|x| (0, x.1.inst))
                 .collect();
-            let a2: Vec<&Inst> = a.iter().map(|x| x.1).collect();
-            let b = without_extra_waits(&a2, &b);
-            let ok = compare(&a2, &b).is_some_and(|vals| {
-                vals.iter().all(|&(q, _, va, vb)| {
-                    let at = a[q].0;
-                    match sp.inductions.iter().find(|x| x.0 == at) {
-                        Some(&(_, _, v0, step)) => vb == v0 + step * plan.trips as i64 && va == v0,
-                        None => va == vb,
-                    }
-                })
-            });
+            let a = merge_loads(&a);
+            let b = without_extra_waits(&a, &merge_loads(&b));
+            let ok = a.len() == b.len()
+                && a.iter().zip(&b).all(|(x, y)| {
+                    x.1 == y.1
+                        && match (x.2, y.2) {
+                            (Some(va), Some(vb)) => {
+                                match sp.inductions.iter().find(|ind| ind.0 == x.0) {
+                                    Some(&(_, _, v0, step)) => {
+                                        vb == v0 + step * plan.trips as i64 && va == v0
+                                    }
+                                    None => va == vb,
+                                }
+                            }
+                            (None, None) => true,
+                            _ => false,
+                        }
+                });
             if !ok && self.roll_error.is_none() {
                 let loc = body
                     .first()
