@@ -197,3 +197,24 @@ fn chunked_row_kernels_roll_so_the_program_does_not_grow_with_the_rows() {
         "64 rows: {small} instructions, 4096 rows: {large}"
     );
 }
+
+#[test]
+fn rows_wider_than_a_vector_instruction_are_chunked_and_match_the_interpreter() {
+    // 70001 columns fit a 2 MiB core in SRAM but not a vector instruction's 16-bit `cols`.
+    let t = small_target(2 << 20, 2);
+    let src = row_op_src("graph.softmax", "axis = -1 : i64", 3, 70001, 0);
+    let (err, _) = run_both(&src, &[3, 70001], t.clone(), Precision::Fp32);
+    assert!(err < 1e-6, "softmax: max error {err}");
+    let ty = "tensor<3x70001xf32>";
+    let neg = format!(
+        r#"module {{
+  func.func @main(%x: {ty} {{graph.name = "x"}}) -> ({ty} {{graph.name = "y"}}) {{
+    %y = "graph.neg"(%x) : ({ty}) -> {ty} loc("Neg_0")
+    func.return %y : {ty}
+  }}
+}}
+"#
+    );
+    let (err, _) = run_both(&neg, &[3, 70001], t, Precision::Fp32);
+    assert!(err == 0.0, "neg: max error {err}");
+}

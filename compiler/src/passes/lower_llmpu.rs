@@ -140,6 +140,15 @@ impl Pass for LowerLlmpu {
         let streams = e
             .finish()
             .map_err(|err| fail(&Location::Unknown, err.to_string()))?;
+        // An instruction a kernel built with a field out of range is a compiler bug: say which.
+        for it in streams.iter().flatten() {
+            if let Err(err) = it.inst.raw_fields() {
+                return Err(fail(
+                    &Location::name(&it.loc),
+                    format!("internal: {err} in `{}`", it.inst),
+                ));
+            }
+        }
         codegen::write_lowered(
             m,
             &streams,

@@ -1171,7 +1171,7 @@ fn elementwise_srcs(cx: &mut Cx, k: Ew, srcs: &[Src], ov: &View) -> R<()> {
         })
         .sum();
     let free = cx.e.free(Mem::Sram).saturating_sub(once);
-    if r > 0 && cols > 1 && free < 2 * per_row + 64 {
+    if r > 0 && cols > 1 && (free < 2 * per_row + 64 || cols > split_rows::MAX_COLS) {
         return split_rows::elementwise_chunked(cx, k, srcs, ov);
     }
     let budget_rows =
@@ -1503,7 +1503,7 @@ pub fn copy(cx: &mut Cx, src: &View, dst: &View) -> R<()> {
         2 * per_row,
         &cx.e.target,
     ));
-    if max_rows == 0 {
+    if max_rows == 0 || cols > split_rows::MAX_COLS {
         let w = split_rows::chunk_width(
             cols,
             8,
@@ -1635,7 +1635,9 @@ fn row_kernel_stats(
         .iter()
         .map(|p| (cols * p.dt.size()).div_ceil(64) * 64 + (cols * 4).div_ceil(64) * 64)
         .sum();
-    if cx.e.free(Mem::Sram).saturating_sub(param_bytes) < 2 * per_row + 64 {
+    if cx.e.free(Mem::Sram).saturating_sub(param_bytes) < 2 * per_row + 64
+        || cols > split_rows::MAX_COLS
+    {
         let mut sh = x.shape[..r - inner].to_vec();
         sh.push(cols);
         let not_dense = || {

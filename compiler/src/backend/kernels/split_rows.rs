@@ -1,6 +1,7 @@
 //! Rows wider than SRAM: row kernels (softmax, log-softmax, LayerNorm, RMSNorm) and elementwise
 //! kernels whose single row does not fit a core's SRAM with double buffering (a 12288-wide
-//! LayerNorm on a 192 KiB core) work on column chunks.
+//! LayerNorm on a 192 KiB core), or is wider than a vector instruction's 65535 columns, work on
+//! column chunks.
 //!
 //! Elementwise ops and copies have no dependence along the row: the last dim is split into
 //! `[n, w]` chunks (plus a narrower remainder) and the ordinary kernel runs on those views.
@@ -29,6 +30,10 @@ use crate::backend::view::View;
 
 /// Buffers a chunk width must leave room for (alignment slack per buffer).
 const SLACK: u64 = 64;
+
+/// The widest row a vector instruction takes (its 16-bit `cols` field): wider rows are chunked
+/// even where SRAM would hold them.
+pub(super) const MAX_COLS: u64 = 65535;
 
 /// `v` with its last dim `[.., n·w]` split into `[.., n, w]` (the first `n·w` elements).
 fn split_last(v: &View, n: u64, w: u64) -> View {
@@ -67,7 +72,9 @@ pub(super) fn chunk_width(
     free: u64,
 ) -> u64 {
     let avail = free.saturating_sub(2 * buffers * SLACK);
-    let w = (avail / (2 * rows.max(1) * bytes_per_elem.max(1))).min(cols);
+    let w = (avail / (2 * rows.max(1) * bytes_per_elem.max(1)))
+        .min(cols)
+        .min(MAX_COLS);
     if let Some(d) = (w.div_ceil(2).max(1)..=w)
         .rev()
         .find(|&d| cols.is_multiple_of(d))
