@@ -643,6 +643,16 @@ pub fn row_tiles(shape: &[u64], inner: usize, max_rows: u64) -> Vec<Tile> {
     out
 }
 
+/// Rounds of one tile per core that may roll into a loop: the leading ones whose tiles all have
+/// `rows` rows and share the first tile's leading index (so they advance along one dim).
+pub fn uniform_rounds(tiles: &[Tile], rows: u64, cores: usize) -> usize {
+    tiles
+        .iter()
+        .take_while(|t| t.rows == rows && t.lead == tiles[0].lead)
+        .count()
+        / cores.max(1)
+}
+
 /// The part of `v` (same rank as the iteration space) covered by `t`.
 pub fn tile_view(v: &View, t: &Tile) -> View {
     let mut x = v.clone();
@@ -1226,11 +1236,7 @@ fn elementwise_srcs(cx: &mut Cx, k: Ew, srcs: &[Src], ov: &View) -> R<()> {
     // Rounds of one tile per core roll into a loop while the tiles are full and advance along
     // one dimension.
     let cores = cx.e.cores();
-    let uniform_rounds = tiles
-        .iter()
-        .take_while(|t| t.rows == max_rows && t.lead == tiles[0].lead)
-        .count()
-        / cores;
+    let uniform_rounds = uniform_rounds(&tiles, max_rows, cores);
     let mut sweep = Sweep::new(cx.e, uniform_rounds, tiles.len().div_ceil(cores));
     while let Some((round, _)) = sweep.next(cx.e) {
         for (ti, t) in tiles.iter().enumerate().skip(round * cores).take(cores) {
@@ -1713,11 +1719,7 @@ fn row_kernel_stats(
     }
     // Rounds of one tile per core roll like the elementwise kernels'.
     let cores = cx.e.cores();
-    let uniform_rounds = tiles
-        .iter()
-        .take_while(|t| t.rows == mr && t.lead == tiles[0].lead)
-        .count()
-        / cores;
+    let uniform_rounds = uniform_rounds(&tiles, mr, cores);
     let mut sweep = Sweep::new(cx.e, uniform_rounds, tiles.len().div_ceil(cores));
     while let Some((round, _)) = sweep.next(cx.e) {
         for (i, t) in tiles.iter().enumerate().skip(round * cores).take(cores) {

@@ -23,7 +23,7 @@ use llmpu_isa::{Bcast, DType};
 
 use super::{
     Bin, Cx, Ew, Imm, R, Red, RowK, Src, Sweep, T, Un, classify_view, elementwise_srcs, merge_rows,
-    row_tiles, store_stats, tile_view,
+    row_tiles, store_stats, tile_view, uniform_rounds,
 };
 use crate::backend::emit::Mem;
 use crate::backend::view::View;
@@ -222,11 +222,7 @@ pub(super) fn row_kernel_chunked(
     };
     let tiles = row_tiles(&x.shape, 1, rows);
     let cores = cx.e.cores();
-    let uniform_rounds = tiles
-        .iter()
-        .take_while(|t| t.rows == rows && t.lead == tiles[0].lead)
-        .count()
-        / cores;
+    let uniform_rounds = uniform_rounds(&tiles, rows, cores);
     let chunk = |c: u64| (c * w, w.min(cols - c * w));
     let mut sweep = Sweep::new(cx.e, uniform_rounds, tiles.len().div_ceil(cores));
     while let Some((round, _)) = sweep.next(cx.e) {
