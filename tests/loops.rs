@@ -338,6 +338,46 @@ fn rolled_equals_unrolled(
 }
 
 #[test]
+fn an_op_whose_loop_a_later_wait_reaches_into_is_lowered_straight_line() {
+    // Causal attention over 1025 keys on 64 KiB cores: a wait in the last KV iterations of a
+    // unit depended on a matrix instruction of a copy the loop replaced, so the rolled program
+    // lost that signal and deadlocked (found by a sweep of generated models). The emitter now
+    // flags it and lower-llmpu lowers the op again without rolling.
+    let d = dir("attn-late-wait");
+    let t = small_quad(&d, 64);
+    let (h, sq) = (3, 1025);
+    let model = d.join("model.mlir");
+    std::fs::write(&model, attention_model(h, sq, sq, 128, true)).unwrap();
+    let (rolled, straight) = (d.join("rolled.llmpu"), d.join("straight.llmpu"));
+    llmpu_ok(&["compile", &s(&model), "--target", &t, "-o", &s(&rolled)]);
+    let args = ["compile", &s(&model), "--target", &t, "--unroll"];
+    llmpu_ok(&[&args[..], &["-o", &s(&straight)]].concat());
+    let size = |p: &Path| program(p).cores.iter().map(Vec::len).sum::<usize>();
+    assert_eq!(size(&rolled), size(&straight));
+    let mut inputs = vec![];
+    for (i, name) in ["input0", "input1", "input2"].into_iter().enumerate() {
+        let t = Tensor::from_f32(
+            DType::F32,
+            vec![1, h, sq, 128],
+            &noise(h as usize * 1025 * 128, 3 + i as u64),
+        )
+        .unwrap();
+        let p = d.join(format!("{name}.npy"));
+        npy::write_file(&p, &t).unwrap();
+        inputs.push((name, p));
+    }
+    let (o1, j1) = (d.join("out"), d.join("r.json"));
+    run_outputs(&rolled, &inputs, &o1, &j1);
+    assert!(
+        npy::read_file(o1.join("output0.npy"))
+            .unwrap()
+            .to_f32()
+            .iter()
+            .all(|x| x.is_finite())
+    );
+}
+
+#[test]
 fn loops_whose_hbm_addresses_cross_2_gib_roll() {
     // A 3 GiB tensor: its row tiles' addresses pass 2³¹, where a loaded address takes an `lih`
     // as well as an `li` (the last iterations then had one instruction more than the body, an

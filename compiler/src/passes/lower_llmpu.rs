@@ -66,30 +66,42 @@ impl Pass for LowerLlmpu {
                 continue;
             }
             let loc = m.op(op).loc.clone();
-            e.set_loc(&loc_string(&loc));
-            e.begin_op();
-            let mut cx = Cx {
-                m,
-                plan: &plan,
-                e: &mut e,
-                o: &o,
-                loc: loc.clone(),
-                tail: &mut tail,
-                recompute: &recompute,
-            };
             // Only matmuls take over a previous matmul's deferred epilogues (after their first
             // loads); every other op starts after them.
             // (A producer its consumers recompute emits nothing: the tail waits for them.)
-            if !matches!(
+            let flush = !matches!(
                 m.op(op).name.as_str(),
                 "graph.matmul" | "graph.matmul_epilogue" | "graph.gemm"
-            ) && !producers.contains(&op)
-            {
-                flush_tail(&mut cx);
-            }
-            lower_op(&mut cx, op).map_err(|err| fail(&loc, err.message))?;
+            ) && !producers.contains(&op);
+            let lower = |e: &mut Emitter, tail: &mut Option<Tail>| -> Result<(), PassError> {
+                e.set_loc(&loc_string(&loc));
+                e.begin_op();
+                let mut cx = Cx {
+                    m,
+                    plan: &plan,
+                    e,
+                    o: &o,
+                    loc: loc.clone(),
+                    tail,
+                    recompute: &recompute,
+                };
+                if flush {
+                    flush_tail(&mut cx);
+                }
+                lower_op(&mut cx, op).map_err(|err| fail(&loc, err.message))
+            };
+            // A loop the emitter cannot roll soundly (an internal error) leaves the op
+            // straight-line: lowered again from the state before it, without rolling.
+            let before = e.roll.then(|| (e.clone(), tail.clone()));
+            lower(&mut e, &mut tail)?;
             if let Some(err) = e.roll_error() {
-                return Err(fail(&loc, err));
+                let Some((e0, t0)) = before else {
+                    return Err(fail(&loc, err));
+                };
+                (e, tail) = (e0, t0);
+                e.roll = false;
+                lower(&mut e, &mut tail)?;
+                e.roll = true;
             }
             e.end_op();
             e.reset_alloc();

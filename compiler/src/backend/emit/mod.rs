@@ -302,6 +302,7 @@ pub enum EmitError {
 }
 
 /// Builds the per-core instruction streams of a program.
+#[derive(Clone)]
 pub struct Emitter {
     pub target: Target,
     streams: Vec<Stream>,

@@ -51,7 +51,7 @@ pub(super) struct Rolled {
 /// equal): the n-th register an iteration allocates on a core is the n-th of the previous
 /// iteration; a nested repeat starts from the choices of the same repeat in the previous
 /// iteration of its parent.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(super) struct Frame {
     prev: Vec<Vec<usize>>,
     cur: Vec<Vec<usize>>,
@@ -864,6 +864,26 @@ impl Emitter {
                     "internal: the last iterations of the loop of `{loc}` use its counter register"
                 ));
             }
+            // A wait after the body's copies (in the last iterations, emitted straight-line)
+            // may have put a signal on a copy the loop replaces: then the loop would not send it.
+            let signals = |lo: usize, hi: usize| {
+                s.flatten(lo, hi)
+                    .iter()
+                    .filter(|x| is_signal(&x.1.inst))
+                    .count()
+            };
+            let in_body = signals(b0, b1);
+            let mut k = i + p;
+            while k + p < r.marks.len() {
+                let (lo, hi) = (r.marks[k][c].0, r.marks[k + p][c].0);
+                if signals(lo, hi) > in_body && self.roll_error.is_none() {
+                    self.roll_error = Some(format!(
+                        "internal: an instruction after the loop of `{loc}` waits for an iteration the loop stands for"
+                    ));
+                }
+                k += p;
+            }
+            let s = &mut self.streams[c];
             // Signals of the copies the body stands for that no wait consumed.
             let copies = s.flatten(b0, t0);
             let insts: Vec<&Inst> = copies.iter().map(|x| &x.1.inst).collect();

@@ -2721,6 +2721,7 @@ impl SharedA {
 /// The last epilogue of each core of a matmul, emitted by the next op (a matmul does so after
 /// its first loads; any other op before it starts, [`flush_tail`]). Its buffers stay reserved
 /// until then: the emitter allocates the next kernel's buffers clear of them.
+#[derive(Clone)]
 pub struct Tail {
     loc: String,
     eps: Vec<Option<Epilogue>>,
@@ -3026,6 +3027,7 @@ struct EpilogueOps {
 }
 
 /// Everything the epilogue of one output tile needs.
+#[derive(Clone)]
 struct Epilogue {
     acc: T,
     o32: T,
