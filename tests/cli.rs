@@ -191,3 +191,62 @@ fn a_runaway_program_stops_at_the_instruction_limit() {
     assert!(!o.status.success());
     assert!(text(&o).contains("pc 0"), "{}", text(&o));
 }
+
+#[allow(dead_code)]
+#[path = "../examples/tiny_gpt.rs"]
+mod tiny_gpt;
+
+#[test]
+fn check_holds_bf16_outputs_to_the_bf16_tolerance_at_fp32_precision() {
+    use llmpu_compiler::onnx::proto::{GraphProto, ModelProto, OperatorSetIdProto};
+    use prost::Message;
+    // A bf16 LayerNorm over 5003 columns: the emulator's result and the interpreter's may round
+    // to neighbouring bf16 values, which the fp32 tolerance (1e-5) would call a failure.
+    const BF16: i32 = 16;
+    let mut b = tiny_gpt::Builder {
+        nodes: vec![],
+        inits: vec![],
+        seed: 7,
+        count: 0,
+    };
+    b.node(
+        "LayerNormalization",
+        "/ln",
+        &["x", "g", "b"],
+        vec![tiny_gpt::int("axis", -1)],
+    );
+    if let Some(n) = b.nodes.last_mut() {
+        n.output = vec!["y".into()];
+    }
+    let m = ModelProto {
+        ir_version: 9,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
+        graph: Some(GraphProto {
+            name: "ln".into(),
+            node: b.nodes,
+            input: vec![
+                tiny_gpt::value_info("x", BF16, &[3, 5003]),
+                tiny_gpt::value_info("g", BF16, &[5003]),
+                tiny_gpt::value_info("b", BF16, &[5003]),
+            ],
+            output: vec![tiny_gpt::value_info("y", BF16, &[3, 5003])],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let path = scratch("ln-bf16.onnx");
+    std::fs::write(&path, m.encode_to_vec()).unwrap();
+    let o = llmpu(&[
+        "check",
+        path.to_str().unwrap(),
+        "--precision",
+        "fp32",
+        "--no-report",
+    ]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("ok   y") && t.contains("[bf16:"), "{t}");
+}
