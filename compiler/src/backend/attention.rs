@@ -384,12 +384,13 @@ pub fn attention(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
     // core of about equal KV blocks: a core's units then come in runs of one Q block over
     // consecutive heads — the same work at advancing addresses, which rolls into a loop around
     // the KV-block loop.
+    // The KV blocks a Q block at `q0` reads: those above the causal diagonal (a suffix) are
+    // skipped.
     let live_of = |q0: u64| {
         let wq = bq.min(sq - q0);
         (0..skv.div_ceil(bk))
             .take_while(|&j| !(causal && j * bk > q0 + wq - 1 + off))
             .count()
-            .max(1) as u64
     };
     let mut units = vec![];
     for q0 in (0..sq).step_by(bq as usize) {
@@ -457,12 +458,12 @@ pub fn attention(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
             .unwrap_or(0);
         sweeps.push(((units.len() / cores).min(uniform), rounds));
     } else {
-        let total: u64 = units.iter().map(|u| live_of(u.2)).sum();
+        let total: u64 = units.iter().map(|u| live_of(u.2).max(1) as u64).sum();
         let mut acc = 0u64;
         for u in units {
             let c = ((acc as u128 * cores as u128) / total.max(1) as u128) as usize;
             per_core[c.min(cores - 1)].push(u);
-            acc += live_of(u.2);
+            acc += live_of(u.2).max(1) as u64;
         }
         for (core, list) in per_core.iter().enumerate() {
             let mut at = 0;
@@ -527,12 +528,10 @@ pub fn attention(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()> {
                 cx.e.vfill(o32, 0.0, wq, dv);
                 cx.e.vfill(mrun, f32::NEG_INFINITY, wq, 1);
                 cx.e.vfill(lrun, 0.0, wq, 1);
-                // KV blocks above the diagonal are skipped (a suffix); the leading full blocks
-                // the causal mask does not cross are uniform and roll into a loop.
+                // The leading full KV blocks the causal mask does not cross are uniform and
+                // roll into a loop.
                 let nblk = skv.div_ceil(bk);
-                let live = (0..nblk)
-                    .take_while(|&j| !(causal && j * bk > q0 + wq - 1 + off))
-                    .count();
+                let live = live_of(q0);
                 let uniform = if paged.is_some() {
                     0
                 } else {

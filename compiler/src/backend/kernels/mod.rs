@@ -1150,12 +1150,7 @@ fn rope(cx: &mut Cx, ins: &[ValueId], out: &View, rotary_dim: Option<i64>) -> R<
 }
 
 fn elementwise_srcs(cx: &mut Cx, k: Ew, srcs: &[Src], ov: &View) -> R<()> {
-    let mut views = vec![ov.clone()];
-    views.extend(srcs.iter().map(|s| match s {
-        Src::Full(v) | Src::Row(v) | Src::Col(v) => v.clone(),
-        Src::Imm(_) => ov.clone(),
-    }));
-    let merged = merge_outer(&views);
+    let merged = merge_outer(&split_rows::src_views(srcs, ov));
     if merged[0].shape.len() < ov.shape.len() {
         let srcs = split_rows::rechunk_srcs(srcs, &merged[1..], &merged[0].shape);
         return elementwise_srcs(cx, k, &srcs, &merged[0]);

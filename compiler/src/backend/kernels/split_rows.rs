@@ -52,7 +52,7 @@ fn split_last(v: &View, n: u64, w: u64) -> View {
 }
 
 /// The views of a last dim of `cols` cut into `n` chunks of `w` and the remainder, if any.
-pub(super) fn chunked(v: &View, w: u64) -> (View, Option<View>) {
+fn chunked(v: &View, w: u64) -> (View, Option<View>) {
     let r = v.shape.len();
     let cols = v.shape[r - 1];
     let n = cols / w;
@@ -82,6 +82,35 @@ pub(super) fn chunk_width(
         return d;
     }
     if w >= 64 { w / 64 * 64 } else { w }
+}
+
+/// Rows per tile (at most `rows`, halved while the chunks would be narrower than 256 columns)
+/// and the chunk width, for `per_col(rows)` bytes per column of one buffer set.
+fn tile_shape(
+    cols: u64,
+    mut rows: u64,
+    per_col: impl Fn(u64) -> u64,
+    buffers: u64,
+    free: u64,
+) -> (u64, u64) {
+    loop {
+        let w = chunk_width(cols, 1, per_col(rows), buffers, free);
+        if w >= 256.min(cols) || rows <= 1 {
+            return (rows, w);
+        }
+        rows /= 2;
+    }
+}
+
+/// The output's view, then each operand's (the output's in place of an immediate): the views
+/// [`rechunk_srcs`] takes back.
+pub(super) fn src_views(srcs: &[Src], ov: &View) -> Vec<View> {
+    let mut views = vec![ov.clone()];
+    views.extend(srcs.iter().map(|s| match s {
+        Src::Full(v) | Src::Row(v) | Src::Col(v) => v.clone(),
+        Src::Imm(_) => ov.clone(),
+    }));
+    views
 }
 
 /// Runs `body` on the view sets of the chunks: the `[.., n, w]` main part, then the remainder.
@@ -166,18 +195,14 @@ pub(super) fn row_kernel_chunked(
     let per_elem = x.dt.size() + 4 + out_bytes;
     let buffers = 3 + 2 * params.len() as u64;
     let free = cx.e.free(Mem::Sram).saturating_sub(5 * 8 * 4 + 5 * SLACK);
-    // Up to 8 rows per tile (each tile reloads the parameters' chunks), fewer if the rows are
-    // few or the chunks would get narrow.
-    let mut rows = cx.spread(total_rows, 8);
-    let mut w = 0;
-    while rows >= 1 {
-        let per = rows * per_elem + param_bytes;
-        w = chunk_width(cols, 1, per, buffers, free);
-        if w >= 256.min(cols) || rows == 1 {
-            break;
-        }
-        rows /= 2;
-    }
+    // Each tile of rows reloads the parameters' chunks.
+    let (rows, w) = tile_shape(
+        cols,
+        cx.spread(total_rows, 8),
+        |rows| rows * per_elem + param_bytes,
+        buffers,
+        free,
+    );
     if w == 0 {
         return Err(cx.err(format!(
             "a row of {cols} elements does not fit in SRAM even in chunks ({} bytes free)",
@@ -298,25 +323,19 @@ pub(super) fn elementwise_chunked(cx: &mut Cx, k: Ew, srcs: &[Src], ov: &View) -
     let buffers = srcs.len() as u64 + 4;
     let free = cx.e.free(Mem::Sram);
     let total_rows = ov.elems() / cols.max(1);
-    let mut rows = cx.spread(total_rows, 8);
-    let w = loop {
-        let w = chunk_width(cols, rows, per_elem, buffers, free);
-        if w >= 256.min(cols) || rows == 1 {
-            break w;
-        }
-        rows /= 2;
-    };
+    let (_, w) = tile_shape(
+        cols,
+        cx.spread(total_rows, 8),
+        |rows| rows * per_elem,
+        buffers,
+        free,
+    );
     if w == 0 {
         return Err(cx.err(format!(
             "one row of {cols} elements does not fit in SRAM even in chunks ({free} bytes free)"
         )));
     }
-    let mut views = vec![ov.clone()];
-    views.extend(srcs.iter().map(|s| match s {
-        Src::Full(v) | Src::Row(v) | Src::Col(v) => v.clone(),
-        Src::Imm(_) => ov.clone(),
-    }));
-    for_chunks(cx, &views, w, |cx, vs| {
+    for_chunks(cx, &src_views(srcs, ov), w, |cx, vs| {
         let srcs = rechunk_srcs(srcs, &vs[1..], &vs[0].shape);
         elementwise_srcs(cx, k, &srcs, &vs[0])
     })
