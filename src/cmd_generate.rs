@@ -24,7 +24,7 @@ use crate::progress::Progress;
 use crate::cmd_compile::{compile_module, load_model, options};
 
 /// Arguments of `llmpu generate`.
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Clone, Debug)]
 pub struct GenerateArgs {
     /// Prefill model: `.onnx` (compiled for the prompt length) or a compiled `.llmpu`.
     #[arg(long)]
@@ -76,6 +76,43 @@ pub struct GenerateArgs {
     /// Stop each emulated run after this many instructions.
     #[arg(long, value_name = "N")]
     pub max_instructions: Option<u64>,
+    /// Speculative decoding: a draft proposes K tokens per round and the decode model verifies
+    /// K + 1 positions in one run (compiled for K + 1 new tokens). Plain greedy decoding runs
+    /// first; every verified position is checked against it and the figures are compared.
+    #[arg(long, value_name = "K")]
+    pub speculate: Option<usize>,
+    /// With `--speculate`: the draft model's prefill (`.onnx`, or `.llmpu` for the draft's
+    /// machine); the same vocabulary as the target.
+    #[arg(long, value_name = "MODEL", requires = "speculate")]
+    pub draft_prefill: Option<PathBuf>,
+    /// With `--speculate`: the draft model's one-token decode graph.
+    #[arg(long, value_name = "MODEL", requires = "speculate")]
+    pub draft_decode: Option<PathBuf>,
+    /// With `--speculate`: no draft model; propose the tokens that followed the latest earlier
+    /// occurrence of the context's last N-gram (prompt lookup, N down to 1).
+    #[arg(long, value_name = "N", requires = "speculate")]
+    pub prompt_lookup: Option<usize>,
+    /// With `--speculate`: `time-sliced` (draft and target take turns on every core) or
+    /// `draft-unit` (the draft on the target's `[draft_unit]` cores, drafting ahead while the
+    /// target verifies; the default when the target declares one and the draft is a model).
+    #[arg(long, value_name = "PLACEMENT", requires = "speculate")]
+    pub draft_placement: Option<String>,
+}
+
+impl GenerateArgs {
+    /// The same generation without speculation, trace or verification (the oracle run).
+    pub fn plain(a: &GenerateArgs) -> GenerateArgs {
+        GenerateArgs {
+            trace: None,
+            verify: false,
+            speculate: None,
+            draft_prefill: None,
+            draft_decode: None,
+            prompt_lookup: None,
+            draft_placement: None,
+            ..a.clone()
+        }
+    }
 }
 
 /// The ONNX graph `--verify` runs beside `model`: the model itself, or its `reference`.
@@ -114,7 +151,7 @@ pub struct Generation {
     pub trace: Option<Trace>,
 }
 
-fn parse_prompt(s: &str) -> Result<(Vec<i64>, Option<Vec<i64>>), String> {
+pub fn parse_prompt(s: &str) -> Result<(Vec<i64>, Option<Vec<i64>>), String> {
     let p = Path::new(s);
     if p.extension().is_some_and(|e| e == "json") || p.is_file() {
         let text = llmpu_isa::limits::read_to_string(p).map_err(|e| format!("{s}: {e}"))?;
@@ -137,7 +174,7 @@ fn parse_prompt(s: &str) -> Result<(Vec<i64>, Option<Vec<i64>>), String> {
 }
 
 /// The sequence dims of a batch-1 prefill over `n` tokens.
-fn prefill_dims(n: u64) -> [String; 4] {
+pub fn prefill_dims(n: u64) -> [String; 4] {
     [
         "batch_size=1".into(),
         format!("sequence_length={n}"),
@@ -155,7 +192,7 @@ fn tolerance(a: &GenerateArgs) -> llmpu_runtime::compare::Tolerance {
 }
 
 /// The user's `--dim`s plus `dims` for the ones they do not give.
-fn merged_dims(a: &GenerateArgs, dims: &[String]) -> Vec<String> {
+pub fn merged_dims(a: &GenerateArgs, dims: &[String]) -> Vec<String> {
     let name = |d: &str| d.split('=').next().map(str::to_string);
     let mut all = a.dims.clone();
     for d in dims {
@@ -263,7 +300,20 @@ fn flip_within_tolerance(
         .iter()
         .map(|&x| x as f32)
         .collect();
-    let got = &g.logits[i];
+    judge_flip(&g.logits[i], &want, exp[i], g.ids[i], tolerance(a))
+}
+
+/// Whether the emulator's id `got_id` where the reference has `exp_id` is a flip the precision
+/// allows: the emulator's logits row `got` is within `tol` of the reference row `want`, and the
+/// reference's margin between the two ids is at most what the tolerance lets the two logits
+/// move. `Ok` with the figures, `Err` saying which condition fails.
+pub fn judge_flip(
+    got: &[f32],
+    want: &[f32],
+    exp_id: i64,
+    got_id: i64,
+    tol: llmpu_runtime::compare::Tolerance,
+) -> Result<String, String> {
     if got.len() != want.len() {
         return Err(format!(
             "{} logits against the reference's {}",
@@ -271,10 +321,9 @@ fn flip_within_tolerance(
             want.len()
         ));
     }
-    let tol = tolerance(a);
     let t = |v: &[f32]| Tensor::from_f32(DType::F32, vec![v.len() as u64], v);
-    let c = llmpu_runtime::compare::compare("logits", &t(got)?, &t(&want)?, tol)?;
-    let (r, e) = (exp[i] as usize, g.ids[i] as usize);
+    let c = llmpu_runtime::compare::compare("logits", &t(got)?, &t(want)?, tol)?;
+    let (r, e) = (exp_id as usize, got_id as usize);
     let (Some(&wr), Some(&we)) = (want.get(r), want.get(e)) else {
         return Err("an id is outside the vocabulary".into());
     };
@@ -580,6 +629,9 @@ pub fn generate(a: &GenerateArgs) -> Result<Generation, String> {
 
 /// Runs `llmpu generate`.
 pub fn run(a: &GenerateArgs) -> Result<(), String> {
+    if let Some(k) = a.speculate {
+        return crate::speculate::run(a, k);
+    }
     let g = generate(a)?;
     let clock = g.prefill.clock_ghz * 1e9;
     outln!(

@@ -9,8 +9,19 @@ use llmpu_compiler::pass::{PassManager, PassManagerOptions};
 
 /// Imports an ONNX model, binding symbolic dims given as `NAME=N`.
 pub fn import_model(path: &Path, dims: &[String]) -> Result<Module, String> {
+    import_model_with(path, dims, None)
+}
+
+/// [`import_model`] with a decode graph's new-token axis declared `new_tokens` wide
+/// ([`ImportOptions::new_tokens`]).
+pub fn import_model_with(
+    path: &Path,
+    dims: &[String],
+    new_tokens: Option<u64>,
+) -> Result<Module, String> {
     let mut opts = ImportOptions {
         on_warning: Some(llmpu_compiler::onnx::print_warning),
+        new_tokens,
         ..Default::default()
     };
     for d in dims {

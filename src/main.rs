@@ -23,6 +23,7 @@ mod emulate;
 mod import;
 mod load;
 mod progress;
+mod speculate;
 mod verify;
 
 /// LLMPU toolchain: compile ONNX transformers to the LLMPU ISA, inspect the IR, run binaries on the

@@ -6,7 +6,7 @@
 
 use crate::fields::{AccMode, Bcast, DType, FieldKind, Layout, Space};
 use crate::inst::{CostClass, INST_BYTES, INSTRUCTIONS, Unit};
-use crate::target::{FIELD_DOCS, Target, preset_names};
+use crate::target::{FIELD_DOCS, OPTIONAL_FIELD_DOCS, Target, preset_names};
 use std::fmt::Write;
 
 fn cost_formula(c: CostClass) -> &'static str {
@@ -159,7 +159,7 @@ pub fn targets_markdown() -> String {
         "# LLMPU targets\n\n<!-- Generated from isa/src/target.rs and isa/targets/*.toml by \
          isa::spec::targets_markdown; do not edit. Re-bless: LLMPU_BLESS=1 cargo test -p llmpu-isa \
          --test spec_up_to_date -->\n\n\
-         A target is a TOML file; every key below is required and no other key is accepted. \
+         A target is a TOML file; every key of the first table is required, the optional sections at the end may be added, and no other key is accepted. \
          `llmpu targets` lists the built-in presets and `llmpu targets NAME` prints one; any \
          command taking `--target` accepts a preset name or a path to a `.toml` file.\n\n",
     );
@@ -256,5 +256,12 @@ pub fn targets_markdown() -> String {
          per lane, 128 per exponential) is within the range of small accelerators and unchanged: \
          its attention at head dim 64 needs 128 MACs per exponential, at the balance point.\n",
     );
+    o.push_str(
+        "\n## Optional sections\n\nAbsent from the presets; a target file may add them.\n\n\
+         | key | unit | meaning |\n|---|---|---|\n",
+    );
+    for (key, unit, doc) in OPTIONAL_FIELD_DOCS {
+        let _ = writeln!(o, "| `{key}` | {unit} | {doc} |");
+    }
     o
 }

@@ -25,6 +25,18 @@ pub struct Target {
     pub latency: Latency,
     pub kv: Kv,
     pub energy: Energy,
+    /// Cores set apart for a speculative-decoding draft model (`spec/serving.md`); absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draft_unit: Option<DraftUnit>,
+}
+
+/// A group of cores reserved for the draft model of speculative decoding, with a static share of
+/// the HBM bandwidth: the draft runs there while the remaining cores verify.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DraftUnit {
+    pub cores: u32,
+    pub hbm_share: f64,
 }
 
 /// The systolic array of each core.
@@ -245,6 +257,20 @@ pub const FIELD_DOCS: &[(&str, &str, &str)] = &[
         "energy.static_w",
         "W",
         "static (leakage) power of the whole chip, charged over the run time",
+    ),
+];
+
+/// The keys of the optional sections (absent from the presets): dotted path, unit, meaning.
+pub const OPTIONAL_FIELD_DOCS: &[(&str, &str, &str)] = &[
+    (
+        "draft_unit.cores",
+        "count",
+        "cores reserved for a speculative-decoding draft model (fewer than `cores`)",
+    ),
+    (
+        "draft_unit.hbm_share",
+        "fraction",
+        "share of `hbm.bandwidth_gb_s` statically given to the draft unit (0 < share < 1)",
     ),
 ];
 
@@ -473,7 +499,45 @@ impl Target {
                 return Err(bad(field, "must be a non-negative number".into()));
             }
         }
+        if let Some(d) = &self.draft_unit {
+            if d.cores == 0 || d.cores >= self.cores {
+                return Err(bad(
+                    "draft_unit.cores",
+                    format!(
+                        "{} leaves no cores for the target model (1..{} of {} cores)",
+                        d.cores,
+                        self.cores.saturating_sub(1),
+                        self.cores
+                    ),
+                ));
+            }
+            if !(d.hbm_share.is_finite() && d.hbm_share > 0.0 && d.hbm_share < 1.0) {
+                return Err(bad(
+                    "draft_unit.hbm_share",
+                    format!("{} is not a fraction strictly between 0 and 1", d.hbm_share),
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The machines a declared draft unit splits this target into: `(main, draft)`, each with its
+    /// cores and its static share of the HBM bandwidth (everything else is the same). `None`
+    /// without a `[draft_unit]`.
+    pub fn draft_partition(&self) -> Option<(Target, Target)> {
+        let d = self.draft_unit.as_ref()?;
+        let part = |cores: u32, share: f64, suffix: &str| {
+            let mut t = self.clone();
+            t.name = format!("{}/{suffix}", self.name);
+            t.cores = cores;
+            t.hbm.bandwidth_gb_s = self.hbm.bandwidth_gb_s * share;
+            t.draft_unit = None;
+            t
+        };
+        Some((
+            part(self.cores - d.cores, 1.0 - d.hbm_share, "main"),
+            part(d.cores, d.hbm_share, "draft"),
+        ))
     }
 
     /// HBM bytes per core clock cycle at peak bandwidth.
@@ -538,6 +602,52 @@ mod tests {
             FIELD_DOCS.iter().map(|(k, _, _)| k.to_string()).collect();
         documented.sort();
         assert_eq!(found, documented);
+        let mut full = Target::default_target();
+        full.cores = 4;
+        full.draft_unit = Some(DraftUnit {
+            cores: 1,
+            hbm_share: 0.25,
+        });
+        let v: toml::Value = toml::from_str(&full.to_toml()).unwrap();
+        let mut found = Vec::new();
+        keys("", &v, &mut found);
+        found.sort();
+        let mut documented: Vec<String> = FIELD_DOCS
+            .iter()
+            .chain(OPTIONAL_FIELD_DOCS)
+            .map(|(k, _, _)| k.to_string())
+            .collect();
+        documented.sort();
+        assert_eq!(found, documented);
+    }
+
+    #[test]
+    fn a_draft_unit_splits_the_cores_and_the_bandwidth() {
+        let mut t = Target::preset("datacenter").unwrap();
+        assert!(t.draft_partition().is_none());
+        t.draft_unit = Some(DraftUnit {
+            cores: 2,
+            hbm_share: 0.25,
+        });
+        t.validate("t").unwrap();
+        let (main, draft) = t.draft_partition().unwrap();
+        assert_eq!((main.cores, draft.cores), (6, 2));
+        assert_eq!(main.hbm.bandwidth_gb_s, 2250.0);
+        assert_eq!(draft.hbm.bandwidth_gb_s, 750.0);
+        assert_eq!(Target::from_toml(&t.to_toml(), "c").unwrap(), t);
+        for (cores, share, field) in [
+            (8, 0.25, "draft_unit.cores"),
+            (0, 0.25, "draft_unit.cores"),
+            (2, 1.0, "draft_unit.hbm_share"),
+            (2, 0.0, "draft_unit.hbm_share"),
+        ] {
+            t.draft_unit = Some(DraftUnit {
+                cores,
+                hbm_share: share,
+            });
+            let e = t.validate("t").unwrap_err().to_string();
+            assert!(e.contains(field), "{e}");
+        }
     }
 
     #[test]

@@ -65,10 +65,16 @@ impl Trace {
     /// Appends the events and spans of `run` shifted by `offset` cycles (the run's modeled start
     /// on this trace's time axis); its locations are merged into this trace's table.
     pub fn append(&mut self, run: Trace, offset: u64) {
+        self.append_on(run, offset, 0)
+    }
+
+    /// [`Trace::append`] for a run on cores `first_core ..` of this trace's machine (a program
+    /// compiled for a partition of the chip, as a speculative draft unit's).
+    pub fn append_on(&mut self, run: Trace, offset: u64, first_core: u32) {
         if self.clock_ghz == 0.0 {
             self.clock_ghz = run.clock_ghz;
         }
-        self.cores = self.cores.max(run.cores);
+        self.cores = self.cores.max(run.cores + first_core);
         let mut map = Vec::with_capacity(run.locs.len());
         for l in run.locs {
             let i = match self.locs.iter().position(|x| *x == l) {
@@ -82,6 +88,7 @@ impl Trace {
         }
         self.events.extend(run.events.into_iter().map(|mut e| {
             e.loc = e.loc.and_then(|i| map.get(i as usize).copied());
+            e.core += first_core;
             e.start += offset;
             e.free += offset;
             e.completion += offset;

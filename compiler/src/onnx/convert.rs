@@ -251,6 +251,16 @@ fn node_label(n: &NodeProto, idx: usize) -> String {
     }
 }
 
+/// Whether dim 1 of this graph input or output is a decode graph's new-token axis
+/// ([`ImportOptions::new_tokens`]).
+fn new_token_axis(what: &str, name: &str, rank: usize) -> bool {
+    match what {
+        "graph input" => matches!(name, "input_ids" | "position_ids") && rank == 2,
+        "graph output" => name == "logits" && rank == 3,
+        _ => false,
+    }
+}
+
 fn value_type_of(
     vi: &ValueInfoProto,
     what: &'static str,
@@ -292,6 +302,15 @@ fn value_type_of(
             })
             .collect()
     });
+    let declared = match (opts.new_tokens, declared) {
+        (Some(c), Some(mut d)) if new_token_axis(what, &vi.name, d.len()) => {
+            if matches!(d[1], Dim::Static(1)) {
+                d[1] = Dim::Static(c);
+            }
+            Some(d)
+        }
+        (_, d) => d,
+    };
     let dims = match (opts.shapes.get(&vi.name), declared) {
         (Some(s), decl) if what == "graph input" => {
             if let Some(decl) = decl {

@@ -38,6 +38,13 @@ pub struct ImportOptions {
     pub shapes: BTreeMap<String, Vec<u64>>,
     /// Keep unbound symbolic dims in the IR instead of failing.
     pub allow_symbolic: bool,
+    /// New tokens per step of a decode graph whose exporter declared its new-token axis as the
+    /// literal 1 (`input_ids`/`position_ids` `[batch, 1]`, `logits` `[batch, 1, vocab]`): that
+    /// axis is declared this count instead (a speculative verify step takes `k + 1` tokens). The
+    /// graph must compute its shapes from its inputs, as the TorchScript and dynamo exports do;
+    /// one that folded the 1 into a constant fails shape inference, and `llmpu generate
+    /// --speculate` checks the widened program's logits against one-token steps.
+    pub new_tokens: Option<u64>,
     /// Fold ops with constant operands while importing (so exporter shape computations type the
     /// graph); `false` leaves them for the `fold-constants` pass.
     pub fold: bool,
@@ -52,6 +59,7 @@ impl Default for ImportOptions {
             dims: BTreeMap::new(),
             shapes: BTreeMap::new(),
             allow_symbolic: false,
+            new_tokens: None,
             fold: true,
             on_warning: None,
         }
