@@ -708,6 +708,12 @@ pub fn run(a: &GenerateArgs) -> Result<(), String> {
             a.precision
         );
     }
+    report_reference(a, &g)
+}
+
+/// Compares the ids with the prompt file's `generated_ids` and prints the verdict; a difference
+/// beyond the precision's tolerance is an error.
+pub fn report_reference(a: &GenerateArgs, g: &Generation) -> Result<(), String> {
     if let Some(exp) = &g.expected {
         let k = exp.len().min(g.ids.len());
         // Ids after a difference follow another context: only the agreeing prefix counts.
@@ -717,7 +723,7 @@ pub fn run(a: &GenerateArgs) -> Result<(), String> {
             100.0 * same as f64 / k.max(1) as f64
         );
         if let Some(i) = (0..k).find(|&i| exp[i] != g.ids[i]) {
-            let verdict = flip_within_tolerance(a, &g, exp, i).map_err(|why| {
+            let verdict = flip_within_tolerance(a, g, exp, i).map_err(|why| {
                 format!(
                     "generated ids differ from the reference from token {i} (got {}, expected \
                      {}): {why}",

@@ -256,7 +256,11 @@ fn program(
     }
     let mut o = crate::cmd_compile::options(&a.target, &a.precision)?;
     o.target = target.clone();
-    let mut m = crate::import::import_model_with(path, &crate::cmd_generate::merged_dims(a, dims), new_tokens)?;
+    let mut m = crate::import::import_model_with(
+        path,
+        &crate::cmd_generate::merged_dims(a, dims),
+        new_tokens,
+    )?;
     compile_module(&mut m, &o, &Default::default())?
         .ok_or_else(|| "pipeline stopped early".to_string())
 }
@@ -297,7 +301,11 @@ fn prefill(
             "input_ids" => prompt.to_vec(),
             "attention_mask" => vec![1; n],
             "position_ids" => positions.clone(),
-            other => return Err(format!("prefill input `{other}` is not one generate can feed")),
+            other => {
+                return Err(format!(
+                    "prefill input `{other}` is not one generate can feed"
+                ));
+            }
         };
         if io.elements() != Some(vals.len() as u64) {
             return Err(format!(
@@ -307,7 +315,10 @@ fn prefill(
                 vals.len()
             ));
         }
-        ins.push((io.name.clone(), tensor_i64(io.dtype, io.shape.clone(), &vals)?));
+        ins.push((
+            io.name.clone(),
+            tensor_i64(io.dtype, io.shape.clone(), &vals)?,
+        ));
     }
     let mut res = llmpu_runtime::run(p, &ins, opts).map_err(|e| format!("prefill: {e}"))?;
     let logits = res
@@ -473,9 +484,7 @@ pub fn speculate(a: &GenerateArgs, k: usize) -> Result<Speculation, String> {
     } else {
         new_tokens
     };
-    let max_context = a
-        .max_context
-        .unwrap_or((n + new_tokens + k) as u64);
+    let max_context = a.max_context.unwrap_or((n + new_tokens + k) as u64);
     let last_l = n + new_tokens - 2;
     if (last_l + k + 1) as u64 > max_context {
         return Err(format!(
@@ -496,7 +505,13 @@ pub fn speculate(a: &GenerateArgs, k: usize) -> Result<Speculation, String> {
     let kk = (k + 1) as u64;
     let pre_dims = crate::cmd_generate::prefill_dims(n as u64);
     let target_prefill = program(&a.prefill, &pre_dims, None, &main_t, a)?;
-    let verify = program(&a.decode, &step_dims(max_context, kk)?, Some(kk), &main_t, a)?;
+    let verify = program(
+        &a.decode,
+        &step_dims(max_context, kk)?,
+        Some(kk),
+        &main_t,
+        a,
+    )?;
     let vregion = region_of(&verify, &a.decode)?;
     if vregion.new_tokens != kk || vregion.batch != 1 {
         return Err(format!(
@@ -518,7 +533,13 @@ pub fn speculate(a: &GenerateArgs, k: usize) -> Result<Speculation, String> {
     let t_first = t_main;
     let mut target = load_cache(verify, &vregion, &presents, &opts)?;
     if let Some(all) = trace.as_mut() {
-        all.span("target", &format!("prefill ({n} tokens)"), 0, t_main, json!({}));
+        all.span(
+            "target",
+            &format!("prefill ({n} tokens)"),
+            0,
+            t_main,
+            json!({}),
+        );
     }
     let mut energy = 0.0;
     // Time-sliced, draft steps run on the target's clock; on a draft unit, on their own.
@@ -533,8 +554,8 @@ pub fn speculate(a: &GenerateArgs, k: usize) -> Result<Speculation, String> {
             let dprog = program(dd, &step_dims(max_context, 1)?, None, &draft_t, a)?;
             let dregion = region_of(&dprog, dd)?;
             let pprog = program(dp, &pre_dims, None, &draft_t, a)?;
-            let (r, _, pres, t) = prefill(&pprog, &prompt, &opts, &dregion)
-                .map_err(|e| format!("draft {e}"))?;
+            let (r, _, pres, t) =
+                prefill(&pprog, &prompt, &opts, &dregion).map_err(|e| format!("draft {e}"))?;
             let start = match placement {
                 Placement::DraftUnit => 0,
                 Placement::TimeSliced => t_main,
@@ -594,12 +615,22 @@ pub fn speculate(a: &GenerateArgs, k: usize) -> Result<Speculation, String> {
             }
             Draft::Model(d) => {
                 while made.len() < k {
-                    let seq: Vec<i64> = ctx.iter().copied().chain(made.iter().map(|p| p.0)).collect();
+                    let seq: Vec<i64> = ctx
+                        .iter()
+                        .copied()
+                        .chain(made.iter().map(|p| p.0))
+                        .collect();
                     let (tok, r, t) = d.step(&seq).map_err(|e| format!("round {round}: {e}"))?;
                     draft_runs += 1;
                     place(&mut trace, t, t_draft, draft_core0);
                     if let Some(all) = trace.as_mut() {
-                        all.span("draft", "draft step", t_draft, t_draft + r.cycles, json!({}));
+                        all.span(
+                            "draft",
+                            "draft step",
+                            t_draft,
+                            t_draft + r.cycles,
+                            json!({}),
+                        );
                     }
                     t_draft += r.cycles;
                     draft_cycles += r.cycles;
@@ -617,7 +648,9 @@ pub fn speculate(a: &GenerateArgs, k: usize) -> Result<Speculation, String> {
             Placement::TimeSliced => t_draft.max(t_main),
             Placement::DraftUnit => ready.max(t_main),
         };
-        let feed: Vec<i64> = std::iter::once(ctx[l]).chain(proposals.iter().copied()).collect();
+        let feed: Vec<i64> = std::iter::once(ctx[l])
+            .chain(proposals.iter().copied())
+            .collect();
         bind_step(&mut target, &feed, l, l + k + 1)?;
         target
             .set_kv_lengths(&[l as i32])
@@ -655,7 +688,13 @@ pub fn speculate(a: &GenerateArgs, k: usize) -> Result<Speculation, String> {
                 draft_runs += 1;
                 place(&mut trace, t, t_draft, draft_core0);
                 if let Some(all) = trace.as_mut() {
-                    all.span("draft", "draft ahead", t_draft, t_draft + r.cycles, json!({}));
+                    all.span(
+                        "draft",
+                        "draft ahead",
+                        t_draft,
+                        t_draft + r.cycles,
+                        json!({}),
+                    );
                 }
                 t_draft += r.cycles;
                 draft_cycles += r.cycles;
@@ -759,7 +798,11 @@ pub fn run(a: &GenerateArgs, k: usize) -> Result<(), String> {
             )
         }
     };
-    outln!("speculative decoding: k = {}, draft: {}, {place}", s.k, s.draft);
+    outln!(
+        "speculative decoding: k = {}, draft: {}, {place}",
+        s.k,
+        s.draft
+    );
     outln!("\nround  context  accepted  emitted  carried  draft cycles  verify cycles");
     let (prompt, _) = crate::cmd_generate::parse_prompt(&a.prompt)?;
     // Tokens of the context at a round's start (the last one not yet cached).
@@ -836,5 +879,78 @@ pub fn run(a: &GenerateArgs, k: usize) -> Result<(), String> {
             path.display()
         );
     }
-    Ok(())
+    // The speculative ids are the plain ones (up to a flip within the tolerance, reported above).
+    crate::cmd_generate::report_reference(a, &s.baseline)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prompt_lookup_proposes_what_followed_the_latest_match_of_the_longest_ngram() {
+        // The last 2-gram (7, 8) occurred at 1..3 (followed by 9, 4) and at 5..7 (followed by
+        // 1): the latest wins, and the proposal runs on into the context.
+        assert_eq!(lookup(&[3, 7, 8, 9, 4, 7, 8, 1, 7, 8], 2, 3), [1, 7, 8]);
+        // No earlier 3-gram or 2-gram: the 1-gram 5 is found; the proposal is padded.
+        assert_eq!(lookup(&[5, 6, 2, 5], 3, 4), [6, 2, 5, 5]);
+        // Nothing found: the last token repeated.
+        assert_eq!(lookup(&[1, 2, 3], 2, 2), [3, 3]);
+    }
+
+    fn baseline(rows: &[Vec<f32>]) -> Generation {
+        Generation {
+            ids: rows.iter().map(|r| argmax(r)).collect(),
+            expected: None,
+            logits: rows.to_vec(),
+            verified: None,
+            prefill: Report::default(),
+            steps: vec![],
+            weight_bytes: 0,
+            kv_bytes: vec![],
+            contexts: vec![],
+            kv_read: vec![],
+            trace: None,
+        }
+    }
+
+    #[test]
+    fn a_verified_position_whose_logits_are_not_the_plain_ones_is_an_error() {
+        let plain = vec![
+            vec![0.0, 3.0, 1.0],
+            vec![2.0, 0.5, 0.0],
+            vec![0.0, 0.0, 4.0],
+        ];
+        let b = baseline(&plain);
+        let c = CheckCtx {
+            baseline: &b,
+            tol: llmpu_runtime::compare::Tolerance::FP32,
+            precision: "fp32",
+            round: 2,
+            context: 10,
+            width: 3,
+        };
+        let mut flip = None;
+        // The same rows and ids: fine.
+        check_round(&c, 1, 3, &[0, 2], &plain[1..], &mut flip).unwrap();
+        assert!(flip.is_none());
+        // A row that saw a token it must not (a broken causal mask among the new tokens).
+        let wrong = vec![vec![2.0, 0.5, 0.7], plain[2].clone()];
+        let e = check_round(&c, 1, 3, &[0, 2], &wrong, &mut flip).unwrap_err();
+        assert!(
+            e.starts_with("round 2 (context 10): the verify program's logits for token 1"),
+            "{e}"
+        );
+        assert!(e.contains("3-token decode program"), "{e}");
+        // Positions past the tokens asked for are not compared.
+        check_round(
+            &c,
+            2,
+            3,
+            &[2, 9],
+            &[plain[2].clone(), vec![9.0; 3]],
+            &mut flip,
+        )
+        .unwrap();
+    }
 }
