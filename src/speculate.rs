@@ -286,13 +286,22 @@ fn region_of(p: &Program, path: &Path) -> Result<KvRegion, String> {
     })
 }
 
-/// Runs a prefill program on `prompt`; returns its report, logits row and dense presents.
+/// What a prefill run gives: its report, the last position's logits, the dense presents (one per
+/// KV slot) and its trace.
+struct Prefilled {
+    report: Report,
+    row: Vec<f32>,
+    presents: Vec<Tensor>,
+    trace: Option<Trace>,
+}
+
+/// Runs a prefill program on `prompt`.
 fn prefill(
     p: &Program,
     prompt: &[i64],
     opts: &RunOptions,
     region: &KvRegion,
-) -> Result<(Report, Vec<f32>, Vec<Tensor>, Option<Trace>), String> {
+) -> Result<Prefilled, String> {
     let n = prompt.len();
     let positions: Vec<i64> = (0..n as i64).collect();
     let mut ins = vec![];
@@ -337,7 +346,12 @@ fn prefill(
         );
     }
     let trace = res.trace.take();
-    Ok((res.report, row, presents, trace))
+    Ok(Prefilled {
+        report: res.report,
+        row,
+        presents,
+        trace,
+    })
 }
 
 fn load_cache(
@@ -526,12 +540,12 @@ pub fn speculate(a: &GenerateArgs, k: usize) -> Result<Speculation, String> {
         .trace
         .as_ref()
         .map(|_| Trace::new(full.clock_ghz, full.cores));
-    let (pre_report, row0, presents, t) = prefill(&target_prefill, &prompt, &opts, &vregion)?;
-    place(&mut trace, t, 0, 0);
-    let mut ids = vec![argmax(&row0)];
-    let mut t_main = pre_report.cycles;
+    let pre = prefill(&target_prefill, &prompt, &opts, &vregion)?;
+    place(&mut trace, pre.trace, 0, 0);
+    let mut ids = vec![argmax(&pre.row)];
+    let mut t_main = pre.report.cycles;
     let t_first = t_main;
-    let mut target = load_cache(verify, &vregion, &presents, &opts)?;
+    let mut target = load_cache(verify, &vregion, &pre.presents, &opts)?;
     if let Some(all) = trace.as_mut() {
         all.span(
             "target",
@@ -554,8 +568,12 @@ pub fn speculate(a: &GenerateArgs, k: usize) -> Result<Speculation, String> {
             let dprog = program(dd, &step_dims(max_context, 1)?, None, &draft_t, a)?;
             let dregion = region_of(&dprog, dd)?;
             let pprog = program(dp, &pre_dims, None, &draft_t, a)?;
-            let (r, _, pres, t) =
-                prefill(&pprog, &prompt, &opts, &dregion).map_err(|e| format!("draft {e}"))?;
+            let Prefilled {
+                report: r,
+                presents: pres,
+                trace: t,
+                ..
+            } = prefill(&pprog, &prompt, &opts, &dregion).map_err(|e| format!("draft {e}"))?;
             let start = match placement {
                 Placement::DraftUnit => 0,
                 Placement::TimeSliced => t_main,
