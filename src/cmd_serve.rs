@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use llmpu_isa::Program;
 use llmpu_runtime::RunOptions;
-use llmpu_runtime::serve::{self, Config, Request, Rng, Simulation};
+use llmpu_runtime::serve::{self, Config, Offload, Preemption, Request, Rng, Simulation};
 use llmpu_runtime::serve_engine::EmuEngine;
 use serde_json::json;
 
@@ -22,7 +22,7 @@ use crate::cmd_compile::{compile_module, decode_dims, load_model, options, set_k
 use crate::progress::Progress;
 
 /// Arguments of `llmpu serve-sim`.
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Clone, Debug)]
 pub struct ServeArgs {
     /// Model pair prefix: `PREFIX-prefill/model.onnx` and `PREFIX-decode/model.onnx` (e.g.
     /// `corpus/models/gpt2-tiny-dyn`).
@@ -95,6 +95,24 @@ pub struct ServeArgs {
     /// Seed of the synthetic trace.
     #[arg(long, default_value_t = 1)]
     pub synth_seed: u64,
+    /// Declare a shared system prompt of this many tokens in the synthetic trace; every request
+    /// prepends it (`--synth-trace`; the requests' own prompts are then shorter, medians
+    /// `(max_context − N) / 4`, to fit).
+    #[arg(long)]
+    pub synth_system_prompt: Option<u64>,
+    /// Turn automatic prefix caching off: no KV block is shared between requests, every prefill
+    /// computes its whole context.
+    #[arg(long)]
+    pub no_prefix_cache: bool,
+    /// What a request preempted on an exhausted pool loses: `recompute` (its KV is freed and its
+    /// next prefill recomputes it) or `offload` (its blocks are copied to the target's
+    /// `[kv_offload]` memory and prefetched back before it runs again).
+    #[arg(long, default_value = "recompute", value_parser = ["recompute", "offload"])]
+    pub preemption: String,
+    /// Also run the baseline — prefix caching off and recompute preemption — and report both
+    /// (TTFT, TPOT, throughput, preemptions).
+    #[arg(long)]
+    pub compare: bool,
 }
 
 fn model_paths(a: &ServeArgs) -> Result<(PathBuf, PathBuf), String> {
@@ -183,6 +201,37 @@ fn target_options(a: &ServeArgs) -> Result<llmpu_compiler::backend::Options, Str
         o.target.kv.block_tokens = n;
     }
     Ok(o)
+}
+
+/// The decode model compiled for batch 1 and `c` new tokens over the pool: a chunked prefill of
+/// `c` tokens after a cached prefix (the graph is re-typed for `c` tokens: its inputs declare 1).
+fn compile_chunk(
+    path: &Path,
+    c: usize,
+    max_context: u64,
+    a: &ServeArgs,
+    kv_blocks: u64,
+) -> Result<Program, String> {
+    if c as u64 >= max_context {
+        return Err(format!(
+            "a chunk of {c} tokens needs a context over {max_context}"
+        ));
+    }
+    let o = target_options(a)?;
+    let dims = [
+        "batch_size=1".to_string(),
+        format!("sequence_length={c}"),
+        format!("past_sequence_length={}", max_context - c as u64),
+        format!("total_sequence_length={max_context}"),
+    ];
+    let shapes = [
+        ("input_ids".to_string(), vec![1, c as u64]),
+        ("position_ids".to_string(), vec![1, c as u64]),
+    ];
+    let mut m = crate::import::import_model_reshaped(path, &dims, &shapes)?;
+    set_kv_blocks(&mut m, kv_blocks)?;
+    compile_module(&mut m, &o, &Default::default())?
+        .ok_or_else(|| "pipeline stopped early".to_string())
 }
 
 fn compile(
@@ -275,7 +324,43 @@ pub fn simulate(a: &ServeArgs) -> Result<(Simulation, u64), String> {
         .map_err(|e| format!("{}: {e}", requests_path.display()))?;
     let requests: Vec<Request> = serve::parse_trace(&text, a.seed, vocab)
         .map_err(|e| format!("{}: {e}", requests_path.display()))?;
+    let region = first
+        .kv
+        .as_ref()
+        .ok_or("the decode program has no paged KV region")?;
+    let block_bytes: u64 = region
+        .slots
+        .iter()
+        .filter_map(|s| region.block_bytes(s))
+        .sum();
+    let preemption = match a.preemption.as_str() {
+        "recompute" => Preemption::Recompute,
+        _ => {
+            let o = target.kv_offload.as_ref().ok_or_else(|| {
+                format!(
+                    "--preemption offload: target `{}` has no [kv_offload] section (size_bytes, \
+                     bandwidth_gb_s, latency_cycles; see examples/targets/edge-offload.toml)",
+                    target.name
+                )
+            })?;
+            let host_blocks = o.size_bytes / block_bytes.max(1);
+            if host_blocks == 0 {
+                return Err(format!(
+                    "--preemption offload: kv_offload.size_bytes {} holds no KV block of {block_bytes} bytes",
+                    o.size_bytes
+                ));
+            }
+            Preemption::Offload(Offload {
+                host_blocks: host_blocks.min(usize::MAX as u64) as usize,
+                block_bytes,
+                latency_cycles: o.latency_cycles,
+                bytes_per_cycle: o.bandwidth_gb_s / target.clock_ghz,
+            })
+        }
+    };
     let config = Config {
+        prefix_cache: !a.no_prefix_cache,
+        preemption,
         buckets: buckets.clone(),
         block_tokens: bt,
         pool_blocks: u32::try_from(pool).map_err(|_| format!("--kv-blocks {pool} is too many"))?,
@@ -291,6 +376,10 @@ pub fn simulate(a: &ServeArgs) -> Result<(Simulation, u64), String> {
     };
     let mut first = Some(first);
     let first_bucket = buckets[0];
+    let chunk_path = decode_path.clone();
+    let chunk = Box::new(move |c: usize| -> Result<Program, String> {
+        compile_chunk(&chunk_path, c, max_context, a, pool)
+    });
     let decode = Box::new(move |b: usize| -> Result<Program, String> {
         if b == first_bucket
             && let Some(p) = first.take()
@@ -312,7 +401,7 @@ pub fn simulate(a: &ServeArgs) -> Result<(Simulation, u64), String> {
             None,
         )
     });
-    let mut engine = EmuEngine::new(prefill, decode, opts, first_bucket);
+    let mut engine = EmuEngine::new(prefill, decode, chunk, opts, first_bucket);
     let mut progress = Progress::new("serve-sim", requests.len() as u64);
     let sim = serve::simulate(&config, &requests, &mut engine, &mut |done, _| {
         progress.set(done as u64, "requests done")

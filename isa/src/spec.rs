@@ -6,7 +6,7 @@
 
 use crate::fields::{AccMode, Bcast, DType, FieldKind, Layout, Space};
 use crate::inst::{CostClass, INST_BYTES, INSTRUCTIONS, Unit};
-use crate::target::{FIELD_DOCS, Target, preset_names};
+use crate::target::{FIELD_DOCS, OPTIONAL_FIELD_DOCS, Target, preset_names};
 use std::fmt::Write;
 
 fn cost_formula(c: CostClass) -> &'static str {
@@ -202,6 +202,13 @@ pub fn targets_markdown() -> String {
             let _ = write!(o, " {text} |");
         }
         o.push('\n');
+    }
+    o.push_str(
+        "\nOptional sections (absent from the presets; a file may add them, with every key of \
+         the section):\n\n| key | unit | meaning |\n|---|---|---|\n",
+    );
+    for (key, unit, doc) in OPTIONAL_FIELD_DOCS {
+        let _ = writeln!(o, "| `{key}` | {unit} | {doc} |");
     }
     o.push_str("\nDerived figures:\n\n| | ");
     o.push_str(&names.join(" | "));

@@ -296,10 +296,11 @@ fn value_type_of(
         (Some(s), decl) if what == "graph input" => {
             if let Some(decl) = decl {
                 let bad = decl.len() != s.len()
-                    || decl
-                        .iter()
-                        .zip(s)
-                        .any(|(d, &v)| matches!(d, Dim::Static(x) if *x != v));
+                    || (!opts.override_static
+                        && decl
+                            .iter()
+                            .zip(s)
+                            .any(|(d, &v)| matches!(d, Dim::Static(x) if *x != v)));
                 if bad {
                     return Err(ImportError::Options(format!(
                         "--shape {}={} does not match the declared shape {}",
@@ -311,6 +312,14 @@ fn value_type_of(
             }
             s.iter().map(|&v| Dim::Static(v)).collect()
         }
+        (_, Some(d)) if opts.override_static && what != "graph input" => d
+            .into_iter()
+            .zip(tt.shape.iter().flat_map(|s| s.dim.iter()))
+            .map(|(d, proto)| match proto.dim_value {
+                Some(_) => Dim::Dynamic,
+                None => d,
+            })
+            .collect(),
         (_, Some(d)) => d,
         (_, None) => {
             if strict {

@@ -44,6 +44,11 @@ pub struct ImportOptions {
     /// Called with every [`ImportWarning`] (what the importer accepts but reads in a way the
     /// model may not mean); `None` drops them. The CLI prints them to stderr.
     pub on_warning: Option<fn(&ImportWarning)>,
+    /// Let `shapes` change the declared static extents of graph inputs (a decode graph exported
+    /// for one new token, imported for a chunk of `C`): the declared static extents of inner
+    /// values and graph outputs are then dropped (inference re-derives them; symbolic ones bound
+    /// by `dims` are kept), since they were exported for the other shape.
+    pub override_static: bool,
 }
 
 impl Default for ImportOptions {
@@ -54,6 +59,7 @@ impl Default for ImportOptions {
             allow_symbolic: false,
             fold: true,
             on_warning: None,
+            override_static: false,
         }
     }
 }
