@@ -156,40 +156,73 @@ fn meta_context(model: &Path) -> Option<u64> {
 /// A synthetic trace: Poisson arrivals at `rate`; log-normal prompt and output lengths shaped
 /// like ShareGPT conversations (outputs about twice the prompts, long tails) scaled to a context
 /// of `max_context` tokens: medians `max_context`/3 and `max_context`/2, σ 0.5, resampled until
-/// prompt + output − 1 fits the context.
-pub fn synth_trace(n: usize, rate: f64, seed: u64, max_context: u64) -> serde_json::Value {
+/// prompt + output − 1 fits the context. With `system = Some(n)` the trace declares one shared
+/// system prompt `sys` of `n` tokens that every request prepends; the requests' own prompt and
+/// output medians are then `(max_context − n)/4` each, resampled until `n` + prompt + output − 1
+/// fits.
+pub fn synth_trace(
+    n: usize,
+    rate: f64,
+    seed: u64,
+    max_context: u64,
+    system: Option<u64>,
+) -> serde_json::Value {
     let mut r = Rng::new(seed);
+    let sys = system.unwrap_or(0);
+    let room = max_context - sys;
     let mc = max_context as f64;
+    let (pm, om) = match system {
+        None => (mc / 3.0, mc / 2.0),
+        Some(_) => ((room as f64 / 4.0).max(1.0), (room as f64 / 4.0).max(1.0)),
+    };
     let mut t = 0.0;
     let mut reqs = vec![];
     for i in 0..n {
         t += r.exponential(rate);
         let (p, o) = loop {
-            let p = ((mc / 3.0).ln() + 0.5 * r.normal()).exp().round().max(1.0) as u64;
-            let o = ((mc / 2.0).ln() + 0.5 * r.normal()).exp().round().max(1.0) as u64;
-            if p + o - 1 <= max_context {
+            let p = (pm.ln() + 0.5 * r.normal()).exp().round().max(1.0) as u64;
+            let o = (om.ln() + 0.5 * r.normal()).exp().round().max(1.0) as u64;
+            if sys + p + o - 1 <= max_context {
                 break (p, o);
             }
         };
-        reqs.push(
-            json!({"id": i, "arrival_ms": (t * 1e6).round() / 1e3, "prompt_len": p,
-            "output_len": o}),
-        );
+        let mut req = json!({"id": i, "arrival_ms": (t * 1e6).round() / 1e3, "prompt_len": p,
+            "output_len": o});
+        if system.is_some() {
+            req["system_prompt"] = json!("sys");
+        }
+        reqs.push(req);
     }
-    json!({
-        "description": format!(
-            "{n} synthetic requests: Poisson arrivals at {rate} req/s; log-normal prompt and \
-             output lengths (medians {} and {} tokens, sigma 0.5) resampled to fit a \
-             {max_context}-token context",
-            max_context / 3,
-            max_context / 2
-        ),
-        "generator": format!(
-            "llmpu serve-sim --synth-trace FILE --synth-requests {n} --synth-rate {rate} \
-             --synth-seed {seed} --max-context {max_context}"
-        ),
-        "requests": reqs,
-    })
+    match system {
+        None => json!({
+            "description": format!(
+                "{n} synthetic requests: Poisson arrivals at {rate} req/s; log-normal prompt and \
+                 output lengths (medians {} and {} tokens, sigma 0.5) resampled to fit a \
+                 {max_context}-token context",
+                max_context / 3,
+                max_context / 2
+            ),
+            "generator": format!(
+                "llmpu serve-sim --synth-trace FILE --synth-requests {n} --synth-rate {rate} \
+                 --synth-seed {seed} --max-context {max_context}"
+            ),
+            "requests": reqs,
+        }),
+        Some(k) => json!({
+            "description": format!(
+                "{n} synthetic requests sharing a {k}-token system prompt: Poisson arrivals at \
+                 {rate} req/s; log-normal own prompt and output lengths (medians {} tokens each, \
+                 sigma 0.5) resampled to fit a {max_context}-token context",
+                room / 4
+            ),
+            "generator": format!(
+                "llmpu serve-sim --synth-trace FILE --synth-requests {n} --synth-rate {rate} \
+                 --synth-seed {seed} --max-context {max_context} --synth-system-prompt {k}"
+            ),
+            "system_prompts": [{"id": "sys", "len": k}],
+            "requests": reqs,
+        }),
+    }
 }
 
 fn target_options(a: &ServeArgs) -> Result<llmpu_compiler::backend::Options, String> {
@@ -430,7 +463,22 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
                 "--synth-requests ≥ 1, --synth-rate > 0 and a context ≥ 2 are needed".into(),
             );
         }
-        let t = synth_trace(a.synth_requests, a.synth_rate, a.synth_seed, mc);
+        if let Some(k) = a.synth_system_prompt
+            && (k == 0 || k + 2 > mc)
+        {
+            return Err(format!(
+                "--synth-system-prompt {k}: need 1 ≤ N ≤ max context − 2 = {} (room for a prompt \
+                 token and an output token)",
+                mc.saturating_sub(2)
+            ));
+        }
+        let t = synth_trace(
+            a.synth_requests,
+            a.synth_rate,
+            a.synth_seed,
+            mc,
+            a.synth_system_prompt,
+        );
         let text = serde_json::to_string_pretty(&t).map_err(|e| e.to_string())?;
         std::fs::write(out, text + "\n").map_err(|e| format!("{}: {e}", out.display()))?;
         eprintln!("wrote {} ({} requests)", out.display(), a.synth_requests);
@@ -443,7 +491,37 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
         std::fs::write(path, sim.trace().to_chrome_json())
             .map_err(|e| format!("{}: {e}", path.display()))?;
     }
-    let s = sim.summary(weights, a.timing_only);
+    let mut s = sim.summary(weights, a.timing_only);
+    if a.compare {
+        let mut b = a.clone();
+        b.no_prefix_cache = true;
+        b.preemption = "recompute".into();
+        b.compare = false;
+        b.trace = None;
+        let (base, _) = simulate(&b)?;
+        let bs = base.summary(weights, a.timing_only);
+        let ratio = |k: &str, p: &str| {
+            let new = s[k][p].as_f64().unwrap_or(0.0);
+            let old = bs[k][p].as_f64().unwrap_or(0.0);
+            if new > 0.0 { old / new } else { 0.0 }
+        };
+        let c = json!({
+            "prefix_cache": false,
+            "preemption": "recompute",
+            "total_s": bs["total_s"],
+            "throughput_tokens_per_s": bs["throughput_tokens_per_s"],
+            "ttft_s": bs["ttft_s"],
+            "tpot_s": bs["tpot_s"],
+            "preemptions": bs["preemptions"],
+            "prefill_runs": bs["prefill_runs"],
+            "same_generated_ids": base.requests.iter().zip(&sim.requests)
+                .all(|(x, y)| x.generated == y.generated),
+            "ttft_p50_speedup": ratio("ttft_s", "p50"),
+            "ttft_p99_speedup": ratio("ttft_s", "p99"),
+            "tpot_p99_speedup": ratio("tpot_s", "p99"),
+        });
+        s["baseline"] = c;
+    }
     if a.json {
         outln!(
             "{}",
@@ -532,7 +610,76 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
         100.0 * f("kv_peak_occupancy"),
         s["reserved_sequences_fitting_pool"]
     );
-    outln!("preemptions           {}", s["preemptions"]);
+    outln!(
+        "preemptions           {} ({})",
+        s["preemptions"],
+        s["preemption_mode"].as_str().unwrap_or("")
+    );
+    let pc = &s["prefix_cache"];
+    if pc["enabled"] == true {
+        outln!(
+            "prefix cache          {} hits, {} blocks reused, {} tokens not recomputed, {} \
+             copy-on-write copies, {} evictions",
+            pc["hits"],
+            pc["blocks_reused"],
+            pc["tokens_not_recomputed"],
+            pc["cow_copies"],
+            pc["evictions"]
+        );
+        if pc["system_prompt_requests"].as_u64() > Some(0) {
+            outln!(
+                "shared system prompts {} of {} blocks saved ({:.1}%) over {} requests",
+                pc["system_prompt_blocks_saved"],
+                pc["system_prompt_blocks_without_sharing"],
+                100.0 * pc["system_prompt_saved_fraction"].as_f64().unwrap_or(0.0),
+                pc["system_prompt_requests"]
+            );
+        }
+    } else {
+        outln!("prefix cache          off");
+    }
+    let of = &s["offload"];
+    if s["preemption_mode"] == "offload" {
+        outln!(
+            "KV offload            {} swap-outs ({} B), {} prefetches ({} B), {} ms stalled on \
+             swap-outs, {} ms idle on prefetches, {} recomputed (tier full), peak {} of {} host \
+             blocks",
+            of["swap_outs"],
+            of["bytes_offloaded"],
+            of["swap_ins"],
+            of["bytes_prefetched"],
+            ms(of["stall_s"].as_f64().unwrap_or(0.0)),
+            ms(of["idle_prefetch_s"].as_f64().unwrap_or(0.0)),
+            of["recomputed_tier_full"],
+            of["peak_host_blocks"],
+            of["host_blocks"]
+        );
+    }
+    if let Some(b) = s.get("baseline") {
+        let p = |k: &str| {
+            format!(
+                "p50 {} ms, p99 {} ms",
+                ms(b[k]["p50"].as_f64().unwrap_or(0.0)),
+                ms(b[k]["p99"].as_f64().unwrap_or(0.0))
+            )
+        };
+        outln!(
+            "baseline              no prefix cache, recompute: TTFT {}, TPOT {}, {:.1} output \
+             tokens/s, {} preemptions, {} prefills; same ids: {}",
+            p("ttft_s"),
+            p("tpot_s"),
+            b["throughput_tokens_per_s"].as_f64().unwrap_or(0.0),
+            b["preemptions"],
+            b["prefill_runs"],
+            b["same_generated_ids"]
+        );
+        outln!(
+            "vs baseline           TTFT p50 {:.2}× faster, p99 {:.2}×; TPOT p99 {:.2}×",
+            b["ttft_p50_speedup"].as_f64().unwrap_or(0.0),
+            b["ttft_p99_speedup"].as_f64().unwrap_or(0.0),
+            b["tpot_p99_speedup"].as_f64().unwrap_or(0.0)
+        );
+    }
     outln!(
         "HBM bytes per token   {:.0}: KV cache {:.0}, weights and activations {:.0} (weights \
          resident {} B)",

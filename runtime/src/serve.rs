@@ -501,6 +501,8 @@ struct State {
     host: Option<Vec<Vec<u8>>>,
     /// When a prefetch in flight lands.
     ready_at: u64,
+    /// Order of first admission (1, 2, …; 0 before).
+    admitted: u64,
 }
 
 impl State {
@@ -633,6 +635,7 @@ pub fn simulate(
     // HBM blocks a swap-out frees are reusable when its transfer ends.
     let mut swapped_until = 0u64;
     let mut host_blocks = 0usize;
+    let mut admissions = 0u64;
     // Memory accounting over a run of `dt` cycles, from the state after it.
     let account = |sim: &mut Simulation, st: &[State], running: &[usize], dt: u64| {
         let held: u64 = running.iter().map(|&r| st[r].cached).sum();
@@ -648,15 +651,23 @@ pub fn simulate(
             waiting.push_back(r);
             next += 1;
         }
-        // Prefetches that have landed join the batch.
+        // Prefetches that have landed join the batch at their first admission's place (a
+        // swapped request keeps its priority; a recomputed one restarts as the newest).
+        let mut landed = vec![];
         prefetching.retain(|&r| {
-            if st[r].ready_at <= now {
-                running.push(r);
-                false
-            } else {
-                true
+            let ready = st[r].ready_at <= now;
+            if ready {
+                landed.push(r);
             }
+            !ready
         });
+        for r in landed {
+            let at = running
+                .iter()
+                .position(|&x| st[x].admitted > st[r].admitted)
+                .unwrap_or(running.len());
+            running.insert(at, r);
+        }
         if running.is_empty() && waiting.is_empty() && prefetching.is_empty() {
             if next == order.len() {
                 break;
@@ -759,6 +770,10 @@ pub fn simulate(
                     sim.prefix.system_blocks += sys.div_ceil(bt);
                     sim.prefix.system_blocks_saved += (hits.len() as u64).min(sys / bt);
                 }
+            }
+            if st[r].admitted == 0 {
+                admissions += 1;
+                st[r].admitted = admissions;
             }
             out[r].spans.push(("queued", st[r].since, now));
             let (tok, cost) = engine
@@ -1037,6 +1052,51 @@ impl Simulation {
             buckets.insert(b.to_string(), json!(n));
         }
         let usable = self.config.pool_blocks.saturating_sub(1) as usize;
+        let (p, f) = (&self.prefix, &self.offload);
+        let per_request: Vec<Value> = self
+            .requests
+            .iter()
+            .map(|o| {
+                json!({
+                    "id": o.id,
+                    "prompt_len": o.prompt_len,
+                    "output_len": o.generated.len(),
+                    "arrival_s": self.secs(o.arrival),
+                    "first_token_s": self.secs(o.first_token),
+                    "finish_s": self.secs(o.finish),
+                    "preemptions": o.preemptions,
+                    "cached_prompt_tokens": o.cached_prompt,
+                    "generated_ids": o.generated,
+                })
+            })
+            .collect::<Vec<_>>();
+        let prefix = json!({
+            "enabled": self.config.prefix_cache,
+            "hits": p.hits,
+            "blocks_reused": p.blocks_reused,
+            "tokens_not_recomputed": p.tokens_reused,
+            "cow_copies": p.cow_copies,
+            "evictions": p.evictions,
+            "system_prompt_requests": p.system_requests,
+            "system_prompt_blocks_without_sharing": p.system_blocks,
+            "system_prompt_blocks_saved": p.system_blocks_saved,
+            "system_prompt_saved_fraction":
+                p.system_blocks_saved as f64 / p.system_blocks.max(1) as f64,
+        });
+        let offload = json!({
+            "host_blocks": match &self.config.preemption {
+                Preemption::Offload(o) => o.host_blocks,
+                Preemption::Recompute => 0,
+            },
+            "swap_outs": f.swap_outs,
+            "swap_ins": f.swap_ins,
+            "bytes_offloaded": f.bytes_out,
+            "bytes_prefetched": f.bytes_in,
+            "stall_s": self.secs(f.stall_cycles),
+            "idle_prefetch_s": self.secs(f.idle_prefetch_cycles),
+            "recomputed_tier_full": f.recomputed_tier_full,
+            "peak_host_blocks": f.peak_host_blocks,
+        });
         let per_tok = tokens.max(1) as f64;
         json!({
             "timing_only": timing_only,
@@ -1064,21 +1124,18 @@ impl Simulation {
             "max_context": self.config.max_context,
             "reserved_sequences_fitting_pool": usable / self.config.max_blocks.max(1),
             "preemptions": self.preemptions,
+            "preemption_mode": match self.config.preemption {
+                Preemption::Recompute => "recompute",
+                Preemption::Offload(_) => "offload",
+            },
+            "prefix_cache": prefix,
+            "offload": offload,
             "hbm_bytes_per_token": hbm / per_tok,
             "hbm_kv_bytes_per_token": kv / per_tok,
             "hbm_weight_and_activation_bytes_per_token": (hbm - kv).max(0.0) / per_tok,
             "weights_resident_bytes": weight_bytes,
             "energy_per_token_uj": energy / per_tok * 1e-6,
-            "per_request": self.requests.iter().map(|o| json!({
-                "id": o.id,
-                "prompt_len": o.prompt_len,
-                "output_len": o.generated.len(),
-                "arrival_s": self.secs(o.arrival),
-                "first_token_s": self.secs(o.first_token),
-                "finish_s": self.secs(o.finish),
-                "preemptions": o.preemptions,
-                "generated_ids": o.generated,
-            })).collect::<Vec<_>>(),
+            "per_request": per_request,
         })
     }
 
