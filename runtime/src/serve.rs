@@ -1176,6 +1176,7 @@ impl Simulation {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     /// Fixed costs: a prefill costs 100 + its tokens, a decode step 50 + 10 per row; the next
     /// token is the row's position (so the ids are checkable).
@@ -1378,6 +1379,314 @@ mod tests {
                 "prompt_ids[0] is not a token id",
             ),
             (r#"[1]"#, "must be an object"),
+        ] {
+            let e = parse_trace(text, 0, 256).expect_err(text).to_string();
+            assert!(e.contains(want), "{e} lacks {want}");
+        }
+    }
+
+    /// A fake whose "KV" is the token ids themselves: prefills check the cached prefix is in
+    /// the blocks and write the rest; decode steps read the whole context back from the blocks
+    /// (an unwritten slot is an error), so the next token — a hash of the context — is right only
+    /// if blocks were shared, copied, swapped out and back correctly.
+    struct KvFake {
+        bt: usize,
+        pool: HashMap<u32, Vec<Option<i64>>>,
+        prefills: Vec<(usize, usize)>,
+    }
+
+    impl KvFake {
+        fn new() -> KvFake {
+            KvFake {
+                bt: 4,
+                pool: HashMap::new(),
+                prefills: vec![],
+            }
+        }
+        fn next(ctx: &[i64]) -> i64 {
+            ctx.iter()
+                .enumerate()
+                .fold(7i64, |h, (i, &t)| (h * 31 + t * (i as i64 + 1)) % 9973)
+        }
+        fn slot(&mut self, blocks: &[u32], i: usize) -> &mut Option<i64> {
+            let bt = self.bt;
+            &mut self
+                .pool
+                .entry(blocks[i / bt])
+                .or_insert_with(|| vec![None; bt])[i % bt]
+        }
+        fn read(&mut self, blocks: &[u32], n: usize) -> Result<Vec<i64>, String> {
+            (0..n)
+                .map(|i| {
+                    self.slot(blocks, i)
+                        .ok_or(format!("position {i} not in its block"))
+                })
+                .collect()
+        }
+    }
+
+    impl Engine for KvFake {
+        fn prefill(
+            &mut self,
+            tokens: &[i64],
+            cached: usize,
+            blocks: &[u32],
+        ) -> Result<(i64, RunCost), String> {
+            if self.read(blocks, cached)? != tokens[..cached] {
+                return Err("cached blocks hold other tokens".into());
+            }
+            for (i, &t) in tokens.iter().enumerate().skip(cached) {
+                *self.slot(blocks, i) = Some(t);
+            }
+            self.prefills.push((tokens.len(), cached));
+            let cost = RunCost {
+                cycles: 100 + (tokens.len() - cached) as u64,
+                ..RunCost::default()
+            };
+            Ok((Self::next(tokens), cost))
+        }
+        fn decode(&mut self, _: usize, rows: &[Row]) -> Result<(Vec<i64>, RunCost), String> {
+            let mut out = vec![];
+            for r in rows {
+                let mut ctx = self.read(r.blocks, r.cached as usize)?;
+                *self.slot(r.blocks, r.cached as usize) = Some(r.token);
+                ctx.push(r.token);
+                out.push(Self::next(&ctx));
+            }
+            let cost = RunCost {
+                cycles: 50 + 10 * rows.len() as u64,
+                ..RunCost::default()
+            };
+            Ok((out, cost))
+        }
+        fn copy_block(&mut self, src: u32, dst: u32) -> Result<(), String> {
+            let b = self
+                .pool
+                .get(&src)
+                .cloned()
+                .ok_or("copy of an unwritten block")?;
+            self.pool.insert(dst, b);
+            Ok(())
+        }
+        fn read_block(&mut self, block: u32) -> Result<Vec<u8>, String> {
+            let b = self
+                .pool
+                .remove(&block)
+                .unwrap_or_else(|| vec![None; self.bt]);
+            Ok(b.iter()
+                .flat_map(|t| t.unwrap_or(i64::MIN).to_le_bytes())
+                .collect())
+        }
+        fn write_block(&mut self, block: u32, bytes: &[u8]) -> Result<(), String> {
+            let b = bytes
+                .chunks_exact(8)
+                .map(|c| {
+                    let t = i64::from_le_bytes(c.try_into().expect("8 bytes"));
+                    (t != i64::MIN).then_some(t)
+                })
+                .collect();
+            self.pool.insert(block, b);
+            Ok(())
+        }
+    }
+
+    fn ids(sim: &Simulation) -> Vec<Vec<i64>> {
+        sim.requests.iter().map(|o| o.generated.clone()).collect()
+    }
+
+    #[test]
+    fn a_shared_system_prompt_is_prefilled_once_and_reused_block_for_block() {
+        // 5 requests, one after another: an 8-token system prompt (2 blocks of 4) + 3 own tokens.
+        let rs: Vec<Request> = (0..5)
+            .map(|i| Request {
+                id: i.to_string(),
+                arrival_s: i as f64 * 1e-2,
+                prompt: (1..=8).chain(100 + 3 * i..103 + 3 * i).collect(),
+                output_len: 4,
+                shared_prefix: 8,
+            })
+            .collect();
+        let mut c = config(64);
+        c.prefix_cache = true;
+        let mut e = KvFake::new();
+        let sim = simulate(&c, &rs, &mut e, &mut |_, _| {}).expect("sim");
+        let p = &sim.prefix;
+        assert_eq!((p.hits, p.blocks_reused, p.tokens_reused), (4, 8, 32));
+        assert_eq!(
+            (p.system_requests, p.system_blocks, p.system_blocks_saved),
+            (5, 10, 8)
+        );
+        assert_eq!((p.cow_copies, p.evictions), (0, 0));
+        // The first prefill computes 11 tokens, the others only their 3 own ones.
+        assert_eq!(e.prefills, [(11, 0), (11, 8), (11, 8), (11, 8), (11, 8)]);
+        let ttft: Vec<u64> = sim
+            .requests
+            .iter()
+            .map(|o| o.first_token - o.arrival)
+            .collect();
+        assert_eq!(ttft, [111, 103, 103, 103, 103]);
+        assert_eq!(sim.requests[1].cached_prompt, 8);
+        c.prefix_cache = false;
+        let mut e = KvFake::new();
+        let off = simulate(&c, &rs, &mut e, &mut |_, _| {}).expect("sim");
+        assert_eq!(
+            off.prefix,
+            PrefixStats {
+                system_requests: 5,
+                system_blocks: 10,
+                ..PrefixStats::default()
+            }
+        );
+        assert!(e.prefills.iter().all(|&(_, cached)| cached == 0));
+        assert_eq!(ids(&sim), ids(&off), "sharing does not change a token");
+        assert!(ids(&sim).iter().all(|g| g.len() == 4));
+    }
+
+    #[test]
+    fn a_fully_cached_prompt_recomputes_its_last_token_into_a_copy_of_a_shared_block() {
+        // a and b: the same 8-token prompt (2 full blocks) at once; c: the same later.
+        let req = |id: &str, t: f64| Request {
+            id: id.into(),
+            arrival_s: t,
+            prompt: (10..18).collect(),
+            output_len: 3,
+            shared_prefix: 0,
+        };
+        let rs = vec![req("a", 0.0), req("b", 0.0), req("c", 1e-2)];
+        let mut c = config(64);
+        c.prefix_cache = true;
+        let mut e = KvFake::new();
+        let sim = simulate(&c, &rs, &mut e, &mut |_, _| {}).expect("sim");
+        // b holds a's blocks: its write of the last token goes to a copy (1 COW); c comes when
+        // they are only cached (no other holder): it writes in place.
+        assert_eq!(sim.prefix.cow_copies, 1);
+        assert_eq!((sim.prefix.hits, sim.prefix.blocks_reused), (2, 4));
+        assert_eq!(sim.prefix.tokens_reused, 14);
+        assert_eq!(e.prefills, [(8, 0), (8, 7), (8, 7)]);
+        c.prefix_cache = false;
+        let off = simulate(&c, &rs, &mut KvFake::new(), &mut |_, _| {}).expect("sim");
+        assert_eq!(ids(&sim), ids(&off));
+        assert_eq!(ids(&sim)[0], ids(&sim)[1]);
+    }
+
+    fn distinct(n: usize) -> Vec<Request> {
+        (0..n)
+            .map(|i| Request {
+                id: i.to_string(),
+                arrival_s: i as f64 * 1e-5,
+                prompt: (0..3 + i % 5).map(|k| (i * 10 + k) as i64).collect(),
+                output_len: 2 + (i * 7) % 11,
+                shared_prefix: 0,
+            })
+            .collect()
+    }
+
+    fn offload(host_blocks: usize) -> Preemption {
+        Preemption::Offload(Offload {
+            host_blocks,
+            block_bytes: 32,
+            latency_cycles: 10,
+            bytes_per_cycle: 8.0,
+        })
+    }
+
+    #[test]
+    fn offload_moves_the_kv_out_and_back_and_generates_the_unpressured_ids() {
+        let rs = distinct(12);
+        let free = simulate(&config(64), &rs, &mut KvFake::new(), &mut |_, _| {}).expect("sim");
+        assert_eq!(free.preemptions, 0);
+        let mut c = config(9);
+        c.preemption = offload(64);
+        let sim = simulate(&c, &rs, &mut KvFake::new(), &mut |_, _| {}).expect("sim");
+        let o = &sim.offload;
+        assert!(sim.preemptions > 0);
+        assert_eq!(o.swap_outs, sim.preemptions as u64);
+        assert_eq!((o.swap_ins, o.recomputed_tier_full), (o.swap_outs, 0));
+        assert_eq!(o.bytes_out, o.bytes_in);
+        assert_eq!(o.bytes_out % 32, 0);
+        assert_eq!(ids(&sim), ids(&free), "swapped KV came back intact");
+        assert_eq!(
+            sim.runs.iter().filter(|r| r.kind == "prefill").count(),
+            12,
+            "no recompute prefill"
+        );
+        // A full tier (room for no block) holds no victim: every preemption recomputes.
+        c.preemption = offload(0);
+        let sim = simulate(&c, &rs, &mut KvFake::new(), &mut |_, _| {}).expect("sim");
+        assert_eq!(sim.offload.swap_outs, 0);
+        assert_eq!(sim.offload.recomputed_tier_full, sim.preemptions as u64);
+        assert_eq!(ids(&sim), ids(&free));
+        // Recompute, for comparison: the same ids, and a prefill per preemption.
+        let rec = simulate(&config(9), &rs, &mut KvFake::new(), &mut |_, _| {}).expect("sim");
+        assert_eq!(ids(&rec), ids(&free));
+        assert_eq!(
+            rec.runs.iter().filter(|r| r.kind == "prefill").count(),
+            12 + rec.preemptions as usize
+        );
+    }
+
+    #[test]
+    fn offload_transfer_time_is_latency_plus_bytes_over_bandwidth() {
+        let o = Offload {
+            host_blocks: 4,
+            block_bytes: 100,
+            latency_cycles: 10,
+            bytes_per_cycle: 8.0,
+        };
+        assert_eq!(o.cycles(3), 10 + 38);
+        assert_eq!(o.cycles(0), 10);
+    }
+
+    #[test]
+    fn system_prompts_are_prepended_and_unknown_references_are_located_errors() {
+        let ok = r#"{"system_prompts": [{"id": "sys", "len": 5}, {"id": "s2", "ids": [7, 8]}],
+            "requests": [{"arrival_s": 0, "system_prompt": "sys", "prompt_ids": [1, 2], "output_len": 1},
+            {"arrival_s": 0, "system_prompt": "s2", "prompt_len": 3, "output_len": 1},
+            {"arrival_s": 0, "prompt_len": 3, "output_len": 1}]}"#;
+        let r = parse_trace(ok, 3, 256).expect("parse");
+        assert_eq!(r[0].prompt.len(), 7);
+        assert_eq!(
+            r[0].prompt[..5],
+            synthetic_prompt(3 ^ SYSTEM_SEED, 0, 5, 256)[..]
+        );
+        assert_eq!(r[0].prompt[5..], [1, 2]);
+        assert_eq!(r[0].shared_prefix, 5);
+        assert_eq!(r[1].prompt[..2], [7, 8]);
+        assert_eq!(r[1].prompt[2..], synthetic_prompt(3, 1, 3, 256)[..]);
+        assert_eq!((r[1].shared_prefix, r[2].shared_prefix), (2, 0));
+        for (text, want) in [
+            (
+                r#"{"system_prompts": [{"id": "a", "len": 2}], "requests": [{"arrival_s": 0, "prompt_len": 1, "output_len": 1}, {"arrival_s": 0, "system_prompt": "b", "prompt_len": 1, "output_len": 1}]}"#,
+                "requests[1]: `system_prompt` `b` is not declared in `system_prompts` (declared: a)",
+            ),
+            (
+                r#"{"requests": [{"arrival_s": 0, "system_prompt": 3, "prompt_len": 1, "output_len": 1}]}"#,
+                "requests[0]: `system_prompt` is not a string",
+            ),
+            (
+                r#"{"system_prompts": [{"id": "a", "len": 2, "text": "x"}], "requests": []}"#,
+                "system_prompts[0]: unknown field `text`",
+            ),
+            (
+                r#"{"system_prompts": [{"id": "a"}], "requests": []}"#,
+                "system_prompts[0]: missing `len` (or `ids`)",
+            ),
+            (
+                r#"{"system_prompts": [{"id": "a", "len": 1}, {"id": "a", "len": 1}], "requests": []}"#,
+                "system_prompts[1]: duplicate id `a`",
+            ),
+            (
+                r#"{"system_prompts": [{"id": "a", "ids": [300]}], "requests": []}"#,
+                "system_prompts[0]: ids[0] is not a token id in 0..256",
+            ),
+            (
+                r#"{"system_prompts": [{"id": "a", "len": 3, "ids": [1]}], "requests": []}"#,
+                "system_prompts[0]: `len` 3 but 1 `ids`",
+            ),
+            (
+                r#"{"system_prompts": 1, "requests": []}"#,
+                "`system_prompts` is not an array",
+            ),
         ] {
             let e = parse_trace(text, 0, 256).expect_err(text).to_string();
             assert!(e.contains(want), "{e} lacks {want}");
