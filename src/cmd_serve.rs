@@ -8,7 +8,11 @@
 //! for `--max-context` tokens with a shared pool of `--kv-blocks` blocks; both run on the emulator
 //! (or timing-only). Prints (or `--json`) throughput, TTFT / TPOT percentiles, the batch sizes, KV
 //! utilization with paging and with max-context reservation, preemptions, HBM bytes and energy per
-//! token. `--synth-trace FILE` writes a synthetic trace instead.
+//! token. Prefix caching shares the KV blocks of common prompt prefixes (a hit's suffix is
+//! prefilled by the decode graph compiled for its `C` new tokens); `--preemption offload` swaps a
+//! preempted request's KV to the target's `[kv_offload]` memory instead of recomputing it;
+//! `--compare` also runs the baseline without either. `--synth-trace FILE` writes a synthetic
+//! trace instead (`--synth-system-prompt N`: with a shared system prompt).
 
 use std::path::{Path, PathBuf};
 

@@ -8,13 +8,20 @@
 //! and frees its blocks, as soon as it has its `output_len` tokens. When a running request needs
 //! a new block and the pool is exhausted, the most recently admitted request is preempted
 //! (recompute: its blocks are freed, it goes back to the head of the queue, and its next prefill
-//! recomputes prompt + generated tokens). Program runs are delegated to an [`Engine`] (the
-//! emulator in [`crate::serve_engine`], a fixed-cost model in tests).
+//! recomputes prompt + generated tokens) — or, with [`Preemption::Offload`], its blocks are
+//! copied to the second KV tier, freed, and prefetched back into new blocks before it runs again.
+//! With [`Config::prefix_cache`], full blocks are content-addressed and shared: an admission takes
+//! references to the cached blocks of its context's longest cached prefix and prefills only the
+//! rest; a write into a block another sequence holds goes to a copy first (copy-on-write). Program
+//! runs and block copies are delegated to an [`Engine`] (the emulator in
+//! [`crate::serve_engine`], fixed-cost models in tests).
 //!
-//! Invariants: between runs every running request owns exactly `⌈cached / block_tokens⌉` blocks
-//! (one more is allocated before a step that crosses a block boundary); its cache holds `prompt +
-//! generated − 1` tokens; the clock only moves forward, by each run's cycles or to the next
-//! arrival when nothing is running.
+//! Invariants: between runs every running request holds a reference to exactly `⌈cached /
+//! block_tokens⌉` blocks (one more is allocated before a step that crosses a block boundary), of
+//! which only full ones may be shared; its cache holds `prompt + generated − 1` tokens; a swapped
+//! request holds no block and its bytes are in the tier until its prefetch; the clock only moves
+//! forward, by each run's cycles (after any swap-out it waits for), to the next arrival or to a
+//! prefetch's landing when nothing is running.
 
 use std::collections::VecDeque;
 
