@@ -8,13 +8,17 @@
 //! for `--max-context` tokens with a shared pool of `--kv-blocks` blocks; both run on the emulator
 //! (or timing-only). Prints (or `--json`) throughput, TTFT / TPOT percentiles, the batch sizes, KV
 //! utilization with paging and with max-context reservation, preemptions, HBM bytes and energy per
-//! token. `--synth-trace FILE` writes a synthetic trace instead.
+//! token. Prefix caching shares the KV blocks of common prompt prefixes (a hit's suffix is
+//! prefilled by the decode graph compiled for its `C` new tokens); `--preemption offload` swaps a
+//! preempted request's KV to the target's `[kv_offload]` memory instead of recomputing it;
+//! `--compare` also runs the baseline without either. `--synth-trace FILE` writes a synthetic
+//! trace instead (`--synth-system-prompt N`: with a shared system prompt).
 
 use std::path::{Path, PathBuf};
 
 use llmpu_isa::Program;
 use llmpu_runtime::RunOptions;
-use llmpu_runtime::serve::{self, Config, Request, Rng, Simulation};
+use llmpu_runtime::serve::{self, Config, Offload, Preemption, Request, Rng, Simulation};
 use llmpu_runtime::serve_engine::EmuEngine;
 use serde_json::json;
 
@@ -22,7 +26,7 @@ use crate::cmd_compile::{compile_module, decode_dims, load_model, options, set_k
 use crate::progress::Progress;
 
 /// Arguments of `llmpu serve-sim`.
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Clone, Debug)]
 pub struct ServeArgs {
     /// Model pair prefix: `PREFIX-prefill/model.onnx` and `PREFIX-decode/model.onnx` (e.g.
     /// `corpus/models/gpt2-tiny-dyn`).
@@ -95,6 +99,24 @@ pub struct ServeArgs {
     /// Seed of the synthetic trace.
     #[arg(long, default_value_t = 1)]
     pub synth_seed: u64,
+    /// Declare a shared system prompt of this many tokens in the synthetic trace; every request
+    /// prepends it (`--synth-trace`; the requests' own prompts are then shorter, medians
+    /// `(max_context − N) / 4`, to fit).
+    #[arg(long)]
+    pub synth_system_prompt: Option<u64>,
+    /// Turn automatic prefix caching off: no KV block is shared between requests, every prefill
+    /// computes its whole context.
+    #[arg(long)]
+    pub no_prefix_cache: bool,
+    /// What a request preempted on an exhausted pool loses: `recompute` (its KV is freed and its
+    /// next prefill recomputes it) or `offload` (its blocks are copied to the target's
+    /// `[kv_offload]` memory and prefetched back before it runs again).
+    #[arg(long, default_value = "recompute", value_parser = ["recompute", "offload"])]
+    pub preemption: String,
+    /// Also run the baseline — prefix caching off and recompute preemption — and report both
+    /// (TTFT, TPOT, throughput, preemptions).
+    #[arg(long)]
+    pub compare: bool,
 }
 
 fn model_paths(a: &ServeArgs) -> Result<(PathBuf, PathBuf), String> {
@@ -138,40 +160,73 @@ fn meta_context(model: &Path) -> Option<u64> {
 /// A synthetic trace: Poisson arrivals at `rate`; log-normal prompt and output lengths shaped
 /// like ShareGPT conversations (outputs about twice the prompts, long tails) scaled to a context
 /// of `max_context` tokens: medians `max_context`/3 and `max_context`/2, σ 0.5, resampled until
-/// prompt + output − 1 fits the context.
-pub fn synth_trace(n: usize, rate: f64, seed: u64, max_context: u64) -> serde_json::Value {
+/// prompt + output − 1 fits the context. With `system = Some(n)` the trace declares one shared
+/// system prompt `sys` of `n` tokens that every request prepends; the requests' own prompt and
+/// output medians are then `(max_context − n)/4` each, resampled until `n` + prompt + output − 1
+/// fits.
+pub fn synth_trace(
+    n: usize,
+    rate: f64,
+    seed: u64,
+    max_context: u64,
+    system: Option<u64>,
+) -> serde_json::Value {
     let mut r = Rng::new(seed);
+    let sys = system.unwrap_or(0);
+    let room = max_context - sys;
     let mc = max_context as f64;
+    let (pm, om) = match system {
+        None => (mc / 3.0, mc / 2.0),
+        Some(_) => ((room as f64 / 4.0).max(1.0), (room as f64 / 4.0).max(1.0)),
+    };
     let mut t = 0.0;
     let mut reqs = vec![];
     for i in 0..n {
         t += r.exponential(rate);
         let (p, o) = loop {
-            let p = ((mc / 3.0).ln() + 0.5 * r.normal()).exp().round().max(1.0) as u64;
-            let o = ((mc / 2.0).ln() + 0.5 * r.normal()).exp().round().max(1.0) as u64;
-            if p + o - 1 <= max_context {
+            let p = (pm.ln() + 0.5 * r.normal()).exp().round().max(1.0) as u64;
+            let o = (om.ln() + 0.5 * r.normal()).exp().round().max(1.0) as u64;
+            if sys + p + o - 1 <= max_context {
                 break (p, o);
             }
         };
-        reqs.push(
-            json!({"id": i, "arrival_ms": (t * 1e6).round() / 1e3, "prompt_len": p,
-            "output_len": o}),
-        );
+        let mut req = json!({"id": i, "arrival_ms": (t * 1e6).round() / 1e3, "prompt_len": p,
+            "output_len": o});
+        if system.is_some() {
+            req["system_prompt"] = json!("sys");
+        }
+        reqs.push(req);
     }
-    json!({
-        "description": format!(
-            "{n} synthetic requests: Poisson arrivals at {rate} req/s; log-normal prompt and \
-             output lengths (medians {} and {} tokens, sigma 0.5) resampled to fit a \
-             {max_context}-token context",
-            max_context / 3,
-            max_context / 2
-        ),
-        "generator": format!(
-            "llmpu serve-sim --synth-trace FILE --synth-requests {n} --synth-rate {rate} \
-             --synth-seed {seed} --max-context {max_context}"
-        ),
-        "requests": reqs,
-    })
+    match system {
+        None => json!({
+            "description": format!(
+                "{n} synthetic requests: Poisson arrivals at {rate} req/s; log-normal prompt and \
+                 output lengths (medians {} and {} tokens, sigma 0.5) resampled to fit a \
+                 {max_context}-token context",
+                max_context / 3,
+                max_context / 2
+            ),
+            "generator": format!(
+                "llmpu serve-sim --synth-trace FILE --synth-requests {n} --synth-rate {rate} \
+                 --synth-seed {seed} --max-context {max_context}"
+            ),
+            "requests": reqs,
+        }),
+        Some(k) => json!({
+            "description": format!(
+                "{n} synthetic requests sharing a {k}-token system prompt: Poisson arrivals at \
+                 {rate} req/s; log-normal own prompt and output lengths (medians {} tokens each, \
+                 sigma 0.5) resampled to fit a {max_context}-token context",
+                room / 4
+            ),
+            "generator": format!(
+                "llmpu serve-sim --synth-trace FILE --synth-requests {n} --synth-rate {rate} \
+                 --synth-seed {seed} --max-context {max_context} --synth-system-prompt {k}"
+            ),
+            "system_prompts": [{"id": "sys", "len": k}],
+            "requests": reqs,
+        }),
+    }
 }
 
 fn target_options(a: &ServeArgs) -> Result<llmpu_compiler::backend::Options, String> {
@@ -183,6 +238,33 @@ fn target_options(a: &ServeArgs) -> Result<llmpu_compiler::backend::Options, Str
         o.target.kv.block_tokens = n;
     }
     Ok(o)
+}
+
+/// The decode model compiled for batch 1 and `c` new tokens over the pool: a chunked prefill of
+/// `c` tokens after a cached prefix (a new-token axis declared as 1 is re-declared `c` wide, `ImportOptions::new_tokens`).
+fn compile_chunk(
+    path: &Path,
+    c: usize,
+    max_context: u64,
+    a: &ServeArgs,
+    kv_blocks: u64,
+) -> Result<Program, String> {
+    if c as u64 >= max_context {
+        return Err(format!(
+            "a chunk of {c} tokens needs a context over {max_context}"
+        ));
+    }
+    let o = target_options(a)?;
+    let dims = [
+        "batch_size=1".to_string(),
+        format!("sequence_length={c}"),
+        format!("past_sequence_length={}", max_context - c as u64),
+        format!("total_sequence_length={max_context}"),
+    ];
+    let mut m = crate::import::import_model_with(path, &dims, Some(c as u64))?;
+    set_kv_blocks(&mut m, kv_blocks)?;
+    compile_module(&mut m, &o, &Default::default())?
+        .ok_or_else(|| "pipeline stopped early".to_string())
 }
 
 fn compile(
@@ -275,7 +357,43 @@ pub fn simulate(a: &ServeArgs) -> Result<(Simulation, u64), String> {
         .map_err(|e| format!("{}: {e}", requests_path.display()))?;
     let requests: Vec<Request> = serve::parse_trace(&text, a.seed, vocab)
         .map_err(|e| format!("{}: {e}", requests_path.display()))?;
+    let region = first
+        .kv
+        .as_ref()
+        .ok_or("the decode program has no paged KV region")?;
+    let block_bytes: u64 = region
+        .slots
+        .iter()
+        .filter_map(|s| region.block_bytes(s))
+        .sum();
+    let preemption = match a.preemption.as_str() {
+        "recompute" => Preemption::Recompute,
+        _ => {
+            let o = target.kv_offload.as_ref().ok_or_else(|| {
+                format!(
+                    "--preemption offload: target `{}` has no [kv_offload] section (size_bytes, \
+                     bandwidth_gb_s, latency_cycles; see examples/targets/edge-offload.toml)",
+                    target.name
+                )
+            })?;
+            let host_blocks = o.size_bytes / block_bytes.max(1);
+            if host_blocks == 0 {
+                return Err(format!(
+                    "--preemption offload: kv_offload.size_bytes {} holds no KV block of {block_bytes} bytes",
+                    o.size_bytes
+                ));
+            }
+            Preemption::Offload(Offload {
+                host_blocks: host_blocks.min(usize::MAX as u64) as usize,
+                block_bytes,
+                latency_cycles: o.latency_cycles,
+                bytes_per_cycle: o.bandwidth_gb_s / target.clock_ghz,
+            })
+        }
+    };
     let config = Config {
+        prefix_cache: !a.no_prefix_cache,
+        preemption,
         buckets: buckets.clone(),
         block_tokens: bt,
         pool_blocks: u32::try_from(pool).map_err(|_| format!("--kv-blocks {pool} is too many"))?,
@@ -291,6 +409,10 @@ pub fn simulate(a: &ServeArgs) -> Result<(Simulation, u64), String> {
     };
     let mut first = Some(first);
     let first_bucket = buckets[0];
+    let chunk_path = decode_path.clone();
+    let chunk = Box::new(move |c: usize| -> Result<Program, String> {
+        compile_chunk(&chunk_path, c, max_context, a, pool)
+    });
     let decode = Box::new(move |b: usize| -> Result<Program, String> {
         if b == first_bucket
             && let Some(p) = first.take()
@@ -312,7 +434,7 @@ pub fn simulate(a: &ServeArgs) -> Result<(Simulation, u64), String> {
             None,
         )
     });
-    let mut engine = EmuEngine::new(prefill, decode, opts, first_bucket);
+    let mut engine = EmuEngine::new(prefill, decode, chunk, opts, first_bucket);
     let mut progress = Progress::new("serve-sim", requests.len() as u64);
     let sim = serve::simulate(&config, &requests, &mut engine, &mut |done, _| {
         progress.set(done as u64, "requests done")
@@ -341,7 +463,22 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
                 "--synth-requests ≥ 1, --synth-rate > 0 and a context ≥ 2 are needed".into(),
             );
         }
-        let t = synth_trace(a.synth_requests, a.synth_rate, a.synth_seed, mc);
+        if let Some(k) = a.synth_system_prompt
+            && (k == 0 || k + 2 > mc)
+        {
+            return Err(format!(
+                "--synth-system-prompt {k}: need 1 ≤ N ≤ max context − 2 = {} (room for a prompt \
+                 token and an output token)",
+                mc.saturating_sub(2)
+            ));
+        }
+        let t = synth_trace(
+            a.synth_requests,
+            a.synth_rate,
+            a.synth_seed,
+            mc,
+            a.synth_system_prompt,
+        );
         let text = serde_json::to_string_pretty(&t).map_err(|e| e.to_string())?;
         std::fs::write(out, text + "\n").map_err(|e| format!("{}: {e}", out.display()))?;
         eprintln!("wrote {} ({} requests)", out.display(), a.synth_requests);
@@ -354,7 +491,37 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
         std::fs::write(path, sim.trace().to_chrome_json())
             .map_err(|e| format!("{}: {e}", path.display()))?;
     }
-    let s = sim.summary(weights, a.timing_only);
+    let mut s = sim.summary(weights, a.timing_only);
+    if a.compare {
+        let mut b = a.clone();
+        b.no_prefix_cache = true;
+        b.preemption = "recompute".into();
+        b.compare = false;
+        b.trace = None;
+        let (base, _) = simulate(&b)?;
+        let bs = base.summary(weights, a.timing_only);
+        let ratio = |k: &str, p: &str| {
+            let new = s[k][p].as_f64().unwrap_or(0.0);
+            let old = bs[k][p].as_f64().unwrap_or(0.0);
+            if new > 0.0 { old / new } else { 0.0 }
+        };
+        let c = json!({
+            "prefix_cache": false,
+            "preemption": "recompute",
+            "total_s": bs["total_s"],
+            "throughput_tokens_per_s": bs["throughput_tokens_per_s"],
+            "ttft_s": bs["ttft_s"],
+            "tpot_s": bs["tpot_s"],
+            "preemptions": bs["preemptions"],
+            "prefill_runs": bs["prefill_runs"],
+            "same_generated_ids": base.requests.iter().zip(&sim.requests)
+                .all(|(x, y)| x.generated == y.generated),
+            "ttft_p50_speedup": ratio("ttft_s", "p50"),
+            "ttft_p99_speedup": ratio("ttft_s", "p99"),
+            "tpot_p99_speedup": ratio("tpot_s", "p99"),
+        });
+        s["baseline"] = c;
+    }
     if a.json {
         outln!(
             "{}",
@@ -443,7 +610,76 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
         100.0 * f("kv_peak_occupancy"),
         s["reserved_sequences_fitting_pool"]
     );
-    outln!("preemptions           {}", s["preemptions"]);
+    outln!(
+        "preemptions           {} ({})",
+        s["preemptions"],
+        s["preemption_mode"].as_str().unwrap_or("")
+    );
+    let pc = &s["prefix_cache"];
+    if pc["enabled"] == true {
+        outln!(
+            "prefix cache          {} hits, {} blocks reused, {} tokens not recomputed, {} \
+             copy-on-write copies, {} evictions",
+            pc["hits"],
+            pc["blocks_reused"],
+            pc["tokens_not_recomputed"],
+            pc["cow_copies"],
+            pc["evictions"]
+        );
+        if pc["system_prompt_requests"].as_u64() > Some(0) {
+            outln!(
+                "shared system prompts {} of {} blocks saved ({:.1}%) over {} requests",
+                pc["system_prompt_blocks_saved"],
+                pc["system_prompt_blocks_without_sharing"],
+                100.0 * pc["system_prompt_saved_fraction"].as_f64().unwrap_or(0.0),
+                pc["system_prompt_requests"]
+            );
+        }
+    } else {
+        outln!("prefix cache          off");
+    }
+    let of = &s["offload"];
+    if s["preemption_mode"] == "offload" {
+        outln!(
+            "KV offload            {} swap-outs ({} B), {} prefetches ({} B), {} ms stalled on \
+             swap-outs, {} ms idle on prefetches, {} recomputed (tier full), peak {} of {} host \
+             blocks",
+            of["swap_outs"],
+            of["bytes_offloaded"],
+            of["swap_ins"],
+            of["bytes_prefetched"],
+            ms(of["stall_s"].as_f64().unwrap_or(0.0)),
+            ms(of["idle_prefetch_s"].as_f64().unwrap_or(0.0)),
+            of["recomputed_tier_full"],
+            of["peak_host_blocks"],
+            of["host_blocks"]
+        );
+    }
+    if let Some(b) = s.get("baseline") {
+        let p = |k: &str| {
+            format!(
+                "p50 {} ms, p99 {} ms",
+                ms(b[k]["p50"].as_f64().unwrap_or(0.0)),
+                ms(b[k]["p99"].as_f64().unwrap_or(0.0))
+            )
+        };
+        outln!(
+            "baseline              no prefix cache, recompute: TTFT {}, TPOT {}, {:.1} output \
+             tokens/s, {} preemptions, {} prefills; same ids: {}",
+            p("ttft_s"),
+            p("tpot_s"),
+            b["throughput_tokens_per_s"].as_f64().unwrap_or(0.0),
+            b["preemptions"],
+            b["prefill_runs"],
+            b["same_generated_ids"]
+        );
+        outln!(
+            "vs baseline           TTFT p50 {:.2}× faster, p99 {:.2}×; TPOT p99 {:.2}×",
+            b["ttft_p50_speedup"].as_f64().unwrap_or(0.0),
+            b["ttft_p99_speedup"].as_f64().unwrap_or(0.0),
+            b["tpot_p99_speedup"].as_f64().unwrap_or(0.0)
+        );
+    }
     outln!(
         "HBM bytes per token   {:.0}: KV cache {:.0}, weights and activations {:.0} (weights \
          resident {} B)",

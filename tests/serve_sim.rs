@@ -273,3 +273,156 @@ fn synthetic_trace_generator_is_deterministic_and_fits_the_context() {
         assert!(p >= 1 && o >= 1 && p + o - 1 <= 128);
     }
 }
+
+fn shared_trace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/traces/shared-system-prompt-32.json")
+}
+
+#[test]
+fn a_shared_system_prompt_is_computed_once_with_the_same_ids_and_a_shorter_ttft() {
+    let Some(c) = corpus("generate") else { return };
+    let t = shared_trace();
+    let t = t.to_str().expect("path");
+    let s = serve_json(
+        &c,
+        "gpt2",
+        &["--requests", t, "--precision", "fp32", "--compare"],
+    );
+    let p = &s["prefix_cache"];
+    // 32 requests, a 96-token system prompt (6 blocks of 16): the first computes it, the 31
+    // others take its 6 blocks.
+    assert_eq!(p["system_prompt_requests"], 32);
+    assert_eq!(p["system_prompt_blocks_without_sharing"], 192);
+    assert_eq!(p["system_prompt_blocks_saved"], 186);
+    assert!(p["system_prompt_saved_fraction"].as_f64() >= Some(0.8));
+    assert_eq!(p["hits"], 31);
+    assert_eq!(p["tokens_not_recomputed"], 31 * 96);
+    let b = &s["baseline"];
+    assert_eq!(
+        b["same_generated_ids"], true,
+        "sharing changes no token (fp32)"
+    );
+    assert!(b["ttft_p50_speedup"].as_f64() > Some(1.5), "{b}");
+    let off = serve_json(
+        &c,
+        "gpt2",
+        &["--requests", t, "--precision", "fp32", "--no-prefix-cache"],
+    );
+    assert_eq!(off["prefix_cache"]["hits"], 0);
+    for (x, y) in s["per_request"]
+        .as_array()
+        .expect("per request")
+        .iter()
+        .zip(off["per_request"].as_array().expect("per request"))
+    {
+        assert_eq!(
+            x["generated_ids"], y["generated_ids"],
+            "request {}",
+            x["id"]
+        );
+    }
+    assert_eq!(
+        b["ttft_s"], off["ttft_s"],
+        "--compare's baseline is --no-prefix-cache"
+    );
+}
+
+#[test]
+fn the_shared_prompt_trace_is_what_the_generator_writes() {
+    let Some(c) = corpus("generate") else { return };
+    let p = tmp("shared.json");
+    let (ok, out, err) = serve(
+        &c,
+        "gpt2",
+        &[
+            "--synth-trace",
+            p.to_str().expect("path"),
+            "--synth-requests",
+            "32",
+            "--synth-rate",
+            "2000",
+            "--synth-system-prompt",
+            "96",
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    assert_eq!(
+        std::fs::read_to_string(&p).expect("written"),
+        std::fs::read_to_string(shared_trace()).expect("committed")
+    );
+}
+
+#[test]
+fn offload_preemption_swaps_kv_out_and_back_and_generates_the_unpressured_ids() {
+    let Some(c) = corpus("generate") else { return };
+    let (trace, want) = reference_trace(&c, "gpt2");
+    let t = trace.to_str().expect("path");
+    let target =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/targets/edge-offload.toml");
+    let target = target.to_str().expect("path");
+    let free = serve_json(&c, "gpt2", &["--requests", t, "--precision", "fp32"]);
+    assert_eq!(free["preemptions"], 0);
+    let s = serve_json(
+        &c,
+        "gpt2",
+        &[
+            "--requests",
+            t,
+            "--precision",
+            "fp32",
+            "--kv-blocks",
+            "9",
+            "--target",
+            target,
+            "--preemption",
+            "offload",
+        ],
+    );
+    let n = s["preemptions"].as_u64().expect("n");
+    assert!(n > 0, "{s}");
+    assert_eq!(s["preemption_mode"], "offload");
+    let o = &s["offload"];
+    assert_eq!(o["swap_outs"], n);
+    assert_eq!(o["swap_ins"], n);
+    assert_eq!(o["bytes_offloaded"], o["bytes_prefetched"]);
+    assert_eq!(s["prefill_runs"], 6, "nothing recomputed");
+    assert_eq!(s["per_request"][0]["generated_ids"].as_array(), Some(&want));
+    for (x, y) in s["per_request"]
+        .as_array()
+        .expect("per request")
+        .iter()
+        .zip(free["per_request"].as_array().expect("per request"))
+    {
+        assert_eq!(
+            x["generated_ids"], y["generated_ids"],
+            "request {}",
+            x["id"]
+        );
+    }
+    // Offload needs a target with a second tier.
+    let (ok, _, err) = serve(&c, "gpt2", &["--requests", t, "--preemption", "offload"]);
+    assert!(!ok);
+    assert!(
+        err.contains("--preemption offload: target `edge` has no [kv_offload] section"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_undeclared_system_prompt_is_an_error_naming_the_request() {
+    let Some(c) = corpus("generate") else { return };
+    let p = tmp("bad-system.json");
+    std::fs::write(
+        &p,
+        r#"{"system_prompts": [{"id": "sys", "len": 8}],
+            "requests": [{"arrival_s": 0, "system_prompt": "sys", "prompt_len": 4, "output_len": 3},
+                         {"arrival_s": 0, "system_prompt": "other", "prompt_len": 4, "output_len": 3}]}"#,
+    )
+    .expect("write");
+    let (ok, _, err) = serve(&c, "gpt2", &["--requests", p.to_str().expect("path")]);
+    assert!(!ok);
+    assert!(
+        err.contains("requests[1]: `system_prompt` `other` is not declared"),
+        "{err}"
+    );
+}

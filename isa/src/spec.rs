@@ -203,6 +203,13 @@ pub fn targets_markdown() -> String {
         }
         o.push('\n');
     }
+    o.push_str(
+        "\nOptional sections (absent from the presets; a file may add them, with every key of \
+         the section):\n\n| key | unit | meaning |\n|---|---|---|\n",
+    );
+    for (key, unit, doc) in OPTIONAL_FIELD_DOCS {
+        let _ = writeln!(o, "| `{key}` | {unit} | {doc} |");
+    }
     o.push_str("\nDerived figures:\n\n| | ");
     o.push_str(&names.join(" | "));
     o.push_str(" |\n|---|");

@@ -28,6 +28,10 @@ pub struct Target {
     /// Cores set apart for a speculative-decoding draft model (`spec/serving.md`); absent: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub draft_unit: Option<DraftUnit>,
+    /// Optional: host (or CXL) memory that holds KV blocks swapped out of HBM (`llmpu serve-sim
+    /// --preemption offload`). Absent in the presets; omitted from the TOML when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_offload: Option<KvOffload>,
 }
 
 /// A group of cores reserved for the draft model of speculative decoding, with a static share of
@@ -98,6 +102,25 @@ pub struct Kv {
     pub block_tokens: u32,
 }
 
+/// A second KV tier: memory beside the chip (host DRAM over PCIe, or CXL) that KV blocks are
+/// copied to and from by a DMA engine while the chip computes (`spec/serving.md`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvOffload {
+    pub size_bytes: u64,
+    pub bandwidth_gb_s: f64,
+    pub latency_cycles: u64,
+}
+
+impl KvOffload {
+    /// Cycles to move `bytes` one way at `clock_ghz`: the latency plus the bytes at the link's
+    /// bandwidth, rounded up.
+    pub fn transfer_cycles(&self, bytes: u64, clock_ghz: f64) -> u64 {
+        let per_cycle = self.bandwidth_gb_s / clock_ghz;
+        self.latency_cycles + (bytes as f64 / per_cycle).ceil() as u64
+    }
+}
+
 /// Energy per event, for the energy estimate.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -111,6 +134,35 @@ pub struct Energy {
     pub hbm_byte_pj: f64,
     pub static_w: f64,
 }
+
+/// Keys of the optional sections (absent from the presets): dotted path, unit, meaning.
+pub const OPTIONAL_FIELD_DOCS: &[(&str, &str, &str)] = &[
+    (
+        "kv_offload.size_bytes",
+        "bytes",
+        "host (or CXL) memory for KV blocks swapped out of HBM (`serve-sim --preemption offload`)",
+    ),
+    (
+        "kv_offload.bandwidth_gb_s",
+        "GB/s (10⁹ bytes/s)",
+        "bandwidth of the HBM ↔ host link, each direction",
+    ),
+    (
+        "kv_offload.latency_cycles",
+        "cycles",
+        "latency of one transfer over the link (added once per swap-out or prefetch)",
+    ),
+    (
+        "draft_unit.cores",
+        "count",
+        "cores reserved for a speculative-decoding draft model (fewer than `cores`)",
+    ),
+    (
+        "draft_unit.hbm_share",
+        "fraction",
+        "share of `hbm.bandwidth_gb_s` statically given to the draft unit (0 < share < 1)",
+    ),
+];
 
 /// Every key of the schema: dotted path, unit, meaning.
 pub const FIELD_DOCS: &[(&str, &str, &str)] = &[
@@ -257,20 +309,6 @@ pub const FIELD_DOCS: &[(&str, &str, &str)] = &[
         "energy.static_w",
         "W",
         "static (leakage) power of the whole chip, charged over the run time",
-    ),
-];
-
-/// The keys of the optional sections (absent from the presets): dotted path, unit, meaning.
-pub const OPTIONAL_FIELD_DOCS: &[(&str, &str, &str)] = &[
-    (
-        "draft_unit.cores",
-        "count",
-        "cores reserved for a speculative-decoding draft model (fewer than `cores`)",
-    ),
-    (
-        "draft_unit.hbm_share",
-        "fraction",
-        "share of `hbm.bandwidth_gb_s` statically given to the draft unit (0 < share < 1)",
     ),
 ];
 
@@ -484,6 +522,33 @@ impl Target {
         if !self.hbm.burst_bytes.is_power_of_two() {
             return Err(bad("hbm.burst_bytes", "must be a power of two".into()));
         }
+        if let Some(o) = &self.kv_offload {
+            if o.size_bytes == 0 {
+                return Err(bad(
+                    "kv_offload.size_bytes",
+                    "must be greater than 0".into(),
+                ));
+            }
+            if o.latency_cycles > MAX_LATENCY {
+                return Err(bad(
+                    "kv_offload.latency_cycles",
+                    format!("{} exceeds the maximum of {MAX_LATENCY}", o.latency_cycles),
+                ));
+            }
+            let per_cycle = o.bandwidth_gb_s / self.clock_ghz;
+            if !(o.bandwidth_gb_s.is_finite()
+                && o.bandwidth_gb_s > 0.0
+                && (MIN_HBM_BYTES_PER_CYCLE..=MAX_HBM_BYTES_PER_CYCLE).contains(&per_cycle))
+            {
+                return Err(bad(
+                    "kv_offload.bandwidth_gb_s",
+                    format!(
+                        "must be a positive number of at most {MAX_HBM_BYTES_PER_CYCLE:e} and at \
+                         least {MIN_HBM_BYTES_PER_CYCLE:e} bytes per cycle"
+                    ),
+                ));
+            }
+        }
         let e = &self.energy;
         for (field, v) in [
             ("energy.mac_bf16_pj", e.mac_bf16_pj),
@@ -607,6 +672,11 @@ mod tests {
         full.draft_unit = Some(DraftUnit {
             cores: 1,
             hbm_share: 0.25,
+        });
+        full.kv_offload = Some(KvOffload {
+            size_bytes: 1 << 30,
+            bandwidth_gb_s: 64.0,
+            latency_cycles: 2000,
         });
         let v: toml::Value = toml::from_str(&full.to_toml()).unwrap();
         let mut found = Vec::new();
@@ -757,6 +827,58 @@ mod tests {
             .replacen("barrier = 20", "barrier = 4294967296", 1)
             .replacen("burst_bytes = 64", "burst_bytes = 1048576", 1);
         Target::from_toml(&text, "t.toml").unwrap();
+    }
+
+    #[test]
+    fn the_optional_kv_offload_section_parses_validates_and_round_trips() {
+        let edge = preset_text("edge").unwrap();
+        assert_eq!(Target::preset("edge").unwrap().kv_offload, None);
+        let text = format!(
+            "{edge}\n[kv_offload]\nsize_bytes = 1073741824\nbandwidth_gb_s = 64.0\nlatency_cycles = 2000\n"
+        );
+        let t = Target::from_toml(&text, "t.toml").unwrap();
+        let o = t.kv_offload.clone().unwrap();
+        assert_eq!((o.size_bytes, o.latency_cycles), (1 << 30, 2000));
+        // 64 GB/s at 1 GHz: 64 bytes per cycle; 6400 bytes take 100 cycles after the latency.
+        assert_eq!(o.transfer_cycles(6400, t.clock_ghz), 2100);
+        assert_eq!(Target::from_toml(&t.to_toml(), "again").unwrap(), t);
+        let v: toml::Value = toml::from_str(&t.to_toml()).unwrap();
+        let mut found = Vec::new();
+        keys("", &v, &mut found);
+        found.retain(|k| k.starts_with("kv_offload."));
+        found.sort();
+        let mut documented: Vec<String> = OPTIONAL_FIELD_DOCS
+            .iter()
+            .map(|(k, _, _)| k.to_string())
+            .filter(|k| k.starts_with("kv_offload."))
+            .collect();
+        documented.sort();
+        assert_eq!(found, documented);
+        for (from, to, field) in [
+            (
+                "bandwidth_gb_s = 64.0",
+                "bandwidth_gb_s = 0.0",
+                "kv_offload.bandwidth_gb_s",
+            ),
+            (
+                "size_bytes = 1073741824",
+                "size_bytes = 0",
+                "kv_offload.size_bytes",
+            ),
+            (
+                "latency_cycles = 2000",
+                "latency_cycles = 4294967297",
+                "kv_offload.latency_cycles",
+            ),
+        ] {
+            let bad = text.replacen(from, to, 1);
+            let err = Target::from_toml(&bad, "t.toml").unwrap_err().to_string();
+            assert!(err.contains(&format!("`{field}`")), "{to}: {err}");
+        }
+        let err = Target::from_toml(&format!("{text}bytes = 3\n"), "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bytes"), "{err}");
     }
 
     #[test]

@@ -8,13 +8,20 @@
 //! and frees its blocks, as soon as it has its `output_len` tokens. When a running request needs
 //! a new block and the pool is exhausted, the most recently admitted request is preempted
 //! (recompute: its blocks are freed, it goes back to the head of the queue, and its next prefill
-//! recomputes prompt + generated tokens). Program runs are delegated to an [`Engine`] (the
-//! emulator in [`crate::serve_engine`], a fixed-cost model in tests).
+//! recomputes prompt + generated tokens) — or, with [`Preemption::Offload`], its blocks are
+//! copied to the second KV tier, freed, and prefetched back into new blocks before it runs again.
+//! With [`Config::prefix_cache`], full blocks are content-addressed and shared: an admission takes
+//! references to the cached blocks of its context's longest cached prefix and prefills only the
+//! rest; a write into a block another sequence holds goes to a copy first (copy-on-write). Program
+//! runs and block copies are delegated to an [`Engine`] (the emulator in
+//! [`crate::serve_engine`], fixed-cost models in tests).
 //!
-//! Invariants: between runs every running request owns exactly `⌈cached / block_tokens⌉` blocks
-//! (one more is allocated before a step that crosses a block boundary); its cache holds `prompt +
-//! generated − 1` tokens; the clock only moves forward, by each run's cycles or to the next
-//! arrival when nothing is running.
+//! Invariants: between runs every running request holds a reference to exactly `⌈cached /
+//! block_tokens⌉` blocks (one more is allocated before a step that crosses a block boundary), of
+//! which only full ones may be shared; its cache holds `prompt + generated − 1` tokens; a swapped
+//! request holds no block and its bytes are in the tier until its prefetch; the clock only moves
+//! forward, by each run's cycles (after any swap-out it waits for), to the next arrival or to a
+//! prefetch's landing when nothing is running.
 
 use std::collections::VecDeque;
 
@@ -23,14 +30,17 @@ use serde_json::{Value, json};
 use crate::alloc::{AllocError, BlockAllocator, blocks_for};
 
 /// A request of the trace.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Request {
     pub id: String,
     /// Arrival time in seconds from the start of the trace.
     pub arrival_s: f64,
+    /// The whole prompt (a declared system prompt first, then the request's own tokens).
     pub prompt: Vec<i64>,
     /// Tokens to generate (end-of-sequence is ignored).
     pub output_len: usize,
+    /// Tokens of `prompt` that are a shared system prompt of the trace (0: none).
+    pub shared_prefix: usize,
 }
 
 /// Why a trace could not be read.
@@ -83,20 +93,96 @@ impl Rng {
     }
 }
 
+/// Seed offset of the synthetic ids of system prompts (a stream apart from the requests').
+const SYSTEM_SEED: u64 = 0x5359_5354_454d_0000;
+
+/// Token ids from a JSON array, each in `0..vocab`; errors name the field.
+fn token_ids(x: &Value, field: &str, vocab: u64) -> Result<Vec<i64>, String> {
+    x.as_array()
+        .ok_or_else(|| format!("`{field}` is not an array"))?
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            t.as_i64()
+                .filter(|&t| t >= 0 && (t as u64) < vocab)
+                .ok_or_else(|| format!("{field}[{i}] is not a token id in 0..{vocab}"))
+        })
+        .collect()
+}
+
+/// The trace's `system_prompts`: id → token ids.
+fn parse_system_prompts(
+    v: Option<&Value>,
+    seed: u64,
+    vocab: u64,
+) -> Result<Vec<(String, Vec<i64>)>, TraceError> {
+    let Some(v) = v else { return Ok(vec![]) };
+    let arr = v
+        .as_array()
+        .ok_or_else(|| TraceError::Shape(" (`system_prompts` is not an array)".into()))?;
+    let mut out: Vec<(String, Vec<i64>)> = vec![];
+    for (i, p) in arr.iter().enumerate() {
+        let bad = |m: String| TraceError::Shape(format!(" (system_prompts[{i}]: {m})"));
+        let o = p.as_object().ok_or_else(|| bad("not an object".into()))?;
+        for k in o.keys() {
+            if !matches!(k.as_str(), "id" | "len" | "ids") {
+                return Err(bad(format!("unknown field `{k}` (allowed: id, len, ids)")));
+            }
+        }
+        let id = o
+            .get("id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("missing string `id`".into()))?
+            .to_string();
+        if out.iter().any(|(x, _)| *x == id) {
+            return Err(bad(format!("duplicate id `{id}`")));
+        }
+        let len = match o.get("len") {
+            None => None,
+            Some(x) => Some(
+                x.as_u64()
+                    .filter(|&n| n >= 1 && n <= u32::MAX as u64)
+                    .ok_or_else(|| bad("`len` is not an integer ≥ 1".into()))?
+                    as usize,
+            ),
+        };
+        let ids = match o.get("ids") {
+            None => None,
+            Some(x) => Some(token_ids(x, "ids", vocab).map_err(bad)?),
+        };
+        let ids = match (len, ids) {
+            (None, None) => return Err(bad("missing `len` (or `ids`)".into())),
+            (Some(n), None) => synthetic_prompt(seed ^ SYSTEM_SEED, i, n, vocab),
+            (None, Some(ids)) if ids.is_empty() => return Err(bad("empty `ids`".into())),
+            (Some(n), Some(ids)) if n != ids.len() => {
+                return Err(bad(format!("`len` {n} but {} `ids`", ids.len())));
+            }
+            (_, Some(ids)) => ids,
+        };
+        out.push((id, ids));
+    }
+    Ok(out)
+}
+
 /// Parses a request trace (format in `spec/serving.md`). Requests without `prompt_ids` get
-/// [`synthetic_prompt`] ids from `seed`.
+/// [`synthetic_prompt`] ids from `seed`; a request naming a `system_prompt` gets its ids first.
 pub fn parse_trace(text: &str, seed: u64, vocab: u64) -> Result<Vec<Request>, TraceError> {
     let v: Value = serde_json::from_str(text).map_err(|e| TraceError::Json(e.to_string()))?;
     let obj = v
         .as_object()
         .ok_or_else(|| TraceError::Shape(String::new()))?;
     for k in obj.keys() {
-        if !matches!(k.as_str(), "requests" | "description" | "generator") {
+        if !matches!(
+            k.as_str(),
+            "requests" | "description" | "generator" | "system_prompts"
+        ) {
             return Err(TraceError::Shape(format!(
-                " (unknown top-level field `{k}`; allowed: requests, description, generator)"
+                " (unknown top-level field `{k}`; allowed: requests, description, generator, \
+                 system_prompts)"
             )));
         }
     }
+    let systems = parse_system_prompts(obj.get("system_prompts"), seed, vocab)?;
     let reqs = obj
         .get("requests")
         .and_then(Value::as_array)
@@ -111,11 +197,16 @@ pub fn parse_trace(text: &str, seed: u64, vocab: u64) -> Result<Vec<Request>, Tr
         for k in o.keys() {
             if !matches!(
                 k.as_str(),
-                "id" | "arrival_s" | "arrival_ms" | "prompt_len" | "output_len" | "prompt_ids"
+                "id" | "arrival_s"
+                    | "arrival_ms"
+                    | "prompt_len"
+                    | "output_len"
+                    | "prompt_ids"
+                    | "system_prompt"
             ) {
                 return Err(bad(format!(
                     "unknown field `{k}` (allowed: id, arrival_s, arrival_ms, prompt_len, \
-                     output_len, prompt_ids)"
+                     output_len, prompt_ids, system_prompt)"
                 )));
             }
         }
@@ -150,20 +241,7 @@ pub fn parse_trace(text: &str, seed: u64, vocab: u64) -> Result<Vec<Request>, Tr
         let prompt_len = uint("prompt_len")?;
         let ids = match o.get("prompt_ids") {
             None => None,
-            Some(x) => Some(
-                x.as_array()
-                    .ok_or_else(|| bad("`prompt_ids` is not an array".into()))?
-                    .iter()
-                    .enumerate()
-                    .map(|(i, t)| {
-                        t.as_i64()
-                            .filter(|&t| t >= 0 && (t as u64) < vocab)
-                            .ok_or_else(|| {
-                                bad(format!("prompt_ids[{i}] is not a token id in 0..{vocab}"))
-                            })
-                    })
-                    .collect::<Result<Vec<i64>, _>>()?,
-            ),
+            Some(x) => Some(token_ids(x, "prompt_ids", vocab).map_err(bad)?),
         };
         let prompt = match (prompt_len, ids) {
             (None, None) => return Err(bad("missing `prompt_len` (or `prompt_ids`)".into())),
@@ -184,11 +262,31 @@ pub fn parse_trace(text: &str, seed: u64, vocab: u64) -> Result<Vec<Request>, Tr
             Some(Value::Number(n)) => n.to_string(),
             Some(_) => return Err(bad("`id` is not a string or number".into())),
         };
+        let system: &[i64] = match o.get("system_prompt") {
+            None => &[],
+            Some(Value::String(name)) => systems
+                .iter()
+                .find(|(id, _)| id == name)
+                .map(|(_, ids)| ids.as_slice())
+                .ok_or_else(|| {
+                    bad(format!(
+                        "`system_prompt` `{name}` is not declared in `system_prompts` (declared: \
+                         {})",
+                        systems
+                            .iter()
+                            .map(|(id, _)| id.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                })?,
+            Some(_) => return Err(bad("`system_prompt` is not a string".into())),
+        };
         out.push(Request {
             id,
             arrival_s,
-            prompt,
+            prompt: system.iter().copied().chain(prompt).collect(),
             output_len,
+            shared_prefix: system.len(),
         });
     }
     Ok(out)
@@ -219,12 +317,65 @@ pub struct Row<'a> {
     pub blocks: &'a [u32],
 }
 
-/// What runs the programs.
+/// What runs the programs and moves KV blocks.
 pub trait Engine {
-    /// Prefills `tokens` (the sequence's whole context) into `blocks`; returns the next token.
-    fn prefill(&mut self, tokens: &[i64], blocks: &[u32]) -> Result<(i64, RunCost), String>;
+    /// Prefills `tokens` (the sequence's whole context) into `blocks`, of which the first
+    /// `cached` tokens are already there (a prefix-cache hit: only `tokens[cached..]` are
+    /// computed); returns the next token.
+    fn prefill(
+        &mut self,
+        tokens: &[i64],
+        cached: usize,
+        blocks: &[u32],
+    ) -> Result<(i64, RunCost), String>;
     /// One decode step of `rows` in a batch of `bucket` slots; returns one token per row.
     fn decode(&mut self, bucket: usize, rows: &[Row]) -> Result<(Vec<i64>, RunCost), String>;
+    /// Copies physical block `src` to `dst` (copy-on-write of a shared block).
+    fn copy_block(&mut self, src: u32, dst: u32) -> Result<(), String> {
+        Err(format!("this engine cannot copy KV blocks ({src} → {dst})"))
+    }
+    /// The bytes of physical block `block` (every layer's K and V), for a swap-out.
+    fn read_block(&mut self, block: u32) -> Result<Vec<u8>, String> {
+        Err(format!("this engine cannot read KV block {block}"))
+    }
+    /// Writes bytes [`Engine::read_block`] returned into physical block `block` (a swap-in).
+    fn write_block(&mut self, block: u32, bytes: &[u8]) -> Result<(), String> {
+        Err(format!(
+            "this engine cannot write KV block {block} ({} bytes)",
+            bytes.len()
+        ))
+    }
+}
+
+/// What to do with a running request's KV when the pool is exhausted.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Preemption {
+    /// Free its blocks; its next prefill recomputes prompt + generated tokens (vLLM's default).
+    Recompute,
+    /// Copy its blocks to the second KV tier, free them, and copy them back before it runs
+    /// again (vLLM's swap); recompute when the tier is full.
+    Offload(Offload),
+}
+
+/// The second KV tier (a target's `[kv_offload]`), in scheduler units.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Offload {
+    /// Blocks the tier holds.
+    pub host_blocks: usize,
+    /// Bytes of one block (every layer's K and V).
+    pub block_bytes: u64,
+    /// Cycles per transfer before the first byte.
+    pub latency_cycles: u64,
+    /// Link bandwidth in bytes per cycle, each direction.
+    pub bytes_per_cycle: f64,
+}
+
+impl Offload {
+    /// Cycles to move `blocks` blocks one way in one transfer.
+    pub fn cycles(&self, blocks: usize) -> u64 {
+        self.latency_cycles
+            + ((blocks as u64 * self.block_bytes) as f64 / self.bytes_per_cycle).ceil() as u64
+    }
 }
 
 /// Scheduler settings.
@@ -242,6 +393,9 @@ pub struct Config {
     /// Free blocks kept when admitting while others run.
     pub watermark: usize,
     pub clock_hz: f64,
+    /// Share full KV blocks of common prompt prefixes (content-addressed, reference-counted).
+    pub prefix_cache: bool,
+    pub preemption: Preemption,
 }
 
 /// What happened to a request.
@@ -249,12 +403,16 @@ pub struct Config {
 pub struct Outcome {
     pub id: String,
     pub prompt_len: usize,
+    /// Tokens of the prompt that are a declared shared system prompt.
+    pub shared_prefix: usize,
+    /// Prompt tokens found in the prefix cache at its first prefill.
+    pub cached_prompt: usize,
     pub arrival: u64,
     pub first_token: u64,
     pub finish: u64,
     pub generated: Vec<i64>,
     pub preemptions: u32,
-    /// (kind, start, end) in cycles: `queued`, `prefill`, `decode`.
+    /// (kind, start, end) in cycles: `queued`, `prefill`, `decode`, `swapped`, `prefetch`.
     pub spans: Vec<(&'static str, u64, u64)>,
 }
 
@@ -270,6 +428,43 @@ pub struct RunRecord {
     pub cost: RunCost,
 }
 
+/// Prefix-cache counters.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PrefixStats {
+    /// Admissions (prefills) that found at least one cached block.
+    pub hits: u64,
+    /// Cached blocks taken by admissions instead of being allocated and computed.
+    pub blocks_reused: u64,
+    /// Context tokens not recomputed thanks to the hits.
+    pub tokens_reused: u64,
+    /// Shared blocks copied before a write into them.
+    pub cow_copies: u64,
+    /// Cached blocks evicted to make room.
+    pub evictions: u64,
+    /// Requests declaring a shared system prompt.
+    pub system_requests: u64,
+    /// Blocks their system prompts need without sharing (`Σ ⌈system tokens / block_tokens⌉`).
+    pub system_blocks: u64,
+    /// Of those, blocks found in the cache at the request's first prefill.
+    pub system_blocks_saved: u64,
+}
+
+/// Second-tier (offload) counters.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OffloadStats {
+    pub swap_outs: u64,
+    pub swap_ins: u64,
+    pub bytes_out: u64,
+    pub bytes_in: u64,
+    /// Cycles runs waited for a swap-out to free HBM blocks.
+    pub stall_cycles: u64,
+    /// Cycles with nothing to run while a prefetch was in flight.
+    pub idle_prefetch_cycles: u64,
+    /// Preemptions that recomputed because the tier was full.
+    pub recomputed_tier_full: u64,
+    pub peak_host_blocks: usize,
+}
+
 /// The whole simulation.
 #[derive(Clone, Debug)]
 pub struct Simulation {
@@ -283,6 +478,8 @@ pub struct Simulation {
     pub allocated_cycles: f64,
     pub reserved_cycles: f64,
     pub end: u64,
+    pub prefix: PrefixStats,
+    pub offload: OffloadStats,
 }
 
 /// Why a simulation stopped.
@@ -298,12 +495,32 @@ pub enum ServeError {
     Config(String),
 }
 
+#[derive(Default)]
 struct State {
     prompt: Vec<i64>,
     generated: Vec<i64>,
     blocks: Vec<u32>,
     cached: u64,
     since: u64,
+    /// Content hashes of the cache's full blocks (prefix cache on).
+    hashes: Vec<u64>,
+    /// The blocks' bytes while swapped out to the second tier.
+    host: Option<Vec<Vec<u8>>>,
+    /// When a prefetch in flight lands.
+    ready_at: u64,
+    /// Order of first admission (1, 2, …; 0 before).
+    admitted: u64,
+}
+
+impl State {
+    /// Token `i` of the sequence (prompt, then generated).
+    fn token(&self, i: usize) -> i64 {
+        if i < self.prompt.len() {
+            self.prompt[i]
+        } else {
+            self.generated[i - self.prompt.len()]
+        }
+    }
 }
 
 /// Latest modeled time of a simulation, in cycles (arrivals and run ends past it are errors).
@@ -324,6 +541,14 @@ pub fn simulate(
         return Err(ServeError::Config(format!(
             "batch buckets {:?} must be ascending and ≥ 1",
             config.buckets
+        )));
+    }
+    if let Preemption::Offload(o) = &config.preemption
+        && !(o.bytes_per_cycle.is_finite() && o.bytes_per_cycle > 0.0)
+    {
+        return Err(ServeError::Config(format!(
+            "offload link of {} bytes per cycle",
+            o.bytes_per_cycle
         )));
     }
     let mut alloc = BlockAllocator::new(config.pool_blocks)?;
@@ -370,6 +595,7 @@ pub fn simulate(
             Ok(Outcome {
                 id: r.id.clone(),
                 prompt_len: r.prompt.len(),
+                shared_prefix: r.shared_prefix,
                 arrival: cycles(r)?,
                 ..Outcome::default()
             })
@@ -387,10 +613,7 @@ pub fn simulate(
         .iter()
         .map(|r| State {
             prompt: r.prompt.clone(),
-            generated: vec![],
-            blocks: vec![],
-            cached: 0,
-            since: 0,
+            ..State::default()
         })
         .collect();
     let mut sim = Simulation {
@@ -403,6 +626,8 @@ pub fn simulate(
         allocated_cycles: 0.0,
         reserved_cycles: 0.0,
         end: 0,
+        prefix: PrefixStats::default(),
+        offload: OffloadStats::default(),
     };
     let total = requests.len();
     let mut done = 0usize;
@@ -410,6 +635,14 @@ pub fn simulate(
     let mut next = 0usize;
     let mut waiting: VecDeque<usize> = VecDeque::new();
     let mut running: Vec<usize> = vec![];
+    // Swapped-in requests whose prefetch is in flight (they hold batch slots and blocks).
+    let mut prefetching: Vec<usize> = vec![];
+    // The offload link, one queue per direction: when each is next free.
+    let (mut link_out, mut link_in) = (0u64, 0u64);
+    // HBM blocks a swap-out frees are reusable when its transfer ends.
+    let mut swapped_until = 0u64;
+    let mut host_blocks = 0usize;
+    let mut admissions = 0u64;
     // Memory accounting over a run of `dt` cycles, from the state after it.
     let account = |sim: &mut Simulation, st: &[State], running: &[usize], dt: u64| {
         let held: u64 = running.iter().map(|&r| st[r].cached).sum();
@@ -425,40 +658,146 @@ pub fn simulate(
             waiting.push_back(r);
             next += 1;
         }
-        if running.is_empty() && waiting.is_empty() {
+        // Prefetches that have landed join the batch at their first admission's place (a
+        // swapped request keeps its priority; a recomputed one restarts as the newest).
+        let mut landed = vec![];
+        prefetching.retain(|&r| {
+            let ready = st[r].ready_at <= now;
+            if ready {
+                landed.push(r);
+            }
+            !ready
+        });
+        for r in landed {
+            let at = running
+                .iter()
+                .position(|&x| st[x].admitted > st[r].admitted)
+                .unwrap_or(running.len());
+            running.insert(at, r);
+        }
+        if running.is_empty() && waiting.is_empty() && prefetching.is_empty() {
             if next == order.len() {
                 break;
             }
             now = out[order[next]].arrival;
             continue;
         }
-        // Admission (FCFS) and prefills.
+        // Admission (FCFS): swap-ins start their prefetch; the others are prefilled.
         while let Some(&r) = waiting.front() {
-            if running.len() >= max_batch {
+            if running.len() + prefetching.len() >= max_batch {
                 break;
+            }
+            let busy = !running.is_empty() || !prefetching.is_empty();
+            if let Some(host) = &st[r].host {
+                let need = host.len();
+                let free = alloc.free_count();
+                if need > free || (busy && free - need < config.watermark) {
+                    break;
+                }
+                let Preemption::Offload(o) = &config.preemption else {
+                    return Err(ServeError::Config("swapped out without a tier".into()));
+                };
+                waiting.pop_front();
+                let host = st[r].host.take().unwrap_or_default();
+                let blocks = alloc.allocate_n(need)?;
+                for (&b, bytes) in blocks.iter().zip(&host) {
+                    engine
+                        .write_block(b, bytes)
+                        .map_err(|e| ServeError::Request {
+                            id: out[r].id.clone(),
+                            message: format!("swap-in: {e}"),
+                        })?;
+                }
+                host_blocks -= need;
+                let start = now.max(link_in);
+                let end = advance(start, o.cycles(need))?;
+                link_in = end;
+                sim.offload.swap_ins += 1;
+                sim.offload.bytes_in += need as u64 * o.block_bytes;
+                out[r].spans.push(("swapped", st[r].since, now));
+                out[r].spans.push(("prefetch", now, end));
+                st[r].blocks = blocks;
+                st[r].ready_at = end;
+                st[r].since = end;
+                prefetching.push(r);
+                continue;
             }
             let ctx = (st[r].prompt.len() + st[r].generated.len()) as u64;
             let need = blocks_for(ctx, bt);
+            let tokens: Vec<i64> = (0..ctx as usize).map(|i| st[r].token(i)).collect();
+            let hashes = if config.prefix_cache {
+                crate::alloc::prefix_hashes(&tokens, bt as usize)
+            } else {
+                vec![]
+            };
+            let hits: Vec<u32> = hashes.iter().map_while(|&h| alloc.lookup(h)).collect();
+            let mut cached = hits.len() as u64 * bt;
+            // The whole context is cached: its last token is recomputed for its logits, which
+            // writes into the last block — a copy first if another sequence holds it.
+            let whole = cached == ctx && ctx > 0;
+            let cow = whole && hits.last().is_some_and(|&b| alloc.refcount(b) > 0);
+            if whole {
+                cached = ctx - 1;
+            }
+            let revive = hits.iter().filter(|&&b| alloc.refcount(b) == 0).count();
+            let take = need - hits.len() + revive + cow as usize;
             let free = alloc.free_count();
-            if need > free || (!running.is_empty() && free - need < config.watermark) {
+            if take > free || (busy && free - take < config.watermark) {
                 break;
             }
             waiting.pop_front();
-            let blocks = alloc.allocate_n(need)?;
-            let mut tokens = st[r].prompt.clone();
-            tokens.extend_from_slice(&st[r].generated);
-            out[r].spans.push(("queued", st[r].since, now));
-            let (tok, cost) =
+            for &b in &hits {
+                alloc.share(b)?;
+            }
+            let mut blocks = hits.clone();
+            blocks.extend(alloc.allocate_n(need - hits.len())?);
+            if cow {
+                let last = blocks.len() - 1;
+                let copy = alloc.allocate()?;
                 engine
-                    .prefill(&tokens, &blocks)
+                    .copy_block(blocks[last], copy)
                     .map_err(|e| ServeError::Request {
                         id: out[r].id.clone(),
-                        message: format!("prefill: {e}"),
+                        message: format!("copy-on-write: {e}"),
                     })?;
-            let start = now;
-            now = advance(now, cost.cycles)?;
+                alloc.free(blocks[last])?;
+                blocks[last] = copy;
+                sim.prefix.cow_copies += 1;
+            }
+            if !hits.is_empty() {
+                sim.prefix.hits += 1;
+                sim.prefix.blocks_reused += hits.len() as u64;
+                sim.prefix.tokens_reused += cached;
+            }
+            if st[r].generated.is_empty() && out[r].preemptions == 0 {
+                out[r].cached_prompt = cached as usize;
+                let sys = requests[r].shared_prefix as u64;
+                if sys > 0 {
+                    sim.prefix.system_requests += 1;
+                    sim.prefix.system_blocks += sys.div_ceil(bt);
+                    sim.prefix.system_blocks_saved += (hits.len() as u64).min(sys / bt);
+                }
+            }
+            if st[r].admitted == 0 {
+                admissions += 1;
+                st[r].admitted = admissions;
+            }
+            out[r].spans.push(("queued", st[r].since, now));
+            let (tok, cost) = engine
+                .prefill(&tokens, cached as usize, &blocks)
+                .map_err(|e| ServeError::Request {
+                    id: out[r].id.clone(),
+                    message: format!("prefill: {e}"),
+                })?;
+            for (&b, &h) in blocks.iter().zip(&hashes) {
+                alloc.register(b, h)?;
+            }
+            let start = now.max(swapped_until);
+            sim.offload.stall_cycles += start - now;
+            now = advance(start, cost.cycles)?;
             out[r].spans.push(("prefill", start, now));
             st[r].blocks = blocks;
+            st[r].hashes = hashes;
             st[r].cached = ctx;
             st[r].generated.push(tok);
             st[r].since = now;
@@ -482,6 +821,15 @@ pub fn simulate(
             progress(done, total);
         }
         if running.is_empty() {
+            // Nothing to run until a prefetch lands (or the next arrival).
+            if let Some(t) = prefetching.iter().map(|&r| st[r].ready_at).min() {
+                let t = match order.get(next) {
+                    Some(&n) => t.min(out[n].arrival.max(now)),
+                    None => t,
+                };
+                sim.offload.idle_prefetch_cycles += t.saturating_sub(now);
+                now = now.max(t);
+            }
             continue;
         }
         // Grow every running sequence to hold its new token, preempting the newest on exhaustion.
@@ -496,8 +844,40 @@ pub fn simulate(
                 Ok(b) => st[r].blocks.push(b),
                 Err(AllocError::Exhausted { .. }) => {
                     let v = running.pop().unwrap_or(r);
-                    alloc.free_all(&std::mem::take(&mut st[v].blocks))?;
-                    st[v].cached = 0;
+                    let blocks = std::mem::take(&mut st[v].blocks);
+                    let tier = match &config.preemption {
+                        Preemption::Offload(o) if host_blocks + blocks.len() <= o.host_blocks => {
+                            Some(o)
+                        }
+                        Preemption::Offload(_) => {
+                            sim.offload.recomputed_tier_full += 1;
+                            None
+                        }
+                        Preemption::Recompute => None,
+                    };
+                    if let Some(o) = tier {
+                        let mut host = Vec::with_capacity(blocks.len());
+                        for &b in &blocks {
+                            host.push(engine.read_block(b).map_err(|e| ServeError::Request {
+                                id: out[v].id.clone(),
+                                message: format!("swap-out: {e}"),
+                            })?);
+                        }
+                        host_blocks += blocks.len();
+                        sim.offload.peak_host_blocks =
+                            sim.offload.peak_host_blocks.max(host_blocks);
+                        let start = now.max(link_out);
+                        let end = advance(start, o.cycles(blocks.len()))?;
+                        link_out = end;
+                        swapped_until = swapped_until.max(end);
+                        sim.offload.swap_outs += 1;
+                        sim.offload.bytes_out += blocks.len() as u64 * o.block_bytes;
+                        st[v].host = Some(host);
+                    } else {
+                        st[v].cached = 0;
+                        st[v].hashes.clear();
+                    }
+                    alloc.free_all(&blocks)?;
                     out[v].spans.push(("decode", st[v].since, now));
                     out[v].preemptions += 1;
                     st[v].since = now;
@@ -531,11 +911,24 @@ pub fn simulate(
                 running.len()
             )));
         }
-        let start = now;
-        now = advance(now, cost.cycles)?;
+        let start = now.max(swapped_until);
+        sim.offload.stall_cycles += start - now;
+        now = advance(start, cost.cycles)?;
         for (&r, t) in running.iter().zip(toks) {
             st[r].cached += 1;
             st[r].generated.push(t);
+            // A block just filled: its content (the whole prefix up to it) is now known.
+            let c = st[r].cached as usize;
+            if config.prefix_cache && c.is_multiple_of(bt as usize) {
+                let j = c / bt as usize - 1;
+                if st[r].hashes.len() == j {
+                    let parent = st[r].hashes.last().copied().unwrap_or(0);
+                    let toks: Vec<i64> = (j * bt as usize..c).map(|i| st[r].token(i)).collect();
+                    let h = crate::alloc::block_hash(parent, &toks);
+                    alloc.register(st[r].blocks[j], h)?;
+                    st[r].hashes.push(h);
+                }
+            }
         }
         account(&mut sim, &st, &running, cost.cycles);
         sim.runs.push(RunRecord {
@@ -559,6 +952,7 @@ pub fn simulate(
         progress(done, total);
     }
     sim.peak_blocks = sim.peak_blocks.max(alloc.peak_used());
+    sim.prefix.evictions = alloc.evictions();
     for (o, s) in out.iter_mut().zip(st) {
         o.generated = s.generated;
     }
@@ -665,6 +1059,51 @@ impl Simulation {
             buckets.insert(b.to_string(), json!(n));
         }
         let usable = self.config.pool_blocks.saturating_sub(1) as usize;
+        let (p, f) = (&self.prefix, &self.offload);
+        let per_request: Vec<Value> = self
+            .requests
+            .iter()
+            .map(|o| {
+                json!({
+                    "id": o.id,
+                    "prompt_len": o.prompt_len,
+                    "output_len": o.generated.len(),
+                    "arrival_s": self.secs(o.arrival),
+                    "first_token_s": self.secs(o.first_token),
+                    "finish_s": self.secs(o.finish),
+                    "preemptions": o.preemptions,
+                    "cached_prompt_tokens": o.cached_prompt,
+                    "generated_ids": o.generated,
+                })
+            })
+            .collect::<Vec<_>>();
+        let prefix = json!({
+            "enabled": self.config.prefix_cache,
+            "hits": p.hits,
+            "blocks_reused": p.blocks_reused,
+            "tokens_not_recomputed": p.tokens_reused,
+            "cow_copies": p.cow_copies,
+            "evictions": p.evictions,
+            "system_prompt_requests": p.system_requests,
+            "system_prompt_blocks_without_sharing": p.system_blocks,
+            "system_prompt_blocks_saved": p.system_blocks_saved,
+            "system_prompt_saved_fraction":
+                p.system_blocks_saved as f64 / p.system_blocks.max(1) as f64,
+        });
+        let offload = json!({
+            "host_blocks": match &self.config.preemption {
+                Preemption::Offload(o) => o.host_blocks,
+                Preemption::Recompute => 0,
+            },
+            "swap_outs": f.swap_outs,
+            "swap_ins": f.swap_ins,
+            "bytes_offloaded": f.bytes_out,
+            "bytes_prefetched": f.bytes_in,
+            "stall_s": self.secs(f.stall_cycles),
+            "idle_prefetch_s": self.secs(f.idle_prefetch_cycles),
+            "recomputed_tier_full": f.recomputed_tier_full,
+            "peak_host_blocks": f.peak_host_blocks,
+        });
         let per_tok = tokens.max(1) as f64;
         json!({
             "timing_only": timing_only,
@@ -692,21 +1131,18 @@ impl Simulation {
             "max_context": self.config.max_context,
             "reserved_sequences_fitting_pool": usable / self.config.max_blocks.max(1),
             "preemptions": self.preemptions,
+            "preemption_mode": match self.config.preemption {
+                Preemption::Recompute => "recompute",
+                Preemption::Offload(_) => "offload",
+            },
+            "prefix_cache": prefix,
+            "offload": offload,
             "hbm_bytes_per_token": hbm / per_tok,
             "hbm_kv_bytes_per_token": kv / per_tok,
             "hbm_weight_and_activation_bytes_per_token": (hbm - kv).max(0.0) / per_tok,
             "weights_resident_bytes": weight_bytes,
             "energy_per_token_uj": energy / per_tok * 1e-6,
-            "per_request": self.requests.iter().map(|o| json!({
-                "id": o.id,
-                "prompt_len": o.prompt_len,
-                "output_len": o.generated.len(),
-                "arrival_s": self.secs(o.arrival),
-                "first_token_s": self.secs(o.first_token),
-                "finish_s": self.secs(o.finish),
-                "preemptions": o.preemptions,
-                "generated_ids": o.generated,
-            })).collect::<Vec<_>>(),
+            "per_request": per_request,
         })
     }
 
@@ -747,6 +1183,7 @@ impl Simulation {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     /// Fixed costs: a prefill costs 100 + its tokens, a decode step 50 + 10 per row; the next
     /// token is the row's position (so the ids are checkable).
@@ -755,7 +1192,13 @@ mod tests {
     }
 
     impl Engine for Fake {
-        fn prefill(&mut self, tokens: &[i64], blocks: &[u32]) -> Result<(i64, RunCost), String> {
+        fn prefill(
+            &mut self,
+            tokens: &[i64],
+            cached: usize,
+            blocks: &[u32],
+        ) -> Result<(i64, RunCost), String> {
+            assert_eq!(cached, 0, "no prefix cache");
             assert!(blocks.len() * 4 >= tokens.len(), "blocks hold the prompt");
             let cost = RunCost {
                 cycles: 100 + tokens.len() as u64,
@@ -789,6 +1232,8 @@ mod tests {
             max_context: 32,
             watermark: 0,
             clock_hz: 1e6,
+            prefix_cache: false,
+            preemption: Preemption::Recompute,
         }
     }
 
@@ -799,6 +1244,7 @@ mod tests {
                 arrival_s: i as f64 * 1e-4,
                 prompt: vec![1; 3 + i % 5],
                 output_len: 2 + (i * 7) % 11,
+                shared_prefix: 0,
             })
             .collect()
     }
@@ -850,6 +1296,7 @@ mod tests {
             arrival_s: 0.0,
             prompt: vec![1; 4],
             output_len: 3,
+            shared_prefix: 0,
         }];
         let sim = simulate(&config(16), &rs, &mut e, &mut |_, _| {}).expect("sim");
         let held = 4.0 * 104.0 + 5.0 * 60.0 + 6.0 * 60.0;
@@ -874,6 +1321,7 @@ mod tests {
                 arrival_s: 0.0,
                 prompt: vec![1; 5],
                 output_len: 3,
+                shared_prefix: 0,
             })
             .collect();
         let mut c = config(9);
@@ -938,6 +1386,314 @@ mod tests {
                 "prompt_ids[0] is not a token id",
             ),
             (r#"[1]"#, "must be an object"),
+        ] {
+            let e = parse_trace(text, 0, 256).expect_err(text).to_string();
+            assert!(e.contains(want), "{e} lacks {want}");
+        }
+    }
+
+    /// A fake whose "KV" is the token ids themselves: prefills check the cached prefix is in
+    /// the blocks and write the rest; decode steps read the whole context back from the blocks
+    /// (an unwritten slot is an error), so the next token — a hash of the context — is right only
+    /// if blocks were shared, copied, swapped out and back correctly.
+    struct KvFake {
+        bt: usize,
+        pool: HashMap<u32, Vec<Option<i64>>>,
+        prefills: Vec<(usize, usize)>,
+    }
+
+    impl KvFake {
+        fn new() -> KvFake {
+            KvFake {
+                bt: 4,
+                pool: HashMap::new(),
+                prefills: vec![],
+            }
+        }
+        fn next(ctx: &[i64]) -> i64 {
+            ctx.iter()
+                .enumerate()
+                .fold(7i64, |h, (i, &t)| (h * 31 + t * (i as i64 + 1)) % 9973)
+        }
+        fn slot(&mut self, blocks: &[u32], i: usize) -> &mut Option<i64> {
+            let bt = self.bt;
+            &mut self
+                .pool
+                .entry(blocks[i / bt])
+                .or_insert_with(|| vec![None; bt])[i % bt]
+        }
+        fn read(&mut self, blocks: &[u32], n: usize) -> Result<Vec<i64>, String> {
+            (0..n)
+                .map(|i| {
+                    self.slot(blocks, i)
+                        .ok_or(format!("position {i} not in its block"))
+                })
+                .collect()
+        }
+    }
+
+    impl Engine for KvFake {
+        fn prefill(
+            &mut self,
+            tokens: &[i64],
+            cached: usize,
+            blocks: &[u32],
+        ) -> Result<(i64, RunCost), String> {
+            if self.read(blocks, cached)? != tokens[..cached] {
+                return Err("cached blocks hold other tokens".into());
+            }
+            for (i, &t) in tokens.iter().enumerate().skip(cached) {
+                *self.slot(blocks, i) = Some(t);
+            }
+            self.prefills.push((tokens.len(), cached));
+            let cost = RunCost {
+                cycles: 100 + (tokens.len() - cached) as u64,
+                ..RunCost::default()
+            };
+            Ok((Self::next(tokens), cost))
+        }
+        fn decode(&mut self, _: usize, rows: &[Row]) -> Result<(Vec<i64>, RunCost), String> {
+            let mut out = vec![];
+            for r in rows {
+                let mut ctx = self.read(r.blocks, r.cached as usize)?;
+                *self.slot(r.blocks, r.cached as usize) = Some(r.token);
+                ctx.push(r.token);
+                out.push(Self::next(&ctx));
+            }
+            let cost = RunCost {
+                cycles: 50 + 10 * rows.len() as u64,
+                ..RunCost::default()
+            };
+            Ok((out, cost))
+        }
+        fn copy_block(&mut self, src: u32, dst: u32) -> Result<(), String> {
+            let b = self
+                .pool
+                .get(&src)
+                .cloned()
+                .ok_or("copy of an unwritten block")?;
+            self.pool.insert(dst, b);
+            Ok(())
+        }
+        fn read_block(&mut self, block: u32) -> Result<Vec<u8>, String> {
+            let b = self
+                .pool
+                .remove(&block)
+                .unwrap_or_else(|| vec![None; self.bt]);
+            Ok(b.iter()
+                .flat_map(|t| t.unwrap_or(i64::MIN).to_le_bytes())
+                .collect())
+        }
+        fn write_block(&mut self, block: u32, bytes: &[u8]) -> Result<(), String> {
+            let b = bytes
+                .chunks_exact(8)
+                .map(|c| {
+                    let t = i64::from_le_bytes(c.try_into().expect("8 bytes"));
+                    (t != i64::MIN).then_some(t)
+                })
+                .collect();
+            self.pool.insert(block, b);
+            Ok(())
+        }
+    }
+
+    fn ids(sim: &Simulation) -> Vec<Vec<i64>> {
+        sim.requests.iter().map(|o| o.generated.clone()).collect()
+    }
+
+    #[test]
+    fn a_shared_system_prompt_is_prefilled_once_and_reused_block_for_block() {
+        // 5 requests, one after another: an 8-token system prompt (2 blocks of 4) + 3 own tokens.
+        let rs: Vec<Request> = (0..5)
+            .map(|i| Request {
+                id: i.to_string(),
+                arrival_s: i as f64 * 1e-2,
+                prompt: (1..=8).chain(100 + 3 * i..103 + 3 * i).collect(),
+                output_len: 4,
+                shared_prefix: 8,
+            })
+            .collect();
+        let mut c = config(64);
+        c.prefix_cache = true;
+        let mut e = KvFake::new();
+        let sim = simulate(&c, &rs, &mut e, &mut |_, _| {}).expect("sim");
+        let p = &sim.prefix;
+        assert_eq!((p.hits, p.blocks_reused, p.tokens_reused), (4, 8, 32));
+        assert_eq!(
+            (p.system_requests, p.system_blocks, p.system_blocks_saved),
+            (5, 10, 8)
+        );
+        assert_eq!((p.cow_copies, p.evictions), (0, 0));
+        // The first prefill computes 11 tokens, the others only their 3 own ones.
+        assert_eq!(e.prefills, [(11, 0), (11, 8), (11, 8), (11, 8), (11, 8)]);
+        let ttft: Vec<u64> = sim
+            .requests
+            .iter()
+            .map(|o| o.first_token - o.arrival)
+            .collect();
+        assert_eq!(ttft, [111, 103, 103, 103, 103]);
+        assert_eq!(sim.requests[1].cached_prompt, 8);
+        c.prefix_cache = false;
+        let mut e = KvFake::new();
+        let off = simulate(&c, &rs, &mut e, &mut |_, _| {}).expect("sim");
+        assert_eq!(
+            off.prefix,
+            PrefixStats {
+                system_requests: 5,
+                system_blocks: 10,
+                ..PrefixStats::default()
+            }
+        );
+        assert!(e.prefills.iter().all(|&(_, cached)| cached == 0));
+        assert_eq!(ids(&sim), ids(&off), "sharing does not change a token");
+        assert!(ids(&sim).iter().all(|g| g.len() == 4));
+    }
+
+    #[test]
+    fn a_fully_cached_prompt_recomputes_its_last_token_into_a_copy_of_a_shared_block() {
+        // a and b: the same 8-token prompt (2 full blocks) at once; c: the same later.
+        let req = |id: &str, t: f64| Request {
+            id: id.into(),
+            arrival_s: t,
+            prompt: (10..18).collect(),
+            output_len: 3,
+            shared_prefix: 0,
+        };
+        let rs = vec![req("a", 0.0), req("b", 0.0), req("c", 1e-2)];
+        let mut c = config(64);
+        c.prefix_cache = true;
+        let mut e = KvFake::new();
+        let sim = simulate(&c, &rs, &mut e, &mut |_, _| {}).expect("sim");
+        // b holds a's blocks: its write of the last token goes to a copy (1 COW); c comes when
+        // they are only cached (no other holder): it writes in place.
+        assert_eq!(sim.prefix.cow_copies, 1);
+        assert_eq!((sim.prefix.hits, sim.prefix.blocks_reused), (2, 4));
+        assert_eq!(sim.prefix.tokens_reused, 14);
+        assert_eq!(e.prefills, [(8, 0), (8, 7), (8, 7)]);
+        c.prefix_cache = false;
+        let off = simulate(&c, &rs, &mut KvFake::new(), &mut |_, _| {}).expect("sim");
+        assert_eq!(ids(&sim), ids(&off));
+        assert_eq!(ids(&sim)[0], ids(&sim)[1]);
+    }
+
+    fn distinct(n: usize) -> Vec<Request> {
+        (0..n)
+            .map(|i| Request {
+                id: i.to_string(),
+                arrival_s: i as f64 * 1e-5,
+                prompt: (0..3 + i % 5).map(|k| (i * 10 + k) as i64).collect(),
+                output_len: 2 + (i * 7) % 11,
+                shared_prefix: 0,
+            })
+            .collect()
+    }
+
+    fn offload(host_blocks: usize) -> Preemption {
+        Preemption::Offload(Offload {
+            host_blocks,
+            block_bytes: 32,
+            latency_cycles: 10,
+            bytes_per_cycle: 8.0,
+        })
+    }
+
+    #[test]
+    fn offload_moves_the_kv_out_and_back_and_generates_the_unpressured_ids() {
+        let rs = distinct(12);
+        let free = simulate(&config(64), &rs, &mut KvFake::new(), &mut |_, _| {}).expect("sim");
+        assert_eq!(free.preemptions, 0);
+        let mut c = config(9);
+        c.preemption = offload(64);
+        let sim = simulate(&c, &rs, &mut KvFake::new(), &mut |_, _| {}).expect("sim");
+        let o = &sim.offload;
+        assert!(sim.preemptions > 0);
+        assert_eq!(o.swap_outs, sim.preemptions as u64);
+        assert_eq!((o.swap_ins, o.recomputed_tier_full), (o.swap_outs, 0));
+        assert_eq!(o.bytes_out, o.bytes_in);
+        assert_eq!(o.bytes_out % 32, 0);
+        assert_eq!(ids(&sim), ids(&free), "swapped KV came back intact");
+        assert_eq!(
+            sim.runs.iter().filter(|r| r.kind == "prefill").count(),
+            12,
+            "no recompute prefill"
+        );
+        // A full tier (room for no block) holds no victim: every preemption recomputes.
+        c.preemption = offload(0);
+        let sim = simulate(&c, &rs, &mut KvFake::new(), &mut |_, _| {}).expect("sim");
+        assert_eq!(sim.offload.swap_outs, 0);
+        assert_eq!(sim.offload.recomputed_tier_full, sim.preemptions as u64);
+        assert_eq!(ids(&sim), ids(&free));
+        // Recompute, for comparison: the same ids, and a prefill per preemption.
+        let rec = simulate(&config(9), &rs, &mut KvFake::new(), &mut |_, _| {}).expect("sim");
+        assert_eq!(ids(&rec), ids(&free));
+        assert_eq!(
+            rec.runs.iter().filter(|r| r.kind == "prefill").count(),
+            12 + rec.preemptions as usize
+        );
+    }
+
+    #[test]
+    fn offload_transfer_time_is_latency_plus_bytes_over_bandwidth() {
+        let o = Offload {
+            host_blocks: 4,
+            block_bytes: 100,
+            latency_cycles: 10,
+            bytes_per_cycle: 8.0,
+        };
+        assert_eq!(o.cycles(3), 10 + 38);
+        assert_eq!(o.cycles(0), 10);
+    }
+
+    #[test]
+    fn system_prompts_are_prepended_and_unknown_references_are_located_errors() {
+        let ok = r#"{"system_prompts": [{"id": "sys", "len": 5}, {"id": "s2", "ids": [7, 8]}],
+            "requests": [{"arrival_s": 0, "system_prompt": "sys", "prompt_ids": [1, 2], "output_len": 1},
+            {"arrival_s": 0, "system_prompt": "s2", "prompt_len": 3, "output_len": 1},
+            {"arrival_s": 0, "prompt_len": 3, "output_len": 1}]}"#;
+        let r = parse_trace(ok, 3, 256).expect("parse");
+        assert_eq!(r[0].prompt.len(), 7);
+        assert_eq!(
+            r[0].prompt[..5],
+            synthetic_prompt(3 ^ SYSTEM_SEED, 0, 5, 256)[..]
+        );
+        assert_eq!(r[0].prompt[5..], [1, 2]);
+        assert_eq!(r[0].shared_prefix, 5);
+        assert_eq!(r[1].prompt[..2], [7, 8]);
+        assert_eq!(r[1].prompt[2..], synthetic_prompt(3, 1, 3, 256)[..]);
+        assert_eq!((r[1].shared_prefix, r[2].shared_prefix), (2, 0));
+        for (text, want) in [
+            (
+                r#"{"system_prompts": [{"id": "a", "len": 2}], "requests": [{"arrival_s": 0, "prompt_len": 1, "output_len": 1}, {"arrival_s": 0, "system_prompt": "b", "prompt_len": 1, "output_len": 1}]}"#,
+                "requests[1]: `system_prompt` `b` is not declared in `system_prompts` (declared: a)",
+            ),
+            (
+                r#"{"requests": [{"arrival_s": 0, "system_prompt": 3, "prompt_len": 1, "output_len": 1}]}"#,
+                "requests[0]: `system_prompt` is not a string",
+            ),
+            (
+                r#"{"system_prompts": [{"id": "a", "len": 2, "text": "x"}], "requests": []}"#,
+                "system_prompts[0]: unknown field `text`",
+            ),
+            (
+                r#"{"system_prompts": [{"id": "a"}], "requests": []}"#,
+                "system_prompts[0]: missing `len` (or `ids`)",
+            ),
+            (
+                r#"{"system_prompts": [{"id": "a", "len": 1}, {"id": "a", "len": 1}], "requests": []}"#,
+                "system_prompts[1]: duplicate id `a`",
+            ),
+            (
+                r#"{"system_prompts": [{"id": "a", "ids": [300]}], "requests": []}"#,
+                "system_prompts[0]: ids[0] is not a token id in 0..256",
+            ),
+            (
+                r#"{"system_prompts": [{"id": "a", "len": 3, "ids": [1]}], "requests": []}"#,
+                "system_prompts[0]: `len` 3 but 1 `ids`",
+            ),
+            (
+                r#"{"system_prompts": 1, "requests": []}"#,
+                "`system_prompts` is not an array",
+            ),
         ] {
             let e = parse_trace(text, 0, 256).expect_err(text).to_string();
             assert!(e.contains(want), "{e} lacks {want}");

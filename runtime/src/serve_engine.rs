@@ -2,7 +2,13 @@
 //! batched decode programs on [`Session`]s whose paged KV pool is shared by the batch.
 //!
 //! Decode programs are compiled (by the caller's `decode` closure) per batch bucket `B`, all with
-//! the same pool size and blocks per sequence, and loaded lazily; each keeps its own HBM. Before
+//! the same pool size and blocks per sequence, and loaded lazily; each keeps its own HBM. A
+//! prefill whose first `cached` tokens are already in the pool (a prefix-cache hit) runs the
+//! decode graph compiled for batch 1 and `C` new tokens instead (the caller's `chunk` closure,
+//! one program per `C`, cached): the region header gets the block table and the cached length,
+//! `input_ids` / `position_ids` the suffix and its positions `cached .. cached + C − 1`, the
+//! right-aligned mask `cached + C` live positions, and the next token is the argmax of the last
+//! position's logits — a chunked prefill. Sessions are keyed by (batch, new tokens). Before
 //! a step the engine writes every row's block-table row (unused entries and idle rows point at the
 //! null block 0) and cached length into the region header and binds `input_ids`, `position_ids`
 //! and `attention_mask` (1 for positions `0 ..= cached`, 0 after; idle rows attend to position 0
@@ -13,8 +19,13 @@
 //! request's blocks of the resident pool (host-side, as `llmpu generate` packs them), and the
 //! program's cycles are the modeled prefill time.
 //!
-//! Invariant: at most one decode session — `current` — holds the live pool; every prefill writes
-//! there and every switch copies it before the next step.
+//! The engine also copies, reads and writes single blocks of the live pool (copy-on-write of a
+//! shared block, swap-out to and swap-in from the second KV tier) with `read_kv_at` /
+//! `write_kv_at` — the bytes really leave and re-enter the emulated pool.
+//!
+//! Invariant: at most one session — `current` — holds the live pool; every prefill and block
+//! operation works there and every switch copies it before the next run; every session's region
+//! has the same pool layout (blocks, blocks per sequence, block size, dtype, slots).
 
 use std::collections::HashMap;
 
@@ -23,17 +34,22 @@ use llmpu_isa::{DType, IoDir, KvRegion, Program};
 use crate::serve::{Engine, Row, RunCost};
 use crate::{Report, RunOptions, Session, Tensor};
 
-/// Builds a program: the prefill for a context length, or the decode for a batch bucket.
+/// Builds a program: the prefill for a context length, the decode for a batch bucket, or the
+/// chunked prefill (batch 1) for a number of new tokens.
 pub type Build<'a> = Box<dyn FnMut(usize) -> Result<Program, String> + 'a>;
+
+/// A session's key: (batch, new tokens per run).
+type Key = (usize, u64);
 
 /// The emulator engine.
 pub struct EmuEngine<'a> {
     prefill: Build<'a>,
     decode: Build<'a>,
+    chunk: Build<'a>,
     opts: RunOptions,
     prefills: HashMap<usize, Program>,
-    sessions: HashMap<usize, Session>,
-    current: Option<usize>,
+    sessions: HashMap<Key, Session>,
+    current: Option<Key>,
     /// The bucket whose session holds the pool before the first decode step.
     home: usize,
     /// The region of the first decode program (every bucket must agree on pools).
@@ -45,6 +61,7 @@ impl<'a> EmuEngine<'a> {
     pub fn new(
         prefill: Build<'a>,
         decode: Build<'a>,
+        chunk: Build<'a>,
         opts: RunOptions,
         home: usize,
     ) -> EmuEngine<'a> {
@@ -52,6 +69,7 @@ impl<'a> EmuEngine<'a> {
             home,
             prefill,
             decode,
+            chunk,
             opts,
             prefills: HashMap::new(),
             sessions: HashMap::new(),
@@ -65,26 +83,34 @@ impl<'a> EmuEngine<'a> {
         self.region.as_ref()
     }
 
-    /// Bytes of constant data (weights) of a decode program.
+    /// Bytes of constant data (weights) of the decode program of the smallest batch bucket
+    /// used (deterministic: not whichever session a hash map yields first).
     pub fn weight_bytes(&self) -> u64 {
         self.sessions
-            .values()
-            .next()
-            .map(|s| s.program().data.iter().map(|d| d.bytes.len() as u64).sum())
+            .iter()
+            .filter(|(k, _)| k.1 == 1)
+            .min_by_key(|(k, _)| **k)
+            .map(|(_, s)| s.program().data.iter().map(|d| d.bytes.len() as u64).sum())
             .unwrap_or(0)
     }
 
-    /// The session of `bucket`, holding the live pool (built, loaded and filled as needed).
-    fn session(&mut self, bucket: usize) -> Result<&mut Session, String> {
-        if !self.sessions.contains_key(&bucket) {
-            let p = (self.decode)(bucket)?;
+    /// The session of `key` = (batch, new tokens), holding the live pool (built, loaded and
+    /// filled as needed).
+    fn session(&mut self, key: Key) -> Result<&mut Session, String> {
+        let (bucket, new_tokens) = key;
+        if !self.sessions.contains_key(&key) {
+            let p = if new_tokens == 1 {
+                (self.decode)(bucket)?
+            } else {
+                (self.chunk)(new_tokens as usize)?
+            };
             let kv =
                 p.kv.clone()
                     .ok_or("the decode program has no paged KV region (is it a decode graph?)")?;
-            if kv.batch != bucket as u64 || kv.new_tokens != 1 {
+            if kv.batch != bucket as u64 || kv.new_tokens != new_tokens {
                 return Err(format!(
-                    "decode program for batch {bucket} has a region of batch {} with {} new \
-                     tokens per step",
+                    "decode program for batch {bucket} and {new_tokens} new tokens has a region \
+                     of batch {} with {} new tokens per run",
                     kv.batch, kv.new_tokens
                 ));
             }
@@ -100,16 +126,17 @@ impl<'a> EmuEngine<'a> {
                         .all(|(a, b)| (a.heads, a.head_dim) == (b.heads, b.head_dim));
                 if !same {
                     return Err(format!(
-                        "decode program for batch {bucket} has a different KV pool layout"
+                        "decode program for batch {bucket} and {new_tokens} new tokens has a \
+                         different KV pool layout"
                     ));
                 }
             } else {
                 self.region = Some(kv);
             }
             let s = Session::load(p, self.opts.clone()).map_err(|e| e.to_string())?;
-            self.sessions.insert(bucket, s);
+            self.sessions.insert(key, s);
         }
-        if let Some(from) = self.current.filter(|&c| c != bucket)
+        if let Some(from) = self.current.filter(|&c| c != key)
             && !self.opts.timing_only
         {
             let src = &self.sessions[&from];
@@ -122,17 +149,97 @@ impl<'a> EmuEngine<'a> {
                         .map_err(|e| e.to_string())?,
                 );
             }
-            let dst = self.sessions.get_mut(&bucket).ok_or("no session")?;
+            let dst = self.sessions.get_mut(&key).ok_or("no session")?;
             let dkv = dst.program().kv.clone().ok_or("no KV region")?;
             for (s, bytes) in dkv.slots.iter().zip(pools) {
                 dst.write_kv_at(s.pool_addr - dkv.hbm_addr, &bytes)
                     .map_err(|e| e.to_string())?;
             }
         }
-        self.current = Some(bucket);
+        self.current = Some(key);
         self.sessions
-            .get_mut(&bucket)
+            .get_mut(&key)
             .ok_or_else(|| "no session".into())
+    }
+
+    /// The session holding the live pool (`home`'s decode session before the first run).
+    fn pool_session(&mut self) -> Result<&mut Session, String> {
+        let key = self.current.unwrap_or((self.home, 1));
+        self.session(key)
+    }
+
+    /// `(offset from the region start, bytes)` of physical block `block` in each slot's pool.
+    fn block_spans(kv: &KvRegion, block: u32) -> Result<Vec<(u64, u64)>, String> {
+        if block as u64 >= kv.num_blocks {
+            return Err(format!(
+                "KV block {block} is outside the pool of {} blocks",
+                kv.num_blocks
+            ));
+        }
+        kv.slots
+            .iter()
+            .map(|s| {
+                let b = kv
+                    .block_bytes(s)
+                    .ok_or("a KV slot's block size overflows")?;
+                Ok((s.pool_addr - kv.hbm_addr + block as u64 * b, b))
+            })
+            .collect()
+    }
+
+    /// A prefill of `tokens[cached..]` after the first `cached` tokens already in `blocks`: the
+    /// decode graph compiled for batch 1 and `C = tokens.len() − cached` new tokens.
+    fn prefill_chunk(
+        &mut self,
+        tokens: &[i64],
+        cached: usize,
+        blocks: &[u32],
+    ) -> Result<(i64, RunCost), String> {
+        let n = tokens.len();
+        let c = n - cached;
+        let timing_only = self.opts.timing_only;
+        let s = self.session((1, c as u64))?;
+        let kv = s.program().kv.clone().ok_or("no KV region")?;
+        let mb = kv.max_blocks as usize;
+        let mask_len = s
+            .program()
+            .io("attention_mask")
+            .and_then(|t| t.shape.last().copied())
+            .unwrap_or(kv.past_len + c as u64) as usize;
+        if blocks.len() > mb || n > mask_len {
+            return Err(format!(
+                "{} blocks / {n} tokens exceed the chunk program's {mb} blocks / {mask_len} \
+                 positions",
+                blocks.len()
+            ));
+        }
+        let mut table = vec![0i32; mb];
+        for (j, &b) in blocks.iter().enumerate() {
+            table[j] = b as i32;
+        }
+        s.set_kv_header(&table, &[cached as i32])
+            .map_err(|e| e.to_string())?;
+        let pos: Vec<i64> = (cached as i64..n as i64).collect();
+        let mut mask = vec![0i64; mask_len];
+        crate::kv::decode_mask_row(&mut mask, n).ok_or("mask row shorter than the live tokens")?;
+        let p = s.program().clone();
+        for (name, t) in inputs(&p, &tokens[cached..], &mask, &pos)? {
+            s.bind(&name, &t).map_err(|e| e.to_string())?;
+        }
+        let report = s.run().map_err(|e| e.to_string())?;
+        let trace = s.take_trace();
+        let tok = if timing_only {
+            0
+        } else {
+            let logits = s.read("logits").map_err(|e| e.to_string())?;
+            argmax_rows(&logits, 1)?[0]
+        };
+        let tb = token_bytes(&kv);
+        let live = (n as u64).div_ceil(kv.block_tokens);
+        Ok((
+            tok,
+            cost(&report, live * kv.block_tokens * tb + c as u64 * tb, trace),
+        ))
     }
 }
 
@@ -216,7 +323,21 @@ fn token_bytes(kv: &KvRegion) -> u64 {
 }
 
 impl Engine for EmuEngine<'_> {
-    fn prefill(&mut self, tokens: &[i64], blocks: &[u32]) -> Result<(i64, RunCost), String> {
+    fn prefill(
+        &mut self,
+        tokens: &[i64],
+        cached: usize,
+        blocks: &[u32],
+    ) -> Result<(i64, RunCost), String> {
+        if cached >= tokens.len() {
+            return Err(format!(
+                "a prefill of {} tokens with {cached} cached computes nothing",
+                tokens.len()
+            ));
+        }
+        if cached > 0 {
+            return self.prefill_chunk(tokens, cached, blocks);
+        }
         let n = tokens.len();
         if !self.prefills.contains_key(&n) {
             let p = (self.prefill)(n)?;
@@ -237,10 +358,9 @@ impl Engine for EmuEngine<'_> {
                 .ok_or("the prefill has no `logits` output")?;
             argmax_rows(logits, 1)?[0]
         };
-        // The live pool is in the current decode session (`home` before the first step).
-        let bucket = self.current.unwrap_or(self.home);
+        // The live pool is in the current session (`home` before the first step).
         let timing_only = self.opts.timing_only;
-        let s = self.session(bucket)?;
+        let s = self.pool_session()?;
         let kv = s.program().kv.clone().ok_or("no KV region")?;
         let bt = kv.block_tokens as usize;
         if !timing_only {
@@ -284,7 +404,7 @@ impl Engine for EmuEngine<'_> {
             return Err(format!("{} rows in a batch of {bucket}", rows.len()));
         }
         let timing_only = self.opts.timing_only;
-        let s = self.session(bucket)?;
+        let s = self.session((bucket, 1))?;
         let kv = s.program().kv.clone().ok_or("no KV region")?;
         let mb = kv.max_blocks as usize;
         let mask_len = s
@@ -341,5 +461,46 @@ impl Engine for EmuEngine<'_> {
             t
         };
         Ok((toks, cost(&report, kv_bytes, trace)))
+    }
+
+    fn copy_block(&mut self, src: u32, dst: u32) -> Result<(), String> {
+        let bytes = self.read_block(src)?;
+        self.write_block(dst, &bytes)
+    }
+
+    fn read_block(&mut self, block: u32) -> Result<Vec<u8>, String> {
+        if self.opts.timing_only {
+            return Ok(vec![]);
+        }
+        let s = self.pool_session()?;
+        let kv = s.program().kv.clone().ok_or("no KV region")?;
+        let mut out = vec![];
+        for (at, len) in Self::block_spans(&kv, block)? {
+            out.extend(s.read_kv_at(at, len).map_err(|e| e.to_string())?);
+        }
+        Ok(out)
+    }
+
+    fn write_block(&mut self, block: u32, bytes: &[u8]) -> Result<(), String> {
+        if self.opts.timing_only {
+            return Ok(());
+        }
+        let s = self.pool_session()?;
+        let kv = s.program().kv.clone().ok_or("no KV region")?;
+        let spans = Self::block_spans(&kv, block)?;
+        let total: u64 = spans.iter().map(|&(_, l)| l).sum();
+        if bytes.len() as u64 != total {
+            return Err(format!(
+                "{} bytes for KV block {block}, which holds {total}",
+                bytes.len()
+            ));
+        }
+        let mut off = 0usize;
+        for (at, len) in spans {
+            s.write_kv_at(at, &bytes[off..off + len as usize])
+                .map_err(|e| e.to_string())?;
+            off += len as usize;
+        }
+        Ok(())
     }
 }
