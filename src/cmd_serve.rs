@@ -113,10 +113,27 @@ pub struct ServeArgs {
     /// `[kv_offload]` memory and prefetched back before it runs again).
     #[arg(long, default_value = "recompute", value_parser = ["recompute", "offload"])]
     pub preemption: String,
-    /// Also run the baseline — prefix caching off and recompute preemption — and report both
-    /// (TTFT, TPOT, throughput, preemptions).
+    /// Also run the baseline — prefix caching off, recompute preemption, no speculation — and
+    /// report both (TTFT, TPOT, throughput, preemptions, whether the generated ids are the same).
     #[arg(long)]
     pub compare: bool,
+    /// Speculative decoding: every decode step verifies K tokens per running request, proposed by
+    /// a draft model (`--draft-prefill`/`--draft-decode`) or by prompt lookup over the request's
+    /// own context (`--prompt-lookup`), with the decode graph compiled for K + 1 new tokens per
+    /// row (needs functional runs: not with `--timing-only`).
+    #[arg(long, value_name = "K")]
+    pub speculate: Option<usize>,
+    /// With `--speculate`: the longest n-gram prompt lookup matches (down to 1).
+    #[arg(long, value_name = "N", requires = "speculate")]
+    pub prompt_lookup: Option<usize>,
+    /// With `--speculate`: the draft model's prefill (`.onnx` with symbolic sequence dims; the
+    /// target's vocabulary).
+    #[arg(long, value_name = "MODEL", requires = "speculate")]
+    pub draft_prefill: Option<PathBuf>,
+    /// With `--speculate`: the draft model's decode graph (compiled per batch bucket over a pool
+    /// of `--kv-blocks` blocks, time-sliced with the target on the same cores).
+    #[arg(long, value_name = "MODEL", requires = "speculate")]
+    pub draft_decode: Option<PathBuf>,
 }
 
 fn model_paths(a: &ServeArgs) -> Result<(PathBuf, PathBuf), String> {
@@ -240,10 +257,13 @@ fn target_options(a: &ServeArgs) -> Result<llmpu_compiler::backend::Options, Str
     Ok(o)
 }
 
-/// The decode model compiled for batch 1 and `c` new tokens over the pool: a chunked prefill of
-/// `c` tokens after a cached prefix (a new-token axis declared as 1 is re-declared `c` wide, `ImportOptions::new_tokens`).
+/// The decode model compiled for `batch` and `c` new tokens over the pool: a chunked prefill of
+/// `c` tokens after a cached prefix (batch 1), or a speculative verification step of `c = k + 1`
+/// tokens per row (a new-token axis declared as 1 is re-declared `c` wide,
+/// `ImportOptions::new_tokens`).
 fn compile_chunk(
     path: &Path,
+    batch: usize,
     c: usize,
     max_context: u64,
     a: &ServeArgs,
@@ -256,7 +276,7 @@ fn compile_chunk(
     }
     let o = target_options(a)?;
     let dims = [
-        "batch_size=1".to_string(),
+        format!("batch_size={batch}"),
         format!("sequence_length={c}"),
         format!("past_sequence_length={}", max_context - c as u64),
         format!("total_sequence_length={max_context}"),
@@ -391,9 +411,41 @@ pub fn simulate(a: &ServeArgs) -> Result<(Simulation, u64), String> {
             })
         }
     };
+    let speculate = match a.speculate {
+        None => None,
+        Some(0) => return Err("--speculate 0: propose at least one token per step".into()),
+        Some(_) if a.timing_only => {
+            return Err(
+                "--speculate needs the generated ids to accept proposals: not with --timing-only"
+                    .into(),
+            );
+        }
+        Some(k) => Some(serve::Speculate {
+            k,
+            draft: match (&a.draft_prefill, &a.draft_decode, a.prompt_lookup) {
+                (Some(_), Some(_), None) => serve::SpecDraft::Model,
+                (None, None, Some(0)) => {
+                    return Err("--prompt-lookup 0: the n-gram needs a token".into());
+                }
+                (None, None, Some(ngram)) => serve::SpecDraft::PromptLookup { ngram },
+                (None, None, None) => {
+                    return Err("--speculate needs a draft: --draft-prefill and --draft-decode \
+                         (a draft model), or --prompt-lookup N"
+                        .into());
+                }
+                _ => {
+                    return Err(
+                        "give both --draft-prefill and --draft-decode, or --prompt-lookup alone"
+                            .into(),
+                    );
+                }
+            },
+        }),
+    };
     let config = Config {
         prefix_cache: !a.no_prefix_cache,
         preemption,
+        speculate,
         buckets: buckets.clone(),
         block_tokens: bt,
         pool_blocks: u32::try_from(pool).map_err(|_| format!("--kv-blocks {pool} is too many"))?,
@@ -410,8 +462,8 @@ pub fn simulate(a: &ServeArgs) -> Result<(Simulation, u64), String> {
     let mut first = Some(first);
     let first_bucket = buckets[0];
     let chunk_path = decode_path.clone();
-    let chunk = Box::new(move |c: usize| -> Result<Program, String> {
-        compile_chunk(&chunk_path, c, max_context, a, pool)
+    let chunk = Box::new(move |batch: usize, c: usize| -> Result<Program, String> {
+        compile_chunk(&chunk_path, batch, c, max_context, a, pool)
     });
     let decode = Box::new(move |b: usize| -> Result<Program, String> {
         if b == first_bucket
@@ -434,7 +486,35 @@ pub fn simulate(a: &ServeArgs) -> Result<(Simulation, u64), String> {
             None,
         )
     });
-    let mut engine = EmuEngine::new(prefill, decode, chunk, opts, first_bucket);
+    let mut engine = EmuEngine::new(prefill, decode, chunk, opts.clone(), first_bucket);
+    if let (Some(dp), Some(dd)) = (a.draft_prefill.clone(), a.draft_decode.clone()) {
+        let draft_decode = Box::new(move |b: usize| -> Result<Program, String> {
+            compile(&dd, &decode_dims_for(b)?, a, Some(pool))
+        });
+        let draft_prefill = Box::new(move |n: usize| -> Result<Program, String> {
+            compile(
+                &dp,
+                &[
+                    "batch_size=1".into(),
+                    format!("sequence_length={n}"),
+                    format!("total_sequence_length={n}"),
+                    "past_sequence_length=0".into(),
+                ],
+                a,
+                None,
+            )
+        });
+        let no_chunks = Box::new(|_: usize, c: usize| -> Result<Program, String> {
+            Err(format!("the draft model runs no {c}-token steps"))
+        });
+        engine = engine.with_draft(EmuEngine::new(
+            draft_prefill,
+            draft_decode,
+            no_chunks,
+            opts,
+            first_bucket,
+        ));
+    }
     let mut progress = Progress::new("serve-sim", requests.len() as u64);
     let sim = serve::simulate(&config, &requests, &mut engine, &mut |done, _| {
         progress.set(done as u64, "requests done")
@@ -496,6 +576,7 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
         let mut b = a.clone();
         b.no_prefix_cache = true;
         b.preemption = "recompute".into();
+        b.speculate = None;
         b.compare = false;
         b.trace = None;
         let (base, _) = simulate(&b)?;
@@ -508,6 +589,7 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
         let c = json!({
             "prefix_cache": false,
             "preemption": "recompute",
+            "speculate": false,
             "total_s": bs["total_s"],
             "throughput_tokens_per_s": bs["throughput_tokens_per_s"],
             "ttft_s": bs["ttft_s"],
@@ -638,6 +720,20 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
     } else {
         outln!("prefix cache          off");
     }
+    let sp = &s["speculation"];
+    if sp["enabled"] == true {
+        outln!(
+            "speculation           k = {}, {}: {} of {} proposals accepted ({:.1}%), {:.2} \
+             tokens per request per step, {} draft runs",
+            sp["k"],
+            sp["draft"].as_str().unwrap_or(""),
+            sp["accepted"],
+            sp["proposed"],
+            100.0 * sp["acceptance_rate"].as_f64().unwrap_or(0.0),
+            sp["tokens_per_row_step"].as_f64().unwrap_or(0.0),
+            sp["draft_runs"]
+        );
+    }
     let of = &s["offload"];
     if s["preemption_mode"] == "offload" {
         outln!(
@@ -664,8 +760,8 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
             )
         };
         outln!(
-            "baseline              no prefix cache, recompute: TTFT {}, TPOT {}, {:.1} output \
-             tokens/s, {} preemptions, {} prefills; same ids: {}",
+            "baseline              no prefix cache, recompute, no speculation: TTFT {}, TPOT {}, \
+             {:.1} output tokens/s, {} preemptions, {} prefills; same ids: {}",
             p("ttft_s"),
             p("tpot_s"),
             b["throughput_tokens_per_s"].as_f64().unwrap_or(0.0),

@@ -330,6 +330,33 @@ pub trait Engine {
     ) -> Result<(i64, RunCost), String>;
     /// One decode step of `rows` in a batch of `bucket` slots; returns one token per row.
     fn decode(&mut self, bucket: usize, rows: &[Row]) -> Result<(Vec<i64>, RunCost), String>;
+    /// One speculative verification step: row `b` feeds its last token and `proposals[b]` (`k`
+    /// tokens) at positions `cached ..= cached + k`; returns each row's `k + 1` greedy ids.
+    fn verify(
+        &mut self,
+        bucket: usize,
+        rows: &[Row],
+        proposals: &[Vec<i64>],
+    ) -> Result<(Vec<Vec<i64>>, RunCost), String> {
+        let _ = (bucket, proposals);
+        Err(format!(
+            "this engine cannot verify speculative tokens ({} rows)",
+            rows.len()
+        ))
+    }
+    /// The draft model's prefill of `tokens` into `blocks` of its pool; returns its next token.
+    fn draft_prefill(&mut self, tokens: &[i64], blocks: &[u32]) -> Result<(i64, RunCost), String> {
+        let _ = blocks;
+        Err(format!(
+            "this engine has no draft model ({} tokens)",
+            tokens.len()
+        ))
+    }
+    /// One draft-model decode step (one token per row) over its pool.
+    fn draft_decode(&mut self, bucket: usize, rows: &[Row]) -> Result<(Vec<i64>, RunCost), String> {
+        let _ = bucket;
+        Err(format!("this engine has no draft model ({} rows)", rows.len()))
+    }
     /// Copies physical block `src` to `dst` (copy-on-write of a shared block).
     fn copy_block(&mut self, src: u32, dst: u32) -> Result<(), String> {
         Err(format!("this engine cannot copy KV blocks ({src} → {dst})"))
@@ -396,6 +423,62 @@ pub struct Config {
     /// Share full KV blocks of common prompt prefixes (content-addressed, reference-counted).
     pub prefix_cache: bool,
     pub preemption: Preemption,
+    /// Speculative decoding: every decode step verifies `k` proposed tokens per row.
+    pub speculate: Option<Speculate>,
+}
+
+/// Speculative decoding in the scheduler: each running request gets `k` proposals from its
+/// draft, and one run of the decode graph compiled for `k + 1` new tokens per row verifies them
+/// for the whole batch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Speculate {
+    pub k: usize,
+    pub draft: SpecDraft,
+}
+
+/// Where the proposals come from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SpecDraft {
+    /// The tokens after the latest earlier occurrence of the request's last n-gram (`ngram` down
+    /// to 1; host-side, no modeled cost).
+    PromptLookup { ngram: usize },
+    /// A draft model run by the engine ([`Engine::draft_prefill`], [`Engine::draft_decode`]) on
+    /// the same cores, before each verification (time-sliced). Its cache mirrors the target's
+    /// block numbers in its own pool; a request (re)admitted or swapped in is prefilled by the
+    /// draft over its whole context, and after a verification the draft's cache keeps the tokens
+    /// that are still the context (its length is the rollback).
+    Model,
+}
+
+/// Prompt lookup: the `k` tokens after the latest earlier occurrence of the context's last
+/// n-gram, trying `ngram` down to 1; padded with the last proposal (or the last token).
+pub fn prompt_lookup(ctx: &[i64], ngram: usize, k: usize) -> Vec<i64> {
+    let mut out = vec![];
+    'n: for n in (1..=ngram.min(ctx.len().saturating_sub(1))).rev() {
+        let tail = &ctx[ctx.len() - n..];
+        for start in (0..ctx.len() - n).rev() {
+            if &ctx[start..start + n] == tail {
+                out = ctx[start + n..].iter().take(k).copied().collect();
+                break 'n;
+            }
+        }
+    }
+    let pad = out.last().or(ctx.last()).copied().unwrap_or(0);
+    out.resize(k, pad);
+    out
+}
+
+/// What speculation did over a simulation.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SpecStats {
+    /// Row verifications (a running request in a verification step).
+    pub row_steps: u64,
+    pub proposed: u64,
+    pub accepted: u64,
+    /// Tokens the verification steps produced (accepted proposals plus the target's own).
+    pub emitted: u64,
+    /// Draft-model runs (prefills and batched steps).
+    pub draft_runs: u64,
 }
 
 /// What happened to a request.
@@ -480,6 +563,7 @@ pub struct Simulation {
     pub end: u64,
     pub prefix: PrefixStats,
     pub offload: OffloadStats,
+    pub spec: SpecStats,
 }
 
 /// Why a simulation stopped.
@@ -510,6 +594,8 @@ struct State {
     ready_at: u64,
     /// Order of first admission (1, 2, …; 0 before).
     admitted: u64,
+    /// The tokens in the draft model's cache (empty: it needs a draft prefill).
+    draft_fed: Vec<i64>,
 }
 
 impl State {
@@ -570,17 +656,24 @@ pub fn simulate(
             })
         }
     };
+    let ahead = config.speculate.as_ref().map_or(0, |sp| sp.k as u64);
     for r in requests {
-        let longest = (r.prompt.len() + r.output_len - 1) as u64;
+        // A verification step writes `k` rows past the cached length.
+        let longest = (r.prompt.len() + r.output_len - 1) as u64 + ahead;
         let need = blocks_for(longest, bt);
         if longest > config.max_context || need > config.max_blocks || need > alloc.usable() {
             return Err(ServeError::Request {
                 id: r.id.clone(),
                 message: format!(
-                    "{} prompt + {} output tokens need a cache of {longest} tokens ({need} blocks); \
-                     the maximum context is {} tokens and the pool has {} usable blocks",
+                    "{} prompt + {} output tokens{} need a cache of {longest} tokens ({need} \
+                     blocks); the maximum context is {} tokens and the pool has {} usable blocks",
                     r.prompt.len(),
                     r.output_len,
+                    if ahead > 0 {
+                        format!(" + {ahead} speculative")
+                    } else {
+                        String::new()
+                    },
                     config.max_context,
                     alloc.usable()
                 ),
@@ -628,6 +721,7 @@ pub fn simulate(
         end: 0,
         prefix: PrefixStats::default(),
         offload: OffloadStats::default(),
+        spec: SpecStats::default(),
     };
     let total = requests.len();
     let mut done = 0usize;
@@ -717,6 +811,7 @@ pub fn simulate(
                 out[r].spans.push(("swapped", st[r].since, now));
                 out[r].spans.push(("prefetch", now, end));
                 st[r].blocks = blocks;
+                st[r].draft_fed.clear();
                 st[r].ready_at = end;
                 st[r].since = end;
                 prefetching.push(r);
@@ -799,6 +894,7 @@ pub fn simulate(
             st[r].blocks = blocks;
             st[r].hashes = hashes;
             st[r].cached = ctx;
+            st[r].draft_fed.clear();
             st[r].generated.push(tok);
             st[r].since = now;
             if st[r].generated.len() == 1 {
@@ -836,7 +932,7 @@ pub fn simulate(
         let mut i = 0;
         while i < running.len() {
             let r = running[i];
-            if st[r].blocks.len() >= blocks_for(st[r].cached + 1, bt) {
+            if st[r].blocks.len() >= blocks_for(st[r].cached + 1 + ahead, bt) {
                 i += 1;
                 continue;
             }
@@ -895,6 +991,90 @@ pub fn simulate(
             .iter()
             .find(|&&b| b >= running.len())
             .unwrap_or(&max_batch);
+        // Speculation: every row's proposals (a draft model runs here, before verification).
+        let proposals: Option<Vec<Vec<i64>>> = match &config.speculate {
+            None => None,
+            Some(sp) => {
+        let ctxs: Vec<Vec<i64>> = running
+            .iter()
+            .map(|&r| st[r].prompt.iter().chain(&st[r].generated).copied().collect())
+            .collect();
+        let proposals: Vec<Vec<i64>> = match &sp.draft {
+            SpecDraft::PromptLookup { ngram } => ctxs
+                .iter()
+                .map(|ctx| prompt_lookup(ctx, *ngram, sp.k))
+                .collect(),
+            SpecDraft::Model => {
+                let mut props: Vec<Vec<i64>> = vec![vec![]; running.len()];
+                let mut runs = vec![];
+                for (i, &r) in running.iter().enumerate() {
+                    if st[r].draft_fed.is_empty() {
+                        let (tok, cost) = engine
+                            .draft_prefill(&ctxs[i], &st[r].blocks)
+                            .map_err(|e| ServeError::Request {
+                                id: out[r].id.clone(),
+                                message: format!("draft prefill: {e}"),
+                            })?;
+                        st[r].draft_fed = ctxs[i].clone();
+                        props[i].push(tok);
+                        runs.push(("draft prefill", 1, cost));
+                    }
+                }
+                // Batched draft steps until every row has `k` proposals; a row done
+                // early feeds a dummy token at its next slot (past its draft length,
+                // overwritten when that position is fed for real).
+                while props.iter().any(|p| p.len() < sp.k) {
+                    let seqs: Vec<Vec<i64>> = ctxs
+                        .iter()
+                        .zip(&props)
+                        .map(|(c, p)| c.iter().chain(p).copied().collect())
+                        .collect();
+                    let rows_d: Vec<Row> = running
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &r)| {
+                            let fed = st[r].draft_fed.len();
+                            Row {
+                                token: if props[i].len() < sp.k { seqs[i][fed] } else { 0 },
+                                cached: fed as u64,
+                                blocks: &st[r].blocks,
+                            }
+                        })
+                        .collect();
+                    let (toks, cost) = engine
+                        .draft_decode(bucket, &rows_d)
+                        .map_err(ServeError::Engine)?;
+                    runs.push(("draft", running.len(), cost));
+                    for (i, &r) in running.iter().enumerate() {
+                        if props[i].len() >= sp.k {
+                            continue;
+                        }
+                        let fed = st[r].draft_fed.len();
+                        st[r].draft_fed.push(seqs[i][fed]);
+                        if fed + 1 == seqs[i].len() {
+                            props[i].push(toks[i]);
+                        }
+                    }
+                }
+                for (kind, batch, cost) in runs {
+                    let start = now;
+                    now = advance(now, cost.cycles)?;
+                    account(&mut sim, &st, &running, cost.cycles);
+                    sim.spec.draft_runs += 1;
+                    sim.runs.push(RunRecord {
+                        start,
+                        kind,
+                        batch,
+                        bucket,
+                        cost,
+                    });
+                }
+                props
+            }
+        };
+                Some(proposals)
+            }
+        };
         let rows: Vec<Row> = running
             .iter()
             .map(|&r| Row {
@@ -903,31 +1083,71 @@ pub fn simulate(
                 blocks: &st[r].blocks,
             })
             .collect();
-        let (toks, cost) = engine.decode(bucket, &rows).map_err(ServeError::Engine)?;
-        if toks.len() != running.len() {
+        // Each row's new tokens: one, or with speculation the accepted proposals and the
+        // target's own token.
+        let (news, cost): (Vec<Vec<i64>>, RunCost) = match &config.speculate {
+            None => {
+                let (toks, cost) = engine.decode(bucket, &rows).map_err(ServeError::Engine)?;
+                (toks.into_iter().map(|t| vec![t]).collect(), cost)
+            }
+            Some(sp) => {
+                let proposals = proposals.unwrap_or_default();
+                let (greedy, cost) = engine
+                    .verify(bucket, &rows, &proposals)
+                    .map_err(ServeError::Engine)?;
+                if greedy.iter().any(|g| g.len() != sp.k + 1) {
+                    return Err(ServeError::Engine(format!(
+                        "verification returned other than {} ids per row",
+                        sp.k + 1
+                    )));
+                }
+                let mut news = vec![];
+                for ((&r, p), g) in running.iter().zip(&proposals).zip(&greedy) {
+                    let a = (0..sp.k).take_while(|&i| p[i] == g[i]).count();
+                    let mut new: Vec<i64> = p[..a].to_vec();
+                    new.push(g[a]);
+                    new.truncate(requests[r].output_len - st[r].generated.len());
+                    sim.spec.row_steps += 1;
+                    sim.spec.proposed += sp.k as u64;
+                    sim.spec.accepted += a as u64;
+                    sim.spec.emitted += new.len() as u64;
+                    news.push(new);
+                }
+                (news, cost)
+            }
+        };
+        if news.len() != running.len() {
             return Err(ServeError::Engine(format!(
-                "decode returned {} tokens for {} rows",
-                toks.len(),
+                "decode returned tokens for {} of {} rows",
+                news.len(),
                 running.len()
             )));
         }
         let start = now.max(swapped_until);
         sim.offload.stall_cycles += start - now;
         now = advance(start, cost.cycles)?;
-        for (&r, t) in running.iter().zip(toks) {
-            st[r].cached += 1;
-            st[r].generated.push(t);
-            // A block just filled: its content (the whole prefix up to it) is now known.
+        for (&r, new) in running.iter().zip(news) {
+            st[r].cached += new.len() as u64;
+            st[r].generated.extend(new);
+            // The draft keeps the cached tokens that are still the context.
+            if !st[r].draft_fed.is_empty() {
+                let plen = st[r].prompt.len();
+                let keep = (0..st[r].draft_fed.len())
+                    .take_while(|&i| i < plen + st[r].generated.len() && st[r].draft_fed[i] == st[r].token(i))
+                    .count();
+                st[r].draft_fed.truncate(keep.max(1));
+            }
+            // Blocks just filled: their content (the whole prefix up to them) is now known.
             let c = st[r].cached as usize;
-            if config.prefix_cache && c.is_multiple_of(bt as usize) {
-                let j = c / bt as usize - 1;
-                if st[r].hashes.len() == j {
-                    let parent = st[r].hashes.last().copied().unwrap_or(0);
-                    let toks: Vec<i64> = (j * bt as usize..c).map(|i| st[r].token(i)).collect();
-                    let h = crate::alloc::block_hash(parent, &toks);
-                    alloc.register(st[r].blocks[j], h)?;
-                    st[r].hashes.push(h);
-                }
+            while config.prefix_cache && (st[r].hashes.len() + 1) * bt as usize <= c {
+                let j = st[r].hashes.len();
+                let parent = st[r].hashes.last().copied().unwrap_or(0);
+                let toks: Vec<i64> = (j * bt as usize..(j + 1) * bt as usize)
+                    .map(|i| st[r].token(i))
+                    .collect();
+                let h = crate::alloc::block_hash(parent, &toks);
+                alloc.register(st[r].blocks[j], h)?;
+                st[r].hashes.push(h);
             }
         }
         account(&mut sim, &st, &running, cost.cycles);
@@ -1038,6 +1258,28 @@ impl Simulation {
         self.held_cycles / self.reserved_cycles.max(1.0)
     }
 
+    /// The speculation figures of the summary.
+    fn spec_summary(&self) -> Value {
+        let sp = &self.spec;
+        match &self.config.speculate {
+            None => json!({"enabled": false}),
+            Some(c) => json!({
+                "enabled": true,
+                "k": c.k,
+                "draft": match &c.draft {
+                    SpecDraft::PromptLookup { ngram } => format!("prompt lookup (n-gram ≤ {ngram})"),
+                    SpecDraft::Model => "draft model".to_string(),
+                },
+                "draft_runs": sp.draft_runs,
+                "row_steps": sp.row_steps,
+                "proposed": sp.proposed,
+                "accepted": sp.accepted,
+                "acceptance_rate": sp.accepted as f64 / sp.proposed.max(1) as f64,
+                "tokens_per_row_step": sp.emitted as f64 / sp.row_steps.max(1) as f64,
+            }),
+        }
+    }
+
     /// The summary as JSON (what `llmpu serve-sim --json` prints).
     pub fn summary(&self, weight_bytes: u64, timing_only: bool) -> Value {
         let tokens: usize = self.requests.iter().map(|o| o.generated.len()).sum();
@@ -1116,7 +1358,7 @@ impl Simulation {
             "throughput_requests_per_s": self.requests.len() as f64 / t,
             "ttft_s": stats(&self.ttft()),
             "tpot_s": stats(&self.tpot()),
-            "prefill_runs": self.runs.len() - decode.len(),
+            "prefill_runs": self.runs.iter().filter(|r| r.kind == "prefill").count(),
             "decode_steps": decode.len(),
             "batch_size_histogram": hist,
             "bucket_steps": buckets,
@@ -1137,6 +1379,7 @@ impl Simulation {
             },
             "prefix_cache": prefix,
             "offload": offload,
+            "speculation": self.spec_summary(),
             "hbm_bytes_per_token": hbm / per_tok,
             "hbm_kv_bytes_per_token": kv / per_tok,
             "hbm_weight_and_activation_bytes_per_token": (hbm - kv).max(0.0) / per_tok,

@@ -34,9 +34,12 @@ use llmpu_isa::{DType, IoDir, KvRegion, Program};
 use crate::serve::{Engine, Row, RunCost};
 use crate::{Report, RunOptions, Session, Tensor};
 
-/// Builds a program: the prefill for a context length, the decode for a batch bucket, or the
-/// chunked prefill (batch 1) for a number of new tokens.
+/// Builds a program: the prefill for a context length, or the decode for a batch bucket.
 pub type Build<'a> = Box<dyn FnMut(usize) -> Result<Program, String> + 'a>;
+
+/// Builds the decode graph for `(batch, new tokens)` with more than one new token: a chunked
+/// prefill (batch 1) or a speculative verification step (a batch bucket, `k + 1` tokens).
+pub type BuildWide<'a> = Box<dyn FnMut(usize, usize) -> Result<Program, String> + 'a>;
 
 /// A session's key: (batch, new tokens per run).
 type Key = (usize, u64);
@@ -45,7 +48,7 @@ type Key = (usize, u64);
 pub struct EmuEngine<'a> {
     prefill: Build<'a>,
     decode: Build<'a>,
-    chunk: Build<'a>,
+    chunk: BuildWide<'a>,
     opts: RunOptions,
     prefills: HashMap<usize, Program>,
     sessions: HashMap<Key, Session>,
@@ -54,6 +57,9 @@ pub struct EmuEngine<'a> {
     home: usize,
     /// The region of the first decode program (every bucket must agree on pools).
     region: Option<KvRegion>,
+    /// The speculative draft model: an engine of its own over a pool with the same block
+    /// numbers (`serve::SpecDraft::Model`).
+    draft: Option<Box<EmuEngine<'a>>>,
 }
 
 impl<'a> EmuEngine<'a> {
@@ -61,7 +67,7 @@ impl<'a> EmuEngine<'a> {
     pub fn new(
         prefill: Build<'a>,
         decode: Build<'a>,
-        chunk: Build<'a>,
+        chunk: BuildWide<'a>,
         opts: RunOptions,
         home: usize,
     ) -> EmuEngine<'a> {
@@ -75,7 +81,14 @@ impl<'a> EmuEngine<'a> {
             sessions: HashMap::new(),
             current: None,
             region: None,
+            draft: None,
         }
+    }
+
+    /// This engine with `draft` running the speculative draft model.
+    pub fn with_draft(mut self, draft: EmuEngine<'a>) -> EmuEngine<'a> {
+        self.draft = Some(Box::new(draft));
+        self
     }
 
     /// The KV region of the decode programs (after the first one was built).
@@ -102,7 +115,7 @@ impl<'a> EmuEngine<'a> {
             let p = if new_tokens == 1 {
                 (self.decode)(bucket)?
             } else {
-                (self.chunk)(new_tokens as usize)?
+                (self.chunk)(bucket, new_tokens as usize)?
             };
             let kv =
                 p.kv.clone()
@@ -185,6 +198,89 @@ impl<'a> EmuEngine<'a> {
                 Ok((s.pool_addr - kv.hbm_addr + block as u64 * b, b))
             })
             .collect()
+    }
+
+    /// One batched run of the decode graph compiled for `n = feeds[0].len()` new tokens: row
+    /// `b` feeds `feeds[b]` at positions `cached ..`; returns each row's `n` greedy ids.
+    fn step(
+        &mut self,
+        bucket: usize,
+        rows: &[Row],
+        feeds: &[Vec<i64>],
+    ) -> Result<(Vec<Vec<i64>>, RunCost), String> {
+        if rows.len() > bucket || feeds.len() != rows.len() {
+            return Err(format!(
+                "{} rows ({} feeds) in a batch of {bucket}",
+                rows.len(),
+                feeds.len()
+            ));
+        }
+        let n = feeds.first().map(Vec::len).unwrap_or(1).max(1);
+        if feeds.iter().any(|f| f.len() != n) {
+            return Err("rows feed different numbers of tokens".into());
+        }
+        let timing_only = self.opts.timing_only;
+        let s = self.session((bucket, n as u64))?;
+        let kv = s.program().kv.clone().ok_or("no KV region")?;
+        let mb = kv.max_blocks as usize;
+        let mask_len = s
+            .program()
+            .io("attention_mask")
+            .and_then(|t| t.shape.last().copied())
+            .unwrap_or(kv.past_len + n as u64) as usize;
+        let mut table = vec![0i32; bucket * mb];
+        let mut lengths = vec![0i32; bucket];
+        let (mut ids, mut pos, mut mask) = (
+            vec![0; bucket * n],
+            vec![0; bucket * n],
+            vec![0; bucket * mask_len],
+        );
+        let mut kv_bytes = 0;
+        let tb = token_bytes(&kv);
+        for b in 0..bucket {
+            let (cached, blocks) = match rows.get(b) {
+                Some(r) => (r.cached as usize, r.blocks),
+                None => (0, &[][..]),
+            };
+            if blocks.len() > mb || cached + n > mask_len {
+                return Err(format!(
+                    "row {b}: {} blocks / {} tokens exceed the program's {mb} blocks / {mask_len} \
+                     positions",
+                    blocks.len(),
+                    cached + n
+                ));
+            }
+            for (j, &blk) in blocks.iter().enumerate() {
+                table[b * mb + j] = blk as i32;
+            }
+            lengths[b] = cached as i32;
+            for t in 0..n {
+                ids[b * n + t] = feeds.get(b).map(|f| f[t]).unwrap_or(0);
+                pos[b * n + t] = (cached + t) as i64;
+            }
+            crate::kv::decode_mask_row(&mut mask[b * mask_len..(b + 1) * mask_len], cached + n)
+                .ok_or("mask row shorter than the live tokens")?;
+            if b < rows.len() {
+                let live = (cached as u64 + n as u64).div_ceil(kv.block_tokens);
+                kv_bytes += live * kv.block_tokens * tb + n as u64 * tb;
+            }
+        }
+        s.set_kv_header(&table, &lengths)
+            .map_err(|e| e.to_string())?;
+        let p = s.program().clone();
+        for (name, t) in inputs(&p, &ids, &mask, &pos)? {
+            s.bind(&name, &t).map_err(|e| e.to_string())?;
+        }
+        let report = s.run().map_err(|e| e.to_string())?;
+        let trace = s.take_trace();
+        let toks = if timing_only {
+            vec![vec![0; n]; rows.len()]
+        } else {
+            let logits = s.read("logits").map_err(|e| e.to_string())?;
+            let all = argmax_positions(&logits, bucket * n)?;
+            all.chunks(n).take(rows.len()).map(<[i64]>::to_vec).collect()
+        };
+        Ok((toks, cost(&report, kv_bytes, trace)))
     }
 
     /// A prefill of `tokens[cached..]` after the first `cached` tokens already in `blocks`: the
@@ -314,6 +410,29 @@ fn argmax_rows(logits: &Tensor, rows: usize) -> Result<Vec<i64>, String> {
         .collect())
 }
 
+/// Argmax of each of the `n` last-axis rows of `logits` `[…, vocab]` (every position).
+fn argmax_positions(logits: &Tensor, n: usize) -> Result<Vec<i64>, String> {
+    let v = logits.to_f32();
+    let w = *logits.shape.last().ok_or("logits are a scalar")? as usize;
+    if w == 0 || v.len() != n * w {
+        return Err(format!(
+            "logits {:?} are not {n} rows",
+            logits.shape
+        ));
+    }
+    Ok(v.chunks(w)
+        .map(|row| {
+            let mut best = 0;
+            for (i, &x) in row.iter().enumerate() {
+                if x > row[best] {
+                    best = i;
+                }
+            }
+            best as i64
+        })
+        .collect())
+}
+
 /// KV bytes of one token over every slot.
 fn token_bytes(kv: &KvRegion) -> u64 {
     kv.slots
@@ -400,67 +519,37 @@ impl Engine for EmuEngine<'_> {
     }
 
     fn decode(&mut self, bucket: usize, rows: &[Row]) -> Result<(Vec<i64>, RunCost), String> {
-        if rows.len() > bucket {
-            return Err(format!("{} rows in a batch of {bucket}", rows.len()));
-        }
-        let timing_only = self.opts.timing_only;
-        let s = self.session((bucket, 1))?;
-        let kv = s.program().kv.clone().ok_or("no KV region")?;
-        let mb = kv.max_blocks as usize;
-        let mask_len = s
-            .program()
-            .io("attention_mask")
-            .and_then(|t| t.shape.last().copied())
-            .unwrap_or(kv.past_len + 1) as usize;
-        let mut table = vec![0i32; bucket * mb];
-        let mut lengths = vec![0i32; bucket];
-        let (mut ids, mut pos, mut mask) =
-            (vec![0; bucket], vec![0; bucket], vec![0; bucket * mask_len]);
-        let mut kv_bytes = 0;
-        let tb = token_bytes(&kv);
-        for b in 0..bucket {
-            let (cached, token, blocks) = match rows.get(b) {
-                Some(r) => (r.cached as usize, r.token, r.blocks),
-                None => (0, 0, &[][..]),
-            };
-            if blocks.len() > mb || cached + 1 > mask_len {
-                return Err(format!(
-                    "row {b}: {} blocks / {} tokens exceed the program's {mb} blocks / {mask_len} \
-                     positions",
-                    blocks.len(),
-                    cached + 1
-                ));
-            }
-            for (j, &blk) in blocks.iter().enumerate() {
-                table[b * mb + j] = blk as i32;
-            }
-            lengths[b] = cached as i32;
-            ids[b] = token;
-            pos[b] = cached as i64;
-            crate::kv::decode_mask_row(&mut mask[b * mask_len..(b + 1) * mask_len], cached + 1)
-                .ok_or("mask row shorter than the live tokens")?;
-            if b < rows.len() {
-                let live = (cached as u64 + 1).div_ceil(kv.block_tokens);
-                kv_bytes += live * kv.block_tokens * tb + tb;
-            }
-        }
-        s.set_kv_header(&table, &lengths)
-            .map_err(|e| e.to_string())?;
-        let p = s.program().clone();
-        for (name, t) in inputs(&p, &ids, &mask, &pos)? {
-            s.bind(&name, &t).map_err(|e| e.to_string())?;
-        }
-        let report = s.run().map_err(|e| e.to_string())?;
-        let trace = s.take_trace();
-        let toks = if timing_only {
-            vec![0; rows.len()]
-        } else {
-            let logits = s.read("logits").map_err(|e| e.to_string())?;
-            let mut t = argmax_rows(&logits, bucket)?;
-            t.truncate(rows.len());
-            t
-        };
-        Ok((toks, cost(&report, kv_bytes, trace)))
+        let feeds: Vec<Vec<i64>> = rows.iter().map(|r| vec![r.token]).collect();
+        let (ids, cost) = self.step(bucket, rows, &feeds)?;
+        Ok((ids.into_iter().map(|v| v[0]).collect(), cost))
+    }
+
+    fn verify(
+        &mut self,
+        bucket: usize,
+        rows: &[Row],
+        proposals: &[Vec<i64>],
+    ) -> Result<(Vec<Vec<i64>>, RunCost), String> {
+        let feeds: Vec<Vec<i64>> = rows
+            .iter()
+            .zip(proposals)
+            .map(|(r, p)| std::iter::once(r.token).chain(p.iter().copied()).collect())
+            .collect();
+        self.step(bucket, rows, &feeds)
+    }
+
+    fn draft_prefill(&mut self, tokens: &[i64], blocks: &[u32]) -> Result<(i64, RunCost), String> {
+        self.draft
+            .as_mut()
+            .ok_or("no draft model")?
+            .prefill(tokens, 0, blocks)
+    }
+
+    fn draft_decode(&mut self, bucket: usize, rows: &[Row]) -> Result<(Vec<i64>, RunCost), String> {
+        self.draft
+            .as_mut()
+            .ok_or("no draft model")?
+            .decode(bucket, rows)
     }
 
     fn copy_block(&mut self, src: u32, dst: u32) -> Result<(), String> {
