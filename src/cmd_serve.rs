@@ -429,9 +429,11 @@ pub fn simulate(a: &ServeArgs) -> Result<(Simulation, u64), String> {
                 }
                 (None, None, Some(ngram)) => serve::SpecDraft::PromptLookup { ngram },
                 (None, None, None) => {
-                    return Err("--speculate needs a draft: --draft-prefill and --draft-decode \
+                    return Err(
+                        "--speculate needs a draft: --draft-prefill and --draft-decode \
                          (a draft model), or --prompt-lookup N"
-                        .into());
+                            .into(),
+                    );
                 }
                 _ => {
                     return Err(

@@ -215,24 +215,6 @@ fn argmax(row: &[f32]) -> i64 {
     best as i64
 }
 
-/// Prompt lookup: the `k` tokens after the latest earlier occurrence of the context's last
-/// n-gram, trying `ngram` down to 1; padded with the last proposal (or the last token).
-fn lookup(ctx: &[i64], ngram: usize, k: usize) -> Vec<i64> {
-    let mut out = vec![];
-    'n: for n in (1..=ngram.min(ctx.len().saturating_sub(1))).rev() {
-        let tail = &ctx[ctx.len() - n..];
-        for start in (0..ctx.len() - n).rev() {
-            if &ctx[start..start + n] == tail {
-                out = ctx[start + n..].iter().take(k).copied().collect();
-                break 'n;
-            }
-        }
-    }
-    let pad = out.last().or(ctx.last()).copied().unwrap_or(0);
-    out.resize(k, pad);
-    out
-}
-
 /// Compiles `path` for `target` (`.onnx`), or reads it (`.llmpu`, which must be for the same
 /// machine).
 fn program(
@@ -626,7 +608,7 @@ pub fn speculate(a: &GenerateArgs, k: usize) -> Result<Speculation, String> {
         let mut draft_cycles = 0;
         match &mut draft {
             Draft::Lookup { ngram } => {
-                made = lookup(&ctx, *ngram, k)
+                made = llmpu_runtime::serve::prompt_lookup(&ctx, *ngram, k)
                     .into_iter()
                     .map(|t| (t, t_main))
                     .collect()
@@ -904,17 +886,6 @@ pub fn run(a: &GenerateArgs, k: usize) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn prompt_lookup_proposes_what_followed_the_latest_match_of_the_longest_ngram() {
-        // The last 2-gram (7, 8) occurred at 1..3 (followed by 9, 4) and at 5..7 (followed by
-        // 1): the latest wins, and the proposal runs on into the context.
-        assert_eq!(lookup(&[3, 7, 8, 9, 4, 7, 8, 1, 7, 8], 2, 3), [1, 7, 8]);
-        // No earlier 3-gram or 2-gram: the 1-gram 5 is found; the proposal is padded.
-        assert_eq!(lookup(&[5, 6, 2, 5], 3, 4), [6, 2, 5, 5]);
-        // Nothing found: the last token repeated.
-        assert_eq!(lookup(&[1, 2, 3], 2, 2), [3, 3]);
-    }
 
     fn baseline(rows: &[Vec<f32>]) -> Generation {
         Generation {

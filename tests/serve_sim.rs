@@ -426,3 +426,93 @@ fn an_undeclared_system_prompt_is_an_error_naming_the_request() {
         "{err}"
     );
 }
+
+#[test]
+fn speculative_serving_generates_the_plain_ids_with_a_draft_model_and_with_prompt_lookup() {
+    let Some(c) = corpus("models/llama-tiny-dyn-decode") else {
+        return;
+    };
+    let trace = tmp("speculate.json");
+    let reqs: Vec<Value> = (0..6)
+        .map(|i| json!({"arrival_ms": i as f64 * 0.01, "prompt_len": 5 + 3 * i, "output_len": 12 + 2 * i}))
+        .collect();
+    std::fs::write(&trace, json!({ "requests": reqs }).to_string()).unwrap();
+    let t = trace.to_str().unwrap();
+    let m = |k: &str| {
+        c.join(format!("models/llama-tiny-dyn-{k}/model.onnx"))
+            .display()
+            .to_string()
+    };
+    let root = env!("CARGO_MANIFEST_DIR");
+    let draft = |k: &str| format!("{root}/zoo/drafts/llama-tiny-dyn-1layer-{k}/model.onnx");
+    for (args, all_accepted) in [
+        (
+            vec![
+                "--draft-prefill".to_string(),
+                m("prefill"),
+                "--draft-decode".into(),
+                m("decode"),
+            ],
+            true,
+        ),
+        (
+            vec![
+                "--draft-prefill".to_string(),
+                draft("prefill"),
+                "--draft-decode".into(),
+                draft("decode"),
+            ],
+            false,
+        ),
+        (vec!["--prompt-lookup".to_string(), "2".into()], false),
+    ] {
+        let mut all: Vec<&str> = vec![
+            "--requests",
+            t,
+            "--precision",
+            "fp32",
+            "--speculate",
+            "3",
+            "--compare",
+        ];
+        all.extend(args.iter().map(String::as_str));
+        let s = serve_json(&c, "llama", &all);
+        let sp = &s["speculation"];
+        assert_eq!(sp["enabled"], true);
+        assert_eq!(s["baseline"]["same_generated_ids"], true, "{args:?}: {sp}");
+        let (acc, prop) = (
+            sp["accepted"].as_u64().unwrap(),
+            sp["proposed"].as_u64().unwrap(),
+        );
+        assert_eq!(prop, 3 * sp["row_steps"].as_u64().unwrap());
+        if all_accepted {
+            assert_eq!(acc, prop, "the target as its own draft: {sp}");
+            assert!(sp["tokens_per_row_step"].as_f64().unwrap() > 3.0, "{sp}");
+        } else {
+            assert!(acc < prop, "{args:?}: {sp}");
+        }
+        let outs: u64 = s["per_request"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["output_len"].as_u64().unwrap())
+            .sum();
+        assert_eq!(outs, (0..6).map(|i| 12 + 2 * i).sum::<u64>());
+    }
+    let (ok, _, err) = serve(
+        &c,
+        "llama",
+        &[
+            "--requests",
+            t,
+            "--speculate",
+            "3",
+            "--timing-only",
+            "--prompt-lookup",
+            "2",
+        ],
+    );
+    assert!(!ok && err.contains("not with --timing-only"), "{err}");
+    let (ok, _, err) = serve(&c, "llama", &["--requests", t, "--speculate", "3"]);
+    assert!(!ok && err.contains("--speculate needs a draft"), "{err}");
+}

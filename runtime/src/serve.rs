@@ -355,7 +355,10 @@ pub trait Engine {
     /// One draft-model decode step (one token per row) over its pool.
     fn draft_decode(&mut self, bucket: usize, rows: &[Row]) -> Result<(Vec<i64>, RunCost), String> {
         let _ = bucket;
-        Err(format!("this engine has no draft model ({} rows)", rows.len()))
+        Err(format!(
+            "this engine has no draft model ({} rows)",
+            rows.len()
+        ))
     }
     /// Copies physical block `src` to `dst` (copy-on-write of a shared block).
     fn copy_block(&mut self, src: u32, dst: u32) -> Result<(), String> {
@@ -995,83 +998,94 @@ pub fn simulate(
         let proposals: Option<Vec<Vec<i64>>> = match &config.speculate {
             None => None,
             Some(sp) => {
-        let ctxs: Vec<Vec<i64>> = running
-            .iter()
-            .map(|&r| st[r].prompt.iter().chain(&st[r].generated).copied().collect())
-            .collect();
-        let proposals: Vec<Vec<i64>> = match &sp.draft {
-            SpecDraft::PromptLookup { ngram } => ctxs
-                .iter()
-                .map(|ctx| prompt_lookup(ctx, *ngram, sp.k))
-                .collect(),
-            SpecDraft::Model => {
-                let mut props: Vec<Vec<i64>> = vec![vec![]; running.len()];
-                let mut runs = vec![];
-                for (i, &r) in running.iter().enumerate() {
-                    if st[r].draft_fed.is_empty() {
-                        let (tok, cost) = engine
-                            .draft_prefill(&ctxs[i], &st[r].blocks)
-                            .map_err(|e| ServeError::Request {
-                                id: out[r].id.clone(),
-                                message: format!("draft prefill: {e}"),
-                            })?;
-                        st[r].draft_fed = ctxs[i].clone();
-                        props[i].push(tok);
-                        runs.push(("draft prefill", 1, cost));
-                    }
-                }
-                // Batched draft steps until every row has `k` proposals; a row done
-                // early feeds a dummy token at its next slot (past its draft length,
-                // overwritten when that position is fed for real).
-                while props.iter().any(|p| p.len() < sp.k) {
-                    let seqs: Vec<Vec<i64>> = ctxs
+                let ctxs: Vec<Vec<i64>> = running
+                    .iter()
+                    .map(|&r| {
+                        st[r]
+                            .prompt
+                            .iter()
+                            .chain(&st[r].generated)
+                            .copied()
+                            .collect()
+                    })
+                    .collect();
+                let proposals: Vec<Vec<i64>> = match &sp.draft {
+                    SpecDraft::PromptLookup { ngram } => ctxs
                         .iter()
-                        .zip(&props)
-                        .map(|(c, p)| c.iter().chain(p).copied().collect())
-                        .collect();
-                    let rows_d: Vec<Row> = running
-                        .iter()
-                        .enumerate()
-                        .map(|(i, &r)| {
-                            let fed = st[r].draft_fed.len();
-                            Row {
-                                token: if props[i].len() < sp.k { seqs[i][fed] } else { 0 },
-                                cached: fed as u64,
-                                blocks: &st[r].blocks,
+                        .map(|ctx| prompt_lookup(ctx, *ngram, sp.k))
+                        .collect(),
+                    SpecDraft::Model => {
+                        let mut props: Vec<Vec<i64>> = vec![vec![]; running.len()];
+                        let mut runs = vec![];
+                        for (i, &r) in running.iter().enumerate() {
+                            if st[r].draft_fed.is_empty() {
+                                let (tok, cost) = engine
+                                    .draft_prefill(&ctxs[i], &st[r].blocks)
+                                    .map_err(|e| ServeError::Request {
+                                        id: out[r].id.clone(),
+                                        message: format!("draft prefill: {e}"),
+                                    })?;
+                                st[r].draft_fed = ctxs[i].clone();
+                                props[i].push(tok);
+                                runs.push(("draft prefill", 1, cost));
                             }
-                        })
-                        .collect();
-                    let (toks, cost) = engine
-                        .draft_decode(bucket, &rows_d)
-                        .map_err(ServeError::Engine)?;
-                    runs.push(("draft", running.len(), cost));
-                    for (i, &r) in running.iter().enumerate() {
-                        if props[i].len() >= sp.k {
-                            continue;
                         }
-                        let fed = st[r].draft_fed.len();
-                        st[r].draft_fed.push(seqs[i][fed]);
-                        if fed + 1 == seqs[i].len() {
-                            props[i].push(toks[i]);
+                        // Batched draft steps until every row has `k` proposals; a row done
+                        // early feeds a dummy token at its next slot (past its draft length,
+                        // overwritten when that position is fed for real).
+                        while props.iter().any(|p| p.len() < sp.k) {
+                            let seqs: Vec<Vec<i64>> = ctxs
+                                .iter()
+                                .zip(&props)
+                                .map(|(c, p)| c.iter().chain(p).copied().collect())
+                                .collect();
+                            let rows_d: Vec<Row> = running
+                                .iter()
+                                .enumerate()
+                                .map(|(i, &r)| {
+                                    let fed = st[r].draft_fed.len();
+                                    Row {
+                                        token: if props[i].len() < sp.k {
+                                            seqs[i][fed]
+                                        } else {
+                                            0
+                                        },
+                                        cached: fed as u64,
+                                        blocks: &st[r].blocks,
+                                    }
+                                })
+                                .collect();
+                            let (toks, cost) = engine
+                                .draft_decode(bucket, &rows_d)
+                                .map_err(ServeError::Engine)?;
+                            runs.push(("draft", running.len(), cost));
+                            for (i, &r) in running.iter().enumerate() {
+                                if props[i].len() >= sp.k {
+                                    continue;
+                                }
+                                let fed = st[r].draft_fed.len();
+                                st[r].draft_fed.push(seqs[i][fed]);
+                                if fed + 1 == seqs[i].len() {
+                                    props[i].push(toks[i]);
+                                }
+                            }
                         }
+                        for (kind, batch, cost) in runs {
+                            let start = now;
+                            now = advance(now, cost.cycles)?;
+                            account(&mut sim, &st, &running, cost.cycles);
+                            sim.spec.draft_runs += 1;
+                            sim.runs.push(RunRecord {
+                                start,
+                                kind,
+                                batch,
+                                bucket,
+                                cost,
+                            });
+                        }
+                        props
                     }
-                }
-                for (kind, batch, cost) in runs {
-                    let start = now;
-                    now = advance(now, cost.cycles)?;
-                    account(&mut sim, &st, &running, cost.cycles);
-                    sim.spec.draft_runs += 1;
-                    sim.runs.push(RunRecord {
-                        start,
-                        kind,
-                        batch,
-                        bucket,
-                        cost,
-                    });
-                }
-                props
-            }
-        };
+                };
                 Some(proposals)
             }
         };
@@ -1133,7 +1147,9 @@ pub fn simulate(
             if !st[r].draft_fed.is_empty() {
                 let plen = st[r].prompt.len();
                 let keep = (0..st[r].draft_fed.len())
-                    .take_while(|&i| i < plen + st[r].generated.len() && st[r].draft_fed[i] == st[r].token(i))
+                    .take_while(|&i| {
+                        i < plen + st[r].generated.len() && st[r].draft_fed[i] == st[r].token(i)
+                    })
                     .count();
                 st[r].draft_fed.truncate(keep.max(1));
             }
@@ -1477,6 +1493,7 @@ mod tests {
             clock_hz: 1e6,
             prefix_cache: false,
             preemption: Preemption::Recompute,
+            speculate: None,
         }
     }
 
@@ -1941,6 +1958,252 @@ mod tests {
             let e = parse_trace(text, 0, 256).expect_err(text).to_string();
             assert!(e.contains(want), "{e} lacks {want}");
         }
+    }
+
+    /// The next token is a function of the last two tokens of the context, which every run reads
+    /// back from the pool (an unwritten slot is an error), so contexts repeat and prompt lookup
+    /// finds them; the draft model has a pool of its own and, unless `exact`, disagrees with the
+    /// target at every third position.
+    struct SpecFake {
+        target: KvFake,
+        draft: KvFake,
+        exact: bool,
+    }
+
+    impl SpecFake {
+        fn new(exact: bool) -> SpecFake {
+            SpecFake {
+                target: KvFake::new(),
+                draft: KvFake::new(),
+                exact,
+            }
+        }
+        fn rule(ctx: &[i64]) -> i64 {
+            let n = ctx.len();
+            (ctx[n - 1] * 5 + if n > 1 { ctx[n - 2] } else { 0 } + 1) % 7
+        }
+        fn draft_rule(&self, ctx: &[i64]) -> i64 {
+            let t = Self::rule(ctx);
+            if self.exact || ctx.len() % 3 != 0 {
+                t
+            } else {
+                (t + 1) % 7
+            }
+        }
+        /// Feeds `feed` at `cached ..` of `pool`; the next token after each.
+        fn run(
+            pool: &mut KvFake,
+            r: &Row,
+            feed: &[i64],
+            rule: &dyn Fn(&[i64]) -> i64,
+        ) -> Result<Vec<i64>, String> {
+            let mut ctx = pool.read(r.blocks, r.cached as usize)?;
+            let mut out = vec![];
+            for (i, &t) in feed.iter().enumerate() {
+                *pool.slot(r.blocks, r.cached as usize + i) = Some(t);
+                ctx.push(t);
+                out.push(rule(&ctx));
+            }
+            Ok(out)
+        }
+    }
+
+    impl Engine for SpecFake {
+        fn prefill(
+            &mut self,
+            tokens: &[i64],
+            cached: usize,
+            blocks: &[u32],
+        ) -> Result<(i64, RunCost), String> {
+            if self.target.read(blocks, cached)? != tokens[..cached] {
+                return Err("cached blocks hold other tokens".into());
+            }
+            for (i, &t) in tokens.iter().enumerate().skip(cached) {
+                *self.target.slot(blocks, i) = Some(t);
+            }
+            let cost = RunCost {
+                cycles: 100,
+                ..RunCost::default()
+            };
+            Ok((Self::rule(tokens), cost))
+        }
+        fn decode(&mut self, _: usize, rows: &[Row]) -> Result<(Vec<i64>, RunCost), String> {
+            let mut out = vec![];
+            for r in rows {
+                out.push(Self::run(&mut self.target, r, &[r.token], &Self::rule)?[0]);
+            }
+            let cost = RunCost {
+                cycles: 50,
+                ..RunCost::default()
+            };
+            Ok((out, cost))
+        }
+        fn verify(
+            &mut self,
+            _: usize,
+            rows: &[Row],
+            proposals: &[Vec<i64>],
+        ) -> Result<(Vec<Vec<i64>>, RunCost), String> {
+            let mut out = vec![];
+            for (r, p) in rows.iter().zip(proposals) {
+                let feed: Vec<i64> = std::iter::once(r.token).chain(p.iter().copied()).collect();
+                out.push(Self::run(&mut self.target, r, &feed, &Self::rule)?);
+            }
+            let cost = RunCost {
+                cycles: 60,
+                ..RunCost::default()
+            };
+            Ok((out, cost))
+        }
+        fn draft_prefill(
+            &mut self,
+            tokens: &[i64],
+            blocks: &[u32],
+        ) -> Result<(i64, RunCost), String> {
+            for (i, &t) in tokens.iter().enumerate() {
+                *self.draft.slot(blocks, i) = Some(t);
+            }
+            let cost = RunCost {
+                cycles: 20,
+                ..RunCost::default()
+            };
+            Ok((self.draft_rule(tokens), cost))
+        }
+        fn draft_decode(&mut self, _: usize, rows: &[Row]) -> Result<(Vec<i64>, RunCost), String> {
+            let exact = self.exact;
+            let rule = |c: &[i64]| {
+                let t = Self::rule(c);
+                if exact || c.len() % 3 != 0 {
+                    t
+                } else {
+                    (t + 1) % 7
+                }
+            };
+            let mut out = vec![];
+            for r in rows {
+                out.push(Self::run(&mut self.draft, r, &[r.token], &rule)?[0]);
+            }
+            let cost = RunCost {
+                cycles: 10,
+                ..RunCost::default()
+            };
+            Ok((out, cost))
+        }
+    }
+
+    fn spec_reqs() -> Vec<Request> {
+        (0..6)
+            .map(|i| Request {
+                id: i.to_string(),
+                arrival_s: i as f64 * 1e-4,
+                prompt: vec![1 + i as i64 % 3, 2, 3],
+                output_len: 6 + i * 3,
+                shared_prefix: 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn speculative_ids_are_the_plain_ids_with_every_draft() {
+        let rs = spec_reqs();
+        let plain =
+            simulate(&config(64), &rs, &mut SpecFake::new(true), &mut |_, _| {}).expect("plain");
+        let spec = |draft: SpecDraft, exact: bool, pool: u32| {
+            let mut c = config(pool);
+            c.speculate = Some(Speculate { k: 3, draft });
+            simulate(&c, &rs, &mut SpecFake::new(exact), &mut |_, _| {}).expect("speculative")
+        };
+        // The target as its own draft: every proposal accepted (k + 1 tokens per row step, but
+        // for the last steps cut at the request's output length).
+        let s = spec(SpecDraft::Model, true, 64);
+        assert_eq!(ids(&s), ids(&plain));
+        assert_eq!(s.spec.accepted, s.spec.proposed);
+        assert_eq!(s.spec.proposed, 3 * s.spec.row_steps);
+        // A draft that is wrong at every third position: fewer accepted, the same ids.
+        let s = spec(SpecDraft::Model, false, 64);
+        assert_eq!(ids(&s), ids(&plain));
+        assert!(
+            0 < s.spec.accepted && s.spec.accepted < s.spec.proposed,
+            "{:?}",
+            s.spec
+        );
+        // Prompt lookup: the rule's contexts repeat, so lookups are accepted.
+        let s = spec(SpecDraft::PromptLookup { ngram: 2 }, true, 64);
+        assert_eq!(ids(&s), ids(&plain));
+        assert!(s.spec.accepted > 0, "{:?}", s.spec);
+        assert_eq!(s.spec.draft_runs, 0);
+        // A pool too small for the batch: preempted requests recompute, and the draft model is
+        // prefilled again on readmission.
+        let s = spec(SpecDraft::Model, false, 10);
+        assert!(s.preemptions > 0);
+        assert_eq!(ids(&s), ids(&plain));
+    }
+
+    #[test]
+    fn speculation_counts_are_exact_for_a_self_draft() {
+        // One request: prompt [1, 2, 3], 9 tokens. The prefill gives token 1; each row step with
+        // k = 3 and every proposal accepted adds 4: steps of 4 + 4 = 8 more tokens.
+        let rs = vec![Request {
+            id: "a".into(),
+            arrival_s: 0.0,
+            prompt: vec![1, 2, 3],
+            output_len: 9,
+            shared_prefix: 0,
+        }];
+        let mut c = config(64);
+        c.speculate = Some(Speculate {
+            k: 3,
+            draft: SpecDraft::Model,
+        });
+        let s = simulate(&c, &rs, &mut SpecFake::new(true), &mut |_, _| {}).expect("sim");
+        assert_eq!(s.spec.row_steps, 2);
+        assert_eq!(
+            (s.spec.proposed, s.spec.accepted, s.spec.emitted),
+            (6, 6, 8)
+        );
+        // Round one: a draft prefill (its token is the first proposal) and two draft steps.
+        // Round two: the draft catches up on the last proposal (never fed) and the target's
+        // token, which yields the first proposal, then two more steps.
+        let kinds: Vec<&str> = s.runs.iter().map(|r| r.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                "prefill",
+                "draft prefill",
+                "draft",
+                "draft",
+                "decode",
+                "draft",
+                "draft",
+                "draft",
+                "draft",
+                "decode"
+            ]
+        );
+        // A request whose output and k would pass the maximum context is refused up front.
+        let mut long = rs.clone();
+        long[0].output_len = 28;
+        let e =
+            simulate(&c, &long, &mut SpecFake::new(true), &mut |_, _| {}).expect_err("too long");
+        assert!(
+            e.to_string()
+                .contains("+ 3 speculative need a cache of 33 tokens"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn prompt_lookup_proposes_what_followed_the_latest_match_of_the_longest_ngram() {
+        // The last 2-gram (7, 8) occurred at 1..3 (followed by 9, 4) and at 5..7 (followed by
+        // 1): the latest wins, and the proposal runs on into the context.
+        assert_eq!(
+            prompt_lookup(&[3, 7, 8, 9, 4, 7, 8, 1, 7, 8], 2, 3),
+            [1, 7, 8]
+        );
+        // No earlier 3-gram or 2-gram: the 1-gram 5 is found; the proposal is padded.
+        assert_eq!(prompt_lookup(&[5, 6, 2, 5], 3, 4), [6, 2, 5, 5]);
+        // Nothing found: the last token repeated.
+        assert_eq!(prompt_lookup(&[1, 2, 3], 2, 2), [3, 3]);
     }
 
     #[test]

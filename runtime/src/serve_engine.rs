@@ -278,7 +278,10 @@ impl<'a> EmuEngine<'a> {
         } else {
             let logits = s.read("logits").map_err(|e| e.to_string())?;
             let all = argmax_positions(&logits, bucket * n)?;
-            all.chunks(n).take(rows.len()).map(<[i64]>::to_vec).collect()
+            all.chunks(n)
+                .take(rows.len())
+                .map(<[i64]>::to_vec)
+                .collect()
         };
         Ok((toks, cost(&report, kv_bytes, trace)))
     }
@@ -415,10 +418,7 @@ fn argmax_positions(logits: &Tensor, n: usize) -> Result<Vec<i64>, String> {
     let v = logits.to_f32();
     let w = *logits.shape.last().ok_or("logits are a scalar")? as usize;
     if w == 0 || v.len() != n * w {
-        return Err(format!(
-            "logits {:?} are not {n} rows",
-            logits.shape
-        ));
+        return Err(format!("logits {:?} are not {n} rows", logits.shape));
     }
     Ok(v.chunks(w)
         .map(|row| {
