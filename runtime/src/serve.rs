@@ -1982,9 +1982,9 @@ mod tests {
             let n = ctx.len();
             (ctx[n - 1] * 5 + if n > 1 { ctx[n - 2] } else { 0 } + 1) % 7
         }
-        fn draft_rule(&self, ctx: &[i64]) -> i64 {
+        fn draft_rule(exact: bool, ctx: &[i64]) -> i64 {
             let t = Self::rule(ctx);
-            if self.exact || ctx.len() % 3 != 0 {
+            if exact || !ctx.len().is_multiple_of(3) {
                 t
             } else {
                 (t + 1) % 7
@@ -2067,18 +2067,11 @@ mod tests {
                 cycles: 20,
                 ..RunCost::default()
             };
-            Ok((self.draft_rule(tokens), cost))
+            Ok((Self::draft_rule(self.exact, tokens), cost))
         }
         fn draft_decode(&mut self, _: usize, rows: &[Row]) -> Result<(Vec<i64>, RunCost), String> {
             let exact = self.exact;
-            let rule = |c: &[i64]| {
-                let t = Self::rule(c);
-                if exact || c.len() % 3 != 0 {
-                    t
-                } else {
-                    (t + 1) % 7
-                }
-            };
+            let rule = |c: &[i64]| Self::draft_rule(exact, c);
             let mut out = vec![];
             for r in rows {
                 out.push(Self::run(&mut self.draft, r, &[r.token], &rule)?[0]);
