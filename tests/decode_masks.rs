@@ -57,7 +57,7 @@ fn reference(
 }
 
 /// Checks a batch-2 step at cached lengths `lens` against the reference, per sequence.
-fn check(model: &Path, bin: &Path, lens: [usize; 2], seed: u64) {
+fn check(model: &Path, bin: &Path, context: u64, lens: [usize; 2], seed: u64) {
     let p = llmpu_isa::binary::read_file(bin).unwrap();
     let region = p.kv.clone().expect("KV region");
     let past_len = region.past_len as usize;
@@ -104,7 +104,7 @@ fn check(model: &Path, bin: &Path, lens: [usize; 2], seed: u64) {
     let mut img = kv::pack(&region, &kv::reversed_table(&region), &refs).unwrap();
     let lengths: Vec<i32> = lens.iter().map(|&l| l as i32).collect();
     kv::set_lengths(&region, &mut img, &lengths).unwrap();
-    let width = CONTEXT as usize;
+    let width = context as usize;
     let mut mask = vec![0i64; 2 * width];
     for b in 0..2 {
         kv::decode_mask_row(&mut mask[b * width..(b + 1) * width], lens[b] + 1).unwrap();
@@ -121,7 +121,7 @@ fn check(model: &Path, bin: &Path, lens: [usize; 2], seed: u64) {
     let pos: Vec<i64> = lens.iter().map(|&l| l as i64).collect();
     let inputs = vec![
         ("input_ids".to_string(), i64s(vec![2, 1], &ids)),
-        ("attention_mask".to_string(), i64s(vec![2, CONTEXT], &mask)),
+        ("attention_mask".to_string(), i64s(vec![2, context], &mask)),
         ("position_ids".to_string(), i64s(vec![2, 1], &pos)),
     ];
     let opts = RunOptions {
@@ -158,7 +158,7 @@ fn check(model: &Path, bin: &Path, lens: [usize; 2], seed: u64) {
     }
 }
 
-fn compile(model: &Path, dir: &Path) -> PathBuf {
+fn compile(model: &Path, dir: &Path, context: u64) -> PathBuf {
     let bin = dir.join("decode.llmpu");
     llmpu_ok(&[
         "compile".as_ref(),
@@ -166,7 +166,7 @@ fn compile(model: &Path, dir: &Path) -> PathBuf {
         "--dim".as_ref(),
         "batch_size=2".as_ref(),
         "--max-context".as_ref(),
-        CONTEXT.to_string().as_ref(),
+        context.to_string().as_ref(),
         "--precision".as_ref(),
         "fp32".as_ref(),
         "--target".as_ref(),
@@ -177,28 +177,46 @@ fn compile(model: &Path, dir: &Path) -> PathBuf {
     bin
 }
 
-fn every_length(model: &Path, tag: &str) {
+fn every_length(model: &Path, tag: &str, context: u64, lengths: &[[usize; 2]]) {
     let dir = std::env::temp_dir().join(format!("llmpu-masks-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let bin = compile(model, &dir);
-    for (i, lens) in [[1, 31], [4, 5], [6, 13], [20, 2], [31, 26]]
-        .into_iter()
-        .enumerate()
-    {
-        check(model, &bin, lens, i as u64 * 100);
+    let bin = compile(model, &dir, context);
+    for (i, &lens) in lengths.iter().enumerate() {
+        check(model, &bin, context, lens, i as u64 * 100);
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+const LENGTHS: [[usize; 2]; 5] = [[1, 31], [4, 5], [6, 13], [20, 2], [31, 26]];
 
 #[test]
 fn sliding_window_decode_matches_the_graph_at_every_live_length() {
     let model =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("zoo/models/mistral-tiny-dyn-decode/model.onnx");
-    every_length(&model, "mistral");
+    every_length(&model, "mistral", CONTEXT, &LENGTHS);
 }
 
 #[test]
 fn causal_decode_matches_the_graph_at_every_live_length() {
     let Some(c) = corpus("models") else { return };
-    every_length(&c.join("models/llama-tiny-dyn-decode/model.onnx"), "llama");
+    every_length(
+        &c.join("models/llama-tiny-dyn-decode/model.onnx"),
+        "llama",
+        CONTEXT,
+        &LENGTHS,
+    );
+}
+
+/// A 1024-token context is 64 blocks: the blocks after the first two run as a counted loop (the
+/// program does not grow with the context, `tests/loops.rs`), whose trips end at the longest live
+/// sequence of the batch.
+#[test]
+fn causal_decode_through_the_rolled_block_loop_matches_the_graph() {
+    let Some(c) = corpus("models") else { return };
+    every_length(
+        &c.join("models/llama-tiny-dyn-decode/model.onnx"),
+        "llama-1024",
+        1024,
+        &[[1023, 3], [530, 700], [47, 16], [17, 200]],
+    );
 }

@@ -462,3 +462,36 @@ fn gemm_program_on_a_many_core_target_does_not_grow_with_the_matrix() {
     );
     assert!(large < 400_000, "{large} instructions");
 }
+
+#[test]
+fn a_decode_step_program_does_not_grow_with_the_cache() {
+    let Some(c) = common::corpus("models") else {
+        return;
+    };
+    let d = dir("decode-scale");
+    let model = c.join("models/llama-tiny-dyn-decode/model.onnx");
+    for target in ["edge", "datacenter"] {
+        let count = |context: u64| -> usize {
+            let bin = d.join(format!("{target}-{context}.llmpu"));
+            llmpu_ok(&[
+                "compile",
+                &s(&model),
+                "--dim",
+                "batch_size=1",
+                "--max-context",
+                &context.to_string(),
+                "--target",
+                target,
+                "-o",
+                &s(&bin),
+            ]);
+            program(&bin).cores.iter().map(Vec::len).sum()
+        };
+        // 64 and 2048 KV blocks of 16 tokens: the block loop of paged attention rolls.
+        let (small, large) = (count(1024), count(32768));
+        assert!(
+            large * 100 < small * 101,
+            "{target}: {large} instructions at a 32k cache, {small} at 1k"
+        );
+    }
+}

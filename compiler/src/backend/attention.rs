@@ -1116,11 +1116,16 @@ fn paged_decode(
             if pred {
                 // Block-major over every group of the core: one drained branch per block, past
                 // the batch's longest sequence; shorter sequences' blocks read masked keys.
-                for j in 2..nblk {
+                // Every block but the last is full and alike: the blocks roll into a loop (the
+                // rotating buffers repeat every `nslot / gcd(groups, nslot)` blocks).
+                let mut sweep = Sweep::new(cx.e, (nblk - 2) as usize, (nblk - 2) as usize);
+                while let Some((it, skipped)) = sweep.next(cx.e) {
+                    count += skipped as u64 * (g1 - g0);
+                    let j = it as u64 + 2;
                     let units: Vec<(u64, u64)> = (g0..g1).map(|u| (u, j - 1)).collect();
                     run(cx, &units, &mut count);
                     cx.e.drain_core();
-                    let jr = cx.e.reg(j as i64);
+                    let jr = cx.e.reg_unshared(j as i64);
                     cx.e.branch_ge(jr, most, done);
                 }
                 let units: Vec<(u64, u64)> = (g0..g1).map(|u| (u, nblk - 1)).collect();

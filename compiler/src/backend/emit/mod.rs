@@ -512,7 +512,14 @@ impl Emitter {
             Some(r) => r,
             None => (1..32)
                 .filter(|&r| free(r))
-                .min_by_key(|&r| (taken(r), s.regs[r].is_some(), s.stamp[r]))
+                .min_by_key(|&r| {
+                    (
+                        taken(r),
+                        r >= 32 - LOOP_REGS,
+                        s.regs[r].is_some(),
+                        s.stamp[r],
+                    )
+                })
                 .unwrap_or(1),
         };
         if let Some(f) = self.frames.last_mut() {
@@ -534,14 +541,60 @@ impl Emitter {
         rd
     }
 
+    /// A register loaded with `v` that no other request shares: `reg` neither finds `v` in it
+    /// later nor returns it for this request. For a loop's iteration-varying small integers (a
+    /// block index) that would otherwise coincide with a constant held elsewhere in some
+    /// iterations, so that iterations emit alike.
+    pub fn reg_unshared(&mut self, v: i64) -> Reg {
+        let rd = self.fresh();
+        let lo = v as i32;
+        self.push_raw(Inst::Li { rd, imm: lo });
+        if lo as i64 != v {
+            self.push_raw(Inst::Lih {
+                rd,
+                imm: (v >> 32) as u32,
+            });
+        }
+        rd
+    }
+
     /// A register for a value known only at run time (not reused for constants until unpinned).
     fn fresh(&mut self) -> Reg {
+        // Inside a loop the top registers stay clear for its trip counter and base registers;
+        // outside, they are taken last, so that a value pinned across a loop (its bound) leaves
+        // them to it.
+        let top = if self.looping > 0 { 32 - LOOP_REGS } else { 32 };
+        let cur = self.cur;
+        let free = |r: usize| {
+            r < top && !self.locked.contains(&(r as u8)) && !self.pinned.contains(&(r as u8))
+        };
+        // Inside a repeat, the register this position took in the previous iteration (as
+        // `reg` does), so that iterations allocate alike.
+        let frame = self.frames.last();
+        let suggested = frame.and_then(|f| {
+            f.suggest(cur)
+                .filter(|&r| r != 0 && free(r) && !f.taken(cur, r))
+        });
+        let taken = |r: usize| frame.is_some_and(|f| f.taken(cur, r));
+        let s = &self.streams[self.cur];
+        let r = suggested.unwrap_or_else(|| {
+            (1..top)
+                .filter(|&r| free(r))
+                .min_by_key(|&r| {
+                    (
+                        taken(r),
+                        r >= 32 - LOOP_REGS,
+                        s.regs[r].is_some(),
+                        s.stamp[r],
+                    )
+                })
+                .unwrap_or(1)
+        });
+        if let Some(f) = self.frames.last_mut() {
+            f.allocated(cur, r);
+        }
         let s = &mut self.streams[self.cur];
         s.clock += 1;
-        let r = (1..32)
-            .filter(|r| !self.locked.contains(&(*r as u8)) && !self.pinned.contains(&(*r as u8)))
-            .min_by_key(|&r| (s.regs[r].is_some(), s.stamp[r]))
-            .unwrap_or(1);
         s.regs[r] = None;
         s.stamp[r] = s.clock;
         self.locked.push(r as u8);
@@ -774,7 +827,7 @@ impl Emitter {
         max_blocks: u64,
     ) -> Reg {
         let rd = self.live_blocks(len_entry, add, div);
-        let jr = self.reg(j as i64);
+        let jr = self.reg_unshared(j as i64);
         self.push_raw(Inst::Min {
             rd,
             rs1: rd,
