@@ -216,17 +216,9 @@ fn program_for(path: &Path, dims: &[String], a: &GenerateArgs) -> Result<Program
         .ok_or_else(|| "pipeline stopped early".to_string())
 }
 
-fn i64_tensor(shape: Vec<u64>, v: &[i64]) -> Result<Tensor, String> {
-    Tensor::new(
-        DType::I64,
-        shape,
-        v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-    )
-}
-
 /// Binds the standard LLM inputs that the program has: `input_ids`, `attention_mask`,
 /// `position_ids` (by descriptor shape), other inputs are an error.
-fn bind(
+pub fn bind(
     program: &Program,
     ids: &[i64],
     mask: &[i64],
@@ -252,17 +244,8 @@ fn bind(
                 vals.len()
             ));
         }
-        let t = match io.dtype {
-            DType::I64 => i64_tensor(io.shape.clone(), vals)?,
-            DType::I32 => Tensor::new(
-                DType::I32,
-                io.shape.clone(),
-                vals.iter()
-                    .flat_map(|&x| (x as i32).to_le_bytes())
-                    .collect(),
-            )?,
-            d => return Err(format!("input `{}` has element type {}", io.name, d.name())),
-        };
+        let t = Tensor::from_ints(io.dtype, io.shape.clone(), vals)
+            .map_err(|e| format!("input `{}`: {e}", io.name))?;
         out.push((io.name.clone(), t));
     }
     Ok(out)
@@ -362,14 +345,7 @@ fn argmax_last(logits: &Tensor) -> Result<i64, String> {
     if n == 0 || v.len() < n {
         return Err("empty logits".into());
     }
-    let row = &v[v.len() - n..];
-    let mut best = 0;
-    for (i, &x) in row.iter().enumerate() {
-        if x > row[best] {
-            best = i;
-        }
-    }
-    Ok(best as i64)
+    Ok(llmpu_runtime::tensor::argmax(&v[v.len() - n..]))
 }
 
 fn live_kv_bytes(kv: &KvRegion, len: u64) -> u64 {

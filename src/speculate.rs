@@ -27,12 +27,13 @@
 
 use std::path::Path;
 
-use llmpu_isa::{DType, IoDir, KvRegion, Program, Target, binary};
+use llmpu_isa::{DType, KvRegion, Program, Target, binary};
 use llmpu_runtime::{Report, RunOptions, Session, Tensor, Trace, kv};
 use serde_json::json;
 
 use crate::cmd_compile::{compile_module, decode_dims};
-use crate::cmd_generate::{GenerateArgs, Generation, judge_flip};
+use crate::cmd_generate::{GenerateArgs, Generation, bind, judge_flip};
+use llmpu_runtime::tensor::argmax;
 
 /// Where the draft runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,44 +148,26 @@ pub struct Speculation {
     pub trace: Option<Trace>,
 }
 
-fn tensor_i64(dtype: DType, shape: Vec<u64>, v: &[i64]) -> Result<Tensor, String> {
-    let data = match dtype {
-        DType::I64 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        DType::I32 => v.iter().flat_map(|&x| (x as i32).to_le_bytes()).collect(),
-        d => return Err(format!("integer input of element type {}", d.name())),
-    };
-    Tensor::new(dtype, shape, data)
-}
-
-/// Binds `input_ids`, `position_ids` and `attention_mask` of a decode step.
+/// Binds `input_ids`, `position_ids` and `attention_mask` of a decode step: `ids` at positions
+/// `first_pos ..`, `live` tokens in the right-aligned mask.
 fn bind_step(s: &mut Session, ids: &[i64], first_pos: usize, live: usize) -> Result<(), String> {
+    let n = s
+        .program()
+        .io("attention_mask")
+        .and_then(|t| t.shape.last().copied())
+        .unwrap_or(0) as usize;
+    let mut mask = vec![0i64; n];
+    if s.program().io("attention_mask").is_some() {
+        kv::decode_mask_row(&mut mask, live).ok_or_else(|| {
+            format!("the attention mask has {n} positions, {live} tokens are live")
+        })?;
+    }
+    let positions: Vec<i64> = (first_pos..first_pos + ids.len())
+        .map(|x| x as i64)
+        .collect();
     let p = s.program().clone();
-    for io in p.io.iter().filter(|t| t.dir == IoDir::Input) {
-        let vals: Vec<i64> = match io.name.as_str() {
-            "input_ids" => ids.to_vec(),
-            "position_ids" => (first_pos..first_pos + ids.len())
-                .map(|x| x as i64)
-                .collect(),
-            "attention_mask" => {
-                let n = io.shape.last().copied().unwrap_or(0) as usize;
-                let mut row = vec![0i64; n];
-                kv::decode_mask_row(&mut row, live).ok_or_else(|| {
-                    format!("the attention mask has {n} positions, {live} tokens are live")
-                })?;
-                row
-            }
-            n => return Err(format!("decode input `{n}` is not one generate can feed")),
-        };
-        if io.elements() != Some(vals.len() as u64) {
-            return Err(format!(
-                "input `{}` has shape {:?}, generate has {} values for it",
-                io.name,
-                io.shape,
-                vals.len()
-            ));
-        }
-        let t = tensor_i64(io.dtype, io.shape.clone(), &vals)?;
-        s.bind(&io.name, &t).map_err(|e| e.to_string())?;
+    for (name, t) in bind(&p, ids, &mask, &positions)? {
+        s.bind(&name, &t).map_err(|e| e.to_string())?;
     }
     Ok(())
 }
@@ -203,16 +186,6 @@ fn rows_of(logits: &Tensor, rows: usize) -> Result<Vec<Vec<f32>>, String> {
     Ok((0..rows)
         .map(|r| v[base + r * n..base + (r + 1) * n].to_vec())
         .collect())
-}
-
-fn argmax(row: &[f32]) -> i64 {
-    let mut best = 0;
-    for (i, &x) in row.iter().enumerate() {
-        if x > row[best] {
-            best = i;
-        }
-    }
-    best as i64
 }
 
 /// Compiles `path` for `target` (`.onnx`), or reads it (`.llmpu`, which must be for the same
@@ -286,31 +259,7 @@ fn prefill(
 ) -> Result<Prefilled, String> {
     let n = prompt.len();
     let positions: Vec<i64> = (0..n as i64).collect();
-    let mut ins = vec![];
-    for io in p.io.iter().filter(|t| t.dir == IoDir::Input) {
-        let vals = match io.name.as_str() {
-            "input_ids" => prompt.to_vec(),
-            "attention_mask" => vec![1; n],
-            "position_ids" => positions.clone(),
-            other => {
-                return Err(format!(
-                    "prefill input `{other}` is not one generate can feed"
-                ));
-            }
-        };
-        if io.elements() != Some(vals.len() as u64) {
-            return Err(format!(
-                "prefill input `{}` has shape {:?}, generate has {} values for it",
-                io.name,
-                io.shape,
-                vals.len()
-            ));
-        }
-        ins.push((
-            io.name.clone(),
-            tensor_i64(io.dtype, io.shape.clone(), &vals)?,
-        ));
-    }
+    let ins = bind(p, prompt, &vec![1; n], &positions)?;
     let mut res = llmpu_runtime::run(p, &ins, opts).map_err(|e| format!("prefill: {e}"))?;
     let logits = res
         .outputs
@@ -347,6 +296,25 @@ fn load_cache(
     let image = kv::pack(region, &kv::reversed_table(region), &pasts).map_err(|e| e.to_string())?;
     s.write_kv(&image).map_err(|e| e.to_string())?;
     Ok(s)
+}
+
+/// One draft step starting at `*at` on the draft's clock (advanced past it), placed on the
+/// trace as `label`.
+fn traced_step(
+    d: &mut DraftModel,
+    seq: &[i64],
+    label: &str,
+    at: &mut u64,
+    trace: &mut Option<Trace>,
+    core0: u32,
+) -> Result<(Option<i64>, Report), String> {
+    let (tok, r, t) = d.step(seq)?;
+    place(trace, t, *at, core0);
+    if let Some(all) = trace.as_mut() {
+        all.span("draft", label, *at, *at + r.cycles, json!({}));
+    }
+    *at += r.cycles;
+    Ok((tok, r))
 }
 
 /// Places a run's trace on the combined trace.
@@ -620,19 +588,10 @@ pub fn speculate(a: &GenerateArgs, k: usize) -> Result<Speculation, String> {
                         .copied()
                         .chain(made.iter().map(|p| p.0))
                         .collect();
-                    let (tok, r, t) = d.step(&seq).map_err(|e| format!("round {round}: {e}"))?;
+                    let (tok, r) =
+                        traced_step(d, &seq, "draft step", &mut t_draft, &mut trace, draft_core0)
+                            .map_err(|e| format!("round {round}: {e}"))?;
                     draft_runs += 1;
-                    place(&mut trace, t, t_draft, draft_core0);
-                    if let Some(all) = trace.as_mut() {
-                        all.span(
-                            "draft",
-                            "draft step",
-                            t_draft,
-                            t_draft + r.cycles,
-                            json!({}),
-                        );
-                    }
-                    t_draft += r.cycles;
                     draft_cycles += r.cycles;
                     energy += r.energy.dynamic_pj;
                     if let Some(tok) = tok {
@@ -684,19 +643,16 @@ pub fn speculate(a: &GenerateArgs, k: usize) -> Result<Speculation, String> {
                     .copied()
                     .chain(ahead.iter().map(|p| p.0))
                     .collect();
-                let (tok, r, t) = d.step(&seq).map_err(|e| format!("round {round}: {e}"))?;
+                let (tok, r) = traced_step(
+                    d,
+                    &seq,
+                    "draft ahead",
+                    &mut t_draft,
+                    &mut trace,
+                    draft_core0,
+                )
+                .map_err(|e| format!("round {round}: {e}"))?;
                 draft_runs += 1;
-                place(&mut trace, t, t_draft, draft_core0);
-                if let Some(all) = trace.as_mut() {
-                    all.span(
-                        "draft",
-                        "draft ahead",
-                        t_draft,
-                        t_draft + r.cycles,
-                        json!({}),
-                    );
-                }
-                t_draft += r.cycles;
                 draft_cycles += r.cycles;
                 energy += r.energy.dynamic_pj;
                 if let Some(tok) = tok {

@@ -29,9 +29,10 @@
 
 use std::collections::HashMap;
 
-use llmpu_isa::{DType, IoDir, KvRegion, Program};
+use llmpu_isa::{IoDir, KvRegion, Program};
 
 use crate::serve::{Engine, Row, RunCost};
+use crate::tensor::argmax;
 use crate::{Report, RunOptions, Session, Tensor};
 
 /// Builds a program: the prefill for a context length, or the decode for a batch bucket.
@@ -353,15 +354,6 @@ fn cost(r: &Report, kv_bytes: u64, trace: Option<crate::Trace>) -> RunCost {
     }
 }
 
-fn int_tensor(dtype: DType, shape: Vec<u64>, v: &[i64]) -> Result<Tensor, String> {
-    let data = match dtype {
-        DType::I64 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        DType::I32 => v.iter().flat_map(|&x| (x as i32).to_le_bytes()).collect(),
-        d => return Err(format!("integer input of element type {}", d.name())),
-    };
-    Tensor::new(dtype, shape, data)
-}
-
 /// The standard LLM inputs of `p` (`input_ids`, `attention_mask`, `position_ids`) from values.
 fn inputs(
     p: &Program,
@@ -385,7 +377,10 @@ fn inputs(
                 v.len()
             ));
         }
-        out.push((io.name.clone(), int_tensor(io.dtype, io.shape.clone(), v)?));
+        out.push((
+            io.name.clone(),
+            Tensor::from_ints(io.dtype, io.shape.clone(), v)?,
+        ));
     }
     Ok(out)
 }
@@ -400,16 +395,7 @@ fn argmax_rows(logits: &Tensor, rows: usize) -> Result<Vec<i64>, String> {
         return Err("empty logits".into());
     }
     Ok((0..rows)
-        .map(|b| {
-            let row = &v[b * per + per - n..(b + 1) * per];
-            let mut best = 0;
-            for (i, &x) in row.iter().enumerate() {
-                if x > row[best] {
-                    best = i;
-                }
-            }
-            best as i64
-        })
+        .map(|b| argmax(&v[b * per + per - n..(b + 1) * per]))
         .collect())
 }
 
@@ -420,17 +406,7 @@ fn argmax_positions(logits: &Tensor, n: usize) -> Result<Vec<i64>, String> {
     if w == 0 || v.len() != n * w {
         return Err(format!("logits {:?} are not {n} rows", logits.shape));
     }
-    Ok(v.chunks(w)
-        .map(|row| {
-            let mut best = 0;
-            for (i, &x) in row.iter().enumerate() {
-                if x > row[best] {
-                    best = i;
-                }
-            }
-            best as i64
-        })
-        .collect())
+    Ok(v.chunks(w).map(argmax).collect())
 }
 
 /// KV bytes of one token over every slot.

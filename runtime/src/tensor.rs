@@ -70,6 +70,20 @@ impl Tensor {
         Ok(Tensor { dtype, shape, data })
     }
 
+    /// An integer tensor (`i64` or `i32`, the element types of token ids, masks and positions)
+    /// from `values`.
+    pub fn from_ints(dtype: DType, shape: Vec<u64>, values: &[i64]) -> Result<Tensor, String> {
+        let data = match dtype {
+            DType::I64 => values.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            DType::I32 => values
+                .iter()
+                .flat_map(|&x| (x as i32).to_le_bytes())
+                .collect(),
+            d => return Err(format!("an integer tensor of element type {}", d.name())),
+        };
+        Tensor::new(dtype, shape, data)
+    }
+
     /// Number of elements.
     pub fn elements(&self) -> u64 {
         elements_of(&self.shape).unwrap_or(0)
@@ -105,4 +119,16 @@ impl Tensor {
     pub fn describe(&self) -> String {
         describe(self.dtype, &self.shape)
     }
+}
+
+/// The index of the largest value of `row` (the first one on ties; 0 for an empty row): a greedy
+/// token choice from a row of logits.
+pub fn argmax(row: &[f32]) -> i64 {
+    let mut best = 0;
+    for (i, &x) in row.iter().enumerate() {
+        if x > row[best] {
+            best = i;
+        }
+    }
+    best as i64
 }
