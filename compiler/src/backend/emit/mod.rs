@@ -107,6 +107,27 @@ fn sem_for(x: usize, y: usize) -> Sem {
     Sem((1 + x * UNITS + y) as u8)
 }
 
+/// A register below `top` for a new value: free, not yet taken by this iteration of a repeat,
+/// below the loop registers, empty, then least recently used.
+fn pick(
+    s: &Stream,
+    top: usize,
+    free: impl Fn(usize) -> bool,
+    taken: impl Fn(usize) -> bool,
+) -> usize {
+    (1..top)
+        .filter(|&r| free(r))
+        .min_by_key(|&r| {
+            (
+                taken(r),
+                r >= 32 - LOOP_REGS,
+                s.regs[r].is_some(),
+                s.stamp[r],
+            )
+        })
+        .unwrap_or(1)
+}
+
 /// The stream of one core under construction.
 #[derive(Clone, Debug, Default)]
 struct Stream {
@@ -508,20 +529,7 @@ impl Emitter {
         }
         // A new value of this iteration takes a register no other value of it took, if any.
         let taken = |r: usize| self.frames.last().is_some_and(|f| f.taken(cur, r));
-        let r = match suggested {
-            Some(r) => r,
-            None => (1..32)
-                .filter(|&r| free(r))
-                .min_by_key(|&r| {
-                    (
-                        taken(r),
-                        r >= 32 - LOOP_REGS,
-                        s.regs[r].is_some(),
-                        s.stamp[r],
-                    )
-                })
-                .unwrap_or(1),
-        };
+        let r = suggested.unwrap_or_else(|| pick(s, 32, free, taken));
         if let Some(f) = self.frames.last_mut() {
             f.set_last(cur, r);
         }
@@ -577,19 +585,7 @@ impl Emitter {
         });
         let taken = |r: usize| frame.is_some_and(|f| f.taken(cur, r));
         let s = &self.streams[self.cur];
-        let r = suggested.unwrap_or_else(|| {
-            (1..top)
-                .filter(|&r| free(r))
-                .min_by_key(|&r| {
-                    (
-                        taken(r),
-                        r >= 32 - LOOP_REGS,
-                        s.regs[r].is_some(),
-                        s.stamp[r],
-                    )
-                })
-                .unwrap_or(1)
-        });
+        let r = suggested.unwrap_or_else(|| pick(s, top, free, taken));
         if let Some(f) = self.frames.last_mut() {
             f.allocated(cur, r);
         }
