@@ -325,8 +325,16 @@ pub fn judge_flip(
             "the reference interpreter prefers the generated id too ({figures}): the reference \
              ids do not come from this model"
         ))
-    } else if !c.pass || margin as f64 > bound {
-        Err(format!("the logits are outside the tolerance: {figures}"))
+    } else if !c.pass {
+        Err(format!(
+            "the logits row as a whole is outside the tolerance (whatever the two ids' margin): \
+             {figures}"
+        ))
+    } else if margin as f64 > bound {
+        Err(format!(
+            "the reference's margin between the two ids is more than the tolerance allows: \
+             {figures}"
+        ))
     } else {
         Ok(figures)
     }

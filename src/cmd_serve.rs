@@ -490,7 +490,30 @@ pub fn simulate(a: &ServeArgs) -> Result<(Simulation, u64), String> {
     });
     let mut engine = EmuEngine::new(prefill, decode, chunk, opts.clone(), first_bucket);
     if let (Some(dp), Some(dd)) = (a.draft_prefill.clone(), a.draft_decode.clone()) {
+        // The draft's first decode program now, so that a wrong model fails before the run.
+        let named = |e: String| format!("--draft-decode {}: {e}", dd.display());
+        let dfirst = compile(&dd, &decode_dims_for(first_bucket)?, a, Some(pool)).map_err(named)?;
+        match &dfirst.kv {
+            None => {
+                return Err(named(
+                    "not a decode graph: its program has no paged KV region".into(),
+                ));
+            }
+            Some(kv) if kv.num_blocks != pool || kv.block_tokens != bt => {
+                return Err(named(format!(
+                    "its pool is {} blocks of {} tokens, the target's {pool} of {bt}",
+                    kv.num_blocks, kv.block_tokens
+                )));
+            }
+            Some(_) => {}
+        }
+        let mut dfirst = Some(dfirst);
         let draft_decode = Box::new(move |b: usize| -> Result<Program, String> {
+            if b == first_bucket
+                && let Some(p) = dfirst.take()
+            {
+                return Ok(p);
+            }
             compile(&dd, &decode_dims_for(b)?, a, Some(pool))
         });
         let draft_prefill = Box::new(move |n: usize| -> Result<Program, String> {
@@ -772,7 +795,8 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
             b["same_generated_ids"]
         );
         outln!(
-            "vs baseline           TTFT p50 {:.2}× faster, p99 {:.2}×; TPOT p99 {:.2}×",
+            "vs baseline           speed-up (baseline time / this time): TTFT p50 {:.2}×, p99 \
+             {:.2}×; TPOT p99 {:.2}×",
             b["ttft_p50_speedup"].as_f64().unwrap_or(0.0),
             b["ttft_p99_speedup"].as_f64().unwrap_or(0.0),
             b["tpot_p99_speedup"].as_f64().unwrap_or(0.0)

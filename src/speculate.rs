@@ -66,7 +66,7 @@ impl DraftModel {
         if pos + 1 > self.max_context.min(self.mask_len) {
             return Err(format!(
                 "the draft's cache of {} tokens is full",
-                self.max_context
+                self.max_context.min(self.mask_len)
             ));
         }
         bind_step(&mut self.session, &[tok], pos, pos + 1)?;
@@ -448,6 +448,12 @@ pub fn speculate(a: &GenerateArgs, k: usize) -> Result<Speculation, String> {
     } else {
         new_tokens
     };
+    if new_tokens < 2 {
+        return Err(format!(
+            "--speculate with {new_tokens} new token(s): the first comes from the prefill, so \
+             there is nothing to speculate on (give --new-tokens 2 or more)"
+        ));
+    }
     let max_context = a.max_context.unwrap_or((n + new_tokens + k) as u64);
     let last_l = n + new_tokens - 2;
     if (last_l + k + 1) as u64 > max_context {
@@ -476,7 +482,7 @@ pub fn speculate(a: &GenerateArgs, k: usize) -> Result<Speculation, String> {
         &main_t,
         a,
     )?;
-    let vregion = region_of(&verify, &a.decode)?;
+    let vregion = region_of(&verify, &a.decode).map_err(|e| format!("--decode {e}"))?;
     if vregion.new_tokens != kk || vregion.batch != 1 {
         return Err(format!(
             "{}: the verify program takes {} new tokens in a batch of {}; --speculate {k} needs \
@@ -516,7 +522,7 @@ pub fn speculate(a: &GenerateArgs, k: usize) -> Result<Speculation, String> {
                 a.draft_decode.as_ref().ok_or("no draft decode")?,
             );
             let dprog = program(dd, &step_dims(max_context, 1)?, None, &draft_t, a)?;
-            let dregion = region_of(&dprog, dd)?;
+            let dregion = region_of(&dprog, dd).map_err(|e| format!("--draft-decode {e}"))?;
             let pprog = program(dp, &pre_dims, None, &draft_t, a)?;
             let Prefilled {
                 report: r,
@@ -541,6 +547,16 @@ pub fn speculate(a: &GenerateArgs, k: usize) -> Result<Speculation, String> {
                 .io("attention_mask")
                 .and_then(|t| t.shape.last().copied())
                 .unwrap_or(max_context) as usize;
+            let holds = (mask_len as u64).min(dregion.max_blocks * dregion.block_tokens);
+            let need = (n + new_tokens + k - 1) as u64;
+            if holds < need {
+                return Err(format!(
+                    "--draft-decode {}: the draft's decode program holds {holds} tokens; {n} \
+                     prompt + {new_tokens} new tokens with {k} proposals need {need} (compile it \
+                     with --max-context {need})",
+                    dd.display()
+                ));
+            }
             Draft::Model(Box::new(DraftModel {
                 session,
                 mask_len,
@@ -570,19 +586,23 @@ pub fn speculate(a: &GenerateArgs, k: usize) -> Result<Speculation, String> {
         if placement == Placement::TimeSliced {
             t_draft = t_draft.max(t_main);
         }
+        // Proposals past the tokens still wanted would be cut: draft at most `remaining − 1`
+        // (the target's own token is the last), and pad the verification's fixed width.
+        let remaining = new_tokens - ids.len();
+        let q = k.min(remaining - 1);
         let mut made: Vec<(i64, u64)> = std::mem::take(&mut carried);
-        made.truncate(k);
+        made.truncate(q);
         let kept = made.len();
         let mut draft_cycles = 0;
         match &mut draft {
             Draft::Lookup { ngram } => {
-                made = llmpu_runtime::serve::prompt_lookup(&ctx, *ngram, k)
+                made = llmpu_runtime::serve::prompt_lookup(&ctx, *ngram, q)
                     .into_iter()
                     .map(|t| (t, t_main))
                     .collect()
             }
             Draft::Model(d) => {
-                while made.len() < k {
+                while made.len() < q {
                     let seq: Vec<i64> = ctx
                         .iter()
                         .copied()
@@ -600,7 +620,9 @@ pub fn speculate(a: &GenerateArgs, k: usize) -> Result<Speculation, String> {
                 }
             }
         }
-        let proposals: Vec<i64> = made.iter().map(|p| p.0).collect();
+        let mut proposals: Vec<i64> = made.iter().map(|p| p.0).collect();
+        let pad = proposals.last().copied().unwrap_or(ctx[l]);
+        proposals.resize(k, pad);
         let ready = made.iter().map(|p| p.1).max().unwrap_or(t_main);
         // Verify the last token and the proposals at positions l ..= l + k.
         let start = match placement {
@@ -632,10 +654,12 @@ pub fn speculate(a: &GenerateArgs, k: usize) -> Result<Speculation, String> {
         let logits = target.read("logits").map_err(|e| e.to_string())?;
         let rows = rows_of(&logits, k + 1)?;
         let greedy: Vec<i64> = rows.iter().map(|row| argmax(row)).collect();
-        let accepted = (0..k).take_while(|&i| proposals[i] == greedy[i]).count();
+        let accepted = (0..q).take_while(|&i| proposals[i] == greedy[i]).count();
         // Meanwhile a draft unit drafts on, as if every proposal were kept.
         let mut ahead: Vec<(i64, u64)> = vec![];
-        if let (Draft::Model(d), Placement::DraftUnit) = (&mut draft, placement) {
+        let last_round = remaining <= k + 1;
+        if let (Draft::Model(d), Placement::DraftUnit, false) = (&mut draft, placement, last_round)
+        {
             while t_draft < verify_end && ahead.len() <= k && d.has_room() {
                 let seq: Vec<i64> = ctx
                     .iter()
@@ -662,6 +686,7 @@ pub fn speculate(a: &GenerateArgs, k: usize) -> Result<Speculation, String> {
         }
         let mut emitted: Vec<i64> = proposals[..accepted].to_vec();
         emitted.push(greedy[accepted]);
+        emitted.truncate(remaining);
         check_round(
             &CheckCtx {
                 baseline: &baseline,
@@ -679,7 +704,7 @@ pub fn speculate(a: &GenerateArgs, k: usize) -> Result<Speculation, String> {
         )?;
         if let Draft::Model(d) = &mut draft {
             // The first token ahead guessed the target's own token after a fully kept round.
-            if accepted == k && ahead.first().map(|p| p.0) == Some(greedy[k]) {
+            if accepted == k && q == k && ahead.first().map(|p| p.0) == Some(greedy[k]) {
                 carried = ahead[1..].to_vec();
             }
             let planned: Vec<i64> = ctx
@@ -691,7 +716,7 @@ pub fn speculate(a: &GenerateArgs, k: usize) -> Result<Speculation, String> {
             d.roll_back(&planned);
         }
         rounds.push(Round {
-            proposed: k,
+            proposed: q,
             accepted,
             emitted: emitted.len(),
             draft_cycles,
@@ -702,7 +727,6 @@ pub fn speculate(a: &GenerateArgs, k: usize) -> Result<Speculation, String> {
         ids.extend(emitted);
     }
     progress.finish();
-    ids.truncate(new_tokens);
     if flip.is_none() && ids != baseline.ids[..new_tokens.min(baseline.ids.len())] {
         return Err(format!(
             "speculative ids {ids:?} differ from plain decoding's {:?}",
@@ -804,7 +828,7 @@ pub fn run(a: &GenerateArgs, k: usize) -> Result<(), String> {
         s.prefill_cycles as f64 / hz * 1e6
     );
     outln!(
-        "time per output token {:>9.3} µs   {:>9.3} µs   ({:.2}× plain)",
+        "time per output token {:>9.3} µs   {:>9.3} µs   (speed-up {:.2}×)",
         plain_tpot * 1e6,
         tpot * 1e6,
         plain_tpot / tpot.max(1e-30)
@@ -815,7 +839,7 @@ pub fn run(a: &GenerateArgs, k: usize) -> Result<(), String> {
         1.0 / tpot.max(1e-30)
     );
     outln!(
-        "energy per token      {:>9.3} µJ   {:>9.3} µJ   ({:.2}× plain)",
+        "energy per token      {:>9.3} µJ   {:>9.3} µJ   ({:.2}× plain's)",
         plain_energy,
         energy,
         energy / plain_energy.max(1e-30)

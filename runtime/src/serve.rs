@@ -668,12 +668,13 @@ pub fn simulate(
             return Err(ServeError::Request {
                 id: r.id.clone(),
                 message: format!(
-                    "{} prompt + {} output tokens{} need a cache of {longest} tokens ({need} \
-                     blocks); the maximum context is {} tokens and the pool has {} usable blocks",
+                    "{} prompt + {} output tokens (the last one is never cached){} need a cache \
+                     of {longest} tokens ({need} blocks); the maximum context is {} tokens and \
+                     the pool has {} usable blocks",
                     r.prompt.len(),
                     r.output_len,
                     if ahead > 0 {
-                        format!(" + {ahead} speculative")
+                        format!(" + {ahead} verified past the cache by --speculate")
                     } else {
                         String::new()
                     },
@@ -2180,7 +2181,7 @@ mod tests {
             simulate(&c, &long, &mut SpecFake::new(true), &mut |_, _| {}).expect_err("too long");
         assert!(
             e.to_string()
-                .contains("+ 3 speculative need a cache of 33 tokens"),
+                .contains("+ 3 verified past the cache by --speculate need a cache of 33"),
             "{e}"
         );
     }
