@@ -758,6 +758,16 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
             sp["tokens_per_row_step"].as_f64().unwrap_or(0.0),
             sp["draft_runs"]
         );
+        if a.draft_decode.is_some()
+            && target_options(a)
+                .map(|o| o.target.draft_unit.is_some())
+                .unwrap_or(false)
+        {
+            outln!(
+                "                      the draft model ran time-sliced on every core: serve-sim \
+                 does not use the target's [draft_unit] (generate --draft-placement does)"
+            );
+        }
     }
     let of = &s["offload"];
     if s["preemption_mode"] == "offload" {
