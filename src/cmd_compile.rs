@@ -83,6 +83,24 @@ pub fn decode_dims(max_context: u64, dims: &[String]) -> Result<Vec<String>, Str
     Ok(out)
 }
 
+/// The dims of a decode graph compiled for `batch` sequences and `new` new tokens per run over
+/// `max_context` tokens (a chunked prefill or a speculative verification step when `new > 1`).
+pub fn step_dims(max_context: u64, batch: usize, new: u64) -> Result<Vec<String>, String> {
+    if new >= max_context {
+        return Err(format!(
+            "{new} new tokens per step need a context over {max_context}"
+        ));
+    }
+    decode_dims(
+        max_context,
+        &[
+            format!("batch_size={batch}"),
+            format!("sequence_length={new}"),
+            format!("past_sequence_length={}", max_context - new),
+        ],
+    )
+}
+
 /// Turns on the `probe-values` pass for `m`.
 pub fn set_probes(m: &mut Module) {
     let top = m.top();

@@ -269,18 +269,8 @@ fn compile_chunk(
     a: &ServeArgs,
     kv_blocks: u64,
 ) -> Result<Program, String> {
-    if c as u64 >= max_context {
-        return Err(format!(
-            "a chunk of {c} tokens needs a context over {max_context}"
-        ));
-    }
     let o = target_options(a)?;
-    let dims = [
-        format!("batch_size={batch}"),
-        format!("sequence_length={c}"),
-        format!("past_sequence_length={}", max_context - c as u64),
-        format!("total_sequence_length={max_context}"),
-    ];
+    let dims = crate::cmd_compile::step_dims(max_context, batch, c as u64)?;
     let mut m = crate::import::import_model_with(path, &dims, Some(c as u64))?;
     set_kv_blocks(&mut m, kv_blocks)?;
     compile_module(&mut m, &o, &Default::default())?
@@ -478,12 +468,7 @@ pub fn simulate(a: &ServeArgs) -> Result<(Simulation, u64), String> {
     let prefill = Box::new(move |n: usize| -> Result<Program, String> {
         compile(
             &prefill_path,
-            &[
-                "batch_size=1".into(),
-                format!("sequence_length={n}"),
-                format!("total_sequence_length={n}"),
-                "past_sequence_length=0".into(),
-            ],
+            &crate::cmd_generate::prefill_dims(n as u64),
             a,
             None,
         )
@@ -517,17 +502,7 @@ pub fn simulate(a: &ServeArgs) -> Result<(Simulation, u64), String> {
             compile(&dd, &decode_dims_for(b)?, a, Some(pool))
         });
         let draft_prefill = Box::new(move |n: usize| -> Result<Program, String> {
-            compile(
-                &dp,
-                &[
-                    "batch_size=1".into(),
-                    format!("sequence_length={n}"),
-                    format!("total_sequence_length={n}"),
-                    "past_sequence_length=0".into(),
-                ],
-                a,
-                None,
-            )
+            compile(&dp, &crate::cmd_generate::prefill_dims(n as u64), a, None)
         });
         let no_chunks = Box::new(|_: usize, c: usize| -> Result<Program, String> {
             Err(format!("the draft model runs no {c}-token steps"))

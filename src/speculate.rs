@@ -31,7 +31,7 @@ use llmpu_isa::{DType, KvRegion, Program, Target, binary};
 use llmpu_runtime::{Report, RunOptions, Session, Tensor, Trace, kv};
 use serde_json::json;
 
-use crate::cmd_compile::{compile_module, decode_dims};
+use crate::cmd_compile::{compile_module, step_dims};
 use crate::cmd_generate::{GenerateArgs, Generation, bind, judge_flip};
 use llmpu_runtime::tensor::argmax;
 
@@ -218,18 +218,6 @@ fn program(
     )?;
     compile_module(&mut m, &o, &Default::default())?
         .ok_or_else(|| "pipeline stopped early".to_string())
-}
-
-/// Dims of a decode graph compiled for `new` tokens per step over `max_context`.
-fn step_dims(max_context: u64, new: u64) -> Result<Vec<String>, String> {
-    decode_dims(
-        max_context,
-        &[
-            "batch_size=1".into(),
-            format!("sequence_length={new}"),
-            format!("past_sequence_length={}", max_context - new),
-        ],
-    )
 }
 
 fn region_of(p: &Program, path: &Path) -> Result<KvRegion, String> {
@@ -477,7 +465,7 @@ pub fn speculate(a: &GenerateArgs, k: usize) -> Result<Speculation, String> {
     let target_prefill = program(&a.prefill, &pre_dims, None, &main_t, a)?;
     let verify = program(
         &a.decode,
-        &step_dims(max_context, kk)?,
+        &step_dims(max_context, 1, kk)?,
         Some(kk),
         &main_t,
         a,
@@ -521,7 +509,7 @@ pub fn speculate(a: &GenerateArgs, k: usize) -> Result<Speculation, String> {
                 a.draft_prefill.as_ref().ok_or("no draft prefill")?,
                 a.draft_decode.as_ref().ok_or("no draft decode")?,
             );
-            let dprog = program(dd, &step_dims(max_context, 1)?, None, &draft_t, a)?;
+            let dprog = program(dd, &step_dims(max_context, 1, 1)?, None, &draft_t, a)?;
             let dregion = region_of(&dprog, dd).map_err(|e| format!("--draft-decode {e}"))?;
             let pprog = program(dp, &pre_dims, None, &draft_t, a)?;
             let Prefilled {

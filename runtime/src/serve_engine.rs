@@ -287,59 +287,22 @@ impl<'a> EmuEngine<'a> {
         Ok((toks, cost(&report, kv_bytes, trace)))
     }
 
-    /// A prefill of `tokens[cached..]` after the first `cached` tokens already in `blocks`: the
-    /// decode graph compiled for batch 1 and `C = tokens.len() − cached` new tokens.
+    /// A prefill of `tokens[cached..]` after the first `cached` tokens already in `blocks`: a
+    /// [`EmuEngine::step`] of batch 1 feeding `C = tokens.len() − cached` new tokens; the next
+    /// token is the last position's greedy id.
     fn prefill_chunk(
         &mut self,
         tokens: &[i64],
         cached: usize,
         blocks: &[u32],
     ) -> Result<(i64, RunCost), String> {
-        let n = tokens.len();
-        let c = n - cached;
-        let timing_only = self.opts.timing_only;
-        let s = self.session((1, c as u64))?;
-        let kv = s.program().kv.clone().ok_or("no KV region")?;
-        let mb = kv.max_blocks as usize;
-        let mask_len = s
-            .program()
-            .io("attention_mask")
-            .and_then(|t| t.shape.last().copied())
-            .unwrap_or(kv.past_len + c as u64) as usize;
-        if blocks.len() > mb || n > mask_len {
-            return Err(format!(
-                "{} blocks / {n} tokens exceed the chunk program's {mb} blocks / {mask_len} \
-                 positions",
-                blocks.len()
-            ));
-        }
-        let mut table = vec![0i32; mb];
-        for (j, &b) in blocks.iter().enumerate() {
-            table[j] = b as i32;
-        }
-        s.set_kv_header(&table, &[cached as i32])
-            .map_err(|e| e.to_string())?;
-        let pos: Vec<i64> = (cached as i64..n as i64).collect();
-        let mut mask = vec![0i64; mask_len];
-        crate::kv::decode_mask_row(&mut mask, n).ok_or("mask row shorter than the live tokens")?;
-        let p = s.program().clone();
-        for (name, t) in inputs(&p, &tokens[cached..], &mask, &pos)? {
-            s.bind(&name, &t).map_err(|e| e.to_string())?;
-        }
-        let report = s.run().map_err(|e| e.to_string())?;
-        let trace = s.take_trace();
-        let tok = if timing_only {
-            0
-        } else {
-            let logits = s.read("logits").map_err(|e| e.to_string())?;
-            argmax_rows(&logits, 1)?[0]
+        let row = Row {
+            token: tokens[cached],
+            cached: cached as u64,
+            blocks,
         };
-        let tb = token_bytes(&kv);
-        let live = (n as u64).div_ceil(kv.block_tokens);
-        Ok((
-            tok,
-            cost(&report, live * kv.block_tokens * tb + c as u64 * tb, trace),
-        ))
+        let (ids, cost) = self.step(1, &[row], &[tokens[cached..].to_vec()])?;
+        Ok((ids[0].last().copied().unwrap_or(0), cost))
     }
 }
 
