@@ -660,6 +660,17 @@ fn workloads() -> Vec<Workload> {
             onnx: gemm(16384, 12288, 12288),
         },
         Workload {
+            name: "gpt3-tp4-prefill",
+            what: "GPT-3 175B layer, TP-4 shard, batch 8 x 2048 tokens prefill, gpu-class",
+            target: "gpu-class",
+            precision: Precision::Bf16,
+            timing_only: true,
+            macs: shard_macs(&gpt3_tp4(2048, 0)),
+            bound: BoundKind::Roofline,
+            goal: None,
+            onnx: gpt_shard(&gpt3_tp4(2048, 0)),
+        },
+        Workload {
             name: "gpt3-tp4-decode",
             what: "GPT-3 175B layer, TP-4 shard, batch 8, one decode step over 3072 tokens, gpu-class",
             target: "gpu-class",

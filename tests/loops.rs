@@ -258,7 +258,9 @@ fn rolled_streaming_attention_executes_the_unrolled_work() {
     ];
     let model = transposed_attention_model(b, h, sq, 64);
     let t = small_quad(&dir("attn-target"), 64);
-    rolled_equals_unrolled("attn-batches", &t, &model, &inputs, &[b, h, sq, 64], 0.001);
+    // The rolled runs of heads carry one body's waits; the straight-line code waits on more
+    // earlier iterations (65 more DMA/MXU waits here), 0.15% slower.
+    rolled_equals_unrolled("attn-batches", &t, &model, &inputs, &[b, h, sq, 64], 0.002);
 }
 
 /// `slack`: the fraction by which the rolled run's cycles may differ from the unrolled run's (the

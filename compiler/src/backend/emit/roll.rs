@@ -54,6 +54,10 @@ pub(super) struct Rolled {
 #[derive(Clone, Debug, Default)]
 pub(super) struct Frame {
     prev: Vec<Vec<usize>>,
+    /// Per core, the choices of the iterations before `prev`, most recent first (up to
+    /// `HISTORY`): where the previous iteration loaded no register at a position (a zero, in
+    /// `r0`), one of the same parity or period did.
+    older: Vec<Vec<Vec<usize>>>,
     cur: Vec<Vec<usize>>,
     child_prev: Vec<Vec<Vec<usize>>>,
     child_cur: Vec<Vec<Vec<usize>>>,
@@ -68,6 +72,7 @@ impl Frame {
                 prev
             },
             cur: vec![vec![]; cores],
+            older: vec![vec![]; cores],
             child_prev: vec![],
             child_cur: vec![],
         }
@@ -75,7 +80,16 @@ impl Frame {
 
     /// The register the next allocation on core `c` should take.
     pub(super) fn suggest(&self, c: usize) -> Option<usize> {
-        self.prev[c].get(self.cur[c].len()).copied()
+        let n = self.cur[c].len();
+        let prev = self.prev[c].get(n).copied();
+        match prev {
+            Some(0) | None => self.older[c]
+                .iter()
+                .filter_map(|l| l.get(n).copied())
+                .find(|&r| r != 0)
+                .or(prev),
+            r => r,
+        }
     }
 
     pub(super) fn allocated(&mut self, c: usize, r: usize) {
@@ -95,15 +109,26 @@ impl Frame {
     }
 
     fn next_iteration(&mut self) {
-        for (p, c) in self.prev.iter_mut().zip(self.cur.iter_mut()) {
+        for ((p, c), o) in self
+            .prev
+            .iter_mut()
+            .zip(self.cur.iter_mut())
+            .zip(&mut self.older)
+        {
             if !c.is_empty() {
-                *p = std::mem::take(c);
+                let last = std::mem::replace(p, std::mem::take(c));
+                if !last.is_empty() {
+                    o.insert(0, last);
+                    o.truncate(HISTORY);
+                }
             }
         }
         self.child_prev = std::mem::take(&mut self.child_cur);
     }
 }
 
+/// Iterations before the previous one whose register choices a repeat remembers.
+const HISTORY: usize = 3;
 /// Iterations beyond the three periods over which an advancing on-chip address must keep its
 /// progression (kernels' rings hold at most six buffers).
 const RING_GUARD: u64 = 8;
