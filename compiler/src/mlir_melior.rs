@@ -141,6 +141,7 @@ struct OpShape {
     name: String,
     operands: usize,
     results: usize,
+    successors: usize,
     /// Per region, per block: the number of block arguments.
     regions: Vec<Vec<usize>>,
 }
@@ -149,8 +150,9 @@ impl std::fmt::Display for OpShape {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "'{}' ({} operands, {} results, regions {:?} [block arguments per block])",
-            self.name, self.operands, self.results, self.regions
+            "'{}' ({} operands, {} results, {} successors, regions {:?} [block arguments per \
+             block])",
+            self.name, self.operands, self.results, self.successors, self.regions
         )
     }
 }
@@ -288,6 +290,7 @@ fn shapes<'c: 'a, 'a>(top: OperationRef<'c, 'a>, out: &mut Vec<OpShape>) {
             name,
             operands: op.operand_count(),
             results: op.result_count(),
+            successors: op.successor_count(),
             regions,
         });
         stack.extend(children.into_iter().rev());
@@ -302,6 +305,7 @@ fn our_shapes(m: &Module, ops: &[OpId]) -> Vec<OpShape> {
                 name: d.name.clone(),
                 operands: d.operands.len(),
                 results: d.results.len(),
+                successors: d.successors.len(),
                 regions: d
                     .regions
                     .iter()

@@ -11,7 +11,8 @@ define_ops! { OPS;
     ModuleOp = "builtin.module", pure = false, verify = verify_module;
     /// `func.func @name(%arg0: T, ...) -> (R, ...) { ... }` — a function. Attributes: `sym_name`,
     /// `function_type`, optional `arg_attrs`/`res_attrs` (arrays of dictionaries, e.g. ONNX I/O names).
-    /// The entry block's arguments are the parameters; the body ends with `func.return`.
+    /// The entry block's arguments are the parameters; the body ends with `func.return`. A body of
+    /// several blocks (`^bb1:` ...) ends every block with `func.return` or an op with successors.
     FuncOp = "func.func", pure = false, verify = verify_func;
     /// `func.return %0, %1 : T0, T1` — returns from the enclosing function; operand types must match the
     /// function's result types.
@@ -58,10 +59,26 @@ fn verify_func(v: &OpView) -> Result<(), String> {
             ));
         }
     }
-    match v.m.block(entry).ops.last() {
-        Some(&last) if v.m.op(last).name == "func.return" => Ok(()),
-        _ => Err("body must end with 'func.return'".into()),
+    let blocks = &v.m.region(d.regions[0]).blocks;
+    if blocks.len() == 1 {
+        return match v.m.block(entry).ops.last() {
+            Some(&last) if v.m.op(last).name == ReturnOp::NAME => Ok(()),
+            _ => Err("body must end with 'func.return'".into()),
+        };
     }
+    // A body of several blocks: control leaves each block explicitly.
+    for (i, &b) in blocks.iter().enumerate() {
+        let ends = v.m.block(b).ops.last().is_some_and(|&last| {
+            let o = v.m.op(last);
+            o.name == ReturnOp::NAME || !o.successors.is_empty()
+        });
+        if !ends {
+            return Err(format!(
+                "block ^bb{i} of the body must end with 'func.return' or an op with successors"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn verify_return(v: &OpView) -> Result<(), String> {

@@ -64,6 +64,7 @@ fn dialect() -> &'static Dialect {
                 name,
                 doc,
                 pure: false,
+                successors: false,
                 verify: verify_instruction,
             });
             fields.insert(name, spec.fields);

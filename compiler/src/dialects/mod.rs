@@ -25,6 +25,9 @@ pub struct OpInfo {
     pub doc: &'static str,
     /// No side effects: may be CSE'd and removed when unused.
     pub pure: bool,
+    /// May have successors (a branch); the op's verifier checks how many. Any other op with
+    /// successors fails verification.
+    pub successors: bool,
     /// The op's verifier.
     pub verify: fn(&OpView) -> Result<(), String>,
 }
@@ -209,9 +212,10 @@ pub fn first_result(m: &Module, op: OpId) -> ValueId {
 }
 
 /// Defines typed op handles plus their [`OpInfo`] table. Each entry:
-/// `/// docs` `Struct = "dialect.name", pure = bool, verify = fn;`
+/// `/// docs` `Struct = "dialect.name", pure = bool, [successors = bool,] verify = fn;`
+/// (`successors` defaults to false).
 macro_rules! define_ops {
-    ($table:ident; $( $(#[doc = $doc:literal])* $ty:ident = $name:literal, pure = $pure:expr, verify = $v:expr; )*) => {
+    ($table:ident; $( $(#[doc = $doc:literal])* $ty:ident = $name:literal, pure = $pure:expr, $(successors = $succ:expr,)? verify = $v:expr; )*) => {
         $(
             $(#[doc = $doc])*
             #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -254,7 +258,7 @@ macro_rules! define_ops {
         )*
         /// Registry rows of this dialect.
         pub static $table: &[crate::dialects::OpInfo] = &[
-            $( crate::dialects::OpInfo { name: $name, doc: concat!($($doc, "\n"),*), pure: $pure, verify: $v }, )*
+            $( crate::dialects::OpInfo { name: $name, doc: concat!($($doc, "\n"),*), pure: $pure, successors: false $(|| $succ)?, verify: $v }, )*
         ];
     };
 }

@@ -8,7 +8,11 @@
 //! - Attributes of an op are kept sorted by name (MLIR's dictionary order), so printing is canonical.
 //! - The top-level op is a `builtin.module` with one region holding one block.
 //! - Use lists are not stored; they are computed by scanning ([`Module::uses`]), which keeps every
-//!   mutation trivially consistent.
+//!   mutation trivially consistent. The same holds for a block's predecessors
+//!   ([`Module::predecessors`]).
+//! - Successors (`OpData::successors`, MLIR's `[^bb1, ^bb2]`) are blocks of the region holding the op,
+//!   and an op with successors is the last op of its block; the verifier checks both, the module does
+//!   not enforce them while a pass rewrites.
 
 use std::fmt;
 
@@ -91,6 +95,8 @@ pub struct OpData {
     pub attrs: Vec<(String, Attribute)>,
     /// Owned regions (created by [`Module::add_region`]).
     pub regions: Vec<RegionId>,
+    /// Blocks control may go to after this op (a terminator's targets), in the op's own order.
+    pub successors: Vec<BlockId>,
     pub loc: Location,
     /// Containing block, `None` when detached or top-level.
     pub parent: Option<BlockId>,
@@ -128,6 +134,7 @@ pub struct OpSpec {
     pub operands: Vec<ValueId>,
     pub result_types: Vec<Type>,
     pub attrs: Vec<(String, Attribute)>,
+    pub successors: Vec<BlockId>,
     pub loc: Location,
 }
 
@@ -153,6 +160,11 @@ impl OpSpec {
     /// Adds an attribute.
     pub fn attr(mut self, name: &str, a: Attribute) -> Self {
         self.attrs.push((name.to_string(), a));
+        self
+    }
+    /// Sets successor blocks (blocks of the region the op will be placed in).
+    pub fn successors(mut self, b: &[BlockId]) -> Self {
+        self.successors = b.to_vec();
         self
     }
 }
@@ -255,6 +267,23 @@ impl Module {
     pub fn op_capacity(&self) -> usize {
         self.ops.len()
     }
+    /// Number of block slots ever allocated (a `BlockId` below this is a valid handle).
+    pub fn block_capacity(&self) -> usize {
+        self.blocks.len()
+    }
+    /// Position of a block in its region (`^bbN` in the printed form), `None` when detached.
+    pub fn block_index(&self, b: BlockId) -> Option<usize> {
+        let r = self.blocks.get(b.index())?.parent?;
+        self.regions[r.index()].blocks.iter().position(|&x| x == b)
+    }
+    /// The live, attached ops that name `b` as a successor (the terminators of its predecessor
+    /// blocks), in walk order.
+    pub fn predecessors(&self, b: BlockId) -> Vec<OpId> {
+        self.walk_all()
+            .into_iter()
+            .filter(|&o| self.ops[o.index()].successors.contains(&b))
+            .collect()
+    }
 
     /// Attribute of an op by name.
     pub fn attr(&self, op: OpId, name: &str) -> Option<&Attribute> {
@@ -310,6 +339,7 @@ impl Module {
             results,
             attrs,
             regions: vec![],
+            successors: spec.successors,
             loc: spec.loc,
             parent: None,
             span: None,

@@ -3,8 +3,12 @@
 //! Shape of the output: `module { func.func @f(...) -> ... { <generic ops> func.return ... } loc(..) }`,
 //! every other op in generic form `%0 = "d.op"(%a) ({regions}) {attrs} : (T) -> T loc(...)`.
 //! Invariants: values are numbered in definition order per function (`%argN` block args, `%N` results,
-//! `%N:k` / `%N#i` for multi-result ops); blocks `^bbN` per region. Printing is deterministic, so
-//! print → parse → print is the identity. Large constants print as `dense_resource<name>`; with
+//! `%N:k` / `%N#i` for multi-result ops); blocks are `^bbN`, N their position in their region, and a
+//! block is labeled when it is not the first, has arguments, is empty or is some op's successor.
+//! Successors print MLIR's way, right after the operands: `"llmpu.bne"()[^bb1, ^bb2] {...}`; a
+//! successor that is not a block of the op's region (invalid IR, caught by the verifier) prints as
+//! `^<<UNKNOWN N>>`, which does not parse back. Printing is deterministic, so print → parse → print
+//! is the identity. Large constants print as `dense_resource<name>`; with
 //! [`PrintOptions::elide_large_constants`] off their bytes follow in a `{-# dialect_resources #-}` trailer.
 
 use std::collections::HashMap;
@@ -44,6 +48,7 @@ pub fn print_module_with(m: &Module, opts: PrintOptions) -> String {
         m,
         out: String::new(),
         names: HashMap::new(),
+        labels: HashMap::new(),
         next_result: 0,
         next_arg: 0,
         blobs: vec![],
@@ -101,6 +106,8 @@ struct Printer<'m> {
     m: &'m Module,
     out: String,
     names: HashMap<ValueId, String>,
+    /// Labels of the blocks of the region being printed (successors may only name these).
+    labels: HashMap<BlockId, String>,
     next_result: u32,
     next_arg: u32,
     blobs: Vec<BlobId>,
@@ -189,12 +196,10 @@ impl Printer<'_> {
         d.regions.len() == 1
             && d.operands.is_empty()
             && d.results.is_empty()
+            && d.successors.is_empty()
             && has_sym
             && ft_ok
-            && {
-                let r = self.m.region(d.regions[0]);
-                r.blocks.len() == 1
-            }
+            && !self.m.region(d.regions[0]).blocks.is_empty()
     }
 
     fn func(&mut self, op: OpId, depth: usize) {
@@ -255,10 +260,25 @@ impl Printer<'_> {
         }
         self.attr_dict_with_keyword(op, &["sym_name", "function_type", "arg_attrs", "res_attrs"]);
         self.out.push_str(" {\n");
+        let region = d.regions[0];
+        let saved_labels = self.enter_region(region);
+        let blocks = self.m.region(region).blocks.clone();
+        // The entry block's arguments are the signature's; it is labeled only when it must be (a
+        // successor names it, or it is empty before other blocks: both invalid, but the text keeps
+        // them).
+        let empty_entry = self.m.block(entry).ops.is_empty() && blocks.len() > 1;
+        if empty_entry || self.labels_needed(region).contains(&entry) {
+            self.indent(depth);
+            self.out.push_str("^bb0:\n");
+        }
         let ops = self.m.block(entry).ops.clone();
         for o in ops {
             self.op(o, depth + 1);
         }
+        for (i, &b) in blocks.iter().enumerate().skip(1) {
+            self.block(b, i, depth, true);
+        }
+        self.labels = saved_labels;
         self.indent(depth);
         let _ = writeln!(self.out, "}} {}", self.m.op(op).loc);
         self.next_result = saved_r;
@@ -305,6 +325,21 @@ impl Printer<'_> {
         self.out.push_str("\"(");
         self.value_list(&d.operands.clone());
         self.out.push(')');
+        if !d.successors.is_empty() {
+            self.out.push('[');
+            for (i, b) in d.successors.iter().enumerate() {
+                if i > 0 {
+                    self.out.push_str(", ");
+                }
+                match self.labels.get(b) {
+                    Some(l) => self.out.push_str(l),
+                    None => {
+                        let _ = write!(self.out, "^<<UNKNOWN {}>>", b.0);
+                    }
+                }
+            }
+            self.out.push(']');
+        }
         let regions = d.regions.clone();
         if !regions.is_empty() {
             self.out.push_str(" (");
@@ -338,21 +373,48 @@ impl Printer<'_> {
         let _ = writeln!(self.out, " {}", d.loc);
     }
 
+    /// Makes the blocks of `r` the ones successors can name; returns the labels to restore after it.
+    fn enter_region(&mut self, r: RegionId) -> HashMap<BlockId, String> {
+        let labels = self
+            .m
+            .region(r)
+            .blocks
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| (b, format!("^bb{i}")))
+            .collect();
+        std::mem::replace(&mut self.labels, labels)
+    }
+
+    /// Blocks of `r` some op of `r` names as a successor (these must be labeled).
+    fn labels_needed(&self, r: RegionId) -> std::collections::HashSet<BlockId> {
+        let mut out = std::collections::HashSet::new();
+        for &b in &self.m.region(r).blocks {
+            for &o in &self.m.block(b).ops {
+                out.extend(self.m.op(o).successors.iter().copied());
+            }
+        }
+        out
+    }
+
     fn region(&mut self, r: RegionId, depth: usize) {
         self.out.push_str("{\n");
+        let saved_labels = self.enter_region(r);
+        let targets = self.labels_needed(r);
         let blocks = self.m.region(r).blocks.clone();
         for (i, &b) in blocks.iter().enumerate() {
-            self.block(b, i, depth);
+            self.block(b, i, depth, targets.contains(&b));
         }
+        self.labels = saved_labels;
         self.indent(depth);
         self.out.push('}');
     }
 
-    fn block(&mut self, b: BlockId, index: usize, depth: usize) {
+    fn block(&mut self, b: BlockId, index: usize, depth: usize, target: bool) {
         let bd = self.m.block(b);
         let args = bd.args.clone();
         let ops = bd.ops.clone();
-        if index > 0 || !args.is_empty() || ops.is_empty() {
+        if index > 0 || !args.is_empty() || ops.is_empty() || target {
             self.indent(depth);
             let _ = write!(self.out, "^bb{index}");
             if !args.is_empty() {

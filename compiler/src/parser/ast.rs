@@ -39,6 +39,8 @@ pub enum AOpKind {
     Generic {
         name: String,
         operands: Vec<AValue>,
+        /// `[^bb1, ^bb2]` after the operands.
+        successors: Vec<ABlockRef>,
         props: Vec<AAttrEntry>,
         regions: Vec<ARegion>,
         attrs: Vec<AAttrEntry>,
@@ -85,10 +87,17 @@ pub struct ARegion {
     pub blocks: Vec<ABlock>,
 }
 
+/// A block label where it is defined (`^bb1:`) or named as a successor (`[^bb1]`).
+#[derive(Debug, Clone)]
+pub struct ABlockRef {
+    pub label: String,
+    pub span: Sp,
+}
+
 /// A block.
 #[derive(Debug)]
 pub struct ABlock {
-    pub label: Option<String>,
+    pub label: Option<ABlockRef>,
     pub args: Vec<AArg>,
     pub ops: Vec<AOp>,
 }

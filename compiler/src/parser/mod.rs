@@ -5,7 +5,10 @@
 //! recursion is bounded; every error carries a byte span. Accepts what the printer writes plus the
 //! common MLIR generic spellings (`"builtin.module"() ({...})`, `<{props}>`, `return`,
 //! `loc("file":1:2)`), and the `{-# dialect_resources #-}` trailer. Values are resolved in scope order:
-//! a use must come after its definition (no forward references).
+//! a use must come after its definition (no forward references). Block labels are scoped to their
+//! region: every block of a region is created before its ops are lowered, so a successor
+//! (`"op"()[^bb2]`) may name a later block, but only one of its own region; labels are unique per
+//! region.
 
 pub mod ast;
 pub mod lexer;
@@ -207,6 +210,8 @@ struct Lowering<'s> {
     /// Scopes of visible names; `barriers` marks where isolated-from-above regions start.
     scopes: Vec<HashMap<String, Vec<ValueId>>>,
     barriers: Vec<usize>,
+    /// Block labels of each region being lowered, innermost last (successors resolve in the last).
+    labels: Vec<HashMap<String, BlockId>>,
     resources: HashMap<String, Arc<[u8]>>,
 }
 
@@ -219,6 +224,7 @@ impl<'s> Lowering<'s> {
             m: Module::new(),
             scopes: vec![],
             barriers: vec![0],
+            labels: vec![],
             resources: HashMap::new(),
         }
     }
@@ -287,9 +293,11 @@ impl<'s> Lowering<'s> {
             }
         } else {
             self.push_scope(true);
+            self.labels.push(HashMap::new());
             for op in ops {
                 self.op(op, body)?;
             }
+            self.labels.pop();
             self.pop_scope(true);
         }
         Ok(self.m)
@@ -298,17 +306,22 @@ impl<'s> Lowering<'s> {
     /// Lowers a region whose single block's ops go into an existing block (module body).
     fn region_blocks_into(&mut self, region: ARegion, block: BlockId, span: Sp) -> PResult<()> {
         let mut blocks = region.blocks.into_iter();
-        if let Some(b) = blocks.next() {
-            if !b.args.is_empty() {
-                return Err(perr("the module body block takes no arguments", span));
-            }
-            for op in b.ops {
-                self.op(op, block)?;
-            }
-        }
+        let first = blocks.next();
         if blocks.next().is_some() {
             return Err(perr("the module body must have a single block", span));
         }
+        let Some(b) = first else {
+            return Ok(());
+        };
+        if !b.args.is_empty() {
+            return Err(perr("the module body block takes no arguments", span));
+        }
+        self.labels
+            .push(b.label.iter().map(|l| (l.label.clone(), block)).collect());
+        for op in b.ops {
+            self.op(op, block)?;
+        }
+        self.labels.pop();
         Ok(())
     }
 
@@ -439,6 +452,7 @@ impl<'s> Lowering<'s> {
             AOpKind::Generic {
                 name,
                 operands,
+                successors,
                 props,
                 regions,
                 attrs,
@@ -459,9 +473,14 @@ impl<'s> Lowering<'s> {
                         type_span,
                     ));
                 }
+                let succs = successors
+                    .iter()
+                    .map(|b| self.resolve_block(b))
+                    .collect::<PResult<Vec<_>>>()?;
                 let mut spec = OpSpec::new(name.clone(), loc)
                     .operands(&vals)
-                    .results(fn_type.1);
+                    .results(fn_type.1)
+                    .successors(&succs);
                 for e in props.into_iter().chain(attrs) {
                     let a = self.attr(e.value)?;
                     spec.attrs.push((e.name, a));
@@ -523,21 +542,16 @@ impl<'s> Lowering<'s> {
                 for (a, v) in args.iter().zip(arg_vals) {
                     self.define(&a.name, vec![v], a.span)?;
                 }
-                let mut blocks = body.blocks.into_iter();
-                if let Some(first) = blocks.next() {
-                    if first.label.is_some() && !first.args.is_empty() {
-                        return Err(perr(
-                            "the entry block of 'func.func' gets its arguments from the signature",
-                            span,
-                        ));
-                    }
-                    for o in first.ops {
-                        self.op(o, entry)?;
-                    }
+                if let Some(first) = body.blocks.first()
+                    && first.label.is_some()
+                    && !first.args.is_empty()
+                {
+                    return Err(perr(
+                        "the entry block of 'func.func' gets its arguments from the signature",
+                        span,
+                    ));
                 }
-                for b in blocks {
-                    self.block(b, rid)?;
-                }
+                self.blocks(body, rid, Some(entry))?;
                 self.pop_scope(true);
                 id
             }
@@ -577,24 +591,67 @@ impl<'s> Lowering<'s> {
 
     fn region(&mut self, r: ARegion, rid: RegionId, isolated: bool) -> PResult<()> {
         self.push_scope(isolated);
-        for b in r.blocks {
-            self.block(b, rid)?;
-        }
+        self.blocks(r, rid, None)?;
         self.pop_scope(isolated);
         Ok(())
     }
 
-    fn block(&mut self, b: ABlock, rid: RegionId) -> PResult<()> {
-        let tys: Vec<Type> = b.args.iter().map(|a| a.ty.clone()).collect();
-        let bid = self.m.add_block(rid, &tys);
-        let vals = self.m.block(bid).args.clone();
-        for (a, v) in b.args.iter().zip(vals) {
-            self.define(&a.name, vec![v], a.span)?;
+    /// Creates every block of `r` in `rid` (the first is `entry` when the region already has it),
+    /// then lowers their ops with the region's labels visible to successors.
+    fn blocks(&mut self, r: ARegion, rid: RegionId, entry: Option<BlockId>) -> PResult<()> {
+        let mut labels: HashMap<String, BlockId> = HashMap::new();
+        let mut ids = Vec::with_capacity(r.blocks.len());
+        for (i, b) in r.blocks.iter().enumerate() {
+            let bid = match entry {
+                Some(e) if i == 0 => e,
+                _ => {
+                    let tys: Vec<Type> = b.args.iter().map(|a| a.ty.clone()).collect();
+                    self.m.add_block(rid, &tys)
+                }
+            };
+            if let Some(l) = &b.label
+                && labels.insert(l.label.clone(), bid).is_some()
+            {
+                return Err(perr(format!("redefinition of block '{}'", l.label), l.span));
+            }
+            ids.push(bid);
         }
-        for o in b.ops {
-            self.op(o, bid)?;
+        self.labels.push(labels);
+        for (b, bid) in r.blocks.into_iter().zip(ids) {
+            if entry != Some(bid) {
+                let vals = self.m.block(bid).args.clone();
+                for (a, v) in b.args.iter().zip(vals) {
+                    self.define(&a.name, vec![v], a.span)?;
+                }
+            }
+            for o in b.ops {
+                self.op(o, bid)?;
+            }
         }
+        self.labels.pop();
         Ok(())
+    }
+
+    /// The block a successor names: a block of the innermost region being lowered.
+    fn resolve_block(&self, b: &ABlockRef) -> PResult<BlockId> {
+        let mut scopes = self.labels.iter().rev();
+        if let Some(&id) = scopes.next().and_then(|l| l.get(&b.label)) {
+            return Ok(id);
+        }
+        if scopes.any(|l| l.contains_key(&b.label)) {
+            return Err(perr(
+                format!(
+                    "'{}' is a block of an enclosing region; a successor must be a block of the \
+                     op's own region",
+                    b.label
+                ),
+                b.span,
+            ));
+        }
+        Err(perr(
+            format!("use of undefined block '{}'", b.label),
+            b.span,
+        ))
     }
 
     fn dict(&mut self, entries: &[AAttrEntry]) -> PResult<Attribute> {
@@ -957,5 +1014,86 @@ mod tests {
             e.diagnostic.span.map(|s| s.start),
             Some(src.find("%9").unwrap() as u32)
         );
+    }
+
+    const CFG: &str = "module {\n  func.func @f() {\n    \"x.br\"()[^bb2] : () -> () loc(unknown)\n  ^bb1:\n    \"x.cond\"()[^bb1, ^bb2] : () -> () loc(unknown)\n  ^bb2:\n    func.return loc(unknown)\n  } loc(unknown)\n}\n";
+
+    #[test]
+    fn successors_resolve_to_blocks_of_their_region_and_may_come_later() {
+        let m = parse_module(CFG).unwrap();
+        let f = m.functions()[0];
+        let blocks = &m.region(m.op(f).regions[0]).blocks;
+        assert_eq!(blocks.len(), 3);
+        let term = |b: BlockId| *m.block(b).ops.last().unwrap();
+        assert_eq!(m.op(term(blocks[0])).successors, [blocks[2]]);
+        assert_eq!(m.op(term(blocks[1])).successors, [blocks[1], blocks[2]]);
+        assert_eq!(crate::ir::print_module(&m), CFG);
+    }
+
+    fn error_at(src: &str, at: &str) -> String {
+        let e = parse_module(src).unwrap_err();
+        assert_eq!(
+            e.diagnostic.span.map(|s| s.start),
+            Some(src.find(at).unwrap() as u32),
+            "{}",
+            e.diagnostic.message
+        );
+        e.diagnostic.message
+    }
+
+    #[test]
+    fn an_undefined_successor_is_reported_at_its_label() {
+        let src = CFG.replace("[^bb2]", "[^bb7]");
+        assert_eq!(error_at(&src, "^bb7"), "use of undefined block '^bb7'");
+    }
+
+    #[test]
+    fn a_successor_may_not_name_a_block_of_an_enclosing_region() {
+        let src = r#"module {
+  func.func @f() {
+    "x.r"() ({
+      "x.br"()[^bb1] : () -> ()
+    }) : () -> ()
+    "x.j"()[^bb1] : () -> ()
+  ^bb1:
+    func.return
+  }
+}
+"#;
+        assert_eq!(
+            error_at(src, "^bb1]"),
+            "'^bb1' is a block of an enclosing region; a successor must be a block of the op's own \
+             region"
+        );
+    }
+
+    #[test]
+    fn a_block_label_defined_twice_in_a_region_is_an_error() {
+        let src = CFG.replace("^bb2:", "^bb1:");
+        let at = src.rfind("^bb1:").unwrap();
+        let e = parse_module(&src).unwrap_err();
+        assert_eq!(e.diagnostic.message, "redefinition of block '^bb1'");
+        assert_eq!(e.diagnostic.span.map(|s| s.start), Some(at as u32));
+    }
+
+    #[test]
+    fn malformed_successor_lists_are_located_parse_errors() {
+        for (bad, at) in [
+            ("[^bb2,]", "]"),
+            ("[]", "]"),
+            ("[%0]", "%0"),
+            ("[^bb2(%x : i32)]", "("),
+            ("[bb2]", "bb2"),
+        ] {
+            let src = CFG.replace("[^bb2]", bad);
+            let e = parse_module(&src).unwrap_err();
+            let want = src.find(bad).unwrap() + bad.find(at).unwrap();
+            assert_eq!(
+                e.diagnostic.span.map(|s| s.start),
+                Some(want as u32),
+                "{bad}: {}",
+                e.diagnostic.message
+            );
+        }
     }
 }
