@@ -2,7 +2,9 @@
 //! --stop-after P -o f.mlir` writes the complete IR (large constants printed, `llmpu.stage = P`)
 //! and `llmpu compile f.mlir` runs the passes after `P` — to the byte-identical binary of the
 //! uninterrupted run, for every pass `P`, on a decode graph with a paged KV cache (the zoo's
-//! Mistral) and a prefill graph (the corpus GPT-2).
+//! Mistral) and a prefill graph (the corpus GPT-2). Every stage's text reprints identically after
+//! parsing, the `lower-llmpu` stage included: there the paged decode attention's run-time branches
+//! are blocks and branch ops with successors, and their offsets come back from the blocks.
 
 use std::path::{Path, PathBuf};
 
@@ -13,7 +15,23 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-fn every_stage_resumes_to_the_same_binary(model: &Path, extra: &[&str], tag: &str) {
+/// Parses `text` and prints it back in full (as `--stop-after` writes it).
+fn reprinted(text: &str) -> String {
+    let m = llmpu_compiler::parser::parse_module(text).unwrap_or_else(|e| panic!("{e}"));
+    llmpu_compiler::ir::print_module_with(
+        &m,
+        llmpu_compiler::ir::PrintOptions {
+            elide_large_constants: false,
+        },
+    )
+}
+
+fn every_stage_resumes_to_the_same_binary(
+    model: &Path,
+    extra: &[&str],
+    tag: &str,
+    run_time_branches: bool,
+) {
     let dir = std::env::temp_dir().join(format!("llmpu-stages-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let compile = |input: &Path, more: &[&str], out: &Path| {
@@ -35,6 +53,21 @@ fn every_stage_resumes_to_the_same_binary(model: &Path, extra: &[&str], tag: &st
             text.contains(&format!("llmpu.stage = \"{pass}\"")),
             "{pass}: no stage in the IR"
         );
+        assert!(
+            reprinted(&text) == text,
+            "{tag}: `{pass}` IR does not reprint identically"
+        );
+        if pass == "lower-llmpu" {
+            assert!(
+                !text.contains(", target = ") && !text.contains("{target = "),
+                "{tag}: a branch offset in the lowered IR"
+            );
+            assert_eq!(
+                text.contains("\"llmpu.bge\"()[^bb"),
+                run_time_branches,
+                "{tag}: run-time branches (`llmpu.bge` with successors) in the lowered IR"
+            );
+        }
         let bin = dir.join(format!("{pass}.llmpu"));
         compile(&ir, &[], &bin);
         assert!(
@@ -60,6 +93,7 @@ fn a_decode_graph_continues_from_every_stage_to_the_same_binary() {
             "datacenter",
         ],
         "mistral",
+        true,
     );
 }
 
@@ -70,6 +104,7 @@ fn a_prefill_graph_continues_from_every_stage_to_the_same_binary() {
         &c.join("models/gpt2-tiny-prefill/model.onnx"),
         &[],
         "gpt2",
+        false,
     );
 }
 

@@ -13,6 +13,12 @@
 //!   func.func @core0() {
 //!     "llmpu.li"() {imm = 4096 : i64, rd = 1 : i64} : () -> () loc("MatMul_0")
 //!     "llmpu.vpu.exp"() {a = "sram.f32[r1, r2]", bcast = "full", cols = 16 : i64, ...} ...
+//!     "llmpu.fallthrough"()[^bb1] : () -> () loc(unknown)
+//!   ^bb1:
+//!     "llmpu.dma.load"() {...} : () -> () loc("MatMul_0")
+//!     "llmpu.addi"() {imm = -1 : i64, rd = 31 : i64, rs1 = 31 : i64} : () -> () loc("MatMul_0")
+//!     "llmpu.bne"()[^bb1, ^bb2] {rs1 = 31 : i64, rs2 = 0 : i64} : () -> () loc("MatMul_0")
+//!   ^bb2:
 //!     func.return
 //!   }
 //! }
@@ -21,6 +27,16 @@
 //! Instruction fields are attributes: registers, semaphores and integers as integers, enumerated
 //! fields by name, tiles and f32 immediates in their assembly spelling. Each op's location is the
 //! graph node(s) the instruction came from and becomes its debug-map entry.
+//!
+//! Control flow (`dialects::llmpu`): a core's instructions are split into basic blocks at every
+//! branch target and after every branch; the blocks are in memory order. A branch's target is its
+//! first successor (a conditional branch's second is the next block), never an offset; a block that
+//! runs on into the next ends with `llmpu.fallthrough`, which is no instruction. The entry block is
+//! never a branch target (MLIR's rule): when instruction 0 is one, the entry holds only a
+//! `llmpu.fallthrough`. The last block ends with `func.return`; a branch to the end of the stream
+//! goes to a block holding only it. [`assemble`] recomputes each offset from the position of the
+//! blocks, so [`write_lowered`] followed by [`assemble`] gives the instructions it was given, bit for
+//! bit.
 
 use std::sync::Arc;
 
@@ -32,10 +48,14 @@ use llmpu_isa::{
     Target, TileRef,
 };
 
+use std::collections::{BTreeSet, HashMap};
+
 use super::emit::Item;
-use crate::dialects::builtin::{build_func, build_return};
+use crate::dialects::builtin::{ReturnOp, build_func, build_return};
+use crate::dialects::llmpu::{Control, FallthroughOp};
 use crate::ir::{
-    Attribute, BlobForm, DenseAttr, Location, Module, OpSpec, ScalarType, TensorType, Type,
+    Attribute, BlobForm, BlockId, DenseAttr, Location, Module, OpId, OpSpec, RegionId, ScalarType,
+    TensorType, Type,
 };
 
 fn scalar_of(d: DType) -> ScalarType {
@@ -64,18 +84,20 @@ fn location(loc: &str) -> Location {
     }
 }
 
-/// The op of one instruction.
+/// The op of one instruction, without successors: a branch's target field is not an attribute
+/// (the caller gives the op its target block, [`write_lowered`]).
 pub fn inst_spec(inst: &Inst, loc: &str) -> OpSpec {
     let d = inst.desc();
     let mut spec = OpSpec::new(format!("llmpu.{}", d.mnemonic), location(loc));
     for (f, raw) in d.fields.iter().zip(inst.raw_fields().unwrap_or_default()) {
         let a = match f.kind {
+            FieldKind::Target => continue,
             FieldKind::Enum(_, names) => {
                 Attribute::str(names.get(raw as usize).copied().unwrap_or("?"))
             }
             FieldKind::F32 => Attribute::str(format_f32(f32::from_bits(raw as u32))),
             FieldKind::TileRef => Attribute::str(f.kind.format(raw, f.width)),
-            FieldKind::Simm | FieldKind::Target => Attribute::i64(sign_extend(raw, f.width)),
+            FieldKind::Simm => Attribute::i64(sign_extend(raw, f.width)),
             _ => Attribute::i64(raw as i64),
         };
         spec = spec.attr(f.name, a);
@@ -115,8 +137,9 @@ fn parse_tile(s: &str) -> Option<TileRef> {
     })
 }
 
-/// The instruction an `llmpu` op stands for.
-pub fn inst_of(m: &Module, op: crate::ir::OpId) -> Result<Inst, String> {
+/// The instruction an `llmpu` op stands for; `target` is the instruction offset to its first
+/// successor (a branch's target field), which the op's position among the blocks gives.
+pub fn inst_of(m: &Module, op: OpId, target: Option<i64>) -> Result<Inst, String> {
     let d = m.op(op);
     let mnemonic = d
         .name
@@ -128,6 +151,23 @@ pub fn inst_of(m: &Module, op: crate::ir::OpId) -> Result<Inst, String> {
         .ok_or_else(|| format!("unknown instruction `{mnemonic}`"))?;
     let mut raw = vec![];
     for f in desc.fields {
+        if f.kind == FieldKind::Target {
+            let off = target.ok_or_else(|| {
+                format!(
+                    "`{}` has no successor: a branch's target is its first successor",
+                    d.name
+                )
+            })?;
+            let max = 1i64 << (f.width - 1);
+            if off < -max || off >= max {
+                return Err(format!(
+                    "`{}`: the branch offset {off} does not fit its {}-bit `{}` field",
+                    d.name, f.width, f.name
+                ));
+            }
+            raw.push((off as u64) & llmpu_isa::fields::mask(f.width));
+            continue;
+        }
         let a = d
             .attr(f.name)
             .ok_or_else(|| format!("`{}` lacks field `{}`", d.name, f.name))?;
@@ -153,7 +193,8 @@ pub fn inst_of(m: &Module, op: crate::ir::OpId) -> Result<Inst, String> {
 }
 
 /// Replaces the module's functions by the lowered form: `@main` with data and I/O, `@coreN` with
-/// each core's instructions.
+/// each core's instructions as a control-flow graph. Fails (an internal error) only when a branch
+/// in `streams` goes outside its core's instructions.
 pub fn write_lowered(
     m: &mut Module,
     streams: &[Vec<Item>],
@@ -161,7 +202,7 @@ pub fn write_lowered(
     data: &[DataSegment],
     kv: Option<&KvRegion>,
     bounds: &[IndexBound],
-) {
+) -> Result<(), String> {
     for f in m.functions() {
         m.erase_op(f);
     }
@@ -222,13 +263,163 @@ pub fn write_lowered(
     }
     build_return(m, entry, &[], Location::Unknown);
     for (c, s) in streams.iter().enumerate() {
-        let (_, b) = build_func(m, &format!("core{c}"), vec![], vec![], Location::Unknown);
-        for it in s {
-            m.append(b, inst_spec(&it.inst, &it.loc));
-        }
-        build_return(m, b, &[], Location::Unknown);
+        let (f, entry) = build_func(m, &format!("core{c}"), vec![], vec![], Location::Unknown);
+        let region = m.op(f).regions[0];
+        write_core(m, region, entry, s).map_err(|e| format!("core {c}: {e}"))?;
     }
     let _ = dtype_of_scalar;
+    Ok(())
+}
+
+/// Fills the body of one `@coreN` (its `region`, whose `entry` block exists) with the blocks of
+/// `items`: a block starts at instruction 0, at every branch target and after every branch.
+fn write_core(
+    m: &mut Module,
+    region: RegionId,
+    entry: BlockId,
+    items: &[Item],
+) -> Result<(), String> {
+    let n = items.len();
+    let mut starts = BTreeSet::from([0]);
+    let mut entry_targeted = false;
+    for (i, it) in items.iter().enumerate() {
+        if let Some(off) = it.inst.branch_offset() {
+            let to = i as i64 + off as i64;
+            if !(0..=n as i64).contains(&to) {
+                return Err(format!(
+                    "`{}` at instruction {i} goes to {to}, outside the {n} instructions",
+                    it.inst
+                ));
+            }
+            starts.insert(to as usize);
+            starts.insert(i + 1);
+            entry_targeted |= to == 0;
+        }
+    }
+    // A start at `n` (a branch to the end, or a branch last) is a block holding only `func.return`.
+    let starts: Vec<usize> = starts.into_iter().collect();
+    let mut block_at: HashMap<usize, BlockId> = HashMap::new();
+    for (k, &s) in starts.iter().enumerate() {
+        let b = if k == 0 && !entry_targeted {
+            entry
+        } else {
+            m.add_block(region, &[])
+        };
+        block_at.insert(s, b);
+    }
+    if entry_targeted {
+        m.append(
+            entry,
+            OpSpec::new(FallthroughOp::NAME, Location::Unknown).successors(&[block_at[&0]]),
+        );
+    }
+    for (k, &s) in starts.iter().enumerate() {
+        let b = block_at[&s];
+        let e = starts.get(k + 1).copied().unwrap_or(n);
+        for (i, it) in items.iter().enumerate().take(e).skip(s) {
+            let mut spec = inst_spec(&it.inst, &it.loc);
+            if let Some(off) = it.inst.branch_offset() {
+                let to = block_at[&((i as i64 + off as i64) as usize)];
+                spec = match Control::of(it.inst.desc()) {
+                    Control::Branch => spec.successors(&[to, block_at[&(i + 1)]]),
+                    _ => spec.successors(&[to]),
+                };
+            }
+            m.append(b, spec);
+        }
+        let ends_in_branch = e > s && items[e - 1].inst.branch_offset().is_some();
+        if k + 1 == starts.len() {
+            build_return(m, b, &[], Location::Unknown);
+        } else if !ends_in_branch {
+            m.append(
+                b,
+                OpSpec::new(FallthroughOp::NAME, Location::Unknown).successors(&[block_at[&e]]),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Appends the instructions of one `@coreN` function to the assembler: its blocks in order, each
+/// branch's target offset computed from the position of its target block.
+fn assemble_core(a: &mut Assembler, m: &Module, f: OpId) -> Result<(), String> {
+    let Some(&region) = m.op(f).regions.first() else {
+        return Ok(());
+    };
+    let blocks = &m.region(region).blocks;
+    let is_inst = |o: OpId| {
+        let name = &m.op(o).name;
+        name != ReturnOp::NAME && name != FallthroughOp::NAME
+    };
+    let mut start: HashMap<BlockId, i64> = HashMap::new();
+    let mut pc = 0i64;
+    for &b in blocks {
+        start.insert(b, pc);
+        pc += m.block(b).ops.iter().filter(|&&o| is_inst(o)).count() as i64;
+    }
+    let at = |op: OpId| {
+        let d = m.op(op);
+        format!("`{}` {}", d.name, d.loc)
+    };
+    let mut last = String::new();
+    pc = 0;
+    for (bi, &b) in blocks.iter().enumerate() {
+        let next = blocks.get(bi + 1).copied();
+        let ops = &m.block(b).ops;
+        for (oi, &op) in ops.iter().enumerate() {
+            let d = m.op(op);
+            let ends_block = oi + 1 == ops.len();
+            if d.name == ReturnOp::NAME {
+                if !ends_block || next.is_some() {
+                    return Err(format!(
+                        "{}: `func.return` must end the last block (the instructions after it \
+                         would run)",
+                        at(op)
+                    ));
+                }
+                continue;
+            }
+            if !d.successors.is_empty() && !ends_block {
+                return Err(format!(
+                    "{}: an op with successors must end its block",
+                    at(op)
+                ));
+            }
+            let falls_to = match d.name.as_str() {
+                n if n == FallthroughOp::NAME => d.successors.first(),
+                _ if d.successors.len() == 2 => d.successors.get(1),
+                _ => None,
+            };
+            if let Some(&to) = falls_to
+                && Some(to) != next
+            {
+                return Err(format!(
+                    "{}: control falls through to the next block, which must be its fall-through \
+                     successor",
+                    at(op)
+                ));
+            }
+            if d.name == FallthroughOp::NAME {
+                continue;
+            }
+            let target = match d.successors.first() {
+                None => None,
+                Some(t) => Some(
+                    start.get(t).ok_or_else(|| {
+                        format!("{}: a successor is not a block of its function", at(op))
+                    })? - pc,
+                ),
+            };
+            let loc = super::loc_string(&d.loc);
+            if loc != last {
+                a.loc(loc.clone());
+                last = loc;
+            }
+            a.inst(inst_of(m, op, target).map_err(|e| format!("{}: {e}", at(op)))?);
+            pc += 1;
+        }
+    }
+    Ok(())
 }
 
 /// The paged KV region as the `llmpu.kv` attribute of the lowered `@main`.
@@ -388,21 +579,7 @@ pub fn assemble(m: &Module, target: &Target) -> Result<Program, String> {
     cores.sort();
     for (c, f) in cores {
         a.core(c as u32);
-        let Some(entry) = m.entry_block(f) else {
-            continue;
-        };
-        let mut last = String::new();
-        for &op in &m.block(entry).ops {
-            if m.op(op).name == "func.return" {
-                continue;
-            }
-            let loc = super::loc_string(&m.op(op).loc);
-            if loc != last {
-                a.loc(loc.clone());
-                last = loc;
-            }
-            a.inst(inst_of(m, op)?);
-        }
+        assemble_core(&mut a, m, f).map_err(|e| format!("@core{c}: {e}"))?;
     }
     let mut program = a.finish().map_err(|d| d.to_string())?;
     if let Some(Attribute::Array(bs)) = m.attr(main, "llmpu.bounds") {
@@ -434,4 +611,109 @@ pub fn assemble(m: &Module, target: &Target) -> Result<Program, String> {
     }
     program.validate().map_err(|e| e.to_string())?;
     Ok(program)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::{print_module, verify};
+    use llmpu_isa::{BranchTarget, Reg};
+
+    fn item(inst: Inst, loc: &str) -> Item {
+        Item {
+            inst,
+            loc: Arc::from(loc),
+        }
+    }
+
+    /// Core 0: a loop back to instruction 0 (so the entry block is only a fall-through), a forward
+    /// conditional branch and a `jmp` over one instruction; core 1: straight-line.
+    fn streams() -> Vec<Vec<Item>> {
+        let r = Reg;
+        vec![
+            vec![
+                item(Inst::Nop {}, "Top"),
+                item(
+                    Inst::Addi {
+                        rd: r(31),
+                        rs1: r(31),
+                        imm: -1,
+                    },
+                    "Loop",
+                ),
+                item(
+                    Inst::Bne {
+                        rs1: r(31),
+                        rs2: r(0),
+                        target: BranchTarget(-2),
+                    },
+                    "Loop",
+                ),
+                item(
+                    Inst::Bge {
+                        rs1: r(1),
+                        rs2: r(2),
+                        target: BranchTarget(3),
+                    },
+                    "Skip",
+                ),
+                item(
+                    Inst::Jmp {
+                        target: BranchTarget(2),
+                    },
+                    "Skip",
+                ),
+                item(Inst::Nop {}, "Skipped"),
+                item(Inst::Halt {}, "End"),
+            ],
+            vec![item(Inst::Halt {}, "End")],
+        ]
+    }
+
+    fn lowered() -> Module {
+        let mut m = Module::new();
+        write_lowered(&mut m, &streams(), &[], &[], None, &[]).unwrap();
+        m
+    }
+
+    #[test]
+    fn branches_become_successors_and_the_blocks_assemble_to_the_same_instructions() {
+        let m = lowered();
+        verify(&m).unwrap_or_else(|e| panic!("{e:?}"));
+        let text = print_module(&m);
+        let core0 = &text[text.find("@core0").unwrap()..text.find("@core1").unwrap()];
+        for line in [
+            "\"llmpu.fallthrough\"()[^bb1] : () -> () loc(unknown)\n  ^bb1:",
+            "\"llmpu.bne\"()[^bb1, ^bb2] {rs1 = 31 : i64, rs2 = 0 : i64}",
+            "\"llmpu.bge\"()[^bb5, ^bb3] {rs1 = 1 : i64, rs2 = 2 : i64}",
+            "\"llmpu.jmp\"()[^bb5] : () -> () loc(\"Skip\")",
+            "\"llmpu.nop\"() : () -> () loc(\"Skipped\")\n    \"llmpu.fallthrough\"()[^bb5]",
+            "^bb5:\n    \"llmpu.halt\"() : () -> () loc(\"End\")\n    func.return",
+        ] {
+            assert!(core0.contains(line), "{line}\nnot in\n{core0}");
+        }
+        assert!(!text.contains("target"), "{text}");
+        // Through the text, as a dump is read back.
+        let m = crate::parser::parse_module(&text).unwrap();
+        let target = Target::preset("datacenter").unwrap();
+        let p = assemble(&m, &target).unwrap();
+        let want: Vec<Vec<Inst>> = streams()
+            .iter()
+            .map(|s| s.iter().map(|it| it.inst).collect())
+            .collect();
+        assert_eq!(p.cores, want);
+    }
+
+    #[test]
+    fn a_fall_through_that_is_not_the_next_block_does_not_assemble() {
+        let text = print_module(&lowered())
+            .replace("\"llmpu.bge\"()[^bb5, ^bb3]", "\"llmpu.bge\"()[^bb3, ^bb5]");
+        let m = crate::parser::parse_module(&text).unwrap();
+        let e = assemble(&m, &Target::preset("datacenter").unwrap()).unwrap_err();
+        assert_eq!(
+            e,
+            "@core0: `llmpu.bge` loc(\"Skip\"): control falls through to the next block, which \
+             must be its fall-through successor"
+        );
+    }
 }

@@ -3,7 +3,8 @@
 //! and with the tile sizes `tile` chose; semaphores between the units are placed automatically
 //! (`backend::emit`). The module is replaced by its `llmpu`-dialect form (`backend::codegen`):
 //! `@main` keeps the data segments and I/O descriptors, `@coreN` holds core N's instructions, each
-//! located at the graph node(s) it came from.
+//! located at the graph node(s) it came from, as a control-flow graph: loops and forward branches
+//! are blocks ending in branch ops with successors (`dialects::llmpu`).
 //!
 //! Multi-core: each kernel spreads its work units (row blocks, attention heads and Q blocks) over
 //! the target's cores round robin, every core writing disjoint rows. A `barrier` separates an op
@@ -168,7 +169,7 @@ impl Pass for LowerLlmpu {
             &plan.data,
             plan.kv.as_ref(),
             &plan.bounds,
-        );
-        Ok(())
+        )
+        .map_err(|err| fail(&Location::Unknown, format!("internal: {err}")))
     }
 }
