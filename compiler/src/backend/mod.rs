@@ -3,7 +3,8 @@
 //! ```text
 //! graph IR ──fuse-*, kv-layout──▶ graph IR (fused ops) ──tile──▶ tile attributes on every op
 //!   ──plan-memory──▶ HBM buffers (liveness reuse), storage types ──lower-llmpu──▶ llmpu dialect
-//!   (one op per instruction, @coreN functions; @main keeps data + I/O) ──codegen──▶ Program (ELF)
+//!   (one op per instruction, @coreN functions whose loops and run-time branches are blocks and
+//!   branch ops with successors; @main keeps data + I/O) ──codegen──▶ Program (ELF)
 //! ```
 //!
 //! The compile options (target, precision) travel with the IR as module attributes

@@ -1,7 +1,8 @@
 //! Dialect registry: every known op with its documentation, purity and verifier.
 //!
 //! Dialects: `builtin`/`func` (module, functions, return), [`graph`] (tensor level, ONNX semantics),
-//! [`tile`] (tile loops, SRAM buffers, explicit DMA) and [`llmpu`] (one op per ISA instruction).
+//! [`tile`] (tile loops, SRAM buffers, explicit DMA) and [`llmpu`] (one op per ISA instruction, in
+//! blocks: branches are ops with successors, plus `llmpu.fallthrough`).
 //! Invariant: op names are unique across dialects; an op whose name starts with a registered dialect
 //! prefix but is not in the registry fails verification; ops of other dialects are accepted unverified
 //! (like `mlir-opt --allow-unregistered-dialect`).
