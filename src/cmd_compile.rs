@@ -6,9 +6,10 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::ir_dump::IrDumpArgs;
 use llmpu_compiler::backend::{self, Options, Precision};
 use llmpu_compiler::ir::Module;
-use llmpu_compiler::pass::{IrDumpArgs, PassManagerOptions, STAGE_ATTR};
+use llmpu_compiler::pass::{PassManagerOptions, STAGE_ATTR};
 use llmpu_isa::{Program, Target, binary};
 
 /// Arguments of `llmpu compile`.

@@ -6,12 +6,13 @@
 
 use std::path::PathBuf;
 
+use crate::ir_dump::IrDumpArgs;
 use llmpu_compiler::ir::print_module_with;
 use llmpu_compiler::mlir;
 use llmpu_compiler::onnx::{
     ImportOptions, import_file, import_pipeline, parse_dim_arg, parse_shape_arg,
 };
-use llmpu_compiler::pass::{IrDumpArgs, PassManager, PassManagerOptions};
+use llmpu_compiler::pass::{PassManager, PassManagerOptions};
 
 /// Arguments of `llmpu import`.
 #[derive(clap::Args, Debug)]

@@ -7,11 +7,12 @@
 
 use std::path::PathBuf;
 
+use crate::ir_dump::IrDumpArgs;
 use llmpu_compiler::diag::render_verify_errors;
 use llmpu_compiler::ir::{print_module_with, verify};
 use llmpu_compiler::mlir;
 use llmpu_compiler::parser::parse_module;
-use llmpu_compiler::pass::{IrDumpArgs, PassError, PassManager, PassManagerOptions};
+use llmpu_compiler::pass::{PassError, PassManager, PassManagerOptions};
 use llmpu_compiler::passes::registry;
 
 /// Arguments of `llmpu opt`.

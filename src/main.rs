@@ -21,6 +21,7 @@ mod cmd_serve;
 mod cmd_targets;
 mod emulate;
 mod import;
+mod ir_dump;
 mod load;
 mod progress;
 mod speculate;
