@@ -141,6 +141,10 @@ pub struct RunOptions {
     /// ever wrote (`--check-uninit`): the error names the core, the pc, the instruction, the
     /// memory and the bytes. Functional runs only (a timing-only run moves no data).
     pub check_uninit: bool,
+    /// In timing-only runs, skip whole periods of loops once the machine is provably in a
+    /// periodic steady state (`sim::ff`): cycles, the report, the trace and the timeline are
+    /// identical to a step-by-step run. Functional runs never fast-forward.
+    pub fast_forward: bool,
 }
 
 /// How often (in executed instructions) [`RunOptions::progress`] is called.
@@ -173,7 +177,8 @@ pub const DEFAULT_MAX_INSTRUCTIONS: u64 = 50_000_000;
 impl Default for RunOptions {
     /// [`DEFAULT_MAX_INSTRUCTIONS`], 10¹² cycles, 10¹¹ work, outputs up to the host memory limit
     /// (`llmpu_isa::limits::host_bytes`, 4 GiB unless `--host-memory-limit` changed it), no trace
-    /// or timeline, race check on, no uninitialized-read check.
+    /// or timeline, race check on, no uninitialized-read check, fast-forwarding on unless the
+    /// environment variable [`NO_FAST_FORWARD_ENV`] is set.
     fn default() -> Self {
         RunOptions {
             timing_only: false,
@@ -186,8 +191,18 @@ impl Default for RunOptions {
             max_output_bytes: llmpu_isa::limits::host_bytes(),
             progress: None,
             check_uninit: false,
+            fast_forward: fast_forward_default(),
         }
     }
+}
+
+/// Setting this environment variable (to anything) turns fast-forwarding off by default
+/// ([`RunOptions::fast_forward`]), for every command that runs programs.
+pub const NO_FAST_FORWARD_ENV: &str = "LLMPU_NO_FAST_FORWARD";
+
+/// Whether [`RunOptions::default`] fast-forwards: unless [`NO_FAST_FORWARD_ENV`] is set.
+pub fn fast_forward_default() -> bool {
+    std::env::var_os(NO_FAST_FORWARD_ENV).is_none()
 }
 
 /// What a run produced.

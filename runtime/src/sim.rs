@@ -22,6 +22,8 @@ use llmpu_isa::{Inst, Program, Target, Unit};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 
+mod ff;
+
 const NONE: u64 = u64::MAX;
 /// The largest effective `max_cycles`: every time stays far below `NONE`, and a saturated time
 /// (`u64::MAX`) is always past the limit.
@@ -40,6 +42,8 @@ struct InFlight {
     pc: u32,
     completion: u64,
     spans: Spans,
+    /// Per-period drift of each span's bytes while a period is verified (`ff`); stale otherwise.
+    slope: [i64; 4],
 }
 
 /// A multicast's write into this core's scratchpad, issued by another core, while in flight.
@@ -48,6 +52,8 @@ struct Remote {
     pc: u32,
     completion: u64,
     span: Span,
+    /// Per-period drift of `span` while a period is verified (`ff`); stale otherwise.
+    slope: i64,
 }
 
 #[derive(Default)]
@@ -58,6 +64,8 @@ struct Queue {
     wake: u64,
     blocked: bool,
     head_spans: Option<Spans>,
+    /// Per-period drift of `head_spans` while a period is verified (`ff`); stale otherwise.
+    head_slope: [i64; 4],
     inflight: VecDeque<InFlight>,
 }
 
@@ -172,6 +180,12 @@ pub(crate) struct Sim<'p> {
     timeline: Option<Timeline>,
     max_cycles: u64,
     work: u64,
+    /// Fast-forwarding of periodic loops (timing-only runs with `RunOptions::fast_forward`).
+    ff: Option<Box<ff::Ff>>,
+    /// Set when the fast-forward anchor core takes a backward branch; handled by the main loop.
+    ff_pending: bool,
+    /// The shadow state of a period being verified for fast-forwarding.
+    verify: Option<Box<ff::Verify>>,
 }
 
 /// A zeroed buffer, or `Unsupported` if the host cannot provide it (never an abort). The pages
@@ -321,6 +335,9 @@ impl<'p> Sim<'p> {
             max_cycles: opts.max_cycles.min(CYCLE_CAP),
             work: 0,
             loc_names,
+            ff: (opts.timing_only && opts.fast_forward).then(|| Box::new(ff::Ff::new())),
+            ff_pending: false,
+            verify: None,
         })
     }
 
@@ -356,6 +373,10 @@ impl<'p> Sim<'p> {
             self.refresh(c);
         }
         loop {
+            if self.ff_pending {
+                self.ff_pending = false;
+                self.ff_anchor();
+            }
             let (mut best, mut bt, mut second) = (0usize, NONE, NONE);
             for (i, &t) in self.next.iter().enumerate() {
                 if t < bt {
@@ -389,6 +410,9 @@ impl<'p> Sim<'p> {
                 });
             }
             self.now = bt;
+            if let Some(v) = &mut self.verify {
+                v.max_time = v.max_time.max(bt);
+            }
             if u == 0 {
                 let limit = second.min(te).min(self.max_cycles.saturating_add(1));
                 self.dispatch(c, limit)?;
@@ -434,6 +458,15 @@ impl<'p> Sim<'p> {
 
     fn count(&mut self, c: usize, pc: u32) -> Result<(), EmuError> {
         self.executed += 1;
+        if let Some(v) = &self.verify
+            && self.executed > v.exec_limit
+        {
+            // Longer than the watched period: not the same period; stop tracking slopes.
+            self.verify = None;
+            if let Some(f) = &mut self.ff {
+                f.abandon();
+            }
+        }
         if self.executed.is_multiple_of(crate::PROGRESS_EVERY)
             && let Some(p) = &self.opts.progress
         {
@@ -471,6 +504,9 @@ impl<'p> Sim<'p> {
         core.report.end_cycle = core.report.end_cycle.max(completion);
         self.end = self.end.max(completion);
         let loc = self.loc_of[c].get(pc as usize).copied().unwrap_or(0);
+        if let Some(v) = &mut self.verify {
+            v.ended(c, Some(loc), completion);
+        }
         if let Some(l) = self.locs.get_mut(loc as usize) {
             l.busy_cycles[ui] = l.busy_cycles[ui].saturating_add(busy);
             l.instructions += 1;
@@ -503,9 +539,12 @@ impl<'p> Sim<'p> {
         tt.macs[k] = tt.macs[k].saturating_add(cst.macs);
         if let Some(tl) = &mut self.timeline {
             tl.add(4 * c + ui, loc, start, free);
+            if let Some(v) = &mut self.verify {
+                v.timeline.push((4 * c + ui, loc, start, free));
+            }
         }
         if let Some(tr) = &mut self.trace {
-            tr.push(TraceEvent {
+            let ev = TraceEvent {
                 core: c as u32,
                 unit,
                 pc,
@@ -514,7 +553,11 @@ impl<'p> Sim<'p> {
                 start,
                 free,
                 completion,
-            });
+            };
+            if let Some(v) = &mut self.verify {
+                v.trace.push(ev);
+            }
+            tr.push(ev);
         }
     }
 
@@ -561,6 +604,7 @@ impl<'p> Sim<'p> {
         }
     }
 
+    /// `slopes`: the per-period drift of each of `spans` while a period is verified (`ff`).
     fn race_check(
         &self,
         c: usize,
@@ -568,9 +612,11 @@ impl<'p> Sim<'p> {
         pc: u32,
         inst: &Inst,
         spans: &Spans,
+        slopes: &[i64; 4],
     ) -> Result<(), EmuError> {
         let now = self.now;
         let hbm = spans.has_hbm();
+        let verify = self.verify.as_deref();
         for (ci, core) in self.cores.iter().enumerate() {
             if ci != c && !hbm {
                 continue;
@@ -580,11 +626,14 @@ impl<'p> Sim<'p> {
                     continue;
                 }
                 for f in q.inflight.iter().filter(|f| f.completion > now) {
-                    for a in spans.as_slice() {
+                    for (a, &sa) in spans.as_slice().iter().zip(slopes) {
                         if ci != c && a.space != MemSpace::Hbm {
                             continue;
                         }
-                        for b in f.spans.as_slice() {
+                        for (b, &sb) in f.spans.as_slice().iter().zip(&f.slope) {
+                            if let Some(v) = verify {
+                                v.pair(a, sa, b, sb);
+                            }
                             if conflicts_exact(a, b) {
                                 let first = (c, u, pc, inst, a);
                                 return Err(self.race(first, (ci, ui, f.pc, b), f.completion));
@@ -594,12 +643,14 @@ impl<'p> Sim<'p> {
                 }
             }
         }
-        self.race_check_remote(c, u, pc, inst, c, spans.as_slice())
+        self.race_check_remote(c, u, pc, inst, c, spans.as_slice(), slopes)
     }
 
-    /// Checks `spans` (accesses of instruction `pc` on core `c`'s unit `u`) against what is in
-    /// flight in core `j`'s scratchpad: its own units' accesses when `j != c` (a multicast
-    /// writing there), and other cores' multicasts into it.
+    /// Checks `spans` (accesses of instruction `pc` on core `c`'s unit `u`, drifting by `slopes`
+    /// per period while one is verified) against what is in flight in core `j`'s scratchpad: its
+    /// own units' accesses when `j != c` (a multicast writing there), and other cores' multicasts
+    /// into it.
+    #[allow(clippy::too_many_arguments)]
     fn race_check_remote(
         &self,
         c: usize,
@@ -608,6 +659,7 @@ impl<'p> Sim<'p> {
         inst: &Inst,
         j: usize,
         spans: &[Span],
+        slopes: &[i64],
     ) -> Result<(), EmuError> {
         let now = self.now;
         let Some(core) = self.cores.get(j) else {
@@ -617,12 +669,20 @@ impl<'p> Sim<'p> {
             return Ok(());
         }
         let dma = Unit::Dma.index();
-        for a in spans.iter().filter(|a| a.space != MemSpace::Hbm) {
+        let verify = self.verify.as_deref();
+        for (a, &sa) in spans
+            .iter()
+            .zip(slopes)
+            .filter(|(a, _)| a.space != MemSpace::Hbm)
+        {
             let first = (c, u, pc, inst, a);
             if j != c {
                 for (ui, q) in core.units.iter().enumerate() {
                     for f in q.inflight.iter().filter(|f| f.completion > now) {
-                        for b in f.spans.as_slice() {
+                        for (b, &sb) in f.spans.as_slice().iter().zip(&f.slope) {
+                            if let Some(v) = verify {
+                                v.pair(a, sa, b, sb);
+                            }
                             if conflicts_exact(a, b) {
                                 return Err(self.race(first, (j, ui, f.pc, b), f.completion));
                             }
@@ -631,6 +691,9 @@ impl<'p> Sim<'p> {
                 }
             }
             for r in core.remote.iter().filter(|r| r.completion > now) {
+                if let Some(v) = verify {
+                    v.pair(a, sa, &r.span, r.slope);
+                }
                 if conflicts_exact(a, &r.span) {
                     return Err(self.race(first, (r.from, dma, r.pc, &r.span), r.completion));
                 }
@@ -639,7 +702,14 @@ impl<'p> Sim<'p> {
         Ok(())
     }
 
-    fn push_inflight(q: &mut Queue, now: u64, pc: u32, completion: u64, spans: Spans) {
+    fn push_inflight(
+        q: &mut Queue,
+        now: u64,
+        pc: u32,
+        completion: u64,
+        spans: Spans,
+        slope: [i64; 4],
+    ) {
         if spans.n == 0 {
             return;
         }
@@ -650,6 +720,7 @@ impl<'p> Sim<'p> {
             pc,
             completion,
             spans,
+            slope,
         });
     }
 
@@ -663,11 +734,19 @@ impl<'p> Sim<'p> {
                 Disp::Run => {}
                 Disp::Drain { halt } => {
                     let at = self.next[4 * c];
+                    if let Some(v) = &mut self.verify {
+                        v.ended(c, None, at);
+                    }
                     let core = &mut self.cores[c];
                     core.report.end_cycle = core.report.end_cycle.max(at);
                     self.end = self.end.max(at);
                     if halt {
                         core.disp = Disp::Done;
+                        if let Some(f) = &mut self.ff
+                            && f.core_done(c, &self.cores)
+                        {
+                            self.verify = None;
+                        }
                     } else {
                         core.disp = Disp::AtBarrier;
                         core.arrival = at;
@@ -713,14 +792,26 @@ impl<'p> Sim<'p> {
                 if let Some(l) = self.locs.get_mut(loc as usize) {
                     l.busy_cycles[0] = l.busy_cycles[0].saturating_add(lat_scalar);
                 }
+                if let Some(v) = &mut self.verify {
+                    v.dispatched(c, ui);
+                }
                 if let Some(tl) = &mut self.timeline {
                     tl.add(4 * c, loc, t0, ready);
+                    if let Some(v) = &mut self.verify {
+                        v.timeline.push((4 * c, loc, t0, ready));
+                    }
                 }
                 self.refresh(c);
                 limit = limit.min(self.next[4 * c + ui]);
             } else {
                 self.now = self.cores[c].t;
                 self.scalar(c, pc, &inst)?;
+                if self.ff_pending {
+                    // Back to the main loop, which takes this dispatcher again at once (it is
+                    // strictly before every other agent): the burst's end changes nothing.
+                    self.refresh(c);
+                    return Ok(());
+                }
                 if let Some(r) = self.sem_events.peek() {
                     limit = limit.min(r.0.0);
                 }
@@ -771,6 +862,9 @@ impl<'p> Sim<'p> {
     }
 
     fn scalar(&mut self, c: usize, pc: u32, inst: &Inst) -> Result<(), EmuError> {
+        if self.verify.is_some() {
+            self.sym_scalar(c, inst);
+        }
         let cst = cost(inst, self.t);
         let occ = cst.occupancy;
         let start = self.cores[c].t;
@@ -836,9 +930,17 @@ impl<'p> Sim<'p> {
                     };
                     if take {
                         next_pc = (pc as i64 + target.0 as i64) as u32;
+                        if target.0 < 0 && self.ff.as_ref().is_some_and(|f| f.anchor == c) {
+                            self.ff_pending = true;
+                        }
                     }
                 }
-                Inst::Jmp { target } => next_pc = (pc as i64 + target.0 as i64) as u32,
+                Inst::Jmp { target } => {
+                    next_pc = (pc as i64 + target.0 as i64) as u32;
+                    if target.0 < 0 && self.ff.as_ref().is_some_and(|f| f.anchor == c) {
+                        self.ff_pending = true;
+                    }
+                }
                 Inst::Ld { rd, .. } | Inst::Ld32 { rd, .. } | Inst::St { rs: rd, .. } => {
                     spans =
                         exec::spans(inst, r, &self.sizes, &[]).map_err(|k| trap(c, pc, inst, k))?;
@@ -927,7 +1029,7 @@ impl<'p> Sim<'p> {
             self.count(c, pc)?;
             if spans.n > 0 {
                 if self.opts.race_check {
-                    self.race_check(c, 0, pc, inst, &spans)?;
+                    self.race_check(c, 0, pc, inst, &spans, &[0; 4])?;
                 }
                 let s = spans.s[0];
                 let core = &mut self.cores[c];
@@ -956,7 +1058,7 @@ impl<'p> Sim<'p> {
                     _ => {}
                 }
                 Self::high_water(core, &spans);
-                Self::push_inflight(&mut core.units[0], self.now, pc, end, spans);
+                Self::push_inflight(&mut core.units[0], self.now, pc, end, spans, [0; 4]);
             }
             if let Some((rd, v)) = set
                 && rd.0 != 0
@@ -991,6 +1093,12 @@ impl<'p> Sim<'p> {
             None => {
                 let mut s =
                     exec::spans(&inst, &e.regs, &sizes, sram).map_err(|k| trap(c, pc, &inst, k))?;
+                let local = mcast
+                    .as_ref()
+                    .is_some_and(|(d, _)| !d.contains(&(c as u32)));
+                if let Some(v) = self.verify.as_deref() {
+                    q.head_slope = v.span_slopes(c, u, &inst, &e.regs, &sizes, sram, &s, local);
+                }
                 if let Some((d, _)) = &mcast {
                     if !self.t.hbm.multicast {
                         let kind = TrapKind::NoMulticast(self.t.name.clone());
@@ -1012,14 +1120,21 @@ impl<'p> Sim<'p> {
                 s
             }
         };
+        let slopes = q.head_slope;
         if spans.n > 0 {
             let mut until = now;
             let mxu = u == Unit::Mxu.index();
+            let verify = self.verify.as_deref();
             for f in q.inflight.iter().filter(|f| f.completion > now) {
-                for a in spans.as_slice() {
-                    for b in f.spans.as_slice() {
+                for (a, &sa) in spans.as_slice().iter().zip(&slopes) {
+                    for (b, &sb) in f.spans.as_slice().iter().zip(&f.slope) {
                         let in_order_acc =
                             mxu && a.space == MemSpace::Acc && b.space == MemSpace::Acc;
+                        if let Some(v) = verify
+                            && !in_order_acc
+                        {
+                            v.pair(a, sa, b, sb);
+                        }
                         if conflicts_exact(a, b) && !in_order_acc {
                             until = until.max(f.completion);
                         }
@@ -1082,28 +1197,35 @@ impl<'p> Sim<'p> {
             });
         }
         if self.opts.race_check && spans.n > 0 {
-            self.race_check(c, u, pc, &inst, &spans)?;
+            self.race_check(c, u, pc, &inst, &spans, &slopes)?;
         }
         // A multicast's write into the other destinations' scratchpads.
-        let remote = match &mcast {
+        let (remote, remote_slope) = match &mcast {
             Some((d, _)) => {
-                let all = exec::spans(&inst, &self.cores[c].units[u].queue[0].regs, &sizes, &[])
-                    .map_err(|k| trap(c, pc, &inst, k))?;
-                let w = all
+                let regs = &self.cores[c].units[u].queue[0].regs;
+                let all =
+                    exec::spans(&inst, regs, &sizes, &[]).map_err(|k| trap(c, pc, &inst, k))?;
+                let at = all
                     .as_slice()
                     .iter()
-                    .find(|s| s.space == MemSpace::Sram)
-                    .copied();
+                    .position(|s| s.space == MemSpace::Sram);
+                let w = at.map(|i| all.s[i]);
+                let ws = match (self.verify.as_deref(), at) {
+                    (Some(v), Some(i)) => {
+                        v.span_slopes(c, u, &inst, regs, &sizes, &[], &all, false)[i]
+                    }
+                    _ => 0,
+                };
                 if let Some(w) = w
                     && self.opts.race_check
                 {
                     for j in d.clone().map(|j| j as usize).filter(|&j| j != c) {
-                        self.race_check_remote(c, u, pc, &inst, j, &[w])?;
+                        self.race_check_remote(c, u, pc, &inst, j, &[w], &[ws])?;
                     }
                 }
-                w
+                (w, ws)
             }
-            None => None,
+            None => (None, 0),
         };
         if unit == Unit::Dma && !is_sync {
             self.hbm_free = free;
@@ -1117,6 +1239,9 @@ impl<'p> Sim<'p> {
                 let mut hbm = spans.as_slice().iter().filter(|s| s.space == MemSpace::Hbm);
                 hbm.clone().next().is_some() && hbm.all(|s| s.lo >= lo && s.hi <= hi)
             });
+        if let Some(v) = &mut self.verify {
+            v.started(c, u, &inst, &spans, &slopes, control, self.control);
+        }
         if (!self.opts.timing_only || control) && !is_sync {
             let w = exec::work(&inst, &cst);
             if self.work.saturating_add(w) > self.opts.max_work {
@@ -1163,8 +1288,12 @@ impl<'p> Sim<'p> {
                         pc,
                         completion,
                         span,
+                        slope: remote_slope,
                     });
                     cj.report.sram_high_water = cj.report.sram_high_water.max(span.hi);
+                    if let Some(v) = &mut self.verify {
+                        v.high_water(j, &span, remote_slope);
+                    }
                 }
             }
         }
@@ -1179,12 +1308,17 @@ impl<'p> Sim<'p> {
             self.sem_events.push(Reverse((completion, c as u32, sem)));
         }
         Self::high_water(core, &spans);
+        if let Some(v) = &mut self.verify {
+            for (s, &sl) in spans.as_slice().iter().zip(&slopes) {
+                v.high_water(c, s, sl);
+            }
+        }
         let q = &mut core.units[u];
         q.free = free;
         q.last_completion = q.last_completion.max(completion);
         q.head_spans = None;
         q.wake = 0;
-        Self::push_inflight(q, now, pc, completion, spans);
+        Self::push_inflight(q, now, pc, completion, spans, slopes);
         if core.disp == Disp::QueueFull(u) {
             core.disp = Disp::Run;
             core.t = core.t.max(now);
