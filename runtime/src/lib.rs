@@ -213,6 +213,10 @@ pub struct RunResult {
     pub report: Report,
     pub trace: Option<Trace>,
     pub timeline: Option<Timeline>,
+    /// Instructions accounted for by fast-forwarding (skipped periods) rather than simulated one
+    /// by one; 0 without [`RunOptions::fast_forward`]. Every figure of the report is the same
+    /// either way.
+    pub fast_forwarded: u64,
 }
 
 impl RunResult {
@@ -408,12 +412,14 @@ pub fn run_with_kv(
     let report = sim.report();
     let trace = sim.take_trace();
     let timeline = sim.take_timeline();
+    let fast_forwarded = sim.fast_forwarded();
     Ok((
         RunResult {
             outputs,
             report,
             trace,
             timeline,
+            fast_forwarded,
         },
         kv_after,
     ))

@@ -930,15 +930,15 @@ impl<'p> Sim<'p> {
                     };
                     if take {
                         next_pc = (pc as i64 + target.0 as i64) as u32;
-                        if target.0 < 0 && self.ff.as_ref().is_some_and(|f| f.anchor == c) {
-                            self.ff_pending = true;
+                        if target.0 < 0 {
+                            self.ff_back_edge(c);
                         }
                     }
                 }
                 Inst::Jmp { target } => {
                     next_pc = (pc as i64 + target.0 as i64) as u32;
-                    if target.0 < 0 && self.ff.as_ref().is_some_and(|f| f.anchor == c) {
-                        self.ff_pending = true;
+                    if target.0 < 0 {
+                        self.ff_back_edge(c);
                     }
                 }
                 Inst::Ld { rd, .. } | Inst::Ld32 { rd, .. } | Inst::St { rs: rd, .. } => {
@@ -1416,6 +1416,11 @@ impl<'p> Sim<'p> {
         v.resize(n, 0);
         self.hbm.read(addr, &mut v)?;
         Ok(Some(v))
+    }
+
+    /// Instructions fast-forwarding skipped (see `ff`).
+    pub fn fast_forwarded(&self) -> u64 {
+        self.ff.as_ref().map_or(0, |f| f.skipped())
     }
 
     /// The busy timeline, if one was requested.

@@ -99,6 +99,10 @@ use std::collections::{HashMap, VecDeque};
 /// Longest candidate period, in anchors.
 const MAX_PERIOD: u64 = 4096;
 
+/// Backward branches per core of the other cores after which a quiet anchor core hands the
+/// anchor over.
+const QUIET: u64 = 8;
+
 /// Per-register slopes (per-period increments) and the registers whose value is not an affine
 /// function of the period index.
 #[derive(Clone, Copy)]
@@ -458,6 +462,8 @@ impl Verify {
 pub(super) struct Ff {
     /// The core whose backward branches are the anchors.
     pub anchor: usize,
+    /// Backward branches of other cores since the anchor core's last one.
+    quiet: u64,
     /// Anchors so far, counting those inside skipped periods.
     index: u64,
     /// Last anchor index of each light hash.
@@ -509,12 +515,32 @@ impl Ff {
     pub fn new() -> Ff {
         Ff {
             anchor: 0,
+            quiet: 0,
             index: 0,
             seen: HashMap::new(),
             backoff: HashMap::new(),
             phase: Phase::Idle,
             stats: Stats::default(),
         }
+    }
+
+    /// Core `c` took a backward branch. Returns whether this is an anchor; the anchor moves to
+    /// `c` when the anchor core has taken none while the other cores took [`QUIET`] per core
+    /// (it is outside loops, or in a much longer one), and the search starts over.
+    fn back_edge(&mut self, c: usize, cores: usize) -> bool {
+        if c == self.anchor {
+            self.quiet = 0;
+            return true;
+        }
+        self.quiet += 1;
+        if self.quiet < QUIET * cores as u64 {
+            return false;
+        }
+        self.anchor = c;
+        self.quiet = 0;
+        self.phase = Phase::Idle;
+        self.seen.clear();
+        true
     }
 
     /// Core `c` halted: the anchor moves to the lowest core still running and the search
@@ -529,6 +555,11 @@ impl Ff {
         self.phase = Phase::Idle;
         self.seen.clear();
         true
+    }
+
+    /// Instructions skipped so far.
+    pub fn skipped(&self) -> u64 {
+        self.stats.instructions
     }
 
     /// The period being verified ran past the watched period's length: it is dropped.
@@ -912,6 +943,20 @@ impl Sim<'_> {
             shape: w.shape,
             vals: w.vals,
             counters: self.counters(),
+        }
+    }
+
+    /// Core `c` took a backward branch: an anchor if it is the anchor core (or becomes it).
+    pub(super) fn ff_back_edge(&mut self, c: usize) {
+        let n = self.cores.len();
+        if let Some(f) = &mut self.ff {
+            let moved = c != f.anchor;
+            if f.back_edge(c, n) {
+                self.ff_pending = true;
+                if moved {
+                    self.verify = None;
+                }
+            }
         }
     }
 
