@@ -90,6 +90,9 @@ struct Core {
     acc: Vec<u8>,
     /// Other cores' multicasts into this scratchpad (the race check's view of them).
     remote: VecDeque<Remote>,
+    /// The latest completion of an instruction in flight here with an HBM span: another core's
+    /// HBM write need not look at this core when it is past.
+    hbm_until: u64,
     arrival: u64,
     report: CoreReport,
     /// With `--check-uninit` (functional runs): the bytes of SRAM and ACC written so far.
@@ -145,6 +148,78 @@ impl Core {
     }
 }
 
+/// The agents' next times in a tournament tree: the earliest agent (the lowest index among equal
+/// times, as a scan in index order finds it) in O(1), the earliest time of all the others in
+/// O(log n), an update in O(log n).
+struct NextTimes {
+    /// Leaves (a power of two): agent `i` is node `leaves + i`; node `k` holds the earliest
+    /// (time, agent) of its children `2k` and `2k + 1`.
+    leaves: usize,
+    node: Vec<(u64, u32)>,
+}
+
+impl NextTimes {
+    fn new(n: usize) -> NextTimes {
+        let leaves = n.next_power_of_two().max(2);
+        let mut node = vec![(NONE, 0u32); 2 * leaves];
+        for (i, x) in node[leaves..].iter_mut().enumerate() {
+            x.1 = i as u32;
+        }
+        for k in (1..leaves).rev() {
+            node[k] = node[2 * k];
+        }
+        NextTimes { leaves, node }
+    }
+
+    fn get(&self, i: usize) -> u64 {
+        self.node[self.leaves + i].0
+    }
+
+    fn set(&mut self, i: usize, t: u64) {
+        let mut k = self.leaves + i;
+        if self.node[k].0 == t {
+            return;
+        }
+        self.node[k].0 = t;
+        while k > 1 {
+            k /= 2;
+            let (a, b) = (self.node[2 * k], self.node[2 * k + 1]);
+            let m = if b.0 < a.0 { b } else { a };
+            if self.node[k] == m {
+                break;
+            }
+            self.node[k] = m;
+        }
+    }
+
+    /// The earliest agent and its time.
+    fn best(&self) -> (usize, u64) {
+        let (t, i) = self.node[1];
+        (i as usize, t)
+    }
+
+    /// The earliest time of every agent but `i`.
+    fn others(&self, i: usize) -> u64 {
+        let mut k = self.leaves + i;
+        let mut m = NONE;
+        while k > 1 {
+            m = m.min(self.node[k ^ 1].0);
+            k /= 2;
+        }
+        m
+    }
+
+    /// The earliest time of all agents.
+    fn min(&self) -> u64 {
+        self.node[1].0
+    }
+
+    /// Every agent's time, in agent order (`n` of them).
+    fn times(&self, n: usize) -> impl Iterator<Item = u64> + '_ {
+        self.node[self.leaves..self.leaves + n].iter().map(|x| x.0)
+    }
+}
+
 #[derive(Default)]
 struct Totals {
     hbm_read: u64,
@@ -162,12 +237,16 @@ pub(crate) struct Sim<'p> {
     cores: Vec<Core>,
     pub hbm: Hbm<'p>,
     hbm_free: u64,
+    /// (completion, core) of the instructions that write HBM, in start order, including some
+    /// already complete: an HBM read need only be checked against the cores with one still in
+    /// flight.
+    hbm_writers: Vec<(u64, u32)>,
     /// In timing-only runs, the HBM bytes of the KV region header (block table and cached
     /// lengths): control data that DMA loads still move, so paged attention sees the real
     /// lengths and skips the same blocks as a functional run.
     control: Option<(u64, u64)>,
     sem_events: BinaryHeap<Reverse<(u64, u32, u8)>>,
-    next: Vec<u64>,
+    next: NextTimes,
     executed: u64,
     now: u64,
     end: u64,
@@ -186,6 +265,8 @@ pub(crate) struct Sim<'p> {
     ff_pending: bool,
     /// The shadow state of a period being verified for fast-forwarding.
     verify: Option<Box<ff::Verify>>,
+    /// The operand roles of the instructions fast-forwarding looked at.
+    ff_roles: ff::RoleCache,
 }
 
 /// A zeroed buffer, or `Unsupported` if the host cannot provide it (never an abort). The pages
@@ -228,6 +309,13 @@ fn local_part(s: &Spans) -> Spans {
     o
 }
 
+/// Whether two accesses can conflict at all (same memory, one writes): the cheap test before
+/// the range comparison and the fast-forward's pair check (both answer "no" otherwise).
+#[inline]
+fn may_conflict(a: &Span, b: &Span) -> bool {
+    a.space == b.space && (a.write || b.write)
+}
+
 fn trap(core: usize, pc: u32, inst: &Inst, kind: TrapKind) -> EmuError {
     EmuError::Trap {
         core,
@@ -263,6 +351,7 @@ impl<'p> Sim<'p> {
                 sram: alloc(t.sram.size_bytes, "scratchpad SRAM")?,
                 acc: alloc(t.accumulator.size_bytes, "accumulator SRAM")?,
                 remote: VecDeque::new(),
+                hbm_until: 0,
                 arrival: 0,
                 report: CoreReport::default(),
                 init: (opts.check_uninit && !opts.timing_only).then(|| {
@@ -310,6 +399,7 @@ impl<'p> Sim<'p> {
             cores,
             hbm: Hbm::new(t.hbm.size_bytes)?,
             hbm_free: 0,
+            hbm_writers: Vec::new(),
             control: prog
                 .kv
                 .as_ref()
@@ -318,7 +408,7 @@ impl<'p> Sim<'p> {
                     Some((kv.table_addr, kv.table_addr.checked_add(kv.table_bytes()?)?))
                 }),
             sem_events: BinaryHeap::new(),
-            next: vec![NONE; 4 * n],
+            next: NextTimes::new(4 * n),
             executed: 0,
             now: 0,
             end: 0,
@@ -338,13 +428,22 @@ impl<'p> Sim<'p> {
             ff: (opts.timing_only && opts.fast_forward).then(|| Box::new(ff::Ff::new())),
             ff_pending: false,
             verify: None,
+            ff_roles: Default::default(),
         })
     }
 
+    /// Updates the next times of core `c`'s dispatcher and units.
     fn refresh(&mut self, c: usize) {
+        self.refresh_disp(c);
+        for u in 1..4 {
+            self.refresh_unit(c, u);
+        }
+    }
+
+    /// Updates the next time of core `c`'s dispatcher only.
+    fn refresh_disp(&mut self, c: usize) {
         let core = &self.cores[c];
-        let base = 4 * c;
-        self.next[base] = match core.disp {
+        let t = match core.disp {
             Disp::Run => core.t,
             Disp::Drain { .. } => {
                 if core.units[1..].iter().all(|q| q.queue.is_empty()) {
@@ -358,13 +457,17 @@ impl<'p> Sim<'p> {
             }
             _ => NONE,
         };
-        for u in 1..4 {
-            let q = &core.units[u];
-            self.next[base + u] = match q.queue.front() {
-                Some(e) if !q.blocked => q.free.max(e.ready).max(q.wake),
-                _ => NONE,
-            };
-        }
+        self.next.set(4 * c, t);
+    }
+
+    /// Updates the next time of core `c`'s unit `u` only.
+    fn refresh_unit(&mut self, c: usize, u: usize) {
+        let q = &self.cores[c].units[u];
+        let t = match q.queue.front() {
+            Some(e) if !q.blocked => q.free.max(e.ready).max(q.wake),
+            _ => NONE,
+        };
+        self.next.set(4 * c + u, t);
     }
 
     /// Runs the program to completion.
@@ -377,16 +480,7 @@ impl<'p> Sim<'p> {
                 self.ff_pending = false;
                 self.ff_anchor();
             }
-            let (mut best, mut bt, mut second) = (0usize, NONE, NONE);
-            for (i, &t) in self.next.iter().enumerate() {
-                if t < bt {
-                    second = bt;
-                    bt = t;
-                    best = i;
-                } else if t < second {
-                    second = t;
-                }
-            }
+            let (best, bt) = self.next.best();
             let te = self.sem_events.peek().map(|r| r.0.0).unwrap_or(NONE);
             if te != NONE && te <= bt {
                 self.sem_event();
@@ -414,6 +508,7 @@ impl<'p> Sim<'p> {
                 v.max_time = v.max_time.max(bt);
             }
             if u == 0 {
+                let second = self.next.others(best);
                 let limit = second.min(te).min(self.max_cycles.saturating_add(1));
                 self.dispatch(c, limit)?;
             } else {
@@ -616,11 +711,33 @@ impl<'p> Sim<'p> {
     ) -> Result<(), EmuError> {
         let now = self.now;
         let hbm = spans.has_hbm();
-        let verify = self.verify.as_deref();
-        for (ci, core) in self.cores.iter().enumerate() {
-            if ci != c && !hbm {
-                continue;
+        let hbm_write = spans
+            .as_slice()
+            .iter()
+            .any(|s| s.space == MemSpace::Hbm && s.write);
+        // The cores to look at, in order: this one; others only through HBM — for an HBM write
+        // those with any HBM access in flight, for an HBM read those with an HBM write in
+        // flight (nothing else there can conflict).
+        let mut scan = [0u64; 4];
+        let mut mark = |i: usize| scan[i / 64] |= 1 << (i % 64);
+        mark(c);
+        if hbm_write {
+            for (ci, core) in self.cores.iter().enumerate() {
+                if core.hbm_until > now {
+                    mark(ci);
+                }
             }
+        } else if hbm {
+            for &(until, ci) in &self.hbm_writers {
+                if until > now {
+                    mark(ci as usize);
+                }
+            }
+        }
+        let verify = self.verify.as_deref();
+        let order = (0..self.cores.len()).filter(|&i| scan[i / 64] >> (i % 64) & 1 == 1);
+        for ci in order {
+            let core = &self.cores[ci];
             for (ui, q) in core.units.iter().enumerate() {
                 if ci == c && ui == u {
                     continue;
@@ -631,6 +748,9 @@ impl<'p> Sim<'p> {
                             continue;
                         }
                         for (b, &sb) in f.spans.as_slice().iter().zip(&f.slope) {
+                            if !may_conflict(a, b) {
+                                continue;
+                            }
                             if let Some(v) = verify {
                                 v.pair(a, sa, b, sb);
                             }
@@ -680,6 +800,9 @@ impl<'p> Sim<'p> {
                 for (ui, q) in core.units.iter().enumerate() {
                     for f in q.inflight.iter().filter(|f| f.completion > now) {
                         for (b, &sb) in f.spans.as_slice().iter().zip(&f.slope) {
+                            if !may_conflict(a, b) {
+                                continue;
+                            }
                             if let Some(v) = verify {
                                 v.pair(a, sa, b, sb);
                             }
@@ -733,7 +856,7 @@ impl<'p> Sim<'p> {
             match disp {
                 Disp::Run => {}
                 Disp::Drain { halt } => {
-                    let at = self.next[4 * c];
+                    let at = self.next.get(4 * c);
                     if let Some(v) = &mut self.verify {
                         v.ended(c, None, at);
                     }
@@ -801,8 +924,10 @@ impl<'p> Sim<'p> {
                         v.timeline.push((4 * c, loc, t0, ready));
                     }
                 }
-                self.refresh(c);
-                limit = limit.min(self.next[4 * c + ui]);
+                // Only this unit's time matters within the burst; the dispatcher's own is set
+                // when the burst ends.
+                self.refresh_unit(c, ui);
+                limit = limit.min(self.next.get(4 * c + ui));
             } else {
                 self.now = self.cores[c].t;
                 self.scalar(c, pc, &inst)?;
@@ -1097,7 +1222,8 @@ impl<'p> Sim<'p> {
                     .as_ref()
                     .is_some_and(|(d, _)| !d.contains(&(c as u32)));
                 if let Some(v) = self.verify.as_deref() {
-                    q.head_slope = v.span_slopes(c, u, &inst, &e.regs, &sizes, sram, &s, local);
+                    let at = (pc, &inst, &self.ff_roles);
+                    q.head_slope = v.span_slopes(c, u, at, &e.regs, &sizes, sram, &s, local);
                 }
                 if let Some((d, _)) = &mcast {
                     if !self.t.hbm.multicast {
@@ -1128,6 +1254,9 @@ impl<'p> Sim<'p> {
             for f in q.inflight.iter().filter(|f| f.completion > now) {
                 for (a, &sa) in spans.as_slice().iter().zip(&slopes) {
                     for (b, &sb) in f.spans.as_slice().iter().zip(&f.slope) {
+                        if !may_conflict(a, b) {
+                            continue;
+                        }
                         let in_order_acc =
                             mxu && a.space == MemSpace::Acc && b.space == MemSpace::Acc;
                         if let Some(v) = verify
@@ -1143,7 +1272,7 @@ impl<'p> Sim<'p> {
             }
             if until > now {
                 q.wake = until;
-                self.refresh(c);
+                self.refresh_unit(c, u);
                 return Ok(());
             }
         }
@@ -1154,7 +1283,7 @@ impl<'p> Sim<'p> {
                 let s = (sem.0 & 31) as usize;
                 if sems[s] < count as u64 {
                     q.blocked = true;
-                    self.refresh(c);
+                    self.refresh_unit(c, u);
                     return Ok(());
                 }
                 sems[s] -= count as u64;
@@ -1212,7 +1341,8 @@ impl<'p> Sim<'p> {
                 let w = at.map(|i| all.s[i]);
                 let ws = match (self.verify.as_deref(), at) {
                     (Some(v), Some(i)) => {
-                        v.span_slopes(c, u, &inst, regs, &sizes, &[], &all, false)[i]
+                        let at = (pc, &inst, &self.ff_roles);
+                        v.span_slopes(c, u, at, regs, &sizes, &[], &all, false)[i]
                     }
                     _ => 0,
                 };
@@ -1230,19 +1360,23 @@ impl<'p> Sim<'p> {
         if unit == Unit::Dma && !is_sync {
             self.hbm_free = free;
         }
-        let core = &mut self.cores[c];
-        let Some(entry) = core.units[u].queue.pop_front() else {
-            return Ok(());
-        };
         let control = matches!(inst, Inst::DmaLoad { .. } | Inst::DmaMcast { .. })
             && self.control.is_some_and(|(lo, hi)| {
                 let mut hbm = spans.as_slice().iter().filter(|s| s.space == MemSpace::Hbm);
                 hbm.clone().next().is_some() && hbm.all(|s| s.lo >= lo && s.hi <= hi)
             });
         if let Some(v) = &mut self.verify {
-            v.started(c, u, &inst, &spans, &slopes, control, self.control);
+            let at = (pc, &inst, &self.ff_roles);
+            v.started(c, u, at, &spans, &slopes, control, self.control);
         }
-        if (!self.opts.timing_only || control) && !is_sync {
+        let functional = (!self.opts.timing_only || control) && !is_sync;
+        // The entry's registers, for the functional kernels (a timing-only run never copies them).
+        let regs = match self.cores[c].units[u].queue.front() {
+            Some(e) if functional => e.regs,
+            _ => [0; 32],
+        };
+        self.cores[c].units[u].queue.pop_front();
+        if functional {
             let w = exec::work(&inst, &cst);
             if self.work.saturating_add(w) > self.opts.max_work {
                 return Err(EmuError::WorkLimit {
@@ -1262,14 +1396,14 @@ impl<'p> Sim<'p> {
             };
             for j in dests {
                 let cj = &mut self.cores[j];
-                cj.check_uninit(&inst, &entry.regs, c, pc)?;
+                cj.check_uninit(&inst, &regs, c, pc)?;
                 let mut mem = Mem {
                     sram: &mut cj.sram,
                     acc: &mut cj.acc,
                     hbm: &mut self.hbm,
                     check_uninit: cj.init.is_some(),
                 };
-                exec::execute(&inst, &entry.regs, &mut mem).map_err(|k| trap(c, pc, &inst, k))?;
+                exec::execute(&inst, &regs, &mut mem).map_err(|k| trap(c, pc, &inst, k))?;
             }
         }
         if let Some((d, sem)) = &mcast {
@@ -1319,12 +1453,25 @@ impl<'p> Sim<'p> {
         q.head_spans = None;
         q.wake = 0;
         Self::push_inflight(q, now, pc, completion, spans, slopes);
+        if spans.has_hbm() {
+            core.hbm_until = core.hbm_until.max(completion);
+        }
+        if spans
+            .as_slice()
+            .iter()
+            .any(|s| s.space == MemSpace::Hbm && s.write)
+        {
+            self.hbm_writers.retain(|w| w.0 > now);
+            self.hbm_writers.push((completion, c as u32));
+        }
         if core.disp == Disp::QueueFull(u) {
             core.disp = Disp::Run;
             core.t = core.t.max(now);
         }
         self.record(c, unit, pc, &inst, now, free, completion, &cst);
-        self.refresh(c);
+        // Only this unit and the dispatcher (a full queue, a drain) can have changed.
+        self.refresh_unit(c, u);
+        self.refresh_disp(c);
         Ok(())
     }
 

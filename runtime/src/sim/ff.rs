@@ -92,7 +92,7 @@ use crate::memory::{Span, Spans};
 use crate::trace::TraceEvent;
 use llmpu_isa::fields::FieldKind;
 use llmpu_isa::{Inst, Reg};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
 use std::collections::{HashMap, VecDeque};
 
@@ -187,23 +187,65 @@ enum Role {
     Free,
 }
 
+/// The registers an instruction reads as operands of its byte ranges (at most eight: four tile
+/// operands of a vector instruction), with their roles.
+#[derive(Clone, Copy)]
+pub(super) struct Roles {
+    n: u8,
+    r: [(Reg, Role); 8],
+}
+
+impl Roles {
+    fn iter(&self) -> impl Iterator<Item = (Reg, Role)> + '_ {
+        self.r[..self.n as usize].iter().copied()
+    }
+}
+
+/// [`roles`] by core and pc, each computed once (a core's table is allocated on first use).
+pub(super) type RoleCache = RefCell<Vec<Vec<Option<Roles>>>>;
+
+fn roles_at(cache: &RoleCache, c: usize, pc: u32, inst: &Inst) -> Roles {
+    let mut t = cache.borrow_mut();
+    if t.len() <= c {
+        t.resize(c + 1, Vec::new());
+    }
+    let row = &mut t[c];
+    if row.len() <= pc as usize {
+        row.resize(pc as usize + 1, None);
+    }
+    *row[pc as usize].get_or_insert_with(|| roles(inst))
+}
+
 /// The registers a DMA, matrix or vector instruction reads, with their roles, from the ISA
 /// table's field names and kinds.
-fn roles(inst: &Inst) -> Vec<(Reg, Role)> {
+fn roles(inst: &Inst) -> Roles {
     let d = inst.desc();
-    let mut out: Vec<(Reg, Role)> = Vec::new();
+    let mut out = Roles {
+        n: 0,
+        r: [(Reg(0), Role::Free); 8],
+    };
     let mut put = |r: Reg, role: Role| {
         if r.0 & 31 == 0 {
             return;
         }
-        match out.iter_mut().find(|(x, _)| x.0 & 31 == r.0 & 31) {
+        let n = out.n as usize;
+        match out.r[..n].iter_mut().find(|(x, _)| x.0 & 31 == r.0 & 31) {
             // A register used in several roles takes the strictest (Shape > Base > Free).
             Some((_, old)) => {
                 if role == Role::Shape || (role == Role::Base && *old == Role::Free) {
                     *old = role;
                 }
             }
-            None => out.push((r, role)),
+            None if n < 8 => {
+                out.r[n] = (r, role);
+                out.n += 1;
+            }
+            // Unreachable with the ISA's operand counts; a further register is a stride then.
+            None => {
+                for x in out.r.iter_mut().filter(|x| x.1 == Role::Base) {
+                    x.1 = Role::Shape;
+                }
+            }
         }
     };
     for (fd, raw) in d.fields.iter().zip(inst.raw_field_results()) {
@@ -305,7 +347,7 @@ impl Verify {
         &self,
         c: usize,
         u: usize,
-        inst: &Inst,
+        (pc, inst, cache): (u32, &Inst, &RoleCache),
         regs: &Regs,
         sizes: &Sizes,
         sram: &[u8],
@@ -319,7 +361,7 @@ impl Verify {
         };
         let mut regs1 = *regs;
         let mut moves = false;
-        for (r, role) in roles(inst) {
+        for (r, role) in roles_at(cache, c, pc, inst).iter() {
             let (s, p) = sy.get(r);
             match role {
                 Role::Free => {}
@@ -362,7 +404,7 @@ impl Verify {
                 && match (&a.runs, &b.runs) {
                     (None, None) => true,
                     (Some(x), Some(y)) => {
-                        x.len == y.len && x.outer == y.outer && y.base - x.base == d
+                        x.len == y.len && x.outer == y.outer && y.base as i128 - x.base as i128 == d
                     }
                     _ => false,
                 };
@@ -402,7 +444,7 @@ impl Verify {
         &mut self,
         c: usize,
         u: usize,
-        inst: &Inst,
+        (pc, inst, cache): (u32, &Inst, &RoleCache),
         spans: &Spans,
         slopes: &[i64; 4],
         control: bool,
@@ -412,7 +454,7 @@ impl Verify {
             self.fail("queue shadow out of step");
             return;
         };
-        for (r, role) in roles(inst) {
+        for (r, role) in roles_at(cache, c, pc, inst).iter() {
             let (s, p) = sy.get(r);
             if (role == Role::Shape && (s != 0 || p)) || (role == Role::Base && p) {
                 self.fail("a stride or index address varies");
@@ -610,10 +652,18 @@ fn walk(sim: &mut Sim, t: u64, w: &mut impl Walker) {
         cores,
         verify,
         hbm_free,
+        hbm_writers,
         sem_events,
+        ff_roles,
         ..
     } = sim;
     w.time(hbm_free);
+    let live = hbm_writers.iter().filter(|x| x.0 > t).count();
+    w.shape(live as u64);
+    for x in hbm_writers.iter_mut().filter(|x| x.0 > t) {
+        w.time(&mut x.0);
+        w.shape(x.1 as u64);
+    }
     let mut ev: Vec<(u64, u32, u8)> = std::mem::take(sem_events)
         .into_iter()
         .map(|r| r.0)
@@ -633,6 +683,7 @@ fn walk(sim: &mut Sim, t: u64, w: &mut impl Walker) {
         w.shape(disp_code(core.disp));
         w.time(&mut core.t);
         w.time(&mut core.arrival);
+        w.time(&mut core.hbm_until);
         for &s in &core.sems {
             w.shape(s);
         }
@@ -660,7 +711,7 @@ fn walk(sim: &mut Sim, t: u64, w: &mut impl Walker) {
                     },
                     None => &mut dummy_e,
                 };
-                for (r, role) in roles(&e.inst) {
+                for (r, role) in roles_at(ff_roles, c, e.pc, &e.inst).iter() {
                     if role != Role::Free {
                         let i = (r.0 & 31) as usize;
                         let p = es.poison >> i & 1 == 1;
@@ -728,11 +779,8 @@ impl Walker for SnapW {
                 for (n, st) in r.outer {
                     self.shape.push(n);
                     self.shape.push(st as u64);
-                    self.shape.push((st >> 64) as u64);
                 }
-                let off = r.base - s.lo as i128;
-                self.shape.push(off as u64);
-                self.shape.push((off >> 64) as u64);
+                self.shape.push(r.base.wrapping_sub(s.lo as i64) as u64);
             }
         }
         self.vals.push(s.lo as i64);
@@ -840,7 +888,7 @@ impl Walker for JumpW<'_> {
         s.lo = (s.lo as i128 + d) as u64;
         s.hi = (s.hi as i128 + d) as u64;
         if let Some(r) = &mut s.runs {
-            r.base += d;
+            r.base = (r.base as i128 + d) as i64;
         }
     }
 }
@@ -849,7 +897,7 @@ impl Sim<'_> {
     /// The earliest time anything can happen next.
     fn anchor_time(&self) -> u64 {
         let te = self.sem_events.peek().map(|r| r.0.0).unwrap_or(NONE);
-        self.next.iter().copied().fold(te, u64::min)
+        self.next.min().min(te)
     }
 
     /// A hash of part of the shape at anchor time `t` (equal shapes give equal hashes).
@@ -865,7 +913,7 @@ impl Sim<'_> {
             mix(core.pc as u64);
             mix(disp_code(core.disp));
         }
-        for &x in &self.next {
+        for x in self.next.times(4 * self.cores.len()) {
             mix(if x == NONE { NONE } else { x.max(t) - t });
         }
         h
@@ -1459,7 +1507,7 @@ mod tests {
             dt: llmpu_isa::DType::BF16,
             layout: llmpu_isa::fields::Layout::Rows,
         };
-        let r = roles(&i);
+        let r: Vec<(Reg, Role)> = roles(&i).iter().collect();
         assert!(r.contains(&(Reg(1), Role::Base)));
         assert!(r.contains(&(Reg(2), Role::Base)));
         assert!(r.contains(&(Reg(3), Role::Shape)));
