@@ -34,8 +34,66 @@ pub(crate) const MAX_ONCHIP_TOTAL: u64 = 1 << 36;
 struct Entry {
     pc: u32,
     inst: Inst,
-    regs: Regs,
+    regs: Captured,
     ready: u64,
+}
+
+/// The registers a DMA, matrix or vector instruction reads (its register fields and the
+/// address and stride registers of its tile operands; `r0` left out): at most eight in the ISA.
+#[derive(Clone, Copy)]
+struct Operands {
+    n: u8,
+    id: [u8; 8],
+}
+
+impl Operands {
+    fn of(inst: &Inst) -> Operands {
+        let mut o = Operands { n: 0, id: [0; 8] };
+        for r in inst.regs_read() {
+            let r = r.0 & 31;
+            if r != 0 && !o.id[..o.n as usize].contains(&r) && (o.n as usize) < o.id.len() {
+                o.id[o.n as usize] = r;
+                o.n += 1;
+            }
+        }
+        o
+    }
+}
+
+/// The values of its [`Operands`] a queued instruction captured at dispatch (a queue entry holds
+/// these, not the whole register file: entries stay small).
+#[derive(Clone, Copy)]
+struct Captured {
+    ops: Operands,
+    v: [i64; 8],
+}
+
+impl Captured {
+    fn capture(ops: Operands, regs: &Regs) -> Captured {
+        let mut v = [0; 8];
+        for (x, &r) in v.iter_mut().zip(&ops.id[..ops.n as usize]) {
+            *x = regs[r as usize];
+        }
+        Captured { ops, v }
+    }
+
+    /// A register file holding the captured values (every other register reads 0; the
+    /// instruction reads none of them).
+    fn regs(&self) -> Regs {
+        let mut r = [0; 32];
+        for (&id, &x) in self.ops.id[..self.ops.n as usize].iter().zip(&self.v) {
+            r[id as usize] = x;
+        }
+        r
+    }
+
+    /// The captured value of register `r`, if the instruction reads it.
+    fn get_mut(&mut self, r: usize) -> Option<&mut i64> {
+        let i = self.ops.id[..self.ops.n as usize]
+            .iter()
+            .position(|&x| x as usize == r)?;
+        Some(&mut self.v[i])
+    }
 }
 
 struct InFlight {
@@ -148,39 +206,73 @@ impl Core {
     }
 }
 
-/// The agents' next times in a tournament tree: the earliest agent (the lowest index among equal
-/// times, as a scan in index order finds it) in O(1), the earliest time of all the others in
-/// O(log n), an update in O(log n).
+/// The agents' next times (four per core: dispatcher, DMA, MXU, VPU) with a tournament tree
+/// over the cores: the earliest agent (the lowest index among equal times, as a scan in index
+/// order finds it) in O(1), the earliest time of all the others and an update in O(log cores).
+/// A core's four times are one leaf, so updating all of them costs one walk up the tree.
 struct NextTimes {
-    /// Leaves (a power of two): agent `i` is node `leaves + i`; node `k` holds the earliest
-    /// (time, agent) of its children `2k` and `2k + 1`.
+    times: Vec<u64>,
+    /// Leaves (a power of two): core `c` is node `leaves + c`; each node holds the earliest
+    /// (time, agent) below it.
     leaves: usize,
     node: Vec<(u64, u32)>,
 }
 
 impl NextTimes {
-    fn new(n: usize) -> NextTimes {
-        let leaves = n.next_power_of_two().max(2);
+    fn new(cores: usize) -> NextTimes {
+        let leaves = cores.next_power_of_two().max(2);
         let mut node = vec![(NONE, 0u32); 2 * leaves];
-        for (i, x) in node[leaves..].iter_mut().enumerate() {
-            x.1 = i as u32;
+        for (c, x) in node[leaves..].iter_mut().enumerate() {
+            x.1 = 4 * c as u32;
         }
         for k in (1..leaves).rev() {
             node[k] = node[2 * k];
         }
-        NextTimes { leaves, node }
+        NextTimes {
+            times: vec![NONE; 4 * cores],
+            leaves,
+            node,
+        }
     }
 
     fn get(&self, i: usize) -> u64 {
-        self.node[self.leaves + i].0
+        self.times[i]
     }
 
+    /// Sets agent `i`'s time.
     fn set(&mut self, i: usize, t: u64) {
-        let mut k = self.leaves + i;
-        if self.node[k].0 == t {
+        if self.times[i] != t {
+            self.times[i] = t;
+            self.update(i / 4);
+        }
+    }
+
+    /// Sets core `c`'s four times.
+    fn set_core(&mut self, c: usize, t: [u64; 4]) {
+        if self.times[4 * c..4 * c + 4] != t {
+            self.times[4 * c..4 * c + 4].copy_from_slice(&t);
+            self.update(c);
+        }
+    }
+
+    fn core_min(&self, c: usize) -> (u64, u32) {
+        let mut m = (self.times[4 * c], 4 * c as u32);
+        for u in 1..4 {
+            let t = self.times[4 * c + u];
+            if t < m.0 {
+                m = (t, (4 * c + u) as u32);
+            }
+        }
+        m
+    }
+
+    fn update(&mut self, c: usize) {
+        let mut k = self.leaves + c;
+        let m = self.core_min(c);
+        if self.node[k] == m {
             return;
         }
-        self.node[k].0 = t;
+        self.node[k] = m;
         while k > 1 {
             k /= 2;
             let (a, b) = (self.node[2 * k], self.node[2 * k + 1]);
@@ -200,8 +292,12 @@ impl NextTimes {
 
     /// The earliest time of every agent but `i`.
     fn others(&self, i: usize) -> u64 {
-        let mut k = self.leaves + i;
-        let mut m = NONE;
+        let c = i / 4;
+        let mut m = (4 * c..4 * c + 4)
+            .filter(|&j| j != i)
+            .map(|j| self.times[j])
+            .fold(NONE, u64::min);
+        let mut k = self.leaves + c;
         while k > 1 {
             m = m.min(self.node[k ^ 1].0);
             k /= 2;
@@ -214,9 +310,9 @@ impl NextTimes {
         self.node[1].0
     }
 
-    /// Every agent's time, in agent order (`n` of them).
-    fn times(&self, n: usize) -> impl Iterator<Item = u64> + '_ {
-        self.node[self.leaves..self.leaves + n].iter().map(|x| x.0)
+    /// Every agent's time, in agent order.
+    fn times(&self) -> &[u64] {
+        &self.times
     }
 }
 
@@ -267,6 +363,8 @@ pub(crate) struct Sim<'p> {
     verify: Option<Box<ff::Verify>>,
     /// The operand roles of the instructions fast-forwarding looked at.
     ff_roles: ff::RoleCache,
+    /// Per core and pc, the registers a dispatched instruction captures (filled on first use).
+    operands: Vec<Vec<Option<Operands>>>,
 }
 
 /// A zeroed buffer, or `Unsupported` if the host cannot provide it (never an abort). The pages
@@ -408,7 +506,7 @@ impl<'p> Sim<'p> {
                     Some((kv.table_addr, kv.table_addr.checked_add(kv.table_bytes()?)?))
                 }),
             sem_events: BinaryHeap::new(),
-            next: NextTimes::new(4 * n),
+            next: NextTimes::new(n),
             executed: 0,
             now: 0,
             end: 0,
@@ -429,21 +527,24 @@ impl<'p> Sim<'p> {
             ff_pending: false,
             verify: None,
             ff_roles: Default::default(),
+            operands: vec![Vec::new(); n],
         })
     }
 
     /// Updates the next times of core `c`'s dispatcher and units.
     fn refresh(&mut self, c: usize) {
-        self.refresh_disp(c);
-        for u in 1..4 {
-            self.refresh_unit(c, u);
-        }
+        let t = [
+            self.disp_time(c),
+            self.unit_time(c, 1),
+            self.unit_time(c, 2),
+            self.unit_time(c, 3),
+        ];
+        self.next.set_core(c, t);
     }
 
-    /// Updates the next time of core `c`'s dispatcher only.
-    fn refresh_disp(&mut self, c: usize) {
+    fn disp_time(&self, c: usize) -> u64 {
         let core = &self.cores[c];
-        let t = match core.disp {
+        match core.disp {
             Disp::Run => core.t,
             Disp::Drain { .. } => {
                 if core.units[1..].iter().all(|q| q.queue.is_empty()) {
@@ -456,18 +557,33 @@ impl<'p> Sim<'p> {
                 }
             }
             _ => NONE,
-        };
-        self.next.set(4 * c, t);
+        }
+    }
+
+    /// The [`Operands`] of instruction `pc` of core `c`, computed once.
+    fn operands(&mut self, c: usize, pc: u32, inst: &Inst) -> Operands {
+        let row = &mut self.operands[c];
+        if row.is_empty() {
+            row.resize(self.prog.cores[c].len(), None);
+        }
+        match row.get_mut(pc as usize) {
+            Some(slot) => *slot.get_or_insert_with(|| Operands::of(inst)),
+            None => Operands::of(inst),
+        }
     }
 
     /// Updates the next time of core `c`'s unit `u` only.
     fn refresh_unit(&mut self, c: usize, u: usize) {
+        let t = self.unit_time(c, u);
+        self.next.set(4 * c + u, t);
+    }
+
+    fn unit_time(&self, c: usize, u: usize) -> u64 {
         let q = &self.cores[c].units[u];
-        let t = match q.queue.front() {
+        match q.queue.front() {
             Some(e) if !q.blocked => q.free.max(e.ready).max(q.wake),
             _ => NONE,
-        };
-        self.next.set(4 * c + u, t);
+        }
     }
 
     /// Runs the program to completion.
@@ -735,7 +851,16 @@ impl<'p> Sim<'p> {
             }
         }
         let verify = self.verify.as_deref();
-        let order = (0..self.cores.len()).filter(|&i| scan[i / 64] >> (i % 64) & 1 == 1);
+        // The marked cores in increasing order.
+        let order = scan.into_iter().enumerate().flat_map(|(w, mut bits)| {
+            std::iter::from_fn(move || {
+                let b = bits.trailing_zeros();
+                (b < 64).then(|| {
+                    bits &= bits - 1;
+                    64 * w + b as usize
+                })
+            })
+        });
         for ci in order {
             let core = &self.cores[ci];
             for (ui, q) in core.units.iter().enumerate() {
@@ -836,6 +961,11 @@ impl<'p> Sim<'p> {
         if spans.n == 0 {
             return;
         }
+        // Completed accesses can no longer conflict: drop them (those at the front at once,
+        // the rest when the queue grows).
+        while q.inflight.front().is_some_and(|f| f.completion <= now) {
+            q.inflight.pop_front();
+        }
         if q.inflight.len() >= 8 {
             q.inflight.retain(|f| f.completion > now);
         }
@@ -893,6 +1023,7 @@ impl<'p> Sim<'p> {
             let unit = inst.unit();
             if unit != Unit::Scalar {
                 let ui = unit.index();
+                let ops = self.operands(c, pc, &inst);
                 let core = &mut self.cores[c];
                 if core.units[ui].queue.len() >= depth {
                     core.disp = Disp::QueueFull(ui);
@@ -904,7 +1035,7 @@ impl<'p> Sim<'p> {
                 core.units[ui].queue.push_back(Entry {
                     pc,
                     inst,
-                    regs: core.regs,
+                    regs: Captured::capture(ops, &core.regs),
                     ready,
                 });
                 core.t = ready;
@@ -1216,14 +1347,15 @@ impl<'p> Sim<'p> {
         let spans = match q.head_spans {
             Some(s) => s,
             None => {
+                let regs = e.regs.regs();
                 let mut s =
-                    exec::spans(&inst, &e.regs, &sizes, sram).map_err(|k| trap(c, pc, &inst, k))?;
+                    exec::spans(&inst, &regs, &sizes, sram).map_err(|k| trap(c, pc, &inst, k))?;
                 let local = mcast
                     .as_ref()
                     .is_some_and(|(d, _)| !d.contains(&(c as u32)));
                 if let Some(v) = self.verify.as_deref() {
                     let at = (pc, &inst, &self.ff_roles);
-                    q.head_slope = v.span_slopes(c, u, at, &e.regs, &sizes, sram, &s, local);
+                    q.head_slope = v.span_slopes(c, u, at, &regs, &sizes, sram, &s, local);
                 }
                 if let Some((d, _)) = &mcast {
                     if !self.t.hbm.multicast {
@@ -1331,7 +1463,7 @@ impl<'p> Sim<'p> {
         // A multicast's write into the other destinations' scratchpads.
         let (remote, remote_slope) = match &mcast {
             Some((d, _)) => {
-                let regs = &self.cores[c].units[u].queue[0].regs;
+                let regs = &self.cores[c].units[u].queue[0].regs.regs();
                 let all =
                     exec::spans(&inst, regs, &sizes, &[]).map_err(|k| trap(c, pc, &inst, k))?;
                 let at = all
@@ -1372,7 +1504,7 @@ impl<'p> Sim<'p> {
         let functional = (!self.opts.timing_only || control) && !is_sync;
         // The entry's registers, for the functional kernels (a timing-only run never copies them).
         let regs = match self.cores[c].units[u].queue.front() {
-            Some(e) if functional => e.regs,
+            Some(e) if functional => e.regs.regs(),
             _ => [0; 32],
         };
         self.cores[c].units[u].queue.pop_front();
@@ -1470,8 +1602,12 @@ impl<'p> Sim<'p> {
         }
         self.record(c, unit, pc, &inst, now, free, completion, &cst);
         // Only this unit and the dispatcher (a full queue, a drain) can have changed.
-        self.refresh_unit(c, u);
-        self.refresh_disp(c);
+        let (d, t) = (self.disp_time(c), self.unit_time(c, u));
+        let mut all = [0; 4];
+        all.copy_from_slice(&self.next.times()[4 * c..4 * c + 4]);
+        all[0] = d;
+        all[u] = t;
+        self.next.set_core(c, all);
         Ok(())
     }
 
@@ -1677,5 +1813,46 @@ impl<'p> Sim<'p> {
             events,
             spans: vec![],
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use llmpu_isa::{FieldKind, INSTRUCTIONS};
+
+    #[test]
+    fn no_instruction_reads_more_registers_than_an_entry_captures() {
+        for d in INSTRUCTIONS.iter().filter(|d| d.unit != Unit::Scalar) {
+            let regs: usize = d
+                .fields
+                .iter()
+                .map(|f| match f.kind {
+                    FieldKind::Reg if f.name != "rd" => 1,
+                    FieldKind::TileRef => 2,
+                    _ => 0,
+                })
+                .sum();
+            assert!(regs <= 8, "{} reads {regs} registers", d.mnemonic);
+        }
+    }
+
+    #[test]
+    fn next_times_pick_the_earliest_agent_lowest_index_first() {
+        let mut n = NextTimes::new(3);
+        assert_eq!(n.best().1, NONE);
+        n.set(5, 10);
+        n.set(9, 10);
+        n.set(2, 12);
+        assert_eq!(n.best(), (5, 10));
+        assert_eq!(n.others(5), 10);
+        n.set_core(1, [NONE, 20, 10, 30]);
+        assert_eq!(n.best(), (6, 10));
+        assert_eq!(n.others(6), 10);
+        assert_eq!(n.others(9), 10);
+        n.set(6, 11);
+        assert_eq!(n.best(), (9, 10));
+        assert_eq!(n.others(9), 11);
+        assert_eq!(n.min(), 10);
     }
 }

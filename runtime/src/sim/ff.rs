@@ -715,7 +715,9 @@ fn walk(sim: &mut Sim, t: u64, w: &mut impl Walker) {
                     if role != Role::Free {
                         let i = (r.0 & 31) as usize;
                         let p = es.poison >> i & 1 == 1;
-                        w.val(&mut e.regs[i], &mut es.s[i], p);
+                        if let Some(x) = e.regs.get_mut(i) {
+                            w.val(x, &mut es.s[i], p);
+                        }
                     }
                 }
             }
@@ -913,7 +915,7 @@ impl Sim<'_> {
             mix(core.pc as u64);
             mix(disp_code(core.disp));
         }
-        for x in self.next.times(4 * self.cores.len()) {
+        for &x in self.next.times() {
             mix(if x == NONE { NONE } else { x.max(t) - t });
         }
         h
