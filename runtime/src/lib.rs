@@ -86,6 +86,14 @@
 //! only it, so paged attention skips the same blocks and costs the same cycles as in a
 //! functional run. Inputs are optional and outputs are not returned (the result's `outputs` is
 //! empty).
+//!
+//! **Fast-forwarding** (timing-only runs, [`RunOptions::fast_forward`], on by default): once the
+//! whole machine is provably in a periodic steady state inside loops — every core, queue,
+//! semaphore, in-flight access and the HBM channel repeating with registers and addresses moving
+//! by fixed increments — whole periods are skipped and every clock, register, counter and
+//! maximum advanced by its per-period increment. The cycles, the report, the trace and the
+//! timeline are identical to simulating every instruction; the argument, and what stays slow,
+//! is in `sim/ff.rs` and `spec/cost-model.md` ("Fast-forwarding").
 
 pub mod alloc;
 pub mod compare;

@@ -8,7 +8,17 @@
 //! with the smallest time (ties: semaphore increments first, then lower core, then unit order) and
 //! lets it act; every action happens at a time no earlier than the previous one, so functional
 //! execution, semaphore effects and race checks see one global time order. A dispatcher runs a
-//! burst of scalar instructions while it stays strictly ahead of every other agent.
+//! burst of scalar instructions while it stays strictly ahead of every other agent. The next
+//! times live in a tournament tree over the cores ([`NextTimes`]), so picking an agent does not
+//! scan every core.
+//!
+//! The race check compares an access with the accesses in flight on this core's other units and,
+//! for HBM, on the cores that can conflict: those with an HBM write in flight (the list
+//! `hbm_writers`) for a read, those with any HBM access in flight (`Core::hbm_until`) for a
+//! write; the cores skipped have nothing that could conflict, so the first race found is the
+//! same. Queue entries hold only the registers their instruction reads ([`Captured`]).
+//!
+//! Timing-only runs fast-forward the repeated periods of loops exactly (submodule `ff`).
 
 use crate::RunOptions;
 use crate::error::{EmuError, MemSpace, RaceSide, TrapKind};

@@ -28,13 +28,20 @@
 //! - **memory contents**, in a timing-only run only through `ld` and the index vectors of
 //!   `dma.gather`/`dma.scatter` (data is not moved: only `st` and control-region DMA loads
 //!   write memory);
-//! - semaphore counts, queue contents, dispatcher states and the set of accesses in flight.
+//! - semaphore counts, queue contents, dispatcher states and the set of accesses in flight
+//!   (with the race check's summaries of them: each core's last HBM completion and the list of
+//!   HBM writers).
 //!
 //! # The argument
 //!
-//! *Anchors.* Each time the anchor core (the lowest core not yet halted) takes a backward branch,
-//! the main loop takes the machine's state `S` at `T` = the earliest pending event (every later
-//! action happens at `T` or after). Stored times below `T` behave exactly like `T` (each is only
+//! *Anchors.* Each time the anchor core takes a backward branch (`bne`/`blt`/… or `jmp` to an
+//! earlier pc) its dispatcher returns to the main loop — which takes it again at once, so this
+//! changes nothing — and the main loop takes the machine's state `S` at `T` = the earliest
+//! pending event (every later action happens at `T` or after). The anchor core is core 0 at
+//! first; when it halts, or takes no backward branch while the other cores take [`QUIET`] per
+//! core, the anchor moves (to the lowest running core, or to the core that just branched) and
+//! the search starts over. Which core anchors only decides where periods are looked for, never
+//! what is accepted. Stored times below `T` behave exactly like `T` (each is only
 //! ever `max`ed with, or compared by `>` with, times `≥ T`), so times are compared as
 //! `max(t, T) − T`. The *shape* of `S` is everything except register-derived numbers, with times
 //! relative: pcs, dispatcher states, semaphore counts, pending semaphore increments, every queue's
@@ -76,14 +83,37 @@
 //! core's end, each location's last end, high-water marks) take the last skipped period's values;
 //! a requested trace or timeline gets the period's events again, shifted, in order.
 //!
+//! The progress callback (`RunOptions::progress`, a display) is called once after each jump
+//! instead of at every multiple of `PROGRESS_EVERY` the skipped periods cross.
+//!
 //! Why the whole machine: cores interact through the HBM channel (grant order and `hbm_free`),
 //! multicasts, semaphores set by other cores and barriers, so a core's period is only a period
 //! of the machine when every other core and the channel repeat with it; checking the global
-//! state makes this a theorem, not an assumption. A loop whose cores drift apart, or that reads
-//! data-dependent addresses (`ld` of a block table that moves), is simulated step by step.
+//! state makes this a theorem, not an assumption. Skipping one core's loop while simulating the
+//! others would need the channel's grants to be independent of that core's phase, which they are
+//! not.
+//!
+//! # What stays slow (and why)
+//!
+//! - Loops whose cores drift apart (causal attention: each core's key loop has its own trip
+//!   count) are rarely periodic as a whole machine; only windows where every core is in step are
+//!   skipped.
+//! - Loops that read data-dependent addresses (`ld` of a moving block-table entry) or compute
+//!   addresses with non-affine arithmetic (`div`, `rem`, `and`, … of a varying value) are
+//!   simulated step by step.
+//! - Around every loop's entry and exit the machine is not periodic: the dispatchers run up to
+//!   `latency.queue_depth` instructions ahead of their units, so the units enter a loop several
+//!   iterations after the dispatchers and the dispatchers leave it several iterations before the
+//!   units. Each loop instance therefore costs a few iterations of step-by-step simulation
+//!   before the first skip (the transient, one period to confirm, one to verify) and after the
+//!   last; straight-line code between loops is always simulated.
 //!
 //! Cost: when no candidate is being checked the anchor only hashes `O(cores)` words; a check
 //! takes full snapshots (`O(state)`) and tracks slopes through one period.
+//!
+//! Diagnostics: `RunResult::fast_forwarded` counts the instructions skipped; with the
+//! environment variable `LLMPU_FF_STATS` set, a run prints its anchors, candidates, jumps and
+//! the reasons candidates failed to standard error.
 
 use super::{Disp, NONE, Sim, local_part};
 use crate::error::MemSpace;
