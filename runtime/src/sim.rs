@@ -48,41 +48,20 @@ struct Entry {
     ready: u64,
 }
 
-/// The registers a DMA, matrix or vector instruction reads (its register fields and the
-/// address and stride registers of its tile operands; `r0` left out): at most eight in the ISA.
-#[derive(Clone, Copy)]
-struct Operands {
-    n: u8,
-    id: [u8; 8],
-}
-
-impl Operands {
-    fn of(inst: &Inst) -> Operands {
-        let mut o = Operands { n: 0, id: [0; 8] };
-        for r in inst.regs_read() {
-            let r = r.0 & 31;
-            if r != 0 && !o.id[..o.n as usize].contains(&r) && (o.n as usize) < o.id.len() {
-                o.id[o.n as usize] = r;
-                o.n += 1;
-            }
-        }
-        o
-    }
-}
-
-/// The values of its [`Operands`] a queued instruction captured at dispatch (a queue entry holds
-/// these, not the whole register file: entries stay small).
+/// The values of the registers a queued instruction reads ([`ff::Roles`]: its register fields
+/// and the address and stride registers of its tile operands, at most eight), captured at
+/// dispatch: a queue entry holds these, not the whole register file, so entries stay small.
 #[derive(Clone, Copy)]
 struct Captured {
-    ops: Operands,
+    ops: ff::Roles,
     v: [i64; 8],
 }
 
 impl Captured {
-    fn capture(ops: Operands, regs: &Regs) -> Captured {
+    fn capture(ops: ff::Roles, regs: &Regs) -> Captured {
         let mut v = [0; 8];
-        for (x, &r) in v.iter_mut().zip(&ops.id[..ops.n as usize]) {
-            *x = regs[r as usize];
+        for (x, (r, _)) in v.iter_mut().zip(ops.iter()) {
+            *x = regs[(r.0 & 31) as usize];
         }
         Captured { ops, v }
     }
@@ -91,18 +70,10 @@ impl Captured {
     /// instruction reads none of them).
     fn regs(&self) -> Regs {
         let mut r = [0; 32];
-        for (&id, &x) in self.ops.id[..self.ops.n as usize].iter().zip(&self.v) {
-            r[id as usize] = x;
+        for ((id, _), &x) in self.ops.iter().zip(&self.v) {
+            r[(id.0 & 31) as usize] = x;
         }
         r
-    }
-
-    /// The captured value of register `r`, if the instruction reads it.
-    fn get_mut(&mut self, r: usize) -> Option<&mut i64> {
-        let i = self.ops.id[..self.ops.n as usize]
-            .iter()
-            .position(|&x| x as usize == r)?;
-        Some(&mut self.v[i])
     }
 }
 
@@ -371,10 +342,8 @@ pub(crate) struct Sim<'p> {
     ff_pending: bool,
     /// The shadow state of a period being verified for fast-forwarding.
     verify: Option<Box<ff::Verify>>,
-    /// The operand roles of the instructions fast-forwarding looked at.
-    ff_roles: ff::RoleCache,
     /// Per core and pc, the registers a dispatched instruction captures (filled on first use).
-    operands: Vec<Vec<Option<Operands>>>,
+    operands: Vec<Vec<Option<ff::Roles>>>,
 }
 
 /// A zeroed buffer, or `Unsupported` if the host cannot provide it (never an abort). The pages
@@ -536,7 +505,6 @@ impl<'p> Sim<'p> {
             ff: (opts.timing_only && opts.fast_forward).then(|| Box::new(ff::Ff::new())),
             ff_pending: false,
             verify: None,
-            ff_roles: Default::default(),
             operands: vec![Vec::new(); n],
         })
     }
@@ -570,15 +538,15 @@ impl<'p> Sim<'p> {
         }
     }
 
-    /// The [`Operands`] of instruction `pc` of core `c`, computed once.
-    fn operands(&mut self, c: usize, pc: u32, inst: &Inst) -> Operands {
+    /// The registers instruction `pc` of core `c` reads, with their roles, computed once.
+    fn operands(&mut self, c: usize, pc: u32, inst: &Inst) -> ff::Roles {
         let row = &mut self.operands[c];
         if row.is_empty() {
             row.resize(self.prog.cores[c].len(), None);
         }
         match row.get_mut(pc as usize) {
-            Some(slot) => *slot.get_or_insert_with(|| Operands::of(inst)),
-            None => Operands::of(inst),
+            Some(slot) => *slot.get_or_insert_with(|| ff::roles(inst)),
+            None => ff::roles(inst),
         }
     }
 
@@ -1057,7 +1025,7 @@ impl<'p> Sim<'p> {
                     l.busy_cycles[0] = l.busy_cycles[0].saturating_add(lat_scalar);
                 }
                 if let Some(v) = &mut self.verify {
-                    v.dispatched(c, ui);
+                    v.dispatched(c, ui, &ops);
                 }
                 if let Some(tl) = &mut self.timeline {
                     tl.add(4 * c, loc, t0, ready);
@@ -1364,7 +1332,7 @@ impl<'p> Sim<'p> {
                     .as_ref()
                     .is_some_and(|(d, _)| !d.contains(&(c as u32)));
                 if let Some(v) = self.verify.as_deref() {
-                    let at = (pc, &inst, &self.ff_roles);
+                    let at = (&inst, &e.regs.ops);
                     q.head_slope = v.span_slopes(c, u, at, &regs, &sizes, sram, &s, local);
                 }
                 if let Some((d, _)) = &mcast {
@@ -1473,7 +1441,8 @@ impl<'p> Sim<'p> {
         // A multicast's write into the other destinations' scratchpads.
         let (remote, remote_slope) = match &mcast {
             Some((d, _)) => {
-                let regs = &self.cores[c].units[u].queue[0].regs.regs();
+                let head = &self.cores[c].units[u].queue[0].regs;
+                let (regs, ops) = (&head.regs(), head.ops);
                 let all =
                     exec::spans(&inst, regs, &sizes, &[]).map_err(|k| trap(c, pc, &inst, k))?;
                 let at = all
@@ -1483,8 +1452,7 @@ impl<'p> Sim<'p> {
                 let w = at.map(|i| all.s[i]);
                 let ws = match (self.verify.as_deref(), at) {
                     (Some(v), Some(i)) => {
-                        let at = (pc, &inst, &self.ff_roles);
-                        v.span_slopes(c, u, at, regs, &sizes, &[], &all, false)[i]
+                        v.span_slopes(c, u, (&inst, &ops), regs, &sizes, &[], &all, false)[i]
                     }
                     _ => 0,
                 };
@@ -1507,9 +1475,18 @@ impl<'p> Sim<'p> {
                 let mut hbm = spans.as_slice().iter().filter(|s| s.space == MemSpace::Hbm);
                 hbm.clone().next().is_some() && hbm.all(|s| s.lo >= lo && s.hi <= hi)
             });
-        if let Some(v) = &mut self.verify {
-            let at = (pc, &inst, &self.ff_roles);
-            v.started(c, u, at, &spans, &slopes, control, self.control);
+        if let Some(v) = &mut self.verify
+            && let Some(e) = self.cores[c].units[u].queue.front()
+        {
+            v.started(
+                c,
+                u,
+                (&inst, &e.regs.ops),
+                &spans,
+                &slopes,
+                control,
+                self.control,
+            );
         }
         let functional = (!self.opts.timing_only || control) && !is_sync;
         // The entry's registers, for the functional kernels (a timing-only run never copies them).

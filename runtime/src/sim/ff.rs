@@ -115,14 +115,14 @@
 //! environment variable `LLMPU_FF_STATS` set, a run prints its anchors, candidates, jumps and
 //! the reasons candidates failed to standard error.
 
-use super::{Disp, NONE, Sim, local_part};
+use super::{Captured, Disp, NONE, Sim, local_part};
 use crate::error::MemSpace;
 use crate::exec::{self, Regs, Sizes};
 use crate::memory::{Span, Spans};
 use crate::trace::TraceEvent;
 use llmpu_isa::fields::FieldKind;
 use llmpu_isa::{Inst, Reg};
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::cmp::Reverse;
 use std::collections::{HashMap, VecDeque};
 
@@ -170,6 +170,24 @@ impl Syms {
     }
 }
 
+/// The slopes of the registers a queued instruction captured, in the order of its [`Roles`].
+#[derive(Clone, Copy)]
+struct OpSyms {
+    s: [i64; 8],
+    poison: u8,
+}
+
+impl OpSyms {
+    const ZERO: OpSyms = OpSyms {
+        s: [0; 8],
+        poison: 0,
+    };
+
+    fn get(&self, i: usize) -> (i64, bool) {
+        (self.s[i], self.poison >> i & 1 == 1)
+    }
+}
+
 /// A condition on an affine quantity `d(k) = d0 + k·ds` that held at `k = 0` and must keep
 /// holding.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -208,7 +226,7 @@ fn keeps(d0: i128, ds: i128, pred: Pred) -> Option<u64> {
 
 /// How a queued instruction uses a register it reads.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Role {
+pub(super) enum Role {
     /// A base address: it only moves the instruction's byte ranges.
     Base,
     /// A stride or index-vector address: it shapes the ranges (or selects the bytes read).
@@ -226,29 +244,14 @@ pub(super) struct Roles {
 }
 
 impl Roles {
-    fn iter(&self) -> impl Iterator<Item = (Reg, Role)> + '_ {
+    pub(super) fn iter(&self) -> impl Iterator<Item = (Reg, Role)> + '_ {
         self.r[..self.n as usize].iter().copied()
     }
 }
 
-/// [`roles`] by core and pc, each computed once (a core's table is allocated on first use).
-pub(super) type RoleCache = RefCell<Vec<Vec<Option<Roles>>>>;
-
-fn roles_at(cache: &RoleCache, c: usize, pc: u32, inst: &Inst) -> Roles {
-    let mut t = cache.borrow_mut();
-    if t.len() <= c {
-        t.resize(c + 1, Vec::new());
-    }
-    let row = &mut t[c];
-    if row.len() <= pc as usize {
-        row.resize(pc as usize + 1, None);
-    }
-    *row[pc as usize].get_or_insert_with(|| roles(inst))
-}
-
 /// The registers a DMA, matrix or vector instruction reads, with their roles, from the ISA
 /// table's field names and kinds.
-fn roles(inst: &Inst) -> Roles {
+pub(super) fn roles(inst: &Inst) -> Roles {
     let d = inst.desc();
     let mut out = Roles {
         n: 0,
@@ -306,7 +309,7 @@ pub(super) struct Verify {
     /// Per core: its registers' slopes.
     regs: Vec<Syms>,
     /// Per core and unit: the slopes of the registers each queued entry captured.
-    entries: Vec<[VecDeque<Syms>; 4]>,
+    entries: Vec<[VecDeque<OpSyms>; 4]>,
     /// The largest `k` every recorded condition allows.
     kmax: Cell<u64>,
     /// Why the candidate failed, if it did.
@@ -377,7 +380,7 @@ impl Verify {
         &self,
         c: usize,
         u: usize,
-        (pc, inst, cache): (u32, &Inst, &RoleCache),
+        (inst, roles): (&Inst, &Roles),
         regs: &Regs,
         sizes: &Sizes,
         sram: &[u8],
@@ -391,8 +394,8 @@ impl Verify {
         };
         let mut regs1 = *regs;
         let mut moves = false;
-        for (r, role) in roles_at(cache, c, pc, inst).iter() {
-            let (s, p) = sy.get(r);
+        for (i, (r, role)) in roles.iter().enumerate() {
+            let (s, p) = sy.get(i);
             match role {
                 Role::Free => {}
                 Role::Shape if s != 0 || p => {
@@ -462,10 +465,17 @@ impl Verify {
         out
     }
 
-    /// Core `c` dispatched an instruction into unit `u`: the entry captures its registers' slopes.
-    pub fn dispatched(&mut self, c: usize, u: usize) {
-        let s = self.regs[c];
-        self.entries[c][u].push_back(s);
+    /// Core `c` dispatched an instruction reading `ops` into unit `u`: the entry captures those
+    /// registers' slopes.
+    pub fn dispatched(&mut self, c: usize, u: usize, ops: &Roles) {
+        let sy = &self.regs[c];
+        let mut e = OpSyms::ZERO;
+        for (i, (r, _)) in ops.iter().enumerate() {
+            let (s, p) = sy.get(r);
+            e.s[i] = s;
+            e.poison |= (p as u8) << i;
+        }
+        self.entries[c][u].push_back(e);
     }
 
     /// The head of core `c`'s unit `u` starts with `spans` drifting by `slopes`.
@@ -474,7 +484,7 @@ impl Verify {
         &mut self,
         c: usize,
         u: usize,
-        (pc, inst, cache): (u32, &Inst, &RoleCache),
+        (inst, roles): (&Inst, &Roles),
         spans: &Spans,
         slopes: &[i64; 4],
         control: bool,
@@ -484,8 +494,8 @@ impl Verify {
             self.fail("queue shadow out of step");
             return;
         };
-        for (r, role) in roles_at(cache, c, pc, inst).iter() {
-            let (s, p) = sy.get(r);
+        for (i, (_, role)) in roles.iter().enumerate() {
+            let (s, p) = sy.get(i);
             if (role == Role::Shape && (s != 0 || p)) || (role == Role::Base && p) {
                 self.fail("a stride or index address varies");
             }
@@ -684,7 +694,6 @@ fn walk(sim: &mut Sim, t: u64, w: &mut impl Walker) {
         hbm_free,
         hbm_writers,
         sem_events,
-        ff_roles,
         ..
     } = sim;
     w.time(hbm_free);
@@ -707,7 +716,7 @@ fn walk(sim: &mut Sim, t: u64, w: &mut impl Walker) {
     }
     *sem_events = ev.into_iter().map(Reverse).collect();
     let mut dummy = Syms::ZERO;
-    let mut dummy_e = Syms::ZERO;
+    let mut dummy_e = OpSyms::ZERO;
     for (c, core) in cores.iter_mut().enumerate() {
         w.shape(core.pc as u64);
         w.shape(disp_code(core.disp));
@@ -741,13 +750,11 @@ fn walk(sim: &mut Sim, t: u64, w: &mut impl Walker) {
                     },
                     None => &mut dummy_e,
                 };
-                for (r, role) in roles_at(ff_roles, c, e.pc, &e.inst).iter() {
+                let Captured { ops, v } = &mut e.regs;
+                for (i, ((_, role), x)) in ops.iter().zip(v.iter_mut()).enumerate() {
                     if role != Role::Free {
-                        let i = (r.0 & 31) as usize;
                         let p = es.poison >> i & 1 == 1;
-                        if let Some(x) = e.regs.get_mut(i) {
-                            w.val(x, &mut es.s[i], p);
-                        }
+                        w.val(x, &mut es.s[i], p);
                     }
                 }
             }
@@ -1159,7 +1166,7 @@ impl Sim<'_> {
             .cores
             .iter()
             .map(|c| {
-                std::array::from_fn(|u| VecDeque::from(vec![Syms::ZERO; c.units[u].queue.len()]))
+                std::array::from_fn(|u| VecDeque::from(vec![OpSyms::ZERO; c.units[u].queue.len()]))
             })
             .collect();
         let v = Verify {
