@@ -556,10 +556,24 @@ impl<'p> Sim<'p> {
         self.next.set(4 * c + u, t);
     }
 
-    fn unit_time(&self, c: usize, u: usize) -> u64 {
-        let q = &self.cores[c].units[u];
+    /// The next time of core `c`'s unit `u`. A queue whose head waits for a semaphore that is
+    /// short now is marked blocked at once (it cannot start before an increment, which unblocks
+    /// it no earlier than its own time — the start it would have had anyway).
+    fn unit_time(&mut self, c: usize, u: usize) -> u64 {
+        let core = &mut self.cores[c];
+        let q = &mut core.units[u];
         match q.queue.front() {
-            Some(e) if !q.blocked => q.free.max(e.ready).max(q.wake),
+            Some(e) if !q.blocked => {
+                if let Inst::DmaWait { sem, count }
+                | Inst::MxuWait { sem, count }
+                | Inst::VpuWait { sem, count } = e.inst
+                    && core.sems[(sem.0 & 31) as usize] < count as u64
+                {
+                    q.blocked = true;
+                    return NONE;
+                }
+                q.free.max(e.ready).max(q.wake)
+            }
             _ => NONE,
         }
     }
