@@ -557,22 +557,28 @@ impl<'p> Sim<'p> {
     }
 
     /// The next time of core `c`'s unit `u`. A queue whose head waits for a semaphore that is
-    /// short now is marked blocked at once (it cannot start before an increment, which unblocks
-    /// it no earlier than its own time — the start it would have had anyway).
+    /// short now is marked blocked at once instead of being picked at its time only to find
+    /// that out: an increment unblocks it no earlier than that time, so it starts when it
+    /// would have. Picking it also moved the clock, which only the deadlock error shows
+    /// ([`Sim::deadlock`] takes it into account), and may hit the cycle limit: a head due
+    /// after `max_cycles` is left to be picked.
     fn unit_time(&mut self, c: usize, u: usize) -> u64 {
+        let max_cycles = self.max_cycles;
         let core = &mut self.cores[c];
         let q = &mut core.units[u];
         match q.queue.front() {
             Some(e) if !q.blocked => {
+                let t = q.free.max(e.ready).max(q.wake);
                 if let Inst::DmaWait { sem, count }
                 | Inst::MxuWait { sem, count }
                 | Inst::VpuWait { sem, count } = e.inst
                     && core.sems[(sem.0 & 31) as usize] < count as u64
+                    && t <= max_cycles
                 {
                     q.blocked = true;
                     return NONE;
                 }
-                q.free.max(e.ready).max(q.wake)
+                t
             }
             _ => NONE,
         }
@@ -1612,7 +1618,16 @@ impl<'p> Sim<'p> {
         Ok(())
     }
 
+    /// The deadlock error, at the cycle of the last agent picked — counting the semaphore waits
+    /// that [`Sim::unit_time`] blocked before their time (each would have been picked at it).
     fn deadlock(&self) -> EmuError {
+        let cycle = self
+            .cores
+            .iter()
+            .flat_map(|c| c.units[1..].iter())
+            .filter(|q| q.blocked)
+            .filter_map(|q| q.queue.front().map(|e| q.free.max(e.ready).max(q.wake)))
+            .fold(self.now, u64::max);
         let mut blocked = Vec::new();
         for (c, core) in self.cores.iter().enumerate() {
             let text = |pc: u32| {
@@ -1682,10 +1697,7 @@ impl<'p> Sim<'p> {
                 }
             }
         }
-        EmuError::Deadlock {
-            cycle: self.now,
-            blocked,
-        }
+        EmuError::Deadlock { cycle, blocked }
     }
 
     /// Reads `len` bytes of HBM (for outputs); `None` if the host cannot allocate them.
