@@ -46,7 +46,7 @@ fn body(rng: &mut Rng, n: usize, clean: bool, multicast: bool, noise: bool) -> V
     let mut out = Vec::new();
     let mut sem = 4;
     for _ in 0..n {
-        let line = match rng.below(if noise { 14 } else { 10 }) {
+        let line = match rng.below(if noise { 17 } else { 10 }) {
             0 | 1 => {
                 let r = rng.pick(&["r1", "r4", "r5", "r2", "r6", "r17", "r19"]);
                 let d = if r == "r2" || r == "r6" {
@@ -112,7 +112,18 @@ fn body(rng: &mut Rng, n: usize, clean: bool, multicast: bool, noise: bool) -> V
                 ])
                 .to_string(),
             12 => format!("{} r16, {ld}, 0", rng.pick(&["ld", "ld32"])),
-            _ => "st r20, r7, 8".to_string(),
+            13 => "st r20, r7, 8".to_string(),
+            // Indexed DMAs (row indices read from the scratchpad at r7, all 0 in a timing-only
+            // run), a causal mask whose offsets (values only) follow the trip counter, and a
+            // barrier inside the loop.
+            14 => format!(
+                "{} r4, r6, r7, {}, 16, r3, r8, u8, i32",
+                rng.pick(&["dma.gather", "dma.scatter"]),
+                rng.pick(&["2", "8"]),
+            ),
+            15 => "vpu.causal sram.bf16[r19, r8], r20, r12, -1.0, 4, 16".to_string(),
+            _ if multicast => "barrier".to_string(),
+            _ => "nop".to_string(),
         };
         out.push(line);
     }

@@ -851,7 +851,7 @@ impl Walker for InitW<'_> {
     fn shape(&mut self, _: u64) {}
     fn time(&mut self, _: &mut u64) {}
     fn val(&mut self, v: &mut i64, slope: &mut i64, _: bool) {
-        *slope = self.delta[self.i];
+        *slope = self.delta.get(self.i).copied().unwrap_or(0);
         self.i += 1;
         self.bound(
             *v as i128,
@@ -861,7 +861,7 @@ impl Walker for InitW<'_> {
         );
     }
     fn span(&mut self, s: &mut Span, slope: &mut i64) {
-        *slope = self.delta[self.i];
+        *slope = self.delta.get(self.i).copied().unwrap_or(0);
         self.i += 1;
         let size = match s.space {
             MemSpace::Sram => self.sizes.sram,
@@ -888,11 +888,11 @@ impl Walker for EndW<'_> {
     fn shape(&mut self, _: u64) {}
     fn time(&mut self, _: &mut u64) {}
     fn val(&mut self, _: &mut i64, slope: &mut i64, poison: bool) {
-        self.ok &= !poison && *slope == self.delta[self.i];
+        self.ok &= !poison && Some(&*slope) == self.delta.get(self.i);
         self.i += 1;
     }
     fn span(&mut self, _: &mut Span, slope: &mut i64) {
-        self.ok &= *slope == self.delta[self.i];
+        self.ok &= Some(&*slope) == self.delta.get(self.i);
         self.i += 1;
     }
 }
@@ -907,7 +907,7 @@ struct JumpW<'a> {
 
 impl JumpW<'_> {
     fn next(&mut self) -> i128 {
-        let d = self.delta[self.i] as i128 * self.k;
+        let d = self.delta.get(self.i).copied().unwrap_or(0) as i128 * self.k;
         self.i += 1;
         d
     }
@@ -1208,8 +1208,12 @@ impl Sim<'_> {
         b: &Snap,
         t: u64,
     ) -> Result<(u64, u64), &'static str> {
-        self.verify = Some(v);
         let c = self.snapshot(t);
+        // Same shape: the walk below visits the values in the order of `delta`.
+        if c.shape != b.shape || c.vals.len() != delta.len() {
+            return Err("the verified period ended elsewhere");
+        }
+        self.verify = Some(v);
         let mut ew = EndW {
             delta,
             i: 0,
@@ -1217,9 +1221,6 @@ impl Sim<'_> {
         };
         walk(self, t, &mut ew);
         let v = self.verify.take().ok_or("no shadow")?;
-        if c.shape != b.shape {
-            return Err("the verified period ended elsewhere");
-        }
         let dt = t - b.t;
         if b.t - a.t != dt {
             return Err("periods of different lengths");
