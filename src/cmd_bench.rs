@@ -45,6 +45,10 @@ pub struct BenchArgs {
     /// Write each selected workload's ONNX model to DIR/NAME.onnx (and do not run it).
     #[arg(long, value_name = "DIR")]
     emit_onnx: Option<std::path::PathBuf>,
+    /// Simulate every instruction of the timing-only rows instead of fast-forwarding the
+    /// repeated periods of loops (same cycles and figures; slower).
+    #[arg(long)]
+    no_fast_forward: bool,
 }
 
 /// How a workload's lower bound is formed.
@@ -86,6 +90,8 @@ struct Outcome {
     hbm_bytes: u64,
     instructions: u64,
     program_instructions: u64,
+    /// Of `instructions`, those fast-forwarding accounted for without simulating them one by one.
+    fast_forwarded: u64,
     compile_s: f64,
     emulate_s: f64,
     busy: [f64; 4],
@@ -775,7 +781,7 @@ fn bench_target(name: &str) -> Result<Target, String> {
     Target::from_toml(file, &format!("examples/targets/{name}.toml")).map_err(|e| e.to_string())
 }
 
-fn run_one(w: Workload) -> Result<Outcome, String> {
+fn run_one(w: Workload, fast_forward: bool) -> Result<Outcome, String> {
     let target = bench_target(w.target)?;
     let o = Options {
         target: target.clone(),
@@ -797,6 +803,7 @@ fn run_one(w: Workload) -> Result<Outcome, String> {
     let ro = RunOptions {
         timing_only: w.timing_only,
         max_instructions: 1 << 34,
+        fast_forward: fast_forward && llmpu_runtime::fast_forward_default(),
         ..Default::default()
     };
     let t1 = Instant::now();
@@ -842,6 +849,7 @@ fn run_one(w: Workload) -> Result<Outcome, String> {
         hbm_bytes: r.hbm_read_bytes + r.hbm_write_bytes,
         instructions,
         program_instructions,
+        fast_forwarded: res.fast_forwarded,
         compile_s,
         emulate_s,
         busy: busy(r),
@@ -893,6 +901,7 @@ fn json(o: &Outcome, breakdown: bool) -> serde_json::Value {
         "hbm_over_compulsory": o.hbm_bytes as f64 / o.compulsory_bytes.max(1) as f64,
         "emulated_instructions": o.instructions,
         "program_instructions": o.program_instructions,
+        "fast_forwarded_instructions": o.fast_forwarded,
         "compile_s": o.compile_s,
         "emulate_s": o.emulate_s,
         "busy": {"scalar": o.busy[0], "dma": o.busy[1], "mxu": o.busy[2], "vpu": o.busy[3]},
@@ -945,7 +954,7 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
             outln!("wrote {}", p.display());
             continue;
         }
-        let o = run_one(w)?;
+        let o = run_one(w, !a.no_fast_forward)?;
         progress.clear();
         if !a.json {
             crate::out::check(print_row(&o, a.breakdown));
@@ -979,12 +988,17 @@ fn print_row(o: &Outcome, breakdown: bool) -> std::io::Result<()> {
     )?;
     writeln!(
         out,
-        "{:<22} HBM {} B = {:.2}x compulsory; {} instructions emulated ({} in program); compile {:.3} s, emulate {:.3} s; busy scalar {:.2} dma {:.2} mxu {:.2} vpu {:.2}",
+        "{:<22} HBM {} B = {:.2}x compulsory; {} instructions emulated ({} in program{}); compile {:.3} s, emulate {:.3} s; busy scalar {:.2} dma {:.2} mxu {:.2} vpu {:.2}",
         "",
         o.hbm_bytes,
         o.hbm_bytes as f64 / o.compulsory_bytes.max(1) as f64,
         o.instructions,
         o.program_instructions,
+        if o.fast_forwarded > 0 {
+            format!(", {} fast-forwarded", o.fast_forwarded)
+        } else {
+            String::new()
+        },
         o.compile_s,
         o.emulate_s,
         o.busy[0],

@@ -29,6 +29,11 @@ pub struct RunArgs {
     /// Skip data movement and arithmetic: same cycles, no outputs.
     #[arg(long)]
     timing_only: bool,
+    /// With --timing-only: simulate every instruction instead of skipping the repeated periods of
+    /// loops (the report is identical either way; the environment variable
+    /// `LLMPU_NO_FAST_FORWARD` does the same for every command).
+    #[arg(long)]
+    no_fast_forward: bool,
     /// Run on another target (preset or `.toml`) than the one embedded in the program.
     #[arg(long)]
     target: Option<String>,
@@ -101,6 +106,9 @@ pub fn run(a: &RunArgs) -> Result<(), String> {
         check_uninit: a.check_uninit,
         ..RunOptions::default()
     };
+    if a.no_fast_forward {
+        opts.fast_forward = false;
+    }
     if let Some(n) = a.max_instructions {
         opts.max_instructions = n;
     }

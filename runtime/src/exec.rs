@@ -254,11 +254,24 @@ pub(crate) fn spans(inst: &Inst, r: &Regs, sz: &Sizes, sram: &[u8]) -> Result<Sp
                 } else {
                     (n0, [(n1, hs1), (n2, hs2)])
                 };
-                h.runs = Some(Runs {
-                    base: rv(r, hbm) as i128,
-                    len: run * size,
-                    outer: outer.map(|(n, st)| (n, st as i128 * e)),
-                });
+                // In bounds, a dimension of count > 1 has a stride below the memory's size.
+                let stride = |n: u64, st: i64| {
+                    if n > 1 {
+                        i64::try_from(st as i128 * e).ok()
+                    } else {
+                        Some(0)
+                    }
+                };
+                if let (Some(s1), Some(s2)) = (
+                    stride(outer[0].0, outer[0].1),
+                    stride(outer[1].0, outer[1].1),
+                ) {
+                    h.runs = Some(Runs {
+                        base: rv(r, hbm),
+                        len: run * size,
+                        outer: [(outer[0].0, s1), (outer[1].0, s2)],
+                    });
+                }
             }
         }
         Inst::DmaGather {

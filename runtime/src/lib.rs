@@ -86,6 +86,14 @@
 //! only it, so paged attention skips the same blocks and costs the same cycles as in a
 //! functional run. Inputs are optional and outputs are not returned (the result's `outputs` is
 //! empty).
+//!
+//! **Fast-forwarding** (timing-only runs, [`RunOptions::fast_forward`], on by default): once the
+//! whole machine is provably in a periodic steady state inside loops — every core, queue,
+//! semaphore, in-flight access and the HBM channel repeating with registers and addresses moving
+//! by fixed increments — whole periods are skipped and every clock, register, counter and
+//! maximum advanced by its per-period increment. The cycles, the report, the trace and the
+//! timeline are identical to simulating every instruction; the argument, and what stays slow,
+//! is in `sim/ff.rs` and `spec/cost-model.md` ("Fast-forwarding").
 
 pub mod alloc;
 pub mod compare;
@@ -141,6 +149,10 @@ pub struct RunOptions {
     /// ever wrote (`--check-uninit`): the error names the core, the pc, the instruction, the
     /// memory and the bytes. Functional runs only (a timing-only run moves no data).
     pub check_uninit: bool,
+    /// In timing-only runs, skip whole periods of loops once the machine is provably in a
+    /// periodic steady state (`sim::ff`): cycles, the report, the trace and the timeline are
+    /// identical to a step-by-step run. Functional runs never fast-forward.
+    pub fast_forward: bool,
 }
 
 /// How often (in executed instructions) [`RunOptions::progress`] is called.
@@ -173,7 +185,8 @@ pub const DEFAULT_MAX_INSTRUCTIONS: u64 = 50_000_000;
 impl Default for RunOptions {
     /// [`DEFAULT_MAX_INSTRUCTIONS`], 10¹² cycles, 10¹¹ work, outputs up to the host memory limit
     /// (`llmpu_isa::limits::host_bytes`, 4 GiB unless `--host-memory-limit` changed it), no trace
-    /// or timeline, race check on, no uninitialized-read check.
+    /// or timeline, race check on, no uninitialized-read check, fast-forwarding on unless the
+    /// environment variable [`NO_FAST_FORWARD_ENV`] is set.
     fn default() -> Self {
         RunOptions {
             timing_only: false,
@@ -186,8 +199,18 @@ impl Default for RunOptions {
             max_output_bytes: llmpu_isa::limits::host_bytes(),
             progress: None,
             check_uninit: false,
+            fast_forward: fast_forward_default(),
         }
     }
+}
+
+/// Setting this environment variable (to anything) turns fast-forwarding off by default
+/// ([`RunOptions::fast_forward`]), for every command that runs programs.
+pub const NO_FAST_FORWARD_ENV: &str = "LLMPU_NO_FAST_FORWARD";
+
+/// Whether [`RunOptions::default`] fast-forwards: unless [`NO_FAST_FORWARD_ENV`] is set.
+pub fn fast_forward_default() -> bool {
+    std::env::var_os(NO_FAST_FORWARD_ENV).is_none()
 }
 
 /// What a run produced.
@@ -198,6 +221,10 @@ pub struct RunResult {
     pub report: Report,
     pub trace: Option<Trace>,
     pub timeline: Option<Timeline>,
+    /// Instructions accounted for by fast-forwarding (skipped periods) rather than simulated one
+    /// by one; 0 without [`RunOptions::fast_forward`]. Every figure of the report is the same
+    /// either way.
+    pub fast_forwarded: u64,
 }
 
 impl RunResult {
@@ -393,12 +420,14 @@ pub fn run_with_kv(
     let report = sim.report();
     let trace = sim.take_trace();
     let timeline = sim.take_timeline();
+    let fast_forwarded = sim.fast_forwarded();
     Ok((
         RunResult {
             outputs,
             report,
             trace,
             timeline,
+            fast_forwarded,
         },
         kv_after,
     ))

@@ -380,12 +380,14 @@ pub(crate) struct Span {
 }
 
 /// The bytes of a strided access: runs of `len` bytes at `base + i1·s1 + i2·s2`
-/// (`i1 < n1`, `i2 < n2`; strides in bytes, any sign).
+/// (`i1 < n1`, `i2 < n2`; strides in bytes, any sign). Stored in 64 bits (a checked access lies
+/// within a memory of at most 2⁴⁸ bytes; the stride of a dimension of count 1 is stored as 0):
+/// a span is copied with every instruction, so it is kept small. Arithmetic is in `i128`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Runs {
-    pub base: i128,
+    pub base: i64,
     pub len: u64,
-    pub outer: [(u64, i128); 2],
+    pub outer: [(u64, i64); 2],
 }
 
 /// Most run-against-run comparisons one exact check makes before it answers "conflict"
@@ -409,9 +411,9 @@ impl Runs {
             std::mem::swap(&mut a, &mut b);
         }
         // `b` is enumerated, `a` solved: starts c + i·s for i < n must lie in (x − len, y).
-        let (n, s) = (a.0 as i128, a.1);
+        let (n, s) = (a.0 as i128, a.1 as i128);
         for j in 0..b.0 as i128 {
-            let c0 = self.base + j * b.1;
+            let c0 = self.base as i128 + j * b.1 as i128;
             // Walk i upward with a positive stride.
             let (c, s) = if s < 0 {
                 (c0 + (n - 1) * s, -s)
@@ -440,7 +442,8 @@ impl Runs {
         let len = self.len as i128;
         for i2 in 0..self.outer[1].0 as i128 {
             for i1 in 0..self.outer[0].0 as i128 {
-                let r = self.base + i1 * self.outer[0].1 + i2 * self.outer[1].1;
+                let r =
+                    self.base as i128 + i1 * self.outer[0].1 as i128 + i2 * self.outer[1].1 as i128;
                 let (lo, hi) = (r.max(x), (r + len).min(y));
                 if lo < hi && f(lo, hi) {
                     return Some(true);

@@ -8,7 +8,17 @@
 //! with the smallest time (ties: semaphore increments first, then lower core, then unit order) and
 //! lets it act; every action happens at a time no earlier than the previous one, so functional
 //! execution, semaphore effects and race checks see one global time order. A dispatcher runs a
-//! burst of scalar instructions while it stays strictly ahead of every other agent.
+//! burst of scalar instructions while it stays strictly ahead of every other agent. The next
+//! times live in a tournament tree over the cores ([`NextTimes`]), so picking an agent does not
+//! scan every core.
+//!
+//! The race check compares an access with the accesses in flight on this core's other units and,
+//! for HBM, on the cores that can conflict: those with an HBM write in flight (the list
+//! `hbm_writers`) for a read, those with any HBM access in flight (`Core::hbm_until`) for a
+//! write; the cores skipped have nothing that could conflict, so the first race found is the
+//! same. Queue entries hold only the registers their instruction reads ([`Captured`]).
+//!
+//! Timing-only runs fast-forward the repeated periods of loops exactly (submodule `ff`).
 
 use crate::RunOptions;
 use crate::error::{EmuError, MemSpace, RaceSide, TrapKind};
@@ -22,6 +32,8 @@ use llmpu_isa::{Inst, Program, Target, Unit};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 
+mod ff;
+
 const NONE: u64 = u64::MAX;
 /// The largest effective `max_cycles`: every time stays far below `NONE`, and a saturated time
 /// (`u64::MAX`) is always past the limit.
@@ -32,14 +44,45 @@ pub(crate) const MAX_ONCHIP_TOTAL: u64 = 1 << 36;
 struct Entry {
     pc: u32,
     inst: Inst,
-    regs: Regs,
+    regs: Captured,
     ready: u64,
+}
+
+/// The values of the registers a queued instruction reads ([`ff::Roles`]: its register fields
+/// and the address and stride registers of its tile operands, at most eight), captured at
+/// dispatch: a queue entry holds these, not the whole register file, so entries stay small.
+#[derive(Clone, Copy)]
+struct Captured {
+    ops: ff::Roles,
+    v: [i64; 8],
+}
+
+impl Captured {
+    fn capture(ops: ff::Roles, regs: &Regs) -> Captured {
+        let mut v = [0; 8];
+        for (x, (r, _)) in v.iter_mut().zip(ops.iter()) {
+            *x = regs[(r.0 & 31) as usize];
+        }
+        Captured { ops, v }
+    }
+
+    /// A register file holding the captured values (every other register reads 0; the
+    /// instruction reads none of them).
+    fn regs(&self) -> Regs {
+        let mut r = [0; 32];
+        for ((id, _), &x) in self.ops.iter().zip(&self.v) {
+            r[(id.0 & 31) as usize] = x;
+        }
+        r
+    }
 }
 
 struct InFlight {
     pc: u32,
     completion: u64,
     spans: Spans,
+    /// Per-period drift of each span's bytes while a period is verified (`ff`); stale otherwise.
+    slope: [i64; 4],
 }
 
 /// A multicast's write into this core's scratchpad, issued by another core, while in flight.
@@ -48,6 +91,8 @@ struct Remote {
     pc: u32,
     completion: u64,
     span: Span,
+    /// Per-period drift of `span` while a period is verified (`ff`); stale otherwise.
+    slope: i64,
 }
 
 #[derive(Default)]
@@ -58,6 +103,8 @@ struct Queue {
     wake: u64,
     blocked: bool,
     head_spans: Option<Spans>,
+    /// Per-period drift of `head_spans` while a period is verified (`ff`); stale otherwise.
+    head_slope: [i64; 4],
     inflight: VecDeque<InFlight>,
 }
 
@@ -82,6 +129,9 @@ struct Core {
     acc: Vec<u8>,
     /// Other cores' multicasts into this scratchpad (the race check's view of them).
     remote: VecDeque<Remote>,
+    /// The latest completion of an instruction in flight here with an HBM span: another core's
+    /// HBM write need not look at this core when it is past.
+    hbm_until: u64,
     arrival: u64,
     report: CoreReport,
     /// With `--check-uninit` (functional runs): the bytes of SRAM and ACC written so far.
@@ -137,6 +187,116 @@ impl Core {
     }
 }
 
+/// The agents' next times (four per core: dispatcher, DMA, MXU, VPU) with a tournament tree
+/// over the cores: the earliest agent (the lowest index among equal times, as a scan in index
+/// order finds it) in O(1), the earliest time of all the others and an update in O(log cores).
+/// A core's four times are one leaf, so updating all of them costs one walk up the tree.
+struct NextTimes {
+    times: Vec<u64>,
+    /// Leaves (a power of two): core `c` is node `leaves + c`; each node holds the earliest
+    /// (time, agent) below it.
+    leaves: usize,
+    node: Vec<(u64, u32)>,
+}
+
+impl NextTimes {
+    fn new(cores: usize) -> NextTimes {
+        let leaves = cores.next_power_of_two().max(2);
+        let mut node = vec![(NONE, 0u32); 2 * leaves];
+        for (c, x) in node[leaves..].iter_mut().enumerate() {
+            x.1 = 4 * c as u32;
+        }
+        for k in (1..leaves).rev() {
+            node[k] = node[2 * k];
+        }
+        NextTimes {
+            times: vec![NONE; 4 * cores],
+            leaves,
+            node,
+        }
+    }
+
+    fn get(&self, i: usize) -> u64 {
+        self.times[i]
+    }
+
+    /// Sets agent `i`'s time.
+    fn set(&mut self, i: usize, t: u64) {
+        if self.times[i] != t {
+            self.times[i] = t;
+            self.update(i / 4);
+        }
+    }
+
+    /// Sets core `c`'s four times.
+    fn set_core(&mut self, c: usize, t: [u64; 4]) {
+        if self.times[4 * c..4 * c + 4] != t {
+            self.times[4 * c..4 * c + 4].copy_from_slice(&t);
+            self.update(c);
+        }
+    }
+
+    fn core_min(&self, c: usize) -> (u64, u32) {
+        let mut m = (self.times[4 * c], 4 * c as u32);
+        for u in 1..4 {
+            let t = self.times[4 * c + u];
+            if t < m.0 {
+                m = (t, (4 * c + u) as u32);
+            }
+        }
+        m
+    }
+
+    fn update(&mut self, c: usize) {
+        let mut k = self.leaves + c;
+        let m = self.core_min(c);
+        if self.node[k] == m {
+            return;
+        }
+        self.node[k] = m;
+        while k > 1 {
+            k /= 2;
+            let (a, b) = (self.node[2 * k], self.node[2 * k + 1]);
+            let m = if b.0 < a.0 { b } else { a };
+            if self.node[k] == m {
+                break;
+            }
+            self.node[k] = m;
+        }
+    }
+
+    /// The earliest agent and its time.
+    fn best(&self) -> (usize, u64) {
+        let (t, i) = self.node[1];
+        (i as usize, t)
+    }
+
+    /// The earliest time of every agent but `i`.
+    fn others(&self, i: usize) -> u64 {
+        let c = i / 4;
+        let mut m = (4 * c..4 * c + 4)
+            .filter(|&j| j != i)
+            .map(|j| self.times[j])
+            .fold(NONE, u64::min);
+        let mut k = self.leaves + c;
+        while k > 1 {
+            m = m.min(self.node[k ^ 1].0);
+            k /= 2;
+        }
+        m
+    }
+
+    /// The earliest time of all agents.
+    fn min(&self) -> u64 {
+        self.node[1].0
+    }
+
+    /// Every agent's time, in agent order.
+    fn times(&self) -> &[u64] {
+        &self.times
+    }
+}
+
 #[derive(Default)]
 struct Totals {
     hbm_read: u64,
@@ -154,12 +314,16 @@ pub(crate) struct Sim<'p> {
     cores: Vec<Core>,
     pub hbm: Hbm<'p>,
     hbm_free: u64,
+    /// (completion, core) of the instructions that write HBM, in start order, including some
+    /// already complete: an HBM read need only be checked against the cores with one still in
+    /// flight.
+    hbm_writers: Vec<(u64, u32)>,
     /// In timing-only runs, the HBM bytes of the KV region header (block table and cached
     /// lengths): control data that DMA loads still move, so paged attention sees the real
     /// lengths and skips the same blocks as a functional run.
     control: Option<(u64, u64)>,
     sem_events: BinaryHeap<Reverse<(u64, u32, u8)>>,
-    next: Vec<u64>,
+    next: NextTimes,
     executed: u64,
     now: u64,
     end: u64,
@@ -172,6 +336,14 @@ pub(crate) struct Sim<'p> {
     timeline: Option<Timeline>,
     max_cycles: u64,
     work: u64,
+    /// Fast-forwarding of periodic loops (timing-only runs with `RunOptions::fast_forward`).
+    ff: Option<Box<ff::Ff>>,
+    /// Set when the fast-forward anchor core takes a backward branch; handled by the main loop.
+    ff_pending: bool,
+    /// The shadow state of a period being verified for fast-forwarding.
+    verify: Option<Box<ff::Verify>>,
+    /// Per core and pc, the registers a dispatched instruction captures (filled on first use).
+    operands: Vec<Vec<Option<ff::Roles>>>,
 }
 
 /// A zeroed buffer, or `Unsupported` if the host cannot provide it (never an abort). The pages
@@ -214,6 +386,13 @@ fn local_part(s: &Spans) -> Spans {
     o
 }
 
+/// Whether two accesses can conflict at all (same memory, one writes): the cheap test before
+/// the range comparison and the fast-forward's pair check (both answer "no" otherwise).
+#[inline]
+fn may_conflict(a: &Span, b: &Span) -> bool {
+    a.space == b.space && (a.write || b.write)
+}
+
 fn trap(core: usize, pc: u32, inst: &Inst, kind: TrapKind) -> EmuError {
     EmuError::Trap {
         core,
@@ -249,6 +428,7 @@ impl<'p> Sim<'p> {
                 sram: alloc(t.sram.size_bytes, "scratchpad SRAM")?,
                 acc: alloc(t.accumulator.size_bytes, "accumulator SRAM")?,
                 remote: VecDeque::new(),
+                hbm_until: 0,
                 arrival: 0,
                 report: CoreReport::default(),
                 init: (opts.check_uninit && !opts.timing_only).then(|| {
@@ -296,6 +476,7 @@ impl<'p> Sim<'p> {
             cores,
             hbm: Hbm::new(t.hbm.size_bytes)?,
             hbm_free: 0,
+            hbm_writers: Vec::new(),
             control: prog
                 .kv
                 .as_ref()
@@ -304,7 +485,7 @@ impl<'p> Sim<'p> {
                     Some((kv.table_addr, kv.table_addr.checked_add(kv.table_bytes()?)?))
                 }),
             sem_events: BinaryHeap::new(),
-            next: vec![NONE; 4 * n],
+            next: NextTimes::new(n),
             executed: 0,
             now: 0,
             end: 0,
@@ -321,13 +502,27 @@ impl<'p> Sim<'p> {
             max_cycles: opts.max_cycles.min(CYCLE_CAP),
             work: 0,
             loc_names,
+            ff: (opts.timing_only && opts.fast_forward).then(|| Box::new(ff::Ff::new())),
+            ff_pending: false,
+            verify: None,
+            operands: vec![Vec::new(); n],
         })
     }
 
+    /// Updates the next times of core `c`'s dispatcher and units.
     fn refresh(&mut self, c: usize) {
+        let t = [
+            self.disp_time(c),
+            self.unit_time(c, 1),
+            self.unit_time(c, 2),
+            self.unit_time(c, 3),
+        ];
+        self.next.set_core(c, t);
+    }
+
+    fn disp_time(&self, c: usize) -> u64 {
         let core = &self.cores[c];
-        let base = 4 * c;
-        self.next[base] = match core.disp {
+        match core.disp {
             Disp::Run => core.t,
             Disp::Drain { .. } => {
                 if core.units[1..].iter().all(|q| q.queue.is_empty()) {
@@ -340,13 +535,52 @@ impl<'p> Sim<'p> {
                 }
             }
             _ => NONE,
-        };
-        for u in 1..4 {
-            let q = &core.units[u];
-            self.next[base + u] = match q.queue.front() {
-                Some(e) if !q.blocked => q.free.max(e.ready).max(q.wake),
-                _ => NONE,
-            };
+        }
+    }
+
+    /// The registers instruction `pc` of core `c` reads, with their roles, computed once.
+    fn operands(&mut self, c: usize, pc: u32, inst: &Inst) -> ff::Roles {
+        let row = &mut self.operands[c];
+        if row.is_empty() {
+            row.resize(self.prog.cores[c].len(), None);
+        }
+        match row.get_mut(pc as usize) {
+            Some(slot) => *slot.get_or_insert_with(|| ff::roles(inst)),
+            None => ff::roles(inst),
+        }
+    }
+
+    /// Updates the next time of core `c`'s unit `u` only.
+    fn refresh_unit(&mut self, c: usize, u: usize) {
+        let t = self.unit_time(c, u);
+        self.next.set(4 * c + u, t);
+    }
+
+    /// The next time of core `c`'s unit `u`. A queue whose head waits for a semaphore that is
+    /// short now is marked blocked at once instead of being picked at its time only to find
+    /// that out: an increment unblocks it no earlier than that time, so it starts when it
+    /// would have. Picking it also moved the clock, which only the deadlock error shows
+    /// ([`Sim::deadlock`] takes it into account), and may hit the cycle limit: a head due
+    /// after `max_cycles` is left to be picked.
+    fn unit_time(&mut self, c: usize, u: usize) -> u64 {
+        let max_cycles = self.max_cycles;
+        let core = &mut self.cores[c];
+        let q = &mut core.units[u];
+        match q.queue.front() {
+            Some(e) if !q.blocked => {
+                let t = q.free.max(e.ready).max(q.wake);
+                if let Inst::DmaWait { sem, count }
+                | Inst::MxuWait { sem, count }
+                | Inst::VpuWait { sem, count } = e.inst
+                    && core.sems[(sem.0 & 31) as usize] < count as u64
+                    && t <= max_cycles
+                {
+                    q.blocked = true;
+                    return NONE;
+                }
+                t
+            }
+            _ => NONE,
         }
     }
 
@@ -356,16 +590,11 @@ impl<'p> Sim<'p> {
             self.refresh(c);
         }
         loop {
-            let (mut best, mut bt, mut second) = (0usize, NONE, NONE);
-            for (i, &t) in self.next.iter().enumerate() {
-                if t < bt {
-                    second = bt;
-                    bt = t;
-                    best = i;
-                } else if t < second {
-                    second = t;
-                }
+            if self.ff_pending {
+                self.ff_pending = false;
+                self.ff_anchor();
             }
+            let (best, bt) = self.next.best();
             let te = self.sem_events.peek().map(|r| r.0.0).unwrap_or(NONE);
             if te != NONE && te <= bt {
                 self.sem_event();
@@ -389,7 +618,11 @@ impl<'p> Sim<'p> {
                 });
             }
             self.now = bt;
+            if let Some(v) = &mut self.verify {
+                v.max_time = v.max_time.max(bt);
+            }
             if u == 0 {
+                let second = self.next.others(best);
                 let limit = second.min(te).min(self.max_cycles.saturating_add(1));
                 self.dispatch(c, limit)?;
             } else {
@@ -434,6 +667,15 @@ impl<'p> Sim<'p> {
 
     fn count(&mut self, c: usize, pc: u32) -> Result<(), EmuError> {
         self.executed += 1;
+        if let Some(v) = &self.verify
+            && self.executed > v.exec_limit
+        {
+            // Longer than the watched period: not the same period; stop tracking slopes.
+            self.verify = None;
+            if let Some(f) = &mut self.ff {
+                f.abandon();
+            }
+        }
         if self.executed.is_multiple_of(crate::PROGRESS_EVERY)
             && let Some(p) = &self.opts.progress
         {
@@ -471,6 +713,9 @@ impl<'p> Sim<'p> {
         core.report.end_cycle = core.report.end_cycle.max(completion);
         self.end = self.end.max(completion);
         let loc = self.loc_of[c].get(pc as usize).copied().unwrap_or(0);
+        if let Some(v) = &mut self.verify {
+            v.ended(c, Some(loc), completion);
+        }
         if let Some(l) = self.locs.get_mut(loc as usize) {
             l.busy_cycles[ui] = l.busy_cycles[ui].saturating_add(busy);
             l.instructions += 1;
@@ -503,9 +748,12 @@ impl<'p> Sim<'p> {
         tt.macs[k] = tt.macs[k].saturating_add(cst.macs);
         if let Some(tl) = &mut self.timeline {
             tl.add(4 * c + ui, loc, start, free);
+            if let Some(v) = &mut self.verify {
+                v.timeline.push((4 * c + ui, loc, start, free));
+            }
         }
         if let Some(tr) = &mut self.trace {
-            tr.push(TraceEvent {
+            let ev = TraceEvent {
                 core: c as u32,
                 unit,
                 pc,
@@ -514,7 +762,11 @@ impl<'p> Sim<'p> {
                 start,
                 free,
                 completion,
-            });
+            };
+            if let Some(v) = &mut self.verify {
+                v.trace.push(ev);
+            }
+            tr.push(ev);
         }
     }
 
@@ -561,6 +813,7 @@ impl<'p> Sim<'p> {
         }
     }
 
+    /// `slopes`: the per-period drift of each of `spans` while a period is verified (`ff`).
     fn race_check(
         &self,
         c: usize,
@@ -568,23 +821,62 @@ impl<'p> Sim<'p> {
         pc: u32,
         inst: &Inst,
         spans: &Spans,
+        slopes: &[i64; 4],
     ) -> Result<(), EmuError> {
         let now = self.now;
         let hbm = spans.has_hbm();
-        for (ci, core) in self.cores.iter().enumerate() {
-            if ci != c && !hbm {
-                continue;
+        let hbm_write = spans
+            .as_slice()
+            .iter()
+            .any(|s| s.space == MemSpace::Hbm && s.write);
+        // The cores to look at, in order: this one; others only through HBM — for an HBM write
+        // those with any HBM access in flight, for an HBM read those with an HBM write in
+        // flight (nothing else there can conflict).
+        let mut scan = [0u64; 4];
+        let mut mark = |i: usize| scan[i / 64] |= 1 << (i % 64);
+        mark(c);
+        if hbm_write {
+            for (ci, core) in self.cores.iter().enumerate() {
+                if core.hbm_until > now {
+                    mark(ci);
+                }
             }
+        } else if hbm {
+            for &(until, ci) in &self.hbm_writers {
+                if until > now {
+                    mark(ci as usize);
+                }
+            }
+        }
+        let verify = self.verify.as_deref();
+        // The marked cores in increasing order.
+        let order = scan.into_iter().enumerate().flat_map(|(w, mut bits)| {
+            std::iter::from_fn(move || {
+                let b = bits.trailing_zeros();
+                (b < 64).then(|| {
+                    bits &= bits - 1;
+                    64 * w + b as usize
+                })
+            })
+        });
+        for ci in order {
+            let core = &self.cores[ci];
             for (ui, q) in core.units.iter().enumerate() {
                 if ci == c && ui == u {
                     continue;
                 }
                 for f in q.inflight.iter().filter(|f| f.completion > now) {
-                    for a in spans.as_slice() {
+                    for (a, &sa) in spans.as_slice().iter().zip(slopes) {
                         if ci != c && a.space != MemSpace::Hbm {
                             continue;
                         }
-                        for b in f.spans.as_slice() {
+                        for (b, &sb) in f.spans.as_slice().iter().zip(&f.slope) {
+                            if !may_conflict(a, b) {
+                                continue;
+                            }
+                            if let Some(v) = verify {
+                                v.pair(a, sa, b, sb);
+                            }
                             if conflicts_exact(a, b) {
                                 let first = (c, u, pc, inst, a);
                                 return Err(self.race(first, (ci, ui, f.pc, b), f.completion));
@@ -594,12 +886,14 @@ impl<'p> Sim<'p> {
                 }
             }
         }
-        self.race_check_remote(c, u, pc, inst, c, spans.as_slice())
+        self.race_check_remote(c, u, pc, inst, c, spans.as_slice(), slopes)
     }
 
-    /// Checks `spans` (accesses of instruction `pc` on core `c`'s unit `u`) against what is in
-    /// flight in core `j`'s scratchpad: its own units' accesses when `j != c` (a multicast
-    /// writing there), and other cores' multicasts into it.
+    /// Checks `spans` (accesses of instruction `pc` on core `c`'s unit `u`, drifting by `slopes`
+    /// per period while one is verified) against what is in flight in core `j`'s scratchpad: its
+    /// own units' accesses when `j != c` (a multicast writing there), and other cores' multicasts
+    /// into it.
+    #[allow(clippy::too_many_arguments)]
     fn race_check_remote(
         &self,
         c: usize,
@@ -608,6 +902,7 @@ impl<'p> Sim<'p> {
         inst: &Inst,
         j: usize,
         spans: &[Span],
+        slopes: &[i64],
     ) -> Result<(), EmuError> {
         let now = self.now;
         let Some(core) = self.cores.get(j) else {
@@ -617,12 +912,23 @@ impl<'p> Sim<'p> {
             return Ok(());
         }
         let dma = Unit::Dma.index();
-        for a in spans.iter().filter(|a| a.space != MemSpace::Hbm) {
+        let verify = self.verify.as_deref();
+        for (a, &sa) in spans
+            .iter()
+            .zip(slopes)
+            .filter(|(a, _)| a.space != MemSpace::Hbm)
+        {
             let first = (c, u, pc, inst, a);
             if j != c {
                 for (ui, q) in core.units.iter().enumerate() {
                     for f in q.inflight.iter().filter(|f| f.completion > now) {
-                        for b in f.spans.as_slice() {
+                        for (b, &sb) in f.spans.as_slice().iter().zip(&f.slope) {
+                            if !may_conflict(a, b) {
+                                continue;
+                            }
+                            if let Some(v) = verify {
+                                v.pair(a, sa, b, sb);
+                            }
                             if conflicts_exact(a, b) {
                                 return Err(self.race(first, (j, ui, f.pc, b), f.completion));
                             }
@@ -631,6 +937,9 @@ impl<'p> Sim<'p> {
                 }
             }
             for r in core.remote.iter().filter(|r| r.completion > now) {
+                if let Some(v) = verify {
+                    v.pair(a, sa, &r.span, r.slope);
+                }
                 if conflicts_exact(a, &r.span) {
                     return Err(self.race(first, (r.from, dma, r.pc, &r.span), r.completion));
                 }
@@ -639,9 +948,21 @@ impl<'p> Sim<'p> {
         Ok(())
     }
 
-    fn push_inflight(q: &mut Queue, now: u64, pc: u32, completion: u64, spans: Spans) {
+    fn push_inflight(
+        q: &mut Queue,
+        now: u64,
+        pc: u32,
+        completion: u64,
+        spans: Spans,
+        slope: [i64; 4],
+    ) {
         if spans.n == 0 {
             return;
+        }
+        // Completed accesses can no longer conflict: drop them (those at the front at once,
+        // the rest when the queue grows).
+        while q.inflight.front().is_some_and(|f| f.completion <= now) {
+            q.inflight.pop_front();
         }
         if q.inflight.len() >= 8 {
             q.inflight.retain(|f| f.completion > now);
@@ -650,6 +971,7 @@ impl<'p> Sim<'p> {
             pc,
             completion,
             spans,
+            slope,
         });
     }
 
@@ -662,12 +984,20 @@ impl<'p> Sim<'p> {
             match disp {
                 Disp::Run => {}
                 Disp::Drain { halt } => {
-                    let at = self.next[4 * c];
+                    let at = self.next.get(4 * c);
+                    if let Some(v) = &mut self.verify {
+                        v.ended(c, None, at);
+                    }
                     let core = &mut self.cores[c];
                     core.report.end_cycle = core.report.end_cycle.max(at);
                     self.end = self.end.max(at);
                     if halt {
                         core.disp = Disp::Done;
+                        if let Some(f) = &mut self.ff
+                            && f.core_done(c, &self.cores)
+                        {
+                            self.verify = None;
+                        }
                     } else {
                         core.disp = Disp::AtBarrier;
                         core.arrival = at;
@@ -691,6 +1021,7 @@ impl<'p> Sim<'p> {
             let unit = inst.unit();
             if unit != Unit::Scalar {
                 let ui = unit.index();
+                let ops = self.operands(c, pc, &inst);
                 let core = &mut self.cores[c];
                 if core.units[ui].queue.len() >= depth {
                     core.disp = Disp::QueueFull(ui);
@@ -702,7 +1033,7 @@ impl<'p> Sim<'p> {
                 core.units[ui].queue.push_back(Entry {
                     pc,
                     inst,
-                    regs: core.regs,
+                    regs: Captured::capture(ops, &core.regs),
                     ready,
                 });
                 core.t = ready;
@@ -713,14 +1044,28 @@ impl<'p> Sim<'p> {
                 if let Some(l) = self.locs.get_mut(loc as usize) {
                     l.busy_cycles[0] = l.busy_cycles[0].saturating_add(lat_scalar);
                 }
+                if let Some(v) = &mut self.verify {
+                    v.dispatched(c, ui, &ops);
+                }
                 if let Some(tl) = &mut self.timeline {
                     tl.add(4 * c, loc, t0, ready);
+                    if let Some(v) = &mut self.verify {
+                        v.timeline.push((4 * c, loc, t0, ready));
+                    }
                 }
-                self.refresh(c);
-                limit = limit.min(self.next[4 * c + ui]);
+                // Only this unit's time matters within the burst; the dispatcher's own is set
+                // when the burst ends.
+                self.refresh_unit(c, ui);
+                limit = limit.min(self.next.get(4 * c + ui));
             } else {
                 self.now = self.cores[c].t;
                 self.scalar(c, pc, &inst)?;
+                if self.ff_pending {
+                    // Back to the main loop, which takes this dispatcher again at once (it is
+                    // strictly before every other agent): the burst's end changes nothing.
+                    self.refresh(c);
+                    return Ok(());
+                }
                 if let Some(r) = self.sem_events.peek() {
                     limit = limit.min(r.0.0);
                 }
@@ -771,6 +1116,9 @@ impl<'p> Sim<'p> {
     }
 
     fn scalar(&mut self, c: usize, pc: u32, inst: &Inst) -> Result<(), EmuError> {
+        if self.verify.is_some() {
+            self.sym_scalar(c, inst);
+        }
         let cst = cost(inst, self.t);
         let occ = cst.occupancy;
         let start = self.cores[c].t;
@@ -836,9 +1184,17 @@ impl<'p> Sim<'p> {
                     };
                     if take {
                         next_pc = (pc as i64 + target.0 as i64) as u32;
+                        if target.0 < 0 {
+                            self.ff_back_edge(c);
+                        }
                     }
                 }
-                Inst::Jmp { target } => next_pc = (pc as i64 + target.0 as i64) as u32,
+                Inst::Jmp { target } => {
+                    next_pc = (pc as i64 + target.0 as i64) as u32;
+                    if target.0 < 0 {
+                        self.ff_back_edge(c);
+                    }
+                }
                 Inst::Ld { rd, .. } | Inst::Ld32 { rd, .. } | Inst::St { rs: rd, .. } => {
                     spans =
                         exec::spans(inst, r, &self.sizes, &[]).map_err(|k| trap(c, pc, inst, k))?;
@@ -927,7 +1283,7 @@ impl<'p> Sim<'p> {
             self.count(c, pc)?;
             if spans.n > 0 {
                 if self.opts.race_check {
-                    self.race_check(c, 0, pc, inst, &spans)?;
+                    self.race_check(c, 0, pc, inst, &spans, &[0; 4])?;
                 }
                 let s = spans.s[0];
                 let core = &mut self.cores[c];
@@ -956,7 +1312,7 @@ impl<'p> Sim<'p> {
                     _ => {}
                 }
                 Self::high_water(core, &spans);
-                Self::push_inflight(&mut core.units[0], self.now, pc, end, spans);
+                Self::push_inflight(&mut core.units[0], self.now, pc, end, spans, [0; 4]);
             }
             if let Some((rd, v)) = set
                 && rd.0 != 0
@@ -989,8 +1345,16 @@ impl<'p> Sim<'p> {
         let spans = match q.head_spans {
             Some(s) => s,
             None => {
+                let regs = e.regs.regs();
                 let mut s =
-                    exec::spans(&inst, &e.regs, &sizes, sram).map_err(|k| trap(c, pc, &inst, k))?;
+                    exec::spans(&inst, &regs, &sizes, sram).map_err(|k| trap(c, pc, &inst, k))?;
+                let local = mcast
+                    .as_ref()
+                    .is_some_and(|(d, _)| !d.contains(&(c as u32)));
+                if let Some(v) = self.verify.as_deref() {
+                    let at = (&inst, &e.regs.ops);
+                    q.head_slope = v.span_slopes(c, u, at, &regs, &sizes, sram, &s, local);
+                }
                 if let Some((d, _)) = &mcast {
                     if !self.t.hbm.multicast {
                         let kind = TrapKind::NoMulticast(self.t.name.clone());
@@ -1012,14 +1376,24 @@ impl<'p> Sim<'p> {
                 s
             }
         };
+        let slopes = q.head_slope;
         if spans.n > 0 {
             let mut until = now;
             let mxu = u == Unit::Mxu.index();
+            let verify = self.verify.as_deref();
             for f in q.inflight.iter().filter(|f| f.completion > now) {
-                for a in spans.as_slice() {
-                    for b in f.spans.as_slice() {
+                for (a, &sa) in spans.as_slice().iter().zip(&slopes) {
+                    for (b, &sb) in f.spans.as_slice().iter().zip(&f.slope) {
+                        if !may_conflict(a, b) {
+                            continue;
+                        }
                         let in_order_acc =
                             mxu && a.space == MemSpace::Acc && b.space == MemSpace::Acc;
+                        if let Some(v) = verify
+                            && !in_order_acc
+                        {
+                            v.pair(a, sa, b, sb);
+                        }
                         if conflicts_exact(a, b) && !in_order_acc {
                             until = until.max(f.completion);
                         }
@@ -1028,7 +1402,7 @@ impl<'p> Sim<'p> {
             }
             if until > now {
                 q.wake = until;
-                self.refresh(c);
+                self.refresh_unit(c, u);
                 return Ok(());
             }
         }
@@ -1039,7 +1413,7 @@ impl<'p> Sim<'p> {
                 let s = (sem.0 & 31) as usize;
                 if sems[s] < count as u64 {
                     q.blocked = true;
-                    self.refresh(c);
+                    self.refresh_unit(c, u);
                     return Ok(());
                 }
                 sems[s] -= count as u64;
@@ -1082,42 +1456,66 @@ impl<'p> Sim<'p> {
             });
         }
         if self.opts.race_check && spans.n > 0 {
-            self.race_check(c, u, pc, &inst, &spans)?;
+            self.race_check(c, u, pc, &inst, &spans, &slopes)?;
         }
         // A multicast's write into the other destinations' scratchpads.
-        let remote = match &mcast {
+        let (remote, remote_slope) = match &mcast {
             Some((d, _)) => {
-                let all = exec::spans(&inst, &self.cores[c].units[u].queue[0].regs, &sizes, &[])
-                    .map_err(|k| trap(c, pc, &inst, k))?;
-                let w = all
+                let head = &self.cores[c].units[u].queue[0].regs;
+                let (regs, ops) = (&head.regs(), head.ops);
+                let all =
+                    exec::spans(&inst, regs, &sizes, &[]).map_err(|k| trap(c, pc, &inst, k))?;
+                let at = all
                     .as_slice()
                     .iter()
-                    .find(|s| s.space == MemSpace::Sram)
-                    .copied();
+                    .position(|s| s.space == MemSpace::Sram);
+                let w = at.map(|i| all.s[i]);
+                let ws = match (self.verify.as_deref(), at) {
+                    (Some(v), Some(i)) => {
+                        v.span_slopes(c, u, (&inst, &ops), regs, &sizes, &[], &all, false)[i]
+                    }
+                    _ => 0,
+                };
                 if let Some(w) = w
                     && self.opts.race_check
                 {
                     for j in d.clone().map(|j| j as usize).filter(|&j| j != c) {
-                        self.race_check_remote(c, u, pc, &inst, j, &[w])?;
+                        self.race_check_remote(c, u, pc, &inst, j, &[w], &[ws])?;
                     }
                 }
-                w
+                (w, ws)
             }
-            None => None,
+            None => (None, 0),
         };
         if unit == Unit::Dma && !is_sync {
             self.hbm_free = free;
         }
-        let core = &mut self.cores[c];
-        let Some(entry) = core.units[u].queue.pop_front() else {
-            return Ok(());
-        };
         let control = matches!(inst, Inst::DmaLoad { .. } | Inst::DmaMcast { .. })
             && self.control.is_some_and(|(lo, hi)| {
                 let mut hbm = spans.as_slice().iter().filter(|s| s.space == MemSpace::Hbm);
                 hbm.clone().next().is_some() && hbm.all(|s| s.lo >= lo && s.hi <= hi)
             });
-        if (!self.opts.timing_only || control) && !is_sync {
+        if let Some(v) = &mut self.verify
+            && let Some(e) = self.cores[c].units[u].queue.front()
+        {
+            v.started(
+                c,
+                u,
+                (&inst, &e.regs.ops),
+                &spans,
+                &slopes,
+                control,
+                self.control,
+            );
+        }
+        let functional = (!self.opts.timing_only || control) && !is_sync;
+        // The entry's registers, for the functional kernels (a timing-only run never copies them).
+        let regs = match self.cores[c].units[u].queue.front() {
+            Some(e) if functional => e.regs.regs(),
+            _ => [0; 32],
+        };
+        self.cores[c].units[u].queue.pop_front();
+        if functional {
             let w = exec::work(&inst, &cst);
             if self.work.saturating_add(w) > self.opts.max_work {
                 return Err(EmuError::WorkLimit {
@@ -1137,14 +1535,14 @@ impl<'p> Sim<'p> {
             };
             for j in dests {
                 let cj = &mut self.cores[j];
-                cj.check_uninit(&inst, &entry.regs, c, pc)?;
+                cj.check_uninit(&inst, &regs, c, pc)?;
                 let mut mem = Mem {
                     sram: &mut cj.sram,
                     acc: &mut cj.acc,
                     hbm: &mut self.hbm,
                     check_uninit: cj.init.is_some(),
                 };
-                exec::execute(&inst, &entry.regs, &mut mem).map_err(|k| trap(c, pc, &inst, k))?;
+                exec::execute(&inst, &regs, &mut mem).map_err(|k| trap(c, pc, &inst, k))?;
             }
         }
         if let Some((d, sem)) = &mcast {
@@ -1163,8 +1561,12 @@ impl<'p> Sim<'p> {
                         pc,
                         completion,
                         span,
+                        slope: remote_slope,
                     });
                     cj.report.sram_high_water = cj.report.sram_high_water.max(span.hi);
+                    if let Some(v) = &mut self.verify {
+                        v.high_water(j, &span, remote_slope);
+                    }
                 }
             }
         }
@@ -1179,22 +1581,53 @@ impl<'p> Sim<'p> {
             self.sem_events.push(Reverse((completion, c as u32, sem)));
         }
         Self::high_water(core, &spans);
+        if let Some(v) = &mut self.verify {
+            for (s, &sl) in spans.as_slice().iter().zip(&slopes) {
+                v.high_water(c, s, sl);
+            }
+        }
         let q = &mut core.units[u];
         q.free = free;
         q.last_completion = q.last_completion.max(completion);
         q.head_spans = None;
         q.wake = 0;
-        Self::push_inflight(q, now, pc, completion, spans);
+        Self::push_inflight(q, now, pc, completion, spans, slopes);
+        if spans.has_hbm() {
+            core.hbm_until = core.hbm_until.max(completion);
+        }
+        if spans
+            .as_slice()
+            .iter()
+            .any(|s| s.space == MemSpace::Hbm && s.write)
+        {
+            self.hbm_writers.retain(|w| w.0 > now);
+            self.hbm_writers.push((completion, c as u32));
+        }
         if core.disp == Disp::QueueFull(u) {
             core.disp = Disp::Run;
             core.t = core.t.max(now);
         }
         self.record(c, unit, pc, &inst, now, free, completion, &cst);
-        self.refresh(c);
+        // Only this unit and the dispatcher (a full queue, a drain) can have changed.
+        let (d, t) = (self.disp_time(c), self.unit_time(c, u));
+        let mut all = [0; 4];
+        all.copy_from_slice(&self.next.times()[4 * c..4 * c + 4]);
+        all[0] = d;
+        all[u] = t;
+        self.next.set_core(c, all);
         Ok(())
     }
 
+    /// The deadlock error, at the cycle of the last agent picked — counting the semaphore waits
+    /// that [`Sim::unit_time`] blocked before their time (each would have been picked at it).
     fn deadlock(&self) -> EmuError {
+        let cycle = self
+            .cores
+            .iter()
+            .flat_map(|c| c.units[1..].iter())
+            .filter(|q| q.blocked)
+            .filter_map(|q| q.queue.front().map(|e| q.free.max(e.ready).max(q.wake)))
+            .fold(self.now, u64::max);
         let mut blocked = Vec::new();
         for (c, core) in self.cores.iter().enumerate() {
             let text = |pc: u32| {
@@ -1264,10 +1697,7 @@ impl<'p> Sim<'p> {
                 }
             }
         }
-        EmuError::Deadlock {
-            cycle: self.now,
-            blocked,
-        }
+        EmuError::Deadlock { cycle, blocked }
     }
 
     /// Reads `len` bytes of HBM (for outputs); `None` if the host cannot allocate them.
@@ -1282,6 +1712,11 @@ impl<'p> Sim<'p> {
         v.resize(n, 0);
         self.hbm.read(addr, &mut v)?;
         Ok(Some(v))
+    }
+
+    /// Instructions fast-forwarding skipped (see `ff`).
+    pub fn fast_forwarded(&self) -> u64 {
+        self.ff.as_ref().map_or(0, |f| f.skipped())
     }
 
     /// The busy timeline, if one was requested.
@@ -1391,5 +1826,46 @@ impl<'p> Sim<'p> {
             events,
             spans: vec![],
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use llmpu_isa::{FieldKind, INSTRUCTIONS};
+
+    #[test]
+    fn no_instruction_reads_more_registers_than_an_entry_captures() {
+        for d in INSTRUCTIONS.iter().filter(|d| d.unit != Unit::Scalar) {
+            let regs: usize = d
+                .fields
+                .iter()
+                .map(|f| match f.kind {
+                    FieldKind::Reg if f.name != "rd" => 1,
+                    FieldKind::TileRef => 2,
+                    _ => 0,
+                })
+                .sum();
+            assert!(regs <= 8, "{} reads {regs} registers", d.mnemonic);
+        }
+    }
+
+    #[test]
+    fn next_times_pick_the_earliest_agent_lowest_index_first() {
+        let mut n = NextTimes::new(3);
+        assert_eq!(n.best().1, NONE);
+        n.set(5, 10);
+        n.set(9, 10);
+        n.set(2, 12);
+        assert_eq!(n.best(), (5, 10));
+        assert_eq!(n.others(5), 10);
+        n.set_core(1, [NONE, 20, 10, 30]);
+        assert_eq!(n.best(), (6, 10));
+        assert_eq!(n.others(6), 10);
+        assert_eq!(n.others(9), 10);
+        n.set(6, 11);
+        assert_eq!(n.best(), (9, 10));
+        assert_eq!(n.others(9), 11);
+        assert_eq!(n.min(), 10);
     }
 }

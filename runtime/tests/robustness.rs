@@ -109,6 +109,7 @@ fn random_programs_never_panic() {
             max_output_bytes: 1 << 20,
             progress: None,
             check_uninit: i % 2 == 0,
+            fast_forward: true,
         };
         let r = std::panic::catch_unwind(|| run(&p, &[], &opts).map(|r| r.report.render()));
         match r {

@@ -241,6 +241,41 @@ fn runaway_programs_hit_the_instruction_and_cycle_limits() {
 }
 
 #[test]
+fn a_deadlock_is_reported_at_the_cycle_its_last_wait_was_due() {
+    // Two loads into the same bytes keep the DMA queue busy until cycle 266 (on `edge`: the first
+    // starts at 2 and completes at 2 + 16 setup + 41 transfer + 150 latency = 209; the second
+    // waits for it, then is free at 209 + 16 + 41); the wait behind them is due then, after
+    // everything else has stopped (the emulator of `07bc853` reports the same cycle).
+    let load = Inst::DmaLoad {
+        sram: Reg(0),
+        hbm: Reg(0),
+        n0: 64,
+        n1: 64,
+        n2: 1,
+        hs1: Reg(3),
+        hs2: Reg(0),
+        ss1: Reg(3),
+        ss2: Reg(0),
+        dt: DType::U8,
+        layout: Layout::Rows,
+    };
+    let p = one_core(with(
+        li(3, 64),
+        &[
+            load,
+            load,
+            Inst::DmaWait {
+                sem: sem(5),
+                count: 1,
+            },
+            Inst::Halt {},
+        ],
+    ));
+    let e = err(&p);
+    assert!(matches!(e, EmuError::Deadlock { cycle: 266, .. }), "{e}");
+}
+
+#[test]
 fn waits_that_can_never_be_satisfied_deadlock() {
     let p = one_core(vec![
         Inst::DmaWait {
