@@ -65,7 +65,7 @@ pub fn fold_op(m: &mut Module, op: OpId) -> Result<Option<Vec<ValueId>>, String>
         return Ok(None);
     }
     let values: Vec<Tensor> = match d.name.as_str() {
-        "graph.shape" | "graph.size" => {
+        graph::Shape::NAME | graph::Size::NAME => {
             let Some(t) = m.value_type(d.operands[0]).as_tensor() else {
                 return Ok(None);
             };
