@@ -31,6 +31,10 @@ pub struct OpInfo {
     pub successors: bool,
     /// The op's verifier.
     pub verify: fn(&OpView) -> Result<(), String>,
+    /// A simple elementwise `graph` op's whole definition (ONNX mapping, shape rule, reference
+    /// scalar function, vector-unit lowering), read by the importer, shape inference, the
+    /// interpreter and the backend; `None` for every other op.
+    pub elementwise: Option<&'static graph::Elementwise>,
 }
 
 /// A read-only view of one op for verifiers.
@@ -216,7 +220,7 @@ pub fn first_result(m: &Module, op: OpId) -> ValueId {
 /// `/// docs` `Struct = "dialect.name", pure = bool, [successors = bool,] verify = fn;`
 /// (`successors` defaults to false).
 macro_rules! define_ops {
-    ($table:ident; $( $(#[doc = $doc:literal])* $ty:ident = $name:literal, pure = $pure:expr, $(successors = $succ:expr,)? verify = $v:expr; )*) => {
+    ($table:ident; $( $(#[doc = $doc:literal])* $ty:ident = $name:literal, pure = $pure:expr, $(successors = $succ:expr,)? verify = $v:expr $(, elementwise = $ew:expr)?; )*) => {
         $(
             $(#[doc = $doc])*
             #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -259,11 +263,22 @@ macro_rules! define_ops {
         )*
         /// Registry rows of this dialect.
         pub static $table: &[crate::dialects::OpInfo] = &[
-            $( crate::dialects::OpInfo { name: $name, doc: concat!($($doc, "\n"),*), pure: $pure, successors: false $(|| $succ)?, verify: $v }, )*
+            $( crate::dialects::OpInfo { name: $name, doc: concat!($($doc, "\n"),*), pure: $pure, successors: false $(|| $succ)?, verify: $v, elementwise: crate::dialects::elementwise_row!($($ew)?) }, )*
         ];
     };
 }
 pub(crate) use define_ops;
+
+/// The `elementwise` field of a [`define_ops!`] row: `None`, or the row's definition.
+macro_rules! elementwise_row {
+    () => {
+        None
+    };
+    ($ew:expr) => {
+        Some(&$ew)
+    };
+}
+pub(crate) use elementwise_row;
 
 #[cfg(test)]
 mod tests {

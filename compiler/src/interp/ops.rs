@@ -7,7 +7,7 @@
 //! type through it.
 
 use super::tensor::{Data, Elem, F8E4M3, Tensor, map_data, numel};
-use crate::dialects::graph::OPERAND_SLOTS;
+use crate::dialects::graph::{self, OPERAND_SLOTS, ScalarFn};
 use crate::ir::{Attribute, Module, OpId, ScalarType};
 
 type R<T> = Result<T, String>;
@@ -89,36 +89,18 @@ pub fn eval(c: &OpCtx) -> R<Vec<Tensor>> {
     let name = c.m.op(c.op).name.as_str();
     let one = |t: Tensor| Ok(vec![t]);
     let x = || c.req(0);
+    if let Some(row) = graph::elementwise(name) {
+        return match row.eval {
+            ScalarFn::Unary(ff, fi) => one(unary(x()?, ff, fi)),
+            ScalarFn::Binary(ff, fi) => one(arith(x()?, c.req(1)?, ff, fi)?),
+        };
+    }
     match name.strip_prefix("graph.").unwrap_or(name) {
         "constant" => one(super::dense_tensor(
             c.m,
             c.attr("value").ok_or("constant has no value")?,
         )?),
         "identity" => one(x()?.clone()),
-        "add" => one(arith(
-            x()?,
-            c.req(1)?,
-            |a, b| a + b,
-            |a, b| a.wrapping_add(b),
-        )?),
-        "sub" => one(arith(
-            x()?,
-            c.req(1)?,
-            |a, b| a - b,
-            |a, b| a.wrapping_sub(b),
-        )?),
-        "mul" => one(arith(
-            x()?,
-            c.req(1)?,
-            |a, b| a * b,
-            |a, b| a.wrapping_mul(b),
-        )?),
-        "div" => one(arith(
-            x()?,
-            c.req(1)?,
-            |a, b| a / b,
-            |a, b| if b == 0 { 0 } else { a.wrapping_div(b) },
-        )?),
         "mod" => {
             let fmod = c.int("fmod", 0) != 0;
             one(arith(
@@ -185,28 +167,6 @@ pub fn eval(c: &OpCtx) -> R<Vec<Tensor>> {
             |a, b| a != 0.0 || b != 0.0,
             |a, b| a != 0 || b != 0,
         )?),
-        "not" => one(unary(
-            x()?,
-            |a| if a == 0.0 { 1.0 } else { 0.0 },
-            |a| (a == 0) as i128,
-        )),
-        "neg" => one(unary(x()?, |a| -a, |a| a.wrapping_neg())),
-        "abs" => one(unary(x()?, f64::abs, |a| a.wrapping_abs())),
-        "relu" => one(unary(
-            x()?,
-            |a| if a > 0.0 || a.is_nan() { a } else { 0.0 },
-            |a| a.max(0),
-        )),
-        "sqrt" => one(unary(x()?, f64::sqrt, |a| a)),
-        "reciprocal" => one(unary(x()?, |a| 1.0 / a, |a| if a == 0 { 0 } else { 1 / a })),
-        "exp" => one(unary(x()?, f64::exp, |a| a)),
-        "log" => one(unary(x()?, f64::ln, |a| a)),
-        "ceil" => one(unary(x()?, f64::ceil, |a| a)),
-        "erf" => one(unary(x()?, erf, |a| a)),
-        "tanh" => one(unary(x()?, f64::tanh, |a| a)),
-        "cos" => one(unary(x()?, f64::cos, |a| a)),
-        "sin" => one(unary(x()?, f64::sin, |a| a)),
-        "sigmoid" => one(unary(x()?, sigmoid, |a| a)),
         "gelu" => {
             let tanh = c.attr("approximate").and_then(Attribute::as_str) == Some("tanh");
             one(unary(
@@ -494,7 +454,8 @@ fn take(t: &Tensor, shape: Vec<usize>, idx: &[usize]) -> Tensor {
 
 // ---------- elementwise ----------
 
-fn sigmoid(x: f64) -> f64 {
+/// The logistic function `1 / (1 + e^-x)`.
+pub fn sigmoid(x: f64) -> f64 {
     if x >= 0.0 {
         1.0 / (1.0 + (-x).exp())
     } else {

@@ -10,7 +10,7 @@
 //! current result type.
 
 use super::PassInfo;
-use crate::dialects::graph::{broadcast_dims, operand_slot};
+use crate::dialects::graph::{self, ScalarFn, broadcast_dims, operand_slot};
 use crate::interp::{self, Tensor};
 use crate::ir::{Attribute, Dim, Module, OpId, ScalarType, TensorType, Type, ValueId};
 use crate::pass::{Pass, PassError};
@@ -212,7 +212,7 @@ pub fn infer_op(m: &Module, op: OpId) -> Result<Option<Vec<Type>>, String> {
     };
     let operands = d.operands.clone();
     let nres = d.results.len();
-    let need = min_operands(name);
+    let need = graph::elementwise(&d.name).map_or_else(|| min_operands(name), |e| e.eval.arity());
     if operands.len() < need {
         return Err(format!("graph.{name} needs at least {need} operand(s), got {}", operands.len()));
     }
@@ -235,12 +235,17 @@ pub fn infer_op(m: &Module, op: OpId) -> Result<Option<Vec<Type>>, String> {
         }
         Ok(dims)
     };
+    if let Some(row) = graph::elementwise(&d.name) {
+        return match row.eval {
+            ScalarFn::Unary(..) => same(x.elem),
+            ScalarFn::Binary(..) => Ok(Some(vec![tt(bcast_all(&operands)?, x.elem)])),
+        };
+    }
     match name {
-        "sqrt" | "reciprocal" | "exp" | "erf" | "tanh" | "sigmoid" | "relu" | "gelu" | "neg" | "cos"
-        | "sin" | "log" | "ceil" | "abs" | "not" | "identity" | "softmax" | "log_softmax"
+        "gelu" | "identity" | "softmax" | "log_softmax"
         | "rms_norm" | "trilu" | "rotary_embedding" | "clip" | "norm" | "rope" | "cumsum" => same(x.elem),
         "cast" | "quantize_linear" | "dequantize_linear" => same(result_elem(m, op, 0)),
-        "add" | "sub" | "mul" | "div" | "max" | "min" | "mod" => {
+        "max" | "min" | "mod" => {
             Ok(Some(vec![tt(bcast_all(&operands)?, x.elem)]))
         }
         "pow" => Ok(Some(vec![tt(bcast_all(&operands)?, x.elem)])),
@@ -600,7 +605,7 @@ pub fn infer_op(m: &Module, op: OpId) -> Result<Option<Vec<Type>>, String> {
 fn min_operands(name: &str) -> usize {
     match name {
         "constant" => 0,
-        "add" | "sub" | "mul" | "div" | "pow" | "mod" | "equal" | "less_or_equal" | "greater_or_equal" | "less"
+        "pow" | "mod" | "equal" | "less_or_equal" | "greater_or_equal" | "less"
         | "greater" | "and" | "or" | "matmul" | "matmul_integer" | "matmul_epilogue" | "gemm" | "gather"
         | "gather_nd" | "expand" | "layer_norm" | "rms_norm" | "quantize_linear" | "dequantize_linear" | "pad"
         | "cumsum" | "tile" => 2,

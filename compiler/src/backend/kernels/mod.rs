@@ -344,42 +344,28 @@ pub fn lower_op(cx: &mut Cx, op: OpId) -> R<()> {
         .ok_or_else(|| cx.err(format!("`{name}` has no result")))?;
     let ov = cx.view(out)?;
     let unary = |k: Un| Ew::Unary(k);
-    let ew = match name {
-        graph::Add::NAME => Some(Ew::Binary(Bin::Add)),
-        graph::Sub::NAME => Some(Ew::Binary(Bin::Sub)),
-        graph::Mul::NAME => Some(Ew::Binary(Bin::Mul)),
-        graph::Div::NAME => Some(Ew::Binary(Bin::Div)),
-        graph::Max::NAME if ins.len() == 2 => Some(Ew::Binary(Bin::Max)),
-        graph::Min::NAME if ins.len() == 2 => Some(Ew::Binary(Bin::Min)),
-        graph::Max::NAME | graph::Min::NAME if ins.len() == 1 => Some(unary(Un::Copy)),
-        graph::Equal::NAME => Some(Ew::Binary(Bin::Eq)),
-        graph::LessOrEqual::NAME => Some(Ew::Binary(Bin::Le)),
-        graph::GreaterOrEqual::NAME => Some(Ew::Ge),
-        graph::And::NAME => Some(Ew::Binary(Bin::Mul)),
-        graph::Pow::NAME => Some(Ew::Pow),
-        graph::Sqrt::NAME => Some(unary(Un::Sqrt)),
-        graph::Log::NAME => Some(unary(Un::Log)),
-        graph::Abs::NAME => Some(unary(Un::Abs)),
-        graph::Not::NAME => Some(Ew::Not),
-        graph::Or::NAME => Some(Ew::Binary(Bin::Max)),
-        graph::Less::NAME => Some(Ew::Binary(Bin::Lt)),
-        graph::Greater::NAME => Some(Ew::Gt),
-        graph::Reciprocal::NAME => Some(unary(Un::Recip)),
-        graph::Exp::NAME => Some(unary(Un::Exp)),
-        graph::Erf::NAME => Some(unary(Un::Erf)),
-        graph::Tanh::NAME => Some(unary(Un::Tanh)),
-        graph::Sigmoid::NAME => Some(unary(Un::Sigmoid)),
-        graph::Neg::NAME => Some(unary(Un::Neg)),
-        graph::Cos::NAME => Some(unary(Un::Cos)),
-        graph::Sin::NAME => Some(unary(Un::Sin)),
-        graph::Relu::NAME => Some(Ew::Relu),
-        graph::Gelu::NAME => Some(Ew::Gelu(
-            m.attr(op, "approximate").and_then(Attribute::as_str) == Some("tanh"),
-        )),
-        graph::Cast::NAME | graph::Identity::NAME => Some(unary(Un::Copy)),
-        graph::Where::NAME => Some(Ew::Where),
-        graph::Clip::NAME => Some(Ew::Clip),
-        _ => None,
+    let ew = match graph::elementwise(name) {
+        Some(row) => row.lower,
+        None => match name {
+            graph::Max::NAME if ins.len() == 2 => Some(Ew::Binary(Bin::Max)),
+            graph::Min::NAME if ins.len() == 2 => Some(Ew::Binary(Bin::Min)),
+            graph::Max::NAME | graph::Min::NAME if ins.len() == 1 => Some(unary(Un::Copy)),
+            graph::Equal::NAME => Some(Ew::Binary(Bin::Eq)),
+            graph::LessOrEqual::NAME => Some(Ew::Binary(Bin::Le)),
+            graph::GreaterOrEqual::NAME => Some(Ew::Ge),
+            graph::And::NAME => Some(Ew::Binary(Bin::Mul)),
+            graph::Pow::NAME => Some(Ew::Pow),
+            graph::Or::NAME => Some(Ew::Binary(Bin::Max)),
+            graph::Less::NAME => Some(Ew::Binary(Bin::Lt)),
+            graph::Greater::NAME => Some(Ew::Gt),
+            graph::Gelu::NAME => Some(Ew::Gelu(
+                m.attr(op, "approximate").and_then(Attribute::as_str) == Some("tanh"),
+            )),
+            graph::Cast::NAME | graph::Identity::NAME => Some(unary(Un::Copy)),
+            graph::Where::NAME => Some(Ew::Where),
+            graph::Clip::NAME => Some(Ew::Clip),
+            _ => None,
+        },
     };
     if let Some(k) = ew {
         let int_out = elem_of(m, out).is_some_and(|e| e.is_int() && e != crate::ir::ScalarType::I1);
@@ -421,7 +407,7 @@ pub fn lower_op(cx: &mut Cx, op: OpId) -> R<()> {
         }
         let n = match k {
             Ew::Clip | Ew::Where => ins.len(),
-            Ew::Unary(_) | Ew::Relu | Ew::Gelu(_) | Ew::Not => 1,
+            Ew::Unary(_) | Ew::Relu | Ew::Gelu(_) | Ew::Not | Ew::Steps(_) => 1,
             _ => 2,
         };
         return elementwise(cx, k, &ins[..n.min(ins.len())], &ov);
