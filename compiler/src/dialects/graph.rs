@@ -17,6 +17,9 @@ use crate::ir::{
     Attribute, BlockId, DenseAttr, Dim, Location, Module, ScalarType, TensorType, Type, ValueId,
 };
 
+/// The dialect's name prefix: every op name here starts with it.
+pub const PREFIX: &str = "graph.";
+
 define_ops! { OPS;
     /// `%r = "graph.matmul"(%a, %b) : (tensor<MxKxT>, tensor<KxNxT>) -> tensor<MxNxT>` — ONNX MatMul:
     /// batched matrix product with broadcast batch dims; 1-D operands are promoted as in NumPy.
