@@ -327,7 +327,7 @@ pub struct Elementwise {
     /// The ONNX operator type (default domain) imported as this op.
     pub onnx: &'static str,
     /// The first opset whose semantics the row implements; the row holds up to the newest opset
-    /// the importer reads (`onnx::MAX_OPSET`).
+    /// the importer reads ([`crate::onnx::MAX_OPSET`]).
     pub since: i64,
     /// Operands must be floating-point (else any element type, `i1` included).
     pub float_only: bool,

@@ -285,6 +285,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_elementwise_row_is_found_from_its_onnx_op() {
+        let rows: Vec<_> = graph::OPS
+            .iter()
+            .filter_map(|i| Some((i.name, i.elementwise?)))
+            .collect();
+        assert!(rows.len() >= 19, "{} elementwise rows", rows.len());
+        for (name, e) in rows {
+            let (found, _) = graph::elementwise_from_onnx(e.onnx).expect(e.onnx);
+            assert_eq!(found, name, "{} maps to one op", e.onnx);
+            assert_eq!(graph::elementwise(name).map(|r| r.onnx), Some(e.onnx));
+            assert!(e.since >= 1 && e.since <= crate::onnx::MAX_OPSET, "{name}");
+        }
+        assert!(graph::elementwise(graph::Softmax::NAME).is_none());
+        assert!(graph::elementwise_from_onnx("Softmax").is_none());
+    }
+
+    #[test]
     fn op_names_are_unique_and_documented() {
         let ops = all_ops();
         let mut seen = std::collections::HashSet::new();

@@ -2324,7 +2324,23 @@ mod tests {
     fn integer_division_truncates_and_mod_follows_divisor_sign() {
         let a = Tensor::new(vec![2], vec![-7i32, 7]);
         let b = Tensor::new(vec![2], vec![2i32, -2]);
-        let d = arith(&a, &b, |x, y| x / y, |x, y| x.wrapping_div(y)).unwrap();
+        let ScalarFn::Binary(ff, fi) = graph::elementwise(graph::Div::NAME).unwrap().eval else {
+            panic!("graph.div is binary");
+        };
+        let d = arith(&a, &b, ff, fi).unwrap();
         assert_eq!(d.to_i64_vec(), vec![-3, -3]);
+        let z = arith(&a, &Tensor::new(vec![2], vec![0i32, 0]), ff, fi).unwrap();
+        assert_eq!(z.to_i64_vec(), vec![0, 0]);
+    }
+
+    #[test]
+    fn softplus_row_is_exact_at_zero_and_stable_for_large_magnitudes() {
+        let ScalarFn::Unary(f, _) = graph::elementwise(graph::Softplus::NAME).unwrap().eval else {
+            panic!("graph.softplus is unary");
+        };
+        assert!((f(0.0) - std::f64::consts::LN_2).abs() < 1e-15);
+        assert_eq!(f(1000.0), 1000.0);
+        assert!((0.0..1e-300).contains(&f(-1000.0)));
+        assert!(f(f64::NAN).is_nan());
     }
 }
