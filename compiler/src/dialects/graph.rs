@@ -9,7 +9,12 @@
 //! Attribute names are ONNX's. Optional ONNX inputs that are absent before a present one are recorded
 //! with `operand_slots = array<i64: ...>` (operand `i` is ONNX input `slots[i]`; see [`operand_slot`]).
 //! The reference semantics of every op are implemented by [`crate::interp`]; result shapes follow
-//! [`crate::passes::shape_inference::infer_op`].
+//! [`crate::passes::shape_inference::infer_op`]. A simple elementwise op is defined whole in its row
+//! here (`elementwise = Elementwise { ... }`: ONNX mapping, verifier kind, shape rule, scalar
+//! reference function, vector-unit lowering), which those and the importer and backend read.
+//!
+//! Invariant: this file is the only Rust source that spells an op name; everything else uses
+//! `graph::<Op>::NAME` (checked by `tests/op_name_spelling.rs`).
 
 use super::{OpView, define_ops, normalize_axis};
 use crate::backend::kernels::{Bin, Ew, Imm, Step, Un};

@@ -2325,7 +2325,7 @@ mod tests {
         let a = Tensor::new(vec![2], vec![-7i32, 7]);
         let b = Tensor::new(vec![2], vec![2i32, -2]);
         let ScalarFn::Binary(ff, fi) = graph::elementwise(graph::Div::NAME).unwrap().eval else {
-            panic!("graph.div is binary");
+            panic!("Div is binary");
         };
         let d = arith(&a, &b, ff, fi).unwrap();
         assert_eq!(d.to_i64_vec(), vec![-3, -3]);
@@ -2336,7 +2336,7 @@ mod tests {
     #[test]
     fn softplus_row_is_exact_at_zero_and_stable_for_large_magnitudes() {
         let ScalarFn::Unary(f, _) = graph::elementwise(graph::Softplus::NAME).unwrap().eval else {
-            panic!("graph.softplus is unary");
+            panic!("Softplus is unary");
         };
         assert!((f(0.0) - std::f64::consts::LN_2).abs() < 1e-15);
         assert_eq!(f(1000.0), 1000.0);

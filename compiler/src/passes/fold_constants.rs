@@ -61,7 +61,7 @@ impl Pass for FoldConstants {
 /// Folds one op if possible; returns the constants that replaced its results.
 pub fn fold_op(m: &mut Module, op: OpId) -> Result<Option<Vec<ValueId>>, String> {
     let d = m.op(op);
-    if !d.name.starts_with("graph.") || d.name == graph::Constant::NAME || !is_pure(m, op) || d.results.is_empty() {
+    if !d.name.starts_with(graph::PREFIX) || d.name == graph::Constant::NAME || !is_pure(m, op) || d.results.is_empty() {
         return Ok(None);
     }
     let values: Vec<Tensor> = match d.name.as_str() {

@@ -420,7 +420,7 @@ mod tests {
         let names: Vec<String> = m
             .walk_all()
             .into_iter()
-            .filter(|&o| !m.op(o).erased && m.op(o).name.starts_with("graph."))
+            .filter(|&o| !m.op(o).erased && m.op(o).name.starts_with(graph::PREFIX))
             .map(|o| m.op(o).name.clone())
             .collect();
         assert_eq!(names, [graph::MatMulEpilogue::NAME, graph::MatMulEpilogue::NAME]);

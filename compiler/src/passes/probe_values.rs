@@ -69,7 +69,7 @@ impl Pass for ProbeValues {
             let mut values = vec![];
             for &op in &ops {
                 let d = m.op(op);
-                if !d.name.starts_with("graph.")
+                if !d.name.starts_with(graph::PREFIX)
                     || d.name == graph::Constant::NAME
                     || d.name == graph::KvAppend::NAME
                     || VIEWS.contains(&d.name.as_str())
