@@ -14,7 +14,7 @@
 //! too, as the op's last operand (`residual = true`): the kernel loads `r` per output tile and
 //! adds it in f32 before the one rounding to the output type. Not through a reshape of the result.
 
-use crate::dialects::graph;
+use crate::dialects::graph::{self, ScalarFn};
 use std::collections::{HashMap, HashSet};
 
 use super::PassInfo;
@@ -90,20 +90,15 @@ const ELEMENTWISE: &[&str] = &[
 fn eval_op(m: &Module, op: OpId, a: &[f64]) -> Option<f64> {
     let x = *a.first()?;
     let y = a.get(1).copied();
-    Some(match m.op(op).name.as_str() {
-        graph::Add::NAME => x + y?,
-        graph::Sub::NAME => x - y?,
-        graph::Mul::NAME => x * y?,
-        graph::Div::NAME => x / y?,
+    let name = m.op(op).name.as_str();
+    if let Some(row) = graph::elementwise(name) {
+        return Some(match row.eval {
+            ScalarFn::Unary(f, _) => f(x),
+            ScalarFn::Binary(f, _) => f(x, y?),
+        });
+    }
+    Some(match name {
         graph::Pow::NAME => x.powf(y?),
-        graph::Tanh::NAME => x.tanh(),
-        graph::Erf::NAME => erf(x),
-        graph::Sigmoid::NAME => 1.0 / (1.0 + (-x).exp()),
-        graph::Relu::NAME => x.max(0.0),
-        graph::Neg::NAME => -x,
-        graph::Exp::NAME => x.exp(),
-        graph::Sqrt::NAME => x.sqrt(),
-        graph::Reciprocal::NAME => 1.0 / x,
         graph::Max::NAME => a.iter().copied().fold(f64::NEG_INFINITY, f64::max),
         graph::Min::NAME => a.iter().copied().fold(f64::INFINITY, f64::min),
         graph::Gelu::NAME => {
