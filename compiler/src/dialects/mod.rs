@@ -302,6 +302,31 @@ mod tests {
     }
 
     #[test]
+    fn elementwise_verifier_checks_float_only_and_broadcast() {
+        let check = |text: &str| {
+            let m = crate::parser::parse_module(text).expect("parses");
+            crate::ir::verify(&m).map_err(|e| format!("{e:?}"))
+        };
+        let unary = |op: &str, t: &str| {
+            format!(
+                r#"module {{ func.func @main(%a: {t}) -> {t} {{ %0 = "{op}"(%a) : ({t}) -> {t} func.return %0 : {t} }} }}"#
+            )
+        };
+        check(&unary(graph::Softplus::NAME, "tensor<4xf32>")).unwrap();
+        let err = check(&unary(graph::Softplus::NAME, "tensor<4xi32>")).unwrap_err();
+        assert!(err.contains("floating-point"), "{err}");
+        check(&unary(graph::Neg::NAME, "tensor<4xi32>")).unwrap();
+        let add = |b: &str| {
+            format!(
+                r#"module {{ func.func @main(%a: tensor<2x3xf32>, %b: {b}) -> tensor<2x3xf32> {{ %0 = "{}"(%a, %b) : (tensor<2x3xf32>, {b}) -> tensor<2x3xf32> func.return %0 : tensor<2x3xf32> }} }}"#,
+                graph::Add::NAME
+            )
+        };
+        check(&add("tensor<3xf32>")).unwrap();
+        assert!(check(&add("tensor<2xf32>")).is_err());
+    }
+
+    #[test]
     fn op_names_are_unique_and_documented() {
         let ops = all_ops();
         let mut seen = std::collections::HashSet::new();
