@@ -1,18 +1,25 @@
 //! `llmpu conformance` on the shared corpus (`$LLMPU_CORPUS`, default `../shared/corpus` beside the
 //! workspace): the ONNX node tests, the extra node tests and the exported models all pass through the
-//! importer + reference interpreter. Skipped (with a message) when the corpus is absent.
+//! importer + reference interpreter. Skipped (with a message) when the corpus is absent. The node
+//! tests kept in the repository (`tests/onnx-node`) run through the interpreter and the emulator.
 
+use std::path::Path;
 use std::process::Command;
 
 mod common;
 use common::corpus;
 
-/// Runs the command on a folder; returns (passed, failed, unsupported) from its summary line.
+/// Runs the command on a corpus folder; returns (passed, failed, unsupported) from its summary line.
 fn conformance(folder: &str) -> Option<(u32, u32, u32)> {
-    let dir = corpus("")?.join(folder);
+    Some(summary(&corpus("")?.join(folder), "interpreter"))
+}
+
+/// Runs `llmpu conformance -q --backend <backend> <dir>`; returns (passed, failed, unsupported).
+fn summary(dir: &Path, backend: &str) -> (u32, u32, u32) {
+    let folder = dir.display();
     let out = Command::new(env!("CARGO_BIN_EXE_llmpu"))
-        .args(["conformance", "-q"])
-        .arg(&dir)
+        .args(["conformance", "-q", "--backend", backend])
+        .arg(dir)
         .output()
         .expect("run llmpu");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
@@ -23,13 +30,24 @@ fn conformance(folder: &str) -> Option<(u32, u32, u32)> {
         .filter_map(|s| s.parse().ok())
         .collect();
     assert_eq!(nums.len(), 3, "unexpected summary in:\n{text}");
-    println!("{folder}: {last}");
+    println!("{folder} ({backend}): {last}");
     assert_eq!(
         out.status.success(),
         nums[1] == 0,
         "exit status must reflect failures:\n{text}"
     );
-    Some((nums[0], nums[1], nums[2]))
+    (nums[0], nums[1], nums[2])
+}
+
+/// `graph.softplus` was added through its definition row alone (`compiler/src/dialects/graph.rs`);
+/// ONNX's Softplus node tests pass on the reference interpreter and, lowered to the vector unit's
+/// `exp`, `+ 1`, `log`, on the emulator.
+#[test]
+fn repository_node_tests_pass_on_interpreter_and_emulator() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/onnx-node");
+    for backend in ["interpreter", "emulator"] {
+        assert_eq!(summary(&dir, backend), (4, 0, 0), "{backend}");
+    }
 }
 
 #[test]

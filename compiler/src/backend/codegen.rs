@@ -38,6 +38,7 @@
 //! blocks, so [`write_lowered`] followed by [`assemble`] gives the instructions it was given, bit for
 //! bit.
 
+use crate::dialects::graph;
 use std::sync::Arc;
 
 use llmpu_asm::Assembler;
@@ -255,7 +256,7 @@ pub fn write_lowered(
         );
         m.append(
             entry,
-            OpSpec::new("graph.constant", Location::name(&d.name))
+            OpSpec::new(graph::Constant::NAME, Location::name(&d.name))
                 .results(vec![ty.clone()])
                 .attr("value", Attribute::Dense(DenseAttr { ty, blob }))
                 .attr("llmpu.hbm", Attribute::i64(d.hbm_addr as i64)),

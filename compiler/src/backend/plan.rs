@@ -14,6 +14,7 @@
 //! - Storage type: with `bf16` precision every f32 tensor that is not a program input or output is
 //!   stored as bf16.
 
+use crate::dialects::graph;
 use std::collections::HashMap;
 
 use llmpu_isa::program::HBM_ALIGN;
@@ -60,13 +61,16 @@ pub fn index_bound(m: &Module, a: ValueId, name: &str) -> Option<IndexBound> {
         for (u, ix) in m.uses(v) {
             let d = m.op(u);
             match d.name.as_str() {
-                "graph.reshape" | "graph.unsqueeze" | "graph.squeeze" | "graph.flatten"
-                | "graph.identity"
+                graph::Reshape::NAME
+                | graph::Unsqueeze::NAME
+                | graph::Squeeze::NAME
+                | graph::Flatten::NAME
+                | graph::Identity::NAME
                     if ix == 0 =>
                 {
                     work.extend(d.results.iter().copied());
                 }
-                "graph.cast"
+                graph::Cast::NAME
                     if d.results
                         .first()
                         .and_then(|&r| elem_of(m, r))
@@ -74,7 +78,7 @@ pub fn index_bound(m: &Module, a: ValueId, name: &str) -> Option<IndexBound> {
                 {
                     work.extend(d.results.iter().copied());
                 }
-                "graph.gather" if ix == 1 => {
+                graph::Gather::NAME if ix == 1 => {
                     let Some(data) = d.operands.first().and_then(|&t| shape_of(m, t)) else {
                         continue;
                     };
@@ -122,7 +126,7 @@ pub fn elem_of(m: &Module, v: ValueId) -> Option<ScalarType> {
 /// its element count.
 fn const_blob(m: &Module, v: ValueId) -> Option<(std::sync::Arc<[u8]>, u64)> {
     let op = m.defining_op(v)?;
-    if m.op(op).name != "graph.constant" {
+    if m.op(op).name != graph::Constant::NAME {
         return None;
     }
     let d = m.attr(op, "value")?.as_dense()?;
@@ -214,9 +218,12 @@ pub fn view_results(m: &Module, op: OpId, input: &View) -> Option<Vec<View>> {
     let d = m.op(op);
     let out_shape = |i: usize| shape_of(m, d.results[i]);
     match d.name.as_str() {
-        "graph.reshape" | "graph.squeeze" | "graph.unsqueeze" | "graph.flatten"
-        | "graph.identity" => Some(vec![input.reshape(&out_shape(0)?)?]),
-        "graph.transpose" => {
+        graph::Reshape::NAME
+        | graph::Squeeze::NAME
+        | graph::Unsqueeze::NAME
+        | graph::Flatten::NAME
+        | graph::Identity::NAME => Some(vec![input.reshape(&out_shape(0)?)?]),
+        graph::Transpose::NAME => {
             let perm = crate::dialects::graph::Transpose(op).perm(m);
             let perm: Vec<usize> = perm.iter().map(|&p| p as usize).collect();
             if perm.len() != input.shape.len() || perm.iter().any(|&p| p >= perm.len()) {
@@ -224,8 +231,8 @@ pub fn view_results(m: &Module, op: OpId, input: &View) -> Option<Vec<View>> {
             }
             Some(vec![input.permute(&perm)])
         }
-        "graph.expand" => Some(vec![input.broadcast_to(&out_shape(0)?)?]),
-        "graph.slice" => {
+        graph::Expand::NAME => Some(vec![input.broadcast_to(&out_shape(0)?)?]),
+        graph::Slice::NAME => {
             let starts = const_ints(m, *d.operands.get(1)?)?;
             let ends = const_ints(m, *d.operands.get(2)?)?;
             let rank = input.shape.len() as i64;
@@ -265,7 +272,7 @@ pub fn view_results(m: &Module, op: OpId, input: &View) -> Option<Vec<View>> {
             }
             (v.shape == out_shape(0)?).then_some(vec![v])
         }
-        "graph.split" => {
+        graph::Split::NAME => {
             let rank = input.shape.len() as i64;
             let mut ax = m.attr(op, "axis").and_then(Attribute::as_int).unwrap_or(0);
             if ax < 0 {
@@ -284,7 +291,7 @@ pub fn view_results(m: &Module, op: OpId, input: &View) -> Option<Vec<View>> {
             }
             Some(out)
         }
-        "graph.gather" => {
+        graph::Gather::NAME => {
             let idx = const_ints(m, *d.operands.get(1)?)?;
             let ishape = shape_of(m, d.operands[1])?;
             if idx.is_empty() || (ishape.is_empty() && idx.len() != 1) {
@@ -383,7 +390,7 @@ fn bytes_to_storage(bytes: &[u8], from: ScalarType, to: DType) -> Vec<u8> {
 /// Plans the memory of `func` (see the module documentation).
 /// Ops whose kernels store their result through any strided view (attention writes each
 /// (head, query block) with its own DMA).
-const STRIDED_RESULT_OPS: &[&str] = &["graph.fused_attention"];
+const STRIDED_RESULT_OPS: &[&str] = &[graph::FusedAttention::NAME];
 
 /// The layout of `res`, the result of `op`, in its own buffer: dense, except that the result of
 /// an op in [`STRIDED_RESULT_OPS`] whose only user is a transpose is stored in the transposed
@@ -398,7 +405,7 @@ fn result_layout(m: &Module, op: OpId, res: ValueId, dt: DType, shape: &[u64]) -
     let [(t, 0)] = uses[..] else {
         return dense;
     };
-    if m.op(t).name != "graph.transpose" {
+    if m.op(t).name != graph::Transpose::NAME {
         return dense;
     }
     let perm: Vec<usize> = crate::dialects::graph::Transpose(t)
@@ -441,7 +448,7 @@ pub fn plan_function(m: &Module, func: OpId, o: &Options) -> Result<Plan, Backen
     if kv_params.is_some() {
         for &op in &ops {
             let d = m.op(op);
-            if d.name == "graph.kv_append" {
+            if d.name == graph::KvAppend::NAME {
                 let slot = m
                     .attr(op, "slot")
                     .and_then(Attribute::as_int)
@@ -524,7 +531,7 @@ pub fn plan_function(m: &Module, func: OpId, o: &Options) -> Result<Plan, Backen
     let mut def_index: HashMap<ValueId, usize> = HashMap::new();
     for (idx, &op) in ops.iter().enumerate() {
         let d = m.op(op);
-        if d.name == "func.return" || d.name == "graph.kv_append" {
+        if d.name == "func.return" || d.name == graph::KvAppend::NAME {
             continue;
         }
         let first_in = d.operands.first().copied();
@@ -554,7 +561,7 @@ pub fn plan_function(m: &Module, func: OpId, o: &Options) -> Result<Plan, Backen
             let (shape, e) = tensor_info(res, &format!("result of `{}`", d.name))?;
             let dt = storage_type(o, e)
                 .ok_or_else(|| err(&d.loc, format!("element type {e} is not supported")))?;
-            if d.name == "graph.constant" {
+            if d.name == graph::Constant::NAME {
                 if let Some(s) = splat_of(m, res) {
                     let s = if o.precision == Precision::Bf16 && e.is_float() {
                         bf16_saturating(s as f32).to_f64()

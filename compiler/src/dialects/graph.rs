@@ -9,25 +9,50 @@
 //! Attribute names are ONNX's. Optional ONNX inputs that are absent before a present one are recorded
 //! with `operand_slots = array<i64: ...>` (operand `i` is ONNX input `slots[i]`; see [`operand_slot`]).
 //! The reference semantics of every op are implemented by [`crate::interp`]; result shapes follow
-//! [`crate::passes::shape_inference::infer_op`].
+//! [`crate::passes::shape_inference::infer_op`]. A simple elementwise op is defined whole in its row
+//! here (`elementwise = Elementwise { ... }`: ONNX mapping, verifier kind, shape rule, scalar
+//! reference function, vector-unit lowering), which those and the importer and backend read.
+//!
+//! Invariant: this file is the only Rust source that spells an op name; everything else uses
+//! `graph::<Op>::NAME` (checked by `tests/op_name_spelling.rs`).
 
 use super::{OpView, define_ops, normalize_axis};
+use crate::backend::kernels::{Bin, Ew, Imm, Step, Un};
 use crate::ir::{
     Attribute, BlockId, DenseAttr, Dim, Location, Module, ScalarType, TensorType, Type, ValueId,
 };
+
+/// The dialect's name prefix: every op name here starts with it.
+pub const PREFIX: &str = "graph.";
 
 define_ops! { OPS;
     /// `%r = "graph.matmul"(%a, %b) : (tensor<MxKxT>, tensor<KxNxT>) -> tensor<MxNxT>` — ONNX MatMul:
     /// batched matrix product with broadcast batch dims; 1-D operands are promoted as in NumPy.
     MatMul = "graph.matmul", pure = true, verify = verify_matmul;
     /// `%r = "graph.add"(%a, %b)` — elementwise `a + b` with broadcasting.
-    Add = "graph.add", pure = true, verify = verify_binary;
+    Add = "graph.add", pure = true, verify = verify_elementwise, elementwise = Elementwise {
+        onnx: "Add", since: 7, float_only: false,
+        eval: ScalarFn::Binary(|a, b| a + b, |a, b| a.wrapping_add(b)),
+        lower: Some(Ew::Binary(Bin::Add)),
+    };
     /// `%r = "graph.sub"(%a, %b)` — elementwise `a - b` with broadcasting.
-    Sub = "graph.sub", pure = true, verify = verify_binary;
+    Sub = "graph.sub", pure = true, verify = verify_elementwise, elementwise = Elementwise {
+        onnx: "Sub", since: 7, float_only: false,
+        eval: ScalarFn::Binary(|a, b| a - b, |a, b| a.wrapping_sub(b)),
+        lower: Some(Ew::Binary(Bin::Sub)),
+    };
     /// `%r = "graph.mul"(%a, %b)` — elementwise `a * b` with broadcasting.
-    Mul = "graph.mul", pure = true, verify = verify_binary;
+    Mul = "graph.mul", pure = true, verify = verify_elementwise, elementwise = Elementwise {
+        onnx: "Mul", since: 7, float_only: false,
+        eval: ScalarFn::Binary(|a, b| a * b, |a, b| a.wrapping_mul(b)),
+        lower: Some(Ew::Binary(Bin::Mul)),
+    };
     /// `%r = "graph.div"(%a, %b)` — elementwise `a / b` with broadcasting.
-    Div = "graph.div", pure = true, verify = verify_binary;
+    Div = "graph.div", pure = true, verify = verify_elementwise, elementwise = Elementwise {
+        onnx: "Div", since: 7, float_only: false,
+        eval: ScalarFn::Binary(|a, b| a / b, |a, b| if b == 0 { 0 } else { a.wrapping_div(b) }),
+        lower: Some(Ew::Binary(Bin::Div)),
+    };
     /// `%r = "graph.pow"(%x, %y)` — elementwise `x ^ y` with broadcasting; `y` may have another dtype.
     Pow = "graph.pow", pure = true, verify = verify_pow;
     /// `%r = "graph.gemm"(%a, %b, %c?) {alpha = 1.0 : f32, beta = 1.0 : f32, transA = 0 : i64, transB = 0 : i64}`
@@ -39,13 +64,29 @@ define_ops! { OPS;
     /// floats).
     Mod = "graph.mod", pure = true, verify = verify_binary;
     /// `%r = "graph.log"(%x)` — elementwise natural logarithm.
-    Log = "graph.log", pure = true, verify = verify_unary_float;
+    Log = "graph.log", pure = true, verify = verify_elementwise, elementwise = Elementwise {
+        onnx: "Log", since: 7, float_only: true,
+        eval: ScalarFn::Unary(f64::ln, |a| a),
+        lower: Some(Ew::Unary(Un::Log)),
+    };
     /// `%r = "graph.ceil"(%x)` — elementwise rounding up.
-    Ceil = "graph.ceil", pure = true, verify = verify_unary_float;
+    Ceil = "graph.ceil", pure = true, verify = verify_elementwise, elementwise = Elementwise {
+        onnx: "Ceil", since: 7, float_only: true,
+        eval: ScalarFn::Unary(f64::ceil, |a| a),
+        lower: None,
+    };
     /// `%r = "graph.abs"(%x)` — elementwise absolute value.
-    Abs = "graph.abs", pure = true, verify = verify_unary;
+    Abs = "graph.abs", pure = true, verify = verify_elementwise, elementwise = Elementwise {
+        onnx: "Abs", since: 7, float_only: false,
+        eval: ScalarFn::Unary(f64::abs, |a| a.wrapping_abs()),
+        lower: Some(Ew::Unary(Un::Abs)),
+    };
     /// `%r = "graph.not"(%x)` — elementwise logical negation of an `i1` tensor.
-    Not = "graph.not", pure = true, verify = verify_unary;
+    Not = "graph.not", pure = true, verify = verify_elementwise, elementwise = Elementwise {
+        onnx: "Not", since: 7, float_only: false,
+        eval: ScalarFn::Unary(|a| if a == 0.0 { 1.0 } else { 0.0 }, |a| (a == 0) as i128),
+        lower: Some(Ew::Not),
+    };
     /// `%r = "graph.or"(%a, %b)` — elementwise logical or of `i1` tensors, broadcasting.
     Or = "graph.or", pure = true, verify = verify_and;
     /// `%r = "graph.less"(%a, %b)` — elementwise `a < b`, `i1` result, broadcasting.
@@ -58,27 +99,73 @@ define_ops! { OPS;
     /// `pads` holds begin counts then end counts (negative values crop) for every axis (or for `axes`).
     Pad = "graph.pad", pure = true, verify = verify_pad;
     /// `%r = "graph.sqrt"(%x)` — elementwise square root.
-    Sqrt = "graph.sqrt", pure = true, verify = verify_unary_float;
+    Sqrt = "graph.sqrt", pure = true, verify = verify_elementwise, elementwise = Elementwise {
+        onnx: "Sqrt", since: 7, float_only: true,
+        eval: ScalarFn::Unary(f64::sqrt, |a| a),
+        lower: Some(Ew::Unary(Un::Sqrt)),
+    };
     /// `%r = "graph.reciprocal"(%x)` — elementwise `1 / x`.
-    Reciprocal = "graph.reciprocal", pure = true, verify = verify_unary_float;
+    Reciprocal = "graph.reciprocal", pure = true, verify = verify_elementwise, elementwise = Elementwise {
+        onnx: "Reciprocal", since: 7, float_only: true,
+        eval: ScalarFn::Unary(|a| 1.0 / a, |a| if a == 0 { 0 } else { 1 / a }),
+        lower: Some(Ew::Unary(Un::Recip)),
+    };
     /// `%r = "graph.exp"(%x)` — elementwise `e ^ x`.
-    Exp = "graph.exp", pure = true, verify = verify_unary_float;
+    Exp = "graph.exp", pure = true, verify = verify_elementwise, elementwise = Elementwise {
+        onnx: "Exp", since: 7, float_only: true,
+        eval: ScalarFn::Unary(f64::exp, |a| a),
+        lower: Some(Ew::Unary(Un::Exp)),
+    };
     /// `%r = "graph.erf"(%x)` — elementwise error function.
-    Erf = "graph.erf", pure = true, verify = verify_unary_float;
+    Erf = "graph.erf", pure = true, verify = verify_elementwise, elementwise = Elementwise {
+        onnx: "Erf", since: 7, float_only: true,
+        eval: ScalarFn::Unary(crate::interp::ops::erf, |a| a),
+        lower: Some(Ew::Unary(Un::Erf)),
+    };
     /// `%r = "graph.tanh"(%x)` — elementwise hyperbolic tangent.
-    Tanh = "graph.tanh", pure = true, verify = verify_unary_float;
+    Tanh = "graph.tanh", pure = true, verify = verify_elementwise, elementwise = Elementwise {
+        onnx: "Tanh", since: 7, float_only: true,
+        eval: ScalarFn::Unary(f64::tanh, |a| a),
+        lower: Some(Ew::Unary(Un::Tanh)),
+    };
     /// `%r = "graph.sigmoid"(%x)` — elementwise `1 / (1 + e ^ -x)`.
-    Sigmoid = "graph.sigmoid", pure = true, verify = verify_unary_float;
+    Sigmoid = "graph.sigmoid", pure = true, verify = verify_elementwise, elementwise = Elementwise {
+        onnx: "Sigmoid", since: 7, float_only: true,
+        eval: ScalarFn::Unary(crate::interp::ops::sigmoid, |a| a),
+        lower: Some(Ew::Unary(Un::Sigmoid)),
+    };
+    /// `%r = "graph.softplus"(%x)` — elementwise `ln(1 + e ^ x)` (ONNX Softplus).
+    Softplus = "graph.softplus", pure = true, verify = verify_elementwise, elementwise = Elementwise {
+        onnx: "Softplus", since: 7, float_only: true,
+        eval: ScalarFn::Unary(|x| x.max(0.0) + (-x.abs()).exp().ln_1p(), |a| a),
+        lower: Some(Ew::Steps(&[Step::Un(Un::Exp), Step::Imm(Imm::Add, 1.0), Step::Un(Un::Log)])),
+    };
     /// `%r = "graph.relu"(%x)` — elementwise `max(x, 0)`.
-    Relu = "graph.relu", pure = true, verify = verify_unary;
+    Relu = "graph.relu", pure = true, verify = verify_elementwise, elementwise = Elementwise {
+        onnx: "Relu", since: 7, float_only: false,
+        eval: ScalarFn::Unary(|a| if a > 0.0 || a.is_nan() { a } else { 0.0 }, |a| a.max(0)),
+        lower: Some(Ew::Relu),
+    };
     /// `%r = "graph.gelu"(%x) {approximate = "none" | "tanh"}` — Gaussian error linear unit.
     Gelu = "graph.gelu", pure = true, verify = verify_gelu;
     /// `%r = "graph.neg"(%x)` — elementwise `-x`.
-    Neg = "graph.neg", pure = true, verify = verify_unary;
+    Neg = "graph.neg", pure = true, verify = verify_elementwise, elementwise = Elementwise {
+        onnx: "Neg", since: 7, float_only: false,
+        eval: ScalarFn::Unary(|a| -a, |a| a.wrapping_neg()),
+        lower: Some(Ew::Unary(Un::Neg)),
+    };
     /// `%r = "graph.cos"(%x)` — elementwise cosine.
-    Cos = "graph.cos", pure = true, verify = verify_unary_float;
+    Cos = "graph.cos", pure = true, verify = verify_elementwise, elementwise = Elementwise {
+        onnx: "Cos", since: 7, float_only: true,
+        eval: ScalarFn::Unary(f64::cos, |a| a),
+        lower: Some(Ew::Unary(Un::Cos)),
+    };
     /// `%r = "graph.sin"(%x)` — elementwise sine.
-    Sin = "graph.sin", pure = true, verify = verify_unary_float;
+    Sin = "graph.sin", pure = true, verify = verify_elementwise, elementwise = Elementwise {
+        onnx: "Sin", since: 7, float_only: true,
+        eval: ScalarFn::Unary(f64::sin, |a| a),
+        lower: Some(Ew::Unary(Un::Sin)),
+    };
     /// `%r = "graph.max"(%a, %b, ...)` — elementwise maximum of 1+ operands with broadcasting.
     Max = "graph.max", pure = true, verify = verify_variadic;
     /// `%r = "graph.min"(%a, %b, ...)` — elementwise minimum of 1+ operands with broadcasting.
@@ -224,6 +311,84 @@ define_ops! { OPS;
     /// new`, and −inf for the slots after. The mask broadcasts to rank 4 with `batch` rows; at
     /// `len[b] = P` (the only length the graph-level semantics knows) it is that broadcast.
     KvMask = "graph.kv_mask", pure = true, verify = verify_kv_mask;
+}
+
+/// A simple elementwise op, defined whole in its `define_ops!` row (`elementwise = ...`): the
+/// ONNX operator it imports from, its verifier kind and shape rule (from the arity of `eval`:
+/// unary ops keep their operand's type, binary ones broadcast NumPy-style to a common shape), its
+/// reference semantics per element and its vector-unit lowering. The importer
+/// ([`elementwise_from_onnx`]), shape inference, the interpreter and the backend read this row and
+/// have no per-op code for it. For example the row of `graph.exp`:
+///
+/// ```text
+/// Exp = "graph.exp", pure = true, verify = verify_elementwise, elementwise = Elementwise {
+///     onnx: "Exp", since: 7, float_only: true,
+///     eval: ScalarFn::Unary(f64::exp, |a| a),
+///     lower: Some(Ew::Unary(Un::Exp)),
+/// };
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct Elementwise {
+    /// The ONNX operator type (default domain) imported as this op.
+    pub onnx: &'static str,
+    /// The first opset whose semantics the row implements; the row holds up to the newest opset
+    /// the importer reads ([`crate::onnx::MAX_OPSET`]).
+    pub since: i64,
+    /// Operands must be floating-point (else any element type, `i1` included).
+    pub float_only: bool,
+    /// Reference semantics per element, in `f64` for float tensors and `i128` for integer ones
+    /// (the interpreter rounds to the element type); its arity is the op's.
+    pub eval: ScalarFn,
+    /// The backend's vector-unit computation; `None` when the backend does not lower the op.
+    pub lower: Option<Ew>,
+}
+
+/// The per-element function of an [`Elementwise`] op: `(float, integer)` forms.
+#[derive(Clone, Copy, Debug)]
+pub enum ScalarFn {
+    /// One operand; the result has its type.
+    Unary(fn(f64) -> f64, fn(i128) -> i128),
+    /// Two operands broadcast to a common shape; the result has the first operand's element type.
+    Binary(fn(f64, f64) -> f64, fn(i128, i128) -> i128),
+}
+
+impl ScalarFn {
+    /// Number of operands.
+    pub fn arity(&self) -> usize {
+        match self {
+            ScalarFn::Unary(..) => 1,
+            ScalarFn::Binary(..) => 2,
+        }
+    }
+}
+
+/// The elementwise definition of the op named `name`, if it is a simple elementwise op.
+pub fn elementwise(name: &str) -> Option<&'static Elementwise> {
+    super::lookup(name).and_then(|i| i.elementwise)
+}
+
+/// The simple elementwise op an ONNX operator type imports as: `(op name, definition)`.
+pub fn elementwise_from_onnx(op_type: &str) -> Option<(&'static str, &'static Elementwise)> {
+    OPS.iter().find_map(|i| {
+        i.elementwise
+            .filter(|e| e.onnx == op_type)
+            .map(|e| (i.name, e))
+    })
+}
+
+/// The verifier of every [`Elementwise`] op: operand count from the arity, NumPy broadcasting,
+/// the result's element type equal to the (first) operand's, floats only when `float_only`.
+fn verify_elementwise(v: &OpView) -> Result<(), String> {
+    let row = elementwise(&v.data().name).ok_or("is not an elementwise op")?;
+    match row.eval {
+        ScalarFn::Unary(..) => verify_unary(v)?,
+        ScalarFn::Binary(..) => verify_binary(v)?,
+    }
+    let x = v.tensor_operand(0)?;
+    if row.float_only && !x.elem.is_float() {
+        return Err(format!("expects a floating-point operand, got {}", x.elem));
+    }
+    Ok(())
 }
 
 fn verify_kv_mask(v: &OpView) -> Result<(), String> {

@@ -167,6 +167,7 @@ fn dialect() -> &'static Dialect {
                 pure: false,
                 successors: spec.control != Control::Next,
                 verify: verify_instruction,
+                elementwise: None,
             });
             specs.insert(name, spec);
         }

@@ -31,6 +31,10 @@ pub struct OpInfo {
     pub successors: bool,
     /// The op's verifier.
     pub verify: fn(&OpView) -> Result<(), String>,
+    /// A simple elementwise `graph` op's whole definition (ONNX mapping, shape rule, reference
+    /// scalar function, vector-unit lowering), read by the importer, shape inference, the
+    /// interpreter and the backend; `None` for every other op.
+    pub elementwise: Option<&'static graph::Elementwise>,
 }
 
 /// A read-only view of one op for verifiers.
@@ -216,7 +220,7 @@ pub fn first_result(m: &Module, op: OpId) -> ValueId {
 /// `/// docs` `Struct = "dialect.name", pure = bool, [successors = bool,] verify = fn;`
 /// (`successors` defaults to false).
 macro_rules! define_ops {
-    ($table:ident; $( $(#[doc = $doc:literal])* $ty:ident = $name:literal, pure = $pure:expr, $(successors = $succ:expr,)? verify = $v:expr; )*) => {
+    ($table:ident; $( $(#[doc = $doc:literal])* $ty:ident = $name:literal, pure = $pure:expr, $(successors = $succ:expr,)? verify = $v:expr $(, elementwise = $ew:expr)?; )*) => {
         $(
             $(#[doc = $doc])*
             #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -259,15 +263,68 @@ macro_rules! define_ops {
         )*
         /// Registry rows of this dialect.
         pub static $table: &[crate::dialects::OpInfo] = &[
-            $( crate::dialects::OpInfo { name: $name, doc: concat!($($doc, "\n"),*), pure: $pure, successors: false $(|| $succ)?, verify: $v }, )*
+            $( crate::dialects::OpInfo { name: $name, doc: concat!($($doc, "\n"),*), pure: $pure, successors: false $(|| $succ)?, verify: $v, elementwise: crate::dialects::elementwise_row!($($ew)?) }, )*
         ];
     };
 }
 pub(crate) use define_ops;
 
+/// The `elementwise` field of a [`define_ops!`] row: `None`, or the row's definition.
+macro_rules! elementwise_row {
+    () => {
+        None
+    };
+    ($ew:expr) => {
+        Some(&$ew)
+    };
+}
+pub(crate) use elementwise_row;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_elementwise_row_is_found_from_its_onnx_op() {
+        let rows: Vec<_> = graph::OPS
+            .iter()
+            .filter_map(|i| Some((i.name, i.elementwise?)))
+            .collect();
+        assert!(rows.len() >= 19, "{} elementwise rows", rows.len());
+        for (name, e) in rows {
+            let (found, _) = graph::elementwise_from_onnx(e.onnx).expect(e.onnx);
+            assert_eq!(found, name, "{} maps to one op", e.onnx);
+            assert_eq!(graph::elementwise(name).map(|r| r.onnx), Some(e.onnx));
+            assert!(e.since >= 1 && e.since <= crate::onnx::MAX_OPSET, "{name}");
+        }
+        assert!(graph::elementwise(graph::Softmax::NAME).is_none());
+        assert!(graph::elementwise_from_onnx("Softmax").is_none());
+    }
+
+    #[test]
+    fn elementwise_verifier_checks_float_only_and_broadcast() {
+        let check = |text: &str| {
+            let m = crate::parser::parse_module(text).expect("parses");
+            crate::ir::verify(&m).map_err(|e| format!("{e:?}"))
+        };
+        let unary = |op: &str, t: &str| {
+            format!(
+                r#"module {{ func.func @main(%a: {t}) -> {t} {{ %0 = "{op}"(%a) : ({t}) -> {t} func.return %0 : {t} }} }}"#
+            )
+        };
+        check(&unary(graph::Softplus::NAME, "tensor<4xf32>")).unwrap();
+        let err = check(&unary(graph::Softplus::NAME, "tensor<4xi32>")).unwrap_err();
+        assert!(err.contains("floating-point"), "{err}");
+        check(&unary(graph::Neg::NAME, "tensor<4xi32>")).unwrap();
+        let add = |b: &str| {
+            format!(
+                r#"module {{ func.func @main(%a: tensor<2x3xf32>, %b: {b}) -> tensor<2x3xf32> {{ %0 = "{}"(%a, %b) : (tensor<2x3xf32>, {b}) -> tensor<2x3xf32> func.return %0 : tensor<2x3xf32> }} }}"#,
+                graph::Add::NAME
+            )
+        };
+        check(&add("tensor<3xf32>")).unwrap();
+        assert!(check(&add("tensor<2xf32>")).is_err());
+    }
 
     #[test]
     fn op_names_are_unique_and_documented() {

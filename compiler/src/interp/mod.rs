@@ -15,6 +15,7 @@ pub mod tensor;
 
 pub use tensor::{Data, Elem, F8E4M3, Tensor, TensorError};
 
+use crate::dialects::graph;
 use crate::ir::{Attribute, Location, Module, OpId, ScalarType, Type, ValueDef, ValueId};
 
 /// Interpreter errors; op failures carry the op name and its location (ONNX node).
@@ -195,7 +196,7 @@ pub fn constant_value(m: &Module, v: ValueId) -> Option<Tensor> {
     let ValueDef::OpResult(op, 0) = m.value(v).def else {
         return None;
     };
-    if m.op(op).name != "graph.constant" {
+    if m.op(op).name != graph::Constant::NAME {
         return None;
     }
     dense_tensor(m, m.attr(op, "value")?).ok()

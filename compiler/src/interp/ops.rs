@@ -7,7 +7,7 @@
 //! type through it.
 
 use super::tensor::{Data, Elem, F8E4M3, Tensor, map_data, numel};
-use crate::dialects::graph::OPERAND_SLOTS;
+use crate::dialects::graph::{self, OPERAND_SLOTS, ScalarFn};
 use crate::ir::{Attribute, Module, OpId, ScalarType};
 
 type R<T> = Result<T, String>;
@@ -89,37 +89,19 @@ pub fn eval(c: &OpCtx) -> R<Vec<Tensor>> {
     let name = c.m.op(c.op).name.as_str();
     let one = |t: Tensor| Ok(vec![t]);
     let x = || c.req(0);
-    match name.strip_prefix("graph.").unwrap_or(name) {
-        "constant" => one(super::dense_tensor(
+    if let Some(row) = graph::elementwise(name) {
+        return match row.eval {
+            ScalarFn::Unary(ff, fi) => one(unary(x()?, ff, fi)),
+            ScalarFn::Binary(ff, fi) => one(arith(x()?, c.req(1)?, ff, fi)?),
+        };
+    }
+    match name {
+        graph::Constant::NAME => one(super::dense_tensor(
             c.m,
             c.attr("value").ok_or("constant has no value")?,
         )?),
-        "identity" => one(x()?.clone()),
-        "add" => one(arith(
-            x()?,
-            c.req(1)?,
-            |a, b| a + b,
-            |a, b| a.wrapping_add(b),
-        )?),
-        "sub" => one(arith(
-            x()?,
-            c.req(1)?,
-            |a, b| a - b,
-            |a, b| a.wrapping_sub(b),
-        )?),
-        "mul" => one(arith(
-            x()?,
-            c.req(1)?,
-            |a, b| a * b,
-            |a, b| a.wrapping_mul(b),
-        )?),
-        "div" => one(arith(
-            x()?,
-            c.req(1)?,
-            |a, b| a / b,
-            |a, b| if b == 0 { 0 } else { a.wrapping_div(b) },
-        )?),
-        "mod" => {
+        graph::Identity::NAME => one(x()?.clone()),
+        graph::Mod::NAME => {
             let fmod = c.int("fmod", 0) != 0;
             one(arith(
                 x()?,
@@ -145,8 +127,8 @@ pub fn eval(c: &OpCtx) -> R<Vec<Tensor>> {
                 },
             )?)
         }
-        "pow" => one(pow(x()?, c.req(1)?)?),
-        "max" => one(variadic(
+        graph::Pow::NAME => one(pow(x()?, c.req(1)?)?),
+        graph::Max::NAME => one(variadic(
             c.ins,
             |a, b| {
                 if a.is_nan() || b.is_nan() {
@@ -157,7 +139,7 @@ pub fn eval(c: &OpCtx) -> R<Vec<Tensor>> {
             },
             |a, b| a.max(b),
         )?),
-        "min" => one(variadic(
+        graph::Min::NAME => one(variadic(
             c.ins,
             |a, b| {
                 if a.is_nan() || b.is_nan() {
@@ -168,46 +150,24 @@ pub fn eval(c: &OpCtx) -> R<Vec<Tensor>> {
             },
             |a, b| a.min(b),
         )?),
-        "equal" => one(compare(x()?, c.req(1)?, |a, b| a == b, |a, b| a == b)?),
-        "less" => one(compare(x()?, c.req(1)?, |a, b| a < b, |a, b| a < b)?),
-        "greater" => one(compare(x()?, c.req(1)?, |a, b| a > b, |a, b| a > b)?),
-        "less_or_equal" => one(compare(x()?, c.req(1)?, |a, b| a <= b, |a, b| a <= b)?),
-        "greater_or_equal" => one(compare(x()?, c.req(1)?, |a, b| a >= b, |a, b| a >= b)?),
-        "and" => one(compare(
+        graph::Equal::NAME => one(compare(x()?, c.req(1)?, |a, b| a == b, |a, b| a == b)?),
+        graph::Less::NAME => one(compare(x()?, c.req(1)?, |a, b| a < b, |a, b| a < b)?),
+        graph::Greater::NAME => one(compare(x()?, c.req(1)?, |a, b| a > b, |a, b| a > b)?),
+        graph::LessOrEqual::NAME => one(compare(x()?, c.req(1)?, |a, b| a <= b, |a, b| a <= b)?),
+        graph::GreaterOrEqual::NAME => one(compare(x()?, c.req(1)?, |a, b| a >= b, |a, b| a >= b)?),
+        graph::And::NAME => one(compare(
             x()?,
             c.req(1)?,
             |a, b| a != 0.0 && b != 0.0,
             |a, b| a != 0 && b != 0,
         )?),
-        "or" => one(compare(
+        graph::Or::NAME => one(compare(
             x()?,
             c.req(1)?,
             |a, b| a != 0.0 || b != 0.0,
             |a, b| a != 0 || b != 0,
         )?),
-        "not" => one(unary(
-            x()?,
-            |a| if a == 0.0 { 1.0 } else { 0.0 },
-            |a| (a == 0) as i128,
-        )),
-        "neg" => one(unary(x()?, |a| -a, |a| a.wrapping_neg())),
-        "abs" => one(unary(x()?, f64::abs, |a| a.wrapping_abs())),
-        "relu" => one(unary(
-            x()?,
-            |a| if a > 0.0 || a.is_nan() { a } else { 0.0 },
-            |a| a.max(0),
-        )),
-        "sqrt" => one(unary(x()?, f64::sqrt, |a| a)),
-        "reciprocal" => one(unary(x()?, |a| 1.0 / a, |a| if a == 0 { 0 } else { 1 / a })),
-        "exp" => one(unary(x()?, f64::exp, |a| a)),
-        "log" => one(unary(x()?, f64::ln, |a| a)),
-        "ceil" => one(unary(x()?, f64::ceil, |a| a)),
-        "erf" => one(unary(x()?, erf, |a| a)),
-        "tanh" => one(unary(x()?, f64::tanh, |a| a)),
-        "cos" => one(unary(x()?, f64::cos, |a| a)),
-        "sin" => one(unary(x()?, f64::sin, |a| a)),
-        "sigmoid" => one(unary(x()?, sigmoid, |a| a)),
-        "gelu" => {
+        graph::Gelu::NAME => {
             let tanh = c.attr("approximate").and_then(Attribute::as_str) == Some("tanh");
             one(unary(
                 x()?,
@@ -222,26 +182,29 @@ pub fn eval(c: &OpCtx) -> R<Vec<Tensor>> {
                 |a| a,
             ))
         }
-        "clip" => one(clip(x()?, c.input(1), c.input(2))?),
-        "cast" => {
+        graph::Clip::NAME => one(clip(x()?, c.input(1), c.input(2))?),
+        graph::Cast::NAME => {
             let to = c.result_elem(0)?;
             one(x()?.cast(to, c.int("saturate", 1) != 0))
         }
-        "where" => one(where_(x()?, c.req(1)?, c.req(2)?)?),
-        "matmul" => one(matmul(x()?, c.req(1)?)?),
-        "matmul_epilogue" => one(matmul_epilogue(c)?),
-        "gemm" => one(gemm(c)?),
-        "matmul_integer" => one(matmul_integer(c)?),
-        "softmax" | "log_softmax" => one(softmax(
+        graph::Where::NAME => one(where_(x()?, c.req(1)?, c.req(2)?)?),
+        graph::MatMul::NAME => one(matmul(x()?, c.req(1)?)?),
+        graph::MatMulEpilogue::NAME => one(matmul_epilogue(c)?),
+        graph::Gemm::NAME => one(gemm(c)?),
+        graph::MatMulInteger::NAME => one(matmul_integer(c)?),
+        graph::Softmax::NAME | graph::LogSoftmax::NAME => one(softmax(
             x()?,
             c.int("axis", -1),
-            name.ends_with("log_softmax"),
+            name == graph::LogSoftmax::NAME,
         )?),
-        "layer_norm" => layer_norm(c),
-        "rms_norm" => one(rms_norm(c)?),
-        "reduce_sum" | "reduce_mean" | "reduce_max" | "reduce_l2" => one(reduce(c, name)?),
-        "reshape" => one(reshape(c)?),
-        "flatten" => {
+        graph::LayerNorm::NAME => layer_norm(c),
+        graph::RmsNorm::NAME => one(rms_norm(c)?),
+        graph::ReduceSum::NAME
+        | graph::ReduceMean::NAME
+        | graph::ReduceMax::NAME
+        | graph::ReduceL2::NAME => one(reduce(c, name)?),
+        graph::Reshape::NAME => one(reshape(c)?),
+        graph::Flatten::NAME => {
             let t = x()?;
             let a = c.int("axis", 1);
             let a = if a < 0 { a + t.rank() as i64 } else { a };
@@ -252,7 +215,7 @@ pub fn eval(c: &OpCtx) -> R<Vec<Tensor>> {
             let s = vec![t.shape[..a].iter().product(), t.shape[a..].iter().product()];
             one(t.clone().reshaped(s))
         }
-        "squeeze" => {
+        graph::Squeeze::NAME => {
             let t = x()?;
             let shape = match c.ints_or_input("axes", 1) {
                 Some(axes) => {
@@ -277,7 +240,7 @@ pub fn eval(c: &OpCtx) -> R<Vec<Tensor>> {
             };
             one(t.clone().reshaped(shape))
         }
-        "unsqueeze" => {
+        graph::Unsqueeze::NAME => {
             let t = x()?;
             let axes = c.ints_or_input("axes", 1).ok_or("unsqueeze needs axes")?;
             let r = t.rank() + axes.len();
@@ -293,7 +256,7 @@ pub fn eval(c: &OpCtx) -> R<Vec<Tensor>> {
             }
             one(t.clone().reshaped(shape))
         }
-        "transpose" => {
+        graph::Transpose::NAME => {
             let t = x()?;
             let perm: Vec<usize> = match c.ints("perm") {
                 Some(p) => p.iter().map(|&v| axis(v, t.rank())).collect::<R<_>>()?,
@@ -302,10 +265,10 @@ pub fn eval(c: &OpCtx) -> R<Vec<Tensor>> {
             one(transpose(t, &perm)?)
         }
         // `kv_append` (kv-layout) means the concat of past and new tokens along its axis.
-        "concat" | "kv_append" => one(concat(c.ins, c.int("axis", 0))?),
+        graph::Concat::NAME | graph::KvAppend::NAME => one(concat(c.ins, c.int("axis", 0))?),
         // `kv_mask` (kv-layout) re-indexes a mask for live lengths below the compiled past; at
         // the graph level every sequence is at that past, so it is a broadcast.
-        "kv_mask" => {
+        graph::KvMask::NAME => {
             let t = x()?;
             let r = c.m.op(c.op).results[0];
             let out: Vec<usize> =
@@ -319,8 +282,8 @@ pub fn eval(c: &OpCtx) -> R<Vec<Tensor>> {
             check_numel(&out)?;
             one(take(t, out.clone(), &offsets(&t.shape, &out)))
         }
-        "cumsum" => one(cumsum(c)?),
-        "tile" => {
+        graph::CumSum::NAME => one(cumsum(c)?),
+        graph::Tile::NAME => {
             let t = x()?;
             let reps = c.req(1)?.to_i64_vec();
             if reps.len() != t.rank() || reps.iter().any(|&n| n < 0) {
@@ -348,11 +311,11 @@ pub fn eval(c: &OpCtx) -> R<Vec<Tensor>> {
                 .collect();
             one(take(t, out, &idx))
         }
-        "split" => split(c),
-        "slice" => one(slice(c)?),
-        "gather" => one(gather(x()?, c.req(1)?, c.int("axis", 0))?),
-        "gather_nd" => one(gather_nd(x()?, c.req(1)?, c.int("batch_dims", 0))?),
-        "expand" => {
+        graph::Split::NAME => split(c),
+        graph::Slice::NAME => one(slice(c)?),
+        graph::Gather::NAME => one(gather(x()?, c.req(1)?, c.int("axis", 0))?),
+        graph::GatherNd::NAME => one(gather_nd(x()?, c.req(1)?, c.int("batch_dims", 0))?),
+        graph::Expand::NAME => {
             let t = x()?;
             let s: Vec<usize> = c
                 .req(1)?
@@ -364,7 +327,7 @@ pub fn eval(c: &OpCtx) -> R<Vec<Tensor>> {
             check_numel(&out)?;
             one(take(t, out.clone(), &offsets(&t.shape, &out)))
         }
-        "shape" => {
+        graph::Shape::NAME => {
             let t = x()?;
             let rank = t.rank() as i64;
             let clamp = |a: i64| {
@@ -381,9 +344,9 @@ pub fn eval(c: &OpCtx) -> R<Vec<Tensor>> {
             let v: Vec<i64> = t.shape[s..e.max(s)].iter().map(|&d| d as i64).collect();
             one(Tensor::new(vec![v.len()], v))
         }
-        "size" => one(Tensor::scalar(x()?.len() as i64)),
-        "range" => one(range(x()?, c.req(1)?, c.req(2)?)?),
-        "constant_of_shape" => {
+        graph::Size::NAME => one(Tensor::scalar(x()?.len() as i64)),
+        graph::Range::NAME => one(range(x()?, c.req(1)?, c.req(2)?)?),
+        graph::ConstantOfShape::NAME => {
             let shape: Vec<usize> = x()?
                 .to_i64_vec()
                 .iter()
@@ -399,14 +362,14 @@ pub fn eval(c: &OpCtx) -> R<Vec<Tensor>> {
             }
             one(take(&fill, shape, &vec![0; n]))
         }
-        "trilu" => one(trilu(x()?, c.input(1), c.int("upper", 1) != 0)?),
-        "pad" => one(pad(c)?),
-        "einsum" => one(einsum(c)?),
-        "attention" => attention(c),
-        "rotary_embedding" => one(rotary(c)?),
-        "rope" => one(rope(c)?),
-        "quantize_linear" => one(quantize(c)?),
-        "dequantize_linear" => one(dequantize(c)?),
+        graph::Trilu::NAME => one(trilu(x()?, c.input(1), c.int("upper", 1) != 0)?),
+        graph::Pad::NAME => one(pad(c)?),
+        graph::Einsum::NAME => one(einsum(c)?),
+        graph::Attention::NAME => attention(c),
+        graph::RotaryEmbedding::NAME => one(rotary(c)?),
+        graph::Rope::NAME => one(rope(c)?),
+        graph::QuantizeLinear::NAME => one(quantize(c)?),
+        graph::DequantizeLinear::NAME => one(dequantize(c)?),
         other => Err(format!("the interpreter does not implement graph.{other}")),
     }
 }
@@ -494,7 +457,8 @@ fn take(t: &Tensor, shape: Vec<usize>, idx: &[usize]) -> Tensor {
 
 // ---------- elementwise ----------
 
-fn sigmoid(x: f64) -> f64 {
+/// The logistic function `1 / (1 + e^-x)`.
+pub fn sigmoid(x: f64) -> f64 {
     if x >= 0.0 {
         1.0 / (1.0 + (-x).exp())
     } else {
@@ -1231,9 +1195,9 @@ fn reduce(c: &OpCtx, name: &str) -> R<Tensor> {
     let n_out = numel(&kshape).unwrap_or(0);
     let count = x.len() / n_out.max(1);
     let o = offsets(&kshape, &x.shape);
-    let op = name.trim_start_matches("graph.");
+    let op = name;
     if x.dtype().is_float() {
-        let init = if op == "reduce_max" {
+        let init = if op == graph::ReduceMax::NAME {
             f64::NEG_INFINITY
         } else {
             0.0
@@ -1243,47 +1207,51 @@ fn reduce(c: &OpCtx, name: &str) -> R<Tensor> {
         for (i, &a) in v.iter().enumerate() {
             let t = &mut acc[o[i]];
             match op {
-                "reduce_max" => {
+                graph::ReduceMax::NAME => {
                     *t = if a.is_nan() || t.is_nan() {
                         f64::NAN
                     } else {
                         t.max(a)
                     }
                 }
-                "reduce_l2" => *t += a * a,
+                graph::ReduceL2::NAME => *t += a * a,
                 _ => *t += a,
             }
         }
         for t in acc.iter_mut() {
             match op {
-                "reduce_mean" => *t /= count as f64,
-                "reduce_l2" => *t = t.sqrt(),
+                graph::ReduceMean::NAME => *t /= count as f64,
+                graph::ReduceL2::NAME => *t = t.sqrt(),
                 _ => {}
             }
         }
         return Ok(Tensor::from_f64_fn(x.dtype(), oshape, n_out, |i| acc[i]));
     }
-    let init: i128 = if op == "reduce_max" { i128::MIN } else { 0 };
+    let init: i128 = if op == graph::ReduceMax::NAME {
+        i128::MIN
+    } else {
+        0
+    };
     let mut acc = vec![init; n_out];
     for i in 0..x.len() {
         let a = x.get_i128(i);
         let t = &mut acc[o[i]];
         match op {
-            "reduce_max" => *t = (*t).max(a),
-            "reduce_l2" => *t = t.wrapping_add(a.wrapping_mul(a)),
+            graph::ReduceMax::NAME => *t = (*t).max(a),
+            graph::ReduceL2::NAME => *t = t.wrapping_add(a.wrapping_mul(a)),
             _ => *t = t.wrapping_add(a),
         }
     }
     let vals: Vec<f64> = acc
         .iter()
         .map(|&t| match op {
-            "reduce_mean" => (t / count.max(1) as i128) as f64,
-            "reduce_l2" => ((t as f64).sqrt()).floor(),
-            "reduce_max" if t == i128::MIN => 0.0,
+            graph::ReduceMean::NAME => (t / count.max(1) as i128) as f64,
+            graph::ReduceL2::NAME => ((t as f64).sqrt()).floor(),
+            graph::ReduceMax::NAME if t == i128::MIN => 0.0,
             _ => t as f64,
         })
         .collect();
-    if op == "reduce_sum" {
+    if op == graph::ReduceSum::NAME {
         let z = super::tensor::zeros(x.dtype(), vec![]);
         let data = map_data!(&z.data, _v => acc.iter().map(|&t| Elem::from_i128(t)).collect());
         return Ok(Tensor {
@@ -2356,7 +2324,23 @@ mod tests {
     fn integer_division_truncates_and_mod_follows_divisor_sign() {
         let a = Tensor::new(vec![2], vec![-7i32, 7]);
         let b = Tensor::new(vec![2], vec![2i32, -2]);
-        let d = arith(&a, &b, |x, y| x / y, |x, y| x.wrapping_div(y)).unwrap();
+        let ScalarFn::Binary(ff, fi) = graph::elementwise(graph::Div::NAME).unwrap().eval else {
+            panic!("Div is binary");
+        };
+        let d = arith(&a, &b, ff, fi).unwrap();
         assert_eq!(d.to_i64_vec(), vec![-3, -3]);
+        let z = arith(&a, &Tensor::new(vec![2], vec![0i32, 0]), ff, fi).unwrap();
+        assert_eq!(z.to_i64_vec(), vec![0, 0]);
+    }
+
+    #[test]
+    fn softplus_row_is_exact_at_zero_and_stable_for_large_magnitudes() {
+        let ScalarFn::Unary(f, _) = graph::elementwise(graph::Softplus::NAME).unwrap().eval else {
+            panic!("Softplus is unary");
+        };
+        assert!((f(0.0) - std::f64::consts::LN_2).abs() < 1e-15);
+        assert_eq!(f(1000.0), 1000.0);
+        assert!((0.0..1e-300).contains(&f(-1000.0)));
+        assert!(f(f64::NAN).is_nan());
     }
 }

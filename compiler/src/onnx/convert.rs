@@ -12,7 +12,7 @@ use super::proto::{
 use super::tensor::{ExternalData, elem_type, proto_bytes};
 use super::{ImportError, ImportOptions, ImportWarning, UnsupportedNode};
 use crate::dialects::builtin;
-use crate::dialects::graph::OPERAND_SLOTS;
+use crate::dialects::graph::{self, OPERAND_SLOTS};
 use crate::interp::Tensor;
 use crate::ir::{
     Attribute, BlockId, DenseAttr, Dim, Location, Module, OpId, OpSpec, ScalarType, TensorType,
@@ -29,28 +29,21 @@ pub const MAX_OPSET: i64 = 27;
 /// per node.
 pub const MIN_OPSET: i64 = 7;
 
-/// Operators the importer translates, with the first opset version whose semantics it implements
-/// (`None`: every version from opset 13).
+/// Operators the importer translates besides the simple elementwise ones, which their
+/// definitions map ([`graph::Elementwise::onnx`], [`graph::elementwise_from_onnx`]).
 const SUPPORTED: &[&str] = &[
-    "Abs",
-    "Add",
     "And",
     "Attention",
     "Cast",
     "CastLike",
-    "Ceil",
     "Clip",
     "Concat",
     "Constant",
     "ConstantOfShape",
-    "Cos",
     "CumSum",
     "DequantizeLinear",
-    "Div",
     "Einsum",
     "Equal",
-    "Erf",
-    "Exp",
     "Expand",
     "Flatten",
     "Gather",
@@ -63,42 +56,31 @@ const SUPPORTED: &[&str] = &[
     "LayerNormalization",
     "Less",
     "LessOrEqual",
-    "Log",
     "LogSoftmax",
     "MatMul",
     "MatMulInteger",
     "Max",
     "Min",
     "Mod",
-    "Mul",
-    "Neg",
-    "Not",
     "Or",
     "Pad",
     "Pow",
     "QuantizeLinear",
     "RMSNormalization",
     "Range",
-    "Reciprocal",
     "ReduceL2",
     "ReduceMax",
     "ReduceMean",
     "ReduceSum",
-    "Relu",
     "Reshape",
     "RotaryEmbedding",
     "Shape",
-    "Sigmoid",
-    "Sin",
     "Size",
     "Slice",
     "Softmax",
     "Split",
-    "Sqrt",
     "Squeeze",
-    "Sub",
     "Sum",
-    "Tanh",
     "Tile",
     "Transpose",
     "Trilu",
@@ -178,7 +160,8 @@ fn why_unsupported(n: &NodeProto, opset: i64) -> Option<String> {
     {
         return Some("Sequence/Optional values are not supported".into());
     }
-    if !SUPPORTED.contains(&op) {
+    let elementwise = graph::elementwise_from_onnx(op);
+    if !SUPPORTED.contains(&op) && elementwise.is_none() {
         return Some("operator is not supported".into());
     }
     let since = match op {
@@ -187,7 +170,7 @@ fn why_unsupported(n: &NodeProto, opset: i64) -> Option<String> {
         "Gelu" => 20,
         "RMSNormalization" | "Attention" | "RotaryEmbedding" => 23,
         "LayerNormalization" => 17,
-        _ => MIN_OPSET,
+        _ => elementwise.map_or(MIN_OPSET, |(_, e)| e.since.max(MIN_OPSET)),
     };
     if opset < since {
         return Some(format!(
@@ -718,7 +701,7 @@ impl Ctx<'_> {
         self.m.value_type(v).elem().unwrap_or(ScalarType::F32)
     }
 
-    /// Creates `graph.<name>` with operands, attributes and result element types, then infers its
+    /// Creates the `graph` op `name` (`graph::Add::NAME`, ...) with operands, attributes and result element types, then infers its
     /// result types.
     fn emit(
         &mut self,
@@ -728,7 +711,7 @@ impl Ctx<'_> {
         elems: &[ScalarType],
         loc: &Location,
     ) -> R<Vec<ValueId>> {
-        let mut spec = OpSpec::new(format!("graph.{name}"), loc.clone())
+        let mut spec = OpSpec::new(name, loc.clone())
             .operands(operands)
             .results(elems.iter().map(|&e| Type::tensor(&[], e)).collect());
         for (n, a) in attrs {
@@ -836,67 +819,53 @@ impl Ctx<'_> {
             .unwrap_or(ScalarType::F32);
         let op = n.op_type.as_str();
         let simple = |name: &str| name.to_string();
-        let gname = match op {
-            "Add" => simple("add"),
-            "Sub" => simple("sub"),
-            "Mul" => simple("mul"),
-            "Div" => simple("div"),
-            "Pow" => simple("pow"),
-            "Mod" => simple("mod"),
-            "Sqrt" => simple("sqrt"),
-            "Reciprocal" => simple("reciprocal"),
-            "Exp" => simple("exp"),
-            "Log" => simple("log"),
-            "Ceil" => simple("ceil"),
-            "Abs" => simple("abs"),
-            "Erf" => simple("erf"),
-            "Tanh" => simple("tanh"),
-            "Sigmoid" => simple("sigmoid"),
-            "Relu" => simple("relu"),
-            "Gelu" => simple("gelu"),
-            "Neg" => simple("neg"),
-            "Cos" => simple("cos"),
-            "Sin" => simple("sin"),
-            "Not" => simple("not"),
-            "Max" => simple("max"),
-            "Min" => simple("min"),
-            "Clip" => simple("clip"),
-            "Softmax" => simple("softmax"),
-            "LogSoftmax" => simple("log_softmax"),
-            "RMSNormalization" => simple("rms_norm"),
-            "ReduceMean" => simple("reduce_mean"),
-            "ReduceSum" => simple("reduce_sum"),
-            "ReduceMax" => simple("reduce_max"),
-            "ReduceL2" => simple("reduce_l2"),
-            "Reshape" => simple("reshape"),
-            "Transpose" => simple("transpose"),
-            "Concat" => simple("concat"),
-            "Slice" => simple("slice"),
-            "Gather" => simple("gather"),
-            "GatherND" => simple("gather_nd"),
-            "Unsqueeze" => simple("unsqueeze"),
-            "Squeeze" => simple("squeeze"),
-            "Flatten" => simple("flatten"),
-            "Expand" => simple("expand"),
-            "Trilu" => simple("trilu"),
-            "CumSum" => simple("cumsum"),
-            "Tile" => simple("tile"),
-            "RotaryEmbedding" => simple("rotary_embedding"),
-            "Einsum" => simple("einsum"),
-            "Identity" => simple("identity"),
-            "Gemm" => simple("gemm"),
-            "MatMul" => simple("matmul"),
-            "Pad" => simple("pad"),
-            "Range" => simple("range"),
-            "Split" => simple("split"),
-            _ => String::new(),
+        let gname = if let Some((name, _)) = graph::elementwise_from_onnx(op) {
+            simple(name)
+        } else {
+            match op {
+                "Pow" => simple(graph::Pow::NAME),
+                "Mod" => simple(graph::Mod::NAME),
+                "Gelu" => simple(graph::Gelu::NAME),
+                "Max" => simple(graph::Max::NAME),
+                "Min" => simple(graph::Min::NAME),
+                "Clip" => simple(graph::Clip::NAME),
+                "Softmax" => simple(graph::Softmax::NAME),
+                "LogSoftmax" => simple(graph::LogSoftmax::NAME),
+                "RMSNormalization" => simple(graph::RmsNorm::NAME),
+                "ReduceMean" => simple(graph::ReduceMean::NAME),
+                "ReduceSum" => simple(graph::ReduceSum::NAME),
+                "ReduceMax" => simple(graph::ReduceMax::NAME),
+                "ReduceL2" => simple(graph::ReduceL2::NAME),
+                "Reshape" => simple(graph::Reshape::NAME),
+                "Transpose" => simple(graph::Transpose::NAME),
+                "Concat" => simple(graph::Concat::NAME),
+                "Slice" => simple(graph::Slice::NAME),
+                "Gather" => simple(graph::Gather::NAME),
+                "GatherND" => simple(graph::GatherNd::NAME),
+                "Unsqueeze" => simple(graph::Unsqueeze::NAME),
+                "Squeeze" => simple(graph::Squeeze::NAME),
+                "Flatten" => simple(graph::Flatten::NAME),
+                "Expand" => simple(graph::Expand::NAME),
+                "Trilu" => simple(graph::Trilu::NAME),
+                "CumSum" => simple(graph::CumSum::NAME),
+                "Tile" => simple(graph::Tile::NAME),
+                "RotaryEmbedding" => simple(graph::RotaryEmbedding::NAME),
+                "Einsum" => simple(graph::Einsum::NAME),
+                "Identity" => simple(graph::Identity::NAME),
+                "Gemm" => simple(graph::Gemm::NAME),
+                "MatMul" => simple(graph::MatMul::NAME),
+                "Pad" => simple(graph::Pad::NAME),
+                "Range" => simple(graph::Range::NAME),
+                "Split" => simple(graph::Split::NAME),
+                _ => String::new(),
+            }
         };
         if (op == "Softmax" || op == "LogSoftmax") && self.opset < 13 {
             // Opset < 13: coerce to 2-D at `axis` (default 1), normalize rows, restore the shape.
             let x = x0()?;
             let axis = int("axis", 1);
             let flat = self.emit(
-                "flatten",
+                graph::Flatten::NAME,
                 &[x],
                 vec![("axis".into(), Attribute::i64(axis))],
                 &[e0],
@@ -909,8 +878,8 @@ impl Ctx<'_> {
                 &[e0],
                 &loc,
             )?[0];
-            let shape = self.emit("shape", &[x], vec![], &[ScalarType::I64], &loc)?[0];
-            return self.emit("reshape", &[sm, shape], vec![], &[e0], &loc);
+            let shape = self.emit(graph::Shape::NAME, &[x], vec![], &[ScalarType::I64], &loc)?[0];
+            return self.emit(graph::Reshape::NAME, &[sm, shape], vec![], &[e0], &loc);
         }
         if !gname.is_empty() {
             if op == "Concat" && present.is_empty() {
@@ -925,62 +894,84 @@ impl Ctx<'_> {
         match op {
             "Equal" | "Less" | "Greater" | "LessOrEqual" | "GreaterOrEqual" | "And" | "Or" => {
                 let name = match op {
-                    "Equal" => "equal",
-                    "Less" => "less",
-                    "Greater" => "greater",
-                    "LessOrEqual" => "less_or_equal",
-                    "GreaterOrEqual" => "greater_or_equal",
-                    "And" => "and",
-                    _ => "or",
+                    "Equal" => graph::Equal::NAME,
+                    "Less" => graph::Less::NAME,
+                    "Greater" => graph::Greater::NAME,
+                    "LessOrEqual" => graph::LessOrEqual::NAME,
+                    "GreaterOrEqual" => graph::GreaterOrEqual::NAME,
+                    "And" => graph::And::NAME,
+                    _ => graph::Or::NAME,
                 };
                 self.emit(name, &present, gattrs, &[ScalarType::I1], &loc)
             }
             "Where" => {
                 let e = self.elem(req(1)?);
-                self.emit("where", &present, gattrs, &[e], &loc)
+                self.emit(graph::Where::NAME, &present, gattrs, &[e], &loc)
             }
             "Sum" => {
                 let mut acc = *present.first().ok_or("Sum needs inputs")?;
                 if present.len() == 1 {
-                    return self.emit("identity", &[acc], vec![], &[e0], &loc);
+                    return self.emit(graph::Identity::NAME, &[acc], vec![], &[e0], &loc);
                 }
                 for &v in &present[1..] {
-                    acc = self.emit("add", &[acc, v], vec![], &[e0], &loc)?[0];
+                    acc = self.emit(graph::Add::NAME, &[acc, v], vec![], &[e0], &loc)?[0];
                 }
                 Ok(vec![acc])
             }
             "Cast" => {
                 let to = elem_type(int("to", 0) as i32)?;
-                self.emit("cast", &[x0()?], gattrs, &[to], &loc)
+                self.emit(graph::Cast::NAME, &[x0()?], gattrs, &[to], &loc)
             }
             "CastLike" => {
                 let to = self.elem(req(1)?);
-                self.emit("cast", &[x0()?], gattrs, &[to], &loc)
+                self.emit(graph::Cast::NAME, &[x0()?], gattrs, &[to], &loc)
             }
-            "Shape" => self.emit("shape", &[x0()?], gattrs, &[ScalarType::I64], &loc),
-            "Size" => self.emit("size", &[x0()?], gattrs, &[ScalarType::I64], &loc),
-            "MatMulInteger" => {
-                self.emit("matmul_integer", &present, gattrs, &[ScalarType::I32], &loc)
-            }
+            "Shape" => self.emit(
+                graph::Shape::NAME,
+                &[x0()?],
+                gattrs,
+                &[ScalarType::I64],
+                &loc,
+            ),
+            "Size" => self.emit(
+                graph::Size::NAME,
+                &[x0()?],
+                gattrs,
+                &[ScalarType::I64],
+                &loc,
+            ),
+            "MatMulInteger" => self.emit(
+                graph::MatMulInteger::NAME,
+                &present,
+                gattrs,
+                &[ScalarType::I32],
+                &loc,
+            ),
             "ConstantOfShape" => {
                 let elem = match gattrs.iter().find(|(n, _)| n == "value") {
                     Some((_, Attribute::Dense(d))) => d.ty.elem().unwrap_or(ScalarType::F32),
                     _ => ScalarType::F32,
                 };
-                self.emit("constant_of_shape", &[x0()?], gattrs, &[elem], &loc)
+                self.emit(
+                    graph::ConstantOfShape::NAME,
+                    &[x0()?],
+                    gattrs,
+                    &[elem],
+                    &loc,
+                )
             }
             "LayerNormalization" => {
                 let stash = elem_type(int("stash_type", 1) as i32)?;
                 let mut elems = vec![e0];
                 elems.extend(std::iter::repeat_n(stash, nout.saturating_sub(1)));
-                self.emit("layer_norm", &present, gattrs, &elems, &loc)
+                self.emit(graph::LayerNorm::NAME, &present, gattrs, &elems, &loc)
             }
             "Attention" => {
                 let mut elems = vec![e0; nout.min(4)];
                 if nout > 3 {
                     elems[3] = e0;
                 }
-                self.emit("attention", &present, gattrs, &elems, &loc)
+                self.emit(graph::Attention::NAME, &present, gattrs, &elems, &loc)
             }
             "QuantizeLinear" => {
                 let to = match ins.get(2).copied().flatten() {
@@ -990,14 +981,14 @@ impl Ctx<'_> {
                         c => elem_type(c as i32)?,
                     },
                 };
-                self.emit("quantize_linear", &present, gattrs, &[to], &loc)
+                self.emit(graph::QuantizeLinear::NAME, &present, gattrs, &[to], &loc)
             }
             "DequantizeLinear" => {
                 let to = match int("output_dtype", 0) {
                     0 => self.elem(req(1)?),
                     c => elem_type(c as i32)?,
                 };
-                self.emit("dequantize_linear", &present, gattrs, &[to], &loc)
+                self.emit(graph::DequantizeLinear::NAME, &present, gattrs, &[to], &loc)
             }
             "Constant" => {
                 let a = n

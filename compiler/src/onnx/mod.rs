@@ -27,6 +27,7 @@ use prost::Message;
 use crate::interp::Tensor;
 use crate::ir::Module;
 
+pub use convert::{MAX_OPSET, MIN_OPSET};
 pub use tensor::{elem_type, tensor_from_proto, tensor_to_proto};
 
 /// Options of an import.

@@ -216,7 +216,7 @@ mod tests {
 
     #[test]
     fn keywords_win_over_identifiers_and_dotted_names_stay_whole() {
-        let toks: Vec<_> = lex("func.func func.funcx graph.matmul")
+        let toks: Vec<_> = lex("func.func func.funcx test.dotted_name")
             .unwrap()
             .into_iter()
             .map(|t| t.1)
@@ -226,7 +226,7 @@ mod tests {
             [
                 Tok::KwFunc,
                 Tok::Ident("func.funcx"),
-                Tok::Ident("graph.matmul")
+                Tok::Ident("test.dotted_name")
             ]
         );
     }

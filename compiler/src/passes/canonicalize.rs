@@ -80,11 +80,15 @@ fn constant_operand_to_attr(m: &mut Module, op: OpId) -> bool {
         return false;
     }
     let name = d.name.as_str();
+    let is_reduce = matches!(
+        name,
+        graph::ReduceMean::NAME | graph::ReduceSum::NAME | graph::ReduceMax::NAME | graph::ReduceL2::NAME
+    );
     let is_axes = matches!(
         name,
-        "graph.squeeze" | "graph.unsqueeze" | "graph.reduce_mean" | "graph.reduce_sum" | "graph.reduce_max" | "graph.reduce_l2"
-    );
-    let is_reshape = name == "graph.reshape"
+        graph::Squeeze::NAME | graph::Unsqueeze::NAME
+    ) || is_reduce;
+    let is_reshape = name == graph::Reshape::NAME
         && d.results.len() == 1
         && m.value_type(d.results[0]).as_tensor().is_some_and(|t| t.static_shape().is_some());
     if !is_axes && !is_reshape {
@@ -94,7 +98,7 @@ fn constant_operand_to_attr(m: &mut Module, op: OpId) -> bool {
         return false;
     };
     if is_axes {
-        if name.starts_with("graph.reduce") && value.is_empty() {
+        if is_reduce && value.is_empty() {
             // Empty axes mean "all" or "none" (noop_with_empty_axes); keep the operand.
             return false;
         }
@@ -108,7 +112,7 @@ fn constant_operand_to_attr(m: &mut Module, op: OpId) -> bool {
 /// operand of the result's type is that operand.
 fn concat_without_empty(m: &mut Module, op: OpId) -> bool {
     let d = m.op(op);
-    if d.name != "graph.concat" || d.results.len() != 1 {
+    if d.name != graph::Concat::NAME || d.results.len() != 1 {
         return false;
     }
     let empty = |v: &ValueId| {
@@ -137,26 +141,26 @@ fn simplify(m: &mut Module, op: OpId) -> bool {
     let name = m.op(op).name.clone();
     let Some((x, r)) = single_io(m, op) else { return false };
     match name.as_str() {
-        "graph.identity" => replace_with(m, op, x),
-        "graph.reshape" | "graph.squeeze" | "graph.unsqueeze" | "graph.flatten" | "graph.expand" | "graph.cast"
+        graph::Identity::NAME => replace_with(m, op, x),
+        graph::Reshape::NAME | graph::Squeeze::NAME | graph::Unsqueeze::NAME | graph::Flatten::NAME | graph::Expand::NAME | graph::Cast::NAME
             if m.value_type(x) == m.value_type(r) =>
         {
             replace_with(m, op, x)
         }
-        "graph.reshape" if m.op(op).operands.len() == 1 => {
-            let Some(inner) = m.defining_op_named(x, "graph.reshape") else { return false };
+        graph::Reshape::NAME if m.op(op).operands.len() == 1 => {
+            let Some(inner) = m.defining_op_named(x, graph::Reshape::NAME) else { return false };
             let src = m.op(inner).operands[0];
             m.op_mut(op).operands[0] = src;
             let loc = Location::fuse([&m.op(inner).loc, &m.op(op).loc]);
             m.op_mut(op).loc = loc;
             true
         }
-        "graph.transpose" => {
+        graph::Transpose::NAME => {
             let perm = graph::Transpose(op).perm(m);
             if is_identity(&perm) {
                 return replace_with(m, op, x);
             }
-            let Some(inner) = m.defining_op_named(x, "graph.transpose") else { return false };
+            let Some(inner) = m.defining_op_named(x, graph::Transpose::NAME) else { return false };
             let p1 = graph::Transpose(inner).perm(m);
             let composed: Option<Vec<i64>> = perm.iter().map(|&i| p1.get(i as usize).copied()).collect();
             let Some(q) = composed else { return false };
@@ -167,14 +171,14 @@ fn simplify(m: &mut Module, op: OpId) -> bool {
             let loc = Location::fuse([&m.op(inner).loc, &m.op(op).loc]);
             let ty = m.value_type(r).clone();
             let new = m.create_op(
-                OpSpec::new("graph.transpose", loc).operands(&[src]).results(vec![ty]).attr("perm", Attribute::DenseI64Array(q)),
+                OpSpec::new(graph::Transpose::NAME, loc).operands(&[src]).results(vec![ty]).attr("perm", Attribute::DenseI64Array(q)),
             );
             m.insert_op_before(op, new);
             let nv = m.op(new).results[0];
             replace_with(m, op, nv)
         }
-        "graph.neg" => {
-            let Some(inner) = m.defining_op_named(x, "graph.neg") else { return false };
+        graph::Neg::NAME => {
+            let Some(inner) = m.defining_op_named(x, graph::Neg::NAME) else { return false };
             let src = m.op(inner).operands[0];
             replace_with(m, op, src)
         }

@@ -61,11 +61,11 @@ impl Pass for FoldConstants {
 /// Folds one op if possible; returns the constants that replaced its results.
 pub fn fold_op(m: &mut Module, op: OpId) -> Result<Option<Vec<ValueId>>, String> {
     let d = m.op(op);
-    if !d.name.starts_with("graph.") || d.name == graph::Constant::NAME || !is_pure(m, op) || d.results.is_empty() {
+    if !d.name.starts_with(graph::PREFIX) || d.name == graph::Constant::NAME || !is_pure(m, op) || d.results.is_empty() {
         return Ok(None);
     }
     let values: Vec<Tensor> = match d.name.as_str() {
-        "graph.shape" | "graph.size" => {
+        graph::Shape::NAME | graph::Size::NAME => {
             let Some(t) = m.value_type(d.operands[0]).as_tensor() else {
                 return Ok(None);
             };

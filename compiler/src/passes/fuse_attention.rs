@@ -16,6 +16,7 @@
 //! Names and exporters play no part: only op kinds, shapes and constant values. The fused op's
 //! location fuses every matched node's location.
 
+use crate::dialects::graph;
 use super::PassInfo;
 use crate::backend::plan::{const_f64s, shape_of, splat_of};
 use crate::ir::{Attribute, Location, Module, OpId, OpSpec, ScalarType, Type, ValueId};
@@ -41,10 +42,10 @@ impl Pass for FuseAttention {
                 continue;
             }
             match m.op(op).name.as_str() {
-                "graph.softmax" => {
+                graph::Softmax::NAME => {
                     let _ = fuse_softmax(m, op);
                 }
-                "graph.attention" => {
+                graph::Attention::NAME => {
                     let _ = fuse_onnx_attention(m, op);
                 }
                 _ => {}
@@ -57,17 +58,17 @@ impl Pass for FuseAttention {
 
 /// Sees through the GQA head broadcast: `reshape(expand(unsqueeze(x)))` → `x`.
 fn kv_source(m: &Module, v: ValueId) -> ValueId {
-    let Some(r) = m.defining_op_named(v, "graph.reshape") else {
+    let Some(r) = m.defining_op_named(v, graph::Reshape::NAME) else {
         return v;
     };
     let e_in = m.op(r).operands[0];
-    let Some(e) = m.defining_op_named(e_in, "graph.expand") else {
+    let Some(e) = m.defining_op_named(e_in, graph::Expand::NAME) else {
         return v;
     };
     let u_in = m.op(e).operands[0];
     let Some(u) = m
         .defining_op(u_in)
-        .filter(|&o| matches!(m.op(o).name.as_str(), "graph.unsqueeze" | "graph.reshape"))
+        .filter(|&o| matches!(m.op(o).name.as_str(), graph::Unsqueeze::NAME | graph::Reshape::NAME))
     else {
         return v;
     };
@@ -159,7 +160,7 @@ fn scalar_const(m: &mut Module, before: OpId, v: f64, elem: ScalarType, loc: &Lo
     new_op(
         m,
         before,
-        OpSpec::new("graph.constant", loc.clone())
+        OpSpec::new(graph::Constant::NAME, loc.clone())
             .results(vec![ty.clone()])
             .attr(
                 "value",
@@ -177,7 +178,7 @@ fn fuse_softmax(m: &mut Module, sm: OpId) -> Option<()> {
         return None;
     }
     let (pv, slot) = m.single_use(m.op(sm).results[0])?;
-    if m.op(pv).name != "graph.matmul" || slot != 0 {
+    if m.op(pv).name != graph::MatMul::NAME || slot != 0 {
         return None;
     }
     let v = m.op(pv).operands[1];
@@ -189,13 +190,13 @@ fn fuse_softmax(m: &mut Module, sm: OpId) -> Option<()> {
         m.single_use(cur)?;
         let d = m.op(op);
         match d.name.as_str() {
-            "graph.matmul" => break op,
-            "graph.mul" | "graph.div" | "graph.add" | "graph.sub" | "graph.cast" => {
+            graph::MatMul::NAME => break op,
+            graph::Mul::NAME | graph::Div::NAME | graph::Add::NAME | graph::Sub::NAME | graph::Cast::NAME => {
                 chain.push(op);
                 let (a, b) = (d.operands[0], *d.operands.get(1).unwrap_or(&d.operands[0]));
-                cur = if d.name == "graph.cast" || reaches_matmul(m, a, 8) {
+                cur = if d.name == graph::Cast::NAME || reaches_matmul(m, a, 8) {
                     a
-                } else if matches!(d.name.as_str(), "graph.mul" | "graph.add")
+                } else if matches!(d.name.as_str(), graph::Mul::NAME | graph::Add::NAME)
                     && reaches_matmul(m, b, 8)
                 {
                     b
@@ -203,11 +204,11 @@ fn fuse_softmax(m: &mut Module, sm: OpId) -> Option<()> {
                     return None;
                 };
             }
-            "graph.where" => {
+            graph::Where::NAME => {
                 chain.push(op);
                 cur = d.operands[1];
             }
-            "graph.tanh" => {
+            graph::Tanh::NAME => {
                 chain.push(op);
                 cur = d.operands[0];
             }
@@ -231,22 +232,22 @@ fn fuse_softmax(m: &mut Module, sm: OpId) -> Option<()> {
         let d = m.op(op).clone();
         let other = |i: usize| d.operands.get(i).copied();
         match d.name.as_str() {
-            "graph.cast" => {}
-            "graph.tanh" => {
+            graph::Cast::NAME => {}
+            graph::Tanh::NAME => {
                 if inner.is_some() || !masks.is_empty() {
                     return None;
                 }
                 inner = Some(scale);
                 scale = 1.0;
             }
-            "graph.mul" | "graph.div" => {
+            graph::Mul::NAME | graph::Div::NAME => {
                 let c = if chain_contains(m, &chain, qk, d.operands[0]) {
                     other(1)?
                 } else {
                     other(0)?
                 };
                 let s = splat_of(m, c)?;
-                let f = if d.name == "graph.mul" { s } else { 1.0 / s };
+                let f = if d.name == graph::Mul::NAME { s } else { 1.0 / s };
                 scale *= f;
                 for mk in masks.iter_mut() {
                     match mk {
@@ -254,7 +255,7 @@ fn fuse_softmax(m: &mut Module, sm: OpId) -> Option<()> {
                     }
                 }
             }
-            "graph.add" => {
+            graph::Add::NAME => {
                 let mv = if chain_contains(m, &chain, qk, d.operands[0]) {
                     other(1)?
                 } else {
@@ -262,11 +263,11 @@ fn fuse_softmax(m: &mut Module, sm: OpId) -> Option<()> {
                 };
                 masks.push(Mask::Add(mv, 1.0));
             }
-            "graph.sub" => {
+            graph::Sub::NAME => {
                 let mv = other(1)?;
                 masks.push(Mask::Add(mv, -1.0));
             }
-            "graph.where" => {
+            graph::Where::NAME => {
                 let fill = splat_of(m, other(2)?)?;
                 masks.push(Mask::Where(other(0)?, fill, 1.0));
             }
@@ -281,7 +282,7 @@ fn fuse_softmax(m: &mut Module, sm: OpId) -> Option<()> {
         v.push(pv);
         v
     };
-    let k = match m.defining_op_named(kt, "graph.transpose") {
+    let k = match m.defining_op_named(kt, graph::Transpose::NAME) {
         Some(t) if crate::dialects::graph::Transpose(t).perm(m) == [0, 1, 3, 2] => {
             m.op(t).operands[0]
         }
@@ -291,7 +292,7 @@ fn fuse_softmax(m: &mut Module, sm: OpId) -> Option<()> {
             new_op(
                 m,
                 pv,
-                OpSpec::new("graph.transpose", m.op(qk).loc.clone())
+                OpSpec::new(graph::Transpose::NAME, m.op(qk).loc.clone())
                     .operands(&[kt])
                     .results(vec![Type::tensor(&ks, elem)])
                     .attr("perm", Attribute::DenseI64Array(vec![0, 1, 3, 2])),
@@ -325,7 +326,7 @@ fn fuse_softmax(m: &mut Module, sm: OpId) -> Option<()> {
                     new_op(
                         m,
                         pv,
-                        OpSpec::new("graph.mul", loc.clone())
+                        OpSpec::new(graph::Mul::NAME, loc.clone())
                             .operands(&[mv, c])
                             .results(vec![ty]),
                     )
@@ -342,7 +343,7 @@ fn fuse_softmax(m: &mut Module, sm: OpId) -> Option<()> {
                 new_op(
                     m,
                     pv,
-                    OpSpec::new("graph.where", loc.clone())
+                    OpSpec::new(graph::Where::NAME, loc.clone())
                         .operands(&[cond, zero, fillv])
                         .results(vec![Type::tensor(&cs, elem)]),
                 )
@@ -361,7 +362,7 @@ fn fuse_softmax(m: &mut Module, sm: OpId) -> Option<()> {
                 new_op(
                     m,
                     pv,
-                    OpSpec::new("graph.add", loc.clone())
+                    OpSpec::new(graph::Add::NAME, loc.clone())
                         .operands(&[prev, term])
                         .results(vec![ty]),
                 )
@@ -379,7 +380,7 @@ fn fuse_softmax(m: &mut Module, sm: OpId) -> Option<()> {
         Some(a) if scale > 0.0 => (a * scale, Some(scale)),
         Some(_) => return None,
     };
-    let mut spec = OpSpec::new("graph.fused_attention", loc)
+    let mut spec = OpSpec::new(graph::FusedAttention::NAME, loc)
         .operands(&operands)
         .results(vec![out_ty])
         .attr("causal", Attribute::Bool(causal))
@@ -399,12 +400,12 @@ fn reaches_matmul(m: &Module, v: ValueId, depth: usize) -> bool {
     };
     let d = m.op(op);
     match d.name.as_str() {
-        "graph.matmul" => true,
-        "graph.mul" | "graph.div" | "graph.add" | "graph.sub" | "graph.cast" if depth > 0 => {
+        graph::MatMul::NAME => true,
+        graph::Mul::NAME | graph::Div::NAME | graph::Add::NAME | graph::Sub::NAME | graph::Cast::NAME if depth > 0 => {
             d.operands.iter().any(|&x| reaches_matmul(m, x, depth - 1))
         }
-        "graph.where" if depth > 0 => reaches_matmul(m, d.operands[1], depth - 1),
-        "graph.tanh" if depth > 0 => reaches_matmul(m, d.operands[0], depth - 1),
+        graph::Where::NAME if depth > 0 => reaches_matmul(m, d.operands[1], depth - 1),
+        graph::Tanh::NAME if depth > 0 => reaches_matmul(m, d.operands[0], depth - 1),
         _ => false,
     }
 }
@@ -444,7 +445,7 @@ fn fuse_onnx_attention(m: &mut Module, op: OpId) -> Option<()> {
             operands.push(new_op(
                 m,
                 op,
-                OpSpec::new("graph.where", d.loc.clone())
+                OpSpec::new(graph::Where::NAME, d.loc.clone())
                     .operands(&[mask, zero, ninf])
                     .results(vec![Type::tensor(&ms, elem)]),
             ));
@@ -455,7 +456,7 @@ fn fuse_onnx_attention(m: &mut Module, op: OpId) -> Option<()> {
         }
     }
     let out_ty = m.value_type(d.results[0]).clone();
-    let mut spec = OpSpec::new("graph.fused_attention", d.loc.clone())
+    let mut spec = OpSpec::new(graph::FusedAttention::NAME, d.loc.clone())
         .operands(&operands)
         .results(vec![out_ty])
         .attr("causal", Attribute::Bool(causal))

@@ -14,6 +14,7 @@
 //! too, as the op's last operand (`residual = true`): the kernel loads `r` per output tile and
 //! adds it in f32 before the one rounding to the output type. Not through a reshape of the result.
 
+use crate::dialects::graph::{self, ScalarFn};
 use std::collections::{HashMap, HashSet};
 
 use super::PassInfo;
@@ -38,7 +39,7 @@ impl Pass for FuseMatmulEpilogue {
     fn run(&mut self, m: &mut Module) -> Result<(), PassError> {
         for op in m.walk_all() {
             let name = m.op(op).name.as_str();
-            if matches!(name, "graph.matmul" | "graph.gemm")
+            if matches!(name, graph::MatMul::NAME | graph::Gemm::NAME)
                 && !m.op(op).erased
                 && m.op(op).parent.is_some()
             {
@@ -68,44 +69,39 @@ pub fn erf(x: f64) -> f64 {
 }
 
 const ELEMENTWISE: &[&str] = &[
-    "graph.add",
-    "graph.sub",
-    "graph.mul",
-    "graph.div",
-    "graph.pow",
-    "graph.tanh",
-    "graph.erf",
-    "graph.sigmoid",
-    "graph.relu",
-    "graph.neg",
-    "graph.exp",
-    "graph.sqrt",
-    "graph.reciprocal",
-    "graph.gelu",
-    "graph.max",
-    "graph.min",
+    graph::Add::NAME,
+    graph::Sub::NAME,
+    graph::Mul::NAME,
+    graph::Div::NAME,
+    graph::Pow::NAME,
+    graph::Tanh::NAME,
+    graph::Erf::NAME,
+    graph::Sigmoid::NAME,
+    graph::Relu::NAME,
+    graph::Neg::NAME,
+    graph::Exp::NAME,
+    graph::Sqrt::NAME,
+    graph::Reciprocal::NAME,
+    graph::Gelu::NAME,
+    graph::Max::NAME,
+    graph::Min::NAME,
 ];
 
 fn eval_op(m: &Module, op: OpId, a: &[f64]) -> Option<f64> {
     let x = *a.first()?;
     let y = a.get(1).copied();
-    Some(match m.op(op).name.as_str() {
-        "graph.add" => x + y?,
-        "graph.sub" => x - y?,
-        "graph.mul" => x * y?,
-        "graph.div" => x / y?,
-        "graph.pow" => x.powf(y?),
-        "graph.tanh" => x.tanh(),
-        "graph.erf" => erf(x),
-        "graph.sigmoid" => 1.0 / (1.0 + (-x).exp()),
-        "graph.relu" => x.max(0.0),
-        "graph.neg" => -x,
-        "graph.exp" => x.exp(),
-        "graph.sqrt" => x.sqrt(),
-        "graph.reciprocal" => 1.0 / x,
-        "graph.max" => a.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-        "graph.min" => a.iter().copied().fold(f64::INFINITY, f64::min),
-        "graph.gelu" => {
+    let name = m.op(op).name.as_str();
+    if let Some(row) = graph::elementwise(name) {
+        return Some(match row.eval {
+            ScalarFn::Unary(f, _) => f(x),
+            ScalarFn::Binary(f, _) => f(x, y?),
+        });
+    }
+    Some(match name {
+        graph::Pow::NAME => x.powf(y?),
+        graph::Max::NAME => a.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        graph::Min::NAME => a.iter().copied().fold(f64::INFINITY, f64::min),
+        graph::Gelu::NAME => {
             if m.attr(op, "approximate").and_then(Attribute::as_str) == Some("tanh") {
                 gelu_tanh(x)
             } else {
@@ -244,7 +240,7 @@ fn gemm_parts(m: &mut Module, op: OpId) -> Option<(ValueId, ValueId, Option<Valu
         let bs = shape_of(m, b)?;
         let elem = m.value_type(b).elem()?;
         let t = m.create_op(
-            OpSpec::new("graph.transpose", d.loc.clone())
+            OpSpec::new(graph::Transpose::NAME, d.loc.clone())
                 .operands(&[b])
                 .results(vec![crate::ir::Type::tensor(&[bs[1], bs[0]], elem)])
                 .attr("perm", Attribute::DenseI64Array(vec![1, 0])),
@@ -267,7 +263,7 @@ fn residual_of(m: &Module, out: ValueId, rs: &[u64]) -> Option<(OpId, ValueId)> 
         return None;
     };
     let d = m.op(*add);
-    if d.name != "graph.add" || d.operands.len() != 2 || d.results.len() != 1 {
+    if d.name != graph::Add::NAME || d.operands.len() != 2 || d.results.len() != 1 {
         return None;
     }
     let res = d.operands[1 - ix];
@@ -293,13 +289,13 @@ fn fuse(m: &mut Module, mm: OpId) -> Option<()> {
     let mut x = r;
     let mut bias = None;
     let mut operands = d.operands.clone();
-    if d.name == "graph.gemm" {
+    if d.name == graph::Gemm::NAME {
         let (a, b, c) = gemm_parts(m, mm)?;
         operands = vec![a, b];
         bias = c;
     }
     let uses = m.uses(r);
-    if bias.is_none() && uses.len() == 1 && m.op(uses[0].0).name == "graph.add" {
+    if bias.is_none() && uses.len() == 1 && m.op(uses[0].0).name == graph::Add::NAME {
         let add = uses[0].0;
         let other = m.op(add).operands[1 - uses[0].1];
         let bs = shape_of(m, other)?;
@@ -314,7 +310,7 @@ fn fuse(m: &mut Module, mm: OpId) -> Option<()> {
     // single-use reshape and reshape the fused result back.
     let mut through: Option<OpId> = None;
     let xu = m.uses(x);
-    if xu.len() == 1 && m.op(xu[0].0).name == "graph.reshape" {
+    if xu.len() == 1 && m.op(xu[0].0).name == graph::Reshape::NAME {
         through = Some(xu[0].0);
     }
     let rx = through.map_or(x, |t| m.op(t).results[0]);
@@ -337,7 +333,7 @@ fn fuse(m: &mut Module, mm: OpId) -> Option<()> {
     } else {
         residual_of(m, out, &rs)
     };
-    if act == "none" && bias.is_none() && residual.is_none() && d.name == "graph.matmul" {
+    if act == "none" && bias.is_none() && residual.is_none() && d.name == graph::MatMul::NAME {
         return None;
     }
     operands.extend(bias);
@@ -354,7 +350,7 @@ fn fuse(m: &mut Module, mm: OpId) -> Option<()> {
     } else {
         m.value_type(out).clone()
     };
-    let mut spec = OpSpec::new("graph.matmul_epilogue", Location::fuse(locs.iter()))
+    let mut spec = OpSpec::new(graph::MatMulEpilogue::NAME, Location::fuse(locs.iter()))
         .operands(&operands)
         .results(vec![ty]);
     for (k, v) in attrs {
@@ -368,7 +364,7 @@ fn fuse(m: &mut Module, mm: OpId) -> Option<()> {
     if reshaped {
         let t = m.value_type(out).clone();
         let rop = m.create_op(
-            OpSpec::new("graph.reshape", m.op(anchor).loc.clone())
+            OpSpec::new(graph::Reshape::NAME, m.op(anchor).loc.clone())
                 .operands(&[nv])
                 .results(vec![t]),
         );
@@ -419,10 +415,10 @@ mod tests {
         let names: Vec<String> = m
             .walk_all()
             .into_iter()
-            .filter(|&o| !m.op(o).erased && m.op(o).name.starts_with("graph."))
+            .filter(|&o| !m.op(o).erased && m.op(o).name.starts_with(graph::PREFIX))
             .map(|o| m.op(o).name.clone())
             .collect();
-        assert_eq!(names, ["graph.matmul_epilogue", "graph.matmul_epilogue"]);
+        assert_eq!(names, [graph::MatMulEpilogue::NAME, graph::MatMulEpilogue::NAME]);
         let got = interp::run(&m, &inputs).expect("fused");
         for (g, w) in got.iter().zip(&want) {
             assert_eq!(g.shape, w.shape);

@@ -7,6 +7,7 @@
 //! Means are `reduce_mean` over the last axis with `keepdims`. Every intermediate must have no
 //! other user, so nothing computed twice is lost.
 
+use crate::dialects::graph;
 use super::PassInfo;
 use crate::backend::plan::{const_ints, shape_of, splat_of};
 use crate::ir::{Attribute, Location, Module, OpId, OpSpec, ValueId};
@@ -28,7 +29,7 @@ impl Pass for FuseNorm {
     }
     fn run(&mut self, m: &mut Module) -> Result<(), PassError> {
         for op in m.walk_all() {
-            if m.op(op).name == "graph.sqrt" && !m.op(op).erased && m.op(op).parent.is_some() {
+            if m.op(op).name == graph::Sqrt::NAME && !m.op(op).erased && m.op(op).parent.is_some() {
                 let _ = fuse(m, op);
             }
         }
@@ -39,7 +40,7 @@ impl Pass for FuseNorm {
 
 /// `reduce_mean(y)` over the last axis with keepdims: returns `y`.
 fn mean_last(m: &Module, v: ValueId) -> Option<ValueId> {
-    let op = m.defining_op_named(v, "graph.reduce_mean")?;
+    let op = m.defining_op_named(v, graph::ReduceMean::NAME)?;
     let y = m.op(op).operands[0];
     let rank = shape_of(m, y)?.len() as i64;
     let axes = match m.op(op).operands.get(1) {
@@ -55,8 +56,8 @@ fn square_of(m: &Module, v: ValueId) -> Option<ValueId> {
     let op = m.defining_op(v)?;
     let d = m.op(op);
     match d.name.as_str() {
-        "graph.pow" if splat_of(m, d.operands[1]) == Some(2.0) => Some(d.operands[0]),
-        "graph.mul" if d.operands[0] == d.operands[1] => Some(d.operands[0]),
+        graph::Pow::NAME if splat_of(m, d.operands[1]) == Some(2.0) => Some(d.operands[0]),
+        graph::Mul::NAME if d.operands[0] == d.operands[1] => Some(d.operands[0]),
         _ => None,
     }
 }
@@ -67,7 +68,7 @@ fn other(m: &Module, op: OpId, slot: usize) -> ValueId {
 
 fn fuse(m: &mut Module, sq: OpId) -> Option<()> {
     let s = m.op(sq).operands[0];
-    let add = m.defining_op_named(s, "graph.add")?;
+    let add = m.defining_op_named(s, graph::Add::NAME)?;
     let (var, eps) = {
         let ops = &m.op(add).operands;
         match (splat_of(m, ops[1]), splat_of(m, ops[0])) {
@@ -88,14 +89,14 @@ fn fuse(m: &mut Module, sq: OpId) -> Option<()> {
     // base / t in one of its spellings.
     let (u, slot) = m.single_use(t)?;
     let y = match m.op(u).name.as_str() {
-        "graph.div" if slot == 1 && m.op(u).operands[0] == base => m.op(u).results[0],
-        "graph.reciprocal" | "graph.div" => {
-            if m.op(u).name == "graph.div" && (slot != 1 || splat_of(m, m.op(u).operands[0]) != Some(1.0)) {
+        graph::Div::NAME if slot == 1 && m.op(u).operands[0] == base => m.op(u).results[0],
+        graph::Reciprocal::NAME | graph::Div::NAME => {
+            if m.op(u).name == graph::Div::NAME && (slot != 1 || splat_of(m, m.op(u).operands[0]) != Some(1.0)) {
                 return None;
             }
             let r = m.op(u).results[0];
             let (mu, ms) = m.single_use(r)?;
-            if m.op(mu).name != "graph.mul" || other(m, mu, ms) != base {
+            if m.op(mu).name != graph::Mul::NAME || other(m, mu, ms) != base {
                 return None;
             }
             locs.push(m.op(u).loc.clone());
@@ -105,7 +106,7 @@ fn fuse(m: &mut Module, sq: OpId) -> Option<()> {
     };
     locs.push(m.op(u).loc.clone());
     // Layer norm: base = x - mean(x).
-    let (x, kind) = match m.defining_op_named(base, "graph.sub") {
+    let (x, kind) = match m.defining_op_named(base, graph::Sub::NAME) {
         Some(sub) if mean_last(m, m.op(sub).operands[1]) == Some(m.op(sub).operands[0]) => {
             locs.push(m.op(sub).loc.clone());
             (m.op(sub).operands[0], "layer")
@@ -120,7 +121,7 @@ fn fuse(m: &mut Module, sq: OpId) -> Option<()> {
     let mut out = y;
     let mut params = vec![];
     if let Some((mu, ms)) = m.single_use(out)
-        && m.op(mu).name == "graph.mul"
+        && m.op(mu).name == graph::Mul::NAME
         && row(other(m, mu, ms))
     {
         params.push(other(m, mu, ms));
@@ -128,7 +129,7 @@ fn fuse(m: &mut Module, sq: OpId) -> Option<()> {
         out = m.op(mu).results[0];
         if kind == "layer"
             && let Some((au, aslot)) = m.single_use(out)
-            && m.op(au).name == "graph.add"
+            && m.op(au).name == graph::Add::NAME
             && row(other(m, au, aslot))
         {
             params.push(other(m, au, aslot));
@@ -143,7 +144,7 @@ fn fuse(m: &mut Module, sq: OpId) -> Option<()> {
     operands.extend(&params);
     let ty = m.value_type(out).clone();
     let new = m.create_op(
-        OpSpec::new("graph.norm", Location::fuse(locs.iter()))
+        OpSpec::new(graph::Norm::NAME, Location::fuse(locs.iter()))
             .operands(&operands)
             .results(vec![ty])
             .attr("kind", Attribute::str(kind))

@@ -14,6 +14,7 @@
 //! rope is fused; it becomes `graph.rope(x, cos, sin) {rotary_dim = r}`, so neither the slices
 //! nor the concat's copy remain.
 
+use crate::dialects::graph;
 use super::PassInfo;
 use crate::backend::plan::{const_ints, shape_of};
 use crate::ir::{Attribute, Location, Module, OpId, OpSpec, ValueId};
@@ -35,12 +36,12 @@ impl Pass for FuseRotary {
     }
     fn run(&mut self, m: &mut Module) -> Result<(), PassError> {
         for op in m.walk_all() {
-            if m.op(op).name == "graph.concat" && !m.op(op).erased && m.op(op).parent.is_some() {
+            if m.op(op).name == graph::Concat::NAME && !m.op(op).erased && m.op(op).parent.is_some() {
                 let _ = fuse(m, op);
             }
         }
         for op in m.walk_all() {
-            if m.op(op).name == "graph.concat" && !m.op(op).erased && m.op(op).parent.is_some() {
+            if m.op(op).name == graph::Concat::NAME && !m.op(op).erased && m.op(op).parent.is_some() {
                 let _ = fuse_partial(m, op);
             }
         }
@@ -51,7 +52,7 @@ impl Pass for FuseRotary {
 
 /// `(x, start, end)` when `v` is `slice(x)` along the last axis with step 1 (bounds clamped).
 pub(crate) fn slice_last(m: &Module, v: ValueId) -> Option<(ValueId, i64, i64)> {
-    let op = m.defining_op_named(v, "graph.slice")?;
+    let op = m.defining_op_named(v, graph::Slice::NAME)?;
     let ops = &m.op(op).operands;
     let x = ops[0];
     let xs = shape_of(m, x)?;
@@ -99,7 +100,7 @@ fn last_axis_pair(m: &Module, cat: OpId) -> Option<([ValueId; 2], ValueId)> {
 
 fn fuse(m: &mut Module, cat: OpId) -> Option<()> {
     let (ins, r) = last_axis_pair(m, cat)?;
-    let neg = m.defining_op_named(ins[0], "graph.neg")?;
+    let neg = m.defining_op_named(ins[0], graph::Neg::NAME)?;
     m.single_use(ins[0])?;
     let (x, s1, e1) = slice_last(m, m.op(neg).operands[0])?;
     let (x2, s2, e2) = slice_last(m, ins[1])?;
@@ -110,18 +111,18 @@ fn fuse(m: &mut Module, cat: OpId) -> Option<()> {
     }
     // rotate_half(x) · sin
     let (m2, slot) = m.single_use(r)?;
-    if m.op(m2).name != "graph.mul" {
+    if m.op(m2).name != graph::Mul::NAME {
         return None;
     }
     let sin = m.op(m2).operands[1 - slot];
     let p2 = m.op(m2).results[0];
     // x · cos + that
     let (add, aslot) = m.single_use(p2)?;
-    if m.op(add).name != "graph.add" {
+    if m.op(add).name != graph::Add::NAME {
         return None;
     }
     let p1 = m.op(add).operands[1 - aslot];
-    let m1 = m.defining_op_named(p1, "graph.mul")?;
+    let m1 = m.defining_op_named(p1, graph::Mul::NAME)?;
     m.single_use(p1)?;
     let cos = match m.op(m1).operands[..] {
         [a, c] if a == x => c,
@@ -144,7 +145,7 @@ fn fuse(m: &mut Module, cat: OpId) -> Option<()> {
     let locs = [m1, neg, cat, m2, add].map(|o| m.op(o).loc.clone());
     let ty = m.value_type(out).clone();
     let new = m.create_op(
-        OpSpec::new("graph.rope", Location::fuse(locs.iter()))
+        OpSpec::new(graph::Rope::NAME, Location::fuse(locs.iter()))
             .operands(&[x, cos, sin])
             .results(vec![ty]),
     );
@@ -157,7 +158,7 @@ fn fuse(m: &mut Module, cat: OpId) -> Option<()> {
 /// `concat(rope(slice(x, 0..r), cos, sin), slice(x, r..D))` → `rope(x, cos, sin) {rotary_dim = r}`.
 fn fuse_partial(m: &mut Module, cat: OpId) -> Option<()> {
     let (ins, r) = last_axis_pair(m, cat)?;
-    let rope = m.defining_op_named(ins[0], "graph.rope")?;
+    let rope = m.defining_op_named(ins[0], graph::Rope::NAME)?;
     m.single_use(ins[0])?;
     if m.attr(rope, "rotary_dim").is_some() {
         return None;
@@ -175,7 +176,7 @@ fn fuse_partial(m: &mut Module, cat: OpId) -> Option<()> {
     let locs = [rope, cat].map(|o| m.op(o).loc.clone());
     let ty = m.value_type(r).clone();
     let new = m.create_op(
-        OpSpec::new("graph.rope", Location::fuse(locs.iter()))
+        OpSpec::new(graph::Rope::NAME, Location::fuse(locs.iter()))
             .operands(&[x, rops[1], rops[2]])
             .results(vec![ty])
             .attr("rotary_dim", Attribute::i64(e1)),

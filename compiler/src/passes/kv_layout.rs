@@ -15,6 +15,7 @@
 //! (`N ≥ 1`) while the block table keeps `max_blocks` columns per sequence, so a serving host can
 //! share one pool of any size among the batch's sequences (`spec/serving.md`).
 
+use crate::dialects::graph;
 use super::PassInfo;
 use crate::backend::options;
 use crate::backend::plan::shape_of;
@@ -71,7 +72,7 @@ impl Pass for KvLayout {
 fn look_through(m: &Module, mut v: ValueId) -> ValueId {
     while let Some(op) = m.defining_op(v) {
         let d = m.op(op);
-        let pass = (d.name == "graph.concat" || d.name == "graph.identity") && d.operands.len() == 1;
+        let pass = (d.name == graph::Concat::NAME || d.name == graph::Identity::NAME) && d.operands.len() == 1;
         if !pass {
             break;
         }
@@ -87,7 +88,7 @@ fn only_feeds(m: &Module, v: ValueId, target: OpId) -> bool {
             return true;
         }
         let d = m.op(u);
-        (d.name == "graph.concat" || d.name == "graph.identity")
+        (d.name == graph::Concat::NAME || d.name == graph::Identity::NAME)
             && d.operands.len() == 1
             && only_feeds(m, d.results[0], target)
     })
@@ -103,7 +104,7 @@ struct Cand {
 
 fn candidate(m: &Module, op: OpId, entry: crate::ir::BlockId, ret: OpId) -> Option<Cand> {
     let d = m.op(op);
-    if d.name != "graph.concat" || d.operands.len() != 2 {
+    if d.name != graph::Concat::NAME || d.operands.len() != 2 {
         return None;
     }
     let past_shape = shape_of(m, d.operands[0])?;
@@ -130,7 +131,7 @@ fn candidate(m: &Module, op: OpId, entry: crate::ir::BlockId, ret: OpId) -> Opti
     for (u, _) in m.uses(r) {
         match m.op(u).name.as_str() {
             "func.return" if u == ret => returned += 1,
-            "graph.fused_attention" => {}
+            graph::FusedAttention::NAME => {}
             _ => return None,
         }
     }
@@ -176,7 +177,7 @@ fn rewrite(m: &mut Module, f: OpId, block_tokens: i64, pool: Option<u64>) {
     let max_blocks = (past_len + new).div_ceil(bt).max(1);
     for (slot, c) in cands.iter().enumerate() {
         let op = c.op;
-        m.op_mut(op).name = "graph.kv_append".into();
+        m.op_mut(op).name = graph::KvAppend::NAME.into();
         m.op_mut(op).operands = vec![c.past, c.new];
         m.set_attr(op, "axis", Attribute::i64(2));
         m.set_attr(op, "slot", Attribute::i64(slot as i64));
@@ -208,7 +209,7 @@ fn align_masks(m: &mut Module, entry: crate::ir::BlockId, cands: &[Cand], batch:
     let mut aligned: Vec<(Option<ValueId>, u64, bool, ValueId)> = vec![];
     for op in m.block(entry).ops.clone() {
         let d = m.op(op);
-        if d.name != "graph.fused_attention" || d.operands.len() < 3 || d.operands.len() > 4 {
+        if d.name != graph::FusedAttention::NAME || d.operands.len() < 3 || d.operands.len() > 4 {
             continue;
         }
         if !d.operands[1..3].iter().any(|v| presents.contains(v)) {
@@ -250,7 +251,7 @@ fn align_masks(m: &mut Module, entry: crate::ir::BlockId, cands: &[Cand], batch:
                         p.extend(&ms);
                         let shape = [p[0], p[1], p[2].max(sq), skv];
                         let add = m.create_op(
-                            OpSpec::new("graph.add", loc.clone())
+                            OpSpec::new(graph::Add::NAME, loc.clone())
                                 .operands(&[mk, b])
                                 .results(vec![Type::tensor(&shape, elem)]),
                         );
@@ -263,7 +264,7 @@ fn align_masks(m: &mut Module, entry: crate::ir::BlockId, cands: &[Cand], batch:
                 p.extend(&fs);
                 let shape = [batch, p[1], p[2], skv];
                 let k = m.create_op(
-                    OpSpec::new("graph.kv_mask", loc)
+                    OpSpec::new(graph::KvMask::NAME, loc)
                         .operands(&[full])
                         .results(vec![Type::tensor(&shape, elem)])
                         .attr("batch", Attribute::i64(batch as i64)),
@@ -302,7 +303,7 @@ fn const_tensor(
     let ty = Type::tensor(shape, elem);
     let blob = m.blobs.add_auto("kv_mask", std::sync::Arc::from(bytes));
     let c = m.create_op(
-        OpSpec::new("graph.constant", loc.clone())
+        OpSpec::new(graph::Constant::NAME, loc.clone())
             .results(vec![ty.clone()])
             .attr("value", Attribute::Dense(crate::ir::DenseAttr { ty, blob })),
     );

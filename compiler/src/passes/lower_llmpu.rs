@@ -19,6 +19,7 @@
 //! bytes; a deferred tail's buffers stay reserved until it is emitted); a kernel whose smallest
 //! tiles do not fit fails with an error naming the node.
 
+use crate::dialects::graph;
 use super::PassInfo;
 use crate::backend::emit::Emitter;
 use crate::backend::kernels::{Cx, Tail, copy, flush_tail, lower_op, recomputed_producers};
@@ -72,7 +73,7 @@ impl Pass for LowerLlmpu {
             // (A producer its consumers recompute emits nothing: the tail waits for them.)
             let flush = !matches!(
                 m.op(op).name.as_str(),
-                "graph.matmul" | "graph.matmul_epilogue" | "graph.gemm"
+                graph::MatMul::NAME | graph::MatMulEpilogue::NAME | graph::Gemm::NAME
             ) && !producers.contains(&op);
             let lower = |e: &mut Emitter, tail: &mut Option<Tail>| -> Result<(), PassError> {
                 e.set_loc(&loc_string(&loc));

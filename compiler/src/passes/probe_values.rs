@@ -11,6 +11,7 @@
 //! probed binary can cost slightly more than a plain one; its numerics are the same. Runs after
 //! the graph-level fusion, so the fused ops are what is probed.
 
+use crate::dialects::graph;
 use super::PassInfo;
 use super::shape_inference::update_function_type;
 use crate::backend::plan::shape_of;
@@ -32,16 +33,16 @@ pub const PROBE_PREFIX: &str = "probe:";
 
 /// Ops whose result is a rearrangement of their first operand's data.
 const VIEWS: &[&str] = &[
-    "graph.reshape",
-    "graph.unsqueeze",
-    "graph.squeeze",
-    "graph.flatten",
-    "graph.identity",
-    "graph.transpose",
-    "graph.expand",
-    "graph.slice",
-    "graph.split",
-    "graph.concat",
+    graph::Reshape::NAME,
+    graph::Unsqueeze::NAME,
+    graph::Squeeze::NAME,
+    graph::Flatten::NAME,
+    graph::Identity::NAME,
+    graph::Transpose::NAME,
+    graph::Expand::NAME,
+    graph::Slice::NAME,
+    graph::Split::NAME,
+    graph::Concat::NAME,
 ];
 
 /// The pass.
@@ -68,9 +69,9 @@ impl Pass for ProbeValues {
             let mut values = vec![];
             for &op in &ops {
                 let d = m.op(op);
-                if !d.name.starts_with("graph.")
-                    || d.name == "graph.constant"
-                    || d.name == "graph.kv_append"
+                if !d.name.starts_with(graph::PREFIX)
+                    || d.name == graph::Constant::NAME
+                    || d.name == graph::KvAppend::NAME
                     || VIEWS.contains(&d.name.as_str())
                 {
                     continue;

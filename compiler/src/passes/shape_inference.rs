@@ -10,7 +10,7 @@
 //! current result type.
 
 use super::PassInfo;
-use crate::dialects::graph::{broadcast_dims, operand_slot};
+use crate::dialects::graph::{self, ScalarFn, broadcast_dims, operand_slot};
 use crate::interp::{self, Tensor};
 use crate::ir::{Attribute, Dim, Module, OpId, ScalarType, TensorType, Type, ValueId};
 use crate::pass::{Pass, PassError};
@@ -207,19 +207,20 @@ fn product(dims: &[Dim]) -> Dim {
 /// types are kept).
 pub fn infer_op(m: &Module, op: OpId) -> Result<Option<Vec<Type>>, String> {
     let d = m.op(op);
-    let Some(name) = d.name.strip_prefix("graph.") else {
+    let name = d.name.as_str();
+    if !name.starts_with(graph::PREFIX) {
         return Ok(None);
-    };
+    }
     let operands = d.operands.clone();
     let nres = d.results.len();
-    let need = min_operands(name);
+    let need = graph::elementwise(&d.name).map_or_else(|| min_operands(name), |e| e.eval.arity());
     if operands.len() < need {
-        return Err(format!("graph.{name} needs at least {need} operand(s), got {}", operands.len()));
+        return Err(format!("{name} needs at least {need} operand(s), got {}", operands.len()));
     }
     if nres == 0 {
-        return Err(format!("graph.{name} has no results"));
+        return Err(format!("{name} has no results"));
     }
-    if operands.is_empty() && name != "constant" {
+    if operands.is_empty() && name != graph::Constant::NAME {
         return Ok(None);
     }
     let x = if operands.is_empty() {
@@ -235,29 +236,34 @@ pub fn infer_op(m: &Module, op: OpId) -> Result<Option<Vec<Type>>, String> {
         }
         Ok(dims)
     };
+    if let Some(row) = graph::elementwise(&d.name) {
+        return match row.eval {
+            ScalarFn::Unary(..) => same(x.elem),
+            ScalarFn::Binary(..) => Ok(Some(vec![tt(bcast_all(&operands)?, x.elem)])),
+        };
+    }
     match name {
-        "sqrt" | "reciprocal" | "exp" | "erf" | "tanh" | "sigmoid" | "relu" | "gelu" | "neg" | "cos"
-        | "sin" | "log" | "ceil" | "abs" | "not" | "identity" | "softmax" | "log_softmax"
-        | "rms_norm" | "trilu" | "rotary_embedding" | "clip" | "norm" | "rope" | "cumsum" => same(x.elem),
-        "cast" | "quantize_linear" | "dequantize_linear" => same(result_elem(m, op, 0)),
-        "add" | "sub" | "mul" | "div" | "max" | "min" | "mod" => {
+        graph::Gelu::NAME | graph::Identity::NAME | graph::Softmax::NAME | graph::LogSoftmax::NAME
+        | graph::RmsNorm::NAME | graph::Trilu::NAME | graph::RotaryEmbedding::NAME | graph::Clip::NAME | graph::Norm::NAME | graph::Rope::NAME | graph::CumSum::NAME => same(x.elem),
+        graph::Cast::NAME | graph::QuantizeLinear::NAME | graph::DequantizeLinear::NAME => same(result_elem(m, op, 0)),
+        graph::Max::NAME | graph::Min::NAME | graph::Mod::NAME => {
             Ok(Some(vec![tt(bcast_all(&operands)?, x.elem)]))
         }
-        "pow" => Ok(Some(vec![tt(bcast_all(&operands)?, x.elem)])),
-        "equal" | "less_or_equal" | "greater_or_equal" | "less" | "greater" | "and" | "or" => {
+        graph::Pow::NAME => Ok(Some(vec![tt(bcast_all(&operands)?, x.elem)])),
+        graph::Equal::NAME | graph::LessOrEqual::NAME | graph::GreaterOrEqual::NAME | graph::Less::NAME | graph::Greater::NAME | graph::And::NAME | graph::Or::NAME => {
             Ok(Some(vec![tt(bcast_all(&operands)?, ScalarType::I1)]))
         }
-        "where" => {
+        graph::Where::NAME => {
             let e = tensor(m, operands[1])?.elem;
             Ok(Some(vec![tt(bcast_all(&operands)?, e)]))
         }
-        "matmul" | "matmul_integer" | "matmul_epilogue" => {
+        graph::MatMul::NAME | graph::MatMulInteger::NAME | graph::MatMulEpilogue::NAME => {
             let b = tensor(m, operands[1])?;
             let dims = matmul_dims(&x, &b)?;
-            let elem = if name == "matmul_integer" { ScalarType::I32 } else { x.elem };
+            let elem = if name == graph::MatMulInteger::NAME { ScalarType::I32 } else { x.elem };
             Ok(Some(vec![tt(dims, elem)]))
         }
-        "gemm" => {
+        graph::Gemm::NAME => {
             let b = tensor(m, operands[1])?;
             if x.rank() != 2 || b.rank() != 2 {
                 return Err("Gemm operands must be 2-D".into());
@@ -266,7 +272,7 @@ pub fn infer_op(m: &Module, op: OpId) -> Result<Option<Vec<Type>>, String> {
             let nn = if int_attr(m, op, "transB", 0) != 0 { &b.dims[0] } else { &b.dims[1] };
             Ok(Some(vec![tt(vec![mm.clone(), nn.clone()], x.elem)]))
         }
-        "layer_norm" => {
+        graph::LayerNorm::NAME => {
             let axis = norm_axis(int_attr(m, op, "axis", -1), x.rank())?;
             let mut stat = x.dims[..axis].to_vec();
             stat.extend(std::iter::repeat_n(Dim::Static(1), x.rank() - axis));
@@ -276,7 +282,7 @@ pub fn infer_op(m: &Module, op: OpId) -> Result<Option<Vec<Type>>, String> {
             }
             Ok(Some(v))
         }
-        "reduce_mean" | "reduce_sum" | "reduce_max" | "reduce_l2" => {
+        graph::ReduceMean::NAME | graph::ReduceSum::NAME | graph::ReduceMax::NAME | graph::ReduceL2::NAME => {
             let keep = int_attr(m, op, "keepdims", 1) != 0;
             let axes = match ints_from(m, op, "axes", 1) {
                 Ok(a) => a,
@@ -310,7 +316,7 @@ pub fn infer_op(m: &Module, op: OpId) -> Result<Option<Vec<Type>>, String> {
             }
             Ok(Some(vec![tt(dims, x.elem)]))
         }
-        "reshape" => {
+        graph::Reshape::NAME => {
             if operands.len() < 2 {
                 return Ok(None);
             }
@@ -321,7 +327,7 @@ pub fn infer_op(m: &Module, op: OpId) -> Result<Option<Vec<Type>>, String> {
             let allowzero = int_attr(m, op, "allowzero", 0) != 0;
             Ok(Some(vec![tt(reshape_dims(&x.dims, &shape.to_i64_vec(), allowzero)?, x.elem)]))
         }
-        "transpose" => {
+        graph::Transpose::NAME => {
             let perm = crate::dialects::graph::Transpose(op).perm(m);
             let dims = perm
                 .iter()
@@ -334,7 +340,7 @@ pub fn infer_op(m: &Module, op: OpId) -> Result<Option<Vec<Type>>, String> {
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(Some(vec![tt(dims, x.elem)]))
         }
-        "concat" => {
+        graph::Concat::NAME => {
             let axis = norm_axis(int_attr(m, op, "axis", 0), x.rank())?;
             let mut dims = x.dims.clone();
             let mut total = Some(0u64);
@@ -353,7 +359,7 @@ pub fn infer_op(m: &Module, op: OpId) -> Result<Option<Vec<Type>>, String> {
             dims[axis] = total.map(Dim::Static).unwrap_or(Dim::Dynamic);
             Ok(Some(vec![tt(dims, x.elem)]))
         }
-        "split" => {
+        graph::Split::NAME => {
             let axis = norm_axis(int_attr(m, op, "axis", 0), x.rank())?;
             let sizes: Vec<Dim> = match ints_from(m, op, "split", 1) {
                 Ok(Some(s)) => s.iter().map(|&v| dim_of(v)).collect(),
@@ -383,7 +389,7 @@ pub fn infer_op(m: &Module, op: OpId) -> Result<Option<Vec<Type>>, String> {
                     .collect(),
             ))
         }
-        "slice" => {
+        graph::Slice::NAME => {
             let get = |slot: usize| -> Result<Option<Vec<i64>>, ()> {
                 match operand_slot(m, op, slot) {
                     None => Ok(None),
@@ -419,7 +425,7 @@ pub fn infer_op(m: &Module, op: OpId) -> Result<Option<Vec<Type>>, String> {
             }
             Ok(Some(vec![tt(dims, x.elem)]))
         }
-        "gather" => {
+        graph::Gather::NAME => {
             let idx = tensor(m, operands[1])?;
             let axis = norm_axis(int_attr(m, op, "axis", 0), x.rank())?;
             let mut dims = x.dims[..axis].to_vec();
@@ -427,7 +433,7 @@ pub fn infer_op(m: &Module, op: OpId) -> Result<Option<Vec<Type>>, String> {
             dims.extend(x.dims[axis + 1..].iter().cloned());
             Ok(Some(vec![tt(dims, x.elem)]))
         }
-        "gather_nd" => {
+        graph::GatherNd::NAME => {
             let idx = tensor(m, operands[1])?;
             let b = int_attr(m, op, "batch_dims", 0).max(0) as usize;
             let Some(last) = idx.dims.last().and_then(Dim::as_static) else {
@@ -441,7 +447,7 @@ pub fn infer_op(m: &Module, op: OpId) -> Result<Option<Vec<Type>>, String> {
             dims.extend(x.dims[from..].iter().cloned());
             Ok(Some(vec![tt(dims, x.elem)]))
         }
-        "unsqueeze" => {
+        graph::Unsqueeze::NAME => {
             let Ok(Some(axes)) = ints_from(m, op, "axes", 1) else {
                 let Some(&axes) = operands.get(1) else {
                     // No axes: the result type is the specification.
@@ -464,7 +470,7 @@ pub fn infer_op(m: &Module, op: OpId) -> Result<Option<Vec<Type>>, String> {
             }
             Ok(Some(vec![tt(dims, x.elem)]))
         }
-        "squeeze" => {
+        graph::Squeeze::NAME => {
             let axes = match ints_from(m, op, "axes", 1) {
                 Ok(a) => a,
                 Err(()) => {
@@ -487,7 +493,7 @@ pub fn infer_op(m: &Module, op: OpId) -> Result<Option<Vec<Type>>, String> {
             };
             Ok(Some(vec![tt(dims, x.elem)]))
         }
-        "flatten" => {
+        graph::Flatten::NAME => {
             let r = x.rank();
             let a = int_attr(m, op, "axis", 1);
             let a = if a < 0 { a + r as i64 } else { a };
@@ -497,7 +503,7 @@ pub fn infer_op(m: &Module, op: OpId) -> Result<Option<Vec<Type>>, String> {
             let a = a as usize;
             Ok(Some(vec![tt(vec![product(&x.dims[..a]), product(&x.dims[a..])], x.elem)]))
         }
-        "expand" => {
+        graph::Expand::NAME => {
             let Some(shape) = cval(m, Some(operands[1])) else {
                 let n = static_len(m, operands[1]).ok_or("cannot infer the result rank: the shape operand has an unknown length")?;
                 return Ok(Some(vec![tt(vec![Dim::Dynamic; n.max(x.rank())], x.elem)]));
@@ -505,7 +511,7 @@ pub fn infer_op(m: &Module, op: OpId) -> Result<Option<Vec<Type>>, String> {
             let sd: Vec<Dim> = shape.to_i64_vec().iter().map(|&v| dim_of(v)).collect();
             Ok(Some(vec![tt(broadcast_dims(&x.dims, &sd)?, x.elem)]))
         }
-        "tile" => {
+        graph::Tile::NAME => {
             let dims = match cval(m, Some(operands[1])) {
                 Some(r) => {
                     let reps = r.to_i64_vec();
@@ -526,15 +532,15 @@ pub fn infer_op(m: &Module, op: OpId) -> Result<Option<Vec<Type>>, String> {
             };
             Ok(Some(vec![tt(dims, x.elem)]))
         }
-        "shape" => {
+        graph::Shape::NAME => {
             let rank = x.rank() as i64;
             let clamp = |a: i64| if a < 0 { (a + rank).max(0) } else { a.min(rank) };
             let s = clamp(int_attr(m, op, "start", 0));
             let e = clamp(int_attr(m, op, "end", rank));
             Ok(Some(vec![tt(vec![Dim::Static((e - s).max(0) as u64)], ScalarType::I64)]))
         }
-        "size" => Ok(Some(vec![tt(vec![], ScalarType::I64)])),
-        "range" => {
+        graph::Size::NAME => Ok(Some(vec![tt(vec![], ScalarType::I64)])),
+        graph::Range::NAME => {
             let vals: Option<Vec<Tensor>> = operands.iter().map(|&o| interp::constant_value(m, o)).collect();
             let n = match vals {
                 Some(v) if v.iter().all(|t| t.len() == 1) => {
@@ -555,7 +561,7 @@ pub fn infer_op(m: &Module, op: OpId) -> Result<Option<Vec<Type>>, String> {
             };
             Ok(Some(vec![tt(vec![n], x.elem)]))
         }
-        "constant_of_shape" => {
+        graph::ConstantOfShape::NAME => {
             let elem = result_elem(m, op, 0);
             match cval(m, Some(operands[0])) {
                 Some(s) => Ok(Some(vec![tt(s.to_i64_vec().iter().map(|&v| dim_of(v)).collect(), elem)])),
@@ -565,7 +571,7 @@ pub fn infer_op(m: &Module, op: OpId) -> Result<Option<Vec<Type>>, String> {
                 }
             }
         }
-        "pad" => {
+        graph::Pad::NAME => {
             let Some(pads) = cval(m, operand_slot(m, op, 1)).map(|t| t.to_i64_vec()) else {
                 return Ok(Some(vec![tt(vec![Dim::Dynamic; x.rank()], x.elem)]));
             };
@@ -585,13 +591,13 @@ pub fn infer_op(m: &Module, op: OpId) -> Result<Option<Vec<Type>>, String> {
             }
             Ok(Some(vec![tt(dims, x.elem)]))
         }
-        "attention" => infer_attention(m, op, &x, nres).map(Some),
-        "einsum" => {
+        graph::Attention::NAME => infer_attention(m, op, &x, nres).map(Some),
+        graph::Einsum::NAME => {
             let eq = m.attr(op, "equation").and_then(Attribute::as_str).unwrap_or("");
             let ins: Vec<TensorType> = operands.iter().map(|&o| tensor(m, o)).collect::<Result<_, _>>()?;
             Ok(Some(vec![tt(einsum_dims(eq, &ins)?, x.elem)]))
         }
-        "constant" => Ok(None),
+        graph::Constant::NAME => Ok(None),
         _ => Ok(None),
     }
 }
@@ -599,12 +605,12 @@ pub fn infer_op(m: &Module, op: OpId) -> Result<Option<Vec<Type>>, String> {
 /// The fewest operands each op reads positionally (the verifiers check exact counts).
 fn min_operands(name: &str) -> usize {
     match name {
-        "constant" => 0,
-        "add" | "sub" | "mul" | "div" | "pow" | "mod" | "equal" | "less_or_equal" | "greater_or_equal" | "less"
-        | "greater" | "and" | "or" | "matmul" | "matmul_integer" | "matmul_epilogue" | "gemm" | "gather"
-        | "gather_nd" | "expand" | "layer_norm" | "rms_norm" | "quantize_linear" | "dequantize_linear" | "pad"
-        | "cumsum" | "tile" => 2,
-        "where" | "range" | "attention" | "rotary_embedding" | "slice" => 3,
+        graph::Constant::NAME => 0,
+        graph::Pow::NAME | graph::Mod::NAME | graph::Equal::NAME | graph::LessOrEqual::NAME | graph::GreaterOrEqual::NAME | graph::Less::NAME
+        | graph::Greater::NAME | graph::And::NAME | graph::Or::NAME | graph::MatMul::NAME | graph::MatMulInteger::NAME | graph::MatMulEpilogue::NAME | graph::Gemm::NAME | graph::Gather::NAME
+        | graph::GatherNd::NAME | graph::Expand::NAME | graph::LayerNorm::NAME | graph::RmsNorm::NAME | graph::QuantizeLinear::NAME | graph::DequantizeLinear::NAME | graph::Pad::NAME
+        | graph::CumSum::NAME | graph::Tile::NAME => 2,
+        graph::Where::NAME | graph::Range::NAME | graph::Attention::NAME | graph::RotaryEmbedding::NAME | graph::Slice::NAME => 3,
         _ => 1,
     }
 }

@@ -10,6 +10,7 @@
 //! Anything else — a slice on another axis, a non-constant weight, a use that is not a slice —
 //! leaves the projection as it is.
 
+use crate::dialects::graph;
 use super::PassInfo;
 use super::fuse_rotary::slice_last;
 use crate::backend::plan::{const_bytes, shape_of};
@@ -34,7 +35,7 @@ impl Pass for SplitProjections {
     }
     fn run(&mut self, m: &mut Module) -> Result<(), PassError> {
         for op in m.walk_all() {
-            if m.op(op).name == "graph.matmul" && !m.op(op).erased && m.op(op).parent.is_some() {
+            if m.op(op).name == graph::MatMul::NAME && !m.op(op).erased && m.op(op).parent.is_some() {
                 let _ = split(m, op);
             }
         }
@@ -45,7 +46,7 @@ impl Pass for SplitProjections {
 
 /// `(start, end)` of a static step-1 slice of the last axis of `x` (bounds clamped), if `op` is one.
 fn column_range(m: &Module, op: OpId, x: ValueId) -> Option<(u64, u64)> {
-    if m.op(op).name != "graph.slice" {
+    if m.op(op).name != graph::Slice::NAME {
         return None;
     }
     let (src, s, e) = slice_last(m, m.op(op).results[0])?;
@@ -70,7 +71,7 @@ fn columns(m: &mut Module, w: ValueId, s: u64, e: u64, loc: &Location, before: O
     let ty = Type::tensor(&new_shape, elem);
     let blob = m.blobs.add_auto("projection", std::sync::Arc::from(out));
     let c = m.create_op(
-        OpSpec::new("graph.constant", loc.clone())
+        OpSpec::new(graph::Constant::NAME, loc.clone())
             .results(vec![ty.clone()])
             .attr("value", Attribute::Dense(DenseAttr { ty, blob })),
     );
@@ -91,7 +92,7 @@ fn split(m: &mut Module, mm: OpId) -> Option<()> {
     let out = m.op(mm).results[0];
     // An optional bias add, the matmul's only use.
     let (sliced, bias, add_loc) = match m.single_use(out) {
-        Some((add, slot)) if m.op(add).name == "graph.add" => {
+        Some((add, slot)) if m.op(add).name == graph::Add::NAME => {
             let b = m.op(add).operands[1 - slot];
             let bs = shape_of(m, b)?;
             let row = bs.last() == Some(&n) && bs.iter().rev().skip(1).all(|&d| d == 1);
@@ -121,7 +122,7 @@ fn split(m: &mut Module, mm: OpId) -> Option<()> {
         *os.last_mut()? = e - s;
         let ty = Type::tensor(&os, elem);
         let part = m.create_op(
-            OpSpec::new("graph.matmul", loc.clone())
+            OpSpec::new(graph::MatMul::NAME, loc.clone())
                 .operands(&[x, wpart])
                 .results(vec![ty.clone()]),
         );
@@ -130,7 +131,7 @@ fn split(m: &mut Module, mm: OpId) -> Option<()> {
         if let Some(b) = bias {
             let bpart = columns(m, b, s, e, &loc, slice)?;
             let add = m.create_op(
-                OpSpec::new("graph.add", loc)
+                OpSpec::new(graph::Add::NAME, loc)
                     .operands(&[r, bpart])
                     .results(vec![ty]),
             );

@@ -3,6 +3,7 @@
 //! epilogues), `q_block`/`kv_block` on fused attention. An attribute already present is kept, so a
 //! hand-edited dump compiles with the tiles it names.
 
+use crate::dialects::graph;
 use super::PassInfo;
 use crate::backend::plan::shape_of;
 use crate::backend::kernels::matmul_rows;
@@ -35,7 +36,7 @@ impl Pass for Tile {
         for op in m.walk_all() {
             let name = m.op(op).name.clone();
             match name.as_str() {
-                "graph.matmul" | "graph.matmul_epilogue" => {
+                graph::MatMul::NAME | graph::MatMulEpilogue::NAME => {
                     if m.attr(op, "tile").is_some() {
                         continue;
                     }
@@ -81,7 +82,7 @@ impl Pass for Tile {
                     );
                     m.set_attr(op, "tile_cycles", Attribute::i64(cycles as i64));
                 }
-                "graph.fused_attention" => crate::backend::attention::annotate(m, op, &o),
+                graph::FusedAttention::NAME => crate::backend::attention::annotate(m, op, &o),
                 _ => {}
             }
         }

@@ -23,6 +23,18 @@ pub enum Ew {
     Fill(f32),
     /// `a·b + c·d` (`true`) or `a·b − c·d` (`false`) of four operands (`graph.rope`).
     MulSum(bool),
+    /// A chain of one-operand steps on one operand, each applied to the previous step's result
+    /// (at least one step): e.g. `ln(1 + e^x)` is `[Un(Exp), Imm(Add, 1.0), Un(Log)]`.
+    Steps(&'static [Step]),
+}
+
+/// One step of [`Ew::Steps`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Step {
+    /// A unary vector op.
+    Un(Un),
+    /// A vector op with an immediate second operand.
+    Imm(Imm, f32),
 }
 
 /// Work tiles of one buffer set.
@@ -277,6 +289,16 @@ pub(super) fn compute(
         Ew::Unary(u) => {
             let (a, b) = unary_src(x[0], e);
             e.vun(u, w, a, b, rows, cols);
+        }
+        Ew::Steps(steps) => {
+            let mut a = full(e, x[0], t1, rows, cols);
+            for &s in steps {
+                match s {
+                    Step::Un(u) => e.vun(u, w, a, Bcast::Full, rows, cols),
+                    Step::Imm(k, v) => e.vimm(k, w, a, v, rows, cols),
+                }
+                a = w;
+            }
         }
         Ew::Not => {
             let a = full(e, x[0], t1, rows, cols);

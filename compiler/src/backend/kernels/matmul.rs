@@ -4,6 +4,7 @@
 //! (`Tail`) the next op's prologue overlaps.
 
 use super::*;
+use crate::dialects::graph;
 
 /// Epilogue activations.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -1018,7 +1019,7 @@ impl Producer {
 pub(super) fn producer_kind(m: &Module, p: OpId) -> Option<ProducerKind> {
     let d = m.op(p);
     match d.name.as_str() {
-        "graph.layer_norm" | "graph.rms_norm" | "graph.norm" => {
+        graph::LayerNorm::NAME | graph::RmsNorm::NAME | graph::Norm::NAME => {
             let rank = shape_of(m, *d.results.first()?)?.len() as i64;
             let ax = attr_i(m, p, "axis").unwrap_or(-1);
             if ax != -1 && ax != rank - 1 {
@@ -1029,11 +1030,11 @@ pub(super) fn producer_kind(m: &Module, p: OpId) -> Option<ProducerKind> {
             }
             Some(ProducerKind::Norm {
                 eps: attr_f(m, p, "epsilon").unwrap_or(1e-5) as f32,
-                rms: d.name == "graph.rms_norm"
+                rms: d.name == graph::RmsNorm::NAME
                     || m.attr(p, "kind").and_then(Attribute::as_str) == Some("rms"),
             })
         }
-        "graph.add" | "graph.sub" | "graph.mul" if d.operands.len() == 2 => {
+        graph::Add::NAME | graph::Sub::NAME | graph::Mul::NAME if d.operands.len() == 2 => {
             let out = shape_of(m, d.results[0])?;
             let same = d
                 .operands
@@ -1045,8 +1046,8 @@ pub(super) fn producer_kind(m: &Module, p: OpId) -> Option<ProducerKind> {
                 .chain(&d.results)
                 .all(|&v| elem_of(m, v).is_some_and(|e| e.is_float()));
             (same && float).then_some(ProducerKind::Binary(match d.name.as_str() {
-                "graph.add" => Bin::Add,
-                "graph.sub" => Bin::Sub,
+                graph::Add::NAME => Bin::Add,
+                graph::Sub::NAME => Bin::Sub,
                 _ => Bin::Mul,
             }))
         }
@@ -1101,7 +1102,7 @@ pub fn recomputed_producers(
                 ix == 0
                     && matches!(
                         m.op(u).name.as_str(),
-                        "graph.matmul" | "graph.matmul_epilogue"
+                        graph::MatMul::NAME | graph::MatMulEpilogue::NAME
                     )
                     && pos.contains_key(&u)
                     && m.op(u)

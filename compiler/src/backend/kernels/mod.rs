@@ -17,6 +17,7 @@
 //! vector-unit helpers, `elementwise.rs`, `rows.rs` (with `split_rows.rs` for rows wider than
 //! SRAM) and `matmul.rs` the op families; attention lives in `backend/attention/`.
 
+use crate::dialects::graph;
 use std::collections::HashMap;
 
 use llmpu_isa::{AccMode, Bcast, DType, Inst, Space, TileRef};
@@ -286,7 +287,7 @@ fn view_only(plan: &Plan, m: &Module, op: OpId) -> bool {
                 .is_some_and(|iv| !plan.owned.contains_key(r) && v.dt == iv.dt)
         })
     }) && !outs.is_empty()
-        && d.name != "graph.constant"
+        && d.name != graph::Constant::NAME
 }
 
 /// Normalizes an axis against a rank.
@@ -310,17 +311,17 @@ pub fn lower_op(cx: &mut Cx, op: OpId) -> R<()> {
     if view_only(cx.plan, m, op) {
         return Ok(());
     }
-    if name == "graph.constant" {
+    if name == graph::Constant::NAME {
         return Ok(());
     }
     if outs.first().is_some_and(|r| cx.recompute.contains_key(r)) {
         // Every consumer computes this result itself (see `recomputed_producers`).
         return Ok(());
     }
-    if name == "graph.kv_append" {
+    if name == graph::KvAppend::NAME {
         return super::attention::kv_append(cx, op, &ins);
     }
-    if name == "graph.kv_mask" {
+    if name == graph::KvMask::NAME {
         return super::attention::kv_mask(cx, op, &ins);
     }
     // Zero-size tensors are empty everywhere: an op whose results hold no element computes
@@ -343,56 +344,43 @@ pub fn lower_op(cx: &mut Cx, op: OpId) -> R<()> {
         .ok_or_else(|| cx.err(format!("`{name}` has no result")))?;
     let ov = cx.view(out)?;
     let unary = |k: Un| Ew::Unary(k);
-    let ew = match name {
-        "graph.add" => Some(Ew::Binary(Bin::Add)),
-        "graph.sub" => Some(Ew::Binary(Bin::Sub)),
-        "graph.mul" => Some(Ew::Binary(Bin::Mul)),
-        "graph.div" => Some(Ew::Binary(Bin::Div)),
-        "graph.max" if ins.len() == 2 => Some(Ew::Binary(Bin::Max)),
-        "graph.min" if ins.len() == 2 => Some(Ew::Binary(Bin::Min)),
-        "graph.max" | "graph.min" if ins.len() == 1 => Some(unary(Un::Copy)),
-        "graph.equal" => Some(Ew::Binary(Bin::Eq)),
-        "graph.less_or_equal" => Some(Ew::Binary(Bin::Le)),
-        "graph.greater_or_equal" => Some(Ew::Ge),
-        "graph.and" => Some(Ew::Binary(Bin::Mul)),
-        "graph.pow" => Some(Ew::Pow),
-        "graph.sqrt" => Some(unary(Un::Sqrt)),
-        "graph.log" => Some(unary(Un::Log)),
-        "graph.abs" => Some(unary(Un::Abs)),
-        "graph.not" => Some(Ew::Not),
-        "graph.or" => Some(Ew::Binary(Bin::Max)),
-        "graph.less" => Some(Ew::Binary(Bin::Lt)),
-        "graph.greater" => Some(Ew::Gt),
-        "graph.reciprocal" => Some(unary(Un::Recip)),
-        "graph.exp" => Some(unary(Un::Exp)),
-        "graph.erf" => Some(unary(Un::Erf)),
-        "graph.tanh" => Some(unary(Un::Tanh)),
-        "graph.sigmoid" => Some(unary(Un::Sigmoid)),
-        "graph.neg" => Some(unary(Un::Neg)),
-        "graph.cos" => Some(unary(Un::Cos)),
-        "graph.sin" => Some(unary(Un::Sin)),
-        "graph.relu" => Some(Ew::Relu),
-        "graph.gelu" => Some(Ew::Gelu(
-            m.attr(op, "approximate").and_then(Attribute::as_str) == Some("tanh"),
-        )),
-        "graph.cast" | "graph.identity" => Some(unary(Un::Copy)),
-        "graph.where" => Some(Ew::Where),
-        "graph.clip" => Some(Ew::Clip),
-        _ => None,
+    let ew = match graph::elementwise(name) {
+        Some(row) => row.lower,
+        None => match name {
+            graph::Max::NAME if ins.len() == 2 => Some(Ew::Binary(Bin::Max)),
+            graph::Min::NAME if ins.len() == 2 => Some(Ew::Binary(Bin::Min)),
+            graph::Max::NAME | graph::Min::NAME if ins.len() == 1 => Some(unary(Un::Copy)),
+            graph::Equal::NAME => Some(Ew::Binary(Bin::Eq)),
+            graph::LessOrEqual::NAME => Some(Ew::Binary(Bin::Le)),
+            graph::GreaterOrEqual::NAME => Some(Ew::Ge),
+            graph::And::NAME => Some(Ew::Binary(Bin::Mul)),
+            graph::Pow::NAME => Some(Ew::Pow),
+            graph::Or::NAME => Some(Ew::Binary(Bin::Max)),
+            graph::Less::NAME => Some(Ew::Binary(Bin::Lt)),
+            graph::Greater::NAME => Some(Ew::Gt),
+            graph::Gelu::NAME => Some(Ew::Gelu(
+                m.attr(op, "approximate").and_then(Attribute::as_str) == Some("tanh"),
+            )),
+            graph::Cast::NAME | graph::Identity::NAME => Some(unary(Un::Copy)),
+            graph::Where::NAME => Some(Ew::Where),
+            graph::Clip::NAME => Some(Ew::Clip),
+            _ => None,
+        },
     };
     if let Some(k) = ew {
         let int_out = elem_of(m, out).is_some_and(|e| e.is_int() && e != crate::ir::ScalarType::I1);
-        if name == "graph.div" && int_out {
+        if name == graph::Div::NAME && int_out {
             return Err(cx.err(
                 "integer Div is not supported: the vector unit divides in f32 and rounds to nearest, ONNX truncates",
             ));
         }
-        if name == "graph.cast" && int_out && elem_of(m, ins[0]).is_some_and(|e| e.is_float()) {
+        if name == graph::Cast::NAME && int_out && elem_of(m, ins[0]).is_some_and(|e| e.is_float())
+        {
             return Err(cx.err(
                 "float-to-integer Cast is not supported: the vector unit rounds to nearest, ONNX truncates",
             ));
         }
-        if name == "graph.cast"
+        if name == graph::Cast::NAME
             && m.attr(op, "saturate").and_then(Attribute::as_int) == Some(0)
             && elem_of(m, out) == Some(crate::ir::ScalarType::F8E4M3FN)
         {
@@ -400,7 +388,7 @@ pub fn lower_op(cx: &mut Cx, op: OpId) -> R<()> {
                 "non-saturating Cast to f8E4M3FN is not supported (the vector unit saturates)",
             ));
         }
-        if name == "graph.cast" {
+        if name == graph::Cast::NAME {
             let src_int = elem_of(m, ins[0]).is_some_and(|e| e.is_int());
             let dst_bool = elem_of(m, out) == Some(crate::ir::ScalarType::I1);
             if dst_bool && !src_int {
@@ -419,19 +407,28 @@ pub fn lower_op(cx: &mut Cx, op: OpId) -> R<()> {
         }
         let n = match k {
             Ew::Clip | Ew::Where => ins.len(),
-            Ew::Unary(_) | Ew::Relu | Ew::Gelu(_) | Ew::Not => 1,
+            Ew::Unary(_) | Ew::Relu | Ew::Gelu(_) | Ew::Not | Ew::Steps(_) => 1,
             _ => 2,
         };
         return elementwise(cx, k, &ins[..n.min(ins.len())], &ov);
     }
     match name {
-        "graph.reshape" | "graph.squeeze" | "graph.unsqueeze" | "graph.flatten"
-        | "graph.transpose" | "graph.expand" | "graph.slice" | "graph.split" => {
+        graph::Reshape::NAME
+        | graph::Squeeze::NAME
+        | graph::Unsqueeze::NAME
+        | graph::Flatten::NAME
+        | graph::Transpose::NAME
+        | graph::Expand::NAME
+        | graph::Slice::NAME
+        | graph::Split::NAME => {
             // A view op whose result could not stay a view: materialize.
             let iv = cx.view(ins[0])?;
             if matches!(
                 name,
-                "graph.reshape" | "graph.squeeze" | "graph.unsqueeze" | "graph.flatten"
+                graph::Reshape::NAME
+                    | graph::Squeeze::NAME
+                    | graph::Unsqueeze::NAME
+                    | graph::Flatten::NAME
             ) {
                 // Same elements in the same order: copy them densely into the result's buffer.
                 let dst = View::dense(ov.addr as u64, ov.dt, &iv.shape);
@@ -451,7 +448,7 @@ pub fn lower_op(cx: &mut Cx, op: OpId) -> R<()> {
             }
             Ok(())
         }
-        "graph.concat" => {
+        graph::Concat::NAME => {
             let ax = axis(cx, attr_i(m, op, "axis").unwrap_or(0), ov.shape.len())?;
             let mut start = 0;
             for &x in &ins {
@@ -466,27 +463,29 @@ pub fn lower_op(cx: &mut Cx, op: OpId) -> R<()> {
             }
             Ok(())
         }
-        "graph.softmax" | "graph.log_softmax" => {
+        graph::Softmax::NAME | graph::LogSoftmax::NAME => {
             let rank = ov.shape.len();
             let ax = axis(cx, attr_i(m, op, "axis").unwrap_or(-1), rank)?;
             let xv = cx.view(ins[0])?;
             let (xv, ov) = last_axis(&xv, &ov, ax);
             row_kernel(
                 cx,
-                RowK::Softmax(name == "graph.log_softmax"),
+                RowK::Softmax(name == graph::LogSoftmax::NAME),
                 &xv,
                 &ov,
                 &[],
             )
         }
-        "graph.rms_norm" | "graph.norm" if outs[1..].iter().any(|&r| !m.uses(r).is_empty()) => {
+        graph::RmsNorm::NAME | graph::Norm::NAME
+            if outs[1..].iter().any(|&r| !m.uses(r).is_empty()) =>
+        {
             Err(cx.err("the Mean / InvStdDev outputs of a normalization are not supported"))
         }
-        "graph.layer_norm" | "graph.rms_norm" | "graph.norm" => {
+        graph::LayerNorm::NAME | graph::RmsNorm::NAME | graph::Norm::NAME => {
             let rank = ov.shape.len();
             let ax = axis(cx, attr_i(m, op, "axis").unwrap_or(-1), rank)?;
             let eps = attr_f(m, op, "epsilon").unwrap_or(1e-5) as f32;
-            let rms = name == "graph.rms_norm"
+            let rms = name == graph::RmsNorm::NAME
                 || m.attr(op, "kind").and_then(Attribute::as_str) == Some("rms");
             let xv = cx.view(ins[0])?;
             let inner = rank - ax;
@@ -512,12 +511,13 @@ pub fn lower_op(cx: &mut Cx, op: OpId) -> R<()> {
             }
             row_kernel_stats(cx, k, &xv, &ov, &params, inner, &stats)
         }
-        "graph.reduce_mean" | "graph.reduce_sum" | "graph.reduce_max" | "graph.reduce_l2" => {
-            reduce(cx, op, &ins, &ov)
-        }
-        "graph.matmul" => matmul(cx, op, ins[0], ins[1], None, None, Act::None, &ov),
-        "graph.gemm" => gemm(cx, op, &ins, &ov),
-        "graph.matmul_epilogue" => {
+        graph::ReduceMean::NAME
+        | graph::ReduceSum::NAME
+        | graph::ReduceMax::NAME
+        | graph::ReduceL2::NAME => reduce(cx, op, &ins, &ov),
+        graph::MatMul::NAME => matmul(cx, op, ins[0], ins[1], None, None, Act::None, &ov),
+        graph::Gemm::NAME => gemm(cx, op, &ins, &ov),
+        graph::MatMulEpilogue::NAME => {
             let act = match m.attr(op, "activation").and_then(Attribute::as_str) {
                 Some("relu") => Act::Relu,
                 Some("gelu") => Act::Gelu(false),
@@ -531,14 +531,14 @@ pub fn lower_op(cx: &mut Cx, op: OpId) -> R<()> {
             let bias = ins[2..ins.len() - usize::from(residual)].first().copied();
             matmul(cx, op, ins[0], ins[1], bias, res, act, &ov)
         }
-        "graph.gather" => gather(cx, op, ins[0], ins[1], &ov),
-        "graph.trilu" => trilu(cx, op, &ov),
-        "graph.fused_attention" => super::attention::attention(cx, op, &ins, &ov),
-        "graph.rope" => {
+        graph::Gather::NAME => gather(cx, op, ins[0], ins[1], &ov),
+        graph::Trilu::NAME => trilu(cx, op, &ov),
+        graph::FusedAttention::NAME => super::attention::attention(cx, op, &ins, &ov),
+        graph::Rope::NAME => {
             let rd = m.attr(op, "rotary_dim").and_then(Attribute::as_int);
             rope(cx, &ins, &ov, rd)
         }
-        "graph.constant_of_shape" => {
+        graph::ConstantOfShape::NAME => {
             let v =
                 cx.m.attr(op, "value")
                     .and_then(Attribute::as_dense)

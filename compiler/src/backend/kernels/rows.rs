@@ -2,6 +2,7 @@
 //! the last axis, and reductions; rows wider than SRAM go through `split_rows.rs`.
 
 use super::*;
+use crate::dialects::graph;
 
 /// Row-wise computations over the trailing dims.
 #[derive(Clone, Copy, Debug)]
@@ -288,15 +289,15 @@ pub(super) fn reduce(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()>
         );
         let e = &mut *cx.e;
         match name.as_str() {
-            "graph.reduce_max" => e.vred(Red::Max, st, at, rows, cols),
-            "graph.reduce_l2" => {
+            graph::ReduceMax::NAME => e.vred(Red::Max, st, at, rows, cols),
+            graph::ReduceL2::NAME => {
                 e.vbin(Bin::Mul, wt, at, at, Bcast::Full, rows, cols);
                 e.vred(Red::Sum, st, wt, rows, cols);
                 e.vun(Un::Sqrt, st, st, Bcast::Full, rows, 1);
             }
             _ => {
                 e.vred(Red::Sum, st, at, rows, cols);
-                if name == "graph.reduce_mean" {
+                if name == graph::ReduceMean::NAME {
                     e.vimm(Imm::Div, st, st, cols as f32, rows, 1);
                 }
             }
