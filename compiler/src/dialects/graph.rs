@@ -138,7 +138,14 @@ define_ops! { OPS;
     Softplus = "graph.softplus", pure = true, verify = verify_elementwise, elementwise = Elementwise {
         onnx: "Softplus", since: 7, float_only: true,
         eval: ScalarFn::Unary(|x| x.max(0.0) + (-x.abs()).exp().ln_1p(), |a| a),
-        lower: Some(Ew::Steps(&[Step::Un(Un::Exp), Step::Imm(Imm::Add, 1.0), Step::Un(Un::Log)])),
+        lower: Some(Ew::Steps(&[
+            Step::Un(Un::Abs),
+            Step::Imm(Imm::Mul, -1.0),
+            Step::Un(Un::Exp),
+            Step::Imm(Imm::Add, 1.0),
+            Step::Un(Un::Log),
+            Step::Input(Bin::Add, Imm::Max, 0.0),
+        ])),
     };
     /// `%r = "graph.relu"(%x)` — elementwise `max(x, 0)`.
     Relu = "graph.relu", pure = true, verify = verify_elementwise, elementwise = Elementwise {

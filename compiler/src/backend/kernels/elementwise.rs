@@ -24,7 +24,9 @@ pub enum Ew {
     /// `a·b + c·d` (`true`) or `a·b − c·d` (`false`) of four operands (`graph.rope`).
     MulSum(bool),
     /// A chain of one-operand steps on one operand, each applied to the previous step's result
-    /// (at least one step): e.g. `ln(1 + e^x)` is `[Un(Exp), Imm(Add, 1.0), Un(Log)]`.
+    /// (at least one step): e.g. `ln(1 + e^x)` is `[Un(Exp), Imm(Add, 1.0), Un(Log)]`, or without
+    /// overflow past `x = 88.7`, `max(x, 0) + ln(1 + e^-|x|)`: `[Un(Abs), Imm(Mul, -1.0), Un(Exp),
+    /// Imm(Add, 1.0), Un(Log), Input(Bin::Add, Imm::Max, 0.0)]`.
     Steps(&'static [Step]),
 }
 
@@ -35,6 +37,9 @@ pub enum Step {
     Un(Un),
     /// A vector op with an immediate second operand.
     Imm(Imm, f32),
+    /// Combines the chain's result with the chain's input under an immediate op:
+    /// `r = r <bin> (x <imm> v)`, e.g. `Input(Bin::Add, Imm::Max, 0.0)` adds `max(x, 0)`.
+    Input(Bin, Imm, f32),
 }
 
 /// Work tiles of one buffer set.
@@ -291,11 +296,21 @@ pub(super) fn compute(
             e.vun(u, w, a, b, rows, cols);
         }
         Ew::Steps(steps) => {
-            let mut a = full(e, x[0], t1, rows, cols);
+            let mut x0 = full(e, x[0], t1, rows, cols);
+            if x0.addr == w.addr && x0.mem == w.mem {
+                // The steps write `w`; an `Input` step still needs `x`.
+                e.vun(Un::Copy, t1, x0, Bcast::Full, rows, cols);
+                x0 = t1;
+            }
+            let mut a = x0;
             for &s in steps {
                 match s {
                     Step::Un(u) => e.vun(u, w, a, Bcast::Full, rows, cols),
                     Step::Imm(k, v) => e.vimm(k, w, a, v, rows, cols),
+                    Step::Input(b, k, v) => {
+                        e.vimm(k, t2, x0, v, rows, cols);
+                        e.vbin(b, w, a, t2, Bcast::Full, rows, cols);
+                    }
                 }
                 a = w;
             }
