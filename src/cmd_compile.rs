@@ -202,8 +202,11 @@ pub fn run(a: &CompileArgs) -> Result<(), String> {
         set_unrolled(&mut m);
     }
     let top = m.top();
+    // What the binary is built for: a dump continues with the options recorded in it.
+    let mut used = o.clone();
     if let Some(stage) = m.attr(top, STAGE_ATTR).and_then(|x| x.as_str()) {
         let recorded = backend::options(&m)?;
+        used = recorded.clone();
         if recorded.target != o.target || recorded.precision != o.precision {
             eprintln!(
                 "warning: {} went through the pipeline up to `{stage}` for target `{}` ({}); it \
@@ -250,8 +253,8 @@ pub fn run(a: &CompileArgs) -> Result<(), String> {
         out.display(),
         program.cores.len(),
         program.data.len(),
-        o.target.name,
-        o.precision.name()
+        used.target.name,
+        used.precision.name()
     );
     Ok(())
 }

@@ -215,3 +215,36 @@ fn an_address_edited_in_a_plan_memory_dump_is_the_one_the_binary_uses() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_resumed_dump_reports_the_target_it_was_compiled_for() {
+    // The dump records `datacenter`; continued without `--target` (default `edge`), the binary is
+    // built for `datacenter`, and the summary line must say so.
+    let Some(c) = corpus("models") else { return };
+    let model = c.join("models/gpt2-tiny-prefill/model.onnx");
+    let dir = std::env::temp_dir().join(format!("llmpu-stages-resume-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ir = dir.join("tile.mlir");
+    llmpu_ok(&[
+        "compile",
+        s(&model),
+        "--target",
+        "datacenter",
+        "--stop-after",
+        "tile",
+        "-o",
+        s(&ir),
+    ]);
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_llmpu"))
+        .args(["compile", s(&ir), "-o", s(&dir.join("x.llmpu"))])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("continues with those, not `edge`"), "{err}");
+    assert!(
+        err.contains("(8 cores,") && err.contains("target datacenter, bf16)"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
