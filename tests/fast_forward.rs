@@ -12,7 +12,7 @@ use llmpu_isa::{Program, binary};
 use llmpu_runtime::{RunOptions, Session, kv};
 
 mod common;
-use common::{corpus, llmpu_ok};
+use common::{attention_model, corpus, llmpu_ok, matmul_model};
 
 fn dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("llmpu-ff-{name}-{}", std::process::id()));
@@ -22,37 +22,6 @@ fn dir(name: &str) -> PathBuf {
 
 fn s(p: &Path) -> String {
     p.to_str().unwrap().to_string()
-}
-
-/// `relu(x · w + b)` with `x: [m, k]`, `w: [k, n]`, as graph IR.
-fn matmul_model(m: u64, k: u64, n: u64) -> String {
-    format!(
-        r#"module {{
-  func.func @main(%x: tensor<{m}x{k}xf32>, %w: tensor<{k}x{n}xf32>, %b: tensor<{n}xf32>) -> tensor<{m}x{n}xf32> {{
-    %p = "graph.matmul"(%x, %w) : (tensor<{m}x{k}xf32>, tensor<{k}x{n}xf32>) -> tensor<{m}x{n}xf32> loc("MatMul")
-    %a = "graph.add"(%p, %b) : (tensor<{m}x{n}xf32>, tensor<{n}xf32>) -> tensor<{m}x{n}xf32> loc("Add")
-    %r = "graph.relu"(%a) : (tensor<{m}x{n}xf32>) -> tensor<{m}x{n}xf32> loc("Relu")
-    func.return %r : tensor<{m}x{n}xf32> loc(unknown)
-  }} loc("main")
-}}
-"#
-    )
-}
-
-fn attention_model(h: u64, sq: u64, skv: u64, d: u64, causal: bool) -> String {
-    let (q, kv) = (
-        format!("tensor<1x{h}x{sq}x{d}xf32>"),
-        format!("tensor<1x{h}x{skv}x{d}xf32>"),
-    );
-    format!(
-        r#"module {{
-  func.func @main(%q: {q}, %k: {kv}, %v: {kv}) -> {q} {{
-    %o = "graph.fused_attention"(%q, %k, %v) {{causal = {causal}}} : ({q}, {kv}, {kv}) -> {q} loc("Attention")
-    func.return %o : {q} loc(unknown)
-  }} loc("main")
-}}
-"#
-    )
 }
 
 /// Compiles graph IR `text` for `target` into `d/name.llmpu`.

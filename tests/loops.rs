@@ -13,7 +13,7 @@ use llmpu_isa::{DType, Inst, Program, binary};
 use llmpu_runtime::{Tensor, npy};
 
 mod common;
-use common::{llmpu_ok, llmpu_out, noise};
+use common::{attention_model, llmpu_ok, llmpu_out, matmul_model, noise};
 
 const QUAD: &str = "examples/targets/quad.toml";
 
@@ -25,21 +25,6 @@ fn dir(name: &str) -> PathBuf {
 
 fn s(p: &Path) -> String {
     p.to_str().unwrap().to_string()
-}
-
-/// `relu(x · w + b)` with `x: [m, k]`, `w: [k, n]`, as graph IR.
-fn matmul_model(m: u64, k: u64, n: u64) -> String {
-    format!(
-        r#"module {{
-  func.func @main(%x: tensor<{m}x{k}xf32>, %w: tensor<{k}x{n}xf32>, %b: tensor<{n}xf32>) -> tensor<{m}x{n}xf32> {{
-    %p = "graph.matmul"(%x, %w) : (tensor<{m}x{k}xf32>, tensor<{k}x{n}xf32>) -> tensor<{m}x{n}xf32> loc("MatMul")
-    %a = "graph.add"(%p, %b) : (tensor<{m}x{n}xf32>, tensor<{n}xf32>) -> tensor<{m}x{n}xf32> loc("Add")
-    %r = "graph.relu"(%a) : (tensor<{m}x{n}xf32>) -> tensor<{m}x{n}xf32> loc("Relu")
-    func.return %r : tensor<{m}x{n}xf32> loc(unknown)
-  }} loc("main")
-}}
-"#
-    )
 }
 
 fn program(path: &Path) -> Program {
@@ -208,22 +193,6 @@ fn transposed_attention_model(b: u64, h: u64, s: u64, d: u64) -> String {
     %vt = "graph.transpose"(%v) {{perm = array<i64: 0, 2, 1, 3>}} : ({x}) -> {t} loc("Tv")
     %o = "graph.fused_attention"(%qt, %kt, %vt) {{causal = true}} : ({t}, {t}, {t}) -> {t} loc("Attention")
     func.return %o : {t} loc(unknown)
-  }} loc("main")
-}}
-"#
-    )
-}
-
-fn attention_model(h: u64, sq: u64, skv: u64, d: u64, causal: bool) -> String {
-    let (q, kv) = (
-        format!("tensor<1x{h}x{sq}x{d}xf32>"),
-        format!("tensor<1x{h}x{skv}x{d}xf32>"),
-    );
-    format!(
-        r#"module {{
-  func.func @main(%q: {q}, %k: {kv}, %v: {kv}) -> {q} {{
-    %o = "graph.fused_attention"(%q, %k, %v) {{causal = {causal}}} : ({q}, {kv}, {kv}) -> {q} loc("Attention")
-    func.return %o : {q} loc(unknown)
   }} loc("main")
 }}
 "#

@@ -6,20 +6,6 @@ use common::*;
 use llmpu_isa::{FieldKind, INSTRUCTIONS, Inst, Program};
 use llmpu_runtime::{RunOptions, run};
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
 fn reg_value(rng: &mut Rng, tame: bool) -> i64 {
     if tame {
         return match rng.below(3) {

@@ -249,3 +249,20 @@ pub fn assert_close(got: &[f32], want: &[f32], tol: f32) {
         assert!(ok, "element {i}: got {g}, want {w}");
     }
 }
+
+/// A xorshift64 generator for the random-program tests.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// Uniform-ish in `0..n` (`0` when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
