@@ -297,7 +297,8 @@ pub(super) fn compute(
         }
         Ew::Steps(steps) => {
             let mut x0 = full(e, x[0], t1, rows, cols);
-            if x0.addr == w.addr && x0.mem == w.mem {
+            let rereads = steps.iter().any(|s| matches!(s, Step::Input(..)));
+            if rereads && x0.addr == w.addr && x0.mem == w.mem {
                 // The steps write `w`; an `Input` step still needs `x`.
                 e.vun(Un::Copy, t1, x0, Bcast::Full, rows, cols);
                 x0 = t1;
