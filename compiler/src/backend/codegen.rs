@@ -52,25 +52,13 @@ use llmpu_isa::{
 use std::collections::{BTreeSet, HashMap};
 
 use super::emit::Item;
+use super::scalar_of;
 use crate::dialects::builtin::{ReturnOp, build_func, build_return};
 use crate::dialects::llmpu::{Control, FallthroughOp};
 use crate::ir::{
     Attribute, BlobForm, BlockId, DenseAttr, Location, Module, OpId, OpSpec, RegionId, ScalarType,
     TensorType, Type,
 };
-
-fn scalar_of(d: DType) -> ScalarType {
-    match d {
-        DType::F32 => ScalarType::F32,
-        DType::F16 => ScalarType::F16,
-        DType::BF16 => ScalarType::BF16,
-        DType::F8E4M3 => ScalarType::F8E4M3FN,
-        DType::I8 => ScalarType::I8,
-        DType::U8 => ScalarType::UI8,
-        DType::I32 => ScalarType::I32,
-        DType::I64 => ScalarType::I64,
-    }
-}
 
 fn dtype_of_scalar(s: ScalarType) -> Option<DType> {
     DType::ALL.iter().copied().find(|&d| scalar_of(d) == s)

@@ -19,12 +19,27 @@ pub mod codegen;
 pub mod emit;
 pub mod kernels;
 pub mod plan;
+pub mod tiles;
 pub mod tiling;
 pub mod view;
 
 use llmpu_isa::{DType, Target};
 
 use crate::ir::{Attribute, Location, Module, ScalarType};
+
+/// The IR element type of a machine type (inverse of [`dtype_of`] except for `i1`).
+pub fn scalar_of(d: DType) -> ScalarType {
+    match d {
+        DType::F32 => ScalarType::F32,
+        DType::F16 => ScalarType::F16,
+        DType::BF16 => ScalarType::BF16,
+        DType::F8E4M3 => ScalarType::F8E4M3FN,
+        DType::I8 => ScalarType::I8,
+        DType::U8 => ScalarType::UI8,
+        DType::I32 => ScalarType::I32,
+        DType::I64 => ScalarType::I64,
+    }
+}
 
 /// Storage precision of floating-point activations and weights.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -166,6 +181,8 @@ pub fn pipeline() -> Vec<&'static str> {
         "probe-values",
         "tile",
         "plan-memory",
+        "lower-tile",
+        "distribute-cores",
         "lower-llmpu",
     ]);
     v.retain(|p| registered.contains(p));

@@ -1,5 +1,19 @@
-//! The `tile` dialect: loops over tiles, on-chip buffers (`memref<..., "sram">` / `"acc"`), explicit
-//! DMA between HBM and SRAM, and tile-sized compute (matrix engine, vector unit, online softmax).
+//! The `tile` dialect: a graph op's kernel as loops over tiles (`tile.kernel`, `tile.for`), on-chip
+//! buffers in the memory levels below HBM (`memref<..., "sram">` / `"acc"`), explicit strided DMA
+//! between HBM and those levels, and tile-sized compute (matrix engine, vector unit, online softmax).
+//! `lower-tile` produces it from graph ops, `distribute-cores` spreads its loops over the cores, and
+//! `lower-llmpu` turns it into instructions (`backend::tiles`).
+//!
+//! Semantics a reader of a dump needs:
+//! - A `tile.kernel` replaces one graph op: same operands and results (tensors in HBM), and one
+//!   block whose arguments are those tensors as `"hbm"` memrefs, operands first. Nothing inside
+//!   refers to values defined outside it.
+//! - A buffer with `slots = n` is a ring of `n` copies: every write that does not read the buffer
+//!   (a DMA into it, a matmul that starts an accumulation, a vector op writing it) moves to the next
+//!   copy, and reads see the copy last written. Two slots let the next tile load while the
+//!   current one computes (double buffering).
+//! - A DMA names the tile's element offsets in the HBM buffer; a tile that would cross the HBM
+//!   buffer's end is cut there, and what reads it sees the cut extent (partial tiles).
 //!
 //! Invariants checked by the verifiers: DMA moves between an `"hbm"` buffer and an on-chip buffer of the
 //! same element type; compute ops read/write only on-chip buffers; `tile.for` has one block whose single
@@ -11,18 +25,31 @@ use crate::ir::{AddressSpace, BufferType, Type};
 
 define_ops! { OPS;
     /// ```text
+    /// %y = "tile.kernel"(%a, %b) ({
+    /// ^bb0(%A: memref<512x256xbf16, "hbm">, %B: memref<256x512xbf16, "hbm">, %Y: memref<512x512xbf16, "hbm">):
+    ///   ...
+    ///   "tile.yield"() : () -> ()
+    /// }) {op = "graph.matmul"} : (tensor<512x256xbf16>, tensor<256x512xbf16>) -> tensor<512x512xbf16>
+    /// ```
+    /// The kernel of one graph op (named by `op`; the op's other attributes, such as the planned
+    /// `llmpu.hbm` addresses, stay on it): its body runs once and leaves the results in HBM.
+    Kernel = "tile.kernel", pure = false, verify = verify_kernel;
+    /// ```text
     /// "tile.for"() ({
     /// ^bb0(%i: index):
     ///   ...
     ///   "tile.yield"() : () -> ()
     /// }) {lower = 0 : i64, upper = 128 : i64, step = 32 : i64} : () -> ()
     /// ```
-    /// Runs the body for `i = lower, lower + step, ... < upper`.
+    /// Runs the body for `i = lower, lower + step, ... < upper`. `parallel` marks a loop whose
+    /// iterations are independent (they write disjoint tiles); `cores = n` (set by
+    /// `distribute-cores`) runs iteration `t` on core `t mod n`, every core its own iterations in
+    /// order.
     For = "tile.for", pure = false, verify = verify_for;
-    /// `"tile.yield"() : () -> ()` — terminates a `tile.for` body.
+    /// `"tile.yield"() : () -> ()` — terminates a `tile.for` or `tile.kernel` body.
     Yield = "tile.yield", pure = false, verify = verify_yield;
-    /// `%b = "tile.alloc"() {double_buffer = true} : () -> memref<128x64xbf16, "sram">` — an on-chip buffer
-    /// (placed by memory planning).
+    /// `%b = "tile.alloc"() {slots = 2 : i64} : () -> memref<128x64xbf16, "sram">` — an on-chip buffer
+    /// of `slots` copies (default 1), placed in its level's arena when the kernel is lowered.
     Alloc = "tile.alloc", pure = false, verify = verify_alloc;
     /// `"tile.dma_load"(%src, %dst, %i, %j) : (memref<1024x64xbf16, "hbm">, memref<128x64xbf16, "sram">, index, index) -> ()`
     /// — copies the tile of `src` at element offsets `(i, j)` into `dst`.
@@ -30,8 +57,9 @@ define_ops! { OPS;
     /// `"tile.dma_store"(%src, %dst, %i, %j) : (memref<128x64xf32, "acc">, memref<1024x64xf32, "hbm">, index, index) -> ()`
     /// — copies on-chip `src` into the tile of `dst` at offsets `(i, j)`.
     DmaStore = "tile.dma_store", pure = false, verify = verify_dma_store;
-    /// `"tile.matmul"(%a, %b, %acc) {accumulate = true} : (memref<MxK, "sram">, memref<KxN, "sram">, memref<MxN, "acc">) -> ()`
-    /// — `acc (+)= a · b` on the matrix engine.
+    /// `"tile.matmul"(%a, %b, %acc, %k) : (memref<MxK, "sram">, memref<KxN, "sram">, memref<MxN, "acc">, index) -> ()`
+    /// — `acc += a · b` on the matrix engine; `acc = a · b` (a new accumulation) when the index
+    /// operand `%k` is absent or at its loop's lower bound.
     MatMul = "tile.matmul", pure = false, verify = verify_matmul;
     /// `"tile.vector"(%in0, %in1?, %out) {kind = "exp"} : (...) -> ()` — one vector-unit operation over a
     /// tile (`add`, `mul`, `exp`, `rsqrt`, `tanh`, `erf`, `sigmoid`, `max`, `row_sum`, `row_max`, `convert`, ...).
@@ -73,6 +101,14 @@ fn verify_for(v: &OpView) -> Result<(), String> {
     if upper < lower {
         return Err(format!("'upper' ({upper}) is below 'lower' ({lower})"));
     }
+    if let Some(a) = v.attr("parallel")
+        && a.as_bool().is_none()
+    {
+        return Err(format!("'parallel' must be a boolean, got {a:?}"));
+    }
+    if v.attr("cores").is_some() && v.int_attr("cores")? < 1 {
+        return Err(format!("'cores' must be at least 1, got {}", v.int_attr("cores")?));
+    }
     let d = v.data();
     if d.regions.len() != 1 || v.m.region(d.regions[0]).blocks.len() != 1 {
         return Err("expects one region with one block".into());
@@ -94,14 +130,62 @@ fn verify_yield(v: &OpView) -> Result<(), String> {
     v.operands_in(0, 0)?;
     v.results_in(0, 0)?;
     match v.m.parent_op(v.id) {
-        Some(p) if v.m.op(p).name == For::NAME => Ok(()),
-        _ => Err("expects parent op 'tile.for'".into()),
+        Some(p) if [For::NAME, Kernel::NAME].contains(&v.m.op(p).name.as_str()) => Ok(()),
+        _ => Err("expects parent op 'tile.for' or 'tile.kernel'".into()),
+    }
+}
+
+fn verify_kernel(v: &OpView) -> Result<(), String> {
+    v.results_in(1, usize::MAX)?;
+    v.str_attr("op")?;
+    let d = v.data();
+    if d.regions.len() != 1 || v.m.region(d.regions[0]).blocks.len() != 1 {
+        return Err("expects one region with one block".into());
+    }
+    let Some(body) = v.m.entry_block(v.id) else {
+        return Err("expects a body".into());
+    };
+    let args = &v.m.block(body).args;
+    let (n_in, n_out) = (v.num_operands(), d.results.len());
+    if args.len() != n_in + n_out {
+        return Err(format!(
+            "body must have one 'hbm' memref argument per operand and result ({}), got {}",
+            n_in + n_out,
+            args.len()
+        ));
+    }
+    for (i, &a) in args.iter().enumerate() {
+        let outer = if i < n_in {
+            v.operand_type(i)
+        } else {
+            v.result_type(i - n_in)
+        };
+        let (Type::Buffer(b), Type::Tensor(t)) = (v.m.value_type(a), outer) else {
+            return Err(format!(
+                "body argument #{i} must be an 'hbm' memref for a tensor, got {} for {outer}",
+                v.m.value_type(a)
+            ));
+        };
+        if b.space != AddressSpace::Hbm || t.static_shape().as_deref() != Some(&b.shape[..]) {
+            return Err(format!(
+                "body argument #{i} ({}) must be the \"hbm\" buffer of {outer}",
+                v.m.value_type(a)
+            ));
+        }
+    }
+    match v.m.block(body).ops.last() {
+        Some(&t) if v.m.op(t).name == Yield::NAME => Ok(()),
+        _ => Err("body must end with 'tile.yield'".into()),
     }
 }
 
 fn verify_alloc(v: &OpView) -> Result<(), String> {
     v.operands_in(0, 0)?;
     v.results_in(1, 1)?;
+    let slots = v.int_attr_or("slots", 1)?;
+    if slots < 1 {
+        return Err(format!("'slots' must be at least 1, got {slots}"));
+    }
     match v.result_type(0) {
         Type::Buffer(b) if b.space != AddressSpace::Hbm => Ok(()),
         t => Err(format!(
@@ -158,8 +242,11 @@ fn verify_dma_store(v: &OpView) -> Result<(), String> {
 }
 
 fn verify_matmul(v: &OpView) -> Result<(), String> {
-    v.operands_in(3, 3)?;
+    v.operands_in(3, 4)?;
     v.results_in(0, 0)?;
+    if v.num_operands() == 4 && *v.operand_type(3) != Type::Index {
+        return Err("operand #3 must be the 'index' of the reduction loop".into());
+    }
     let (a, b, c) = (on_chip(v, 0)?, on_chip(v, 1)?, on_chip(v, 2)?);
     if a.shape.len() != 2 || b.shape.len() != 2 || c.shape.len() != 2 {
         return Err("operands must be 2-D tiles".into());

@@ -41,6 +41,8 @@ register_passes! {
     split_projections,
     tile,
     plan_memory,
+    lower_tile,
+    distribute_cores,
     lower_llmpu,
     fold_constants,
     shape_inference,

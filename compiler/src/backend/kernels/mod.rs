@@ -57,20 +57,20 @@ pub struct Cx<'a> {
 type R<T> = Result<T, BackendError>;
 
 impl Cx<'_> {
-    fn err(&self, msg: impl Into<String>) -> BackendError {
+    pub(crate) fn err(&self, msg: impl Into<String>) -> BackendError {
         BackendError::new(&self.loc, msg)
     }
     fn emit_err(&self, e: EmitError) -> BackendError {
         self.err(e.to_string())
     }
-    fn view(&self, v: ValueId) -> R<View> {
+    pub(crate) fn view(&self, v: ValueId) -> R<View> {
         self.plan
             .views
             .get(&v)
             .cloned()
             .ok_or_else(|| self.err(format!("value {v} has no memory (unsupported producer)")))
     }
-    fn alloc(&mut self, mem: Mem, bytes: u64, what: &str) -> R<u64> {
+    pub(crate) fn alloc(&mut self, mem: Mem, bytes: u64, what: &str) -> R<u64> {
         self.e.alloc(mem, bytes, what).map_err(|e| self.emit_err(e))
     }
     /// Rows per tile, at most `max_rows`, so that `rows` spread over every core.
@@ -317,6 +317,9 @@ pub fn lower_op(cx: &mut Cx, op: OpId) -> R<()> {
     if outs.first().is_some_and(|r| cx.recompute.contains_key(r)) {
         // Every consumer computes this result itself (see `recomputed_producers`).
         return Ok(());
+    }
+    if name == crate::dialects::tile::Kernel::NAME {
+        return super::tiles::lower_kernel(cx, op);
     }
     if name == graph::KvAppend::NAME {
         return super::attention::kv_append(cx, op, &ins);

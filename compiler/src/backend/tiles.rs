@@ -1,0 +1,394 @@
+//! Code generation for `tile.kernel`s (`dialects::tile`): walks the kernel's loop nest and emits
+//! each tile op as DMA, matrix or vector instructions through the [`Emitter`], which places the
+//! semaphores between units and rolls uniform iterations into counted loops.
+//!
+//! - `tile.alloc` reserves `slots` copies in its level's arena for the kernel's duration.
+//! - `tile.for` emits its iterations through a [`Sweep`]: the iterations whose steps are whole
+//!   (every tile full) are uniform and roll; a partial last one follows as straight-line code. A
+//!   loop with `cores = n` emits rounds of one iteration per core; ops outside such a loop run on
+//!   every core of the kernel.
+//! - Each buffer keeps, per core, how many times it has been overwritten (its slot is that count
+//!   modulo `slots`) and the extent its contents have (a DMA cut at the end of HBM leaves a partial
+//!   tile, which the ops reading it compute on). When a loop rolls, the counts advance by as many
+//!   iterations as the loop stands for, so the code after it uses the slots the unrolled code
+//!   would have.
+//!
+//! Invariant: a kernel reads the HBM views `plan-memory` placed (its block arguments are the
+//! operands' and results' views), and the storage type of a view must be the memref's.
+
+use std::collections::HashMap;
+
+use llmpu_isa::{Bcast, DType};
+
+use super::emit::{Mem, Sweep};
+use super::kernels::{Cx, T, Un};
+use super::view::View;
+use super::{BackendError, dtype_of};
+use crate::dialects::tile;
+use crate::ir::{AddressSpace, Attribute, BlockId, OpId, Type, ValueId};
+
+type R<T> = Result<T, BackendError>;
+
+/// An on-chip buffer of the kernel.
+struct Buf {
+    mem: Mem,
+    base: u64,
+    slot_bytes: u64,
+    slots: u64,
+    dt: DType,
+    shape: Vec<u64>,
+    /// Per core: overwrites so far.
+    version: Vec<u64>,
+    /// Per core: the extent of the current contents.
+    valid: Vec<Vec<u64>>,
+}
+
+impl Buf {
+    fn addr(&self, core: usize) -> u64 {
+        self.base + (self.version[core] % self.slots) * self.slot_bytes
+    }
+    fn ld(&self) -> u64 {
+        self.shape.last().copied().unwrap_or(1)
+    }
+    fn tile(&self, core: usize) -> T {
+        T {
+            mem: self.mem,
+            addr: self.addr(core),
+            ld: self.ld(),
+            dt: self.dt,
+        }
+    }
+}
+
+struct Gen {
+    hbm: HashMap<ValueId, View>,
+    bufs: HashMap<ValueId, Buf>,
+    /// Buffers in allocation order (for the version snapshots of rolled loops).
+    order: Vec<ValueId>,
+    /// Current value of every induction variable, and its loop's lower bound.
+    idx: HashMap<ValueId, (i64, i64)>,
+    cores: usize,
+}
+
+/// Lowers one `tile.kernel`.
+pub fn lower_kernel(cx: &mut Cx, op: OpId) -> R<()> {
+    let m = cx.m;
+    let d = m.op(op);
+    let body = m
+        .entry_block(op)
+        .ok_or_else(|| cx.err("tile.kernel without a body"))?;
+    let n_in = d.operands.len();
+    let mut hbm = HashMap::new();
+    for (i, &arg) in m.block(body).args.iter().enumerate() {
+        let v = if i < n_in {
+            d.operands[i]
+        } else {
+            d.results[i - n_in]
+        };
+        let view = cx.view(v)?;
+        let b = m
+            .value_type(arg)
+            .as_buffer()
+            .ok_or_else(|| cx.err(format!("kernel argument #{i} is not a memref")))?;
+        if dtype_of(b.elem) != Some(view.dt) || b.shape != view.shape {
+            return Err(cx.err(format!(
+                "kernel argument #{i} is {}, but the planned tensor is {:?} of {}",
+                m.value_type(arg),
+                view.shape,
+                view.dt
+            )));
+        }
+        hbm.insert(arg, view);
+    }
+    let cores = cx.e.cores();
+    let mut g = Gen {
+        hbm,
+        bufs: HashMap::new(),
+        order: vec![],
+        idx: HashMap::new(),
+        cores,
+    };
+    let mut nest = vec![];
+    m.walk(op, &mut nest);
+    let used = nest
+        .iter()
+        .filter_map(|&o| m.attr(o, "cores").and_then(Attribute::as_int))
+        .max()
+        .unwrap_or(1)
+        .clamp(1, cores as i64) as usize;
+    let all: Vec<usize> = (0..used).collect();
+    g.block(cx, body, &all)
+}
+
+impl Gen {
+    fn block(&mut self, cx: &mut Cx, b: BlockId, on: &[usize]) -> R<()> {
+        let m = cx.m;
+        for &op in &m.block(b).ops {
+            match m.op(op).name.as_str() {
+                tile::Alloc::NAME => self.alloc(cx, op)?,
+                tile::For::NAME => self.for_loop(cx, op, on)?,
+                tile::Yield::NAME => {}
+                name @ (tile::DmaLoad::NAME
+                | tile::DmaStore::NAME
+                | tile::MatMul::NAME
+                | tile::Vector::NAME) => {
+                    for &c in on {
+                        cx.e.core(c);
+                        match name {
+                            tile::DmaLoad::NAME => self.dma(cx, op, c, true)?,
+                            tile::DmaStore::NAME => self.dma(cx, op, c, false)?,
+                            tile::MatMul::NAME => self.matmul(cx, op, c)?,
+                            _ => self.vector(cx, op, c)?,
+                        }
+                    }
+                }
+                other => {
+                    return Err(cx.err(format!("`{other}` is not supported in a tile.kernel")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn alloc(&mut self, cx: &mut Cx, op: OpId) -> R<()> {
+        let m = cx.m;
+        let r = m.op(op).results[0];
+        let Some(Type::Buffer(b)) = Some(m.value_type(r)) else {
+            return Err(cx.err("tile.alloc must make a memref"));
+        };
+        let dt = dtype_of(b.elem)
+            .ok_or_else(|| cx.err(format!("no machine type for {}", b.elem)))?;
+        let mem = match b.space {
+            AddressSpace::Sram => Mem::Sram,
+            AddressSpace::Acc => Mem::Acc,
+            AddressSpace::Hbm => return Err(cx.err("tile.alloc cannot allocate in \"hbm\"")),
+        };
+        let slots = m
+            .attr(op, "slots")
+            .and_then(Attribute::as_int)
+            .unwrap_or(1)
+            .max(1) as u64;
+        let slot_bytes = (b.shape.iter().product::<u64>() * dt.size()).div_ceil(64) * 64;
+        let base = cx.alloc(mem, slot_bytes * slots, "tile buffer")?;
+        self.order.push(r);
+        self.bufs.insert(
+            r,
+            Buf {
+                mem,
+                base,
+                slot_bytes,
+                slots,
+                dt,
+                shape: b.shape.clone(),
+                version: vec![0; self.cores],
+                valid: vec![b.shape.clone(); self.cores],
+            },
+        );
+        Ok(())
+    }
+
+    fn versions(&self) -> Vec<Vec<u64>> {
+        self.order
+            .iter()
+            .map(|v| self.bufs[v].version.clone())
+            .collect()
+    }
+
+    /// Advances every buffer's overwrite counts by `skipped` iterations of the size of the one
+    /// since `prev`.
+    fn skip(&mut self, prev: &[Vec<u64>], skipped: usize) {
+        for (v, p) in self.order.iter().zip(prev) {
+            if let Some(b) = self.bufs.get_mut(v) {
+                for (now, before) in b.version.iter_mut().zip(p) {
+                    *now += (*now - before) * skipped as u64;
+                }
+            }
+        }
+    }
+
+    fn for_loop(&mut self, cx: &mut Cx, op: OpId, on: &[usize]) -> R<()> {
+        let m = cx.m;
+        let int = |n: &str| m.attr(op, n).and_then(Attribute::as_int);
+        let (lower, upper, step) = (
+            int("lower").unwrap_or(0),
+            int("upper").unwrap_or(0),
+            int("step").unwrap_or(1).max(1),
+        );
+        let body = m
+            .entry_block(op)
+            .ok_or_else(|| cx.err("tile.for without a body"))?;
+        let iv = m.block(body).args[0];
+        let span = (upper - lower).max(0);
+        let trips = (span as u64).div_ceil(step as u64) as usize;
+        let full = (span / step) as usize;
+        let spread = int("cores").unwrap_or(1).clamp(1, self.cores as i64) as usize;
+        let mut prev: Option<Vec<Vec<u64>>> = None;
+        if spread > 1 {
+            if on.len() != spread {
+                return Err(cx.err(format!(
+                    "a loop spread over {spread} cores inside code running on {} (one spread loop per nest)",
+                    on.len()
+                )));
+            }
+            let mut sweep = Sweep::new(cx.e, full / spread, trips.div_ceil(spread));
+            while let Some((round, skipped)) = sweep.next(cx.e) {
+                if skipped > 0
+                    && let Some(p) = &prev
+                {
+                    self.skip(p, skipped);
+                }
+                prev = Some(self.versions());
+                for c in 0..spread {
+                    let t = round * spread + c;
+                    if t >= trips {
+                        break;
+                    }
+                    self.idx.insert(iv, (lower + t as i64 * step, lower));
+                    self.block(cx, body, &[on[c]])?;
+                }
+            }
+        } else {
+            let mut sweep = Sweep::new(cx.e, full, trips);
+            while let Some((t, skipped)) = sweep.next(cx.e) {
+                if skipped > 0
+                    && let Some(p) = &prev
+                {
+                    self.skip(p, skipped);
+                }
+                prev = Some(self.versions());
+                self.idx.insert(iv, (lower + t as i64 * step, lower));
+                self.block(cx, body, on)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn buf(&self, cx: &Cx, v: ValueId) -> R<&Buf> {
+        self.bufs
+            .get(&v)
+            .ok_or_else(|| cx.err(format!("{v} is not a buffer of this kernel")))
+    }
+
+    fn index(&self, cx: &Cx, v: ValueId) -> R<(i64, i64)> {
+        self.idx
+            .get(&v)
+            .copied()
+            .ok_or_else(|| cx.err(format!("{v} is not an induction variable in scope")))
+    }
+
+    /// `tile.dma_load` (`load`) or `tile.dma_store` on core `c`.
+    fn dma(&mut self, cx: &mut Cx, op: OpId, c: usize, load: bool) -> R<()> {
+        let ops = &cx.m.op(op).operands;
+        let (big, chip) = if load {
+            (ops[0], ops[1])
+        } else {
+            (ops[1], ops[0])
+        };
+        let view = self
+            .hbm
+            .get(&big)
+            .cloned()
+            .ok_or_else(|| cx.err(format!("{big} is not an HBM buffer of this kernel")))?;
+        let offsets: Vec<i64> = ops[2..]
+            .iter()
+            .map(|&v| self.index(cx, v).map(|x| x.0))
+            .collect::<R<_>>()?;
+        let b = self.buf(cx, chip)?;
+        if b.mem != Mem::Sram {
+            return Err(cx.err("DMA to or from the accumulator is not supported"));
+        }
+        if b.dt != view.dt {
+            return Err(cx.err(format!(
+                "DMA between {} in HBM and {} on chip",
+                view.dt, b.dt
+            )));
+        }
+        let mut sub = view.clone();
+        for (d, &n) in b.shape.iter().enumerate() {
+            let off = offsets.get(d).copied().unwrap_or(0);
+            let len = if load { n } else { b.valid[c][d] };
+            if off < 0 || off as u64 >= view.shape[d] {
+                return Err(cx.err(format!(
+                    "tile offset {off} is outside dimension {d} of {:?}",
+                    view.shape
+                )));
+            }
+            sub = sub.slice(d, off as u64, 1, len.min(view.shape[d] - off as u64));
+        }
+        let b = self.bufs.get_mut(&chip).expect("checked above");
+        if load {
+            b.version[c] += 1;
+            b.valid[c] = sub.shape.clone();
+        }
+        let (addr, ld) = (b.addr(c), b.ld());
+        cx.e.move_view(load, &sub, addr, ld);
+        Ok(())
+    }
+
+    fn matmul(&mut self, cx: &mut Cx, op: OpId, c: usize) -> R<()> {
+        let ops = cx.m.op(op).operands.clone();
+        let accumulate = match ops.get(3) {
+            Some(&k) => {
+                let (at, lower) = self.index(cx, k)?;
+                at != lower
+            }
+            None => false,
+        };
+        let (a, b) = (self.buf(cx, ops[0])?, self.buf(cx, ops[1])?);
+        let (av, bv) = (a.valid[c].clone(), b.valid[c].clone());
+        if av[1] != bv[0] {
+            return Err(cx.err(format!(
+                "matmul of a {av:?} tile by a {bv:?} tile (inner extents differ)"
+            )));
+        }
+        let (ta, tb) = (a.tile(c), b.tile(c));
+        let acc = self
+            .bufs
+            .get_mut(&ops[2])
+            .ok_or_else(|| cx.err("matmul accumulator is not a buffer of this kernel"))?;
+        if !accumulate {
+            acc.version[c] += 1;
+            acc.valid[c] = vec![av[0], bv[1]];
+        } else if acc.valid[c] != [av[0], bv[1]] {
+            return Err(cx.err(format!(
+                "matmul accumulates a {:?} product into {:?}",
+                [av[0], bv[1]],
+                acc.valid[c]
+            )));
+        }
+        let tacc = acc.tile(c);
+        cx.e.matmul(tacc, ta, tb, av[0], av[1], bv[1], accumulate);
+        Ok(())
+    }
+
+    fn vector(&mut self, cx: &mut Cx, op: OpId, c: usize) -> R<()> {
+        let m = cx.m;
+        let kind = m.attr(op, "kind").and_then(Attribute::as_str).unwrap_or("");
+        if !matches!(kind, "convert" | "copy") {
+            return Err(cx.err(format!("tile.vector kind `{kind}` is not supported")));
+        }
+        let ops = &m.op(op).operands;
+        let [src, dst] = ops[..] else {
+            return Err(cx.err(format!("tile.vector `{kind}` takes a source and a destination")));
+        };
+        let s = self.buf(cx, src)?;
+        let (ts, valid) = (s.tile(c), s.valid[c].clone());
+        let cols = valid.last().copied().unwrap_or(1);
+        let rows = valid.iter().rev().skip(1).product::<u64>();
+        let d = self
+            .bufs
+            .get_mut(&dst)
+            .ok_or_else(|| cx.err("tile.vector destination is not a buffer of this kernel"))?;
+        if d.shape.len() != valid.len() || d.shape.iter().zip(&valid).any(|(a, b)| b > a) {
+            return Err(cx.err(format!(
+                "tile.vector writes a {valid:?} tile into a {:?} buffer",
+                d.shape
+            )));
+        }
+        d.version[c] += 1;
+        d.valid[c] = valid;
+        let td = d.tile(c);
+        cx.e.vun(Un::Copy, td, ts, Bcast::Full, rows, cols);
+        Ok(())
+    }
+}
