@@ -183,6 +183,7 @@ pub fn pipeline() -> Vec<&'static str> {
         "plan-memory",
         "lower-tile",
         "distribute-cores",
+        "defer-epilogues",
         "lower-llmpu",
     ]);
     v.retain(|p| registered.contains(p));

@@ -60,6 +60,73 @@ impl Buf {
     }
 }
 
+/// One instruction sequence a tile op resolved to, ready for the emitter.
+enum Emit {
+    Dma {
+        load: bool,
+        view: View,
+        addr: u64,
+        ld: u64,
+    },
+    Matmul {
+        acc: T,
+        a: T,
+        b: T,
+        mkn: [u64; 3],
+        accumulate: bool,
+    },
+    Copy {
+        dst: T,
+        src: T,
+        rows: u64,
+        cols: u64,
+    },
+}
+
+impl Emit {
+    fn emit(&self, cx: &mut Cx) {
+        match self {
+            Emit::Dma {
+                load,
+                view,
+                addr,
+                ld,
+            } => cx.e.move_view(*load, view, *addr, *ld),
+            Emit::Matmul {
+                acc,
+                a,
+                b,
+                mkn: [m, k, n],
+                accumulate,
+            } => cx.e.matmul(*acc, *a, *b, *m, *k, *n, *accumulate),
+            Emit::Copy {
+                dst,
+                src,
+                rows,
+                cols,
+            } => cx.e.vun(Un::Copy, *dst, *src, Bcast::Full, *rows, *cols),
+        }
+    }
+}
+
+/// A deferred op (`defer = 1`): what it emits, and the overwrite counts of the buffers it reads
+/// when it was resolved (checked when it is emitted: none may have been overwritten since).
+struct Deferred {
+    op: OpId,
+    emit: Emit,
+    reads: Vec<(ValueId, u64)>,
+}
+
+/// A `tile.for` being emitted.
+struct Loop {
+    body: BlockId,
+    iv: ValueId,
+    lower: i64,
+    step: i64,
+    trips: usize,
+    spread: usize,
+}
+
 struct Gen {
     hbm: HashMap<ValueId, View>,
     bufs: HashMap<ValueId, Buf>,
@@ -68,6 +135,13 @@ struct Gen {
     /// Current value of every induction variable, and its loop's lower bound.
     idx: HashMap<ValueId, (i64, i64)>,
     cores: usize,
+    /// Per core: the deferred ops of its previous epilogue, not yet emitted.
+    pending: HashMap<usize, Vec<Deferred>>,
+    /// Cores that emitted a non-deferred op since their last deferred one (the next deferred op
+    /// starts a new epilogue: the pending one is emitted first).
+    fresh: std::collections::HashSet<usize>,
+    /// Resolving without emitting: the state of an iteration a rolled loop stood for.
+    dry: bool,
 }
 
 /// Lowers one `tile.kernel`.
@@ -107,6 +181,9 @@ pub fn lower_kernel(cx: &mut Cx, op: OpId) -> R<()> {
         order: vec![],
         idx: HashMap::new(),
         cores,
+        pending: HashMap::new(),
+        fresh: Default::default(),
+        dry: false,
     };
     let mut nest = vec![];
     m.walk(op, &mut nest);
@@ -117,7 +194,11 @@ pub fn lower_kernel(cx: &mut Cx, op: OpId) -> R<()> {
         .unwrap_or(1)
         .clamp(1, cores as i64) as usize;
     let all: Vec<usize> = (0..used).collect();
-    g.block(cx, body, &all)
+    g.block(cx, body, &all)?;
+    for c in all {
+        g.flush(cx, c)?;
+    }
+    Ok(())
 }
 
 impl Gen {
@@ -132,13 +213,27 @@ impl Gen {
                 | tile::DmaStore::NAME
                 | tile::MatMul::NAME
                 | tile::Vector::NAME) => {
+                    let defer = m.attr(op, "defer").and_then(Attribute::as_int) == Some(1);
                     for &c in on {
-                        cx.e.core(c);
-                        match name {
+                        let reads = self.reads(cx, op, c);
+                        let emit = match name {
                             tile::DmaLoad::NAME => self.dma(cx, op, c, true)?,
                             tile::DmaStore::NAME => self.dma(cx, op, c, false)?,
                             tile::MatMul::NAME => self.matmul(cx, op, c)?,
                             _ => self.vector(cx, op, c)?,
+                        };
+                        if defer {
+                            if self.fresh.remove(&c) {
+                                self.flush(cx, c)?;
+                            }
+                            let d = Deferred { op, emit, reads };
+                            self.pending.entry(c).or_default().push(d);
+                        } else {
+                            self.fresh.insert(c);
+                            if !self.dry {
+                                cx.e.core(c);
+                                emit.emit(cx);
+                            }
                         }
                     }
                 }
@@ -217,50 +312,69 @@ impl Gen {
         let body = m
             .entry_block(op)
             .ok_or_else(|| cx.err("tile.for without a body"))?;
-        let iv = m.block(body).args[0];
-        let span = (upper - lower).max(0);
-        let trips = (span as u64).div_ceil(step as u64) as usize;
-        let full = (span / step) as usize;
+        let span = (upper - lower).max(0) as u64;
         let spread = int("cores").unwrap_or(1).clamp(1, self.cores as i64) as usize;
-        let mut prev: Option<Vec<Vec<u64>>> = None;
-        if spread > 1 {
-            if on.len() != spread {
-                return Err(cx.err(format!(
-                    "a loop spread over {spread} cores inside code running on {} (one spread loop per nest)",
-                    on.len()
-                )));
-            }
-            let mut sweep = Sweep::new(cx.e, full / spread, trips.div_ceil(spread));
-            while let Some((round, skipped)) = sweep.next(cx.e) {
-                if skipped > 0
-                    && let Some(p) = &prev
-                {
-                    self.skip(p, skipped);
-                }
-                prev = Some(self.versions());
-                for c in 0..spread {
-                    let t = round * spread + c;
-                    if t >= trips {
-                        break;
-                    }
-                    self.idx.insert(iv, (lower + t as i64 * step, lower));
-                    self.block(cx, body, &[on[c]])?;
-                }
+        if spread > 1 && on.len() != spread {
+            return Err(cx.err(format!(
+                "a loop spread over {spread} cores inside code running on {} (one spread loop per nest)",
+                on.len()
+            )));
+        }
+        let l = Loop {
+            body,
+            iv: m.block(body).args[0],
+            lower,
+            step,
+            trips: span.div_ceil(step as u64) as usize,
+            spread,
+        };
+        // The loop's units: iterations, or rounds of one iteration per core when spread.
+        let units = l.trips.div_ceil(spread);
+        let uniform = (span / step as u64) as usize / spread;
+        if self.dry {
+            for u in 0..units {
+                self.unit(cx, &l, u, on)?;
             }
         } else {
-            let mut sweep = Sweep::new(cx.e, full, trips);
-            while let Some((t, skipped)) = sweep.next(cx.e) {
+            let mut sweep = Sweep::new(cx.e, uniform, units);
+            let mut prev: Option<Vec<Vec<u64>>> = None;
+            while let Some((u, skipped)) = sweep.next(cx.e) {
                 if skipped > 0
                     && let Some(p) = &prev
                 {
-                    self.skip(p, skipped);
+                    // The rolled loop stood for units up to u − 1: advance the overwrite counts
+                    // to the start of u − 1, then resolve u − 1 without emitting it, which
+                    // leaves its deferred ops pending as the unrolled code would.
+                    self.skip(p, skipped - 1);
+                    self.dry = true;
+                    let r = self.unit(cx, &l, u - 1, on);
+                    self.dry = false;
+                    r?;
                 }
                 prev = Some(self.versions());
-                self.idx.insert(iv, (lower + t as i64 * step, lower));
-                self.block(cx, body, on)?;
+                self.unit(cx, &l, u, on)?;
             }
         }
         Ok(())
+    }
+
+    /// Unit `u` of loop `l`: its iteration, or its round of one iteration per core.
+    fn unit(&mut self, cx: &mut Cx, l: &Loop, u: usize, on: &[usize]) -> R<()> {
+        let mut one = |g: &mut Gen, t: usize, cores: &[usize]| -> R<()> {
+            g.idx.insert(l.iv, (l.lower + t as i64 * l.step, l.lower));
+            g.block(cx, l.body, cores)
+        };
+        if l.spread > 1 {
+            for (c, &core) in on.iter().enumerate().take(l.spread) {
+                let t = u * l.spread + c;
+                if t < l.trips {
+                    one(self, t, &[core])?;
+                }
+            }
+            Ok(())
+        } else {
+            one(self, u, on)
+        }
     }
 
     fn buf(&self, cx: &Cx, v: ValueId) -> R<&Buf> {
@@ -276,8 +390,43 @@ impl Gen {
             .ok_or_else(|| cx.err(format!("{v} is not an induction variable in scope")))
     }
 
+    /// The on-chip buffers `op` reads, with their overwrite counts on core `c`.
+    fn reads(&self, cx: &Cx, op: OpId, c: usize) -> Vec<(ValueId, u64)> {
+        let d = cx.m.op(op);
+        let read: &[ValueId] = match d.name.as_str() {
+            tile::DmaStore::NAME | tile::Vector::NAME => &d.operands[..1],
+            tile::MatMul::NAME => &d.operands[..d.operands.len().min(3)],
+            _ => &[],
+        };
+        read.iter()
+            .filter_map(|v| Some((*v, self.bufs.get(v)?.version[c])))
+            .collect()
+    }
+
+    /// Emits core `c`'s pending deferred ops (in dry mode: drops them).
+    fn flush(&mut self, cx: &mut Cx, c: usize) -> R<()> {
+        for d in self.pending.remove(&c).unwrap_or_default() {
+            if self.dry {
+                continue;
+            }
+            for (v, at) in &d.reads {
+                let b = self.buf(cx, *v)?;
+                if b.version[c] - at >= b.slots {
+                    return Err(cx.err(format!(
+                        "`{}` is deferred past an overwrite of {v} ({} slot(s)); give the buffer more slots or do not defer",
+                        cx.m.op(d.op).name,
+                        b.slots
+                    )));
+                }
+            }
+            cx.e.core(c);
+            d.emit.emit(cx);
+        }
+        Ok(())
+    }
+
     /// `tile.dma_load` (`load`) or `tile.dma_store` on core `c`.
-    fn dma(&mut self, cx: &mut Cx, op: OpId, c: usize, load: bool) -> R<()> {
+    fn dma(&mut self, cx: &mut Cx, op: OpId, c: usize, load: bool) -> R<Emit> {
         let ops = &cx.m.op(op).operands;
         let (big, chip) = if load {
             (ops[0], ops[1])
@@ -320,12 +469,15 @@ impl Gen {
             b.version[c] += 1;
             b.valid[c] = sub.shape.clone();
         }
-        let (addr, ld) = (b.addr(c), b.ld());
-        cx.e.move_view(load, &sub, addr, ld);
-        Ok(())
+        Ok(Emit::Dma {
+            load,
+            view: sub,
+            addr: b.addr(c),
+            ld: b.ld(),
+        })
     }
 
-    fn matmul(&mut self, cx: &mut Cx, op: OpId, c: usize) -> R<()> {
+    fn matmul(&mut self, cx: &mut Cx, op: OpId, c: usize) -> R<Emit> {
         let ops = cx.m.op(op).operands.clone();
         let accumulate = match ops.get(3) {
             Some(&k) => {
@@ -356,12 +508,16 @@ impl Gen {
                 acc.valid[c]
             )));
         }
-        let tacc = acc.tile(c);
-        cx.e.matmul(tacc, ta, tb, av[0], av[1], bv[1], accumulate);
-        Ok(())
+        Ok(Emit::Matmul {
+            acc: acc.tile(c),
+            a: ta,
+            b: tb,
+            mkn: [av[0], av[1], bv[1]],
+            accumulate,
+        })
     }
 
-    fn vector(&mut self, cx: &mut Cx, op: OpId, c: usize) -> R<()> {
+    fn vector(&mut self, cx: &mut Cx, op: OpId, c: usize) -> R<Emit> {
         let m = cx.m;
         let kind = m.attr(op, "kind").and_then(Attribute::as_str).unwrap_or("");
         if !matches!(kind, "convert" | "copy") {
@@ -387,8 +543,11 @@ impl Gen {
         }
         d.version[c] += 1;
         d.valid[c] = valid;
-        let td = d.tile(c);
-        cx.e.vun(Un::Copy, td, ts, Bcast::Full, rows, cols);
-        Ok(())
+        Ok(Emit::Copy {
+            dst: d.tile(c),
+            src: ts,
+            rows,
+            cols,
+        })
     }
 }

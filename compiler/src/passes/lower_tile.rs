@@ -3,7 +3,8 @@
 //! take yet stay graph ops, which `lower-llmpu` lowers through its kernel generators.
 //!
 //! Taken today: a 2-D `graph.matmul` `Y[M,N] = A[M,K]·B[K,N]` (with the `tile` pass's
-//! `tile = [tm, tk, tn]`) whose output tiles are at least as many as the target's cores and whose
+//! `tile = [tm, tk, tn]`) of more than one row block, whose output tiles are at least as many as
+//! the target's cores, whose operands are stored in the matrix engine's type and whose
 //! double-buffered tiles fit the SRAM and accumulator:
 //!
 //! ```text
@@ -114,8 +115,10 @@ impl Gemm {
         if dts[0] != mxu || dts[1] != mxu || !dts[2].is_float() {
             return None;
         }
+        // One row block (a decode step's matmul) stays with the kernel that multicasts the
+        // shared rows; too few output tiles would leave cores idle.
         let cores = o.target.cores.max(1) as u64;
-        if mm.div_ceil(tm) * nn.div_ceil(tn) < cores {
+        if mm <= tm || mm.div_ceil(tm) * nn.div_ceil(tn) < cores {
             return None;
         }
         let sram = 2 * (tm * tk + tk * tn) * mxu.size() + 2 * tm * tn * dts[2].size();

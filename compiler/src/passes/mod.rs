@@ -43,6 +43,7 @@ register_passes! {
     plan_memory,
     lower_tile,
     distribute_cores,
+    defer_epilogues,
     lower_llmpu,
     fold_constants,
     shape_inference,
