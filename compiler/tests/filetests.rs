@@ -179,6 +179,21 @@ fn plan_memory_filetests_match_snapshots() {
 }
 
 #[test]
+fn lower_tile_filetests_match_snapshots() {
+    run_folder("lower-tile");
+}
+
+#[test]
+fn distribute_cores_filetests_match_snapshots() {
+    run_folder("distribute-cores");
+}
+
+#[test]
+fn defer_epilogues_filetests_match_snapshots() {
+    run_folder("defer-epilogues");
+}
+
+#[test]
 fn lower_llmpu_filetests_match_snapshots() {
     run_folder("lower-llmpu");
 }

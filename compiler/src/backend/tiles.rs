@@ -251,8 +251,8 @@ impl Gen {
         let Some(Type::Buffer(b)) = Some(m.value_type(r)) else {
             return Err(cx.err("tile.alloc must make a memref"));
         };
-        let dt = dtype_of(b.elem)
-            .ok_or_else(|| cx.err(format!("no machine type for {}", b.elem)))?;
+        let dt =
+            dtype_of(b.elem).ok_or_else(|| cx.err(format!("no machine type for {}", b.elem)))?;
         let mem = match b.space {
             AddressSpace::Sram => Mem::Sram,
             AddressSpace::Acc => Mem::Acc,
@@ -525,7 +525,9 @@ impl Gen {
         }
         let ops = &m.op(op).operands;
         let [src, dst] = ops[..] else {
-            return Err(cx.err(format!("tile.vector `{kind}` takes a source and a destination")));
+            return Err(cx.err(format!(
+                "tile.vector `{kind}` takes a source and a destination"
+            )));
         };
         let s = self.buf(cx, src)?;
         let (ts, valid) = (s.tile(c), s.valid[c].clone());

@@ -107,7 +107,10 @@ fn verify_for(v: &OpView) -> Result<(), String> {
         return Err(format!("'parallel' must be a boolean, got {a:?}"));
     }
     if v.attr("cores").is_some() && v.int_attr("cores")? < 1 {
-        return Err(format!("'cores' must be at least 1, got {}", v.int_attr("cores")?));
+        return Err(format!(
+            "'cores' must be at least 1, got {}",
+            v.int_attr("cores")?
+        ));
     }
     let d = v.data();
     if d.regions.len() != 1 || v.m.region(d.regions[0]).blocks.len() != 1 {
