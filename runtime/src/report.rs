@@ -6,7 +6,8 @@
 //! - unit busy cycles: for each started instruction, the cycles from its start until its unit may
 //!   start the next one (`free - start`: the cost model's occupancy, stretched for a DMA that waited
 //!   for the shared HBM channel). The scalar unit's busy cycles include one `latency.scalar` per
-//!   instruction it dispatched to another unit, and `latency.barrier` per barrier (time spent
+//!   instruction it dispatched to another unit, `latency.op_launch` per op launched, and
+//!   `latency.barrier` per barrier (time spent
 //!   waiting for a semaphore, a full queue or other cores is not busy). Busy fraction = busy
 //!   cycles / `cycles`.
 //! - HBM bytes: the cost model's burst-rounded `hbm_read`/`hbm_write`.
