@@ -260,3 +260,45 @@ fn timing_only_runs_take_the_same_cycles_as_functional_runs() {
         assert_eq!(f, t, "{}", case.file);
     }
 }
+
+/// `examples/targets/edge-realistic.toml` sets the optional timing keys: its `ws` array pays
+/// `m + 2R + C − 2` per fold (8 folds of 128 + 64 + 32 − 2 per `mxu.matmul` of `gemm.s`, against
+/// `max(128, 32)` double-buffered), its DMAs run at 85% of the peak and every located op
+/// (`.loc`) of the program costs 1,000 dispatcher cycles more.
+#[test]
+fn the_realistic_edge_target_charges_its_dataflow_bandwidth_and_launches() {
+    let real = Target::resolve(
+        root()
+            .join("examples/targets/edge-realistic.toml")
+            .to_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let base = run(&assemble("gemm.s", None), &[], true).report;
+    let p = assemble("gemm.s", Some(real.clone()));
+    let r = run(&p, &[], true).report;
+    let mxu = |r: &llmpu_runtime::Report| r.cores[0].units[llmpu_isa::Unit::Mxu.index()];
+    // The 64 matmuls' 8 folds each take 2R + C − 2 = 94 cycles longer (the waits and signals
+    // on the matrix queue cost the same on both targets).
+    assert_eq!(mxu(&r).instructions, mxu(&base).instructions);
+    assert_eq!(
+        mxu(&r).busy_cycles - mxu(&base).busy_cycles,
+        64 * 8 * ((128 + 2 * 32 + 32 - 2) - 128)
+    );
+    let dma = |r: &llmpu_runtime::Report| r.cores[0].units[llmpu_isa::Unit::Dma.index()];
+    assert_eq!(dma(&r).instructions, dma(&base).instructions);
+    assert!(
+        dma(&r).busy_cycles as f64 > dma(&base).busy_cycles as f64 * 1.1,
+        "{} vs {}",
+        dma(&r).busy_cycles,
+        dma(&base).busy_cycles
+    );
+    let scalar = |r: &llmpu_runtime::Report| r.cores[0].units[0].busy_cycles;
+    assert!(
+        scalar(&r) >= scalar(&base) + 1000,
+        "{} vs {}",
+        scalar(&r),
+        scalar(&base)
+    );
+    assert!(r.cycles > base.cycles + mxu(&r).busy_cycles - mxu(&base).busy_cycles);
+}

@@ -6,7 +6,7 @@
 
 use crate::fields::{AccMode, Bcast, DType, FieldKind, Layout, Space};
 use crate::inst::{CostClass, INST_BYTES, INSTRUCTIONS, Unit};
-use crate::target::{FIELD_DOCS, OPTIONAL_FIELD_DOCS, Target, preset_names};
+use crate::target::{FIELD_DOCS, OPTIONAL_FIELD_DOCS, OPTIONAL_KEY_DOCS, Target, preset_names};
 use std::fmt::Write;
 
 fn cost_formula(c: CostClass) -> &'static str {
@@ -15,10 +15,12 @@ fn cost_formula(c: CostClass) -> &'static str {
         CostClass::Branch => "`latency.branch`",
         CostClass::ScalarMem => "`latency.scalar_mem`",
         CostClass::DmaCopy | CostClass::DmaIndexed => {
-            "`dma_setup + ⌈hbm_bytes / bytes_per_cycle⌉` busy, `+ hbm.latency_cycles` to completion"
+            "`dma_setup + ⌈hbm_bytes / (bytes_per_cycle · hbm.efficiency)⌉` busy, `+ hbm.latency_cycles` to completion"
         }
         CostClass::Matmul => {
-            "`⌈k/R⌉·⌈n/C⌉·max(m, R)` (× `fp32_slowdown` for f32) busy, `+ R + C` to completion"
+            "by `matrix.dataflow`: `ws-double` (default) `⌈k/R⌉·⌈n/C⌉·max(m, R)` busy, `+ R + C` \
+             to completion; `ws` `⌈k/R⌉·⌈n/C⌉·(m + 2R + C − 2)`, `os` `⌈m/R⌉·⌈n/C⌉·(k + R + C − 2)`, \
+             `is` `⌈k/R⌉·⌈m/C⌉·(n + 2R + C − 2)` busy, complete when free (× `fp32_slowdown` for f32)"
         }
         CostClass::VecSimple => "`⌈rows·cols/L⌉·vpu_simple` busy, `+ vpu_pipeline`",
         CostClass::VecSpecial => "`⌈rows·cols/L⌉·vpu_special` busy, `+ vpu_pipeline`",
@@ -159,7 +161,8 @@ pub fn targets_markdown() -> String {
         "# LLMPU targets\n\n<!-- Generated from isa/src/target.rs and isa/targets/*.toml by \
          isa::spec::targets_markdown; do not edit. Re-bless: LLMPU_BLESS=1 cargo test -p llmpu-isa \
          --test spec_up_to_date -->\n\n\
-         A target is a TOML file; every key of the first table is required, the optional sections at the end may be added, and no other key is accepted. \
+         A target is a TOML file; every key of the first table is required, the optional keys \
+         and sections after it may be added, and no other key is accepted. \
          `llmpu targets` lists the built-in presets and `llmpu targets NAME` prints one; any \
          command taking `--target` accepts a preset name or a path to a `.toml` file.\n\n",
     );
@@ -203,6 +206,21 @@ pub fn targets_markdown() -> String {
         }
         o.push('\n');
     }
+    o.push_str(
+        "\nOptional keys of the tables above (absent from the presets: at the value shown, which \
+         is what a target without the key gets, every figure is as before the key existed):\n\n\
+         | key | unit | when absent | meaning |\n|---|---|---|---|\n",
+    );
+    for (key, unit, default, doc) in OPTIONAL_KEY_DOCS {
+        let _ = writeln!(o, "| `{key}` | {unit} | {default} | {doc} |");
+    }
+    o.push_str(
+        "\nRemoved keys: `sram.banks` and `accumulator.banks` were accepted but never used; a \
+         target that still gives them is refused with an error naming the key. Bank conflicts \
+         are not modelled: a bank count alone does not say how addresses interleave, how wide \
+         each port is or which unit reads which bank; every tile access is priced at full rate, \
+         as for a conflict-free layout.\n",
+    );
     o.push_str(
         "\nOptional sections (absent from the presets; a file may add them, with every key of \
          the section):\n\n| key | unit | meaning |\n|---|---|---|\n",
@@ -263,12 +281,5 @@ pub fn targets_markdown() -> String {
          per lane, 128 per exponential) is within the range of small accelerators and unchanged: \
          its attention at head dim 64 needs 128 MACs per exponential, at the balance point.\n",
     );
-    o.push_str(
-        "\n## Optional sections\n\nAbsent from the presets; a target file may add them.\n\n\
-         | key | unit | meaning |\n|---|---|---|\n",
-    );
-    for (key, unit, doc) in OPTIONAL_FIELD_DOCS {
-        let _ = writeln!(o, "| `{key}` | {unit} | {doc} |");
-    }
     o
 }

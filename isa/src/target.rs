@@ -50,6 +50,58 @@ pub struct Matrix {
     pub rows: u32,
     pub cols: u32,
     pub fp32_slowdown: u32,
+    /// How the array maps a matmul and what it pays per fold (`spec/cost-model.md`); optional,
+    /// omitted from the TOML at its default.
+    #[serde(default, skip_serializing_if = "Dataflow::is_default")]
+    pub dataflow: Dataflow,
+}
+
+/// The matrix engine's dataflow: which operand stays in the array and what each fold (one
+/// array-sized piece of the matmul) pays for fill, skew and drain. The formulas are in
+/// `crate::cost::matmul_occupancy` and `spec/cost-model.md`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Dataflow {
+    /// Weight-stationary with double-buffered weights: the next weight tile loads while `m`
+    /// rows stream through the current one; fill and drain are paid once per instruction.
+    #[default]
+    #[serde(rename = "ws-double")]
+    WsDouble,
+    /// Weight-stationary, single weight buffer: every fold loads its weights (`R`), skews the
+    /// inputs in (`R − 1`), streams `m` rows and drains (`C − 1`) before the next (SCALE-Sim's
+    /// `ws`).
+    #[serde(rename = "ws")]
+    Ws,
+    /// Output-stationary: each fold holds an `R × C` block of outputs, streams `k` and drains
+    /// (SCALE-Sim's `os`).
+    #[serde(rename = "os")]
+    Os,
+    /// Input-stationary: each fold holds a `k × m` block of the inputs, streams `n`
+    /// (SCALE-Sim's `is`).
+    #[serde(rename = "is")]
+    Is,
+}
+
+impl Dataflow {
+    /// Every dataflow with its TOML spelling.
+    pub const ALL: [(Dataflow, &'static str); 4] = [
+        (Dataflow::WsDouble, "ws-double"),
+        (Dataflow::Ws, "ws"),
+        (Dataflow::Os, "os"),
+        (Dataflow::Is, "is"),
+    ];
+
+    /// The TOML spelling.
+    pub fn name(self) -> &'static str {
+        Dataflow::ALL
+            .iter()
+            .find(|(d, _)| *d == self)
+            .map(|(_, n)| *n)
+            .unwrap_or("ws-double")
+    }
+
+    fn is_default(&self) -> bool {
+        *self == Dataflow::default()
+    }
 }
 
 /// The vector unit of each core.
@@ -64,7 +116,10 @@ pub struct Vector {
 #[serde(deny_unknown_fields)]
 pub struct Memory {
     pub size_bytes: u64,
-    pub banks: u32,
+    /// Removed key (nothing modelled bank conflicts): still parsed so that [`Target::validate`]
+    /// can refuse it with an error that says so; never written.
+    #[serde(default, skip_serializing)]
+    pub banks: Option<u32>,
 }
 
 /// The shared off-chip memory.
@@ -77,6 +132,22 @@ pub struct Hbm {
     pub burst_bytes: u64,
     /// One DMA read may be written into several cores' scratchpads (`dma.mcast`).
     pub multicast: bool,
+    /// Sustained fraction of `bandwidth_gb_s` a transfer achieves (refresh, page misses, bus
+    /// turnarounds); optional, 1.0 (peak) when absent and then omitted from the TOML.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub efficiency: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn is_one(v: &f64) -> bool {
+    *v == 1.0
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// Per-operation latencies, in core clock cycles.
@@ -93,6 +164,10 @@ pub struct Latency {
     pub vpu_simple: u64,
     pub vpu_special: u64,
     pub queue_depth: u32,
+    /// Cycles the dispatcher spends launching each op (the first instruction of every ONNX
+    /// node's code); optional, 0 when absent and then omitted from the TOML.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub op_launch: u64,
 }
 
 /// KV-cache layout parameters.
@@ -164,6 +239,33 @@ pub const OPTIONAL_FIELD_DOCS: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// Optional keys inside the required tables: dotted path, unit, value when absent, meaning. A
+/// key at its default is omitted from the canonical TOML, so the presets' text and every
+/// figure stay as they were without them.
+pub const OPTIONAL_KEY_DOCS: &[(&str, &str, &str, &str)] = &[
+    (
+        "matrix.dataflow",
+        "—",
+        "`\"ws-double\"`",
+        "the array's dataflow: `\"ws-double\"` (weight-stationary, weights double-buffered), \
+         `\"ws\"` (weight-stationary, fill/skew/drain per fold), `\"os\"` (output-stationary), \
+         `\"is\"` (input-stationary); formulas in spec/cost-model.md",
+    ),
+    (
+        "hbm.efficiency",
+        "fraction",
+        "1.0",
+        "sustained fraction of `hbm.bandwidth_gb_s` every transfer achieves (0 < efficiency ≤ 1)",
+    ),
+    (
+        "latency.op_launch",
+        "cycles",
+        "0",
+        "dispatcher cycles to launch each op: charged at the first instruction of every \
+         located op's code (a `.loc` change in program order)",
+    ),
+];
+
 /// Every key of the schema: dotted path, unit, meaning.
 pub const FIELD_DOCS: &[(&str, &str, &str)] = &[
     ("name", "—", "preset or file name, printed in reports"),
@@ -196,19 +298,9 @@ pub const FIELD_DOCS: &[(&str, &str, &str)] = &[
     ),
     ("sram.size_bytes", "bytes", "scratchpad SRAM per core"),
     (
-        "sram.banks",
-        "count",
-        "scratchpad banks (size must divide evenly)",
-    ),
-    (
         "accumulator.size_bytes",
         "bytes",
         "accumulator SRAM per core (f32/i32 results)",
-    ),
-    (
-        "accumulator.banks",
-        "count",
-        "accumulator banks (size must divide evenly)",
     ),
     ("hbm.size_bytes", "bytes", "off-chip memory capacity"),
     (
@@ -421,16 +513,14 @@ impl Target {
             field,
             message,
         };
-        let positive: [(&'static str, u64); 16] = [
+        let positive: [(&'static str, u64); 14] = [
             ("cores", self.cores as u64),
             ("matrix.rows", self.matrix.rows as u64),
             ("matrix.cols", self.matrix.cols as u64),
             ("matrix.fp32_slowdown", self.matrix.fp32_slowdown as u64),
             ("vector.lanes", self.vector.lanes as u64),
             ("sram.size_bytes", self.sram.size_bytes),
-            ("sram.banks", self.sram.banks as u64),
             ("accumulator.size_bytes", self.accumulator.size_bytes),
-            ("accumulator.banks", self.accumulator.banks as u64),
             ("hbm.size_bytes", self.hbm.size_bytes),
             ("hbm.burst_bytes", self.hbm.burst_bytes),
             ("latency.scalar", self.latency.scalar),
@@ -445,7 +535,7 @@ impl Target {
             }
         }
         let l = &self.latency;
-        let at_most: [(&'static str, u64, u64); 21] = [
+        let at_most: [(&'static str, u64, u64); 22] = [
             ("cores", self.cores as u64, MAX_CORES),
             ("matrix.rows", self.matrix.rows as u64, MAX_ARRAY_DIM),
             ("matrix.cols", self.matrix.cols as u64, MAX_ARRAY_DIM),
@@ -474,6 +564,7 @@ impl Target {
             ("latency.vpu_simple", l.vpu_simple, MAX_LATENCY),
             ("latency.vpu_special", l.vpu_special, MAX_LATENCY),
             ("latency.queue_depth", l.queue_depth as u64, MAX_QUEUE_DEPTH),
+            ("latency.op_launch", l.op_launch, MAX_LATENCY),
             ("kv.block_tokens", self.kv.block_tokens as u64, MAX_LATENCY),
         ];
         for (field, v, max) in at_most {
@@ -506,17 +597,38 @@ impl Target {
                 ),
             ));
         }
-        if !self.sram.size_bytes.is_multiple_of(self.sram.banks as u64) {
-            return Err(bad("sram.banks", "must divide sram.size_bytes".into()));
+        for (field, banks) in [
+            ("sram.banks", self.sram.banks),
+            ("accumulator.banks", self.accumulator.banks),
+        ] {
+            if banks.is_some() {
+                return Err(bad(
+                    field,
+                    "is no longer accepted: bank conflicts are not modelled (every tile access \
+                     is priced at full rate); delete the line (spec/targets.md)"
+                        .into(),
+                ));
+            }
         }
-        if !self
-            .accumulator
-            .size_bytes
-            .is_multiple_of(self.accumulator.banks as u64)
+        if !(self.hbm.efficiency.is_finite()
+            && self.hbm.efficiency > 0.0
+            && self.hbm.efficiency <= 1.0)
         {
             return Err(bad(
-                "accumulator.banks",
-                "must divide accumulator.size_bytes".into(),
+                "hbm.efficiency",
+                format!(
+                    "{} is not a fraction in (0, 1] of the peak bandwidth",
+                    self.hbm.efficiency
+                ),
+            ));
+        }
+        if per_cycle * self.hbm.efficiency < MIN_HBM_BYTES_PER_CYCLE {
+            return Err(bad(
+                "hbm.efficiency",
+                format!(
+                    "leaves {:e} bytes per cycle, below {MIN_HBM_BYTES_PER_CYCLE:e}",
+                    per_cycle * self.hbm.efficiency
+                ),
             ));
         }
         if !self.hbm.burst_bytes.is_power_of_two() {
@@ -610,6 +722,11 @@ impl Target {
         self.hbm.bandwidth_gb_s / self.clock_ghz
     }
 
+    /// HBM bytes per core clock cycle a transfer sustains: peak × `hbm.efficiency`.
+    pub fn hbm_sustained_bytes_per_cycle(&self) -> f64 {
+        self.hbm_bytes_per_cycle() * self.hbm.efficiency
+    }
+
     /// Peak multiply-accumulates per cycle per core (bf16).
     pub fn macs_per_cycle_per_core(&self) -> u64 {
         self.matrix.rows as u64 * self.matrix.cols as u64
@@ -668,6 +785,9 @@ mod tests {
         documented.sort();
         assert_eq!(found, documented);
         let mut full = Target::default_target();
+        full.matrix.dataflow = Dataflow::Os;
+        full.hbm.efficiency = 0.9;
+        full.latency.op_launch = 100;
         full.cores = 4;
         full.draft_unit = Some(DraftUnit {
             cores: 1,
@@ -686,6 +806,7 @@ mod tests {
             .iter()
             .chain(OPTIONAL_FIELD_DOCS)
             .map(|(k, _, _)| k.to_string())
+            .chain(OPTIONAL_KEY_DOCS.iter().map(|(k, _, _, _)| k.to_string()))
             .collect();
         documented.sort();
         assert_eq!(found, documented);
@@ -879,6 +1000,95 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("bytes"), "{err}");
+    }
+
+    #[test]
+    fn optional_keys_parse_round_trip_and_are_omitted_at_their_defaults() {
+        let edge = preset_text("edge").unwrap();
+        let t = Target::preset("edge").unwrap();
+        assert_eq!(t.matrix.dataflow, Dataflow::WsDouble);
+        assert_eq!((t.hbm.efficiency, t.latency.op_launch), (1.0, 0));
+        let canon = t.to_toml();
+        for key in ["dataflow", "efficiency", "op_launch", "banks"] {
+            assert!(!canon.contains(key), "{key} in\n{canon}");
+        }
+        for (d, name) in Dataflow::ALL {
+            let text = edge.replacen(
+                "fp32_slowdown = 4",
+                &format!("fp32_slowdown = 4\ndataflow = \"{name}\""),
+                1,
+            );
+            let t = Target::from_toml(&text, "t.toml").unwrap();
+            assert_eq!(t.matrix.dataflow, d);
+            assert_eq!(d.name(), name);
+            assert_eq!(Target::from_toml(&t.to_toml(), "again").unwrap(), t);
+        }
+        let text = edge
+            .replacen(
+                "multicast = false",
+                "multicast = false\nefficiency = 0.85",
+                1,
+            )
+            .replacen("queue_depth = 16", "queue_depth = 16\nop_launch = 2000", 1);
+        let t = Target::from_toml(&text, "t.toml").unwrap();
+        assert_eq!((t.hbm.efficiency, t.latency.op_launch), (0.85, 2000));
+        assert_eq!(t.hbm_sustained_bytes_per_cycle(), 85.0);
+        assert_eq!(Target::from_toml(&t.to_toml(), "again").unwrap(), t);
+    }
+
+    #[test]
+    fn bad_optional_keys_and_removed_keys_are_named() {
+        let edge = preset_text("edge").unwrap();
+        let cases = [
+            (
+                "fp32_slowdown = 4",
+                "fp32_slowdown = 4\ndataflow = \"rs\"",
+                "dataflow",
+            ),
+            (
+                "multicast = false",
+                "multicast = false\nefficiency = 0.0",
+                "`hbm.efficiency`",
+            ),
+            (
+                "multicast = false",
+                "multicast = false\nefficiency = 1.5",
+                "`hbm.efficiency`",
+            ),
+            (
+                "multicast = false",
+                "multicast = false\nefficiency = nan",
+                "`hbm.efficiency`",
+            ),
+            (
+                "queue_depth = 16",
+                "queue_depth = 16\nop_launch = 4294967297",
+                "`latency.op_launch`",
+            ),
+            (
+                "size_bytes = 2097152",
+                "size_bytes = 2097152\nbanks = 16",
+                "`sram.banks`",
+            ),
+            (
+                "size_bytes = 262144",
+                "size_bytes = 262144\nbanks = 8",
+                "`accumulator.banks`",
+            ),
+        ];
+        for (from, to, field) in cases {
+            assert!(edge.contains(from), "{from}");
+            let text = edge.replacen(from, to, 1);
+            let err = Target::from_toml(&text, "t.toml").unwrap_err().to_string();
+            assert!(err.contains(field), "{to}: {err}");
+        }
+        let text = edge.replacen(
+            "size_bytes = 2097152",
+            "size_bytes = 2097152\nbanks = 16",
+            1,
+        );
+        let err = Target::from_toml(&text, "t.toml").unwrap_err().to_string();
+        assert!(err.contains("not modelled"), "{err}");
     }
 
     #[test]

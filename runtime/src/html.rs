@@ -2,13 +2,15 @@
 //! self-contained file (inline SVG and CSS, no scripts, nothing fetched).
 //!
 //! An "op" is a debug-map location — the ONNX node(s) the compiler attributed the instructions to.
-//! Its time is the busy cycles of its bottleneck unit; its FLOPs are `2·MACs + vector element ops`;
-//! its intensity is FLOPs per HBM byte. The roofline has one point per op (`class="op"`), placed
-//! against the target's compute roof ([`compute_roof`]: matrix peak plus vector lanes) and bandwidth
-//! roof (HBM bytes/s × intensity).
+//! Its time is the busy cycles of its bottleneck unit (the busiest of DMA, MXU, VPU and scalar,
+//! [`LocReport::bottleneck`]), which also classifies it: memory-bound when the DMA engine is the
+//! busiest, compute-bound for the matrix or vector unit, control-bound for the scalar unit. Its
+//! FLOPs are `2·MACs + vector element ops`; its intensity is FLOPs per HBM byte. The roofline has
+//! one point per op (`class="op"`), placed against the target's compute roof ([`compute_roof`]:
+//! matrix peak plus vector lanes) and bandwidth roof (HBM bytes/s × intensity).
 //! Ops with no HBM traffic sit at the right edge, ops with no FLOPs on the bottom edge.
 
-use crate::report::{LocReport, Report};
+use crate::report::{Bound, LocReport, Report};
 use crate::timeline::{BINS, Timeline};
 use llmpu_isa::{Target, Unit};
 use std::fmt::Write;
@@ -24,7 +26,11 @@ pub struct OpPoint {
     pub intensity: Option<f64>,
     /// Achieved FLOP/s over its bottleneck busy time.
     pub flops_per_second: f64,
-    /// Whether the roof above it is the compute roof.
+    /// Its busiest unit.
+    pub bottleneck: Unit,
+    /// The class of that unit: memory (DMA), compute (MXU, VPU) or control (scalar).
+    pub bound: Bound,
+    /// Whether its bottleneck is a compute unit (`bound == Bound::Compute`).
     pub compute_bound: bool,
     /// Achieved over the roof above it.
     pub roofline_fraction: f64,
@@ -40,23 +46,17 @@ pub fn compute_roof(target: &Target) -> f64 {
 pub fn op_points(report: &Report, target: &Target) -> Vec<OpPoint> {
     let bw = target.hbm.bandwidth_gb_s * 1e9;
     let peak = compute_roof(target);
-    let ridge = peak / bw;
     report
         .locations
         .iter()
         .map(|l: &LocReport| {
-            let cycles = [Unit::Dma, Unit::Mxu, Unit::Vpu]
-                .iter()
-                .map(|u| l.busy_cycles[u.index()])
-                .max()
-                .unwrap_or(0)
-                .max(l.busy_cycles[Unit::Scalar.index()])
-                .max(1);
+            let bottleneck = l.bottleneck();
+            let bound = l.bound();
+            let cycles = l.busy_cycles[bottleneck.index()].max(1);
             let flops = 2 * l.macs + l.vector_ops;
             let secs = target.seconds(cycles);
             let fps = flops as f64 / secs;
             let intensity = (l.hbm_bytes > 0).then(|| flops as f64 / l.hbm_bytes as f64);
-            let compute_bound = intensity.is_none_or(|i| i >= ridge);
             let roof = match intensity {
                 Some(i) => (i * bw).min(peak),
                 None => peak,
@@ -73,7 +73,9 @@ pub fn op_points(report: &Report, target: &Target) -> Vec<OpPoint> {
                 hbm_bytes: l.hbm_bytes,
                 intensity,
                 flops_per_second: fps,
-                compute_bound: compute_bound && flops > 0,
+                bottleneck,
+                bound,
+                compute_bound: bound == Bound::Compute,
                 roofline_fraction: achieved,
             }
         })
@@ -298,13 +300,13 @@ pub fn render(
     o.push_str(&timeline_svg(report, timeline));
     o.push_str(
         "<h2>Ops</h2><table><tr><th>op (ONNX node)</th><th>cycles</th><th>scalar</th><th>dma</th>\
-         <th>mxu</th><th>vpu</th><th>HBM bytes</th><th>FLOPs</th><th>FLOP/byte</th><th>bound</th>\
-         <th>of roofline</th></tr>",
+         <th>mxu</th><th>vpu</th><th>HBM bytes</th><th>FLOPs</th><th>FLOP/byte</th>\
+         <th>bottleneck</th><th>bound</th><th>of roofline</th></tr>",
     );
     for (p, l) in points.iter().zip(&report.locations) {
         let _ = write!(
             o,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"bottleneck\">{}</td><td class=\"bound\">{}</td><td>{}</td></tr>",
             esc(&p.loc),
             p.cycles,
             l.busy_cycles[0],
@@ -316,7 +318,8 @@ pub fn render(
             p.intensity
                 .map(|i| format!("{i:.2}"))
                 .unwrap_or_else(|| "—".into()),
-            if p.compute_bound { "compute" } else { "memory" },
+            p.bottleneck.name(),
+            p.bound.name(),
             pct(p.roofline_fraction)
         );
     }
@@ -376,8 +379,65 @@ mod tests {
             "{}",
             p.roofline_fraction
         );
+        assert_eq!((p.bottleneck, p.bound), (Unit::Mxu, Bound::Compute));
         let copy = &op_points(&report(), &t)[1];
         assert!(!copy.compute_bound);
+        assert_eq!((copy.bottleneck, copy.bound), (Unit::Dma, Bound::Memory));
         assert!((copy.roofline_fraction - 1.0).abs() < 1e-9);
+    }
+
+    /// A norm moves few bytes per element but its vector unit is the busiest: compute-bound by
+    /// its bottleneck although its intensity is far below the ridge point (the old
+    /// intensity-only rule called it memory-bound).
+    #[test]
+    fn the_bound_follows_the_busiest_unit_not_the_intensity() {
+        let t = Target::default_target();
+        let mut r = report();
+        r.locations = vec![
+            LocReport {
+                loc: "norm".into(),
+                busy_cycles: [5, 200, 0, 800],
+                hbm_bytes: 20_000,
+                vector_ops: 25_600,
+                ..Default::default()
+            },
+            LocReport {
+                loc: "loop-heavy".into(),
+                busy_cycles: [300, 100, 0, 50],
+                hbm_bytes: 1000,
+                vector_ops: 100,
+                ..Default::default()
+            },
+            LocReport {
+                loc: "tie".into(),
+                busy_cycles: [0, 70, 70, 70],
+                hbm_bytes: 1000,
+                macs: 1000,
+                ..Default::default()
+            },
+        ];
+        let ridge = compute_roof(&t) / (t.hbm.bandwidth_gb_s * 1e9);
+        let pts = op_points(&r, &t);
+        assert!(pts[0].intensity.unwrap() < ridge);
+        assert_eq!(
+            (pts[0].bottleneck, pts[0].bound),
+            (Unit::Vpu, Bound::Compute)
+        );
+        assert_eq!(pts[0].cycles, 800);
+        assert_eq!(
+            (pts[1].bottleneck, pts[1].bound),
+            (Unit::Scalar, Bound::Control)
+        );
+        assert!(!pts[1].compute_bound);
+        assert_eq!(pts[2].bottleneck, Unit::Dma);
+        let html = render(&r, &t, None, "x");
+        assert!(html.contains(r#"<td class="bottleneck">vpu</td><td class="bound">compute</td>"#));
+        assert!(
+            html.contains(r#"<td class="bottleneck">scalar</td><td class="bound">control</td>"#)
+        );
+        let json = r.to_json();
+        assert_eq!(json["locations"][0]["bottleneck"], "vpu");
+        assert_eq!(json["locations"][1]["bound"], "control");
+        assert!(r.render().contains("vpu (compute)"));
     }
 }

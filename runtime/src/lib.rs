@@ -23,7 +23,10 @@
 //! in-order queue: dispatch occupies the dispatcher for `latency.scalar` cycles and the entry
 //! becomes startable when dispatch ends. If the unit already holds `latency.queue_depth`
 //! not-yet-started entries, dispatch stalls until the unit starts one. Register operands are
-//! captured at dispatch: a queued instruction uses the values its registers had then.
+//! captured at dispatch: a queued instruction uses the values its registers had then. With
+//! `latency.op_launch = L` (0 unless the target sets it) the dispatcher spends `L` more cycles on
+//! the first instruction of every located op's code — where the debug location differs from the
+//! previous instruction's in program order — modelling a kernel launch per op.
 //!
 //! **Units.** Each unit starts its queue in order. Start = max(unit free, dispatch end, semaphore
 //! satisfied, interlock). The unit is free again at start + occupancy; results are visible at

@@ -6,7 +6,8 @@
 //! - unit busy cycles: for each started instruction, the cycles from its start until its unit may
 //!   start the next one (`free - start`: the cost model's occupancy, stretched for a DMA that waited
 //!   for the shared HBM channel). The scalar unit's busy cycles include one `latency.scalar` per
-//!   instruction it dispatched to another unit, and `latency.barrier` per barrier (time spent
+//!   instruction it dispatched to another unit, `latency.op_launch` per op launched, and
+//!   `latency.barrier` per barrier (time spent
 //!   waiting for a semaphore, a full queue or other cores is not busy). Busy fraction = busy
 //!   cycles / `cycles`.
 //! - HBM bytes: the cost model's burst-rounded `hbm_read`/`hbm_write`.
@@ -16,6 +17,9 @@
 //!   `energy.static_w` × run time.
 //! - locations: the program's debug map (`Program::loc_of`); each instruction's busy cycles, HBM
 //!   bytes and MACs are charged to its location, sorted by total busy cycles, largest first.
+//!   Each location's bottleneck is its busiest unit ([`LocReport::bottleneck`]); its class
+//!   ([`Bound`]) is memory for the DMA engine, compute for the matrix or vector unit and control
+//!   for the scalar unit.
 
 use llmpu_isa::Unit;
 use serde_json::{Value, json};
@@ -68,9 +72,51 @@ pub struct LocReport {
     pub last_end: u64,
 }
 
+/// What limits an op: the class of its bottleneck unit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bound {
+    /// The DMA engine (HBM traffic) is the busiest unit.
+    Memory,
+    /// The matrix engine or the vector unit is the busiest unit.
+    Compute,
+    /// The scalar unit (loop control, dispatch, op launch) is the busiest unit.
+    Control,
+}
+
+impl Bound {
+    pub fn name(self) -> &'static str {
+        match self {
+            Bound::Memory => "memory",
+            Bound::Compute => "compute",
+            Bound::Control => "control",
+        }
+    }
+}
+
 impl LocReport {
     pub fn total_busy(&self) -> u64 {
         self.busy_cycles.iter().sum()
+    }
+
+    /// The busiest of its units (DMA, MXU, VPU, scalar; a tie goes to the earlier in that
+    /// order): the unit whose busy cycles bound the op's time.
+    pub fn bottleneck(&self) -> Unit {
+        let mut best = Unit::Dma;
+        for u in [Unit::Mxu, Unit::Vpu, Unit::Scalar] {
+            if self.busy_cycles[u.index()] > self.busy_cycles[best.index()] {
+                best = u;
+            }
+        }
+        best
+    }
+
+    /// The op's roofline class, from its bottleneck unit.
+    pub fn bound(&self) -> Bound {
+        match self.bottleneck() {
+            Unit::Dma => Bound::Memory,
+            Unit::Mxu | Unit::Vpu => Bound::Compute,
+            Unit::Scalar => Bound::Control,
+        }
     }
 }
 
@@ -255,20 +301,22 @@ impl Report {
             let _ = writeln!(s);
             let _ = writeln!(
                 s,
-                "{:<32} {:>12} {:>12} {:>12} {:>12} {:>12} {:>14}",
+                "{:<32} {:>12} {:>12} {:>12} {:>12} {:>12} {:>14}  bottleneck",
                 "location", "scalar", "dma", "mxu", "vpu", "HBM bytes", "MACs"
             );
             for l in &self.locations {
                 let _ = writeln!(
                     s,
-                    "{:<32} {:>12} {:>12} {:>12} {:>12} {:>12} {:>14}",
+                    "{:<32} {:>12} {:>12} {:>12} {:>12} {:>12} {:>14}  {} ({})",
                     l.loc,
                     l.busy_cycles[0],
                     l.busy_cycles[1],
                     l.busy_cycles[2],
                     l.busy_cycles[3],
                     l.hbm_bytes,
-                    l.macs
+                    l.macs,
+                    l.bottleneck().name(),
+                    l.bound().name()
                 );
             }
         }
@@ -333,6 +381,8 @@ impl Report {
                 "vector_ops": l.vector_ops,
                 "first_start": l.first_start,
                 "last_end": l.last_end,
+                "bottleneck": l.bottleneck().name(),
+                "bound": l.bound().name(),
             })).collect::<Vec<_>>(),
         })
     }

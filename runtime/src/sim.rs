@@ -1022,6 +1022,7 @@ impl<'p> Sim<'p> {
             if unit != Unit::Scalar {
                 let ui = unit.index();
                 let ops = self.operands(c, pc, &inst);
+                let launch = self.launch(c, pc);
                 let core = &mut self.cores[c];
                 if core.units[ui].queue.len() >= depth {
                     core.disp = Disp::QueueFull(ui);
@@ -1029,7 +1030,8 @@ impl<'p> Sim<'p> {
                     return Ok(());
                 }
                 let t0 = core.t;
-                let ready = t0.saturating_add(lat_scalar);
+                let disp_busy = lat_scalar.saturating_add(launch);
+                let ready = t0.saturating_add(disp_busy);
                 core.units[ui].queue.push_back(Entry {
                     pc,
                     inst,
@@ -1039,10 +1041,10 @@ impl<'p> Sim<'p> {
                 core.t = ready;
                 core.pc = pc + 1;
                 let us = &mut core.report.units[0];
-                us.busy_cycles = us.busy_cycles.saturating_add(lat_scalar);
+                us.busy_cycles = us.busy_cycles.saturating_add(disp_busy);
                 let loc = self.loc_of[c].get(pc as usize).copied().unwrap_or(0);
                 if let Some(l) = self.locs.get_mut(loc as usize) {
-                    l.busy_cycles[0] = l.busy_cycles[0].saturating_add(lat_scalar);
+                    l.busy_cycles[0] = l.busy_cycles[0].saturating_add(disp_busy);
                 }
                 if let Some(v) = &mut self.verify {
                     v.dispatched(c, ui, &ops);
@@ -1075,6 +1077,25 @@ impl<'p> Sim<'p> {
                 self.refresh(c);
                 return Ok(());
             }
+        }
+    }
+
+    /// The op-launch cycles (`latency.op_launch`) the dispatcher pays before instruction `pc` of
+    /// core `c`: at the first instruction of every located op's code, i.e. where the location
+    /// differs from the previous instruction's in program order (a function of `pc` alone, so
+    /// loops stay periodic for fast-forwarding).
+    fn launch(&self, c: usize, pc: u32) -> u64 {
+        let cycles = self.t.latency.op_launch;
+        if cycles == 0 {
+            return 0;
+        }
+        let locs = &self.loc_of[c];
+        let at = |i: usize| locs.get(i).copied().unwrap_or(0);
+        let (pc, loc) = (pc as usize, at(pc as usize));
+        if loc != 0 && (pc == 0 || at(pc - 1) != loc) {
+            cycles
+        } else {
+            0
         }
     }
 
@@ -1120,7 +1141,7 @@ impl<'p> Sim<'p> {
             self.sym_scalar(c, inst);
         }
         let cst = cost(inst, self.t);
-        let occ = cst.occupancy;
+        let occ = cst.occupancy.saturating_add(self.launch(c, pc));
         let start = self.cores[c].t;
         let end = start.saturating_add(occ);
         let mut next_pc = pc + 1;

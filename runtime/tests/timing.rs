@@ -268,3 +268,72 @@ fn broadcast_copy_reads_one_row() {
         .output("y", DType::F32, &[12], 4096);
     assert_eq!(h.out_f32("y"), [1.0, 2.0, 3.0, 4.0].repeat(3));
 }
+
+/// Three ops (`a`, a loop in `b`, `c` with a vector instruction): with `latency.op_launch = L`
+/// the dispatcher pays `L` at each op's first instruction — once per op, not per loop iteration
+/// — and the cycles, the scalar unit's busy cycles and each op's own busy cycles grow by it.
+fn launched(op_launch: u64, fast_forward: bool) -> llmpu_runtime::Report {
+    let mut t = target("edge");
+    t.latency.op_launch = op_launch;
+    let mut p = Program::new(t, 1);
+    let mut s = li(1, 0); // pc 0: op a
+    s.extend(li(2, 50));
+    let b = s.len() as u32;
+    s.extend(li(3, 0)); // op b: a 50-iteration loop
+    s.push(Inst::Addi {
+        rd: Reg(1),
+        rs1: Reg(1),
+        imm: 1,
+    });
+    s.push(Inst::Blt {
+        rs1: Reg(1),
+        rs2: Reg(2),
+        target: llmpu_isa::BranchTarget(-1),
+    });
+    let c = s.len() as u32;
+    s.push(Inst::VpuFill {
+        dst: sram(DType::F32, 3, 0),
+        imm: 1.0,
+        rows: 1,
+        cols: 32,
+    }); // op c
+    s.push(Inst::Halt {});
+    p.cores[0] = s;
+    p.debug = ["a", "b", "c"]
+        .iter()
+        .zip([0, b, c])
+        .map(|(loc, pc)| DebugLoc {
+            core: 0,
+            pc,
+            loc: loc.to_string(),
+        })
+        .collect();
+    let opts = RunOptions {
+        timing_only: true,
+        fast_forward,
+        ..Default::default()
+    };
+    run(&p, &[], &opts).unwrap().report
+}
+
+#[test]
+fn op_launch_is_paid_once_at_the_start_of_every_located_op() {
+    let base = launched(0, true);
+    let with = launched(100, true);
+    assert_eq!(with.cycles, base.cycles + 300);
+    let scalar = |r: &llmpu_runtime::Report| r.cores[0].units[Unit::Scalar.index()].busy_cycles;
+    assert_eq!(scalar(&with), scalar(&base) + 300);
+    for name in ["a", "b", "c"] {
+        let busy = |r: &llmpu_runtime::Report| {
+            r.locations
+                .iter()
+                .find(|l| l.loc == name)
+                .unwrap()
+                .busy_cycles[0]
+        };
+        assert_eq!(busy(&with), busy(&base) + 100, "{name}");
+    }
+    let slow = launched(100, false);
+    assert_eq!(slow.cycles, with.cycles);
+    assert_eq!(scalar(&slow), scalar(&with));
+}
