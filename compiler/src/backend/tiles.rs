@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use llmpu_isa::{Bcast, DType};
 
 use super::emit::{Mem, Sweep};
-use super::kernels::{Cx, T, Un};
+use super::kernels::{Act, Bin, Cx, T, Un, activation};
 use super::view::View;
 use super::{BackendError, dtype_of};
 use crate::dialects::tile;
@@ -75,12 +75,19 @@ enum Emit {
         mkn: [u64; 3],
         accumulate: bool,
     },
-    Copy {
-        dst: T,
-        src: T,
+    Vector {
+        steps: Vec<VStep>,
         rows: u64,
         cols: u64,
     },
+}
+
+/// One vector-unit step of a `tile.vector`.
+enum VStep {
+    Un(Un, T, T, Bcast),
+    Bin(Bin, T, T, T, Bcast),
+    /// An activation in place on the tile, with a scratch tile.
+    Act(Act, T, T),
 }
 
 impl Emit {
@@ -99,12 +106,15 @@ impl Emit {
                 mkn: [m, k, n],
                 accumulate,
             } => cx.e.matmul(*acc, *a, *b, *m, *k, *n, *accumulate),
-            Emit::Copy {
-                dst,
-                src,
-                rows,
-                cols,
-            } => cx.e.vun(Un::Copy, *dst, *src, Bcast::Full, *rows, *cols),
+            Emit::Vector { steps, rows, cols } => {
+                for s in steps {
+                    match *s {
+                        VStep::Un(k, d, a, b) => cx.e.vun(k, d, a, b, *rows, *cols),
+                        VStep::Bin(k, d, a, b, bc) => cx.e.vbin(k, d, a, b, bc, *rows, *cols),
+                        VStep::Act(k, x, tt) => activation(cx.e, k, x, tt, *rows, *cols),
+                    }
+                }
+            }
         }
     }
 }
@@ -207,6 +217,7 @@ impl Gen {
         for &op in &m.block(b).ops {
             match m.op(op).name.as_str() {
                 tile::Alloc::NAME => self.alloc(cx, op)?,
+                tile::Reshape::NAME => self.reshape(cx, op)?,
                 tile::For::NAME => self.for_loop(cx, op, on)?,
                 tile::Yield::NAME => {}
                 name @ (tile::DmaLoad::NAME
@@ -394,7 +405,8 @@ impl Gen {
     fn reads(&self, cx: &Cx, op: OpId, c: usize) -> Vec<(ValueId, u64)> {
         let d = cx.m.op(op);
         let read: &[ValueId] = match d.name.as_str() {
-            tile::DmaStore::NAME | tile::Vector::NAME => &d.operands[..1],
+            tile::DmaStore::NAME => &d.operands[..1],
+            tile::Vector::NAME => &d.operands[..d.operands.len().saturating_sub(1)],
             tile::MatMul::NAME => &d.operands[..d.operands.len().min(3)],
             _ => &[],
         };
@@ -517,22 +529,48 @@ impl Gen {
         })
     }
 
+    fn reshape(&mut self, cx: &mut Cx, op: OpId) -> R<()> {
+        let d = cx.m.op(op);
+        let (x, r) = (d.operands[0], d.results[0]);
+        let shape = cx
+            .m
+            .value_type(r)
+            .as_buffer()
+            .map(|b| b.shape.clone())
+            .ok_or_else(|| cx.err("tile.reshape must make a memref"))?;
+        let view = self
+            .hbm
+            .get(&x)
+            .ok_or_else(|| cx.err(format!("{x} is not an HBM buffer of this kernel")))?;
+        let v = view.reshape(&shape).ok_or_else(|| {
+            cx.err(format!(
+                "cannot reshape {:?} to {shape:?}: the tensor is not dense in HBM",
+                view.shape
+            ))
+        })?;
+        self.hbm.insert(r, v);
+        Ok(())
+    }
+
     fn vector(&mut self, cx: &mut Cx, op: OpId, c: usize) -> R<Emit> {
         let m = cx.m;
         let kind = m.attr(op, "kind").and_then(Attribute::as_str).unwrap_or("");
-        if !matches!(kind, "convert" | "copy") {
-            return Err(cx.err(format!("tile.vector kind `{kind}` is not supported")));
-        }
-        let ops = &m.op(op).operands;
-        let [src, dst] = ops[..] else {
-            return Err(cx.err(format!(
-                "tile.vector `{kind}` takes a source and a destination"
-            )));
-        };
-        let s = self.buf(cx, src)?;
-        let (ts, valid) = (s.tile(c), s.valid[c].clone());
+        let ops = m.op(op).operands.clone();
+        let (&dst, ins) = ops
+            .split_last()
+            .ok_or_else(|| cx.err("tile.vector without operands"))?;
+        let x = self.buf(cx, ins[0])?;
+        let (tx, valid) = (x.tile(c), x.valid[c].clone());
         let cols = valid.last().copied().unwrap_or(1);
         let rows = valid.iter().rev().skip(1).product::<u64>();
+        let second = match ins.get(1) {
+            Some(&v) => {
+                let b = self.buf(cx, v)?;
+                Some((b.tile(c), b.valid[c].clone()))
+            }
+            None => None,
+        };
+        let reads_dst = ins.contains(&dst);
         let d = self
             .bufs
             .get_mut(&dst)
@@ -543,13 +581,44 @@ impl Gen {
                 d.shape
             )));
         }
-        d.version[c] += 1;
-        d.valid[c] = valid;
-        Ok(Emit::Copy {
-            dst: d.tile(c),
-            src: ts,
-            rows,
-            cols,
-        })
+        if !reads_dst {
+            d.version[c] += 1;
+        }
+        d.valid[c] = valid.clone();
+        let td = d.tile(c);
+        let bin = |k: Bin| -> R<Vec<VStep>> {
+            let (tb, bv) = second.clone().ok_or_else(|| cx.err("binary kind without a second operand"))?;
+            let bc = if bv == valid {
+                Bcast::Full
+            } else if bv.iter().rev().skip(1).product::<u64>() == 1 && bv.last() == Some(&cols) {
+                Bcast::Row
+            } else if bv.len() == valid.len() && bv.last() == Some(&1) && bv[0] == valid[0] {
+                Bcast::Col
+            } else {
+                return Err(cx.err(format!(
+                    "tile.vector `{kind}` of a {valid:?} tile and a {bv:?} tile (no broadcast)"
+                )));
+            };
+            Ok(vec![VStep::Bin(k, td, tx, tb, bc)])
+        };
+        let steps = match kind {
+            "convert" | "copy" => vec![VStep::Un(Un::Copy, td, tx, Bcast::Full)],
+            "add" => bin(Bin::Add)?,
+            "sub" => bin(Bin::Sub)?,
+            "mul" => bin(Bin::Mul)?,
+            "max" => bin(Bin::Max)?,
+            k => {
+                let act = Act::from_name(k)
+                    .ok_or_else(|| cx.err(format!("tile.vector kind `{k}` is not supported")))?;
+                let (scratch, _) = second.ok_or_else(|| cx.err("an activation needs a scratch tile"))?;
+                let mut v = vec![];
+                if td.addr != tx.addr || td.mem != tx.mem {
+                    v.push(VStep::Un(Un::Copy, td, tx, Bcast::Full));
+                }
+                v.push(VStep::Act(act, td, scratch));
+                v
+            }
+        };
+        Ok(Emit::Vector { steps, rows, cols })
     }
 }

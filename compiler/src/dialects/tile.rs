@@ -48,6 +48,9 @@ define_ops! { OPS;
     For = "tile.for", pure = false, verify = verify_for;
     /// `"tile.yield"() : () -> ()` — terminates a `tile.for` or `tile.kernel` body.
     Yield = "tile.yield", pure = false, verify = verify_yield;
+    /// `%v = "tile.reshape"(%x) : (memref<1x512x768xbf16, "hbm">) -> memref<512x768xbf16, "hbm">` —
+    /// the same HBM elements in another shape (the tensor must be dense in HBM).
+    Reshape = "tile.reshape", pure = false, verify = verify_reshape;
     /// `%b = "tile.alloc"() {slots = 2 : i64} : () -> memref<128x64xbf16, "sram">` — an on-chip buffer
     /// of `slots` copies (default 1), placed in its level's arena when the kernel is lowered.
     Alloc = "tile.alloc", pure = false, verify = verify_alloc;
@@ -61,8 +64,11 @@ define_ops! { OPS;
     /// — `acc += a · b` on the matrix engine; `acc = a · b` (a new accumulation) when the index
     /// operand `%k` is absent or at its loop's lower bound.
     MatMul = "tile.matmul", pure = false, verify = verify_matmul;
-    /// `"tile.vector"(%in0, %in1?, %out) {kind = "exp"} : (...) -> ()` — one vector-unit operation over a
-    /// tile (`add`, `mul`, `exp`, `rsqrt`, `tanh`, `erf`, `sigmoid`, `max`, `row_sum`, `row_max`, `convert`, ...).
+    /// `"tile.vector"(%in0, %in1?, %out) {kind = "add"} : (...) -> ()` — vector-unit work over a tile,
+    /// in f32 except for `convert`. Kinds: `convert` / `copy` `(x, out)`; `add`, `sub`, `mul`, `max`
+    /// `(a, b, out)`, where a `b` of one row (or a rank-1 `b`) is added to every row of `a` and a
+    /// `b` of one column to every column; the activations `relu`, `gelu`, `gelu_tanh`, `silu`
+    /// `(x, scratch, out)` (`scratch`: an f32 tile the size of `x`).
     Vector = "tile.vector", pure = false, verify = verify_vector;
     /// `"tile.online_softmax"(%scores, %row_max, %row_sum, %acc) : (...) -> ()` — FlashAttention rescale:
     /// updates running row max/sum from a score tile, rescales `acc`, and leaves `exp(scores - max)` in
@@ -136,6 +142,25 @@ fn verify_yield(v: &OpView) -> Result<(), String> {
         Some(p) if [For::NAME, Kernel::NAME].contains(&v.m.op(p).name.as_str()) => Ok(()),
         _ => Err("expects parent op 'tile.for' or 'tile.kernel'".into()),
     }
+}
+
+fn verify_reshape(v: &OpView) -> Result<(), String> {
+    v.operands_in(1, 1)?;
+    v.results_in(1, 1)?;
+    let x = buffer(v, 0)?;
+    let Type::Buffer(r) = v.result_type(0) else {
+        return Err("result must be a memref".into());
+    };
+    if x.space != AddressSpace::Hbm || r.space != AddressSpace::Hbm || x.elem != r.elem {
+        return Err("reshapes an \"hbm\" memref into one of the same element type".into());
+    }
+    if x.shape.iter().product::<u64>() != r.shape.iter().product::<u64>() {
+        return Err(format!(
+            "element counts differ: {:?} vs {:?}",
+            x.shape, r.shape
+        ));
+    }
+    Ok(())
 }
 
 fn verify_kernel(v: &OpView) -> Result<(), String> {
@@ -272,10 +297,31 @@ fn verify_matmul(v: &OpView) -> Result<(), String> {
     Ok(())
 }
 
+/// `tile.vector` kinds and their operand counts.
+pub const VECTOR_KINDS: &[(&str, usize)] = &[
+    ("convert", 2),
+    ("copy", 2),
+    ("add", 3),
+    ("sub", 3),
+    ("mul", 3),
+    ("max", 3),
+    ("relu", 3),
+    ("gelu", 3),
+    ("gelu_tanh", 3),
+    ("silu", 3),
+];
+
 fn verify_vector(v: &OpView) -> Result<(), String> {
-    v.operands_in(1, 4)?;
     v.results_in(0, 0)?;
-    v.str_attr("kind")?;
+    let kind = v.str_attr("kind")?;
+    let Some(&(_, n)) = VECTOR_KINDS.iter().find(|(k, _)| *k == kind) else {
+        let names: Vec<&str> = VECTOR_KINDS.iter().map(|(k, _)| *k).collect();
+        return Err(format!(
+            "unknown kind `{kind}` (known: {})",
+            names.join(", ")
+        ));
+    };
+    v.operands_in(n, n)?;
     for i in 0..v.num_operands() {
         on_chip(v, i)?;
     }

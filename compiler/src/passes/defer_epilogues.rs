@@ -1,16 +1,19 @@
 //! `defer-epilogues`: software-pipelines the epilogues of tile loops. In a `tile.for` whose body
 //! runs a nested loop (a reduction, such as a matmul's K loop) and then ops on its result (the
-//! accumulator's conversion, the store), those trailing ops get `defer = 1`: iteration `t`'s are
+//! accumulator's conversion, the store; loads such as a bias stay where they are), those trailing
+//! ops get `defer = 1`: iteration `t`'s are
 //! emitted after iteration `t + 1`'s nested loop (the last iteration's after the loop). The DMA
 //! queue then holds the next tile's loads ahead of this tile's store, so the matrix engine does
 //! not wait for a store at every tile boundary.
 //!
-//! Only where it is safe: every on-chip buffer a deferred op reads has at least two slots (the
-//! next iteration writes the other one). `backend::tiles` checks it again when it emits.
+//! Only where it is safe: every on-chip buffer a deferred op reads that an op outside the
+//! deferred group also writes (the accumulator, which the next tile's matmuls overwrite) has at
+//! least two slots, so the next iteration writes the other one. `backend::tiles` checks it again
+//! when it emits.
 
 use super::PassInfo;
 use crate::dialects::tile;
-use crate::ir::{Attribute, Module, OpId};
+use crate::ir::{Attribute, Module, OpId, ValueId};
 use crate::pass::{Pass, PassError};
 
 /// Registry entry.
@@ -23,7 +26,18 @@ pub const INFO: PassInfo = PassInfo {
 /// The pass.
 pub struct DeferEpilogues;
 
-fn slots(m: &Module, v: crate::ir::ValueId) -> i64 {
+/// The on-chip buffer a tile op writes.
+fn writes(m: &Module, op: OpId) -> Option<ValueId> {
+    let d = m.op(op);
+    match d.name.as_str() {
+        tile::DmaLoad::NAME => d.operands.get(1).copied(),
+        tile::MatMul::NAME => d.operands.get(2).copied(),
+        tile::Vector::NAME => d.operands.last().copied(),
+        _ => None,
+    }
+}
+
+fn slots(m: &Module, v: ValueId) -> i64 {
     m.defining_op_named(v, tile::Alloc::NAME)
         .and_then(|op| m.attr(op, "slots").and_then(Attribute::as_int))
         .unwrap_or(1)
@@ -48,18 +62,34 @@ impl Pass for DeferEpilogues {
             else {
                 continue;
             };
+            // The epilogue's loads (bias, residual) stay in place: they depend on nothing on
+            // chip, and in the DMA queue ahead of the next tile's loads they are ready when the
+            // deferred vector ops run.
             let tail: Vec<OpId> = ops[last_loop + 1..]
                 .iter()
                 .copied()
-                .filter(|&o| m.op(o).name != tile::Yield::NAME)
+                .filter(|&o| ![tile::Yield::NAME, tile::DmaLoad::NAME].contains(&m.op(o).name.as_str()))
                 .collect();
+            let kernel = std::iter::successors(Some(l), |&o| m.parent_op(o))
+                .find(|&o| m.op(o).name == tile::Kernel::NAME);
+            let mut all = vec![];
+            if let Some(k) = kernel {
+                m.walk(k, &mut all);
+            }
+            let written_outside = |v: ValueId| {
+                all.iter()
+                    .any(|&o| !tail.contains(&o) && writes(m, o) == Some(v))
+            };
             let movable = |o: OpId| {
                 let d = m.op(o);
                 let reads = match d.name.as_str() {
-                    tile::Vector::NAME | tile::DmaStore::NAME => &d.operands[..1],
+                    tile::DmaStore::NAME => &d.operands[..1],
+                    tile::Vector::NAME => &d.operands[..d.operands.len().saturating_sub(1)],
                     _ => return false,
                 };
-                reads.iter().all(|&v| slots(m, v) >= 2)
+                reads
+                    .iter()
+                    .all(|&v| !written_outside(v) || slots(m, v) >= 2)
             };
             if !tail.is_empty() && tail.iter().all(|&o| movable(o)) {
                 for o in tail {

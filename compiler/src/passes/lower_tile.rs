@@ -2,21 +2,29 @@
 //! with its on-chip buffers, DMAs and tile compute written out (`dialects::tile`). Ops it does not
 //! take yet stay graph ops, which `lower-llmpu` lowers through its kernel generators.
 //!
-//! Taken today: a 2-D `graph.matmul` `Y[M,N] = A[M,K]·B[K,N]` (with the `tile` pass's
-//! `tile = [tm, tk, tn]`) of more than one row block, whose output tiles are at least as many as
-//! the target's cores, whose operands are stored in the matrix engine's type and whose
-//! double-buffered tiles fit the SRAM and accumulator:
+//! Taken today: `graph.matmul` and `graph.matmul_epilogue` (bias, activation, residual)
+//! `Y[M,N] = A[M,K]·B[K,N]` (A's and Y's leading dims folded into M; the `tile` pass's
+//! `tile = [tm, tk, tn]`) whose operands are stored in the matrix engine's type and whose buffers
+//! fit the SRAM and accumulator, where the nest is at least as fast as the kernel generator:
+//! compute-bound (re-reading A per column block and B per row block stays under the matrix
+//! work), steps long enough for double buffering to hide a load, at least 8 output tiles per
+//! core, more than one row block on a multi-core target (a decode step's matmul multicasts
+//! its shared rows in the kernel generator), and not right after a matmul the kernel generator
+//! keeps (whose last epilogue it overlaps with the next matmul's first loads).
 //!
 //! ```text
 //! for i in 0..M step tm (parallel)
 //!   for j in 0..N step tn (parallel)
 //!     for k in 0..K step tk
-//!       dma_load A[i, k] → a      (2 slots: the next tile loads while this one multiplies)
-//!       dma_load B[k, j] → b      (2 slots)
+//!       dma_load A[i, k] → a      (2 slots: the next step loads while this one multiplies)
+//!       dma_load B[k, j] → b
 //!       matmul a·b → acc          (a new accumulation at k = 0; acc has 2 slots)
-//!     vector convert acc → out    (f32 to the storage type; 2 slots)
+//!     [dma_load bias[j]; add acc + bias → o32 (f32); activation o32; dma_load res[i, j];
+//!      add o32 + res → o32]       (the epilogue of a graph.matmul_epilogue)
+//!     vector convert → out        (f32 to the storage type; 2 slots)
 //!     dma_store out → Y[i, j]
 //! ```
+
 //!
 //! Invariant: the kernel keeps the op's attributes (`llmpu.hbm`, `llmpu.storage`, `tile`), so
 //! `plan-memory`'s addresses stay the contract; the HBM memrefs carry the planned storage types.
@@ -30,6 +38,7 @@ use crate::ir::{
 };
 use crate::pass::{Pass, PassError};
 use llmpu_isa::DType;
+use llmpu_isa::cost::matmul_occupancy;
 
 /// Registry entry.
 pub const INFO: PassInfo = PassInfo {
@@ -53,19 +62,32 @@ impl Pass for LowerTile {
             };
             let plan = plan_function(m, func, &o)
                 .map_err(|e| PassError::failed(INFO.name, m.op(func).loc.clone(), e.to_string()))?;
+            // A matmul right after one the kernel generator keeps stays there too: that kernel
+            // defers its last epilogue into the next matmul's prologue, which only the kernel
+            // generator overlaps with its own first loads.
+            let generated = [graph::MatMul::NAME, graph::MatMulEpilogue::NAME, graph::Gemm::NAME];
+            let mut after_generated = false;
             for op in m.block(entry).ops.clone() {
-                if m.op(op).name == graph::MatMul::NAME
-                    && let Some(g) = Gemm::of(m, op, &plan, &o)
-                {
-                    g.build(m, op);
-                }
+                let name = m.op(op).name.clone();
+                let taken = [graph::MatMul::NAME, graph::MatMulEpilogue::NAME]
+                    .contains(&name.as_str())
+                    && !after_generated
+                    && match Gemm::of(m, op, &plan, &o) {
+                        Some(g) => {
+                            g.build(m, op);
+                            true
+                        }
+                        None => false,
+                    };
+                after_generated = !taken && generated.contains(&name.as_str());
             }
         }
         Ok(())
     }
 }
 
-/// A matmul the tile lowering takes: shapes, tiles and the storage types of its buffers.
+/// A matmul the tile lowering takes: shapes, tiles, the storage types of its buffers and its
+/// epilogue.
 struct Gemm {
     mm: u64,
     kk: u64,
@@ -75,24 +97,75 @@ struct Gemm {
     tn: u64,
     /// Storage types of A, B and Y in HBM.
     dts: [DType; 3],
+    /// The bias (operand 2, one value per output column) and its storage type.
+    bias: Option<DType>,
+    /// The residual (last operand, the output's shape) and its storage type.
+    res: Option<DType>,
+    act: Option<&'static str>,
 }
+
+/// Fewest output tiles per core for which the nest is used (see [`Gemm::of`]).
+const MIN_TILES_PER_CORE: u64 = 8;
+
+/// The activation names of `graph.matmul_epilogue` that are also `tile.vector` kinds.
+const ACTS: [&str; 4] = ["relu", "gelu", "gelu_tanh", "silu"];
 
 impl Gemm {
     fn of(m: &Module, op: OpId, plan: &crate::backend::plan::Plan, o: &Options) -> Option<Gemm> {
         let d = m.op(op);
-        let [a, b] = d.operands[..] else {
-            return None;
-        };
-        let y = *d.results.first()?;
-        let shape = |v: ValueId| {
-            let s = m.value_type(v).as_tensor()?.static_shape()?;
-            (s.len() == 2 && s.iter().all(|&x| x > 0)).then_some(s)
-        };
-        let (sa, sb) = (shape(a)?, shape(b)?);
-        let (mm, kk, nn) = (sa[0], sa[1], sb[1]);
-        if sb[0] != kk || shape(y)? != [mm, nn] {
+        let residual = m.attr(op, "residual").and_then(Attribute::as_bool) == Some(true);
+        let epilogue = d.name == graph::MatMulEpilogue::NAME;
+        let n_extra = d.operands.len().checked_sub(2)?;
+        if !epilogue && n_extra != 0 || n_extra > 1 + usize::from(residual) {
             return None;
         }
+        let (a, b) = (d.operands[0], d.operands[1]);
+        let y = *d.results.first()?;
+        let shape = |v: ValueId| m.value_type(v).as_tensor()?.static_shape();
+        let (sa, sb, sy) = (shape(a)?, shape(b)?, shape(y)?);
+        // A and Y fold their leading dims into rows; B is one 2-D matrix.
+        if sa.len() < 2 || sb.len() != 2 || sy.len() != sa.len() {
+            return None;
+        }
+        let (kk, nn) = (sa[sa.len() - 1], sb[1]);
+        let mm = sa[..sa.len() - 1].iter().product::<u64>();
+        if sb[0] != kk || sy[..sy.len() - 1] != sa[..sa.len() - 1] || sy[sy.len() - 1] != nn {
+            return None;
+        }
+        if [mm, kk, nn].contains(&0) {
+            return None;
+        }
+        let view = |v: ValueId| plan.views.get(&v);
+        let dense = |v: ValueId, s: &[u64]| view(v).is_some_and(|x| x.reshape(s).is_some());
+        if sa.len() > 2 && !(dense(a, &[mm, kk]) && dense(y, &[mm, nn])) {
+            return None;
+        }
+        let act = match m.attr(op, "activation").and_then(Attribute::as_str) {
+            None | Some("none") => None,
+            Some(s) => Some(*ACTS.iter().find(|&&x| x == s)?),
+        };
+        let res = if residual {
+            let r = *d.operands.last()?;
+            if shape(r)? != sy || (sy.len() > 2 && !dense(r, &[mm, nn])) {
+                return None;
+            }
+            Some(view(r)?.dt)
+        } else {
+            None
+        };
+        let bias = if n_extra > usize::from(residual) {
+            let bv = d.operands[2];
+            let sb = shape(bv)?;
+            if sb.last() != Some(&nn) || sb.iter().rev().skip(1).any(|&x| x != 1) {
+                return None;
+            }
+            if sb.len() != 1 && !dense(bv, &[nn]) {
+                return None;
+            }
+            Some(view(bv)?.dt)
+        } else {
+            None
+        };
         let t = m.attr(op, "tile").and_then(Attribute::as_i64_list)?;
         let &[tm, tk, tn] = &t[..] else {
             return None;
@@ -106,27 +179,22 @@ impl Gemm {
             crate::backend::Precision::Fp32 => DType::F32,
             crate::backend::Precision::Bf16 => DType::BF16,
         };
-        let dts = [
-            plan.views.get(&a)?.dt,
-            plan.views.get(&b)?.dt,
-            plan.views.get(&y)?.dt,
-        ];
-        // Operands in the matrix engine's type (no staging conversion), a float result.
+        let dts = [view(a)?.dt, view(b)?.dt, view(y)?.dt];
+        // Operands in the matrix engine's type (no staging conversion), float epilogue operands.
         if dts[0] != mxu || dts[1] != mxu || !dts[2].is_float() {
             return None;
         }
+        if bias.is_some_and(|t| !t.is_float()) || res.is_some_and(|t| !t.is_float()) {
+            return None;
+        }
         // One row block (a decode step's matmul) stays with the kernel that multicasts the
-        // shared rows; too few output tiles would leave cores idle.
+        // shared rows, where there are cores to share them; too few output tiles would leave
+        // cores idle.
         let cores = o.target.cores.max(1) as u64;
-        if mm <= tm || mm.div_ceil(tm) * nn.div_ceil(tn) < cores {
+        if (cores > 1 && mm <= tm) || mm.div_ceil(tm) * nn.div_ceil(tn) < cores {
             return None;
         }
-        let sram = 2 * (tm * tk + tk * tn) * mxu.size() + 2 * tm * tn * dts[2].size();
-        let acc = 2 * tm * tn * 4;
-        if sram > o.target.sram.size_bytes || acc > o.target.accumulator.size_bytes {
-            return None;
-        }
-        Some(Gemm {
+        let g = Gemm {
             mm,
             kk,
             nn,
@@ -134,7 +202,69 @@ impl Gemm {
             tk,
             tn,
             dts,
-        })
+            bias,
+            res,
+            act,
+        };
+        // The nest re-reads A once per column block and B once per row block: it is used where
+        // that traffic stays under the matrix work (compute-bound); memory-bound matmuls keep
+        // the kernel generator, which holds operands resident or multicasts them.
+        let t = &o.target;
+        let bw = t.hbm.bandwidth_gb_s * t.hbm.efficiency / t.clock_ghz;
+        let (mt, nt, ks) = (mm.div_ceil(tm), nn.div_ceil(tn), kk.div_ceil(tk));
+        let active = (mt * nt).min(cores);
+        let step = matmul_occupancy(tm, tk, tn, mxu, t).max(1);
+        let compute = (mt * nt * ks * step).div_ceil(active);
+        let mut bytes = (mm * kk * nt + kk * nn * mt) * mxu.size() + mm * nn * dts[2].size();
+        bytes += res.map_or(0, |r| mm * nn * r.size());
+        if bytes as f64 / bw > compute as f64 {
+            return None;
+        }
+        // The nest's first loads and last epilogue do not overlap the neighbouring ops (the
+        // kernel generator overlaps them with the previous and next matmul): with few tiles per
+        // core that costs more than the nest gains.
+        if (mt * nt).div_ceil(active) < MIN_TILES_PER_CORE {
+            return None;
+        }
+        // Two A/B slots must be enough: the load into a slot (two DMA setups, the transfer and
+        // the latency), which starts once the matmul that read it completes (fill and drain
+        // after its busy cycles), fits in one step; shorter steps stall the matrix engine, and the
+        // kernel generator's deeper ring serves them.
+        let xfer = ((tm * tk + tk * tn) * mxu.size()) as f64 / bw;
+        let refill = t.hbm.latency_cycles
+            + 2 * t.latency.dma_setup
+            + (t.matrix.rows + t.matrix.cols) as u64;
+        if refill as f64 + xfer > step as f64 {
+            return None;
+        }
+        (g.sram_bytes() <= t.sram.size_bytes && 2 * tm * tn * 4 <= t.accumulator.size_bytes)
+            .then_some(g)
+    }
+
+    /// Whether the epilogue computes in an f32 tile (anything beyond a conversion).
+    fn staged(&self) -> bool {
+        self.bias.is_some() || self.res.is_some() || self.act.is_some()
+    }
+
+    /// The SRAM the kernel's buffers take (what [`Gemm::build`] allocates, 64-byte rounded).
+    fn sram_bytes(&self) -> u64 {
+        let r = |b: u64| b.div_ceil(64) * 64;
+        let (tm, tk, tn) = (self.tm, self.tk, self.tn);
+        let mxu = self.dts[0].size();
+        let mut b = 2 * r(tm * tk * mxu) + 2 * r(tk * tn * mxu) + 2 * r(tm * tn * self.dts[2].size());
+        if self.staged() {
+            b += 2 * r(tm * tn * 4);
+        }
+        if self.act.is_some() || self.res.is_some_and(|t| t != DType::F32) {
+            b += r(tm * tn * 4);
+        }
+        if let Some(t) = self.bias {
+            b += 2 * r(tn * t.size()) + if t == DType::F32 { 0 } else { r(tn * 4) };
+        }
+        if let Some(t) = self.res {
+            b += 2 * r(tm * tn * t.size());
+        }
+        b
     }
 
     fn build(&self, m: &mut Module, op: OpId) {
@@ -150,7 +280,7 @@ impl Gemm {
         let mut spec = OpSpec::new(tile::Kernel::NAME, loc.clone())
             .operands(&d.operands)
             .results(d.results.iter().map(|&r| m.value_type(r).clone()).collect())
-            .attr("op", Attribute::str(graph::MatMul::NAME));
+            .attr("op", Attribute::str(d.name.clone()));
         for (n, a) in &d.attrs {
             spec = spec.attr(n, a.clone());
         }
@@ -158,45 +288,120 @@ impl Gemm {
         m.insert_op_before(op, kernel);
         let region = m.add_region(kernel);
         let hbm = AddressSpace::Hbm;
-        let body = m.add_block(
-            region,
-            &[
-                buf(&[self.mm, self.kk], self.dts[0], hbm),
-                buf(&[self.kk, self.nn], self.dts[1], hbm),
-                buf(&[self.mm, self.nn], self.dts[2], hbm),
-            ],
-        );
-        let [ha, hb, hy] = m.block(body).args[..] else {
-            return;
+        let mut arg_types = vec![];
+        let n_in = d.operands.len();
+        for (i, &v) in d.operands.iter().chain(&d.results).enumerate() {
+            let t = m.value_type(v).as_tensor().cloned();
+            let shape = t.and_then(|t| t.static_shape()).unwrap_or_default();
+            let dt = match i {
+                0 | 1 => self.dts[i],
+                i if i == n_in => self.dts[2],
+                i if i == n_in - 1 && self.res.is_some() => self.res.unwrap_or(DType::F32),
+                _ => self.bias.unwrap_or(DType::F32),
+            };
+            arg_types.push(buf(&shape, dt, hbm));
+        }
+        let body = m.add_block(region, &arg_types);
+        let args = m.block(body).args.clone();
+        // 2-D views of A, Y and the residual; 1-D of the bias.
+        let flat = |m: &mut Module, v: ValueId, shape: &[u64], dt: DType| -> ValueId {
+            if m.value_type(v).as_buffer().is_some_and(|b| b.shape == shape) {
+                return v;
+            }
+            let r = m.append(
+                body,
+                OpSpec::new(tile::Reshape::NAME, loc.clone())
+                    .operands(&[v])
+                    .results(vec![buf(shape, dt, hbm)]),
+            );
+            m.op(r).results[0]
         };
+        let (mm, kk, nn) = (self.mm, self.kk, self.nn);
+        let ha = flat(m, args[0], &[mm, kk], self.dts[0]);
+        let hb = args[1];
+        let hy = flat(m, *args.last().expect("result"), &[mm, nn], self.dts[2]);
+        let hbias = self.bias.map(|t| flat(m, args[2], &[nn], t));
+        let hres = self.res.map(|t| flat(m, args[args.len() - 2], &[mm, nn], t));
         let (tm, tk, tn) = (self.tm, self.tk, self.tn);
-        let alloc = |m: &mut Module, shape: &[u64], dt: DType, space: AddressSpace| {
+        let alloc = |m: &mut Module, shape: &[u64], dt: DType, space: AddressSpace, slots: i64| {
             let a = m.append(
                 body,
                 OpSpec::new(tile::Alloc::NAME, loc.clone())
                     .results(vec![buf(shape, dt, space)])
-                    .attr("slots", Attribute::i64(2)),
+                    .attr("slots", Attribute::i64(slots)),
             );
             m.op(a).results[0]
         };
         let sram = AddressSpace::Sram;
-        let at = alloc(m, &[tm, tk], self.dts[0], sram);
-        let bt = alloc(m, &[tk, tn], self.dts[1], sram);
-        let acc = alloc(m, &[tm, tn], DType::F32, AddressSpace::Acc);
-        let out = alloc(m, &[tm, tn], self.dts[2], sram);
-        let (bi, i) = for_loop(m, body, self.mm, tm, true, &loc);
-        let (bj, j) = for_loop(m, bi, self.nn, tn, true, &loc);
-        let (bk, k) = for_loop(m, bj, self.kk, tk, false, &loc);
+        let f32 = DType::F32;
+        let at = alloc(m, &[tm, tk], self.dts[0], sram, 2);
+        let bt = alloc(m, &[tk, tn], self.dts[1], sram, 2);
+        let acc = alloc(m, &[tm, tn], f32, AddressSpace::Acc, 2);
+        let out = alloc(m, &[tm, tn], self.dts[2], sram, 2);
+        let o32 = self.staged().then(|| alloc(m, &[tm, tn], f32, sram, 2));
+        let scratch = (self.act.is_some() || self.res.is_some_and(|t| t != f32))
+            .then(|| alloc(m, &[tm, tn], f32, sram, 1));
+        let bias_t = self.bias.map(|t| {
+            let raw = alloc(m, &[tn], t, sram, 2);
+            let wide = (t != f32).then(|| alloc(m, &[tn], f32, sram, 1));
+            (raw, wide)
+        });
+        let res_t = self.res.map(|t| alloc(m, &[tm, tn], t, sram, 2));
+        let (bi, i) = for_loop(m, body, mm, tm, true, &loc);
+        let (bj, j) = for_loop(m, bi, nn, tn, true, &loc);
+        let (bk, k) = for_loop(m, bj, kk, tk, false, &loc);
         let inst = |m: &mut Module, b: BlockId, name: &str, ops: &[ValueId]| {
             m.append(b, OpSpec::new(name, loc.clone()).operands(ops))
+        };
+        let vector = |m: &mut Module, kind: &str, ops: &[ValueId]| {
+            let v = inst(m, bj, tile::Vector::NAME, ops);
+            m.set_attr(v, "kind", Attribute::str(kind));
         };
         inst(m, bk, tile::DmaLoad::NAME, &[ha, at, i, k]);
         inst(m, bk, tile::DmaLoad::NAME, &[hb, bt, k, j]);
         inst(m, bk, tile::MatMul::NAME, &[at, bt, acc, k]);
         inst(m, bk, tile::Yield::NAME, &[]);
-        let cvt = inst(m, bj, tile::Vector::NAME, &[acc, out]);
-        m.set_attr(cvt, "kind", Attribute::str("convert"));
-        inst(m, bj, tile::DmaStore::NAME, &[out, hy, i, j]);
+        let result = match o32 {
+            None => acc,
+            Some(o32) => {
+                match (hbias, bias_t) {
+                    (Some(hb), Some((raw, wide))) => {
+                        inst(m, bj, tile::DmaLoad::NAME, &[hb, raw, j]);
+                        let b32 = match wide {
+                            Some(w) => {
+                                vector(m, "convert", &[raw, w]);
+                                w
+                            }
+                            None => raw,
+                        };
+                        vector(m, "add", &[acc, b32, o32]);
+                    }
+                    _ => vector(m, "convert", &[acc, o32]),
+                }
+                if let (Some(a), Some(s)) = (self.act, scratch) {
+                    vector(m, a, &[o32, s, o32]);
+                }
+                if let (Some(hr), Some(rt)) = (hres, res_t) {
+                    inst(m, bj, tile::DmaLoad::NAME, &[hr, rt, i, j]);
+                    let r32 = match scratch {
+                        Some(s) if self.res != Some(f32) => {
+                            vector(m, "convert", &[rt, s]);
+                            s
+                        }
+                        _ => rt,
+                    };
+                    vector(m, "add", &[o32, r32, o32]);
+                }
+                o32
+            }
+        };
+        let stored = if self.dts[2] == f32 && result != acc {
+            result
+        } else {
+            vector(m, "convert", &[result, out]);
+            out
+        };
+        inst(m, bj, tile::DmaStore::NAME, &[stored, hy, i, j]);
         inst(m, bj, tile::Yield::NAME, &[]);
         inst(m, bi, tile::Yield::NAME, &[]);
         inst(m, body, tile::Yield::NAME, &[]);

@@ -15,6 +15,20 @@ pub enum Act {
     Silu,
 }
 
+impl Act {
+    /// The `activation` attribute's spelling (`graph.matmul_epilogue`, `tile.vector` kinds).
+    pub fn from_name(s: &str) -> Option<Act> {
+        Some(match s {
+            "none" => Act::None,
+            "relu" => Act::Relu,
+            "gelu" => Act::Gelu(false),
+            "gelu_tanh" => Act::Gelu(true),
+            "silu" => Act::Silu,
+            _ => return None,
+        })
+    }
+}
+
 /// The matrix engine's input type for this precision and operand types.
 pub(super) fn mxu_dtype(cx: &Cx, a: DType, b: DType) -> R<DType> {
     if !a.is_float() || !b.is_float() {
@@ -1184,6 +1198,36 @@ pub(super) struct Epilogue {
 }
 
 /// Accumulator → f32 SRAM (× alpha, + bias, activation, + residual) → output type → HBM.
+/// Applies `act` to the f32 tile `x` in place (`tt`: an f32 scratch tile of the same shape).
+pub fn activation(e: &mut Emitter, act: Act, x: T, tt: T, wm: u64, wn: u64) {
+    match act {
+        Act::None => {}
+        Act::Relu => e.vimm(Imm::Max, x, x, 0.0, wm, wn),
+        Act::Silu => {
+            e.vun(Un::Sigmoid, tt, x, Bcast::Full, wm, wn);
+            e.vbin(Bin::Mul, x, x, tt, Bcast::Full, wm, wn);
+        }
+        Act::Gelu(tanh) => {
+            if tanh {
+                // √(2/π)·(x + 0.044715·x³) as x·(√(2/π) + 0.044715·√(2/π)·x²): four simple
+                // passes instead of a special-function power and three simple ones.
+                const S: f32 = 0.797_884_6;
+                e.vbin(Bin::Mul, tt, x, x, Bcast::Full, wm, wn);
+                e.vimm(Imm::Mul, tt, tt, 0.044715 * S, wm, wn);
+                e.vimm(Imm::Add, tt, tt, S, wm, wn);
+                e.vbin(Bin::Mul, tt, tt, x, Bcast::Full, wm, wn);
+                e.vun(Un::Tanh, tt, tt, Bcast::Full, wm, wn);
+            } else {
+                e.vimm(Imm::Mul, tt, x, std::f32::consts::FRAC_1_SQRT_2, wm, wn);
+                e.vun(Un::Erf, tt, tt, Bcast::Full, wm, wn);
+            }
+            e.vimm(Imm::Add, tt, tt, 1.0, wm, wn);
+            e.vbin(Bin::Mul, x, x, tt, Bcast::Full, wm, wn);
+            e.vimm(Imm::Mul, x, x, 0.5, wm, wn);
+        }
+    }
+}
+
 pub(super) fn epilogue(cx: &mut Cx, ep: &Epilogue) {
     let (wm, wn, o32, tt) = (ep.rows, ep.cols, ep.o32, ep.tmp);
     if let (Some((row, raw)), Some(bt)) = (&ep.bias_load, ep.bias) {
@@ -1212,32 +1256,7 @@ pub(super) fn epilogue(cx: &mut Cx, ep: &Epilogue) {
         Some(bt) => e.vbin(Bin::Add, o32, acc, bt, Bcast::Row, wm, wn),
         None => e.vun(Un::Copy, o32, acc, Bcast::Full, wm, wn),
     }
-    match ep.act {
-        Act::None => {}
-        Act::Relu => e.vimm(Imm::Max, o32, o32, 0.0, wm, wn),
-        Act::Silu => {
-            e.vun(Un::Sigmoid, tt, o32, Bcast::Full, wm, wn);
-            e.vbin(Bin::Mul, o32, o32, tt, Bcast::Full, wm, wn);
-        }
-        Act::Gelu(tanh) => {
-            if tanh {
-                // √(2/π)·(x + 0.044715·x³) as x·(√(2/π) + 0.044715·√(2/π)·x²): four simple
-                // passes instead of a special-function power and three simple ones.
-                const S: f32 = 0.797_884_6;
-                e.vbin(Bin::Mul, tt, o32, o32, Bcast::Full, wm, wn);
-                e.vimm(Imm::Mul, tt, tt, 0.044715 * S, wm, wn);
-                e.vimm(Imm::Add, tt, tt, S, wm, wn);
-                e.vbin(Bin::Mul, tt, tt, o32, Bcast::Full, wm, wn);
-                e.vun(Un::Tanh, tt, tt, Bcast::Full, wm, wn);
-            } else {
-                e.vimm(Imm::Mul, tt, o32, std::f32::consts::FRAC_1_SQRT_2, wm, wn);
-                e.vun(Un::Erf, tt, tt, Bcast::Full, wm, wn);
-            }
-            e.vimm(Imm::Add, tt, tt, 1.0, wm, wn);
-            e.vbin(Bin::Mul, o32, o32, tt, Bcast::Full, wm, wn);
-            e.vimm(Imm::Mul, o32, o32, 0.5, wm, wn);
-        }
-    }
+    activation(e, ep.act, o32, tt, wm, wn);
     if let Some(rt) = ep.residual {
         let r32 = if rt.dt == DType::F32 {
             rt

@@ -521,13 +521,11 @@ pub fn lower_op(cx: &mut Cx, op: OpId) -> R<()> {
         graph::MatMul::NAME => matmul(cx, op, ins[0], ins[1], None, None, Act::None, &ov),
         graph::Gemm::NAME => gemm(cx, op, &ins, &ov),
         graph::MatMulEpilogue::NAME => {
-            let act = match m.attr(op, "activation").and_then(Attribute::as_str) {
-                Some("relu") => Act::Relu,
-                Some("gelu") => Act::Gelu(false),
-                Some("gelu_tanh") => Act::Gelu(true),
-                Some("silu") => Act::Silu,
-                _ => Act::None,
-            };
+            let act = m
+                .attr(op, "activation")
+                .and_then(Attribute::as_str)
+                .and_then(Act::from_name)
+                .unwrap_or(Act::None);
             // Operands (a, b, bias?, residual?): the residual, when `residual = true`, is last.
             let residual = m.attr(op, "residual").and_then(Attribute::as_bool) == Some(true);
             let res = if residual { ins.last().copied() } else { None };
