@@ -435,6 +435,44 @@ fn gemm_program_on_a_many_core_target_does_not_grow_with_the_matrix() {
 }
 
 #[test]
+fn a_datacenter_gemm_program_does_not_grow_with_m() {
+    // M×4096×4096 bf16 on datacenter: the large ones are tile kernels whose M loop rolls.
+    let d = dir("scale-m");
+    let count = |m: u64| -> usize {
+        let model = d.join(format!("g{m}.mlir"));
+        let text = format!(
+            r#"module {{
+  func.func @main(%a: tensor<{m}x4096xbf16>, %b: tensor<4096x4096xbf16>) -> tensor<{m}x4096xbf16> {{
+    %c = "graph.matmul"(%a, %b) : (tensor<{m}x4096xbf16>, tensor<4096x4096xbf16>) -> tensor<{m}x4096xbf16> loc("MatMul")
+    func.return %c : tensor<{m}x4096xbf16> loc(unknown)
+  }} loc("main")
+}}
+"#
+        );
+        std::fs::write(&model, text).unwrap();
+        let bin = d.join(format!("g{m}.llmpu"));
+        llmpu_ok(&[
+            "compile",
+            &s(&model),
+            "--target",
+            "datacenter",
+            "-o",
+            &s(&bin),
+        ]);
+        program(&bin).cores.iter().map(Vec::len).sum()
+    };
+    let (small, mid, large) = (count(512), count(4096), count(8192));
+    assert!(
+        large < 2 * small,
+        "M=8192: {large} instructions, M=512: {small}"
+    );
+    assert_eq!(
+        mid, large,
+        "M=4096 and M=8192 differ only in the rolled trip count"
+    );
+}
+
+#[test]
 fn a_decode_step_program_does_not_grow_with_the_cache() {
     let Some(c) = common::corpus("models") else {
         return;

@@ -135,6 +135,8 @@ struct Loop {
     step: i64,
     trips: usize,
     spread: usize,
+    /// Iterations per unit of a loop that is not spread.
+    group: usize,
 }
 
 struct Gen {
@@ -226,6 +228,11 @@ impl Gen {
                 | tile::Vector::NAME) => {
                     let defer = m.attr(op, "defer").and_then(Attribute::as_int) == Some(1);
                     for &c in on {
+                        // A deferred op that starts a new epilogue emits the pending one first,
+                        // before its own resolution moves any slot.
+                        if defer && self.fresh.remove(&c) {
+                            self.flush(cx, c)?;
+                        }
                         let reads = self.reads(cx, op, c);
                         let emit = match name {
                             tile::DmaLoad::NAME => self.dma(cx, op, c, true)?,
@@ -234,9 +241,6 @@ impl Gen {
                             _ => self.vector(cx, op, c)?,
                         };
                         if defer {
-                            if self.fresh.remove(&c) {
-                                self.flush(cx, c)?;
-                            }
                             let d = Deferred { op, emit, reads };
                             self.pending.entry(c).or_default().push(d);
                         } else {
@@ -338,10 +342,19 @@ impl Gen {
             step,
             trips: span.div_ceil(step as u64) as usize,
             spread,
+            group: 1,
         };
-        // The loop's units: iterations, or rounds of one iteration per core when spread.
-        let units = l.trips.div_ceil(spread);
-        let uniform = (span / step as u64) as usize / spread;
+        // The loop's units: rounds of one iteration per core when spread, else groups of as many
+        // iterations as the slots the body's writes rotate through (so every unit leaves each
+        // buffer in the slot it found it in, and uniform units are equal).
+        let per = if spread > 1 {
+            spread
+        } else {
+            self.group(cx, body)
+        };
+        let l = Loop { group: per, ..l };
+        let units = l.trips.div_ceil(per);
+        let uniform = (span / step as u64) as usize / per;
         if self.dry {
             for u in 0..units {
                 self.unit(cx, &l, u, on)?;
@@ -369,7 +382,32 @@ impl Gen {
         Ok(())
     }
 
-    /// Unit `u` of loop `l`: its iteration, or its round of one iteration per core.
+    /// The least common multiple of the slot counts of the buffers written directly in `body`.
+    fn group(&self, cx: &Cx, body: BlockId) -> usize {
+        let gcd = |mut a: usize, mut b: usize| {
+            while b != 0 {
+                (a, b) = (b, a % b);
+            }
+            a
+        };
+        let mut g = 1usize;
+        for &op in &cx.m.block(body).ops {
+            let d = cx.m.op(op);
+            let written = match d.name.as_str() {
+                tile::DmaLoad::NAME => d.operands.get(1),
+                tile::MatMul::NAME => d.operands.get(2),
+                tile::Vector::NAME => d.operands.last(),
+                _ => None,
+            };
+            if let Some(b) = written.and_then(|v| self.bufs.get(v)) {
+                let n = b.slots as usize;
+                g = g / gcd(g, n) * n;
+            }
+        }
+        g
+    }
+
+    /// Unit `u` of loop `l`: its round of one iteration per core, or its group of iterations.
     fn unit(&mut self, cx: &mut Cx, l: &Loop, u: usize, on: &[usize]) -> R<()> {
         let mut one = |g: &mut Gen, t: usize, cores: &[usize]| -> R<()> {
             g.idx.insert(l.iv, (l.lower + t as i64 * l.step, l.lower));
@@ -384,7 +422,10 @@ impl Gen {
             }
             Ok(())
         } else {
-            one(self, u, on)
+            for t in u * l.group..((u + 1) * l.group).min(l.trips) {
+                one(self, t, on)?;
+            }
+            Ok(())
         }
     }
 
@@ -532,12 +573,11 @@ impl Gen {
     fn reshape(&mut self, cx: &mut Cx, op: OpId) -> R<()> {
         let d = cx.m.op(op);
         let (x, r) = (d.operands[0], d.results[0]);
-        let shape = cx
-            .m
-            .value_type(r)
-            .as_buffer()
-            .map(|b| b.shape.clone())
-            .ok_or_else(|| cx.err("tile.reshape must make a memref"))?;
+        let shape =
+            cx.m.value_type(r)
+                .as_buffer()
+                .map(|b| b.shape.clone())
+                .ok_or_else(|| cx.err("tile.reshape must make a memref"))?;
         let view = self
             .hbm
             .get(&x)
@@ -587,7 +627,9 @@ impl Gen {
         d.valid[c] = valid.clone();
         let td = d.tile(c);
         let bin = |k: Bin| -> R<Vec<VStep>> {
-            let (tb, bv) = second.clone().ok_or_else(|| cx.err("binary kind without a second operand"))?;
+            let (tb, bv) = second
+                .clone()
+                .ok_or_else(|| cx.err("binary kind without a second operand"))?;
             let bc = if bv == valid {
                 Bcast::Full
             } else if bv.iter().rev().skip(1).product::<u64>() == 1 && bv.last() == Some(&cols) {
@@ -610,7 +652,8 @@ impl Gen {
             k => {
                 let act = Act::from_name(k)
                     .ok_or_else(|| cx.err(format!("tile.vector kind `{k}` is not supported")))?;
-                let (scratch, _) = second.ok_or_else(|| cx.err("an activation needs a scratch tile"))?;
+                let (scratch, _) =
+                    second.ok_or_else(|| cx.err("an activation needs a scratch tile"))?;
                 let mut v = vec![];
                 if td.addr != tx.addr || td.mem != tx.mem {
                     v.push(VStep::Un(Un::Copy, td, tx, Bcast::Full));

@@ -7,7 +7,7 @@
 //! `tile = [tm, tk, tn]`) whose operands are stored in the matrix engine's type and whose buffers
 //! fit the SRAM and accumulator, where the nest is at least as fast as the kernel generator:
 //! compute-bound (re-reading A per column block and B per row block stays under the matrix
-//! work), steps long enough for double buffering to hide a load, at least 8 output tiles per
+//! work), steps long enough for a ring of at most 4 tiles to hide a load, at least 8 output tiles per
 //! core, more than one row block on a multi-core target (a decode step's matmul multicasts
 //! its shared rows in the kernel generator), and not right after a matmul the kernel generator
 //! keeps (whose last epilogue it overlaps with the next matmul's first loads).
@@ -16,7 +16,7 @@
 //! for i in 0..M step tm (parallel)
 //!   for j in 0..N step tn (parallel)
 //!     for k in 0..K step tk
-//!       dma_load A[i, k] → a      (2 slots: the next step loads while this one multiplies)
+//!       dma_load A[i, k] → a      (2–4 slots: the next steps load while this one multiplies)
 //!       dma_load B[k, j] → b
 //!       matmul a·b → acc          (a new accumulation at k = 0; acc has 2 slots)
 //!     [dma_load bias[j]; add acc + bias → o32 (f32); activation o32; dma_load res[i, j];
@@ -102,6 +102,8 @@ struct Gemm {
     /// The residual (last operand, the output's shape) and its storage type.
     res: Option<DType>,
     act: Option<&'static str>,
+    /// Slots of the A and B tiles: the loads of the next steps in flight while one multiplies.
+    ab_slots: u64,
 }
 
 /// Fewest output tiles per core for which the nest is used (see [`Gemm::of`]).
@@ -205,6 +207,7 @@ impl Gemm {
             bias,
             res,
             act,
+            ab_slots: 2,
         };
         // The nest re-reads A once per column block and B once per row block: it is used where
         // that traffic stays under the matrix work (compute-bound); memory-bound matmuls keep
@@ -226,17 +229,21 @@ impl Gemm {
         if (mt * nt).div_ceil(active) < MIN_TILES_PER_CORE {
             return None;
         }
-        // Two A/B slots must be enough: the load into a slot (two DMA setups, the transfer and
-        // the latency), which starts once the matmul that read it completes (fill and drain
-        // after its busy cycles), fits in one step; shorter steps stall the matrix engine, and the
-        // kernel generator's deeper ring serves them.
+        // Enough A/B slots (2 to 4) that a load fits in the steps before its tile is needed:
+        // the load into a slot (two DMA setups, the transfer and the latency) starts once the
+        // matmul that read the slot completes (fill and drain after its busy cycles). Shorter
+        // steps would stall the matrix engine; the kernel generator's deeper ring serves them.
         let xfer = ((tm * tk + tk * tn) * mxu.size()) as f64 / bw;
         let refill = t.hbm.latency_cycles
             + 2 * t.latency.dma_setup
             + (t.matrix.rows + t.matrix.cols) as u64;
-        if refill as f64 + xfer > step as f64 {
+        let need = 1 + ((refill as f64 + xfer) / step as f64).ceil() as u64;
+        if need > 4 {
             return None;
         }
+        // A count dividing the K steps keeps every tile's slots the same.
+        let mut g = g;
+        g.ab_slots = (need.max(2)..=4).find(|s| ks % s == 0).unwrap_or(need.max(2));
         (g.sram_bytes() <= t.sram.size_bytes && 2 * tm * tn * 4 <= t.accumulator.size_bytes)
             .then_some(g)
     }
@@ -251,9 +258,13 @@ impl Gemm {
         let r = |b: u64| b.div_ceil(64) * 64;
         let (tm, tk, tn) = (self.tm, self.tk, self.tn);
         let mxu = self.dts[0].size();
-        let mut b = 2 * r(tm * tk * mxu) + 2 * r(tk * tn * mxu) + 2 * r(tm * tn * self.dts[2].size());
+        let ab = self.ab_slots;
+        let mut b = ab * r(tm * tk * mxu) + ab * r(tk * tn * mxu);
         if self.staged() {
             b += 2 * r(tm * tn * 4);
+        }
+        if !self.staged() || self.dts[2] != DType::F32 {
+            b += 2 * r(tm * tn * self.dts[2].size());
         }
         if self.act.is_some() || self.res.is_some_and(|t| t != DType::F32) {
             b += r(tm * tn * 4);
@@ -334,11 +345,13 @@ impl Gemm {
         };
         let sram = AddressSpace::Sram;
         let f32 = DType::F32;
-        let at = alloc(m, &[tm, tk], self.dts[0], sram, 2);
-        let bt = alloc(m, &[tk, tn], self.dts[1], sram, 2);
+        let ab = self.ab_slots as i64;
+        let at = alloc(m, &[tm, tk], self.dts[0], sram, ab);
+        let bt = alloc(m, &[tk, tn], self.dts[1], sram, ab);
         let acc = alloc(m, &[tm, tn], f32, AddressSpace::Acc, 2);
-        let out = alloc(m, &[tm, tn], self.dts[2], sram, 2);
         let o32 = self.staged().then(|| alloc(m, &[tm, tn], f32, sram, 2));
+        // The result leaves from its own tile unless the f32 epilogue tile is already it.
+        let out = (o32.is_none() || self.dts[2] != f32).then(|| alloc(m, &[tm, tn], self.dts[2], sram, 2));
         let scratch = (self.act.is_some() || self.res.is_some_and(|t| t != f32))
             .then(|| alloc(m, &[tm, tn], f32, sram, 1));
         let bias_t = self.bias.map(|t| {
@@ -395,11 +408,12 @@ impl Gemm {
                 o32
             }
         };
-        let stored = if self.dts[2] == f32 && result != acc {
-            result
-        } else {
-            vector(m, "convert", &[result, out]);
-            out
+        let stored = match out {
+            Some(out) => {
+                vector(m, "convert", &[result, out]);
+                out
+            }
+            None => result,
         };
         inst(m, bj, tile::DmaStore::NAME, &[stored, hy, i, j]);
         inst(m, bj, tile::Yield::NAME, &[]);
