@@ -398,35 +398,31 @@ fn loops_whose_hbm_addresses_cross_2_gib_roll() {
     }
 }
 
-#[test]
-fn gemm_program_on_a_many_core_target_does_not_grow_with_the_matrix() {
-    let d = dir("scale");
-    let count = |m: u64, k: u64, n: u64| -> usize {
-        let model = d.join(format!("g{m}x{k}x{n}.mlir"));
-        let text = format!(
-            r#"module {{
+/// Instructions of the program of one `m×k×n` bf16 GEMM compiled for `target`.
+fn gemm_instructions(d: &Path, target: &str, (m, k, n): (u64, u64, u64)) -> usize {
+    let model = d.join(format!("g{m}x{k}x{n}.mlir"));
+    let text = format!(
+        r#"module {{
   func.func @main(%a: tensor<{m}x{k}xbf16>, %b: tensor<{k}x{n}xbf16>) -> tensor<{m}x{n}xbf16> {{
     %c = "graph.matmul"(%a, %b) : (tensor<{m}x{k}xbf16>, tensor<{k}x{n}xbf16>) -> tensor<{m}x{n}xbf16> loc("MatMul")
     func.return %c : tensor<{m}x{n}xbf16> loc(unknown)
   }} loc("main")
 }}
 "#
-        );
-        std::fs::write(&model, text).unwrap();
-        let bin = d.join(format!("g{m}x{k}x{n}.llmpu"));
-        llmpu_ok(&[
-            "compile",
-            &s(&model),
-            "--target",
-            "examples/targets/gpu-class.toml",
-            "-o",
-            &s(&bin),
-        ]);
-        program(&bin).cores.iter().map(Vec::len).sum()
-    };
+    );
+    std::fs::write(&model, text).unwrap();
+    let bin = d.join(format!("g{m}x{k}x{n}.llmpu"));
+    llmpu_ok(&["compile", &s(&model), "--target", target, "-o", &s(&bin)]);
+    program(&bin).cores.iter().map(Vec::len).sum()
+}
+
+#[test]
+fn gemm_program_on_a_many_core_target_does_not_grow_with_the_matrix() {
+    let d = dir("scale");
+    let gpu = "examples/targets/gpu-class.toml";
     // Row blocks for every one of the 108 cores; 4x the rows, 3x the depth, 3x the columns.
-    let small = count(12288, 4096, 4096);
-    let large = count(16384, 12288, 12288);
+    let small = gemm_instructions(&d, gpu, (12288, 4096, 4096));
+    let large = gemm_instructions(&d, gpu, (16384, 12288, 12288));
     assert!(
         large < small * 2,
         "GEMM 16384x12288x12288: {large} instructions, 12288x4096x4096: {small}"
@@ -438,29 +434,7 @@ fn gemm_program_on_a_many_core_target_does_not_grow_with_the_matrix() {
 fn a_datacenter_gemm_program_does_not_grow_with_m() {
     // M×4096×4096 bf16 on datacenter: the large ones are tile kernels whose M loop rolls.
     let d = dir("scale-m");
-    let count = |m: u64| -> usize {
-        let model = d.join(format!("g{m}.mlir"));
-        let text = format!(
-            r#"module {{
-  func.func @main(%a: tensor<{m}x4096xbf16>, %b: tensor<4096x4096xbf16>) -> tensor<{m}x4096xbf16> {{
-    %c = "graph.matmul"(%a, %b) : (tensor<{m}x4096xbf16>, tensor<4096x4096xbf16>) -> tensor<{m}x4096xbf16> loc("MatMul")
-    func.return %c : tensor<{m}x4096xbf16> loc(unknown)
-  }} loc("main")
-}}
-"#
-        );
-        std::fs::write(&model, text).unwrap();
-        let bin = d.join(format!("g{m}.llmpu"));
-        llmpu_ok(&[
-            "compile",
-            &s(&model),
-            "--target",
-            "datacenter",
-            "-o",
-            &s(&bin),
-        ]);
-        program(&bin).cores.iter().map(Vec::len).sum()
-    };
+    let count = |m| gemm_instructions(&d, "datacenter", (m, 4096, 4096));
     let (small, mid, large) = (count(512), count(4096), count(8192));
     assert!(
         large < 2 * small,

@@ -118,6 +118,16 @@ fn verify_for(v: &OpView) -> Result<(), String> {
             v.int_attr("cores")?
         ));
     }
+    let body = body_ending_in_yield(v)?;
+    let args = &v.m.block(body).args;
+    if args.len() != 1 || *v.m.value_type(args[0]) != Type::Index {
+        return Err("body must have exactly one 'index' argument (the induction variable)".into());
+    }
+    Ok(())
+}
+
+/// The single block of the op's single region, which must end in `tile.yield`.
+fn body_ending_in_yield(v: &OpView) -> Result<crate::ir::BlockId, String> {
     let d = v.data();
     if d.regions.len() != 1 || v.m.region(d.regions[0]).blocks.len() != 1 {
         return Err("expects one region with one block".into());
@@ -125,12 +135,8 @@ fn verify_for(v: &OpView) -> Result<(), String> {
     let Some(body) = v.m.entry_block(v.id) else {
         return Err("expects a body".into());
     };
-    let args = &v.m.block(body).args;
-    if args.len() != 1 || *v.m.value_type(args[0]) != Type::Index {
-        return Err("body must have exactly one 'index' argument (the induction variable)".into());
-    }
     match v.m.block(body).ops.last() {
-        Some(&t) if v.m.op(t).name == Yield::NAME => Ok(()),
+        Some(&t) if v.m.op(t).name == Yield::NAME => Ok(body),
         _ => Err("body must end with 'tile.yield'".into()),
     }
 }
@@ -166,13 +172,8 @@ fn verify_reshape(v: &OpView) -> Result<(), String> {
 fn verify_kernel(v: &OpView) -> Result<(), String> {
     v.results_in(1, usize::MAX)?;
     v.str_attr("op")?;
+    let body = body_ending_in_yield(v)?;
     let d = v.data();
-    if d.regions.len() != 1 || v.m.region(d.regions[0]).blocks.len() != 1 {
-        return Err("expects one region with one block".into());
-    }
-    let Some(body) = v.m.entry_block(v.id) else {
-        return Err("expects a body".into());
-    };
     let args = &v.m.block(body).args;
     let (n_in, n_out) = (v.num_operands(), d.results.len());
     if args.len() != n_in + n_out {
@@ -201,10 +202,7 @@ fn verify_kernel(v: &OpView) -> Result<(), String> {
             ));
         }
     }
-    match v.m.block(body).ops.last() {
-        Some(&t) if v.m.op(t).name == Yield::NAME => Ok(()),
-        _ => Err("body must end with 'tile.yield'".into()),
-    }
+    Ok(())
 }
 
 fn verify_alloc(v: &OpView) -> Result<(), String> {

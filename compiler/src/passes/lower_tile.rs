@@ -8,8 +8,8 @@
 //! fit the SRAM and accumulator, where the nest is at least as fast as the kernel generator:
 //! compute-bound (re-reading A per column block and B per row block stays under the matrix
 //! work), steps long enough for a ring of at most 4 tiles to hide a load, at least 8 output tiles per
-//! core, more than one row block on a multi-core target (a decode step's matmul multicasts
-//! its shared rows in the kernel generator), and not right after a matmul the kernel generator
+//! core, more than one row block (a decode step's matmul multicasts its shared rows in the
+//! kernel generator), and not right after a matmul the kernel generator
 //! keeps (whose last epilogue it overlaps with the next matmul's first loads).
 //!
 //! ```text
@@ -189,11 +189,11 @@ impl Gemm {
         if bias.is_some_and(|t| !t.is_float()) || res.is_some_and(|t| !t.is_float()) {
             return None;
         }
-        // One row block (a decode step's matmul) stays with the kernel that multicasts the
-        // shared rows, where there are cores to share them; too few output tiles would leave
-        // cores idle.
+        // One row block (a decode step's matmul) stays with the kernel generator, which
+        // multicasts the shared rows, recomputes single-row producers and overlaps its last
+        // store with the next matmul; too few output tiles would leave cores idle.
         let cores = o.target.cores.max(1) as u64;
-        if (cores > 1 && mm <= tm) || mm.div_ceil(tm) * nn.div_ceil(tn) < cores {
+        if mm <= tm || mm.div_ceil(tm) * nn.div_ceil(tn) < cores {
             return None;
         }
         let g = Gemm {

@@ -4,8 +4,8 @@
 // slots, the accumulator converted to the storage type and stored. The partial last N tile (300 =
 // 256 + 44) is the same code: the DMA cuts it at the buffer's end.
 module attributes {llmpu.precision = "fp32", llmpu.target = "edge"} {
-  func.func @main(%arg0: tensor<96x64xf32>, %arg1: tensor<64x300xf32>) -> tensor<96x300xf32> {
-    %0 = "graph.matmul"(%arg0, %arg1) {tile = array<i64: 32, 32, 256>} : (tensor<96x64xf32>, tensor<64x300xf32>) -> tensor<96x300xf32> loc("MatMul_0")
-    func.return %0 : tensor<96x300xf32> loc(unknown)
+  func.func @main(%arg0: tensor<160x64xf32>, %arg1: tensor<64x300xf32>) -> tensor<160x300xf32> {
+    %0 = "graph.matmul"(%arg0, %arg1) {tile = array<i64: 32, 32, 256>} : (tensor<160x64xf32>, tensor<64x300xf32>) -> tensor<160x300xf32> loc("MatMul_0")
+    func.return %0 : tensor<160x300xf32> loc(unknown)
   } loc("main")
 }
