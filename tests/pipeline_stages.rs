@@ -248,3 +248,52 @@ fn a_resumed_dump_reports_the_target_it_was_compiled_for() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_core_count_edited_in_a_distribute_cores_dump_is_the_one_the_binary_uses() {
+    // The tile stage's loop attributes are the contract too: a GEMM kernel spread over 8 cores,
+    // edited to 4, runs its matrix work on cores 0-3 only.
+    let dir = std::env::temp_dir().join(format!("llmpu-edit-cores-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = dir.join("gemm.mlir");
+    std::fs::write(
+        &model,
+        r#"module {
+  func.func @main(%a: tensor<2048x4096xbf16>, %b: tensor<4096x4096xbf16>) -> tensor<2048x4096xbf16> {
+    %c = "graph.matmul"(%a, %b) : (tensor<2048x4096xbf16>, tensor<4096x4096xbf16>) -> tensor<2048x4096xbf16> loc("MatMul")
+    func.return %c : tensor<2048x4096xbf16> loc(unknown)
+  } loc("main")
+}
+"#,
+    )
+    .unwrap();
+    let (dump, plain, edited) = (
+        dir.join("dc.mlir"),
+        dir.join("plain.llmpu"),
+        dir.join("edited.llmpu"),
+    );
+    let stop = ["--target", "datacenter", "--stop-after", "distribute-cores"];
+    llmpu_ok(&[&["compile", s(&model)], &stop[..], &["-o", s(&dump)]].concat());
+    llmpu_ok(&["compile", s(&dump), "-o", s(&plain)]);
+    let ir = std::fs::read_to_string(&dump).unwrap();
+    assert_eq!(ir.matches("cores = 8 : i64").count(), 1, "{ir}");
+    std::fs::write(&dump, ir.replace("cores = 8 : i64", "cores = 4 : i64")).unwrap();
+    llmpu_ok(&["compile", s(&dump), "-o", s(&edited)]);
+    let matmuls = |p: &Path| -> Vec<usize> {
+        let prog = llmpu_isa::binary::read_file(p).unwrap();
+        prog.cores
+            .iter()
+            .map(|c| {
+                c.iter()
+                    .filter(|i| matches!(i, llmpu_isa::Inst::MxuMatmul { .. }))
+                    .count()
+            })
+            .collect()
+    };
+    let (a, b) = (matmuls(&plain), matmuls(&edited));
+    assert!(a.iter().all(|&n| n > 0), "plain: {a:?}");
+    assert!(
+        b[..4].iter().all(|&n| n > 0) && b[4..].iter().all(|&n| n == 0),
+        "edited to 4 cores: {b:?}"
+    );
+}
