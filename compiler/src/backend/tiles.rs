@@ -643,12 +643,27 @@ impl Gen {
             };
             Ok(vec![VStep::Bin(k, td, tx, tb, bc)])
         };
+        let un = |k: Un| vec![VStep::Un(k, td, tx, Bcast::Full)];
         let steps = match kind {
-            "convert" | "copy" => vec![VStep::Un(Un::Copy, td, tx, Bcast::Full)],
+            "convert" | "copy" => un(Un::Copy),
+            "exp" => un(Un::Exp),
+            "log" => un(Un::Log),
+            "sqrt" => un(Un::Sqrt),
+            "rsqrt" => un(Un::Rsqrt),
+            "recip" => un(Un::Recip),
+            "tanh" => un(Un::Tanh),
+            "erf" => un(Un::Erf),
+            "sigmoid" => un(Un::Sigmoid),
+            "neg" => un(Un::Neg),
+            "abs" => un(Un::Abs),
+            "sin" => un(Un::Sin),
+            "cos" => un(Un::Cos),
             "add" => bin(Bin::Add)?,
             "sub" => bin(Bin::Sub)?,
             "mul" => bin(Bin::Mul)?,
+            "div" => bin(Bin::Div)?,
             "max" => bin(Bin::Max)?,
+            "min" => bin(Bin::Min)?,
             k => {
                 let act = Act::from_name(k)
                     .ok_or_else(|| cx.err(format!("tile.vector kind `{k}` is not supported")))?;

@@ -55,7 +55,8 @@ define_ops! { OPS;
     /// of `slots` copies (default 1), placed in its level's arena when the kernel is lowered.
     Alloc = "tile.alloc", pure = false, verify = verify_alloc;
     /// `"tile.dma_load"(%src, %dst, %i, %j) : (memref<1024x64xbf16, "hbm">, memref<128x64xbf16, "sram">, index, index) -> ()`
-    /// — copies the tile of `src` at element offsets `(i, j)` into `dst`.
+    /// — copies the tile of `src` at element offsets `(i, j)` into `dst` (offsets name the
+    /// leading dimensions; missing trailing ones are 0).
     DmaLoad = "tile.dma_load", pure = false, verify = verify_dma_load;
     /// `"tile.dma_store"(%src, %dst, %i, %j) : (memref<128x64xf32, "acc">, memref<1024x64xf32, "hbm">, index, index) -> ()`
     /// — copies on-chip `src` into the tile of `dst` at offsets `(i, j)`.
@@ -65,8 +66,9 @@ define_ops! { OPS;
     /// operand `%k` is absent or at its loop's lower bound.
     MatMul = "tile.matmul", pure = false, verify = verify_matmul;
     /// `"tile.vector"(%in0, %in1?, %out) {kind = "add"} : (...) -> ()` — vector-unit work over a tile,
-    /// in f32 except for `convert`. Kinds: `convert` / `copy` `(x, out)`; `add`, `sub`, `mul`, `max`
-    /// `(a, b, out)`, where a `b` of one row (or a rank-1 `b`) is added to every row of `a` and a
+    /// in f32 except for `convert`. Kinds: `convert` / `copy` and the unary functions (`exp`,
+    /// `log`, `sqrt`, `rsqrt`, `recip`, `tanh`, `erf`, `sigmoid`, `neg`, `abs`, `sin`, `cos`)
+    /// `(x, out)`; `add`, `sub`, `mul`, `div`, `max`, `min` `(a, b, out)`, where a `b` of one row (or a rank-1 `b`) is added to every row of `a` and a
     /// `b` of one column to every column; the activations `relu`, `gelu`, `gelu_tanh`, `silu`
     /// `(x, scratch, out)` (`scratch`: an f32 tile the size of `x`).
     Vector = "tile.vector", pure = false, verify = verify_vector;
@@ -222,8 +224,8 @@ fn verify_alloc(v: &OpView) -> Result<(), String> {
 
 fn verify_offsets(v: &OpView, rank: usize) -> Result<(), String> {
     let n = v.num_operands() - 2;
-    if n != 0 && n != rank {
-        return Err(format!("expects 0 or {rank} index offsets, got {n}"));
+    if n > rank {
+        return Err(format!("expects at most {rank} index offsets, got {n}"));
     }
     for i in 2..v.num_operands() {
         if *v.operand_type(i) != Type::Index {
@@ -302,7 +304,21 @@ pub const VECTOR_KINDS: &[(&str, usize)] = &[
     ("add", 3),
     ("sub", 3),
     ("mul", 3),
+    ("div", 3),
     ("max", 3),
+    ("min", 3),
+    ("exp", 2),
+    ("log", 2),
+    ("sqrt", 2),
+    ("rsqrt", 2),
+    ("recip", 2),
+    ("tanh", 2),
+    ("erf", 2),
+    ("sigmoid", 2),
+    ("neg", 2),
+    ("abs", 2),
+    ("sin", 2),
+    ("cos", 2),
     ("relu", 3),
     ("gelu", 3),
     ("gelu_tanh", 3),

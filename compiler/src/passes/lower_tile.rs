@@ -39,6 +39,7 @@ use crate::ir::{
 use crate::pass::{Pass, PassError};
 use llmpu_isa::DType;
 use llmpu_isa::cost::matmul_occupancy;
+use crate::backend::tiling::{row_tile, sram_budget};
 
 /// Registry entry.
 pub const INFO: PassInfo = PassInfo {
@@ -60,7 +61,7 @@ impl Pass for LowerTile {
             let Some(entry) = m.entry_block(func) else {
                 continue;
             };
-            let plan = plan_function(m, func, &o)
+            let mut plan = plan_function(m, func, &o)
                 .map_err(|e| PassError::failed(INFO.name, m.op(func).loc.clone(), e.to_string()))?;
             // A matmul right after one the kernel generator keeps stays there too: that kernel
             // defers its last epilogue into the next matmul's prologue, which only the kernel
@@ -69,16 +70,23 @@ impl Pass for LowerTile {
             let mut after_generated = false;
             for op in m.block(entry).ops.clone() {
                 let name = m.op(op).name.clone();
-                let taken = [graph::MatMul::NAME, graph::MatMulEpilogue::NAME]
-                    .contains(&name.as_str())
+                let old = m.op(op).results.clone();
+                let mut new = None;
+                if [graph::MatMul::NAME, graph::MatMulEpilogue::NAME].contains(&name.as_str())
                     && !after_generated
-                    && match Gemm::of(m, op, &plan, &o) {
-                        Some(g) => {
-                            g.build(m, op);
-                            true
-                        }
-                        None => false,
-                    };
+                    && let Some(g) = Gemm::of(m, op, &plan, &o)
+                {
+                    new = Some(g.build(m, op));
+                } else if let Some(e) = Ewise::of(m, op, &plan, &o) {
+                    new = Some(e.build(m, op));
+                }
+                let taken = new.is_some();
+                // The kernel's results are the op's tensors: same placement.
+                for (was, now) in old.iter().zip(new.unwrap_or_default()) {
+                    if let Some(v) = plan.views.get(was).cloned() {
+                        plan.views.insert(now, v);
+                    }
+                }
                 after_generated = !taken && generated.contains(&name.as_str());
             }
         }
@@ -278,7 +286,7 @@ impl Gemm {
         b
     }
 
-    fn build(&self, m: &mut Module, op: OpId) {
+    fn build(&self, m: &mut Module, op: OpId) -> Vec<ValueId> {
         let d = m.op(op).clone();
         let loc = d.loc.clone();
         let buf = |shape: &[u64], dt: DType, space: AddressSpace| {
@@ -424,6 +432,222 @@ impl Gemm {
             m.replace_all_uses(old, new);
         }
         m.erase_op(op);
+        res
+    }
+}
+
+/// An elementwise op the tile lowering takes: `out[r, c] = f(x[r, c])` or `f(a[r, c], b[r, c])`
+/// with `b` either full or one row broadcast to every row (a bias); every tensor folded to 2-D.
+struct Ewise {
+    kind: &'static str,
+    rows: u64,
+    cols: u64,
+    /// Rows per tile.
+    tr: u64,
+    /// Per operand: its storage type and whether it is one broadcast row.
+    ins: Vec<(DType, bool)>,
+    out: DType,
+}
+
+impl Ewise {
+    fn of(m: &Module, op: OpId, plan: &crate::backend::plan::Plan, o: &Options) -> Option<Ewise> {
+        use crate::backend::kernels::{Bin, Ew, Un};
+        let d = m.op(op);
+        let kind = match graph::elementwise(&d.name)?.lower? {
+            Ew::Unary(u) => match u {
+                Un::Exp => "exp",
+                Un::Log => "log",
+                Un::Sqrt => "sqrt",
+                Un::Rsqrt => "rsqrt",
+                Un::Recip => "recip",
+                Un::Tanh => "tanh",
+                Un::Erf => "erf",
+                Un::Sigmoid => "sigmoid",
+                Un::Neg => "neg",
+                Un::Abs => "abs",
+                Un::Sin => "sin",
+                Un::Cos => "cos",
+                Un::Copy => return None,
+            },
+            Ew::Binary(b) => match b {
+                Bin::Add => "add",
+                Bin::Sub => "sub",
+                Bin::Mul => "mul",
+                Bin::Div => "div",
+                Bin::Max => "max",
+                Bin::Min => "min",
+                _ => return None,
+            },
+            _ => return None,
+        };
+        let arity = if ["add", "sub", "mul", "div", "max", "min"].contains(&kind) {
+            2
+        } else {
+            1
+        };
+        let y = *d.results.first()?;
+        if d.operands.len() != arity || d.results.len() != 1 {
+            return None;
+        }
+        let shape = |v: ValueId| m.value_type(v).as_tensor()?.static_shape();
+        let sy = shape(y)?;
+        let cols = *sy.last()?;
+        let rows = sy[..sy.len() - 1].iter().product::<u64>();
+        if rows == 0 || cols == 0 || cols > 65535 {
+            return None;
+        }
+        let out = plan.views.get(&y)?.dt;
+        if !out.is_float() || plan.views.get(&y)?.reshape(&[rows, cols]).is_none() {
+            return None;
+        }
+        let mut ins = vec![];
+        for (i, &v) in d.operands.iter().enumerate() {
+            let view = plan.views.get(&v)?;
+            if plan.splats.contains_key(&v) || !view.dt.is_float() {
+                return None;
+            }
+            let s = shape(v)?;
+            let row = s != sy;
+            if row {
+                // Only the second operand may be a broadcast row, and only one that is a row.
+                let one_row = s.last() == Some(&cols) && s.iter().rev().skip(1).all(|&x| x == 1);
+                if i == 0 || !one_row || view.reshape(&[cols]).is_none() {
+                    return None;
+                }
+            } else if view.reshape(&[rows, cols]).is_none() {
+                return None;
+            }
+            ins.push((view.dt, row));
+        }
+        let t = &o.target;
+        let staged = out != DType::F32;
+        let per_row = 2
+            * cols
+            * (ins.iter().filter(|(_, r)| !r).map(|(d, _)| d.size()).sum::<u64>()
+                + out.size()
+                + if staged { 4 } else { 0 });
+        let fixed: u64 = ins.iter().filter(|(_, r)| *r).map(|(d, _)| cols * d.size()).sum();
+        let budget = sram_budget(t).saturating_sub(fixed);
+        if per_row > budget {
+            return None;
+        }
+        // Fewer rows than cores (a decode step's row) stay with the kernel generator, which
+        // splits a row over the cores or has its consumer matmul recompute it on each.
+        let cores = t.cores.max(1) as u64;
+        if rows < cores {
+            return None;
+        }
+        let tr = row_tile(rows, per_row, t)
+            .min(budget / per_row)
+            .min(rows.div_ceil(cores))
+            .max(1);
+        Some(Ewise {
+            kind,
+            rows,
+            cols,
+            tr,
+            ins,
+            out,
+        })
+    }
+
+    fn build(&self, m: &mut Module, op: OpId) -> Vec<ValueId> {
+        let d = m.op(op).clone();
+        let loc = d.loc.clone();
+        let buf = |shape: &[u64], dt: DType, space: AddressSpace| {
+            Type::Buffer(BufferType {
+                shape: shape.to_vec(),
+                elem: scalar_of(dt),
+                space,
+            })
+        };
+        let mut spec = OpSpec::new(tile::Kernel::NAME, loc.clone())
+            .operands(&d.operands)
+            .results(d.results.iter().map(|&r| m.value_type(r).clone()).collect())
+            .attr("op", Attribute::str(d.name.clone()));
+        for (n, a) in &d.attrs {
+            spec = spec.attr(n, a.clone());
+        }
+        let kernel = m.create_op(spec);
+        m.insert_op_before(op, kernel);
+        let region = m.add_region(kernel);
+        let hbm = AddressSpace::Hbm;
+        let dts: Vec<DType> = self.ins.iter().map(|x| x.0).chain([self.out]).collect();
+        let arg_types: Vec<Type> = d
+            .operands
+            .iter()
+            .chain(&d.results)
+            .zip(&dts)
+            .map(|(&v, &dt)| {
+                let t = m.value_type(v).as_tensor().cloned();
+                buf(&t.and_then(|t| t.static_shape()).unwrap_or_default(), dt, hbm)
+            })
+            .collect();
+        let body = m.add_block(region, &arg_types);
+        let args = m.block(body).args.clone();
+        let (rows, cols, tr) = (self.rows, self.cols, self.tr);
+        let flat = |m: &mut Module, v: ValueId, shape: &[u64], dt: DType| -> ValueId {
+            if m.value_type(v).as_buffer().is_some_and(|b| b.shape == shape) {
+                return v;
+            }
+            let r = m.append(
+                body,
+                OpSpec::new(tile::Reshape::NAME, loc.clone())
+                    .operands(&[v])
+                    .results(vec![buf(shape, dt, hbm)]),
+            );
+            m.op(r).results[0]
+        };
+        let alloc = |m: &mut Module, shape: &[u64], dt: DType, slots: i64| {
+            let a = m.append(
+                body,
+                OpSpec::new(tile::Alloc::NAME, loc.clone())
+                    .results(vec![buf(shape, dt, AddressSpace::Sram)])
+                    .attr("slots", Attribute::i64(slots)),
+            );
+            m.op(a).results[0]
+        };
+        let inst = |m: &mut Module, b: BlockId, name: &str, ops: &[ValueId]| {
+            m.append(b, OpSpec::new(name, loc.clone()).operands(ops))
+        };
+        let mut srcs = vec![];
+        for (k, &(dt, row)) in self.ins.iter().enumerate() {
+            if row {
+                let h = flat(m, args[k], &[cols], dt);
+                let b = alloc(m, &[cols], dt, 1);
+                inst(m, body, tile::DmaLoad::NAME, &[h, b]);
+                srcs.push((None, b));
+            } else {
+                let h = flat(m, args[k], &[rows, cols], dt);
+                srcs.push((Some(h), alloc(m, &[tr, cols], dt, 2)));
+            }
+        }
+        let hy = flat(m, args[self.ins.len()], &[rows, cols], self.out);
+        let out = alloc(m, &[tr, cols], self.out, 2);
+        let o32 = (self.out != DType::F32).then(|| alloc(m, &[tr, cols], DType::F32, 2));
+        let (bi, i) = for_loop(m, body, rows, tr, true, &loc);
+        for &(h, b) in &srcs {
+            if let Some(h) = h {
+                inst(m, bi, tile::DmaLoad::NAME, &[h, b, i]);
+            }
+        }
+        let mut operands: Vec<ValueId> = srcs.iter().map(|x| x.1).collect();
+        operands.push(o32.unwrap_or(out));
+        let v = inst(m, bi, tile::Vector::NAME, &operands);
+        m.set_attr(v, "kind", Attribute::str(self.kind));
+        if let Some(o32) = o32 {
+            let c = inst(m, bi, tile::Vector::NAME, &[o32, out]);
+            m.set_attr(c, "kind", Attribute::str("convert"));
+        }
+        inst(m, bi, tile::DmaStore::NAME, &[out, hy, i]);
+        inst(m, bi, tile::Yield::NAME, &[]);
+        inst(m, body, tile::Yield::NAME, &[]);
+        let res = m.op(kernel).results.clone();
+        for (&old, &new) in d.results.iter().zip(&res) {
+            m.replace_all_uses(old, new);
+        }
+        m.erase_op(op);
+        res
     }
 }
 
