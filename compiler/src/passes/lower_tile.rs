@@ -26,6 +26,10 @@
 //! ```
 
 //!
+//! Elementwise ops (unary functions; `add`/`sub`/`mul`/`div`/`max`/`min` with a full or
+//! broadcast-row second operand) become one parallel loop over row tiles of the 2-D-folded
+//! tensors: load, `tile.vector`, convert, store (see [`Ewise`]).
+//!
 //! Invariant: the kernel keeps the op's attributes (`llmpu.hbm`, `llmpu.storage`, `tile`), so
 //! `plan-memory`'s addresses stay the contract; the HBM memrefs carry the planned storage types.
 
@@ -287,54 +291,19 @@ impl Gemm {
     }
 
     fn build(&self, m: &mut Module, op: OpId) -> Vec<ValueId> {
-        let d = m.op(op).clone();
-        let loc = d.loc.clone();
-        let buf = |shape: &[u64], dt: DType, space: AddressSpace| {
-            Type::Buffer(BufferType {
-                shape: shape.to_vec(),
-                elem: scalar_of(dt),
-                space,
-            })
-        };
-        let mut spec = OpSpec::new(tile::Kernel::NAME, loc.clone())
-            .operands(&d.operands)
-            .results(d.results.iter().map(|&r| m.value_type(r).clone()).collect())
-            .attr("op", Attribute::str(d.name.clone()));
-        for (n, a) in &d.attrs {
-            spec = spec.attr(n, a.clone());
-        }
-        let kernel = m.create_op(spec);
-        m.insert_op_before(op, kernel);
-        let region = m.add_region(kernel);
-        let hbm = AddressSpace::Hbm;
-        let mut arg_types = vec![];
-        let n_in = d.operands.len();
-        for (i, &v) in d.operands.iter().chain(&d.results).enumerate() {
-            let t = m.value_type(v).as_tensor().cloned();
-            let shape = t.and_then(|t| t.static_shape()).unwrap_or_default();
-            let dt = match i {
+        let n_in = m.op(op).operands.len();
+        let dts: Vec<DType> = (0..=n_in)
+            .map(|i| match i {
                 0 | 1 => self.dts[i],
                 i if i == n_in => self.dts[2],
                 i if i == n_in - 1 && self.res.is_some() => self.res.unwrap_or(DType::F32),
                 _ => self.bias.unwrap_or(DType::F32),
-            };
-            arg_types.push(buf(&shape, dt, hbm));
-        }
-        let body = m.add_block(region, &arg_types);
-        let args = m.block(body).args.clone();
+            })
+            .collect();
+        let kb = KernelBuilder::begin(m, op, &dts);
+        let (body, args) = (kb.body, kb.args.clone());
+        let flat = |m: &mut Module, v, shape: &[u64], dt| kb.flat(m, v, shape, dt);
         // 2-D views of A, Y and the residual; 1-D of the bias.
-        let flat = |m: &mut Module, v: ValueId, shape: &[u64], dt: DType| -> ValueId {
-            if m.value_type(v).as_buffer().is_some_and(|b| b.shape == shape) {
-                return v;
-            }
-            let r = m.append(
-                body,
-                OpSpec::new(tile::Reshape::NAME, loc.clone())
-                    .operands(&[v])
-                    .results(vec![buf(shape, dt, hbm)]),
-            );
-            m.op(r).results[0]
-        };
         let (mm, kk, nn) = (self.mm, self.kk, self.nn);
         let ha = flat(m, args[0], &[mm, kk], self.dts[0]);
         let hb = args[1];
@@ -342,14 +311,8 @@ impl Gemm {
         let hbias = self.bias.map(|t| flat(m, args[2], &[nn], t));
         let hres = self.res.map(|t| flat(m, args[args.len() - 2], &[mm, nn], t));
         let (tm, tk, tn) = (self.tm, self.tk, self.tn);
-        let alloc = |m: &mut Module, shape: &[u64], dt: DType, space: AddressSpace, slots: i64| {
-            let a = m.append(
-                body,
-                OpSpec::new(tile::Alloc::NAME, loc.clone())
-                    .results(vec![buf(shape, dt, space)])
-                    .attr("slots", Attribute::i64(slots)),
-            );
-            m.op(a).results[0]
+        let alloc = |m: &mut Module, shape: &[u64], dt, space, slots| {
+            kb.alloc(m, shape, dt, space, slots)
         };
         let sram = AddressSpace::Sram;
         let f32 = DType::F32;
@@ -368,16 +331,11 @@ impl Gemm {
             (raw, wide)
         });
         let res_t = self.res.map(|t| alloc(m, &[tm, tn], t, sram, 2));
-        let (bi, i) = for_loop(m, body, mm, tm, true, &loc);
-        let (bj, j) = for_loop(m, bi, nn, tn, true, &loc);
-        let (bk, k) = for_loop(m, bj, kk, tk, false, &loc);
-        let inst = |m: &mut Module, b: BlockId, name: &str, ops: &[ValueId]| {
-            m.append(b, OpSpec::new(name, loc.clone()).operands(ops))
-        };
-        let vector = |m: &mut Module, kind: &str, ops: &[ValueId]| {
-            let v = inst(m, bj, tile::Vector::NAME, ops);
-            m.set_attr(v, "kind", Attribute::str(kind));
-        };
+        let (bi, i) = for_loop(m, body, mm, tm, true, &kb.loc);
+        let (bj, j) = for_loop(m, bi, nn, tn, true, &kb.loc);
+        let (bk, k) = for_loop(m, bj, kk, tk, false, &kb.loc);
+        let inst = |m: &mut Module, b, name: &str, ops: &[ValueId]| kb.inst(m, b, name, ops);
+        let vector = |m: &mut Module, kind: &str, ops: &[ValueId]| kb.vector(m, bj, kind, ops);
         inst(m, bk, tile::DmaLoad::NAME, &[ha, at, i, k]);
         inst(m, bk, tile::DmaLoad::NAME, &[hb, bt, k, j]);
         inst(m, bk, tile::MatMul::NAME, &[at, bt, acc, k]);
@@ -426,13 +384,7 @@ impl Gemm {
         inst(m, bj, tile::DmaStore::NAME, &[stored, hy, i, j]);
         inst(m, bj, tile::Yield::NAME, &[]);
         inst(m, bi, tile::Yield::NAME, &[]);
-        inst(m, body, tile::Yield::NAME, &[]);
-        let res = m.op(kernel).results.clone();
-        for (&old, &new) in d.results.iter().zip(&res) {
-            m.replace_all_uses(old, new);
-        }
-        m.erase_op(op);
-        res
+        kb.finish(m)
     }
 }
 
@@ -552,64 +504,15 @@ impl Ewise {
     }
 
     fn build(&self, m: &mut Module, op: OpId) -> Vec<ValueId> {
-        let d = m.op(op).clone();
-        let loc = d.loc.clone();
-        let buf = |shape: &[u64], dt: DType, space: AddressSpace| {
-            Type::Buffer(BufferType {
-                shape: shape.to_vec(),
-                elem: scalar_of(dt),
-                space,
-            })
-        };
-        let mut spec = OpSpec::new(tile::Kernel::NAME, loc.clone())
-            .operands(&d.operands)
-            .results(d.results.iter().map(|&r| m.value_type(r).clone()).collect())
-            .attr("op", Attribute::str(d.name.clone()));
-        for (n, a) in &d.attrs {
-            spec = spec.attr(n, a.clone());
-        }
-        let kernel = m.create_op(spec);
-        m.insert_op_before(op, kernel);
-        let region = m.add_region(kernel);
-        let hbm = AddressSpace::Hbm;
         let dts: Vec<DType> = self.ins.iter().map(|x| x.0).chain([self.out]).collect();
-        let arg_types: Vec<Type> = d
-            .operands
-            .iter()
-            .chain(&d.results)
-            .zip(&dts)
-            .map(|(&v, &dt)| {
-                let t = m.value_type(v).as_tensor().cloned();
-                buf(&t.and_then(|t| t.static_shape()).unwrap_or_default(), dt, hbm)
-            })
-            .collect();
-        let body = m.add_block(region, &arg_types);
-        let args = m.block(body).args.clone();
+        let kb = KernelBuilder::begin(m, op, &dts);
+        let (body, args) = (kb.body, kb.args.clone());
         let (rows, cols, tr) = (self.rows, self.cols, self.tr);
-        let flat = |m: &mut Module, v: ValueId, shape: &[u64], dt: DType| -> ValueId {
-            if m.value_type(v).as_buffer().is_some_and(|b| b.shape == shape) {
-                return v;
-            }
-            let r = m.append(
-                body,
-                OpSpec::new(tile::Reshape::NAME, loc.clone())
-                    .operands(&[v])
-                    .results(vec![buf(shape, dt, hbm)]),
-            );
-            m.op(r).results[0]
+        let flat = |m: &mut Module, v, shape: &[u64], dt| kb.flat(m, v, shape, dt);
+        let alloc = |m: &mut Module, shape: &[u64], dt, slots| {
+            kb.alloc(m, shape, dt, AddressSpace::Sram, slots)
         };
-        let alloc = |m: &mut Module, shape: &[u64], dt: DType, slots: i64| {
-            let a = m.append(
-                body,
-                OpSpec::new(tile::Alloc::NAME, loc.clone())
-                    .results(vec![buf(shape, dt, AddressSpace::Sram)])
-                    .attr("slots", Attribute::i64(slots)),
-            );
-            m.op(a).results[0]
-        };
-        let inst = |m: &mut Module, b: BlockId, name: &str, ops: &[ValueId]| {
-            m.append(b, OpSpec::new(name, loc.clone()).operands(ops))
-        };
+        let inst = |m: &mut Module, b, name: &str, ops: &[ValueId]| kb.inst(m, b, name, ops);
         let mut srcs = vec![];
         for (k, &(dt, row)) in self.ins.iter().enumerate() {
             if row {
@@ -625,7 +528,7 @@ impl Ewise {
         let hy = flat(m, args[self.ins.len()], &[rows, cols], self.out);
         let out = alloc(m, &[tr, cols], self.out, 2);
         let o32 = (self.out != DType::F32).then(|| alloc(m, &[tr, cols], DType::F32, 2));
-        let (bi, i) = for_loop(m, body, rows, tr, true, &loc);
+        let (bi, i) = for_loop(m, body, rows, tr, true, &kb.loc);
         for &(h, b) in &srcs {
             if let Some(h) = h {
                 inst(m, bi, tile::DmaLoad::NAME, &[h, b, i]);
@@ -633,20 +536,113 @@ impl Ewise {
         }
         let mut operands: Vec<ValueId> = srcs.iter().map(|x| x.1).collect();
         operands.push(o32.unwrap_or(out));
-        let v = inst(m, bi, tile::Vector::NAME, &operands);
-        m.set_attr(v, "kind", Attribute::str(self.kind));
+        kb.vector(m, bi, self.kind, &operands);
         if let Some(o32) = o32 {
-            let c = inst(m, bi, tile::Vector::NAME, &[o32, out]);
-            m.set_attr(c, "kind", Attribute::str("convert"));
+            kb.vector(m, bi, "convert", &[o32, out]);
         }
         inst(m, bi, tile::DmaStore::NAME, &[out, hy, i]);
         inst(m, bi, tile::Yield::NAME, &[]);
-        inst(m, body, tile::Yield::NAME, &[]);
-        let res = m.op(kernel).results.clone();
-        for (&old, &new) in d.results.iter().zip(&res) {
-            m.replace_all_uses(old, new);
+        kb.finish(m)
+    }
+}
+
+/// A `tile.kernel` being built in place of a graph op.
+struct KernelBuilder {
+    op: OpId,
+    kernel: OpId,
+    body: BlockId,
+    /// The body's HBM memrefs: operands, then results.
+    args: Vec<ValueId>,
+    loc: Location,
+}
+
+fn buffer(shape: &[u64], dt: DType, space: AddressSpace) -> Type {
+    Type::Buffer(BufferType {
+        shape: shape.to_vec(),
+        elem: scalar_of(dt),
+        space,
+    })
+}
+
+impl KernelBuilder {
+    /// Creates the kernel before `op` (its operands, result types and attributes, `op = <name>`)
+    /// with a body whose arguments are the operands and results as `"hbm"` memrefs of `dts`.
+    fn begin(m: &mut Module, op: OpId, dts: &[DType]) -> KernelBuilder {
+        let d = m.op(op).clone();
+        let mut spec = OpSpec::new(tile::Kernel::NAME, d.loc.clone())
+            .operands(&d.operands)
+            .results(d.results.iter().map(|&r| m.value_type(r).clone()).collect())
+            .attr("op", Attribute::str(d.name.clone()));
+        for (n, a) in &d.attrs {
+            spec = spec.attr(n, a.clone());
         }
-        m.erase_op(op);
+        let kernel = m.create_op(spec);
+        m.insert_op_before(op, kernel);
+        let region = m.add_region(kernel);
+        let types: Vec<Type> = d
+            .operands
+            .iter()
+            .chain(&d.results)
+            .zip(dts)
+            .map(|(&v, &dt)| {
+                let t = m.value_type(v).as_tensor().cloned();
+                let shape = t.and_then(|t| t.static_shape()).unwrap_or_default();
+                buffer(&shape, dt, AddressSpace::Hbm)
+            })
+            .collect();
+        let body = m.add_block(region, &types);
+        let args = m.block(body).args.clone();
+        KernelBuilder {
+            op,
+            kernel,
+            body,
+            args,
+            loc: d.loc,
+        }
+    }
+
+    /// `v` (an HBM memref) as `shape`: itself, or a `tile.reshape` of it.
+    fn flat(&self, m: &mut Module, v: ValueId, shape: &[u64], dt: DType) -> ValueId {
+        if m.value_type(v).as_buffer().is_some_and(|b| b.shape == shape) {
+            return v;
+        }
+        let r = m.append(
+            self.body,
+            OpSpec::new(tile::Reshape::NAME, self.loc.clone())
+                .operands(&[v])
+                .results(vec![buffer(shape, dt, AddressSpace::Hbm)]),
+        );
+        m.op(r).results[0]
+    }
+
+    fn alloc(&self, m: &mut Module, shape: &[u64], dt: DType, space: AddressSpace, slots: i64) -> ValueId {
+        let a = m.append(
+            self.body,
+            OpSpec::new(tile::Alloc::NAME, self.loc.clone())
+                .results(vec![buffer(shape, dt, space)])
+                .attr("slots", Attribute::i64(slots)),
+        );
+        m.op(a).results[0]
+    }
+
+    fn inst(&self, m: &mut Module, b: BlockId, name: &str, ops: &[ValueId]) -> OpId {
+        m.append(b, OpSpec::new(name, self.loc.clone()).operands(ops))
+    }
+
+    fn vector(&self, m: &mut Module, b: BlockId, kind: &str, ops: &[ValueId]) {
+        let v = self.inst(m, b, tile::Vector::NAME, ops);
+        m.set_attr(v, "kind", Attribute::str(kind));
+    }
+
+    /// Ends the body, points the op's users at the kernel's results and erases the op.
+    fn finish(self, m: &mut Module) -> Vec<ValueId> {
+        self.inst(m, self.body, tile::Yield::NAME, &[]);
+        let old = m.op(self.op).results.clone();
+        let res = m.op(self.kernel).results.clone();
+        for (&o, &n) in old.iter().zip(&res) {
+            m.replace_all_uses(o, n);
+        }
+        m.erase_op(self.op);
         res
     }
 }
