@@ -224,10 +224,12 @@ class Report:
 
     def plot_roofline(self, path: Union[str, "os.PathLike[str]", None] = None, ax=None):
         """A log-log roofline: each op at (intensity, achieved FLOP/s), coloured by its bound,
-        under the target's bandwidth and compute roofs. Ops without HBM traffic sit at the right
-        edge, ops without FLOPs at the bottom edge (hollow markers). Saves to ``path`` when given;
+        under the target's bandwidth and compute roofs, the three busiest ops labelled. Ops
+        without HBM traffic sit at the right edge (triangles); ops without FLOPs (pure data
+        movement) cannot be placed and are counted in the legend. Saves to ``path`` when given;
         returns the matplotlib Figure."""
         from matplotlib.figure import Figure
+        from matplotlib.lines import Line2D
 
         ops = self.ops
         peak, bw = self._native.roofs()
@@ -237,34 +239,46 @@ class Report:
         else:
             fig = ax.figure
         ridge = peak / bw
-        known = ops["intensity"].dropna()
-        known = known[known > 0]
-        lo = min([ridge / 1e3] + list(known / 2))
+        placed = ops[ops["flops"] > 0]
+        known = placed["intensity"].dropna()
+        lo = min([ridge / 1e2] + list(known / 2))
         hi = max([ridge * 1e2] + list(known * 2))
-        flops_pos = ops.loc[ops["flops_per_second"] > 0, "flops_per_second"]
-        floor = min([peak / 1e6] + list(flops_pos / 2))
+        floor = min([peak / 1e3] + list(placed["flops_per_second"] / 3))
         xs = np.geomspace(lo, hi, 200)
         ax.plot(xs, np.minimum(peak, bw * xs), color="black", lw=1.5,
                 label=f"roofline ({bw / 1e9:.0f} GB/s, {peak / 1e12:.2f} TFLOP/s)")
         ax.axvline(ridge, color="grey", ls=":", lw=1, label=f"ridge point ({ridge:.1f} FLOP/B)")
         colors = {"memory": "tab:blue", "compute": "tab:red", "control": "tab:green"}
         for bound, color in colors.items():
-            sel = ops[ops["bound"] == bound]
+            sel = placed[placed["bound"] == bound]
             if sel.empty:
                 continue
-            x = sel["intensity"].fillna(hi).clip(lower=lo)
-            y = sel["flops_per_second"].clip(lower=floor)
-            edge = sel["intensity"].isna() | (sel["flops_per_second"] <= 0)
-            ax.scatter(x[~edge], y[~edge], s=36, color=color, alpha=0.8,
-                       label=f"{bound}-bound ops ({len(sel)})")
-            if edge.any():
-                ax.scatter(x[edge], y[edge], s=36, facecolors="none", edgecolors=color,
-                           label=f"{bound}-bound, no HBM traffic or no FLOPs ({int(edge.sum())})")
-        for _, row in ops.head(3).iterrows():
-            if row["flops_per_second"] > 0 and row["intensity"] == row["intensity"]:
-                label = str(row["op"]).split("+")[0]
-                ax.annotate(label[:28], (row["intensity"], row["flops_per_second"]),
-                            textcoords="offset points", xytext=(5, 5), fontsize=7)
+            inner = sel[sel["intensity"].notna()]
+            edge = sel[sel["intensity"].isna()]
+            ax.scatter(inner["intensity"], inner["flops_per_second"], s=36, color=color,
+                       alpha=0.8, label=f"{bound}-bound ops ({len(sel)})")
+            if not edge.empty:
+                ax.scatter(np.full(len(edge), hi), edge["flops_per_second"], s=48, marker=">",
+                           color=color, clip_on=False,
+                           label=f"{bound}-bound, no HBM traffic ({len(edge)})")
+        seen = set()
+        for _, row in placed[placed["intensity"].notna()].head(3).iterrows():
+            key = (round(row["intensity"], 6), round(row["flops_per_second"], -3))
+            if key in seen:
+                continue
+            seen.add(key)
+            nodes = str(row["op"]).split("+")
+            label = "/".join(nodes[0].strip("/").split("/")[-3:])
+            if len(nodes) > 1:
+                label += f" (+{len(nodes) - 1})"
+            ax.annotate(label, (row["intensity"], row["flops_per_second"]),
+                        textcoords="offset points", xytext=(-30, 14), ha="right", fontsize=7,
+                        arrowprops=dict(arrowstyle="-", lw=0.5, color="grey"))
+        handles, labels = ax.get_legend_handles_labels()
+        unplaced = int((ops["flops"] == 0).sum())
+        if unplaced:
+            handles.append(Line2D([], [], ls="none"))
+            labels.append(f"{unplaced} ops without FLOPs (data movement) not placed")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlim(lo, hi)
@@ -273,7 +287,7 @@ class Report:
         ax.set_ylabel("achieved FLOP/s (over the op's bottleneck time)")
         ax.set_title(f"Roofline: {len(ops)} ops, {self.cycles:,} cycles")
         ax.grid(True, which="both", alpha=0.25)
-        ax.legend(loc="lower right", fontsize=7)
+        ax.legend(handles, labels, loc="lower right", fontsize=7)
         if path is not None:
             fig.savefig(os.fspath(path), bbox_inches="tight")
         return fig
