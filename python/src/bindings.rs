@@ -108,7 +108,9 @@ fn array_of<'py>(py: Python<'py>, t: &Tensor) -> PyResult<Bound<'py, PyAny>> {
         DType::I32 => from_le!(i32, 4),
         DType::I8 => from_le!(i8, 1),
         DType::U8 => from_le!(u8, 1),
-        _ => PyArray1::from_vec(py, t.to_f32()).reshape(shape)?.into_any(),
+        _ => PyArray1::from_vec(py, t.to_f32())
+            .reshape(shape)?
+            .into_any(),
     })
 }
 
@@ -255,7 +257,8 @@ fn compile(
     dims: BTreeMap<String, u64>,
 ) -> PyResult<PyBinary> {
     let o = crate::options(target_of(target)?, precision).map_err(err)?;
-    let program = with_model(model, |m| py.detach(|| crate::compile(m, &o, &dims)))?.map_err(err)?;
+    let program =
+        with_model(model, |m| py.detach(|| crate::compile(m, &o, &dims)))?.map_err(err)?;
     Ok(PyBinary { program })
 }
 

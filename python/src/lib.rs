@@ -68,8 +68,13 @@ pub fn import(model: Model, dims: &BTreeMap<String, u64>) -> Result<Module, Stri
 /// Compiles `model` to a program for `o` (the whole backend pipeline, as `llmpu compile`).
 pub fn compile(model: Model, o: &Options, dims: &BTreeMap<String, u64>) -> Result<Program, String> {
     let mut m = import(model, dims)?;
-    backend::compile(&mut m, o, PassManagerOptions::default(), &mut std::io::sink())?
-        .ok_or_else(|| "the pipeline stopped before code generation".to_string())
+    backend::compile(
+        &mut m,
+        o,
+        PassManagerOptions::default(),
+        &mut std::io::sink(),
+    )?
+    .ok_or_else(|| "the pipeline stopped before code generation".to_string())
 }
 
 /// The pass names [`ir_after`] accepts: [`IMPORT_STAGE`], then the backend pipeline in order.
@@ -219,8 +224,13 @@ mod tests {
     #[test]
     fn ir_after_an_unknown_pass_lists_the_passes() {
         let o = options(Target::default_target(), "bf16").unwrap();
-        let e = ir_after(Model::Path(&tiny_gpt()), &o, &BTreeMap::new(), "fuse-nothing")
-            .unwrap_err();
+        let e = ir_after(
+            Model::Path(&tiny_gpt()),
+            &o,
+            &BTreeMap::new(),
+            "fuse-nothing",
+        )
+        .unwrap_err();
         assert!(e.contains("fuse-attention"), "{e}");
     }
 

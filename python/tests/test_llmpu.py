@@ -189,3 +189,14 @@ def test_a_saved_binary_loads_and_runs_the_same(tmp_path):
     (a, ra), (b, rb) = binary.run({"x": x}), again.run({"x": x})
     np.testing.assert_array_equal(a["y"], b["y"])
     assert ra.cycles == rb.cycles
+
+
+def test_dims_bind_symbolic_dims_and_an_unbound_dim_raises_naming_it():
+    dyn = CORPUS / "models" / "gpt2-tiny-dyn-prefill" / "model.onnx"
+    if not dyn.is_file():
+        pytest.skip(f"corpus model not found at {dyn} (set LLMPU_CORPUS)")
+    binary = llmpu.compile(dyn, dims={"batch_size": 1, "sequence_length": 8})
+    shapes = {name: shape for name, _, shape in binary.inputs}
+    assert shapes["input_ids"] == (1, 8)
+    with pytest.raises(llmpu.LlmpuError, match="sequence_length"):
+        llmpu.compile(dyn, dims={"batch_size": 1})
