@@ -103,6 +103,10 @@ def test_report_ops_is_a_dataframe_with_one_row_per_op():
     assert set(ops["bottleneck"]) <= {"scalar", "dma", "mxu", "vpu"}
     assert set(ops["bound"]) <= {"memory", "compute", "control"}
     assert (ops["roofline_fraction"] >= 0).all()
+    units = report.units
+    assert set(units["unit"]) == {"scalar", "dma", "mxu", "vpu"}
+    assert units["instructions"].sum() == sum(report.to_dict()["instructions"].values())
+    assert units["busy_fraction"].between(0, 1).all()
 
 
 def test_timing_only_run_has_no_outputs_and_the_same_cycles():

@@ -209,6 +209,20 @@ class Report:
         return f"<llmpu.Report cycles={self.cycles} seconds={self.seconds:.3e}>"
 
     @property
+    def units(self):
+        """One row per core and unit: busy cycles, busy fraction of the run, instructions."""
+        import pandas as pd
+
+        rows = [
+            {"core": c["core"], "unit": unit, **figures}
+            for c in self.to_dict()["cores"]
+            for unit, figures in c["units"].items()
+        ]
+        return pd.DataFrame(
+            rows, columns=["core", "unit", "busy_cycles", "busy_fraction", "instructions"]
+        )
+
+    @property
     def ops(self):
         """One row per op (ONNX node, or fused nodes joined by ``+``), busiest first: busy
         cycles per unit (``scalar/dma/mxu/vpu_cycles``) and of the bottleneck (``cycles``),
