@@ -179,6 +179,10 @@ def test_targets_are_dicts_that_can_be_edited_and_passed_back():
     t["hbm"]["bandwidth_gb_s"] *= 2
     binary = llmpu.compile(mlp_model(), target=t)
     assert binary.target["hbm"]["bandwidth_gb_s"] == t["hbm"]["bandwidth_gb_s"]
+    x = {"x": np.ones((8, 32), np.float32)}
+    _, edge = llmpu.compile(mlp_model(), target="edge").run(x)
+    _, faster = binary.run(x)
+    assert faster.cycles < edge.cycles
     bad = dict(t, corez=3)
     with pytest.raises(llmpu.LlmpuError, match="corez"):
         llmpu.compile(mlp_model(), target=bad)
