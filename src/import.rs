@@ -4,8 +4,7 @@
 use std::path::Path;
 
 use llmpu_compiler::ir::Module;
-use llmpu_compiler::onnx::{ImportOptions, import_file, import_pipeline, parse_dim_arg};
-use llmpu_compiler::pass::{PassManager, PassManagerOptions};
+use llmpu_compiler::onnx::{ImportOptions, import_file, parse_dim_arg, run_import_pipeline};
 
 /// Imports an ONNX model, binding symbolic dims given as `NAME=N`.
 pub fn import_model(path: &Path, dims: &[String]) -> Result<Module, String> {
@@ -29,9 +28,7 @@ pub fn import_model_with(
         opts.dims.insert(n, v);
     }
     let mut m = import_file(path, &opts).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut pm = PassManager::from_names(&import_pipeline(), PassManagerOptions::default())
-        .map_err(|e| e.to_string())?;
-    pm.run(&mut m, &mut std::io::stderr())
+    run_import_pipeline(&mut m, &mut std::io::stderr())
         .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(m)
 }

@@ -193,6 +193,17 @@ pub fn import_pipeline() -> Vec<&'static str> {
     ]
 }
 
+/// Runs [`import_pipeline`] on a freshly imported module (what `llmpu compile`, `check` and the
+/// Python package compile): the pass manager's diagnostics go to `log`.
+pub fn run_import_pipeline(m: &mut Module, log: &mut dyn std::io::Write) -> Result<(), String> {
+    let mut pm = crate::pass::PassManager::from_names(
+        &import_pipeline(),
+        crate::pass::PassManagerOptions::default(),
+    )
+    .map_err(|e| e.to_string())?;
+    pm.run(m, log).map(|_| ()).map_err(|e| e.to_string())
+}
+
 /// Decodes a `ModelProto`.
 pub fn decode_model(bytes: &[u8]) -> Result<proto::ModelProto, ImportError> {
     proto::ModelProto::decode(bytes).map_err(|e| ImportError::Decode {
