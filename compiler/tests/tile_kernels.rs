@@ -2,7 +2,7 @@
 //! IR after the pass, so each case really takes that path) run on the emulator and match a
 //! plain-Rust reference — bias, every activation, a residual, f32 and bf16 results, leading
 //! dims folded into rows, partial tiles in M, N and K — on edge and datacenter; and elementwise
-//! ops over row tiles (full operands and broadcast rows).
+//! ops over row tiles (full operands and broadcast rows); softmax and layer / RMS norm rows.
 
 mod common;
 use common::{checked, dense, values};
@@ -293,6 +293,65 @@ fn elementwise_ops_through_tile_kernels_match_the_reference() {
     for (target, precision) in [("edge", Precision::Fp32), ("datacenter", Precision::Bf16)] {
         let (ir, prog) = compile_for(&src, &Target::preset(target).unwrap(), precision);
         assert_eq!(ir.matches("\"tile.kernel\"").count(), 6, "{ir}");
+        let input = Tensor::from_f32(DType::F32, shape.clone(), &x).unwrap();
+        let res = run(&prog, &[("x".into(), input)], &checked())
+            .unwrap_or_else(|e| panic!("emulator: {e}"));
+        let tol = match precision {
+            Precision::Fp32 => Tolerance::FP32,
+            Precision::Bf16 => Tolerance::BF16,
+        };
+        let want = Tensor::from_f32(DType::F32, shape.clone(), &want).unwrap();
+        let cmp = compare("y", res.output("y").expect("y"), &want, tol).unwrap();
+        assert!(cmp.pass, "{target} {}: {cmp}", precision.name());
+    }
+}
+
+#[test]
+fn softmax_and_norm_rows_through_tile_kernels_match_the_reference() {
+    // 2×96 rows of 200: a layer norm with scale and bias, an RMS norm with a scale, a softmax;
+    // each a tile.kernel over row tiles.
+    let (b, r, c) = (2usize, 96usize, 200usize);
+    let g: Vec<f32> = values(c, 31).iter().map(|v| v + 1.5).collect();
+    let beta = values(c, 32);
+    let t = format!("tensor<{b}x{r}x{c}xf32>");
+    let src = format!(
+        r#"module {{
+  func.func @main(%x: {t} {{graph.name = "x"}}) -> ({t} {{graph.name = "y"}}) {{
+    %g = "graph.constant"() {{value = {g}}} : () -> tensor<{c}xf32> loc("g")
+    %beta = "graph.constant"() {{value = {beta}}} : () -> tensor<{c}xf32> loc("beta")
+    %l = "graph.norm"(%x, %g, %beta) {{kind = "layer", axis = -1 : i64, epsilon = 1.0e-5 : f32}} : ({t}, tensor<{c}xf32>, tensor<{c}xf32>) -> {t} loc("LayerNorm")
+    %n = "graph.norm"(%l, %g) {{kind = "rms", axis = -1 : i64, epsilon = 1.0e-6 : f32}} : ({t}, tensor<{c}xf32>) -> {t} loc("RmsNorm")
+    %y = "graph.softmax"(%n) {{axis = -1 : i64}} : ({t}) -> {t} loc("Softmax")
+    func.return %y : {t}
+  }}
+}}
+"#,
+        g = dense(&g, &[c]),
+        beta = dense(&beta, &[c]),
+    );
+    let x = values(b * r * c, 33);
+    let mut want = vec![0f32; x.len()];
+    for (row, out) in x.chunks(c).zip(want.chunks_mut(c)) {
+        let n = c as f64;
+        let mean = row.iter().map(|&v| v as f64).sum::<f64>() / n;
+        let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+        let l: Vec<f64> = (0..c)
+            .map(|j| (row[j] as f64 - mean) / (var + 1e-5).sqrt() * g[j] as f64 + beta[j] as f64)
+            .collect();
+        let ms = l.iter().map(|v| v * v).sum::<f64>() / n;
+        let nn: Vec<f64> = (0..c)
+            .map(|j| l[j] / (ms + 1e-6).sqrt() * g[j] as f64)
+            .collect();
+        let mx = nn.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b));
+        let sum: f64 = nn.iter().map(|v| (v - mx).exp()).sum();
+        for j in 0..c {
+            out[j] = ((nn[j] - mx).exp() / sum) as f32;
+        }
+    }
+    let shape = vec![b as u64, r as u64, c as u64];
+    for (target, precision) in [("edge", Precision::Fp32), ("datacenter", Precision::Bf16)] {
+        let (ir, prog) = compile_for(&src, &Target::preset(target).unwrap(), precision);
+        assert_eq!(ir.matches("\"tile.kernel\"").count(), 3, "{ir}");
         let input = Tensor::from_f32(DType::F32, shape.clone(), &x).unwrap();
         let res = run(&prog, &[("x".into(), input)], &checked())
             .unwrap_or_else(|e| panic!("emulator: {e}"));

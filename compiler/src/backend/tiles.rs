@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use llmpu_isa::{Bcast, DType};
 
 use super::emit::{Mem, Sweep};
-use super::kernels::{Act, Bin, Cx, T, Un, activation};
+use super::kernels::{Act, Bin, Cx, Red, T, Un, activation, norm_rows, softmax_tail};
 use super::view::View;
 use super::{BackendError, dtype_of};
 use crate::dialects::tile;
@@ -88,6 +88,17 @@ enum VStep {
     Bin(Bin, T, T, T, Bcast),
     /// An activation in place on the tile, with a scratch tile.
     Act(Act, T, T),
+    /// Row softmax of `x` into `w` with statistics tiles: `(w, x, max, sum)`.
+    Softmax(T, T, T, T),
+    /// Layer or RMS norm of `x` into `w` (statistics `s1`, `s2`; f32 scale and bias rows).
+    Norm {
+        w: T,
+        x: T,
+        stats: (T, T),
+        prm: Vec<T>,
+        eps: f32,
+        rms: bool,
+    },
 }
 
 impl Emit {
@@ -107,11 +118,25 @@ impl Emit {
                 accumulate,
             } => cx.e.matmul(*acc, *a, *b, *m, *k, *n, *accumulate),
             Emit::Vector { steps, rows, cols } => {
+                let (rows, cols) = (*rows, *cols);
                 for s in steps {
-                    match *s {
-                        VStep::Un(k, d, a, b) => cx.e.vun(k, d, a, b, *rows, *cols),
-                        VStep::Bin(k, d, a, b, bc) => cx.e.vbin(k, d, a, b, bc, *rows, *cols),
-                        VStep::Act(k, x, tt) => activation(cx.e, k, x, tt, *rows, *cols),
+                    match s {
+                        &VStep::Un(k, d, a, b) => cx.e.vun(k, d, a, b, rows, cols),
+                        &VStep::Bin(k, d, a, b, bc) => cx.e.vbin(k, d, a, b, bc, rows, cols),
+                        &VStep::Act(k, x, tt) => activation(cx.e, k, x, tt, rows, cols),
+                        &VStep::Softmax(w, x, mx, sum) => {
+                            cx.e.vred(Red::Max, mx, x, rows, cols);
+                            cx.e.vbin(Bin::Sub, w, x, mx, Bcast::Col, rows, cols);
+                            softmax_tail(cx.e, w, sum, rows, cols);
+                        }
+                        VStep::Norm {
+                            w,
+                            x,
+                            stats,
+                            prm,
+                            eps,
+                            rms,
+                        } => norm_rows(cx.e, *w, *x, *stats, prm, *eps, *rms, rows, cols),
                     }
                 }
             }
@@ -644,6 +669,10 @@ impl Gen {
             Ok(vec![VStep::Bin(k, td, tx, tb, bc)])
         };
         let un = |k: Un| vec![VStep::Un(k, td, tx, Bcast::Full)];
+        let tiles: Vec<T> = ins
+            .iter()
+            .map(|v| self.buf(cx, *v).map(|b| b.tile(c)))
+            .collect::<R<_>>()?;
         let steps = match kind {
             "convert" | "copy" => un(Un::Copy),
             "exp" => un(Un::Exp),
@@ -664,6 +693,18 @@ impl Gen {
             "div" => bin(Bin::Div)?,
             "max" => bin(Bin::Max)?,
             "min" => bin(Bin::Min)?,
+            "softmax" => vec![VStep::Softmax(td, tx, tiles[1], tiles[2])],
+            "layer_norm" | "rms_norm" => vec![VStep::Norm {
+                w: td,
+                x: tx,
+                stats: (tiles[1], tiles[2]),
+                prm: tiles[3..].to_vec(),
+                eps: m
+                    .attr(op, "epsilon")
+                    .and_then(Attribute::as_f64)
+                    .unwrap_or(1e-5) as f32,
+                rms: kind == "rms_norm",
+            }],
             k => {
                 let act = Act::from_name(k)
                     .ok_or_else(|| cx.err(format!("tile.vector kind `{k}` is not supported")))?;

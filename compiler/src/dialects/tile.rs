@@ -70,7 +70,10 @@ define_ops! { OPS;
     /// `log`, `sqrt`, `rsqrt`, `recip`, `tanh`, `erf`, `sigmoid`, `neg`, `abs`, `sin`, `cos`)
     /// `(x, out)`; `add`, `sub`, `mul`, `div`, `max`, `min` `(a, b, out)`, where a `b` of one row (or a rank-1 `b`) is added to every row of `a` and a
     /// `b` of one column to every column; the activations `relu`, `gelu`, `gelu_tanh`, `silu`
-    /// `(x, scratch, out)` (`scratch`: an f32 tile the size of `x`).
+    /// `(x, scratch, out)` (`scratch`: an f32 tile the size of `x`); over each row, `softmax`
+    /// `(x, max, sum, out)` and `layer_norm` / `rms_norm` `(x, s1, s2, scale?, bias?, out)` with
+    /// `epsilon` (`max`, `sum`, `s1`, `s2`: f32 `rows × 1` statistics tiles; `scale`, `bias`: f32
+    /// rows broadcast to every row; `out` f32).
     Vector = "tile.vector", pure = false, verify = verify_vector;
     /// `"tile.online_softmax"(%scores, %row_max, %row_sum, %acc) : (...) -> ()` — FlashAttention rescale:
     /// updates running row max/sum from a score tile, rescales `acc`, and leaves `exp(scores - max)` in
@@ -297,8 +300,11 @@ fn verify_matmul(v: &OpView) -> Result<(), String> {
     Ok(())
 }
 
-/// `tile.vector` kinds and their operand counts.
+/// `tile.vector` kinds and their operand counts (`layer_norm` / `rms_norm` take 4 to 6).
 pub const VECTOR_KINDS: &[(&str, usize)] = &[
+    ("softmax", 4),
+    ("layer_norm", 4),
+    ("rms_norm", 4),
     ("convert", 2),
     ("copy", 2),
     ("add", 3),
@@ -335,7 +341,14 @@ fn verify_vector(v: &OpView) -> Result<(), String> {
             names.join(", ")
         ));
     };
-    v.operands_in(n, n)?;
+    let norm = kind.ends_with("_norm");
+    v.operands_in(n, if norm { n + 2 } else { n })?;
+    if norm {
+        let eps = v.float_attr_opt("epsilon")?;
+        if !eps.is_some_and(|e| e >= 0.0) {
+            return Err("a norm needs a non-negative 'epsilon'".into());
+        }
+    }
     for i in 0..v.num_operands() {
         on_chip(v, i)?;
     }

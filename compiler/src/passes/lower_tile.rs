@@ -28,7 +28,8 @@
 //!
 //! Elementwise ops (unary functions; `add`/`sub`/`mul`/`div`/`max`/`min` with a full or
 //! broadcast-row second operand) become one parallel loop over row tiles of the 2-D-folded
-//! tensors: load, `tile.vector`, convert, store (see [`Ewise`]).
+//! tensors: load, `tile.vector`, convert, store (see [`Ewise`]); softmax and layer / RMS norm
+//! over the last dim likewise, with scale and bias rows loaded once (see [`RowOp`]).
 //!
 //! Invariant: the kernel keeps the op's attributes (`llmpu.hbm`, `llmpu.storage`, `tile`), so
 //! `plan-memory`'s addresses stay the contract; the HBM memrefs carry the planned storage types.
@@ -83,6 +84,8 @@ impl Pass for LowerTile {
                     new = Some(g.build(m, op));
                 } else if let Some(e) = Ewise::of(m, op, &plan, &o) {
                     new = Some(e.build(m, op));
+                } else if let Some(r) = RowOp::of(m, op, &plan, &o) {
+                    new = Some(r.build(m, op));
                 }
                 let taken = new.is_some();
                 // The kernel's results are the op's tensors: same placement.
@@ -542,6 +545,152 @@ impl Ewise {
         }
         inst(m, bi, tile::DmaStore::NAME, &[out, hy, i]);
         inst(m, bi, tile::Yield::NAME, &[]);
+        kb.finish(m)
+    }
+}
+
+/// A row op the tile lowering takes: softmax or a layer / RMS norm over the last dim, with
+/// optional scale and bias rows, every tensor folded to 2-D.
+struct RowOp {
+    /// `softmax`, `layer_norm` or `rms_norm`.
+    kind: &'static str,
+    eps: Option<f64>,
+    rows: u64,
+    cols: u64,
+    tr: u64,
+    x: DType,
+    params: Vec<DType>,
+    out: DType,
+}
+
+impl RowOp {
+    fn of(m: &Module, op: OpId, plan: &crate::backend::plan::Plan, o: &Options) -> Option<RowOp> {
+        let d = m.op(op);
+        let shape = |v: ValueId| m.value_type(v).as_tensor()?.static_shape();
+        let y = *d.results.first()?;
+        let sy = shape(y)?;
+        let rank = sy.len() as i64;
+        let int = |n: &str, dflt| m.attr(op, n).and_then(Attribute::as_int).unwrap_or(dflt);
+        let last_axis = |a: i64| a == -1 || a == rank - 1;
+        let (kind, eps) = match d.name.as_str() {
+            graph::Softmax::NAME if last_axis(int("axis", -1)) && d.operands.len() == 1 => {
+                ("softmax", None)
+            }
+            graph::Norm::NAME | graph::LayerNorm::NAME | graph::RmsNorm::NAME
+                if last_axis(int("axis", -1))
+                    && d.results[1..].iter().all(|&r| m.uses(r).is_empty()) =>
+            {
+                let rms = d.name == graph::RmsNorm::NAME
+                    || m.attr(op, "kind").and_then(Attribute::as_str) == Some("rms");
+                let eps = m.attr(op, "epsilon").and_then(Attribute::as_f64).unwrap_or(1e-5);
+                (if rms { "rms_norm" } else { "layer_norm" }, Some(eps))
+            }
+            _ => return None,
+        };
+        let cols = *sy.last()?;
+        let rows = sy[..sy.len() - 1].iter().product::<u64>();
+        if rows == 0 || cols == 0 || cols > 65535 {
+            return None;
+        }
+        let view = |v: ValueId| plan.views.get(&v);
+        let x = d.operands[0];
+        let (xv, yv) = (view(x)?, view(y)?);
+        if shape(x)? != sy
+            || !xv.dt.is_float()
+            || !yv.dt.is_float()
+            || xv.reshape(&[rows, cols]).is_none()
+            || yv.reshape(&[rows, cols]).is_none()
+        {
+            return None;
+        }
+        let mut params = vec![];
+        for &p in &d.operands[1..] {
+            let pv = view(p)?;
+            if !pv.dt.is_float() || pv.reshape(&[cols]).is_none() {
+                return None;
+            }
+            params.push(pv.dt);
+        }
+        let t = &o.target;
+        let cores = t.cores.max(1) as u64;
+        if rows < cores {
+            return None;
+        }
+        let per_row = 2 * cols * (xv.dt.size() + 4 + yv.dt.size()) + 16;
+        let fixed: u64 = params.iter().map(|d| cols * (d.size() + 4) + 128).sum();
+        let budget = sram_budget(t).saturating_sub(fixed);
+        if per_row > budget {
+            return None;
+        }
+        let tr = row_tile(rows, per_row, t)
+            .min(budget / per_row)
+            .min(rows.div_ceil(cores))
+            .max(1);
+        Some(RowOp {
+            kind,
+            eps,
+            rows,
+            cols,
+            tr,
+            x: xv.dt,
+            params,
+            out: yv.dt,
+        })
+    }
+
+    fn build(&self, m: &mut Module, op: OpId) -> Vec<ValueId> {
+        let n_res = m.op(op).results.len();
+        let dts: Vec<DType> = [self.x]
+            .into_iter()
+            .chain(self.params.iter().copied())
+            .chain(std::iter::repeat_n(self.out, n_res))
+            .collect();
+        let kb = KernelBuilder::begin(m, op, &dts);
+        let (body, args) = (kb.body, kb.args.clone());
+        let (rows, cols, tr) = (self.rows, self.cols, self.tr);
+        let f32 = DType::F32;
+        let alloc = |m: &mut Module, shape: &[u64], dt, slots| {
+            kb.alloc(m, shape, dt, AddressSpace::Sram, slots)
+        };
+        let hx = kb.flat(m, args[0], &[rows, cols], self.x);
+        let hy = kb.flat(m, args[1 + self.params.len()], &[rows, cols], self.out);
+        // Scale and bias: loaded once on every core and widened to f32.
+        let mut prm = vec![];
+        for (k, &dt) in self.params.iter().enumerate() {
+            let h = kb.flat(m, args[1 + k], &[cols], dt);
+            let raw = alloc(m, &[cols], dt, 1);
+            kb.inst(m, body, tile::DmaLoad::NAME, &[h, raw]);
+            prm.push(if dt == f32 {
+                raw
+            } else {
+                let w = alloc(m, &[cols], f32, 1);
+                kb.vector(m, body, "convert", &[raw, w]);
+                w
+            });
+        }
+        let xt = alloc(m, &[tr, cols], self.x, 2);
+        let (s1, s2) = (alloc(m, &[tr, 1], f32, 1), alloc(m, &[tr, 1], f32, 1));
+        let w = alloc(m, &[tr, cols], f32, 2);
+        let out = (self.out != f32).then(|| alloc(m, &[tr, cols], self.out, 2));
+        let (bi, i) = for_loop(m, body, rows, tr, true, &kb.loc);
+        kb.inst(m, bi, tile::DmaLoad::NAME, &[hx, xt, i]);
+        let mut operands = vec![xt, s1, s2];
+        operands.extend(&prm);
+        operands.push(w);
+        let v = kb.inst(m, bi, tile::Vector::NAME, &operands);
+        m.set_attr(v, "kind", Attribute::str(self.kind));
+        if let Some(eps) = self.eps {
+            m.set_attr(v, "epsilon", Attribute::f32(eps as f32));
+        }
+        let stored = match out {
+            Some(out) => {
+                kb.vector(m, bi, "convert", &[w, out]);
+                out
+            }
+            None => w,
+        };
+        kb.inst(m, bi, tile::DmaStore::NAME, &[stored, hy, i]);
+        kb.inst(m, bi, tile::Yield::NAME, &[]);
         kb.finish(m)
     }
 }

@@ -82,7 +82,7 @@ pub(super) fn load_as(cx: &mut Cx, v: &View, dst: u64, stage: u64, dt: DType) {
 /// scale `prm[0]` and bias `prm[1]` broadcast along the rows. The variance squares the centred
 /// values in `w` and recomputes them, so no scratch beyond `w` is needed.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn norm_rows(
+pub fn norm_rows(
     e: &mut Emitter,
     w: T,
     a: T,

@@ -37,6 +37,7 @@ mod split_rows;
 mod vector;
 pub use elementwise::*;
 pub use matmul::*;
+pub use rows::softmax_tail;
 use rows::*;
 pub use vector::*;
 

@@ -199,10 +199,7 @@ pub(super) fn row_kernel_stats(
                         e.vun(Un::Log, s2, s2, Bcast::Full, rows, 1);
                         e.vbin(Bin::Sub, w, w, s2, Bcast::Col, rows, cols);
                     } else {
-                        e.vun(Un::Exp, w, w, Bcast::Full, rows, cols);
-                        e.vred(Red::Sum, s2, w, rows, cols);
-                        e.vun(Un::Recip, s2, s2, Bcast::Full, rows, 1);
-                        e.vbin(Bin::Mul, w, w, s2, Bcast::Col, rows, cols);
+                        softmax_tail(e, w, s2, rows, cols);
                     }
                 }
                 RowK::Norm { eps, rms } => norm_rows(e, w, a, (s1, s2), &prm, eps, rms, rows, cols),
@@ -312,4 +309,13 @@ pub(super) fn reduce(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()>
         cx.e.move_view(false, &tile_view(&ovp, ot), res.addr, 1);
     }
     Ok(())
+}
+
+/// The end of a row softmax, after `w = x − max` (per row): `w = exp(w) / Σ exp(w)`, with the
+/// sums in `s2`.
+pub fn softmax_tail(e: &mut Emitter, w: T, s2: T, rows: u64, cols: u64) {
+    e.vun(Un::Exp, w, w, Bcast::Full, rows, cols);
+    e.vred(Red::Sum, s2, w, rows, cols);
+    e.vun(Un::Recip, s2, s2, Bcast::Full, rows, 1);
+    e.vbin(Bin::Mul, w, w, s2, Bcast::Col, rows, cols);
 }
