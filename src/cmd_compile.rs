@@ -146,13 +146,12 @@ pub fn set_kv_blocks(m: &mut Module, n: u64) -> Result<(), String> {
 /// Parses `--target` / `--precision`.
 pub fn options(target: &str, precision: &str) -> Result<Options, String> {
     let target = Target::resolve(target).map_err(|e| e.to_string())?;
-    let precision = Precision::from_name(precision)
-        .ok_or_else(|| {
-            format!(
-                "--precision `{precision}`: expected fp32 or bf16{}",
-                llmpu_isa::suggest::did_you_mean(["fp32", "bf16"], precision)
-            )
-        })?;
+    let precision = Precision::from_name(precision).ok_or_else(|| {
+        format!(
+            "--precision `{precision}`: expected fp32 or bf16{}",
+            llmpu_isa::suggest::did_you_mean(["fp32", "bf16"], precision)
+        )
+    })?;
     Ok(Options { target, precision })
 }
 

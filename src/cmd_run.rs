@@ -130,7 +130,11 @@ pub fn run(a: &RunArgs) -> Result<(), String> {
         let (name, path) = name_file(arg, "--input")?;
         inputs.push((name, read_npy(&path)?));
     }
-    let tol = tolerance(a.tolerance.as_deref(), program.precision.as_deref(), &a.program)?;
+    let tol = tolerance(
+        a.tolerance.as_deref(),
+        program.precision.as_deref(),
+        &a.program,
+    )?;
     let mut opts = RunOptions {
         timing_only: a.timing_only,
         trace: a.trace.is_some(),

@@ -85,12 +85,18 @@ mod tests {
     #[test]
     fn a_swap_of_adjacent_characters_is_one_edit() {
         assert_eq!(closest("egde", ["edge", "datacenter"]), Some("edge"));
-        assert_eq!(closest("fuse-atention", ["fuse-attention", "fuse-norm"]), Some("fuse-attention"));
+        assert_eq!(
+            closest("fuse-atention", ["fuse-attention", "fuse-norm"]),
+            Some("fuse-attention")
+        );
     }
 
     #[test]
     fn did_you_mean_is_empty_without_a_close_candidate() {
-        assert_eq!(did_you_mean(["edge", "datacenter"], "egde"), "; did you mean `edge`?");
+        assert_eq!(
+            did_you_mean(["edge", "datacenter"], "egde"),
+            "; did you mean `edge`?"
+        );
         assert_eq!(did_you_mean(["edge", "datacenter"], "quantum"), "");
     }
 }

@@ -234,7 +234,11 @@ fn unbound_message(v: &[UnboundDim]) -> String {
     if !unnamed.is_empty() {
         parts.push(format!(
             "{} unnamed: {} (only a full input shape binds an unnamed dim)",
-            if unnamed.len() == 1 { "a dim is" } else { "dims are" },
+            if unnamed.len() == 1 {
+                "a dim is"
+            } else {
+                "dims are"
+            },
             unnamed.join(", ")
         ));
     }
