@@ -1834,6 +1834,8 @@ impl<'p> Sim<'p> {
                 total_pj: dynamic_pj + static_pj,
             },
             locations,
+            hbm_bandwidth: t.hbm.bandwidth_gb_s * 1e9,
+            compute_roof: crate::report::compute_roof(t),
         }
     }
 
