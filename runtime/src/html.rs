@@ -10,8 +10,8 @@
 //! matrix peak plus vector lanes) and bandwidth roof (HBM bytes/s × intensity).
 //! Ops with no HBM traffic sit at the right edge, ops with no FLOPs on the bottom edge.
 
-pub use crate::report::{OpPoint, compute_roof};
 use crate::report::{Bound, Report};
+pub use crate::report::{OpPoint, compute_roof};
 use crate::timeline::{BINS, Timeline};
 use llmpu_isa::{Target, Unit};
 use std::fmt::Write;

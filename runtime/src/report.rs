@@ -527,7 +527,7 @@ impl Report {
                 p.roofline_fraction * 100.0
             );
         }
-        let fused: Vec<&OpPoint> = ops.iter().filter(|p| p.label != p.loc).collect();
+        let fused: Vec<&OpPoint> = ops.iter().filter(|p| p.loc.contains('+')).collect();
         if !fused.is_empty() {
             let _ = writeln!(s);
             let _ = writeln!(s, "ops and their ONNX nodes:");
