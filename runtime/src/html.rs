@@ -2,13 +2,14 @@
 //! self-contained file (inline SVG and CSS, no scripts, nothing fetched).
 //!
 //! An "op" is a debug-map location — the ONNX node(s) the compiler attributed the instructions to.
-//! Its time is the busy cycles of its bottleneck unit (the busiest of DMA, MXU, VPU and scalar,
-//! [`LocReport::bottleneck`]), which also classifies it: memory-bound when the DMA engine is the
-//! busiest, compute-bound for the matrix or vector unit, control-bound for the scalar unit. Its
-//! FLOPs are `2·MACs + vector element ops`; its intensity is FLOPs per HBM byte. The roofline has
-//! one point per op (`class="op"`), placed against the target's compute roof ([`compute_roof`]:
-//! matrix peak plus vector lanes) and bandwidth roof (HBM bytes/s × intensity).
-//! Ops with no HBM traffic sit at the right edge, ops with no FLOPs on the bottom edge.
+//! Its row and point are [`crate::report::OpPoint`]s, the same figures as the text and JSON
+//! reports: a short label (`h.0/mlp: matmul+bias+gelu`; the full fused node list is the cell's
+//! and the point's tooltip), its time (the busy cycles of its bottleneck unit), FLOPs,
+//! intensity, bottleneck unit and bound class, and its fraction of the roofline. The roofline has
+//! one point per op (`class="op"`) coloured by bound class, a legend, and the busiest places
+//! named (identical layers share a place, so the label counts them). Ops with no HBM traffic
+//! sit at the right edge, ops with no FLOPs on the bottom edge. The per-op table fits a 1400 px
+//! window for a GPT-2-small-sized model (`tests/report_browser.rs`).
 
 use crate::report::{Bound, Report};
 pub use crate::report::{OpPoint, compute_roof};
@@ -40,7 +41,7 @@ fn color(i: usize) -> String {
 fn roofline_svg(points: &[OpPoint], target: &Target) -> String {
     let (w, h, pad) = (640.0, 400.0, 50.0);
     // The legend's column right of the plot.
-    let full_w = w + 260.0;
+    let full_w = w + 330.0;
     let peak = compute_roof(target);
     let bw = target.hbm.bandwidth_gb_s * 1e9;
     let (x0, x1) = (-2.0f64, 4.0f64);
@@ -98,19 +99,33 @@ fn roofline_svg(points: &[OpPoint], target: &Target) -> String {
         h / 2.0,
         h / 2.0
     );
-    // Points coloured by what bounds the op; the legend explains colours and the roof, and the
-    // ops with the most cycles are named beside their points (every point has a tooltip).
-    let mut by_cycles: Vec<usize> = (0..points.len()).collect();
-    by_cycles.sort_by_key(|&i| std::cmp::Reverse(points[i].cycles));
-    let named: Vec<usize> = by_cycles.into_iter().take(LABELLED_POINTS).collect();
-    for (i, p) in points.iter().enumerate() {
+    // Points coloured by what bounds the op; the legend explains colours and the roof. The ops
+    // with the most cycles are named beside their points, once per place: identical layers
+    // share one point's place, so its label counts them (every point has a tooltip).
+    let place = |p: &OpPoint| {
         let lx = p.intensity.map(f64::log10).unwrap_or(x1);
         let ly = if p.flops == 0 {
             y0
         } else {
             p.flops_per_second.log10()
         };
-        let (cx, cy) = (px(lx), py(ly));
+        (px(lx), py(ly))
+    };
+    let places: Vec<(f64, f64)> = points.iter().map(place).collect();
+    let near = |a: (f64, f64), b: (f64, f64)| (a.0 - b.0).abs() < 6.0 && (a.1 - b.1).abs() < 6.0;
+    let mut by_cycles: Vec<usize> = (0..points.len()).collect();
+    by_cycles.sort_by_key(|&i| std::cmp::Reverse(points[i].cycles));
+    let mut named: Vec<usize> = Vec::new();
+    for i in by_cycles {
+        if named.len() == LABELLED_POINTS {
+            break;
+        }
+        if !named.iter().any(|&j| near(places[i], places[j])) {
+            named.push(i);
+        }
+    }
+    for (i, p) in points.iter().enumerate() {
+        let (cx, cy) = places[i];
         let _ = write!(
             s,
             r#"<circle class="op" cx="{cx:.1}" cy="{cy:.1}" r="5" fill="{}" fill-opacity="0.7" stroke="{}"><title>{}: {:.3e} FLOP/s, {} of roof, {}-bound ({})&#10;{}</title></circle>"#,
@@ -123,19 +138,28 @@ fn roofline_svg(points: &[OpPoint], target: &Target) -> String {
             p.bottleneck.name(),
             esc(&p.loc)
         );
-        if named.contains(&i) {
-            let _ = write!(
-                s,
-                r#"<text class="op-label" x="{:.1}" y="{:.1}" font-size="10" fill="{}">{}</text>"#,
-                cx + 7.0,
-                cy - 4.0,
-                bound_color(p.bound),
-                esc(&p.label)
-            );
-        }
+    }
+    for (k, &i) in named.iter().enumerate() {
+        let (cx, cy) = places[i];
+        let same = places.iter().filter(|&&q| near(q, places[i])).count();
+        let more = if same > 1 {
+            format!(" (+{} at this point)", same - 1)
+        } else {
+            String::new()
+        };
+        // Alternate above and below the point so that neighbours' labels do not collide.
+        let dy = if k % 2 == 0 { -7.0 } else { 14.0 };
+        let _ = write!(
+            s,
+            r#"<text class="op-label" x="{:.1}" y="{:.1}" font-size="10" fill="{}">{}{more}</text>"#,
+            cx + 7.0,
+            cy + dy,
+            bound_color(points[i].bound),
+            esc(&points[i].label)
+        );
     }
     // Legend, right of the plot.
-    let lx = w + 10.0;
+    let lx = w + 20.0;
     let _ = write!(
         s,
         r##"<g class="legend"><text x="{lx}" y="{}" font-size="12" font-weight="bold">legend</text><line x1="{lx}" y1="{}" x2="{}" y2="{}" stroke="#c00" stroke-width="2"/><text x="{}" y="{}" font-size="11">roof: HBM bandwidth, then compute</text>"##,
@@ -154,22 +178,22 @@ fn roofline_svg(points: &[OpPoint], target: &Target) -> String {
         let n = points.iter().filter(|p| p.bound == b).count();
         let _ = write!(
             s,
-            r#"<circle cx="{}" cy="{y}" r="5" fill="{c}" fill-opacity="0.7" stroke="{c}"/><text x="{}" y="{}" font-size="11">{}-bound op ({}): {n}</text>"#,
+            r#"<circle cx="{}" cy="{y}" r="5" fill="{c}" fill-opacity="0.7" stroke="{c}"/><text x="{}" y="{}" font-size="11">{}-bound ({} busiest): {n} ops</text>"#,
             lx + 9.0,
             lx + 24.0,
             y + 4.0,
             b.name(),
             match b {
-                Bound::Memory => "DMA busiest",
-                Bound::Compute => "MXU or VPU busiest",
-                Bound::Control => "scalar busiest",
+                Bound::Memory => "DMA",
+                Bound::Compute => "MXU/VPU",
+                Bound::Control => "scalar",
             },
             c = bound_color(b)
         );
     }
     let _ = write!(
         s,
-        r#"<text x="{lx}" y="{}" font-size="11">ops without HBM traffic: right edge</text><text x="{lx}" y="{}" font-size="11">ops without FLOPs: bottom edge</text><text x="{lx}" y="{}" font-size="11">named: the {} ops with most cycles</text></g>"#,
+        r#"<text x="{lx}" y="{}" font-size="11">ops without HBM traffic: right edge</text><text x="{lx}" y="{}" font-size="11">ops without FLOPs: bottom edge</text><text x="{lx}" y="{}" font-size="11">named: the {} busiest places</text></g>"#,
         pad + 100.0,
         pad + 116.0,
         pad + 132.0,
