@@ -193,8 +193,8 @@ fn every_unbound_dim_is_reported_at_once_and_only_import_mentions_shape() {
     let t = text(&o);
     assert!(!o.status.success(), "{t}");
     assert!(
-        t.contains("2 symbolic dims are not bound: 'batch_size' (inputs input_ids,")
-            && t.contains("'sequence_length' (inputs input_ids,")
+        t.contains("2 symbolic dims are not bound: 'batch_size' (inputs 'input_ids',")
+            && t.contains("'sequence_length' (inputs 'input_ids',")
             && t.contains("give --dim batch_size=N --dim sequence_length=N"),
         "{t}"
     );

@@ -219,7 +219,8 @@ fn unbound_message(v: &[UnboundDim]) -> String {
             .iter()
             .map(|(n, inputs)| {
                 let s = if inputs.len() == 1 { "" } else { "s" };
-                format!("'{n}' (input{s} {})", inputs.join(", "))
+                let quoted: Vec<String> = inputs.iter().map(|i| format!("'{i}'")).collect();
+                format!("'{n}' (input{s} {})", quoted.join(", "))
             })
             .collect();
         let example: Vec<String> = named.iter().map(|(n, _)| format!("--dim {n}=N")).collect();
