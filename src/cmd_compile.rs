@@ -146,13 +146,27 @@ pub fn set_kv_blocks(m: &mut Module, n: u64) -> Result<(), String> {
 /// Parses `--target` / `--precision`.
 pub fn options(target: &str, precision: &str) -> Result<Options, String> {
     let target = Target::resolve(target).map_err(|e| e.to_string())?;
-    let precision = Precision::from_name(precision)
-        .ok_or_else(|| format!("--precision `{precision}`: expected fp32 or bf16"))?;
+    let precision = Precision::from_name(precision).ok_or_else(|| {
+        format!(
+            "--precision `{precision}`: expected fp32 or bf16{}",
+            llmpu_isa::suggest::did_you_mean(["fp32", "bf16"], precision)
+        )
+    })?;
     Ok(Options { target, precision })
 }
 
 /// Reads a model as graph IR.
 pub fn load_model(path: &Path, dims: &[String]) -> Result<Module, String> {
+    load_model_checked(path, dims, &[])
+}
+
+/// [`load_model`] where each of `user_dims` (the user's `--dim`s) must name a symbolic dim of
+/// the model.
+pub fn load_model_checked(
+    path: &Path,
+    dims: &[String],
+    user_dims: &[String],
+) -> Result<Module, String> {
     let name = path.display().to_string();
     if path.extension().is_some_and(|e| e == "mlir") {
         let src = llmpu_isa::limits::read_to_string(path)
@@ -166,7 +180,7 @@ pub fn load_model(path: &Path, dims: &[String]) -> Result<Module, String> {
         }
         return Ok(m);
     }
-    crate::import::import_model(path, dims)
+    crate::import::import_model_checked(path, dims, user_dims, None)
 }
 
 /// Compiles a loaded module; `None` when `--stop-after` ended the pipeline early.
@@ -191,7 +205,7 @@ pub fn run(a: &CompileArgs) -> Result<(), String> {
         Some(n) => decode_dims(n, &a.dims)?,
         None => a.dims.clone(),
     };
-    let mut m = load_model(&a.input, &dims)?;
+    let mut m = load_model_checked(&a.input, &dims, &a.dims)?;
     if let Some(n) = a.kv_blocks {
         set_kv_blocks(&mut m, n)?;
     }

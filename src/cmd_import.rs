@@ -58,6 +58,7 @@ pub fn import_options(
     };
     for d in dims {
         let (n, v) = parse_dim_arg(d)?;
+        o.user_dims.push(n.clone());
         o.dims.insert(n, v);
     }
     for s in shapes {
@@ -79,6 +80,11 @@ pub fn run(args: &ImportArgs) -> Result<(), String> {
     let mut module = import_file(&args.model, &opts).map_err(|e| match e {
         // Already names the file.
         llmpu_compiler::onnx::ImportError::Io { .. } => e.to_string(),
+        // `import` (alone) also binds whole input shapes.
+        llmpu_compiler::onnx::ImportError::UnboundDims(_) => format!(
+            "{}: {e} (or --shape INPUT=AxB for a whole input)",
+            args.model.display()
+        ),
         e => format!("{}: {e}", args.model.display()),
     })?;
     let pipeline = match &args.passes {

@@ -17,9 +17,10 @@ pub struct RunArgs {
     /// A reference for an output: `NAME=FILE.npy`; the output is compared with it.
     #[arg(long = "expect", value_name = "NAME=FILE")]
     expects: Vec<String>,
-    /// Tolerance for `--expect`: fp32 or bf16.
-    #[arg(long, default_value = "fp32")]
-    tolerance: String,
+    /// Tolerance for `--expect`: fp32 or bf16. Default: the precision the binary was compiled in
+    /// (fp32 for assembly and binaries that do not record one).
+    #[arg(long)]
+    tolerance: Option<String>,
     /// Write every output as `NAME.npy` into this directory.
     #[arg(long)]
     output_dir: Option<PathBuf>,
@@ -34,9 +35,14 @@ pub struct RunArgs {
     /// `LLMPU_NO_FAST_FORWARD` does the same for every command).
     #[arg(long)]
     no_fast_forward: bool,
-    /// Run on another target (preset or `.toml`) than the one embedded in the program.
+    /// The target (preset or `.toml`): assembles a `.s` file for it; a binary must have been
+    /// built for it (see `--retarget`).
     #[arg(long)]
     target: Option<String>,
+    /// Run a binary on `--target` although it was built for another target: same instructions,
+    /// the other machine's timing, sizes and energy (the program must still fit).
+    #[arg(long, requires = "target")]
+    retarget: bool,
     /// Stop after this many instructions.
     #[arg(long)]
     max_instructions: Option<u64>,
@@ -80,6 +86,37 @@ fn read_npy(path: &PathBuf) -> Result<Tensor, String> {
     })
 }
 
+/// The tolerance `--expect` compares with: `--tolerance` if given, else the one of the precision
+/// the binary records (`program` names it in errors), else fp32.
+fn tolerance(
+    flag: Option<&str>,
+    recorded: Option<&str>,
+    program: &std::path::Path,
+) -> Result<Tolerance, String> {
+    const NAMES: [&str; 2] = ["fp32", "bf16"];
+    let of = |name: &str| match name {
+        "fp32" => Some(Tolerance::FP32),
+        "bf16" => Some(Tolerance::BF16),
+        _ => None,
+    };
+    match (flag, recorded) {
+        (Some(f), _) => of(f).ok_or_else(|| {
+            format!(
+                "--tolerance `{f}`: expected fp32 or bf16{}",
+                llmpu_isa::suggest::did_you_mean(NAMES, f)
+            )
+        }),
+        (None, Some(r)) => of(r).ok_or_else(|| {
+            format!(
+                "{}: the binary records precision `{r}`, which has no tolerance (expected fp32 \
+                 or bf16); give --tolerance",
+                program.display()
+            )
+        }),
+        (None, None) => Ok(Tolerance::FP32),
+    }
+}
+
 pub fn run(a: &RunArgs) -> Result<(), String> {
     let target = a
         .target
@@ -87,17 +124,17 @@ pub fn run(a: &RunArgs) -> Result<(), String> {
         .map(Target::resolve)
         .transpose()
         .map_err(|e| e.to_string())?;
-    let program = load::program(&a.program, target)?;
+    let program = load::program_for(&a.program, target, a.retarget)?;
     let mut inputs = Vec::new();
     for arg in &a.inputs {
         let (name, path) = name_file(arg, "--input")?;
         inputs.push((name, read_npy(&path)?));
     }
-    let tol = match a.tolerance.as_str() {
-        "fp32" => Tolerance::FP32,
-        "bf16" => Tolerance::BF16,
-        other => return Err(format!("--tolerance `{other}`: expected fp32 or bf16")),
-    };
+    let tol = tolerance(
+        a.tolerance.as_deref(),
+        program.precision.as_deref(),
+        &a.program,
+    )?;
     let mut opts = RunOptions {
         timing_only: a.timing_only,
         trace: a.trace.is_some(),

@@ -79,10 +79,14 @@ pub struct ServeArgs {
     /// token ids equal a functional run's.
     #[arg(long)]
     pub timing_only: bool,
-    /// Write one Perfetto trace: every run at its modeled start, a scheduler track and one track
-    /// per request.
+    /// Write one Perfetto trace: every run at its modeled start (one event per op and unit,
+    /// named by the op's label), a scheduler track and one track per request. Streamed to the
+    /// file; memory grows with ops × runs, not instructions.
     #[arg(long)]
     pub trace: Option<PathBuf>,
+    /// With --trace: one event per instruction instead of per op (large for long traces).
+    #[arg(long, requires = "trace")]
+    pub trace_instructions: bool,
     /// Print the summary as JSON (with per-request figures and generated ids).
     #[arg(long)]
     pub json: bool,
@@ -449,6 +453,7 @@ pub fn simulate(a: &ServeArgs) -> Result<(Simulation, u64), String> {
     let opts = RunOptions {
         timing_only: a.timing_only,
         trace: a.trace.is_some(),
+        trace_ops: !a.trace_instructions,
         ..RunOptions::default()
     };
     let mut first = Some(first);
@@ -568,8 +573,12 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
     }
     let (sim, weights) = simulate(a)?;
     if let Some(path) = &a.trace {
-        std::fs::write(path, sim.trace().to_chrome_json())
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let write = || -> std::io::Result<()> {
+            let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
+            sim.trace().write_chrome_json(&mut w)?;
+            std::io::Write::flush(&mut w)
+        };
+        write().map_err(|e| format!("{}: {e}", path.display()))?;
     }
     let mut s = sim.summary(weights, a.timing_only);
     if a.compare {

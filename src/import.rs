@@ -18,11 +18,25 @@ pub fn import_model_with(
     dims: &[String],
     new_tokens: Option<u64>,
 ) -> Result<Module, String> {
+    import_model_checked(path, dims, &[], new_tokens)
+}
+
+/// [`import_model_with`] where `user_dims` (the user's own `--dim NAME=N`, a subset of `dims`)
+/// must each name a symbolic dim of the model ([`ImportOptions::user_dims`]).
+pub fn import_model_checked(
+    path: &Path,
+    dims: &[String],
+    user_dims: &[String],
+    new_tokens: Option<u64>,
+) -> Result<Module, String> {
     let mut opts = ImportOptions {
         on_warning: Some(llmpu_compiler::onnx::print_warning),
         new_tokens,
         ..Default::default()
     };
+    for d in user_dims {
+        opts.user_dims.push(parse_dim_arg(d)?.0);
+    }
     for d in dims {
         let (n, v) = parse_dim_arg(d)?;
         opts.dims.insert(n, v);

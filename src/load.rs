@@ -10,8 +10,10 @@ pub fn assemble(path: &Path, target: Option<Target>) -> Result<Program, String> 
     llmpu_asm::assemble_file(path, &options).map_err(|d| d.to_string().trim_end().to_string())
 }
 
-/// Reads a binary, or assembles a `.s` file.
-pub fn program(path: &Path, target: Option<Target>) -> Result<Program, String> {
+/// Reads a binary, or assembles a `.s` file (for `target` if given). A binary given a `target`
+/// other than the one it was built for is an error unless `retarget` (then it runs with that
+/// target's timing, sizes and energy).
+pub fn program_for(path: &Path, target: Option<Target>, retarget: bool) -> Result<Program, String> {
     if path.extension().is_some_and(|e| e == "s" || e == "asm") {
         return assemble(path, target);
     }
@@ -21,6 +23,18 @@ pub fn program(path: &Path, target: Option<Target>) -> Result<Program, String> {
         e => format!("{}: {e}", path.display()),
     })?;
     if let Some(t) = target {
+        if t != p.target && !retarget {
+            return Err(format!(
+                "{}: built for target `{}`, not `{}` (its code is scheduled and laid out for \
+                 its own target): compile it again with --target {}, or pass --retarget to run \
+                 the same instructions on `{}`",
+                path.display(),
+                p.target.name,
+                t.name,
+                t.name,
+                t.name
+            ));
+        }
         p.target = t;
         p.validate()
             .map_err(|e| format!("{}: with the new target: {e}", path.display()))?;

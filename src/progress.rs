@@ -1,28 +1,29 @@
 //! A one-line progress display for long commands (`generate`, `serve-sim`, `conformance`,
-//! `bench`): `label [#####     ] 12/40 message` redrawn in place on stderr.
+//! `bench`, `run`): `label [#####     ] 12/40 message` redrawn in place on stderr, drawn by
+//! [`indicatif`].
 //!
 //! It draws only when stderr is a terminal (so pipes, files and CI logs stay clean) and
 //! `LLMPU_PROGRESS` is not `0`; `LLMPU_PROGRESS=1` forces it on. Redraws are throttled to ten a
-//! second; [`Progress::finish`] (or dropping the value) erases the line, so the command's own
-//! output is never interleaved with it.
+//! second; [`Progress::clear`] (before printing to the terminal), [`Progress::finish`] and
+//! dropping the value erase the line, so the command's own output is never interleaved with it.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use llmpu_runtime::ProgressHook;
+
+/// Redraws per second.
+const HZ: u8 = 10;
 
 /// A progress line; inert when not drawing.
 pub struct Progress {
     label: String,
     total: u64,
-    done: u64,
     draw: bool,
-    last: Option<Instant>,
-    width: usize,
+    /// The drawn bar; `None` until the next [`Progress::set`] after a clear.
+    bar: Option<ProgressBar>,
 }
-
-const BAR: usize = 24;
 
 /// Whether progress is drawn, from the `LLMPU_PROGRESS` setting and whether stderr is a terminal.
 fn enabled(setting: Option<&str>, terminal: bool) -> bool {
@@ -33,17 +34,16 @@ fn enabled(setting: Option<&str>, terminal: bool) -> bool {
     }
 }
 
-/// The line for `done` of `total` (`total` 0: no bar, just the count).
-fn line(label: &str, done: u64, total: u64, msg: &str) -> String {
-    if total == 0 {
-        return format!("{label} {done} {msg}");
-    }
-    let filled = ((done.min(total) as u128 * BAR as u128) / total as u128) as usize;
-    format!(
-        "{label} [{}{}] {done}/{total} {msg}",
-        "#".repeat(filled),
-        " ".repeat(BAR - filled)
-    )
+/// The line's layout: a 24-cell bar with the count when the total is known, else the count.
+fn style(total: u64) -> ProgressStyle {
+    let template = if total == 0 {
+        "{prefix} {pos} {msg}"
+    } else {
+        "{prefix} [{bar:24}] {pos}/{len} {msg}"
+    };
+    ProgressStyle::with_template(template)
+        .expect("a valid progress template")
+        .progress_chars("## ")
 }
 
 impl Progress {
@@ -53,49 +53,43 @@ impl Progress {
         Progress {
             label: label.into(),
             total,
-            done: 0,
             draw: enabled(setting.as_deref(), std::io::stderr().is_terminal()),
-            last: None,
-            width: 0,
+            bar: None,
         }
+    }
+
+    fn bar(&mut self) -> &ProgressBar {
+        let (label, total, draw) = (&self.label, self.total, self.draw);
+        self.bar.get_or_insert_with(|| {
+            let target = if !draw {
+                ProgressDrawTarget::hidden()
+            } else if std::io::stderr().is_terminal() {
+                ProgressDrawTarget::stderr_with_hz(HZ)
+            } else {
+                // `LLMPU_PROGRESS=1` on a pipe: draw anyway.
+                ProgressDrawTarget::term_like_with_hz(Box::new(console::Term::stderr()), HZ)
+            };
+            let bar = ProgressBar::with_draw_target((total > 0).then_some(total), target)
+                .with_style(style(total))
+                .with_prefix(label.clone());
+            bar.set_position(0);
+            bar
+        })
     }
 
     /// Marks `done` items finished, showing `msg` (redrawn at most ten times a second).
     pub fn set(&mut self, done: u64, msg: &str) {
-        self.done = done;
-        if !self.draw {
-            return;
-        }
-        let now = Instant::now();
-        if self
-            .last
-            .is_some_and(|t| now.duration_since(t) < Duration::from_millis(100))
-            && done < self.total
-        {
-            return;
-        }
-        self.last = Some(now);
-        let mut l = line(&self.label, done, self.total, msg);
-        if let Some((i, _)) = l.char_indices().nth(120) {
-            l.truncate(i);
-        }
-        let pad = self.width.saturating_sub(l.chars().count());
-        self.width = l.chars().count();
-        let mut e = std::io::stderr().lock();
-        let _ = write!(e, "\r{l}{}", " ".repeat(pad));
-        let _ = e.flush();
+        let bar = self.bar();
+        bar.set_position(done);
+        bar.set_message(msg.to_string());
     }
 
     /// Erases the line (the next [`Progress::set`] draws it again at once): call before printing
     /// to the terminal.
     pub fn clear(&mut self) {
-        if self.draw && self.width > 0 {
-            let mut e = std::io::stderr().lock();
-            let _ = write!(e, "\r{}\r", " ".repeat(self.width));
-            let _ = e.flush();
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
         }
-        self.width = 0;
-        self.last = None;
     }
 
     /// Erases the line for good.
@@ -161,13 +155,33 @@ mod tests {
     }
 
     #[test]
-    fn the_bar_is_proportional_and_saturates() {
-        let bar = |n: usize| format!("{}{}", "#".repeat(n), " ".repeat(BAR - n));
-        assert_eq!(
-            line("gen", 6, 24, "step 6"),
-            format!("gen [{}] 6/24 step 6", bar(6))
-        );
-        assert_eq!(line("x", 30, 24, ""), format!("x [{}] 30/24 ", bar(24)));
-        assert_eq!(line("x", 3, 0, "m"), "x 3 m");
+    fn a_hidden_line_keeps_count_and_a_clear_starts_a_fresh_one() {
+        let mut p = Progress {
+            label: "gen".into(),
+            total: 24,
+            draw: false,
+            bar: None,
+        };
+        p.set(6, "step 6");
+        let bar = p.bar.as_ref().expect("a bar after set");
+        assert!(bar.is_hidden());
+        assert_eq!((bar.position(), bar.length()), (6, Some(24)));
+        assert_eq!(bar.message(), "step 6");
+        p.clear();
+        assert!(p.bar.is_none());
+        p.set(7, "step 7");
+        assert_eq!(p.bar.as_ref().unwrap().position(), 7);
+    }
+
+    #[test]
+    fn an_unknown_total_has_no_length() {
+        let mut p = Progress {
+            label: "emulating".into(),
+            total: 0,
+            draw: false,
+            bar: None,
+        };
+        p.set(3, "m");
+        assert_eq!(p.bar.as_ref().unwrap().length(), None);
     }
 }

@@ -412,7 +412,8 @@ pub fn speculate(a: &GenerateArgs, k: usize) -> Result<Speculation, String> {
         Some("draft-unit") => Placement::DraftUnit,
         Some(p) => {
             return Err(format!(
-                "--draft-placement `{p}`: expected time-sliced or draft-unit"
+                "--draft-placement `{p}`: expected time-sliced or draft-unit{}",
+                llmpu_isa::suggest::did_you_mean(["time-sliced", "draft-unit"], p)
             ));
         }
     };

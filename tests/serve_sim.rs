@@ -516,3 +516,59 @@ fn speculative_serving_generates_the_plain_ids_with_a_draft_model_and_with_promp
     let (ok, _, err) = serve(&c, "llama", &["--requests", t, "--speculate", "3"]);
     assert!(!ok && err.contains("--speculate needs a draft"), "{err}");
 }
+
+#[test]
+fn trace_is_op_spans_by_default_and_instructions_on_request() {
+    let Some(c) = corpus("generate") else { return };
+    let p = tmp("ops.json");
+    std::fs::write(
+        &p,
+        r#"{"requests": [{"arrival_s": 0, "prompt_len": 4, "output_len": 3},
+                          {"arrival_ms": 0.05, "prompt_len": 6, "output_len": 2}]}"#,
+    )
+    .expect("write");
+    let run = |name: &str, extra: &[&str]| -> (u64, Vec<Value>) {
+        let out = tmp(name);
+        let mut args = vec![
+            "--requests",
+            p.to_str().expect("path"),
+            "--timing-only",
+            "--trace",
+            out.to_str().expect("path"),
+        ];
+        args.extend(extra);
+        let (ok, text, err) = serve(&c, "gpt2", &args);
+        assert!(ok, "{text}{err}");
+        let bytes = std::fs::metadata(&out).expect("trace written").len();
+        let t: Value =
+            serde_json::from_str(&std::fs::read_to_string(&out).expect("trace")).expect("json");
+        let unit_events = t["traceEvents"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter(|e| e["ph"] == "X" && e["cat"] != "host")
+            .cloned()
+            .collect();
+        (bytes, unit_events)
+    };
+    let (op_bytes, ops) = run("ops.trace.json", &[]);
+    let (inst_bytes, insts) = run("insts.trace.json", &["--trace-instructions"]);
+    // Every instruction is in exactly one op span; spans are named by the op's short label.
+    let covered: u64 = ops
+        .iter()
+        .map(|e| e["args"]["instructions"].as_u64().expect("a count"))
+        .sum();
+    assert_eq!(covered, insts.len() as u64);
+    assert!(
+        ops.iter()
+            .any(|e| e["name"].as_str().is_some_and(|n| n.contains(": "))),
+        "op labels as names"
+    );
+    assert!(insts.iter().all(|e| e["args"]["pc"].is_u64()));
+    assert!(
+        ops.len() * 4 < insts.len() && op_bytes * 4 < inst_bytes,
+        "{} op spans ({op_bytes} B) vs {} instructions ({inst_bytes} B)",
+        ops.len(),
+        insts.len()
+    );
+}

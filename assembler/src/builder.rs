@@ -58,6 +58,7 @@ pub struct Assembler {
     io: Vec<(IoTensor, Option<Span>)>,
     kv: Option<KvRegion>,
     bounds: Vec<IndexBound>,
+    precision: Option<String>,
     errors: Vec<AsmError>,
     span: Option<Span>,
     fresh: u32,
@@ -78,6 +79,7 @@ impl Assembler {
             io: Vec::new(),
             kv: None,
             bounds: Vec::new(),
+            precision: None,
             errors: Vec::new(),
             span: None,
             fresh: 0,
@@ -345,6 +347,12 @@ impl Assembler {
         self
     }
 
+    /// Records the compile precision (`fp32`, `bf16`) the program's data was produced in.
+    pub fn precision(&mut self, name: &str) -> &mut Self {
+        self.precision = Some(name.to_string());
+        self
+    }
+
     /// Adds the value range of an integer input that indexes a table.
     pub fn bound(&mut self, b: IndexBound) -> &mut Self {
         self.bounds.push(b);
@@ -484,6 +492,7 @@ impl Assembler {
             debug: self.debug,
             kv: self.kv,
             bounds: self.bounds,
+            precision: self.precision,
         };
         match program.validate() {
             Ok(()) => Ok(program),

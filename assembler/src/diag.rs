@@ -354,67 +354,11 @@ impl fmt::Display for Diagnostics {
 
 impl std::error::Error for Diagnostics {}
 
-/// Levenshtein distance, for "did you mean" suggestions.
-pub fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, &cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != cb);
-            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
-/// The candidate closest to `word`, if it is close enough to be a plausible typo (at most a
-/// third of its length, 1 to 3 edits). Candidates whose length alone rules them out are skipped
-/// and the distance is computed without allocating, so a suggestion costs little per candidate.
-pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    let w: Vec<char> = word.chars().collect();
-    let limit = (w.len() / 3).clamp(1, 3);
-    let first = w.first().copied();
-    let (mut prev, mut cur) = (Vec::new(), Vec::new());
-    candidates
-        .into_iter()
-        .filter(|c| c.len() + limit >= w.len() && c.chars().count().abs_diff(w.len()) <= limit)
-        .filter_map(|c| {
-            let d = distance(&w, c, &mut prev, &mut cur);
-            (d > 0 && d <= limit).then_some((d, c))
-        })
-        .min_by_key(|&(d, c)| (d, c.chars().next() != first, c))
-        .map(|(_, c)| c)
-}
-
-/// Levenshtein distance of `a` (as characters) and `b`, in the caller's row buffers.
-fn distance(a: &[char], b: &str, prev: &mut Vec<usize>, cur: &mut Vec<usize>) -> usize {
-    let n = b.chars().count();
-    prev.clear();
-    prev.extend(0..=n);
-    for (i, &ca) in a.iter().enumerate() {
-        cur.clear();
-        cur.push(i + 1);
-        for (j, cb) in b.chars().enumerate() {
-            let sub = prev[j] + usize::from(ca != cb);
-            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        std::mem::swap(prev, cur);
-    }
-    prev[n]
-}
+pub use llmpu_isa::suggest::{closest, edit_distance};
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn closest_suggests_typos_only() {
-        assert_eq!(closest("hlt", ["halt", "nop"]), Some("halt"));
-        assert_eq!(closest("vpu.ad", ["vpu.add", "vpu.adds"]), Some("vpu.add"));
-        assert_eq!(closest("zzzzzz", ["halt", "nop"]), None);
-    }
 
     #[test]
     fn line_col_counts_characters() {

@@ -106,6 +106,9 @@ pub fn disassemble(p: &Program) -> String {
             );
         }
     }
+    if let Some(precision) = &p.precision {
+        let _ = writeln!(o, ".precision {}", name_text(precision));
+    }
     for b in &p.bounds {
         let _ = writeln!(
             o,

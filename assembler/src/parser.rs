@@ -52,6 +52,7 @@ pub const DIRECTIVES: &[&str] = &[
     ".kv",
     ".kv_slot",
     ".bound",
+    ".precision",
     ".data",
     ".hex",
     ".f32",
@@ -603,6 +604,11 @@ impl Parser {
                 let (lo, hi) = (fit(lo, lspan)?, fit(hi, hspan)?);
                 asm.at(Some(dspan.to(hspan)))
                     .bound(IndexBound { input, lo, hi, loc });
+            }
+            ".precision" => {
+                let (name, nspan) = c.name("a precision name (fp32, bf16)")?;
+                c.end()?;
+                asm.at(Some(dspan.to(nspan))).precision(&name);
             }
             ".data" => {
                 let (nm, nspan) = c.name("a data segment name")?;

@@ -329,7 +329,7 @@ fn symbolic_model() -> ModelProto {
 #[test]
 fn unbound_symbolic_dims_are_errors_or_kept_symbolic() {
     let m = symbolic_model();
-    insta::assert_snapshot!(err_of(&m, &ImportOptions::default()).to_string(), @"symbolic dim 'seq' of input 'x' is not bound (use --dim seq=N or --shape x=...)");
+    insta::assert_snapshot!(err_of(&m, &ImportOptions::default()).to_string(), @"1 symbolic dim is not bound: 'seq' (input 'x'); give --dim seq=N");
     let opts = ImportOptions {
         allow_symbolic: true,
         ..Default::default()

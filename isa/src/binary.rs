@@ -13,6 +13,7 @@
 //! | `.llmpu.debug` | debug map: core, pc, location string |
 //! | `.llmpu.kv` | optional: the paged KV-cache region of a decode program (`spec/kv-cache.md`) |
 //! | `.llmpu.bounds` | optional: value ranges of integer inputs that index tables ([`IndexBound`]) |
+//! | `.llmpu.precision` | optional: the compile precision's name (`fp32`, `bf16`) as UTF-8 |
 //! | `.symtab`/`.strtab` | labels: local symbols in their core's text section, value = byte offset |
 //!
 //! Invariants:
@@ -291,6 +292,11 @@ pub fn write(program: &Program) -> Result<Vec<u8>, BinaryError> {
         plain.push(b".llmpu.bounds");
         plain_data.push(b);
         plain_align.push(8);
+    }
+    if let Some(p) = &program.precision {
+        plain.push(b".llmpu.precision");
+        plain_data.push(p.as_bytes());
+        plain_align.push(1);
     }
     let mut plain_idx = Vec::new();
     for name in plain {
@@ -639,6 +645,7 @@ pub fn read(bytes: &[u8]) -> Result<Program, BinaryError> {
     let mut symtab_seen = false;
     let mut kv_table: Option<&[u8]> = None;
     let mut bounds_table: Option<&[u8]> = None;
+    let mut precision_text: Option<&[u8]> = None;
     for (index, sh) in sections.enumerate() {
         if index.0 == 0 {
             continue;
@@ -690,6 +697,10 @@ pub fn read(bytes: &[u8]) -> Result<Program, BinaryError> {
             }
         } else if name == ".llmpu.bounds" {
             if bounds_table.replace(data).is_some() {
+                return Err(BinaryError::DuplicateSection(name.into()));
+            }
+        } else if name == ".llmpu.precision" {
+            if precision_text.replace(data).is_some() {
                 return Err(BinaryError::DuplicateSection(name.into()));
             }
         } else if let Some(k) = NAMED.iter().position(|n| *n == name) {
@@ -913,6 +924,20 @@ pub fn read(bytes: &[u8]) -> Result<Program, BinaryError> {
         check_name(t.dir.name(), &t.name)?;
     }
 
+    let precision = precision_text
+        .map(|t| {
+            let bad = |m: &str| BinaryError::Malformed {
+                section: ".llmpu.precision".into(),
+                offset: 0,
+                message: m.into(),
+            };
+            let s = std::str::from_utf8(t).map_err(|_| bad("precision name is not UTF-8"))?;
+            if s.is_empty() {
+                return Err(bad("precision name is empty"));
+            }
+            Ok(s.to_string())
+        })
+        .transpose()?;
     let program = Program {
         target,
         cores,
@@ -922,6 +947,7 @@ pub fn read(bytes: &[u8]) -> Result<Program, BinaryError> {
         debug,
         kv,
         bounds,
+        precision,
     };
     program.validate()?;
     Ok(program)

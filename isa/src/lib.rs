@@ -13,6 +13,7 @@ pub mod limits;
 pub mod numerics;
 pub mod program;
 pub mod spec;
+pub mod suggest;
 pub mod target;
 
 pub use binary::BinaryError;

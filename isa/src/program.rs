@@ -233,6 +233,9 @@ pub struct Program {
     pub kv: Option<KvRegion>,
     /// Value ranges of integer inputs that index tables.
     pub bounds: Vec<IndexBound>,
+    /// The storage precision the compiler used (`fp32` or `bf16`; `None` for assembly): it picks
+    /// the tolerance `llmpu run --expect` compares with.
+    pub precision: Option<String>,
 }
 
 /// A violated program invariant.
@@ -302,6 +305,7 @@ impl Program {
             debug: Vec::new(),
             kv: None,
             bounds: Vec::new(),
+            precision: None,
         }
     }
 

@@ -441,7 +441,7 @@ pub enum TargetError {
         path: String,
         source: std::io::Error,
     },
-    #[error("unknown target `{0}` (built-in: {names}); or give a path to a .toml file", names = preset_names().join(", "))]
+    #[error("unknown target `{0}`{hint} (built-in: {names}); or give a path to a .toml file", hint = crate::suggest::did_you_mean(preset_names(), .0), names = preset_names().join(", "))]
     Unknown(String),
 }
 

@@ -2,84 +2,28 @@
 //! self-contained file (inline SVG and CSS, no scripts, nothing fetched).
 //!
 //! An "op" is a debug-map location — the ONNX node(s) the compiler attributed the instructions to.
-//! Its time is the busy cycles of its bottleneck unit (the busiest of DMA, MXU, VPU and scalar,
-//! [`LocReport::bottleneck`]), which also classifies it: memory-bound when the DMA engine is the
-//! busiest, compute-bound for the matrix or vector unit, control-bound for the scalar unit. Its
-//! FLOPs are `2·MACs + vector element ops`; its intensity is FLOPs per HBM byte. The roofline has
-//! one point per op (`class="op"`), placed against the target's compute roof ([`compute_roof`]:
-//! matrix peak plus vector lanes) and bandwidth roof (HBM bytes/s × intensity).
-//! Ops with no HBM traffic sit at the right edge, ops with no FLOPs on the bottom edge.
+//! Its row and point are [`crate::report::OpPoint`]s, the same figures as the text and JSON
+//! reports: a short label (`h.0/mlp: matmul+bias+gelu`; the full fused node list is the cell's
+//! and the point's tooltip), its time (the busy cycles of its bottleneck unit), FLOPs,
+//! intensity, bottleneck unit and bound class, and its fraction of the roofline. The roofline has
+//! one point per op (`class="op"`) coloured by bound class, a legend, and the busiest places
+//! named (identical layers share a place, so the label counts them). Ops with no HBM traffic
+//! sit at the right edge, ops with no FLOPs on the bottom edge. The per-op table fits a 1400 px
+//! window for a GPT-2-small-sized model (`tests/report_browser.rs`).
 
-use crate::report::{Bound, LocReport, Report};
+use crate::report::{Bound, Report};
+pub use crate::report::{OpPoint, compute_roof};
 use crate::timeline::{BINS, Timeline};
 use llmpu_isa::{Target, Unit};
 use std::fmt::Write;
 
-/// Roofline figures of one op.
-#[derive(Clone, Debug, PartialEq)]
-pub struct OpPoint {
-    pub loc: String,
-    pub cycles: u64,
-    pub flops: u64,
-    pub hbm_bytes: u64,
-    /// FLOPs per HBM byte (`None` without HBM traffic).
-    pub intensity: Option<f64>,
-    /// Achieved FLOP/s over its bottleneck busy time.
-    pub flops_per_second: f64,
-    /// Its busiest unit.
-    pub bottleneck: Unit,
-    /// The class of that unit: memory (DMA), compute (MXU, VPU) or control (scalar).
-    pub bound: Bound,
-    /// Whether its bottleneck is a compute unit (`bound == Bound::Compute`).
-    pub compute_bound: bool,
-    /// Achieved over the roof above it.
-    pub roofline_fraction: f64,
-}
-
-/// Peak operations per second of the whole chip: matrix FLOP/s plus one vector element operation
-/// per lane per cycle.
-pub fn compute_roof(target: &Target) -> f64 {
-    target.peak_flops() + target.vector.lanes as f64 * target.cores as f64 * target.clock_ghz * 1e9
-}
-
-/// The roofline figures of every op of a report.
+/// The roofline figures of every op of a report against `target`'s roofs.
 pub fn op_points(report: &Report, target: &Target) -> Vec<OpPoint> {
-    let bw = target.hbm.bandwidth_gb_s * 1e9;
-    let peak = compute_roof(target);
-    report
-        .locations
-        .iter()
-        .map(|l: &LocReport| {
-            let bottleneck = l.bottleneck();
-            let bound = l.bound();
-            let cycles = l.busy_cycles[bottleneck.index()].max(1);
-            let flops = 2 * l.macs + l.vector_ops;
-            let secs = target.seconds(cycles);
-            let fps = flops as f64 / secs;
-            let intensity = (l.hbm_bytes > 0).then(|| flops as f64 / l.hbm_bytes as f64);
-            let roof = match intensity {
-                Some(i) => (i * bw).min(peak),
-                None => peak,
-            };
-            let achieved = if flops == 0 {
-                l.hbm_bytes as f64 / secs / bw
-            } else {
-                fps / roof
-            };
-            OpPoint {
-                loc: l.loc.clone(),
-                cycles,
-                flops,
-                hbm_bytes: l.hbm_bytes,
-                intensity,
-                flops_per_second: fps,
-                bottleneck,
-                bound,
-                compute_bound: bound == Bound::Compute,
-                roofline_fraction: achieved,
-            }
-        })
-        .collect()
+    crate::report::op_points(
+        report,
+        target.hbm.bandwidth_gb_s * 1e9,
+        compute_roof(target),
+    )
 }
 
 fn esc(s: &str) -> String {
@@ -96,6 +40,8 @@ fn color(i: usize) -> String {
 
 fn roofline_svg(points: &[OpPoint], target: &Target) -> String {
     let (w, h, pad) = (640.0, 400.0, 50.0);
+    // The legend's column right of the plot.
+    let full_w = w + 330.0;
     let peak = compute_roof(target);
     let bw = target.hbm.bandwidth_gb_s * 1e9;
     let (x0, x1) = (-2.0f64, 4.0f64);
@@ -106,7 +52,7 @@ fn roofline_svg(points: &[OpPoint], target: &Target) -> String {
     let mut s = String::new();
     let _ = write!(
         s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" class="roofline" width="{w}" height="{h}" viewBox="0 0 {w} {h}">"#
+        r#"<svg xmlns="http://www.w3.org/2000/svg" class="roofline" width="{full_w}" height="{h}" viewBox="0 0 {full_w} {h}">"#
     );
     let _ = write!(
         s,
@@ -153,26 +99,119 @@ fn roofline_svg(points: &[OpPoint], target: &Target) -> String {
         h / 2.0,
         h / 2.0
     );
-    for (i, p) in points.iter().enumerate() {
+    // Points coloured by what bounds the op; the legend explains colours and the roof. The ops
+    // with the most cycles are named beside their points, once per place: identical layers
+    // share one point's place, so its label counts them (every point has a tooltip).
+    let place = |p: &OpPoint| {
         let lx = p.intensity.map(f64::log10).unwrap_or(x1);
         let ly = if p.flops == 0 {
             y0
         } else {
             p.flops_per_second.log10()
         };
+        (px(lx), py(ly))
+    };
+    let places: Vec<(f64, f64)> = points.iter().map(place).collect();
+    let near = |a: (f64, f64), b: (f64, f64)| (a.0 - b.0).abs() < 6.0 && (a.1 - b.1).abs() < 6.0;
+    let mut by_cycles: Vec<usize> = (0..points.len()).collect();
+    by_cycles.sort_by_key(|&i| std::cmp::Reverse(points[i].cycles));
+    let mut named: Vec<usize> = Vec::new();
+    for i in by_cycles {
+        if named.len() == LABELLED_POINTS {
+            break;
+        }
+        if !named.iter().any(|&j| near(places[i], places[j])) {
+            named.push(i);
+        }
+    }
+    for (i, p) in points.iter().enumerate() {
+        let (cx, cy) = places[i];
         let _ = write!(
             s,
-            r#"<circle class="op" cx="{:.1}" cy="{:.1}" r="5" fill="{}" fill-opacity="0.8"><title>{}: {:.3e} FLOP/s, {} of roof</title></circle>"#,
-            px(lx),
-            py(ly),
-            color(i),
-            esc(&p.loc),
+            r#"<circle class="op" cx="{cx:.1}" cy="{cy:.1}" r="5" fill="{}" fill-opacity="0.7" stroke="{}"><title>{}: {:.3e} FLOP/s, {} of roof, {}-bound ({})&#10;{}</title></circle>"#,
+            bound_color(p.bound),
+            bound_color(p.bound),
+            esc(&p.label),
             p.flops_per_second,
-            pct(p.roofline_fraction)
+            pct(p.roofline_fraction),
+            p.bound.name(),
+            p.bottleneck.name(),
+            esc(&p.loc)
         );
     }
+    for (k, &i) in named.iter().enumerate() {
+        let (cx, cy) = places[i];
+        let same = places.iter().filter(|&&q| near(q, places[i])).count();
+        let more = if same > 1 {
+            format!(" (+{} at this point)", same - 1)
+        } else {
+            String::new()
+        };
+        // Alternate above and below the point so that neighbours' labels do not collide.
+        let dy = if k % 2 == 0 { -7.0 } else { 14.0 };
+        let _ = write!(
+            s,
+            r#"<text class="op-label" x="{:.1}" y="{:.1}" font-size="10" fill="{}">{}{more}</text>"#,
+            cx + 7.0,
+            cy + dy,
+            bound_color(points[i].bound),
+            esc(&points[i].label)
+        );
+    }
+    // Legend, right of the plot.
+    let lx = w + 20.0;
+    let _ = write!(
+        s,
+        r##"<g class="legend"><text x="{lx}" y="{}" font-size="12" font-weight="bold">legend</text><line x1="{lx}" y1="{}" x2="{}" y2="{}" stroke="#c00" stroke-width="2"/><text x="{}" y="{}" font-size="11">roof: HBM bandwidth, then compute</text>"##,
+        pad,
+        pad + 14.0,
+        lx + 18.0,
+        pad + 14.0,
+        lx + 24.0,
+        pad + 18.0
+    );
+    for (k, b) in [Bound::Memory, Bound::Compute, Bound::Control]
+        .into_iter()
+        .enumerate()
+    {
+        let y = pad + 34.0 + 18.0 * k as f64;
+        let n = points.iter().filter(|p| p.bound == b).count();
+        let _ = write!(
+            s,
+            r#"<circle cx="{}" cy="{y}" r="5" fill="{c}" fill-opacity="0.7" stroke="{c}"/><text x="{}" y="{}" font-size="11">{}-bound ({} busiest): {n} ops</text>"#,
+            lx + 9.0,
+            lx + 24.0,
+            y + 4.0,
+            b.name(),
+            match b {
+                Bound::Memory => "DMA",
+                Bound::Compute => "MXU/VPU",
+                Bound::Control => "scalar",
+            },
+            c = bound_color(b)
+        );
+    }
+    let _ = write!(
+        s,
+        r#"<text x="{lx}" y="{}" font-size="11">ops without HBM traffic: right edge</text><text x="{lx}" y="{}" font-size="11">ops without FLOPs: bottom edge</text><text x="{lx}" y="{}" font-size="11">named: the {} busiest places</text></g>"#,
+        pad + 100.0,
+        pad + 116.0,
+        pad + 132.0,
+        named.len()
+    );
     s.push_str("</svg>");
     s
+}
+
+/// How many roofline points carry their op's label (the rest have tooltips only).
+const LABELLED_POINTS: usize = 6;
+
+fn bound_color(b: Bound) -> &'static str {
+    match b {
+        Bound::Memory => "#1f77b4",
+        Bound::Compute => "#d62728",
+        Bound::Control => "#7f7f7f",
+    }
 }
 
 fn pct(f: f64) -> String {
@@ -271,6 +310,8 @@ pub fn render(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{t}</title><style>\
          body{{font-family:sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse}}\
          td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}td:first-child,th:first-child{{text-align:left}}\
+         table.ops{{font-size:13px}}td.op{{max-width:26em;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}}\
+         td.bottleneck,td.bound{{text-align:left}}p.note{{font-size:13px;color:#555}}\
          h2{{margin-top:1.5em}}</style></head><body><h1>{t}</h1>",
         t = esc(title)
     );
@@ -299,15 +340,18 @@ pub fn render(
     o.push_str("<h2>Timeline</h2>");
     o.push_str(&timeline_svg(report, timeline));
     o.push_str(
-        "<h2>Ops</h2><table><tr><th>op (ONNX node)</th><th>cycles</th><th>scalar</th><th>dma</th>\
-         <th>mxu</th><th>vpu</th><th>HBM bytes</th><th>FLOPs</th><th>FLOP/byte</th>\
-         <th>bottleneck</th><th>bound</th><th>of roofline</th></tr>",
+        "<h2>Ops</h2><p class=\"note\">op: the fused-op pattern after its first ONNX node's scope; \
+         hover it for every fused node. cycles: busy cycles of the bottleneck unit.</p>\
+         <table class=\"ops\"><tr><th>op</th><th>cycles</th><th>scalar</th><th>dma</th>\
+         <th>mxu</th><th>vpu</th><th>HBM bytes</th><th>FLOPs</th><th>FLOP/B</th>\
+         <th>bottleneck</th><th>bound</th><th>roofline</th></tr>",
     );
     for (p, l) in points.iter().zip(&report.locations) {
         let _ = write!(
             o,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"bottleneck\">{}</td><td class=\"bound\">{}</td><td>{}</td></tr>",
+            "<tr><td class=\"op\" title=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"bottleneck\">{}</td><td class=\"bound\">{}</td><td>{}</td></tr>",
             esc(&p.loc),
+            esc(&p.label),
             p.cycles,
             l.busy_cycles[0],
             l.busy_cycles[1],
@@ -330,6 +374,7 @@ pub fn render(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::LocReport;
 
     fn report() -> Report {
         let mut r = Report {
@@ -438,6 +483,12 @@ mod tests {
         let json = r.to_json();
         assert_eq!(json["locations"][0]["bottleneck"], "vpu");
         assert_eq!(json["locations"][1]["bound"], "control");
-        assert!(r.render().contains("vpu (compute)"));
+        assert!(
+            r.render()
+                .lines()
+                .any(|l| l.starts_with("norm ") && l.contains(" vpu ") && l.contains(" compute ")),
+            "{}",
+            r.render()
+        );
     }
 }

@@ -137,6 +137,9 @@ pub struct RunOptions {
     pub max_cycles: u64,
     /// Collect a trace of every instruction.
     pub trace: bool,
+    /// With `trace`: keep it at op granularity ([`Trace::to_ops`]: one event per op span per
+    /// unit track), as long runs and the serving simulator want.
+    pub trace_ops: bool,
     /// Accumulate the per-unit busy [`Timeline`] (fixed size, whatever the run's length).
     pub timeline: bool,
     /// Stop at the first data race between units (see the crate documentation).
@@ -196,6 +199,7 @@ impl Default for RunOptions {
             max_instructions: DEFAULT_MAX_INSTRUCTIONS,
             max_cycles: 1_000_000_000_000,
             trace: false,
+            trace_ops: false,
             timeline: false,
             race_check: true,
             max_work: 100_000_000_000,

@@ -1,24 +1,29 @@
-//! Reading and writing NumPy `.npy` files (format versions 1.0, 2.0 and 3.0), our own
-//! implementation.
+//! Reading and writing NumPy `.npy` files (format versions 1.0, 2.0 and 3.0) through the
+//! [`npyz`] crate: it parses and writes the header (magic, version, the Python-literal dict); the
+//! data bytes are the tensor's little-endian bytes, taken and written as they are.
 //!
-//! Element types map as follows (little-endian only; `|` and `=` are accepted as byte orders):
+//! Element types map as follows (little-endian only; `|` is accepted as the byte order of
+//! one-byte types):
 //!
 //! | DType | descr written | descr accepted |
 //! |---|---|---|
-//! | f32 | `<f4` | `<f4`, `=f4`, `f4` |
-//! | f16 | `<f2` | `<f2`, `=f2`, `f2` |
-//! | bf16 | `<V2` | `<V2`, `|V2`, `V2` — NumPy has no bfloat16; the raw 2-byte pattern is kept |
-//! | f8e4m3 | `|V1` | `|V1`, `<V1`, `V1` — likewise raw bytes |
-//! | i8 | `|i1` | `|i1`, `<i1`, `i1` |
-//! | u8 | `|u1` | `|u1`, `<u1`, `u1` |
-//! | i32 | `<i4` | `<i4`, `=i4`, `i4` |
-//! | i64 | `<i8` | `<i8`, `=i8`, `i8` |
+//! | f32 | `<f4` | `<f4` |
+//! | f16 | `<f2` | `<f2` |
+//! | bf16 | `<V2` | `<V2`, `|V2` — NumPy has no bfloat16; the raw 2-byte pattern is kept |
+//! | f8e4m3 | `|V1` | `|V1`, `<V1` — likewise raw bytes |
+//! | i8 | `|i1` | `|i1`, `<i1` |
+//! | u8 | `|u1` | `|u1`, `<u1` |
+//! | bool | — | `|b1` (read as u8 0/1, the machine's `i1` storage) |
+//! | i32 | `<i4` | `<i4` |
+//! | i64 | `<i8` | `<i8` |
 //!
 //! Only C order (`fortran_order: False`) is supported. Every malformed input is an [`NpyError`];
-//! nothing here panics. Writing picks version 1.0 unless the header needs more than 65535 bytes.
+//! nothing here panics (the header's declared length is checked against the file before
+//! `npyz` reads it). Writing picks version 1.0 unless the header needs more than 65535 bytes.
 
 use crate::tensor::{Tensor, elements_of};
 use llmpu_isa::DType;
+use npyz::WriterBuilder;
 use std::path::Path;
 
 const MAGIC: &[u8] = b"\x93NUMPY";
@@ -40,7 +45,7 @@ pub enum NpyError {
     #[error("bad .npy header: {0}")]
     BadHeader(String),
     #[error(
-        "unsupported dtype `{0}` (supported: <f4 <f2 <V2(bf16) |V1(f8e4m3) |i1 |u1 <i4 <i8; save float64 arrays as float32)"
+        "unsupported dtype `{0}` (supported: <f4 <f2 <V2(bf16) |V1(f8e4m3) |i1 |u1 |b1 <i4 <i8; save float64 arrays as float32)"
     )]
     UnsupportedDtype(String),
     #[error("Fortran-order arrays are not supported; save with np.ascontiguousarray")]
@@ -63,157 +68,30 @@ pub fn descr_of(dt: DType) -> &'static str {
     }
 }
 
-/// The DType a `descr` string names, if supported.
+/// The DType a `descr` string names, if supported (`|b1`, NumPy's bool, reads as u8).
 pub fn dtype_of(descr: &str) -> Option<DType> {
-    let (order, code) = match descr.chars().next()? {
-        c @ ('<' | '>' | '|' | '=') => (c, &descr[1..]),
-        _ => ('=', descr),
-    };
-    let dt = match code {
-        "f4" => DType::F32,
-        "f2" => DType::F16,
-        "V2" => DType::BF16,
-        "V1" => DType::F8E4M3,
-        "i1" => DType::I8,
-        "u1" => DType::U8,
-        "i4" => DType::I32,
-        "i8" => DType::I64,
+    let ts: npyz::TypeStr = descr.parse().ok()?;
+    use npyz::{Endianness, TypeChar};
+    let dt = match (ts.type_char(), ts.size_field()) {
+        (TypeChar::Float, 4) => DType::F32,
+        (TypeChar::Float, 2) => DType::F16,
+        (TypeChar::RawData, 2) => DType::BF16,
+        (TypeChar::RawData, 1) => DType::F8E4M3,
+        (TypeChar::Int, 1) => DType::I8,
+        (TypeChar::Uint, 1) | (TypeChar::Bool, 1) => DType::U8,
+        (TypeChar::Int, 4) => DType::I32,
+        (TypeChar::Int, 8) => DType::I64,
         _ => return None,
     };
-    if order == '>' && dt.size() > 1 {
+    if ts.endianness() == Endianness::Big && dt.size() > 1 {
         return None;
     }
     Some(dt)
 }
 
-#[derive(Debug, PartialEq)]
-enum Value {
-    Str(String),
-    Bool(bool),
-    Tuple(Vec<u64>),
-}
-
-struct Parser<'a> {
-    s: &'a [u8],
-    i: usize,
-}
-
-impl Parser<'_> {
-    fn err<T>(&self, msg: &str) -> Result<T, NpyError> {
-        Err(NpyError::BadHeader(format!("{msg} at byte {}", self.i)))
-    }
-
-    fn ws(&mut self) {
-        while self.i < self.s.len() && self.s[self.i].is_ascii_whitespace() {
-            self.i += 1;
-        }
-    }
-
-    fn peek(&mut self) -> Option<u8> {
-        self.ws();
-        self.s.get(self.i).copied()
-    }
-
-    fn eat(&mut self, c: u8) -> Result<(), NpyError> {
-        if self.peek() == Some(c) {
-            self.i += 1;
-            Ok(())
-        } else {
-            self.err(&format!("expected `{}`", c as char))
-        }
-    }
-
-    fn string(&mut self) -> Result<String, NpyError> {
-        let q = match self.peek() {
-            Some(q @ (b'\'' | b'"')) => q,
-            _ => return self.err("expected a string"),
-        };
-        self.i += 1;
-        let start = self.i;
-        while self.i < self.s.len() && self.s[self.i] != q {
-            self.i += 1;
-        }
-        if self.i >= self.s.len() {
-            return self.err("unterminated string");
-        }
-        let text = String::from_utf8_lossy(&self.s[start..self.i]).into_owned();
-        self.i += 1;
-        Ok(text)
-    }
-
-    fn int(&mut self) -> Result<u64, NpyError> {
-        self.ws();
-        let start = self.i;
-        while self.i < self.s.len() && self.s[self.i].is_ascii_digit() {
-            self.i += 1;
-        }
-        let text = std::str::from_utf8(&self.s[start..self.i]).unwrap_or("");
-        let v = match text.parse::<u64>() {
-            Ok(v) => v,
-            Err(_) => return self.err("expected a non-negative integer"),
-        };
-        if self.s.get(self.i) == Some(&b'L') {
-            self.i += 1;
-        }
-        Ok(v)
-    }
-
-    fn value(&mut self) -> Result<Value, NpyError> {
-        match self.peek() {
-            Some(b'\'' | b'"') => Ok(Value::Str(self.string()?)),
-            Some(b'(') => {
-                self.i += 1;
-                let mut dims = Vec::new();
-                loop {
-                    if self.peek() == Some(b')') {
-                        self.i += 1;
-                        break;
-                    }
-                    dims.push(self.int()?);
-                    match self.peek() {
-                        Some(b',') => self.i += 1,
-                        Some(b')') => {}
-                        _ => return self.err("expected `,` or `)` in shape"),
-                    }
-                }
-                Ok(Value::Tuple(dims))
-            }
-            Some(b'T') if self.s[self.i..].starts_with(b"True") => {
-                self.i += 4;
-                Ok(Value::Bool(true))
-            }
-            Some(b'F') if self.s[self.i..].starts_with(b"False") => {
-                self.i += 5;
-                Ok(Value::Bool(false))
-            }
-            _ => self.err("unsupported value (structured dtypes are not supported)"),
-        }
-    }
-
-    fn dict(&mut self) -> Result<Vec<(String, Value)>, NpyError> {
-        self.eat(b'{')?;
-        let mut out = Vec::new();
-        loop {
-            if self.peek() == Some(b'}') {
-                self.i += 1;
-                break;
-            }
-            let k = self.string()?;
-            self.eat(b':')?;
-            let v = self.value()?;
-            out.push((k, v));
-            match self.peek() {
-                Some(b',') => self.i += 1,
-                Some(b'}') => {}
-                _ => return self.err("expected `,` or `}`"),
-            }
-        }
-        Ok(out)
-    }
-}
-
-/// Parses a whole `.npy` file.
-pub fn from_bytes(bytes: &[u8]) -> Result<Tensor, NpyError> {
+/// Checks the fixed preamble (magic, version, header length) against `bytes`, so that `npyz`
+/// only ever reads a header that is there.
+fn check_preamble(bytes: &[u8]) -> Result<(), NpyError> {
     if bytes.len() < 8 {
         return Err(NpyError::Truncated("magic"));
     }
@@ -239,81 +117,55 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Tensor, NpyError> {
     if minor != 0 {
         return Err(NpyError::BadVersion(major, minor));
     }
-    let header = hstart
-        .checked_add(hlen)
-        .and_then(|end| bytes.get(hstart..end))
-        .ok_or(NpyError::Truncated("header"))?;
-    let mut p = Parser { s: header, i: 0 };
-    let dict = p.dict()?;
-    let (mut descr, mut fortran, mut shape) = (None, None, None);
-    for (k, v) in dict {
-        match (k.as_str(), v) {
-            ("descr", Value::Str(s)) => descr = Some(s),
-            ("fortran_order", Value::Bool(b)) => fortran = Some(b),
-            ("shape", Value::Tuple(t)) => shape = Some(t),
-            (k, v) => {
-                return Err(NpyError::BadHeader(format!(
-                    "unexpected key `{k}` or value {v:?}"
-                )));
-            }
-        }
+    if hstart.checked_add(hlen).is_none_or(|end| end > bytes.len()) {
+        return Err(NpyError::Truncated("header"));
     }
-    let descr = descr.ok_or_else(|| NpyError::BadHeader("missing `descr`".into()))?;
-    let shape = shape.ok_or_else(|| NpyError::BadHeader("missing `shape`".into()))?;
-    if fortran.ok_or_else(|| NpyError::BadHeader("missing `fortran_order`".into()))? {
+    Ok(())
+}
+
+/// Parses a whole `.npy` file.
+pub fn from_bytes(bytes: &[u8]) -> Result<Tensor, NpyError> {
+    check_preamble(bytes)?;
+    let mut rest = bytes;
+    let header =
+        npyz::NpyHeader::from_reader(&mut rest).map_err(|e| NpyError::BadHeader(e.to_string()))?;
+    if header.order() == npyz::Order::Fortran {
         return Err(NpyError::FortranOrder);
     }
-    let dtype = dtype_of(&descr).ok_or(NpyError::UnsupportedDtype(descr))?;
-    let data = &bytes[hstart + hlen..];
+    let dtype = match header.dtype() {
+        npyz::DType::Plain(ts) => {
+            let descr = ts.to_string();
+            dtype_of(&descr).ok_or(NpyError::UnsupportedDtype(descr))?
+        }
+        other => return Err(NpyError::UnsupportedDtype(other.descr())),
+    };
+    let shape = header.shape().to_vec();
     let want = elements_of(&shape)
         .and_then(|e| e.checked_mul(dtype.size()))
         .ok_or_else(|| NpyError::BadHeader(format!("shape {shape:?} is too large")))?;
-    if want != data.len() as u64 {
+    if want != rest.len() as u64 {
         return Err(NpyError::SizeMismatch {
             want,
-            got: data.len() as u64,
+            got: rest.len() as u64,
         });
     }
     Ok(Tensor {
         dtype,
         shape,
-        data: data.to_vec(),
+        data: rest.to_vec(),
     })
 }
 
 /// Serializes a tensor as a `.npy` file.
 pub fn to_bytes(t: &Tensor) -> Vec<u8> {
-    let dims: Vec<String> = t.shape.iter().map(|d| d.to_string()).collect();
-    let shape = match dims.len() {
-        1 => format!("({},)", dims[0]),
-        _ => format!("({})", dims.join(", ")),
-    };
-    let dict = format!(
-        "{{'descr': '{}', 'fortran_order': False, 'shape': {}, }}",
-        descr_of(t.dtype),
-        shape
-    );
-    let layout = |prefix: usize| {
-        let unpadded = prefix + dict.len() + 1;
-        let pad = unpadded.next_multiple_of(64) - unpadded;
-        (prefix, pad, dict.len() + pad + 1)
-    };
-    let (prefix, pad, hlen) = match layout(10) {
-        v1 if v1.2 <= u16::MAX as usize => v1,
-        _ => layout(12),
-    };
-    let mut out = Vec::with_capacity(prefix + hlen + t.data.len());
-    out.extend_from_slice(MAGIC);
-    if prefix == 10 {
-        out.extend_from_slice(&[1, 0]);
-        out.extend_from_slice(&(hlen as u16).to_le_bytes());
-    } else {
-        out.extend_from_slice(&[2, 0]);
-        out.extend_from_slice(&(hlen as u32).to_le_bytes());
-    }
-    out.extend_from_slice(dict.as_bytes());
-    out.extend(std::iter::repeat_n(b' ', pad));
-    out.push(b'\n');
+    let ts: npyz::TypeStr = descr_of(t.dtype).parse().expect("our descrs parse");
+    let mut out = Vec::with_capacity(128 + t.data.len());
+    npyz::WriteOptions::new_header_only()
+        .dtype(npyz::DType::Plain(ts))
+        .shape(&t.shape)
+        .writer(&mut out)
+        .write_header_only()
+        .expect("writing to memory cannot fail");
     out.extend_from_slice(&t.data);
     out
 }
@@ -432,6 +284,28 @@ mod tests {
         assert_eq!(t.shape, vec![1 << 63, 1 << 63, 0]);
         assert_eq!(t.elements(), 0);
         assert!(t.data.is_empty());
+    }
+
+    #[test]
+    fn numpy_bool_arrays_read_as_bytes() {
+        let mut f = b"\x93NUMPY\x01\x00".to_vec();
+        let h = "{'descr': '|b1', 'fortran_order': False, 'shape': (3,), }            \n";
+        f.extend_from_slice(&(h.len() as u16).to_le_bytes());
+        f.extend_from_slice(h.as_bytes());
+        f.extend_from_slice(&[1, 0, 1]);
+        let t = from_bytes(&f).unwrap();
+        assert_eq!(
+            (t.dtype, t.shape.clone(), t.data.clone()),
+            (DType::U8, vec![3], vec![1, 0, 1])
+        );
+    }
+
+    #[test]
+    fn a_header_longer_than_the_file_is_truncated_not_allocated() {
+        let mut f = b"\x93NUMPY\x02\x00".to_vec();
+        f.extend_from_slice(&u32::MAX.to_le_bytes());
+        f.extend_from_slice(b"{'descr': '<f4'");
+        assert!(matches!(from_bytes(&f), Err(NpyError::Truncated("header"))));
     }
 
     #[test]

@@ -753,16 +753,14 @@ impl<'p> Sim<'p> {
             }
         }
         if let Some(tr) = &mut self.trace {
-            let ev = TraceEvent {
-                core: c as u32,
+            let ev = TraceEvent::instruction(
+                c as u32,
                 unit,
                 pc,
-                mnemonic: inst.desc().mnemonic,
-                loc: (loc != 0).then_some(loc),
-                start,
-                free,
-                completion,
-            };
+                inst.desc().mnemonic,
+                (loc != 0).then_some(loc),
+                (start, free, completion),
+            );
             if let Some(v) = &mut self.verify {
                 v.trace.push(ev);
             }
@@ -1834,19 +1832,23 @@ impl<'p> Sim<'p> {
                 total_pj: dynamic_pj + static_pj,
             },
             locations,
+            hbm_bandwidth: t.hbm.bandwidth_gb_s * 1e9,
+            compute_roof: crate::report::compute_roof(t),
         }
     }
 
     /// The collected trace, if tracing was on.
     pub fn take_trace(&mut self) -> Option<Trace> {
         let events = self.trace.take()?;
-        Some(Trace {
+        let t = Trace {
             clock_ghz: self.t.clock_ghz,
             cores: self.cores.len() as u32,
             locs: self.loc_names.clone(),
             events,
             spans: vec![],
-        })
+            ops: false,
+        };
+        Some(if self.opts.trace_ops { t.to_ops() } else { t })
     }
 }
 

@@ -6,6 +6,13 @@
 //! overlap); `args` carry `pc`, `loc` (debug location, or null) and `done`, the completion cycle
 //! (when results become visible). Times are microseconds at the target clock.
 //!
+//! At op granularity ([`Trace::to_ops`], what `llmpu serve-sim --trace` writes unless
+//! `--trace-instructions`), the consecutive instructions of one op on one unit track are one
+//! event named by the op's short label ([`crate::report::op_label`]) with `args` `loc`,
+//! `instructions` and `busy` (cycles the unit was busy within the span), so the trace grows with
+//! ops × runs, not instructions. [`Trace::write_chrome_json`] streams the JSON event by event, so
+//! writing needs no memory beyond the events themselves.
+//!
 //! Commands that run a program many times (`llmpu generate`, `llmpu serve-sim`) put every run on
 //! one time axis: [`Trace::append`] shifts a run's events by its modeled start cycle, and
 //! [`Trace::span`] adds host-level spans (a prefill, a decode step, a request's lifetime) drawn
@@ -26,6 +33,35 @@ pub struct TraceEvent {
     pub start: u64,
     pub free: u64,
     pub completion: u64,
+    /// Instructions this event stands for: 1 for an instruction, more for an op span.
+    pub instructions: u32,
+    /// Cycles its unit was busy within `start..free` (`free - start` for one instruction).
+    pub busy: u64,
+}
+
+impl TraceEvent {
+    /// One executed instruction.
+    pub fn instruction(
+        core: u32,
+        unit: Unit,
+        pc: u32,
+        mnemonic: &'static str,
+        loc: Option<u32>,
+        (start, free, completion): (u64, u64, u64),
+    ) -> TraceEvent {
+        TraceEvent {
+            core,
+            unit,
+            pc,
+            mnemonic,
+            loc,
+            start,
+            free,
+            completion,
+            instructions: 1,
+            busy: free.saturating_sub(start),
+        }
+    }
 }
 
 /// A host-level interval on a named track (cycles of the target clock, `start ≤ end`).
@@ -46,6 +82,8 @@ pub struct Trace {
     pub locs: Vec<String>,
     pub events: Vec<TraceEvent>,
     pub spans: Vec<HostSpan>,
+    /// Whether `events` are op spans ([`Trace::to_ops`]) rather than instructions.
+    pub ops: bool,
 }
 
 impl Trace {
@@ -74,6 +112,16 @@ impl Trace {
         if self.clock_ghz == 0.0 {
             self.clock_ghz = run.clock_ghz;
         }
+        if self.events.is_empty() {
+            self.ops = run.ops;
+        } else if run.ops && !self.ops {
+            *self = std::mem::take(self).to_ops();
+        }
+        let run = if self.ops && !run.ops {
+            run.to_ops()
+        } else {
+            run
+        };
         self.cores = self.cores.max(run.cores + first_core);
         let mut map = Vec::with_capacity(run.locs.len());
         for l in run.locs {
@@ -113,33 +161,108 @@ impl Trace {
         });
     }
 
+    /// The trace at op granularity: on each unit track, a run of consecutive events of the same
+    /// location becomes one event from the first start to the last `free` (its `instructions`
+    /// and `busy` summed), named by the op's label when written. Host spans are kept.
+    pub fn to_ops(self) -> Trace {
+        if self.ops {
+            return self;
+        }
+        let mut events: Vec<TraceEvent> = Vec::new();
+        // The index in `events` of each (core, unit) track's open span.
+        let mut open: std::collections::HashMap<(u32, usize), usize> = Default::default();
+        for e in self.events {
+            let key = (e.core, e.unit.index());
+            if let Some(&i) = open.get(&key) {
+                let o = &mut events[i];
+                if o.loc == e.loc {
+                    o.free = o.free.max(e.free);
+                    o.completion = o.completion.max(e.completion);
+                    o.instructions = o.instructions.saturating_add(e.instructions);
+                    o.busy += e.busy;
+                    continue;
+                }
+            }
+            open.insert(key, events.len());
+            events.push(e);
+        }
+        Trace {
+            events,
+            ops: true,
+            ..self
+        }
+    }
+
     /// The trace as Chrome trace-event JSON (load in Perfetto or `chrome://tracing`).
     pub fn to_chrome_json(&self) -> String {
-        let mut ev: Vec<Value> = Vec::with_capacity(self.events.len() + 5 * self.cores as usize);
+        let mut out = Vec::new();
+        self.write_chrome_json(&mut out)
+            .expect("writing to memory cannot fail");
+        String::from_utf8(out).expect("JSON is UTF-8")
+    }
+
+    /// Writes [`Trace::to_chrome_json`]'s text to `w` one event at a time (buffer `w`).
+    pub fn write_chrome_json(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+        let mut first = true;
+        let mut put = |w: &mut dyn std::io::Write, v: Value| -> std::io::Result<()> {
+            w.write_all(if first { b"\n" } else { b",\n" })?;
+            first = false;
+            serde_json::to_writer(&mut *w, &v).map_err(std::io::Error::other)
+        };
+        w.write_all(b"{\"displayTimeUnit\":\"ns\",\"traceEvents\":[")?;
         for c in 0..self.cores {
-            ev.push(
+            put(
+                w,
                 json!({"name": "process_name", "ph": "M", "pid": c, "tid": 0,
                 "args": {"name": format!("core {c}")}}),
-            );
+            )?;
             for u in Unit::ALL {
-                ev.push(
+                put(
+                    w,
                     json!({"name": "thread_name", "ph": "M", "pid": c, "tid": u.index(),
                     "args": {"name": u.name()}}),
-                );
+                )?;
             }
         }
+        let labels: Vec<String> = if self.ops {
+            self.locs
+                .iter()
+                .map(|l| crate::report::op_label(l))
+                .collect()
+        } else {
+            vec![]
+        };
         for e in &self.events {
             let loc = e.loc.and_then(|i| self.locs.get(i as usize));
-            ev.push(json!({
-                "name": e.mnemonic,
-                "cat": e.unit.name(),
-                "ph": "X",
-                "pid": e.core,
-                "tid": e.unit.index(),
-                "ts": self.us(e.start),
-                "dur": self.us(e.free.saturating_sub(e.start)),
-                "args": {"pc": e.pc, "loc": loc, "done": e.completion},
-            }));
+            let v = if self.ops {
+                let name = e
+                    .loc
+                    .and_then(|i| labels.get(i as usize))
+                    .map_or("(no location)", String::as_str);
+                json!({
+                    "name": name,
+                    "cat": e.unit.name(),
+                    "ph": "X",
+                    "pid": e.core,
+                    "tid": e.unit.index(),
+                    "ts": self.us(e.start),
+                    "dur": self.us(e.free.saturating_sub(e.start)),
+                    "args": {"loc": loc, "instructions": e.instructions, "busy": e.busy,
+                             "done": e.completion},
+                })
+            } else {
+                json!({
+                    "name": e.mnemonic,
+                    "cat": e.unit.name(),
+                    "ph": "X",
+                    "pid": e.core,
+                    "tid": e.unit.index(),
+                    "ts": self.us(e.start),
+                    "dur": self.us(e.free.saturating_sub(e.start)),
+                    "args": {"pc": e.pc, "loc": loc, "done": e.completion},
+                })
+            };
+            put(w, v)?;
         }
         let mut tracks: Vec<&str> = vec![];
         for s in &self.spans {
@@ -149,31 +272,36 @@ impl Trace {
         }
         let host = self.cores;
         if !tracks.is_empty() {
-            ev.push(
+            put(
+                w,
                 json!({"name": "process_name", "ph": "M", "pid": host, "tid": 0,
                 "args": {"name": "host"}}),
-            );
+            )?;
         }
         for (i, t) in tracks.iter().enumerate() {
-            ev.push(
+            put(
+                w,
                 json!({"name": "thread_name", "ph": "M", "pid": host, "tid": i,
                 "args": {"name": t}}),
-            );
+            )?;
         }
         for s in &self.spans {
             let tid = tracks.iter().position(|t| *t == s.track).unwrap_or(0);
-            ev.push(json!({
-                "name": s.name,
-                "cat": "host",
-                "ph": "X",
-                "pid": host,
-                "tid": tid,
-                "ts": self.us(s.start),
-                "dur": self.us(s.end - s.start),
-                "args": s.args,
-            }));
+            put(
+                w,
+                json!({
+                    "name": s.name,
+                    "cat": "host",
+                    "ph": "X",
+                    "pid": host,
+                    "tid": tid,
+                    "ts": self.us(s.start),
+                    "dur": self.us(s.end - s.start),
+                    "args": s.args,
+                }),
+            )?;
         }
-        json!({"traceEvents": ev, "displayTimeUnit": "ns"}).to_string()
+        w.write_all(b"\n]}\n")
     }
 }
 
@@ -182,16 +310,14 @@ mod tests {
     use super::*;
 
     fn ev(pc: u32, loc: Option<u32>, start: u64) -> TraceEvent {
-        TraceEvent {
-            core: 0,
-            unit: Unit::Scalar,
+        TraceEvent::instruction(
+            0,
+            Unit::Scalar,
             pc,
-            mnemonic: "addi",
+            "addi",
             loc,
-            start,
-            free: start + 1,
-            completion: start + 2,
-        }
+            (start, start + 1, start + 2),
+        )
     }
 
     #[test]
@@ -203,6 +329,7 @@ mod tests {
             locs: locs.iter().map(|s| s.to_string()).collect(),
             events: vec![ev(0, Some(loc), 5)],
             spans: vec![],
+            ops: false,
         };
         all.append(run(&["a", "b"], 1), 0);
         all.append(run(&["b", "c"], 0), 100);
@@ -240,5 +367,70 @@ mod tests {
         assert_eq!(spans[0]["dur"], 1.0, "2000 cycles at 2 GHz");
         assert_eq!(spans[1]["tid"], 1);
         assert_eq!(spans[2]["dur"], 0.0, "an end before the start is clamped");
+    }
+
+    #[test]
+    fn op_granularity_merges_each_tracks_consecutive_instructions_of_one_op() {
+        let mut t = Trace::new(1.0, 1);
+        t.locs = vec![
+            "/h.0/mlp/MatMul_1+/h.0/mlp/Add_2".into(),
+            "/ln/LayerNormalization_3".into(),
+        ];
+        let mut dma = ev(9, Some(0), 1);
+        dma.unit = Unit::Dma;
+        t.events = vec![
+            ev(0, Some(0), 0),
+            dma,
+            ev(1, Some(0), 4),
+            ev(2, Some(1), 6),
+            ev(3, Some(0), 8),
+        ];
+        let ops = t.clone().to_ops();
+        let spans: Vec<(Unit, Option<u32>, u64, u64, u32, u64)> = ops
+            .events
+            .iter()
+            .map(|e| (e.unit, e.loc, e.start, e.free, e.instructions, e.busy))
+            .collect();
+        assert_eq!(
+            spans,
+            [
+                (Unit::Scalar, Some(0), 0, 5, 2, 2),
+                (Unit::Dma, Some(0), 1, 2, 1, 1),
+                (Unit::Scalar, Some(1), 6, 7, 1, 1),
+                (Unit::Scalar, Some(0), 8, 9, 1, 1),
+            ]
+        );
+        let v: Value = serde_json::from_str(&ops.to_chrome_json()).unwrap();
+        let x: Vec<&Value> = v["traceEvents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["ph"] == "X")
+            .collect();
+        assert_eq!(x[0]["name"], "h.0/mlp: matmul+bias");
+        assert_eq!(x[0]["args"]["instructions"], 2);
+        assert_eq!(x[0]["args"]["loc"], "/h.0/mlp/MatMul_1+/h.0/mlp/Add_2");
+        // Appending an instruction-level run to an op-level trace merges it too.
+        let mut all = ops.clone();
+        all.append(t, 100);
+        assert_eq!(all.events.len(), 8);
+        assert!(all.ops);
+    }
+
+    #[test]
+    fn the_streamed_json_is_one_valid_document() {
+        let mut t = Trace::new(1.0, 2);
+        t.events = vec![ev(0, None, 0), ev(1, None, 3)];
+        t.span("steps", "prefill", 0, 10, Value::Null);
+        let mut out = Vec::new();
+        t.write_chrome_json(&mut out).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        let n = v["traceEvents"].as_array().unwrap().len();
+        assert_eq!(
+            n,
+            2 * 5 + 2 + 2 + 1,
+            "metadata, events, host metadata, span"
+        );
+        assert_eq!(v["displayTimeUnit"], "ns");
     }
 }

@@ -89,6 +89,7 @@ fn random_programs_never_panic() {
             max_instructions: 3000,
             max_cycles: 100_000,
             trace: i % 5 == 0,
+            trace_ops: i % 10 == 5,
             timeline: i % 4 == 0,
             race_check: i % 7 != 0,
             max_work: 1_000_000_000,

@@ -231,5 +231,7 @@ pub fn compile(
     if report.stopped_after.is_some() {
         return Ok(None);
     }
-    codegen::assemble(m, &o.target).map(Some)
+    let mut program = codegen::assemble(m, &o.target)?;
+    program.precision = Some(o.precision.name().to_string());
+    Ok(Some(program))
 }

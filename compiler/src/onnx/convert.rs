@@ -10,7 +10,7 @@ use super::proto::{
     attribute_type as at,
 };
 use super::tensor::{ExternalData, elem_type, proto_bytes};
-use super::{ImportError, ImportOptions, ImportWarning, UnsupportedNode};
+use super::{ImportError, ImportOptions, ImportWarning, UnboundDim, UnsupportedNode};
 use crate::dialects::builtin;
 use crate::dialects::graph::{self, OPERAND_SLOTS};
 use crate::interp::Tensor;
@@ -316,28 +316,32 @@ fn value_type_of(
         (_, Some(d)) => d,
         (_, None) => {
             if strict {
-                return Err(unsupported("has no shape (give one with --shape NAME=AxB)"));
+                return Err(unsupported(
+                    "has no shape (`llmpu import --shape NAME=AxB` gives one)",
+                ));
             }
             return Ok(None);
         }
     };
     if strict && !opts.allow_symbolic {
-        for (i, d) in dims.iter().enumerate() {
-            match d {
-                Dim::Symbolic(s) => {
-                    return Err(ImportError::UnboundDim {
-                        dim: s.to_string(),
-                        input: vi.name.clone(),
-                    });
-                }
-                Dim::Dynamic => {
-                    return Err(ImportError::UnboundDim {
-                        dim: format!("#{i} (unnamed)"),
-                        input: vi.name.clone(),
-                    });
-                }
-                Dim::Static(_) => {}
-            }
+        let unbound: Vec<UnboundDim> = dims
+            .iter()
+            .enumerate()
+            .filter_map(|(index, d)| {
+                let name = match d {
+                    Dim::Symbolic(s) => Some(s.to_string()),
+                    Dim::Dynamic => None,
+                    Dim::Static(_) => return None,
+                };
+                Some(UnboundDim {
+                    input: vi.name.clone(),
+                    index,
+                    name,
+                })
+            })
+            .collect();
+        if !unbound.is_empty() {
+            return Err(ImportError::UnboundDims(unbound));
         }
     }
     let t = TensorType { dims, elem };
@@ -424,6 +428,20 @@ struct Ctx<'a> {
     opts: &'a ImportOptions,
 }
 
+/// The names of the symbolic dims the graph declares on its inputs, outputs and value infos.
+pub fn symbolic_dims(g: &super::proto::GraphProto) -> std::collections::BTreeSet<String> {
+    g.input
+        .iter()
+        .chain(&g.output)
+        .chain(&g.value_info)
+        .filter_map(|vi| tensor_type_of(vi.r#type.as_ref()?).ok())
+        .filter_map(|t| t.shape.as_ref())
+        .flat_map(|s| &s.dim)
+        .filter_map(|d| d.dim_param.clone())
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
 /// Imports a model.
 pub fn import(
     model: &ModelProto,
@@ -455,6 +473,17 @@ pub fn import(
         });
     }
     let g = model.graph.as_ref().ok_or(ImportError::NoGraph)?;
+    if !opts.user_dims.is_empty() {
+        let known = symbolic_dims(g);
+        for name in &opts.user_dims {
+            if !known.contains(name) {
+                return Err(ImportError::UnknownDim {
+                    name: name.clone(),
+                    known_list: known.into_iter().collect(),
+                });
+            }
+        }
+    }
     for name in opts.shapes.keys() {
         if !g.input.iter().any(|i| &i.name == name) {
             return Err(ImportError::Options(format!(
@@ -507,20 +536,29 @@ pub fn import(
     let init_names: HashSet<&str> = g.initializer.iter().map(|t| t.name.as_str()).collect();
     let mut arg_types = vec![];
     let mut arg_names = vec![];
+    let mut unbound = Vec::new();
     for vi in g
         .input
         .iter()
         .filter(|i| !init_names.contains(i.name.as_str()))
     {
-        let ty = value_type_of(vi, "graph input", opts, true)?.ok_or_else(|| {
-            ImportError::UnsupportedValue {
-                what: "graph input",
-                name: vi.name.clone(),
-                reason: "has no type".into(),
+        let ty = match value_type_of(vi, "graph input", opts, true) {
+            Err(ImportError::UnboundDims(u)) => {
+                unbound.extend(u);
+                continue;
             }
+            t => t?,
+        };
+        let ty = ty.ok_or_else(|| ImportError::UnsupportedValue {
+            what: "graph input",
+            name: vi.name.clone(),
+            reason: "has no type".into(),
         })?;
         arg_types.push(ty);
         arg_names.push(vi.name.clone());
+    }
+    if !unbound.is_empty() {
+        return Err(ImportError::UnboundDims(unbound));
     }
     let mut m = Module::new();
     let (func, block) = builtin::build_func(

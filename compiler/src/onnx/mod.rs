@@ -39,6 +39,10 @@ pub struct ImportOptions {
     pub shapes: BTreeMap<String, Vec<u64>>,
     /// Keep unbound symbolic dims in the IR instead of failing.
     pub allow_symbolic: bool,
+    /// Names in `dims` the user gave (`--dim`): each must be a symbolic dim the model declares,
+    /// or the import fails naming the model's symbolic dims. Dims a command adds on its own
+    /// (a decode step's sequence dims) are not listed, so a model without them still imports.
+    pub user_dims: Vec<String>,
     /// New tokens per step of a decode graph whose exporter declared its new-token axis as the
     /// literal 1 (`input_ids`/`position_ids` `[batch, 1]`, `logits` `[batch, 1, vocab]`): that
     /// axis is declared this count instead (a speculative verify step takes `k + 1` tokens). The
@@ -60,6 +64,7 @@ impl Default for ImportOptions {
             dims: BTreeMap::new(),
             shapes: BTreeMap::new(),
             allow_symbolic: false,
+            user_dims: Vec::new(),
             new_tokens: None,
             fold: true,
             on_warning: None,
@@ -140,10 +145,19 @@ pub enum ImportError {
         name: String,
         reason: String,
     },
+    /// Every unbound dim of every graph input, at once.
+    #[error("{}", unbound_message(.0))]
+    UnboundDims(Vec<UnboundDim>),
+    /// `--dim` names a dim the model does not declare.
     #[error(
-        "symbolic dim '{dim}' of input '{input}' is not bound (use --dim {dim}=N or --shape {input}=...)"
+        "--dim {name}: the model has no symbolic dim `{name}`{hint} (its symbolic dims: {known})",
+        hint = llmpu_isa::suggest::did_you_mean(.known_list.iter().map(String::as_str), .name),
+        known = if .known_list.is_empty() { "none".to_string() } else { .known_list.join(", ") }
     )]
-    UnboundDim { dim: String, input: String },
+    UnknownDim {
+        name: String,
+        known_list: Vec<String>,
+    },
     #[error(
         "node '{node}' ({op_type}): input '{input}' is not produced by any node, initializer or graph input"
     )]
@@ -171,6 +185,65 @@ pub enum ImportError {
     Invalid(String),
     #[error("tensor '{name}': {message}")]
     Tensor { name: String, message: String },
+}
+
+/// A dim of a graph input that has no value: a named symbolic dim (bound with `--dim NAME=N`) or
+/// an unnamed one (`index`, only a full input shape binds it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnboundDim {
+    pub input: String,
+    pub index: usize,
+    /// The dim's name, `None` for an unnamed (`?`) dim.
+    pub name: Option<String>,
+}
+
+fn unbound_message(v: &[UnboundDim]) -> String {
+    let mut named: Vec<(String, Vec<String>)> = Vec::new();
+    let mut unnamed = Vec::new();
+    for u in v {
+        match &u.name {
+            Some(n) => match named.iter_mut().find(|(m, _)| m == n) {
+                Some((_, inputs)) => {
+                    if !inputs.contains(&u.input) {
+                        inputs.push(u.input.clone());
+                    }
+                }
+                None => named.push((n.clone(), vec![u.input.clone()])),
+            },
+            None => unnamed.push(format!("dim #{} of input '{}'", u.index, u.input)),
+        }
+    }
+    let mut parts = Vec::new();
+    if !named.is_empty() {
+        let list: Vec<String> = named
+            .iter()
+            .map(|(n, inputs)| {
+                let s = if inputs.len() == 1 { "" } else { "s" };
+                let quoted: Vec<String> = inputs.iter().map(|i| format!("'{i}'")).collect();
+                format!("'{n}' (input{s} {})", quoted.join(", "))
+            })
+            .collect();
+        let example: Vec<String> = named.iter().map(|(n, _)| format!("--dim {n}=N")).collect();
+        parts.push(format!(
+            "{} symbolic dim{} not bound: {}; give {}",
+            named.len(),
+            if named.len() == 1 { " is" } else { "s are" },
+            list.join(", "),
+            example.join(" ")
+        ));
+    }
+    if !unnamed.is_empty() {
+        parts.push(format!(
+            "{} unnamed: {} (only a full input shape binds an unnamed dim)",
+            if unnamed.len() == 1 {
+                "a dim is"
+            } else {
+                "dims are"
+            },
+            unnamed.join(", ")
+        ));
+    }
+    parts.join("; ")
 }
 
 fn list_unsupported(v: &[UnsupportedNode]) -> String {

@@ -24,7 +24,7 @@ pub trait Pass {
 #[derive(Debug, thiserror::Error)]
 pub enum PassError {
     /// A pass name that is not registered.
-    #[error("unknown pass '{name}'; valid passes: {valid}")]
+    #[error("unknown pass '{name}'{hint}; valid passes: {valid}", hint = llmpu_isa::suggest::did_you_mean(.valid.split(", "), .name))]
     UnknownPass { name: String, valid: String },
     /// A pass reported a failure.
     #[error("pass '{pass}' failed at {loc}: {message}")]
@@ -48,7 +48,7 @@ pub enum PassError {
         message: String,
     },
     /// An option names a pass that is not in the pipeline.
-    #[error("option {option} names pass '{pass}', which is not in the pipeline ({pipeline})")]
+    #[error("option {option} names pass '{pass}', which is not in the pipeline{hint} ({pipeline})", hint = llmpu_isa::suggest::did_you_mean(.pipeline.split(','), .pass))]
     NotInPipeline {
         option: &'static str,
         pass: String,
