@@ -1,28 +1,12 @@
 //! The `llmpu` command line as a user runs it: exit codes, what is printed, files written.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-fn llmpu(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_llmpu"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run llmpu")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+mod common;
+use common::{llmpu, scratch_in, text};
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+    scratch_in("cli", name)
 }
 
 #[test]

@@ -4,31 +4,13 @@
 
 mod common;
 
-use common::{corpus, matmul_model, noise};
+use common::{corpus, llmpu, matmul_model, noise, scratch_in, text};
 use llmpu_runtime::{Tensor, npy};
 use std::path::PathBuf;
-use std::process::{Command, Output};
-
-fn llmpu(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_llmpu"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run llmpu")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use std::process::Output;
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli_friction");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+    scratch_in("cli_friction", name)
 }
 
 fn s(p: &std::path::Path) -> &str {

@@ -289,21 +289,7 @@ fn elementwise_ops_through_tile_kernels_match_the_reference() {
             ((e + bj - v).tanh() * e / bj) as f32
         })
         .collect();
-    let shape = vec![b as u64, r as u64, c as u64];
-    for (target, precision) in [("edge", Precision::Fp32), ("datacenter", Precision::Bf16)] {
-        let (ir, prog) = compile_for(&src, &Target::preset(target).unwrap(), precision);
-        assert_eq!(ir.matches("\"tile.kernel\"").count(), 6, "{ir}");
-        let input = Tensor::from_f32(DType::F32, shape.clone(), &x).unwrap();
-        let res = run(&prog, &[("x".into(), input)], &checked())
-            .unwrap_or_else(|e| panic!("emulator: {e}"));
-        let tol = match precision {
-            Precision::Fp32 => Tolerance::FP32,
-            Precision::Bf16 => Tolerance::BF16,
-        };
-        let want = Tensor::from_f32(DType::F32, shape.clone(), &want).unwrap();
-        let cmp = compare("y", res.output("y").expect("y"), &want, tol).unwrap();
-        assert!(cmp.pass, "{target} {}: {cmp}", precision.name());
-    }
+    rows_match(&src, &x, &want, &[b, r, c], 6);
 }
 
 #[test]
@@ -348,18 +334,24 @@ fn softmax_and_norm_rows_through_tile_kernels_match_the_reference() {
             out[j] = ((nn[j] - mx).exp() / sum) as f32;
         }
     }
-    let shape = vec![b as u64, r as u64, c as u64];
+    rows_match(&src, &x, &want, &[b, r, c], 3);
+}
+
+/// Runs `src` (input `x`, output `y`) on edge in fp32 and on datacenter in bf16: it must hold
+/// `kernels` tile kernels and match `want`.
+fn rows_match(src: &str, x: &[f32], want: &[f32], shape: &[usize], kernels: usize) {
+    let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
     for (target, precision) in [("edge", Precision::Fp32), ("datacenter", Precision::Bf16)] {
-        let (ir, prog) = compile_for(&src, &Target::preset(target).unwrap(), precision);
-        assert_eq!(ir.matches("\"tile.kernel\"").count(), 3, "{ir}");
-        let input = Tensor::from_f32(DType::F32, shape.clone(), &x).unwrap();
+        let (ir, prog) = compile_for(src, &Target::preset(target).unwrap(), precision);
+        assert_eq!(ir.matches("\"tile.kernel\"").count(), kernels, "{ir}");
+        let input = Tensor::from_f32(DType::F32, shape.clone(), x).unwrap();
         let res = run(&prog, &[("x".into(), input)], &checked())
             .unwrap_or_else(|e| panic!("emulator: {e}"));
         let tol = match precision {
             Precision::Fp32 => Tolerance::FP32,
             Precision::Bf16 => Tolerance::BF16,
         };
-        let want = Tensor::from_f32(DType::F32, shape.clone(), &want).unwrap();
+        let want = Tensor::from_f32(DType::F32, shape.clone(), want).unwrap();
         let cmp = compare("y", res.output("y").expect("y"), &want, tol).unwrap();
         assert!(cmp.pass, "{target} {}: {cmp}", precision.name());
     }

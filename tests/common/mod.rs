@@ -93,3 +93,28 @@ pub fn attention_model(h: u64, sq: u64, skv: u64, d: u64, causal: bool) -> Strin
 "#
     )
 }
+
+/// Runs the `llmpu` binary from the project folder.
+pub fn llmpu(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_llmpu"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run llmpu")
+}
+
+/// Standard output then standard error of a run, as text.
+pub fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A path for file `name` in the test binary's scratch folder `dir` (created).
+pub fn scratch_in(dir: &str, name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(dir);
+    std::fs::create_dir_all(&d).unwrap();
+    d.join(name)
+}
