@@ -417,14 +417,7 @@ impl Gen {
         };
         let mut g = 1usize;
         for &op in &cx.m.block(body).ops {
-            let d = cx.m.op(op);
-            let written = match d.name.as_str() {
-                tile::DmaLoad::NAME => d.operands.get(1),
-                tile::MatMul::NAME => d.operands.get(2),
-                tile::Vector::NAME => d.operands.last(),
-                _ => None,
-            };
-            if let Some(b) = written.and_then(|v| self.bufs.get(v)) {
+            if let Some(b) = tile::writes(cx.m, op).and_then(|v| self.bufs.get(&v)) {
                 let n = b.slots as usize;
                 g = g / gcd(g, n) * n;
             }
@@ -469,14 +462,8 @@ impl Gen {
 
     /// The on-chip buffers `op` reads, with their overwrite counts on core `c`.
     fn reads(&self, cx: &Cx, op: OpId, c: usize) -> Vec<(ValueId, u64)> {
-        let d = cx.m.op(op);
-        let read: &[ValueId] = match d.name.as_str() {
-            tile::DmaStore::NAME => &d.operands[..1],
-            tile::Vector::NAME => &d.operands[..d.operands.len().saturating_sub(1)],
-            tile::MatMul::NAME => &d.operands[..d.operands.len().min(3)],
-            _ => &[],
-        };
-        read.iter()
+        tile::reads(cx.m, op)
+            .iter()
             .filter_map(|v| Some((*v, self.bufs.get(v)?.version[c])))
             .collect()
     }

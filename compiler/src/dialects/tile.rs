@@ -81,6 +81,29 @@ define_ops! { OPS;
     OnlineSoftmax = "tile.online_softmax", pure = false, verify = verify_online_softmax;
 }
 
+/// The on-chip buffers a tile op reads (for `tile.matmul` the accumulator too; index operands
+/// and HBM memrefs are filtered out by the caller, which knows the buffers).
+pub fn reads(m: &crate::ir::Module, op: crate::ir::OpId) -> &[crate::ir::ValueId] {
+    let d = m.op(op);
+    match d.name.as_str() {
+        DmaStore::NAME => &d.operands[..1],
+        Vector::NAME => &d.operands[..d.operands.len().saturating_sub(1)],
+        MatMul::NAME => &d.operands[..d.operands.len().min(3)],
+        _ => &[],
+    }
+}
+
+/// The on-chip buffer a tile op writes.
+pub fn writes(m: &crate::ir::Module, op: crate::ir::OpId) -> Option<crate::ir::ValueId> {
+    let d = m.op(op);
+    match d.name.as_str() {
+        DmaLoad::NAME => d.operands.get(1).copied(),
+        MatMul::NAME => d.operands.get(2).copied(),
+        Vector::NAME => d.operands.last().copied(),
+        _ => None,
+    }
+}
+
 fn buffer(v: &OpView, i: usize) -> Result<BufferType, String> {
     v.operand_type(i).as_buffer().cloned().ok_or_else(|| {
         format!(

@@ -26,17 +26,6 @@ pub const INFO: PassInfo = PassInfo {
 /// The pass.
 pub struct DeferEpilogues;
 
-/// The on-chip buffer a tile op writes.
-fn writes(m: &Module, op: OpId) -> Option<ValueId> {
-    let d = m.op(op);
-    match d.name.as_str() {
-        tile::DmaLoad::NAME => d.operands.get(1).copied(),
-        tile::MatMul::NAME => d.operands.get(2).copied(),
-        tile::Vector::NAME => d.operands.last().copied(),
-        _ => None,
-    }
-}
-
 fn slots(m: &Module, v: ValueId) -> i64 {
     m.defining_op_named(v, tile::Alloc::NAME)
         .and_then(|op| m.attr(op, "slots").and_then(Attribute::as_int))
@@ -78,18 +67,13 @@ impl Pass for DeferEpilogues {
             }
             let written_outside = |v: ValueId| {
                 all.iter()
-                    .any(|&o| !tail.contains(&o) && writes(m, o) == Some(v))
+                    .any(|&o| !tail.contains(&o) && tile::writes(m, o) == Some(v))
             };
             let movable = |o: OpId| {
-                let d = m.op(o);
-                let reads = match d.name.as_str() {
-                    tile::DmaStore::NAME => &d.operands[..1],
-                    tile::Vector::NAME => &d.operands[..d.operands.len().saturating_sub(1)],
-                    _ => return false,
-                };
-                reads
-                    .iter()
-                    .all(|&v| !written_outside(v) || slots(m, v) >= 2)
+                [tile::DmaStore::NAME, tile::Vector::NAME].contains(&m.op(o).name.as_str())
+                    && tile::reads(m, o)
+                        .iter()
+                        .all(|&v| !written_outside(v) || slots(m, v) >= 2)
             };
             if !tail.is_empty() && tail.iter().all(|&o| movable(o)) {
                 for o in tail {

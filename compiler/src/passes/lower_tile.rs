@@ -482,20 +482,7 @@ impl Ewise {
                 + out.size()
                 + if staged { 4 } else { 0 });
         let fixed: u64 = ins.iter().filter(|(_, r)| *r).map(|(d, _)| cols * d.size()).sum();
-        let budget = sram_budget(t).saturating_sub(fixed);
-        if per_row > budget {
-            return None;
-        }
-        // Fewer rows than cores (a decode step's row) stay with the kernel generator, which
-        // splits a row over the cores or has its consumer matmul recompute it on each.
-        let cores = t.cores.max(1) as u64;
-        if rows < cores {
-            return None;
-        }
-        let tr = row_tile(rows, per_row, t)
-            .min(budget / per_row)
-            .min(rows.div_ceil(cores))
-            .max(1);
+        let tr = rows_per_tile(rows, per_row, fixed, t)?;
         Some(Ewise {
             kind,
             rows,
@@ -547,6 +534,24 @@ impl Ewise {
         inst(m, bi, tile::Yield::NAME, &[]);
         kb.finish(m)
     }
+}
+
+/// Rows per tile of a row-tile loop: as many as the SRAM holds (`per_row` bytes each, double
+/// buffered, beside `fixed` bytes loaded once) and at most one core's share; `None` when a row
+/// does not fit, or when there are fewer rows than cores (a decode step's row stays with the
+/// kernel generator, which splits it over the cores or has its consuming matmul recompute it).
+fn rows_per_tile(rows: u64, per_row: u64, fixed: u64, t: &llmpu_isa::Target) -> Option<u64> {
+    let budget = sram_budget(t).saturating_sub(fixed);
+    let cores = t.cores.max(1) as u64;
+    if per_row > budget || rows < cores {
+        return None;
+    }
+    Some(
+        row_tile(rows, per_row, t)
+            .min(budget / per_row)
+            .min(rows.div_ceil(cores))
+            .max(1),
+    )
 }
 
 /// A row op the tile lowering takes: softmax or a layer / RMS norm over the last dim, with
@@ -611,21 +616,9 @@ impl RowOp {
             }
             params.push(pv.dt);
         }
-        let t = &o.target;
-        let cores = t.cores.max(1) as u64;
-        if rows < cores {
-            return None;
-        }
         let per_row = 2 * cols * (xv.dt.size() + 4 + yv.dt.size()) + 16;
         let fixed: u64 = params.iter().map(|d| cols * (d.size() + 4) + 128).sum();
-        let budget = sram_budget(t).saturating_sub(fixed);
-        if per_row > budget {
-            return None;
-        }
-        let tr = row_tile(rows, per_row, t)
-            .min(budget / per_row)
-            .min(rows.div_ceil(cores))
-            .max(1);
+        let tr = rows_per_tile(rows, per_row, fixed, &o.target)?;
         Some(RowOp {
             kind,
             eps,
