@@ -85,6 +85,9 @@ impl Backend for EmulatorBackend {
         (self.options.precision == llmpu_compiler::backend::Precision::Bf16)
             .then_some(Tolerance::BF16)
     }
+    fn binds_parameters(&self) -> bool {
+        true
+    }
 }
 
 /// Something that runs an imported `graph` module on inputs (in function-argument order).
@@ -97,6 +100,12 @@ pub trait Backend {
     /// for float outputs (reduced-precision compilation), if any.
     fn float_tolerance(&self) -> Option<Tolerance> {
         None
+    }
+    /// Whether graph inputs that the compiler needs as constants (axes, slice bounds, shapes:
+    /// [`onnx::parameter_inputs`]) are bound to the data set's values at compile time, as
+    /// `llmpu compile --bind` does, instead of passed at run time.
+    fn binds_parameters(&self) -> bool {
+        false
     }
 }
 
@@ -140,7 +149,11 @@ fn tolerance_line() -> String {
 
 /// Outcome of one case.
 enum Outcome {
-    Ok { max_abs: f64 },
+    /// Passed; `bound` lists the inputs compiled in as constants ([`Backend::binds_parameters`]).
+    Ok {
+        max_abs: f64,
+        bound: Vec<String>,
+    },
     Fail(String),
     Unsupported(String),
 }
@@ -281,6 +294,7 @@ fn run_case(case: &Path, backend: &mut dyn Backend) -> Outcome {
         .map(|g| g.output.iter().map(|o| o.name.clone()).collect())
         .unwrap_or_default();
     let mut max_abs = 0f64;
+    let mut bound = vec![];
     for set in &sets {
         let set_name = set
             .file_name()
@@ -333,30 +347,30 @@ fn run_case(case: &Path, backend: &mut dyn Backend) -> Outcome {
                 .insert(gname.clone(), t.shape.iter().map(|&d| d as u64).collect());
             inputs.push(t);
         }
-        let mut module = match onnx::import_model(&model, Some(case), &opts) {
-            Ok(m) => m,
-            Err(e) if is_unsupported(&e) => return Outcome::Unsupported(e.to_string()),
-            Err(e) => return Outcome::Fail(format!("import: {e}")),
-        };
-        let mut pm = match PassManager::from_names(
-            &onnx::import_pipeline(),
-            PassManagerOptions {
-                verify_each: true,
-                ..Default::default()
-            },
-        ) {
-            Ok(pm) => pm,
-            Err(e) => return Outcome::Fail(e.to_string()),
-        };
-        if let Err(e) = pm.run(&mut module, &mut std::io::sink()) {
-            return Outcome::Fail(format!("pipeline: {e}"));
-        }
-        let outs = match backend.run(&module, &inputs) {
-            Ok(o) => o,
-            Err(e) if e.starts_with(crate::emulate::UNSUPPORTED) => {
-                return Outcome::Unsupported(format!("{}: {e}", backend.name()));
+        let mut first = import_and_run(&model, case, &opts, backend, &inputs, &set_name);
+        if backend.binds_parameters()
+            && let Err(Outcome::Unsupported(_)) = &first
+            && let Ok(module) = onnx::import_model(&model, Some(case), &opts)
+        {
+            // Inputs the compiler needs as constants: compiled in with this data set's values.
+            let params = onnx::parameter_inputs(&module);
+            if !params.is_empty() {
+                let mut bopts = opts.clone();
+                let mut rest = vec![];
+                for (name, t) in input_names.iter().zip(&inputs) {
+                    if params.iter().any(|(p, _)| p == name) {
+                        bopts.bindings.insert(name.clone(), t.clone());
+                    } else {
+                        rest.push(t.clone());
+                    }
+                }
+                first = import_and_run(&model, case, &bopts, backend, &rest, &set_name);
+                bound = bopts.bindings.keys().cloned().collect();
             }
-            Err(e) => return Outcome::Fail(format!("{set_name}: {}: {e}", backend.name())),
+        }
+        let outs = match first {
+            Ok(o) => o,
+            Err(o) => return o,
         };
         let expected = numbered(set, "output_");
         if expected.len() != outs.len() {
@@ -385,7 +399,44 @@ fn run_case(case: &Path, backend: &mut dyn Backend) -> Outcome {
             }
         }
     }
-    Outcome::Ok { max_abs }
+    Outcome::Ok { max_abs, bound }
+}
+
+/// Imports `model` with `opts`, runs the import pipeline and then `backend` on `inputs`.
+fn import_and_run(
+    model: &onnx::proto::ModelProto,
+    case: &Path,
+    opts: &ImportOptions,
+    backend: &mut dyn Backend,
+    inputs: &[Tensor],
+    set_name: &str,
+) -> Result<Vec<Tensor>, Outcome> {
+    let mut module = match onnx::import_model(model, Some(case), opts) {
+        Ok(m) => m,
+        Err(e) if is_unsupported(&e) => return Err(Outcome::Unsupported(e.to_string())),
+        Err(e) => return Err(Outcome::Fail(format!("import: {e}"))),
+    };
+    let mut pm = PassManager::from_names(
+        &onnx::import_pipeline(),
+        PassManagerOptions {
+            verify_each: true,
+            ..Default::default()
+        },
+    )
+    .map_err(|e| Outcome::Fail(e.to_string()))?;
+    if let Err(e) = pm.run(&mut module, &mut std::io::sink()) {
+        return Err(Outcome::Fail(format!("pipeline: {e}")));
+    }
+    match backend.run(&module, inputs) {
+        Ok(o) => Ok(o),
+        Err(e) if e.starts_with(crate::emulate::UNSUPPORTED) => {
+            Err(Outcome::Unsupported(format!("{}: {e}", backend.name())))
+        }
+        Err(e) => Err(Outcome::Fail(format!(
+            "{set_name}: {}: {e}",
+            backend.name()
+        ))),
+    }
 }
 
 /// Case folders under `dir` (or `dir` itself when it is a case).
@@ -429,7 +480,7 @@ pub fn run(args: &ConformanceArgs) -> Result<(), String> {
         ),
         None => outln!("{}", tolerance_line()),
     }
-    let (mut pass, mut fail, mut unsup) = (0, 0, 0);
+    let (mut pass, mut fail, mut unsup, mut bound_cases) = (0, 0, 0, 0);
     let mut progress = crate::progress::Progress::new("conformance", list.len() as u64);
     for (i, case) in list.iter().enumerate() {
         let name = case
@@ -442,10 +493,18 @@ pub fn run(args: &ConformanceArgs) -> Result<(), String> {
             progress.clear();
         }
         match outcome {
-            Outcome::Ok { max_abs } => {
+            Outcome::Ok { max_abs, bound } => {
                 pass += 1;
                 if !args.quiet {
-                    outln!("ok          {name} (max |diff| {max_abs:.1e})");
+                    let b = if bound.is_empty() {
+                        String::new()
+                    } else {
+                        bound_cases += 1;
+                        format!("; bound at compile time: {}", bound.join(", "))
+                    };
+                    outln!("ok          {name} (max |diff| {max_abs:.1e}{b})");
+                } else if !bound.is_empty() {
+                    bound_cases += 1;
                 }
             }
             Outcome::Fail(m) => {
@@ -461,7 +520,12 @@ pub fn run(args: &ConformanceArgs) -> Result<(), String> {
         }
     }
     progress.finish();
-    outln!("{pass} passed, {fail} failed, {unsup} unsupported");
+    let b = if bound_cases > 0 {
+        format!(" ({bound_cases} passed with parameter inputs bound at compile time)")
+    } else {
+        String::new()
+    };
+    outln!("{pass} passed, {fail} failed, {unsup} unsupported{b}");
     if fail > 0 {
         return Err(format!("{fail} conformance case(s) failed"));
     }

@@ -1368,6 +1368,28 @@ pub fn operand_slot(m: &Module, op: crate::ir::OpId, slot: usize) -> Option<Valu
     }
 }
 
+/// The ONNX input slots of op `name` that the backend must know at compile time: axes, shapes,
+/// counts and bounds that decide a result's shape or a kernel's loop structure. A graph input
+/// that reaches one of them is bound to a value when the program is compiled (`llmpu compile
+/// --bind`, [`crate::onnx::ImportOptions::bindings`]); the binary then no longer takes it.
+pub fn parameter_slots(name: &str) -> &'static [usize] {
+    match name {
+        ReduceMean::NAME | ReduceSum::NAME | ReduceMax::NAME | ReduceL2::NAME => &[1],
+        Slice::NAME => &[1, 2, 3, 4],
+        Range::NAME => &[0, 1, 2],
+        Pad::NAME => &[1, 2, 3],
+        Reshape::NAME
+        | Expand::NAME
+        | Tile::NAME
+        | Split::NAME
+        | Squeeze::NAME
+        | Unsqueeze::NAME => &[1],
+        ConstantOfShape::NAME => &[0],
+        CumSum::NAME => &[1],
+        _ => &[],
+    }
+}
+
 // ---------- typed builders ----------
 
 /// Appends an elementwise unary op (`graph.relu`, `graph.exp`, ...) whose result type equals its input's.

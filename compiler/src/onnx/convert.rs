@@ -244,6 +244,44 @@ fn new_token_axis(what: &str, name: &str, rank: usize) -> bool {
     }
 }
 
+/// A bound value must have the input's declared element type, and its shape the declared rank
+/// and every static extent.
+fn check_binding(vi: &ValueInfoProto, t: &Tensor) -> Result<(), ImportError> {
+    let bad = |reason: String| ImportError::UnsupportedValue {
+        what: "bound graph input",
+        name: vi.name.clone(),
+        reason,
+    };
+    let tt = vi
+        .r#type
+        .as_ref()
+        .ok_or_else(|| bad("has no type".into()))
+        .and_then(|tp| tensor_type_of(tp).map_err(|r| bad(r.to_string())))?;
+    if let Ok(elem) = elem_type(tt.elem_type)
+        && elem != t.dtype()
+    {
+        return Err(bad(format!(
+            "is declared {elem}, the value is {}",
+            t.dtype()
+        )));
+    }
+    if let Some(shape) = &tt.shape {
+        let fits = shape.dim.len() == t.shape.len()
+            && shape
+                .dim
+                .iter()
+                .zip(&t.shape)
+                .all(|(d, &n)| d.dim_value.is_none_or(|v| v == n as i64));
+        if !fits {
+            return Err(bad(format!(
+                "the value's shape {:?} does not fit the declared shape",
+                t.shape
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn value_type_of(
     vi: &ValueInfoProto,
     what: &'static str,
@@ -491,6 +529,19 @@ pub fn import(
             )));
         }
     }
+    for name in opts.bindings.keys() {
+        let is_init = g.initializer.iter().any(|t| &t.name == name);
+        if is_init || !g.input.iter().any(|i| &i.name == name) {
+            return Err(ImportError::Options(format!(
+                "--bind names '{name}', which is not a graph input{}",
+                if is_init {
+                    " (it is an initializer)"
+                } else {
+                    ""
+                }
+            )));
+        }
+    }
     // 1. Every unsupported node at once.
     let bad: Vec<UnsupportedNode> = g
         .node
@@ -537,11 +588,17 @@ pub fn import(
     let mut arg_types = vec![];
     let mut arg_names = vec![];
     let mut unbound = Vec::new();
+    let mut bound = vec![];
     for vi in g
         .input
         .iter()
         .filter(|i| !init_names.contains(i.name.as_str()))
     {
+        if let Some(t) = opts.bindings.get(&vi.name) {
+            check_binding(vi, t)?;
+            bound.push((vi.name.clone(), t));
+            continue;
+        }
         let ty = match value_type_of(vi, "graph input", opts, true) {
             Err(ImportError::UnboundDims(u)) => {
                 unbound.extend(u);
@@ -600,6 +657,17 @@ pub fn import(
             })?;
         let v = ctx.constant(&t.name, elem, &shape, bytes, Location::name(&t.name));
         ctx.values.insert(t.name.clone(), v);
+    }
+    for (name, t) in bound {
+        let shape = t.shape.clone();
+        let v = ctx.constant(
+            &name,
+            t.dtype(),
+            &shape,
+            t.to_le_bytes(),
+            Location::name(&name),
+        );
+        ctx.values.insert(name, v);
     }
     for vi in &g.value_info {
         if let Ok(Some(t)) = value_type_of(vi, "value", opts, false) {

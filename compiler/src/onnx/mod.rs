@@ -56,6 +56,10 @@ pub struct ImportOptions {
     /// Called with every [`ImportWarning`] (what the importer accepts but reads in a way the
     /// model may not mean); `None` drops them. The CLI prints them to stderr.
     pub on_warning: Option<fn(&ImportWarning)>,
+    /// Graph inputs bound to values at compile time (`--bind NAME=V,...`): each is imported as a
+    /// constant, as if it were an initializer, and is no longer an input of the program. Its
+    /// element type must be the declared one and its shape must fit the declared shape.
+    pub bindings: BTreeMap<String, Tensor>,
 }
 
 impl Default for ImportOptions {
@@ -68,6 +72,7 @@ impl Default for ImportOptions {
             new_tokens: None,
             fold: true,
             on_warning: None,
+            bindings: BTreeMap::new(),
         }
     }
 }
@@ -331,6 +336,36 @@ pub fn graph_input_names(model: &proto::ModelProto) -> Vec<String> {
         .filter(|i| !inits.contains(i.name.as_str()))
         .map(|i| i.name.clone())
         .collect()
+}
+
+/// Graph inputs of an imported module that reach an operand the backend needs at compile time
+/// ([`crate::dialects::graph::parameter_slots`]: reduction axes, slice bounds, range limits,
+/// pads, target shapes), each with the op that reads it: bind them with
+/// [`ImportOptions::bindings`] to compile the model for the emulator.
+pub fn parameter_inputs(m: &Module) -> Vec<(String, String)> {
+    use crate::dialects::graph;
+    let mut out: Vec<(String, String)> = vec![];
+    for f in m.functions() {
+        let Some(entry) = m.entry_block(f) else {
+            continue;
+        };
+        for (i, &a) in m.block(entry).args.iter().enumerate() {
+            let name = crate::backend::plan::io_name(m, f, "arg_attrs", i, "input");
+            for (op, k) in m.uses(a) {
+                let d = m.op(op);
+                let slot = match d.attr(graph::OPERAND_SLOTS).and_then(|s| s.as_i64_list()) {
+                    Some(slots) => slots.get(k).map_or(k, |&s| s as usize),
+                    None => k,
+                };
+                if graph::parameter_slots(&d.name).contains(&slot)
+                    && !out.iter().any(|(n, _)| n == &name)
+                {
+                    out.push((name.clone(), d.name.clone()));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Reads a serialized `TensorProto` file (ONNX test data `input_0.pb`): its name and value.

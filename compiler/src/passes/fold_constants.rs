@@ -6,7 +6,10 @@
 //! - `graph.shape` / `graph.size` of an input with a static shape fold to their value (this is what
 //!   turns exporter `Shape → Gather → Unsqueeze → Concat → Reshape` chains into constant shapes);
 //! - any other pure `graph` op whose operands are all constants is evaluated by the reference
-//!   interpreter ([`crate::interp::eval_op`]) — the folded value is exactly what the op computes.
+//!   interpreter ([`crate::interp::eval_op`]) — the folded value is exactly what the op computes;
+//! - a value with a static shape holding no element is known whatever its producer: its uses
+//!   read an empty `graph.constant` instead (a sum or max over an empty axis, or an empty axes
+//!   list given as a graph input, then folds or reaches the backend as a constant).
 //!
 //! Results larger than [`MAX_FOLD_ELEMENTS`] elements are not materialized. Dead ops are erased at the
 //! end and function result types updated.
@@ -49,6 +52,7 @@ impl Pass for FoldConstants {
                 }
                 let loc = m.op(op).loc.clone();
                 refine_op(m, op).map_err(|e| PassError::failed(INFO.name, loc.clone(), e))?;
+                read_empty_operands_as_constants(m, op);
                 fold_op(m, op).map_err(|e| PassError::failed(INFO.name, loc, e))?;
             }
             update_function_type(m, f);
@@ -102,6 +106,28 @@ pub fn fold_op(m: &mut Module, op: OpId) -> Result<Option<Vec<ValueId>>, String>
         }
     };
     Ok(Some(replace_with_constants(m, op, values)))
+}
+
+/// Points every zero-element operand of `op` that is not already a constant at an empty
+/// `graph.constant` of its type (inserted before `op`; all uses of the value are redirected).
+fn read_empty_operands_as_constants(m: &mut Module, op: OpId) {
+    if m.op(op).name == graph::Constant::NAME {
+        return;
+    }
+    for v in m.op(op).operands.clone() {
+        let Some(t) = m.value_type(v).as_tensor() else {
+            continue;
+        };
+        let (Some(shape), elem) = (t.static_shape(), t.elem) else {
+            continue;
+        };
+        if !shape.contains(&0) || interp::constant_value(m, v).is_some() {
+            continue;
+        }
+        let empty = interp::tensor::zeros(elem, shape.iter().map(|&d| d as usize).collect());
+        let c = insert_constant(m, op, "empty", &empty, m.op(op).loc.clone());
+        m.replace_all_uses(v, c);
+    }
 }
 
 fn will_fit(m: &Module, op: OpId) -> bool {
