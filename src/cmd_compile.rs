@@ -26,6 +26,12 @@ pub struct CompileArgs {
     /// Value of a symbolic dimension: `NAME=N` (repeatable).
     #[arg(long = "dim", value_name = "NAME=N")]
     pub dims: Vec<String>,
+    /// Compile graph input NAME in as a constant holding these values (repeatable; `NAME=` is
+    /// an empty tensor): what the backend needs at compile time (reduction axes, slice bounds,
+    /// range limits, pads, shapes) when a model takes it as an input. The binary no longer has
+    /// that input.
+    #[arg(long = "bind", value_name = "NAME=V1,V2,...")]
+    pub binds: Vec<String>,
     /// Compile a decode graph once for a KV cache of this many tokens: binds
     /// `total_sequence_length=N`, `past_sequence_length=N-1`, `sequence_length=1` (Hugging Face
     /// Optimum's dim names) unless `--dim` gives them; the current length is a run-time value
@@ -157,15 +163,16 @@ pub fn options(target: &str, precision: &str) -> Result<Options, String> {
 
 /// Reads a model as graph IR.
 pub fn load_model(path: &Path, dims: &[String]) -> Result<Module, String> {
-    load_model_checked(path, dims, &[])
+    load_model_checked(path, dims, &[], &[])
 }
 
 /// [`load_model`] where each of `user_dims` (the user's `--dim`s) must name a symbolic dim of
-/// the model.
+/// the model, and `binds` (`--bind`) compile graph inputs in as constants.
 pub fn load_model_checked(
     path: &Path,
     dims: &[String],
     user_dims: &[String],
+    binds: &[String],
 ) -> Result<Module, String> {
     let name = path.display().to_string();
     if path.extension().is_some_and(|e| e == "mlir") {
@@ -175,12 +182,12 @@ pub fn load_model_checked(
             eprint!("{}", e.diagnostic.render(&name, &src));
             format!("could not parse {name}")
         })?;
-        if !dims.is_empty() {
-            return Err("--dim applies to ONNX models only".into());
+        if !dims.is_empty() || !binds.is_empty() {
+            return Err("--dim and --bind apply to ONNX models only".into());
         }
         return Ok(m);
     }
-    crate::import::import_model_checked(path, dims, user_dims, None)
+    crate::import::import_model_checked(path, dims, user_dims, binds, None)
 }
 
 /// Compiles a loaded module; `None` when `--stop-after` ended the pipeline early.
@@ -205,7 +212,7 @@ pub fn run(a: &CompileArgs) -> Result<(), String> {
         Some(n) => decode_dims(n, &a.dims)?,
         None => a.dims.clone(),
     };
-    let mut m = load_model_checked(&a.input, &dims, &a.dims)?;
+    let mut m = load_model_checked(&a.input, &dims, &a.dims, &a.binds)?;
     if let Some(n) = a.kv_blocks {
         set_kv_blocks(&mut m, n)?;
     }

@@ -4,7 +4,9 @@
 use std::path::Path;
 
 use llmpu_compiler::ir::Module;
-use llmpu_compiler::onnx::{ImportOptions, import_file, parse_dim_arg, run_import_pipeline};
+use llmpu_compiler::onnx::{
+    ImportOptions, decode_model, import_file, parse_bind_arg, parse_dim_arg, run_import_pipeline,
+};
 
 /// Imports an ONNX model, binding symbolic dims given as `NAME=N`.
 pub fn import_model(path: &Path, dims: &[String]) -> Result<Module, String> {
@@ -18,15 +20,17 @@ pub fn import_model_with(
     dims: &[String],
     new_tokens: Option<u64>,
 ) -> Result<Module, String> {
-    import_model_checked(path, dims, &[], new_tokens)
+    import_model_checked(path, dims, &[], &[], new_tokens)
 }
 
 /// [`import_model_with`] where `user_dims` (the user's own `--dim NAME=N`, a subset of `dims`)
-/// must each name a symbolic dim of the model ([`ImportOptions::user_dims`]).
+/// must each name a symbolic dim of the model ([`ImportOptions::user_dims`]) and `binds`
+/// (`--bind NAME=V1,V2,...`) compile graph inputs in as constants ([`ImportOptions::bindings`]).
 pub fn import_model_checked(
     path: &Path,
     dims: &[String],
     user_dims: &[String],
+    binds: &[String],
     new_tokens: Option<u64>,
 ) -> Result<Module, String> {
     let mut opts = ImportOptions {
@@ -41,7 +45,20 @@ pub fn import_model_checked(
         let (n, v) = parse_dim_arg(d)?;
         opts.dims.insert(n, v);
     }
-    let mut m = import_file(path, &opts).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut m = if binds.is_empty() {
+        import_file(path, &opts).map_err(|e| format!("{}: {e}", path.display()))?
+    } else {
+        let bytes = llmpu_isa::limits::read_file(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let model = decode_model(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        for b in binds {
+            let (n, t) = parse_bind_arg(&model, b)?;
+            opts.bindings.insert(n, t);
+        }
+        let base = path.parent().filter(|p| !p.as_os_str().is_empty());
+        llmpu_compiler::onnx::import_model(&model, Some(base.unwrap_or(Path::new("."))), &opts)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+    };
     run_import_pipeline(&mut m, &mut std::io::stderr())
         .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(m)

@@ -144,6 +144,11 @@ fn kv_layout_filetests_match_snapshots() {
 }
 
 #[test]
+fn legalize_filetests_match_snapshots() {
+    run_folder("legalize");
+}
+
+#[test]
 fn split_projections_filetests_match_snapshots() {
     run_folder("split-projections");
 }

@@ -170,6 +170,7 @@ pub fn pipeline() -> Vec<&'static str> {
     }
     v.extend([
         "canonicalize",
+        "legalize",
         "split-projections",
         "fuse-rotary",
         "fuse-attention",

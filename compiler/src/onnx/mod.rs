@@ -386,6 +386,83 @@ pub fn read_tensor_file(path: &Path) -> Result<(String, Tensor), ImportError> {
     Ok((t.name, v))
 }
 
+/// Parses `NAME=V1,V2,...` (a `--bind` value; `NAME=` binds an empty tensor) against graph input
+/// `NAME` of `model`: the values take the input's declared element type, and its declared shape
+/// when every extent is static, else one dimension (a scalar for a rank-0 input).
+pub fn parse_bind_arg(model: &proto::ModelProto, s: &str) -> Result<(String, Tensor), String> {
+    let (name, list) = s
+        .split_once('=')
+        .ok_or_else(|| format!("--bind: expected NAME=V1,V2,..., got '{s}'"))?;
+    let names = graph_input_names(model);
+    let vi = model
+        .graph
+        .as_ref()
+        .and_then(|g| g.input.iter().find(|i| i.name == name))
+        .filter(|_| names.iter().any(|n| n == name))
+        .ok_or_else(|| {
+            format!(
+                "--bind names '{name}', which is not a graph input (inputs: {}){}",
+                names.join(", "),
+                llmpu_isa::suggest::did_you_mean(names.iter().map(String::as_str), name)
+            )
+        })?;
+    let tt = vi
+        .r#type
+        .as_ref()
+        .and_then(|t| t.tensor_type.as_ref())
+        .ok_or_else(|| format!("--bind: input '{name}' is not a tensor"))?;
+    let elem = elem_type(tt.elem_type).map_err(|e| format!("--bind: input '{name}': {e}"))?;
+    let words: Vec<&str> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|w| !w.is_empty())
+        .collect();
+    let n = words.len();
+    let declared: Option<Vec<usize>> = tt.shape.as_ref().and_then(|sh| {
+        sh.dim
+            .iter()
+            .map(|d| d.dim_value.and_then(|v| usize::try_from(v).ok()))
+            .collect()
+    });
+    let rank = tt.shape.as_ref().map(|sh| sh.dim.len());
+    let shape = match (declared, rank) {
+        (Some(d), _) if d.iter().product::<usize>() == n => d,
+        (Some(d), _) => {
+            return Err(format!(
+                "--bind: input '{name}' holds {} value(s) (shape {d:?}), {n} given",
+                d.iter().product::<usize>()
+            ));
+        }
+        (None, Some(0)) if n == 1 => vec![],
+        (None, Some(1) | None) => vec![n],
+        (None, Some(r)) => {
+            return Err(format!(
+                "--bind: input '{name}' has rank {r} with unknown extents; bind only inputs of static shape or rank 1"
+            ));
+        }
+    };
+    let bad = |w: &str| format!("--bind: '{w}' is not a {elem} value (input '{name}')");
+    let t = if elem.is_float() {
+        let v: Vec<f64> = words
+            .iter()
+            .map(|w| w.parse::<f64>().map_err(|_| bad(w)))
+            .collect::<Result<_, _>>()?;
+        Tensor::from_f64_fn(elem, shape, n, |i| v[i])
+    } else {
+        let v: Vec<i64> = words
+            .iter()
+            .map(|w| w.parse::<i64>().map_err(|_| bad(w)))
+            .collect::<Result<_, _>>()?;
+        let t = Tensor::new(shape, v);
+        if elem == crate::ir::ScalarType::I64 {
+            t
+        } else {
+            t.cast(elem, false)
+        }
+    };
+    Ok((name.to_string(), t))
+}
+
 /// Parses `name=AxBxC` (a `--shape` value).
 pub fn parse_shape_arg(s: &str) -> Result<(String, Vec<u64>), String> {
     let (name, dims) = s

@@ -30,6 +30,7 @@ macro_rules! register_passes {
 // The registry: one line per pass.
 register_passes! {
     canonicalize,
+    legalize,
     cse,
     dce,
     fuse_attention,

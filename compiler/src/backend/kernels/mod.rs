@@ -61,6 +61,22 @@ impl Cx<'_> {
     pub(crate) fn err(&self, msg: impl Into<String>) -> BackendError {
         BackendError::new(&self.loc, msg)
     }
+    /// `what` needs `v` at compile time but it is computed at run time: the error names the
+    /// graph input `v` is, if it is one, and how to bind it.
+    pub(crate) fn run_time_err(&self, what: &str, v: ValueId) -> BackendError {
+        let m = self.m;
+        let input = m.functions().into_iter().find_map(|f| {
+            let entry = m.entry_block(f)?;
+            let i = m.block(entry).args.iter().position(|&a| a == v)?;
+            Some(super::plan::io_name(m, f, "arg_attrs", i, "input"))
+        });
+        match input {
+            Some(n) => self.err(format!(
+                "{what} given at run time (graph input `{n}`) are not supported; compile it in with `--bind {n}=V1,V2,...`"
+            )),
+            None => self.err(format!("{what} computed at run time are not supported")),
+        }
+    }
     fn emit_err(&self, e: EmitError) -> BackendError {
         self.err(e.to_string())
     }
@@ -439,9 +455,13 @@ pub fn lower_op(cx: &mut Cx, op: OpId) -> R<()> {
                 return copy(cx, &iv, &dst);
             }
             let derived = super::plan::view_results(m, op, &iv).ok_or_else(|| {
-                cx.err(format!(
-                    "`{name}` with parameters given at run time is not supported"
-                ))
+                match ins[1..]
+                    .iter()
+                    .find(|&&v| super::plan::const_ints(m, v).is_none())
+                {
+                    Some(&v) => cx.run_time_err(&format!("the parameters of `{name}`"), v),
+                    None => cx.err(format!("`{name}`: parameters not supported")),
+                }
             })?;
             for (r, src) in outs.iter().zip(derived) {
                 let dst = cx.view(*r)?;
@@ -659,7 +679,7 @@ fn trilu(cx: &mut Cx, op: OpId, ov: &View) -> R<()> {
     let k = match super::plan::operand_at(m, op, 1) {
         Some(v) => super::plan::const_ints(m, v)
             .and_then(|v| v.first().copied())
-            .ok_or_else(|| cx.err("Trilu with k given at run time is not supported"))?,
+            .ok_or_else(|| cx.run_time_err("Trilu's k", v))?,
         None => 0,
     };
     let upper = attr_i(m, op, "upper").unwrap_or(1) != 0;

@@ -230,7 +230,7 @@ pub(super) fn reduce(cx: &mut Cx, op: OpId, ins: &[ValueId], ov: &View) -> R<()>
     let rank = x.shape.len();
     let axes: Vec<i64> = match ins.get(1) {
         Some(&a) => crate::backend::plan::const_ints(m, a)
-            .ok_or_else(|| cx.err("reduction axes given at run time are not supported"))?,
+            .ok_or_else(|| cx.run_time_err("reduction axes", a))?,
         None => m
             .attr(op, "axes")
             .and_then(Attribute::as_i64_list)

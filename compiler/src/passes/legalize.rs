@@ -1,0 +1,261 @@
+//! `legalize`: rewrites graph ops the backend has no kernel for into graph ops it has, each
+//! rewrite exact for every value the original op accepts:
+//!
+//! - `graph.trilu` whose `k` is computed at run time becomes `where(d ≥ k, x, 0)` (upper) or
+//!   `where(d ≤ k, x, 0)` (lower), with `d[i, j] = j − i` an `i64` constant of the last two dims
+//!   (a constant `k` keeps the triangle kernel);
+//! - `graph.gather_nd` becomes one `graph.gather` of rows: the data is reshaped to
+//!   `[B·D, rest…]` (`B` the product of the `batch_dims` leading dims, `D` that of the indexed
+//!   dims) and each index tuple to the row `Σ_j idx_j·stride_j` (a negative component counts from
+//!   the end of its dim) plus its batch's row offset. ONNX leaves an index outside its dim
+//!   undefined; the row is clamped to the table, so such an index reads a row of the data,
+//!   never memory past it.
+//!
+//! Needs static shapes (what the backend pipeline has); an op whose shapes are not static is
+//! left as it is for `lower-llmpu` to refuse by name.
+
+use super::PassInfo;
+use crate::backend::plan::{const_ints, shape_of};
+use crate::dialects::graph;
+use crate::interp::Tensor;
+use crate::ir::{Attribute, Location, Module, OpId, OpSpec, ScalarType, Type, ValueId};
+use crate::pass::{Pass, PassError};
+
+/// Registry entry.
+pub const INFO: PassInfo = PassInfo {
+    name: "legalize",
+    description: "rewrite ops without a backend kernel (run-time Trilu k, GatherND) into ops with one",
+    create: || Box::new(Legalize),
+};
+
+/// The pass.
+pub struct Legalize;
+
+impl Pass for Legalize {
+    fn name(&self) -> &'static str {
+        INFO.name
+    }
+    fn run(&mut self, m: &mut Module) -> Result<(), PassError> {
+        for op in m.walk_all() {
+            let d = m.op(op);
+            if d.erased || d.parent.is_none() {
+                continue;
+            }
+            let loc = d.loc.clone();
+            let done = match d.name.as_str() {
+                graph::Trilu::NAME => trilu(m, op),
+                graph::GatherNd::NAME => gather_nd(m, op),
+                _ => Ok(false),
+            }
+            .map_err(|e| PassError::failed(INFO.name, loc, e))?;
+            if done {
+                m.erase_op(op);
+            }
+        }
+        crate::passes::dce::erase_dead_ops(m);
+        Ok(())
+    }
+}
+
+/// Inserts `name(operands)` with result type `ty` before `at`.
+fn insert(
+    m: &mut Module,
+    at: OpId,
+    name: &str,
+    operands: &[ValueId],
+    ty: Type,
+    attrs: Vec<(&str, Attribute)>,
+) -> ValueId {
+    let loc = m.op(at).loc.clone();
+    let mut spec = OpSpec::new(name, loc).operands(operands).results(vec![ty]);
+    for (k, a) in attrs {
+        spec = spec.attr(k, a);
+    }
+    let op = m.create_op(spec);
+    m.insert_op_before(at, op);
+    m.op(op).results[0]
+}
+
+fn constant(m: &mut Module, at: OpId, hint: &str, t: &Tensor) -> ValueId {
+    let loc: Location = m.op(at).loc.clone();
+    crate::passes::fold_constants::insert_constant(m, at, hint, t, loc)
+}
+
+fn ints(m: &mut Module, at: OpId, hint: &str, shape: Vec<usize>, v: Vec<i64>) -> ValueId {
+    constant(m, at, hint, &Tensor::new(shape, v))
+}
+
+fn tensor_ty(shape: &[u64], e: ScalarType) -> Type {
+    Type::tensor(shape, e)
+}
+
+/// Trilu with a run-time `k`; `Ok(false)` when `k` is absent or constant, or shapes are unknown.
+fn trilu(m: &mut Module, op: OpId) -> Result<bool, String> {
+    let Some(k) = graph::operand_slot(m, op, 1) else {
+        return Ok(false);
+    };
+    if const_ints(m, k).is_some() {
+        return Ok(false);
+    }
+    let x = m.op(op).operands[0];
+    let (Some(shape), Some(elem)) = (shape_of(m, x), m.value_type(x).elem()) else {
+        return Ok(false);
+    };
+    let rank = shape.len();
+    if rank < 2 || m.value_type(k).elem() != Some(ScalarType::I64) {
+        return Ok(false);
+    }
+    let (n, c) = (shape[rank - 2] as usize, shape[rank - 1] as usize);
+    let upper = m
+        .attr(op, "upper")
+        .and_then(Attribute::as_int)
+        .unwrap_or(1)
+        != 0;
+    let diag: Vec<i64> = (0..n * c)
+        .map(|e| (e % c) as i64 - (e / c) as i64)
+        .collect();
+    let d = ints(m, op, "trilu_diagonal", vec![n, c], diag);
+    // k is a scalar or a one-element tensor: compare against it as a scalar.
+    let k = if shape_of(m, k).is_some_and(|s| s.is_empty()) {
+        k
+    } else {
+        let shp = ints(m, op, "scalar_shape", vec![0], vec![]);
+        insert(
+            m,
+            op,
+            graph::Reshape::NAME,
+            &[k, shp],
+            tensor_ty(&[], ScalarType::I64),
+            vec![],
+        )
+    };
+    let cmp = if upper {
+        graph::GreaterOrEqual::NAME
+    } else {
+        graph::LessOrEqual::NAME
+    };
+    let keep = insert(
+        m,
+        op,
+        cmp,
+        &[d, k],
+        tensor_ty(&[n as u64, c as u64], ScalarType::I1),
+        vec![],
+    );
+    let zero = constant(
+        m,
+        op,
+        "trilu_zero",
+        &crate::interp::tensor::zeros(elem, vec![]),
+    );
+    let r = m.op(op).results[0];
+    let ty = m.value_type(r).clone();
+    let out = insert(m, op, graph::Where::NAME, &[keep, x, zero], ty, vec![]);
+    m.replace_all_uses(r, out);
+    Ok(true)
+}
+
+/// GatherND as a row gather; `Ok(false)` when shapes are unknown or the index tuple is empty.
+fn gather_nd(m: &mut Module, op: OpId) -> Result<bool, String> {
+    let (data, idx) = (m.op(op).operands[0], m.op(op).operands[1]);
+    let (Some(ds), Some(is)) = (shape_of(m, data), shape_of(m, idx)) else {
+        return Ok(false);
+    };
+    let Some(elem) = m.value_type(data).elem() else {
+        return Ok(false);
+    };
+    if m.value_type(idx).elem() != Some(ScalarType::I64) {
+        return Ok(false);
+    }
+    let b = m
+        .attr(op, "batch_dims")
+        .and_then(Attribute::as_int)
+        .unwrap_or(0);
+    let b = usize::try_from(b).map_err(|_| format!("batch_dims {b} is negative"))?;
+    let Some(&kk) = is.last() else {
+        return Ok(false);
+    };
+    let k = kk as usize;
+    if k == 0 || b + k > ds.len() || b >= is.len() {
+        return Ok(false);
+    }
+    let us = |v: &[u64]| v.iter().map(|&x| x as usize).collect::<Vec<usize>>();
+    let (ds, is) = (us(&ds), us(&is));
+    let batch: usize = ds[..b].iter().product();
+    let rows: usize = ds[b..b + k].iter().product();
+    let rest = ds[b + k..].to_vec();
+    let strides: Vec<i64> = (0..k)
+        .map(|j| ds[b + j + 1..b + k].iter().product::<usize>() as i64)
+        .collect();
+    let dims: Vec<i64> = ds[b..b + k].iter().map(|&d| d as i64).collect();
+    let ishape: Vec<u64> = is.iter().map(|&d| d as u64).collect();
+    let lead: Vec<u64> = ishape[..ishape.len() - 1].to_vec();
+    let i64t = |s: &[u64]| tensor_ty(s, ScalarType::I64);
+    // A negative component counts from the end of its dim.
+    let zero = ints(m, op, "gather_nd_zero", vec![], vec![0]);
+    let neg = insert(
+        m,
+        op,
+        graph::Less::NAME,
+        &[idx, zero],
+        tensor_ty(&ishape, ScalarType::I1),
+        vec![],
+    );
+    let dimc = ints(m, op, "gather_nd_dims", vec![k], dims);
+    let wrapped = insert(m, op, graph::Add::NAME, &[idx, dimc], i64t(&ishape), vec![]);
+    let fixed = insert(
+        m,
+        op,
+        graph::Where::NAME,
+        &[neg, wrapped, idx],
+        i64t(&ishape),
+        vec![],
+    );
+    let sc = ints(m, op, "gather_nd_strides", vec![k], strides);
+    let weighted = insert(m, op, graph::Mul::NAME, &[fixed, sc], i64t(&ishape), vec![]);
+    let axes = ints(m, op, "gather_nd_axes", vec![1], vec![-1]);
+    let mut row = insert(
+        m,
+        op,
+        graph::ReduceSum::NAME,
+        &[weighted, axes],
+        i64t(&lead),
+        vec![("keepdims", Attribute::i64(0))],
+    );
+    if b > 0 {
+        // Row offset of each index tuple's batch: its flat batch position times `rows`.
+        let mut oshape = is[..b].to_vec();
+        oshape.extend(std::iter::repeat_n(1, lead.len() - b));
+        let off: Vec<i64> = (0..batch).map(|i| (i * rows) as i64).collect();
+        let offc = ints(m, op, "gather_nd_batch_rows", oshape, off);
+        row = insert(m, op, graph::Add::NAME, &[row, offc], i64t(&lead), vec![]);
+    }
+    let total = (batch * rows) as i64;
+    let lo = ints(m, op, "gather_nd_first_row", vec![], vec![0]);
+    let hi = ints(m, op, "gather_nd_last_row", vec![], vec![total - 1]);
+    let row = insert(m, op, graph::Clip::NAME, &[row, lo, hi], i64t(&lead), vec![]);
+    let mut tshape = vec![total];
+    tshape.extend(rest.iter().map(|&d| d as i64));
+    let tshape_u: Vec<u64> = tshape.iter().map(|&d| d as u64).collect();
+    let shp = ints(m, op, "gather_nd_table", vec![tshape.len()], tshape);
+    let table = insert(
+        m,
+        op,
+        graph::Reshape::NAME,
+        &[data, shp],
+        tensor_ty(&tshape_u, elem),
+        vec![],
+    );
+    let r = m.op(op).results[0];
+    let ty = m.value_type(r).clone();
+    let out = insert(
+        m,
+        op,
+        graph::Gather::NAME,
+        &[table, row],
+        ty,
+        vec![("axis", Attribute::i64(0))],
+    );
+    m.replace_all_uses(r, out);
+    Ok(true)
+}
