@@ -33,6 +33,7 @@ use crate::ir::{Attribute, Location, Module, OpId, ValueId};
 mod elementwise;
 mod matmul;
 mod rows;
+mod scan;
 mod split_rows;
 mod vector;
 pub use elementwise::*;
@@ -486,6 +487,18 @@ pub fn lower_op(cx: &mut Cx, op: OpId) -> R<()> {
                 }
             }
             Ok(())
+        }
+        graph::CumSum::NAME => {
+            let rank = ov.shape.len();
+            let a = ins[1];
+            let ax = super::plan::const_ints(m, a)
+                .and_then(|v| v.first().copied())
+                .ok_or_else(|| cx.run_time_err("CumSum's axis", a))?;
+            let ax = axis(cx, ax, rank)?;
+            let xv = cx.view(ins[0])?;
+            let (xv, ov) = last_axis(&xv, &ov, ax);
+            let flag = |k| attr_i(m, op, k).unwrap_or(0) != 0;
+            scan::cumsum(cx, &xv, &ov, flag("exclusive"), flag("reverse"))
         }
         graph::Softmax::NAME | graph::LogSoftmax::NAME => {
             let rank = ov.shape.len();

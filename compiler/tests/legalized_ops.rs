@@ -1,0 +1,175 @@
+//! Ops without a kernel of their own before this stage, end to end on the emulator against the
+//! reference interpreter: CumSum (the vector-unit scan: every `exclusive` / `reverse`
+//! combination, a non-last axis, f32 and i64, lengths that are not powers of two), GatherND
+//! (batch dims, negative components) and Trilu with k given at run time, each on edge and
+//! datacenter.
+
+mod common;
+use common::{checked, compile_text, values};
+use llmpu_compiler::backend::Precision;
+use llmpu_compiler::interp;
+use llmpu_compiler::parser::parse_module;
+use llmpu_isa::DType;
+use llmpu_runtime::compare::{Tolerance, compare};
+use llmpu_runtime::{Tensor, run};
+
+/// An input: name, element type, shape and values.
+struct Input {
+    name: &'static str,
+    dt: DType,
+    shape: Vec<u64>,
+    vals: Vec<f32>,
+}
+
+fn interp_tensor(i: &Input) -> interp::Tensor {
+    let shape: Vec<usize> = i.shape.iter().map(|&d| d as usize).collect();
+    match i.dt {
+        DType::I64 => interp::Tensor::new(shape, i.vals.iter().map(|&v| v as i64).collect()),
+        _ => interp::Tensor::new(shape, i.vals.clone()),
+    }
+}
+
+/// Compiles `src` for `target` in fp32, runs it on the emulator and compares output `y` with
+/// the interpreter's (integers exactly).
+fn matches_interpreter(src: &str, inputs: &[Input], target: &str) {
+    let prog = compile_text(src, target, Precision::Fp32);
+    let rt: Vec<(String, Tensor)> = inputs
+        .iter()
+        .map(|i| {
+            let t = Tensor::from_f32(i.dt, i.shape.clone(), &i.vals).unwrap();
+            (i.name.to_string(), t)
+        })
+        .collect();
+    let res = run(&prog, &rt, &checked()).unwrap_or_else(|e| panic!("{target}: emulator: {e}"));
+    let m = parse_module(src).unwrap();
+    let refs: Vec<interp::Tensor> = inputs.iter().map(interp_tensor).collect();
+    let want = interp::run(&m, &refs).unwrap().remove(0);
+    let got = res.output("y").expect("output y");
+    let wv: Vec<f32> = want.to_f64_vec().iter().map(|&v| v as f32).collect();
+    let shape: Vec<u64> = want.shape.iter().map(|&d| d as u64).collect();
+    let want = Tensor::from_f32(got.dtype, shape, &wv).unwrap();
+    let cmp = compare("y", got, &want, Tolerance::FP32).unwrap();
+    assert!(cmp.pass, "{target}: {cmp}");
+    if got.dtype != DType::F32 {
+        assert_eq!(
+            got.to_f32(),
+            want.to_f32(),
+            "{target}: integers must be exact"
+        );
+    }
+}
+
+fn cumsum_src(shape: &[u64], ty: &str, axis: i64, exclusive: u8, reverse: u8) -> String {
+    let dims: Vec<String> = shape.iter().map(u64::to_string).collect();
+    let t = format!("tensor<{}x{ty}>", dims.join("x"));
+    format!(
+        r#"module {{
+  func.func @main(%x: {t} {{graph.name = "x"}}) -> ({t} {{graph.name = "y"}}) {{
+    %a = "graph.constant"() {{value = dense<{axis}> : tensor<i64>}} : () -> tensor<i64> loc("axis")
+    %y = "graph.cumsum"(%x, %a) {{exclusive = {exclusive} : i64, reverse = {reverse} : i64}} : ({t}, tensor<i64>) -> {t} loc("CumSum")
+    func.return %y : {t}
+  }}
+}}
+"#
+    )
+}
+
+#[test]
+fn cumsum_matches_the_interpreter_for_every_flag_axis_and_type() {
+    for (shape, axis) in [(vec![5u64, 7], 1i64), (vec![3, 9, 2], 1), (vec![6, 4], 0)] {
+        let n: u64 = shape.iter().product();
+        for (dt, ty) in [(DType::F32, "f32"), (DType::I64, "i64")] {
+            let vals: Vec<f32> = values(n as usize, 7)
+                .iter()
+                .map(|&v| {
+                    if dt == DType::I64 {
+                        (v * 50.0).round()
+                    } else {
+                        v
+                    }
+                })
+                .collect();
+            for exclusive in [0, 1] {
+                for reverse in [0, 1] {
+                    let src = cumsum_src(&shape, ty, axis, exclusive, reverse);
+                    let x = Input {
+                        name: "x",
+                        dt,
+                        shape: shape.clone(),
+                        vals: vals.clone(),
+                    };
+                    for target in ["edge", "datacenter"] {
+                        matches_interpreter(&src, std::slice::from_ref(&x), target);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn gather_nd_with_batch_dims_and_negative_indices_matches_the_interpreter() {
+    let src = r#"module {
+  func.func @main(%d: tensor<2x3x4x5xf32> {graph.name = "d"}, %i: tensor<2x6x2xi64> {graph.name = "i"}) -> (tensor<2x6x5xf32> {graph.name = "y"}) {
+    %y = "graph.gather_nd"(%d, %i) {batch_dims = 1 : i64} : (tensor<2x3x4x5xf32>, tensor<2x6x2xi64>) -> tensor<2x6x5xf32> loc("GatherND")
+    func.return %y : tensor<2x6x5xf32>
+  }
+}
+"#;
+    let idx: Vec<f32> = [0, 0, 2, 3, -1, -1, 1, -4, -3, 2, 0, 1]
+        .iter()
+        .chain(&[2, 1, 0, 0, -2, 3, 1, 1, 2, -1, -3, -4])
+        .map(|&v| v as f32)
+        .collect();
+    let inputs = [
+        Input {
+            name: "d",
+            dt: DType::F32,
+            shape: vec![2, 3, 4, 5],
+            vals: values(120, 3),
+        },
+        Input {
+            name: "i",
+            dt: DType::I64,
+            shape: vec![2, 6, 2],
+            vals: idx,
+        },
+    ];
+    for target in ["edge", "datacenter"] {
+        matches_interpreter(src, &inputs, target);
+    }
+}
+
+#[test]
+fn trilu_with_k_given_at_run_time_matches_the_interpreter() {
+    for upper in [0, 1] {
+        for k in [-2i64, 0, 1, 3] {
+            let src = format!(
+                r#"module {{
+  func.func @main(%x: tensor<2x4x5xf32> {{graph.name = "x"}}, %k: tensor<i64> {{graph.name = "k"}}) -> (tensor<2x4x5xf32> {{graph.name = "y"}}) {{
+    %y = "graph.trilu"(%x, %k) {{upper = {upper} : i64}} : (tensor<2x4x5xf32>, tensor<i64>) -> tensor<2x4x5xf32> loc("Trilu")
+    func.return %y : tensor<2x4x5xf32>
+  }}
+}}
+"#
+            );
+            let inputs = [
+                Input {
+                    name: "x",
+                    dt: DType::F32,
+                    shape: vec![2, 4, 5],
+                    vals: values(40, 5),
+                },
+                Input {
+                    name: "k",
+                    dt: DType::I64,
+                    shape: vec![],
+                    vals: vec![k as f32],
+                },
+            ];
+            for target in ["edge", "datacenter"] {
+                matches_interpreter(&src, &inputs, target);
+            }
+        }
+    }
+}
