@@ -430,10 +430,20 @@ pub fn generate(a: &GenerateArgs) -> Result<Generation, String> {
     }
     // Without a mask and positions fed at run time, the graph sees exactly its compiled past:
     // every unfilled slot is attended and positions follow the compiled length.
-    let fixed: Vec<&str> = ["attention_mask", "position_ids"]
+    let mut fixed: Vec<&str> = ["attention_mask", "position_ids"]
         .into_iter()
         .filter(|i| decode.io(i).is_none())
         .collect();
+    // Positions counted from the mask at run time (Bloom's ALiBi, OPT): no `position_ids` needed.
+    if fixed == ["position_ids"]
+        && a.decode.extension().is_none_or(|e| e != "llmpu")
+        && llmpu_compiler::onnx::input_reaches_cumsum(
+            &load_model(&a.decode, &merged_dims(a, &decode_dims))?,
+            "attention_mask",
+        )
+    {
+        fixed.clear();
+    }
     if !fixed.is_empty() && (n != region.past_len || new_tokens > 2) {
         return Err(format!(
             "{}: the decode graph has no `{}` input, so it is right only with exactly its \

@@ -285,7 +285,7 @@ define_ops! { OPS;
     /// `softmax(q kᵀ · scale + mask) v` recognized from its decomposed pattern; `loc(fused[...])` names
     /// every source node. With `softcap = c : f32` the scores are soft-capped before the mask:
     /// `softmax(c · tanh(q kᵀ · scale / c) + mask) v`.
-    FusedAttention = "graph.fused_attention", pure = true, verify = verify_attention;
+    FusedAttention = "graph.fused_attention", pure = true, verify = verify_fused_attention;
     /// `%r = "graph.matmul_epilogue"(%a, %b, %bias?, %res?) {activation = "none" | "relu" | "gelu" | "gelu_tanh" | "silu", residual = true?}`
     /// — `act(a · b + bias) + res`, computed in f32 on the accumulator tile with one rounding to
     /// the result type. `bias` broadcasts along the output rows; `res` (present iff `residual =
@@ -1085,6 +1085,32 @@ fn verify_trilu(v: &OpView) -> Result<(), String> {
     }
     same_elem(v, x.elem, "result", r.elem)?;
     check_shape(&r.dims, &x.dims, "result")
+}
+
+/// [`verify_attention`], and the result is `[B, H, S, Dv]` of the 4-D operands.
+fn verify_fused_attention(v: &OpView) -> Result<(), String> {
+    verify_attention(v)?;
+    let (q, val, r) = (
+        v.tensor_operand(0)?,
+        v.tensor_operand(2)?,
+        v.tensor_result(0)?,
+    );
+    if q.rank() != 4 {
+        return Err(format!("expects 4-D q/k/v, got rank {}", q.rank()));
+    }
+    let want = [&q.dims[0], &q.dims[1], &q.dims[2], &val.dims[3]];
+    let fits = r.rank() == 4
+        && r.dims.iter().zip(want).all(|(a, b)| match (a, b) {
+            (Dim::Static(x), Dim::Static(y)) => x == y,
+            _ => true,
+        });
+    if !fits {
+        return Err(format!(
+            "result {} is not [batch, query heads, queries, value head size] of q and v",
+            v.result_type(0)
+        ));
+    }
+    Ok(())
 }
 
 fn verify_attention(v: &OpView) -> Result<(), String> {

@@ -368,6 +368,37 @@ pub fn parameter_inputs(m: &Module) -> Vec<(String, String)> {
     out
 }
 
+/// Whether graph input `input` reaches a `graph.cumsum` (through any ops): a decoder without a
+/// `position_ids` input that computes its positions as the running count of its attention mask,
+/// as Hugging Face does for Bloom's ALiBi and OPT, takes its positions from the mask at run time.
+pub fn input_reaches_cumsum(m: &Module, input: &str) -> bool {
+    use crate::dialects::graph;
+    for f in m.functions() {
+        let Some(entry) = m.entry_block(f) else {
+            continue;
+        };
+        let args = m.block(entry).args.clone();
+        let Some(start) = args.iter().enumerate().find_map(|(i, &a)| {
+            (crate::backend::plan::io_name(m, f, "arg_attrs", i, "input") == input).then_some(a)
+        }) else {
+            continue;
+        };
+        let mut seen = std::collections::HashSet::new();
+        let mut work = vec![start];
+        while let Some(v) = work.pop() {
+            for (op, _) in m.uses(v) {
+                if m.op(op).name == graph::CumSum::NAME {
+                    return true;
+                }
+                if seen.insert(op) {
+                    work.extend(m.op(op).results.iter().copied());
+                }
+            }
+        }
+    }
+    false
+}
+
 /// Reads a serialized `TensorProto` file (ONNX test data `input_0.pb`): its name and value.
 pub fn read_tensor_file(path: &Path) -> Result<(String, Tensor), ImportError> {
     let bytes = llmpu_isa::limits::read_file(path).map_err(|e| ImportError::Io {

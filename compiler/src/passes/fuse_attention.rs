@@ -10,7 +10,10 @@
 //! added as a free view). Grouped-query attention is seen through the `unsqueeze → expand →
 //! reshape` head broadcast of K and V: the fused op reads the un-broadcast KV heads.
 //! A constant mask that is 0 on and below the (bottom-right aligned) diagonal and ≤ −1e30 above it
-//! is dropped in favour of `causal = true`; other masks stay an operand. The ONNX `Attention` op
+//! is dropped in favour of `causal = true`; other masks stay an operand. Heads flattened into the
+//! batch (Bloom's `baddbmm`: `[B·H, S, T]` scores with an ALiBi bias, split into `[B, H, S, T]`
+//! for the mask and softmax, merged again for P·V) are read as `[B, H, …]` views, 3-D mask terms
+//! split the same way, and the result is merged back. The ONNX `Attention` op
 //! with 4-D inputs and no cache inputs is converted the same way.
 //!
 //! Names and exporters play no part: only op kinds, shapes and constant values. The fused op's
@@ -177,7 +180,18 @@ fn fuse_softmax(m: &mut Module, sm: OpId) -> Option<()> {
     if ax != -1 && ax != rank - 1 {
         return None;
     }
-    let (pv, slot) = m.single_use(m.op(sm).results[0])?;
+    let (mut pv, slot) = m.single_use(m.op(sm).results[0])?;
+    // Heads flattened into the batch (Bloom: `[B·H, S, T]` probabilities): the reshape that
+    // merges them feeds the P·V matmul.
+    let mut merged_out: Option<OpId> = None;
+    if m.op(pv).name == graph::Reshape::NAME && slot == 0 && merges_heads(m, pv) {
+        let (next, s2) = m.single_use(m.op(pv).results[0])?;
+        if s2 != 0 {
+            return None;
+        }
+        merged_out = Some(pv);
+        pv = next;
+    }
     if m.op(pv).name != graph::MatMul::NAME || slot != 0 {
         return None;
     }
@@ -212,11 +226,58 @@ fn fuse_softmax(m: &mut Module, sm: OpId) -> Option<()> {
                 chain.push(op);
                 cur = d.operands[0];
             }
+            graph::Reshape::NAME if merges_heads(m, op) => return None,
+            graph::Reshape::NAME if splits_heads(m, op) && !chain.iter().any(|&o| m.op(o).name == graph::Reshape::NAME) => {
+                chain.push(op);
+                cur = d.operands[0];
+            }
             _ => return None,
         }
     };
     chain.reverse();
-    let (q, kt) = (m.op(qk).operands[0], m.op(qk).operands[1]);
+    // `[B, H]` of heads flattened into the batch dim before the softmax (Bloom's `baddbmm`).
+    let heads_split: Option<(u64, u64)> = chain
+        .iter()
+        .find(|&&o| m.op(o).name == graph::Reshape::NAME)
+        .and_then(|&o| shape_of(m, m.op(o).results[0]))
+        .map(|s| (s[0], s[1]));
+    let (mut q, mut kt) = (m.op(qk).operands[0], m.op(qk).operands[1]);
+    let mut v = v;
+    if let Some((b, h)) = heads_split {
+        // Q·Kᵀ and P·V over `[B·H, …]`: read their `[B, H, …]` sources (a view).
+        if merged_out.is_none() {
+            return None;
+        }
+        let ks = shape_of(m, kt)?;
+        if ks.len() != 3 {
+            return None;
+        }
+        let k3 = match m.defining_op_named(kt, graph::Transpose::NAME) {
+            Some(t) if crate::dialects::graph::Transpose(t).perm(m) == [0, 2, 1] => m.op(t).operands[0],
+            _ => new_op(
+                m,
+                pv,
+                OpSpec::new(graph::Transpose::NAME, m.op(qk).loc.clone())
+                    .operands(&[kt])
+                    .results(vec![Type::tensor(&[ks[0], ks[2], ks[1]], m.value_type(kt).elem()?)])
+                    .attr("perm", Attribute::DenseI64Array(vec![0, 2, 1])),
+            ),
+        };
+        q = unflatten_heads(m, pv, q, b, h)?;
+        let k4 = unflatten_heads(m, pv, k3, b, h)?;
+        let k4s = shape_of(m, k4)?;
+        kt = new_op(
+            m,
+            pv,
+            OpSpec::new(graph::Transpose::NAME, m.op(qk).loc.clone())
+                .operands(&[k4])
+                .results(vec![Type::tensor(&[k4s[0], k4s[1], k4s[3], k4s[2]], m.value_type(k4).elem()?)])
+                .attr("perm", Attribute::DenseI64Array(vec![0, 1, 3, 2])),
+        );
+        v = unflatten_heads(m, pv, v, b, h)?;
+    } else if merged_out.is_some() {
+        return None;
+    }
     let qs = shape_of(m, q)?;
     let vs = shape_of(m, v)?;
     let kts = shape_of(m, kt)?;
@@ -232,7 +293,7 @@ fn fuse_softmax(m: &mut Module, sm: OpId) -> Option<()> {
         let d = m.op(op).clone();
         let other = |i: usize| d.operands.get(i).copied();
         match d.name.as_str() {
-            graph::Cast::NAME => {}
+            graph::Cast::NAME | graph::Reshape::NAME => {}
             graph::Tanh::NAME => {
                 if inner.is_some() || !masks.is_empty() {
                     return None;
@@ -349,6 +410,10 @@ fn fuse_softmax(m: &mut Module, sm: OpId) -> Option<()> {
                 )
             }
         };
+        let term = match heads_split {
+            Some((b, h)) if shape_of(m, term)?.len() == 3 => unflatten_heads(m, pv, term, b, h)?,
+            _ => term,
+        };
         additive = Some(match additive {
             None => term,
             Some(prev) => {
@@ -373,7 +438,11 @@ fn fuse_softmax(m: &mut Module, sm: OpId) -> Option<()> {
     if let Some(a) = additive {
         operands.push(a);
     }
-    let out_ty = m.value_type(m.op(pv).results[0]).clone();
+    let out_ty = if merged_out.is_some() {
+        Type::tensor(&[qs[0], qs[1], qs[2], vs[3]], m.value_type(m.op(pv).results[0]).elem()?)
+    } else {
+        m.value_type(m.op(pv).results[0]).clone()
+    };
     // `b·tanh(a·S)` is `softcap·tanh(scale·S / softcap)` with `softcap = b`, `scale = a·b`.
     let (scale, softcap) = match inner {
         None => (scale, None),
@@ -390,8 +459,80 @@ fn fuse_softmax(m: &mut Module, sm: OpId) -> Option<()> {
     }
     let fused = new_op(m, pv, spec);
     let old = m.op(pv).results[0];
+    let fused = if merged_out.is_some() {
+        let os = shape_of(m, old)?;
+        let elem = m.value_type(old).elem()?;
+        let shape = ints_const(m, pv, &os, &m.op(pv).loc.clone());
+        new_op(
+            m,
+            pv,
+            OpSpec::new(graph::Reshape::NAME, m.op(pv).loc.clone())
+                .operands(&[fused, shape])
+                .results(vec![Type::tensor(&os, elem)]),
+        )
+    } else {
+        fused
+    };
     m.replace_all_uses(old, fused);
     Some(())
+}
+
+/// Is `op` a reshape `[B, H, S, T] → [B·H, S, T]` (heads merged into the batch)?
+fn merges_heads(m: &Module, op: OpId) -> bool {
+    let (Some(i), Some(o)) = (
+        shape_of(m, m.op(op).operands[0]),
+        shape_of(m, m.op(op).results[0]),
+    ) else {
+        return false;
+    };
+    m.op(op).name == graph::Reshape::NAME && i.len() == 4 && o.len() == 3 && o[0] == i[0] * i[1] && o[1..] == i[2..]
+}
+
+/// Is `op` a reshape `[B·H, S, T] → [B, H, S, T]` (heads split out of the batch)?
+fn splits_heads(m: &Module, op: OpId) -> bool {
+    let (Some(i), Some(o)) = (
+        shape_of(m, m.op(op).operands[0]),
+        shape_of(m, m.op(op).results[0]),
+    ) else {
+        return false;
+    };
+    i.len() == 3 && o.len() == 4 && i[0] == o[0] * o[1] && i[1..] == o[2..]
+}
+
+/// `x` (`[B·H, S, D]`, or `[1, S, D]` broadcast over both) as `[B, H, S, D]` (`[1, 1, S, D]`):
+/// the 4-D source of a reshape that flattened it, or a new reshape.
+fn unflatten_heads(m: &mut Module, before: OpId, x: ValueId, b: u64, h: u64) -> Option<ValueId> {
+    let xs = shape_of(m, x)?;
+    if xs.len() != 3 {
+        return None;
+    }
+    let want: Vec<u64> = match xs[0] {
+        n if n == b * h => vec![b, h, xs[1], xs[2]],
+        1 => vec![1, 1, xs[1], xs[2]],
+        _ => return None,
+    };
+    if let Some(r) = m.defining_op_named(x, graph::Reshape::NAME) {
+        let src = m.op(r).operands[0];
+        if shape_of(m, src)? == want {
+            return Some(src);
+        }
+    }
+    let elem = m.value_type(x).elem()?;
+    let loc = m.op(before).loc.clone();
+    let shape = ints_const(m, before, &want, &loc);
+    Some(new_op(
+        m,
+        before,
+        OpSpec::new(graph::Reshape::NAME, loc)
+            .operands(&[x, shape])
+            .results(vec![Type::tensor(&want, elem)]),
+    ))
+}
+
+/// An `i64` shape constant.
+fn ints_const(m: &mut Module, before: OpId, dims: &[u64], loc: &Location) -> ValueId {
+    let t = crate::interp::Tensor::new(vec![dims.len()], dims.iter().map(|&d| d as i64).collect::<Vec<i64>>());
+    crate::passes::fold_constants::insert_constant(m, before, "shape", &t, loc.clone())
 }
 
 fn reaches_matmul(m: &Module, v: ValueId, depth: usize) -> bool {
@@ -406,6 +547,7 @@ fn reaches_matmul(m: &Module, v: ValueId, depth: usize) -> bool {
         }
         graph::Where::NAME if depth > 0 => reaches_matmul(m, d.operands[1], depth - 1),
         graph::Tanh::NAME if depth > 0 => reaches_matmul(m, d.operands[0], depth - 1),
+        graph::Reshape::NAME if depth > 0 && splits_heads(m, op) => reaches_matmul(m, d.operands[0], depth - 1),
         _ => false,
     }
 }

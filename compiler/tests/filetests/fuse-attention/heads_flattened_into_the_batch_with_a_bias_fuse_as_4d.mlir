@@ -1,0 +1,22 @@
+module {
+  func.func @main(%q: tensor<1x2x3x4xf32>, %k: tensor<1x2x5x4xf32>, %v: tensor<1x2x5x4xf32>, %alibi: tensor<2x1x5xf32>, %mask: tensor<1x1x1x5xf32>) -> (tensor<2x3x4xf32>) {
+    %s3 = "graph.constant"() {value = dense<[2, 3, 4]> : tensor<3xi64>} : () -> tensor<3xi64> loc("s3")
+    %s5 = "graph.constant"() {value = dense<[2, 5, 4]> : tensor<3xi64>} : () -> tensor<3xi64> loc("s5")
+    %s4 = "graph.constant"() {value = dense<[1, 2, 3, 5]> : tensor<4xi64>} : () -> tensor<4xi64> loc("s4")
+    %sp = "graph.constant"() {value = dense<[2, 3, 5]> : tensor<3xi64>} : () -> tensor<3xi64> loc("sp")
+    %c = "graph.constant"() {value = dense<0.5> : tensor<f32>} : () -> tensor<f32> loc("alpha")
+    %q3 = "graph.reshape"(%q, %s3) : (tensor<1x2x3x4xf32>, tensor<3xi64>) -> tensor<2x3x4xf32> loc("q3")
+    %k3 = "graph.reshape"(%k, %s5) : (tensor<1x2x5x4xf32>, tensor<3xi64>) -> tensor<2x5x4xf32> loc("k3")
+    %v3 = "graph.reshape"(%v, %s5) : (tensor<1x2x5x4xf32>, tensor<3xi64>) -> tensor<2x5x4xf32> loc("v3")
+    %kt = "graph.transpose"(%k3) {perm = array<i64: 0, 2, 1>} : (tensor<2x5x4xf32>) -> tensor<2x4x5xf32> loc("kt")
+    %qk = "graph.matmul"(%q3, %kt) : (tensor<2x3x4xf32>, tensor<2x4x5xf32>) -> tensor<2x3x5xf32> loc("QK")
+    %sc = "graph.mul"(%qk, %c) : (tensor<2x3x5xf32>, tensor<f32>) -> tensor<2x3x5xf32> loc("scale")
+    %b = "graph.add"(%sc, %alibi) : (tensor<2x3x5xf32>, tensor<2x1x5xf32>) -> tensor<2x3x5xf32> loc("alibi")
+    %s = "graph.reshape"(%b, %s4) : (tensor<2x3x5xf32>, tensor<4xi64>) -> tensor<1x2x3x5xf32> loc("split")
+    %m = "graph.add"(%s, %mask) : (tensor<1x2x3x5xf32>, tensor<1x1x1x5xf32>) -> tensor<1x2x3x5xf32> loc("mask")
+    %p = "graph.softmax"(%m) {axis = -1 : i64} : (tensor<1x2x3x5xf32>) -> tensor<1x2x3x5xf32> loc("softmax")
+    %p3 = "graph.reshape"(%p, %sp) : (tensor<1x2x3x5xf32>, tensor<3xi64>) -> tensor<2x3x5xf32> loc("merge")
+    %o = "graph.matmul"(%p3, %v3) : (tensor<2x3x5xf32>, tensor<2x5x4xf32>) -> tensor<2x3x4xf32> loc("PV")
+    func.return %o : tensor<2x3x4xf32> loc(unknown)
+  } loc("main")
+}
