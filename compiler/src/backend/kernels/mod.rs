@@ -354,7 +354,9 @@ pub fn lower_op(cx: &mut Cx, op: OpId) -> R<()> {
     if !outs.is_empty() && outs.iter().all(empty) {
         return Ok(());
     }
-    if let Some(v) = ins.iter().find(|v| empty(v)) {
+    // An empty constant is a parameter (an empty axes list), read at compile time.
+    let is_const = |v: &ValueId| m.defining_op_named(*v, graph::Constant::NAME).is_some();
+    if let Some(v) = ins.iter().find(|v| empty(v) && !is_const(v)) {
         return Err(cx.err(format!(
             "unsupported: `{name}` makes a non-empty result from the zero-size operand {:?}",
             shape_of(m, *v).unwrap_or_default()
