@@ -21,6 +21,11 @@ use half::{bf16, f16};
 /// Largest finite f8e4m3fn value.
 pub const F8E4M3_MAX: f32 = 448.0;
 
+/// The magnitude up to which f8e4m3fn rounding still lands on a finite value: halfway between 448
+/// and the next step (480, which the format spends on NaN), a tie that rounds to even, i.e. to 448.
+/// A non-saturating conversion turns every larger magnitude (infinities included) into NaN.
+pub const F8E4M3_ROUNDS_FINITE: f32 = 464.0;
+
 /// Rounds f32 to f8e4m3fn bits (round to nearest even, saturating, NaN kept).
 pub fn f32_to_f8e4m3(x: f32) -> u8 {
     let sign = if x.is_sign_negative() { 0x80u8 } else { 0 };
