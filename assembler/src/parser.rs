@@ -13,7 +13,7 @@
 use crate::builder::Assembler;
 use crate::diag::{AsmError, ErrorKind, Span, closest};
 use crate::lexer::{Tok, lex};
-use llmpu_isa::fields::{TileRef, mask};
+use llmpu_isa::fields::{FieldError, TileRef, mask};
 use llmpu_isa::inst::{InstDesc, by_mnemonic};
 use llmpu_isa::numerics::store_f32;
 use llmpu_isa::target::{preset_names, preset_text};
@@ -988,9 +988,19 @@ fn operand(c: &mut Cursor, desc: &InstDesc, fd: &FieldDesc) -> PResult<Operand> 
                 addr: Reg(addr as u8),
                 ld: Reg(ld as u8),
             };
-            let bits = t
-                .to_bits(fd.width)
-                .map_err(|_| range(0, 0, mask(fd.width) as i128, s))?;
+            let bits = t.to_bits(fd.width).map_err(|e| match e {
+                FieldError::AccType { dtype } => AsmError::new(
+                    ErrorKind::Expected {
+                        expected: format!(
+                            "an accumulator tile of type {}",
+                            TileRef::ACC_TYPES.map(|d| d.name()).join(" or ")
+                        ),
+                        found: format!("`acc.{dtype}`"),
+                    },
+                    Some(s),
+                ),
+                _ => range(0, 0, mask(fd.width) as i128, s),
+            })?;
             Operand::Bits(bits)
         }
     };
