@@ -1149,7 +1149,8 @@ fn emulator_matches_interpreter(src: &str, shape: &[usize], inputs: &[(&str, DTy
 }
 
 #[test]
-fn sixteen_bit_unsigned_wide_and_f64_tensors_with_truncating_division_match_the_interpreter() {
+fn sixteen_bit_unsigned_wide_and_f64_tensors_with_truncating_division_and_mod_match_the_interpreter()
+ {
     let (r, c) = (4usize, 24usize);
     let n = r * c;
     let a: Vec<i16> = (0..n as i32)
@@ -1205,7 +1206,7 @@ fn sixteen_bit_unsigned_wide_and_f64_tensors_with_truncating_division_match_the_
     let (i16t, u64t, f64t, i32t) = (t("i16"), t("ui64"), t("f64"), t("i32"));
     let src = format!(
         r#"module {{
-  func.func @main(%a: {i16t} {{graph.name = "a"}}, %b: {i16t} {{graph.name = "b"}}, %u: {u64t} {{graph.name = "u"}}, %v: {u64t} {{graph.name = "v"}}, %x: {f64t} {{graph.name = "x"}}) -> ({i16t} {{graph.name = "q"}}, {i16t} {{graph.name = "mx"}}, {u64t} {{graph.name = "s"}}, {u64t} {{graph.name = "p"}}, {f64t} {{graph.name = "y"}}, {i32t} {{graph.name = "k"}}, {f64t} {{graph.name = "fl"}}, {f64t} {{graph.name = "rd"}}) {{
+  func.func @main(%a: {i16t} {{graph.name = "a"}}, %b: {i16t} {{graph.name = "b"}}, %u: {u64t} {{graph.name = "u"}}, %v: {u64t} {{graph.name = "v"}}, %x: {f64t} {{graph.name = "x"}}) -> ({i16t} {{graph.name = "q"}}, {i16t} {{graph.name = "mx"}}, {u64t} {{graph.name = "s"}}, {u64t} {{graph.name = "p"}}, {f64t} {{graph.name = "y"}}, {i32t} {{graph.name = "k"}}, {f64t} {{graph.name = "fl"}}, {f64t} {{graph.name = "rd"}}, {i16t} {{graph.name = "md"}}, {i16t} {{graph.name = "fm"}}) {{
     %q = "graph.div"(%a, %b) : ({i16t}, {i16t}) -> {i16t} loc("DivI16")
     %mx = "graph.max"(%a, %b, %q) : ({i16t}, {i16t}, {i16t}) -> {i16t} loc("Max3")
     %s = "graph.add"(%u, %v) : ({u64t}, {u64t}) -> {u64t} loc("AddU64")
@@ -1214,7 +1215,9 @@ fn sixteen_bit_unsigned_wide_and_f64_tensors_with_truncating_division_match_the_
     %k = "graph.cast"(%x) : ({f64t}) -> {i32t} loc("CastTrunc")
     %fl = "graph.floor"(%x) : ({f64t}) -> {f64t} loc("Floor")
     %rd = "graph.round"(%x) : ({f64t}) -> {f64t} loc("Round")
-    func.return %q, %mx, %s, %p, %y, %k, %fl, %rd : {i16t}, {i16t}, {u64t}, {u64t}, {f64t}, {i32t}, {f64t}, {f64t}
+    %md = "graph.mod"(%a, %b) {{fmod = 0 : i64}} : ({i16t}, {i16t}) -> {i16t} loc("ModPython")
+    %fm = "graph.mod"(%a, %b) {{fmod = 1 : i64}} : ({i16t}, {i16t}) -> {i16t} loc("ModC")
+    func.return %q, %mx, %s, %p, %y, %k, %fl, %rd, %md, %fm : {i16t}, {i16t}, {u64t}, {u64t}, {f64t}, {i32t}, {f64t}, {f64t}, {i16t}, {i16t}
   }}
 }}
 "#

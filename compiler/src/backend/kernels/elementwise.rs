@@ -31,6 +31,11 @@ pub enum Ew {
     /// [`F8E4M3_ROUNDS_FINITE`], infinities included) replaced by NaN, ahead of the saturating
     /// store: ONNX Cast to FLOAT8E4M3FN with `saturate = 0`.
     F8NoSaturate,
+    /// Integer remainder `a − b·q` with `q = ⌊a / b⌋` (`false`: the divisor's sign, ONNX Mod with
+    /// `fmod = 0`) or `q = trunc(a / b)` (`true`: the dividend's sign, `fmod = 1`), the quotient
+    /// computed in f32 (exact while the operands are integers below 2^24). A zero divisor gives NaN,
+    /// which the integer store turns into 0, the reference's value.
+    Mod(bool),
     /// A chain of one-operand steps on one operand, each applied to the previous step's result
     /// (at least one step): e.g. `ln(1 + e^x)` is `[Un(Exp), Imm(Add, 1.0), Un(Log)]`, or without
     /// overflow past `x = 88.7`, `max(x, 0) + ln(1 + e^-|x|)`: `[Un(Abs), Imm(Mul, -1.0), Un(Exp),
@@ -462,6 +467,15 @@ pub(super) fn compute(
         Ew::DivTrunc if x.len() == 2 => {
             compute(e, Ew::Binary(Bin::Div), x, w, t1, t2, rows, cols)?;
             e.vun(Un::Trunc, w, w, Bcast::Full, rows, cols);
+        }
+        Ew::Mod(fmod) if x.len() == 2 => {
+            let a = full(e, x[0], t1, rows, cols);
+            let b = full(e, x[1], t2, rows, cols);
+            e.vbin(Bin::Div, w, a, b, Bcast::Full, rows, cols);
+            let round = if fmod { Un::Trunc } else { Un::Floor };
+            e.vun(round, w, w, Bcast::Full, rows, cols);
+            e.vbin(Bin::Mul, w, w, b, Bcast::Full, rows, cols);
+            e.vbin(Bin::Sub, w, a, w, Bcast::Full, rows, cols);
         }
         Ew::F8NoSaturate if x.len() == 1 => {
             let a = full(e, x[0], t1, rows, cols);

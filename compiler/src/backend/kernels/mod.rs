@@ -367,6 +367,15 @@ pub fn lower_op(cx: &mut Cx, op: OpId) -> R<()> {
             )),
             graph::Cast::NAME | graph::Identity::NAME => Some(unary(Un::Copy)),
             graph::Where::NAME => Some(Ew::Where),
+            graph::Mod::NAME => {
+                if !elem_of(m, out).is_some_and(|e| e.is_int()) {
+                    return Err(cx.err(
+                        "float Mod is not supported: `a − b·trunc(a/b)` in f32 is not the exact \
+                         remainder ONNX's fmod defines",
+                    ));
+                }
+                Some(Ew::Mod(attr_i(m, op, "fmod").unwrap_or(0) != 0))
+            }
             graph::Clip::NAME => Some(Ew::Clip),
             _ => None,
         },
