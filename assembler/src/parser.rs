@@ -13,7 +13,7 @@
 use crate::builder::Assembler;
 use crate::diag::{AsmError, ErrorKind, Span, closest};
 use crate::lexer::{Tok, lex};
-use llmpu_isa::fields::{TileRef, mask};
+use llmpu_isa::fields::{FieldError, TileRef, mask};
 use llmpu_isa::inst::{InstDesc, by_mnemonic};
 use llmpu_isa::numerics::store_f32;
 use llmpu_isa::target::{preset_names, preset_text};
@@ -455,6 +455,11 @@ impl Parser {
             ".u8" => Some(DType::U8),
             ".i32" => Some(DType::I32),
             ".i64" => Some(DType::I64),
+            ".i16" => Some(DType::I16),
+            ".u16" => Some(DType::U16),
+            ".u32" => Some(DType::U32),
+            ".u64" => Some(DType::U64),
+            ".f64" => Some(DType::F64),
             _ => None,
         };
         let is_value = value_dtype.is_some() || name == ".hex" || name == ".incbin";
@@ -702,7 +707,14 @@ impl Parser {
     fn values(&self, c: &mut Cursor, dt: DType) -> PResult<Vec<u8>> {
         let mut out = Vec::new();
         loop {
-            if dt.is_float() {
+            if dt == DType::F64 {
+                // Checked as an f32 literal (the machine computes f64 in f32, so a larger
+                // magnitude could only load as infinity), then stored at full f64 precision.
+                let (bits, span) = c.f32("a number")?;
+                let clean: String = c.text(span).chars().filter(|&ch| ch != '_').collect();
+                let v = clean.parse::<f64>().unwrap_or(f32::from_bits(bits) as f64);
+                out.extend_from_slice(&v.to_le_bytes());
+            } else if dt.is_float() {
                 let (bits, _) = c.f32("a number")?;
                 let mut b = vec![0u8; dt.size() as usize];
                 store_f32(dt, &[f32::from_bits(bits)], &mut b);
@@ -712,7 +724,11 @@ impl Parser {
                 let (min, max): (i128, i128) = match dt {
                     DType::I8 => (i8::MIN as i128, i8::MAX as i128),
                     DType::U8 => (0, u8::MAX as i128),
+                    DType::I16 => (i16::MIN as i128, i16::MAX as i128),
+                    DType::U16 => (0, u16::MAX as i128),
                     DType::I32 => (i32::MIN as i128, i32::MAX as i128),
+                    DType::U32 => (0, u32::MAX as i128),
+                    DType::U64 => (0, u64::MAX as i128),
                     _ => (i64::MIN as i128, i64::MAX as i128),
                 };
                 if v < min || v > max {
@@ -726,7 +742,7 @@ impl Parser {
                         Some(s),
                     ));
                 }
-                let le = (v as i64).to_le_bytes();
+                let le = (v as u64).to_le_bytes();
                 out.extend_from_slice(&le[..dt.size() as usize]);
             }
             if c.peek().is_none() {
@@ -972,9 +988,19 @@ fn operand(c: &mut Cursor, desc: &InstDesc, fd: &FieldDesc) -> PResult<Operand> 
                 addr: Reg(addr as u8),
                 ld: Reg(ld as u8),
             };
-            let bits = t
-                .to_bits(fd.width)
-                .map_err(|_| range(0, 0, mask(fd.width) as i128, s))?;
+            let bits = t.to_bits(fd.width).map_err(|e| match e {
+                FieldError::AccType { dtype } => AsmError::new(
+                    ErrorKind::Expected {
+                        expected: format!(
+                            "an accumulator tile of type {}",
+                            TileRef::ACC_TYPES.map(|d| d.name()).join(" or ")
+                        ),
+                        found: format!("`acc.{dtype}`"),
+                    },
+                    Some(s),
+                ),
+                _ => range(0, 0, mask(fd.width) as i128, s),
+            })?;
             Operand::Bits(bits)
         }
     };

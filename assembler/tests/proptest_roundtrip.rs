@@ -5,7 +5,7 @@
 use llmpu_asm::{assemble, disassemble};
 use llmpu_isa::fields::{Field, TileRef, mask};
 use llmpu_isa::{
-    DType, DebugLoc, FieldKind, INSTRUCTIONS, Inst, Label, Program, Reg, Space, Target, binary,
+    DType, DebugLoc, FieldKind, INSTRUCTIONS, Inst, Label, Program, Reg, Target, binary,
 };
 use proptest::prelude::*;
 use std::path::Path;
@@ -19,9 +19,11 @@ fn field_bits(kind: FieldKind, width: u32, seed: u64, pc: usize, dest: usize) ->
         FieldKind::Target => ((dest as i64 - pc as i64) as u64) & mask(width),
         FieldKind::Enum(_, names) => seed % names.len() as u64,
         FieldKind::TileRef => {
+            let codes = (DType::ALL.len() + TileRef::ACC_TYPES.len()) as u64;
+            let (space, dtype) = TileRef::from_type_code(seed % codes).expect("a valid code");
             let t = TileRef {
-                space: Space::ALL[(seed % 2) as usize],
-                dtype: DType::ALL[((seed >> 1) % 8) as usize],
+                space,
+                dtype,
                 addr: Reg(((seed >> 4) % 32) as u8),
                 ld: Reg(((seed >> 9) % 32) as u8),
             };

@@ -46,6 +46,14 @@ fn every_directive_round_trips_byte_identically() {
         "nan payload kept"
     );
     assert_eq!(&w[w.len() - 5..], &[1, 2, 3, 4, 5], "incbin appended");
+    assert!(
+        w.windows(8).any(|c| c == 0.1f64.to_le_bytes()),
+        "`.f64` keeps the literal's full f64 precision"
+    );
+    assert!(
+        w.windows(8).any(|c| c == u64::MAX.to_le_bytes()),
+        "`.u64` takes the whole unsigned range"
+    );
     assert!(p.data[1].bytes.is_empty());
     assert_eq!(p.io[1].name, "y/out:0");
     assert_eq!(p.labels.iter().filter(|l| l.name == "end").count(), 1);

@@ -1098,3 +1098,129 @@ fn matches_on_every_preset(src: &str, x: &[f32], want: &[f32], shape: &[u64]) {
         }
     }
 }
+
+/// Runs `src` (inputs `(name, dtype, bytes)` of `shape`) through the reference interpreter and,
+/// compiled for both presets and precisions, through the emulator; every output must match the
+/// interpreter's (exactly for integers, within the f32 tolerance for floats, f64 included).
+fn emulator_matches_interpreter(src: &str, shape: &[usize], inputs: &[(&str, DType, Vec<u8>)]) {
+    use llmpu_compiler::backend::{dtype_of, scalar_of};
+    use llmpu_compiler::interp::{self, Tensor as ITensor};
+    let m = parse_module(src).unwrap_or_else(|e| panic!("{e:?}"));
+    let iin: Vec<ITensor> = inputs
+        .iter()
+        .map(|(_, dt, b)| ITensor::from_le_bytes(scalar_of(*dt), shape.to_vec(), b).unwrap())
+        .collect();
+    let reference = interp::run(&m, &iin).unwrap_or_else(|e| panic!("interpreter: {e:?}"));
+    let names: Vec<String> = src
+        .split("graph.name = \"")
+        .skip(inputs.len() + 1)
+        .map(|s| s[..s.find('"').unwrap()].to_string())
+        .collect();
+    assert_eq!(names.len(), reference.len());
+    let dims: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
+    let rin: Vec<(String, Tensor)> = inputs
+        .iter()
+        .map(|(n, dt, b)| {
+            (
+                n.to_string(),
+                Tensor::new(*dt, dims.clone(), b.clone()).unwrap(),
+            )
+        })
+        .collect();
+    for target in ["edge", "datacenter"] {
+        for precision in [Precision::Fp32, Precision::Bf16] {
+            let prog = compile_text(src, target, precision);
+            let res = run(&prog, &rin, &common::checked())
+                .unwrap_or_else(|e| panic!("{target} {}: emulator: {e}", precision.name()));
+            for (name, want) in names.iter().zip(&reference) {
+                let dt = dtype_of(want.dtype()).unwrap();
+                let wd: Vec<u64> = want.shape.iter().map(|&d| d as u64).collect();
+                let want = Tensor::new(dt, wd, want.to_le_bytes()).unwrap();
+                let got = res.output(name).unwrap();
+                assert_eq!(got.dtype, dt, "{name}");
+                let c = compare(name, got, &want, Tolerance::FP32).unwrap();
+                assert!(c.pass, "{target} {} {name}: {c}", precision.name());
+                if !dt.is_float() {
+                    assert_eq!(c.max_abs, 0.0, "{name}: integers are exact");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn sixteen_bit_unsigned_wide_and_f64_tensors_with_truncating_division_and_mod_match_the_interpreter()
+ {
+    let (r, c) = (4usize, 24usize);
+    let n = r * c;
+    let a: Vec<i16> = (0..n as i32)
+        .map(|i| ((i * 37) % 601 - 300) as i16)
+        .collect();
+    let b: Vec<i16> = (0..n as i32)
+        .map(|i| match (i * 5) % 15 - 7 {
+            0 => 3,
+            v => v as i16,
+        })
+        .collect();
+    let u: Vec<u64> = (0..n as u64).map(|i| i * 9_973 % 1_000_003).collect();
+    let v: Vec<u64> = (0..n as u64).map(|i| 1 + i % 17).collect();
+    // Ties (±2.5, ±3.5, 0.5) next to ordinary fractions and negatives.
+    let x: Vec<f64> = (0..n)
+        .map(|i| match i % 6 {
+            0 => 2.5,
+            1 => -2.5,
+            2 => -3.5,
+            3 => 0.5,
+            _ => (i as f64 - 40.0) * 0.37,
+        })
+        .collect();
+    let bytes = |v: Vec<Vec<u8>>| v.concat();
+    let inputs = [
+        (
+            "a",
+            DType::I16,
+            bytes(a.iter().map(|x| x.to_le_bytes().to_vec()).collect()),
+        ),
+        (
+            "b",
+            DType::I16,
+            bytes(b.iter().map(|x| x.to_le_bytes().to_vec()).collect()),
+        ),
+        (
+            "u",
+            DType::U64,
+            bytes(u.iter().map(|x| x.to_le_bytes().to_vec()).collect()),
+        ),
+        (
+            "v",
+            DType::U64,
+            bytes(v.iter().map(|x| x.to_le_bytes().to_vec()).collect()),
+        ),
+        (
+            "x",
+            DType::F64,
+            bytes(x.iter().map(|x| x.to_le_bytes().to_vec()).collect()),
+        ),
+    ];
+    let t = |e: &str| format!("tensor<{r}x{c}x{e}>");
+    let (i16t, u64t, f64t, i32t) = (t("i16"), t("ui64"), t("f64"), t("i32"));
+    let src = format!(
+        r#"module {{
+  func.func @main(%a: {i16t} {{graph.name = "a"}}, %b: {i16t} {{graph.name = "b"}}, %u: {u64t} {{graph.name = "u"}}, %v: {u64t} {{graph.name = "v"}}, %x: {f64t} {{graph.name = "x"}}) -> ({i16t} {{graph.name = "q"}}, {i16t} {{graph.name = "mx"}}, {u64t} {{graph.name = "s"}}, {u64t} {{graph.name = "p"}}, {f64t} {{graph.name = "y"}}, {i32t} {{graph.name = "k"}}, {f64t} {{graph.name = "fl"}}, {f64t} {{graph.name = "rd"}}, {i16t} {{graph.name = "md"}}, {i16t} {{graph.name = "fm"}}) {{
+    %q = "graph.div"(%a, %b) : ({i16t}, {i16t}) -> {i16t} loc("DivI16")
+    %mx = "graph.max"(%a, %b, %q) : ({i16t}, {i16t}, {i16t}) -> {i16t} loc("Max3")
+    %s = "graph.add"(%u, %v) : ({u64t}, {u64t}) -> {u64t} loc("AddU64")
+    %p = "graph.div"(%u, %v) : ({u64t}, {u64t}) -> {u64t} loc("DivU64")
+    %y = "graph.mul"(%x, %x) : ({f64t}, {f64t}) -> {f64t} loc("MulF64")
+    %k = "graph.cast"(%x) : ({f64t}) -> {i32t} loc("CastTrunc")
+    %fl = "graph.floor"(%x) : ({f64t}) -> {f64t} loc("Floor")
+    %rd = "graph.round"(%x) : ({f64t}) -> {f64t} loc("Round")
+    %md = "graph.mod"(%a, %b) {{fmod = 0 : i64}} : ({i16t}, {i16t}) -> {i16t} loc("ModPython")
+    %fm = "graph.mod"(%a, %b) {{fmod = 1 : i64}} : ({i16t}, {i16t}) -> {i16t} loc("ModC")
+    func.return %q, %mx, %s, %p, %y, %k, %fl, %rd, %md, %fm : {i16t}, {i16t}, {u64t}, {u64t}, {f64t}, {i32t}, {f64t}, {f64t}, {i16t}, {i16t}
+  }}
+}}
+"#
+    );
+    emulator_matches_interpreter(&src, &[r, c], &inputs);
+}

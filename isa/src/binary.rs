@@ -41,8 +41,10 @@ use std::path::Path;
 pub const EM_LLMPU: u16 = 0x4C50;
 /// Magic bytes at the start of `.llmpu.meta`.
 pub const MAGIC: [u8; 8] = *b"LLMPUBIN";
-/// Current container format version.
-pub const FORMAT_VERSION: u32 = 1;
+/// Current container format version. Version 2: five more element types (`i16`, `u16`, `u32`,
+/// `u64`, `f64`), so instruction `dtype` fields are 4 bits wide and a tile operand's space and type
+/// are one 4-bit code; version-1 instruction words decode differently and are refused.
+pub const FORMAT_VERSION: u32 = 2;
 /// File offset of the `.llmpu.meta` section (right after the 64-byte ELF header).
 pub const META_OFFSET: usize = 64;
 /// Size of the `.llmpu.meta` section.
@@ -1267,10 +1269,13 @@ mod tests {
         let pat = [1u8, 0, 0, 0, b'x', 0, DType::BF16 as u8];
         let at = b.windows(pat.len()).position(|w| w == pat).unwrap();
         let mut m = b.clone();
-        m[at + 6] = 9;
+        m[at + 6] = DType::ALL.len() as u8;
         seal(&mut m);
         let e = read(&m).unwrap_err().to_string();
-        assert!(e.contains("unknown dtype 9"), "{e}");
+        assert!(
+            e.contains(&format!("unknown dtype {}", DType::ALL.len())),
+            "{e}"
+        );
         let mut m = b.clone();
         m[at + 4] = 0xff;
         seal(&mut m);

@@ -123,7 +123,7 @@ pub fn matmul_occupancy(m: u64, k: u64, n: u64, dt: DType, t: &Target) -> u64 {
             .saturating_mul(m.div_ceil(c))
             .saturating_mul(fill(n, 2 * r + c)),
     };
-    let slow = if dt == DType::F32 {
+    let slow = if matches!(dt, DType::F32 | DType::F64) {
         t.matrix.fp32_slowdown as u64
     } else {
         1
@@ -353,9 +353,17 @@ pub fn cost(inst: &Inst, t: &Target) -> Cost {
             c.latency = matmul_latency(t);
             c.macs = m * k * n;
             c.mac_kind = match dt {
-                DType::F32 => MacKind::Fp32,
+                DType::F32 | DType::F64 => MacKind::Fp32,
                 DType::I8 | DType::U8 => MacKind::Int8,
-                DType::F16 | DType::BF16 | DType::F8E4M3 | DType::I32 | DType::I64 => MacKind::Low,
+                DType::F16
+                | DType::BF16
+                | DType::F8E4M3
+                | DType::I16
+                | DType::U16
+                | DType::I32
+                | DType::U32
+                | DType::I64
+                | DType::U64 => MacKind::Low,
             };
             // A is read once per column of folds, B once per row of output folds (`os`) or
             // per column of input folds (`is`), else once.
@@ -479,7 +487,11 @@ pub fn cost(inst: &Inst, t: &Target) -> Cost {
         | Inst::VpuNeg { .. }
         | Inst::VpuAbs { .. }
         | Inst::VpuSin { .. }
-        | Inst::VpuCos { .. } => {
+        | Inst::VpuCos { .. }
+        | Inst::VpuFloor { .. }
+        | Inst::VpuCeil { .. }
+        | Inst::VpuTrunc { .. }
+        | Inst::VpuRound { .. } => {
             if let Some((dst, a, rows, cols, bcast)) = unary_parts(inst) {
                 let (r, k) = (rows as u64, cols as u64);
                 vector(&mut c, r, k, d.cost, t);
@@ -661,6 +673,34 @@ pub fn unary_parts(inst: &Inst) -> Option<(TileRef, TileRef, u32, u32, Bcast)> {
             bcast,
         }
         | Inst::VpuCos {
+            dst,
+            a,
+            rows,
+            cols,
+            bcast,
+        }
+        | Inst::VpuFloor {
+            dst,
+            a,
+            rows,
+            cols,
+            bcast,
+        }
+        | Inst::VpuCeil {
+            dst,
+            a,
+            rows,
+            cols,
+            bcast,
+        }
+        | Inst::VpuTrunc {
+            dst,
+            a,
+            rows,
+            cols,
+            bcast,
+        }
+        | Inst::VpuRound {
             dst,
             a,
             rows,

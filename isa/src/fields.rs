@@ -20,6 +20,8 @@ pub enum FieldError {
     },
     #[error("bit pattern {raw:#x} is not a valid {kind}")]
     BadPattern { raw: u64, kind: &'static str },
+    #[error("the accumulator holds only f32 and i32 tiles, not {dtype}")]
+    AccType { dtype: &'static str },
 }
 
 /// How a field is spelled in assembly and documented in the spec.
@@ -330,22 +332,35 @@ enum_field!(
     I32 = "i32",
     /// Signed 64-bit integer.
     I64 = "i64",
+    /// Signed 16-bit integer.
+    I16 = "i16",
+    /// Unsigned 16-bit integer.
+    U16 = "u16",
+    /// Unsigned 32-bit integer.
+    U32 = "u32",
+    /// Unsigned 64-bit integer.
+    U64 = "u64",
+    /// IEEE binary64: a storage type only; the vector unit computes in f32 (see `numerics`).
+    F64 = "f64",
 });
 
 impl DType {
     /// Bytes per element.
     pub fn size(self) -> u64 {
         match self {
-            DType::F32 | DType::I32 => 4,
-            DType::F16 | DType::BF16 => 2,
+            DType::F32 | DType::I32 | DType::U32 => 4,
+            DType::F16 | DType::BF16 | DType::I16 | DType::U16 => 2,
             DType::F8E4M3 | DType::I8 | DType::U8 => 1,
-            DType::I64 => 8,
+            DType::I64 | DType::U64 | DType::F64 => 8,
         }
     }
 
     /// True for the floating-point types.
     pub fn is_float(self) -> bool {
-        matches!(self, DType::F32 | DType::F16 | DType::BF16 | DType::F8E4M3)
+        matches!(
+            self,
+            DType::F32 | DType::F16 | DType::BF16 | DType::F8E4M3 | DType::F64
+        )
     }
 }
 
@@ -388,7 +403,13 @@ enum_field!(
 });
 
 /// A vector-unit tile operand: `space.dtype[addr, ld]` — base byte address in `addr`, row stride in
-/// elements in `ld`. Bit layout (LSB first): addr 5, ld 5, space 1, dtype 3.
+/// elements in `ld`. Bit layout (LSB first): addr 5, ld 5, type code 4.
+///
+/// The type code names the memory space and the element type together ([`TileRef::type_code`]):
+/// codes `0..=12` are the scratchpad holding the [`DType`] of that index, `13` and `14` the
+/// accumulator holding f32 and i32 (the only types the matrix engine writes there), `15` is
+/// reserved. A separate space bit beside a 4-bit element type would not fit: `vpu.expsum`'s four
+/// tiles, f32 immediate and two 16-bit counts fill the 128-bit instruction word exactly.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TileRef {
     pub space: Space,
@@ -399,6 +420,32 @@ pub struct TileRef {
 
 impl TileRef {
     pub const WIDTH: u32 = 14;
+    /// Element types a tile in the accumulator may have, in type-code order after the scratchpad's.
+    pub const ACC_TYPES: [DType; 2] = [DType::F32, DType::I32];
+
+    /// The 4-bit code of this tile's space and element type, or `None` for an accumulator tile of a
+    /// type other than [`TileRef::ACC_TYPES`].
+    pub fn type_code(space: Space, dtype: DType) -> Option<u64> {
+        match space {
+            Space::Sram => Some(dtype as u64),
+            Space::Acc => Self::ACC_TYPES
+                .iter()
+                .position(|&d| d == dtype)
+                .map(|i| (DType::ALL.len() + i) as u64),
+        }
+    }
+
+    /// The space and element type a type code names, if any.
+    pub fn from_type_code(code: u64) -> Option<(Space, DType)> {
+        let n = DType::ALL.len() as u64;
+        if code < n {
+            Some((Space::Sram, DType::ALL[code as usize]))
+        } else {
+            Self::ACC_TYPES
+                .get((code - n) as usize)
+                .map(|&d| (Space::Acc, d))
+        }
+    }
 }
 
 impl fmt::Display for TileRef {
@@ -414,10 +461,6 @@ impl fmt::Display for TileRef {
 impl Field for TileRef {
     const KIND: FieldKind = FieldKind::TileRef;
     fn to_bits(self, width: u32) -> Result<u64, FieldError> {
-        let raw = (self.addr.0 as u64 & 31)
-            | ((self.ld.0 as u64 & 31) << 5)
-            | ((self.space as u64) << 10)
-            | ((self.dtype as u64) << 11);
         if self.addr.0 > 31 || self.ld.0 > 31 {
             return Err(FieldError::OutOfRange {
                 value: self.addr.0.max(self.ld.0) as i128,
@@ -426,14 +469,23 @@ impl Field for TileRef {
                 max: 31,
             });
         }
+        let code = Self::type_code(self.space, self.dtype).ok_or(FieldError::AccType {
+            dtype: self.dtype.name(),
+        })?;
+        let raw = (self.addr.0 as u64 & 31) | ((self.ld.0 as u64 & 31) << 5) | (code << 10);
         check_unsigned(raw, width)
     }
     fn from_bits(raw: u64, _width: u32) -> Result<Self, FieldError> {
+        let (space, dtype) =
+            Self::from_type_code((raw >> 10) & 15).ok_or(FieldError::BadPattern {
+                raw: (raw >> 10) & 15,
+                kind: "tile type code",
+            })?;
         Ok(TileRef {
             addr: Reg((raw & 31) as u8),
             ld: Reg(((raw >> 5) & 31) as u8),
-            space: Space::from_bits((raw >> 10) & 1, 1)?,
-            dtype: DType::from_bits((raw >> 11) & 7, 3)?,
+            space,
+            dtype,
         })
     }
     fn text(&self) -> String {
@@ -461,17 +513,45 @@ mod tests {
     fn tile_ref_round_trips_and_prints() {
         let t = TileRef {
             space: Space::Acc,
-            dtype: DType::BF16,
+            dtype: DType::I32,
             addr: Reg(31),
             ld: Reg(7),
         };
         let bits = t.to_bits(TileRef::WIDTH).unwrap();
         assert_eq!(TileRef::from_bits(bits, TileRef::WIDTH).unwrap(), t);
-        assert_eq!(t.to_string(), "acc.bf16[r31, r7]");
+        assert_eq!(t.to_string(), "acc.i32[r31, r7]");
         assert_eq!(
             FieldKind::TileRef.format(bits, TileRef::WIDTH),
-            "acc.bf16[r31, r7]"
+            "acc.i32[r31, r7]"
         );
+    }
+
+    #[test]
+    fn every_scratchpad_type_and_both_accumulator_types_have_a_tile_code() {
+        for &dtype in DType::ALL {
+            for space in [Space::Sram, Space::Acc] {
+                let t = TileRef {
+                    space,
+                    dtype,
+                    addr: Reg(3),
+                    ld: Reg(4),
+                };
+                match t.to_bits(TileRef::WIDTH) {
+                    Ok(bits) => assert_eq!(TileRef::from_bits(bits, TileRef::WIDTH).unwrap(), t),
+                    Err(e) => {
+                        assert_eq!(space, Space::Acc);
+                        assert!(!TileRef::ACC_TYPES.contains(&dtype));
+                        assert_eq!(
+                            e,
+                            FieldError::AccType {
+                                dtype: dtype.name()
+                            }
+                        );
+                    }
+                }
+            }
+        }
+        assert!(TileRef::from_bits(15 << 10, TileRef::WIDTH).is_err());
     }
 
     #[test]

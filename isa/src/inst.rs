@@ -554,26 +554,26 @@ isa! {
     /// `trans` to `sram + (i2·ss2 + i0·ss1 + i1)·size`. Strides are in elements.
     DmaLoad = 0x30, "dma.load", Dma, DmaCopy {
         sram: Reg = 5, hbm: Reg = 5, n0: u32 = 16, n1: u32 = 16, n2: u32 = 16,
-        hs1: Reg = 5, hs2: Reg = 5, ss1: Reg = 5, ss2: Reg = 5, dt: DType = 3, layout: Layout = 1,
+        hs1: Reg = 5, hs2: Reg = 5, ss1: Reg = 5, ss2: Reg = 5, dt: DType = 4, layout: Layout = 1,
     };
     /// Strided SRAM→HBM move: source element `(i2, i1, i0)` at `sram + (i2·ss2 + i1·ss1 + i0)·size`
     /// goes to `hbm + (i2·hs2 + i1·hs1 + i0)·size`, or with `trans` to `hbm + (i2·hs2 + i0·hs1 + i1)·size`.
     DmaStore = 0x31, "dma.store", Dma, DmaCopy {
         sram: Reg = 5, hbm: Reg = 5, n0: u32 = 16, n1: u32 = 16, n2: u32 = 16,
-        hs1: Reg = 5, hs2: Reg = 5, ss1: Reg = 5, ss2: Reg = 5, dt: DType = 3, layout: Layout = 1,
+        hs1: Reg = 5, hs2: Reg = 5, ss1: Reg = 5, ss2: Reg = 5, dt: DType = 4, layout: Layout = 1,
     };
     /// Row gather: for `r < count`, `rowlen` elements at `hbm + idx[r]·hs·size` go to
     /// `sram + r·ss·size`; `idx` is a vector of `idt` (i32 or i64) at SRAM address `idx`. Embedding
     /// lookups and paged-KV block reads through a block table.
     DmaGather = 0x32, "dma.gather", Dma, DmaIndexed {
         sram: Reg = 5, hbm: Reg = 5, idx: Reg = 5, count: u32 = 16, rowlen: u32 = 16,
-        hs: Reg = 5, ss: Reg = 5, dt: DType = 3, idt: DType = 3,
+        hs: Reg = 5, ss: Reg = 5, dt: DType = 4, idt: DType = 4,
     };
     /// Row scatter: for `r < count`, `rowlen` elements at `sram + r·ss·size` go to
     /// `hbm + idx[r]·hs·size`. Paged-KV appends in place.
     DmaScatter = 0x33, "dma.scatter", Dma, DmaIndexed {
         sram: Reg = 5, hbm: Reg = 5, idx: Reg = 5, count: u32 = 16, rowlen: u32 = 16,
-        hs: Reg = 5, ss: Reg = 5, dt: DType = 3, idt: DType = 3,
+        hs: Reg = 5, ss: Reg = 5, dt: DType = 4, idt: DType = 4,
     };
     /// DMA queue waits until semaphore `sem >= count`, then subtracts `count`.
     DmaWait = 0x34, "dma.wait", Dma, Sync { sem: Sem = 5, count: u32 = 8 };
@@ -587,7 +587,7 @@ isa! {
     /// is a race. Traps on a target without it (`hbm.multicast = false`).
     DmaMcast = 0x36, "dma.mcast", Dma, DmaCopy {
         sram: Reg = 5, hbm: Reg = 5, n0: u32 = 16, n1: u32 = 16, n2: u32 = 16,
-        hs1: Reg = 5, hs2: Reg = 5, ss1: Reg = 5, ss2: Reg = 5, dt: DType = 3, layout: Layout = 1,
+        hs1: Reg = 5, hs2: Reg = 5, ss1: Reg = 5, ss2: Reg = 5, dt: DType = 4, layout: Layout = 1,
         core0: u32 = 8, ncores: u32 = 9, sem: Sem = 5,
     };
 
@@ -603,7 +603,7 @@ isa! {
     /// accumulate in wrapping i32.
     MxuMatmul = 0x40, "mxu.matmul", Mxu, Matmul {
         acc: Reg = 5, a: Reg = 5, b: Reg = 5, m: u32 = 16, k: u32 = 16, n: u32 = 16,
-        lda: Reg = 5, ldb: Reg = 5, ldc: Reg = 5, dt: DType = 3, mode: AccMode = 1,
+        lda: Reg = 5, ldb: Reg = 5, ldc: Reg = 5, dt: DType = 4, mode: AccMode = 1,
     };
     /// Matrix queue waits until semaphore `sem >= count`, then subtracts `count`.
     MxuWait = 0x44, "mxu.wait", Mxu, Sync { sem: Sem = 5, count: u32 = 8 };
@@ -697,6 +697,15 @@ isa! {
     VpuWait = 0x8e, "vpu.wait", Vpu, Sync { sem: Sem = 5, count: u32 = 8 };
     /// Vector queue adds one to `sem` once every earlier vector instruction has completed.
     VpuSignal = 0x8f, "vpu.signal", Vpu, Sync { sem: Sem = 5 };
+
+    /// `dst = ⌊a⌋`: the largest integer not above `a` (±0, ±inf and NaN unchanged).
+    VpuFloor = 0x90, "vpu.floor", Vpu, VecSimple { dst: TileRef = 14, a: TileRef = 14, rows: u32 = 16, cols: u32 = 16, bcast: Bcast = 2 };
+    /// `dst = ⌈a⌉`: the smallest integer not below `a` (±0, ±inf and NaN unchanged; `-0.5` gives `-0`).
+    VpuCeil = 0x91, "vpu.ceil", Vpu, VecSimple { dst: TileRef = 14, a: TileRef = 14, rows: u32 = 16, cols: u32 = 16, bcast: Bcast = 2 };
+    /// `dst = trunc(a)`: `a` rounded toward zero (the sign of a zero result is `a`'s).
+    VpuTrunc = 0x92, "vpu.trunc", Vpu, VecSimple { dst: TileRef = 14, a: TileRef = 14, rows: u32 = 16, cols: u32 = 16, bcast: Bcast = 2 };
+    /// `dst = round(a)`: `a` rounded to the nearest integer, ties to even (`2.5` gives `2`, `-3.5` gives `-4`).
+    VpuRound = 0x93, "vpu.round", Vpu, VecSimple { dst: TileRef = 14, a: TileRef = 14, rows: u32 = 16, cols: u32 = 16, bcast: Bcast = 2 };
 }
 
 impl Inst {

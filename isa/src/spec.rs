@@ -4,7 +4,7 @@
 //! The committed files must equal these generators' output; `isa/tests/spec_up_to_date.rs` fails
 //! otherwise (re-bless with `LLMPU_BLESS=1`).
 
-use crate::fields::{AccMode, Bcast, DType, FieldKind, Layout, Space};
+use crate::fields::{AccMode, Bcast, DType, FieldKind, Layout, Space, TileRef};
 use crate::inst::{CostClass, INST_BYTES, INSTRUCTIONS, Unit};
 use crate::target::{FIELD_DOCS, OPTIONAL_FIELD_DOCS, OPTIONAL_KEY_DOCS, Target, preset_names};
 use std::fmt::Write;
@@ -82,8 +82,24 @@ pub fn isa_markdown() -> String {
     o.push_str(
         "| `target` | `loop`, `.+3` | branch target, signed instruction offset from the branch |\n",
     );
-    o.push_str(
-        "| `tile` | `sram.bf16[r3, r4]` | 14 bits, LSB first: address register (5), row-stride register in elements (5), space (1), dtype (3) |\n",
+    let _ = writeln!(
+        o,
+        "| `tile` | `sram.bf16[r3, r4]` | 14 bits, LSB first: address register (5), row-stride register in \
+         elements (5), type code (4): `0`–`{}` the scratchpad (`sram`) holding the `dtype` of that \
+         index, {} the accumulator (`acc`) holding {}; other codes are reserved (a separate space \
+         bit would not fit: `vpu.expsum` fills its word) |",
+        DType::ALL.len() - 1,
+        TileRef::ACC_TYPES
+            .iter()
+            .enumerate()
+            .map(|(i, _)| format!("`{}`", DType::ALL.len() + i))
+            .collect::<Vec<_>>()
+            .join(" and "),
+        TileRef::ACC_TYPES
+            .iter()
+            .map(|d| format!("`{d}`"))
+            .collect::<Vec<_>>()
+            .join(" and "),
     );
     o.push_str("\nEnumerated fields hold the index of the name:\n\n| kind | values |\n|---|---|\n");
     enum_line(&mut o, "dtype", DType::NAMES);
@@ -97,7 +113,20 @@ pub fn isa_markdown() -> String {
         .map(|d| format!("`{d}` {} B", d.size()))
         .collect();
     o.push_str(&sizes.join(", "));
-    o.push_str(".\n\n## Summary\n\n| opcode | mnemonic | unit | operands | cost |\n|---|---|---|---|---|\n");
+    o.push_str(
+        ".\n\n## Numerics\n\n\
+         Every element type is a storage type. The vector unit loads each operand widened to f32, \
+         computes in f32 and rounds the result to the destination's type on store \
+         (`isa::numerics`): to a narrower float by round to nearest, ties to even (`f8e4m3` \
+         saturates to ±448 and keeps NaN); to an integer by round to nearest, ties to even, \
+         saturating to the type's range, NaN giving 0 — a store never truncates, so a truncating \
+         conversion is `vpu.trunc` then the store. Two consequences: `f64` is demoted (a load \
+         rounds it to the nearest f32, a store widens exactly), so f64 tensors are computed with \
+         f32 precision and range, as IREE demotes f64 to f32 by default; and integers of \
+         magnitude above 2^24 (`i32`, `u32`, `i64`, `u64`) are exact on the vector unit only \
+         when f32 represents them, a load rounding the others to the nearest f32. The matrix \
+         engine widens float inputs exactly to f32 and accumulates `i8`/`u8` in i32 (see \
+         `mxu.matmul`). DMA moves bytes and never converts.\n\n## Summary\n\n| opcode | mnemonic | unit | operands | cost |\n|---|---|---|---|---|\n");
     for d in INSTRUCTIONS {
         let ops: Vec<&str> = d.fields.iter().map(|f| f.name).collect();
         let _ = writeln!(

@@ -116,7 +116,7 @@ pub fn compare(
             got.shape, expected.shape
         ));
     }
-    if let (Some(g), Some(e)) = (got.to_i64(), expected.to_i64()) {
+    if let (Some(g), Some(e)) = (got.to_i128(), expected.to_i128()) {
         return Ok(compare_ints(name, &got.shape, &g, &e, tol));
     }
     let g = got.to_f32();
@@ -182,12 +182,12 @@ pub fn compare(
 }
 
 /// Exact comparison of integer tensors.
-fn compare_ints(name: &str, shape: &[u64], g: &[i64], e: &[i64], tol: Tolerance) -> Comparison {
+fn compare_ints(name: &str, shape: &[u64], g: &[i128], e: &[i128], tol: Tolerance) -> Comparison {
     let (mut max_abs, mut max_rel, mut mismatches) = (0f64, 0f64, 0u64);
     let (mut dot, mut ng, mut ne) = (0f64, 0f64, 0f64);
     let (mut worst, mut worst_d) = (0usize, 0i128);
     for (i, (&a, &b)) in g.iter().zip(e).enumerate() {
-        let d = (a as i128 - b as i128).abs();
+        let d = (a - b).abs();
         if d != 0 {
             mismatches += 1;
         }

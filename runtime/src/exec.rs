@@ -467,7 +467,11 @@ pub(crate) fn spans(inst: &Inst, r: &Regs, sz: &Sizes, sram: &[u8]) -> Result<Sp
         | Inst::VpuNeg { .. }
         | Inst::VpuAbs { .. }
         | Inst::VpuSin { .. }
-        | Inst::VpuCos { .. } => {
+        | Inst::VpuCos { .. }
+        | Inst::VpuFloor { .. }
+        | Inst::VpuCeil { .. }
+        | Inst::VpuTrunc { .. }
+        | Inst::VpuRound { .. } => {
             if let Some((dst, a, rows, cols, bcast)) = llmpu_isa::cost::unary_parts(inst) {
                 tile(&mut o, sz, r, &a, (rows, cols), bcast, false)?;
                 tile(&mut o, sz, r, &dst, (rows, cols), Bcast::Full, true)?;
@@ -1703,6 +1707,34 @@ pub(crate) fn execute(inst: &Inst, r: &Regs, m: &mut Mem) -> Result<(), TrapKind
             cols,
             bcast,
         } => unary(m, r, (dst, a), rows, cols, bcast, f32::cos),
+        Inst::VpuFloor {
+            dst,
+            a,
+            rows,
+            cols,
+            bcast,
+        } => unary(m, r, (dst, a), rows, cols, bcast, f32::floor),
+        Inst::VpuCeil {
+            dst,
+            a,
+            rows,
+            cols,
+            bcast,
+        } => unary(m, r, (dst, a), rows, cols, bcast, f32::ceil),
+        Inst::VpuTrunc {
+            dst,
+            a,
+            rows,
+            cols,
+            bcast,
+        } => unary(m, r, (dst, a), rows, cols, bcast, f32::trunc),
+        Inst::VpuRound {
+            dst,
+            a,
+            rows,
+            cols,
+            bcast,
+        } => unary(m, r, (dst, a), rows, cols, bcast, f32::round_ties_even),
         Inst::VpuRsum { dst, a, rows, cols } => {
             reduce(m, r, (dst, a), rows, cols, 0.0, |x, y| x + y)
         }

@@ -245,11 +245,11 @@ impl RunResult {
 /// its table is an error naming the element, not a read past the table.
 pub fn check_bounds(program: &Program, name: &str, t: &Tensor) -> Result<(), EmuError> {
     for b in program.bounds.iter().filter(|b| b.input == name) {
-        let Some(v) = t.to_i64() else { continue };
+        let Some(v) = t.to_i128() else { continue };
         if let Some((i, x)) = v
             .iter()
             .enumerate()
-            .find(|(_, x)| **x < b.lo || **x >= b.hi)
+            .find(|(_, x)| **x < b.lo as i128 || **x >= b.hi as i128)
         {
             return Err(EmuError::BadTensor {
                 name: name.into(),

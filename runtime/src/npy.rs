@@ -16,6 +16,11 @@
 //! | bool | — | `|b1` (read as u8 0/1, the machine's `i1` storage) |
 //! | i32 | `<i4` | `<i4` |
 //! | i64 | `<i8` | `<i8` |
+//! | i16 | `<i2` | `<i2` |
+//! | u16 | `<u2` | `<u2` |
+//! | u32 | `<u4` | `<u4` |
+//! | u64 | `<u8` | `<u8` |
+//! | f64 | `<f8` | `<f8` |
 //!
 //! Only C order (`fortran_order: False`) is supported. Every malformed input is an [`NpyError`];
 //! nothing here panics (the header's declared length is checked against the file before
@@ -45,7 +50,7 @@ pub enum NpyError {
     #[error("bad .npy header: {0}")]
     BadHeader(String),
     #[error(
-        "unsupported dtype `{0}` (supported: <f4 <f2 <V2(bf16) |V1(f8e4m3) |i1 |u1 |b1 <i4 <i8; save float64 arrays as float32)"
+        "unsupported dtype `{0}` (supported: <f8 <f4 <f2 <V2(bf16) |V1(f8e4m3) |i1 |u1 |b1 <i2 <u2 <i4 <u4 <i8 <u8)"
     )]
     UnsupportedDtype(String),
     #[error("Fortran-order arrays are not supported; save with np.ascontiguousarray")]
@@ -65,6 +70,11 @@ pub fn descr_of(dt: DType) -> &'static str {
         DType::U8 => "|u1",
         DType::I32 => "<i4",
         DType::I64 => "<i8",
+        DType::I16 => "<i2",
+        DType::U16 => "<u2",
+        DType::U32 => "<u4",
+        DType::U64 => "<u8",
+        DType::F64 => "<f8",
     }
 }
 
@@ -81,6 +91,11 @@ pub fn dtype_of(descr: &str) -> Option<DType> {
         (TypeChar::Uint, 1) | (TypeChar::Bool, 1) => DType::U8,
         (TypeChar::Int, 4) => DType::I32,
         (TypeChar::Int, 8) => DType::I64,
+        (TypeChar::Int, 2) => DType::I16,
+        (TypeChar::Uint, 2) => DType::U16,
+        (TypeChar::Uint, 4) => DType::U32,
+        (TypeChar::Uint, 8) => DType::U64,
+        (TypeChar::Float, 8) => DType::F64,
         _ => return None,
     };
     if ts.endianness() == Endianness::Big && dt.size() > 1 {
@@ -193,17 +208,8 @@ pub fn write_file(path: impl AsRef<Path>, t: &Tensor) -> Result<(), NpyError> {
 mod tests {
     use super::*;
 
-    fn all_dtypes() -> [DType; 8] {
-        [
-            DType::F32,
-            DType::F16,
-            DType::BF16,
-            DType::F8E4M3,
-            DType::I8,
-            DType::U8,
-            DType::I32,
-            DType::I64,
-        ]
+    fn all_dtypes() -> [DType; 13] {
+        DType::ALL.try_into().expect("every dtype")
     }
 
     #[test]

@@ -1285,6 +1285,10 @@ impl<'p> Sim<'p> {
                 | Inst::VpuAbs { .. }
                 | Inst::VpuSin { .. }
                 | Inst::VpuCos { .. }
+                | Inst::VpuFloor { .. }
+                | Inst::VpuCeil { .. }
+                | Inst::VpuTrunc { .. }
+                | Inst::VpuRound { .. }
                 | Inst::VpuRsum { .. }
                 | Inst::VpuRmax { .. }
                 | Inst::VpuRmin { .. }

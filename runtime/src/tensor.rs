@@ -89,7 +89,7 @@ impl Tensor {
         elements_of(&self.shape).unwrap_or(0)
     }
 
-    /// The elements widened (or rounded, for 32/64-bit integers) to f32.
+    /// The elements widened (or rounded, for 32/64-bit integers and f64) to f32.
     pub fn to_f32(&self) -> Vec<f32> {
         let n = self.data.len() / self.dtype.size() as usize;
         let mut out = vec![0f32; n];
@@ -97,21 +97,25 @@ impl Tensor {
         out
     }
 
-    /// The elements as i64, exactly, if the element type is an integer type (`None` for floats).
-    pub fn to_i64(&self) -> Option<Vec<i64>> {
+    /// The elements as i128, exactly, if the element type is an integer type (`None` for floats);
+    /// i128 holds every value of every integer type, u64 included.
+    pub fn to_i128(&self) -> Option<Vec<i128>> {
+        fn ints<const N: usize>(d: &[u8], f: impl Fn([u8; N]) -> i128) -> Vec<i128> {
+            d.chunks_exact(N)
+                .map(|c| f(c.try_into().expect("N-byte chunk")))
+                .collect()
+        }
         let d = &self.data;
         Some(match self.dtype {
-            DType::I8 => d.iter().map(|&b| b as i8 as i64).collect(),
-            DType::U8 => d.iter().map(|&b| b as i64).collect(),
-            DType::I32 => d
-                .chunks_exact(4)
-                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)
-                .collect(),
-            DType::I64 => d
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-                .collect(),
-            DType::F32 | DType::F16 | DType::BF16 | DType::F8E4M3 => return None,
+            DType::I8 => ints(d, |c: [u8; 1]| i8::from_le_bytes(c) as i128),
+            DType::U8 => ints(d, |c: [u8; 1]| u8::from_le_bytes(c) as i128),
+            DType::I16 => ints(d, |c: [u8; 2]| i16::from_le_bytes(c) as i128),
+            DType::U16 => ints(d, |c: [u8; 2]| u16::from_le_bytes(c) as i128),
+            DType::I32 => ints(d, |c: [u8; 4]| i32::from_le_bytes(c) as i128),
+            DType::U32 => ints(d, |c: [u8; 4]| u32::from_le_bytes(c) as i128),
+            DType::I64 => ints(d, |c: [u8; 8]| i64::from_le_bytes(c) as i128),
+            DType::U64 => ints(d, |c: [u8; 8]| u64::from_le_bytes(c) as i128),
+            DType::F32 | DType::F16 | DType::BF16 | DType::F8E4M3 | DType::F64 => return None,
         })
     }
 

@@ -969,6 +969,304 @@ fn conversions_round_to_nearest_even_and_saturate() {
 }
 
 #[test]
+fn conversions_to_the_wide_and_sixteen_bit_types_round_half_even_and_saturate() {
+    let x: Vec<f32> = vec![2.5, -2.5, 3.5, -1.0, 70000.0, 1e20, f32::NAN, 0.1];
+    let want: [(DType, [f64; 8]); 5] = [
+        (
+            DType::I16,
+            [2.0, -2.0, 4.0, -1.0, 32767.0, 32767.0, 0.0, 0.0],
+        ),
+        (DType::U16, [2.0, 0.0, 4.0, 0.0, 65535.0, 65535.0, 0.0, 0.0]),
+        (
+            DType::U32,
+            [2.0, 0.0, 4.0, 0.0, 70000.0, u32::MAX as f64, 0.0, 0.0],
+        ),
+        (
+            DType::U64,
+            [2.0, 0.0, 4.0, 0.0, 70000.0, 1e20f32 as f64, 0.0, 0.0],
+        ),
+        (
+            DType::F64,
+            [
+                2.5,
+                -2.5,
+                3.5,
+                -1.0,
+                70000.0,
+                1e20f32 as f64,
+                f64::NAN,
+                0.1f32 as f64,
+            ],
+        ),
+    ];
+    for (dt, want) in want {
+        let h = Harness::new()
+            .input("x", f32t(&[8], &x), 0)
+            .reg(1, 0)
+            .reg(3, 4096)
+            .reg(4, 8)
+            .op(Inst::VpuCopy {
+                dst: sram(dt, 3, 4),
+                a: sram(DType::F32, 1, 4),
+                rows: 1,
+                cols: 8,
+                bcast: Bcast::Full,
+            })
+            .output("y", dt, &[8], 4096);
+        let got = h.run().output("y").unwrap().clone();
+        match got.to_i128() {
+            Some(ints) => {
+                let want: Vec<i128> = want
+                    .iter()
+                    .map(|&w| {
+                        if w > u64::MAX as f64 {
+                            u64::MAX as i128
+                        } else {
+                            w as i128
+                        }
+                    })
+                    .collect();
+                // 1e20 saturates u64 at u64::MAX.
+                assert_eq!(ints, want, "{dt}");
+            }
+            None => {
+                let vals: Vec<f64> = got
+                    .data
+                    .chunks_exact(8)
+                    .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+                    .collect();
+                for (g, w) in vals.iter().zip(want) {
+                    assert!(
+                        g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
+                        "{g} {w}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn wide_storage_types_load_into_the_vector_unit_as_f32() {
+    let cases: Vec<(DType, Vec<u8>, [f32; 2])> = vec![
+        (
+            DType::I16,
+            [(-300i16).to_le_bytes(), 7i16.to_le_bytes()].concat(),
+            [-300.0, 7.0],
+        ),
+        (
+            DType::U16,
+            [65535u16.to_le_bytes(), 1u16.to_le_bytes()].concat(),
+            [65535.0, 1.0],
+        ),
+        (
+            DType::U32,
+            [4_000_000_000u32.to_le_bytes(), 9u32.to_le_bytes()].concat(),
+            [4e9, 9.0],
+        ),
+        (
+            DType::U64,
+            [(1u64 << 40).to_le_bytes(), 3u64.to_le_bytes()].concat(),
+            [(1u64 << 40) as f32, 3.0],
+        ),
+        (
+            DType::F64,
+            [0.1f64.to_le_bytes(), (-2.75f64).to_le_bytes()].concat(),
+            [0.1f32, -2.75],
+        ),
+    ];
+    for (dt, bytes, want) in cases {
+        let got = Harness::new()
+            .input("x", Tensor::new(dt, vec![2], bytes).unwrap(), 0)
+            .reg(1, 0)
+            .reg(3, 4096)
+            .reg(4, 2)
+            .op(Inst::VpuCopy {
+                dst: sram(DType::F32, 3, 4),
+                a: sram(dt, 1, 4),
+                rows: 1,
+                cols: 2,
+                bcast: Bcast::Full,
+            })
+            .output("y", DType::F32, &[2], 4096)
+            .out_f32("y");
+        assert_eq!(got, want, "{dt}");
+    }
+}
+
+#[test]
+fn rounding_instructions_floor_ceil_trunc_and_round_half_to_even() {
+    let x: Vec<f32> = vec![
+        2.5,
+        -2.5,
+        3.5,
+        -3.5,
+        0.5,
+        -0.5,
+        1.7,
+        -1.7,
+        2.0,
+        -0.0,
+        1e9,
+        f32::INFINITY,
+        f32::NAN,
+    ];
+    let n = x.len() as u32;
+    type F = fn(f32) -> f32;
+    let rules: [(&str, F, [f32; 12]); 4] = [
+        (
+            "floor",
+            f32::floor,
+            [
+                2.0,
+                -3.0,
+                3.0,
+                -4.0,
+                0.0,
+                -1.0,
+                1.0,
+                -2.0,
+                2.0,
+                -0.0,
+                1e9,
+                f32::INFINITY,
+            ],
+        ),
+        (
+            "ceil",
+            f32::ceil,
+            [
+                3.0,
+                -2.0,
+                4.0,
+                -3.0,
+                1.0,
+                -0.0,
+                2.0,
+                -1.0,
+                2.0,
+                -0.0,
+                1e9,
+                f32::INFINITY,
+            ],
+        ),
+        (
+            "trunc",
+            f32::trunc,
+            [
+                2.0,
+                -2.0,
+                3.0,
+                -3.0,
+                0.0,
+                -0.0,
+                1.0,
+                -1.0,
+                2.0,
+                -0.0,
+                1e9,
+                f32::INFINITY,
+            ],
+        ),
+        (
+            "round",
+            f32::round_ties_even,
+            [
+                2.0,
+                -2.0,
+                4.0,
+                -4.0,
+                0.0,
+                -0.0,
+                2.0,
+                -2.0,
+                2.0,
+                -0.0,
+                1e9,
+                f32::INFINITY,
+            ],
+        ),
+    ];
+    for (name, f, want) in rules {
+        let (dst, a, rows, cols, bcast) = (
+            sram(DType::F32, 3, 4),
+            sram(DType::F32, 1, 4),
+            1,
+            n,
+            Bcast::Full,
+        );
+        let op = match name {
+            "floor" => Inst::VpuFloor {
+                dst,
+                a,
+                rows,
+                cols,
+                bcast,
+            },
+            "ceil" => Inst::VpuCeil {
+                dst,
+                a,
+                rows,
+                cols,
+                bcast,
+            },
+            "trunc" => Inst::VpuTrunc {
+                dst,
+                a,
+                rows,
+                cols,
+                bcast,
+            },
+            _ => Inst::VpuRound {
+                dst,
+                a,
+                rows,
+                cols,
+                bcast,
+            },
+        };
+        let got = Harness::new()
+            .input("x", f32t(&[n as u64], &x), 0)
+            .reg(1, 0)
+            .reg(3, 4096)
+            .reg(4, n as i64)
+            .op(op)
+            .output("y", DType::F32, &[n as u64], 4096)
+            .out_f32("y");
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got[..12]), bits(&want), "{name}");
+        let by_rule: Vec<f32> = x[..12].iter().map(|&v| f(v)).collect();
+        assert_eq!(bits(&got[..12]), bits(&by_rule), "{name}");
+        assert!(got[12].is_nan(), "{name}: NaN stays NaN");
+    }
+}
+
+#[test]
+fn truncating_before_an_integer_store_gives_onnx_cast_semantics() {
+    // The store alone rounds half to even; `vpu.trunc` first truncates toward zero.
+    let x = [2.7f32, -2.7, 0.5, -0.5, 3.5, -3.5];
+    let got = Harness::new()
+        .input("x", f32t(&[6], &x), 0)
+        .reg(1, 0)
+        .reg(3, 4096)
+        .reg(4, 6)
+        .op(Inst::VpuTrunc {
+            dst: sram(DType::I16, 3, 4),
+            a: sram(DType::F32, 1, 4),
+            rows: 1,
+            cols: 6,
+            bcast: Bcast::Full,
+        })
+        .output("y", DType::I16, &[6], 4096)
+        .run()
+        .output("y")
+        .unwrap()
+        .to_i128()
+        .unwrap();
+    assert_eq!(got, vec![2, -2, 0, 0, 3, -3]);
+}
+
+#[test]
 fn scalar_arithmetic_branches_and_memory() {
     // r1 = Σ_{i<10} i via a loop; then a tour of the ALU; results stored with `st` and read back
     // with `ld`/`ld32`, and copied out.

@@ -13,6 +13,11 @@
     .u8   255, 0
     .i32  -2147483648, 2147483647
     .i64  -9223372036854775808, 0x7fff_ffff_ffff_ffff
+    .i16  -32768, 32767
+    .u16  65535, 0
+    .u32  4294967295, 7
+    .u64  18446744073709551615, 0x10
+    .f64  0.1, -2.5, inf, nan
     .incbin "blob.bin"
 .data   empty @ 0x8000
 .data   "bias/0" @ 0x8040
@@ -32,6 +37,10 @@ loop:
     vpu.add sram.f32[r1, r2], acc.f32[r3, r4], sram.f32[r5, r6], 8, 16, row
     vpu.adds sram.bf16[r1, r2], sram.bf16[r1, r2], -0.0, 8, 16
     vpu.fill acc.f32[r1, r2], nan(0xffc00001), 1, 1
+    vpu.round sram.i16[r1, r2], sram.f64[r3, r4], 8, 16, full
+    vpu.floor sram.u64[r1, r2], acc.i32[r3, r4], 8, 16, row
+    vpu.ceil sram.u16[r1, r2], sram.u32[r3, r4], 8, 16, col
+    vpu.trunc sram.i32[r1, r2], sram.f64[r3, r4], 8, 16, full
     blt  r1, r2, loop
     bne  r1, r2, .+2
     jmp  "weird label"

@@ -7,4 +7,5 @@
     vpu.add sram.f33[r1, r2], acc.f32[r3, r4], sram.f32[r5, r6], 8, 16, rows
     li r1, 0x1_0000_0000
     mxu.matmul r1, r2, r3, 1, 1, 1, r4, r5, r6, bf16, add
+    vpu.copy acc.bf16[r1, r2], sram.u64[r3, r4], 8, 16, full
     halt extra

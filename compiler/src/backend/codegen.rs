@@ -42,7 +42,7 @@ use crate::dialects::graph;
 use std::sync::Arc;
 
 use llmpu_asm::Assembler;
-use llmpu_isa::fields::{FieldKind, format_f32, sign_extend};
+use llmpu_isa::fields::{Field, FieldKind, format_f32, sign_extend};
 use llmpu_isa::inst::INSTRUCTIONS;
 use llmpu_isa::{
     DType, DataSegment, IndexBound, Inst, IoDir, IoTensor, KvRegion, KvSlot, Program, Reg, Space,
@@ -168,10 +168,8 @@ pub fn inst_of(m: &Module, op: OpId, target: Option<i64>) -> Result<Inst, String
             (FieldKind::F32, Attribute::Str(s)) => parse_f32(s).ok_or_else(bad)?.to_bits() as u64,
             (FieldKind::TileRef, Attribute::Str(s)) => {
                 let t = parse_tile(s).ok_or_else(bad)?;
-                (t.addr.0 as u64)
-                    | ((t.ld.0 as u64) << 5)
-                    | ((t.space as u64) << 10)
-                    | ((t.dtype as u64) << 11)
+                t.to_bits(f.width)
+                    .map_err(|e| format!("`{}` field `{}`: {e}", d.name, f.name))?
             }
             (_, Attribute::Int(v, _)) => (*v as u64) & llmpu_isa::fields::mask(f.width),
             _ => return Err(bad()),

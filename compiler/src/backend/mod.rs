@@ -38,6 +38,11 @@ pub fn scalar_of(d: DType) -> ScalarType {
         DType::U8 => ScalarType::UI8,
         DType::I32 => ScalarType::I32,
         DType::I64 => ScalarType::I64,
+        DType::I16 => ScalarType::I16,
+        DType::U16 => ScalarType::UI16,
+        DType::U32 => ScalarType::UI32,
+        DType::U64 => ScalarType::UI64,
+        DType::F64 => ScalarType::F64,
     }
 }
 
@@ -154,7 +159,11 @@ pub fn dtype_of(t: ScalarType) -> Option<DType> {
         ScalarType::UI8 | ScalarType::I1 => DType::U8,
         ScalarType::I32 => DType::I32,
         ScalarType::I64 => DType::I64,
-        _ => return None,
+        ScalarType::I16 => DType::I16,
+        ScalarType::UI16 => DType::U16,
+        ScalarType::UI32 => DType::U32,
+        ScalarType::UI64 => DType::U64,
+        ScalarType::F64 => DType::F64,
     })
 }
 

@@ -73,7 +73,20 @@ define_ops! { OPS;
     Ceil = "graph.ceil", pure = true, verify = verify_elementwise, elementwise = Elementwise {
         onnx: "Ceil", since: 7, float_only: true,
         eval: ScalarFn::Unary(f64::ceil, |a| a),
-        lower: None,
+        lower: Some(Ew::Unary(Un::Ceil)),
+    };
+    /// `%r = "graph.floor"(%x)` — elementwise rounding down.
+    Floor = "graph.floor", pure = true, verify = verify_elementwise, elementwise = Elementwise {
+        onnx: "Floor", since: 6, float_only: true,
+        eval: ScalarFn::Unary(f64::floor, |a| a),
+        lower: Some(Ew::Unary(Un::Floor)),
+    };
+    /// `%r = "graph.round"(%x)` — elementwise rounding to the nearest integer, ties to even (ONNX
+    /// Round).
+    Round = "graph.round", pure = true, verify = verify_elementwise, elementwise = Elementwise {
+        onnx: "Round", since: 11, float_only: true,
+        eval: ScalarFn::Unary(f64::round_ties_even, |a| a),
+        lower: Some(Ew::Unary(Un::Round)),
     };
     /// `%r = "graph.abs"(%x)` — elementwise absolute value.
     Abs = "graph.abs", pure = true, verify = verify_elementwise, elementwise = Elementwise {

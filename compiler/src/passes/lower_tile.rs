@@ -422,6 +422,10 @@ impl Ewise {
                 Un::Abs => "abs",
                 Un::Sin => "sin",
                 Un::Cos => "cos",
+                Un::Floor => "floor",
+                Un::Ceil => "ceil",
+                Un::Trunc => "trunc",
+                Un::Round => "round",
                 Un::Copy => return None,
             },
             Ew::Binary(b) => match b {

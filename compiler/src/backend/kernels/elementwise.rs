@@ -3,6 +3,7 @@
 //! vector unit, converted and stored.
 
 use super::*;
+use llmpu_isa::numerics::F8E4M3_ROUNDS_FINITE;
 
 /// Elementwise computations.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -23,6 +24,18 @@ pub enum Ew {
     Fill(f32),
     /// `a·b + c·d` (`true`) or `a·b − c·d` (`false`) of four operands (`graph.rope`).
     MulSum(bool),
+    /// `trunc(a / b)`: integer division as ONNX defines it (toward zero), the quotient computed in
+    /// f32 and truncated before the store (exact while the operands are integers below 2^24).
+    DivTrunc,
+    /// The operand with every value whose magnitude rounds past f8e4m3fn's range (above
+    /// [`F8E4M3_ROUNDS_FINITE`], infinities included) replaced by NaN, ahead of the saturating
+    /// store: ONNX Cast to FLOAT8E4M3FN with `saturate = 0`.
+    F8NoSaturate,
+    /// Integer remainder `a − b·q` with `q = ⌊a / b⌋` (`false`: the divisor's sign, ONNX Mod with
+    /// `fmod = 0`) or `q = trunc(a / b)` (`true`: the dividend's sign, `fmod = 1`), the quotient
+    /// computed in f32 (exact while the operands are integers below 2^24). A zero divisor gives NaN,
+    /// which the integer store turns into 0, the reference's value.
+    Mod(bool),
     /// A chain of one-operand steps on one operand, each applied to the previous step's result
     /// (at least one step): e.g. `ln(1 + e^x)` is `[Un(Exp), Imm(Add, 1.0), Un(Log)]`, or without
     /// overflow past `x = 88.7`, `max(x, 0) + ln(1 + e^-|x|)`: `[Un(Abs), Imm(Mul, -1.0), Un(Exp),
@@ -57,6 +70,27 @@ pub(super) fn elementwise(cx: &mut Cx, k: Ew, inputs: &[ValueId], ov: &View) -> 
         .map(|&v| classify(cx, v, &ov.shape))
         .collect::<R<_>>()?;
     elementwise_srcs(cx, k, &srcs, ov)
+}
+
+/// A variadic `graph.max` / `graph.min` (`op` is `Bin::Max` / `Bin::Min`) as a chain of binary
+/// passes: the first two operands into the result, then the result with each further operand, in
+/// place (a barrier between passes when several cores share the result).
+pub(super) fn variadic(cx: &mut Cx, op: Bin, inputs: &[ValueId], ov: &View) -> R<()> {
+    let Some((first, rest)) = inputs.split_first_chunk::<2>() else {
+        return Err(cx.err("a variadic chain needs at least two operands"));
+    };
+    elementwise(cx, Ew::Binary(op), first, ov)?;
+    for &x in rest {
+        if cx.e.cores() > 1 {
+            cx.e.barrier();
+        }
+        let srcs = [
+            classify_view(ov.clone(), &ov.shape),
+            classify(cx, x, &ov.shape)?,
+        ];
+        elementwise_srcs(cx, Ew::Binary(op), &srcs, ov)?;
+    }
+    Ok(())
 }
 
 /// `graph.rope`: `out[..., :h] = x₁·cos₁ − x₂·sin₁`, `out[..., h:] = x₂·cos₂ + x₁·sin₂` (halves of
@@ -429,6 +463,29 @@ pub(super) fn compute(
             e.vbin(Bin::Mul, t1, c, d, Bcast::Full, rows, cols);
             let op = if plus { Bin::Add } else { Bin::Sub };
             e.vbin(op, w, w, t1, Bcast::Full, rows, cols);
+        }
+        Ew::DivTrunc if x.len() == 2 => {
+            compute(e, Ew::Binary(Bin::Div), x, w, t1, t2, rows, cols)?;
+            e.vun(Un::Trunc, w, w, Bcast::Full, rows, cols);
+        }
+        Ew::Mod(fmod) if x.len() == 2 => {
+            let a = full(e, x[0], t1, rows, cols);
+            let b = full(e, x[1], t2, rows, cols);
+            e.vbin(Bin::Div, w, a, b, Bcast::Full, rows, cols);
+            let round = if fmod { Un::Trunc } else { Un::Floor };
+            e.vun(round, w, w, Bcast::Full, rows, cols);
+            e.vbin(Bin::Mul, w, w, b, Bcast::Full, rows, cols);
+            e.vbin(Bin::Sub, w, a, w, Bcast::Full, rows, cols);
+        }
+        Ew::F8NoSaturate if x.len() == 1 => {
+            let a = full(e, x[0], t1, rows, cols);
+            e.vun(Un::Copy, w, a, Bcast::Full, rows, cols);
+            e.vun(Un::Abs, t1, w, Bcast::Full, rows, cols);
+            e.vfill(t2, F8E4M3_ROUNDS_FINITE, rows, cols);
+            // 1 where |x| > 464 (NaN compares false and stays NaN through the select).
+            e.vbin(Bin::Lt, t1, t2, t1, Bcast::Full, rows, cols);
+            e.vfill(t2, f32::NAN, rows, cols);
+            e.vsel(w, t1, t2, w, rows, cols);
         }
         Ew::Where if x.len() == 3 => {
             let c = full(e, x[0], w, rows, cols);

@@ -370,8 +370,8 @@ pub fn lower_op(cx: &mut Cx, op: OpId) -> R<()> {
     let ew = match graph::elementwise(name) {
         Some(row) => row.lower,
         None => match name {
-            graph::Max::NAME if ins.len() == 2 => Some(Ew::Binary(Bin::Max)),
-            graph::Min::NAME if ins.len() == 2 => Some(Ew::Binary(Bin::Min)),
+            graph::Max::NAME if ins.len() >= 2 => Some(Ew::Binary(Bin::Max)),
+            graph::Min::NAME if ins.len() >= 2 => Some(Ew::Binary(Bin::Min)),
             graph::Max::NAME | graph::Min::NAME if ins.len() == 1 => Some(unary(Un::Copy)),
             graph::Equal::NAME => Some(Ew::Binary(Bin::Eq)),
             graph::LessOrEqual::NAME => Some(Ew::Binary(Bin::Le)),
@@ -386,30 +386,38 @@ pub fn lower_op(cx: &mut Cx, op: OpId) -> R<()> {
             )),
             graph::Cast::NAME | graph::Identity::NAME => Some(unary(Un::Copy)),
             graph::Where::NAME => Some(Ew::Where),
+            graph::Mod::NAME => {
+                if !elem_of(m, out).is_some_and(|e| e.is_int()) {
+                    return Err(cx.err(
+                        "float Mod is not supported: `a − b·trunc(a/b)` in f32 is not the exact \
+                         remainder ONNX's fmod defines",
+                    ));
+                }
+                Some(Ew::Mod(attr_i(m, op, "fmod").unwrap_or(0) != 0))
+            }
             graph::Clip::NAME => Some(Ew::Clip),
             _ => None,
         },
     };
     if let Some(k) = ew {
         let int_out = elem_of(m, out).is_some_and(|e| e.is_int() && e != crate::ir::ScalarType::I1);
+        // The store to an integer type rounds to nearest even; ONNX's integer Div and float →
+        // integer Cast truncate toward zero, so the value is truncated on the vector unit first.
         if name == graph::Div::NAME && int_out {
-            return Err(cx.err(
-                "integer Div is not supported: the vector unit divides in f32 and rounds to nearest, ONNX truncates",
-            ));
+            return elementwise(cx, Ew::DivTrunc, &ins[..2.min(ins.len())], &ov);
         }
         if name == graph::Cast::NAME && int_out && elem_of(m, ins[0]).is_some_and(|e| e.is_float())
         {
-            return Err(cx.err(
-                "float-to-integer Cast is not supported: the vector unit rounds to nearest, ONNX truncates",
-            ));
+            return elementwise(cx, Ew::Unary(Un::Trunc), &ins[..1], &ov);
         }
         if name == graph::Cast::NAME
             && m.attr(op, "saturate").and_then(Attribute::as_int) == Some(0)
             && elem_of(m, out) == Some(crate::ir::ScalarType::F8E4M3FN)
         {
-            return Err(cx.err(
-                "non-saturating Cast to f8E4M3FN is not supported (the vector unit saturates)",
-            ));
+            return elementwise(cx, Ew::F8NoSaturate, &ins[..1], &ov);
+        }
+        if let (Ew::Binary(b @ (Bin::Max | Bin::Min)), true) = (k, ins.len() > 2) {
+            return elementwise::variadic(cx, b, &ins, &ov);
         }
         if name == graph::Cast::NAME {
             let src_int = elem_of(m, ins[0]).is_some_and(|e| e.is_int());

@@ -81,6 +81,14 @@ pub enum Un {
     Abs,
     Sin,
     Cos,
+    /// Round toward −∞.
+    Floor,
+    /// Round toward +∞.
+    Ceil,
+    /// Round toward zero.
+    Trunc,
+    /// Round to nearest, ties to even.
+    Round,
 }
 
 /// Vector ops with an immediate.
@@ -284,6 +292,34 @@ impl Emitter {
                 bcast,
             },
             Un::Cos => Inst::VpuCos {
+                dst,
+                a,
+                rows,
+                cols,
+                bcast,
+            },
+            Un::Floor => Inst::VpuFloor {
+                dst,
+                a,
+                rows,
+                cols,
+                bcast,
+            },
+            Un::Ceil => Inst::VpuCeil {
+                dst,
+                a,
+                rows,
+                cols,
+                bcast,
+            },
+            Un::Trunc => Inst::VpuTrunc {
+                dst,
+                a,
+                rows,
+                cols,
+                bcast,
+            },
+            Un::Round => Inst::VpuRound {
                 dst,
                 a,
                 rows,
