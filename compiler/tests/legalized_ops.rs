@@ -1,8 +1,8 @@
 //! Ops without a kernel of their own before this stage, end to end on the emulator against the
 //! reference interpreter: CumSum (the vector-unit scan: every `exclusive` / `reverse`
 //! combination, a non-last axis, f32 and i64, lengths that are not powers of two), GatherND
-//! (batch dims, negative components) and Trilu with k given at run time, each on edge and
-//! datacenter.
+//! (batch dims, negative components), Trilu with k given at run time and Quantize /
+//! DequantizeLinear (per axis, blocked, ties and saturation), each on edge and datacenter.
 
 mod common;
 use common::{checked, compile_text, values};
@@ -25,6 +25,7 @@ fn interp_tensor(i: &Input) -> interp::Tensor {
     let shape: Vec<usize> = i.shape.iter().map(|&d| d as usize).collect();
     match i.dt {
         DType::I64 => interp::Tensor::new(shape, i.vals.iter().map(|&v| v as i64).collect()),
+        DType::I8 => interp::Tensor::new(shape, i.vals.iter().map(|&v| v as i8).collect()),
         _ => interp::Tensor::new(shape, i.vals.clone()),
     }
 }
@@ -171,5 +172,63 @@ fn trilu_with_k_given_at_run_time_matches_the_interpreter() {
                 matches_interpreter(&src, &inputs, target);
             }
         }
+    }
+}
+
+#[test]
+fn quantize_rounds_half_to_even_before_adding_the_zero_point_and_saturates() {
+    let src = r#"module {
+  func.func @main(%x: tensor<2x5xf32> {graph.name = "x"}) -> (tensor<2x5xui8> {graph.name = "y"}) {
+    %s = "graph.constant"() {value = dense<[1.0, 0.5]> : tensor<2xf32>} : () -> tensor<2xf32> loc("scale")
+    %z = "graph.constant"() {value = dense<[1, 3]> : tensor<2xui8>} : () -> tensor<2xui8> loc("zp")
+    %y = "graph.quantize_linear"(%x, %s, %z) {axis = 0 : i64} : (tensor<2x5xf32>, tensor<2xf32>, tensor<2xui8>) -> tensor<2x5xui8> loc("Q")
+    func.return %y : tensor<2x5xui8>
+  }
+}
+"#;
+    let x = Input {
+        name: "x",
+        dt: DType::F32,
+        shape: vec![2, 5],
+        vals: vec![0.5, 1.5, 2.5, -1.5, 300.0, 0.25, 0.75, -0.75, -2.0, 200.0],
+    };
+    for target in ["edge", "datacenter"] {
+        matches_interpreter(src, std::slice::from_ref(&x), target);
+    }
+    let prog = compile_text(src, "edge", Precision::Fp32);
+    let rt = [(
+        "x".to_string(),
+        Tensor::from_f32(DType::F32, vec![2, 5], &x.vals).unwrap(),
+    )];
+    let res = run(&prog, &rt, &checked()).unwrap();
+    // Row 0 (scale 1, zp 1): round(0.5) = 0, round(1.5) = 2, round(2.5) = 2, round(-1.5) = -2
+    // then + 1, saturated; row 1 (scale 0.5, zp 3): 0.5, 1.5, -1.5, -4, 400 rounded, + 3.
+    assert_eq!(
+        res.output("y").unwrap().to_f32(),
+        [1.0, 3.0, 3.0, 0.0, 255.0, 3.0, 5.0, 1.0, 0.0, 255.0]
+    );
+}
+
+#[test]
+fn blocked_dequantize_matches_the_interpreter() {
+    let src = r#"module {
+  func.func @main(%x: tensor<2x6xi8> {graph.name = "x"}) -> (tensor<2x6xf32> {graph.name = "y"}) {
+    %s = "graph.constant"() {value = dense<[[0.5, 2.0, 0.25], [1.0, 3.0, -1.0]]> : tensor<2x3xf32>} : () -> tensor<2x3xf32> loc("scale")
+    %z = "graph.constant"() {value = dense<[[1, -2, 0], [4, 0, -8]]> : tensor<2x3xi8>} : () -> tensor<2x3xi8> loc("zp")
+    %y = "graph.dequantize_linear"(%x, %s, %z) {axis = 1 : i64, block_size = 2 : i64} : (tensor<2x6xi8>, tensor<2x3xf32>, tensor<2x3xi8>) -> tensor<2x6xf32> loc("DQ")
+    func.return %y : tensor<2x6xf32>
+  }
+}
+"#;
+    let x = Input {
+        name: "x",
+        dt: DType::I8,
+        shape: vec![2, 6],
+        vals: vec![
+            -128.0, 127.0, 5.0, -7.0, 0.0, 33.0, 12.0, -1.0, 100.0, -100.0, 64.0, 8.0,
+        ],
+    };
+    for target in ["edge", "datacenter"] {
+        matches_interpreter(src, std::slice::from_ref(&x), target);
     }
 }

@@ -11,6 +11,13 @@
 //!   undefined; the row is clamped to the table, so such an index reads a row of the data,
 //!   never memory past it.
 //!
+//! - `graph.dequantize_linear` becomes `(cast(x) − cast(zp)) · scale` and
+//!   `graph.quantize_linear` `cast(round(x / scale) + zp)` (round half to even; the store to the
+//!   integer type saturates, an f8 result is the saturating or NaN-producing Cast its
+//!   `saturate` asks for), with a per-axis scale reshaped to broadcast along its axis and a
+//!   blocked one (`block_size` dividing the axis) over the axis split into blocks; other block
+//!   shapes stay as they are.
+//!
 //! Needs static shapes (what the backend pipeline has); an op whose shapes are not static is
 //! left as it is for `lower-llmpu` to refuse by name.
 
@@ -45,6 +52,7 @@ impl Pass for Legalize {
             let done = match d.name.as_str() {
                 graph::Trilu::NAME => trilu(m, op),
                 graph::GatherNd::NAME => gather_nd(m, op),
+                graph::QuantizeLinear::NAME | graph::DequantizeLinear::NAME => quant(m, op),
                 _ => Ok(false),
             }
             .map_err(|e| PassError::failed(INFO.name, loc, e))?;
@@ -258,4 +266,119 @@ fn gather_nd(m: &mut Module, op: OpId) -> Result<bool, String> {
     );
     m.replace_all_uses(r, out);
     Ok(true)
+}
+
+/// The shapes under which `x` (`xs`) and its scale (`ss`) broadcast elementwise: `(x's working
+/// shape, the scale's)`, or `None` for a block shape that does not divide the axis.
+fn quant_shapes(xs: &[u64], ss: &[u64], axis: i64, block: i64) -> Option<(Vec<u64>, Vec<u64>)> {
+    let r = xs.len();
+    if ss.iter().product::<u64>() == 1 {
+        return Some((xs.to_vec(), vec![]));
+    }
+    let a = usize::try_from(if axis < 0 { axis + r as i64 } else { axis }).ok()?;
+    if a >= r {
+        return None;
+    }
+    if block <= 0 {
+        if ss.len() != 1 || ss[0] != xs[a] {
+            return None;
+        }
+        let mut b = vec![1; r];
+        b[a] = xs[a];
+        return Some((xs.to_vec(), b));
+    }
+    let blk = block as u64;
+    if ss.len() != r || xs[a] % blk != 0 || ss[a] != xs[a] / blk {
+        return None;
+    }
+    if (0..r).any(|d| d != a && ss[d] != xs[d]) {
+        return None;
+    }
+    let mut work = xs[..a].to_vec();
+    work.extend([xs[a] / blk, blk]);
+    work.extend(&xs[a + 1..]);
+    let mut b = ss[..=a].to_vec();
+    b.push(1);
+    b.extend(&ss[a + 1..]);
+    Some((work, b))
+}
+
+fn reshape_to(m: &mut Module, at: OpId, v: ValueId, shape: &[u64]) -> Option<ValueId> {
+    if shape_of(m, v)? == shape {
+        return Some(v);
+    }
+    let elem = m.value_type(v).elem()?;
+    let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+    let c = ints(m, at, "shape", vec![dims.len()], dims);
+    Some(insert(m, at, graph::Reshape::NAME, &[v, c], tensor_ty(shape, elem), vec![]))
+}
+
+fn cast_to(m: &mut Module, at: OpId, v: ValueId, elem: ScalarType) -> Option<ValueId> {
+    if m.value_type(v).elem()? == elem {
+        return Some(v);
+    }
+    let shape = shape_of(m, v)?;
+    Some(insert(m, at, graph::Cast::NAME, &[v], tensor_ty(&shape, elem), vec![]))
+}
+
+/// Quantize / DequantizeLinear as elementwise ops; `Ok(false)` for shapes it cannot broadcast.
+fn quant(m: &mut Module, op: OpId) -> Result<bool, String> {
+    Ok(quant_inner(m, op).is_some())
+}
+
+fn quant_inner(m: &mut Module, op: OpId) -> Option<()> {
+    let dequant = m.op(op).name == graph::DequantizeLinear::NAME;
+    let x = m.op(op).operands[0];
+    let scale = m.op(op).operands[1];
+    let zp = graph::operand_slot(m, op, 2);
+    let r = m.op(op).results[0];
+    let (xs, ss, out) = (shape_of(m, x)?, shape_of(m, scale)?, m.value_type(r).elem()?);
+    let attr = |k: &str, d: i64| m.attr(op, k).and_then(Attribute::as_int).unwrap_or(d);
+    let (axis, block, saturate) = (attr("axis", 1), attr("block_size", 0), attr("saturate", 1));
+    let (work, bshape) = quant_shapes(&xs, &ss, axis, block)?;
+    let f32t = ScalarType::F32;
+    let xw = reshape_to(m, op, x, &work)?;
+    let sb = reshape_to(m, op, scale, &bshape)?;
+    let zb = match zp {
+        Some(z) => Some(reshape_to(m, op, z, &bshape)?),
+        None => None,
+    };
+    let wf = |e| tensor_ty(&work, e);
+    let y = if dequant {
+        let t = m.value_type(scale).elem()?;
+        let xf = cast_to(m, op, xw, t)?;
+        let centered = match zb {
+            Some(z) => {
+                let zf = cast_to(m, op, z, t)?;
+                insert(m, op, graph::Sub::NAME, &[xf, zf], wf(t), vec![])
+            }
+            None => xf,
+        };
+        let y = insert(m, op, graph::Mul::NAME, &[centered, sb], wf(t), vec![]);
+        cast_to(m, op, y, out)?
+    } else {
+        let xf = cast_to(m, op, xw, f32t)?;
+        let sf = cast_to(m, op, sb, f32t)?;
+        let q = insert(m, op, graph::Div::NAME, &[xf, sf], wf(f32t), vec![]);
+        let q = if out.is_float() {
+            q
+        } else {
+            insert(m, op, graph::Round::NAME, &[q], wf(f32t), vec![])
+        };
+        let q = match zb {
+            Some(z) => {
+                let zf = cast_to(m, op, z, f32t)?;
+                insert(m, op, graph::Add::NAME, &[q, zf], wf(f32t), vec![])
+            }
+            None => q,
+        };
+        let mut attrs = vec![];
+        if out == ScalarType::F8E4M3FN {
+            attrs.push(("saturate", Attribute::i64(saturate)));
+        }
+        insert(m, op, graph::Cast::NAME, &[q], wf(out), attrs)
+    };
+    let y = reshape_to(m, op, y, &xs)?;
+    m.replace_all_uses(r, y);
+    Some(())
 }
