@@ -232,3 +232,69 @@ fn blocked_dequantize_matches_the_interpreter() {
         matches_interpreter(src, std::slice::from_ref(&x), target);
     }
 }
+
+fn tensor_type(shape: &[u64]) -> String {
+    if shape.is_empty() {
+        return "tensor<f32>".into();
+    }
+    let d: Vec<String> = shape.iter().map(u64::to_string).collect();
+    format!("tensor<{}xf32>", d.join("x"))
+}
+
+#[test]
+fn einsum_equations_match_the_interpreter() {
+    let cases: [(&str, &[&[u64]], &[u64]); 8] = [
+        (
+            "bhqd,bhkd->bhqk",
+            &[&[2, 3, 4, 5], &[2, 3, 6, 5]],
+            &[2, 3, 4, 6],
+        ),
+        ("ij,jk", &[&[3, 4], &[4, 2]], &[3, 2]),
+        ("i,j->ij", &[&[3], &[4]], &[3, 4]),
+        ("...ij,...jk->...ik", &[&[2, 3, 4], &[2, 4, 5]], &[2, 3, 5]),
+        ("iij->j", &[&[3, 3, 4]], &[4]),
+        ("bij,bkj->bkj", &[&[2, 3, 4], &[2, 5, 4]], &[2, 5, 4]),
+        ("ijk->kji", &[&[2, 3, 4]], &[4, 3, 2]),
+        ("ij,ij->", &[&[3, 4], &[3, 4]], &[]),
+    ];
+    for (eq, shapes, out) in cases {
+        let names = ["a", "b"];
+        let args: Vec<String> = shapes
+            .iter()
+            .zip(names)
+            .map(|(s, n)| format!("%{n}: {} {{graph.name = \"{n}\"}}", tensor_type(s)))
+            .collect();
+        let operands: Vec<String> = names[..shapes.len()]
+            .iter()
+            .map(|n| format!("%{n}"))
+            .collect();
+        let types: Vec<String> = shapes.iter().map(|s| tensor_type(s)).collect();
+        let ot = tensor_type(out);
+        let src = format!(
+            r#"module {{
+  func.func @main({}) -> ({ot} {{graph.name = "y"}}) {{
+    %y = "graph.einsum"({}) {{equation = "{eq}"}} : ({}) -> {ot} loc("Einsum")
+    func.return %y : {ot}
+  }}
+}}
+"#,
+            args.join(", "),
+            operands.join(", "),
+            types.join(", ")
+        );
+        let inputs: Vec<Input> = shapes
+            .iter()
+            .zip(names)
+            .enumerate()
+            .map(|(i, (s, n))| Input {
+                name: n,
+                dt: DType::F32,
+                shape: s.to_vec(),
+                vals: values(s.iter().product::<u64>() as usize, 20 + i as u64),
+            })
+            .collect();
+        for target in ["edge", "datacenter"] {
+            matches_interpreter(&src, &inputs, target);
+        }
+    }
+}

@@ -18,6 +18,12 @@
 //!   blocked one (`block_size` dividing the axis) over the axis split into blocks; other block
 //!   shapes stay as they are.
 //!
+//! - `graph.einsum` with one or two operands becomes diagonals (a strided slice of the
+//!   flattened pair of axes), sums over the letters only one operand has, one batched
+//!   `graph.matmul` over `[batch, free, contracted]` views of the operands, and transposes into
+//!   the output's letter order (ellipses expand to letters right-aligned; operands must agree on
+//!   the extent of every shared letter).
+//!
 //! Needs static shapes (what the backend pipeline has); an op whose shapes are not static is
 //! left as it is for `lower-llmpu` to refuse by name.
 
@@ -53,6 +59,7 @@ impl Pass for Legalize {
                 graph::Trilu::NAME => trilu(m, op),
                 graph::GatherNd::NAME => gather_nd(m, op),
                 graph::QuantizeLinear::NAME | graph::DequantizeLinear::NAME => quant(m, op),
+                graph::Einsum::NAME => Ok(einsum(m, op).is_some()),
                 _ => Ok(false),
             }
             .map_err(|e| PassError::failed(INFO.name, loc, e))?;
@@ -379,6 +386,232 @@ fn quant_inner(m: &mut Module, op: OpId) -> Option<()> {
         insert(m, op, graph::Cast::NAME, &[q], wf(out), attrs)
     };
     let y = reshape_to(m, op, y, &xs)?;
+    m.replace_all_uses(r, y);
+    Some(())
+}
+
+/// Letters of each operand and of the output, ellipses expanded (`None` for a malformed or
+/// unsupported equation).
+fn einsum_letters(eq: &str, ranks: &[usize]) -> Option<(Vec<Vec<char>>, Vec<char>)> {
+    let eq: String = eq.chars().filter(|c| !c.is_whitespace()).collect();
+    let (lhs, rhs) = match eq.split_once("->") {
+        Some((l, r)) => (l.to_string(), Some(r.to_string())),
+        None => (eq.clone(), None),
+    };
+    let parts: Vec<&str> = lhs.split(',').collect();
+    if parts.len() != ranks.len() {
+        return None;
+    }
+    // Ellipsis dims get letters of their own, shared right-aligned across operands.
+    let ell: Vec<char> = ('A'..='Z').collect();
+    let mut ell_rank = 0;
+    let mut ins = vec![];
+    for (p, &r) in parts.iter().zip(ranks) {
+        let named = p.replace("...", "").chars().count();
+        let mut v = vec![];
+        if let Some((a, b)) = p.split_once("...") {
+            let k = r.checked_sub(named)?;
+            ell_rank = ell_rank.max(k);
+            v.extend(a.chars());
+            v.extend(ell[ell.len() - k..].iter());
+            v.extend(b.chars());
+        } else {
+            if named != r {
+                return None;
+            }
+            v.extend(p.chars());
+        }
+        if v.iter().any(|c| !c.is_ascii_alphabetic()) {
+            return None;
+        }
+        ins.push(v);
+    }
+    let out = match rhs {
+        Some(r) => {
+            let mut v = vec![];
+            if let Some((a, b)) = r.split_once("...") {
+                v.extend(a.chars());
+                v.extend(ell[ell.len() - ell_rank..].iter());
+                v.extend(b.chars());
+            } else {
+                v.extend(r.chars());
+            }
+            v
+        }
+        None => {
+            // Implicit output: the ellipsis, then the letters used once, alphabetically.
+            let mut v: Vec<char> = ell[ell.len() - ell_rank..].to_vec();
+            let mut once: Vec<char> = ins
+                .iter()
+                .flatten()
+                .copied()
+                .filter(|c| c.is_ascii_lowercase())
+                .filter(|c| ins.iter().flatten().filter(|d| *d == c).count() == 1)
+                .collect();
+            once.sort();
+            v.extend(once);
+            v
+        }
+    };
+    Some((ins, out))
+}
+
+/// One operand reduced to distinct letters: diagonals taken, letters that neither the output
+/// nor `keep` has summed out. Returns the value and its letters.
+fn einsum_operand(
+    m: &mut Module,
+    op: OpId,
+    mut v: ValueId,
+    mut letters: Vec<char>,
+    keep: &[char],
+) -> Option<(ValueId, Vec<char>)> {
+    let elem = m.value_type(v).elem()?;
+    // Diagonals: a repeated letter's two axes moved last, flattened, sliced with step n + 1.
+    while let Some((i, j)) = (0..letters.len())
+        .flat_map(|i| (i + 1..letters.len()).map(move |j| (i, j)))
+        .find(|&(i, j)| letters[i] == letters[j])
+    {
+        let shape = shape_of(m, v)?;
+        let n = shape[i];
+        if shape[j] != n {
+            return None;
+        }
+        let mut perm: Vec<usize> = (0..letters.len()).filter(|&k| k != i && k != j).collect();
+        perm.extend([i, j]);
+        let tshape: Vec<u64> = perm.iter().map(|&k| shape[k]).collect();
+        let t = insert(
+            m,
+            op,
+            graph::Transpose::NAME,
+            &[v],
+            tensor_ty(&tshape, elem),
+            vec![("perm", Attribute::DenseI64Array(perm.iter().map(|&k| k as i64).collect()))],
+        );
+        let mut flat = tshape[..tshape.len() - 2].to_vec();
+        flat.push(n * n);
+        let f = reshape_to(m, op, t, &flat)?;
+        let ax = flat.len() as i64 - 1;
+        let st = ints(m, op, "diag_start", vec![1], vec![0]);
+        let en = ints(m, op, "diag_end", vec![1], vec![(n * n) as i64]);
+        let axc = ints(m, op, "diag_axis", vec![1], vec![ax]);
+        let step = ints(m, op, "diag_step", vec![1], vec![n as i64 + 1]);
+        let mut dshape = flat.clone();
+        *dshape.last_mut()? = n;
+        v = insert(
+            m,
+            op,
+            graph::Slice::NAME,
+            &[f, st, en, axc, step],
+            tensor_ty(&dshape, elem),
+            vec![],
+        );
+        let c = letters[i];
+        let mut nl: Vec<char> = perm[..perm.len() - 2].iter().map(|&k| letters[k]).collect();
+        nl.push(c);
+        letters = nl;
+    }
+    // Sum out letters used nowhere else.
+    let gone: Vec<usize> = (0..letters.len())
+        .filter(|&k| !keep.contains(&letters[k]))
+        .collect();
+    if !gone.is_empty() {
+        let shape = shape_of(m, v)?;
+        let rest: Vec<u64> = (0..letters.len())
+            .filter(|k| !gone.contains(k))
+            .map(|k| shape[k])
+            .collect();
+        let axes = ints(m, op, "einsum_sum", vec![gone.len()], gone.iter().map(|&k| k as i64).collect());
+        v = insert(
+            m,
+            op,
+            graph::ReduceSum::NAME,
+            &[v, axes],
+            tensor_ty(&rest, elem),
+            vec![("keepdims", Attribute::i64(0))],
+        );
+        letters = (0..letters.len())
+            .filter(|k| !gone.contains(k))
+            .map(|k| letters[k])
+            .collect();
+    }
+    Some((v, letters))
+}
+
+/// `v` (letters `have`) transposed to the letter order `want` (the same set).
+fn permute_letters(m: &mut Module, op: OpId, v: ValueId, have: &[char], want: &[char]) -> Option<ValueId> {
+    let perm: Vec<i64> = want
+        .iter()
+        .map(|c| have.iter().position(|h| h == c).map(|p| p as i64))
+        .collect::<Option<_>>()?;
+    if perm.iter().enumerate().all(|(i, &p)| i as i64 == p) {
+        return Some(v);
+    }
+    let shape = shape_of(m, v)?;
+    let ts: Vec<u64> = perm.iter().map(|&p| shape[p as usize]).collect();
+    let elem = m.value_type(v).elem()?;
+    Some(insert(
+        m,
+        op,
+        graph::Transpose::NAME,
+        &[v],
+        tensor_ty(&ts, elem),
+        vec![("perm", Attribute::DenseI64Array(perm))],
+    ))
+}
+
+fn einsum(m: &mut Module, op: OpId) -> Option<()> {
+    let ins = m.op(op).operands.clone();
+    if ins.is_empty() || ins.len() > 2 {
+        return None;
+    }
+    let eq = m.attr(op, "equation").and_then(Attribute::as_str)?.to_string();
+    let shapes: Vec<Vec<u64>> = ins.iter().map(|&v| shape_of(m, v)).collect::<Option<_>>()?;
+    let (letters, out) = einsum_letters(&eq, &shapes.iter().map(Vec::len).collect::<Vec<_>>())?;
+    let r = m.op(op).results[0];
+    let elem = m.value_type(r).elem()?;
+    let mut extent = std::collections::HashMap::new();
+    for (ls, sh) in letters.iter().zip(&shapes) {
+        for (c, &d) in ls.iter().zip(sh) {
+            if *extent.entry(*c).or_insert(d) != d {
+                return None;
+            }
+        }
+    }
+    let unique = out.iter().enumerate().all(|(i, c)| !out[..i].contains(c));
+    if !unique || out.iter().any(|c| !extent.contains_key(c)) {
+        return None;
+    }
+    let y = if ins.len() == 1 {
+        let (v, have) = einsum_operand(m, op, ins[0], letters[0].clone(), &out)?;
+        permute_letters(m, op, v, &have, &out)?
+    } else {
+        if !elem.is_float() {
+            return None;
+        }
+        let keep_a: Vec<char> = out.iter().chain(&letters[1]).copied().collect();
+        let keep_b: Vec<char> = out.iter().chain(&letters[0]).copied().collect();
+        let (a, la) = einsum_operand(m, op, ins[0], letters[0].clone(), &keep_a)?;
+        let (b, lb) = einsum_operand(m, op, ins[1], letters[1].clone(), &keep_b)?;
+        let batch: Vec<char> = out.iter().copied().filter(|c| la.contains(c) && lb.contains(c)).collect();
+        let left: Vec<char> = out.iter().copied().filter(|c| la.contains(c) && !lb.contains(c)).collect();
+        let right: Vec<char> = out.iter().copied().filter(|c| lb.contains(c) && !la.contains(c)).collect();
+        let contr: Vec<char> = la.iter().copied().filter(|c| lb.contains(c) && !out.contains(c)).collect();
+        let size = |cs: &[char]| cs.iter().map(|c| extent[c]).product::<u64>();
+        let (nb, nl, nr, nc) = (size(&batch), size(&left), size(&right), size(&contr));
+        let order_a: Vec<char> = batch.iter().chain(&left).chain(&contr).copied().collect();
+        let order_b: Vec<char> = batch.iter().chain(&contr).chain(&right).copied().collect();
+        let a = permute_letters(m, op, a, &la, &order_a)?;
+        let b = permute_letters(m, op, b, &lb, &order_b)?;
+        let a = reshape_to(m, op, a, &[nb, nl, nc])?;
+        let b = reshape_to(m, op, b, &[nb, nc, nr])?;
+        let p = insert(m, op, graph::MatMul::NAME, &[a, b], tensor_ty(&[nb, nl, nr], elem), vec![]);
+        let full: Vec<char> = batch.iter().chain(&left).chain(&right).copied().collect();
+        let fshape: Vec<u64> = full.iter().map(|c| extent[c]).collect();
+        let p = reshape_to(m, op, p, &fshape)?;
+        permute_letters(m, op, p, &full, &out)?
+    };
+    let want = shape_of(m, r)?;
+    let y = reshape_to(m, op, y, &want)?;
     m.replace_all_uses(r, y);
     Some(())
 }
