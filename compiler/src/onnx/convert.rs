@@ -150,8 +150,11 @@ fn why_unsupported(n: &NodeProto, opset: i64) -> Option<String> {
         return Some(format!("operator domain '{}' is not supported", n.domain));
     }
     let op = n.op_type.as_str();
-    if matches!(op, "Loop" | "If" | "Scan") {
-        return Some("control flow (subgraphs) is not supported".into());
+    if op == "If" {
+        return None;
+    }
+    if matches!(op, "Loop" | "Scan") {
+        return Some("control flow with loops (subgraphs run repeatedly) is not supported".into());
     }
     if op.starts_with("Sequence")
         || op.starts_with("Optional")
@@ -222,6 +225,72 @@ fn why_unsupported(n: &NodeProto, opset: i64) -> Option<String> {
         }
     }
     None
+}
+
+/// Appends every unsupported node of `g` and of its `If` branches (labelled `prefix` + the
+/// `If` node and branch) to `out`.
+fn unsupported_nodes(g: &GraphProto, opset: i64, prefix: &str, out: &mut Vec<UnsupportedNode>) {
+    for (i, n) in g.node.iter().enumerate() {
+        let label = format!("{prefix}{}", node_label(n, i));
+        if let Some(reason) = why_unsupported(n, opset) {
+            out.push(UnsupportedNode {
+                node: label,
+                op_type: n.op_type.clone(),
+                reason,
+            });
+            continue;
+        }
+        if n.op_type == "If" {
+            for a in &n.attribute {
+                match (a.name.as_str(), &a.g) {
+                    ("then_branch" | "else_branch", Some(b)) => {
+                        unsupported_nodes(b, opset, &format!("{label}/{}/", a.name), out)
+                    }
+                    (name, _) => out.push(UnsupportedNode {
+                        node: label.clone(),
+                        op_type: n.op_type.clone(),
+                        reason: format!("attribute '{name}' is not a branch graph"),
+                    }),
+                }
+            }
+        }
+    }
+}
+
+/// The names `n` reads: its inputs and, for an `If`, the outer values its branches capture.
+fn node_reads(n: &NodeProto) -> Vec<String> {
+    let mut v: Vec<String> = n.input.iter().filter(|s| !s.is_empty()).cloned().collect();
+    for a in &n.attribute {
+        if let Some(b) = &a.g {
+            for c in captured(b) {
+                if !v.contains(&c) {
+                    v.push(c);
+                }
+            }
+        }
+    }
+    v
+}
+
+/// Names a branch graph reads from its enclosing scopes.
+fn captured(g: &GraphProto) -> Vec<String> {
+    let mut defined: HashSet<&str> = g.initializer.iter().map(|t| t.name.as_str()).collect();
+    defined.extend(g.input.iter().map(|i| i.name.as_str()));
+    for n in &g.node {
+        defined.extend(n.output.iter().map(String::as_str));
+    }
+    let mut out: Vec<String> = vec![];
+    let reads = g
+        .node
+        .iter()
+        .flat_map(node_reads)
+        .chain(g.output.iter().map(|o| o.name.clone()));
+    for r in reads {
+        if !defined.contains(r.as_str()) && !out.contains(&r) {
+            out.push(r);
+        }
+    }
+    out
 }
 
 fn node_label(n: &NodeProto, idx: usize) -> String {
@@ -417,7 +486,7 @@ fn topo_order(g: &GraphProto, known: &HashSet<String>) -> Result<Vec<usize>, Imp
     let mut indeg = vec![0usize; g.node.len()];
     let mut users: Vec<Vec<usize>> = vec![vec![]; g.node.len()];
     for (i, n) in g.node.iter().enumerate() {
-        for inp in n.input.iter().filter(|s| !s.is_empty()) {
+        for inp in &node_reads(n) {
             match producer.get(inp.as_str()) {
                 Some(&p) => {
                     indeg[i] += 1;
@@ -542,19 +611,9 @@ pub fn import(
             )));
         }
     }
-    // 1. Every unsupported node at once.
-    let bad: Vec<UnsupportedNode> = g
-        .node
-        .iter()
-        .enumerate()
-        .filter_map(|(i, n)| {
-            why_unsupported(n, opset).map(|reason| UnsupportedNode {
-                node: node_label(n, i),
-                op_type: n.op_type.clone(),
-                reason,
-            })
-        })
-        .collect();
+    // 1. Every unsupported node at once (inside `If` branches too).
+    let mut bad: Vec<UnsupportedNode> = vec![];
+    unsupported_nodes(g, opset, "", &mut bad);
     if !bad.is_empty() {
         return Err(ImportError::Unsupported(bad));
     }
@@ -680,53 +739,7 @@ pub fn import(
         }
     }
     // 3. Nodes in topological order.
-    let known: HashSet<String> = ctx.values.keys().cloned().collect();
-    let order = topo_order(g, &known)?;
-    for i in order {
-        let n = &g.node[i];
-        let label = node_label(n, i);
-        let err = |message: String| ImportError::Node {
-            node: label.clone(),
-            op_type: n.op_type.clone(),
-            message,
-        };
-        let mut outs = ctx.node(n, &label).map_err(err)?;
-        if ctx.opts.fold {
-            // Fold as we go, so shape computations are constants for the typing of later nodes.
-            if let Some(op) = outs.first().and_then(|&v| ctx.m.defining_op(v))
-                && ctx.m.op(op).results == outs
-                && let Some(new) =
-                    crate::passes::fold_constants::fold_op(&mut ctx.m, op).map_err(err)?
-            {
-                outs = new;
-            }
-        }
-        for (name, v) in n.output.iter().zip(outs) {
-            if name.is_empty() {
-                continue;
-            }
-            if let Some(decl) = ctx.value_info.get(name) {
-                let cur = ctx.m.value_type(v).clone();
-                let merged = merge_types(decl, &cur)
-                    .and_then(|t| {
-                        if t.elem() != cur.elem() {
-                            Err(format!(
-                                "value '{name}' is declared {decl} but computed as {cur}"
-                            ))
-                        } else {
-                            Ok(t)
-                        }
-                    })
-                    .map_err(|e| ImportError::Node {
-                        node: label.clone(),
-                        op_type: n.op_type.clone(),
-                        message: format!("output '{name}': {e}"),
-                    })?;
-                ctx.m.set_value_type(v, merged);
-            }
-            ctx.values.insert(name.clone(), v);
-        }
-    }
+    ctx.import_nodes(g, "")?;
     // 4. Outputs.
     let mut outs = vec![];
     let mut out_names = vec![];
@@ -841,6 +854,129 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// Imports the nodes of `g` in topological order, labelled `prefix` + node label, folding
+    /// as it goes and checking each output against its declared type.
+    fn import_nodes(&mut self, g: &GraphProto, prefix: &str) -> Result<(), ImportError> {
+        let known: HashSet<String> = self.values.keys().cloned().collect();
+        let order = topo_order(g, &known)?;
+        for i in order {
+            let n = &g.node[i];
+            let label = format!("{prefix}{}", node_label(n, i));
+            let err = |message: String| ImportError::Node {
+                node: label.clone(),
+                op_type: n.op_type.clone(),
+                message,
+            };
+            let mut outs = self.node(n, &label).map_err(err)?;
+            if self.opts.fold {
+                // Fold as we go, so shape computations are constants for the typing of later nodes.
+                if let Some(op) = outs.first().and_then(|&v| self.m.defining_op(v))
+                    && self.m.op(op).results == outs
+                    && let Some(new) =
+                        crate::passes::fold_constants::fold_op(&mut self.m, op).map_err(err)?
+                {
+                    outs = new;
+                }
+            }
+            for (name, v) in n.output.iter().zip(outs) {
+                if name.is_empty() {
+                    continue;
+                }
+                if let Some(decl) = self.value_info.get(name) {
+                    let cur = self.m.value_type(v).clone();
+                    let merged = merge_types(decl, &cur)
+                        .and_then(|t| {
+                            if t.elem() != cur.elem() {
+                                Err(format!(
+                                    "value '{name}' is declared {decl} but computed as {cur}"
+                                ))
+                            } else {
+                                Ok(t)
+                            }
+                        })
+                        .map_err(|e| ImportError::Node {
+                            node: label.clone(),
+                            op_type: n.op_type.clone(),
+                            message: format!("output '{name}': {e}"),
+                        })?;
+                    self.m.set_value_type(v, merged);
+                }
+                self.values.insert(name.clone(), v);
+            }
+        }
+        Ok(())
+    }
+
+    /// ONNX `If` whose condition is known at compile time (a constant, a folded shape test, or a
+    /// bound input): the taken branch's nodes are imported in place and its outputs are the
+    /// node's. A condition computed at run time is an error naming what to bind.
+    fn if_node(&mut self, n: &NodeProto, label: &str, cond: ValueId) -> R<Vec<ValueId>> {
+        let c = crate::interp::constant_value(&self.m, cond).ok_or_else(|| {
+            // The graph input the condition comes from, through ops of one run-time operand.
+            let mut v = cond;
+            while let Some(op) = self.m.defining_op(v) {
+                let live: Vec<ValueId> = self
+                    .m
+                    .op(op)
+                    .operands
+                    .iter()
+                    .copied()
+                    .filter(|&o| crate::interp::constant_value(&self.m, o).is_none())
+                    .collect();
+                match live[..] {
+                    [one] => v = one,
+                    _ => break,
+                }
+            }
+            let input = self
+                .values
+                .iter()
+                .find(|(_, x)| **x == v && self.m.defining_op(v).is_none())
+                .map(|(k, _)| k.clone());
+            match input {
+                Some(i) => format!(
+                    "the condition is graph input '{i}', known only at run time; compile the branch you want with `--bind {i}=1` (then) or `--bind {i}=0` (else)"
+                ),
+                None => "the condition is computed at run time; only an If whose condition folds to a constant (or comes from a bound input) is supported".into(),
+            }
+        })?;
+        if c.len() != 1 {
+            return Err(format!("the condition has {} elements, not one", c.len()));
+        }
+        let which = if c.get_f64(0) != 0.0 {
+            "then_branch"
+        } else {
+            "else_branch"
+        };
+        let g = n
+            .attribute
+            .iter()
+            .find(|a| a.name == which)
+            .and_then(|a| a.g.as_ref())
+            .ok_or_else(|| format!("no {which} graph"))?;
+        for t in &g.initializer {
+            let (elem, shape, bytes) = proto_bytes(t, &mut self.ext)?;
+            let v = self.constant(&t.name, elem, &shape, bytes, Location::name(&t.name));
+            self.values.insert(t.name.clone(), v);
+        }
+        for vi in &g.value_info {
+            if let Ok(Some(t)) = value_type_of(vi, "value", self.opts, false) {
+                self.value_info.insert(vi.name.clone(), t);
+            }
+        }
+        self.import_nodes(g, &format!("{label}/{which}/"))
+            .map_err(|e| e.to_string())?;
+        g.output
+            .iter()
+            .map(|o| {
+                self.values
+                    .get(&o.name)
+                    .copied()
+                    .ok_or_else(|| format!("{which} output '{}' is never computed", o.name))
+            })
+            .collect()
+    }
+
     fn node(&mut self, n: &NodeProto, label: &str) -> R<Vec<ValueId>> {
         let loc = Location::name(label);
         let ins: Vec<Option<ValueId>> = n
@@ -869,6 +1005,10 @@ impl Ctx<'_> {
             .rposition(|o| !o.is_empty())
             .map_or(1, |p| p + 1)
             .max(1);
+        if n.op_type == "If" {
+            let cond = req(0)?;
+            return self.if_node(n, label, cond);
+        }
         // Present operands and their slots.
         let present: Vec<ValueId> = ins.iter().flatten().copied().collect();
         let slots: Vec<i64> = ins
