@@ -1,6 +1,7 @@
 //! The command line's answers to a user's slips: the tolerance a binary's precision implies,
 //! binaries run on a target they were not built for, `--dim` names the model does not have,
-//! unbound dims, and "did you mean" suggestions.
+//! unbound dims, "did you mean" suggestions, and `--bind` for inputs the backend needs at
+//! compile time.
 
 mod common;
 
@@ -226,4 +227,62 @@ fn misspelt_targets_passes_and_values_get_a_did_you_mean() {
         assert!(!o.status.success(), "{args:?}: {t}");
         assert!(t.contains(want), "{args:?}: {t}");
     }
+}
+
+#[test]
+fn an_axes_input_is_compiled_in_with_bind_and_the_binary_no_longer_takes_it() {
+    let sub = "onnx-node/test_reduce_sum_keepdims_example";
+    let Some(c) = corpus(sub) else {
+        return;
+    };
+    let model = c.join(sub).join("model.onnx");
+    let bin = scratch("reduce_bound.llmpu");
+    let o = llmpu(&["compile", s(&model), "-o", s(&bin)]);
+    let msg = text(&o);
+    assert!(
+        !o.status.success()
+            && msg.contains("graph input `axes`")
+            && msg.contains("--bind axes=V1,V2,..."),
+        "{msg}"
+    );
+    for (bad, want) in [
+        (
+            "axis=1",
+            "not a graph input (inputs: data, axes); did you mean `axes`?",
+        ),
+        (
+            "axes=1,2",
+            "input 'axes' holds 1 value(s) (shape [1]), 2 given",
+        ),
+        ("axes=one", "'one' is not a i64 value (input 'axes')"),
+    ] {
+        let o = llmpu(&["compile", s(&model), "--bind", bad, "-o", s(&bin)]);
+        assert!(
+            !o.status.success() && text(&o).contains(want),
+            "{bad}: {}",
+            text(&o)
+        );
+    }
+    let o = llmpu(&["compile", s(&model), "--bind", "axes=1", "-o", s(&bin)]);
+    assert!(o.status.success(), "{}", text(&o));
+    let data = scratch("reduce_data.npy");
+    let want = scratch("reduce_want.npy");
+    f32_npy(
+        &data,
+        &[3, 2, 2],
+        &(1..=12).map(|v| v as f32).collect::<Vec<_>>(),
+    );
+    f32_npy(&want, &[3, 1, 2], &[4.0, 6.0, 12.0, 14.0, 20.0, 22.0]);
+    let input = format!("data={}", s(&data));
+    let expect = format!("reduced={}", s(&want));
+    let o = llmpu(&["run", s(&bin), "--input", &input, "--expect", &expect]);
+    assert!(o.status.success(), "{}", text(&o));
+    // The bound input is gone from the binary's interface.
+    let axes = format!("axes={}", s(&data));
+    let o = llmpu(&["run", s(&bin), "--input", &input, "--input", &axes]);
+    assert!(
+        !o.status.success() && text(&o).contains("axes"),
+        "{}",
+        text(&o)
+    );
 }
