@@ -72,7 +72,31 @@ impl Pass for Legalize {
     }
 }
 
-/// Inserts `name(operands)` with result type `ty` before `at`.
+/// `loc` with every name suffixed `/step`: the location of a step of a rewrite, so only the op
+/// that produces the rewritten op's value carries that op's location (`generate --verify`
+/// compares a probed op with the ONNX node its location names).
+fn step_loc(loc: &Location, step: &str) -> Location {
+    let suffix = step.strip_prefix(graph::PREFIX).unwrap_or(step);
+    match loc {
+        Location::Unknown => Location::Unknown,
+        Location::Name(n) => Location::name(&format!("{n}/{suffix}")),
+        Location::Fused(v) => Location::Fused(v.iter().map(|n| format!("{n}/{suffix}").into()).collect()),
+    }
+}
+
+/// Replaces the result `r` of the rewritten op by `y`, whose producer takes the op's location.
+fn finish(m: &mut Module, op: OpId, r: ValueId, y: ValueId) {
+    let loc = m.op(op).loc.clone();
+    if let Some(p) = m.defining_op(y)
+        && p != op
+        && m.op(p).name != graph::Constant::NAME
+    {
+        m.op_mut(p).loc = loc;
+    }
+    m.replace_all_uses(r, y);
+}
+
+/// Inserts `name(operands)` with result type `ty` before `at`, located as a step of `at`.
 fn insert(
     m: &mut Module,
     at: OpId,
@@ -81,7 +105,7 @@ fn insert(
     ty: Type,
     attrs: Vec<(&str, Attribute)>,
 ) -> ValueId {
-    let loc = m.op(at).loc.clone();
+    let loc = step_loc(&m.op(at).loc, name);
     let mut spec = OpSpec::new(name, loc).operands(operands).results(vec![ty]);
     for (k, a) in attrs {
         spec = spec.attr(k, a);
@@ -166,7 +190,7 @@ fn trilu(m: &mut Module, op: OpId) -> Result<bool, String> {
     let r = m.op(op).results[0];
     let ty = m.value_type(r).clone();
     let out = insert(m, op, graph::Where::NAME, &[keep, x, zero], ty, vec![]);
-    m.replace_all_uses(r, out);
+    finish(m, op, r, out);
     Ok(true)
 }
 
@@ -271,7 +295,7 @@ fn gather_nd(m: &mut Module, op: OpId) -> Result<bool, String> {
         ty,
         vec![("axis", Attribute::i64(0))],
     );
-    m.replace_all_uses(r, out);
+    finish(m, op, r, out);
     Ok(true)
 }
 
@@ -386,7 +410,7 @@ fn quant_inner(m: &mut Module, op: OpId) -> Option<()> {
         insert(m, op, graph::Cast::NAME, &[q], wf(out), attrs)
     };
     let y = reshape_to(m, op, y, &xs)?;
-    m.replace_all_uses(r, y);
+    finish(m, op, r, y);
     Some(())
 }
 
@@ -612,6 +636,6 @@ fn einsum(m: &mut Module, op: OpId) -> Option<()> {
     };
     let want = shape_of(m, r)?;
     let y = reshape_to(m, op, y, &want)?;
-    m.replace_all_uses(r, y);
+    finish(m, op, r, y);
     Some(())
 }
