@@ -173,6 +173,7 @@ pub fn pipeline() -> Vec<&'static str> {
         "split-projections",
         "fuse-rotary",
         "fuse-attention",
+        "decompose-attention",
         "fuse-norm",
         "fuse-matmul-epilogue",
         "kv-layout",

@@ -33,6 +33,7 @@ register_passes! {
     cse,
     dce,
     fuse_attention,
+    decompose_attention,
     fuse_norm,
     fuse_rotary,
     fuse_matmul_epilogue,
