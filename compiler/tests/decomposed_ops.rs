@@ -1,0 +1,126 @@
+//! ONNX ops the backend has no kernel for, compiled through the whole pipeline (where
+//! `decompose-attention` rewrites them into primitives) and run on the emulator; every output must
+//! match the reference interpreter on the same module and inputs.
+
+mod common;
+use common::{checked, compile_text, values};
+use llmpu_compiler::backend::Precision;
+use llmpu_compiler::interp::{self, Tensor as ITensor};
+use llmpu_compiler::ir::ScalarType;
+use llmpu_compiler::parser::parse_module;
+use llmpu_isa::DType;
+use llmpu_runtime::{Tensor, run};
+
+/// One input bound both for the emulator and for the interpreter.
+struct Input {
+    name: &'static str,
+    emu: Tensor,
+    reference: ITensor,
+}
+
+fn f32_input(name: &'static str, shape: &[usize], seed: u64) -> Input {
+    let n: usize = shape.iter().product();
+    let v = values(n, seed);
+    Input {
+        name,
+        emu: Tensor::from_f32(DType::F32, shape.iter().map(|&d| d as u64).collect(), &v).unwrap(),
+        reference: ITensor::new(shape.to_vec(), v),
+    }
+}
+
+fn bool_input(name: &'static str, shape: &[usize], bits: &[bool]) -> Input {
+    let bytes: Vec<u8> = bits.iter().map(|&b| b as u8).collect();
+    Input {
+        name,
+        emu: Tensor::new(
+            DType::U8,
+            shape.iter().map(|&d| d as u64).collect(),
+            bytes.clone(),
+        )
+        .unwrap(),
+        reference: ITensor::from_le_bytes(ScalarType::I1, shape.to_vec(), &bytes).unwrap(),
+    }
+}
+
+fn i64_input(name: &'static str, shape: &[usize], v: &[i64]) -> Input {
+    Input {
+        name,
+        emu: Tensor::from_ints(DType::I64, shape.iter().map(|&d| d as u64).collect(), v).unwrap(),
+        reference: ITensor::new(shape.to_vec(), v.to_vec()),
+    }
+}
+
+/// Compiles `src` in fp32 on the edge preset, runs it and the interpreter on `inputs`, and checks
+/// every output element within `1e-4 + 1e-4·|want|`. Returns the number of outputs compared.
+fn matches_interpreter(src: &str, inputs: &[Input]) -> usize {
+    let m = parse_module(src).unwrap_or_else(|e| panic!("{e:?}"));
+    let prog = compile_text(src, "edge", Precision::Fp32);
+    let bound: Vec<(String, Tensor)> = inputs
+        .iter()
+        .map(|i| (i.name.to_string(), i.emu.clone()))
+        .collect();
+    let res = run(&prog, &bound, &checked()).unwrap_or_else(|e| panic!("emulator: {e}"));
+    let refs: Vec<ITensor> = inputs.iter().map(|i| i.reference.clone()).collect();
+    let want = interp::run(&m, &refs).expect("interpreter");
+    assert_eq!(res.outputs.len(), want.len());
+    for (k, ((name, got), want)) in res.outputs.iter().zip(&want).enumerate() {
+        let got = got.to_f32();
+        let want = want.to_f64_vec();
+        assert_eq!(got.len(), want.len(), "output {k} ({name})");
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            let tol = 1e-4 + 1e-4 * w.abs();
+            assert!(
+                (*g as f64 - w).abs() <= tol,
+                "output {k} ({name}) element {i}: emulator {g}, interpreter {w}"
+            );
+        }
+    }
+    want.len()
+}
+
+#[test]
+fn attention_with_past_gqa_causal_and_bool_mask_decomposes_and_matches_interpreter() {
+    // 3-D inputs: 4 query heads share 2 KV heads of size 4; 4 cached tokens plus 3 new ones.
+    // The mask masks the second query row everywhere: that row's output must be zero.
+    let src = r#"module {
+  func.func @main(%q: tensor<1x3x16xf32> {graph.name = "q"}, %k: tensor<1x3x8xf32> {graph.name = "k"}, %v: tensor<1x3x8xf32> {graph.name = "v"}, %mask: tensor<3x7xi1> {graph.name = "mask"}, %pk: tensor<1x2x4x4xf32> {graph.name = "past_k"}, %pv: tensor<1x2x4x4xf32> {graph.name = "past_v"}) -> (tensor<1x3x16xf32> {graph.name = "y"}, tensor<1x2x7x4xf32> {graph.name = "present_k"}, tensor<1x2x7x4xf32> {graph.name = "present_v"}) {
+    %y:3 = "graph.attention"(%q, %k, %v, %mask, %pk, %pv) {is_causal = 1 : i64, kv_num_heads = 2 : i64, q_num_heads = 4 : i64} : (tensor<1x3x16xf32>, tensor<1x3x8xf32>, tensor<1x3x8xf32>, tensor<3x7xi1>, tensor<1x2x4x4xf32>, tensor<1x2x4x4xf32>) -> (tensor<1x3x16xf32>, tensor<1x2x7x4xf32>, tensor<1x2x7x4xf32>) loc("Attention")
+    func.return %y#0, %y#1, %y#2 : tensor<1x3x16xf32>, tensor<1x2x7x4xf32>, tensor<1x2x7x4xf32>
+  }
+}
+"#;
+    let mut bits = vec![true; 21];
+    bits[3] = false;
+    for b in &mut bits[7..14] {
+        *b = false;
+    }
+    let inputs = [
+        f32_input("q", &[1, 3, 16], 1),
+        f32_input("k", &[1, 3, 8], 2),
+        f32_input("v", &[1, 3, 8], 3),
+        bool_input("mask", &[3, 7], &bits),
+        f32_input("past_k", &[1, 2, 4, 4], 4),
+        f32_input("past_v", &[1, 2, 4, 4], 5),
+    ];
+    assert_eq!(matches_interpreter(src, &inputs), 3);
+}
+
+#[test]
+fn attention_with_nonpad_lengths_and_probability_output_matches_interpreter() {
+    // Causal with per-batch valid KV lengths (the second batch's first query row sees nothing)
+    // and the softmax probabilities as the extra output.
+    let src = r#"module {
+  func.func @main(%q: tensor<2x2x2x4xf32> {graph.name = "q"}, %k: tensor<2x2x5x4xf32> {graph.name = "k"}, %v: tensor<2x2x5x4xf32> {graph.name = "v"}, %np: tensor<2xi64> {graph.name = "nonpad"}) -> (tensor<2x2x2x4xf32> {graph.name = "y"}, tensor<2x2x2x5xf32> {graph.name = "probs"}) {
+    %y:4 = "graph.attention"(%q, %k, %v, %np) {is_causal = 1 : i64, operand_slots = array<i64: 0, 1, 2, 6>, qk_matmul_output_mode = 3 : i64, softcap = 3.0 : f32} : (tensor<2x2x2x4xf32>, tensor<2x2x5x4xf32>, tensor<2x2x5x4xf32>, tensor<2xi64>) -> (tensor<2x2x2x4xf32>, tensor<2x2x5x4xf32>, tensor<2x2x5x4xf32>, tensor<2x2x2x5xf32>) loc("Attention")
+    func.return %y#0, %y#3 : tensor<2x2x2x4xf32>, tensor<2x2x2x5xf32>
+  }
+}
+"#;
+    let inputs = [
+        f32_input("q", &[2, 2, 2, 4], 11),
+        f32_input("k", &[2, 2, 5, 4], 12),
+        f32_input("v", &[2, 2, 5, 4], 13),
+        i64_input("nonpad", &[2], &[5, 1]),
+    ];
+    assert_eq!(matches_interpreter(src, &inputs), 2);
+}
