@@ -1,6 +1,7 @@
-//! ONNX ops the backend has no kernel for, compiled through the whole pipeline (where
-//! `decompose-attention` rewrites them into primitives) and run on the emulator; every output must
-//! match the reference interpreter on the same module and inputs.
+//! ONNX ops the backend has no fused kernel for — `Attention` variants `decompose-attention`
+//! rewrites into primitives, `RotaryEmbedding`, `Pad` — compiled through the whole pipeline and
+//! run on the emulator; every output must match the reference interpreter on the same module and
+//! inputs.
 
 mod common;
 use common::{checked, compile_text, values};
@@ -53,8 +54,13 @@ fn i64_input(name: &'static str, shape: &[usize], v: &[i64]) -> Input {
 /// Compiles `src` in fp32 on the edge preset, runs it and the interpreter on `inputs`, and checks
 /// every output element within `1e-4 + 1e-4·|want|`. Returns the number of outputs compared.
 fn matches_interpreter(src: &str, inputs: &[Input]) -> usize {
+    matches_interpreter_on(src, inputs, "edge")
+}
+
+/// [`matches_interpreter`] on the preset `target`.
+fn matches_interpreter_on(src: &str, inputs: &[Input], target: &str) -> usize {
     let m = parse_module(src).unwrap_or_else(|e| panic!("{e:?}"));
-    let prog = compile_text(src, "edge", Precision::Fp32);
+    let prog = compile_text(src, target, Precision::Fp32);
     let bound: Vec<(String, Tensor)> = inputs
         .iter()
         .map(|i| (i.name.to_string(), i.emu.clone()))
@@ -70,7 +76,7 @@ fn matches_interpreter(src: &str, inputs: &[Input]) -> usize {
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             let tol = 1e-4 + 1e-4 * w.abs();
             assert!(
-                (*g as f64 - w).abs() <= tol,
+                *g as f64 == *w || (*g as f64 - w).abs() <= tol,
                 "output {k} ({name}) element {i}: emulator {g}, interpreter {w}"
             );
         }
@@ -123,4 +129,23 @@ fn attention_with_nonpad_lengths_and_probability_output_matches_interpreter() {
         i64_input("nonpad", &[2], &[5, 1]),
     ];
     assert_eq!(matches_interpreter(src, &inputs), 2);
+}
+
+#[test]
+fn constant_pad_fills_the_border_and_crops_negative_pads_on_every_preset() {
+    // Axis 0: 1 before, 2 after; axis 1: crops 1 in front, pads 3 after (fill −inf as the
+    // ONNX Attention function body pads its mask).
+    let src = r#"module {
+  func.func @main(%x: tensor<3x5xf32> {graph.name = "x"}) -> (tensor<6x7xf32> {graph.name = "y"}) {
+    %pads = "graph.constant"() {value = dense<[1, -1, 2, 3]> : tensor<4xi64>} : () -> tensor<4xi64> loc("pads")
+    %fill = "graph.constant"() {value = dense<0xFF800000> : tensor<f32>} : () -> tensor<f32> loc("fill")
+    %y = "graph.pad"(%x, %pads, %fill) {mode = "constant"} : (tensor<3x5xf32>, tensor<4xi64>, tensor<f32>) -> tensor<6x7xf32> loc("Pad")
+    func.return %y : tensor<6x7xf32>
+  }
+}
+"#;
+    for target in ["edge", "datacenter"] {
+        let inputs = [f32_input("x", &[3, 5], 21)];
+        assert_eq!(matches_interpreter_on(src, &inputs, target), 1);
+    }
 }

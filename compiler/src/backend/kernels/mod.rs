@@ -535,6 +535,7 @@ pub fn lower_op(cx: &mut Cx, op: OpId) -> R<()> {
         }
         graph::Gather::NAME => gather(cx, op, ins[0], ins[1], &ov),
         graph::Trilu::NAME => trilu(cx, op, &ov),
+        graph::Pad::NAME => pad(cx, op, &ov),
         graph::FusedAttention::NAME => super::attention::attention(cx, op, &ins, &ov),
         graph::Rope::NAME => {
             let rd = m.attr(op, "rotary_dim").and_then(Attribute::as_int);
@@ -645,6 +646,73 @@ pub fn copy(cx: &mut Cx, src: &View, dst: &View) -> R<()> {
             );
         }
         cx.e.move_view(false, &tile_view(&dst, t), b, cols);
+    }
+    Ok(())
+}
+
+// ---------- pad ----------
+
+/// ONNX Pad in constant mode with pads known at compile time: the output is filled with the pad
+/// value, then the (possibly cropped) input is copied into its interior. Pads given at run time
+/// would set the output shape at run time and are refused, as is a fill value given at run time.
+fn pad(cx: &mut Cx, op: OpId, ov: &View) -> R<()> {
+    let m = cx.m;
+    let x = cx.view(m.op(op).operands[0])?;
+    let rank = x.shape.len();
+    let pads = super::plan::operand_at(m, op, 1)
+        .and_then(|v| super::plan::const_ints(m, v))
+        .ok_or_else(|| {
+            cx.err("`graph.pad` with pads given at run time is not supported (they set the output shape)")
+        })?;
+    let fill = match super::plan::operand_at(m, op, 2) {
+        None => 0.0,
+        Some(v) => super::plan::splat_of(m, v).ok_or_else(|| {
+            cx.err("`graph.pad` with a pad value given at run time is not supported")
+        })?,
+    };
+    let axes: Vec<usize> = match super::plan::operand_at(m, op, 3) {
+        None => (0..rank).collect(),
+        Some(v) => super::plan::const_ints(m, v)
+            .ok_or_else(|| cx.err("`graph.pad` with axes given at run time is not supported"))?
+            .into_iter()
+            .map(|a| axis(cx, a, rank))
+            .collect::<R<_>>()?,
+    };
+    if pads.len() != 2 * axes.len() {
+        return Err(cx.err(format!(
+            "`graph.pad` needs a begin and an end count per axis: {} pads for {} axes",
+            pads.len(),
+            axes.len()
+        )));
+    }
+    let mut begin = vec![0i64; rank];
+    let mut end = vec![0i64; rank];
+    for (i, &a) in axes.iter().enumerate() {
+        begin[a] = pads[i];
+        end[a] = pads[i + axes.len()];
+    }
+    // The part of the input that survives cropping, and where it lands in the output.
+    let (mut src, mut dst) = (x.clone(), ov.clone());
+    for a in 0..rank {
+        let (cb, ce) = ((-begin[a]).max(0) as u64, (-end[a]).max(0) as u64);
+        let len = x.shape[a].saturating_sub(cb + ce);
+        if ov.shape[a] != len + begin[a].max(0) as u64 + end[a].max(0) as u64 {
+            return Err(cx.err(format!(
+                "`graph.pad` result extent {} on axis {a} does not match the pads",
+                ov.shape[a]
+            )));
+        }
+        src = src.slice(a, cb, 1, len);
+        dst = dst.slice(a, begin[a].max(0) as u64, 1, len);
+    }
+    if begin.iter().chain(&end).any(|&p| p > 0) {
+        elementwise(cx, Ew::Fill(fill as f32), &[], ov)?;
+        if cx.e.cores() > 1 {
+            cx.e.barrier();
+        }
+    }
+    if src.elems() > 0 {
+        copy(cx, &src, &dst)?;
     }
     Ok(())
 }
