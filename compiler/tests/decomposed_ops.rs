@@ -149,3 +149,40 @@ fn constant_pad_fills_the_border_and_crops_negative_pads_on_every_preset() {
         assert_eq!(matches_interpreter_on(src, &inputs, target), 1);
     }
 }
+
+#[test]
+fn rotary_embedding_interleaved_partial_with_position_ids_matches_interpreter() {
+    // 3-D input with 2 heads of 8; only the first 4 elements of each head rotate, in interleaved
+    // pairs, with cos/sin rows picked by position ids.
+    let src = r#"module {
+  func.func @main(%x: tensor<2x3x16xf32> {graph.name = "x"}, %cos: tensor<10x2xf32> {graph.name = "cos"}, %sin: tensor<10x2xf32> {graph.name = "sin"}, %pos: tensor<2x3xi64> {graph.name = "pos"}) -> (tensor<2x3x16xf32> {graph.name = "y"}) {
+    %y = "graph.rotary_embedding"(%x, %cos, %sin, %pos) {interleaved = 1 : i64, num_heads = 2 : i64, rotary_embedding_dim = 4 : i64} : (tensor<2x3x16xf32>, tensor<10x2xf32>, tensor<10x2xf32>, tensor<2x3xi64>) -> tensor<2x3x16xf32> loc("RotaryEmbedding")
+    func.return %y : tensor<2x3x16xf32>
+  }
+}
+"#;
+    let inputs = [
+        f32_input("x", &[2, 3, 16], 31),
+        f32_input("cos", &[10, 2], 32),
+        f32_input("sin", &[10, 2], 33),
+        i64_input("pos", &[2, 3], &[0, 1, 2, 7, 8, 9]),
+    ];
+    assert_eq!(matches_interpreter(src, &inputs), 1);
+}
+
+#[test]
+fn rotary_embedding_4d_without_position_ids_matches_interpreter() {
+    let src = r#"module {
+  func.func @main(%x: tensor<2x2x3x8xf32> {graph.name = "x"}, %cos: tensor<2x3x4xf32> {graph.name = "cos"}, %sin: tensor<2x3x4xf32> {graph.name = "sin"}) -> (tensor<2x2x3x8xf32> {graph.name = "y"}) {
+    %y = "graph.rotary_embedding"(%x, %cos, %sin) : (tensor<2x2x3x8xf32>, tensor<2x3x4xf32>, tensor<2x3x4xf32>) -> tensor<2x2x3x8xf32> loc("RotaryEmbedding")
+    func.return %y : tensor<2x2x3x8xf32>
+  }
+}
+"#;
+    let inputs = [
+        f32_input("x", &[2, 2, 3, 8], 41),
+        f32_input("cos", &[2, 3, 4], 42),
+        f32_input("sin", &[2, 3, 4], 43),
+    ];
+    assert_eq!(matches_interpreter(src, &inputs), 1);
+}

@@ -144,6 +144,11 @@ fn decompose_attention_filetests_match_snapshots() {
 }
 
 #[test]
+fn decompose_rotary_filetests_match_snapshots() {
+    run_folder("decompose-rotary");
+}
+
+#[test]
 fn kv_layout_filetests_match_snapshots() {
     run_folder("kv-layout");
 }

@@ -172,6 +172,7 @@ pub fn pipeline() -> Vec<&'static str> {
         "canonicalize",
         "split-projections",
         "fuse-rotary",
+        "decompose-rotary",
         "fuse-attention",
         "decompose-attention",
         "fuse-norm",

@@ -36,6 +36,7 @@ register_passes! {
     decompose_attention,
     fuse_norm,
     fuse_rotary,
+    decompose_rotary,
     fuse_matmul_epilogue,
     kv_layout,
     probe_values,
