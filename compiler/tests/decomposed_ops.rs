@@ -5,11 +5,12 @@
 
 mod common;
 use common::{checked, compile_text, values};
-use llmpu_compiler::backend::Precision;
+use llmpu_compiler::backend::{Options, Precision, compile};
 use llmpu_compiler::interp::{self, Tensor as ITensor};
 use llmpu_compiler::ir::ScalarType;
 use llmpu_compiler::parser::parse_module;
-use llmpu_isa::DType;
+use llmpu_compiler::pass::PassManagerOptions;
+use llmpu_isa::{DType, Target};
 use llmpu_runtime::{Tensor, run};
 
 /// One input bound both for the emulator and for the interpreter.
@@ -185,4 +186,35 @@ fn rotary_embedding_4d_without_position_ids_matches_interpreter() {
         f32_input("sin", &[2, 3, 4], 43),
     ];
     assert_eq!(matches_interpreter(src, &inputs), 1);
+}
+
+#[test]
+fn attention_the_decomposition_cannot_express_is_refused_with_the_reason_and_location() {
+    let src = r#"module {
+  func.func @main(%q: tensor<1x1x2x4xf32> {graph.name = "q"}) -> (tensor<1x1x2x4xf32> {graph.name = "y"}, tensor<1x1x2x2xf32> {graph.name = "qk"}) {
+    %y:4 = "graph.attention"(%q, %q, %q) {qk_matmul_output_mode = 7 : i64} : (tensor<1x1x2x4xf32>, tensor<1x1x2x4xf32>, tensor<1x1x2x4xf32>) -> (tensor<1x1x2x4xf32>, tensor<1x1x2x4xf32>, tensor<1x1x2x4xf32>, tensor<1x1x2x2xf32>) loc("Attention_7")
+    func.return %y#0, %y#3 : tensor<1x1x2x4xf32>, tensor<1x1x2x2xf32>
+  }
+}
+"#;
+    let mut m = parse_module(src).unwrap_or_else(|e| panic!("{e:?}"));
+    let o = Options {
+        target: Target::preset("edge").unwrap(),
+        precision: Precision::Fp32,
+    };
+    let err = compile(
+        &mut m,
+        &o,
+        PassManagerOptions::default(),
+        &mut std::io::sink(),
+    )
+    .err()
+    .expect("an unknown qk_matmul_output_mode must not compile");
+    for part in [
+        "pass 'decompose-attention' failed at loc(\"Attention_7\")",
+        "`graph.attention` is not supported by the LLMPU backend",
+        "qk_matmul_output_mode 7 is not one of 0, 1, 2, 3",
+    ] {
+        assert!(err.contains(part), "{err}");
+    }
 }

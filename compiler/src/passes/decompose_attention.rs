@@ -21,10 +21,10 @@
 //! plus bias for 2, probabilities for 3.
 //!
 //! Invariants: only `graph.attention` ops still present after `fuse-attention` are touched, so what
-//! fuses today is unchanged. Shapes must be static; an op this pass cannot express (symbolic dims,
-//! head counts that do not divide, a mask that does not broadcast) is left untouched, and the
-//! backend then refuses it by name and location. Every created op carries the attention op's
-//! location.
+//! fuses today is unchanged; after the pass no `graph.attention` is left. Shapes must be static; an
+//! op this pass cannot express (symbolic dims, head counts that do not divide, a mask that does not
+//! broadcast, an unknown `qk_matmul_output_mode`) fails the pass with the reason, at the op's
+//! location. Every created op carries the attention op's location.
 
 use super::PassInfo;
 use crate::backend::plan::{operand_at, shape_of};
@@ -51,8 +51,12 @@ impl Pass for DecomposeAttention {
             if m.op(op).erased || m.op(op).parent.is_none() {
                 continue;
             }
-            if m.op(op).name == graph::Attention::NAME {
-                let _ = decompose(m, op);
+            if m.op(op).name == graph::Attention::NAME
+                && let Err(why) = decompose(m, op)
+            {
+                // Whatever was built before the reason surfaced has no user: dropped below.
+                crate::passes::dce::erase_dead_ops(m);
+                return Err(refuse(INFO.name, graph::Attention::NAME, &m.op(op).loc, why));
             }
         }
         crate::passes::dce::erase_dead_ops(m);
@@ -243,91 +247,133 @@ pub(crate) fn broadcast(a: &[u64], b: &[u64]) -> Option<Vec<u64>> {
         .collect()
 }
 
+/// Why an op could not be rewritten (the pass error's message names the op and this reason).
+pub(crate) type Why = String;
+
+/// `x`, or the reason every shape-dependent step gives when a shape is not static.
+pub(crate) fn need<T>(x: Option<T>) -> Result<T, Why> {
+    x.ok_or_else(|| "its operands and results need static shapes".to_string())
+}
+
+/// The error of a `graph.<op>` this backend cannot run, at `loc`.
+pub(crate) fn refuse(pass: &str, op: &str, loc: &Location, why: Why) -> PassError {
+    PassError::Failed {
+        pass: pass.to_string(),
+        message: format!("`{op}` is not supported by the LLMPU backend: {why}"),
+        loc: loc.clone(),
+    }
+}
+
 /// `x` as `[B, H, S, D]`: 4-D as is, 3-D `[B, S, H·D]` split into `heads` heads.
-fn heads_first(b: &mut Builder, x: ValueId, heads: i64) -> Option<ValueId> {
-    let s = shape_of(b.m, x)?;
+fn heads_first(b: &mut Builder, x: ValueId, heads: i64, what: &str) -> Result<ValueId, Why> {
+    let s = need(shape_of(b.m, x))?;
     match s.len() {
-        4 => Some(x),
+        4 => Ok(x),
         3 => {
-            let h = u64::try_from(heads).ok().filter(|&h| h > 0)?;
-            if s[2] % h != 0 {
-                return None;
-            }
+            let h = u64::try_from(heads).ok().filter(|&h| h > 0 && s[2] % h == 0);
+            let h = h.ok_or_else(|| {
+                format!("3-D {what} of hidden size {} needs a head count dividing it, got {heads}", s[2])
+            })?;
             let r = b.reshape(x, &[s[0], s[1], h, s[2] / h]);
-            b.transpose(r, &[0, 2, 1, 3])
+            need(b.transpose(r, &[0, 2, 1, 3]))
         }
-        _ => None,
+        r => Err(format!("{what} must be 3-D or 4-D, got rank {r}")),
     }
 }
 
 /// `[B, Hkv, T, D]` with every head repeated `group` times in place: `[B, Hkv·group, T, D]`.
-fn repeat_heads(b: &mut Builder, x: ValueId, group: u64) -> Option<ValueId> {
+fn repeat_heads(b: &mut Builder, x: ValueId, group: u64) -> Result<ValueId, Why> {
     if group == 1 {
-        return Some(x);
+        return Ok(x);
     }
-    let s = shape_of(b.m, x)?;
+    let s = need(shape_of(b.m, x))?;
     let u = b.reshape(x, &[s[0], s[1], 1, s[2], s[3]]);
     let big = [s[0], s[1], group, s[2], s[3]];
     let shape = b.constant(&[5], ScalarType::I64, &big.map(|d| d as f64));
     let e = b.elem(u);
     let ex = b.op(graph::Expand::NAME, &[u, shape], Type::tensor(&big, e), vec![]);
-    Some(b.reshape(ex, &[s[0], s[1] * group, s[2], s[3]]))
+    Ok(b.reshape(ex, &[s[0], s[1] * group, s[2], s[3]]))
 }
 
-fn decompose(m: &mut Module, op: OpId) -> Option<()> {
+fn decompose(m: &mut Module, op: OpId) -> Result<(), Why> {
     let d = m.op(op).clone();
-    let int = |m: &Module, k: &str, dflt: i64| m.attr(op, k).and_then(Attribute::as_int).unwrap_or(dflt);
+    let int = |m: &Module, k: &str, dflt: i64| {
+        m.attr(op, k)
+            .and_then(Attribute::as_int)
+            .unwrap_or(dflt)
+    };
     let (q_heads, kv_heads) = (int(m, "q_num_heads", 0), int(m, "kv_num_heads", 0));
     let causal = int(m, "is_causal", 0) != 0;
     let mode = int(m, "qk_matmul_output_mode", 0);
-    let softcap = m.attr(op, "softcap").and_then(Attribute::as_f64).unwrap_or(0.0);
-    let (q, k, v) = (operand_at(m, op, 0)?, operand_at(m, op, 1)?, operand_at(m, op, 2)?);
+    if !(0..=3).contains(&mode) {
+        return Err(format!("qk_matmul_output_mode {mode} is not one of 0, 1, 2, 3"));
+    }
+    let softcap = m
+        .attr(op, "softcap")
+        .and_then(Attribute::as_f64)
+        .unwrap_or(0.0);
+    let input = |slot: usize, what: &str| {
+        operand_at(m, op, slot).ok_or_else(|| format!("it has no {what} operand"))
+    };
+    let (q, k, v) = (input(0, "Q")?, input(1, "K")?, input(2, "V")?);
     let mask = operand_at(m, op, 3);
     let past = match (operand_at(m, op, 4), operand_at(m, op, 5)) {
         (Some(pk), Some(pv)) => Some((pk, pv)),
         (None, None) => None,
-        _ => return None,
+        _ => return Err("past_key and past_value must be given together".into()),
     };
     let nonpad = operand_at(m, op, 6);
-    let elem = m.value_type(q).elem()?;
-    if !elem.is_float() || (shape_of(m, q)?.len() == 3 && q_heads <= 0) {
-        return None;
+    let elem = need(m.value_type(q).elem())?;
+    if !elem.is_float() {
+        return Err(format!("Q has the non-float element type {elem}"));
     }
     let mut b = Builder {
         m,
         at: op,
         loc: d.loc.clone(),
     };
-    let q4 = heads_first(&mut b, q, q_heads)?;
-    let k4 = heads_first(&mut b, k, kv_heads)?;
-    let v4 = heads_first(&mut b, v, kv_heads)?;
-    let qs = shape_of(b.m, q4)?;
+    let q4 = heads_first(&mut b, q, q_heads, "Q")?;
+    let k4 = heads_first(&mut b, k, kv_heads, "K")?;
+    let v4 = heads_first(&mut b, v, kv_heads, "V")?;
+    let qs = need(shape_of(b.m, q4))?;
     let (bsz, hq, sq, dh) = (qs[0], qs[1], qs[2], qs[3]);
-    let (ks, vs) = (shape_of(b.m, k4)?, shape_of(b.m, v4)?);
+    let (ks, vs) = (need(shape_of(b.m, k4))?, need(shape_of(b.m, v4))?);
     let hkv = ks[1];
     if ks[0] != bsz || vs[0] != bsz || ks[3] != dh || vs[1] != hkv || vs[2] != ks[2] {
-        return None;
+        return Err(format!(
+            "K {ks:?} and V {vs:?} (as [B, H, S, D]) do not fit Q {qs:?}"
+        ));
     }
     if hkv == 0 || hq % hkv != 0 {
-        return None;
+        return Err(format!("{hq} query heads cannot share {hkv} key/value heads"));
     }
     // present_key / present_value: the past followed by the new tokens.
     let (kt, vt, past_len) = match past {
         Some((pk, pv)) => {
-            let (pks, pvs) = (shape_of(b.m, pk)?, shape_of(b.m, pv)?);
-            if pks.len() != 4 || pvs.len() != 4 || pks[..2] != ks[..2] || pvs[..2] != vs[..2] {
-                return None;
+            let (pks, pvs) = (need(shape_of(b.m, pk))?, need(shape_of(b.m, pv))?);
+            let fits = pks.len() == 4
+                && pvs.len() == 4
+                && pks[..2] == ks[..2]
+                && pvs[..2] == vs[..2]
+                && pks[3] == ks[3]
+                && pvs[3] == vs[3]
+                && pks[2] == pvs[2];
+            if !fits {
+                return Err(format!(
+                    "past_key {pks:?} and past_value {pvs:?} do not fit K {ks:?} and V {vs:?}"
+                ));
             }
-            if pks[3] != ks[3] || pvs[3] != vs[3] || pks[2] != pvs[2] {
-                return None;
-            }
-            let pk = b.cast(pk, elem)?;
-            let pv = b.cast(pv, elem)?;
-            (b.concat(&[pk, k4], 2)?, b.concat(&[pv, v4], 2)?, Some(pks[2]))
+            let pk = need(b.cast(pk, elem))?;
+            let pv = need(b.cast(pv, elem))?;
+            (
+                need(b.concat(&[pk, k4], 2))?,
+                need(b.concat(&[pv, v4], 2))?,
+                Some(pks[2]),
+            )
         }
         None => (k4, v4, None),
     };
-    let total = shape_of(b.m, kt)?[2];
+    let total = need(shape_of(b.m, kt))?[2];
     let group = hq / hkv;
     let kr = repeat_heads(&mut b, kt, group)?;
     let vr = repeat_heads(&mut b, vt, group)?;
@@ -338,9 +384,9 @@ fn decompose(m: &mut Module, op: OpId) -> Option<()> {
         .and_then(Attribute::as_f64)
         .unwrap_or(1.0 / (dh as f64).sqrt());
     let root = b.scalar(scale.sqrt(), elem);
-    let qsc = b.arith(graph::Mul::NAME, q4, root)?;
-    let ktr = b.transpose(kr, &[0, 1, 3, 2])?;
-    let ksc = b.arith(graph::Mul::NAME, ktr, root)?;
+    let qsc = need(b.arith(graph::Mul::NAME, q4, root))?;
+    let ktr = need(b.transpose(kr, &[0, 1, 3, 2]))?;
+    let ksc = need(b.arith(graph::Mul::NAME, ktr, root))?;
     let mut qk = b.op(
         graph::MatMul::NAME,
         &[qsc, ksc],
@@ -349,9 +395,9 @@ fn decompose(m: &mut Module, op: OpId) -> Option<()> {
     );
     if softcap > 0.0 {
         let c = b.scalar(softcap, elem);
-        let x = b.arith(graph::Div::NAME, qk, c)?;
+        let x = need(b.arith(graph::Div::NAME, qk, c))?;
         let t = b.unary(graph::Tanh::NAME, x, vec![]);
-        qk = b.arith(graph::Mul::NAME, t, c)?;
+        qk = need(b.arith(graph::Mul::NAME, t, c))?;
     }
     // The additive bias, and whether some row of it may be −inf everywhere.
     let ninf = b.scalar(f64::NEG_INFINITY, elem);
@@ -359,38 +405,46 @@ fn decompose(m: &mut Module, op: OpId) -> Option<()> {
     let mut terms: Vec<ValueId> = vec![];
     let mut may_mask_rows = false;
     if let Some(mk) = mask {
-        let ms = shape_of(b.m, mk)?;
-        let ml = *ms.last()?;
-        let mut padded = ms.clone();
-        *padded.last_mut()? = total;
+        let ms = need(shape_of(b.m, mk))?;
         let full = [bsz, hq, sq, total];
-        if ml > total || ms.len() > 4 || broadcast(&padded, &full)? != full {
-            return None;
+        let mut padded = ms.clone();
+        if let Some(l) = padded.last_mut() {
+            *l = total;
         }
-        let me = b.m.value_type(mk).elem()?;
+        let ml = ms.last().copied().unwrap_or(0);
+        if ms.is_empty() || ml > total || ms.len() > 4 || broadcast(&padded, &full) != Some(full.to_vec()) {
+            return Err(format!(
+                "the mask {ms:?} does not broadcast to the scores {full:?}"
+            ));
+        }
+        let me = need(b.m.value_type(mk).elem())?;
         let mut t = if me == ScalarType::I1 {
-            b.select(mk, zero, ninf)?
+            need(b.select(mk, zero, ninf))?
         } else if me.is_float() {
-            b.cast(mk, elem)?
+            need(b.cast(mk, elem))?
         } else {
-            return None;
+            return Err(format!("the mask has element type {me}, not i1 or a float type"));
         };
         if ml < total {
             let mut ps = ms.clone();
-            *ps.last_mut()? = total - ml;
+            ps[ms.len() - 1] = total - ml;
             let n: u64 = ps.iter().product();
             let pad = b.constant(&ps, elem, &vec![f64::NEG_INFINITY; n as usize]);
-            t = b.concat(&[t, pad], ms.len() - 1)?;
+            t = need(b.concat(&[t, pad], ms.len() - 1))?;
         }
         terms.push(t);
         may_mask_rows = true;
     }
     let np4 = match nonpad {
         Some(np) => {
-            if shape_of(b.m, np)? != [bsz] || !b.m.value_type(np).elem()?.is_int() {
-                return None;
+            let ok = shape_of(b.m, np).as_deref() == Some(&[bsz][..])
+                && b.m.value_type(np).elem().is_some_and(|e| e.is_int());
+            if !ok {
+                return Err(format!(
+                    "nonpad_kv_seqlen must be an integer tensor of shape [{bsz}]"
+                ));
             }
-            let np = b.cast(np, ScalarType::I64)?;
+            let np = need(b.cast(np, ScalarType::I64))?;
             may_mask_rows = true;
             Some(b.reshape(np, &[bsz, 1, 1, 1]))
         }
@@ -404,8 +458,8 @@ fn decompose(m: &mut Module, op: OpId) -> Option<()> {
                     .flat_map(|i| (0..total).map(move |j| (j as i64 - i as i64 + sq as i64) as f64))
                     .collect();
                 let dist = b.constant(&[sq, total], ScalarType::I64, &vals);
-                let masked = b.binary(graph::Less::NAME, np4, dist, ScalarType::I1)?;
-                terms.push(b.select(masked, ninf, zero)?);
+                let masked = need(b.binary(graph::Less::NAME, np4, dist, ScalarType::I1))?;
+                terms.push(need(b.select(masked, ninf, zero))?);
             }
             (p, _) => {
                 let off = p.unwrap_or(0);
@@ -421,25 +475,27 @@ fn decompose(m: &mut Module, op: OpId) -> Option<()> {
     if let Some(np4) = np4 {
         let cols: Vec<f64> = (0..total).map(|j| j as f64).collect();
         let j = b.constant(&[total], ScalarType::I64, &cols);
-        let keep = b.binary(graph::Less::NAME, j, np4, ScalarType::I1)?;
-        terms.push(b.select(keep, zero, ninf)?);
+        let keep = need(b.binary(graph::Less::NAME, j, np4, ScalarType::I1))?;
+        terms.push(need(b.select(keep, zero, ninf))?);
     }
     let mut bias: Option<ValueId> = None;
     for t in terms {
         bias = Some(match bias {
             None => t,
-            Some(prev) => b.arith(graph::Add::NAME, prev, t)?,
+            Some(prev) => need(b.arith(graph::Add::NAME, prev, t))?,
         });
     }
     let scores = match bias {
-        Some(bv) => b.arith(graph::Add::NAME, qk, bv)?,
+        Some(bv) => need(b.arith(graph::Add::NAME, qk, bv))?,
         None => qk,
     };
     let mut probs = b.unary(graph::Softmax::NAME, scores, vec![("axis", Attribute::i64(-1))]);
     if let (Some(bv), true) = (bias, may_mask_rows) {
         // A row the bias masks everywhere attends to nothing: zero probabilities.
-        let mut rs = shape_of(b.m, bv)?;
-        *rs.last_mut()? = 1;
+        let mut rs = need(shape_of(b.m, bv))?;
+        if let Some(l) = rs.last_mut() {
+            *l = 1;
+        }
         let rmax = b.op(
             graph::ReduceMax::NAME,
             &[bv],
@@ -449,8 +505,8 @@ fn decompose(m: &mut Module, op: OpId) -> Option<()> {
                 ("keepdims", Attribute::i64(1)),
             ],
         );
-        let dead = b.binary(graph::Equal::NAME, rmax, ninf, ScalarType::I1)?;
-        probs = b.select(dead, zero, probs)?;
+        let dead = need(b.binary(graph::Equal::NAME, rmax, ninf, ScalarType::I1))?;
+        probs = need(b.select(dead, zero, probs))?;
     }
     let dv = vs[3];
     let mut y = b.op(
@@ -459,34 +515,39 @@ fn decompose(m: &mut Module, op: OpId) -> Option<()> {
         Type::tensor(&[bsz, hq, sq, dv], elem),
         vec![],
     );
-    if shape_of(b.m, q)?.len() == 3 {
-        let t = b.transpose(y, &[0, 2, 1, 3])?;
+    if need(shape_of(b.m, q))?.len() == 3 {
+        let t = need(b.transpose(y, &[0, 2, 1, 3]))?;
         y = b.reshape(t, &[bsz, sq, hq * dv]);
     }
     let qk_out = match mode {
         0 | 1 => qk,
         2 => scores,
-        3 => probs,
-        _ => return None,
+        _ => probs,
     };
-    let computed = [Some(y), Some(kt), Some(vt), Some(qk_out)];
+    let computed = [y, kt, vt, qk_out];
     // Check every used result before rewiring any.
     let mut plan = vec![];
     for (i, &r) in d.results.iter().enumerate() {
         if b.m.uses(r).is_empty() {
             continue;
         }
-        let c = computed.get(i).copied().flatten()?;
+        let c = *computed
+            .get(i)
+            .ok_or_else(|| format!("it has {} results, at most 4 are defined", d.results.len()))?;
         let want = b.m.value_type(r).clone();
-        let (ws, we) = (want.as_tensor()?.static_shape()?, want.elem()?);
-        if shape_of(b.m, c)? != ws {
-            return None;
+        let ws = need(want.as_tensor().and_then(|t| t.static_shape()))?;
+        let we = need(want.elem())?;
+        let got = need(shape_of(b.m, c))?;
+        if got != ws {
+            return Err(format!(
+                "result #{i} has shape {ws:?}, the attention computes {got:?}"
+            ));
         }
         plan.push((r, c, we));
     }
     for (r, c, we) in plan {
-        let c = b.cast(c, we)?;
+        let c = need(b.cast(c, we))?;
         b.m.replace_all_uses(r, c);
     }
-    Some(())
+    Ok(())
 }
