@@ -86,7 +86,7 @@ fn matches_interpreter_on(src: &str, inputs: &[Input], target: &str) -> usize {
 }
 
 #[test]
-fn attention_with_past_gqa_causal_and_bool_mask_decomposes_and_matches_interpreter() {
+fn decomposed_attention_with_past_gqa_and_bool_mask_matches_interpreter_on_every_preset() {
     // 3-D inputs: 4 query heads share 2 KV heads of size 4; 4 cached tokens plus 3 new ones.
     // The mask masks the second query row everywhere: that row's output must be zero.
     let src = r#"module {
@@ -109,7 +109,9 @@ fn attention_with_past_gqa_causal_and_bool_mask_decomposes_and_matches_interpret
         f32_input("past_k", &[1, 2, 4, 4], 4),
         f32_input("past_v", &[1, 2, 4, 4], 5),
     ];
-    assert_eq!(matches_interpreter(src, &inputs), 3);
+    for target in ["edge", "datacenter"] {
+        assert_eq!(matches_interpreter_on(src, &inputs, target), 3);
+    }
 }
 
 #[test]
