@@ -9,8 +9,9 @@
 //! qk           (Q·√scale) · transpose(K·√scale)            (as the reference scales both sides)
 //! softcap      c · tanh(qk / c)                             (before the bias, as the reference)
 //! bias         mask (bool: where(m, 0, −inf); float as is; a short last axis padded with −inf)
-//!              + causal (constant, offset = past length; with nonpad_kv_seqlen and no past
-//!                the offset is nonpad[b] − Sq, built at run time from comparisons)
+//!              + causal (row i sees j <= i + offset, offset = past length, or nonpad[b] − Sq
+//!                with nonpad_kv_seqlen and no past; built by comparing [Sq, 1] and [T] positions,
+//!                so no constant grows with Sq·T)
 //!              + padding (positions ≥ nonpad_kv_seqlen[b] → −inf)
 //! probs        softmax(qk + bias); rows whose bias is −inf everywhere become 0
 //! Y            probs · V, back to [B, S, Hq·Dv] for 3-D queries
@@ -450,32 +451,30 @@ fn decompose(m: &mut Module, op: OpId) -> Result<(), Why> {
         }
         None => None,
     };
+    // Key positions `j` as a [T] row: masks compare them with per-query limits, so their
+    // constants grow with Sq + T, not Sq·T.
+    let cols: Vec<f64> = (0..total).map(|j| j as f64).collect();
+    let cols = b.constant(&[total], ScalarType::I64, &cols);
     if causal {
-        match (past_len, np4) {
+        // Query row i sees keys j <= i + offset: masked where i + offset < j. The offset is the
+        // past length, or nonpad[b] − Sq (per batch, at run time) without a past.
+        let rows = |b: &mut Builder, base: i64| {
+            let vals: Vec<f64> = (0..sq as i64).map(|i| (i + base) as f64).collect();
+            b.constant(&[sq, 1], ScalarType::I64, &vals)
+        };
+        let limit = match (past_len, np4) {
             (None, Some(np4)) => {
-                // Masked where j > i + nonpad[b] − Sq, i.e. nonpad[b] < j − i + Sq.
-                let vals: Vec<f64> = (0..sq)
-                    .flat_map(|i| (0..total).map(move |j| (j as i64 - i as i64 + sq as i64) as f64))
-                    .collect();
-                let dist = b.constant(&[sq, total], ScalarType::I64, &vals);
-                let masked = need(b.binary(graph::Less::NAME, np4, dist, ScalarType::I1))?;
-                terms.push(need(b.select(masked, ninf, zero))?);
+                let r = rows(&mut b, -(sq as i64));
+                need(b.arith(graph::Add::NAME, np4, r))?
             }
-            (p, _) => {
-                let off = p.unwrap_or(0);
-                let vals: Vec<f64> = (0..sq)
-                    .flat_map(|i| {
-                        (0..total).map(move |j| if j > i + off { f64::NEG_INFINITY } else { 0.0 })
-                    })
-                    .collect();
-                terms.push(b.constant(&[sq, total], elem, &vals));
-            }
-        }
+            (p, _) => rows(&mut b, p.unwrap_or(0) as i64),
+        };
+        let masked = need(b.binary(graph::Less::NAME, limit, cols, ScalarType::I1))?;
+        terms.push(need(b.select(masked, ninf, zero))?);
     }
     if let Some(np4) = np4 {
-        let cols: Vec<f64> = (0..total).map(|j| j as f64).collect();
-        let j = b.constant(&[total], ScalarType::I64, &cols);
-        let keep = need(b.binary(graph::Less::NAME, j, np4, ScalarType::I1))?;
+        // Keys at or after nonpad[b] are padding.
+        let keep = need(b.binary(graph::Less::NAME, cols, np4, ScalarType::I1))?;
         terms.push(need(b.select(keep, zero, ninf))?);
     }
     let mut bias: Option<ValueId> = None;
