@@ -220,3 +220,83 @@ fn attention_the_decomposition_cannot_express_is_refused_with_the_reason_and_loc
         assert!(err.contains(part), "{err}");
     }
 }
+
+/// One `graph.pad` example: mode, pads, output shape, expected values.
+type PadExample<'a> = (&'a str, &'a [i64], &'a [usize], &'a [f32]);
+
+fn pad_src(mode: &str, x: &[usize], pads: &[i64], out: &[usize]) -> String {
+    let ty = |s: &[usize]| {
+        let d: Vec<String> = s.iter().map(|d| d.to_string()).collect();
+        format!("tensor<{}xf32>", d.join("x"))
+    };
+    let p: Vec<String> = pads.iter().map(|p| p.to_string()).collect();
+    let (xt, ot) = (ty(x), ty(out));
+    let n = pads.len();
+    format!(
+        r#"module {{
+  func.func @main(%x: {xt} {{graph.name = "x"}}) -> ({ot} {{graph.name = "y"}}) {{
+    %pads = "graph.constant"() {{value = dense<[{p}]> : tensor<{n}xi64>}} : () -> tensor<{n}xi64> loc("pads")
+    %y = "graph.pad"(%x, %pads) {{mode = "{mode}"}} : ({xt}, tensor<{n}xi64>) -> {ot} loc("Pad")
+    func.return %y : {ot}
+  }}
+}}
+"#,
+        p = p.join(", ")
+    )
+}
+
+#[test]
+fn edge_reflect_and_wrap_pads_give_the_onnx_examples_in_the_interpreter() {
+    // The examples of the ONNX Pad operator documentation.
+    let data = vec![1.0f32, 1.2, 2.3, 3.4, 4.5, 5.7];
+    let cases: [PadExample; 3] = [
+        (
+            "reflect",
+            &[0, 2, 0, 0],
+            &[3, 4],
+            &[1.0, 1.2, 1.0, 1.2, 2.3, 3.4, 2.3, 3.4, 4.5, 5.7, 4.5, 5.7],
+        ),
+        (
+            "edge",
+            &[0, 2, 0, 0],
+            &[3, 4],
+            &[1.0, 1.0, 1.0, 1.2, 2.3, 2.3, 2.3, 3.4, 4.5, 4.5, 4.5, 5.7],
+        ),
+        (
+            "wrap",
+            &[2, 1, 1, 1],
+            &[6, 4],
+            &[
+                3.4, 2.3, 3.4, 2.3, 5.7, 4.5, 5.7, 4.5, 1.2, 1.0, 1.2, 1.0, 3.4, 2.3, 3.4, 2.3,
+                5.7, 4.5, 5.7, 4.5, 1.2, 1.0, 1.2, 1.0,
+            ],
+        ),
+    ];
+    for (mode, pads, out, want) in cases {
+        let m = parse_module(&pad_src(mode, &[3, 2], pads, out)).unwrap();
+        let got = interp::run(&m, &[ITensor::new(vec![3, 2], data.clone())]).expect("interpreter");
+        let got: Vec<f32> = got[0].to_f64_vec().iter().map(|&v| v as f32).collect();
+        assert_eq!(got, want, "{mode}");
+    }
+}
+
+#[test]
+fn edge_reflect_and_wrap_pads_match_the_interpreter_on_every_preset() {
+    // Three axes, pads on both sides of each (wider than the input on the last for reflect and
+    // wrap, so positions fold more than once), one crop.
+    for (mode, pads) in [
+        ("edge", [1i64, 2, 3, 2, 0, 4]),
+        ("reflect", [1, 2, 5, 2, -1, 6]),
+        ("wrap", [2, 0, 7, 1, 2, 5]),
+    ] {
+        let x = [3usize, 4, 3];
+        let out: Vec<usize> = (0..3)
+            .map(|a| (x[a] as i64 + pads[a] + pads[a + 3]) as usize)
+            .collect();
+        let src = pad_src(mode, &x, &pads, &out);
+        for target in ["edge", "datacenter"] {
+            let inputs = [f32_input("x", &x, 51)];
+            assert_eq!(matches_interpreter_on(&src, &inputs, target), 1, "{mode}");
+        }
+    }
+}

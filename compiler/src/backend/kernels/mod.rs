@@ -652,9 +652,12 @@ pub fn copy(cx: &mut Cx, src: &View, dst: &View) -> R<()> {
 
 // ---------- pad ----------
 
-/// ONNX Pad in constant mode with pads known at compile time: the output is filled with the pad
-/// value, then the (possibly cropped) input is copied into its interior. Pads given at run time
-/// would set the output shape at run time and are refused, as is a fill value given at run time.
+/// ONNX Pad with pads known at compile time. The (possibly cropped) input is copied into the
+/// output's interior; in `constant` mode the output is filled with the pad value first, in the
+/// other modes every padded position of an axis is then a copy of the interior position
+/// [`graph::pad_source`] names, axis after axis (axis `a`'s copies span the full extent of the axes
+/// before it, already padded, and the interior of those after it). Pads given at run time would
+/// set the output shape at run time and are refused, as is a fill value given at run time.
 fn pad(cx: &mut Cx, op: OpId, ov: &View) -> R<()> {
     let m = cx.m;
     let x = cx.view(m.op(op).operands[0])?;
@@ -705,7 +708,12 @@ fn pad(cx: &mut Cx, op: OpId, ov: &View) -> R<()> {
         src = src.slice(a, cb, 1, len);
         dst = dst.slice(a, begin[a].max(0) as u64, 1, len);
     }
-    if begin.iter().chain(&end).any(|&p| p > 0) {
+    let mode = m
+        .attr(op, "mode")
+        .and_then(Attribute::as_str)
+        .unwrap_or("constant");
+    let padded = begin.iter().chain(&end).any(|&p| p > 0);
+    if mode == "constant" && padded {
         elementwise(cx, Ew::Fill(fill as f32), &[], ov)?;
         if cx.e.cores() > 1 {
             cx.e.barrier();
@@ -713,6 +721,39 @@ fn pad(cx: &mut Cx, op: OpId, ov: &View) -> R<()> {
     }
     if src.elems() > 0 {
         copy(cx, &src, &dst)?;
+    }
+    if mode == "constant" || !padded {
+        return Ok(());
+    }
+    // The interior's start and extent per axis.
+    let inner: Vec<(u64, u64)> = (0..rank)
+        .map(|a| (begin[a].max(0) as u64, src.shape[a]))
+        .collect();
+    for a in 0..rank {
+        let (start, kept) = inner[a];
+        if start == 0 && kept == ov.shape[a] {
+            continue;
+        }
+        if kept == 0 {
+            return Err(cx.err(format!(
+                "`graph.pad` in {mode} mode pads axis {a}, which keeps no element"
+            )));
+        }
+        // Axes before `a` are complete; those after it only hold their interior so far.
+        let mut region = ov.clone();
+        for (b, &(s, k)) in inner.iter().enumerate().skip(a + 1) {
+            region = region.slice(b, s, 1, k);
+        }
+        for p in (0..ov.shape[a]).filter(|&p| p < start || p >= start + kept) {
+            let at = p as i64 - start as i64;
+            let from = graph::pad_source(mode, at, kept as i64)
+                .ok_or_else(|| cx.err(format!("`graph.pad` mode {mode:?} is not supported")))?;
+            let from = start + from as u64;
+            if cx.e.cores() > 1 {
+                cx.e.barrier();
+            }
+            copy(cx, &region.slice(a, from, 1, 1), &region.slice(a, p, 1, 1))?;
+        }
     }
     Ok(())
 }
