@@ -139,6 +139,16 @@ fn fuse_attention_filetests_match_snapshots() {
 }
 
 #[test]
+fn decompose_attention_filetests_match_snapshots() {
+    run_folder("decompose-attention");
+}
+
+#[test]
+fn decompose_rotary_filetests_match_snapshots() {
+    run_folder("decompose-rotary");
+}
+
+#[test]
 fn kv_layout_filetests_match_snapshots() {
     run_folder("kv-layout");
 }

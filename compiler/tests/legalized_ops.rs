@@ -298,3 +298,28 @@ fn einsum_equations_match_the_interpreter() {
         }
     }
 }
+
+#[test]
+fn quantize_to_16_bits_is_exact_in_a_bf16_compile() {
+    let src = r#"module {
+  func.func @main(%x: tensor<6xf32> {graph.name = "x"}) -> (tensor<6xi16> {graph.name = "y"}) {
+    %s = "graph.constant"() {value = dense<0.5> : tensor<f32>} : () -> tensor<f32> loc("scale")
+    %z = "graph.constant"() {value = dense<-3> : tensor<i16>} : () -> tensor<i16> loc("zp")
+    %y = "graph.quantize_linear"(%x, %s, %z) : (tensor<6xf32>, tensor<f32>, tensor<i16>) -> tensor<6xi16> loc("Q")
+    func.return %y : tensor<6xi16>
+  }
+}
+"#;
+    let vals = [16383.25f32, -16000.75, 1234.5, 0.25, 20000.0, -20000.0];
+    let prog = compile_text(src, "edge", Precision::Bf16);
+    let rt = [(
+        "x".to_string(),
+        Tensor::from_f32(DType::F32, vec![6], &vals).unwrap(),
+    )];
+    let res = run(&prog, &rt, &checked()).unwrap();
+    // round(x / 0.5) − 3, saturated to i16: the steps stay f32 although the compile is bf16.
+    assert_eq!(
+        res.output("y").unwrap().to_f32(),
+        [32763.0, -32005.0, 2466.0, -3.0, 32767.0, -32768.0]
+    );
+}

@@ -337,6 +337,10 @@ pub fn view_results(m: &Module, op: OpId, input: &View) -> Option<Vec<View>> {
     }
 }
 
+/// Attribute of an op whose f32 results stay f32 in a bf16 compile (the steps of an exact
+/// rewrite, e.g. `legalize`'s QuantizeLinear: `llmpu.keep_f32 = true`).
+pub const KEEP_F32: &str = "llmpu.keep_f32";
+
 /// Storage type of a value that is not a program input or output.
 pub fn storage_type(o: &Options, e: ScalarType) -> Option<DType> {
     let d = dtype_of(e)?;
@@ -559,8 +563,12 @@ pub fn plan_function(m: &Module, func: OpId, o: &Options) -> Result<Plan, Backen
         }
         for &res in &d.results {
             let (shape, e) = tensor_info(res, &format!("result of `{}`", d.name))?;
-            let dt = storage_type(o, e)
-                .ok_or_else(|| err(&d.loc, format!("element type {e} is not supported")))?;
+            let dt = if d.attr(KEEP_F32).is_some() {
+                dtype_of(e)
+            } else {
+                storage_type(o, e)
+            }
+            .ok_or_else(|| err(&d.loc, format!("element type {e} is not supported")))?;
             if d.name == graph::Constant::NAME {
                 if let Some(s) = splat_of(m, res) {
                     let s = if o.precision == Precision::Bf16 && e.is_float() {

@@ -108,8 +108,10 @@ define_ops! { OPS;
     Greater = "graph.greater", pure = true, verify = verify_compare;
     /// `%r = "graph.size"(%x) : (tensor<2x3xf32>) -> tensor<i64>` — the element count as an `i64` scalar.
     Size = "graph.size", pure = true, verify = verify_size;
-    /// `%r = "graph.pad"(%x, %pads, %value?, %axes?) {mode = "constant"}` — ONNX Pad in constant mode:
-    /// `pads` holds begin counts then end counts (negative values crop) for every axis (or for `axes`).
+    /// `%r = "graph.pad"(%x, %pads, %value?, %axes?) {mode = "constant"}` — ONNX Pad: `pads` holds
+    /// begin counts then end counts (negative values crop first) for every axis (or for `axes`); new
+    /// elements are `value` (`constant`), the nearest border element (`edge`), the mirror image
+    /// without repeating the border (`reflect`) or the opposite end (`wrap`) of the cropped input.
     Pad = "graph.pad", pure = true, verify = verify_pad;
     /// `%r = "graph.sqrt"(%x)` — elementwise square root.
     Sqrt = "graph.sqrt", pure = true, verify = verify_elementwise, elementwise = Elementwise {
@@ -669,8 +671,38 @@ fn verify_pad(v: &OpView) -> Result<(), String> {
         return Err("result rank differs from the input rank".into());
     }
     match v.attr("mode").map(|a| a.as_str()) {
-        None | Some(Some("constant")) => Ok(()),
-        Some(m) => Err(format!("only mode \"constant\" is supported, got {m:?}")),
+        None => Ok(()),
+        Some(Some(m)) if PAD_MODES.contains(&m) => Ok(()),
+        Some(m) => Err(format!("mode must be one of {PAD_MODES:?}, got {m:?}")),
+    }
+}
+
+/// The `mode`s of `graph.pad` (ONNX Pad's).
+pub const PAD_MODES: [&str; 4] = ["constant", "edge", "reflect", "wrap"];
+
+/// Where output position `i` of an axis padded by `graph.pad` in `mode` reads from, given as an
+/// offset into the `n` kept (cropped) input elements: `i` itself inside `0..n`; outside, `None`
+/// for `constant` (the pad value) and otherwise the nearest border (`edge`), the mirrored position
+/// (`reflect`, period `2(n−1)`) or `i mod n` (`wrap`). `None` also when `n = 0`.
+pub fn pad_source(mode: &str, i: i64, n: i64) -> Option<i64> {
+    if (0..n).contains(&i) {
+        return Some(i);
+    }
+    if n <= 0 {
+        return None;
+    }
+    match mode {
+        "edge" => Some(i.clamp(0, n - 1)),
+        "reflect" => {
+            let period = 2 * (n - 1);
+            if period == 0 {
+                return Some(0);
+            }
+            let j = i.rem_euclid(period);
+            Some(if j >= n { period - j } else { j })
+        }
+        "wrap" => Some(i.rem_euclid(n)),
+        _ => None,
     }
 }
 

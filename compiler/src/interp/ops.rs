@@ -1621,6 +1621,25 @@ fn pad(c: &OpCtx) -> R<Tensor> {
     if fill.dtype() != x.dtype() {
         return Err("pad value type differs from the input".into());
     }
+    let mode = c
+        .attr("mode")
+        .and_then(Attribute::as_str)
+        .unwrap_or("constant");
+    if !graph::PAD_MODES.contains(&mode) {
+        return Err(format!("unknown pad mode '{mode}'"));
+    }
+    // Per axis, the kept (cropped) input range `lo..lo + kept`.
+    let mut lo = vec![0i64; x.rank()];
+    let mut kept = vec![0i64; x.rank()];
+    for d in 0..x.rank() {
+        lo[d] = (-begin[d]).max(0);
+        let n = x.shape[d] as i64;
+        let end = shape[d] as i64 - n - begin[d];
+        kept[d] = n - lo[d] - (-end).max(0);
+        if mode != "constant" && kept[d] <= 0 && shape[d] > 0 {
+            return Err(format!("{mode} padding of an axis with no element"));
+        }
+    }
     let st = strides(&x.shape);
     let n = check_numel(&shape)?;
     let ost = strides(&shape);
@@ -1629,12 +1648,15 @@ fn pad(c: &OpCtx) -> R<Tensor> {
         let mut off = 0usize;
         let mut inside = true;
         for d in 0..shape.len() {
-            let i = ((o / ost[d]) % shape[d].max(1)) as i64 - begin[d];
-            if i < 0 || i >= x.shape[d] as i64 {
-                inside = false;
-                break;
+            let out = ((o / ost[d]) % shape[d].max(1)) as i64;
+            let at = out - begin[d].max(0);
+            match graph::pad_source(mode, at, kept[d]) {
+                Some(j) => off += (lo[d] + j) as usize * st[d],
+                None => {
+                    inside = false;
+                    break;
+                }
             }
-            off += i as usize * st[d];
         }
         src.push(inside.then_some(off));
     }

@@ -184,8 +184,11 @@ fn why_unsupported(n: &NodeProto, opset: i64) -> Option<String> {
         && let Some(m) = n.attribute.iter().find(|a| a.name == "mode")
     {
         let m = String::from_utf8_lossy(&m.s);
-        if m != "constant" {
-            return Some(format!("Pad mode '{m}' is not supported (only 'constant')"));
+        if !graph::PAD_MODES.contains(&m.as_ref()) {
+            return Some(format!(
+                "Pad mode '{m}' is not supported (only {})",
+                graph::PAD_MODES.join(", ")
+            ));
         }
     }
     for a in &n.attribute {

@@ -353,8 +353,24 @@ fn cast_to(m: &mut Module, at: OpId, v: ValueId, elem: ScalarType) -> Option<Val
 }
 
 /// Quantize / DequantizeLinear as elementwise ops; `Ok(false)` for shapes it cannot broadcast.
+/// The f32 steps carry [`crate::backend::plan::KEEP_F32`]: a bf16 compile keeps them in f32,
+/// so the rounding sees the value the op would (16-bit codes are past bf16's 8 bits).
 fn quant(m: &mut Module, op: OpId) -> Result<bool, String> {
-    Ok(quant_inner(m, op).is_some())
+    let last = m.walk_all().into_iter().map(|o| o.0).max().unwrap_or(0);
+    let done = quant_inner(m, op).is_some();
+    for o in m.walk_all() {
+        if o.0 > last
+            && m.op(o).name != graph::Constant::NAME
+            && m.op(o)
+                .results
+                .first()
+                .and_then(|&r| m.value_type(r).elem())
+                == Some(ScalarType::F32)
+        {
+            m.set_attr(o, crate::backend::plan::KEEP_F32, Attribute::Bool(true));
+        }
+    }
+    Ok(done)
 }
 
 fn quant_inner(m: &mut Module, op: OpId) -> Option<()> {

@@ -578,6 +578,7 @@ pub fn lower_op(cx: &mut Cx, op: OpId) -> R<()> {
         }
         graph::Gather::NAME => gather(cx, op, ins[0], ins[1], &ov),
         graph::Trilu::NAME => trilu(cx, op, &ov),
+        graph::Pad::NAME => pad(cx, op, &ov),
         graph::FusedAttention::NAME => super::attention::attention(cx, op, &ins, &ov),
         graph::Rope::NAME => {
             let rd = m.attr(op, "rotary_dim").and_then(Attribute::as_int);
@@ -688,6 +689,114 @@ pub fn copy(cx: &mut Cx, src: &View, dst: &View) -> R<()> {
             );
         }
         cx.e.move_view(false, &tile_view(&dst, t), b, cols);
+    }
+    Ok(())
+}
+
+// ---------- pad ----------
+
+/// ONNX Pad with pads known at compile time. The (possibly cropped) input is copied into the
+/// output's interior; in `constant` mode the output is filled with the pad value first, in the
+/// other modes every padded position of an axis is then a copy of the interior position
+/// [`graph::pad_source`] names, axis after axis (axis `a`'s copies span the full extent of the axes
+/// before it, already padded, and the interior of those after it). Pads given at run time would
+/// set the output shape at run time and are refused, as is a fill value given at run time.
+fn pad(cx: &mut Cx, op: OpId, ov: &View) -> R<()> {
+    let m = cx.m;
+    let x = cx.view(m.op(op).operands[0])?;
+    let rank = x.shape.len();
+    let pads = super::plan::operand_at(m, op, 1)
+        .and_then(|v| super::plan::const_ints(m, v))
+        .ok_or_else(|| {
+            cx.err("`graph.pad` with pads given at run time is not supported (they set the output shape)")
+        })?;
+    let fill = match super::plan::operand_at(m, op, 2) {
+        None => 0.0,
+        Some(v) => super::plan::splat_of(m, v).ok_or_else(|| {
+            cx.err("`graph.pad` with a pad value given at run time is not supported")
+        })?,
+    };
+    let axes: Vec<usize> = match super::plan::operand_at(m, op, 3) {
+        None => (0..rank).collect(),
+        Some(v) => super::plan::const_ints(m, v)
+            .ok_or_else(|| cx.err("`graph.pad` with axes given at run time is not supported"))?
+            .into_iter()
+            .map(|a| axis(cx, a, rank))
+            .collect::<R<_>>()?,
+    };
+    if pads.len() != 2 * axes.len() {
+        return Err(cx.err(format!(
+            "`graph.pad` needs a begin and an end count per axis: {} pads for {} axes",
+            pads.len(),
+            axes.len()
+        )));
+    }
+    let mut begin = vec![0i64; rank];
+    let mut end = vec![0i64; rank];
+    for (i, &a) in axes.iter().enumerate() {
+        begin[a] = pads[i];
+        end[a] = pads[i + axes.len()];
+    }
+    // The part of the input that survives cropping, and where it lands in the output.
+    let (mut src, mut dst) = (x.clone(), ov.clone());
+    for a in 0..rank {
+        let (cb, ce) = ((-begin[a]).max(0) as u64, (-end[a]).max(0) as u64);
+        let len = x.shape[a].saturating_sub(cb + ce);
+        if ov.shape[a] != len + begin[a].max(0) as u64 + end[a].max(0) as u64 {
+            return Err(cx.err(format!(
+                "`graph.pad` result extent {} on axis {a} does not match the pads",
+                ov.shape[a]
+            )));
+        }
+        src = src.slice(a, cb, 1, len);
+        dst = dst.slice(a, begin[a].max(0) as u64, 1, len);
+    }
+    let mode = m
+        .attr(op, "mode")
+        .and_then(Attribute::as_str)
+        .unwrap_or("constant");
+    let padded = begin.iter().chain(&end).any(|&p| p > 0);
+    if mode == "constant" && padded {
+        elementwise(cx, Ew::Fill(fill as f32), &[], ov)?;
+        if cx.e.cores() > 1 {
+            cx.e.barrier();
+        }
+    }
+    if src.elems() > 0 {
+        copy(cx, &src, &dst)?;
+    }
+    if mode == "constant" || !padded {
+        return Ok(());
+    }
+    // The interior's start and extent per axis.
+    let inner: Vec<(u64, u64)> = (0..rank)
+        .map(|a| (begin[a].max(0) as u64, src.shape[a]))
+        .collect();
+    for a in 0..rank {
+        let (start, kept) = inner[a];
+        if start == 0 && kept == ov.shape[a] {
+            continue;
+        }
+        if kept == 0 {
+            return Err(cx.err(format!(
+                "`graph.pad` in {mode} mode pads axis {a}, which keeps no element"
+            )));
+        }
+        // Axes before `a` are complete; those after it only hold their interior so far.
+        let mut region = ov.clone();
+        for (b, &(s, k)) in inner.iter().enumerate().skip(a + 1) {
+            region = region.slice(b, s, 1, k);
+        }
+        for p in (0..ov.shape[a]).filter(|&p| p < start || p >= start + kept) {
+            let at = p as i64 - start as i64;
+            let from = graph::pad_source(mode, at, kept as i64)
+                .ok_or_else(|| cx.err(format!("`graph.pad` mode {mode:?} is not supported")))?;
+            let from = start + from as u64;
+            if cx.e.cores() > 1 {
+                cx.e.barrier();
+            }
+            copy(cx, &region.slice(a, from, 1, 1), &region.slice(a, p, 1, 1))?;
+        }
     }
     Ok(())
 }
