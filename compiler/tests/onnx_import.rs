@@ -2,7 +2,8 @@
 //! diagnostics (unsupported ops listed at once, external-data escapes, truncated files, cycles, dangling
 //! names, unbound dims, inconsistent shapes), external data that works, symbolic dims, the
 //! interpreter giving the same answer on the raw import and after the import pipeline, and `If`
-//! (the taken branch inlined when the condition folds or comes from a bound input).
+//! (the taken branch inlined when the condition folds or comes from a bound input, both
+//! branches selected by `where` on a run-time condition).
 
 use std::path::{Path, PathBuf};
 
@@ -262,21 +263,64 @@ fn an_if_whose_condition_folds_imports_the_taken_branch() {
 }
 
 #[test]
-fn an_if_on_a_graph_input_needs_the_input_bound() {
+fn an_if_on_a_run_time_input_selects_between_both_branches_or_is_bound() {
     let m = if_model(
         vec![node("Identity", "id", &["flag"], &["cond"])],
         vec![vi("flag", data_type::BOOL, &[D::N(1)])],
         "Add",
     );
-    let e = err_of(&m, &ImportOptions::default()).to_string();
-    assert!(
-        e.contains("graph input 'flag'") && e.contains("--bind flag=1"),
-        "{e}"
-    );
+    let x = Tensor::new(vec![2, 3], vec![1f32, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    let mut module = import_model(&m, None, &ImportOptions::default()).unwrap();
+    let mut pm =
+        PassManager::from_names(&import_pipeline(), PassManagerOptions::default()).unwrap();
+    pm.run(&mut module, &mut std::io::sink()).unwrap();
+    for (flag, want) in [
+        (true, [2.0, 3.0, 4.0, 5.0, 6.0, 7.0]),
+        (false, [2.0, 4.0, 6.0, 8.0, 10.0, 12.0]),
+    ] {
+        let f = Tensor::new(vec![1], vec![flag]);
+        let y = interp::run(&module, &[x.clone(), f]).unwrap()[0].to_f64_vec();
+        assert_eq!(y, want, "flag {flag}");
+    }
+    // Bound, only the taken branch is imported.
     let mut opts = ImportOptions::default();
     opts.bindings
         .insert("flag".into(), Tensor::new(vec![1], vec![false]));
     assert_eq!(run_y(&m, &opts), [2.0, 4.0, 6.0, 8.0, 10.0, 12.0]);
+}
+
+#[test]
+fn a_run_time_if_whose_branches_differ_in_type_names_the_input_to_bind() {
+    let mut m = if_model(
+        vec![node("Identity", "id", &["flag"], &["cond"])],
+        vec![vi("flag", data_type::BOOL, &[D::N(1)])],
+        "Add",
+    );
+    // The else branch returns a [3] slice of its own.
+    let g = m.graph.as_mut().unwrap();
+    let ifn = g.node.iter_mut().find(|n| n.op_type == "If").unwrap();
+    let other = ifn
+        .attribute
+        .iter_mut()
+        .find(|a| a.name == "else_branch")
+        .unwrap();
+    let eb = other.g.as_mut().unwrap();
+    eb.node = vec![node("ReduceSum", "e_sum", &["x"], &["e_out"])];
+    eb.node[0].attribute.push(AttributeProto {
+        name: "keepdims".into(),
+        r#type: attribute_type::INT,
+        i: 0,
+        ..Default::default()
+    });
+    eb.initializer.clear();
+    eb.output = vec![vi("e_out", data_type::FLOAT, &[])];
+    let e = err_of(&m, &ImportOptions::default()).to_string();
+    assert!(
+        e.contains("graph input 'flag'")
+            && e.contains("differ in type")
+            && e.contains("--bind flag=1"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -910,47 +910,116 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// ONNX `If` whose condition is known at compile time (a constant, a folded shape test, or a
-    /// bound input): the taken branch's nodes are imported in place and its outputs are the
-    /// node's. A condition computed at run time is an error naming what to bind.
+    /// ONNX `If`. A condition known at compile time (a constant, a folded shape test, a bound
+    /// input) imports the taken branch's nodes in place: its outputs are the node's. A run-time
+    /// condition imports both branches and selects each output with `graph.where`, which needs
+    /// the two branches' outputs to have one type (otherwise the error names the input to bind).
     fn if_node(&mut self, n: &NodeProto, label: &str, cond: ValueId) -> R<Vec<ValueId>> {
-        let c = crate::interp::constant_value(&self.m, cond).ok_or_else(|| {
-            // The graph input the condition comes from, through ops of one run-time operand.
-            let mut v = cond;
-            while let Some(op) = self.m.defining_op(v) {
-                let live: Vec<ValueId> = self
-                    .m
-                    .op(op)
-                    .operands
-                    .iter()
-                    .copied()
-                    .filter(|&o| crate::interp::constant_value(&self.m, o).is_none())
-                    .collect();
-                match live[..] {
-                    [one] => v = one,
-                    _ => break,
-                }
+        if let Some(c) = crate::interp::constant_value(&self.m, cond) {
+            if c.len() != 1 {
+                return Err(format!("the condition has {} elements, not one", c.len()));
             }
-            let input = self
-                .values
-                .iter()
-                .find(|(_, x)| **x == v && self.m.defining_op(v).is_none())
-                .map(|(k, _)| k.clone());
-            match input {
-                Some(i) => format!(
-                    "the condition is graph input '{i}', known only at run time; compile the branch you want with `--bind {i}=1` (then) or `--bind {i}=0` (else)"
-                ),
-                None => "the condition is computed at run time; only an If whose condition folds to a constant (or comes from a bound input) is supported".into(),
-            }
-        })?;
-        if c.len() != 1 {
-            return Err(format!("the condition has {} elements, not one", c.len()));
+            let which = if c.get_f64(0) != 0.0 {
+                "then_branch"
+            } else {
+                "else_branch"
+            };
+            return self.branch(n, label, which);
         }
-        let which = if c.get_f64(0) != 0.0 {
-            "then_branch"
+        let scope = self.values.clone();
+        let then = self.branch(n, label, "then_branch")?;
+        self.values = scope.clone();
+        let other = self.branch(n, label, "else_branch")?;
+        self.values = scope;
+        let cond_ty = self.m.value_type(cond).as_tensor().cloned();
+        let scalar = cond_ty
+            .as_ref()
+            .is_some_and(|t| t.elem == ScalarType::I1 && t.num_elements() == Some(1));
+        let same = then.len() == other.len()
+            && then
+                .iter()
+                .zip(&other)
+                .all(|(a, b)| self.m.value_type(*a) == self.m.value_type(*b));
+        if !scalar || !same {
+            return Err(self.run_time_if_reason(cond, scalar));
+        }
+        // A one-element condition broadcasts as a scalar.
+        let c = if cond_ty.is_some_and(|t| t.rank() == 0) {
+            cond
         } else {
-            "else_branch"
+            let shape = self.constant(
+                "if_scalar",
+                ScalarType::I64,
+                &[0],
+                vec![],
+                Location::name(label),
+            );
+            self.emit(
+                graph::Reshape::NAME,
+                &[cond, shape],
+                vec![],
+                &[ScalarType::I1],
+                &Location::name(label),
+            )?[0]
         };
+        let mut outs = vec![];
+        for (t, e) in then.into_iter().zip(other) {
+            let elem = self
+                .m
+                .value_type(t)
+                .elem()
+                .ok_or("a branch output is not a tensor")?;
+            outs.push(
+                self.emit(
+                    graph::Where::NAME,
+                    &[c, t, e],
+                    vec![],
+                    &[elem],
+                    &Location::name(label),
+                )?[0],
+            );
+        }
+        Ok(outs)
+    }
+
+    /// Why a run-time `If` cannot be selected: the graph input its condition comes from (through
+    /// ops of one run-time operand) and how to bind it.
+    fn run_time_if_reason(&self, cond: ValueId, scalar: bool) -> String {
+        let mut v = cond;
+        while let Some(op) = self.m.defining_op(v) {
+            let live: Vec<ValueId> = self
+                .m
+                .op(op)
+                .operands
+                .iter()
+                .copied()
+                .filter(|&o| crate::interp::constant_value(&self.m, o).is_none())
+                .collect();
+            match live[..] {
+                [one] => v = one,
+                _ => break,
+            }
+        }
+        let why = if scalar {
+            "its branches' outputs differ in type, so one cannot be selected at run time"
+        } else {
+            "its condition is not a one-element bool"
+        };
+        let input = self
+            .values
+            .iter()
+            .find(|(_, x)| **x == v && self.m.defining_op(v).is_none())
+            .map(|(k, _)| k.clone());
+        match input {
+            Some(i) => format!(
+                "the condition is graph input '{i}', known only at run time, and {why}; compile the branch you want with `--bind {i}=1` (then) or `--bind {i}=0` (else)"
+            ),
+            None => format!("the condition is computed at run time and {why}"),
+        }
+    }
+
+    /// Imports branch `which` (`then_branch` / `else_branch`) of `If` node `n`; its outputs.
+    fn branch(&mut self, n: &NodeProto, label: &str, which: &str) -> R<Vec<ValueId>> {
         let g = n
             .attribute
             .iter()
