@@ -16,12 +16,18 @@ fn conformance(folder: &str) -> Option<(u32, u32, u32)> {
 
 /// Runs `llmpu conformance -q --backend <backend> <dir>`; returns (passed, failed, unsupported).
 fn summary(dir: &Path, backend: &str) -> (u32, u32, u32) {
+    summary_of(dir, backend, None)
+}
+
+/// [`summary`] of the cases whose name contains `filter` (`--filter`), when given.
+fn summary_of(dir: &Path, backend: &str, filter: Option<&str>) -> (u32, u32, u32) {
     let folder = dir.display();
-    let out = Command::new(env!("CARGO_BIN_EXE_llmpu"))
-        .args(["conformance", "-q", "--backend", backend])
-        .arg(dir)
-        .output()
-        .expect("run llmpu");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_llmpu"));
+    cmd.args(["conformance", "-q", "--backend", backend]);
+    if let Some(f) = filter {
+        cmd.args(["--filter", f]);
+    }
+    let out = cmd.arg(dir).output().expect("run llmpu");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let last = text.lines().last().unwrap_or_default().to_string();
     let nums: Vec<u32> = last
@@ -56,6 +62,37 @@ fn onnx_node_tests_pass() {
     if let Some((pass, fail, _)) = conformance("onnx-node") {
         assert_eq!(fail, 0);
         assert!(pass >= 590, "only {pass} passed");
+    }
+}
+
+/// The machine's storage types beyond the first eight (i16, u16, u32, u64, f64) and the lowerings
+/// built on the rounding instructions (truncating integer Div, variadic Max/Min) compile and pass
+/// on the emulator: every selected case passes, none is refused, none fails.
+#[test]
+fn storage_type_and_truncation_node_tests_pass_on_the_emulator() {
+    let Some(root) = corpus("onnx-node") else {
+        return;
+    };
+    let dir = root.join("onnx-node");
+    for (filter, cases) in [
+        ("test_div", 10),
+        ("uint32", 8),
+        ("uint64", 8),
+        ("DOUBLE", 4),
+        ("float64", 2),
+        ("max_int16", 1),
+        ("min_int16", 1),
+        ("mul_int16", 1),
+        ("add_uint16", 1),
+        ("equal_uint16", 1),
+        ("max_example", 7),
+        ("min_example", 1),
+    ] {
+        assert_eq!(
+            summary_of(&dir, "emulator", Some(filter)),
+            (cases, 0, 0),
+            "{filter}"
+        );
     }
 }
 

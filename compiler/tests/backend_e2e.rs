@@ -1224,3 +1224,44 @@ fn sixteen_bit_unsigned_wide_and_f64_tensors_with_truncating_division_and_mod_ma
     );
     emulator_matches_interpreter(&src, &[r, c], &inputs);
 }
+
+#[test]
+fn non_saturating_cast_to_f8e4m3fn_gives_nan_past_the_range_like_the_interpreter() {
+    let (r, c) = (2usize, 8usize);
+    // 464 is the tie that still rounds to 448; anything larger (infinities too) becomes NaN with
+    // `saturate = 0`, and is clamped to ±448 with the default `saturate = 1`.
+    let x: Vec<f32> = vec![
+        1.0,
+        -0.3,
+        448.0,
+        449.0,
+        464.0,
+        464.5,
+        -480.0,
+        1e6,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        -464.0,
+        0.001,
+        -465.0,
+        300.0,
+        500.0,
+    ];
+    let bytes: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let (f32t, f8t) = (
+        format!("tensor<{r}x{c}xf32>"),
+        format!("tensor<{r}x{c}xf8E4M3FN>"),
+    );
+    let src = format!(
+        r#"module {{
+  func.func @main(%x: {f32t} {{graph.name = "x"}}) -> ({f8t} {{graph.name = "nosat"}}, {f8t} {{graph.name = "sat"}}) {{
+    %n = "graph.cast"(%x) {{saturate = 0 : i64}} : ({f32t}) -> {f8t} loc("CastNoSat")
+    %s = "graph.cast"(%x) {{saturate = 1 : i64}} : ({f32t}) -> {f8t} loc("CastSat")
+    func.return %n, %s : {f8t}, {f8t}
+  }}
+}}
+"#
+    );
+    emulator_matches_interpreter(&src, &[r, c], &[("x", DType::F32, bytes)]);
+}

@@ -593,8 +593,9 @@ isa! {
 
     /// Tile matmul `C[m×n] (=|+=) A[m×k] · B[k×n]`: A and B are `dt` in SRAM at `a`, `b` with row
     /// strides `lda`, `ldb` (elements); C is f32 (i32 for i8/u8 inputs) in the accumulator at `acc`
-    /// with row stride `ldc`. f32 inputs run at the reduced rate. Float inputs are widened exactly
-    /// to f32 and each element of C is computed on its own: the `k` products in increasing `p`, in
+    /// with row stride `ldc`. f32 and f64 inputs run at the reduced rate. Inputs are read as f32
+    /// as the vector unit loads them (narrower floats widen exactly, f64 and wide integers round
+    /// to nearest) and each element of C is computed on its own: the `k` products in increasing `p`, in
     /// chunks of 256; within a chunk a partial sum starts at `+0.0` and takes each product with one
     /// fused multiply-add (rounded to f32 once); the first chunk's sum is stored (`set`) or added
     /// to C (`acc`), each later chunk's sum is added to C. With `k = 0`, `set` writes zeros and

@@ -20,7 +20,7 @@ fn cost_formula(c: CostClass) -> &'static str {
         CostClass::Matmul => {
             "by `matrix.dataflow`: `ws-double` (default) `⌈k/R⌉·⌈n/C⌉·max(m, R)` busy, `+ R + C` \
              to completion; `ws` `⌈k/R⌉·⌈n/C⌉·(m + 2R + C − 2)`, `os` `⌈m/R⌉·⌈n/C⌉·(k + R + C − 2)`, \
-             `is` `⌈k/R⌉·⌈m/C⌉·(n + 2R + C − 2)` busy, complete when free (× `fp32_slowdown` for f32)"
+             `is` `⌈k/R⌉·⌈m/C⌉·(n + 2R + C − 2)` busy, complete when free (× `fp32_slowdown` for f32 and f64)"
         }
         CostClass::VecSimple => "`⌈rows·cols/L⌉·vpu_simple` busy, `+ vpu_pipeline`",
         CostClass::VecSpecial => "`⌈rows·cols/L⌉·vpu_special` busy, `+ vpu_pipeline`",

@@ -59,6 +59,11 @@ fn numpy_name(d: DType) -> &'static str {
         DType::U8 => "uint8",
         DType::I32 => "int32",
         DType::I64 => "int64",
+        DType::I16 => "int16",
+        DType::U16 => "uint16",
+        DType::U32 => "uint32",
+        DType::U64 => "uint64",
+        DType::F64 => "float64",
     }
 }
 
@@ -80,13 +85,18 @@ fn tensor_of(name: &str, a: &Bound<'_, PyAny>) -> PyResult<Tensor> {
     try_as!(u8, DType::U8, |x: &u8| [*x]);
     try_as!(i8, DType::I8, |x: &i8| x.to_le_bytes());
     try_as!(bool, DType::U8, |x: &bool| [*x as u8]);
+    try_as!(f64, DType::F64, |x: &f64| x.to_le_bytes());
+    try_as!(i16, DType::I16, |x: &i16| x.to_le_bytes());
+    try_as!(u16, DType::U16, |x: &u16| x.to_le_bytes());
+    try_as!(u32, DType::U32, |x: &u32| x.to_le_bytes());
+    try_as!(u64, DType::U64, |x: &u64| x.to_le_bytes());
     let what = match a.cast::<PyUntypedArray>() {
         Ok(u) => format!("a numpy array of dtype {}", u.dtype()),
         Err(_) => format!("a {}", a.get_type().name()?),
     };
     Err(LlmpuError::new_err(format!(
-        "input `{name}`: got {what}; expected a numpy array of float32, int64, int32, uint8, \
-         int8 or bool"
+        "input `{name}`: got {what}; expected a numpy array of float64, float32, int64, uint64, \
+         int32, uint32, int16, uint16, int8, uint8 or bool"
     )))
 }
 
@@ -108,6 +118,11 @@ fn array_of<'py>(py: Python<'py>, t: &Tensor) -> PyResult<Bound<'py, PyAny>> {
         DType::I32 => from_le!(i32, 4),
         DType::I8 => from_le!(i8, 1),
         DType::U8 => from_le!(u8, 1),
+        DType::I16 => from_le!(i16, 2),
+        DType::U16 => from_le!(u16, 2),
+        DType::U32 => from_le!(u32, 4),
+        DType::U64 => from_le!(u64, 8),
+        DType::F64 => from_le!(f64, 8),
         _ => PyArray1::from_vec(py, t.to_f32())
             .reshape(shape)?
             .into_any(),

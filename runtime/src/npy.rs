@@ -262,7 +262,7 @@ mod tests {
             Err(NpyError::FortranOrder)
         ));
         assert!(matches!(
-            from_bytes(&replace(b"<f4", b"<f8")),
+            from_bytes(&replace(b"<f4", b"<c8")),
             Err(NpyError::UnsupportedDtype(_))
         ));
         assert!(from_bytes(&replace(b"<f4", b">f4")).is_err());
