@@ -91,6 +91,15 @@ impl Cx<'_> {
     pub(crate) fn alloc(&mut self, mem: Mem, bytes: u64, what: &str) -> R<u64> {
         self.e.alloc(mem, bytes, what).map_err(|e| self.emit_err(e))
     }
+    /// Rows of `per_row` bytes that fit twice (double-buffered) in free SRAM, capped at the
+    /// target's row tile; 0 when not even one does.
+    fn double_buffered_rows(&self, per_row: u64) -> u64 {
+        (self.e.free(Mem::Sram) / (2 * per_row + 64)).min(row_tile(
+            u64::MAX,
+            2 * per_row,
+            &self.e.target,
+        ))
+    }
     /// Rows per tile, at most `max_rows`, so that `rows` spread over every core.
     fn spread(&self, rows: u64, max_rows: u64) -> u64 {
         let c = self.e.cores() as u64;
@@ -642,11 +651,7 @@ pub fn copy(cx: &mut Cx, src: &View, dst: &View) -> R<()> {
     let r = src.shape.len();
     let cols = src.shape[r - 1];
     let per_row = cols * (src.dt.size() + dst.dt.size());
-    let max_rows = (cx.e.free(Mem::Sram) / (2 * per_row + 64)).min(row_tile(
-        u64::MAX,
-        2 * per_row,
-        &cx.e.target,
-    ));
+    let max_rows = cx.double_buffered_rows(per_row);
     if max_rows == 0 || cols > split_rows::MAX_COLS {
         let w = split_rows::chunk_width(
             cols,

@@ -140,11 +140,7 @@ pub(super) fn row_kernel_stats(
         }
         prm.push(T::sram(f, cols, DType::F32));
     }
-    let max_rows = (cx.e.free(Mem::Sram) / (2 * per_row + 64)).min(row_tile(
-        u64::MAX,
-        2 * per_row,
-        &cx.e.target,
-    ));
+    let max_rows = cx.double_buffered_rows(per_row);
     if max_rows == 0 {
         return Err(cx.err(format!(
             "a row of {cols} elements does not fit in SRAM ({} bytes free)",

@@ -17,11 +17,7 @@ pub(super) fn cumsum(cx: &mut Cx, x: &View, o: &View, exclusive: bool, reverse: 
         return Ok(());
     }
     let per_row = n * (x.dt.size() + 4 + 4 + o.dt.size()) + 16;
-    let max_rows = (cx.e.free(Mem::Sram) / (2 * per_row + 64)).min(row_tile(
-        u64::MAX,
-        2 * per_row,
-        &cx.e.target,
-    ));
+    let max_rows = cx.double_buffered_rows(per_row);
     if max_rows == 0 {
         return Err(cx.err(format!(
             "a running sum over {n} elements does not fit in SRAM ({} bytes free)",
