@@ -241,9 +241,12 @@ fn tensor_type(shape: &[u64]) -> String {
     format!("tensor<{}xf32>", d.join("x"))
 }
 
+/// An equation, its operands' shapes and its result's shape.
+type EinsumCase<'a> = (&'a str, &'a [&'a [u64]], &'a [u64]);
+
 #[test]
 fn einsum_equations_match_the_interpreter() {
-    let cases: [(&str, &[&[u64]], &[u64]); 8] = [
+    let cases: [EinsumCase; 8] = [
         (
             "bhqd,bhkd->bhqk",
             &[&[2, 3, 4, 5], &[2, 3, 6, 5]],

@@ -245,9 +245,7 @@ fn fuse_softmax(m: &mut Module, sm: OpId) -> Option<()> {
     let mut v = v;
     if let Some((b, h)) = heads_split {
         // Q·Kᵀ and P·V over `[B·H, …]`: read their `[B, H, …]` sources (a view).
-        if merged_out.is_none() {
-            return None;
-        }
+        merged_out?;
         let ks = shape_of(m, kt)?;
         if ks.len() != 3 {
             return None;

@@ -319,7 +319,7 @@ fn quant_shapes(xs: &[u64], ss: &[u64], axis: i64, block: i64) -> Option<(Vec<u6
         return Some((xs.to_vec(), b));
     }
     let blk = block as u64;
-    if ss.len() != r || xs[a] % blk != 0 || ss[a] != xs[a] / blk {
+    if ss.len() != r || !xs[a].is_multiple_of(blk) || ss[a] != xs[a] / blk {
         return None;
     }
     if (0..r).any(|d| d != a && ss[d] != xs[d]) {
