@@ -41,6 +41,10 @@ pub struct CheckArgs {
     /// Stop the emulation after this many instructions.
     #[arg(long, value_name = "N")]
     pub max_instructions: Option<u64>,
+    /// Compile graph input NAME in as a constant holding these values (repeatable), as
+    /// `llmpu compile --bind` does; a data set must give that input the same values.
+    #[arg(long = "bind", value_name = "NAME=V1,V2,...")]
+    pub binds: Vec<String>,
 }
 
 fn numbered(dir: &Path, prefix: &str) -> Vec<PathBuf> {
@@ -182,6 +186,11 @@ pub fn run(a: &CheckArgs) -> Result<(), String> {
         o.target.name,
         o.precision.name()
     );
+    let mut bound = std::collections::BTreeMap::new();
+    for b in &a.binds {
+        let (n, t) = onnx::parse_bind_arg(&model, b)?;
+        bound.insert(n, t);
+    }
     let mut all_ok = true;
     let runs: Vec<Option<PathBuf>> = if sets.is_empty() {
         vec![None]
@@ -192,6 +201,7 @@ pub fn run(a: &CheckArgs) -> Result<(), String> {
         let mut opts = ImportOptions {
             // Warnings once, for the first data set.
             on_warning: (ri == 0).then_some(onnx::print_warning as fn(&_)),
+            bindings: bound.clone(),
             ..Default::default()
         };
         let mut inputs = vec![];
@@ -203,6 +213,15 @@ pub fn run(a: &CheckArgs) -> Result<(), String> {
                 } else {
                     input_names.get(i).cloned().unwrap_or(name)
                 };
+                if let Some(b) = bound.get(&gname) {
+                    if b.to_f64_vec() != t.to_f64_vec() || b.shape != t.shape {
+                        return Err(format!(
+                            "{}: input '{gname}' differs from its --bind value",
+                            p.display()
+                        ));
+                    }
+                    continue;
+                }
                 opts.shapes
                     .insert(gname, t.shape.iter().map(|&d| d as u64).collect());
                 inputs.push(t);
@@ -236,7 +255,11 @@ pub fn run(a: &CheckArgs) -> Result<(), String> {
                     let shape = t
                         .static_shape()
                         .ok_or("symbolic input shape: give a case folder")?;
-                    let name = input_names.get(i).map(String::as_str).unwrap_or("?");
+                    let name = input_names
+                        .iter()
+                        .filter(|n| !bound.contains_key(*n))
+                        .nth(i)
+                        .map_or("?", String::as_str);
                     inputs.push(random_input(name, t.elem, &shape, &mut seed)?);
                 }
                 interp::run(&module, &inputs).map_err(|e| e.to_string())?

@@ -277,6 +277,20 @@ fn an_axes_input_is_compiled_in_with_bind_and_the_binary_no_longer_takes_it() {
     let expect = format!("reduced={}", s(&want));
     let o = llmpu(&["run", s(&bin), "--input", &input, "--expect", &expect]);
     assert!(o.status.success(), "{}", text(&o));
+    // check binds the same way; a data set must agree with the binding.
+    let dir = c.join(sub);
+    let o = llmpu(&["check", s(&dir), "--bind", "axes=1", "--no-report"]);
+    assert!(
+        o.status.success() && text(&o).contains("ok   reduced"),
+        "{}",
+        text(&o)
+    );
+    let o = llmpu(&["check", s(&dir), "--bind", "axes=2", "--no-report"]);
+    assert!(
+        !o.status.success() && text(&o).contains("input 'axes' differs from its --bind value"),
+        "{}",
+        text(&o)
+    );
     // The bound input is gone from the binary's interface.
     let axes = format!("axes={}", s(&data));
     let o = llmpu(&["run", s(&bin), "--input", &input, "--input", &axes]);
