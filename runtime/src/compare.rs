@@ -85,7 +85,10 @@ impl fmt::Display for Comparison {
             write!(
                 f,
                 ", {} outside; worst at {:?}: got {} expected {}",
-                self.mismatches, self.worst_index, self.worst_got, self.worst_expected
+                self.mismatches,
+                self.worst_index,
+                value(self.worst_got),
+                value(self.worst_expected)
             )?;
         }
         write!(f, " [{}]", self.tolerance)
@@ -103,7 +106,18 @@ fn unravel(mut i: u64, shape: &[u64]) -> Vec<u64> {
     idx
 }
 
-/// Compares `got` with `expected` (same shape; element types may differ: both are read as f32).
+/// `x` as its shortest round-trip spelling, in exponent form past 1e16 (an f64 reference can
+/// be 1e300).
+fn value(x: f64) -> String {
+    if x.is_finite() && x.abs() >= 1e16 {
+        format!("{x:e}")
+    } else {
+        format!("{x}")
+    }
+}
+
+/// Compares `got` with `expected` (same shape; element types may differ: both are read as f64,
+/// so an f64 reference past f32's range is not rounded to an infinity that hides a mismatch).
 pub fn compare(
     name: &str,
     got: &Tensor,
@@ -119,19 +133,18 @@ pub fn compare(
     if let (Some(g), Some(e)) = (got.to_i128(), expected.to_i128()) {
         return Ok(compare_ints(name, &got.shape, &g, &e, tol));
     }
-    let g = got.to_f32();
-    let e = expected.to_f32();
+    let g = got.to_f64();
+    let e = expected.to_f64();
     let scale = e
         .iter()
         .filter(|v| v.is_finite())
-        .fold(0f64, |m, v| m.max((*v as f64).abs()));
+        .fold(0f64, |m, v| m.max(v.abs()));
     let atol = tol.scale_atol * scale;
     let (mut max_abs, mut max_rel, mut mismatches) = (0f64, 0f64, 0u64);
     let (mut dot, mut ng, mut ne) = (0f64, 0f64, 0f64);
     let (mut worst, mut worst_excess) = (0usize, f64::NEG_INFINITY);
     let mut unmatched_special = false;
     for (i, (&a, &b)) in g.iter().zip(&e).enumerate() {
-        let (a, b) = (a as f64, b as f64);
         let ok_special = (a.is_nan() && b.is_nan()) || (a.is_infinite() && a == b);
         let d = if ok_special { 0.0 } else { (a - b).abs() };
         let d = if d.is_nan() { f64::INFINITY } else { d };
@@ -174,8 +187,8 @@ pub fn compare(
         cosine,
         mismatches,
         worst_index: unravel(worst as u64, &got.shape),
-        worst_got: g.get(worst).copied().unwrap_or(0.0) as f64,
-        worst_expected: e.get(worst).copied().unwrap_or(0.0) as f64,
+        worst_got: g.get(worst).copied().unwrap_or(0.0),
+        worst_expected: e.get(worst).copied().unwrap_or(0.0),
         tolerance: tol,
         pass,
     })
@@ -233,6 +246,23 @@ mod tests {
 
     fn t(v: &[f32]) -> Tensor {
         Tensor::from_f32(DType::F32, vec![v.len() as u64], v).unwrap()
+    }
+
+    #[test]
+    fn an_f64_reference_past_f32_range_is_not_rounded_to_the_infinity_it_is_compared_with() {
+        let f64t = |v: &[f64]| {
+            let bytes = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            Tensor::new(DType::F64, vec![v.len() as u64], bytes).unwrap()
+        };
+        let c = compare(
+            "y",
+            &f64t(&[f64::INFINITY, 2.0]),
+            &f64t(&[1e40, 2.0]),
+            Tolerance::FP32,
+        )
+        .unwrap();
+        assert!(!c.pass && c.mismatches == 1, "{c}");
+        assert!(c.to_string().contains("got inf expected 1e40"), "{c}");
     }
 
     #[test]

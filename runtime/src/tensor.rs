@@ -97,6 +97,19 @@ impl Tensor {
         out
     }
 
+    /// The elements as f64: exact for f64 (a value past f32's range stays finite), every other
+    /// type through [`Tensor::to_f32`].
+    pub fn to_f64(&self) -> Vec<f64> {
+        if self.dtype == DType::F64 {
+            return self
+                .data
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().expect("8-byte chunk")))
+                .collect();
+        }
+        self.to_f32().into_iter().map(f64::from).collect()
+    }
+
     /// The elements as i128, exactly, if the element type is an integer type (`None` for floats);
     /// i128 holds every value of every integer type, u64 included.
     pub fn to_i128(&self) -> Option<Vec<i128>> {
