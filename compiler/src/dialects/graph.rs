@@ -278,7 +278,8 @@ define_ops! { OPS;
     /// where bias combines a boolean (`false` → -inf) or additive mask (padded with -inf to the total
     /// length), the bottom-right-aligned causal mask and the `nonpad_kv_seqlen` padding; query heads
     /// share KV heads in groups (GQA). A fully masked row yields zeros. `%qk` is the scaled scores
-    /// (mode 0/1), scores plus bias (2) or the probabilities (3). Absent optional inputs are spelled
+    /// (mode 0), the soft-capped scores (1), those plus the bias (2) or the probabilities (3), as
+    /// onnxruntime orders them. Absent optional inputs are spelled
     /// with `operand_slots`.
     Attention = "graph.attention", pure = true, verify = verify_attention;
     /// `%r = "graph.rotary_embedding"(%x, %cos, %sin, %pos?) {interleaved = 0 : i64}` — RoPE.

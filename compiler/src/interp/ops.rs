@@ -1870,6 +1870,8 @@ fn attention(c: &OpCtx) -> R<Vec<Tensor>> {
     let group = hq / hkv;
     let s = scale.sqrt();
     let mut qk = vec![0f64; nel];
+    // The scaled product before the soft-cap (`qk_matmul_output_mode = 0`).
+    let mut raw = vec![0f64; nel];
     let mut qkb = vec![0f64; nel];
     let mut probs = vec![0f64; nel];
     let mut y = vec![0f64; b * hq * sq * dv];
@@ -1898,6 +1900,7 @@ fn attention(c: &OpCtx) -> R<Vec<Tensor>> {
                 let row = soff + i * total;
                 for j in 0..total {
                     let mut x = round_to(dtype, qk[row + j]);
+                    raw[row + j] = x;
                     if softcap > 0.0 {
                         x = softcap * (x / softcap).tanh();
                     }
@@ -1961,6 +1964,7 @@ fn attention(c: &OpCtx) -> R<Vec<Tensor>> {
     }
     if n > 3 {
         let src = match mode {
+            0 => &raw,
             2 => &qkb,
             3 => &probs,
             _ => &qk,

@@ -394,6 +394,8 @@ fn decompose(m: &mut Module, op: OpId) -> Result<(), Why> {
         Type::tensor(&[bsz, hq, sq, total], elem),
         vec![],
     );
+    // `qk_matmul_output_mode = 0` is the scaled product before the soft-cap.
+    let raw = qk;
     if softcap > 0.0 {
         let c = b.scalar(softcap, elem);
         let x = need(b.arith(graph::Div::NAME, qk, c))?;
@@ -519,7 +521,8 @@ fn decompose(m: &mut Module, op: OpId) -> Result<(), Why> {
         y = b.reshape(t, &[bsz, sq, hq * dv]);
     }
     let qk_out = match mode {
-        0 | 1 => qk,
+        0 => raw,
+        1 => qk,
         2 => scores,
         _ => probs,
     };
