@@ -189,7 +189,9 @@ pub fn run(a: &CheckArgs) -> Result<(), String> {
     let mut bound = std::collections::BTreeMap::new();
     for b in &a.binds {
         let (n, t) = onnx::parse_bind_arg(&model, b)?;
-        bound.insert(n, t);
+        if bound.insert(n.clone(), t).is_some() {
+            return Err(format!("--bind names '{n}' twice"));
+        }
     }
     let mut all_ok = true;
     let runs: Vec<Option<PathBuf>> = if sets.is_empty() {

@@ -53,7 +53,9 @@ pub fn import_model_checked(
         let model = decode_model(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
         for b in binds {
             let (n, t) = parse_bind_arg(&model, b)?;
-            opts.bindings.insert(n, t);
+            if opts.bindings.insert(n.clone(), t).is_some() {
+                return Err(format!("--bind names '{n}' twice"));
+            }
         }
         let base = path.parent().filter(|p| !p.as_os_str().is_empty());
         llmpu_compiler::onnx::import_model(&model, Some(base.unwrap_or(Path::new("."))), &opts)

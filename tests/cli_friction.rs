@@ -255,6 +255,10 @@ fn an_axes_input_is_compiled_in_with_bind_and_the_binary_no_longer_takes_it() {
             "input 'axes' holds 1 value(s) (shape [1]), 2 given",
         ),
         ("axes=one", "'one' is not a i64 value (input 'axes')"),
+        (
+            "axes=9223372036854775808",
+            "does not fit input 'axes' (i64:",
+        ),
     ] {
         let o = llmpu(&["compile", s(&model), "--bind", bad, "-o", s(&bin)]);
         assert!(
@@ -263,6 +267,21 @@ fn an_axes_input_is_compiled_in_with_bind_and_the_binary_no_longer_takes_it() {
             text(&o)
         );
     }
+    let o = llmpu(&[
+        "compile",
+        s(&model),
+        "--bind",
+        "axes=1",
+        "--bind",
+        "axes=2",
+        "-o",
+        s(&bin),
+    ]);
+    assert!(
+        !o.status.success() && text(&o).contains("--bind names 'axes' twice"),
+        "{}",
+        text(&o)
+    );
     let o = llmpu(&["compile", s(&model), "--bind", "axes=1", "-o", s(&bin)]);
     assert!(o.status.success(), "{}", text(&o));
     let data = scratch("reduce_data.npy");

@@ -479,16 +479,45 @@ pub fn parse_bind_arg(model: &proto::ModelProto, s: &str) -> Result<(String, Ten
             .map(|w| w.parse::<f64>().map_err(|_| bad(w)))
             .collect::<Result<_, _>>()?;
         Tensor::from_f64_fn(elem, shape, n, |i| v[i])
-    } else {
-        let v: Vec<i64> = words
+    } else if elem == crate::ir::ScalarType::I1 {
+        let v: Vec<bool> = words
             .iter()
-            .map(|w| w.parse::<i64>().map_err(|_| bad(w)))
+            .map(|w| match *w {
+                "1" | "true" => Ok(true),
+                "0" | "false" => Ok(false),
+                _ => Err(format!(
+                    "--bind: '{w}' is not a bool value (0, 1, true, false) (input '{name}')"
+                )),
+            })
             .collect::<Result<_, _>>()?;
-        let t = Tensor::new(shape, v);
-        if elem == crate::ir::ScalarType::I64 {
-            t
+        Tensor::new(shape, v)
+    } else {
+        use crate::ir::ScalarType as S;
+        let (lo, hi): (i128, i128) = match elem {
+            S::I8 => (i8::MIN.into(), i8::MAX.into()),
+            S::UI8 => (0, u8::MAX.into()),
+            S::I16 => (i16::MIN.into(), i16::MAX.into()),
+            S::UI16 => (0, u16::MAX.into()),
+            S::I32 => (i32::MIN.into(), i32::MAX.into()),
+            S::UI32 => (0, u32::MAX.into()),
+            S::UI64 => (0, u64::MAX.into()),
+            _ => (i64::MIN.into(), i64::MAX.into()),
+        };
+        let v: Vec<i128> = words
+            .iter()
+            .map(|w| match w.parse::<i128>() {
+                Ok(x) if (lo..=hi).contains(&x) => Ok(x),
+                Ok(_) => Err(format!(
+                    "--bind: {w} does not fit input '{name}' ({elem}: {lo}..={hi})"
+                )),
+                Err(_) => Err(bad(w)),
+            })
+            .collect::<Result<_, _>>()?;
+        if elem == S::UI64 {
+            Tensor::new(shape, v.iter().map(|&x| x as u64).collect::<Vec<u64>>())
         } else {
-            t.cast(elem, false)
+            // In range, so the integer cast is exact.
+            Tensor::new(shape, v.iter().map(|&x| x as i64).collect::<Vec<i64>>()).cast(elem, false)
         }
     };
     Ok((name.to_string(), t))

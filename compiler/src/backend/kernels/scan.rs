@@ -16,6 +16,12 @@ pub(super) fn cumsum(cx: &mut Cx, x: &View, o: &View, exclusive: bool, reverse: 
     if r == 0 || n == 0 {
         return Ok(());
     }
+    if n > split_rows::MAX_COLS {
+        return Err(cx.err(format!(
+            "a running sum over {n} elements is longer than the {} a row tile holds",
+            split_rows::MAX_COLS
+        )));
+    }
     let per_row = n * (x.dt.size() + 4 + 4 + o.dt.size()) + 16;
     let max_rows = cx.double_buffered_rows(per_row);
     if max_rows == 0 {
