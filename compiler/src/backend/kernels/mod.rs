@@ -73,9 +73,9 @@ impl Cx<'_> {
         });
         match input {
             Some(n) => self.err(format!(
-                "{what} given at run time (graph input `{n}`) are not supported; compile it in with `--bind {n}=V1,V2,...`"
+                "{what}: given at run time by graph input `{n}`, but needed at compile time; compile it in with `--bind {n}=V1,V2,...`"
             )),
-            None => self.err(format!("{what} computed at run time are not supported")),
+            None => self.err(format!("{what}: computed at run time, but needed at compile time")),
         }
     }
     fn emit_err(&self, e: EmitError) -> BackendError {
@@ -617,7 +617,17 @@ pub fn lower_op(cx: &mut Cx, op: OpId) -> R<()> {
             };
             elementwise(cx, Ew::Fill(fill), &[], &ov)
         }
-        _ => Err(cx.err(format!("`{name}` is not supported by the LLMPU backend"))),
+        _ => {
+            // An op the backend has a kernel for once its parameters are known names them.
+            let late = graph::parameter_slots(name).iter().find_map(|&slot| {
+                graph::operand_slot(m, op, slot)
+                    .filter(|&v| m.defining_op_named(v, graph::Constant::NAME).is_none())
+            });
+            match late {
+                Some(v) => Err(cx.run_time_err(&format!("the parameters of `{name}`"), v)),
+                None => Err(cx.err(format!("`{name}` is not supported by the LLMPU backend"))),
+            }
+        }
     }
 }
 
@@ -710,21 +720,17 @@ fn pad(cx: &mut Cx, op: OpId, ov: &View) -> R<()> {
     let m = cx.m;
     let x = cx.view(m.op(op).operands[0])?;
     let rank = x.shape.len();
-    let pads = super::plan::operand_at(m, op, 1)
-        .and_then(|v| super::plan::const_ints(m, v))
-        .ok_or_else(|| {
-            cx.err("`graph.pad` with pads given at run time is not supported (they set the output shape)")
-        })?;
+    let pv = m.op(op).operands[1];
+    let pads = super::plan::const_ints(m, pv)
+        .ok_or_else(|| cx.run_time_err("Pad's pads (they set the output shape)", pv))?;
     let fill = match super::plan::operand_at(m, op, 2) {
         None => 0.0,
-        Some(v) => super::plan::splat_of(m, v).ok_or_else(|| {
-            cx.err("`graph.pad` with a pad value given at run time is not supported")
-        })?,
+        Some(v) => super::plan::splat_of(m, v).ok_or_else(|| cx.run_time_err("Pad's value", v))?,
     };
     let axes: Vec<usize> = match super::plan::operand_at(m, op, 3) {
         None => (0..rank).collect(),
         Some(v) => super::plan::const_ints(m, v)
-            .ok_or_else(|| cx.err("`graph.pad` with axes given at run time is not supported"))?
+            .ok_or_else(|| cx.run_time_err("Pad's axes", v))?
             .into_iter()
             .map(|a| axis(cx, a, rank))
             .collect::<R<_>>()?,
