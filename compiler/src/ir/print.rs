@@ -646,6 +646,10 @@ fn format_dense_inline(ty: &Type, bytes: &[u8]) -> String {
         Elem::Bool(b) => b.to_string(),
     };
     let numel = super::types::checked_product(&shape).unwrap_or(u64::MAX);
+    if numel == 0 {
+        // MLIR spells a tensor without elements `dense<>`.
+        return String::new();
+    }
     if n != 1 && n as u64 != numel {
         return hex_string(bytes);
     }

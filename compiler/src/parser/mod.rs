@@ -930,6 +930,10 @@ fn dense_bytes(d: &ADense, shape: &[u64], elem: ScalarType) -> Result<Vec<u8>, S
         }
         return Ok(bytes);
     }
+    // `dense<>`: a tensor without elements (MLIR's spelling).
+    if numel == 0 && matches!(d, ADense::List(v) if v.is_empty()) {
+        return Ok(vec![]);
+    }
     let mut elems = vec![];
     if let ADense::Elem(n) = d {
         elems.push(n);
