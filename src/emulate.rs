@@ -43,6 +43,7 @@ pub fn compile(module: &Module, o: &Options) -> Result<Program, String> {
             if e.contains("not supported")
                 || e.contains("unsupported")
                 || e.contains("symbolic shape")
+                || e.contains("needed at compile time")
             {
                 format!("{UNSUPPORTED}{e}")
             } else {

@@ -59,7 +59,10 @@ impl Pass for Legalize {
                 graph::Trilu::NAME => trilu(m, op),
                 graph::GatherNd::NAME => gather_nd(m, op),
                 graph::QuantizeLinear::NAME | graph::DequantizeLinear::NAME => quant(m, op),
-                graph::Einsum::NAME => Ok(einsum(m, op).is_some()),
+                graph::Einsum::NAME => match einsum(m, op) {
+                    Some(()) => Ok(true),
+                    None => Err(einsum_refusal(m, op)),
+                },
                 _ => Ok(false),
             }
             .map_err(|e| PassError::failed(INFO.name, loc, e))?;
@@ -358,6 +361,24 @@ fn cast_to(m: &mut Module, at: OpId, v: ValueId, elem: ScalarType) -> Option<Val
 fn quant(m: &mut Module, op: OpId) -> Result<bool, String> {
     let last = m.walk_all().into_iter().map(|o| o.0).max().unwrap_or(0);
     let done = quant_inner(m, op).is_some();
+    if !done && shape_of(m, m.op(op).operands[0]).is_some() {
+        // Static shapes the rewrite still cannot express: say why (nothing else lowers Q/DQ).
+        let (xs, ss) = (
+            shape_of(m, m.op(op).operands[0]).unwrap_or_default(),
+            shape_of(m, m.op(op).operands[1]).unwrap_or_default(),
+        );
+        let block = m.attr(op, "block_size").and_then(Attribute::as_int).unwrap_or(0);
+        let axis = m.attr(op, "axis").and_then(Attribute::as_int).unwrap_or(1);
+        return Err(format!(
+            "`{}` is not supported here: a scale of shape {ss:?} does not broadcast over the input {xs:?} along axis {axis}{}",
+            m.op(op).name,
+            if block > 0 {
+                format!(" in blocks of {block} (a block size must divide the axis)")
+            } else {
+                String::new()
+            }
+        ));
+    }
     for o in m.walk_all() {
         if o.0 > last
             && m.op(o).name != graph::Constant::NAME
@@ -597,6 +618,24 @@ fn permute_letters(m: &mut Module, op: OpId, v: ValueId, have: &[char], want: &[
         tensor_ty(&ts, elem),
         vec![("perm", Attribute::DenseI64Array(perm))],
     ))
+}
+
+/// Why `einsum` left `op` as it is.
+fn einsum_refusal(m: &Module, op: OpId) -> String {
+    let ins = &m.op(op).operands;
+    let eq = m.attr(op, "equation").and_then(Attribute::as_str).unwrap_or("");
+    let why = if ins.len() > 2 {
+        format!("{} operands (one or two are supported)", ins.len())
+    } else if ins.len() == 2
+        && m.value_type(m.op(op).results[0]).elem().is_some_and(|e| !e.is_float())
+    {
+        "two integer operands (the matrix engine multiplies floats)".to_string()
+    } else if ins.iter().any(|&v| shape_of(m, v).is_none()) {
+        "an operand's shape is not static".to_string()
+    } else {
+        "the operands disagree on a letter's extent (a broadcast ellipsis or size-1 dim), or the equation is malformed".to_string()
+    };
+    format!("`{}` \"{eq}\" is not supported: {why}", graph::Einsum::NAME)
 }
 
 fn einsum(m: &mut Module, op: OpId) -> Option<()> {
