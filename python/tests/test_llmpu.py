@@ -139,7 +139,13 @@ def test_an_input_of_the_wrong_shape_raises_naming_it():
 
 def test_an_input_of_an_unsupported_dtype_raises_naming_the_dtype():
     binary = llmpu.compile(mlp_model())
-    with pytest.raises(llmpu.LlmpuError, match="float64"):
+    with pytest.raises(llmpu.LlmpuError, match="complex64"):
+        binary.run({"x": np.ones((8, 32), np.complex64)})
+
+
+def test_an_input_of_another_storage_type_raises_naming_both_types():
+    binary = llmpu.compile(mlp_model())
+    with pytest.raises(llmpu.LlmpuError, match=r"expected f32\[8, 32\], got f64\[8, 32\]"):
         binary.run({"x": np.ones((8, 32), np.float64)})
 
 
