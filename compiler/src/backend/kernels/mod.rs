@@ -806,7 +806,11 @@ fn pad(cx: &mut Cx, op: OpId, ov: &View) -> R<()> {
             if cx.e.cores() > 1 {
                 cx.e.barrier();
             }
+            // Each copy's staging buffers are free again after it: a pad of thousands of
+            // positions must not run SRAM out.
+            let mark = cx.e.mark(Mem::Sram);
             copy(cx, &region.slice(a, from, 1, 1), &region.slice(a, p, 1, 1))?;
+            cx.e.release(Mem::Sram, mark);
         }
     }
     Ok(())
