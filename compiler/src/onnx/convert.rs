@@ -1001,7 +1001,7 @@ impl Ctx<'_> {
             }
         }
         let why = if scalar {
-            "its branches' outputs differ in type, so one cannot be selected at run time"
+            "its branches' outputs differ in type or shape, so one cannot be selected at run time"
         } else {
             "its condition is not a one-element bool"
         };

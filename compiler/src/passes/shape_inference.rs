@@ -546,6 +546,9 @@ pub fn infer_op(m: &Module, op: OpId) -> Result<Option<Vec<Type>>, String> {
                 Some(v) if v.iter().all(|t| t.len() == 1) => {
                     let (s, l, dl) = (v[0].get_f64(0), v[1].get_f64(0), v[2].get_f64(0));
                     if x.elem.is_float() {
+                        if dl == 0.0 || !dl.is_finite() {
+                            return Err(format!("Range delta is {dl}: the sequence has no end"));
+                        }
                         Dim::Static(((l - s) / dl).ceil().max(0.0) as u64)
                     } else {
                         let (s, l, dl) = (v[0].get_i128(0), v[1].get_i128(0), v[2].get_i128(0));
@@ -585,6 +588,13 @@ pub fn infer_op(m: &Module, op: OpId) -> Result<Option<Vec<Type>>, String> {
             let mut dims = x.dims.clone();
             for (i, &a) in axes.iter().enumerate() {
                 dims[a] = match st(&x.dims[a]) {
+                    Some(n) if n + pads[i] + pads[i + axes.len()] < 0 => {
+                        return Err(format!(
+                            "pads {} and {} crop axis {a} of {n} elements below zero",
+                            pads[i],
+                            pads[i + axes.len()]
+                        ));
+                    }
                     Some(n) => dim_of(n + pads[i] + pads[i + axes.len()]),
                     None => Dim::Dynamic,
                 };
