@@ -427,7 +427,7 @@ fn value_type_of(
         (_, None) => {
             if strict {
                 return Err(unsupported(
-                    "has no shape (`llmpu import --shape NAME=AxB` gives one)",
+                    "has no shape (`llmpu import --shape NAME=AxB` gives one; `--bind NAME=V1,V2,...` compiles it in as a constant)",
                 ));
             }
             return Ok(None);
