@@ -69,6 +69,9 @@ pub struct RunArgs {
     /// Write the report's figures as JSON.
     #[arg(long, value_name = "FILE.json")]
     report_json: Option<PathBuf>,
+    /// Write the per-op table as CSV (the text table's columns, then each op's ONNX nodes).
+    #[arg(long, value_name = "FILE.csv")]
+    report_csv: Option<PathBuf>,
 }
 
 fn name_file(arg: &str, flag: &str) -> Result<(String, PathBuf), String> {
@@ -185,6 +188,10 @@ pub fn run(a: &RunArgs) -> Result<(), String> {
     if let Some(path) = &a.report_json {
         let text =
             serde_json::to_string_pretty(&result.report.to_json()).map_err(|e| e.to_string())?;
+        std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if let Some(path) = &a.report_csv {
+        let text = result.report.render_ops_csv()?;
         std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     let mut failed = Vec::new();

@@ -538,6 +538,49 @@ impl Report {
         s
     }
 
+    /// The per-op table as CSV: the columns of [`Report::render_ops`] (the unit columns are busy
+    /// cycles), then the op's ONNX nodes, one row per op in program order.
+    pub fn render_ops_csv(&self) -> Result<String, String> {
+        let mut w = csv::Writer::from_writer(vec![]);
+        let err = |e: csv::Error| e.to_string();
+        w.write_record([
+            "op",
+            "cycles",
+            "scalar",
+            "dma",
+            "mxu",
+            "vpu",
+            "hbm_bytes",
+            "flops",
+            "flop_per_byte",
+            "bottleneck",
+            "bound",
+            "roofline_fraction",
+            "nodes",
+        ])
+        .map_err(err)?;
+        for (p, l) in self.ops().iter().zip(&self.locations) {
+            w.write_record([
+                p.label.clone(),
+                p.cycles.to_string(),
+                l.busy_cycles[0].to_string(),
+                l.busy_cycles[1].to_string(),
+                l.busy_cycles[2].to_string(),
+                l.busy_cycles[3].to_string(),
+                p.hbm_bytes.to_string(),
+                p.flops.to_string(),
+                p.intensity.map(|i| format!("{i:.4}")).unwrap_or_default(),
+                p.bottleneck.name().to_string(),
+                p.bound.name().to_string(),
+                format!("{:.4}", p.roofline_fraction),
+                p.loc.clone(),
+            ])
+            .map_err(err)?;
+        }
+        let bytes = w.into_inner().map_err(|e| e.to_string())?;
+        String::from_utf8(bytes).map_err(|e| e.to_string())
+    }
+
     /// Every figure as JSON.
     pub fn to_json(&self) -> Value {
         let units = |u: &[UnitStats; 4], total: u64| -> Value {
@@ -701,6 +744,30 @@ mod tests {
         assert_eq!(j["bottleneck"], "mxu");
         assert_eq!(j["bound"], "compute");
         assert!((j["roofline_fraction"].as_f64().unwrap() - 0.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_csv_op_table_has_the_text_columns_and_quotes_node_lists() {
+        let mut r = report();
+        r.locations[0].loc = "/h.0/mlp/MatMul_1+/h.0/mlp/Add_2+/h.0/Add,\"odd\"".into();
+        let csv = r.render_ops_csv().unwrap();
+        let mut lines = csv.lines();
+        assert_eq!(
+            lines.next().unwrap(),
+            "op,cycles,scalar,dma,mxu,vpu,hbm_bytes,flops,flop_per_byte,bottleneck,bound,roofline_fraction,nodes"
+        );
+        let row = lines.next().unwrap();
+        assert!(
+            row.starts_with(
+                "h.0/mlp: matmul+bias,400,10,100,400,20,4096,200000,48.8281,mxu,compute,0.5000,"
+            ),
+            "{row}"
+        );
+        // A node name with a comma and quotes stays one field.
+        assert!(
+            row.ends_with(r#","/h.0/mlp/MatMul_1+/h.0/mlp/Add_2+/h.0/Add,""odd""""#),
+            "{row}"
+        );
     }
 
     #[test]
