@@ -485,6 +485,12 @@ impl Module {
         v
     }
 
+    /// How many ops the arena holds (erased ones included): ops created later get ids at or
+    /// above it.
+    pub fn op_count(&self) -> usize {
+        self.ops.len()
+    }
+
     /// The `func.func` ops of the module body.
     pub fn functions(&self) -> Vec<OpId> {
         self.block(self.body())

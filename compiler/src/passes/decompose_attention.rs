@@ -30,7 +30,7 @@
 use super::PassInfo;
 use crate::backend::plan::{operand_at, shape_of};
 use crate::dialects::graph;
-use crate::ir::{Attribute, DenseAttr, Location, Module, OpId, OpSpec, ScalarType, Type, ValueId};
+use crate::ir::{Attribute, Location, Module, OpId, OpSpec, ScalarType, Type, ValueId};
 use crate::pass::{Pass, PassError};
 
 /// Registry entry.
@@ -92,32 +92,13 @@ impl Builder<'_> {
         self.m.op(op).results[0]
     }
 
-    /// A constant of `shape` holding `vals` (one per element) as `elem`.
+    /// A constant of `shape` holding `vals` (one per element) as `elem`, encoded as the
+    /// reference interpreter encodes that type.
     pub fn constant(&mut self, shape: &[u64], elem: ScalarType, vals: &[f64]) -> ValueId {
-        let mut bytes = Vec::with_capacity(vals.len() * elem.byte_size());
-        for &v in vals {
-            match elem {
-                ScalarType::F64 => bytes.extend(v.to_le_bytes()),
-                ScalarType::F32 => bytes.extend((v as f32).to_le_bytes()),
-                ScalarType::F16 => bytes.extend(half::f16::from_f64(v).to_le_bytes()),
-                ScalarType::BF16 => bytes.extend(half::bf16::from_f64(v).to_le_bytes()),
-                ScalarType::I64 => bytes.extend((v as i64).to_le_bytes()),
-                ScalarType::I32 => bytes.extend((v as i32).to_le_bytes()),
-                ScalarType::I1 => bytes.push((v != 0.0) as u8),
-                _ => bytes.extend((v as f32).to_le_bytes()),
-            }
-        }
-        let ty = Type::tensor(shape, elem);
-        let blob = self
-            .m
-            .blobs
-            .add_auto("decomposed_const", std::sync::Arc::from(bytes));
-        self.op(
-            graph::Constant::NAME,
-            &[],
-            ty.clone(),
-            vec![("value", Attribute::Dense(DenseAttr { ty, blob }))],
-        )
+        let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+        let t = crate::interp::Tensor::from_f64_fn(elem, dims, vals.len(), |i| vals[i]);
+        let loc = self.loc.clone();
+        crate::passes::fold_constants::insert_constant(self.m, self.at, "decomposed_const", &t, loc)
     }
 
     /// A scalar (rank-0) constant.

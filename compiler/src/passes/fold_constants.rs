@@ -150,6 +150,13 @@ pub fn insert_constant(m: &mut Module, anchor: OpId, name_hint: &str, t: &Tensor
     m.op(c).results[0]
 }
 
+/// Inserts an `i64` `graph.constant` of `shape` holding `v` before `anchor` (shapes, axes,
+/// indices built by rewrites).
+pub fn insert_i64s(m: &mut Module, anchor: OpId, hint: &str, shape: Vec<usize>, v: Vec<i64>) -> ValueId {
+    let loc = m.op(anchor).loc.clone();
+    insert_constant(m, anchor, hint, &Tensor::new(shape, v), loc)
+}
+
 fn replace_with_constants(m: &mut Module, op: OpId, values: Vec<Tensor>) -> Vec<ValueId> {
     let loc = m.op(op).loc.clone();
     let hint = match &loc {

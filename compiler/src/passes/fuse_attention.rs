@@ -460,7 +460,7 @@ fn fuse_softmax(m: &mut Module, sm: OpId) -> Option<()> {
     let fused = if merged_out.is_some() {
         let os = shape_of(m, old)?;
         let elem = m.value_type(old).elem()?;
-        let shape = ints_const(m, pv, &os, &m.op(pv).loc.clone());
+        let shape = shape_const(m, pv, &os);
         new_op(
             m,
             pv,
@@ -517,7 +517,7 @@ fn unflatten_heads(m: &mut Module, before: OpId, x: ValueId, b: u64, h: u64) -> 
     }
     let elem = m.value_type(x).elem()?;
     let loc = m.op(before).loc.clone();
-    let shape = ints_const(m, before, &want, &loc);
+    let shape = shape_const(m, before, &want);
     Some(new_op(
         m,
         before,
@@ -527,10 +527,11 @@ fn unflatten_heads(m: &mut Module, before: OpId, x: ValueId, b: u64, h: u64) -> 
     ))
 }
 
-/// An `i64` shape constant.
-fn ints_const(m: &mut Module, before: OpId, dims: &[u64], loc: &Location) -> ValueId {
-    let t = crate::interp::Tensor::new(vec![dims.len()], dims.iter().map(|&d| d as i64).collect::<Vec<i64>>());
-    crate::passes::fold_constants::insert_constant(m, before, "shape", &t, loc.clone())
+
+/// An `i64` shape constant located at `before`.
+fn shape_const(m: &mut Module, before: OpId, dims: &[u64]) -> ValueId {
+    let v = dims.iter().map(|&d| d as i64).collect();
+    crate::passes::fold_constants::insert_i64s(m, before, "shape", vec![dims.len()], v)
 }
 
 fn reaches_matmul(m: &Module, v: ValueId, depth: usize) -> bool {

@@ -124,7 +124,7 @@ fn constant(m: &mut Module, at: OpId, hint: &str, t: &Tensor) -> ValueId {
 }
 
 fn ints(m: &mut Module, at: OpId, hint: &str, shape: Vec<usize>, v: Vec<i64>) -> ValueId {
-    constant(m, at, hint, &Tensor::new(shape, v))
+    crate::passes::fold_constants::insert_i64s(m, at, hint, shape, v)
 }
 
 fn tensor_ty(shape: &[u64], e: ScalarType) -> Type {
@@ -359,7 +359,7 @@ fn cast_to(m: &mut Module, at: OpId, v: ValueId, elem: ScalarType) -> Option<Val
 /// The f32 steps carry [`crate::backend::plan::KEEP_F32`]: a bf16 compile keeps them in f32,
 /// so the rounding sees the value the op would (16-bit codes are past bf16's 8 bits).
 fn quant(m: &mut Module, op: OpId) -> Result<bool, String> {
-    let last = m.walk_all().into_iter().map(|o| o.0).max().unwrap_or(0);
+    let first_new = m.op_count();
     let done = quant_inner(m, op).is_some();
     if !done && shape_of(m, m.op(op).operands[0]).is_some() {
         // Static shapes the rewrite still cannot express: say why (nothing else lowers Q/DQ).
@@ -379,8 +379,8 @@ fn quant(m: &mut Module, op: OpId) -> Result<bool, String> {
             }
         ));
     }
-    for o in m.walk_all() {
-        if o.0 > last
+    for o in (first_new..m.op_count()).map(|i| OpId(i as u32)) {
+        if !m.op(o).erased
             && m.op(o).name != graph::Constant::NAME
             && m.op(o)
                 .results
