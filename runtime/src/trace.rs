@@ -234,34 +234,30 @@ impl Trace {
         };
         for e in &self.events {
             let loc = e.loc.and_then(|i| self.locs.get(i as usize));
-            let v = if self.ops {
+            let (name, args) = if self.ops {
                 let name = e
                     .loc
                     .and_then(|i| labels.get(i as usize))
                     .map_or("(no location)", String::as_str);
-                json!({
-                    "name": name,
-                    "cat": e.unit.name(),
-                    "ph": "X",
-                    "pid": e.core,
-                    "tid": e.unit.index(),
-                    "ts": self.us(e.start),
-                    "dur": self.us(e.free.saturating_sub(e.start)),
-                    "args": {"loc": loc, "instructions": e.instructions, "busy": e.busy,
-                             "done": e.completion},
-                })
+                let args = json!({"loc": loc, "instructions": e.instructions, "busy": e.busy,
+                                  "done": e.completion});
+                (name, args)
             } else {
-                json!({
-                    "name": e.mnemonic,
-                    "cat": e.unit.name(),
-                    "ph": "X",
-                    "pid": e.core,
-                    "tid": e.unit.index(),
-                    "ts": self.us(e.start),
-                    "dur": self.us(e.free.saturating_sub(e.start)),
-                    "args": {"pc": e.pc, "loc": loc, "done": e.completion},
-                })
+                (
+                    e.mnemonic,
+                    json!({"pc": e.pc, "loc": loc, "done": e.completion}),
+                )
             };
+            let v = json!({
+                "name": name,
+                "cat": e.unit.name(),
+                "ph": "X",
+                "pid": e.core,
+                "tid": e.unit.index(),
+                "ts": self.us(e.start),
+                "dur": self.us(e.free.saturating_sub(e.start)),
+                "args": args,
+            });
             put(w, v)?;
         }
         let mut tracks: Vec<&str> = vec![];
