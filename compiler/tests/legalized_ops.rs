@@ -1,7 +1,7 @@
 //! Ops without a kernel of their own before this stage, end to end on the emulator against the
 //! reference interpreter: CumSum (the vector-unit scan: every `exclusive` / `reverse`
 //! combination, a non-last axis, f32 and i64, lengths that are not powers of two), GatherND
-//! (batch dims, negative components), Trilu with k given at run time and Quantize /
+//! (batch dims, negative components), GatherElements (every axis, narrower indices), Trilu with k given at run time and Quantize /
 //! DequantizeLinear (per axis, blocked, ties and saturation), each on edge and datacenter.
 
 mod common;
@@ -138,6 +138,82 @@ fn gather_nd_with_batch_dims_and_negative_indices_matches_the_interpreter() {
     ];
     for target in ["edge", "datacenter"] {
         matches_interpreter(src, &inputs, target);
+    }
+}
+
+fn gather_elements_src(ds: &[u64], is: &[u64], axis: i64) -> String {
+    let (d, i, y) = (
+        tensor_type(ds),
+        tensor_type(is).replace("f32", "i64"),
+        tensor_type(is),
+    );
+    format!(
+        r#"module {{
+  func.func @main(%d: {d} {{graph.name = "d"}}, %i: {i} {{graph.name = "i"}}) -> ({y} {{graph.name = "y"}}) {{
+    %y = "graph.gather_elements"(%d, %i) {{axis = {axis} : i64}} : ({d}, {i}) -> {y} loc("GatherElements")
+    func.return %y : {y}
+  }}
+}}
+"#
+    )
+}
+
+#[test]
+fn gather_elements_follows_the_onnx_examples_in_the_interpreter() {
+    // The operator's documented examples: axis 1 on 2×2, axis 0 with a negative index on 3×3.
+    let run = |ds: &[u64], is: &[u64], axis: i64, d: Vec<f32>, i: Vec<i64>| -> Vec<f64> {
+        let m = parse_module(&gather_elements_src(ds, is, axis)).unwrap();
+        let us = |s: &[u64]| s.iter().map(|&x| x as usize).collect::<Vec<_>>();
+        let ins = [
+            interp::Tensor::new(us(ds), d),
+            interp::Tensor::new(us(is), i),
+        ];
+        interp::run(&m, &ins).unwrap().remove(0).to_f64_vec()
+    };
+    assert_eq!(
+        run(&[2, 2], &[2, 2], 1, vec![1., 2., 3., 4.], vec![0, 0, 1, 0]),
+        [1., 1., 4., 3.]
+    );
+    assert_eq!(
+        run(
+            &[3, 3],
+            &[2, 3],
+            0,
+            (1..=9).map(|v| v as f32).collect(),
+            vec![1, 2, 0, 2, 0, -1]
+        ),
+        [4., 8., 3., 7., 2., 9.]
+    );
+}
+
+#[test]
+fn gather_elements_on_every_axis_with_negative_and_narrower_indices_matches_the_interpreter() {
+    // Indices narrower than the data on the other dims (allowed), every axis, wrapped negatives.
+    let ds = [3u64, 4, 5];
+    for (axis, is) in [(0i64, [2u64, 4, 3]), (1, [3, 6, 2]), (-1, [2, 3, 7])] {
+        let a = if axis < 0 { axis + 3 } else { axis } as usize;
+        let n = ds[a] as i64;
+        let count: u64 = is.iter().product();
+        let idx: Vec<f32> = (0..count as i64)
+            .map(|k| ((k * 7 + 3) % (2 * n) - n) as f32)
+            .collect();
+        let inputs = [
+            Input {
+                name: "d",
+                dt: DType::F32,
+                shape: ds.to_vec(),
+                vals: values(60, 5),
+            },
+            Input {
+                name: "i",
+                dt: DType::I64,
+                shape: is.to_vec(),
+                vals: idx,
+            },
+        ];
+        for target in ["edge", "datacenter"] {
+            matches_interpreter(&gather_elements_src(&ds, &is, axis), &inputs, target);
+        }
     }
 }
 

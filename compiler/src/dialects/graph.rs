@@ -233,6 +233,10 @@ define_ops! { OPS;
     Gather = "graph.gather", pure = true, verify = verify_gather;
     /// `%r = "graph.gather_nd"(%data, %indices) {batch_dims = 0 : i64}` — ONNX GatherND.
     GatherNd = "graph.gather_nd", pure = true, verify = verify_index_op;
+    /// `%r = "graph.gather_elements"(%data, %indices) {axis = 1 : i64}` — ONNX GatherElements:
+    /// `r[i0, .., ia, ..] = data[i0, .., indices[i0, .., ia, ..], ..]`; the result has the indices'
+    /// shape, the data's element type.
+    GatherElements = "graph.gather_elements", pure = true, verify = verify_gather_elements;
     /// `%r = "graph.unsqueeze"(%x, %axes?)` — inserts size-1 dims.
     Unsqueeze = "graph.unsqueeze", pure = true, verify = verify_same_numel;
     /// `%r = "graph.squeeze"(%x, %axes?)` — removes size-1 dims.
@@ -1000,6 +1004,24 @@ fn verify_index_op(v: &OpView) -> Result<(), String> {
         "result",
         v.tensor_result(0)?.elem,
     )
+}
+
+fn verify_gather_elements(v: &OpView) -> Result<(), String> {
+    verify_index_op(v)?;
+    let (x, idx, r) = (
+        v.tensor_operand(0)?,
+        v.tensor_operand(1)?,
+        v.tensor_result(0)?,
+    );
+    if idx.rank() != x.rank() {
+        return Err(format!(
+            "indices have rank {}, the data rank {}; GatherElements needs them equal",
+            idx.rank(),
+            x.rank()
+        ));
+    }
+    normalize_axis(v.int_attr_or("axis", 0)?, x.rank())?;
+    check_shape(&r.dims, &idx.dims, "result")
 }
 
 fn verify_cumsum(v: &OpView) -> Result<(), String> {

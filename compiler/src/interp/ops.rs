@@ -315,6 +315,7 @@ pub fn eval(c: &OpCtx) -> R<Vec<Tensor>> {
         graph::Slice::NAME => one(slice(c)?),
         graph::Gather::NAME => one(gather(x()?, c.req(1)?, c.int("axis", 0))?),
         graph::GatherNd::NAME => one(gather_nd(x()?, c.req(1)?, c.int("batch_dims", 0))?),
+        graph::GatherElements::NAME => one(gather_elements(x()?, c.req(1)?, c.int("axis", 0))?),
         graph::Expand::NAME => {
             let t = x()?;
             let s: Vec<usize> = c
@@ -1491,6 +1492,43 @@ fn gather(x: &Tensor, idx: &Tensor, ax: i64) -> R<Tensor> {
         }
     }
     Ok(take(x, shape, &src))
+}
+
+fn gather_elements(x: &Tensor, idx: &Tensor, axis: i64) -> R<Tensor> {
+    if idx.rank() != x.rank() {
+        return Err("indices must have the data's rank".into());
+    }
+    let r = x.rank() as i64;
+    if axis < -r || axis >= r {
+        return Err(format!("axis {axis} is out of range for rank {r}"));
+    }
+    let a = if axis < 0 { axis + r } else { axis } as usize;
+    let (xs, is) = (strides(&x.shape), strides(&idx.shape));
+    let n = x.shape[a] as i64;
+    let mut src = Vec::with_capacity(idx.len());
+    for (flat, v) in idx.to_i64_vec().into_iter().enumerate() {
+        let v = if v < 0 { v + n } else { v };
+        if v < 0 || v >= n {
+            return Err(format!("index {v} is out of range for extent {n}"));
+        }
+        let mut off = 0;
+        for d in 0..idx.rank() {
+            let c = if d == a {
+                v as usize
+            } else {
+                flat / is[d] % idx.shape[d]
+            };
+            if d != a && c >= x.shape[d] {
+                return Err(format!(
+                    "indices dim {d} ({}) is past the data's ({})",
+                    idx.shape[d], x.shape[d]
+                ));
+            }
+            off += c * xs[d];
+        }
+        src.push(off);
+    }
+    Ok(take(x, idx.shape.clone(), &src))
 }
 
 fn gather_nd(x: &Tensor, idx: &Tensor, b: i64) -> R<Tensor> {

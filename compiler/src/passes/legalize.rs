@@ -29,6 +29,7 @@
 
 use super::PassInfo;
 use crate::backend::plan::{const_ints, shape_of};
+use crate::passes::fold_constants::fold_op;
 use crate::dialects::graph;
 use crate::interp::Tensor;
 use crate::ir::{Attribute, Location, Module, OpId, OpSpec, ScalarType, Type, ValueId};
@@ -37,7 +38,7 @@ use crate::pass::{Pass, PassError};
 /// Registry entry.
 pub const INFO: PassInfo = PassInfo {
     name: "legalize",
-    description: "rewrite ops without a backend kernel (run-time Trilu k, GatherND) into ops with one",
+    description: "rewrite ops without a backend kernel (run-time Trilu k, GatherND, GatherElements, Tile, Q/DQ, Einsum) into ops with one",
     create: || Box::new(Legalize),
 };
 
@@ -55,9 +56,12 @@ impl Pass for Legalize {
                 continue;
             }
             let loc = d.loc.clone();
+            let first_new = m.op_count();
             let done = match d.name.as_str() {
                 graph::Trilu::NAME => trilu(m, op),
                 graph::GatherNd::NAME => gather_nd(m, op),
+                graph::GatherElements::NAME => gather_elements(m, op),
+                graph::Tile::NAME => tile(m, op),
                 graph::QuantizeLinear::NAME | graph::DequantizeLinear::NAME => quant(m, op),
                 graph::Einsum::NAME => match einsum(m, op) {
                     Some(()) => Ok(true),
@@ -65,9 +69,18 @@ impl Pass for Legalize {
                 },
                 _ => Ok(false),
             }
-            .map_err(|e| PassError::failed(INFO.name, loc, e))?;
+            .map_err(|e| PassError::failed(INFO.name, loc.clone(), e))?;
             if done {
                 m.erase_op(op);
+                // Steps whose operands are all constants fold now (a GatherND with constant
+                // indices becomes a gather of constant rows, which copies from any view). Steps
+                // kept in f32 stay ops: a folded constant would be stored in the compile's
+                // precision.
+                for o in (first_new..m.op_count()).map(|i| OpId(i as u32)) {
+                    if !m.op(o).erased && m.attr(o, crate::backend::plan::KEEP_F32).is_none() {
+                        fold_op(m, o).map_err(|e| PassError::failed(INFO.name, loc.clone(), e))?;
+                    }
+                }
             }
         }
         crate::passes::dce::erase_dead_ops(m);
@@ -298,6 +311,97 @@ fn gather_nd(m: &mut Module, op: OpId) -> Result<bool, String> {
         ty,
         vec![("axis", Attribute::i64(0))],
     );
+    finish(m, op, r, out);
+    Ok(true)
+}
+
+/// Tile with constant repeats as a broadcast: `x` reshaped to `[1, d0, 1, d1, ..]`, expanded to
+/// `[r0, d0, r1, d1, ..]` and reshaped to `[r0·d0, r1·d1, ..]`. `Ok(false)` when the repeats are
+/// given at run time or shapes are unknown.
+fn tile(m: &mut Module, op: OpId) -> Result<bool, String> {
+    let (x, reps) = (m.op(op).operands[0], m.op(op).operands[1]);
+    let (Some(xs), Some(rs), Some(elem)) = (shape_of(m, x), const_ints(m, reps), m.value_type(x).elem()) else {
+        return Ok(false);
+    };
+    if rs.len() != xs.len() || rs.iter().any(|&r| r < 0) {
+        return Err(format!("repeats {rs:?} do not give one non-negative count per axis of {xs:?}"));
+    }
+    let rs: Vec<u64> = rs.iter().map(|&r| r as u64).collect();
+    let spread: Vec<u64> = xs.iter().flat_map(|&d| [1, d]).collect();
+    let wide: Vec<u64> = rs.iter().zip(&xs).flat_map(|(&r, &d)| [r, d]).collect();
+    let out: Vec<u64> = rs.iter().zip(&xs).map(|(&r, &d)| r * d).collect();
+    let shape_const = |m: &mut Module, hint: &str, s: &[u64]| {
+        ints(m, op, hint, vec![s.len()], s.iter().map(|&d| d as i64).collect())
+    };
+    let c = shape_const(m, "tile_spread", &spread);
+    let y = insert(m, op, graph::Reshape::NAME, &[x, c], tensor_ty(&spread, elem), vec![]);
+    let c = shape_const(m, "tile_wide", &wide);
+    let y = insert(m, op, graph::Expand::NAME, &[y, c], tensor_ty(&wide, elem), vec![]);
+    let c = shape_const(m, "tile_shape", &out);
+    let y = insert(m, op, graph::Reshape::NAME, &[y, c], tensor_ty(&out, elem), vec![]);
+    let r = m.op(op).results[0];
+    finish(m, op, r, y);
+    Ok(true)
+}
+
+/// GatherElements as a gather of single elements from the flattened data: each element's flat
+/// index is its (wrapped) index times the axis stride plus the constant offset of its other
+/// coordinates, clamped to the table as GatherND's rows are. `Ok(false)` when shapes are unknown
+/// or the indices are not i64.
+fn gather_elements(m: &mut Module, op: OpId) -> Result<bool, String> {
+    let (data, idx) = (m.op(op).operands[0], m.op(op).operands[1]);
+    let (Some(ds), Some(is)) = (shape_of(m, data), shape_of(m, idx)) else {
+        return Ok(false);
+    };
+    let Some(elem) = m.value_type(data).elem() else {
+        return Ok(false);
+    };
+    if m.value_type(idx).elem() != Some(ScalarType::I64) || ds.len() != is.len() || ds.is_empty() {
+        return Ok(false);
+    }
+    let rank = ds.len() as i64;
+    let axis = m.attr(op, "axis").and_then(Attribute::as_int).unwrap_or(0);
+    if axis < -rank || axis >= rank {
+        return Err(format!("axis {axis} is out of range for rank {rank}"));
+    }
+    let a = (if axis < 0 { axis + rank } else { axis }) as usize;
+    if let Some(d) = (0..ds.len()).find(|&d| d != a && is[d] > ds[d]) {
+        return Err(format!(
+            "indices dim {d} ({}) is past the data's ({})",
+            is[d], ds[d]
+        ));
+    }
+    let dstride: Vec<u64> = (0..ds.len()).map(|d| ds[d + 1..].iter().product()).collect();
+    let istride: Vec<u64> = (0..is.len()).map(|d| is[d + 1..].iter().product()).collect();
+    let count: u64 = is.iter().product();
+    let offsets: Vec<i64> = (0..count)
+        .map(|p| {
+            (0..is.len())
+                .filter(|&d| d != a)
+                .map(|d| (p / istride[d] % is[d] * dstride[d]) as i64)
+                .sum()
+        })
+        .collect();
+    let total: u64 = ds.iter().product();
+    let i64t = |s: &[u64]| tensor_ty(s, ScalarType::I64);
+    let zero = ints(m, op, "gather_elements_zero", vec![], vec![0]);
+    let neg = insert(m, op, graph::Less::NAME, &[idx, zero], tensor_ty(&is, ScalarType::I1), vec![]);
+    let extent = ints(m, op, "gather_elements_extent", vec![], vec![ds[a] as i64]);
+    let wrapped = insert(m, op, graph::Add::NAME, &[idx, extent], i64t(&is), vec![]);
+    let fixed = insert(m, op, graph::Where::NAME, &[neg, wrapped, idx], i64t(&is), vec![]);
+    let stride = ints(m, op, "gather_elements_stride", vec![], vec![dstride[a] as i64]);
+    let scaled = insert(m, op, graph::Mul::NAME, &[fixed, stride], i64t(&is), vec![]);
+    let shape: Vec<usize> = is.iter().map(|&d| d as usize).collect();
+    let off = ints(m, op, "gather_elements_offsets", shape, offsets);
+    let flat = insert(m, op, graph::Add::NAME, &[scaled, off], i64t(&is), vec![]);
+    let lo = ints(m, op, "gather_elements_first", vec![], vec![0]);
+    let hi = ints(m, op, "gather_elements_last", vec![], vec![total as i64 - 1]);
+    let flat = insert(m, op, graph::Clip::NAME, &[flat, lo, hi], i64t(&is), vec![]);
+    let shp = ints(m, op, "gather_elements_table", vec![1], vec![total as i64]);
+    let table = insert(m, op, graph::Reshape::NAME, &[data, shp], tensor_ty(&[total], elem), vec![]);
+    let r = m.op(op).results[0];
+    let ty = m.value_type(r).clone();
+    let out = insert(m, op, graph::Gather::NAME, &[table, flat], ty, vec![("axis", Attribute::i64(0))]);
     finish(m, op, r, out);
     Ok(true)
 }

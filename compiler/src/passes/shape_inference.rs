@@ -433,6 +433,10 @@ pub fn infer_op(m: &Module, op: OpId) -> Result<Option<Vec<Type>>, String> {
             dims.extend(x.dims[axis + 1..].iter().cloned());
             Ok(Some(vec![tt(dims, x.elem)]))
         }
+        graph::GatherElements::NAME => {
+            let idx = tensor(m, operands[1])?;
+            Ok(Some(vec![tt(idx.dims.clone(), x.elem)]))
+        }
         graph::GatherNd::NAME => {
             let idx = tensor(m, operands[1])?;
             let b = int_attr(m, op, "batch_dims", 0).max(0) as usize;
@@ -618,7 +622,7 @@ fn min_operands(name: &str) -> usize {
         graph::Constant::NAME => 0,
         graph::Pow::NAME | graph::Mod::NAME | graph::Equal::NAME | graph::LessOrEqual::NAME | graph::GreaterOrEqual::NAME | graph::Less::NAME
         | graph::Greater::NAME | graph::And::NAME | graph::Or::NAME | graph::MatMul::NAME | graph::MatMulInteger::NAME | graph::MatMulEpilogue::NAME | graph::Gemm::NAME | graph::Gather::NAME
-        | graph::GatherNd::NAME | graph::Expand::NAME | graph::LayerNorm::NAME | graph::RmsNorm::NAME | graph::QuantizeLinear::NAME | graph::DequantizeLinear::NAME | graph::Pad::NAME
+        | graph::GatherNd::NAME | graph::GatherElements::NAME | graph::Expand::NAME | graph::LayerNorm::NAME | graph::RmsNorm::NAME | graph::QuantizeLinear::NAME | graph::DequantizeLinear::NAME | graph::Pad::NAME
         | graph::CumSum::NAME | graph::Tile::NAME => 2,
         graph::Where::NAME | graph::Range::NAME | graph::Attention::NAME | graph::RotaryEmbedding::NAME | graph::Slice::NAME => 3,
         _ => 1,
