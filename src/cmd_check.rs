@@ -166,7 +166,7 @@ pub fn run(a: &CheckArgs) -> Result<(), String> {
             scale_atol: r,
             min_cosine: precision_tol.min_cosine,
         }),
-        Some(r) => return Err(format!("--tolerance {r}: expected a fraction in (0, 1)").into()),
+        Some(r) => return Err(format!("--tolerance {r}: expected a fraction in (0, 1)")),
         None => None,
     };
     let tol = given.unwrap_or(precision_tol);

@@ -203,12 +203,30 @@ pub fn merged_dims(a: &GenerateArgs, dims: &[String]) -> Vec<String> {
     all
 }
 
-fn program_for(path: &Path, dims: &[String], a: &GenerateArgs) -> Result<Program, String> {
+/// The graph of a prefill (`with_past` false) or decode model: ONNX through
+/// [`crate::import::import_step`], a `.mlir` dump as it is.
+pub fn step_model(
+    path: &Path,
+    dims: &[String],
+    with_past: bool,
+) -> Result<llmpu_compiler::ir::Module, String> {
+    match path.extension().is_some_and(|e| e == "onnx") {
+        true => crate::import::import_step(path, dims, None, with_past),
+        false => load_model(path, dims),
+    }
+}
+
+fn program_for(
+    path: &Path,
+    dims: &[String],
+    with_past: bool,
+    a: &GenerateArgs,
+) -> Result<Program, String> {
     if path.extension().is_some_and(|e| e == "llmpu") {
         return binary::read_file(path).map_err(|e| format!("{}: {e}", path.display()));
     }
     let o = options(&a.target, &a.precision)?;
-    let mut m = load_model(path, &merged_dims(a, dims))?;
+    let mut m = step_model(path, &merged_dims(a, dims), with_past)?;
     if a.verify {
         crate::cmd_compile::set_probes(&mut m);
     }
@@ -217,7 +235,9 @@ fn program_for(path: &Path, dims: &[String], a: &GenerateArgs) -> Result<Program
 }
 
 /// Binds the standard LLM inputs that the program has: `input_ids`, `attention_mask`,
-/// `position_ids` (by descriptor shape), other inputs are an error.
+/// `position_ids` (by descriptor shape) and any input with no elements (the empty past of a
+/// decoder with past run as the prefill, as Optimum exports one model for both); other inputs
+/// are an error.
 pub fn bind(
     program: &Program,
     ids: &[i64],
@@ -226,6 +246,10 @@ pub fn bind(
 ) -> Result<Vec<(String, Tensor)>, String> {
     let mut out = vec![];
     for io in program.io.iter().filter(|t| t.dir == IoDir::Input) {
+        if io.elements() == Some(0) {
+            out.push((io.name.clone(), Tensor::zeros(io.dtype, io.shape.clone())));
+            continue;
+        }
         let vals = match io.name.as_str() {
             "input_ids" => ids,
             "attention_mask" => mask,
@@ -272,8 +296,11 @@ fn flip_within_tolerance(
     }
     let (prompt, _) = parse_prompt(&a.prompt)?;
     let seq: Vec<i64> = prompt.iter().chain(&exp[..i]).copied().collect();
-    let m =
-        crate::import::import_model(&a.prefill, &merged_dims(a, &prefill_dims(seq.len() as u64)))?;
+    let m = step_model(
+        &a.prefill,
+        &merged_dims(a, &prefill_dims(seq.len() as u64)),
+        false,
+    )?;
     let inputs = crate::verify::prefill_inputs(&m, &seq)?;
     let outs = llmpu_compiler::interp::run(&m, &inputs).map_err(|e| format!("reference: {e}"))?;
     let logits = outs.first().ok_or("the prefill has no outputs")?;
@@ -409,8 +436,8 @@ pub fn generate(a: &GenerateArgs) -> Result<Generation, String> {
     }
     let prefill_dims = prefill_dims(n);
     let decode_dims = crate::cmd_compile::decode_dims(max_context, &["batch_size=1".into()])?;
-    let prefill = program_for(&a.prefill, &prefill_dims, a)?;
-    let decode = program_for(&a.decode, &decode_dims, a)?;
+    let prefill = program_for(&a.prefill, &prefill_dims, false, a)?;
+    let decode = program_for(&a.decode, &decode_dims, true, a)?;
     let region = decode.kv.clone().ok_or_else(|| {
         format!(
             "{}: the decode program has no paged KV region (is it a decode graph?)",
@@ -438,7 +465,7 @@ pub fn generate(a: &GenerateArgs) -> Result<Generation, String> {
     if fixed == ["position_ids"]
         && a.decode.extension().is_none_or(|e| e != "llmpu")
         && llmpu_compiler::onnx::input_reaches_cumsum(
-            &load_model(&a.decode, &merged_dims(a, &decode_dims))?,
+            &step_model(&a.decode, &merged_dims(a, &decode_dims), true)?,
             "attention_mask",
         )
     {
@@ -496,13 +523,15 @@ pub fn generate(a: &GenerateArgs) -> Result<Generation, String> {
     let mut lockstep = match a.verify {
         false => None,
         true => {
-            let pm = crate::import::import_model(
+            let pm = step_model(
                 &reference_of(&a.prefill, &a.reference_prefill)?,
                 &merged_dims(a, &prefill_dims),
+                false,
             )?;
-            let dm = crate::import::import_model(
+            let dm = step_model(
                 &reference_of(&a.decode, &a.reference_decode)?,
                 &merged_dims(a, &decode_dims),
+                true,
             )?;
             let slots: Vec<(String, String)> = region
                 .slots

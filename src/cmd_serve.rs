@@ -22,7 +22,7 @@ use llmpu_runtime::serve::{self, Config, Offload, Preemption, Request, Rng, Simu
 use llmpu_runtime::serve_engine::EmuEngine;
 use serde_json::json;
 
-use crate::cmd_compile::{compile_module, decode_dims, load_model, options, set_kv_blocks};
+use crate::cmd_compile::{compile_module, decode_dims, options, set_kv_blocks};
 use crate::progress::Progress;
 
 /// Arguments of `llmpu serve-sim`.
@@ -275,7 +275,7 @@ fn compile_chunk(
 ) -> Result<Program, String> {
     let o = target_options(a)?;
     let dims = crate::cmd_compile::step_dims(max_context, batch, c as u64)?;
-    let mut m = crate::import::import_model_with(path, &dims, Some(c as u64))?;
+    let mut m = crate::import::import_step(path, &dims, Some(c as u64), true)?;
     set_kv_blocks(&mut m, kv_blocks)?;
     compile_module(&mut m, &o, &Default::default())?
         .ok_or_else(|| "pipeline stopped early".to_string())
@@ -288,7 +288,8 @@ fn compile(
     kv_blocks: Option<u64>,
 ) -> Result<Program, String> {
     let o = target_options(a)?;
-    let mut m = load_model(path, dims)?;
+    // A decode step has a KV pool; a prefill has none.
+    let mut m = crate::cmd_generate::step_model(path, dims, kv_blocks.is_some())?;
     if let Some(n) = kv_blocks {
         set_kv_blocks(&mut m, n)?;
     }

@@ -8,22 +8,34 @@ use llmpu_compiler::onnx::{
     ImportOptions, decode_model, import_file, parse_bind_arg, parse_dim_arg, run_import_pipeline,
 };
 
-/// Imports an ONNX model, binding symbolic dims given as `NAME=N`.
-pub fn import_model(path: &Path, dims: &[String]) -> Result<Module, String> {
-    import_model_with(path, dims, None)
-}
+/// The input Optimum's merged decoders (`decoder_model_merged.onnx`) choose their branch by: an
+/// `If` runs the graph without a past when it is false, the one with a past when it is true.
+pub const CACHE_BRANCH: &str = "use_cache_branch";
 
-/// [`import_model`] with a decode graph's new-token axis declared `new_tokens` wide
-/// ([`ImportOptions::new_tokens`]).
-pub fn import_model_with(
+/// [`import_model_checked`] for a model run as a prefill (`with_past` false) or a decode step: a
+/// merged decoder's [`CACHE_BRANCH`] input is compiled in as `with_past`, so only the branch the
+/// step takes is imported and the program does not take the input.
+pub fn import_step(
     path: &Path,
     dims: &[String],
     new_tokens: Option<u64>,
+    with_past: bool,
 ) -> Result<Module, String> {
-    import_model_checked(path, dims, &[], &[], new_tokens)
+    let bytes = llmpu_isa::limits::read_file(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let model = decode_model(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    let merged = model
+        .graph
+        .as_ref()
+        .is_some_and(|g| g.input.iter().any(|i| i.name == CACHE_BRANCH));
+    let binds = match merged {
+        true => vec![format!("{CACHE_BRANCH}={with_past}")],
+        false => vec![],
+    };
+    import_model_checked(path, dims, &[], &binds, new_tokens)
 }
 
-/// [`import_model_with`] where `user_dims` (the user's own `--dim NAME=N`, a subset of `dims`)
+/// An ONNX model as graph IR, after the import pipeline, where `user_dims` (the user's own `--dim NAME=N`, a subset of `dims`)
 /// must each name a symbolic dim of the model ([`ImportOptions::user_dims`]) and `binds`
 /// (`--bind NAME=V1,V2,...`) compile graph inputs in as constants ([`ImportOptions::bindings`]).
 pub fn import_model_checked(

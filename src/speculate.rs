@@ -194,6 +194,7 @@ fn program(
     path: &Path,
     dims: &[String],
     new_tokens: Option<u64>,
+    with_past: bool,
     target: &Target,
     a: &GenerateArgs,
 ) -> Result<Program, String> {
@@ -211,10 +212,11 @@ fn program(
     }
     let mut o = crate::cmd_compile::options(&a.target, &a.precision)?;
     o.target = target.clone();
-    let mut m = crate::import::import_model_with(
+    let mut m = crate::import::import_step(
         path,
         &crate::cmd_generate::merged_dims(a, dims),
         new_tokens,
+        with_past,
     )?;
     compile_module(&mut m, &o, &Default::default())?
         .ok_or_else(|| "pipeline stopped early".to_string())
@@ -463,11 +465,12 @@ pub fn speculate(a: &GenerateArgs, k: usize) -> Result<Speculation, String> {
     }
     let kk = (k + 1) as u64;
     let pre_dims = crate::cmd_generate::prefill_dims(n as u64);
-    let target_prefill = program(&a.prefill, &pre_dims, None, &main_t, a)?;
+    let target_prefill = program(&a.prefill, &pre_dims, None, false, &main_t, a)?;
     let verify = program(
         &a.decode,
         &step_dims(max_context, 1, kk)?,
         Some(kk),
+        true,
         &main_t,
         a,
     )?;
@@ -510,9 +513,9 @@ pub fn speculate(a: &GenerateArgs, k: usize) -> Result<Speculation, String> {
                 a.draft_prefill.as_ref().ok_or("no draft prefill")?,
                 a.draft_decode.as_ref().ok_or("no draft decode")?,
             );
-            let dprog = program(dd, &step_dims(max_context, 1, 1)?, None, &draft_t, a)?;
+            let dprog = program(dd, &step_dims(max_context, 1, 1)?, None, true, &draft_t, a)?;
             let dregion = region_of(&dprog, dd).map_err(|e| format!("--draft-decode {e}"))?;
-            let pprog = program(dp, &pre_dims, None, &draft_t, a)?;
+            let pprog = program(dp, &pre_dims, None, false, &draft_t, a)?;
             let Prefilled {
                 report: r,
                 presents: pres,

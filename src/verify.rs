@@ -47,17 +47,31 @@ fn row(v: &[i64]) -> ITensor {
 }
 
 /// The reference inputs of a prefill graph over the token ids `seq` (batch 1, no padding):
-/// `input_ids`, an all-ones `attention_mask`, `position_ids` from 0, by graph input name.
+/// `input_ids`, an all-ones `attention_mask`, `position_ids` from 0, by graph input name, and
+/// empty tensors for inputs with no elements (the past of a decoder run as its own prefill).
 pub fn prefill_inputs(prefill: &Module, seq: &[i64]) -> Result<Vec<ITensor>, String> {
     let (n_in, _) = arity(prefill)?;
     let n = seq.len();
+    let f = *prefill.functions().first().ok_or("no function")?;
+    let entry = prefill.entry_block(f).ok_or("no body")?;
+    let args = prefill.block(entry).args.clone();
     names(prefill, "arg_attrs", n_in)?
         .iter()
-        .map(|name| match name.as_str() {
+        .zip(args)
+        .map(|(name, arg)| match name.as_str() {
             "input_ids" => Ok(row(seq)),
             "attention_mask" => Ok(row(&vec![1; n])),
             "position_ids" => Ok(row(&(0..n as i64).collect::<Vec<_>>())),
-            other => Err(format!("prefill input `{other}` has no reference value")),
+            other => {
+                let t = prefill.value_type(arg).as_tensor();
+                match (t.and_then(|t| t.static_shape()), t.map(|t| t.elem)) {
+                    (Some(shape), Some(elem)) if shape.contains(&0) => Ok(interp::tensor::zeros(
+                        elem,
+                        shape.iter().map(|&d| d as usize).collect(),
+                    )),
+                    _ => Err(format!("prefill input `{other}` has no reference value")),
+                }
+            }
         })
         .collect()
 }

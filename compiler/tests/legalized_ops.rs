@@ -218,6 +218,43 @@ fn gather_elements_on_every_axis_with_negative_and_narrower_indices_matches_the_
 }
 
 #[test]
+fn isnan_as_imported_is_true_exactly_at_nans_on_the_emulator() {
+    // The importer spells IsNaN `not(equal(x, x))`.
+    let src = r#"module {
+  func.func @main(%x: tensor<2x4xf32> {graph.name = "x"}) -> (tensor<2x4xi1> {graph.name = "y"}) {
+    %e = "graph.equal"(%x, %x) : (tensor<2x4xf32>, tensor<2x4xf32>) -> tensor<2x4xi1> loc("IsNaN")
+    %y = "graph.not"(%e) : (tensor<2x4xi1>) -> tensor<2x4xi1> loc("IsNaN")
+    func.return %y : tensor<2x4xi1>
+  }
+}
+"#;
+    let x = [
+        1.0,
+        f32::NAN,
+        -0.0,
+        f32::INFINITY,
+        f32::NAN,
+        -3.5,
+        f32::NEG_INFINITY,
+        0.0,
+    ];
+    let inputs = [Input {
+        name: "x",
+        dt: DType::F32,
+        shape: vec![2, 4],
+        vals: x.to_vec(),
+    }];
+    let m = parse_module(src).unwrap();
+    let want = interp::run(&m, &[interp_tensor(&inputs[0])])
+        .unwrap()
+        .remove(0);
+    assert_eq!(want.to_f64_vec(), [0., 1., 0., 0., 1., 0., 0., 0.]);
+    for target in ["edge", "datacenter"] {
+        matches_interpreter(src, &inputs, target);
+    }
+}
+
+#[test]
 fn trilu_with_k_given_at_run_time_matches_the_interpreter() {
     for upper in [0, 1] {
         for k in [-2i64, 0, 1, 3] {

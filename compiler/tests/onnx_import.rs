@@ -489,6 +489,47 @@ fn unbound_symbolic_dims_are_errors_or_kept_symbolic() {
     assert_eq!(print_module(&again), text, "print → parse → print");
 }
 
+/// Optimum's decoder spells the mask's length `past_sequence_length + sequence_length`.
+fn expression_dim_model() -> ModelProto {
+    let mut cat = node("Concat", "cat", &["past", "new"], &["all"]);
+    cat.attribute.push(AttributeProto {
+        name: "axis".into(),
+        r#type: attribute_type::INT,
+        i: 0,
+        ..Default::default()
+    });
+    model(
+        vec![cat],
+        vec![
+            vi(
+                "past",
+                data_type::FLOAT,
+                &[D::P("past_sequence_length"), D::N(2)],
+            ),
+            vi("new", data_type::FLOAT, &[D::P("sequence_length"), D::N(2)]),
+        ],
+        vec![vi(
+            "all",
+            data_type::FLOAT,
+            &[D::P("past_sequence_length + sequence_length"), D::N(2)],
+        )],
+        vec![],
+    )
+}
+
+#[test]
+fn an_expression_dim_takes_its_value_from_the_names_it_uses() {
+    let m = expression_dim_model();
+    let mut opts = ImportOptions::default();
+    opts.dims.insert("sequence_length".into(), 1);
+    // Unbound: the names the expression uses, not the expression, are what `--dim` binds.
+    insta::assert_snapshot!(err_of(&m, &opts).to_string(), @"1 symbolic dim is not bound: 'past_sequence_length' (input 'past'); give --dim past_sequence_length=N");
+    opts.dims.insert("past_sequence_length".into(), 0);
+    let module = import_model(&m, None, &opts).expect("import with an empty past");
+    let text = print_module(&module);
+    assert!(text.contains("-> tensor<1x2xf32>"), "{text}");
+}
+
 #[test]
 fn interpreter_agrees_before_and_after_the_import_pipeline() {
     let m = symbolic_model();

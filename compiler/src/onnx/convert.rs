@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
+use super::dim_expr;
 use super::proto::{
     AttributeProto, GraphProto, ModelProto, NodeProto, TypeProto, ValueInfoProto,
     attribute_type as at,
@@ -54,6 +55,7 @@ const SUPPORTED: &[&str] = &[
     "Greater",
     "GreaterOrEqual",
     "Identity",
+    "IsNaN",
     "LayerNormalization",
     "Less",
     "LessOrEqual",
@@ -389,10 +391,17 @@ fn value_type_of(
                     }
                     Dim::Dynamic
                 }
-                (_, Some(p)) if !p.is_empty() => match opts.dims.get(p) {
-                    Some(&v) => Dim::Static(v),
-                    None => Dim::Symbolic(Arc::from(p.as_str())),
-                },
+                (_, Some(p)) if !p.is_empty() => {
+                    match opts
+                        .dims
+                        .get(p)
+                        .copied()
+                        .or_else(|| dim_expr::eval(p, &opts.dims))
+                    {
+                        Some(v) => Dim::Static(v),
+                        None => Dim::Symbolic(Arc::from(p.as_str())),
+                    }
+                }
                 _ => Dim::Dynamic,
             })
             .collect()
@@ -436,16 +445,22 @@ fn value_type_of(
         }
     };
     if strict && !opts.allow_symbolic {
+        // An expression dim (`past_sequence_length + sequence_length`) is unbound by its names.
         let unbound: Vec<UnboundDim> = dims
             .iter()
             .enumerate()
-            .filter_map(|(index, d)| {
-                let name = match d {
-                    Dim::Symbolic(s) => Some(s.to_string()),
-                    Dim::Dynamic => None,
-                    Dim::Static(_) => return None,
+            .flat_map(|(index, d)| {
+                let names: Vec<Option<String>> = match d {
+                    Dim::Symbolic(s) if dim_expr::is_expr(s) => dim_expr::names(s)
+                        .into_iter()
+                        .filter(|n| !opts.dims.contains_key(n))
+                        .map(Some)
+                        .collect(),
+                    Dim::Symbolic(s) => vec![Some(s.to_string())],
+                    Dim::Dynamic => vec![None],
+                    Dim::Static(_) => vec![],
                 };
-                Some(UnboundDim {
+                names.into_iter().map(move |name| UnboundDim {
                     input: vi.name.clone(),
                     index,
                     name,
@@ -551,6 +566,10 @@ pub fn symbolic_dims(g: &super::proto::GraphProto) -> std::collections::BTreeSet
         .flat_map(|s| &s.dim)
         .filter_map(|d| d.dim_param.clone())
         .filter(|p| !p.is_empty())
+        .flat_map(|p| match dim_expr::is_expr(&p) {
+            true => dim_expr::names(&p),
+            false => vec![p],
+        })
         .collect()
 }
 
@@ -1224,6 +1243,13 @@ impl Ctx<'_> {
                     _ => graph::Or::NAME,
                 };
                 self.emit(name, &present, gattrs, &[ScalarType::I1], &loc)
+            }
+            "IsNaN" => {
+                // NaN is the one value unequal to itself.
+                let x = x0()?;
+                let eq =
+                    self.emit(graph::Equal::NAME, &[x, x], vec![], &[ScalarType::I1], &loc)?[0];
+                self.emit(graph::Not::NAME, &[eq], vec![], &[ScalarType::I1], &loc)
             }
             "Where" => {
                 let e = self.elem(req(1)?);

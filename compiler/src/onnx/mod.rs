@@ -16,6 +16,7 @@
 //! CLI runs after import), [`read_tensor_file`] (test data).
 
 mod convert;
+pub mod dim_expr;
 pub mod proto;
 pub mod tensor;
 

@@ -172,6 +172,50 @@ fn scalar_const(m: &mut Module, before: OpId, v: f64, elem: ScalarType, loc: &Lo
     )
 }
 
+/// `(x, f)` when `v` is `x · f` or `x / (1/f)` for a constant splat `f`.
+fn scalar_factor(m: &Module, v: ValueId) -> Option<(ValueId, f64)> {
+    let op = m.defining_op(v)?;
+    let d = m.op(op);
+    let (a, b) = (d.operands[0], *d.operands.get(1)?);
+    let same = |x: ValueId| m.value_type(x) == m.value_type(v);
+    match d.name.as_str() {
+        graph::Mul::NAME => match (splat_of(m, a), splat_of(m, b)) {
+            (_, Some(f)) if same(a) => Some((a, f)),
+            (Some(f), _) if same(b) => Some((b, f)),
+            _ => None,
+        },
+        graph::Div::NAME if same(a) => splat_of(m, b).filter(|&f| f != 0.0).map(|f| (a, 1.0 / f)),
+        _ => None,
+    }
+}
+
+/// The guard torch's exporters put after a softmax whose rows may all be masked,
+/// `where(not(equal(p, p)), 0, p)` (IsNaN imported as `not(equal(p, p))`): zero for the NaN a
+/// row of −inf scores gives. Fused attention outputs 0 for such rows, so the guard folds into
+/// it. Returns the `where` when `p`'s only uses are the guard's.
+fn nan_guard(m: &Module, p: ValueId) -> Option<OpId> {
+    let uses = m.uses(p);
+    let eq = uses.iter().find(|(o, _)| m.op(*o).name == graph::Equal::NAME)?.0;
+    if m.op(eq).operands[..] != [p, p] {
+        return None;
+    }
+    let (not, _) = m.single_use(m.op(eq).results[0])?;
+    if m.op(not).name != graph::Not::NAME {
+        return None;
+    }
+    let (sel, slot) = m.single_use(m.op(not).results[0])?;
+    let d = m.op(sel);
+    if d.name != graph::Where::NAME || slot != 0 || d.operands[2] != p {
+        return None;
+    }
+    if !const_f64s(m, d.operands[1])?.iter().all(|&v| v == 0.0) {
+        return None;
+    }
+    uses.iter()
+        .all(|&(o, _)| o == eq || o == sel)
+        .then_some(sel)
+}
+
 fn fuse_softmax(m: &mut Module, sm: OpId) -> Option<()> {
     let x = m.op(sm).operands[0];
     let xs = shape_of(m, x)?;
@@ -180,7 +224,11 @@ fn fuse_softmax(m: &mut Module, sm: OpId) -> Option<()> {
     if ax != -1 && ax != rank - 1 {
         return None;
     }
-    let (mut pv, slot) = m.single_use(m.op(sm).results[0])?;
+    let probs = m.op(sm).results[0];
+    let (mut pv, slot) = match nan_guard(m, probs) {
+        Some(guard) => m.single_use(m.op(guard).results[0])?,
+        None => m.single_use(probs)?,
+    };
     // Heads flattened into the batch (Bloom: `[B·H, S, T]` probabilities): the reshape that
     // merges them feeds the P·V matmul.
     let mut merged_out: Option<OpId> = None;
@@ -331,6 +379,17 @@ fn fuse_softmax(m: &mut Module, sm: OpId) -> Option<()> {
                 masks.push(Mask::Where(other(0)?, fill, 1.0));
             }
             _ => return None,
+        }
+    }
+    // Constant factors on Q and on Kᵀ before the product (torch's SDPA export multiplies each by
+    // √scale) fold into the scale, so K is read from the cache as it is.
+    for operand in [&mut q, &mut kt] {
+        while let Some((x, f)) = scalar_factor(m, *operand) {
+            *operand = x;
+            match inner.as_mut() {
+                Some(i) => *i *= f,
+                None => scale *= f,
+            }
         }
     }
     // K from Kᵀ.
