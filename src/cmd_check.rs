@@ -223,6 +223,7 @@ pub fn run(a: &CheckArgs) -> Result<(), String> {
             ..Default::default()
         };
         let mut inputs = vec![];
+        let mut names = vec![];
         if let Some(set) = set {
             for (i, p) in numbered(set, "input_").iter().enumerate() {
                 let (name, t) = onnx::read_tensor_file(p).map_err(|e| e.to_string())?;
@@ -241,12 +242,42 @@ pub fn run(a: &CheckArgs) -> Result<(), String> {
                     continue;
                 }
                 opts.shapes
-                    .insert(gname, t.shape.iter().map(|&d| d as u64).collect());
+                    .insert(gname.clone(), t.shape.iter().map(|&d| d as u64).collect());
+                names.push(gname);
                 inputs.push(t);
             }
         }
-        let mut module =
-            onnx::import_model(&model, base.as_deref(), &opts).map_err(|e| e.to_string())?;
+        let mut module = match onnx::import_model(&model, base.as_deref(), &opts) {
+            Ok(m) => m,
+            Err(e) => {
+                // An `If` on a graph input whose branches differ cannot select at run time: this
+                // data set's value of the input picks the branch (as `--bind` would).
+                let conds: Vec<String> = onnx::if_condition_inputs(&model)
+                    .into_iter()
+                    .filter(|c| names.contains(c))
+                    .collect();
+                if conds.is_empty() {
+                    return Err(e.to_string());
+                }
+                let mut kept = (vec![], vec![]);
+                for (n, t) in names.drain(..).zip(inputs.drain(..)) {
+                    if conds.contains(&n) {
+                        opts.shapes.remove(&n);
+                        opts.bindings.insert(n, t);
+                    } else {
+                        kept.0.push(n);
+                        kept.1.push(t);
+                    }
+                }
+                (names, inputs) = kept;
+                outln!(
+                    "({} compiled in with this data set's value: the condition of an If whose \
+                     branches differ)",
+                    conds.join(", ")
+                );
+                onnx::import_model(&model, base.as_deref(), &opts).map_err(|e| e.to_string())?
+            }
+        };
         let mut pm =
             PassManager::from_names(&onnx::import_pipeline(), PassManagerOptions::default())
                 .map_err(|e| e.to_string())?;

@@ -32,7 +32,53 @@ pub fn import_step(
         true => vec![format!("{CACHE_BRANCH}={with_past}")],
         false => vec![],
     };
-    import_model_checked(path, dims, &[], &binds, new_tokens)
+    let dims = role_dims(&model, dims);
+    import_model_checked(path, &dims, &[], &binds, new_tokens)
+}
+
+/// `dims` (the standard names `batch_size`, `sequence_length`, `past_sequence_length`,
+/// `total_sequence_length`) plus the same values under the names this model gives those dims,
+/// found by the inputs' roles: dim 0 of every input is the batch, dim 1 of `input_ids` the new
+/// tokens, dim 1 of `attention_mask` the total, dim 2 of a `past_key_values.*` input the past.
+/// (Optimum's merged decoders call the mask's length `attention_mask_sequence_length`.)
+fn role_dims(model: &llmpu_compiler::onnx::proto::ModelProto, dims: &[String]) -> Vec<String> {
+    let value = |name: &str| {
+        dims.iter()
+            .find_map(|d| d.strip_prefix(name)?.strip_prefix('=').map(str::to_string))
+    };
+    let mut out = dims.to_vec();
+    let Some(g) = model.graph.as_ref() else {
+        return out;
+    };
+    for input in &g.input {
+        let Some(shape) = input
+            .r#type
+            .as_ref()
+            .and_then(|t| llmpu_compiler::onnx::tensor_shape(t))
+        else {
+            continue;
+        };
+        let mut roles = vec![(0, "batch_size")];
+        match input.name.as_str() {
+            "input_ids" | "position_ids" => roles.push((1, "sequence_length")),
+            "attention_mask" => roles.push((1, "total_sequence_length")),
+            n if n.starts_with("past_key_values") => roles.push((2, "past_sequence_length")),
+            _ => {}
+        }
+        for (axis, role) in roles {
+            let (Some(param), Some(v)) = (shape.get(axis).and_then(|p| p.clone()), value(role))
+            else {
+                continue;
+            };
+            let bound = out
+                .iter()
+                .any(|d| d.split('=').next() == Some(param.as_str()));
+            if !bound && !llmpu_compiler::onnx::dim_expr::is_expr(&param) {
+                out.push(format!("{param}={v}"));
+            }
+        }
+    }
+    out
 }
 
 /// An ONNX model as graph IR, after the import pipeline, where `user_dims` (the user's own `--dim NAME=N`, a subset of `dims`)

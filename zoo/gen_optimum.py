@@ -11,6 +11,13 @@ pins of zoo/requirements-optimum.txt (Optimum needs transformers < 4.58, so not 
     python3 -m venv /tmp/optimum && /tmp/optimum/bin/pip install -r zoo/requirements-optimum.txt
     /tmp/optimum/bin/python zoo/gen_optimum.py [--only llama] [--out zoo]
 
+`--legacy` writes Optimum 1.x's merged decoder instead (`decoder_model_merged.onnx`: an `If` on the
+input `use_cache_branch` between the graphs without and with a past; no `position_ids`), as
+`<family>-tiny-optimum-merged`, with the pins of zoo/requirements-optimum-legacy.txt:
+
+    python3 -m venv /tmp/optold && /tmp/optold/bin/pip install -r zoo/requirements-optimum-legacy.txt
+    /tmp/optold/bin/python zoo/gen_optimum.py --legacy --only llama
+
 Writes, for each family (hidden 64, 4 heads of 16, 2 layers, vocabulary 256; weights as the main
 zoo draws them, seed 1234, gain in GAIN):
 
@@ -88,6 +95,8 @@ def feeds(sess, ids, past, total):
     f = {"input_ids": ids, "attention_mask": np.ones((1, total + n), np.int64)}
     if "position_ids" in ins:
         f["position_ids"] = np.arange(total, total + n, dtype=np.int64)[None]
+    if "use_cache_branch" in ins:
+        f["use_cache_branch"] = np.array([total > 0])
     for name, i in ins.items():
         if name.startswith("past_key_values"):
             f[name] = past.get(name, np.zeros((1, i.shape[1], 0, i.shape[3]), np.float32))
@@ -119,26 +128,29 @@ def torch_logits(model, seq):
 
 def versions():
     import optimum.version
+
     return {
         "torch": torch.__version__, "transformers": transformers.__version__, "onnx": onnx.__version__,
         "onnxruntime": ort.__version__, "numpy": np.__version__, "optimum": optimum.version.__version__,
     }
 
 
-def export(family, out_dir):
+def export(family, out_dir, legacy):
     model = build(family)
-    name = f"{family}-tiny-optimum"
+    name = f"{family}-tiny-optimum" + ("-merged" if legacy else "")
     d = os.path.join(out_dir, "models", name)
     with tempfile.TemporaryDirectory() as tmp:
         model.save_pretrained(os.path.join(tmp, "hf"))
         subprocess.run(
             [os.path.join(os.path.dirname(sys.executable), "optimum-cli"), "export", "onnx", "--model",
-             os.path.join(tmp, "hf"), "--task", "text-generation-with-past", os.path.join(tmp, "onnx")],
+             os.path.join(tmp, "hf"), "--task", "text-generation-with-past", os.path.join(tmp, "onnx")]
+            + (["--legacy"] if legacy else []),
             check=True,
         )
         shutil.rmtree(d, ignore_errors=True)
         os.makedirs(d)
-        shutil.copy(os.path.join(tmp, "onnx", "model.onnx"), os.path.join(d, "model.onnx"))
+        src = "decoder_model_merged.onnx" if legacy else "model.onnx"
+        shutil.copy(os.path.join(tmp, "onnx", src), os.path.join(d, "model.onnx"))
     path = os.path.join(d, "model.onnx")
     sess = session(path)
     order = [i.name for i in sess.get_inputs()]
@@ -161,7 +173,8 @@ def export(family, out_dir):
             raise RuntimeError(f"{name} {k}: onnxruntime logits differ from PyTorch's by {v:.3g}")
     ops = sorted({n.op_type for n in onnx.load(path).graph.node})
     meta = {
-        "name": name, "exporter": "optimum-cli export onnx --task text-generation-with-past",
+        "name": name,
+        "exporter": "optimum-cli export onnx --task text-generation-with-past" + (" --legacy" if legacy else ""),
         "exporter_kind": "optimum", "inputs": order, "outputs": names, "ops": ops,
         "checks": {k: {"max_abs_logits_diff_vs_torch": v} for k, v in checks.items()},
         "config": model.config.to_dict(), "seed": SEED, "gain": GAIN[family], "versions": versions(),
@@ -203,9 +216,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", action="append", choices=sorted(GAIN), help="families (default: all)")
     ap.add_argument("--out", default=os.path.dirname(os.path.abspath(__file__)))
+    ap.add_argument("--legacy", action="store_true",
+                    help="the merged decoder (`--legacy`, optimum 1.x; pins in requirements-optimum-legacy.txt)")
     a = ap.parse_args()
     for family in a.only or sorted(GAIN):
-        export(family, a.out)
+        export(family, a.out, a.legacy)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 //! Ops without a kernel of their own before this stage, end to end on the emulator against the
 //! reference interpreter: CumSum (the vector-unit scan: every `exclusive` / `reverse`
 //! combination, a non-last axis, f32 and i64, lengths that are not powers of two), GatherND
-//! (batch dims, negative components), GatherElements (every axis, narrower indices), Trilu with k given at run time and Quantize /
+//! (batch dims, negative components), GatherElements (every axis, narrower indices), ScatterND
+//! (constant indices; refused with the reason otherwise), Tile, IsNaN as imported, Trilu with k given at run time and Quantize /
 //! DequantizeLinear (per axis, blocked, ties and saturation), each on edge and datacenter.
 
 mod common;
@@ -249,6 +250,114 @@ fn isnan_as_imported_is_true_exactly_at_nans_on_the_emulator() {
         .unwrap()
         .remove(0);
     assert_eq!(want.to_f64_vec(), [0., 1., 0., 0., 1., 0., 0., 0.]);
+    for target in ["edge", "datacenter"] {
+        matches_interpreter(src, &inputs, target);
+    }
+}
+
+#[test]
+fn scatter_nd_follows_the_onnx_example_and_matches_on_the_emulator_with_constant_indices() {
+    // The operator's documented example 2: slices 0 and 2 of a 4x4x4 tensor replaced.
+    let src = r#"module {
+  func.func @main(%d: tensor<4x4x4xf32> {graph.name = "d"}, %u: tensor<2x4x4xf32> {graph.name = "u"}) -> (tensor<4x4x4xf32> {graph.name = "y"}) {
+    %i = "graph.constant"() {value = dense<[[0], [2]]> : tensor<2x1xi64>} : () -> tensor<2x1xi64> loc("idx")
+    %y = "graph.scatter_nd"(%d, %i, %u) : (tensor<4x4x4xf32>, tensor<2x1xi64>, tensor<2x4x4xf32>) -> tensor<4x4x4xf32> loc("ScatterND")
+    func.return %y : tensor<4x4x4xf32>
+  }
+}
+"#;
+    let row = [
+        1., 2., 3., 4., 5., 6., 7., 8., 8., 7., 6., 5., 4., 3., 2., 1.,
+    ];
+    let data: Vec<f32> = [
+        row,
+        row,
+        [
+            8., 7., 6., 5., 4., 3., 2., 1., 1., 2., 3., 4., 5., 6., 7., 8.,
+        ],
+        row,
+    ]
+    .concat();
+    let upd: Vec<f32> = [
+        [5.; 4], [6.; 4], [7.; 4], [8.; 4], [1.; 4], [2.; 4], [3.; 4], [4.; 4],
+    ]
+    .concat();
+    let inputs = [
+        Input {
+            name: "d",
+            dt: DType::F32,
+            shape: vec![4, 4, 4],
+            vals: data.clone(),
+        },
+        Input {
+            name: "u",
+            dt: DType::F32,
+            shape: vec![2, 4, 4],
+            vals: upd.clone(),
+        },
+    ];
+    let m = parse_module(src).unwrap();
+    let got = interp::run(&m, &[interp_tensor(&inputs[0]), interp_tensor(&inputs[1])])
+        .unwrap()
+        .remove(0)
+        .to_f64_vec();
+    let want: Vec<f64> = [&upd[..16], &data[16..32], &upd[16..], &data[48..]]
+        .concat()
+        .iter()
+        .map(|&v| v as f64)
+        .collect();
+    assert_eq!(got, want);
+    for target in ["edge", "datacenter"] {
+        matches_interpreter(src, &inputs, target);
+    }
+}
+
+#[test]
+fn scatter_nd_with_indices_known_only_at_run_time_is_refused_with_the_reason() {
+    let src = r#"module {
+  func.func @main(%d: tensor<4x3xf32> {graph.name = "d"}, %i: tensor<2x1xi64> {graph.name = "i"}, %u: tensor<2x3xf32> {graph.name = "u"}) -> (tensor<4x3xf32> {graph.name = "y"}) {
+    %y = "graph.scatter_nd"(%d, %i, %u) : (tensor<4x3xf32>, tensor<2x1xi64>, tensor<2x3xf32>) -> tensor<4x3xf32> loc("ScatterND")
+    func.return %y : tensor<4x3xf32>
+  }
+}
+"#;
+    let mut m = parse_module(src).unwrap();
+    let o = llmpu_compiler::backend::Options {
+        target: llmpu_isa::target::Target::preset("edge").unwrap(),
+        precision: Precision::Fp32,
+    };
+    let e = llmpu_compiler::backend::compile(&mut m, &o, Default::default(), &mut std::io::sink())
+        .err()
+        .expect("refused");
+    assert!(
+        e.contains("ScatterND") && e.contains("computed at run time"),
+        "{e}"
+    );
+}
+
+#[test]
+fn tile_with_constant_repeats_matches_the_interpreter() {
+    let src = r#"module {
+  func.func @main(%x: tensor<2x3xf32> {graph.name = "x"}) -> (tensor<4x9xf32> {graph.name = "y"}) {
+    %r = "graph.constant"() {value = dense<[2, 3]> : tensor<2xi64>} : () -> tensor<2xi64> loc("repeats")
+    %y = "graph.tile"(%x, %r) : (tensor<2x3xf32>, tensor<2xi64>) -> tensor<4x9xf32> loc("Tile")
+    func.return %y : tensor<4x9xf32>
+  }
+}
+"#;
+    let inputs = [Input {
+        name: "x",
+        dt: DType::F32,
+        shape: vec![2, 3],
+        vals: vec![1., 2., 3., 4., 5., 6.],
+    }];
+    let m = parse_module(src).unwrap();
+    let got = interp::run(&m, &[interp_tensor(&inputs[0])])
+        .unwrap()
+        .remove(0)
+        .to_f64_vec();
+    assert_eq!(&got[..9], [1., 2., 3., 1., 2., 3., 1., 2., 3.]);
+    assert_eq!(&got[27..], [4., 5., 6., 4., 5., 6., 4., 5., 6.]);
     for target in ["edge", "datacenter"] {
         matches_interpreter(src, &inputs, target);
     }

@@ -233,6 +233,10 @@ define_ops! { OPS;
     Gather = "graph.gather", pure = true, verify = verify_gather;
     /// `%r = "graph.gather_nd"(%data, %indices) {batch_dims = 0 : i64}` — ONNX GatherND.
     GatherNd = "graph.gather_nd", pure = true, verify = verify_index_op;
+    /// `%r = "graph.scatter_nd"(%data, %indices, %updates) {reduction = "none"}` — ONNX ScatterND:
+    /// a copy of `data` with the slices `indices[..., :]` addresses replaced by (or, with
+    /// `reduction` add / mul / max / min, combined with) `updates`; the result has `data`'s type.
+    ScatterNd = "graph.scatter_nd", pure = true, verify = verify_scatter_nd;
     /// `%r = "graph.gather_elements"(%data, %indices) {axis = 1 : i64}` — ONNX GatherElements:
     /// `r[i0, .., ia, ..] = data[i0, .., indices[i0, .., ia, ..], ..]`; the result has the indices'
     /// shape, the data's element type.
@@ -1004,6 +1008,20 @@ fn verify_index_op(v: &OpView) -> Result<(), String> {
         "result",
         v.tensor_result(0)?.elem,
     )
+}
+
+fn verify_scatter_nd(v: &OpView) -> Result<(), String> {
+    v.operands_in(3, 3)?;
+    v.results_in(1, 1)?;
+    check_indices(v, 1)?;
+    let (x, u, r) = (
+        v.tensor_operand(0)?,
+        v.tensor_operand(2)?,
+        v.tensor_result(0)?,
+    );
+    same_elem(v, x.elem, "updates", u.elem)?;
+    same_elem(v, x.elem, "result", r.elem)?;
+    check_shape(&r.dims, &x.dims, "result")
 }
 
 fn verify_gather_elements(v: &OpView) -> Result<(), String> {

@@ -316,6 +316,13 @@ pub fn eval(c: &OpCtx) -> R<Vec<Tensor>> {
         graph::Gather::NAME => one(gather(x()?, c.req(1)?, c.int("axis", 0))?),
         graph::GatherNd::NAME => one(gather_nd(x()?, c.req(1)?, c.int("batch_dims", 0))?),
         graph::GatherElements::NAME => one(gather_elements(x()?, c.req(1)?, c.int("axis", 0))?),
+        graph::ScatterNd::NAME => {
+            let red = c
+                .attr("reduction")
+                .and_then(Attribute::as_str)
+                .unwrap_or("none");
+            one(scatter_nd(x()?, c.req(1)?, c.req(2)?, red)?)
+        }
         graph::Expand::NAME => {
             let t = x()?;
             let s: Vec<usize> = c
@@ -1492,6 +1499,81 @@ fn gather(x: &Tensor, idx: &Tensor, ax: i64) -> R<Tensor> {
         }
     }
     Ok(take(x, shape, &src))
+}
+
+/// The element offsets ScatterND writes, in update order: for each index tuple, the `inner`
+/// elements of its slice (`inner` is the data's size past the tuple's `k` dims).
+pub fn scatter_nd_offsets(shape: &[usize], idx: &[i64], k: usize) -> R<Vec<usize>> {
+    if k == 0 || k > shape.len() {
+        return Err(format!(
+            "index tuples of {k} components for data of rank {}",
+            shape.len()
+        ));
+    }
+    let st = strides(shape);
+    let inner: usize = shape[k..].iter().product();
+    let mut out = Vec::with_capacity(idx.len() / k * inner);
+    for tuple in idx.chunks(k) {
+        let mut off = 0;
+        for (d, &v) in tuple.iter().enumerate() {
+            let n = shape[d] as i64;
+            let v = if v < 0 { v + n } else { v };
+            if v < 0 || v >= n {
+                return Err(format!("index {v} is out of range for extent {n}"));
+            }
+            off += v as usize * st[d];
+        }
+        out.extend(off..off + inner);
+    }
+    Ok(out)
+}
+
+fn scatter_nd(x: &Tensor, idx: &Tensor, u: &Tensor, reduction: &str) -> R<Tensor> {
+    let k = *idx.shape.last().ok_or("indices must have rank >= 1")?;
+    let offs = scatter_nd_offsets(&x.shape, &idx.to_i64_vec(), k)?;
+    if offs.len() != u.len() {
+        return Err(format!(
+            "updates have {} elements, the indexed slices {}",
+            u.len(),
+            offs.len()
+        ));
+    }
+    if reduction == "none" {
+        // Exact for every type: each element from the data or from its last update.
+        let n = x.len();
+        let mut src: Vec<usize> = (0..n).collect();
+        for (j, &o) in offs.iter().enumerate() {
+            src[o] = n + j;
+        }
+        let flat = |t: &Tensor| Tensor {
+            shape: vec![t.len()],
+            data: t.data.clone(),
+        };
+        let both = concat(&[&flat(x), &flat(u)], 0)?;
+        return Ok(take(&both, x.shape.clone(), &src));
+    }
+    let combine: fn(f64, f64) -> f64 = match reduction {
+        "add" => |a, b| a + b,
+        "mul" => |a, b| a * b,
+        "max" => f64::max,
+        "min" => f64::min,
+        r => {
+            return Err(format!(
+                "reduction `{r}` is not one of none, add, mul, max, min"
+            ));
+        }
+    };
+    let mut vals = x.to_f64_vec();
+    let uv = u.to_f64_vec();
+    for (&o, &b) in offs.iter().zip(&uv) {
+        vals[o] = combine(vals[o], b);
+    }
+    Ok(Tensor::from_f64_fn(
+        x.dtype(),
+        x.shape.clone(),
+        vals.len(),
+        |i| vals[i],
+    ))
 }
 
 fn gather_elements(x: &Tensor, idx: &Tensor, axis: i64) -> R<Tensor> {

@@ -50,6 +50,7 @@ const SUPPORTED: &[&str] = &[
     "Gather",
     "GatherElements",
     "GatherND",
+    "ScatterND",
     "Gelu",
     "Gemm",
     "Greater",
@@ -130,6 +131,7 @@ fn onnx_attributes(op: &str) -> &'static [&'static str] {
         "Einsum" => &["equation"],
         "GatherND" => &["batch_dims"],
         "GatherElements" => &["axis"],
+        "ScatterND" => &["reduction"],
         "Gelu" => &["approximate"],
         "Gemm" => &["alpha", "beta", "transA", "transB"],
         "LayerNormalization" | "RMSNormalization" => &["axis", "epsilon", "stash_type"],
@@ -391,13 +393,15 @@ fn value_type_of(
                     }
                     Dim::Dynamic
                 }
+                // An expression is evaluated for inputs, whose shapes it binds; elsewhere it is
+                // a label (Optimum's merged decoder labels both branches' presents with the
+                // decode branch's `past_sequence_length + 1`).
                 (_, Some(p)) if !p.is_empty() => {
-                    match opts
-                        .dims
-                        .get(p)
-                        .copied()
-                        .or_else(|| dim_expr::eval(p, &opts.dims))
-                    {
+                    let expr = || match what == "graph input" {
+                        true => dim_expr::eval(p, &opts.dims),
+                        false => None,
+                    };
+                    match opts.dims.get(p).copied().or_else(expr) {
                         Some(v) => Dim::Static(v),
                         None => Dim::Symbolic(Arc::from(p.as_str())),
                     }
@@ -474,6 +478,20 @@ fn value_type_of(
     let t = TensorType { dims, elem };
     t.check_limits().map_err(|r| unsupported(&r))?;
     Ok(Some(Type::Tensor(t)))
+}
+
+/// The symbolic dim names of a tensor type, one per dim (`None` for a static or unnamed dim);
+/// `None` for a non-tensor type or one without a shape.
+pub fn tensor_shape(tp: &TypeProto) -> Option<Vec<Option<String>>> {
+    let t = tensor_type_of(tp).ok()?;
+    Some(
+        t.shape
+            .as_ref()?
+            .dim
+            .iter()
+            .map(|d| d.dim_param.clone().filter(|p| !p.is_empty()))
+            .collect(),
+    )
 }
 
 fn tensor_type_of(tp: &TypeProto) -> Result<&super::proto::TypeProtoTensor, String> {
@@ -1182,6 +1200,7 @@ impl Ctx<'_> {
                 "Gather" => simple(graph::Gather::NAME),
                 "GatherND" => simple(graph::GatherNd::NAME),
                 "GatherElements" => simple(graph::GatherElements::NAME),
+                "ScatterND" => simple(graph::ScatterNd::NAME),
                 "Unsqueeze" => simple(graph::Unsqueeze::NAME),
                 "Squeeze" => simple(graph::Squeeze::NAME),
                 "Flatten" => simple(graph::Flatten::NAME),

@@ -28,7 +28,7 @@ use prost::Message;
 use crate::interp::Tensor;
 use crate::ir::Module;
 
-pub use convert::{MAX_OPSET, MIN_OPSET};
+pub use convert::{MAX_OPSET, MIN_OPSET, tensor_shape};
 pub use tensor::{elem_type, tensor_from_proto, tensor_to_proto};
 
 /// Options of an import.
@@ -281,6 +281,23 @@ pub fn run_import_pipeline(m: &mut Module, log: &mut dyn std::io::Write) -> Resu
     )
     .map_err(|e| e.to_string())?;
     pm.run(m, log).map(|_| ()).map_err(|e| e.to_string())
+}
+
+/// The graph inputs that are the condition of a top-level `If` node.
+pub fn if_condition_inputs(model: &proto::ModelProto) -> Vec<String> {
+    let Some(g) = model.graph.as_ref() else {
+        return vec![];
+    };
+    let mut v: Vec<String> = g
+        .node
+        .iter()
+        .filter(|n| n.op_type == "If" && n.domain.is_empty())
+        .filter_map(|n| n.input.first())
+        .filter(|c| g.input.iter().any(|i| &i.name == *c))
+        .cloned()
+        .collect();
+    v.dedup();
+    v
 }
 
 /// Decodes a `ModelProto`.

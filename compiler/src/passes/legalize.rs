@@ -38,7 +38,7 @@ use crate::pass::{Pass, PassError};
 /// Registry entry.
 pub const INFO: PassInfo = PassInfo {
     name: "legalize",
-    description: "rewrite ops without a backend kernel (run-time Trilu k, GatherND, GatherElements, Tile, Q/DQ, Einsum) into ops with one",
+    description: "rewrite ops without a backend kernel (run-time Trilu k, GatherND, GatherElements, ScatterND, Tile, Q/DQ, Einsum) into ops with one",
     create: || Box::new(Legalize),
 };
 
@@ -62,6 +62,7 @@ impl Pass for Legalize {
                 graph::GatherNd::NAME => gather_nd(m, op),
                 graph::GatherElements::NAME => gather_elements(m, op),
                 graph::Tile::NAME => tile(m, op),
+                graph::ScatterNd::NAME => scatter_nd(m, op),
                 graph::QuantizeLinear::NAME | graph::DequantizeLinear::NAME => quant(m, op),
                 graph::Einsum::NAME => match einsum(m, op) {
                     Some(()) => Ok(true),
@@ -312,6 +313,61 @@ fn gather_nd(m: &mut Module, op: OpId) -> Result<bool, String> {
         vec![("axis", Attribute::i64(0))],
     );
     finish(m, op, r, out);
+    Ok(true)
+}
+
+/// ScatterND with constant indices and no reduction as a gather of constant rows from the data's
+/// rows followed by the updates' (each row from the data, or from the last update that writes
+/// it). Refused, with the reason, for indices computed at run time or a reduction; `Ok(false)`
+/// when shapes are unknown.
+fn scatter_nd(m: &mut Module, op: OpId) -> Result<bool, String> {
+    let (data, idx, upd) = (m.op(op).operands[0], m.op(op).operands[1], m.op(op).operands[2]);
+    let (Some(ds), Some(is), Some(elem)) = (shape_of(m, data), shape_of(m, idx), m.value_type(data).elem()) else {
+        return Ok(false);
+    };
+    let reduction = m.attr(op, "reduction").and_then(Attribute::as_str).unwrap_or("none");
+    if reduction != "none" {
+        return Err(format!("ScatterND with reduction `{reduction}` has no kernel (only `none`)"));
+    }
+    let Some(iv) = const_ints(m, idx) else {
+        return Err("ScatterND with indices computed at run time has no kernel; only constant indices are lowered".into());
+    };
+    let k = *is.last().ok_or("ScatterND indices must have rank >= 1")? as usize;
+    if k == 0 || k > ds.len() {
+        return Err(format!("index tuples of {k} components for data of rank {}", ds.len()));
+    }
+    // Offsets of whole rows: the data viewed as [rows, inner], one row per index tuple.
+    let rows: u64 = ds[..k].iter().product();
+    let rows_shape: Vec<usize> = ds[..k].iter().map(|&d| d as usize).collect();
+    let targets = crate::interp::ops::scatter_nd_offsets(&rows_shape, &iv, k)?;
+    let mut src: Vec<i64> = (0..rows as i64).collect();
+    for (j, &t) in targets.iter().enumerate() {
+        src[t] = rows as i64 + j as i64;
+    }
+    let rest: Vec<u64> = ds[k..].to_vec();
+    let with_rest = |lead: u64| -> Vec<u64> { std::iter::once(lead).chain(rest.iter().copied()).collect() };
+    let shape_const = |m: &mut Module, hint: &str, s: &[u64]| {
+        ints(m, op, hint, vec![s.len()], s.iter().map(|&d| d as i64).collect())
+    };
+    let n_upd = targets.len() as u64;
+    let c = shape_const(m, "scatter_nd_rows", &with_rest(rows));
+    let d2 = insert(m, op, graph::Reshape::NAME, &[data, c], tensor_ty(&with_rest(rows), elem), vec![]);
+    let c = shape_const(m, "scatter_nd_update_rows", &with_rest(n_upd));
+    let u2 = insert(m, op, graph::Reshape::NAME, &[upd, c], tensor_ty(&with_rest(n_upd), elem), vec![]);
+    let both = insert(
+        m,
+        op,
+        graph::Concat::NAME,
+        &[d2, u2],
+        tensor_ty(&with_rest(rows + n_upd), elem),
+        vec![("axis", Attribute::i64(0))],
+    );
+    let sc = ints(m, op, "scatter_nd_sources", vec![src.len()], src);
+    let g = insert(m, op, graph::Gather::NAME, &[both, sc], tensor_ty(&with_rest(rows), elem), vec![("axis", Attribute::i64(0))]);
+    let c = shape_const(m, "scatter_nd_shape", &ds);
+    let y = insert(m, op, graph::Reshape::NAME, &[g, c], tensor_ty(&ds, elem), vec![]);
+    let r = m.op(op).results[0];
+    finish(m, op, r, y);
     Ok(true)
 }
 

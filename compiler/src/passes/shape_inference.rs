@@ -433,6 +433,7 @@ pub fn infer_op(m: &Module, op: OpId) -> Result<Option<Vec<Type>>, String> {
             dims.extend(x.dims[axis + 1..].iter().cloned());
             Ok(Some(vec![tt(dims, x.elem)]))
         }
+        graph::ScatterNd::NAME => Ok(Some(vec![tt(x.dims.clone(), x.elem)])),
         graph::GatherElements::NAME => {
             let idx = tensor(m, operands[1])?;
             Ok(Some(vec![tt(idx.dims.clone(), x.elem)]))
