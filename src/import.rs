@@ -54,7 +54,7 @@ fn role_dims(model: &llmpu_compiler::onnx::proto::ModelProto, dims: &[String]) -
         let Some(shape) = input
             .r#type
             .as_ref()
-            .and_then(|t| llmpu_compiler::onnx::tensor_shape(t))
+            .and_then(llmpu_compiler::onnx::tensor_shape)
         else {
             continue;
         };
