@@ -253,6 +253,10 @@ def mixtral():
         intermediate_size=32, num_local_experts=4, num_experts_per_tok=2, vocab_size=256,
         max_position_embeddings=128, tie_word_embeddings=True, bos_token_id=0, eos_token_id=0,
     )
+    # Every token through its top-k experts' weights gathered per token and one batched matmul:
+    # static shapes, which both exporters trace (the default loop over hit experts needs
+    # `nonzero`, the grouped kernel has no ONNX function).
+    cfg._experts_implementation = "batched_mm"
     return Family(cfg, transformers.MixtralForCausalLM)
 
 

@@ -2,7 +2,8 @@
 //! reference interpreter: CumSum (the vector-unit scan: every `exclusive` / `reverse`
 //! combination, a non-last axis, f32 and i64, lengths that are not powers of two), GatherND
 //! (batch dims, negative components), GatherElements (every axis, narrower indices), ScatterND
-//! (constant indices; refused with the reason otherwise), Tile, IsNaN as imported, Trilu with k
+//! (constant indices; refused with the reason otherwise), TopK (ties, smallest, any axis), OneHot,
+//! Tile, IsNaN as imported, Trilu with k
 //! given at run time and Quantize / DequantizeLinear (per axis, blocked, ties and saturation),
 //! each on edge and datacenter.
 
@@ -361,6 +362,104 @@ fn tile_with_constant_repeats_matches_the_interpreter() {
         .to_f64_vec();
     assert_eq!(&got[..9], [1., 2., 3., 1., 2., 3., 1., 2., 3.]);
     assert_eq!(&got[27..], [4., 5., 6., 4., 5., 6., 4., 5., 6.]);
+    for target in ["edge", "datacenter"] {
+        matches_interpreter(src, &inputs, target);
+    }
+}
+
+fn top_k_src(shape: &[u64], k: u64, axis: i64, largest: u8) -> String {
+    let t = tensor_type(shape);
+    let mut out = shape.to_vec();
+    let a = if axis < 0 {
+        axis + shape.len() as i64
+    } else {
+        axis
+    } as usize;
+    out[a] = k;
+    let (v, i) = (tensor_type(&out), tensor_type(&out).replace("f32", "i64"));
+    format!(
+        r#"module {{
+  func.func @main(%x: {t} {{graph.name = "x"}}) -> ({v} {{graph.name = "y"}}, {i} {{graph.name = "i"}}) {{
+    %k = "graph.constant"() {{value = dense<[{k}]> : tensor<1xi64>}} : () -> tensor<1xi64> loc("k")
+    %y, %j = "graph.top_k"(%x, %k) {{axis = {axis} : i64, largest = {largest} : i64, sorted = 1 : i64}} : ({t}, tensor<1xi64>) -> ({v}, {i}) loc("TopK")
+    func.return %y, %j : {v}, {i}
+  }}
+}}
+"#
+    )
+}
+
+#[test]
+fn top_k_orders_equal_values_by_index_and_matches_on_the_emulator() {
+    // Ties (2.0 three times, -1.0 twice) must come out lowest index first, as ONNX orders them.
+    let x = vec![
+        2.0, -1.0, 5.0, 2.0, -1.0, 2.0, 0.5, 7.0, 7.0, -3.0, 0.0, 1.0,
+    ];
+    let m = parse_module(&top_k_src(&[2, 6], 4, -1, 1)).unwrap();
+    let ins = [interp::Tensor::new(vec![2, 6], x.clone())];
+    let out = interp::run(&m, &ins).unwrap();
+    assert_eq!(out[0].to_f64_vec(), [5., 2., 2., 2., 7., 7., 1., 0.5]);
+    assert_eq!(out[1].to_f64_vec(), [2., 0., 3., 5., 1., 2., 5., 0.]);
+    for (shape, k, axis, largest) in [
+        (vec![2u64, 6], 4u64, -1i64, 1u8),
+        (vec![2, 6], 3, -1, 0),
+        (vec![4, 3], 2, 0, 1),
+    ] {
+        let src = top_k_src(&shape, k, axis, largest);
+        let inputs = [Input {
+            name: "x",
+            dt: DType::F32,
+            shape: shape.clone(),
+            vals: x.clone(),
+        }];
+        for target in ["edge", "datacenter"] {
+            let prog = compile_text(&src, target, Precision::Fp32);
+            let t = Tensor::from_f32(DType::F32, shape.clone(), &x).unwrap();
+            let res = run(&prog, &[("x".to_string(), t)], &checked()).unwrap();
+            let m = parse_module(&src).unwrap();
+            let want = interp::run(&m, &[interp_tensor(&inputs[0])]).unwrap();
+            for (name, w) in ["y", "i"].iter().zip(&want) {
+                let got: Vec<f64> = res
+                    .output(name)
+                    .unwrap()
+                    .to_f32()
+                    .iter()
+                    .map(|&v| v as f64)
+                    .collect();
+                assert_eq!(
+                    got,
+                    w.to_f64_vec(),
+                    "{target} {shape:?} k {k} axis {axis} largest {largest}: {name}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn one_hot_with_negative_indices_matches_the_interpreter() {
+    let src = r#"module {
+  func.func @main(%i: tensor<2x3xi64> {graph.name = "i"}) -> (tensor<2x4x3xf32> {graph.name = "y"}) {
+    %d = "graph.constant"() {value = dense<4> : tensor<i64>} : () -> tensor<i64> loc("depth")
+    %v = "graph.constant"() {value = dense<[-1.0, 3.0]> : tensor<2xf32>} : () -> tensor<2xf32> loc("values")
+    %y = "graph.one_hot"(%i, %d, %v) {axis = 1 : i64} : (tensor<2x3xi64>, tensor<i64>, tensor<2xf32>) -> tensor<2x4x3xf32> loc("OneHot")
+    func.return %y : tensor<2x4x3xf32>
+  }
+}
+"#;
+    let inputs = [Input {
+        name: "i",
+        dt: DType::I64,
+        shape: vec![2, 3],
+        vals: vec![0., 3., -1., 2., -4., 1.],
+    }];
+    let m = parse_module(src).unwrap();
+    let got = interp::run(&m, &[interp_tensor(&inputs[0])])
+        .unwrap()
+        .remove(0)
+        .to_f64_vec();
+    // Row 0, depth slot 3 (axis 1): indices 3 and -1 (= 3) are hot at columns 1 and 2.
+    assert_eq!(&got[9..12], [-1., 3., 3.]);
     for target in ["edge", "datacenter"] {
         matches_interpreter(src, &inputs, target);
     }

@@ -233,6 +233,14 @@ define_ops! { OPS;
     Gather = "graph.gather", pure = true, verify = verify_gather;
     /// `%r = "graph.gather_nd"(%data, %indices) {batch_dims = 0 : i64}` — ONNX GatherND.
     GatherNd = "graph.gather_nd", pure = true, verify = verify_index_op;
+    /// `%v, %i = "graph.top_k"(%x, %k) {axis = -1 : i64, largest = 1 : i64, sorted = 1 : i64}` —
+    /// ONNX TopK: the `k` largest (or smallest) elements along `axis` and their i64 indices, in
+    /// order, equal values by lower index first.
+    TopK = "graph.top_k", pure = true, verify = verify_top_k;
+    /// `%r = "graph.one_hot"(%indices, %depth, %values) {axis = -1 : i64}` — ONNX OneHot: a new
+    /// axis of `depth` holding `values[1]` at each index (negative ones counted from `depth`) and
+    /// `values[0]` elsewhere.
+    OneHot = "graph.one_hot", pure = true, verify = verify_one_hot;
     /// `%r = "graph.scatter_nd"(%data, %indices, %updates) {reduction = "none"}` — ONNX ScatterND:
     /// a copy of `data` with the slices `indices[..., :]` addresses replaced by (or, with
     /// `reduction` add / mul / max / min, combined with) `updates`; the result has `data`'s type.
@@ -1010,6 +1018,29 @@ fn verify_index_op(v: &OpView) -> Result<(), String> {
     )
 }
 
+fn verify_top_k(v: &OpView) -> Result<(), String> {
+    v.operands_in(2, 2)?;
+    v.results_in(2, 2)?;
+    let (x, vals, idx) = (
+        v.tensor_operand(0)?,
+        v.tensor_result(0)?,
+        v.tensor_result(1)?,
+    );
+    same_elem(v, x.elem, "values", vals.elem)?;
+    if idx.elem != ScalarType::I64 {
+        return Err(format!("indices must be i64, got {}", idx.elem));
+    }
+    normalize_axis(v.int_attr_or("axis", -1)?, x.rank())?;
+    check_shape(&idx.dims, &vals.dims, "indices")
+}
+
+fn verify_one_hot(v: &OpView) -> Result<(), String> {
+    v.operands_in(3, 3)?;
+    v.results_in(1, 1)?;
+    let (vals, r) = (v.tensor_operand(2)?, v.tensor_result(0)?);
+    same_elem(v, vals.elem, "result", r.elem)
+}
+
 fn verify_scatter_nd(v: &OpView) -> Result<(), String> {
     v.operands_in(3, 3)?;
     v.results_in(1, 1)?;
@@ -1497,7 +1528,7 @@ pub fn parameter_slots(name: &str) -> &'static [usize] {
         | Squeeze::NAME
         | Unsqueeze::NAME => &[1],
         ConstantOfShape::NAME => &[0],
-        CumSum::NAME => &[1],
+        CumSum::NAME | TopK::NAME | OneHot::NAME => &[1],
         _ => &[],
     }
 }

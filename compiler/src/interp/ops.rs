@@ -316,6 +316,14 @@ pub fn eval(c: &OpCtx) -> R<Vec<Tensor>> {
         graph::Gather::NAME => one(gather(x()?, c.req(1)?, c.int("axis", 0))?),
         graph::GatherNd::NAME => one(gather_nd(x()?, c.req(1)?, c.int("batch_dims", 0))?),
         graph::GatherElements::NAME => one(gather_elements(x()?, c.req(1)?, c.int("axis", 0))?),
+        graph::TopK::NAME => {
+            let k = c.req(1)?.to_i64_vec();
+            let [k] = k[..] else {
+                return Err("k must hold one value".into());
+            };
+            top_k(x()?, k, c.int("axis", -1), c.int("largest", 1) != 0)
+        }
+        graph::OneHot::NAME => one(one_hot(x()?, c.req(1)?, c.req(2)?, c.int("axis", -1))?),
         graph::ScatterNd::NAME => {
             let red = c
                 .attr("reduction")
@@ -1499,6 +1507,75 @@ fn gather(x: &Tensor, idx: &Tensor, ax: i64) -> R<Tensor> {
         }
     }
     Ok(take(x, shape, &src))
+}
+
+/// TopK along `axis`: values and i64 indices, the `k` largest (smallest) first, equal values by
+/// lower index (ONNX's order).
+fn top_k(x: &Tensor, k: i64, axis: i64, largest: bool) -> R<Vec<Tensor>> {
+    let a = crate::dialects::normalize_axis(axis, x.rank())?;
+    let n = x.shape[a];
+    if k < 0 || k as usize > n {
+        return Err(format!("k = {k} is outside 0..={n}"));
+    }
+    let k = k as usize;
+    let outer: usize = x.shape[..a].iter().product();
+    let inner: usize = x.shape[a + 1..].iter().product();
+    let v = x.to_f64_vec();
+    let mut shape = x.shape.clone();
+    shape[a] = k;
+    let mut src = vec![0usize; outer * k * inner];
+    let mut idx = vec![0i64; outer * k * inner];
+    for o in 0..outer {
+        for i in 0..inner {
+            let at = |j: usize| (o * n + j) * inner + i;
+            let mut order: Vec<usize> = (0..n).collect();
+            order.sort_by(|&p, &q| {
+                let (vp, vq) = (v[at(p)], v[at(q)]);
+                let c = if largest {
+                    vq.total_cmp(&vp)
+                } else {
+                    vp.total_cmp(&vq)
+                };
+                c.then(p.cmp(&q))
+            });
+            for (r, &j) in order.iter().take(k).enumerate() {
+                let dst = (o * k + r) * inner + i;
+                src[dst] = at(j);
+                idx[dst] = j as i64;
+            }
+        }
+    }
+    Ok(vec![take(x, shape.clone(), &src), Tensor::new(shape, idx)])
+}
+
+fn one_hot(idx: &Tensor, depth: &Tensor, values: &Tensor, axis: i64) -> R<Tensor> {
+    let d = depth.to_f64_vec();
+    let [d] = d[..] else {
+        return Err("depth must hold one value".into());
+    };
+    if values.len() != 2 || d < 1.0 {
+        return Err("values must hold [off, on] and depth be at least 1".into());
+    }
+    let d = d as usize;
+    let a = crate::dialects::normalize_axis(axis, idx.rank() + 1)?;
+    let mut shape = idx.shape.clone();
+    shape.insert(a, d);
+    let outer: usize = idx.shape[..a].iter().product();
+    let inner: usize = idx.shape[a..].iter().product();
+    let iv = idx.to_i64_vec();
+    let mut src = vec![0usize; outer * d * inner];
+    for o in 0..outer {
+        for j in 0..d {
+            for i in 0..inner {
+                let mut x = iv[o * inner + i];
+                if x < 0 {
+                    x += d as i64;
+                }
+                src[(o * d + j) * inner + i] = usize::from(x == j as i64);
+            }
+        }
+    }
+    Ok(take(values, shape, &src))
 }
 
 /// The element offsets ScatterND writes, in update order: for each index tuple, the `inner`

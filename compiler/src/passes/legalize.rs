@@ -38,7 +38,7 @@ use crate::pass::{Pass, PassError};
 /// Registry entry.
 pub const INFO: PassInfo = PassInfo {
     name: "legalize",
-    description: "rewrite ops without a backend kernel (run-time Trilu k, GatherND, GatherElements, ScatterND, Tile, Q/DQ, Einsum) into ops with one",
+    description: "rewrite ops without a backend kernel (run-time Trilu k, GatherND, GatherElements, ScatterND, TopK, OneHot, Tile, Q/DQ, Einsum) into ops with one",
     create: || Box::new(Legalize),
 };
 
@@ -63,6 +63,8 @@ impl Pass for Legalize {
                 graph::GatherElements::NAME => gather_elements(m, op),
                 graph::Tile::NAME => tile(m, op),
                 graph::ScatterNd::NAME => scatter_nd(m, op),
+                graph::TopK::NAME => top_k(m, op),
+                graph::OneHot::NAME => one_hot(m, op),
                 graph::QuantizeLinear::NAME | graph::DequantizeLinear::NAME => quant(m, op),
                 graph::Einsum::NAME => match einsum(m, op) {
                     Some(()) => Ok(true),
@@ -313,6 +315,153 @@ fn gather_nd(m: &mut Module, op: OpId) -> Result<bool, String> {
         vec![("axis", Attribute::i64(0))],
     );
     finish(m, op, r, out);
+    Ok(true)
+}
+
+/// An f32 constant of `shape` with values `v`, kept in f32 in a bf16 compile.
+fn f32s(m: &mut Module, at: OpId, hint: &str, shape: &[u64], v: Vec<f32>) -> ValueId {
+    let loc = m.op(at).loc.clone();
+    let t = Tensor::new(shape.iter().map(|&d| d as usize).collect(), v);
+    let c = crate::passes::fold_constants::insert_constant(m, at, hint, &t, loc);
+    if let Some(o) = m.defining_op(c) {
+        m.set_attr(o, crate::backend::plan::KEEP_F32, Attribute::Bool(true));
+    }
+    c
+}
+
+/// TopK with a constant `k` as `k` rounds of a maximum along the axis: each round takes the
+/// largest remaining value and the lowest index holding it (ONNX's order for equal values), then
+/// marks that index taken. Values and indices are computed in f32 (exact for indices below 2^24)
+/// and kept in f32 in a bf16 compile. `Ok(false)` when shapes or `k` are unknown.
+fn top_k(m: &mut Module, op: OpId) -> Result<bool, String> {
+    let (x, kv) = (m.op(op).operands[0], m.op(op).operands[1]);
+    let (Some(xs), Some(k), Some(elem)) = (shape_of(m, x), const_ints(m, kv), m.value_type(x).elem()) else {
+        return Ok(false);
+    };
+    let rank = xs.len() as i64;
+    let axis = m.attr(op, "axis").and_then(Attribute::as_int).unwrap_or(-1);
+    let a = crate::dialects::normalize_axis(axis, xs.len())?;
+    let (n, k) = (xs[a], k.first().copied().unwrap_or(-1));
+    if k < 0 || k as u64 > n {
+        return Err(format!("k = {k} is outside 0..={n}"));
+    }
+    if n >= 1 << 24 {
+        return Err(format!("an axis of {n} elements: indices past 2^24 are not exact in f32"));
+    }
+    let largest = m.attr(op, "largest").and_then(Attribute::as_int).unwrap_or(1) != 0;
+    let f = |s: &[u64]| tensor_ty(s, ScalarType::F32);
+    let b = |s: &[u64]| tensor_ty(s, ScalarType::I1);
+    let mut one = xs.clone();
+    one[a] = 1;
+    let mut col = vec![1u64; xs.len()];
+    col[a] = n;
+    let first_new = m.op_count();
+    let mut y = x;
+    if elem != ScalarType::F32 {
+        y = insert(m, op, graph::Cast::NAME, &[y], f(&xs), vec![]);
+    }
+    if !largest {
+        y = insert(m, op, graph::Neg::NAME, &[y], f(&xs), vec![]);
+    }
+    let iota = f32s(m, op, "top_k_index", &col, (0..n).map(|i| i as f32).collect());
+    let neg_iota = f32s(m, op, "top_k_neg_index", &col, (0..n).map(|i| -(i as f32)).collect());
+    let none = f32s(m, op, "top_k_none", &[], vec![-16_777_216.0]);
+    let axes = ints(m, op, "top_k_axis", vec![1], vec![a as i64 - rank]);
+    let mut taken: Option<ValueId> = None;
+    let (mut vals, mut idxs) = (vec![], vec![]);
+    for _ in 0..k {
+        let free = match taken {
+            Some(t) => insert(m, op, graph::Not::NAME, &[t], b(&xs), vec![]),
+            None => ints_bool_true(m, op, &xs),
+        };
+        let low = f32s(m, op, "top_k_lowest", &[], vec![f32::NEG_INFINITY]);
+        let live = insert(m, op, graph::Where::NAME, &[free, y, low], f(&xs), vec![]);
+        let keep = vec![("keepdims", Attribute::i64(1))];
+        let best = insert(m, op, graph::ReduceMax::NAME, &[live, axes], f(&one), keep.clone());
+        let at_best = insert(m, op, graph::Equal::NAME, &[live, best], b(&xs), vec![]);
+        let cand_ok = insert(m, op, graph::And::NAME, &[at_best, free], b(&xs), vec![]);
+        let cand = insert(m, op, graph::Where::NAME, &[cand_ok, neg_iota, none], f(&xs), vec![]);
+        let neg_idx = insert(m, op, graph::ReduceMax::NAME, &[cand, axes], f(&one), keep);
+        let idx = insert(m, op, graph::Neg::NAME, &[neg_idx], f(&one), vec![]);
+        let hit = insert(m, op, graph::Equal::NAME, &[iota, idx], b(&xs), vec![]);
+        taken = Some(match taken {
+            Some(t) => insert(m, op, graph::Or::NAME, &[t, hit], b(&xs), vec![]),
+            None => hit,
+        });
+        vals.push(if largest { best } else { insert(m, op, graph::Neg::NAME, &[best], f(&one), vec![]) });
+        idxs.push(idx);
+    }
+    let mut out = xs.clone();
+    out[a] = k as u64;
+    let cat = |m: &mut Module, v: &[ValueId]| {
+        insert(m, op, graph::Concat::NAME, v, f(&out), vec![("axis", Attribute::i64(a as i64))])
+    };
+    let (mut v, i) = (cat(m, &vals), cat(m, &idxs));
+    let i = insert(m, op, graph::Cast::NAME, &[i], tensor_ty(&out, ScalarType::I64), vec![]);
+    mark_f32_steps(m, first_new);
+    if elem != ScalarType::F32 {
+        v = insert(m, op, graph::Cast::NAME, &[v], tensor_ty(&out, elem), vec![]);
+    }
+    let (r0, r1) = (m.op(op).results[0], m.op(op).results[1]);
+    finish(m, op, r0, v);
+    finish(m, op, r1, i);
+    Ok(true)
+}
+
+/// A constant all-true `i1` tensor of `shape`.
+fn ints_bool_true(m: &mut Module, at: OpId, shape: &[u64]) -> ValueId {
+    let loc = m.op(at).loc.clone();
+    let n: u64 = shape.iter().product();
+    let t = Tensor::new(shape.iter().map(|&d| d as usize).collect(), vec![true; n as usize]);
+    crate::passes::fold_constants::insert_constant(m, at, "all", &t, loc)
+}
+
+/// Marks every op created since `first_new` with an f32 result to stay f32 in a bf16 compile.
+fn mark_f32_steps(m: &mut Module, first_new: usize) {
+    for o in (first_new..m.op_count()).map(|i| OpId(i as u32)) {
+        let f32_result = m.op(o).results.first().and_then(|&r| m.value_type(r).elem()) == Some(ScalarType::F32);
+        if !m.op(o).erased && f32_result {
+            m.set_attr(o, crate::backend::plan::KEEP_F32, Attribute::Bool(true));
+        }
+    }
+}
+
+/// OneHot with a constant depth as `where(indices == iota, on, off)` over the new axis (negative
+/// indices counted from the depth). `Ok(false)` when shapes or the depth are unknown.
+fn one_hot(m: &mut Module, op: OpId) -> Result<bool, String> {
+    let (idx, depth, values) = (m.op(op).operands[0], m.op(op).operands[1], m.op(op).operands[2]);
+    let (Some(is), Some(d), Some(ve)) = (shape_of(m, idx), const_ints(m, depth), m.value_type(values).elem()) else {
+        return Ok(false);
+    };
+    let Some(&d) = d.first().filter(|&&d| d >= 1) else {
+        return Err("OneHot depth must be at least 1".into());
+    };
+    let a = crate::dialects::normalize_axis(m.attr(op, "axis").and_then(Attribute::as_int).unwrap_or(-1), is.len() + 1)?;
+    let ie = m.value_type(idx).elem().unwrap_or(ScalarType::I64);
+    let mut us = is.clone();
+    us.insert(a, 1);
+    let mut out = is.clone();
+    out.insert(a, d as u64);
+    let mut col = vec![1u64; out.len()];
+    col[a] = d as u64;
+    let ax = ints(m, op, "one_hot_axis", vec![1], vec![a as i64]);
+    let x = insert(m, op, graph::Unsqueeze::NAME, &[idx, ax], tensor_ty(&us, ie), vec![]);
+    let x = if ie == ScalarType::I64 { x } else { insert(m, op, graph::Cast::NAME, &[x], tensor_ty(&us, ScalarType::I64), vec![]) };
+    let zero = ints(m, op, "one_hot_zero", vec![], vec![0]);
+    let neg = insert(m, op, graph::Less::NAME, &[x, zero], tensor_ty(&us, ScalarType::I1), vec![]);
+    let dc = ints(m, op, "one_hot_depth", vec![], vec![d]);
+    let wrapped = insert(m, op, graph::Add::NAME, &[x, dc], tensor_ty(&us, ScalarType::I64), vec![]);
+    let x = insert(m, op, graph::Where::NAME, &[neg, wrapped, x], tensor_ty(&us, ScalarType::I64), vec![]);
+    let iota = ints(m, op, "one_hot_index", col.iter().map(|&c| c as usize).collect(), (0..d).collect());
+    let hit = insert(m, op, graph::Equal::NAME, &[x, iota], tensor_ty(&out, ScalarType::I1), vec![]);
+    let vshape = [1u64];
+    let s0 = ints(m, op, "one_hot_off_at", vec![1], vec![0]);
+    let s1 = ints(m, op, "one_hot_on_at", vec![1], vec![1]);
+    let off = insert(m, op, graph::Gather::NAME, &[values, s0], tensor_ty(&vshape, ve), vec![("axis", Attribute::i64(0))]);
+    let on = insert(m, op, graph::Gather::NAME, &[values, s1], tensor_ty(&vshape, ve), vec![("axis", Attribute::i64(0))]);
+    let y = insert(m, op, graph::Where::NAME, &[hit, on, off], tensor_ty(&out, ve), vec![]);
+    let r = m.op(op).results[0];
+    finish(m, op, r, y);
     Ok(true)
 }
 

@@ -434,6 +434,28 @@ pub fn infer_op(m: &Module, op: OpId) -> Result<Option<Vec<Type>>, String> {
             Ok(Some(vec![tt(dims, x.elem)]))
         }
         graph::ScatterNd::NAME => Ok(Some(vec![tt(x.dims.clone(), x.elem)])),
+        graph::TopK::NAME => {
+            let axis = norm_axis(int_attr(m, op, "axis", -1), x.rank())?;
+            let mut dims = x.dims.clone();
+            dims[axis] = match cval(m, Some(operands[1])).map(|k| k.to_i64_vec()) {
+                Some(k) if k.len() == 1 && k[0] >= 0 => Dim::Static(k[0] as u64),
+                Some(k) => return Err(format!("TopK: k must be one non-negative value, got {k:?}")),
+                None => Dim::Dynamic,
+            };
+            Ok(Some(vec![tt(dims.clone(), x.elem), tt(dims, ScalarType::I64)]))
+        }
+        graph::OneHot::NAME => {
+            let values = tensor(m, operands[2])?;
+            let axis = norm_axis(int_attr(m, op, "axis", -1), x.rank() + 1)?;
+            let depth = match cval(m, Some(operands[1])).map(|d| d.to_f64_vec()) {
+                Some(d) if d.len() == 1 && d[0] >= 1.0 => Dim::Static(d[0] as u64),
+                Some(d) => return Err(format!("OneHot: depth must be one value >= 1, got {d:?}")),
+                None => Dim::Dynamic,
+            };
+            let mut dims = x.dims.clone();
+            dims.insert(axis, depth);
+            Ok(Some(vec![tt(dims, values.elem)]))
+        }
         graph::GatherElements::NAME => {
             let idx = tensor(m, operands[1])?;
             Ok(Some(vec![tt(idx.dims.clone(), x.elem)]))
@@ -624,7 +646,8 @@ fn min_operands(name: &str) -> usize {
         graph::Pow::NAME | graph::Mod::NAME | graph::Equal::NAME | graph::LessOrEqual::NAME | graph::GreaterOrEqual::NAME | graph::Less::NAME
         | graph::Greater::NAME | graph::And::NAME | graph::Or::NAME | graph::MatMul::NAME | graph::MatMulInteger::NAME | graph::MatMulEpilogue::NAME | graph::Gemm::NAME | graph::Gather::NAME
         | graph::GatherNd::NAME | graph::GatherElements::NAME | graph::Expand::NAME | graph::LayerNorm::NAME | graph::RmsNorm::NAME | graph::QuantizeLinear::NAME | graph::DequantizeLinear::NAME | graph::Pad::NAME
-        | graph::CumSum::NAME | graph::Tile::NAME => 2,
+        | graph::CumSum::NAME | graph::Tile::NAME | graph::TopK::NAME => 2,
+        graph::OneHot::NAME => 3,
         graph::Where::NAME | graph::Range::NAME | graph::Attention::NAME | graph::RotaryEmbedding::NAME | graph::Slice::NAME => 3,
         _ => 1,
     }
