@@ -466,6 +466,69 @@ fn one_hot_with_negative_indices_matches_the_interpreter() {
 }
 
 #[test]
+fn gather_indices_out_of_range_trap_instead_of_reading_another_row() {
+    // ONNX leaves them undefined and onnxruntime refuses them; a wrong row would be a silent
+    // wrong answer. Gather (computed indices), GatherND (a component past its dim while the flat
+    // row is inside the table) and GatherElements all trap at the gather's table limit.
+    let cases = [
+        (
+            r#"module {
+  func.func @main(%d: tensor<4x3xf32> {graph.name = "d"}, %i: tensor<2xi64> {graph.name = "i"}) -> (tensor<2x3xf32> {graph.name = "y"}) {
+    %j = "graph.add"(%i, %i) : (tensor<2xi64>, tensor<2xi64>) -> tensor<2xi64> loc("Add")
+    %y = "graph.gather"(%d, %j) {axis = 0 : i64} : (tensor<4x3xf32>, tensor<2xi64>) -> tensor<2x3xf32> loc("Gather")
+    func.return %y : tensor<2x3xf32>
+  }
+}
+"#,
+            vec![2u64],
+            vec![1.0f32, 2.0],
+        ),
+        (
+            r#"module {
+  func.func @main(%d: tensor<4x3xf32> {graph.name = "d"}, %i: tensor<1x2xi64> {graph.name = "i"}) -> (tensor<1xf32> {graph.name = "y"}) {
+    %y = "graph.gather_nd"(%d, %i) : (tensor<4x3xf32>, tensor<1x2xi64>) -> tensor<1xf32> loc("GatherND")
+    func.return %y : tensor<1xf32>
+  }
+}
+"#,
+            vec![1, 2],
+            vec![0.0, 4.0],
+        ),
+        (
+            r#"module {
+  func.func @main(%d: tensor<4x3xf32> {graph.name = "d"}, %i: tensor<4x1xi64> {graph.name = "i"}) -> (tensor<4x1xf32> {graph.name = "y"}) {
+    %y = "graph.gather_elements"(%d, %i) {axis = 1 : i64} : (tensor<4x3xf32>, tensor<4x1xi64>) -> tensor<4x1xf32> loc("GatherElements")
+    func.return %y : tensor<4x1xf32>
+  }
+}
+"#,
+            vec![4, 1],
+            vec![0.0, 1.0, -4.0, 2.0],
+        ),
+    ];
+    for (src, ishape, idx) in cases {
+        for target in ["edge", "datacenter"] {
+            let prog = compile_text(src, target, Precision::Fp32);
+            let ins = [
+                (
+                    "d".to_string(),
+                    Tensor::from_f32(DType::F32, vec![4, 3], &values(12, 1)).unwrap(),
+                ),
+                (
+                    "i".to_string(),
+                    Tensor::from_f32(DType::I64, ishape.clone(), &idx).unwrap(),
+                ),
+            ];
+            let e = match run(&prog, &ins, &checked()) {
+                Ok(_) => panic!("{target}: an out-of-range index ran:\n{src}"),
+                Err(e) => e.to_string(),
+            };
+            assert!(e.contains("outside the table's rows"), "{target}: {e}");
+        }
+    }
+}
+
+#[test]
 fn trilu_with_k_given_at_run_time_matches_the_interpreter() {
     for upper in [0, 1] {
         for k in [-2i64, 0, 1, 3] {

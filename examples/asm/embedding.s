@@ -24,11 +24,11 @@
     li   r7, 0              ; chunk pair
     li   r8, 4              ; chunk pairs
 chunk:
-    dma.gather r4, r3, r1, 64, 256, r5, r5, f32, i64
+    dma.gather r4, r3, r1, 64, 256, r5, r5, f32, i64, 1024
     dma.store  r4, r6, 256, 64, 1, r5, r0, r5, r0, f32, rows
     addi r1, r1, 512        ; next 64 ids (8 bytes each)
     addi r6, r6, 65536      ; next 64 output rows
-    dma.gather r9, r3, r1, 64, 256, r5, r5, f32, i64
+    dma.gather r9, r3, r1, 64, 256, r5, r5, f32, i64, 1024
     dma.store  r9, r6, 256, 64, 1, r5, r0, r5, r0, f32, rows
     addi r1, r1, 512
     addi r6, r6, 65536

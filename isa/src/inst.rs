@@ -563,17 +563,19 @@ isa! {
         hs1: Reg = 5, hs2: Reg = 5, ss1: Reg = 5, ss2: Reg = 5, dt: DType = 4, layout: Layout = 1,
     };
     /// Row gather: for `r < count`, `rowlen` elements at `hbm + idx[r]·hs·size` go to
-    /// `sram + r·ss·size`; `idx` is a vector of `idt` (i32 or i64) at SRAM address `idx`. Embedding
-    /// lookups and paged-KV block reads through a block table.
+    /// `sram + r·ss·size`; `idx` is a vector of `idt` (i32 or i64) at SRAM address `idx`. An index
+    /// outside `0..limit` traps (the table's rows; `limit = 0` checks nothing). Embedding lookups
+    /// and paged-KV block reads through a block table.
     DmaGather = 0x32, "dma.gather", Dma, DmaIndexed {
         sram: Reg = 5, hbm: Reg = 5, idx: Reg = 5, count: u32 = 16, rowlen: u32 = 16,
-        hs: Reg = 5, ss: Reg = 5, dt: DType = 4, idt: DType = 4,
+        hs: Reg = 5, ss: Reg = 5, dt: DType = 4, idt: DType = 4, limit: u32 = 32,
     };
     /// Row scatter: for `r < count`, `rowlen` elements at `sram + r·ss·size` go to
-    /// `hbm + idx[r]·hs·size`. Paged-KV appends in place.
+    /// `hbm + idx[r]·hs·size`; an index outside `0..limit` traps (`0`: unchecked). Paged-KV
+    /// appends in place.
     DmaScatter = 0x33, "dma.scatter", Dma, DmaIndexed {
         sram: Reg = 5, hbm: Reg = 5, idx: Reg = 5, count: u32 = 16, rowlen: u32 = 16,
-        hs: Reg = 5, ss: Reg = 5, dt: DType = 4, idt: DType = 4,
+        hs: Reg = 5, ss: Reg = 5, dt: DType = 4, idt: DType = 4, limit: u32 = 32,
     };
     /// DMA queue waits until semaphore `sem >= count`, then subtracts `count`.
     DmaWait = 0x34, "dma.wait", Dma, Sync { sem: Sem = 5, count: u32 = 8 };

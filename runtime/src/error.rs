@@ -80,6 +80,12 @@ pub enum TrapKind {
         hi: i128,
         size: u64,
     },
+    #[error("index {value} at position {position} is outside the table's rows 0..{limit}")]
+    IndexPastTable {
+        position: u64,
+        value: i64,
+        limit: u32,
+    },
     #[error("index vector type {0} is not i32 or i64")]
     BadIndexType(DType),
     #[error("operand of {elements} elements exceeds the emulator's staging limit of {limit}")]

@@ -130,6 +130,7 @@ fn read_index(sram: &[u8], idt: DType, base: i128, i: u64) -> Result<i64, TrapKi
 }
 
 /// HBM byte range of gather/scatter row `r` with index value `v`, checked against HBM.
+#[allow(clippy::too_many_arguments)]
 fn index_row(
     hbm: i64,
     v: i64,
@@ -138,7 +139,15 @@ fn index_row(
     size: u64,
     position: u64,
     hbm_size: u64,
+    limit: u32,
 ) -> Result<(i128, i128), TrapKind> {
+    if limit != 0 && !(0..limit as i64).contains(&v) {
+        return Err(TrapKind::IndexPastTable {
+            position,
+            value: v,
+            limit,
+        });
+    }
     // i64 · i64 · size can exceed i128: saturate (a saturated address is out of range anyway).
     let lo = (v as i128)
         .saturating_mul(hs as i128)
@@ -284,6 +293,7 @@ pub(crate) fn spans(inst: &Inst, r: &Regs, sz: &Sizes, sram: &[u8]) -> Result<Sp
             ss,
             dt,
             idt,
+            limit,
         }
         | Inst::DmaScatter {
             sram: s,
@@ -295,6 +305,7 @@ pub(crate) fn spans(inst: &Inst, r: &Regs, sz: &Sizes, sram: &[u8]) -> Result<Sp
             ss,
             dt,
             idt,
+            limit,
         } => {
             let gather = matches!(inst, Inst::DmaGather { .. });
             if !matches!(idt, DType::I32 | DType::I64) {
@@ -321,7 +332,8 @@ pub(crate) fn spans(inst: &Inst, r: &Regs, sz: &Sizes, sram: &[u8]) -> Result<Sp
                 let base = rv(r, idx) as i128;
                 for p in 0..count {
                     let v = read_index(sram, idt, base, p)?;
-                    let (a, b) = index_row(rv(r, hbm), v, rv(r, hs), rowlen, size, p, sz.hbm)?;
+                    let (a, b) =
+                        index_row(rv(r, hbm), v, rv(r, hs), rowlen, size, p, sz.hbm, limit)?;
                     lo = lo.min(a);
                     hi = hi.max(b);
                 }
@@ -1196,6 +1208,7 @@ fn indexed(inst: &Inst, r: &Regs, m: &mut Mem) -> Result<(), TrapKind> {
         ss,
         dt,
         idt,
+        limit,
     }
     | Inst::DmaScatter {
         sram,
@@ -1207,6 +1220,7 @@ fn indexed(inst: &Inst, r: &Regs, m: &mut Mem) -> Result<(), TrapKind> {
         ss,
         dt,
         idt,
+        limit,
     }) = *inst
     else {
         return Ok(());
@@ -1217,7 +1231,7 @@ fn indexed(inst: &Inst, r: &Regs, m: &mut Mem) -> Result<(), TrapKind> {
     let hbm_size = m.hbm.size();
     for p in 0..count as u64 {
         let v = read_index(m.sram, idt, rv(r, idx) as i128, p)?;
-        let (lo, _) = index_row(rv(r, hbm), v, rv(r, hs), rowlen, size, p, hbm_size)?;
+        let (lo, _) = index_row(rv(r, hbm), v, rv(r, hs), rowlen, size, p, hbm_size, limit)?;
         let s = rv(r, sram) as i128 + p as i128 * rv(r, ss) as i128 * size as i128;
         let rg = at(MemSpace::Sram, m.sram.len(), s, row_bytes)?;
         if gather {

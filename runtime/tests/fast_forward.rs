@@ -109,7 +109,7 @@ fn body(rng: &mut Rng, n: usize, clean: bool, multicast: bool, noise: bool) -> V
             // run), a causal mask whose offsets (values only) follow the trip counter, and a
             // barrier inside the loop.
             14 => format!(
-                "{} r4, r6, r7, {}, 16, r3, r8, u8, i32",
+                "{} r4, r6, r7, {}, 16, r3, r8, u8, i32, 0",
                 rng.pick(&["dma.gather", "dma.scatter"]),
                 rng.pick(&["2", "8"]),
             ),

@@ -180,6 +180,7 @@ fn dma_gather_and_scatter_with_i32_and_i64_indices() {
             ss: Reg(5),
             dt: DType::F32,
             idt,
+            limit: 10,
         };
         let h = Harness::new()
             .input("table", f32t(&[10, 4], &table), 0)
@@ -208,6 +209,7 @@ fn dma_gather_and_scatter_with_i32_and_i64_indices() {
             ss: Reg(4),
             dt: DType::F32,
             idt,
+            limit: 10,
         };
         let h = Harness::new()
             .input("rows", f32t(&[16], &rows), 0)

@@ -48,6 +48,7 @@ fn gather_index_arithmetic_overflow_traps_bad_index() {
         ss: Reg(0),
         dt: DType::I64,
         idt: DType::I64,
+        limit: 0,
     });
     s.push(Inst::Halt {});
     for opts in [RunOptions::default(), timing()] {

@@ -179,6 +179,7 @@ fn a_bad_gather_index_is_named() {
         ss: Reg(4),
         dt: DType::F32,
         idt: DType::I64,
+        limit: 0,
     });
     s.push(Inst::Halt {});
     let e = err(&one_core(s));
@@ -487,4 +488,55 @@ fn strided_stores_of_interleaved_rows_are_not_a_race_but_shared_bytes_are() {
     // Runs that overlap the other core's by one element in every row.
     let e = err(&column_tiles(31));
     assert!(matches!(e, EmuError::Race { .. }), "{e}");
+}
+
+#[test]
+fn a_gather_index_past_the_table_traps_even_inside_hbm() {
+    // Index 5 of a 4-row table: row 5 is still inside HBM, so only `limit` catches it.
+    let mut s = li(2, 5);
+    s.push(Inst::St {
+        rs: Reg(2),
+        rs1: Reg(0),
+        off: 8,
+    });
+    s.push(Inst::Signal { sem: sem(0) });
+    s.push(Inst::Wait {
+        sem: sem(0),
+        count: 1,
+    });
+    s.extend(li(3, 4096));
+    s.extend(li(4, 4));
+    s.push(Inst::DmaGather {
+        sram: Reg(3),
+        hbm: Reg(0),
+        idx: Reg(0),
+        count: 2,
+        rowlen: 4,
+        hs: Reg(4),
+        ss: Reg(4),
+        dt: DType::F32,
+        idt: DType::I64,
+        limit: 4,
+    });
+    s.push(Inst::Halt {});
+    let e = err(&one_core(s));
+    assert!(
+        matches!(
+            e,
+            EmuError::Trap {
+                kind: TrapKind::IndexPastTable {
+                    position: 1,
+                    value: 5,
+                    limit: 4
+                },
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(
+        e.to_string()
+            .contains("index 5 at position 1 is outside the table's rows 0..4"),
+        "{e}"
+    );
 }

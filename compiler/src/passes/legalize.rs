@@ -8,9 +8,14 @@
 //!   `[B·D, rest…]` (`B` the product of the `batch_dims` leading dims, `D` that of the indexed
 //!   dims) and each index tuple to the row `Σ_j idx_j·stride_j` (a negative component counts from
 //!   the end of its dim) plus its batch's row offset. ONNX leaves an index outside its dim
-//!   undefined; the row is clamped to the table, so such an index reads a row of the data,
-//!   never memory past it.
-//!
+//!   undefined; such a tuple is sent to the row past the table, which the gather's table limit
+//!   (`dma.gather`'s `limit`) traps on: never another row, never memory past the table;
+//! - `graph.gather_elements` becomes a gather of single elements of the flattened data (flat
+//!   index = wrapped index · axis stride + the constant offset of the other coordinates; out of
+//!   range traps as above); `graph.scatter_nd` with constant indices a gather of constant rows
+//!   from the data's rows and the updates'; `graph.top_k` `k` rounds of a maximum (ties by lower
+//!   index, in f32); `graph.one_hot` `where(indices == iota, on, off)`; `graph.tile` with
+//!   constant repeats a broadcast between two reshapes;
 //! - `graph.dequantize_linear` becomes `(cast(x) − cast(zp)) · scale` and
 //!   `graph.quantize_linear` `cast(round(x / scale) + zp)` (round half to even; the store to the
 //!   integer type saturates, an f8 result is the saturating or NaN-producing Cast its
@@ -213,7 +218,7 @@ fn trilu(m: &mut Module, op: OpId) -> Result<bool, String> {
     Ok(true)
 }
 
-/// GatherND as a row gather; `Ok(false)` when shapes are unknown or the index tuple is empty.
+/// GatherND as a row gather (a tuple out of range traps at the gather); `Ok(false)` when shapes are unknown or the index tuple is empty.
 fn gather_nd(m: &mut Module, op: OpId) -> Result<bool, String> {
     let (data, idx) = (m.op(op).operands[0], m.op(op).operands[1]);
     let (Some(ds), Some(is)) = (shape_of(m, data), shape_of(m, idx)) else {
@@ -288,10 +293,25 @@ fn gather_nd(m: &mut Module, op: OpId) -> Result<bool, String> {
         let offc = ints(m, op, "gather_nd_batch_rows", oshape, off);
         row = insert(m, op, graph::Add::NAME, &[row, offc], i64t(&lead), vec![]);
     }
+    // A tuple with a component outside its dim (after wrapping) reads row `total`, which the
+    // gather's table limit traps on, instead of another row.
     let total = (batch * rows) as i64;
-    let lo = ints(m, op, "gather_nd_first_row", vec![], vec![0]);
-    let hi = ints(m, op, "gather_nd_last_row", vec![], vec![total - 1]);
-    let row = insert(m, op, graph::Clip::NAME, &[row, lo, hi], i64t(&lead), vec![]);
+    let bt = |s: &[u64]| tensor_ty(s, ScalarType::I1);
+    let below = insert(m, op, graph::Less::NAME, &[fixed, zero], bt(&ishape), vec![]);
+    let above = insert(m, op, graph::GreaterOrEqual::NAME, &[fixed, dimc], bt(&ishape), vec![]);
+    let bad = insert(m, op, graph::Or::NAME, &[below, above], bt(&ishape), vec![]);
+    let bad = insert(m, op, graph::Cast::NAME, &[bad], i64t(&ishape), vec![]);
+    let bad = insert(
+        m,
+        op,
+        graph::ReduceMax::NAME,
+        &[bad, axes],
+        i64t(&lead),
+        vec![("keepdims", Attribute::i64(0))],
+    );
+    let bad = insert(m, op, graph::Greater::NAME, &[bad, zero], bt(&lead), vec![]);
+    let past = ints(m, op, "gather_nd_past_the_table", vec![], vec![total]);
+    let row = insert(m, op, graph::Where::NAME, &[bad, past, row], i64t(&lead), vec![]);
     let mut tshape = vec![total];
     tshape.extend(rest.iter().map(|&d| d as i64));
     let tshape_u: Vec<u64> = tshape.iter().map(|&d| d as u64).collect();
@@ -551,7 +571,7 @@ fn tile(m: &mut Module, op: OpId) -> Result<bool, String> {
 
 /// GatherElements as a gather of single elements from the flattened data: each element's flat
 /// index is its (wrapped) index times the axis stride plus the constant offset of its other
-/// coordinates, clamped to the table as GatherND's rows are. `Ok(false)` when shapes are unknown
+/// coordinates; an index out of range traps at the gather, as GatherND's tuples do. `Ok(false)` when shapes are unknown
 /// or the indices are not i64.
 fn gather_elements(m: &mut Module, op: OpId) -> Result<bool, String> {
     let (data, idx) = (m.op(op).operands[0], m.op(op).operands[1]);
@@ -599,9 +619,14 @@ fn gather_elements(m: &mut Module, op: OpId) -> Result<bool, String> {
     let shape: Vec<usize> = is.iter().map(|&d| d as usize).collect();
     let off = ints(m, op, "gather_elements_offsets", shape, offsets);
     let flat = insert(m, op, graph::Add::NAME, &[scaled, off], i64t(&is), vec![]);
-    let lo = ints(m, op, "gather_elements_first", vec![], vec![0]);
-    let hi = ints(m, op, "gather_elements_last", vec![], vec![total as i64 - 1]);
-    let flat = insert(m, op, graph::Clip::NAME, &[flat, lo, hi], i64t(&is), vec![]);
+    // An index outside its axis (after wrapping) reads element `total`, which the gather's table
+    // limit traps on, instead of another element.
+    let bt = tensor_ty(&is, ScalarType::I1);
+    let below = insert(m, op, graph::Less::NAME, &[fixed, zero], bt.clone(), vec![]);
+    let above = insert(m, op, graph::GreaterOrEqual::NAME, &[fixed, extent], bt.clone(), vec![]);
+    let bad = insert(m, op, graph::Or::NAME, &[below, above], bt, vec![]);
+    let past = ints(m, op, "gather_elements_past_the_table", vec![], vec![total as i64]);
+    let flat = insert(m, op, graph::Where::NAME, &[bad, past, flat], i64t(&is), vec![]);
     let shp = ints(m, op, "gather_elements_table", vec![1], vec![total as i64]);
     let table = insert(m, op, graph::Reshape::NAME, &[data, shp], tensor_ty(&[total], elem), vec![]);
     let r = m.op(op).results[0];

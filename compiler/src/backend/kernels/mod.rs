@@ -997,6 +997,7 @@ fn gather(cx: &mut Cx, op: OpId, data: ValueId, idx: ValueId, ov: &View) -> R<()
                 ss: e.reg(inner as i64),
                 dt: dv.dt,
                 idt: iv.dt,
+                limit: u32::try_from(dv.shape[ax]).unwrap_or(0),
             };
             let istart = ibuf + s * iv.dt.size();
             e.op(
