@@ -153,14 +153,15 @@ fn division_by_zero_traps() {
     );
 }
 
-#[test]
-fn a_bad_gather_index_is_named() {
+/// Stores index `value` at SRAM byte `at`, then gathers `count` rows of 4 f32 with row stride
+/// `hs` from index vector 0 into SRAM 4096, checking the indices against `limit`.
+fn gather_after_storing(value: i64, at: i32, hs: i64, count: u32, limit: u32) -> Vec<Inst> {
     let mut s = li(1, 0);
-    s.extend(li(2, 1 << 30));
+    s.extend(li(2, value));
     s.push(Inst::St {
         rs: Reg(2),
         rs1: Reg(0),
-        off: 24,
+        off: at,
     });
     s.push(Inst::Signal { sem: sem(0) });
     s.push(Inst::Wait {
@@ -168,20 +169,26 @@ fn a_bad_gather_index_is_named() {
         count: 1,
     });
     s.extend(li(3, 4096));
-    s.extend(li(4, 1024));
+    s.extend(li(4, hs));
     s.push(Inst::DmaGather {
         sram: Reg(3),
         hbm: Reg(0),
         idx: Reg(0),
-        count: 4,
+        count,
         rowlen: 4,
         hs: Reg(4),
         ss: Reg(4),
         dt: DType::F32,
         idt: DType::I64,
-        limit: 0,
+        limit,
     });
     s.push(Inst::Halt {});
+    s
+}
+
+#[test]
+fn a_bad_gather_index_is_named() {
+    let s = gather_after_storing(1 << 30, 24, 1024, 4, 0);
     let e = err(&one_core(s));
     assert!(
         matches!(
@@ -493,32 +500,7 @@ fn strided_stores_of_interleaved_rows_are_not_a_race_but_shared_bytes_are() {
 #[test]
 fn a_gather_index_past_the_table_traps_even_inside_hbm() {
     // Index 5 of a 4-row table: row 5 is still inside HBM, so only `limit` catches it.
-    let mut s = li(2, 5);
-    s.push(Inst::St {
-        rs: Reg(2),
-        rs1: Reg(0),
-        off: 8,
-    });
-    s.push(Inst::Signal { sem: sem(0) });
-    s.push(Inst::Wait {
-        sem: sem(0),
-        count: 1,
-    });
-    s.extend(li(3, 4096));
-    s.extend(li(4, 4));
-    s.push(Inst::DmaGather {
-        sram: Reg(3),
-        hbm: Reg(0),
-        idx: Reg(0),
-        count: 2,
-        rowlen: 4,
-        hs: Reg(4),
-        ss: Reg(4),
-        dt: DType::F32,
-        idt: DType::I64,
-        limit: 4,
-    });
-    s.push(Inst::Halt {});
+    let s = gather_after_storing(5, 8, 4, 2, 4);
     let e = err(&one_core(s));
     assert!(
         matches!(
