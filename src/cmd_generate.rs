@@ -234,45 +234,14 @@ fn program_for(
         .ok_or_else(|| "pipeline stopped early".to_string())
 }
 
-/// Binds the standard LLM inputs that the program has: `input_ids`, `attention_mask`,
-/// `position_ids` (by descriptor shape) and any input with no elements (the empty past of a
-/// decoder with past run as the prefill, as Optimum exports one model for both); other inputs
-/// are an error.
+/// The standard LLM inputs of `program` ([`llmpu_runtime::serve_engine::llm_inputs`]).
 pub fn bind(
     program: &Program,
     ids: &[i64],
     mask: &[i64],
     positions: &[i64],
 ) -> Result<Vec<(String, Tensor)>, String> {
-    let mut out = vec![];
-    for io in program.io.iter().filter(|t| t.dir == IoDir::Input) {
-        if io.elements() == Some(0) {
-            out.push((io.name.clone(), Tensor::zeros(io.dtype, io.shape.clone())));
-            continue;
-        }
-        let vals = match io.name.as_str() {
-            "input_ids" => ids,
-            "attention_mask" => mask,
-            "position_ids" => positions,
-            n => {
-                return Err(format!(
-                    "decode/prefill input `{n}` is not one generate can feed"
-                ));
-            }
-        };
-        if io.elements() != Some(vals.len() as u64) {
-            return Err(format!(
-                "input `{}` has shape {:?}, generate has {} values for it",
-                io.name,
-                io.shape,
-                vals.len()
-            ));
-        }
-        let t = Tensor::from_ints(io.dtype, io.shape.clone(), vals)
-            .map_err(|e| format!("input `{}`: {e}", io.name))?;
-        out.push((io.name.clone(), t));
-    }
-    Ok(out)
+    llmpu_runtime::serve_engine::llm_inputs(program, ids, mask, positions, "generate")
 }
 
 /// The rule for a top-1 that differs from the reference at token `i` (the ids before agree, so

@@ -572,3 +572,51 @@ fn trace_is_op_spans_by_default_and_instructions_on_request() {
         insts.len()
     );
 }
+
+#[test]
+fn one_optimum_decoder_serves_as_prefill_and_decode_and_reproduces_its_greedy_ids() {
+    // Optimum writes a single decoder whose past may be empty: serve-sim runs it as the prefill
+    // (past of 0) and as the batched decode step, and a request decoded in a batch keeps the
+    // onnxruntime greedy ids.
+    let zoo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("zoo");
+    let g: Value = serde_json::from_str(
+        &std::fs::read_to_string(zoo.join("generate/llama-tiny-optimum-generate.json"))
+            .expect("reference"),
+    )
+    .expect("json");
+    let want = g["generated_ids"].as_array().expect("ids").clone();
+    let mut reqs = vec![
+        json!({"id": "ref", "arrival_s": 0.0, "prompt_ids": g["prompt_ids"],
+        "output_len": want.len()}),
+    ];
+    for i in 0..3 {
+        reqs.push(json!({"id": format!("r{i}"), "arrival_ms": 0.01 * i as f64,
+            "prompt_len": 4 + 5 * i, "output_len": 6 + 4 * i}));
+    }
+    let trace = tmp("optimum-reference.json");
+    std::fs::write(&trace, json!({"requests": reqs}).to_string()).expect("write");
+    let model = zoo.join("models/llama-tiny-optimum/model.onnx");
+    let out = Command::new(env!("CARGO_BIN_EXE_llmpu"))
+        .arg("serve-sim")
+        .arg("--prefill")
+        .arg(&model)
+        .arg("--decode")
+        .arg(&model)
+        .args([
+            "--requests",
+            trace.to_str().expect("path"),
+            "--precision",
+            "fp32",
+            "--json",
+        ])
+        .output()
+        .expect("run llmpu");
+    let (o, e) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{o}{e}");
+    let s: Value = serde_json::from_str(&o).expect("JSON summary");
+    assert_eq!(s["per_request"][0]["generated_ids"].as_array(), Some(&want));
+    assert!(s["mean_batch"].as_f64().expect("mean") > 1.0, "{s}");
+}

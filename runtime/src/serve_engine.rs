@@ -269,7 +269,7 @@ impl<'a> EmuEngine<'a> {
         s.set_kv_header(&table, &lengths)
             .map_err(|e| e.to_string())?;
         let p = s.program().clone();
-        for (name, t) in inputs(&p, &ids, &mask, &pos)? {
+        for (name, t) in llm_inputs(&p, &ids, &mask, &pos, "serve-sim")? {
             s.bind(&name, &t).map_err(|e| e.to_string())?;
         }
         let report = s.run().map_err(|e| e.to_string())?;
@@ -317,24 +317,32 @@ fn cost(r: &Report, kv_bytes: u64, trace: Option<crate::Trace>) -> RunCost {
     }
 }
 
-/// The standard LLM inputs of `p` (`input_ids`, `attention_mask`, `position_ids`) from values.
-fn inputs(
+/// The standard LLM inputs of `p` from values: `input_ids`, `attention_mask`, `position_ids`
+/// (checked against their descriptors' sizes) and an empty tensor for every input with no
+/// elements (the past of a decoder with past run as its own prefill, as Optimum exports one model
+/// for both). Any other input is an error naming it and `what` (the command).
+pub fn llm_inputs(
     p: &Program,
     ids: &[i64],
     mask: &[i64],
     pos: &[i64],
+    what: &str,
 ) -> Result<Vec<(String, Tensor)>, String> {
     let mut out = vec![];
     for io in p.io.iter().filter(|t| t.dir == IoDir::Input) {
+        if io.elements() == Some(0) {
+            out.push((io.name.clone(), Tensor::zeros(io.dtype, io.shape.clone())));
+            continue;
+        }
         let v = match io.name.as_str() {
             "input_ids" => ids,
             "attention_mask" => mask,
             "position_ids" => pos,
-            n => return Err(format!("input `{n}` is not one serve-sim can feed")),
+            n => return Err(format!("input `{n}` is not one {what} can feed")),
         };
         if io.elements() != Some(v.len() as u64) {
             return Err(format!(
-                "input `{}` has shape {:?}, serve-sim has {} values for it",
+                "input `{}` has shape {:?}, {what} has {} values for it",
                 io.name,
                 io.shape,
                 v.len()
@@ -403,7 +411,7 @@ impl Engine for EmuEngine<'_> {
         }
         let p = &self.prefills[&n];
         let pos: Vec<i64> = (0..n as i64).collect();
-        let ins = inputs(p, tokens, &vec![1; n], &pos)?;
+        let ins = llm_inputs(p, tokens, &vec![1; n], &pos, "serve-sim")?;
         let res = crate::run(p, &ins, &self.opts).map_err(|e| e.to_string())?;
         let tok = if self.opts.timing_only {
             0
