@@ -15,12 +15,18 @@ fn tmp(name: &str) -> PathBuf {
     d.join(name)
 }
 
-/// Runs serve-sim with `args`; returns (success, stdout, stderr).
+/// Runs serve-sim on the corpus model pair `{arch}-tiny-dyn` with `args`; returns (success,
+/// stdout, stderr).
 fn serve(c: &Path, arch: &str, args: &[&str]) -> (bool, String, String) {
+    let model = c.join(format!("models/{arch}-tiny-dyn"));
+    serve_models(&["--model".as_ref(), model.as_os_str()], args)
+}
+
+/// Runs serve-sim with the model arguments `models` and `args`; returns (success, stdout, stderr).
+fn serve_models(models: &[&std::ffi::OsStr], args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_llmpu"))
         .arg("serve-sim")
-        .arg("--model")
-        .arg(c.join(format!("models/{arch}-tiny-dyn")))
+        .args(models)
         .args(args)
         .output()
         .expect("run llmpu");
@@ -107,11 +113,14 @@ fn committed_64_request_trace_completes_with_paged_kv_utilization_of_at_least_90
 /// A trace whose first request is the corpus's greedy-generation prompt, with five more requests
 /// of other lengths arriving meanwhile (so it is decoded in batches of changing size).
 fn reference_trace(c: &Path, arch: &str) -> (PathBuf, Vec<Value>) {
-    let g: Value = serde_json::from_str(
-        &std::fs::read_to_string(c.join(format!("generate/{arch}-tiny-generate.json")))
-            .expect("reference"),
-    )
-    .expect("json");
+    reference_trace_of(&c.join(format!("generate/{arch}-tiny-generate.json")), arch)
+}
+
+/// A trace of the greedy reference `reference` (request `ref`) and five other requests arriving
+/// with it, written as `{name}-reference.json`; and the reference's ids.
+fn reference_trace_of(reference: &Path, name: &str) -> (PathBuf, Vec<Value>) {
+    let g: Value = serde_json::from_str(&std::fs::read_to_string(reference).expect("reference"))
+        .expect("json");
     let want = g["generated_ids"].as_array().expect("ids").clone();
     let mut reqs = vec![
         json!({"id": "ref", "arrival_s": 0.0, "prompt_ids": g["prompt_ids"],
@@ -121,7 +130,7 @@ fn reference_trace(c: &Path, arch: &str) -> (PathBuf, Vec<Value>) {
         reqs.push(json!({"id": format!("r{i}"), "arrival_ms": 0.02 * i as f64,
             "prompt_len": 5 + 7 * i, "output_len": 3 + 9 * i}));
     }
-    let p = tmp(&format!("{arch}-reference.json"));
+    let p = tmp(&format!("{name}-reference.json"));
     std::fs::write(&p, json!({"requests": reqs}).to_string()).expect("write");
     (p, want)
 }
@@ -579,43 +588,18 @@ fn one_optimum_decoder_serves_as_prefill_and_decode_and_reproduces_its_greedy_id
     // (past of 0) and as the batched decode step, and a request decoded in a batch keeps the
     // onnxruntime greedy ids.
     let zoo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("zoo");
-    let g: Value = serde_json::from_str(
-        &std::fs::read_to_string(zoo.join("generate/llama-tiny-optimum-generate.json"))
-            .expect("reference"),
-    )
-    .expect("json");
-    let want = g["generated_ids"].as_array().expect("ids").clone();
-    let mut reqs = vec![
-        json!({"id": "ref", "arrival_s": 0.0, "prompt_ids": g["prompt_ids"],
-        "output_len": want.len()}),
-    ];
-    for i in 0..3 {
-        reqs.push(json!({"id": format!("r{i}"), "arrival_ms": 0.01 * i as f64,
-            "prompt_len": 4 + 5 * i, "output_len": 6 + 4 * i}));
-    }
-    let trace = tmp("optimum-reference.json");
-    std::fs::write(&trace, json!({"requests": reqs}).to_string()).expect("write");
-    let model = zoo.join("models/llama-tiny-optimum/model.onnx");
-    let out = Command::new(env!("CARGO_BIN_EXE_llmpu"))
-        .arg("serve-sim")
-        .arg("--prefill")
-        .arg(&model)
-        .arg("--decode")
-        .arg(&model)
-        .args([
-            "--requests",
-            trace.to_str().expect("path"),
-            "--precision",
-            "fp32",
-            "--json",
-        ])
-        .output()
-        .expect("run llmpu");
-    let (o, e) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
+    let (trace, want) = reference_trace_of(
+        &zoo.join("generate/llama-tiny-optimum-generate.json"),
+        "llama-optimum",
     );
-    assert!(out.status.success(), "{o}{e}");
+    let model = zoo.join("models/llama-tiny-optimum/model.onnx");
+    let m = model.as_os_str();
+    let t = trace.to_str().expect("path");
+    let (ok, o, e) = serve_models(
+        &["--prefill".as_ref(), m, "--decode".as_ref(), m],
+        &["--requests", t, "--precision", "fp32", "--json"],
+    );
+    assert!(ok, "{o}{e}");
     let s: Value = serde_json::from_str(&o).expect("JSON summary");
     assert_eq!(s["per_request"][0]["generated_ids"].as_array(), Some(&want));
     assert!(s["mean_batch"].as_f64().expect("mean") > 1.0, "{s}");

@@ -389,12 +389,12 @@ fn top_k(m: &mut Module, op: OpId) -> Result<bool, String> {
     let axes = ints(m, op, "top_k_axis", vec![1], vec![a as i64 - rank]);
     let mut taken: Option<ValueId> = None;
     let (mut vals, mut idxs) = (vec![], vec![]);
+    let low = f32s(m, op, "top_k_lowest", &[], vec![f32::NEG_INFINITY]);
     for _ in 0..k {
         let free = match taken {
             Some(t) => insert(m, op, graph::Not::NAME, &[t], b(&xs), vec![]),
-            None => ints_bool_true(m, op, &xs),
+            None => all_true(m, op, &xs),
         };
-        let low = f32s(m, op, "top_k_lowest", &[], vec![f32::NEG_INFINITY]);
         let live = insert(m, op, graph::Where::NAME, &[free, y, low], f(&xs), vec![]);
         let keep = vec![("keepdims", Attribute::i64(1))];
         let best = insert(m, op, graph::ReduceMax::NAME, &[live, axes], f(&one), keep.clone());
@@ -429,18 +429,20 @@ fn top_k(m: &mut Module, op: OpId) -> Result<bool, String> {
 }
 
 /// A constant all-true `i1` tensor of `shape`.
-fn ints_bool_true(m: &mut Module, at: OpId, shape: &[u64]) -> ValueId {
+fn all_true(m: &mut Module, at: OpId, shape: &[u64]) -> ValueId {
     let loc = m.op(at).loc.clone();
     let n: u64 = shape.iter().product();
     let t = Tensor::new(shape.iter().map(|&d| d as usize).collect(), vec![true; n as usize]);
     crate::passes::fold_constants::insert_constant(m, at, "all", &t, loc)
 }
 
-/// Marks every op created since `first_new` with an f32 result to stay f32 in a bf16 compile.
+/// Marks every op created since `first_new` with an f32 result, constants aside (those that must
+/// stay exact are made by [`f32s`]), to stay f32 in a bf16 compile.
 fn mark_f32_steps(m: &mut Module, first_new: usize) {
     for o in (first_new..m.op_count()).map(|i| OpId(i as u32)) {
-        let f32_result = m.op(o).results.first().and_then(|&r| m.value_type(r).elem()) == Some(ScalarType::F32);
-        if !m.op(o).erased && f32_result {
+        let d = m.op(o);
+        let f32_result = d.results.first().and_then(|&r| m.value_type(r).elem()) == Some(ScalarType::F32);
+        if !d.erased && d.name != graph::Constant::NAME && f32_result {
             m.set_attr(o, crate::backend::plan::KEEP_F32, Attribute::Bool(true));
         }
     }
@@ -713,18 +715,7 @@ fn quant(m: &mut Module, op: OpId) -> Result<bool, String> {
             }
         ));
     }
-    for o in (first_new..m.op_count()).map(|i| OpId(i as u32)) {
-        if !m.op(o).erased
-            && m.op(o).name != graph::Constant::NAME
-            && m.op(o)
-                .results
-                .first()
-                .and_then(|&r| m.value_type(r).elem())
-                == Some(ScalarType::F32)
-        {
-            m.set_attr(o, crate::backend::plan::KEEP_F32, Attribute::Bool(true));
-        }
-    }
+    mark_f32_steps(m, first_new);
     Ok(done)
 }
 
